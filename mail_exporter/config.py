@@ -1,0 +1,336 @@
+"""The configuration file: strict models, YAML loading with line numbers, every error at once.
+
+``load_config`` either returns a complete, valid :class:`Config` or raises
+:class:`ConfigError` listing every problem as ``key.path (line N): message``.
+Nothing half-valid ever reaches the scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from mail_exporter.durations import parse_duration
+from mail_exporter.targets import parse_address
+
+
+def _duration(value: object) -> float:
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration {value!r}: use a number and a unit such as 500ms, 30s, 5m")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return seconds
+
+
+def _address(value: str) -> str:
+    parse_address(value)
+    return value
+
+
+Duration = Annotated[Any, AfterValidator(_duration)]
+AddressText = Annotated[str, AfterValidator(_address)]
+Protocol = Literal["smtp", "imap", "pop3"]
+TLSMode = Literal["none", "starttls", "implicit"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors everywhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(StrictModel):
+    ca_file: Path | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _ca_file_exists(self) -> TLSConfig:
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {str(self.ca_file)!r} does not exist or is not a file")
+        return self
+
+
+class AuthConfig(StrictModel):
+    """A login check. The password comes from a file or the environment, never the config."""
+
+    username: str = Field(min_length=1)
+    password_file: Path | None = None
+    password_env: str | None = None
+    mechanism: Literal["auto", "plain", "login"] = "auto"
+    _password: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @model_validator(mode="after")
+    def _load_password(self) -> AuthConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file and password_env")
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ValueError(
+                    f"password_file {str(self.password_file)!r} cannot be read: {error.strerror}"
+                ) from None
+            password = text.rstrip("\r\n")
+        else:
+            assert self.password_env is not None
+            if self.password_env not in os.environ:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            password = os.environ[self.password_env]
+        if any(c in password + self.username for c in "\r\n\0"):
+            raise ValueError("username and password must not contain line breaks or NUL")
+        self._password = SecretStr(password)
+        return self
+
+    @property
+    def password(self) -> str:
+        return self._password.get_secret_value()
+
+
+class ModuleConfig(StrictModel):
+    """How to probe one kind of service: protocol, TLS mode, timeout, login."""
+
+    protocol: Protocol
+    tls: TLSMode = "none"
+    require_tls: bool | None = None
+    timeout: Duration = Field(default="10s", validate_default=True)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    ehlo_name: str | None = None
+    tls_config: TLSConfig = TLSConfig()
+    auth: AuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_tls_options(self) -> ModuleConfig:
+        if self.require_tls is not None and self.tls != "starttls":
+            raise ValueError("require_tls applies only to tls: starttls")
+        if self.ehlo_name is not None and self.protocol != "smtp":
+            raise ValueError("ehlo_name applies only to protocol: smtp")
+        if self.auth and self.auth.mechanism == "login" and self.protocol == "pop3":
+            raise ValueError("pop3 logs in with USER/PASS (mechanism auto) or AUTH PLAIN (plain)")
+        return self
+
+    @property
+    def starttls_required(self) -> bool:
+        """With STARTTLS, fail when it is not offered unless the module says otherwise."""
+        return self.tls == "starttls" and self.require_tls is not False
+
+    @property
+    def timeout_seconds(self) -> float:
+        return float(self.timeout)
+
+
+class TargetConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    address: AddressText
+    module: str
+    interval: Duration | None = None
+
+
+class GlobalConfig(StrictModel):
+    interval: Duration = Field(default="30s", validate_default=True)
+    concurrency: int = Field(default=64, ge=1, le=10000)
+    scrape_timeout_offset: Duration = Field(default="500ms", validate_default=True)
+
+
+class CollectorsConfig(StrictModel):
+    """One section per collector; collectors add their sections here."""
+
+
+class Config(StrictModel):
+    global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
+    modules: dict[str, ModuleConfig] = Field(default_factory=dict)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    collectors: CollectorsConfig = CollectorsConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def interval_of(self, target: TargetConfig) -> float:
+        return float(target.interval if target.interval is not None else self.global_.interval)
+
+    def secrets(self) -> list[str]:
+        """Every password in use, so logs can redact them wherever they might slip in."""
+        return [m.auth.password for m in self.modules.values() if m.auth and m.auth.password]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used, with every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+Location = tuple[str | int, ...]
+
+
+class _LineIndex:
+    """Line numbers of every key and list item in a YAML document, and duplicate keys."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.lines: dict[Location, int] = {}
+        self.duplicates: list[tuple[Location, int]] = []
+        if root is not None:
+            self._walk(root, ())
+
+    def _walk(self, node: yaml.Node, location: Location) -> None:
+        self.lines.setdefault(location, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*location, key)
+                if key in seen:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[child] = key_node.start_mark.line + 1
+                self._walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*location, index))
+
+    def line_of(self, location: Location) -> int | None:
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                return self.lines[location[:end]]
+        return None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _dotted(location: Location) -> str:
+    parts: list[str] = []
+    for part in location:
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "".join(parts).lstrip(".") or "(top level)"
+
+
+def _cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]:
+    """Checks that span sections, run on the raw data so they are reported with other errors."""
+    modules = data.get("modules")
+    module_names = set(modules) if isinstance(modules, dict) else set()
+    targets = data.get("targets")
+    names: set[object] = set()
+    for index, target in enumerate(targets if isinstance(targets, list) else []):
+        if not isinstance(target, dict):
+            continue
+        module = target.get("module")
+        if isinstance(module, str) and module not in module_names:
+            known = ", ".join(sorted(map(str, module_names))) or "none defined"
+            yield ("targets", index, "module"), f"unknown module {module!r} (modules: {known})"
+        name = target.get("name")
+        if isinstance(name, str) and name in names:
+            yield ("targets", index, "name"), f"duplicate target name {name!r}"
+        names.add(name)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(source, [f"invalid YAML{where}: {problem}"]) from None
+    index = _LineIndex(root)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level) (line 1): the file must be a mapping of keys"])
+    problems = [f"{_dotted(loc)} (line {line}): duplicate key" for loc, line in index.duplicates]
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors():
+            location = tuple(item["loc"])
+            problems.append(f"{_dotted(location)} (line {index.line_of(location)}): {_describe(item)}")
+    for location, message in _cross_references(data):
+        problems.append(f"{_dotted(location)} (line {index.line_of(location)}): {message}")
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [f"cannot read file: {error}"]) from None
+    return parse_config(text, str(path))
+
+
+DEFAULT_CONFIG_YAML = """\
+# Built in: used when no --config.file is given. Watches the standard mail ports of this host.
+# Certificates of a local server rarely name "localhost", so verification is reported
+# (mail_tls_cert_verified) but does not fail these probes.
+modules:
+  smtp_starttls:
+    protocol: smtp
+    tls: starttls
+    require_tls: false
+    tls_config: {insecure_skip_verify: true}
+  submission:
+    protocol: smtp
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  imap_starttls:
+    protocol: imap
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  imaps:
+    protocol: imap
+    tls: implicit
+    tls_config: {insecure_skip_verify: true}
+  pop3_starttls:
+    protocol: pop3
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  pop3s:
+    protocol: pop3
+    tls: implicit
+    tls_config: {insecure_skip_verify: true}
+targets:
+  - {name: smtp, address: "localhost:25", module: smtp_starttls}
+  - {name: submission, address: "localhost:587", module: submission}
+  - {name: imap, address: "localhost:143", module: imap_starttls}
+  - {name: imaps, address: "localhost:993", module: imaps}
+  - {name: pop3, address: "localhost:110", module: pop3_starttls}
+  - {name: pop3s, address: "localhost:995", module: pop3s}
+"""
+
+
+def default_config() -> Config:
+    return parse_config(DEFAULT_CONFIG_YAML, "<built-in default config>")

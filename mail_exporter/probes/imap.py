@@ -1,0 +1,127 @@
+"""IMAP probe (RFC 9051/3501, 2595, 4959): greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE PLAIN, LOGOUT.
+
+Commands are tagged; untagged responses are collected until the tagged one,
+and a NO or BAD fails the probe at once.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from mail_exporter.probes.result import FailureReason, Phase
+from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
+
+
+class _Tags:
+    """Command tags a1, a2, …"""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        return f"a{self._count}"
+
+
+async def _responses(session: Session, tag: str, reason: FailureReason) -> list[str]:
+    """Untagged lines until ``tag``'s completion (or a ``+`` continuation, returned alone)."""
+    untagged: list[str] = []
+    while len(untagged) < MAX_REPLY_LINES:
+        response = await session.read_line()
+        if response.startswith(f"{tag} "):
+            status, _, text = response[len(tag) + 1 :].partition(" ")
+            if status.upper() != "OK":
+                raise ProbeFailure(reason, f"{status} {printable(text)}")
+            return untagged
+        if response.startswith("+"):
+            return [response]
+        if not response.startswith("* "):
+            raise ProbeFailure(FailureReason.PROTOCOL, f"unexpected response {printable(response)!r}")
+        untagged.append(response[2:])
+    raise ProbeFailure(FailureReason.PROTOCOL, f"more than {MAX_REPLY_LINES} untagged responses")
+
+
+async def _command(
+    session: Session, tags: _Tags, line: str, reason: FailureReason, shown: str | None = None
+) -> list[str]:
+    """Send a tagged command; the untagged lines on OK, a failure with ``reason`` otherwise."""
+    tag = tags.next()
+    await session.write_line(f"{tag} {line}", f"{tag} {shown}" if shown else None)
+    return await _responses(session, tag, reason)
+
+
+async def _capabilities(session: Session, tags: _Tags) -> set[str]:
+    with session.timed(Phase.CAPABILITIES):
+        lines = await _command(session, tags, "CAPABILITY", FailureReason.REJECTED)
+    for line in lines:
+        if line.upper().startswith("CAPABILITY "):
+            return set(line.upper().split()[1:])
+    raise ProbeFailure(FailureReason.PROTOCOL, "no CAPABILITY response")
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
+    auth = session.module.auth
+    assert auth is not None
+    mechanism = auth.mechanism
+    if mechanism == "auto":
+        mechanism = "login" if "LOGINDISABLED" not in capabilities else "plain"
+    with session.timed(Phase.AUTH):
+        if mechanism == "login":
+            if "LOGINDISABLED" in capabilities:
+                raise ProbeFailure(FailureReason.AUTH, "server advertises LOGINDISABLED")
+            await _command(
+                session, tags, f"LOGIN {_quoted(auth.username)} {_quoted(auth.password)}",
+                FailureReason.AUTH, f"LOGIN {_quoted(auth.username)} ****",
+            )
+            return
+        if "AUTH=PLAIN" not in capabilities:
+            raise ProbeFailure(FailureReason.AUTH, "server does not offer AUTHENTICATE PLAIN")
+        token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
+        if "SASL-IR" in capabilities:
+            await _command(session, tags, f"AUTHENTICATE PLAIN {token}", FailureReason.AUTH,
+                           "AUTHENTICATE PLAIN ****")
+            return
+        tag = tags.next()
+        await session.write_line(f"{tag} AUTHENTICATE PLAIN")
+        continuation = await _responses(session, tag, FailureReason.AUTH)
+        if not continuation or not continuation[0].startswith("+"):
+            raise ProbeFailure(FailureReason.PROTOCOL, "no continuation for AUTHENTICATE")
+        await session.write_line(token, "****")
+        final = await _responses(session, tag, FailureReason.AUTH)
+        if final and final[0].startswith("+"):
+            raise ProbeFailure(FailureReason.AUTH, "server asked for more than the PLAIN response")
+
+
+async def probe_imap(session: Session) -> None:
+    """Run an IMAP session on a connected (and, for implicit TLS, encrypted) session."""
+    module = session.module
+    tags = _Tags()
+    with session.timed(Phase.BANNER):
+        try:
+            greeting = await session.read_line()
+        except ProbeFailure as failure:
+            raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
+        if not greeting.upper().startswith(("* OK", "* PREAUTH")):
+            raise ProbeFailure(FailureReason.BANNER, printable(greeting))
+    capabilities = await _capabilities(session, tags)
+    if not session.encrypted:
+        session.result.starttls_offered = "STARTTLS" in capabilities
+        session.result.plaintext_auth_offered = "LOGINDISABLED" not in capabilities
+    if module.tls == "starttls":
+        if "STARTTLS" not in capabilities:
+            if module.starttls_required:
+                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS")
+            session.log("STARTTLS not offered; continuing without TLS as the module allows")
+        else:
+            with session.timed(Phase.STARTTLS):
+                await _command(session, tags, "STARTTLS", FailureReason.STARTTLS_UNAVAILABLE)
+            await session.start_tls()
+            capabilities = await _capabilities(session, tags)
+    if module.auth is not None:
+        await _login(session, tags, capabilities)
+    with session.timed(Phase.QUIT):
+        await _command(session, tags, "LOGOUT", FailureReason.PROTOCOL)

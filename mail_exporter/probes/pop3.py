@@ -1,0 +1,82 @@
+"""POP3 probe (RFC 1939, 2449, 2595, 5034): greeting, CAPA, STLS, USER/PASS or AUTH PLAIN, QUIT."""
+
+from __future__ import annotations
+
+import base64
+
+from mail_exporter.probes.result import FailureReason, Phase
+from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
+
+
+async def _command(session: Session, line: str, reason: FailureReason, shown: str | None = None) -> str:
+    """Send a command; its ``+OK`` text, or a failure with ``reason`` on ``-ERR``."""
+    await session.write_line(line, shown)
+    response = await session.read_line()
+    if response.startswith("+OK") or response.startswith("+ "):
+        return response
+    if response.startswith("-ERR"):
+        raise ProbeFailure(reason, printable(response))
+    raise ProbeFailure(FailureReason.PROTOCOL, f"unexpected response {printable(response)!r}")
+
+
+async def _capabilities(session: Session) -> set[str]:
+    """CAPA's list (RFC 2449); an old server without CAPA has none."""
+    with session.timed(Phase.CAPABILITIES):
+        await session.write_line("CAPA")
+        first = await session.read_line()
+        if first.startswith("-ERR"):
+            return set()
+        if not first.startswith("+OK"):
+            raise ProbeFailure(FailureReason.PROTOCOL, f"unexpected response {printable(first)!r}")
+        capabilities: set[str] = set()
+        for _ in range(MAX_REPLY_LINES):
+            line = await session.read_line()
+            if line == ".":
+                return capabilities
+            words = line.upper().split()
+            if words:
+                capabilities.add(words[0])
+                capabilities.update(f"{words[0]}={word}" for word in words[1:])
+    raise ProbeFailure(FailureReason.PROTOCOL, f"CAPA longer than {MAX_REPLY_LINES} lines")
+
+
+async def _login(session: Session) -> None:
+    auth = session.module.auth
+    assert auth is not None
+    with session.timed(Phase.AUTH):
+        if auth.mechanism == "plain":
+            token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
+            await _command(session, f"AUTH PLAIN {token}", FailureReason.AUTH, "AUTH PLAIN ****")
+        else:
+            await _command(session, f"USER {auth.username}", FailureReason.AUTH)
+            await _command(session, f"PASS {auth.password}", FailureReason.AUTH, "PASS ****")
+
+
+async def probe_pop3(session: Session) -> None:
+    """Run a POP3 session on a connected (and, for implicit TLS, encrypted) session."""
+    module = session.module
+    with session.timed(Phase.BANNER):
+        try:
+            greeting = await session.read_line()
+        except ProbeFailure as failure:
+            raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
+        if not greeting.startswith("+OK"):
+            raise ProbeFailure(FailureReason.BANNER, printable(greeting))
+    capabilities = await _capabilities(session)
+    if not session.encrypted:
+        session.result.starttls_offered = "STLS" in capabilities
+        session.result.plaintext_auth_offered = "USER" in capabilities or "SASL" in capabilities
+    if module.tls == "starttls":
+        if "STLS" not in capabilities:
+            if module.starttls_required:
+                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STLS")
+            session.log("STLS not offered; continuing without TLS as the module allows")
+        else:
+            with session.timed(Phase.STARTTLS):
+                await _command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE)
+            await session.start_tls()
+            capabilities = await _capabilities(session)
+    if module.auth is not None:
+        await _login(session)
+    with session.timed(Phase.QUIT):
+        await _command(session, "QUIT", FailureReason.PROTOCOL)

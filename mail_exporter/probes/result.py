@@ -1,0 +1,82 @@
+"""What a probe returns: its verdict, phase timings, failure reason and TLS facts.
+
+A probe never raises to its caller; everything it learned travels in a
+:class:`ProbeResult`, which :mod:`mail_exporter.metrics` turns into metric
+families and :mod:`mail_exporter.report` into a readable report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    """The steps of a mail session, in the order they usually happen."""
+
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    TLS_HANDSHAKE = "tls_handshake"
+    BANNER = "banner"
+    CAPABILITIES = "capabilities"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    QUIT = "quit"
+
+
+class FailureReason(StrEnum):
+    """The bounded set of reasons a probe can fail for (label values)."""
+
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    TLS = "tls"
+    BANNER = "banner"
+    PROTOCOL = "protocol"
+    STARTTLS_UNAVAILABLE = "starttls_unavailable"
+    AUTH = "auth"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where and why a probe stopped."""
+
+    phase: Phase
+    reason: FailureReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class TLSFacts:
+    """What one TLS session showed about the server.
+
+    Timestamps are Unix seconds and ``None`` when the chain could not be read:
+    an unknown expiry is never reported as zero.
+    """
+
+    version: str
+    cipher: str
+    earliest_not_after: float | None
+    leaf_not_before: float | None
+    leaf_not_after: float | None
+    leaf_subject: str
+    leaf_issuer: str
+    verified: bool
+    verify_error: str | None
+
+
+@dataclass
+class ProbeResult:
+    """Everything one probe learned; built up by the session, frozen by the runner."""
+
+    protocol: str
+    success: bool = False
+    duration_seconds: float = 0.0
+    phases: dict[Phase, float] = field(default_factory=dict)
+    failure: Failure | None = None
+    tls: TLSFacts | None = None
+    starttls_offered: bool | None = None
+    plaintext_auth_offered: bool | None = None
+    peer_address: str | None = None
+    log: list[str] = field(default_factory=list)

@@ -1,0 +1,173 @@
+"""One probe's connection: resolve, connect, TLS, bounded line I/O and phase timing.
+
+Protocol modules (``smtp``, ``imap``, ``pop3``) speak through a
+:class:`Session` and raise :class:`ProbeFailure` to stop; the runner in
+:mod:`mail_exporter.probes` turns both into a :class:`ProbeResult`.  Every read
+is bounded in line length and count, so nothing a server sends can grow memory
+without bound, and the caller's deadline bounds time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mail_exporter.config import ModuleConfig
+from mail_exporter.probes import tls
+from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
+from mail_exporter.targets import Address
+
+MAX_LINE_BYTES = 8192
+"""Longest reply line accepted; RFC 5321 allows 512, real servers stay far below 8 KiB."""
+MAX_REPLY_LINES = 256
+"""Most lines in one multi-line reply or one CAPABILITY/CAPA listing."""
+
+
+class ProbeFailure(Exception):
+    """Raised inside a probe to stop it with a reason from the fixed set."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def printable(data: bytes | str, limit: int = 120) -> str:
+    """A server's words made safe for logs: no control characters, bounded length."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class Session:
+    """A TCP (and maybe TLS) conversation with one server, timed phase by phase."""
+
+    def __init__(self, address: Address, module: ModuleConfig, result: ProbeResult) -> None:
+        self.address = address
+        self.module = module
+        self.result = result
+        self.phase = Phase.RESOLVE
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._started = time.monotonic()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.result.tls is not None
+
+    def log(self, message: str) -> None:
+        elapsed = time.monotonic() - self._started
+        self.result.log.append(f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {message}")
+
+    @contextmanager
+    def timed(self, phase: Phase) -> Iterator[None]:
+        """Attribute the time spent in the block to ``phase`` (repeats add up)."""
+        self.phase = phase
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = time.monotonic() - start
+            self.result.phases[phase] = self.result.phases.get(phase, 0.0) + spent
+
+    async def connect(self) -> None:
+        """Resolve the host in the preferred family and open the TCP connection."""
+        with self.timed(Phase.RESOLVE):
+            ip, family = await self._resolve()
+        self.result.peer_address = ip
+        with self.timed(Phase.CONNECT):
+            self.log(f"connecting to {ip} port {self.address.port}")
+            try:
+                self._reader, self._writer = await asyncio.open_connection(
+                    ip, self.address.port, family=family, limit=MAX_LINE_BYTES
+                )
+            except OSError as error:
+                raise ProbeFailure(FailureReason.CONNECT, error.strerror or str(error)) from None
+
+    async def _resolve(self) -> tuple[str, int]:
+        preferred = socket.AF_INET6 if self.module.preferred_ip_protocol == "ip6" else socket.AF_INET
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(
+                self.address.host, self.address.port, type=socket.SOCK_STREAM
+            )
+        except (socket.gaierror, UnicodeError) as error:
+            raise ProbeFailure(FailureReason.RESOLVE, f"cannot resolve {self.address.host}: {error}") from None
+        chosen = [info for info in infos if info[0] == preferred]
+        if not chosen and self.module.ip_protocol_fallback:
+            chosen = [info for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+        if not chosen:
+            wanted = self.module.preferred_ip_protocol
+            raise ProbeFailure(FailureReason.RESOLVE, f"{self.address.host} has no {wanted} address")
+        family, _, _, _, sockaddr = chosen[0]
+        self.log(f"resolved {self.address.host} to {sockaddr[0]}")
+        return str(sockaddr[0]), family
+
+    async def start_tls(self) -> None:
+        """Handshake on the open connection and record the TLS facts."""
+        assert self._writer is not None
+        settings = self.module.tls_config
+        server_name = settings.server_name or self.address.host
+        with self.timed(Phase.TLS_HANDSHAKE):
+            try:
+                await self._writer.start_tls(
+                    tls.client_context(),
+                    server_hostname=None if self.address.is_ip and not settings.server_name else server_name,
+                )
+            except (ssl.SSLError, OSError, EOFError) as error:
+                raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
+            ssl_object = self._writer.get_extra_info("ssl_object")
+            ca_file = str(settings.ca_file) if settings.ca_file else None
+            facts = tls.session_facts(ssl_object, server_name, ca_file)
+        self.result.tls = facts
+        self.log(f"TLS {facts.version} {facts.cipher}, certificate {facts.leaf_subject or '?'}")
+        if not facts.verified:
+            self.log(f"certificate not verified: {facts.verify_error}")
+            if not settings.insecure_skip_verify:
+                raise ProbeFailure(FailureReason.TLS, f"certificate not verified: {facts.verify_error}")
+
+    async def read_line(self) -> str:
+        """One line without its ending; CRLF and bare LF are both accepted."""
+        assert self._reader is not None
+        try:
+            raw = await self._reader.readline()
+        except ValueError:  # the stream's limit: a line longer than MAX_LINE_BYTES
+            raise ProbeFailure(
+                FailureReason.PROTOCOL, f"server sent a line longer than {MAX_LINE_BYTES} bytes"
+            ) from None
+        except (ConnectionError, ssl.SSLError) as error:
+            raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
+        if not raw.endswith(b"\n"):
+            raise ProbeFailure(FailureReason.PROTOCOL, "server closed the connection")
+        line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+        self.log(f"S: {printable(line)}")
+        return line
+
+    async def write_line(self, line: str, shown: str | None = None) -> None:
+        """Send one command with CRLF; ``shown`` replaces it in the log when it holds a secret."""
+        assert self._writer is not None
+        self.log(f"C: {shown if shown is not None else printable(line)}")
+        self._writer.write(line.encode() + b"\r\n")
+        try:
+            await self._writer.drain()
+        except (ConnectionError, ssl.SSLError) as error:
+            raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        except (OSError, ssl.SSLError, TimeoutError):
+            pass  # the verdict is already made; a messy close changes nothing
+
+
+def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:
+    """Record a failure on the result (first failure wins)."""
+    if result.failure is None:
+        result.failure = Failure(phase, reason, detail)

@@ -1,0 +1,114 @@
+"""SMTP probe (RFC 5321, 3207, 4954): banner, EHLO, STARTTLS, AUTH PLAIN/LOGIN, QUIT.
+
+Replies are read by reply code, so multi-line replies work whatever the line
+count or the wording; a 4xx or 5xx reply fails the probe at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+
+from mail_exporter.probes.result import FailureReason, Phase
+from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
+
+_REPLY_LINE = re.compile(r"([2-5]\d\d)([ -]|$)(.*)")
+
+
+async def read_reply(session: Session) -> tuple[int, list[str]]:
+    """A whole reply: its code and the text of each line."""
+    code: str | None = None
+    texts: list[str] = []
+    while len(texts) < MAX_REPLY_LINES:
+        line = await session.read_line()
+        match = _REPLY_LINE.fullmatch(line)
+        if match is None or (code is not None and match.group(1) != code):
+            raise ProbeFailure(FailureReason.PROTOCOL, f"malformed SMTP reply: {printable(line)!r}")
+        code = match.group(1)
+        texts.append(match.group(3))
+        if match.group(2) != "-":
+            return int(code), texts
+    raise ProbeFailure(FailureReason.PROTOCOL, f"reply longer than {MAX_REPLY_LINES} lines")
+
+
+async def command(
+    session: Session, line: str, expect: int, reason: FailureReason, shown: str | None = None
+) -> list[str]:
+    """Send a command; fail with ``reason`` unless the reply code is ``expect``."""
+    await session.write_line(line, shown)
+    code, texts = await read_reply(session)
+    if code != expect:
+        raise ProbeFailure(reason, f"{code} {printable(' '.join(texts))}")
+    return texts
+
+
+async def _ehlo(session: Session, name: str) -> dict[str, str]:
+    """EHLO (HELO for servers that refuse it); extension keywords mapped to their parameters."""
+    with session.timed(Phase.CAPABILITIES):
+        await session.write_line(f"EHLO {name}")
+        code, texts = await read_reply(session)
+        if code >= 500:
+            await command(session, f"HELO {name}", 250, FailureReason.REJECTED)
+            return {}
+        if code != 250:
+            raise ProbeFailure(FailureReason.REJECTED, f"EHLO: {code} {printable(' '.join(texts))}")
+    extensions: dict[str, str] = {}
+    for text in texts[1:]:
+        keyword, _, parameters = text.partition(" ")
+        extensions[keyword.upper()] = parameters.upper()
+    return extensions
+
+
+async def _login(session: Session, extensions: dict[str, str]) -> None:
+    auth = session.module.auth
+    assert auth is not None
+    offered = set(extensions.get("AUTH", "").split())
+    if "AUTH" not in extensions:
+        raise ProbeFailure(FailureReason.AUTH, "server does not offer AUTH on this connection")
+    mechanism = auth.mechanism.upper()
+    if mechanism == "AUTO":
+        mechanism = "PLAIN" if "PLAIN" in offered or "LOGIN" not in offered else "LOGIN"
+    if mechanism not in offered:
+        raise ProbeFailure(FailureReason.AUTH, f"server does not offer AUTH {mechanism}")
+    with session.timed(Phase.AUTH):
+        if mechanism == "PLAIN":
+            token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
+            await command(session, f"AUTH PLAIN {token}", 235, FailureReason.AUTH, "AUTH PLAIN ****")
+        else:
+            await command(session, "AUTH LOGIN", 334, FailureReason.AUTH)
+            user = base64.b64encode(auth.username.encode()).decode()
+            await command(session, user, 334, FailureReason.AUTH, "**** (user name)")
+            secret = base64.b64encode(auth.password.encode()).decode()
+            await command(session, secret, 235, FailureReason.AUTH, "**** (password)")
+
+
+async def probe_smtp(session: Session) -> None:
+    """Run an SMTP session on a connected (and, for implicit TLS, encrypted) session."""
+    module = session.module
+    ehlo_name = module.ehlo_name or socket.getfqdn()
+    with session.timed(Phase.BANNER):
+        try:
+            code, texts = await read_reply(session)
+        except ProbeFailure as failure:
+            raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
+        if code != 220:
+            raise ProbeFailure(FailureReason.BANNER, f"{code} {printable(' '.join(texts))}")
+    extensions = await _ehlo(session, ehlo_name)
+    if not session.encrypted:
+        session.result.starttls_offered = "STARTTLS" in extensions
+        session.result.plaintext_auth_offered = "AUTH" in extensions
+    if module.tls == "starttls":
+        if "STARTTLS" not in extensions:
+            if module.starttls_required:
+                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS")
+            session.log("STARTTLS not offered; continuing without TLS as the module allows")
+        else:
+            with session.timed(Phase.STARTTLS):
+                await command(session, "STARTTLS", 220, FailureReason.STARTTLS_UNAVAILABLE)
+            await session.start_tls()
+            extensions = await _ehlo(session, ehlo_name)
+    if module.auth is not None:
+        await _login(session, extensions)
+    with session.timed(Phase.QUIT):
+        await command(session, "QUIT", 221, FailureReason.PROTOCOL)

@@ -1,0 +1,153 @@
+"""TLS for probes: a client context that accepts any server, and the facts of a session.
+
+The handshake itself never verifies (``CERT_NONE``), so that the presented chain
+can always be read: an expired certificate or a wrong host name must show up as
+``mail_tls_cert_verified 0`` with the real expiry, not as a dead server.  The
+chain and host name are then verified here with ``cryptography``'s X.509
+verifier against the configured CA file or the system store.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.verification import (
+    Criticality,
+    DNSName,
+    ExtensionPolicy,
+    IPAddress,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from mail_exporter.probes.result import TLSFacts
+
+_DER = 2  # _ssl.ENCODING_DER, the private constant behind Certificate.public_bytes
+
+_SYSTEM_CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # BSDs, macOS
+)
+
+
+def client_context() -> ssl.SSLContext:
+    """A context that completes a handshake with any server, old TLS versions included.
+
+    Monitoring must see a server offering TLS 1.0 in order to report it, so the
+    floor and the OpenSSL security level are lowered; verification happens
+    afterwards in :func:`session_facts`.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+def system_ca_file() -> str | None:
+    """The system's CA bundle, or ``None`` when this host has none."""
+    default = ssl.get_default_verify_paths().cafile
+    for candidate in (default, *_SYSTEM_CA_CANDIDATES):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _trust_store(ca_file: str, mtime_ns: int) -> Store:
+    """Parsed trust anchors, cached per file version (the mtime is part of the key)."""
+    del mtime_ns
+    return Store(x509.load_pem_x509_certificates(Path(ca_file).read_bytes()))
+
+
+def _peer_chain(ssl_object: ssl.SSLObject) -> list[x509.Certificate]:
+    """The chain as the server presented it, leaf first, read without verification."""
+    getter = getattr(ssl_object, "get_unverified_chain", None)  # public from Python 3.13
+    if getter is None:
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is not None:
+        # Python 3.13 returns DER bytes; 3.11/3.12 return _ssl.Certificate objects.
+        raw = getter() or []
+        return [
+            x509.load_der_x509_certificate(c if isinstance(c, bytes) else c.public_bytes(_DER))
+            for c in raw
+        ]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [x509.load_der_x509_certificate(leaf)] if leaf else []
+
+
+def _subject_for(server_name: str) -> DNSName | IPAddress:
+    try:
+        return IPAddress(ipaddress.ip_address(server_name))
+    except ValueError:
+        return DNSName(server_name)
+
+
+def verify_chain(chain: list[x509.Certificate], server_name: str, ca_file: str | None) -> str | None:
+    """Verify chain and name; return ``None`` when they verify, else the reason."""
+    anchors = ca_file or system_ca_file()
+    if anchors is None:
+        return "no CA file configured and no system CA bundle found"
+    try:
+        store = _trust_store(anchors, Path(anchors).stat().st_mtime_ns)
+    except (OSError, ValueError) as error:
+        return f"cannot load CA file {anchors}: {error}"
+    # Leaf extensions are not held to the Web PKI profile: mail servers often use
+    # certificates that browsers would reject for cosmetic reasons only.  The name
+    # must still be in subjectAltName: a CN-only certificate does not verify.
+    leaf_policy = ExtensionPolicy.permit_all().require_present(
+        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(store)
+        .extension_policies(
+            ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy
+        )
+        .build_server_verifier(_subject_for(server_name))
+    )
+    try:
+        verifier.verify(chain[0], chain[1:])
+    except VerificationError as error:
+        return str(error)
+    return None
+
+
+def _timestamp(moment: datetime) -> float:
+    return moment.astimezone(UTC).timestamp()
+
+
+def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSFacts:
+    """Read version, cipher and certificate facts from a finished handshake."""
+    cipher = ssl_object.cipher()
+    version = ssl_object.version() or "unknown"
+    cipher_name = cipher[0] if cipher else "unknown"
+    try:
+        chain = _peer_chain(ssl_object)
+    except ValueError as error:
+        return TLSFacts(version, cipher_name, None, None, None, "", "", False,
+                        f"unreadable certificate: {error}")
+    if not chain:
+        return TLSFacts(version, cipher_name, None, None, None, "", "", False,
+                        "server presented no certificate")
+    leaf = chain[0]
+    error = verify_chain(chain, server_name, ca_file)
+    return TLSFacts(
+        version=version,
+        cipher=cipher_name,
+        earliest_not_after=min(_timestamp(c.not_valid_after_utc) for c in chain),
+        leaf_not_before=_timestamp(leaf.not_valid_before_utc),
+        leaf_not_after=_timestamp(leaf.not_valid_after_utc),
+        leaf_subject=leaf.subject.rfc4514_string(),
+        leaf_issuer=leaf.issuer.rfc4514_string(),
+        verified=error is None,
+        verify_error=error,
+    )

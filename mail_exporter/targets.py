@@ -1,0 +1,52 @@
+"""Target addresses: ``host:port``, ``[v6]:port`` and bare IPv6 literals, parsed strictly."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
+
+
+@dataclass(frozen=True)
+class Address:
+    """A host name or IP literal with a TCP port."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``HOST:PORT``; ``ValueError`` says what is wrong."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"invalid address {text!r}: write IPv6 addresses as [::1]:25")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid address {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or not host:
+            raise ValueError(f"invalid address {text!r}: expected HOST:PORT, such as mail.example.com:25")
+        if ":" in host:
+            raise ValueError(f"invalid address {text!r}: write IPv6 addresses as [::1]:25")
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError(f"invalid address {text!r}: {host!r} is not a valid host name")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"invalid address {text!r}: port must be a number from 1 to 65535")
+    return Address(host, int(port_text))

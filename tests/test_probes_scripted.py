@@ -1,0 +1,240 @@
+"""Probes against scripted loopback servers: the edge cases real servers won't produce."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import pytest
+
+from mail_exporter.config import ModuleConfig
+from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
+from mail_exporter.targets import parse_address
+from tests.realservers.pki import PKI
+from tests.scripted import Handler, scripted_server, send, server_context, smtp_script
+
+
+def module(**settings: Any) -> ModuleConfig:
+    return ModuleConfig.model_validate({"protocol": "smtp", **settings})
+
+
+async def probe(handler: Handler, mod: ModuleConfig, budget: float = 5.0,
+                tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> ProbeResult:
+    async with scripted_server(handler, tls, host) as address:
+        return await run_probe(parse_address(address), mod, budget)
+
+
+def assert_failed(result: ProbeResult, phase: Phase, reason: FailureReason) -> None:
+    assert not result.success, result.log
+    assert result.failure is not None
+    assert (result.failure.phase, result.failure.reason) == (phase, reason), result.log
+
+
+async def test_multiline_replies_are_read_by_code() -> None:
+    handler = smtp_script(
+        ["220-mx.example.net ESMTP", "220-second line", "220 ready"],
+        ["250-mx.example.net", "250-PIPELINING", "250-SIZE 10240000", "250-AUTH PLAIN LOGIN",
+         "250 8BITMIME"],
+    )
+    result = await probe(handler, module())
+    assert result.success, result.log
+    assert result.starttls_offered is False
+    assert result.plaintext_auth_offered is True
+    assert set(result.phases) == {Phase.RESOLVE, Phase.CONNECT, Phase.BANNER,
+                                  Phase.CAPABILITIES, Phase.QUIT}
+
+
+async def test_bare_lf_replies_are_accepted() -> None:
+    handler = smtp_script(["220 ready"], ["250-hi", "250 STARTTLS"], ending=b"\n")
+    result = await probe(handler, module())
+    assert result.success, result.log
+    assert result.starttls_offered is True
+    assert result.plaintext_auth_offered is False
+
+
+@pytest.mark.parametrize("banner", ["421 4.3.2 too busy, try later", "554 5.7.1 go away"])
+async def test_error_banner_fails_at_once(banner: str) -> None:
+    result = await probe(smtp_script([banner]), module(), budget=30.0)
+    assert_failed(result, Phase.BANNER, FailureReason.BANNER)
+    assert result.failure is not None and banner[:3] in result.failure.detail
+    assert result.duration_seconds < 15.0  # fails on the reply, not the 30 s budget
+
+
+async def test_4xx_to_ehlo_is_rejected_at_once() -> None:
+    result = await probe(smtp_script(["220 hi"], ["451 local error"]), module(), budget=30.0)
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.REJECTED)
+    assert result.duration_seconds < 15.0
+
+
+async def test_silent_server_ends_within_budget() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    result = await probe(silent, module(), budget=0.5)
+    assert_failed(result, Phase.BANNER, FailureReason.TIMEOUT)
+    assert result.duration_seconds < 5.0
+
+
+async def test_garbage_banner_is_a_banner_failure() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(bytes(range(256)) + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    result = await probe(garbage, module())
+    assert_failed(result, Phase.BANNER, FailureReason.BANNER)
+
+
+async def test_endless_line_is_cut_off() -> None:
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 hi")
+        await reader.readline()
+        for _ in range(200):  # 12.8 MB without a line break
+            writer.write(b"A" * 65536)
+            await writer.drain()
+
+    result = await probe(flood, module())
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
+    assert result.failure is not None and "longer than" in result.failure.detail
+
+
+async def test_endless_multiline_reply_is_cut_off() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 hi")
+        await reader.readline()
+        for _ in range(100_000):
+            writer.write(b"250-more\r\n")
+            await writer.drain()
+
+    result = await probe(endless, module())
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
+
+
+async def test_connection_closed_mid_reply() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 hi")
+        await reader.readline()
+        await send(writer, "250-first")
+
+    result = await probe(hang_up, module())
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
+
+
+async def test_required_starttls_missing() -> None:
+    result = await probe(smtp_script(["220 hi"], ["250-hi", "250 AUTH PLAIN"]), module(tls="starttls"))
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.STARTTLS_UNAVAILABLE)
+    assert result.starttls_offered is False
+    assert result.plaintext_auth_offered is True
+
+
+async def test_optional_starttls_missing_passes() -> None:
+    handler = smtp_script(["220 hi"], ["250 hi"])
+    result = await probe(handler, module(tls="starttls", require_tls=False))
+    assert result.success, result.log
+    assert result.starttls_offered is False
+    assert result.tls is None
+
+
+async def test_refused_connection() -> None:
+    async with scripted_server(smtp_script(["220 hi"])) as address:
+        pass  # closed again: nothing listens on the port any more
+    result = await run_probe(parse_address(address), module(), 5.0)
+    assert_failed(result, Phase.CONNECT, FailureReason.CONNECT)
+
+
+async def test_ipv6_literal_target() -> None:
+    result = await probe(smtp_script(["220 hi"]), module(), host="::1")
+    assert result.success, result.log
+    assert result.peer_address == "::1"
+
+
+def tls_module(pki: PKI, **settings: Any) -> ModuleConfig:
+    return module(tls="implicit", tls_config={"ca_file": str(pki.ca_file), **settings})
+
+
+async def test_expired_certificate_facts_still_exported(pki: PKI) -> None:
+    context = server_context(pki.expired_cert, pki.expired_key)
+    result = await probe(smtp_script(["220 hi"]), tls_module(pki), tls=context)
+    assert_failed(result, Phase.TLS_HANDSHAKE, FailureReason.TLS)
+    assert result.tls is not None
+    assert result.tls.verified is False
+    assert result.tls.earliest_not_after is not None
+    assert 0 < result.tls.earliest_not_after < asyncio.get_running_loop().time() + 4e9
+
+
+async def test_expired_certificate_with_skip_verify_passes(pki: PKI) -> None:
+    context = server_context(pki.expired_cert, pki.expired_key)
+    mod = tls_module(pki, insecure_skip_verify=True)
+    result = await probe(smtp_script(["220 hi"]), mod, tls=context)
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.verified is False
+
+
+async def test_wrong_host_name_is_not_verified(pki: PKI) -> None:
+    context = server_context(pki.wronghost_cert, pki.wronghost_key)
+    result = await probe(smtp_script(["220 hi"]), tls_module(pki), tls=context)
+    assert_failed(result, Phase.TLS_HANDSHAKE, FailureReason.TLS)
+    assert result.tls is not None and result.tls.verified is False
+    assert result.tls.leaf_not_before is not None
+
+
+async def test_server_name_overrides_host_for_verification(pki: PKI) -> None:
+    context = server_context(pki.wronghost_cert, pki.wronghost_key)
+    mod = tls_module(pki, server_name="other.example.net")
+    result = await probe(smtp_script(["220 hi"]), mod, tls=context)
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.verified is True
+
+
+async def test_starttls_upgrade_and_second_ehlo(pki: PKI) -> None:
+    context = server_context(pki.server_cert, pki.server_key)
+    handler = smtp_script(["220 hi"], ["250-hi", "250-STARTTLS", "250 AUTH PLAIN"], tls=context)
+    result = await probe(handler, module(tls="starttls", tls_config={"ca_file": str(pki.ca_file)}))
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.verified is True
+    assert result.starttls_offered is True
+    assert Phase.STARTTLS in result.phases and Phase.TLS_HANDSHAKE in result.phases
+
+
+async def test_imap_bye_greeting() -> None:
+    async def bye(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "* BYE too many connections")
+
+    result = await probe(bye, module(protocol="imap"))
+    assert_failed(result, Phase.BANNER, FailureReason.BANNER)
+
+
+async def test_imap_login_rejected() -> None:
+    async def imap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "* OK ready")
+        while line := (await reader.readline()).decode():
+            tag, command = line.split()[:2]
+            if command == "CAPABILITY":
+                await send(writer, "* CAPABILITY IMAP4rev1 AUTH=PLAIN", f"{tag} OK done")
+            elif command == "LOGIN":
+                await send(writer, f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
+
+    mod = module(protocol="imap", auth={"username": "u", "password_env": "HOME"})
+    result = await probe(imap, mod)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
+    assert result.plaintext_auth_offered is True
+
+
+async def test_pop3_err_greeting() -> None:
+    async def err(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "-ERR [SYS/TEMP] maintenance")
+
+    result = await probe(err, module(protocol="pop3"))
+    assert_failed(result, Phase.BANNER, FailureReason.BANNER)
+
+
+async def test_pop3_without_capa() -> None:
+    async def old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "+OK POP3 ready")
+        while line := (await reader.readline()).decode().strip():
+            await send(writer, "+OK bye" if line == "QUIT" else "-ERR unknown command")
+
+    result = await probe(old, module(protocol="pop3"))
+    assert result.success, result.log
+    assert result.starttls_offered is False
