@@ -89,6 +89,9 @@ class Session:
                 raise ProbeFailure(FailureReason.CONNECT, error.strerror or str(error)) from None
 
     async def _resolve(self) -> tuple[str, int]:
+        if self.address.is_ip:  # no lookup, and no thread hop, for a literal
+            family = socket.AF_INET6 if ":" in self.address.host else socket.AF_INET
+            return self.address.host, family
         preferred = socket.AF_INET6 if self.module.preferred_ip_protocol == "ip6" else socket.AF_INET
         loop = asyncio.get_running_loop()
         try:

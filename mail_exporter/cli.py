@@ -1,0 +1,175 @@
+"""Command line: serve (the default), ``check-config`` and ``probe``.
+
+Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
+``--log.level``, ``--log.format``); ``--[no-]collector.NAME`` exists for every
+registered collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from aiohttp import web
+
+from mail_exporter import __version__
+from mail_exporter.collectors import COLLECTORS, enabled_collectors
+from mail_exporter.config import ConfigError, ModuleConfig, load_config
+from mail_exporter.exporter import Exporter, read_config
+from mail_exporter.logs import LEVELS, redact, setup_logging
+from mail_exporter.probes import run_probe
+from mail_exporter.report import render_report
+from mail_exporter.targets import Address, parse_address
+from mail_exporter.web import make_app
+
+logger = logging.getLogger("mail_exporter")
+
+DEFAULT_LISTEN_ADDRESS = ":9469"
+
+
+def _split_listen_address(text: str) -> tuple[str | None, int]:
+    """``:9469`` (all addresses), ``127.0.0.1:9469`` or ``[::1]:9469``."""
+    if text.startswith(":") and text[1:].isdigit():
+        return None, int(text[1:])
+    address = parse_address(text)
+    return address.host, address.port
+
+
+def _collector_flags(command: Any) -> Any:
+    for name, spec in sorted(COLLECTORS.items()):
+        default = "enabled" if spec.enabled_by_default else "disabled"
+        command = click.option(
+            f"--collector.{name}/--no-collector.{name}", f"collector_{name}", default=None,
+            help=f"{spec.help} (default: {default})",
+        )(command)
+    return command
+
+
+async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
+    runner = web.AppRunner(make_app(exporter), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    exporter.start()
+    logger.info("listening on %s:%d without TLS or authentication", host or "*", port)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def reload() -> None:
+        try:
+            exporter.reload()
+        except ConfigError:
+            pass  # logged by reload(); the running config stays
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    await stopping.wait()
+    logger.info("shutting down")
+    exporter.stop()
+    await runner.cleanup()
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config.file", "config_file", type=click.Path(path_type=Path),
+              help="YAML config; without it a built-in config watches this host's mail ports.")
+@click.option("--web.listen-address", "listen_address", default=DEFAULT_LISTEN_ADDRESS,
+              show_default=True, help="Address to serve /metrics and /probe on.")
+@click.option("--web.config.file", "web_config_file", type=click.Path(path_type=Path),
+              help="TLS and basic auth settings (exporter-toolkit format).")
+@click.option("--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True)
+@click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
+              show_default=True)
+@click.version_option(__version__, "--version")
+@_collector_flags
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, listen_address: str,
+         web_config_file: Path | None, log_level: str, log_format: str, **collector_choices: bool | None) -> None:
+    """Prometheus exporter for mail servers. Without a subcommand it serves."""
+    setup_logging(log_level, log_format)
+    if ctx.invoked_subcommand is not None:
+        return
+    if web_config_file is not None:
+        raise click.UsageError("--web.config.file is not supported yet; terminate TLS in front of the exporter")
+    try:
+        host, port = _split_listen_address(listen_address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
+    choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
+    try:
+        exporter = Exporter(config_file, enabled_collectors(choices))
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    logger.info("starting mail_exporter %s with %s", __version__, config_file or "the built-in config")
+    asyncio.run(_serve(exporter, host, port))
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path))
+def check_config(path: Path) -> None:
+    """Validate a config file; list every problem and exit 1 if there is one."""
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
+
+
+def _adhoc_module(protocol: str | None, tls_mode: str | None, ca_file: Path | None,
+                  server_name: str | None, insecure: bool) -> ModuleConfig:
+    settings: dict[str, Any] = {"protocol": protocol or "smtp", "tls": tls_mode or "none"}
+    tls_config: dict[str, Any] = {"insecure_skip_verify": insecure}
+    if ca_file:
+        tls_config["ca_file"] = str(ca_file)
+    if server_name:
+        tls_config["server_name"] = server_name
+    settings["tls_config"] = tls_config
+    return ModuleConfig.model_validate(settings)
+
+
+@main.command("probe")
+@click.argument("target")
+@click.option("--module", "module_name", help="A module from the config (or the built-in config).")
+@click.option("--config.file", "config_file", type=click.Path(path_type=Path),
+              help="Config to take --module from.")
+@click.option("--protocol", type=click.Choice(["smtp", "imap", "pop3"]), help="Without --module.")
+@click.option("--tls", "tls_mode", type=click.Choice(["none", "starttls", "implicit"]), help="Without --module.")
+@click.option("--ca-file", type=click.Path(path_type=Path, exists=True), help="Without --module.")
+@click.option("--server-name", help="Name to verify the certificate against (and SNI). Without --module.")
+@click.option("--insecure-skip-verify", is_flag=True, help="Report but do not fail on an unverified certificate.")
+@click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
+def probe_command(target: str, module_name: str | None, config_file: Path | None, protocol: str | None,
+                  tls_mode: str | None, ca_file: Path | None, server_name: str | None,
+                  insecure_skip_verify: bool, timeout: float | None) -> None:
+    """Probe TARGET (HOST:PORT) once and print each phase, the TLS facts and the verdict."""
+    try:
+        address: Address = parse_address(target)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="TARGET") from None
+    if module_name is not None:
+        if protocol or tls_mode or ca_file or server_name or insecure_skip_verify:
+            raise click.UsageError("--module takes its protocol and TLS settings from the config")
+        try:
+            config = read_config(config_file)
+        except ConfigError as error:
+            click.echo(str(error), err=True)
+            sys.exit(2)
+        if module_name not in config.modules:
+            known = ", ".join(sorted(config.modules))
+            raise click.BadParameter(f"unknown module {module_name!r} (configured: {known})",
+                                     param_hint="--module")
+        module = config.modules[module_name]
+        redact(config.secrets())
+    else:
+        module = _adhoc_module(protocol, tls_mode, ca_file, server_name, insecure_skip_verify)
+        module_name = f"{module.protocol}/{module.tls}"
+    result = asyncio.run(run_probe(address, module, timeout or module.timeout_seconds))
+    click.echo(render_report(str(address), module_name, result), nl=False)
+    sys.exit(0 if result.success else 1)

@@ -1,0 +1,79 @@
+"""The exporter's own logs: logfmt or JSON lines on stderr, with secrets redacted.
+
+Passwords never go into log calls; as a second line of defence the handler
+replaces every configured secret with ``<redacted>`` wherever it might appear.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+LEVELS = ("debug", "info", "warn", "error")
+_LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces known secrets in the rendered message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: tuple[str, ...] = ()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "<redacted>")
+            record.msg, record.args = message, None
+        return True
+
+
+def _fields(record: logging.LogRecord) -> dict[str, str]:
+    fields = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": _LEVEL_NAMES.get(record.levelname, record.levelname.lower()),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    if record.exc_info:
+        fields["error"] = logging.Formatter().formatException(record.exc_info)
+    return fields
+
+
+def _logfmt_value(value: str) -> str:
+    if value and not any(c in value for c in ' ="\\\n'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in _fields(record).items())
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), ensure_ascii=False)
+
+
+_redactor = RedactingFilter()
+
+
+def setup_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else LogfmtFormatter())
+    handler.addFilter(_redactor)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("WARNING" if level == "warn" else level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def redact(secrets: Iterable[str]) -> None:
+    """Tell the log handler which strings must never be printed."""
+    _redactor.secrets = tuple(s for s in secrets if s)

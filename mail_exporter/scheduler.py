@@ -1,0 +1,120 @@
+"""Background probing of the configured targets, and the results cache /metrics reads.
+
+Each target has its own task: a random first delay spreads the targets over
+their interval, then it probes on a fixed beat (a probe that overruns skips
+the beats it missed rather than bunching up).  A semaphore bounds the probes
+in flight to ``global.concurrency``; a probe's deadline starts once it holds a
+slot.  ``/metrics`` reads the cache and never waits on a network probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.core import Metric
+
+from mail_exporter.config import Config, ModuleConfig, TargetConfig
+from mail_exporter.metrics import LatencyHistogram, ProbeFamilies, latency_family
+from mail_exporter.probes import ProbeResult, run_probe
+from mail_exporter.targets import parse_address
+
+logger = logging.getLogger(__name__)
+
+SCHEDULED_LABELS = ("target", "module", "protocol")
+
+
+@dataclass
+class TargetState:
+    """What the exporter remembers about one target between scrapes."""
+
+    target: TargetConfig
+    module: ModuleConfig
+    result: ProbeResult | None = None
+    last_success: float | None = None
+    failures: dict[str, float] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return (self.target.name, self.target.module, self.module.protocol)
+
+    def record(self, result: ProbeResult) -> None:
+        self.result = result
+        self.latency.observe(result.duration_seconds)
+        if result.success:
+            self.last_success = time.time()
+        elif result.failure is not None:
+            reason = result.failure.reason.value
+            self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
+
+
+class Scheduler:
+    """Runs every configured target on its interval; swap configs with :meth:`apply`."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, TargetState] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(64)
+
+    def apply(self, config: Config) -> None:
+        """Start probing ``config``'s targets, keeping the history of unchanged ones."""
+        self.stop()
+        self._slots = asyncio.Semaphore(config.global_.concurrency)
+        previous = self.states
+        states: dict[str, TargetState] = {}
+        for target in config.targets:
+            module = config.modules[target.module]
+            kept = previous.get(target.name)
+            if kept is not None and kept.target == target and kept.module == module:
+                states[target.name] = kept
+            else:
+                states[target.name] = TargetState(target, module)
+        self.states = states
+        self._tasks = [
+            asyncio.create_task(self._run(state, config.interval_of(state.target)),
+                                name=f"probe {state.target.name}")
+            for state in states.values()
+        ]
+        logger.info("scheduling %d targets", len(states))
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+
+    async def _run(self, state: TargetState, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        address = parse_address(state.target.address)
+        await asyncio.sleep(random.uniform(0, interval))
+        beat = loop.time()
+        while True:
+            async with self._slots:
+                result = await run_probe(address, state.module, state.module.timeout_seconds)
+            state.record(result)
+            if result.failure is not None:
+                failure = result.failure
+                logger.debug("target %s failed in %s: %s: %s", state.target.name,
+                             failure.phase.value, failure.reason.value, failure.detail)
+            beat += interval
+            now = loop.time()
+            if beat < now:  # the probe overran: skip the beats it missed
+                beat += math.ceil((now - beat) / interval) * interval
+            await asyncio.sleep(beat - now)
+
+    def collect(self) -> Iterable[Metric]:
+        """Metric families for the latest result of every target that has one."""
+        families = ProbeFamilies(SCHEDULED_LABELS)
+        latency = latency_family(SCHEDULED_LABELS)
+        for state in list(self.states.values()):
+            if state.result is None:
+                continue
+            families.add(state.labels, state.result, dict(state.failures), state.last_success)
+            latency.add_metric(list(state.labels), state.latency.buckets(), state.latency.total)
+        yield from families
+        yield latency
