@@ -220,6 +220,8 @@ class _LineIndex:
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
+        if error["loc"][-1] == "password":
+            return "unknown key: passwords never go in the config; use password_file or password_env"
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
