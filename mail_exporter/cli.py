@@ -8,6 +8,7 @@ registered collector.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -44,7 +45,9 @@ def _collector_flags(command: Any) -> Any:
     for name, spec in sorted(COLLECTORS.items()):
         default = "enabled" if spec.enabled_by_default else "disabled"
         command = click.option(
-            f"--collector.{name}/--no-collector.{name}", f"collector_{name}", default=None,
+            f"--collector.{name}/--no-collector.{name}",
+            f"collector_{name}",
+            default=None,
             help=f"{spec.help} (default: {default})",
         )(command)
     return command
@@ -61,10 +64,8 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     stopping = asyncio.Event()
 
     def reload() -> None:
-        try:
+        with contextlib.suppress(ConfigError):  # logged by reload(); the running config stays
             exporter.reload()
-        except ConfigError:
-            pass  # logged by reload(); the running config stays
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -76,26 +77,56 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config.file", "config_file", type=click.Path(path_type=Path),
-              help="YAML config; without it a built-in config watches this host's mail ports.")
-@click.option("--web.listen-address", "listen_address", default=DEFAULT_LISTEN_ADDRESS,
-              show_default=True, help="Address to serve /metrics and /probe on.")
-@click.option("--web.config.file", "web_config_file", type=click.Path(path_type=Path),
-              help="TLS and basic auth settings (exporter-toolkit format).")
-@click.option("--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True)
-@click.option("--log.format", "log_format", type=click.Choice(["logfmt", "json"]), default="logfmt",
-              show_default=True)
+@click.option(
+    "--config.file",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="YAML config; without it a built-in config watches this host's mail ports.",
+)
+@click.option(
+    "--web.listen-address",
+    "listen_address",
+    default=DEFAULT_LISTEN_ADDRESS,
+    show_default=True,
+    help="Address to serve /metrics and /probe on.",
+)
+@click.option(
+    "--web.config.file",
+    "web_config_file",
+    type=click.Path(path_type=Path),
+    help="TLS and basic auth settings (exporter-toolkit format).",
+)
+@click.option(
+    "--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True
+)
+@click.option(
+    "--log.format",
+    "log_format",
+    type=click.Choice(["logfmt", "json"]),
+    default="logfmt",
+    show_default=True,
+)
 @click.version_option(__version__, "--version")
 @_collector_flags
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None, listen_address: str,
-         web_config_file: Path | None, log_level: str, log_format: str, **collector_choices: bool | None) -> None:
+def main(
+    ctx: click.Context,
+    /,
+    config_file: Path | None,
+    listen_address: str,
+    web_config_file: Path | None,
+    log_level: str,
+    log_format: str,
+    **collector_choices: bool | None,
+) -> None:
     """Prometheus exporter for mail servers. Without a subcommand it serves."""
     setup_logging(log_level, log_format)
     if ctx.invoked_subcommand is not None:
         return
     if web_config_file is not None:
-        raise click.UsageError("--web.config.file is not supported yet; terminate TLS in front of the exporter")
+        raise click.UsageError(
+            "--web.config.file is not supported yet; terminate TLS in front of the exporter"
+        )
     try:
         host, port = _split_listen_address(listen_address)
     except ValueError as error:
@@ -106,7 +137,9 @@ def main(ctx: click.Context, config_file: Path | None, listen_address: str,
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    logger.info("starting mail_exporter %s with %s", __version__, config_file or "the built-in config")
+    logger.info(
+        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
+    )
     asyncio.run(_serve(exporter, host, port))
 
 
@@ -122,8 +155,13 @@ def check_config(path: Path) -> None:
     click.echo(f"{path}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
 
 
-def _adhoc_module(protocol: str | None, tls_mode: str | None, ca_file: Path | None,
-                  server_name: str | None, insecure: bool) -> ModuleConfig:
+def _adhoc_module(
+    protocol: str | None,
+    tls_mode: str | None,
+    ca_file: Path | None,
+    server_name: str | None,
+    insecure: bool,
+) -> ModuleConfig:
     settings: dict[str, Any] = {"protocol": protocol or "smtp", "tls": tls_mode or "none"}
     tls_config: dict[str, Any] = {"insecure_skip_verify": insecure}
     if ca_file:
@@ -137,17 +175,40 @@ def _adhoc_module(protocol: str | None, tls_mode: str | None, ca_file: Path | No
 @main.command("probe")
 @click.argument("target")
 @click.option("--module", "module_name", help="A module from the config (or the built-in config).")
-@click.option("--config.file", "config_file", type=click.Path(path_type=Path),
-              help="Config to take --module from.")
+@click.option(
+    "--config.file",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="Config to take --module from.",
+)
 @click.option("--protocol", type=click.Choice(["smtp", "imap", "pop3"]), help="Without --module.")
-@click.option("--tls", "tls_mode", type=click.Choice(["none", "starttls", "implicit"]), help="Without --module.")
+@click.option(
+    "--tls",
+    "tls_mode",
+    type=click.Choice(["none", "starttls", "implicit"]),
+    help="Without --module.",
+)
 @click.option("--ca-file", type=click.Path(path_type=Path, exists=True), help="Without --module.")
-@click.option("--server-name", help="Name to verify the certificate against (and SNI). Without --module.")
-@click.option("--insecure-skip-verify", is_flag=True, help="Report but do not fail on an unverified certificate.")
+@click.option(
+    "--server-name", help="Name to verify the certificate against (and SNI). Without --module."
+)
+@click.option(
+    "--insecure-skip-verify",
+    is_flag=True,
+    help="Report but do not fail on an unverified certificate.",
+)
 @click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
-def probe_command(target: str, module_name: str | None, config_file: Path | None, protocol: str | None,
-                  tls_mode: str | None, ca_file: Path | None, server_name: str | None,
-                  insecure_skip_verify: bool, timeout: float | None) -> None:
+def probe_command(
+    target: str,
+    module_name: str | None,
+    config_file: Path | None,
+    protocol: str | None,
+    tls_mode: str | None,
+    ca_file: Path | None,
+    server_name: str | None,
+    insecure_skip_verify: bool,
+    timeout: float | None,
+) -> None:
     """Probe TARGET (HOST:PORT) once and print each phase, the TLS facts and the verdict."""
     try:
         address: Address = parse_address(target)
@@ -163,8 +224,9 @@ def probe_command(target: str, module_name: str | None, config_file: Path | None
             sys.exit(2)
         if module_name not in config.modules:
             known = ", ".join(sorted(config.modules))
-            raise click.BadParameter(f"unknown module {module_name!r} (configured: {known})",
-                                     param_hint="--module")
+            raise click.BadParameter(
+                f"unknown module {module_name!r} (configured: {known})", param_hint="--module"
+            )
         module = config.modules[module_name]
         redact(config.secrets())
     else:

@@ -30,7 +30,9 @@ from mail_exporter.targets import parse_address
 
 def _duration(value: object) -> float:
     if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: use a number and a unit such as 500ms, 30s, 5m")
+        raise ValueError(
+            f"invalid duration {value!r}: use a number and a unit such as 500ms, 30s, 5m"
+        )
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"duration {value!r} must be greater than zero")
@@ -221,7 +223,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         if error["loc"][-1] == "password":
-            return "unknown key: passwords never go in the config; use password_file or password_env"
+            return (
+                "unknown key: passwords never go in the config; use password_file or password_env"
+            )
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
@@ -277,7 +281,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except ValidationError as error:
         for item in error.errors():
             location = tuple(item["loc"])
-            problems.append(f"{_dotted(location)} (line {index.line_of(location)}): {_describe(item)}")
+            problems.append(
+                f"{_dotted(location)} (line {index.line_of(location)}): {_describe(item)}"
+            )
     for location, message in _cross_references(data):
         problems.append(f"{_dotted(location)} (line {index.line_of(location)}): {message}")
     if problems or config is None:

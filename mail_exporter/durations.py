@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+    "y": 31536000.0,
+}
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
 
@@ -12,7 +20,9 @@ _WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
 def parse_duration(text: str) -> float:
     """Seconds in a Prometheus duration; ``ValueError`` naming the accepted forms otherwise."""
     if not _WHOLE.fullmatch(text):
-        raise ValueError(f"invalid duration {text!r}: use a number and a unit such as 500ms, 30s, 5m")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit such as 500ms, 30s, 5m"
+        )
     return sum(int(amount) * _UNITS[unit] for amount, unit in _PART.findall(text))
 
 

@@ -72,18 +72,21 @@ class Exporter:
 
     def collect(self) -> Iterable[Metric]:
         build = GaugeMetricFamily(
-            "mail_exporter_build_info", "Version of mail_exporter and of the Python running it.",
+            "mail_exporter_build_info",
+            "Version of mail_exporter and of the Python running it.",
             labels=["version", "python_version"],
         )
         build.add_metric([__version__, platform.python_version()], 1.0)
         yield build
         yield GaugeMetricFamily(
             "mail_exporter_config_last_reload_successful",
-            "1 if the last configuration reload worked.", value=float(self.reload_successful),
+            "1 if the last configuration reload worked.",
+            value=float(self.reload_successful),
         )
         yield GaugeMetricFamily(
             "mail_exporter_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully.", value=self.reload_success_time,
+            "When the configuration was last loaded successfully.",
+            value=self.reload_success_time,
         )
         yield from self.scheduler.collect()
         yield from self.collectors.collect()

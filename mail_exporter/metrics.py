@@ -27,7 +27,19 @@ from prometheus_client.core import (
 from mail_exporter.probes.result import FailureReason, ProbeResult
 
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
 
@@ -52,7 +64,9 @@ class ProbeFamilies:
         self.success = gauge("mail_probe_success", "1 if the last probe passed every step.")
         self.duration = gauge("mail_probe_duration_seconds", "Wall time of the last probe.")
         self.phase = gauge(
-            "mail_probe_phase_duration_seconds", "Time the last probe spent in each phase.", ["phase"]
+            "mail_probe_phase_duration_seconds",
+            "Time the last probe spent in each phase.",
+            ["phase"],
         )
         self.failure_info = gauge(
             "mail_probe_failure_info",
@@ -63,7 +77,8 @@ class ProbeFamilies:
             "mail_probe_last_success_timestamp_seconds", "When a probe last passed every step."
         )
         self.starttls_offered = gauge(
-            "mail_probe_starttls_offered", "1 if the server offered STARTTLS/STLS on the plaintext session."
+            "mail_probe_starttls_offered",
+            "1 if the server offered STARTTLS/STLS on the plaintext session.",
         )
         self.plaintext_auth = gauge(
             "mail_probe_plaintext_auth_offered",
@@ -79,7 +94,9 @@ class ProbeFamilies:
         self.cert_verified = gauge(
             "mail_tls_cert_verified", "1 if the chain and host name verified."
         )
-        self.tls_version = gauge("mail_tls_version_info", "TLS version of the session.", ["version"])
+        self.tls_version = gauge(
+            "mail_tls_version_info", "TLS version of the session.", ["version"]
+        )
         self.tls_cipher = gauge("mail_tls_cipher_info", "Cipher suite of the session.", ["cipher"])
         self.failures = CounterMetricFamily(
             "mail_probe_failures", "Failed probes by reason.", labels=[*names, "reason"]
@@ -131,7 +148,7 @@ class ProbeFamilies:
 class LatencyHistogram:
     """Cumulative histogram of one target's probe durations, kept as plain numbers."""
 
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("count", "counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * len(LATENCY_BUCKETS)
@@ -143,7 +160,9 @@ class LatencyHistogram:
         # list is replaced whole, so a reader never sees a non-cumulative histogram.
         self.count += 1
         self.total += seconds
-        self.counts = [n + (seconds <= bound) for n, bound in zip(self.counts, LATENCY_BUCKETS, strict=True)]
+        self.counts = [
+            n + (seconds <= bound) for n, bound in zip(self.counts, LATENCY_BUCKETS, strict=True)
+        ]
 
     def buckets(self) -> list[tuple[str, float]]:
         counts, count = self.counts, self.count

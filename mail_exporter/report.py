@@ -42,7 +42,7 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"  issuer               {facts.leaf_issuer or 'unknown'}",
             f"  not before           {_when(facts.leaf_not_before)}",
             f"  earliest expiry      {_when(facts.earliest_not_after)}",
-            f"  verified             {'yes' if facts.verified else 'no: ' + str(facts.verify_error)}",
+            f"  verified             {'yes' if facts.verified else f'no: {facts.verify_error}'}",
         ]
     lines += ["", "Session log:", *(f"  {entry}" for entry in result.log), ""]
     if result.failure is None:

@@ -77,8 +77,10 @@ class Scheduler:
                 states[target.name] = TargetState(target, module)
         self.states = states
         self._tasks = [
-            asyncio.create_task(self._run(state, config.interval_of(state.target)),
-                                name=f"probe {state.target.name}")
+            asyncio.create_task(
+                self._run(state, config.interval_of(state.target)),
+                name=f"probe {state.target.name}",
+            )
             for state in states.values()
         ]
         logger.info("scheduling %d targets", len(states))
@@ -99,8 +101,13 @@ class Scheduler:
             state.record(result)
             if result.failure is not None:
                 failure = result.failure
-                logger.debug("target %s failed in %s: %s: %s", state.target.name,
-                             failure.phase.value, failure.reason.value, failure.detail)
+                logger.debug(
+                    "target %s failed in %s: %s: %s",
+                    state.target.name,
+                    failure.phase.value,
+                    failure.reason.value,
+                    failure.detail,
+                )
             beat += interval
             now = loop.time()
             if beat < now:  # the probe overran: skip the beats it missed

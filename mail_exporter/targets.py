@@ -42,7 +42,9 @@ def parse_address(text: str) -> Address:
     else:
         host, colon, port_text = text.rpartition(":")
         if not colon or not host:
-            raise ValueError(f"invalid address {text!r}: expected HOST:PORT, such as mail.example.com:25")
+            raise ValueError(
+                f"invalid address {text!r}: expected HOST:PORT, such as mail.example.com:25"
+            )
         if ":" in host:
             raise ValueError(f"invalid address {text!r}: write IPv6 addresses as [::1]:25")
         if not _HOST_NAME.fullmatch(host):

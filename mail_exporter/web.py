@@ -63,7 +63,9 @@ def _probe_budget(request: web.Request, module_timeout: float, offset: float) ->
     try:
         scrape_timeout = float(header) if header else None
     except ValueError:
-        raise web.HTTPBadRequest(text=f"invalid X-Prometheus-Scrape-Timeout-Seconds {header!r}\n") from None
+        raise web.HTTPBadRequest(
+            text=f"invalid X-Prometheus-Scrape-Timeout-Seconds {header!r}\n"
+        ) from None
     if scrape_timeout is None:
         return module_timeout
     budget = scrape_timeout - offset if scrape_timeout > offset else scrape_timeout
@@ -99,8 +101,12 @@ async def probe(request: web.Request) -> web.Response:
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"
         return web.Response(text=text)
-    return web.Response(text=exposition, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=exposition,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -117,7 +123,9 @@ async def reload(request: web.Request) -> web.Response:
     try:
         _exporter(request).reload()
     except ConfigError as error:
-        raise web.HTTPInternalServerError(text=f"reload failed, running config kept:\n{error}\n") from None
+        raise web.HTTPInternalServerError(
+            text=f"reload failed, running config kept:\n{error}\n"
+        ) from None
     return web.Response(text="Reloaded\n")
 
 
@@ -132,33 +140,40 @@ def _status_rows(exporter: Exporter) -> str:
         else:
             failure = result.failure
             status = "down"
-            detail = f"{failure.phase.value}: {failure.reason.value}: {failure.detail}" if failure else ""
+            detail = (
+                f"{failure.phase.value}: {failure.reason.value}: {failure.detail}"
+                if failure
+                else ""
+            )
         link = f"/probe?target={state.target.address}&module={state.target.module}&debug=true"
         rows.append(
             f"<tr class={status}><td>{html.escape(state.target.name)}</td>"
             f"<td>{html.escape(state.target.address)}</td><td>{html.escape(state.target.module)}</td>"
             f"<td>{status}</td><td>{html.escape(detail)}</td>"
-            f"<td><a href=\"{html.escape(link)}\">probe now</a></td></tr>"
+            f'<td><a href="{html.escape(link)}">probe now</a></td></tr>'
         )
     return "\n".join(rows)
 
 
 async def landing(request: web.Request) -> web.Response:
     exporter = _exporter(request)
+    source = str(exporter.config_path or "built-in default")
     body = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>mail_exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
 tr.up td:nth-child(4){{color:#070}}tr.down td:nth-child(4){{color:#b00}}</style></head>
 <body><h1>mail_exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a>
-· config: {html.escape(str(exporter.config_path or "built-in default"))}
+<p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a>
+· <a href="/-/ready">Readiness</a> · config: {html.escape(source)}
 ({"loaded" if exporter.reload_successful else "last reload FAILED"})</p>
 <h2>Targets</h2>
-<table><tr><th>target</th><th>address</th><th>module</th><th>status</th><th>detail</th><th></th></tr>
+<table><tr><th>target</th><th>address</th><th>module</th><th>status</th><th>detail</th>
+<th></th></tr>
 {_status_rows(exporter)}
 </table>
 <h2>Modules</h2><p>{html.escape(", ".join(sorted(exporter.config.modules)) or "none")}</p>
-<p>Probe any server: <code>/probe?target=HOST:PORT&amp;module=NAME</code> (add <code>&amp;debug=true</code> for the session log).</p>
+<p>Probe any server: <code>/probe?target=HOST:PORT&amp;module=NAME</code>
+(add <code>&amp;debug=true</code> for the session log).</p>
 </body></html>"""
     return web.Response(text=body, content_type="text/html")
 

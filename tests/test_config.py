@@ -14,53 +14,121 @@ VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
 
 INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("unknown top-level key", "colectors: {}\n", ["colectors (line 1): unknown key"]),
-    ("unknown module key", VALID_MODULE + "    tsl: starttls\n",
-     ["modules.m.tsl (line 4): unknown key"]),
-    ("bad duration", "global:\n  interval: 30x\n",
-     ["global.interval (line 2): invalid duration '30x': use a number and a unit such as 500ms, 30s, 5m"]),
-    ("number as duration", VALID_MODULE + "    timeout: 10\n",
-     ["modules.m.timeout (line 4): invalid duration 10: use a number and a unit such as 500ms, 30s, 5m"]),
-    ("zero duration", "global:\n  interval: 0s\n",
-     ["global.interval (line 2): duration '0s' must be greater than zero"]),
-    ("bad protocol", "modules:\n  m:\n    protocol: smtpx\n",
-     ["modules.m.protocol (line 3): Input should be 'smtp', 'imap' or 'pop3'"]),
-    ("missing protocol", "modules:\n  m:\n    tls: implicit\n",
-     ["modules.m.protocol (line 2): required key is missing"]),
-    ("require_tls without starttls", VALID_MODULE + "    require_tls: true\n",
-     ["modules.m (line 2): require_tls applies only to tls: starttls"]),
-    ("missing module reference", VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: nope}\n",
-     ["targets[0].module (line 5): unknown module 'nope' (modules: m)"]),
-    ("duplicate target", VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: m}\n"
-     "  - {name: a, address: 'h:26', module: m}\n",
-     ["targets[1].name (line 6): duplicate target name 'a'"]),
-    ("bad port", VALID_MODULE + "targets:\n  - {name: a, address: 'h:0', module: m}\n",
-     ["targets[0].address (line 5): invalid address 'h:0': port must be a number from 1 to 65535"]),
-    ("ipv6 without brackets", VALID_MODULE + "targets:\n  - {name: a, address: '::1:25', module: m}\n",
-     ["targets[0].address (line 5): invalid address '::1:25': write IPv6 addresses as [::1]:25"]),
-    ("missing secret file", VALID_MODULE
-     + "    auth: {username: u, password_file: /nonexistent/pass}\n",
-     ["modules.m.auth (line 4): password_file '/nonexistent/pass' cannot be read: "
-      "No such file or directory"]),
-    ("unset secret variable", VALID_MODULE
-     + "    auth: {username: u, password_env: MAIL_EXPORTER_TEST_UNSET}\n",
-     ["modules.m.auth (line 4): environment variable MAIL_EXPORTER_TEST_UNSET is not set"]),
-    ("both secret sources", VALID_MODULE
-     + "    auth: {username: u, password_env: HOME, password_file: /etc/hostname}\n",
-     ["modules.m.auth (line 4): set exactly one of password_file and password_env"]),
-    ("password in the config", VALID_MODULE + "    auth: {username: u, password: hunter2}\n",
-     ["modules.m.auth.password (line 4): unknown key: passwords never go in the config; "
-      "use password_file or password_env"]),
-    ("duplicate key", "global:\n  interval: 30s\n  interval: 60s\n",
-     ["global.interval (line 3): duplicate key"]),
-    ("missing CA file", VALID_MODULE + "    tls_config: {ca_file: /nonexistent/ca.pem}\n",
-     ["modules.m.tls_config (line 4): ca_file '/nonexistent/ca.pem' does not exist or is not a file"]),
+    (
+        "unknown module key",
+        VALID_MODULE + "    tsl: starttls\n",
+        ["modules.m.tsl (line 4): unknown key"],
+    ),
+    (
+        "bad duration",
+        "global:\n  interval: 30x\n",
+        [
+            "global.interval (line 2): invalid duration '30x': use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
+        "number as duration",
+        VALID_MODULE + "    timeout: 10\n",
+        [
+            "modules.m.timeout (line 4): invalid duration 10: use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
+        "zero duration",
+        "global:\n  interval: 0s\n",
+        ["global.interval (line 2): duration '0s' must be greater than zero"],
+    ),
+    (
+        "bad protocol",
+        "modules:\n  m:\n    protocol: smtpx\n",
+        ["modules.m.protocol (line 3): Input should be 'smtp', 'imap' or 'pop3'"],
+    ),
+    (
+        "missing protocol",
+        "modules:\n  m:\n    tls: implicit\n",
+        ["modules.m.protocol (line 2): required key is missing"],
+    ),
+    (
+        "require_tls without starttls",
+        VALID_MODULE + "    require_tls: true\n",
+        ["modules.m (line 2): require_tls applies only to tls: starttls"],
+    ),
+    (
+        "missing module reference",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: nope}\n",
+        ["targets[0].module (line 5): unknown module 'nope' (modules: m)"],
+    ),
+    (
+        "duplicate target",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: m}\n"
+        "  - {name: a, address: 'h:26', module: m}\n",
+        ["targets[1].name (line 6): duplicate target name 'a'"],
+    ),
+    (
+        "bad port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:0', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:0': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "ipv6 without brackets",
+        VALID_MODULE + "targets:\n  - {name: a, address: '::1:25', module: m}\n",
+        ["targets[0].address (line 5): invalid address '::1:25': write IPv6 addresses as [::1]:25"],
+    ),
+    (
+        "missing secret file",
+        VALID_MODULE + "    auth: {username: u, password_file: /nonexistent/pass}\n",
+        [
+            "modules.m.auth (line 4): password_file '/nonexistent/pass' cannot be read: "
+            "No such file or directory"
+        ],
+    ),
+    (
+        "unset secret variable",
+        VALID_MODULE + "    auth: {username: u, password_env: MAIL_EXPORTER_TEST_UNSET}\n",
+        ["modules.m.auth (line 4): environment variable MAIL_EXPORTER_TEST_UNSET is not set"],
+    ),
+    (
+        "both secret sources",
+        VALID_MODULE
+        + "    auth: {username: u, password_env: HOME, password_file: /etc/hostname}\n",
+        ["modules.m.auth (line 4): set exactly one of password_file and password_env"],
+    ),
+    (
+        "password in the config",
+        VALID_MODULE + "    auth: {username: u, password: hunter2}\n",
+        [
+            "modules.m.auth.password (line 4): unknown key: passwords never go in the config; "
+            "use password_file or password_env"
+        ],
+    ),
+    (
+        "duplicate key",
+        "global:\n  interval: 30s\n  interval: 60s\n",
+        ["global.interval (line 3): duplicate key"],
+    ),
+    (
+        "missing CA file",
+        VALID_MODULE + "    tls_config: {ca_file: /nonexistent/ca.pem}\n",
+        [
+            "modules.m.tls_config (line 4): ca_file '/nonexistent/ca.pem' does not exist or is not a file"
+        ],
+    ),
     ("not a mapping", "- a\n- b\n", ["(top level) (line 1): the file must be a mapping of keys"]),
-    ("broken YAML", "global: [\n", ["invalid YAML (line 2): expected the node content, but found '<stream end>'"]),
+    (
+        "broken YAML",
+        "global: [\n",
+        ["invalid YAML (line 2): expected the node content, but found '<stream end>'"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), [(t, e) for _, t, e in INVALID_CONFIGS],
-                         ids=[name for name, _, _ in INVALID_CONFIGS])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(t, e) for _, t, e in INVALID_CONFIGS],
+    ids=[name for name, _, _ in INVALID_CONFIGS],
+)
 def test_invalid_config_message(text: str, expected: list[str]) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(text, "test.yml")
@@ -81,20 +149,28 @@ def test_every_problem_is_listed_at_once() -> None:
     assert len(raised.value.problems) == 4
     report = str(raised.value)
     assert report.startswith("test.yml: 4 problem(s)")
-    for fragment in ("global.interval (line 2)", "modules.m.tls (line 4)",
-                     "targets[0].address (line 6)", "targets[0].module (line 6)"):
+    for fragment in (
+        "global.interval (line 2)",
+        "modules.m.tls (line 4)",
+        "targets[0].address (line 6)",
+        "targets[0].module (line 6)",
+    ):
         assert fragment in report
 
 
-def test_password_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_from_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "pass"
     secret.write_text("s3cret\n")
     monkeypatch.setenv("PROBE_PASSWORD", "from-env")
-    config = parse_config(textwrap.dedent(f"""\
+    config = parse_config(
+        textwrap.dedent(f"""\
         modules:
           a: {{protocol: imap, auth: {{username: u, password_file: {secret}}}}}
           b: {{protocol: imap, auth: {{username: u, password_env: PROBE_PASSWORD}}}}
-        """))
+        """)
+    )
     assert config.modules["a"].auth is not None and config.modules["a"].auth.password == "s3cret"
     assert config.modules["b"].auth is not None and config.modules["b"].auth.password == "from-env"
     assert "s3cret" not in repr(config)
@@ -102,8 +178,10 @@ def test_password_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_defaults_and_starttls_requirement() -> None:
-    config = parse_config("modules:\n  a: {protocol: smtp, tls: starttls}\n"
-                          "  b: {protocol: smtp, tls: starttls, require_tls: false}\n")
+    config = parse_config(
+        "modules:\n  a: {protocol: smtp, tls: starttls}\n"
+        "  b: {protocol: smtp, tls: starttls, require_tls: false}\n"
+    )
     assert config.global_.interval == 30.0
     assert config.global_.concurrency == 64
     assert config.modules["a"].timeout_seconds == 10.0
@@ -122,13 +200,17 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yml")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0),
-                                                ("1h30m", 5400.0), ("2d", 172800.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("2d", 172800.0)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0.5, "500ms"), (30.0, "30s"), (300.0, "5m"),
-                                                (7200.0, "2h"), (90.0, "90s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.5, "500ms"), (30.0, "30s"), (300.0, "5m"), (7200.0, "2h"), (90.0, "90s")],
+)
 def test_format_durations(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text

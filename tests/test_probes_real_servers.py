@@ -43,8 +43,9 @@ def password(monkeypatch: pytest.MonkeyPatch, dovecot: Dovecot) -> str:
     return dovecot.password
 
 
-def make_module(pki: PKI, protocol: str, tls: str, mechanism: str | None, user: str,
-                **extra: Any) -> ModuleConfig:
+def make_module(
+    pki: PKI, protocol: str, tls: str, mechanism: str | None, user: str, **extra: Any
+) -> ModuleConfig:
     settings: dict[str, Any] = {
         "protocol": protocol,
         "tls": tls,
@@ -53,7 +54,11 @@ def make_module(pki: PKI, protocol: str, tls: str, mechanism: str | None, user: 
         **extra,
     }
     if mechanism is not None:
-        settings["auth"] = {"username": user, "password_env": PASSWORD_VARIABLE, "mechanism": mechanism}
+        settings["auth"] = {
+            "username": user,
+            "password_env": PASSWORD_VARIABLE,
+            "mechanism": mechanism,
+        }
     return ModuleConfig.model_validate(settings)
 
 
@@ -61,11 +66,22 @@ async def probe(host: str, port: int, module: ModuleConfig) -> ProbeResult:
     return await run_probe(parse_address(f"{host}:{port}"), module, module.timeout_seconds)
 
 
-@pytest.mark.parametrize(("protocol", "tls", "server", "port", "mechanism"),
-                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-async def test_every_mode_succeeds(postfix: Postfix, dovecot: Dovecot, pki: PKI, password: str,
-                                   protocol: str, tls: str, server: str, port: str,
-                                   mechanism: str | None) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "tls", "server", "port", "mechanism"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+async def test_every_mode_succeeds(
+    postfix: Postfix,
+    dovecot: Dovecot,
+    pki: PKI,
+    password: str,
+    protocol: str,
+    tls: str,
+    server: str,
+    port: str,
+    mechanism: str | None,
+) -> None:
     instance = postfix if server == "postfix" else dovecot
     module = make_module(pki, protocol, tls, mechanism, dovecot.user)
     result = await probe("localhost", getattr(instance, port), module)
@@ -101,20 +117,31 @@ async def test_plaintext_login_advertised(postfix: Postfix, dovecot: Dovecot, pk
     """Dovecot here allows plaintext login; Postfix's submission port hides AUTH before TLS."""
     imap = await probe("localhost", dovecot.imap_port, make_module(pki, "imap", "none", None, ""))
     assert imap.plaintext_auth_offered is True
-    submission = await probe("localhost", postfix.submission_port,
-                             make_module(pki, "smtp", "starttls", None, ""))
+    submission = await probe(
+        "localhost", postfix.submission_port, make_module(pki, "smtp", "starttls", None, "")
+    )
     assert submission.success, submission.log
     assert submission.plaintext_auth_offered is False
 
 
-@pytest.mark.parametrize(("protocol", "tls", "server", "port"), [
-    ("smtp", "starttls", "postfix", "submission_port"),
-    ("imap", "implicit", "dovecot", "imaps_port"),
-    ("pop3", "implicit", "dovecot", "pop3s_port"),
-])
-async def test_wrong_password_fails_with_auth(postfix: Postfix, dovecot: Dovecot, pki: PKI,
-                                              monkeypatch: pytest.MonkeyPatch, protocol: str,
-                                              tls: str, server: str, port: str) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "tls", "server", "port"),
+    [
+        ("smtp", "starttls", "postfix", "submission_port"),
+        ("imap", "implicit", "dovecot", "imaps_port"),
+        ("pop3", "implicit", "dovecot", "pop3s_port"),
+    ],
+)
+async def test_wrong_password_fails_with_auth(
+    postfix: Postfix,
+    dovecot: Dovecot,
+    pki: PKI,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    tls: str,
+    server: str,
+    port: str,
+) -> None:
     monkeypatch.setenv(PASSWORD_VARIABLE, "not-the-password")
     instance = postfix if server == "postfix" else dovecot
     module = make_module(pki, protocol, tls, "auto", dovecot.user)
@@ -146,23 +173,43 @@ def fake_resolver(monkeypatch: pytest.MonkeyPatch, families: tuple[int, ...]) ->
     monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
 
 
-@pytest.mark.parametrize(("families", "preferred", "fallback", "expected"), [
-    ((socket.AF_INET, socket.AF_INET6), "ip4", True, "127.0.0.1"),
-    ((socket.AF_INET, socket.AF_INET6), "ip6", True, "::1"),
-    ((socket.AF_INET,), "ip6", True, "127.0.0.1"),
-    ((socket.AF_INET,), "ip6", False, None),
-])
-async def test_preferred_address_family(monkeypatch: pytest.MonkeyPatch, dovecot: Dovecot, pki: PKI,
-                                        password: str, families: tuple[int, ...], preferred: str,
-                                        fallback: bool, expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("families", "preferred", "fallback", "expected"),
+    [
+        ((socket.AF_INET, socket.AF_INET6), "ip4", True, "127.0.0.1"),
+        ((socket.AF_INET, socket.AF_INET6), "ip6", True, "::1"),
+        ((socket.AF_INET,), "ip6", True, "127.0.0.1"),
+        ((socket.AF_INET,), "ip6", False, None),
+    ],
+)
+async def test_preferred_address_family(
+    monkeypatch: pytest.MonkeyPatch,
+    dovecot: Dovecot,
+    pki: PKI,
+    password: str,
+    families: tuple[int, ...],
+    preferred: str,
+    fallback: bool,
+    expected: str | None,
+) -> None:
     fake_resolver(monkeypatch, families)
-    module = make_module(pki, "imap", "implicit", "auto", dovecot.user, preferred_ip_protocol=preferred,
-                         ip_protocol_fallback=fallback, tls_config={"ca_file": str(pki.ca_file),
-                                                                    "server_name": "localhost"})
+    module = make_module(
+        pki,
+        "imap",
+        "implicit",
+        "auto",
+        dovecot.user,
+        preferred_ip_protocol=preferred,
+        ip_protocol_fallback=fallback,
+        tls_config={"ca_file": str(pki.ca_file), "server_name": "localhost"},
+    )
     result = await probe("mail.dual-stack.test", dovecot.imaps_port, module)
     if expected is None:
         assert result.failure is not None
-        assert (result.failure.phase, result.failure.reason) == (Phase.RESOLVE, FailureReason.RESOLVE)
+        assert (result.failure.phase, result.failure.reason) == (
+            Phase.RESOLVE,
+            FailureReason.RESOLVE,
+        )
         assert "no ip6 address" in result.failure.detail
     else:
         assert result.success, result.log
@@ -170,18 +217,30 @@ async def test_preferred_address_family(monkeypatch: pytest.MonkeyPatch, dovecot
 
 
 async def test_wrong_server_name_is_reported_unverified(postfix: Postfix, pki: PKI) -> None:
-    module = make_module(pki, "smtp", "starttls", None, "",
-                         tls_config={"ca_file": str(pki.ca_file), "server_name": "mx.elsewhere.example"})
+    module = make_module(
+        pki,
+        "smtp",
+        "starttls",
+        None,
+        "",
+        tls_config={"ca_file": str(pki.ca_file), "server_name": "mx.elsewhere.example"},
+    )
     result = await probe("localhost", postfix.smtp_port, module)
     assert result.failure is not None and result.failure.reason == FailureReason.TLS
     assert result.tls is not None and result.tls.verified is False
     assert result.tls.earliest_not_after == pki.server_not_after.timestamp()
 
 
-async def test_stopped_server_fails_with_connect(tmp_path_factory: pytest.TempPathFactory,
-                                                 pki: PKI, dovecot: Dovecot) -> None:
-    server = Postfix(tmp_path_factory.mktemp("postfix-stopped"), pki.server_cert, pki.server_key,
-                     dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port)
+async def test_stopped_server_fails_with_connect(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
+) -> None:
+    server = Postfix(
+        tmp_path_factory.mktemp("postfix-stopped"),
+        pki.server_cert,
+        pki.server_key,
+        dovecot_auth_port=dovecot.auth_port,
+        dovecot_lmtp_port=dovecot.lmtp_port,
+    )
     server.start()
     module = make_module(pki, "smtp", "starttls", None, "")
     try:

@@ -19,8 +19,13 @@ def module(**settings: Any) -> ModuleConfig:
     return ModuleConfig.model_validate({"protocol": "smtp", **settings})
 
 
-async def probe(handler: Handler, mod: ModuleConfig, budget: float = 5.0,
-                tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> ProbeResult:
+async def probe(
+    handler: Handler,
+    mod: ModuleConfig,
+    budget: float = 5.0,
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+) -> ProbeResult:
     async with scripted_server(handler, tls, host) as address:
         return await run_probe(parse_address(address), mod, budget)
 
@@ -34,15 +39,25 @@ def assert_failed(result: ProbeResult, phase: Phase, reason: FailureReason) -> N
 async def test_multiline_replies_are_read_by_code() -> None:
     handler = smtp_script(
         ["220-mx.example.net ESMTP", "220-second line", "220 ready"],
-        ["250-mx.example.net", "250-PIPELINING", "250-SIZE 10240000", "250-AUTH PLAIN LOGIN",
-         "250 8BITMIME"],
+        [
+            "250-mx.example.net",
+            "250-PIPELINING",
+            "250-SIZE 10240000",
+            "250-AUTH PLAIN LOGIN",
+            "250 8BITMIME",
+        ],
     )
     result = await probe(handler, module())
     assert result.success, result.log
     assert result.starttls_offered is False
     assert result.plaintext_auth_offered is True
-    assert set(result.phases) == {Phase.RESOLVE, Phase.CONNECT, Phase.BANNER,
-                                  Phase.CAPABILITIES, Phase.QUIT}
+    assert set(result.phases) == {
+        Phase.RESOLVE,
+        Phase.CONNECT,
+        Phase.BANNER,
+        Phase.CAPABILITIES,
+        Phase.QUIT,
+    }
 
 
 async def test_bare_lf_replies_are_accepted() -> None:
@@ -122,7 +137,9 @@ async def test_connection_closed_mid_reply() -> None:
 
 
 async def test_required_starttls_missing() -> None:
-    result = await probe(smtp_script(["220 hi"], ["250-hi", "250 AUTH PLAIN"]), module(tls="starttls"))
+    result = await probe(
+        smtp_script(["220 hi"], ["250-hi", "250 AUTH PLAIN"]), module(tls="starttls")
+    )
     assert_failed(result, Phase.CAPABILITIES, FailureReason.STARTTLS_UNAVAILABLE)
     assert result.starttls_offered is False
     assert result.plaintext_auth_offered is True

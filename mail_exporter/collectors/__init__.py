@@ -60,11 +60,13 @@ class CollectorSet:
 
     def collect(self) -> Iterable[Metric]:
         success = GaugeMetricFamily(
-            "mail_exporter_collector_success", "1 if the collector's last scrape worked.",
+            "mail_exporter_collector_success",
+            "1 if the collector's last scrape worked.",
             labels=["collector"],
         )
         duration = GaugeMetricFamily(
-            "mail_exporter_collector_duration_seconds", "How long the collector's scrape took.",
+            "mail_exporter_collector_duration_seconds",
+            "How long the collector's scrape took.",
             labels=["collector"],
         )
         for name, collector in self.collectors.items():
@@ -86,6 +88,7 @@ class CollectorSet:
 def enabled_collectors(choices: dict[str, bool | None]) -> list[str]:
     """Names to run: each flag's choice, or the collector's default where no flag was given."""
     return [
-        name for name, spec in COLLECTORS.items()
+        name
+        for name, spec in COLLECTORS.items()
         if (choices.get(name) if choices.get(name) is not None else spec.enabled_by_default)
     ]

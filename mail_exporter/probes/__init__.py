@@ -49,8 +49,9 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
     except ProbeFailure as failure:
         fail_result(result, session.phase, failure.reason, failure.detail)
     except TimeoutError:
-        fail_result(result, session.phase, FailureReason.TIMEOUT,
-                    f"no answer within {budget_seconds:.3g}s")
+        fail_result(
+            result, session.phase, FailureReason.TIMEOUT, f"no answer within {budget_seconds:.3g}s"
+        )
     except (OSError, EOFError) as error:
         fail_result(result, session.phase, FailureReason.PROTOCOL, f"connection error: {error}")
     except Exception as error:  # a bug here must cost one probe, never the scheduler
@@ -61,8 +62,8 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
         result.duration_seconds = time.monotonic() - started
     result.success = result.failure is None
     if result.failure is not None:
-        failure = result.failure
-        session.log(f"probe failed in {failure.phase}: {failure.reason}: {failure.detail}")
+        stop = result.failure
+        session.log(f"probe failed in {stop.phase}: {stop.reason}: {stop.detail}")
     else:
         session.log("probe succeeded")
     return result

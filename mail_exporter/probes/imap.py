@@ -1,4 +1,6 @@
-"""IMAP probe (RFC 9051/3501, 2595, 4959): greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE PLAIN, LOGOUT.
+"""IMAP probe (RFC 9051/3501, 2595, 4959).
+
+Greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE PLAIN, LOGOUT.
 
 Commands are tagged; untagged responses are collected until the tagged one,
 and a NO or BAD fails the probe at once.
@@ -36,7 +38,9 @@ async def _responses(session: Session, tag: str, reason: FailureReason) -> list[
         if response.startswith("+"):
             return [response]
         if not response.startswith("* "):
-            raise ProbeFailure(FailureReason.PROTOCOL, f"unexpected response {printable(response)!r}")
+            raise ProbeFailure(
+                FailureReason.PROTOCOL, f"unexpected response {printable(response)!r}"
+            )
         untagged.append(response[2:])
     raise ProbeFailure(FailureReason.PROTOCOL, f"more than {MAX_REPLY_LINES} untagged responses")
 
@@ -74,16 +78,24 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
             if "LOGINDISABLED" in capabilities:
                 raise ProbeFailure(FailureReason.AUTH, "server advertises LOGINDISABLED")
             await _command(
-                session, tags, f"LOGIN {_quoted(auth.username)} {_quoted(auth.password)}",
-                FailureReason.AUTH, f"LOGIN {_quoted(auth.username)} ****",
+                session,
+                tags,
+                f"LOGIN {_quoted(auth.username)} {_quoted(auth.password)}",
+                FailureReason.AUTH,
+                f"LOGIN {_quoted(auth.username)} ****",
             )
             return
         if "AUTH=PLAIN" not in capabilities:
             raise ProbeFailure(FailureReason.AUTH, "server does not offer AUTHENTICATE PLAIN")
         token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
         if "SASL-IR" in capabilities:
-            await _command(session, tags, f"AUTHENTICATE PLAIN {token}", FailureReason.AUTH,
-                           "AUTHENTICATE PLAIN ****")
+            await _command(
+                session,
+                tags,
+                f"AUTHENTICATE PLAIN {token}",
+                FailureReason.AUTH,
+                "AUTHENTICATE PLAIN ****",
+            )
             return
         tag = tags.next()
         await session.write_line(f"{tag} AUTHENTICATE PLAIN")
@@ -114,7 +126,9 @@ async def probe_imap(session: Session) -> None:
     if module.tls == "starttls":
         if "STARTTLS" not in capabilities:
             if module.starttls_required:
-                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS")
+                raise ProbeFailure(
+                    FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS"
+                )
             session.log("STARTTLS not offered; continuing without TLS as the module allows")
         else:
             with session.timed(Phase.STARTTLS):

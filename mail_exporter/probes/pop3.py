@@ -8,7 +8,9 @@ from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
 
 
-async def _command(session: Session, line: str, reason: FailureReason, shown: str | None = None) -> str:
+async def _command(
+    session: Session, line: str, reason: FailureReason, shown: str | None = None
+) -> str:
     """Send a command; its ``+OK`` text, or a failure with ``reason`` on ``-ERR``."""
     await session.write_line(line, shown)
     response = await session.read_line()

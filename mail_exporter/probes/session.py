@@ -10,6 +10,7 @@ without bound, and the caller's deadline bounds time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -92,20 +93,26 @@ class Session:
         if self.address.is_ip:  # no lookup, and no thread hop, for a literal
             family = socket.AF_INET6 if ":" in self.address.host else socket.AF_INET
             return self.address.host, family
-        preferred = socket.AF_INET6 if self.module.preferred_ip_protocol == "ip6" else socket.AF_INET
+        preferred = (
+            socket.AF_INET6 if self.module.preferred_ip_protocol == "ip6" else socket.AF_INET
+        )
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(
                 self.address.host, self.address.port, type=socket.SOCK_STREAM
             )
         except (socket.gaierror, UnicodeError) as error:
-            raise ProbeFailure(FailureReason.RESOLVE, f"cannot resolve {self.address.host}: {error}") from None
+            raise ProbeFailure(
+                FailureReason.RESOLVE, f"cannot resolve {self.address.host}: {error}"
+            ) from None
         chosen = [info for info in infos if info[0] == preferred]
         if not chosen and self.module.ip_protocol_fallback:
             chosen = [info for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
         if not chosen:
             wanted = self.module.preferred_ip_protocol
-            raise ProbeFailure(FailureReason.RESOLVE, f"{self.address.host} has no {wanted} address")
+            raise ProbeFailure(
+                FailureReason.RESOLVE, f"{self.address.host} has no {wanted} address"
+            )
         family, _, _, _, sockaddr = chosen[0]
         self.log(f"resolved {self.address.host} to {sockaddr[0]}")
         return str(sockaddr[0]), family
@@ -119,7 +126,9 @@ class Session:
             try:
                 await self._writer.start_tls(
                     tls.client_context(),
-                    server_hostname=None if self.address.is_ip and not settings.server_name else server_name,
+                    server_hostname=None
+                    if self.address.is_ip and not settings.server_name
+                    else server_name,
                 )
             except (ssl.SSLError, OSError, EOFError) as error:
                 raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
@@ -131,7 +140,9 @@ class Session:
         if not facts.verified:
             self.log(f"certificate not verified: {facts.verify_error}")
             if not settings.insecure_skip_verify:
-                raise ProbeFailure(FailureReason.TLS, f"certificate not verified: {facts.verify_error}")
+                raise ProbeFailure(
+                    FailureReason.TLS, f"certificate not verified: {facts.verify_error}"
+                )
 
     async def read_line(self) -> str:
         """One line without its ending; CRLF and bare LF are both accepted."""
@@ -164,10 +175,9 @@ class Session:
         if self._writer is None:
             return
         self._writer.close()
-        try:
+        # The verdict is already made; a messy close changes nothing.
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
-        except (OSError, ssl.SSLError, TimeoutError):
-            pass  # the verdict is already made; a messy close changes nothing
 
 
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:

@@ -74,7 +74,9 @@ async def _login(session: Session, extensions: dict[str, str]) -> None:
     with session.timed(Phase.AUTH):
         if mechanism == "PLAIN":
             token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
-            await command(session, f"AUTH PLAIN {token}", 235, FailureReason.AUTH, "AUTH PLAIN ****")
+            await command(
+                session, f"AUTH PLAIN {token}", 235, FailureReason.AUTH, "AUTH PLAIN ****"
+            )
         else:
             await command(session, "AUTH LOGIN", 334, FailureReason.AUTH)
             user = base64.b64encode(auth.username.encode()).decode()
@@ -101,7 +103,9 @@ async def probe_smtp(session: Session) -> None:
     if module.tls == "starttls":
         if "STARTTLS" not in extensions:
             if module.starttls_required:
-                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS")
+                raise ProbeFailure(
+                    FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS"
+                )
             session.log("STARTTLS not offered; continuing without TLS as the module allows")
         else:
             with session.timed(Phase.STARTTLS):

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509 import DNSName, IPAddress
 from cryptography.x509.verification import (
     Criticality,
-    DNSName,
     ExtensionPolicy,
-    IPAddress,
     PolicyBuilder,
     Store,
     VerificationError,
@@ -91,7 +90,9 @@ def _subject_for(server_name: str) -> DNSName | IPAddress:
         return DNSName(server_name)
 
 
-def verify_chain(chain: list[x509.Certificate], server_name: str, ca_file: str | None) -> str | None:
+def verify_chain(
+    chain: list[x509.Certificate], server_name: str, ca_file: str | None
+) -> str | None:
     """Verify chain and name; return ``None`` when they verify, else the reason."""
     anchors = ca_file or system_ca_file()
     if anchors is None:
@@ -109,9 +110,7 @@ def verify_chain(chain: list[x509.Certificate], server_name: str, ca_file: str |
     verifier = (
         PolicyBuilder()
         .store(store)
-        .extension_policies(
-            ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy
-        )
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
         .build_server_verifier(_subject_for(server_name))
     )
     try:
@@ -133,13 +132,23 @@ def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | No
     try:
         chain = _peer_chain(ssl_object)
     except ValueError as error:
-        return TLSFacts(version, cipher_name, None, None, None, "", "", False,
-                        f"unreadable certificate: {error}")
+        return TLSFacts(
+            version,
+            cipher_name,
+            None,
+            None,
+            None,
+            "",
+            "",
+            False,
+            f"unreadable certificate: {error}",
+        )
     if not chain:
-        return TLSFacts(version, cipher_name, None, None, None, "", "", False,
-                        "server presented no certificate")
+        return TLSFacts(
+            version, cipher_name, None, None, None, "", "", False, "server presented no certificate"
+        )
     leaf = chain[0]
-    error = verify_chain(chain, server_name, ca_file)
+    problem = verify_chain(chain, server_name, ca_file)
     return TLSFacts(
         version=version,
         cipher=cipher_name,
@@ -148,6 +157,6 @@ def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | No
         leaf_not_after=_timestamp(leaf.not_valid_after_utc),
         leaf_subject=leaf.subject.rfc4514_string(),
         leaf_issuer=leaf.issuer.rfc4514_string(),
-        verified=error is None,
-        verify_error=error,
+        verified=problem is None,
+        verify_error=problem,
     )
