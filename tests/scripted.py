@@ -30,8 +30,8 @@ async def scripted_server(
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handler(reader, writer)
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass  # the client went away: that is the probe's business, not the script's
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away or the test ended: the probe's business, not the script's
         finally:
             writer.close()
 

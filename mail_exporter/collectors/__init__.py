@@ -81,8 +81,9 @@ class CollectorSet:
             duration.add_metric([name], time.monotonic() - started)
             success.add_metric([name], 1.0 if ok else 0.0)
             yield from families
-        yield success
-        yield duration
+        if self.collectors:
+            yield success
+            yield duration
 
 
 def enabled_collectors(choices: dict[str, bool | None]) -> list[str]:

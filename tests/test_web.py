@@ -1,0 +1,260 @@
+"""The HTTP endpoints, driven through aiohttp's test client with real probes behind them."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import shutil
+import subprocess
+import textwrap
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from mail_exporter import __version__
+from mail_exporter.collectors import COLLECTORS, register_collector
+from mail_exporter.config import Config
+from mail_exporter.exporter import Exporter
+from mail_exporter.web import make_app
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI
+from tests.realservers.postfix import Postfix
+from tests.scripted import scripted_server, smtp_script
+
+PASSWORD = "web-test-secret-42"
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None, **more: str) -> float:
+    """The value of the one sample ``name`` with exactly these labels in an exposition."""
+    wanted = {**(labels or {}), **more}
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == wanted:
+                return float(found.value)
+    raise AssertionError(f"no sample {name}{wanted}")
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+async def hanging_address() -> AsyncIterator[str]:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(60)
+
+    async with scripted_server(silent) as address:
+        yield address
+
+
+@pytest.fixture
+async def client_for(tmp_path: Path) -> AsyncIterator[object]:
+    clients: list[TestClient[object, object]] = []
+    exporters: list[Exporter] = []
+
+    async def build(body: str, collectors: list[str] | None = None) -> tuple[TestClient[object, object], Exporter]:
+        exporter = Exporter(write_config(tmp_path / "config.yml", body), collectors or [])
+        client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+        await client.start_server()
+        exporter.start()
+        clients.append(client)
+        exporters.append(exporter)
+        return client, exporter
+
+    yield build
+    for exporter in exporters:
+        exporter.stop()
+    for client in clients:
+        await client.close()
+
+
+def config_for(pki: PKI, postfix: Postfix, dovecot: Dovecot, extra_targets: str = "") -> str:
+    return f"""\
+        global: {{interval: 1s}}
+        modules:
+          smtp_starttls:
+            protocol: smtp
+            tls: starttls
+            timeout: 2s
+            tls_config: {{ca_file: {pki.ca_file}}}
+          imaps:
+            protocol: imap
+            tls: implicit
+            tls_config: {{ca_file: {pki.ca_file}}}
+            auth: {{username: {dovecot.user}, password_env: WEB_TEST_PASSWORD}}
+        targets:
+          - {{name: mx, address: "localhost:{postfix.smtp_port}", module: smtp_starttls}}
+          - {{name: store, address: "127.0.0.1:{dovecot.imaps_port}", module: imaps}}
+        {extra_targets}"""
+
+
+async def wait_for_results(exporter: Exporter, count: int) -> None:
+    for _ in range(100):
+        if sum(state.result is not None for state in exporter.scheduler.states.values()) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("scheduled probes produced no results")
+
+
+async def test_metrics_from_scheduled_probes_pass_promtool(
+    client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot, hanging_address: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
+    hang = f'  - {{name: hang, address: "{hanging_address}", module: smtp_starttls}}'
+    client, exporter = await client_for(config_for(pki, postfix, dovecot, hang))
+    await wait_for_results(exporter, 3)
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    mx = {"target": "mx", "module": "smtp_starttls", "protocol": "smtp"}
+    assert sample(text, "mail_probe_success", mx) == 1.0
+    assert sample(text, "mail_probe_success", target="store", module="imaps", protocol="imap") == 1.0
+    assert sample(text, "mail_probe_failures_total", target="hang", module="smtp_starttls",
+                  protocol="smtp", reason="timeout") >= 1.0
+    assert sample(text, "mail_probe_failures_total", mx, reason="timeout") == 0.0
+    assert sample(text, "mail_probe_phase_duration_seconds", mx, phase="tls_handshake") > 0
+    assert sample(text, "mail_tls_cert_expiry_timestamp_seconds", mx) == pki.server_not_after.timestamp()
+    assert sample(text, "mail_tls_cert_not_before_timestamp_seconds", mx) == pki.server_not_before.timestamp()
+    assert sample(text, "mail_tls_cert_verified", mx) == 1.0
+    assert sample(text, "mail_tls_version_info", mx, version="TLS 1.3") == 1.0
+    assert sample(text, "mail_probe_starttls_offered", mx) == 1.0
+    assert sample(text, "mail_probe_latency_seconds_count", mx) >= 1.0
+    assert sample(text, "mail_probe_last_success_timestamp_seconds", mx) > 0
+    assert sample(text, "mail_exporter_build_info", version=__version__,
+                  python_version=platform.python_version()) == 1.0
+    assert dovecot.password not in text
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is missing: apt-get install prometheus"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_metrics_answer_while_probes_hang(client_for, hanging_address: str) -> None:
+    body = f"""\
+        global: {{interval: 1s, concurrency: 4}}
+        modules:
+          slow: {{protocol: smtp, timeout: 30s}}
+        targets:
+""" + "".join(
+        f'          - {{name: t{i}, address: "{hanging_address}", module: slow}}\n' for i in range(20)
+    )
+    client, exporter = await client_for(body)
+    await asyncio.sleep(1.5)  # every slot now holds a hanging probe
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.get("/metrics")
+    elapsed = loop.time() - started
+    assert response.status == 200
+    assert "mail_probe_success" not in await response.text()  # nothing finished yet
+    assert elapsed < 5.0  # answered without waiting for the 30 s probes
+
+
+async def test_probe_endpoint(client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
+    client, _ = await client_for(config_for(pki, postfix, dovecot))
+    response = await client.get("/probe", params={"target": f"localhost:{dovecot.imaps_port}",
+                                                  "module": "imaps"})
+    assert response.status == 200
+    text = await response.text()
+    assert 'mail_probe_success{protocol="imap"} 1.0' in text
+    assert "target=" not in text and "module=" not in text
+    assert 'mail_probe_phase_duration_seconds{phase="auth",protocol="imap"}' in text
+    assert 'mail_tls_cert_verified{protocol="imap"} 1.0' in text
+
+
+async def test_probe_debug_hides_the_password(client_for, pki: PKI, postfix: Postfix,
+                                              dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
+    client, _ = await client_for(config_for(pki, postfix, dovecot))
+    response = await client.get("/probe", params={"target": f"127.0.0.1:{dovecot.imaps_port}",
+                                                  "module": "imaps", "debug": "true"})
+    text = await response.text()
+    assert "Verdict: SUCCESS" in text
+    assert "LOGIN" in text and "****" in text
+    assert dovecot.password not in text
+    assert 'mail_probe_success{protocol="imap"} 1.0' in text
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"target": "localhost:25"}, "module parameter is missing"),
+    ({"target": "localhost:25", "module": "nope"}, "unknown module 'nope' (configured: smtp)"),
+    ({"module": "smtp"}, "target parameter: invalid address ''"),
+    ({"module": "smtp", "target": "localhost"}, "target parameter: invalid address 'localhost'"),
+    ({"module": "smtp", "target": "host:25", "password": "x"}, "unknown parameter 'password'"),
+])
+async def test_probe_bad_requests(client_for, params: dict[str, str], message: str) -> None:
+    client, _ = await client_for("modules:\n  smtp: {protocol: smtp}\n")
+    response = await client.get("/probe", params=params)
+    assert response.status == 400
+    assert message in await response.text()
+
+
+async def test_probe_budget_follows_scrape_timeout(client_for, hanging_address: str) -> None:
+    client, _ = await client_for("modules:\n  smtp: {protocol: smtp, timeout: 20s}\n")
+    response = await client.get("/probe", params={"target": hanging_address, "module": "smtp"},
+                                headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
+    text = await response.text()
+    assert 'mail_probe_failure_info{phase="banner",protocol="smtp",reason="timeout"} 1.0' in text
+    duration = next(line for line in text.splitlines() if line.startswith("mail_probe_duration_seconds"))
+    assert float(duration.split()[-1]) < 1.5  # 1.5 s minus the 0.5 s offset, not the 20 s timeout
+
+
+async def test_health_ready_landing(client_for, hanging_address: str) -> None:
+    client, _ = await client_for(
+        f"modules:\n  smtp: {{protocol: smtp, timeout: 1s}}\n"
+        f'targets:\n  - {{name: hang, address: "{hanging_address}", module: smtp}}\n'
+    )
+    assert (await client.get("/-/healthy")).status == 200
+    assert (await client.get("/-/ready")).status == 200
+    page = await (await client.get("/")).text()
+    assert "/metrics" in page and "hang" in page and "smtp" in page
+
+
+async def test_reload_keeps_running_config_on_error(client_for, tmp_path: Path) -> None:
+    client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n")
+    write_config(tmp_path / "config.yml", "modules:\n  b: {protocol: imap}\n")
+    response = await client.post("/-/reload")
+    assert response.status == 200
+    assert set(exporter.config.modules) == {"b"}
+    write_config(tmp_path / "config.yml", "modules:\n  c: {protocol: bogus}\n")
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    assert "modules.c.protocol (line 2)" in await response.text()
+    assert set(exporter.config.modules) == {"b"}
+    metrics = await (await client.get("/metrics")).text()
+    assert "mail_exporter_config_last_reload_successful 0.0" in metrics
+    assert (await client.get("/-/reload")).status == 405
+
+
+class _Working:
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("mail_test_value", "A test value.", value=7.0)
+
+
+class _Broken:
+    def collect(self) -> Iterable[Metric]:
+        raise OSError("cannot read the spool")
+
+
+async def test_failing_collector_does_not_break_the_scrape(client_for,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mail_exporter.collectors.COLLECTORS", dict(COLLECTORS))
+    register_collector("working", True, "test")(lambda config: _Working())
+    register_collector("broken", True, "test")(lambda config: _Broken())
+    client, _ = await client_for("modules: {}\n", ["working", "broken"])
+    text = await (await client.get("/metrics")).text()
+    assert "mail_test_value 7.0" in text
+    assert 'mail_exporter_collector_success{collector="working"} 1.0' in text
+    assert 'mail_exporter_collector_success{collector="broken"} 0.0' in text
+    assert 'mail_exporter_collector_duration_seconds{collector="broken"}' in text
+
+
+def test_config_type_is_strict() -> None:
+    assert Config.model_config.get("extra") == "forbid"
