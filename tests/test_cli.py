@@ -1,0 +1,146 @@
+"""The command line: check-config, probe, and the served process with SIGHUP reloads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mail_exporter.cli import main
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI
+from tests.realservers.postfix import Postfix
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "mail_exporter.yml"
+
+
+def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example's secret file path is a Debian path; point it at a real file for the check.
+    secret = tmp_path / "probe.pass"
+    secret.write_text("example\n")
+    text = EXAMPLE.read_text().replace("/etc/mail-exporter/probe.pass", str(secret))
+    config = tmp_path / "example.yml"
+    config.write_text(text)
+    monkeypatch.setenv("MAIL_EXPORTER_PROBE_PASSWORD", "example")
+    result = CliRunner().invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "OK (8 modules, 8 targets)" in result.output
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text("global: {interval: 5x}\nmodules:\n  m: {protocol: smtp, tls: maybe}\n")
+    result = CliRunner().invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 1
+    assert "2 problem(s)" in result.output
+    assert "global.interval (line 1)" in result.output
+    assert "modules.m.tls (line 3)" in result.output
+
+
+def test_probe_command_success_and_failure(postfix: Postfix, pki: PKI) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(main, ["probe", "--protocol", "smtp", "--tls", "starttls", "--ca-file",
+                              str(pki.ca_file), f"localhost:{postfix.smtp_port}"])
+    assert ok.exit_code == 0, ok.output
+    for fragment in ("tls_handshake", "starttls", "TLS 1.3", "verified             yes",
+                     "Verdict: SUCCESS"):
+        assert fragment in ok.output
+    failed = runner.invoke(main, ["probe", "--protocol", "smtp", f"127.0.0.1:{postfix.refused_port}"])
+    assert failed.exit_code == 1
+    assert "Verdict: FAILED in connect (connect)" in failed.output
+
+
+def test_probe_command_with_module_hides_password(tmp_path: Path, dovecot: Dovecot, pki: PKI) -> None:
+    secret = tmp_path / "pass"
+    secret.write_text(dovecot.password + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n  imaps:\n    protocol: imap\n    tls: implicit\n"
+        f"    tls_config: {{ca_file: {pki.ca_file}}}\n"
+        f"    auth: {{username: {dovecot.user}, password_file: {secret}}}\n"
+    )
+    result = CliRunner().invoke(main, ["probe", "--config.file", str(config), "--module", "imaps",
+                                       f"localhost:{dovecot.imaps_port}"])
+    assert result.exit_code == 0, result.output
+    assert "auth" in result.output
+    assert dovecot.password not in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    config = tmp_path / "config.yml"
+    config.write_text("modules:\n  first: {protocol: smtp}\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
+         "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                fetch(f"{base}/-/ready")
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the exporter did not become ready")
+        yield process, base, config
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def reload_gauge(base: str) -> str:
+    return next(line for line in fetch(f"{base}/metrics").splitlines()
+                if line.startswith("mail_exporter_config_last_reload_successful "))
+
+
+def test_sighup_reload(served: tuple[subprocess.Popen[str], str, Path]) -> None:
+    process, base, config = served
+    config.write_text("modules:\n  second: {protocol: imap}\n")
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert reload_gauge(base).endswith(" 1.0")
+    assert "second" in fetch(f"{base}/")
+    config.write_text("modules:\n  third: {protocol: nntp}\n")
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert reload_gauge(base).endswith(" 0.0")
+    assert "second" in fetch(f"{base}/")  # the running config stayed
+    process.terminate()
+    _, stderr = process.communicate(timeout=10)
+    assert '"level": "error"' in stderr and "modules.third.protocol" in stderr
+
+
+def test_bad_config_does_not_start(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text("targets:\n  - {name: a, address: 'x:1', module: missing}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
+         "--web.listen-address", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 1
+    assert "targets[0].module (line 2): unknown module 'missing'" in result.stderr
