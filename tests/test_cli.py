@@ -48,18 +48,38 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
 
 def test_probe_command_success_and_failure(postfix: Postfix, pki: PKI) -> None:
     runner = CliRunner()
-    ok = runner.invoke(main, ["probe", "--protocol", "smtp", "--tls", "starttls", "--ca-file",
-                              str(pki.ca_file), f"localhost:{postfix.smtp_port}"])
+    ok = runner.invoke(
+        main,
+        [
+            "probe",
+            "--protocol",
+            "smtp",
+            "--tls",
+            "starttls",
+            "--ca-file",
+            str(pki.ca_file),
+            f"localhost:{postfix.smtp_port}",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    for fragment in ("tls_handshake", "starttls", "TLS 1.3", "verified             yes",
-                     "Verdict: SUCCESS"):
+    for fragment in (
+        "tls_handshake",
+        "starttls",
+        "TLS 1.3",
+        "verified             yes",
+        "Verdict: SUCCESS",
+    ):
         assert fragment in ok.output
-    failed = runner.invoke(main, ["probe", "--protocol", "smtp", f"127.0.0.1:{postfix.refused_port}"])
+    failed = runner.invoke(
+        main, ["probe", "--protocol", "smtp", f"127.0.0.1:{postfix.refused_port}"]
+    )
     assert failed.exit_code == 1
     assert "Verdict: FAILED in connect (connect)" in failed.output
 
 
-def test_probe_command_with_module_hides_password(tmp_path: Path, dovecot: Dovecot, pki: PKI) -> None:
+def test_probe_command_with_module_hides_password(
+    tmp_path: Path, dovecot: Dovecot, pki: PKI
+) -> None:
     secret = tmp_path / "pass"
     secret.write_text(dovecot.password + "\n")
     config = tmp_path / "config.yml"
@@ -68,8 +88,17 @@ def test_probe_command_with_module_hides_password(tmp_path: Path, dovecot: Dovec
         f"    tls_config: {{ca_file: {pki.ca_file}}}\n"
         f"    auth: {{username: {dovecot.user}, password_file: {secret}}}\n"
     )
-    result = CliRunner().invoke(main, ["probe", "--config.file", str(config), "--module", "imaps",
-                                       f"localhost:{dovecot.imaps_port}"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "probe",
+            "--config.file",
+            str(config),
+            "--module",
+            "imaps",
+            f"localhost:{dovecot.imaps_port}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "auth" in result.output
     assert dovecot.password not in result.output
@@ -92,9 +121,20 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     config.write_text("modules:\n  first: {protocol: smtp}\n")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "mail_exporter",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.format",
+            "json",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -113,8 +153,11 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
 
 
 def reload_gauge(base: str) -> str:
-    return next(line for line in fetch(f"{base}/metrics").splitlines()
-                if line.startswith("mail_exporter_config_last_reload_successful "))
+    return next(
+        line
+        for line in fetch(f"{base}/metrics").splitlines()
+        if line.startswith("mail_exporter_config_last_reload_successful ")
+    )
 
 
 def test_sighup_reload(served: tuple[subprocess.Popen[str], str, Path]) -> None:
@@ -138,9 +181,18 @@ def test_bad_config_does_not_start(tmp_path: Path) -> None:
     config = tmp_path / "bad.yml"
     config.write_text("targets:\n  - {name: a, address: 'x:1', module: missing}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "mail_exporter",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30, check=False,
     )
     assert result.returncode == 1
     assert "targets[0].module (line 2): unknown module 'missing'" in result.stderr

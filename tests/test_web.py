@@ -23,7 +23,7 @@ from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.scripted import scripted_server, smtp_script
+from tests.scripted import scripted_server
 
 PASSWORD = "web-test-secret-42"
 
@@ -57,7 +57,9 @@ async def client_for(tmp_path: Path) -> AsyncIterator[object]:
     clients: list[TestClient[object, object]] = []
     exporters: list[Exporter] = []
 
-    async def build(body: str, collectors: list[str] | None = None) -> tuple[TestClient[object, object], Exporter]:
+    async def build(
+        body: str, collectors: list[str] | None = None
+    ) -> tuple[TestClient[object, object], Exporter]:
         exporter = Exporter(write_config(tmp_path / "config.yml", body), collectors or [])
         client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
         await client.start_server()
@@ -102,7 +104,11 @@ async def wait_for_results(exporter: Exporter, count: int) -> None:
 
 
 async def test_metrics_from_scheduled_probes_pass_promtool(
-    client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot, hanging_address: str,
+    client_for,
+    pki: PKI,
+    postfix: Postfix,
+    dovecot: Dovecot,
+    hanging_address: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
@@ -114,35 +120,67 @@ async def test_metrics_from_scheduled_probes_pass_promtool(
     text = await response.text()
     mx = {"target": "mx", "module": "smtp_starttls", "protocol": "smtp"}
     assert sample(text, "mail_probe_success", mx) == 1.0
-    assert sample(text, "mail_probe_success", target="store", module="imaps", protocol="imap") == 1.0
-    assert sample(text, "mail_probe_failures_total", target="hang", module="smtp_starttls",
-                  protocol="smtp", reason="timeout") >= 1.0
+    assert (
+        sample(text, "mail_probe_success", target="store", module="imaps", protocol="imap") == 1.0
+    )
+    assert (
+        sample(
+            text,
+            "mail_probe_failures_total",
+            target="hang",
+            module="smtp_starttls",
+            protocol="smtp",
+            reason="timeout",
+        )
+        >= 1.0
+    )
     assert sample(text, "mail_probe_failures_total", mx, reason="timeout") == 0.0
     assert sample(text, "mail_probe_phase_duration_seconds", mx, phase="tls_handshake") > 0
-    assert sample(text, "mail_tls_cert_expiry_timestamp_seconds", mx) == pki.server_not_after.timestamp()
-    assert sample(text, "mail_tls_cert_not_before_timestamp_seconds", mx) == pki.server_not_before.timestamp()
+    assert (
+        sample(text, "mail_tls_cert_expiry_timestamp_seconds", mx)
+        == pki.server_not_after.timestamp()
+    )
+    assert (
+        sample(text, "mail_tls_cert_not_before_timestamp_seconds", mx)
+        == pki.server_not_before.timestamp()
+    )
     assert sample(text, "mail_tls_cert_verified", mx) == 1.0
     assert sample(text, "mail_tls_version_info", mx, version="TLS 1.3") == 1.0
     assert sample(text, "mail_probe_starttls_offered", mx) == 1.0
     assert sample(text, "mail_probe_latency_seconds_count", mx) >= 1.0
     assert sample(text, "mail_probe_last_success_timestamp_seconds", mx) > 0
-    assert sample(text, "mail_exporter_build_info", version=__version__,
-                  python_version=platform.python_version()) == 1.0
+    assert (
+        sample(
+            text,
+            "mail_exporter_build_info",
+            version=__version__,
+            python_version=platform.python_version(),
+        )
+        == 1.0
+    )
     assert dovecot.password not in text
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool is missing: apt-get install prometheus"
-    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
 async def test_metrics_answer_while_probes_hang(client_for, hanging_address: str) -> None:
-    body = f"""\
-        global: {{interval: 1s, concurrency: 4}}
+    body = """\
+        global: {interval: 1s, concurrency: 4}
         modules:
-          slow: {{protocol: smtp, timeout: 30s}}
+          slow: {protocol: smtp, timeout: 30s}
         targets:
 """ + "".join(
-        f'          - {{name: t{i}, address: "{hanging_address}", module: slow}}\n' for i in range(20)
+        f'          - {{name: t{i}, address: "{hanging_address}", module: slow}}\n'
+        for i in range(20)
     )
     client, exporter = await client_for(body)
     await asyncio.sleep(1.5)  # every slot now holds a hanging probe
@@ -155,12 +193,14 @@ async def test_metrics_answer_while_probes_hang(client_for, hanging_address: str
     assert elapsed < 5.0  # answered without waiting for the 30 s probes
 
 
-async def test_probe_endpoint(client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_probe_endpoint(
+    client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
     client, _ = await client_for(config_for(pki, postfix, dovecot))
-    response = await client.get("/probe", params={"target": f"localhost:{dovecot.imaps_port}",
-                                                  "module": "imaps"})
+    response = await client.get(
+        "/probe", params={"target": f"localhost:{dovecot.imaps_port}", "module": "imaps"}
+    )
     assert response.status == 200
     text = await response.text()
     assert 'mail_probe_success{protocol="imap"} 1.0' in text
@@ -169,12 +209,15 @@ async def test_probe_endpoint(client_for, pki: PKI, postfix: Postfix, dovecot: D
     assert 'mail_tls_cert_verified{protocol="imap"} 1.0' in text
 
 
-async def test_probe_debug_hides_the_password(client_for, pki: PKI, postfix: Postfix,
-                                              dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_probe_debug_hides_the_password(
+    client_for, pki: PKI, postfix: Postfix, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
     client, _ = await client_for(config_for(pki, postfix, dovecot))
-    response = await client.get("/probe", params={"target": f"127.0.0.1:{dovecot.imaps_port}",
-                                                  "module": "imaps", "debug": "true"})
+    response = await client.get(
+        "/probe",
+        params={"target": f"127.0.0.1:{dovecot.imaps_port}", "module": "imaps", "debug": "true"},
+    )
     text = await response.text()
     assert "Verdict: SUCCESS" in text
     assert "LOGIN" in text and "****" in text
@@ -182,13 +225,19 @@ async def test_probe_debug_hides_the_password(client_for, pki: PKI, postfix: Pos
     assert 'mail_probe_success{protocol="imap"} 1.0' in text
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"target": "localhost:25"}, "module parameter is missing"),
-    ({"target": "localhost:25", "module": "nope"}, "unknown module 'nope' (configured: smtp)"),
-    ({"module": "smtp"}, "target parameter: invalid address ''"),
-    ({"module": "smtp", "target": "localhost"}, "target parameter: invalid address 'localhost'"),
-    ({"module": "smtp", "target": "host:25", "password": "x"}, "unknown parameter 'password'"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"target": "localhost:25"}, "module parameter is missing"),
+        ({"target": "localhost:25", "module": "nope"}, "unknown module 'nope' (configured: smtp)"),
+        ({"module": "smtp"}, "target parameter: invalid address ''"),
+        (
+            {"module": "smtp", "target": "localhost"},
+            "target parameter: invalid address 'localhost'",
+        ),
+        ({"module": "smtp", "target": "host:25", "password": "x"}, "unknown parameter 'password'"),
+    ],
+)
 async def test_probe_bad_requests(client_for, params: dict[str, str], message: str) -> None:
     client, _ = await client_for("modules:\n  smtp: {protocol: smtp}\n")
     response = await client.get("/probe", params=params)
@@ -198,11 +247,16 @@ async def test_probe_bad_requests(client_for, params: dict[str, str], message: s
 
 async def test_probe_budget_follows_scrape_timeout(client_for, hanging_address: str) -> None:
     client, _ = await client_for("modules:\n  smtp: {protocol: smtp, timeout: 20s}\n")
-    response = await client.get("/probe", params={"target": hanging_address, "module": "smtp"},
-                                headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"})
+    response = await client.get(
+        "/probe",
+        params={"target": hanging_address, "module": "smtp"},
+        headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.5"},
+    )
     text = await response.text()
     assert 'mail_probe_failure_info{phase="banner",protocol="smtp",reason="timeout"} 1.0' in text
-    duration = next(line for line in text.splitlines() if line.startswith("mail_probe_duration_seconds"))
+    duration = next(
+        line for line in text.splitlines() if line.startswith("mail_probe_duration_seconds")
+    )
     assert float(duration.split()[-1]) < 1.5  # 1.5 s minus the 0.5 s offset, not the 20 s timeout
 
 
@@ -243,8 +297,9 @@ class _Broken:
         raise OSError("cannot read the spool")
 
 
-async def test_failing_collector_does_not_break_the_scrape(client_for,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failing_collector_does_not_break_the_scrape(
+    client_for, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mail_exporter.collectors.COLLECTORS", dict(COLLECTORS))
     register_collector("working", True, "test")(lambda config: _Working())
     register_collector("broken", True, "test")(lambda config: _Broken())
