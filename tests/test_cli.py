@@ -192,7 +192,8 @@ def test_bad_config_does_not_start(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=30, check=False,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 1
     assert "targets[0].module (line 2): unknown module 'missing'" in result.stderr

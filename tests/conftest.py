@@ -1,0 +1,68 @@
+"""Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback.
+
+The servers start once per session, on first use, and are stopped at its end. A missing
+server binary fails the tests that need it: integration tests are never skipped silently.
+Set MAIL_EXPORTER_SKIP_REAL_SERVERS=1 to skip them on purpose.
+"""
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI, create_pki
+from tests.realservers.postfix import Postfix
+
+SKIP_REAL_SERVERS_VARIABLE = "MAIL_EXPORTER_SKIP_REAL_SERVERS"
+INSTALL_HINT = "apt-get install postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: runs against real Postfix and Dovecot servers on loopback"
+    )
+
+
+def _require_binary(name: str) -> None:
+    if shutil.which(name) is not None:
+        return
+    if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
+        pytest.skip(f"{name} is not installed and {SKIP_REAL_SERVERS_VARIABLE}=1 is set")
+    pytest.fail(
+        f"{name} is not installed, so the real-server tests cannot run: {INSTALL_HINT} "
+        f"(or set {SKIP_REAL_SERVERS_VARIABLE}=1 to skip them)",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return create_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dovecot]:
+    _require_binary("dovecot")
+    server = Dovecot(tmp_path_factory.mktemp("dovecot"), pki.server_cert, pki.server_key)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
+) -> Iterator[Postfix]:
+    _require_binary("postfix")
+    server = Postfix(
+        tmp_path_factory.mktemp("postfix"),
+        pki.server_cert,
+        pki.server_key,
+        dovecot_auth_port=dovecot.auth_port,
+        dovecot_lmtp_port=dovecot.lmtp_port,
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,221 @@
+"""A private Dovecot instance on loopback: IMAP, POP3 (plain with STARTTLS/STLS, and implicit
+TLS), LMTP for deliveries from Postfix, and the auth service over TCP for Postfix's SASL.
+
+Config, sockets, state and log live in its work directory; the password file and the
+mailboxes, which unprivileged Dovecot processes open, in a directory of their own in the
+system temp directory, removed by stop(). It must run as root: Dovecot's master binds the
+ports and switches each process to its user.
+"""
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.realservers.runtime import (
+    LOOPBACK_ADDRESSES,
+    Endpoint,
+    ServerStartError,
+    accepts_tcp,
+    end_session,
+    format_endpoints,
+    free_port,
+    log_excerpt,
+    loopback_endpoints,
+    reachable_dir,
+    wait_for_endpoints,
+)
+
+MAIL_DOMAIN = "test.local"
+PROBE_USER = f"probe@{MAIL_DOMAIN}"
+PROBE_PASSWORD = "probe-secret"
+# Dovecot refuses to access mail as uid 0, so mailboxes belong to an unprivileged user.
+# "nobody" exists on every Debian system, so tests need not add a user to the host; its
+# uid 65534 is above Dovecot's default first_valid_uid (500).
+MAIL_OWNER = "nobody"
+
+
+class Dovecot:
+    """Runs ``dovecot -F -c CONF`` from ``work_dir`` with the given certificate and key.
+
+    Ports (each on 127.0.0.1 and ::1 unless noted): ``imap_port`` (plain, offers STARTTLS),
+    ``imaps_port``, ``pop3_port`` (plain, offers STLS), ``pop3s_port``, ``lmtp_port``, and
+    ``auth_port`` (127.0.0.1 only, Dovecot's SASL protocol for Postfix). One user,
+    ``user``/``password``, whose mail is a Maildir under ``mail_dir`` (until stop()).
+    """
+
+    def __init__(self, work_dir: Path, cert: Path, key: Path) -> None:
+        self.work_dir = work_dir
+        self.cert = cert
+        self.key = key
+        token = secrets.token_hex(4)
+        # Shows in process titles and keeps this instance apart from any other Dovecot.
+        self.instance_name = f"mail-exporter-test-{token}"
+        self.config_path = work_dir / "dovecot.conf"
+        self.log_path = work_dir / "dovecot.log"
+        # Dovecot writes here before its log is set up, e.g. about a bad config file.
+        self.stderr_path = work_dir / "dovecot.stderr"
+        self.shared_dir = reachable_dir(f"dovecot-{token}")
+        self.passwd_path = self.shared_dir / "passwd"
+        self.mail_dir = self.shared_dir / "mail"
+        self.user = PROBE_USER
+        self.password = PROBE_PASSWORD
+        self.addresses = LOOPBACK_ADDRESSES
+        self.imap_port = free_port()
+        self.imaps_port = free_port()
+        self.pop3_port = free_port()
+        self.pop3s_port = free_port()
+        self.lmtp_port = free_port()
+        self.auth_port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start Dovecot and return once every listener accepts connections."""
+        try:
+            self._prepare_work_dir()
+            self._launch()
+            self._wait_until_listening(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop Dovecot, wait until none of its processes is left, remove the mailboxes."""
+        if self._process is not None:
+            process, self._process = self._process, None
+            # Signalling the whole group at once is fast (the master alone takes about 1 s
+            # to wind its children down) and also ends login processes with clients still
+            # connected, which would otherwise outlive the master.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+            end_session(process.pid, "Dovecot", timeout)
+        shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+    def _launch(self) -> None:
+        with self.stderr_path.open("wb") as stderr:
+            # A session (and process group) of its own lets stop() signal and then find
+            # every process Dovecot forked.
+            self._process = subprocess.Popen(
+                ["dovecot", "-F", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _wait_until_listening(self, timeout: float) -> None:
+        pending = wait_for_endpoints(
+            self._endpoints(), accepts_tcp, timeout, still_running=self._running
+        )
+        if not pending:
+            return
+        exit_code = self._process.poll() if self._process else None
+        problem = (
+            f"not listening after {timeout}s"
+            if exit_code is None
+            else f"exited with status {exit_code} before listening"
+        )
+        raise ServerStartError(
+            f"Dovecot {problem} on {format_endpoints(pending)}\n"
+            f"{log_excerpt(self.stderr_path, self.log_path)}"
+        )
+
+    def _running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def _endpoints(self) -> list[Endpoint]:
+        ports = (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port, self.lmtp_port)
+        return [*loopback_endpoints(*ports), ("127.0.0.1", self.auth_port)]
+
+    def _prepare_work_dir(self) -> None:
+        owner = pwd.getpwnam(MAIL_OWNER)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # Search but no listing for others: the auth process (user dovecot) and the mail
+        # owner each need a path through it.
+        self.shared_dir.mkdir()
+        self.shared_dir.chmod(0o711)
+        self.mail_dir.mkdir()
+        # LMTP and IMAP/POP3 processes run as the mail owner and create its home here.
+        shutil.chown(self.mail_dir, owner.pw_uid, owner.pw_gid)
+        # Readable by the unprivileged auth process; the password is a test constant.
+        self.passwd_path.write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        self.passwd_path.chmod(0o644)
+        self.config_path.write_text(self._config(owner.pw_uid, owner.pw_gid))
+
+    def _config(self, uid: int, gid: int) -> str:
+        # Every setting of a listener block needs its own line: Dovecot rejects one-line
+        # blocks with "Garbage after '{'".
+        return f"""\
+instance_name = {self.instance_name}
+base_dir = {self.work_dir / "run"}
+state_dir = {self.work_dir / "state"}
+log_path = {self.log_path}
+hostname = mail.{MAIL_DOMAIN}
+protocols = imap pop3 lmtp
+listen = {", ".join(self.addresses)}
+
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{self.key}
+
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# Without this, every failed login waits about 2 s. Dovecot 2.3 still holds each failure
+# until its next 0.5 s timer tick, so a wrong-password test takes up to half a second.
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = {self.passwd_path}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={self.mail_dir}/%u
+}}
+mail_location = maildir:~/Maildir
+
+service imap-login {{
+  inet_listener imap {{
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = {self.pop3s_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    port = {self.lmtp_port}
+  }}
+}}
+service auth {{
+  # Postfix reaches Dovecot's SASL over TCP, so its smtpd needs no access to our sockets.
+  inet_listener sasl {{
+    address = 127.0.0.1
+    port = {self.auth_port}
+  }}
+}}
+# anvil otherwise delays every later login from an address after one failed (~4 s each).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
