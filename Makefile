@@ -29,8 +29,8 @@ test-packages:
 	fi
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check mail_exporter tests bench
-	$(BIN)/ruff format --check mail_exporter tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: $(BIN)/.installed test-packages lint
