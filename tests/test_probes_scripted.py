@@ -255,3 +255,40 @@ async def test_pop3_without_capa() -> None:
     result = await probe(old, module(protocol="pop3"))
     assert result.success, result.log
     assert result.starttls_offered is False
+
+
+async def test_plaintext_injected_after_starttls_is_refused(pki: PKI) -> None:
+    async def injecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 hi")
+        await reader.readline()
+        await send(writer, "250-hi", "250 STARTTLS")
+        await reader.readline()
+        await send(writer, "220 go ahead", "250 injected before TLS")
+        await asyncio.sleep(5)
+
+    mod = module(tls="starttls", tls_config={"ca_file": str(pki.ca_file)})
+    result = await probe(injecting, mod)
+    assert_failed(result, Phase.STARTTLS, FailureReason.PROTOCOL)
+
+
+async def test_sni_is_the_server_name_or_the_host(pki: PKI) -> None:
+    seen: list[str | None] = []
+    context = server_context(pki.server_cert, pki.server_key)
+    context.sni_callback = lambda connection, name, ctx: seen.append(name)
+    ca = {"ca_file": str(pki.ca_file)}
+    async with scripted_server(smtp_script(["220 hi"]), context) as address:
+        port = parse_address(address).port
+        named = await run_probe(
+            parse_address(f"localhost:{port}"), module(tls="implicit", tls_config=ca), 5
+        )
+        override = module(tls="implicit", tls_config={**ca, "server_name": "mail.test.local"})
+        renamed = await run_probe(parse_address(f"127.0.0.1:{port}"), override, 5)
+        literal = await run_probe(
+            parse_address(f"127.0.0.1:{port}"), module(tls="implicit", tls_config=ca), 5
+        )
+    assert named.success and renamed.success and literal.success, (
+        named.log,
+        renamed.log,
+        literal.log,
+    )
+    assert seen == ["localhost", "mail.test.local", None]  # no SNI for an IP literal (RFC 6066)
