@@ -122,7 +122,7 @@ class Session:
         assert self._writer is not None and self._reader is not None
         # Bytes already waiting were sent in plaintext after the server's go-ahead; reading
         # them as if they came through TLS is the STARTTLS injection flaw (CVE-2011-0411).
-        if self._reader._buffer:  # StreamReader has no public peek
+        if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
             raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
         settings = self.module.tls_config
         server_name = settings.server_name or self.address.host
