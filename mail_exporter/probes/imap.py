@@ -120,21 +120,13 @@ async def probe_imap(session: Session) -> None:
         if not greeting.upper().startswith(("* OK", "* PREAUTH")):
             raise ProbeFailure(FailureReason.BANNER, printable(greeting))
     capabilities = await _capabilities(session, tags)
-    if not session.encrypted:
-        session.result.starttls_offered = "STARTTLS" in capabilities
-        session.result.plaintext_auth_offered = "LOGINDISABLED" not in capabilities
-    if module.tls == "starttls":
-        if "STARTTLS" not in capabilities:
-            if module.starttls_required:
-                raise ProbeFailure(
-                    FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS"
-                )
-            session.log("STARTTLS not offered; continuing without TLS as the module allows")
-        else:
-            with session.timed(Phase.STARTTLS):
-                await _command(session, tags, "STARTTLS", FailureReason.STARTTLS_UNAVAILABLE)
-            await session.start_tls()
-            capabilities = await _capabilities(session, tags)
+    if await session.negotiate_starttls(
+        "STARTTLS",
+        offered="STARTTLS" in capabilities,
+        login_offered="LOGINDISABLED" not in capabilities,
+        request=lambda: _command(session, tags, "STARTTLS", FailureReason.STARTTLS_UNAVAILABLE),
+    ):
+        capabilities = await _capabilities(session, tags)
     if module.auth is not None:
         await _login(session, tags, capabilities)
     with session.timed(Phase.QUIT):

@@ -65,19 +65,12 @@ async def probe_pop3(session: Session) -> None:
         if not greeting.startswith("+OK"):
             raise ProbeFailure(FailureReason.BANNER, printable(greeting))
     capabilities = await _capabilities(session)
-    if not session.encrypted:
-        session.result.starttls_offered = "STLS" in capabilities
-        session.result.plaintext_auth_offered = "USER" in capabilities or "SASL" in capabilities
-    if module.tls == "starttls":
-        if "STLS" not in capabilities:
-            if module.starttls_required:
-                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STLS")
-            session.log("STLS not offered; continuing without TLS as the module allows")
-        else:
-            with session.timed(Phase.STARTTLS):
-                await _command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE)
-            await session.start_tls()
-            capabilities = await _capabilities(session)
+    await session.negotiate_starttls(
+        "STLS",
+        offered="STLS" in capabilities,
+        login_offered="USER" in capabilities or "SASL" in capabilities,
+        request=lambda: _command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE),
+    )
     if module.auth is not None:
         await _login(session)
     with session.timed(Phase.QUIT):

@@ -14,7 +14,7 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from mail_exporter.config import ModuleConfig
@@ -147,6 +147,35 @@ class Session:
                 raise ProbeFailure(
                     FailureReason.TLS, f"certificate not verified: {facts.verify_error}"
                 )
+
+    async def negotiate_starttls(
+        self,
+        verb: str,
+        offered: bool,
+        login_offered: bool,
+        request: Callable[[], Awaitable[object]],
+    ) -> bool:
+        """The STARTTLS step every protocol shares; True when the session is now encrypted.
+
+        On a plaintext session it first records what the server offered before TLS.
+        ``request`` sends the protocol's STARTTLS/STLS command and checks the go-ahead.
+        """
+        if not self.encrypted:
+            self.result.starttls_offered = offered
+            self.result.plaintext_auth_offered = login_offered
+        if self.module.tls != "starttls":
+            return False
+        if not offered:
+            if self.module.starttls_required:
+                raise ProbeFailure(
+                    FailureReason.STARTTLS_UNAVAILABLE, f"server does not offer {verb}"
+                )
+            self.log(f"{verb} not offered; continuing without TLS as the module allows")
+            return False
+        with self.timed(Phase.STARTTLS):
+            await request()
+        await self.start_tls()
+        return True
 
     async def read_line(self) -> str:
         """One line without its ending; CRLF and bare LF are both accepted."""

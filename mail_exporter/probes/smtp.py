@@ -97,21 +97,13 @@ async def probe_smtp(session: Session) -> None:
         if code != 220:
             raise ProbeFailure(FailureReason.BANNER, f"{code} {printable(' '.join(texts))}")
     extensions = await _ehlo(session, ehlo_name)
-    if not session.encrypted:
-        session.result.starttls_offered = "STARTTLS" in extensions
-        session.result.plaintext_auth_offered = "AUTH" in extensions
-    if module.tls == "starttls":
-        if "STARTTLS" not in extensions:
-            if module.starttls_required:
-                raise ProbeFailure(
-                    FailureReason.STARTTLS_UNAVAILABLE, "server does not offer STARTTLS"
-                )
-            session.log("STARTTLS not offered; continuing without TLS as the module allows")
-        else:
-            with session.timed(Phase.STARTTLS):
-                await command(session, "STARTTLS", 220, FailureReason.STARTTLS_UNAVAILABLE)
-            await session.start_tls()
-            extensions = await _ehlo(session, ehlo_name)
+    if await session.negotiate_starttls(
+        "STARTTLS",
+        offered="STARTTLS" in extensions,
+        login_offered="AUTH" in extensions,
+        request=lambda: command(session, "STARTTLS", 220, FailureReason.STARTTLS_UNAVAILABLE),
+    ):
+        extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
         await _login(session, extensions)
     with session.timed(Phase.QUIT):
