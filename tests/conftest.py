@@ -51,18 +51,23 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dove
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def postfix(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
-) -> Iterator[Postfix]:
-    _require_binary("postfix")
-    server = Postfix(
+def new_postfix(tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot) -> Postfix:
+    """A private Postfix (not started) that logs in through and delivers to ``dovecot``."""
+    return Postfix(
         tmp_path_factory.mktemp("postfix"),
         pki.server_cert,
         pki.server_key,
         dovecot_auth_port=dovecot.auth_port,
         dovecot_lmtp_port=dovecot.lmtp_port,
     )
+
+
+@pytest.fixture(scope="session")
+def postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
+) -> Iterator[Postfix]:
+    _require_binary("postfix")
+    server = new_postfix(tmp_path_factory, pki, dovecot)
     server.start()
     yield server
     server.stop()

@@ -115,23 +115,20 @@ def fetch(url: str) -> str:
         return str(response.read().decode())
 
 
+def exporter_command(config: Path, port: int, *flags: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mail_exporter", "--config.file", str(config),
+        "--web.listen-address", f"127.0.0.1:{port}", *flags,
+    ]  # fmt: skip
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     config = tmp_path / "config.yml"
     config.write_text("modules:\n  first: {protocol: smtp}\n")
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mail_exporter",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--log.format",
-            "json",
-        ],
+        exporter_command(config, port, "--log.format", "json"),
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -181,15 +178,7 @@ def test_bad_config_does_not_start(tmp_path: Path) -> None:
     config = tmp_path / "bad.yml"
     config.write_text("targets:\n  - {name: a, address: 'x:1', module: missing}\n")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mail_exporter",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{free_port()}",
-        ],
+        exporter_command(config, free_port()),
         capture_output=True,
         text=True,
         timeout=30,

@@ -11,6 +11,7 @@ import pytest
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
+from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -234,13 +235,7 @@ async def test_wrong_server_name_is_reported_unverified(postfix: Postfix, pki: P
 async def test_stopped_server_fails_with_connect(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
 ) -> None:
-    server = Postfix(
-        tmp_path_factory.mktemp("postfix-stopped"),
-        pki.server_cert,
-        pki.server_key,
-        dovecot_auth_port=dovecot.auth_port,
-        dovecot_lmtp_port=dovecot.lmtp_port,
-    )
+    server = new_postfix(tmp_path_factory, pki, dovecot)
     server.start()
     module = make_module(pki, "smtp", "starttls", None, "")
     try:
