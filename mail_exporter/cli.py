@@ -19,7 +19,7 @@ import click
 from aiohttp import web
 
 from mail_exporter import __version__
-from mail_exporter.collectors import COLLECTORS, enabled_collectors
+from mail_exporter.collectors import COLLECTORS
 from mail_exporter.config import ConfigError, ModuleConfig, load_config
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -43,12 +43,11 @@ def _split_listen_address(text: str) -> tuple[str | None, int]:
 
 def _collector_flags(command: Any) -> Any:
     for name, spec in sorted(COLLECTORS.items()):
-        default = "enabled" if spec.enabled_by_default else "disabled"
         command = click.option(
             f"--collector.{name}/--no-collector.{name}",
             f"collector_{name}",
             default=None,
-            help=f"{spec.help} (default: {default})",
+            help=f"{spec.help} (default: the config's collectors.{name}.enabled)",
         )(command)
     return command
 
@@ -133,7 +132,7 @@ def main(
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
     try:
-        exporter = Exporter(config_file, enabled_collectors(choices))
+        exporter = Exporter(config_file, choices)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)

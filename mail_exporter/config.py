@@ -150,8 +150,19 @@ class GlobalConfig(StrictModel):
     scrape_timeout_offset: Duration = Field(default="500ms", validate_default=True)
 
 
+class CollectorSection(StrictModel):
+    """What every collector section has: a switch and a time limit per scrape."""
+
+    enabled: bool = False
+    timeout: Duration = Field(default="10s", validate_default=True)
+
+
 class CollectorsConfig(StrictModel):
-    """One section per collector; collectors add their sections here."""
+    """One section per collector, named as the collector (and its --collector.NAME flag)."""
+
+    def section(self, name: str) -> CollectorSection:
+        section = getattr(self, name, None)
+        return section if isinstance(section, CollectorSection) else CollectorSection()
 
 
 class Config(StrictModel):

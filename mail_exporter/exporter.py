@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -33,12 +33,14 @@ def read_config(path: Path | None) -> Config:
 class Exporter:
     """Owns everything /metrics shows; built from a valid config or not at all."""
 
-    def __init__(self, config_path: Path | None, collectors: list[str]) -> None:
+    def __init__(
+        self, config_path: Path | None, collector_flags: Mapping[str, bool | None]
+    ) -> None:
         self.config_path = config_path
-        self.enabled_collectors = collectors
+        self.collector_flags = collector_flags
         self.config = read_config(config_path)
         redact(self.config.secrets())
-        self.collectors = CollectorSet(self.config, collectors)
+        self.collectors = CollectorSet(self.config, collector_flags)
         self.scheduler = Scheduler()
         self.reload_successful = True
         self.reload_success_time = time.time()
@@ -53,6 +55,7 @@ class Exporter:
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self.collectors.close()
 
     def reload(self) -> None:
         """Swap in the config file's current content, or keep the old one and raise."""
@@ -64,7 +67,8 @@ class Exporter:
             raise
         self.config = config
         redact(config.secrets())
-        self.collectors = CollectorSet(config, self.enabled_collectors)
+        self.collectors.close()
+        self.collectors = CollectorSet(config, self.collector_flags)
         self.scheduler.apply(config)
         self.reload_successful = True
         self.reload_success_time = time.time()

@@ -7,16 +7,14 @@ import platform
 import shutil
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter import __version__
-from mail_exporter.collectors import COLLECTORS, register_collector
 from mail_exporter.config import Config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
@@ -57,10 +55,8 @@ async def client_for(tmp_path: Path) -> AsyncIterator[object]:
     clients: list[TestClient[object, object]] = []
     exporters: list[Exporter] = []
 
-    async def build(
-        body: str, collectors: list[str] | None = None
-    ) -> tuple[TestClient[object, object], Exporter]:
-        exporter = Exporter(write_config(tmp_path / "config.yml", body), collectors or [])
+    async def build(body: str) -> tuple[TestClient[object, object], Exporter]:
+        exporter = Exporter(write_config(tmp_path / "config.yml", body), {})
         client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
         await client.start_server()
         exporter.start()
@@ -285,30 +281,6 @@ async def test_reload_keeps_running_config_on_error(client_for, tmp_path: Path) 
     metrics = await (await client.get("/metrics")).text()
     assert "mail_exporter_config_last_reload_successful 0.0" in metrics
     assert (await client.get("/-/reload")).status == 405
-
-
-class _Working:
-    def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("mail_test_value", "A test value.", value=7.0)
-
-
-class _Broken:
-    def collect(self) -> Iterable[Metric]:
-        raise OSError("cannot read the spool")
-
-
-async def test_failing_collector_does_not_break_the_scrape(
-    client_for, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("mail_exporter.collectors.COLLECTORS", dict(COLLECTORS))
-    register_collector("working", True, "test")(lambda config: _Working())
-    register_collector("broken", True, "test")(lambda config: _Broken())
-    client, _ = await client_for("modules: {}\n", ["working", "broken"])
-    text = await (await client.get("/metrics")).text()
-    assert "mail_test_value 7.0" in text
-    assert 'mail_exporter_collector_success{collector="working"} 1.0' in text
-    assert 'mail_exporter_collector_success{collector="broken"} 0.0' in text
-    assert 'mail_exporter_collector_duration_seconds{collector="broken"}' in text
 
 
 def test_config_type_is_strict() -> None:

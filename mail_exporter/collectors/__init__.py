@@ -1,24 +1,28 @@
-"""Collectors in the node_exporter pattern: registered by name, switched by flags, never fatal.
+"""Collectors in the node_exporter pattern: registered by name, switched on, never fatal.
 
-A collector module calls :func:`register_collector` at import time; the CLI
-turns every registration into ``--collector.NAME`` / ``--no-collector.NAME``.
-At each scrape :class:`CollectorSet` runs the enabled ones (in the scrape's
-worker thread, off the event loop) and reports
-``mail_exporter_collector_success`` and ``..._duration_seconds`` for each, so a
-failing collector costs its own metrics and nothing else.
+A collector module registers a factory with :func:`register_collector`; the CLI
+turns every registration into ``--collector.NAME`` / ``--no-collector.NAME``,
+and a flag given on the command line wins over the section's ``enabled`` key.
+At each scrape :class:`CollectorSet` runs the enabled collectors in worker
+threads (never on the event loop), each within its section's ``timeout``, and
+reports ``mail_exporter_collector_success`` and ``..._duration_seconds`` for
+each: a failing or hanging collector costs its own metrics and nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.config import Config
+if TYPE_CHECKING:
+    from mail_exporter.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +33,13 @@ class Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
+class CollectorError(Exception):
+    """A collector could not read its source; the message says what and why."""
+
+
 @dataclass(frozen=True)
 class CollectorSpec:
     name: str
-    enabled_by_default: bool
     factory: Callable[[Config], Collector]
     help: str
 
@@ -41,22 +48,50 @@ COLLECTORS: dict[str, CollectorSpec] = {}
 
 
 def register_collector(
-    name: str, enabled_by_default: bool, help: str
+    name: str, help: str
 ) -> Callable[[Callable[[Config], Collector]], Callable[[Config], Collector]]:
-    """Decorator for a collector factory taking the config."""
+    """Decorator for a collector factory, which takes the whole config."""
 
     def register(factory: Callable[[Config], Collector]) -> Callable[[Config], Collector]:
-        COLLECTORS[name] = CollectorSpec(name, enabled_by_default, factory, help)
+        COLLECTORS[name] = CollectorSpec(name, factory, help)
         return factory
 
     return register
 
 
-class CollectorSet:
-    """The enabled collectors, built from one config."""
+def enabled_collectors(config: Config, flags: Mapping[str, bool | None]) -> list[str]:
+    """Names to run: the command-line flag where one was given, else the section's ``enabled``."""
+    names = []
+    for name in COLLECTORS:
+        flag = flags.get(name)
+        if flag if flag is not None else config.collectors.section(name).enabled:
+            names.append(name)
+    return names
 
-    def __init__(self, config: Config, enabled: Iterable[str]) -> None:
-        self.collectors = {name: COLLECTORS[name].factory(config) for name in enabled}
+
+class CollectorSet:
+    """The enabled collectors of one config, with a thread pool to run them in."""
+
+    def __init__(self, config: Config, flags: Mapping[str, bool | None]) -> None:
+        names = enabled_collectors(config, flags)
+        self.collectors = {name: COLLECTORS[name].factory(config) for name in names}
+        self.timeouts = {name: float(config.collectors.section(name).timeout) for name in names}
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collector")
+        self._running: dict[str, Future[list[Metric]]] = {}
+        if names:
+            logger.info("collectors enabled: %s", ", ".join(names))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self, name: str) -> Future[list[Metric]] | None:
+        """Submit a collection, unless the last one still runs (a hung source stays one thread)."""
+        previous = self._running.get(name)
+        if previous is not None and not previous.done():
+            return None
+        future = self._pool.submit(lambda: list(self.collectors[name].collect()))
+        self._running[name] = future
+        return future
 
     def collect(self) -> Iterable[Metric]:
         success = GaugeMetricFamily(
@@ -69,27 +104,30 @@ class CollectorSet:
             "How long the collector's scrape took.",
             labels=["collector"],
         )
-        for name, collector in self.collectors.items():
-            started = time.monotonic()
-            try:
-                families = list(collector.collect())
-            except Exception:  # a broken collector must not break the scrape
-                logger.exception("collector %s failed", name)
-                families, ok = [], False
-            else:
-                ok = True
+        started = time.monotonic()
+        futures = {name: self._start(name) for name in self.collectors}
+        for name, future in futures.items():
+            families = self._result(name, future, started)
             duration.add_metric([name], time.monotonic() - started)
-            success.add_metric([name], 1.0 if ok else 0.0)
-            yield from families
+            success.add_metric([name], 0.0 if families is None else 1.0)
+            yield from families or []
         if self.collectors:
             yield success
             yield duration
 
-
-def enabled_collectors(choices: dict[str, bool | None]) -> list[str]:
-    """Names to run: each flag's choice, or the collector's default where no flag was given."""
-    return [
-        name
-        for name, spec in COLLECTORS.items()
-        if (choices.get(name) if choices.get(name) is not None else spec.enabled_by_default)
-    ]
+    def _result(
+        self, name: str, future: Future[list[Metric]] | None, started: float
+    ) -> list[Metric] | None:
+        if future is None:
+            logger.warning("collector %s: the previous collection is still running", name)
+            return None
+        remaining = self.timeouts[name] - (time.monotonic() - started)
+        try:
+            return future.result(timeout=max(0.0, remaining))
+        except FutureTimeout:
+            logger.warning("collector %s: no result within %.3gs", name, self.timeouts[name])
+        except CollectorError as error:
+            logger.warning("collector %s failed: %s", name, error)
+        except Exception:  # a broken collector must not break the scrape
+            logger.exception("collector %s failed", name)
+        return None

@@ -1,0 +1,88 @@
+"""The collector framework: flags over config, failures and hangs contained, always reported."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+
+import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from mail_exporter import collectors
+from mail_exporter.collectors import (
+    CollectorError,
+    CollectorSet,
+    enabled_collectors,
+    register_collector,
+)
+from mail_exporter.config import Config
+
+
+class _Working:
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("mail_test_value", "A test value.", value=7.0)
+
+
+class _Broken:
+    def collect(self) -> Iterable[Metric]:
+        raise CollectorError("cannot read /var/spool/test: permission denied")
+
+
+class _Hanging:
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def collect(self) -> Iterable[Metric]:
+        self.release.wait(30)
+        return []
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch, release: threading.Event) -> None:
+    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    register_collector("working", "test")(lambda config: _Working())
+    register_collector("broken", "test")(lambda config: _Broken())
+    register_collector("hanging", "test")(lambda config: _Hanging(release))
+
+
+def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels.get("collector", "")): sample.value
+        for family in families
+        for sample in family.samples
+    }
+
+
+@pytest.mark.usefixtures("registered")
+def test_flags_win_over_config() -> None:
+    config = Config()
+    assert enabled_collectors(config, {}) == []
+    assert enabled_collectors(config, {"working": True}) == ["working"]
+    assert enabled_collectors(config, {"working": True, "broken": False}) == ["working"]
+
+
+@pytest.mark.usefixtures("registered")
+def test_failures_and_hangs_are_contained(caplog: pytest.LogCaptureFixture) -> None:
+    collector_set = CollectorSet(Config(), {"working": True, "broken": True, "hanging": True})
+    collector_set.timeouts["hanging"] = 0.2
+    try:
+        first = samples(collector_set.collect())
+        assert first[("mail_test_value", "")] == 7.0
+        assert first[("mail_exporter_collector_success", "working")] == 1.0
+        assert first[("mail_exporter_collector_success", "broken")] == 0.0
+        assert first[("mail_exporter_collector_success", "hanging")] == 0.0
+        assert first[("mail_exporter_collector_duration_seconds", "hanging")] < 5.0
+        assert "permission denied" in caplog.text
+        assert "no result within 0.2s" in caplog.text
+        second = samples(collector_set.collect())  # the hung one is not started twice
+        assert second[("mail_exporter_collector_success", "hanging")] == 0.0
+        assert "previous collection is still running" in caplog.text
+    finally:
+        collector_set.close()
