@@ -157,8 +157,41 @@ class CollectorSection(StrictModel):
     timeout: Duration = Field(default="10s", validate_default=True)
 
 
+class PostfixInstance(StrictModel):
+    """One Postfix instance; ``name`` is its ``mta_instance`` label (as in ``postfix-NAME``)."""
+
+    name: str = Field(default="postfix", pattern=r"^[A-Za-z0-9_.-]+$")
+    config_directory: Path = Path("/etc/postfix")
+    queue_directory: Path | None = None  # default: what postconf says for config_directory
+
+
+class PostfixQueueConfig(CollectorSection):
+    instances: list[PostfixInstance] = Field(default_factory=lambda: [PostfixInstance()])
+    source: Literal["auto", "spool", "showq", "postqueue"] = "auto"
+    postconf_command: str = "postconf"
+    postqueue_command: str = "postqueue"
+    top_domains: int = Field(default=10, ge=1, le=100)
+
+
+class EximQueueConfig(CollectorSection):
+    name: str = Field(default="exim", pattern=r"^[A-Za-z0-9_.-]+$")
+    spool_directory: Path = Path("/var/spool/exim4")
+    exim_command: list[str] = Field(default_factory=lambda: ["exim4"], min_length=1)
+
+
+class QmailQueueConfig(CollectorSection):
+    name: str = Field(default="qmail", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue_directory: Path = Path("/var/qmail/queue")
+    qstat_command: list[str] = Field(default_factory=lambda: ["qmail-qstat"], min_length=1)
+    qread_command: list[str] = Field(default_factory=lambda: ["qmail-qread"], min_length=1)
+
+
 class CollectorsConfig(StrictModel):
     """One section per collector, named as the collector (and its --collector.NAME flag)."""
+
+    postfix_queue: PostfixQueueConfig = PostfixQueueConfig()
+    exim_queue: EximQueueConfig = EximQueueConfig()
+    qmail_queue: QmailQueueConfig = QmailQueueConfig()
 
     def section(self, name: str) -> CollectorSection:
         section = getattr(self, name, None)

@@ -86,3 +86,25 @@ def test_failures_and_hangs_are_contained(caplog: pytest.LogCaptureFixture) -> N
         assert "previous collection is still running" in caplog.text
     finally:
         collector_set.close()
+
+
+def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    class _Queue:
+        def __init__(self, mta: str) -> None:
+            self.mta = mta
+
+        def collect(self) -> Iterable[Metric]:
+            family = GaugeMetricFamily("mail_queue_messages", "Messages.", labels=["mta"])
+            family.add_metric([self.mta], 3.0)
+            yield family
+
+    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    register_collector("first", "test")(lambda config: _Queue("postfix"))
+    register_collector("second", "test")(lambda config: _Queue("exim"))
+    collector_set = CollectorSet(Config(), {"first": True, "second": True})
+    try:
+        families = [f for f in collector_set.collect() if f.name == "mail_queue_messages"]
+    finally:
+        collector_set.close()
+    assert len(families) == 1
+    assert sorted(s.labels["mta"] for s in families[0].samples) == ["exim", "postfix"]

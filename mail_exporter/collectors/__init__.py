@@ -106,11 +106,19 @@ class CollectorSet:
         )
         started = time.monotonic()
         futures = {name: self._start(name) for name in self.collectors}
+        # Collectors may share metric names (every queue collector exports mail_queue_*):
+        # their samples merge into one family, as the exposition format requires.
+        merged: dict[str, Metric] = {}
         for name, future in futures.items():
             families = self._result(name, future, started)
             duration.add_metric([name], time.monotonic() - started)
             success.add_metric([name], 0.0 if families is None else 1.0)
-            yield from families or []
+            for family in families or []:
+                if family.name in merged:
+                    merged[family.name].samples.extend(family.samples)
+                else:
+                    merged[family.name] = family
+        yield from merged.values()
         if self.collectors:
             yield success
             yield duration

@@ -1,0 +1,85 @@
+"""What every queue collector reports, and the one place queue metric families are built.
+
+A collector measures each queue into a :class:`QueueStats` and hands them to
+:func:`queue_families`; every queue of an MTA is always present, 0 when empty.
+
+Sample output::
+
+    mail_queue_messages{mta="postfix",mta_instance="postfix",queue="deferred"} 12.0
+    mail_queue_size_bytes{mta="postfix",mta_instance="postfix",queue="deferred"} 48213.0
+    mail_queue_oldest_message_age_seconds{mta="exim",mta_instance="exim",queue="input"} 5400.0
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+QUEUE_LABELS = ("mta", "mta_instance", "queue")
+OTHER = "other"
+
+
+@dataclass
+class QueueStats:
+    """One queue's contents: count, bytes and the earliest arrival (Unix seconds)."""
+
+    messages: int = 0
+    size_bytes: int = 0
+    oldest_arrival: float | None = None
+
+    def add(self, size_bytes: int, arrival: float | None) -> None:
+        self.messages += 1
+        self.size_bytes += size_bytes
+        if arrival is not None and (self.oldest_arrival is None or arrival < self.oldest_arrival):
+            self.oldest_arrival = arrival
+
+
+def queue_families(
+    mta: str, instance: str, queues: Mapping[str, QueueStats], now: float
+) -> list[Metric]:
+    """The three contract families for one MTA instance's queues."""
+    messages = GaugeMetricFamily(
+        "mail_queue_messages", "Messages in the queue.", labels=list(QUEUE_LABELS)
+    )
+    size = GaugeMetricFamily(
+        "mail_queue_size_bytes",
+        "Total size of the messages in the queue.",
+        labels=list(QUEUE_LABELS),
+    )
+    oldest = GaugeMetricFamily(
+        "mail_queue_oldest_message_age_seconds",
+        "Age of the oldest message in the queue, from its recorded arrival time; 0 when empty.",
+        labels=list(QUEUE_LABELS),
+    )
+    for queue, stats in queues.items():
+        labels = [mta, instance, queue]
+        messages.add_metric(labels, stats.messages)
+        size.add_metric(labels, stats.size_bytes)
+        age = 0.0 if stats.oldest_arrival is None else max(0.0, now - stats.oldest_arrival)
+        oldest.add_metric(labels, age)
+    return [messages, size, oldest]
+
+
+def top_with_other(counts: Counter[str], keep: int) -> list[tuple[str, int]]:
+    """The ``keep`` largest entries and the rest summed as ``other``: bounded label values."""
+    top = counts.most_common(keep)
+    rest = sum(counts.values()) - sum(count for _, count in top)
+    return [*top, (OTHER, rest)] if rest else top
+
+
+def labelled_counts(
+    name: str,
+    documentation: str,
+    label: str,
+    fixed: Iterable[str],
+    counts: Iterable[tuple[str, int]],
+) -> GaugeMetricFamily:
+    """A gauge family of counts by one extra label after ``mta``/``mta_instance``."""
+    family = GaugeMetricFamily(name, documentation, labels=["mta", "mta_instance", label])
+    fixed_values = list(fixed)
+    for value, count in counts:
+        family.add_metric([*fixed_values, value], count)
+    return family
