@@ -16,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from mail_exporter.cli import main
+from mail_exporter.collectors import COLLECTORS
+from mail_exporter.config import load_config
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -34,6 +36,9 @@ def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = CliRunner().invoke(main, ["check-config", str(config)])
     assert result.exit_code == 0, result.output
     assert "OK (8 modules, 8 targets)" in result.output
+    loaded = load_config(config)
+    disabled = [name for name in COLLECTORS if not loaded.collectors.section(name).enabled]
+    assert disabled == [], "every collector belongs in the example, enabled"
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

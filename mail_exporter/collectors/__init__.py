@@ -139,3 +139,7 @@ class CollectorSet:
         except Exception:  # a broken collector must not break the scrape
             logger.exception("collector %s failed", name)
         return None
+
+
+# Registration: each collector module registers itself on import.
+from mail_exporter.collectors import postfix_queue  # noqa: E402, F401

@@ -1,0 +1,268 @@
+"""Postfix queue collector against a real Postfix: each source agrees with ``postqueue -j``."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mail_exporter.collectors.postfix_queue import (
+    DEFER_REASONS,
+    QUEUES,
+    PostfixQueueCollector,
+    QueueSnapshot,
+    classify_reason,
+    parse_showq,
+    read_queue_file,
+)
+from mail_exporter.collectors.queues import top_with_other
+from mail_exporter.config import PostfixQueueConfig
+from tests.conftest import new_postfix
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI
+from tests.realservers.postfix import Postfix
+
+pytestmark = pytest.mark.integration
+
+
+class LoopbackServer:
+    """A TCP server in a thread: ``reply`` is sent line by line per command, or nothing at all."""
+
+    def __init__(self, banner: bytes | None, rcpt_reply: bytes = b"250 ok") -> None:
+        self.banner = banner
+        self.rcpt_reply = rcpt_reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            if self.banner is not None:
+                threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
+
+    def _talk(self, connection: socket.socket) -> None:
+        assert self.banner is not None
+        with connection, connection.makefile("rb") as lines:
+            connection.sendall(self.banner + b"\r\n")
+            for line in lines:
+                verb = line.split(b" ")[0].strip().upper()
+                if verb == b"QUIT":
+                    connection.sendall(b"221 bye\r\n")
+                    return
+                reply = self.rcpt_reply if verb == b"RCPT" else b"250 ok"
+                connection.sendall(reply + b"\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@dataclass
+class QueuedPostfix:
+    server: Postfix
+    expected: QueueSnapshot
+
+
+def postqueue_snapshot(server: Postfix) -> QueueSnapshot:
+    """What ``postqueue -j`` says, folded the way the collector should fold it."""
+    output = subprocess.run(["postqueue", "-c", str(server.config_dir), "-j"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    snapshot = QueueSnapshot("postqueue")
+    for line in output.splitlines():
+        record = json.loads(line)
+        snapshot.add_message(
+            record["queue_name"], record["message_size"], float(record["arrival_time"])
+        )
+        if record["queue_name"] == "deferred":
+            for recipient in record["recipients"]:
+                if recipient.get("delay_reason"):
+                    snapshot.add_deferral(recipient["address"], recipient["delay_reason"])
+    return snapshot
+
+
+def wait_for(
+    server: Postfix, condition: str, check: object, timeout: float = 30.0
+) -> QueueSnapshot:
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = postqueue_snapshot(server)
+        if check(snapshot):  # type: ignore[operator]
+            return snapshot
+        if time.monotonic() > deadline:
+            pytest.fail(f"the queue never reached {condition}: {snapshot}")
+        time.sleep(0.2)
+
+
+def postconf(server: Postfix, *arguments: str) -> None:
+    subprocess.run(["postconf", "-c", str(server.config_dir), *arguments], check=True)
+
+
+@pytest.fixture(scope="module")
+def queued_postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
+) -> Iterator[QueuedPostfix]:
+    """Deferred (refused, timed out, 4xx), held and active mail in a private Postfix."""
+    silent = LoopbackServer(banner=None)
+    busy = LoopbackServer(banner=b"220 busy.example ESMTP", rcpt_reply=b"450 4.2.1 mailbox busy")
+    server = new_postfix(tmp_path_factory, pki, dovecot)
+    server.start()
+    try:
+        postconf(server, "-Me", "quick/unix=quick unix - - n - - smtp -o smtp_helo_timeout=1s")
+        postconf(server, "-e", "transport_maps = inline:{"
+                 f"slow.example=quick:[127.0.0.1]:{silent.port}, "
+                 f"stuck.example=smtp:[127.0.0.1]:{silent.port}, "
+                 f"busy.example=smtp:[127.0.0.1]:{busy.port}}}")  # fmt: skip
+        subprocess.run(["postfix", "-c", str(server.config_dir), "reload"], check=True,
+                       capture_output=True)  # fmt: skip
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as client:
+            for index, recipients in enumerate(
+                [
+                    ["a@refused.example", "b@refused.example"],
+                    ["c@refused.example", "d@slow.example"],
+                    ["e@busy.example"],
+                    ["f@slow.example"],
+                    ["g@refused.example"],
+                ]
+            ):
+                body = f"Subject: queued {index}\r\n\r\n" + "x" * (500 * index)
+                client.sendmail("sender@test.local", recipients, body)
+            client.sendmail("sender@test.local", ["h@stuck.example"], "Subject: stuck\r\n\r\nwait")
+        settled = wait_for(server, "5 deferred and 1 active",
+                           lambda s: s.queues["deferred"].messages == 5 and s.queues["active"].messages == 1)  # fmt: skip
+        held_id = next(
+            json.loads(line)["queue_id"]
+            for line in subprocess.run(["postqueue", "-c", str(server.config_dir), "-j"],
+                                       capture_output=True, text=True, check=True).stdout.splitlines()
+            if json.loads(line)["queue_name"] == "deferred"
+        )  # fmt: skip
+        subprocess.run(["postsuper", "-c", str(server.config_dir), "-h", held_id], check=True,
+                       capture_output=True)  # fmt: skip
+        settled = wait_for(server, "1 held", lambda s: s.queues["hold"].messages == 1)
+        yield QueuedPostfix(server, settled)
+    finally:
+        server.stop()
+        silent.close()
+        busy.close()
+
+
+@pytest.mark.parametrize("source", ["spool", "showq", "postqueue"])
+def test_each_source_agrees_with_postqueue(queued_postfix: QueuedPostfix, source: str) -> None:
+    server = queued_postfix.server
+    settings = PostfixQueueConfig.model_validate(
+        {"source": source, "instances": [{"config_directory": str(server.config_dir)}]}
+    )
+    collector = PostfixQueueCollector(settings)
+    snapshot = collector.snapshot(settings.instances[0])
+    expected = postqueue_snapshot(server)  # again: nothing may have moved since the fixture
+    assert snapshot.source == source
+    for queue in QUEUES:
+        got, want = snapshot.queues[queue], expected.queues[queue]
+        assert (got.messages, got.size_bytes, got.oldest_arrival) == (
+            want.messages, want.size_bytes, want.oldest_arrival
+        ), queue  # fmt: skip
+    assert expected.queues["deferred"].messages == 4
+    assert expected.queues["hold"].messages == 1
+    assert expected.queues["active"].messages == 1
+    assert snapshot.reasons == expected.reasons
+    assert set(snapshot.reasons) >= {"connection_refused", "timed_out", "remote_4xx"}
+    assert snapshot.domains == expected.domains
+
+
+def test_metrics_of_every_queue(queued_postfix: QueuedPostfix) -> None:
+    settings = PostfixQueueConfig.model_validate(
+        {"instances": [{"name": "out", "config_directory": str(queued_postfix.server.config_dir)}]}
+    )
+    families = {family.name: family for family in PostfixQueueCollector(settings).collect()}
+    messages = {s.labels["queue"]: s.value for s in families["mail_queue_messages"].samples}
+    assert messages == {"maildrop": 0, "incoming": 0, "active": 1, "deferred": 4, "hold": 1}
+    ages = {
+        s.labels["queue"]: s.value
+        for s in families["mail_queue_oldest_message_age_seconds"].samples
+    }
+    assert ages["maildrop"] == 0 and ages["deferred"] > 0
+    reasons = {s.labels["reason"] for s in families["mail_queue_deferred_recipients"].samples}
+    assert reasons == set(DEFER_REASONS)
+    sources = [
+        (s.labels["mta_instance"], s.labels["source"])
+        for s in families["mail_postfix_queue_source_info"].samples
+    ]
+    assert sources == [("out", "spool")]  # root may read the spool: the cheapest source wins
+    assert all(s.labels["mta_instance"] == "out" for s in families["mail_queue_messages"].samples)
+
+
+def test_arrival_comes_from_the_queue_file_not_mtime(queued_postfix: QueuedPostfix) -> None:
+    deferred = next((queued_postfix.server.queue_dir / "deferred").rglob("*"))
+    while deferred.is_dir():
+        deferred = next(deferred.iterdir())
+    size, arrival = read_queue_file(deferred) or (0, None)
+    assert arrival is not None
+    assert deferred.stat().st_mtime > arrival + 600  # Postfix set the mtime to the next retry
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("connect to mx.example.net[192.0.2.1]:25: Connection refused", "connection_refused"),
+    ("connect to mx.example.net[192.0.2.1]:25: Connection timed out", "timed_out"),
+    ("conversation with mx[192.0.2.1] timed out while receiving the initial server greeting", "timed_out"),
+    ("Host or domain name not found. Name service error for name=x.invalid type=MX: Host not found, try again", "dns"),
+    ("TLS is required, but was not offered by host mx.example.net[192.0.2.1]", "tls"),
+    ("Cannot start TLS: handshake failure", "tls"),
+    ("host mx.example.net[192.0.2.1] said: 451 4.7.1 Greylisted, try again later (in reply to RCPT TO command)", "remote_4xx"),
+    ("lost connection with mx.example.net[192.0.2.1] while sending end of data", "other"),
+    ("delivery temporarily suspended: connect to mx[192.0.2.1]:25: Connection refused", "connection_refused"),
+])  # fmt: skip
+def test_reason_classes(reason: str, kind: str) -> None:
+    assert classify_reason(reason) == kind
+
+
+def test_domains_are_capped() -> None:
+    counts = Counter({f"d{i}.example": 100 - i for i in range(50)})
+    top = top_with_other(counts, 10)
+    assert len(top) == 11
+    assert top[0] == ("d0.example", 100)
+    assert top[-1] == ("other", sum(100 - i for i in range(10, 50)))
+
+
+def showq_record(*pairs: str) -> list[bytes]:
+    """One showq record: name and value strings, then the empty name that ends it."""
+    return [field.encode() for field in pairs] + [b""]
+
+
+def test_showq_stream_parsing() -> None:
+    fields = [
+        *showq_record("protocol", "mail_queue_list_protocol"),
+        *showq_record("queue_name", "deferred", "queue_id", "ABC", "time", "100", "size", "300",
+                      "forced_expire", "0", "sender", "s@x", "recipient", "r@one.example",
+                      "reason", "connect to x: Connection refused"),
+        *showq_record("queue_name", "hold", "queue_id", "DEF", "time", "50", "size", "700",
+                      "sender", "s@x", "recipient", "q@two.example"),
+    ]  # fmt: skip
+    snapshot = QueueSnapshot("showq")
+    parse_showq(fields, snapshot)
+    assert (snapshot.queues["deferred"].messages, snapshot.queues["deferred"].size_bytes) == (
+        1,
+        300,
+    )
+    assert snapshot.queues["hold"].oldest_arrival == 50.0
+    assert snapshot.reasons == Counter({"connection_refused": 1})
+    assert snapshot.domains == Counter({"one.example": 1})
+
+
+def test_vanished_queue_file(tmp_path: Path) -> None:
+    assert read_queue_file(tmp_path / "gone") is None
