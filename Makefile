@@ -7,7 +7,7 @@ ARGS ?=
 # Debian packages the integration tests drive: real Postfix and Dovecot, and promtool.
 TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus
 
-.PHONY: run test test-packages lint check bench clean
+.PHONY: run test test-packages test-exim lint check bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,35 @@ test-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# A real Exim for the queue collector's tests, unpacked from Debian's package into
+# $(EXIM_DIR) rather than installed (installing exim4 would remove postfix), with the
+# libraries it needs that the system lacks. The binary looks up its compiled-in user.
+EXIM_DIR := .cache/exim
+EXIM_PACKAGE := exim4-daemon-light
+
+$(EXIM_DIR)/usr/sbin/exim4:
+	@echo "unpacking $(EXIM_PACKAGE) into $(EXIM_DIR)"; \
+	set -e; work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	chown _apt "$$work" 2>/dev/null || true; \
+	libraries=$$(apt-cache depends $(EXIM_PACKAGE) | awk '$$1 == "Depends:" && $$2 ~ /^lib/ {print $$2}' \
+		| while read p; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	cd "$$work"; \
+	apt-get download -qq $(EXIM_PACKAGE) $$libraries 2>/dev/null || { apt-get update -qq && apt-get download -qq $(EXIM_PACKAGE) $$libraries; }; \
+	for deb in *.deb; do dpkg -x "$$deb" root; done; \
+	missing=$$(LD_LIBRARY_PATH=root/usr/lib/x86_64-linux-gnu ldd root/usr/sbin/exim4 | grep 'not found' || true); \
+	if [ -n "$$missing" ]; then echo "exim4 still lacks libraries:"; echo "$$missing"; exit 1; fi; \
+	cd - >/dev/null; rm -rf $(EXIM_DIR); mkdir -p $(dir $(EXIM_DIR)); mv "$$work/root" $(EXIM_DIR)
+
+test-exim: $(EXIM_DIR)/usr/sbin/exim4
+	@id Debian-exim >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
+		--home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(BIN)/.installed test-packages lint
+test: $(BIN)/.installed test-packages test-exim lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed
