@@ -62,6 +62,7 @@ test: $(BIN)/.installed test-packages test-exim lint
 bench: $(BIN)/.installed
 	$(BIN)/python bench/scheduled_targets.py
 	$(BIN)/python bench/starttls_vs_blackbox.py
+	$(BIN)/python bench/postfix_queue.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

@@ -182,8 +182,13 @@ class EximQueueConfig(CollectorSection):
 class QmailQueueConfig(CollectorSection):
     name: str = Field(default="qmail", pattern=r"^[A-Za-z0-9_.-]+$")
     queue_directory: Path = Path("/var/qmail/queue")
-    qstat_command: list[str] = Field(default_factory=lambda: ["qmail-qstat"], min_length=1)
-    qread_command: list[str] = Field(default_factory=lambda: ["qmail-qread"], min_length=1)
+    # qmail's programs live in /var/qmail/bin, which is rarely on PATH.
+    qstat_command: list[str] = Field(
+        default_factory=lambda: ["/var/qmail/bin/qmail-qstat"], min_length=1
+    )
+    qread_command: list[str] = Field(
+        default_factory=lambda: ["/var/qmail/bin/qmail-qread"], min_length=1
+    )
 
 
 class CollectorsConfig(StrictModel):

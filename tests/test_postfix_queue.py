@@ -146,12 +146,13 @@ def queued_postfix(
             client.sendmail("sender@test.local", ["h@stuck.example"], "Subject: stuck\r\n\r\nwait")
         settled = wait_for(server, "5 deferred and 1 active",
                            lambda s: s.queues["deferred"].messages == 5 and s.queues["active"].messages == 1)  # fmt: skip
-        held_id = next(
-            json.loads(line)["queue_id"]
-            for line in subprocess.run(["postqueue", "-c", str(server.config_dir), "-j"],
-                                       capture_output=True, text=True, check=True).stdout.splitlines()
-            if json.loads(line)["queue_name"] == "deferred"
-        )  # fmt: skip
+        listing = subprocess.run(["postqueue", "-c", str(server.config_dir), "-j"],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        held_id = next(  # hold the one refused-only message, keeping every reason deferred
+            record["queue_id"]
+            for record in map(json.loads, listing.splitlines())
+            if [r["address"] for r in record["recipients"]] == ["g@refused.example"]
+        )
         subprocess.run(["postsuper", "-c", str(server.config_dir), "-h", held_id], check=True,
                        capture_output=True)  # fmt: skip
         settled = wait_for(server, "1 held", lambda s: s.queues["hold"].messages == 1)
@@ -201,7 +202,7 @@ def test_metrics_of_every_queue(queued_postfix: QueuedPostfix) -> None:
     assert reasons == set(DEFER_REASONS)
     sources = [
         (s.labels["mta_instance"], s.labels["source"])
-        for s in families["mail_postfix_queue_source_info"].samples
+        for s in families["mail_queue_source_info"].samples
     ]
     assert sources == [("out", "spool")]  # root may read the spool: the cheapest source wins
     assert all(s.labels["mta_instance"] == "out" for s in families["mail_queue_messages"].samples)

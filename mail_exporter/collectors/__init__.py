@@ -142,4 +142,4 @@ class CollectorSet:
 
 
 # Registration: each collector module registers itself on import.
-from mail_exporter.collectors import postfix_queue  # noqa: E402, F401
+from mail_exporter.collectors import exim_queue, postfix_queue, qmail_queue  # noqa: E402, F401

@@ -19,7 +19,7 @@ Sample output::
     mail_queue_messages{mta="postfix",mta_instance="postfix",queue="deferred"} 3.0
     mail_queue_deferred_recipients{mta="postfix",mta_instance="postfix",reason="timed_out"} 6.0
     mail_queue_deferred_domain_recipients{mta="postfix",mta_instance="postfix",domain="a.net"} 3.0
-    mail_postfix_queue_source_info{mta_instance="postfix",source="spool"} 1.0
+    mail_queue_source_info{mta="postfix",mta_instance="postfix",source="spool"} 1.0
 """
 
 from __future__ import annotations
@@ -29,20 +29,22 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors import CollectorError, register_collector
+from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import (
     QueueStats,
+    SourceLog,
     labelled_counts,
     queue_families,
+    source_info,
     top_with_other,
 )
 from mail_exporter.config import Config, PostfixInstance, PostfixQueueConfig
@@ -279,17 +281,9 @@ def parse_postqueue_json(lines: Iterable[str], snapshot: QueueSnapshot) -> None:
 
 def run_postqueue(command: str, config_directory: Path, timeout: float) -> QueueSnapshot:
     snapshot = QueueSnapshot("postqueue")
+    output = run_command([command, "-c", str(config_directory), "-j"], timeout)
     try:
-        completed = subprocess.run(
-            [command, "-c", str(config_directory), "-j"],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise CollectorError(f"{command} -j: {error}") from None
-    if completed.returncode != 0:
-        raise CollectorError(f"{command} -j: {completed.stderr.strip() or completed.returncode}")
-    try:
-        parse_postqueue_json(completed.stdout.splitlines(), snapshot)
+        parse_postqueue_json(output.splitlines(), snapshot)
     except (ValueError, TypeError) as error:
         raise CollectorError(f"{command} -j printed something else than JSON: {error}") from None
     return snapshot
@@ -299,16 +293,10 @@ def run_postqueue(command: str, config_directory: Path, timeout: float) -> Queue
 
 
 def postconf_queue_directory(command: str, config_directory: Path, timeout: float) -> Path:
-    try:
-        completed = subprocess.run(
-            [command, "-c", str(config_directory), "-h", "queue_directory"],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise CollectorError(f"cannot ask {command} for the queue directory: {error}") from None
-    if completed.returncode != 0 or not completed.stdout.strip():
-        raise CollectorError(f"{command} -c {config_directory}: {completed.stderr.strip()}")
-    return Path(completed.stdout.strip())
+    output = run_command([command, "-c", str(config_directory), "-h", "queue_directory"], timeout)
+    if not output.strip():
+        raise CollectorError(f"{command} -c {config_directory} names no queue_directory")
+    return Path(output.strip())
 
 
 class PostfixQueueCollector:
@@ -316,8 +304,8 @@ class PostfixQueueCollector:
 
     def __init__(self, settings: PostfixQueueConfig) -> None:
         self.settings = settings
-        self.timeout = max(0.5, float(settings.timeout) * 0.8)  # leave room to report
-        self._announced: dict[str, str] = {}
+        self.timeout = float(settings.timeout) * COMMAND_TIME_SHARE
+        self._sources = SourceLog("postfix")
 
     def _queue_directory(self, instance: PostfixInstance) -> Path:
         if instance.queue_directory is not None:
@@ -340,9 +328,7 @@ class PostfixQueueCollector:
     def snapshot(self, instance: PostfixInstance) -> QueueSnapshot:
         queue_directory = self._queue_directory(instance)
         source, why = self._choose_source(queue_directory)
-        if self._announced.get(instance.name) != source:
-            logger.info("postfix %s: reading queues from %s (%s)", instance.name, source, why)
-            self._announced[instance.name] = source
+        self._sources.announce(instance.name, source, why)
         try:
             if source == "spool":
                 return scan_spool(queue_directory)
@@ -356,16 +342,10 @@ class PostfixQueueCollector:
     def collect(self) -> Iterable[Metric]:
         """Each instance's families; the collector set merges those of the same name."""
         now = time.time()
-        source_info = GaugeMetricFamily(
-            "mail_postfix_queue_source_info",
-            "Where the Postfix queue figures come from: spool, showq or postqueue.",
-            labels=["mta_instance", "source"],
-        )
         for instance in self.settings.instances:
             snapshot = self.snapshot(instance)
-            source_info.add_metric([instance.name, snapshot.source], 1.0)
             yield from self._families(instance.name, snapshot, now)
-        yield source_info
+            yield source_info("postfix", instance.name, snapshot.source)
 
     def _families(self, instance: str, snapshot: QueueSnapshot, now: float) -> list[Metric]:
         reasons = [(reason, snapshot.reasons.get(reason, 0)) for reason in DEFER_REASONS]

@@ -12,11 +12,14 @@ Sample output::
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+logger = logging.getLogger(__name__)
 
 QUEUE_LABELS = ("mta", "mta_instance", "queue")
 OTHER = "other"
@@ -24,11 +27,16 @@ OTHER = "other"
 
 @dataclass
 class QueueStats:
-    """One queue's contents: count, bytes and the earliest arrival (Unix seconds)."""
+    """One queue's contents: count, bytes and the earliest arrival (Unix seconds).
+
+    ``count_only`` marks a source that gives the count alone (``exim -bpc``): size and
+    age are then left out of the metrics instead of being reported as a made-up 0.
+    """
 
     messages: int = 0
     size_bytes: int = 0
     oldest_arrival: float | None = None
+    count_only: bool = False
 
     def add(self, size_bytes: int, arrival: float | None) -> None:
         self.messages += 1
@@ -57,10 +65,37 @@ def queue_families(
     for queue, stats in queues.items():
         labels = [mta, instance, queue]
         messages.add_metric(labels, stats.messages)
+        if stats.count_only:
+            continue
         size.add_metric(labels, stats.size_bytes)
         age = 0.0 if stats.oldest_arrival is None else max(0.0, now - stats.oldest_arrival)
         oldest.add_metric(labels, age)
     return [messages, size, oldest]
+
+
+def source_info(mta: str, instance: str, source: str) -> GaugeMetricFamily:
+    """Which source an MTA instance's queue figures came from."""
+    family = GaugeMetricFamily(
+        "mail_queue_source_info",
+        "Where the queue figures come from (postfix: spool, showq, postqueue; exim: spool, "
+        "bpc; qmail: directory, commands).",
+        labels=["mta", "mta_instance", "source"],
+    )
+    family.add_metric([mta, instance, source], 1.0)
+    return family
+
+
+class SourceLog:
+    """Logs the source of each instance's figures when it changes, not on every scrape."""
+
+    def __init__(self, mta: str) -> None:
+        self.mta = mta
+        self._sources: dict[str, str] = {}
+
+    def announce(self, instance: str, source: str, why: str) -> None:
+        if self._sources.get(instance) != source:
+            logger.info("%s %s: reading the queue from %s (%s)", self.mta, instance, source, why)
+            self._sources[instance] = source
 
 
 def top_with_other(counts: Counter[str], keep: int) -> list[tuple[str, int]]:
