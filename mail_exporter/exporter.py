@@ -92,5 +92,4 @@ class Exporter:
             "When the configuration was last loaded successfully.",
             value=self.reload_success_time,
         )
-        yield from self.scheduler.collect()
         yield from self.collectors.collect()

@@ -52,8 +52,9 @@ def tls_version_label(version: str) -> str:
 class ProbeFamilies:
     """Metric families for a set of probe results sharing one label schema."""
 
-    def __init__(self, label_names: Sequence[str]) -> None:
+    def __init__(self, label_names: Sequence[str], keep_empty: bool = False) -> None:
         names = list(label_names)
+        self._keep_empty = keep_empty
         self._families: list[Metric] = []
 
         def gauge(name: str, documentation: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
@@ -142,7 +143,7 @@ class ProbeFamilies:
         self.tls_cipher.add_metric([*values, facts.cipher], 1.0)
 
     def __iter__(self) -> Iterator[Metric]:
-        return (family for family in self._families if family.samples)
+        return (family for family in self._families if family.samples or self._keep_empty)
 
 
 class LatencyHistogram:

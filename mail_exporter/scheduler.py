@@ -14,12 +14,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 from mail_exporter.config import Config, ModuleConfig, TargetConfig
+from mail_exporter.exposition import header, sample_lines
 from mail_exporter.metrics import LatencyHistogram, ProbeFamilies, latency_family
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.targets import parse_address
@@ -39,6 +39,8 @@ class TargetState:
     last_success: float | None = None
     failures: dict[str, float] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    rendered: dict[str, str] = field(default_factory=dict)
+    """This target's exposition lines by family name, rendered when a result arrives."""
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -52,6 +54,10 @@ class TargetState:
         elif result.failure is not None:
             reason = result.failure.reason.value
             self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
+        families = scheduled_families()
+        families[0].add(self.labels, result, self.failures, self.last_success)
+        families[1].add_metric(list(self.labels), self.latency.buckets(), self.latency.total)
+        self.rendered = {family.name: sample_lines(family) for family in _all(families)}
 
 
 class Scheduler:
@@ -114,14 +120,21 @@ class Scheduler:
                 beat += math.ceil((now - beat) / interval) * interval
             await asyncio.sleep(beat - now)
 
-    def collect(self) -> Iterable[Metric]:
-        """Metric families for the latest result of every target that has one."""
-        families = ProbeFamilies(SCHEDULED_LABELS)
-        latency = latency_family(SCHEDULED_LABELS)
-        for state in list(self.states.values()):
-            if state.result is None:
-                continue
-            families.add(state.labels, state.result, dict(state.failures), state.last_success)
-            latency.add_metric(list(state.labels), state.latency.buckets(), state.latency.total)
-        yield from families
-        yield latency
+    def render(self) -> str:
+        """Every target's latest result in the text format, family by family."""
+        states = list(self.states.values())
+        parts = []
+        for family in _all(scheduled_families()):
+            body = "".join(state.rendered.get(family.name, "") for state in states)
+            if body:
+                parts += [header(family), body]
+        return "".join(parts)
+
+
+def scheduled_families() -> tuple[ProbeFamilies, HistogramMetricFamily]:
+    """Empty families with the scheduled labels: the probe families and the latency histogram."""
+    return ProbeFamilies(SCHEDULED_LABELS, keep_empty=True), latency_family(SCHEDULED_LABELS)
+
+
+def _all(families: tuple[ProbeFamilies, HistogramMetricFamily]) -> list[Metric]:
+    return [*families[0], families[1]]

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mail_exporter import __version__
 from mail_exporter.config import ConfigError
@@ -52,10 +52,12 @@ def _exporter(request: web.Request) -> Exporter:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = _exporter(request).registry
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = await asyncio.to_thread(encoder, registry)
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    """Self-metrics and collectors from the registry, rendered in a worker thread (collectors
+    may read files or run programs), then the probe results, already rendered per target."""
+    exporter = _exporter(request)
+    body = await asyncio.to_thread(generate_latest, exporter.registry)
+    body += exporter.scheduler.render().encode()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _probe_budget(request: web.Request, module_timeout: float, offset: float) -> float:

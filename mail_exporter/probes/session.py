@@ -28,6 +28,9 @@ MAX_REPLY_LINES = 256
 """Most lines in one multi-line reply or one CAPABILITY/CAPA listing."""
 
 
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
 class ProbeFailure(Exception):
     """Raised inside a probe to stop it with a reason from the fixed set."""
 
@@ -177,9 +180,23 @@ class Session:
         await self.start_tls()
         return True
 
+    def _ack_at_once(self) -> None:
+        """Keep the kernel from delaying ACKs while TLS is up.
+
+        A TLS 1.3 server sends its session ticket just after the handshake; if our first
+        command crossed it, the server holds its reply (Nagle) until we ACK the ticket,
+        which Linux delays by about 40 ms. Quick-ACK mode ends by itself, so it is set
+        again around every command. Linux only; elsewhere nothing happens.
+        """
+        if self.encrypted and _TCP_QUICKACK is not None and self._writer is not None:
+            sock = self._writer.get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+
     async def read_line(self) -> str:
         """One line without its ending; CRLF and bare LF are both accepted."""
         assert self._reader is not None
+        self._ack_at_once()
         try:
             raw = await self._reader.readline()
         except ValueError:  # the stream's limit: a line longer than MAX_LINE_BYTES
@@ -198,6 +215,7 @@ class Session:
         """Send one command with CRLF; ``shown`` replaces it in the log when it holds a secret."""
         assert self._writer is not None
         self.log(f"C: {shown if shown is not None else printable(line)}")
+        self._ack_at_once()
         self._writer.write(line.encode() + b"\r\n")
         try:
             await self._writer.drain()
