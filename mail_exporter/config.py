@@ -203,10 +203,46 @@ class CollectorsConfig(StrictModel):
         return section if isinstance(section, CollectorSection) else CollectorSection()
 
 
+MailAddress = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
+
+
+class RoundTripSend(StrictModel):
+    """Where the test message is submitted, with an smtp module (TLS mode, login)."""
+
+    address: AddressText
+    module: str
+    from_: MailAddress = Field(alias="from")
+    to: MailAddress
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RoundTripReceive(StrictModel):
+    """Where the test message is looked for, with an imap or pop3 module that logs in."""
+
+    address: AddressText
+    module: str
+    mailbox: str = "INBOX"
+    junk_mailbox: str | None = None  # also looked in; arrival there counts as "junk"
+    # Without UIDPLUS our messages are moved here and expunged there, so that messages
+    # someone else marked \Deleted in the mailbox are never expunged by us.
+    cleanup_mailbox: str = "mail_exporter"
+    poll_interval: Duration = Field(default="1s", validate_default=True)
+
+
+class RoundTripRoute(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    interval: Duration = Field(default="60s", validate_default=True)
+    timeout: Duration = Field(default="120s", validate_default=True)
+    send: RoundTripSend
+    receive: RoundTripReceive
+
+
 class Config(StrictModel):
     global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
     modules: dict[str, ModuleConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
+    roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -289,23 +325,56 @@ def _dotted(location: Location) -> str:
     return "".join(parts).lstrip(".") or "(top level)"
 
 
+def _mapping_items(value: object) -> list[tuple[int, dict[str, Any]]]:
+    """The mappings of a raw YAML list, with their indexes (anything else is left to pydantic)."""
+    items = value if isinstance(value, list) else []
+    return [(index, item) for index, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _module_problem(
+    modules: dict[str, Any], module: object, protocols: tuple[str, ...], needs_login: bool
+) -> str | None:
+    if not isinstance(module, str):
+        return None
+    if module not in modules:
+        known = ", ".join(sorted(map(str, modules))) or "none defined"
+        return f"unknown module {module!r} (modules: {known})"
+    settings = modules[module] if isinstance(modules[module], dict) else {}
+    if settings.get("protocol") not in protocols:
+        return f"module {module!r} must have protocol {' or '.join(protocols)}"
+    if needs_login and not settings.get("auth"):
+        return f"module {module!r} needs auth: the mailbox is read after a login"
+    return None
+
+
 def _cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]:
     """Checks that span sections, run on the raw data so they are reported with other errors."""
     modules = data.get("modules")
-    module_names = set(modules) if isinstance(modules, dict) else set()
-    targets = data.get("targets")
+    modules = modules if isinstance(modules, dict) else {}
     names: set[object] = set()
-    for index, target in enumerate(targets if isinstance(targets, list) else []):
-        if not isinstance(target, dict):
-            continue
-        module = target.get("module")
-        if isinstance(module, str) and module not in module_names:
-            known = ", ".join(sorted(map(str, module_names))) or "none defined"
-            yield ("targets", index, "module"), f"unknown module {module!r} (modules: {known})"
+    for index, target in _mapping_items(data.get("targets")):
+        problem = _module_problem(modules, target.get("module"), ("smtp", "imap", "pop3"), False)
+        if problem:
+            yield ("targets", index, "module"), problem
         name = target.get("name")
         if isinstance(name, str) and name in names:
             yield ("targets", index, "name"), f"duplicate target name {name!r}"
         names.add(name)
+    routes: set[object] = set()
+    for index, route in _mapping_items(data.get("roundtrip")):
+        for side, protocols, login in (
+            ("send", ("smtp",), False),
+            ("receive", ("imap", "pop3"), True),
+        ):
+            part = route.get(side)
+            if isinstance(part, dict):
+                problem = _module_problem(modules, part.get("module"), protocols, login)
+                if problem:
+                    yield ("roundtrip", index, side, "module"), problem
+        name = route.get("name")
+        if isinstance(name, str) and name in routes:
+            yield ("roundtrip", index, "name"), f"duplicate route name {name!r}"
+        routes.add(name)
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

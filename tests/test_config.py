@@ -115,6 +115,34 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
             "modules.m.tls_config (line 4): ca_file '/nonexistent/ca.pem' does not exist or is not a file"
         ],
     ),
+    (
+        "round trip sends with an imap module",
+        "modules:\n  i: {protocol: imap}\n"
+        "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: i, from: a@x.org, to: b@x.org}\n"
+        "    receive: {address: 'h:993', module: i}\n",
+        [
+            "roundtrip[0].send.module (line 5): module 'i' must have protocol smtp",
+            "roundtrip[0].receive.module (line 6): module 'i' needs auth: the mailbox is read after a login",
+        ],
+    ),
+    (
+        "round trip to a missing module",
+        "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
+        "    receive: {address: 'h:993', module: i, mailbox: INBOX}\n",
+        [
+            "roundtrip[0].send.module (line 3): unknown module 's' (modules: none defined)",
+            "roundtrip[0].receive.module (line 4): unknown module 'i' (modules: none defined)",
+        ],
+    ),
+    (
+        "round trip address",
+        "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: s, from: nobody, to: b@x.org}\n",
+        [
+            "roundtrip[0].send.from (line 3): String should match pattern '^[^@\\s<>]+@[^@\\s<>]+$'",
+            "roundtrip[0].receive (line 2): required key is missing",
+            "roundtrip[0].send.module (line 3): unknown module 's' (modules: none defined)",
+        ],
+    ),
     ("not a mapping", "- a\n- b\n", ["(top level) (line 1): the file must be a mapping of keys"]),
     (
         "broken YAML",
