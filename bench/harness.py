@@ -1,0 +1,180 @@
+"""What the benchmark scripts share: child processes in their own groups, ports, statistics.
+
+Every process a benchmark starts goes through :class:`Children`, which puts it in a new
+session (so its whole process group can be killed) and kills every group on exit, on an
+exception, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def exporter_command(config: Path, port: int, *extra: str) -> list[str]:
+    """The real mail_exporter, run by the interpreter running this benchmark."""
+    return [
+        sys.executable,
+        "-m",
+        "mail_exporter",
+        "--config.file",
+        str(config),
+        "--web.listen-address",
+        f"{LOOPBACK}:{port}",
+        *extra,
+    ]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def machine_line() -> str:
+    """nproc, CPU model, RAM, kernel and Python, for the results record."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 1024 / 1024
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {ram_gib:.1f} GiB RAM, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"\n{title}")
+    for index, row in enumerate(rows):
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Poll ``check`` every 50 ms; raise if it is not true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not alive():
+            raise RuntimeError(f"{what}: the process exited")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Children:
+    """Child processes started in their own sessions and killed, group and all, on exit."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.cleanups: list[Callable[[], None]] = []
+
+    def __enter__(self) -> Children:
+        # SIGTERM becomes an exception, so the finally blocks run as on Ctrl-C.
+        signal.signal(signal.SIGTERM, self._terminated)
+        return self
+
+    @staticmethod
+    def _terminated(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def start(
+        self, command: list[str], stdout: int | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``command`` in a new session; stderr (and stdout unless piped) go to ``log``."""
+        sink = log.open("ab") if log else subprocess.DEVNULL
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else sink,
+                stderr=sink,
+                start_new_session=True,
+                cwd=REPO,
+            )
+        finally:
+            if log:
+                sink.close()  # type: ignore[union-attr]
+        self.processes.append(process)
+        return process
+
+    def on_exit(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup`` (e.g. stopping a server) when leaving, before killing the groups."""
+        self.cleanups.append(cleanup)
+
+    def __exit__(self, *exc: object) -> None:
+        # Ignore further Ctrl-C while cleaning up, so nothing is left half-stopped.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for cleanup in reversed(self.cleanups):
+                try:
+                    cleanup()
+                except Exception as error:  # one failed cleanup must not skip the others
+                    print(f"cleanup failed: {error!r}", file=sys.stderr)
+            for process in reversed(self.processes):
+                self._stop(process)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[bytes]) -> None:
+        # The child leads its own session, so its pid is its process group id.
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # The leader is gone; kill what is left of its group (forked helpers).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return

@@ -1,0 +1,536 @@
+"""Scheduled probing at scale: 500 targets, half of them servers that never answer.
+
+Measures, against the real exporter run as a subprocess with a generated config:
+
+(a) every scheduled target gets one result per interval (no cycle is missed or bunched),
+    and a probe of a silent server ends at its timeout: ``mail_probe_duration_seconds``
+    of every silent target stays within [timeout - 0.1 s, timeout + 0.5 s];
+(b) ``/metrics`` latency (median, p95) while dozens of probes hang: target median < 50 ms;
+(c) the exporter's peak RSS: target < 150 MB.
+
+Two helper processes (so their CPU is not the exporter's) serve the targets on 127.0.0.1:
+one asyncio process accepts connections on many ports and never says a word, another
+answers like a minimal SMTP server (banner, EHLO, QUIT). Target names are distinct;
+silent targets spread over the silent ports, answering ones over a few SMTP ports.
+
+Run: ``.venv/bin/python bench/scheduled_targets.py`` (about 2.5 minutes) or ``--quick``
+(200 targets, 15 s interval, 2 cycles, about 40 s). Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from harness import (
+    LOOPBACK,
+    Children,
+    exporter_command,
+    free_port,
+    http_ok,
+    machine_line,
+    median,
+    percentile,
+    print_table,
+    wait_until,
+)
+
+METRICS_MEDIAN_TARGET_MS = 50.0
+RSS_TARGET_MB = 150.0
+OVERRUN_ALLOWANCE_S = 0.5
+UNDERRUN_ALLOWANCE_S = 0.1
+# A cycle's result may land this long after interval + timeout (event loop, scrape spacing).
+RESULT_SLACK_S = 1.5
+
+# ---------------------------------------------------------------- helper servers
+
+
+async def _watch_parent() -> None:
+    """Return once the benchmark that started this helper is gone."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but polling
+        await asyncio.sleep(0.5)
+
+
+async def _serve_silent(ports: int) -> None:
+    """Accept on ``ports`` listening sockets and never send a byte."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await _watch_parent()
+
+
+async def _serve_smtp(ports: int) -> None:
+    """A minimal SMTP server: 220 banner, multi-line 250 to EHLO, 221 to QUIT."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 bench.test ESMTP scripted\r\n")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb in (b"EHLO", b"HELO"):
+                    writer.write(b"250-bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"502 5.5.2 not implemented\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await _watch_parent()
+
+
+def _start_helper(children: Children, role: str, ports: int, log: Path) -> list[int]:
+    command = [sys.executable, __file__, "--role", role, "--ports", str(ports)]
+    process = children.start(command, stdout=-1, log=log)  # -1: subprocess.PIPE
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{role} helper exited: {log.read_text()[-2000:]}")
+    listening: list[int] = json.loads(line)
+    return listening
+
+
+# ---------------------------------------------------------------- /metrics reading
+
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
+_TARGET = re.compile(r'target="([^"]*)"')
+WANTED = (
+    "mail_probe_duration_seconds",
+    "mail_probe_success",
+    "mail_probe_latency_seconds_count",
+    "mail_probe_failure_info",
+    "mail_probe_last_success_timestamp_seconds",
+)
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, tuple[str, float]]]:
+    """``{metric: {target: (label text, value)}}`` for the few metrics this benchmark reads."""
+    found: dict[str, dict[str, tuple[str, float]]] = {name: {} for name in WANTED}
+    for line in text.splitlines():
+        if not line.startswith("mail_probe_"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None or match.group(1) not in found:
+            continue
+        target = _TARGET.search(match.group(2))
+        if target:
+            found[match.group(1)][target.group(1)] = (match.group(2), float(match.group(3)))
+    return found
+
+
+@dataclass
+class TargetSeen:
+    """Every result of one target seen over the run: latency count → duration."""
+
+    silent: bool
+    durations: dict[int, float] = field(default_factory=dict)
+    successes: dict[int, float] = field(default_factory=dict)
+    ended: dict[int, float] = field(default_factory=dict)  # wall clock, successes only
+    failure_labels: set[str] = field(default_factory=set)
+    count: int = 0
+
+
+@dataclass
+class Run:
+    interval: float
+    timeout: float
+    cycles: int
+    spawned: float = 0.0
+    ready: float = 0.0
+    seen: dict[str, TargetSeen] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    body_bytes: list[int] = field(default_factory=list)
+    hanging: list[int] = field(default_factory=list)
+    scrape_windows: list[tuple[float, float]] = field(default_factory=list)  # wall clock
+    late: list[str] = field(default_factory=list)
+    bunched: list[str] = field(default_factory=list)
+
+    def record(self, scrape: dict[str, dict[str, tuple[str, float]]], at: float) -> None:
+        """Check each target's result count against the schedule at time ``at``."""
+        counts = scrape["mail_probe_latency_seconds_count"]
+        # Lower bound from readiness (after the scheduler started), upper bound from the
+        # spawn (before it): both err on the lenient side.
+        since_ready, since_spawn = at - self.ready, at - self.spawned
+        due = max(0, math.floor((since_ready - self.timeout - RESULT_SLACK_S) / self.interval))
+        allowed = math.floor(since_spawn / self.interval) + 1
+        for name, state in self.seen.items():
+            count = int(counts.get(name, ("", 0.0))[1])
+            state.count = count
+            if count < due and len(self.late) < 50:
+                self.late.append(f"{name}: {count} results at {since_ready:.1f}s, {due} due")
+            if count > allowed and len(self.bunched) < 50:
+                self.bunched.append(f"{name}: {count} results at {since_spawn:.1f}s, max {allowed}")
+            if count and name in scrape["mail_probe_duration_seconds"]:
+                state.durations[count] = scrape["mail_probe_duration_seconds"][name][1]
+                state.successes[count] = scrape["mail_probe_success"].get(name, ("", -1.0))[1]
+                if state.successes[count] == 1.0:
+                    last = scrape["mail_probe_last_success_timestamp_seconds"].get(name)
+                    state.ended[count] = last[1] if last else 0.0
+            if name in scrape["mail_probe_failure_info"]:
+                labels = scrape["mail_probe_failure_info"][name][0]
+                state.failure_labels.add(re.sub(r'(target|module|protocol)="[^"]*",?', "", labels))
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def write_config(
+    path: Path,
+    silent_ports: list[int],
+    smtp_ports: list[int],
+    targets: int,
+    interval: float,
+    timeout: float,
+    concurrency: int,
+) -> dict[str, bool]:
+    """The exporter's config; returns target name → silent."""
+    lines = [
+        "global:",
+        f"  interval: {interval:g}s",
+        f"  concurrency: {concurrency}",
+        "modules:",
+        "  smtp_plain:",
+        "    protocol: smtp",
+        "    tls: none",
+        f"    timeout: {timeout:g}s",
+        "targets:",
+    ]
+    names: dict[str, bool] = {}
+    for index in range(targets):
+        silent = index % 2 == 0
+        ports = silent_ports if silent else smtp_ports
+        name = f"{'silent' if silent else 'smtp'}-{index // 2:03d}"
+        port = ports[(index // 2) % len(ports)]
+        lines.append(f"  - {{name: {name}, address: '{LOOPBACK}:{port}', module: smtp_plain}}")
+        names[name] = silent
+    path.write_text("\n".join(lines) + "\n")
+    return names
+
+
+class RssSampler(threading.Thread):
+    """Samples the exporter's RSS and open connections of the silent helper every 0.2 s."""
+
+    def __init__(self, exporter: psutil.Process) -> None:
+        super().__init__(daemon=True)
+        self.exporter = exporter
+        self.rss: list[tuple[float, int]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                self.rss.append((time.monotonic(), self.exporter.memory_info().rss))
+            except psutil.Error:
+                return
+
+
+def scrape(port: int) -> tuple[float, str]:
+    """One GET /metrics on a fresh connection: (milliseconds to the last byte, body)."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        body = response.read()
+        status = response.status
+    finally:
+        connection.close()
+    elapsed = (time.perf_counter() - started) * 1000
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    return elapsed, body.decode()
+
+
+def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
+    silent_ports = _start_helper(children, "silent", args.silent_ports, work / "silent.log")
+    smtp_ports = _start_helper(children, "smtp", args.smtp_ports, work / "smtp.log")
+    silent_helper = psutil.Process(children.processes[0].pid)
+    idle_fds = silent_helper.num_fds()  # listening sockets, stdio, the event loop's own
+    config = work / "mail_exporter.yml"
+    names = write_config(
+        config,
+        silent_ports,
+        smtp_ports,
+        args.targets,
+        args.interval,
+        args.timeout,
+        args.concurrency,
+    )
+    port = free_port()
+    run = Run(args.interval, args.timeout, args.cycles)
+    run.seen = {name: TargetSeen(silent) for name, silent in names.items()}
+    exporter_log = work / "exporter.log"
+    run.spawned = time.monotonic()
+    exporter = children.start(exporter_command(config, port), log=exporter_log)
+    wait_until(
+        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
+        20,
+        "exporter /-/ready",
+        alive=lambda: exporter.poll() is None,
+    )
+    run.ready = time.monotonic()
+    process = psutil.Process(exporter.pid)
+    cpu_start = process.cpu_times()
+    sampler = RssSampler(process)
+    sampler.start()
+    duration = args.cycles * args.interval + args.timeout + RESULT_SLACK_S + 0.5
+    print(
+        f"{args.targets} targets ({args.targets // 2 + args.targets % 2} silent on "
+        f"{len(silent_ports)} ports, {args.targets // 2} answering on {len(smtp_ports)} ports), "
+        f"interval {args.interval:g}s, timeout {args.timeout:g}s, concurrency "
+        f"{args.concurrency}; running {duration:.0f}s with {args.scrapes} scrapes",
+        flush=True,
+    )
+    try:
+        for index in range(args.scrapes):
+            due = run.ready + duration * (index + 1) / args.scrapes
+            time.sleep(max(0.0, due - time.monotonic()))
+            if exporter.poll() is not None:
+                raise RuntimeError(f"exporter exited with {exporter.returncode}")
+            try:
+                hanging = silent_helper.num_fds() - idle_fds
+            except psutil.Error:
+                hanging = -1
+            started = time.time()
+            elapsed_ms, body = scrape(port)
+            run.scrape_windows.append((started, started + elapsed_ms / 1000))
+            run.latencies_ms.append(elapsed_ms)
+            run.body_bytes.append(len(body))
+            run.hanging.append(hanging)
+            run.record(parse_metrics(body), time.monotonic())
+    finally:
+        sampler.stopped.set()
+        sampler.join()
+    cpu_end = process.cpu_times()
+    cpu_seconds = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
+    elapsed = time.monotonic() - run.ready
+    return report(args, run, sampler, cpu_seconds, elapsed, exporter_log)
+
+
+def report(
+    args: argparse.Namespace,
+    run: Run,
+    sampler: RssSampler,
+    cpu_seconds: float,
+    elapsed: float,
+    exporter_log: Path,
+) -> int:
+    silent = [s for s in run.seen.values() if s.silent]
+    answering = [s for s in run.seen.values() if not s.silent]
+    silent_durations = [d for s in silent for d in s.durations.values()]
+    answering_durations = [d for s in answering for d in s.durations.values()]
+    during, outside = _split_by_scrapes(answering, run.scrape_windows)
+    answering_failed = sum(1 for s in answering for ok in s.successes.values() if ok != 1.0)
+    silent_succeeded = sum(1 for s in silent for ok in s.successes.values() if ok != 0.0)
+    counts = [s.count for s in run.seen.values()]
+    missing = [name for name, s in run.seen.items() if s.count < args.cycles]
+    unseen = sum(
+        1 for s in run.seen.values() for count in range(1, s.count + 1) if count not in s.durations
+    )
+    rss_mb = [rss / 1e6 for _, rss in sampler.rss]
+    lat = run.latencies_ms
+    hanging = [h for h in run.hanging if h >= 0]
+    silent_failures = sorted({label for s in silent for label in s.failure_labels})
+
+    results: list[tuple[str, str, str, str]] = [("check", "measured", "target", "verdict")]
+
+    def check(name: str, measured: str, target: str, ok: bool) -> bool:
+        results.append((name, measured, target, "ok" if ok else "MISSED"))
+        return ok
+
+    ok = True
+    ok &= check(
+        "results per target (min..max)",
+        f"{min(counts)}..{max(counts)}",
+        f">= {args.cycles} each",
+        not missing,
+    )
+    ok &= check("late results (cycle missed)", str(len(run.late)), "0", not run.late)
+    ok &= check("bunched results (extra cycle)", str(len(run.bunched)), "0", not run.bunched)
+    ok &= check(
+        "silent probe duration max",
+        f"{max(silent_durations):.3f} s",
+        f"<= {args.timeout + OVERRUN_ALLOWANCE_S:.1f} s",
+        max(silent_durations) <= args.timeout + OVERRUN_ALLOWANCE_S,
+    )
+    ok &= check(
+        "silent probe duration min",
+        f"{min(silent_durations):.3f} s",
+        f">= {args.timeout - UNDERRUN_ALLOWANCE_S:.1f} s",
+        min(silent_durations) >= args.timeout - UNDERRUN_ALLOWANCE_S,
+    )
+    ok &= check("silent probes reported success", str(silent_succeeded), "0", silent_succeeded == 0)
+    ok &= check("answering probes failed", str(answering_failed), "0", answering_failed == 0)
+    ok &= check(
+        "/metrics latency median",
+        f"{median(lat):.1f} ms",
+        f"< {METRICS_MEDIAN_TARGET_MS:.0f} ms",
+        median(lat) < METRICS_MEDIAN_TARGET_MS,
+    )
+    ok &= check(
+        "exporter RSS peak",
+        f"{max(rss_mb):.1f} MB",
+        f"< {RSS_TARGET_MB:.0f} MB",
+        max(rss_mb) < RSS_TARGET_MB,
+    )
+    print_table("Results", results)
+
+    info = [
+        ("figure", "value"),
+        ("targets / cycles / run", f"{args.targets} / {args.cycles} / {elapsed:.0f} s"),
+        ("results seen per target", f"{sum(counts)} total, {unseen} overwritten between scrapes"),
+        ("silent duration min/median/p99/max", _spread(silent_durations, "s", 3)),
+        ("silent failure label sets", "; ".join(silent_failures) or "none"),
+        (
+            "answering duration min/median/p99/max",
+            _spread([d * 1000 for d in answering_durations], "ms", 1),
+        ),
+        (
+            "answering median/p99, probe overlapped a scrape",
+            f"{_median_p99(during)} ms ({len(during)} results)",
+        ),
+        (
+            "answering median/p99, no scrape overlap",
+            f"{_median_p99(outside)} ms ({len(outside)} results)",
+        ),
+        (
+            "/metrics latency median / p95 / max",
+            f"{median(lat):.1f} / {percentile(lat, 0.95):.1f} / {max(lat):.1f} ms"
+            f" ({len(lat)} GETs)",
+        ),
+        ("/metrics body", f"{median(run.body_bytes) / 1024:.0f} KiB"),
+        (
+            "silent connections open at scrapes",
+            f"median {median(hanging):.0f}, min {min(hanging)}" if hanging else "unknown",
+        ),
+        ("RSS first / last / peak", f"{rss_mb[0]:.1f} / {rss_mb[-1]:.1f} / {max(rss_mb):.1f} MB"),
+        ("RSS growth, 2nd half of run", _growth(sampler.rss)),
+        (
+            "exporter CPU",
+            f"{cpu_seconds:.1f} s over {elapsed:.0f} s "
+            f"({cpu_seconds / elapsed * 100:.0f}% of one core; "
+            f"{cpu_seconds / max(1, sum(counts)) * 1000:.2f} ms per probe incl. scrapes)",
+        ),
+    ]
+    print_table("Figures", info)
+    for title, problems in (
+        ("late", run.late),
+        ("bunched", run.bunched),
+        ("missing", missing[:20]),
+    ):
+        if problems:
+            print(f"\n{title} (first {min(20, len(problems))}):")
+            print("\n".join(f"  {p}" for p in problems[:20]))
+    if not ok:
+        print(f"\nexporter log: {exporter_log}")
+        print(exporter_log.read_text(errors="replace")[-3000:])
+    print(f"\nmachine: {machine_line()}")
+    print("verdict:", "all targets met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+def _spread(values: list[float], unit: str, digits: int) -> str:
+    if not values:
+        return "none"
+    parts = (min(values), median(values), percentile(values, 0.99), max(values))
+    return " / ".join(f"{v:.{digits}f}" for v in parts) + f" {unit} ({len(values)} results)"
+
+
+def _split_by_scrapes(
+    answering: list[TargetSeen], windows: list[tuple[float, float]]
+) -> tuple[list[float], list[float]]:
+    """Answering probe durations (ms) that overlapped a /metrics request, and the others.
+
+    A probe's end is its ``mail_probe_last_success_timestamp_seconds``; it overlapped a
+    scrape when [end - duration, end] meets the wall-clock window of a GET /metrics.
+    """
+    during: list[float] = []
+    outside: list[float] = []
+    for state in answering:
+        for count, ended in state.ended.items():
+            duration = state.durations[count]
+            overlaps = any(ended - duration <= end and ended >= start for start, end in windows)
+            (during if overlaps else outside).append(duration * 1000)
+    return during, outside
+
+
+def _median_p99(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{median(values):.1f} / {percentile(values, 0.99):.1f}"
+
+
+def _growth(samples: list[tuple[float, int]]) -> str:
+    """RSS change over the second half of the run (first half includes warm-up)."""
+    if len(samples) < 4:
+        return "too few samples"
+    half = samples[len(samples) // 2 :]
+    first = median([rss for _, rss in half[: max(1, len(half) // 10)]])
+    last = median([rss for _, rss in half[-max(1, len(half) // 10) :]])
+    return f"{(last - first) / 1e6:+.1f} MB over {half[-1][0] - half[0][0]:.0f} s"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200 targets, 15 s interval, 2 cycles")
+    parser.add_argument("--targets", type=int, help="default 500 (200 with --quick)")
+    parser.add_argument("--interval", type=float, help="seconds; default 30 (15 with --quick)")
+    parser.add_argument("--cycles", type=int, help="default 4 (2 with --quick)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="module timeout, seconds")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--scrapes", type=int, help="GET /metrics count; default 200 (60 quick)")
+    parser.add_argument("--silent-ports", type=int, default=50)
+    parser.add_argument("--smtp-ports", type=int, default=10)
+    parser.add_argument("--role", choices=["silent", "smtp"], help=argparse.SUPPRESS)
+    parser.add_argument("--ports", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        serve = _serve_silent if args.role == "silent" else _serve_smtp
+        asyncio.run(serve(args.ports))
+        return 0
+    defaults = (200, 15.0, 2, 60) if args.quick else (500, 30.0, 4, 200)
+    for name, default in zip(("targets", "interval", "cycles", "scrapes"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-scheduled-") as tmp, Children() as children:
+            return run_benchmark(args, children, Path(tmp))
+    except KeyboardInterrupt as interrupt:
+        print(
+            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

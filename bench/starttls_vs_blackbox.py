@@ -1,0 +1,361 @@
+"""SMTP STARTTLS probe speed: mail_exporter against blackbox_exporter on the same Postfix.
+
+Starts a private Postfix (with the Dovecot it authenticates through) from tests/realservers,
+Debian's prometheus-blackbox-exporter with a tcp query_response STARTTLS module, and
+mail_exporter with an smtp/starttls module, all on 127.0.0.1, both verifying the server
+certificate against the generated test CA. Then it sends N /probe requests to each,
+sequentially and interleaved (the order flips every round), and compares each exporter's
+own probe duration: ``probe_duration_seconds`` from blackbox, ``mail_probe_duration_seconds``
+from mail_exporter. Python's smtplib doing the same session in this process is shown as a
+floor. Target: our median <= 1.2 x blackbox's median.
+
+Run: ``.venv/bin/python bench/starttls_vs_blackbox.py`` (N=200, about 15 s) or ``--quick``
+(N=30). Needs root, postfix, dovecot and prometheus-blackbox-exporter. Exits 1 when the
+target is missed or a probe fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import shutil
+import smtplib
+import ssl
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from harness import (
+    LOOPBACK,
+    REPO,
+    Children,
+    exporter_command,
+    free_port,
+    http_ok,
+    machine_line,
+    median,
+    percentile,
+    print_table,
+    wait_until,
+)
+
+sys.path.insert(0, str(REPO))
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI, create_pki
+from tests.realservers.postfix import Postfix
+
+BLACKBOX = "prometheus-blackbox-exporter"
+INSTALL_HINTS = {
+    BLACKBOX: "apt-get install prometheus-blackbox-exporter",
+    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
+    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
+}
+RATIO_TARGET = 1.2
+MODULE = "smtp_starttls"
+# A probe this much slower than the session's usual few milliseconds has stalled: the
+# ~42 ms Nagle/delayed-ACK stall of peers.md, or a Postfix smtpd process being replaced.
+STALL_MS = 30.0
+_SESSION_LINE = re.compile(r"^\s*([\d.]+)ms (.*)$")
+
+_VALUE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+_PHASE = re.compile(r'phase="([^"]+)"')
+
+
+def blackbox_config(ca_file: Path) -> str:
+    # The STARTTLS example of blackbox's own documentation, with the CA of the test PKI.
+    return f"""\
+modules:
+  {MODULE}:
+    prober: tcp
+    timeout: 5s
+    tcp:
+      preferred_ip_protocol: ip4
+      query_response:
+        - expect: "^220"
+        - send: "EHLO prober\\r"
+        - expect: "^250[ -]STARTTLS"
+        - send: "STARTTLS\\r"
+        - expect: "^220"
+        - starttls: true
+        - send: "EHLO prober\\r"
+        - expect: "^250 "
+        - send: "QUIT\\r"
+      tls_config:
+        ca_file: {ca_file}
+"""
+
+
+def exporter_config(ca_file: Path) -> str:
+    return f"""\
+modules:
+  {MODULE}:
+    protocol: smtp
+    tls: starttls
+    require_tls: true
+    timeout: 5s
+    tls_config:
+      ca_file: {ca_file}
+"""
+
+
+def probe(port: int, target: str, debug: bool = False) -> tuple[float, str]:
+    """GET /probe on a fresh connection: (client-side milliseconds, body)."""
+    path = f"/probe?target={target}&module={MODULE}" + ("&debug=true" if debug else "")
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode()
+    finally:
+        connection.close()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 200:
+        raise RuntimeError(f"{path} on port {port} answered {response.status}: {body[:300]}")
+    return elapsed, body
+
+
+def values(body: str) -> dict[str, list[tuple[str, float]]]:
+    found: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for name, labels, value in _VALUE.findall(body):
+        found[name].append((labels or "", float(value)))
+    return found
+
+
+def smtplib_session(port: int, context: ssl.SSLContext) -> float:
+    """The same session with Python's smtplib, for a floor: milliseconds."""
+    started = time.perf_counter()
+    with smtplib.SMTP(LOOPBACK, port, "prober", timeout=5) as smtp:
+        smtp.ehlo()
+        smtp.starttls(context=context)
+        smtp.ehlo()
+    return (time.perf_counter() - started) * 1000
+
+
+def start_servers(children: Children, work: Path) -> tuple[PKI, Postfix]:
+    pki = create_pki(work / "pki")
+    dovecot = Dovecot(work / "dovecot", pki.server_cert, pki.server_key)
+    children.on_exit(dovecot.stop)
+    dovecot.start()
+    postfix = Postfix(
+        work / "postfix",
+        pki.server_cert,
+        pki.server_key,
+        dovecot_auth_port=dovecot.auth_port,
+        dovecot_lmtp_port=dovecot.lmtp_port,
+    )
+    children.on_exit(postfix.stop)
+    postfix.start()
+    return pki, postfix
+
+
+def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
+    pki, postfix = start_servers(children, work)
+    target = f"{LOOPBACK}:{postfix.smtp_port}"
+    (work / "blackbox.yml").write_text(blackbox_config(pki.ca_file))
+    (work / "mail_exporter.yml").write_text(exporter_config(pki.ca_file))
+    ours_port, theirs_port = free_port(), free_port()
+    ours = children.start(
+        exporter_command(work / "mail_exporter.yml", ours_port), log=work / "mail_exporter.log"
+    )
+    theirs = children.start(
+        [
+            BLACKBOX,
+            "--config.file",
+            str(work / "blackbox.yml"),
+            "--web.listen-address",
+            f"{LOOPBACK}:{theirs_port}",
+        ],
+        log=work / "blackbox.log",
+    )
+    wait_until(
+        lambda: http_ok(f"http://{LOOPBACK}:{ours_port}/-/ready"),
+        20,
+        "mail_exporter /-/ready",
+        alive=lambda: ours.poll() is None,
+    )
+    wait_until(
+        lambda: http_ok(f"http://{LOOPBACK}:{theirs_port}/-/healthy"),
+        20,
+        "blackbox_exporter /-/healthy",
+        alive=lambda: theirs.poll() is None,
+    )
+    context = ssl.create_default_context(cafile=pki.ca_file)
+
+    durations: dict[str, list[float]] = defaultdict(list)
+    client_ms: dict[str, list[float]] = defaultdict(list)
+    failures: dict[str, int] = defaultdict(int)
+    phases: dict[str, list[float]] = defaultdict(list)
+    total = args.warmup + args.n
+    print(
+        f"Postfix smtpd STARTTLS on {target}; {args.warmup} warm-up + {args.n} probes each, "
+        "interleaved",
+        flush=True,
+    )
+    for round_index in range(total):
+        measured = round_index >= args.warmup
+        order = [("ours", ours_port), ("blackbox", theirs_port)]
+        if round_index % 2:
+            order.reverse()
+        for name, port in order:
+            elapsed, body = probe(port, target)
+            found = values(body)
+            if name == "ours":
+                success = found["mail_probe_success"][0][1]
+                duration = found["mail_probe_duration_seconds"][0][1]
+                if measured:
+                    for labels, seconds in found["mail_probe_phase_duration_seconds"]:
+                        phase = _PHASE.search(labels)
+                        if phase:
+                            phases[phase.group(1)].append(seconds * 1000)
+            else:
+                success = found["probe_success"][0][1]
+                duration = found["probe_duration_seconds"][0][1]
+            if not measured:
+                continue
+            durations[name].append(duration * 1000)
+            client_ms[name].append(elapsed)
+            if success != 1.0:
+                failures[name] += 1
+        if measured:
+            durations["smtplib"].append(smtplib_session(postfix.smtp_port, context))
+    return report(
+        args,
+        durations,
+        client_ms,
+        failures,
+        phases,
+        slowest_session(ours_port, target, args.debug_tries),
+    )
+
+
+def slowest_session(port: int, target: str, tries: int) -> str:
+    """The session log of the slowest of ``tries`` debug probes, with its longest wait marked."""
+    worst: tuple[float, list[str], int] = (-1.0, [], 0)
+    for _ in range(tries):
+        _, body = probe(port, target, debug=True)
+        lines = body.split("Session log:", 1)[-1].split("Verdict:", 1)[0].strip("\n").splitlines()
+        stamps = [(float(m.group(1)), line) for line in lines if (m := _SESSION_LINE.match(line))]
+        for index in range(1, len(stamps)):
+            gap = stamps[index][0] - stamps[index - 1][0]
+            if gap > worst[0]:
+                worst = (gap, [line for _, line in stamps], index)
+        if worst[0] > STALL_MS:
+            break
+    gap, lines, index = worst
+    marked = [
+        f"{line}   <-- {gap:.1f} ms wait" if i == index else line for i, line in enumerate(lines)
+    ]
+    return "\n".join(marked)
+
+
+def report(
+    args: argparse.Namespace,
+    durations: dict[str, list[float]],
+    client_ms: dict[str, list[float]],
+    failures: dict[str, int],
+    phases: dict[str, list[float]],
+    session_log: str,
+) -> int:
+    rows = [
+        (
+            "probe",
+            "median ms",
+            "p90 ms",
+            "min ms",
+            "max ms",
+            f"> {STALL_MS:.0f} ms",
+            f"median of <= {STALL_MS:.0f} ms",
+            "client-side median ms",
+            "failed",
+        )
+    ]
+    for name in ("ours", "blackbox", "smtplib"):
+        data = durations[name]
+        client = f"{median(client_ms[name]):.2f}" if client_ms[name] else "-"
+        rows.append(
+            (
+                name if name != "ours" else "mail_exporter",
+                f"{median(data):.2f}",
+                f"{percentile(data, 0.9):.2f}",
+                f"{min(data):.2f}",
+                f"{max(data):.2f}",
+                str(sum(1 for ms in data if ms > STALL_MS)),
+                _unstalled_median(data),
+                client,
+                str(failures[name]) if name != "smtplib" else "-",
+            )
+        )
+    print_table(f"STARTTLS SMTP probe duration as each exporter reports it (N={args.n})", rows)
+    phase_rows = [("mail_exporter phase", "median ms", "p90 ms")]
+    for phase, data in phases.items():
+        phase_rows.append((phase, f"{median(data):.3f}", f"{percentile(data, 0.9):.3f}"))
+    print_table("mail_exporter phase durations", phase_rows)
+    ratio = median(durations["ours"]) / median(durations["blackbox"])
+    ratio_p90 = percentile(durations["ours"], 0.9) / percentile(durations["blackbox"], 0.9)
+    print(
+        f"\nratio ours/blackbox: median {ratio:.2f}, p90 {ratio_p90:.2f} "
+        f"(target: median <= {RATIO_TARGET}); without stalled probes: "
+        f"{_unstalled_ratio(durations['ours'], durations['blackbox'])}"
+    )
+    print("\nslowest of a few mail_exporter sessions (/probe?debug=true), longest wait marked:")
+    print("\n".join("  " + line for line in session_log.splitlines()))
+    print(f"\nmachine: {machine_line()}")
+    ok = ratio <= RATIO_TARGET and not failures["ours"] and not failures["blackbox"]
+    if failures["ours"] or failures["blackbox"]:
+        print(f"FAILED PROBES: mail_exporter {failures['ours']}, blackbox {failures['blackbox']}")
+    print("verdict:", "target met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+def _unstalled(data: list[float]) -> list[float]:
+    return [ms for ms in data if ms <= STALL_MS]
+
+
+def _unstalled_median(data: list[float]) -> str:
+    kept = _unstalled(data)
+    return f"{median(kept):.2f}" if kept else "-"
+
+
+def _unstalled_ratio(ours: list[float], theirs: list[float]) -> str:
+    """Medians of the probes that did not stall: the cost of the session itself."""
+    if not _unstalled(ours) or not _unstalled(theirs):
+        return "-"
+    return f"{median(_unstalled(ours)) / median(_unstalled(theirs)):.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N=30 with 5 warm-up rounds")
+    parser.add_argument("-n", type=int, help="probes per exporter (default 200, 30 with --quick)")
+    parser.add_argument("--warmup", type=int, help="unmeasured rounds first (default 10)")
+    parser.add_argument(
+        "--debug-tries",
+        type=int,
+        default=40,
+        help="debug probes to find a stalled session to show (default 40)",
+    )
+    args = parser.parse_args()
+    args.n = args.n or (30 if args.quick else 200)
+    args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
+    missing = [name for name in INSTALL_HINTS if shutil.which(name) is None]
+    if missing:
+        for name in missing:
+            print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+        return 2
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-starttls-") as tmp, Children() as children:
+            return run_benchmark(args, children, Path(tmp))
+    except KeyboardInterrupt as interrupt:
+        print(
+            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
