@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,12 +39,13 @@ _SYSTEM_CA_CANDIDATES = (
 )
 
 
+@functools.cache
 def client_context() -> ssl.SSLContext:
     """A context that completes a handshake with any server, old TLS versions included.
 
     Monitoring must see a server offering TLS 1.0 in order to report it, so the
     floor and the OpenSSL security level are lowered; verification happens
-    afterwards in :func:`session_facts`.
+    afterwards in :func:`session_facts`. Built once: it holds no per-server state.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -67,20 +71,16 @@ def _trust_store(ca_file: str, mtime_ns: int) -> Store:
     return Store(x509.load_pem_x509_certificates(Path(ca_file).read_bytes()))
 
 
-def _peer_chain(ssl_object: ssl.SSLObject) -> list[x509.Certificate]:
-    """The chain as the server presented it, leaf first, read without verification."""
+def _peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+    """The chain as the server presented it, leaf first, in DER, read without verification."""
     getter = getattr(ssl_object, "get_unverified_chain", None)  # public from Python 3.13
     if getter is None:
         getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
     if getter is not None:
         # Python 3.13 returns DER bytes; 3.11/3.12 return _ssl.Certificate objects.
-        raw = getter() or []
-        return [
-            x509.load_der_x509_certificate(c if isinstance(c, bytes) else c.public_bytes(_DER))
-            for c in raw
-        ]
+        return tuple(c if isinstance(c, bytes) else c.public_bytes(_DER) for c in getter() or [])
     leaf = ssl_object.getpeercert(binary_form=True)
-    return [x509.load_der_x509_certificate(leaf)] if leaf else []
+    return (leaf,) if leaf else ()
 
 
 def _subject_for(server_name: str) -> DNSName | IPAddress:
@@ -124,39 +124,80 @@ def _timestamp(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
 
 
-def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSFacts:
-    """Read version, cipher and certificate facts from a finished handshake."""
-    cipher = ssl_object.cipher()
-    version = ssl_object.version() or "unknown"
-    cipher_name = cipher[0] if cipher else "unknown"
+@dataclass(frozen=True)
+class _CertificateFacts:
+    earliest_not_after: float | None
+    leaf_not_before: float | None
+    leaf_not_after: float | None
+    leaf_subject: str
+    leaf_issuer: str
+    verify_error: str | None
+
+
+_CACHE_SECONDS = 300.0
+_CACHE_ENTRIES = 256
+_certificate_cache: OrderedDict[tuple[object, ...], tuple[float, _CertificateFacts]] = OrderedDict()
+
+
+def _examine(
+    chain_der: tuple[bytes, ...], server_name: str, ca_file: str | None
+) -> _CertificateFacts:
+    """Parse and verify a presented chain."""
+    if not chain_der:
+        return _CertificateFacts(None, None, None, "", "", "server presented no certificate")
     try:
-        chain = _peer_chain(ssl_object)
+        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
     except ValueError as error:
-        return TLSFacts(
-            version,
-            cipher_name,
-            None,
-            None,
-            None,
-            "",
-            "",
-            False,
-            f"unreadable certificate: {error}",
-        )
-    if not chain:
-        return TLSFacts(
-            version, cipher_name, None, None, None, "", "", False, "server presented no certificate"
-        )
+        return _CertificateFacts(None, None, None, "", "", f"unreadable certificate: {error}")
     leaf = chain[0]
-    problem = verify_chain(chain, server_name, ca_file)
-    return TLSFacts(
-        version=version,
-        cipher=cipher_name,
+    return _CertificateFacts(
         earliest_not_after=min(_timestamp(c.not_valid_after_utc) for c in chain),
         leaf_not_before=_timestamp(leaf.not_valid_before_utc),
         leaf_not_after=_timestamp(leaf.not_valid_after_utc),
         leaf_subject=leaf.subject.rfc4514_string(),
         leaf_issuer=leaf.issuer.rfc4514_string(),
-        verified=problem is None,
-        verify_error=problem,
+        verify_error=verify_chain(chain, server_name, ca_file),
+    )
+
+
+def _certificate_facts(
+    chain_der: tuple[bytes, ...], server_name: str, ca_file: str | None
+) -> _CertificateFacts:
+    """:func:`_examine`, remembered for a few minutes per chain, name and CA file version.
+
+    A server presents the same chain to every probe; verifying it again each time cost
+    about a fifth of a STARTTLS probe. An entry never outlives the chain's validity.
+    """
+    anchors = ca_file or system_ca_file()
+    try:
+        anchors_version = Path(anchors).stat().st_mtime_ns if anchors else 0
+    except OSError:
+        anchors_version = -1
+    key = (chain_der, server_name, anchors, anchors_version)
+    now = time.time()
+    cached = _certificate_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    facts = _examine(chain_der, server_name, ca_file)
+    expires = min(now + _CACHE_SECONDS, facts.earliest_not_after or now)
+    _certificate_cache[key] = (expires, facts)
+    if len(_certificate_cache) > _CACHE_ENTRIES:
+        _certificate_cache.popitem(last=False)
+    return facts
+
+
+def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSFacts:
+    """Read version, cipher and certificate facts from a finished handshake."""
+    cipher = ssl_object.cipher()
+    certificate = _certificate_facts(_peer_chain(ssl_object), server_name, ca_file)
+    return TLSFacts(
+        version=ssl_object.version() or "unknown",
+        cipher=cipher[0] if cipher else "unknown",
+        earliest_not_after=certificate.earliest_not_after,
+        leaf_not_before=certificate.leaf_not_before,
+        leaf_not_after=certificate.leaf_not_after,
+        leaf_subject=certificate.leaf_subject,
+        leaf_issuer=certificate.leaf_issuer,
+        verified=certificate.verify_error is None,
+        verify_error=certificate.verify_error,
     )
