@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import Children, machine_line, median, print_table
 from mail_exporter.collectors.postfix_queue import PostfixQueueCollector
 from mail_exporter.config import PostfixQueueConfig
+from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import create_pki
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import free_port
 
 SOURCES = ("spool", "showq", "postqueue")
 RUNS = 5
@@ -84,7 +84,10 @@ def deferred_count(server: Postfix) -> int:
     return sum(1 for path in (server.queue_dir / "deferred").rglob("*") if path.is_file())
 
 
-def measure(server: Postfix, master_pid: int, source: str) -> tuple[float, float, float, int]:
+def measure(
+    server: Postfix, master_pid: int, source: str
+) -> tuple[float, float, float, float, int]:
+    """First run (cold: nothing remembered), then the medians of the rest (warm)."""
     settings = PostfixQueueConfig.model_validate(
         {"source": source, "timeout": "60s",
          "instances": [{"config_directory": str(server.config_dir),
@@ -101,7 +104,7 @@ def measure(server: Postfix, master_pid: int, source: str) -> tuple[float, float
         time.sleep(0.3)  # let Postfix's showq finish its accounting
         theirs.append(postfix_cpu_seconds(master_pid) - postfix_before)
         messages = snapshot.queues["deferred"].messages
-    return median(walls), median(own), median(theirs), messages
+    return walls[0], median(walls[1:]), median(own[1:]), median(theirs[1:]), messages
 
 
 def main() -> int:
@@ -110,14 +113,20 @@ def main() -> int:
     sizes = [1000, 5000] if parser.parse_args().quick else [1000, 10000, 50000]
     print(machine_line())
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    rows = [("messages", "source", "wall (median)", "exporter CPU", "Postfix CPU", "counted")]
+    rows = [("messages", "source", "first scan", "later scans", "exporter CPU", "Postfix CPU",
+             "counted")]  # fmt: skip
     missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as scratch, Children() as children:
         work = Path(scratch)
         pki = create_pki(work)
+        (work / "dovecot").mkdir()
+        dovecot = Dovecot(work / "dovecot", pki.server_cert, pki.server_key)  # Postfix's SASL
+        dovecot.start()
+        children.on_exit(dovecot.stop)
         (work / "postfix").mkdir()
         server = Postfix(work / "postfix", pki.server_cert, pki.server_key,
-                         dovecot_auth_port=free_port(), dovecot_lmtp_port=free_port())  # fmt: skip
+                         dovecot_auth_port=dovecot.auth_port,
+                         dovecot_lmtp_port=dovecot.lmtp_port)  # fmt: skip
         server.start()
         children.on_exit(server.stop)
         subprocess.run(["postconf", "-c", str(server.config_dir), "-e", "defer_transports = smtp"],
@@ -134,15 +143,15 @@ def main() -> int:
                 time.sleep(0.5)
             print(f"queued {size} messages in {time.monotonic() - started:.0f}s", flush=True)
             for source in SOURCES:
-                wall, own, theirs, counted = measure(server, master_pid, source)
-                rows.append((str(size), source, f"{wall * 1000:.1f} ms", f"{own * 1000:.1f} ms",
-                             f"{theirs * 1000:.1f} ms", str(counted)))  # fmt: skip
+                first, wall, own, theirs, counted = measure(server, master_pid, source)
+                rows.append((str(size), source, f"{first * 1000:.1f} ms", f"{wall * 1000:.1f} ms",
+                             f"{own * 1000:.1f} ms", f"{theirs * 1000:.1f} ms", str(counted)))  # fmt: skip
                 if counted != size:
                     missed.append(f"{source} counted {counted} of {size}")
                 target = TARGET_SECONDS.get(source)
                 if size == 10000 and target is not None and wall > target:
                     missed.append(f"{source} took {wall:.3f}s for 10k (target {target}s)")
-    print_table("Postfix queue collection (deferred queue; median of 5 runs)", rows)
+    print_table("Postfix queue collection (deferred queue; later scans: median of 4)", rows)
     for miss in missed:
         print(f"MISSED: {miss}")
     return 1 if missed else 0

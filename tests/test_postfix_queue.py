@@ -212,7 +212,7 @@ def test_arrival_comes_from_the_queue_file_not_mtime(queued_postfix: QueuedPostf
     deferred = next((queued_postfix.server.queue_dir / "deferred").rglob("*"))
     while deferred.is_dir():
         deferred = next(deferred.iterdir())
-    size, arrival = read_queue_file(deferred) or (0, None)
+    size, arrival = read_queue_file(str(deferred)) or (0, None)
     assert arrival is not None
     assert deferred.stat().st_mtime > arrival + 600  # Postfix set the mtime to the next retry
 
@@ -266,4 +266,4 @@ def test_showq_stream_parsing() -> None:
 
 
 def test_vanished_queue_file(tmp_path: Path) -> None:
-    assert read_queue_file(tmp_path / "gone") is None
+    assert read_queue_file(str(tmp_path / "gone")) is None

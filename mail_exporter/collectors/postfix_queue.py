@@ -24,6 +24,7 @@ Sample output::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ _REASON_PATTERNS = (
 )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)  # a queue holds few distinct reasons, many times over
 def classify_reason(reason: str) -> str:
     """One of :data:`DEFER_REASONS` for a delay reason as Postfix records it."""
     for name, pattern in _REASON_PATTERNS:
@@ -95,58 +97,94 @@ class QueueSnapshot:
             self.queues[queue].add(size, arrival)
 
     def add_deferral(self, recipient: str, reason: str) -> None:
-        self.reasons[classify_reason(reason)] += 1
-        self.domains[recipient_domain(recipient)] += 1
+        self.count_deferrals([(classify_reason(reason), recipient_domain(recipient))])
+
+    def count_deferrals(self, deferrals: Iterable[tuple[str, str]]) -> None:
+        for reason_class, domain in deferrals:
+            self.reasons[reason_class] += 1
+            self.domains[domain] += 1
 
 
 # --- spool ------------------------------------------------------------------------------
 
 
-def _records(head: bytes) -> Iterator[tuple[str, bytes]]:
+def _records(head: bytes) -> Iterator[tuple[int, bytes]]:
     """Postfix queue file records: a type byte, a base-128 length (low bits first), the data."""
-    position = 0
-    while position < len(head):
-        kind = chr(head[position])
+    position, end = 0, len(head)
+    while position < end:
+        kind = head[position]
         position += 1
         length = shift = 0
-        while position < len(head):
+        while position < end:
             byte = head[position]
             position += 1
             length |= (byte & 0x7F) << shift
             shift += 7
-            if not byte & 0x80:
+            if byte < 0x80:
                 break
-        if position + length > len(head):
+        if position + length > end:
             return
         yield kind, head[position : position + length]
         position += length
 
 
-def read_queue_file(path: Path) -> tuple[int, float | None] | None:
-    """Message size and arrival time from a queue file; ``None`` if it vanished meanwhile."""
-    try:
-        with path.open("rb") as queue_file:
-            head = queue_file.read(HEAD_BYTES)
-            file_size = os.fstat(queue_file.fileno()).st_size
-    except FileNotFoundError:
-        return None  # delivered or moved between listing and reading
+_SIZE, _TIME, _CONTENT = ord("C"), ord("T"), frozenset(b"MEN")
+
+
+def parse_queue_file_head(head: bytes) -> tuple[int | None, float | None]:
+    """Message size (the size record's first field, as showq reports it) and arrival time."""
     size: int | None = None
     arrival: float | None = None
     for kind, data in _records(head):
-        if kind == "C":  # sizes: content length first, as showq and postqueue report it
+        if kind == _SIZE:
             fields = data.split()
             size = int(fields[0]) if fields and fields[0].isdigit() else None
-        elif kind == "T":  # arrival: "seconds [microseconds]"
+        elif kind == _TIME:  # "seconds [microseconds]"
             fields = data.split()
             arrival = float(fields[0]) if fields and fields[0].isdigit() else None
-        elif kind in "MEN":  # message content begins: no more envelope records of interest
+        elif kind in _CONTENT:  # the message itself begins: no envelope records after this
             break
         if size is not None and arrival is not None:
             break
+    return size, arrival
+
+
+def _read_head(path: str, limit: int) -> tuple[bytes, int] | None:
+    """The first ``limit`` bytes of a file and its size; ``None`` if it vanished meanwhile."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # delivered or moved between listing and reading
+    try:
+        return os.read(descriptor, limit), os.fstat(descriptor).st_size
+    finally:
+        os.close(descriptor)
+
+
+def read_queue_file(path: str) -> tuple[int, float | None] | None:
+    """Message size and arrival time of a queue file; ``None`` if it vanished meanwhile."""
+    found = _read_head(path, HEAD_BYTES)
+    if found is None:
+        return None
+    head, file_size = found
+    size, arrival = parse_queue_file_head(head)
     return (file_size if size is None else size), arrival
 
 
-def _queue_files(directory: Path) -> Iterator[Path]:
+def parse_defer_log(text: bytes) -> list[tuple[str, str]]:
+    """(recipient, reason) pairs of a per-message defer log (``name=value`` lines)."""
+    pairs = []
+    recipient = ""
+    for line in text.split(b"\n"):
+        if line.startswith(b"recipient="):
+            recipient = line[10:].decode(errors="replace")
+        elif line.startswith(b"reason=") and recipient:
+            pairs.append((recipient, line[7:].decode(errors="replace")))
+            recipient = ""
+    return pairs
+
+
+def _walk(directory: str) -> Iterator[os.DirEntry[str]]:
     """Every file below a queue directory, through hashed subdirectories of any depth."""
     try:
         entries = list(os.scandir(directory))
@@ -154,39 +192,62 @@ def _queue_files(directory: Path) -> Iterator[Path]:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from _queue_files(Path(entry.path))
+            yield from _walk(entry.path)
         elif entry.is_file(follow_symlinks=False):
-            yield Path(entry.path)
+            yield entry
 
 
-def _read_defer_log(path: Path) -> Iterator[tuple[str, str]]:
-    """(recipient, reason) pairs of a per-message defer log."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    recipient = ""
-    for line in text.splitlines():
-        if line.startswith("recipient="):
-            recipient = line[len("recipient=") :]
-        elif line.startswith("reason=") and recipient:
-            yield recipient, line[len("reason=") :]
-            recipient = ""
+Deferral = tuple[str, str]
+"""A deferred recipient as counted: (reason class, recipient domain)."""
 
 
-def scan_spool(queue_directory: Path) -> QueueSnapshot:
-    snapshot = QueueSnapshot("spool")
-    for queue in QUEUES:
-        for path in _queue_files(queue_directory / queue):
-            found = read_queue_file(path)
-            if found is not None:
+@dataclass
+class SpoolScanner:
+    """Scans a queue directory, remembering what each queue file said.
+
+    A queue file's size and arrival records never change, so they are read once per
+    file (keyed by name and inode, which survive moves between queues). Postfix writes
+    a new defer log for each delivery attempt, so a deferred message's reasons are read
+    again only when its defer log's inode changed. Steady-state scans cost two
+    directory walks and no per-file system calls; entries for files that are gone are
+    dropped at each scan, so memory follows the queue.
+    """
+
+    queue_directory: Path
+    _heads: dict[tuple[str, int], tuple[int, float | None]] = field(default_factory=dict)
+    _deferrals: dict[tuple[str, int], list[Deferral]] = field(default_factory=dict)
+
+    def scan(self) -> QueueSnapshot:
+        snapshot = QueueSnapshot("spool")
+        heads: dict[tuple[str, int], tuple[int, float | None]] = {}
+        deferrals: dict[tuple[str, int], list[Deferral]] = {}
+        defer_logs = {
+            entry.name: entry for entry in _walk(os.path.join(self.queue_directory, "defer"))
+        }
+        for queue in QUEUES:
+            for entry in _walk(os.path.join(self.queue_directory, queue)):
+                key = (entry.name, entry.inode())
+                found = self._heads.get(key) or read_queue_file(entry.path)
+                if found is None:
+                    continue
+                heads[key] = found
                 snapshot.add_message(queue, *found)
-            if queue == "deferred":
-                for recipient, reason in _read_defer_log(
-                    queue_directory / "defer" / path.relative_to(queue_directory / queue)
-                ):
-                    snapshot.add_deferral(recipient, reason)
-    return snapshot
+                log = defer_logs.get(entry.name) if queue == "deferred" else None
+                if log is not None:
+                    log_key = (log.name, log.inode())
+                    counted = self._deferrals.get(log_key)
+                    if counted is None:
+                        counted = _deferrals_in(log.path)
+                    deferrals[log_key] = counted
+                    snapshot.count_deferrals(counted)
+        self._heads, self._deferrals = heads, deferrals
+        return snapshot
+
+
+def _deferrals_in(path: str) -> list[Deferral]:
+    found = _read_head(path, MAX_FIELD_BYTES)
+    pairs = parse_defer_log(found[0]) if found else []
+    return [(classify_reason(reason), recipient_domain(recipient)) for recipient, reason in pairs]
 
 
 def spool_readable(queue_directory: Path) -> bool:
@@ -306,6 +367,7 @@ class PostfixQueueCollector:
         self.settings = settings
         self.timeout = float(settings.timeout) * COMMAND_TIME_SHARE
         self._sources = SourceLog("postfix")
+        self._scanners: dict[str, SpoolScanner] = {}
 
     def _queue_directory(self, instance: PostfixInstance) -> Path:
         if instance.queue_directory is not None:
@@ -313,6 +375,12 @@ class PostfixQueueCollector:
         return postconf_queue_directory(
             self.settings.postconf_command, instance.config_directory, self.timeout
         )
+
+    def _scanner(self, instance: str, queue_directory: Path) -> SpoolScanner:
+        scanner = self._scanners.get(instance)
+        if scanner is None or scanner.queue_directory != queue_directory:
+            scanner = self._scanners[instance] = SpoolScanner(queue_directory)
+        return scanner
 
     def _choose_source(self, queue_directory: Path) -> tuple[str, str]:
         """The source to use and why, for the log."""
@@ -331,7 +399,7 @@ class PostfixQueueCollector:
         self._sources.announce(instance.name, source, why)
         try:
             if source == "spool":
-                return scan_spool(queue_directory)
+                return self._scanner(instance.name, queue_directory).scan()
             if source == "showq":
                 return read_showq(queue_directory, self.timeout)
         except OSError as error:
