@@ -144,8 +144,10 @@ def main() -> int:
             print(f"queued {size} messages in {time.monotonic() - started:.0f}s", flush=True)
             for source in SOURCES:
                 first, wall, own, theirs, counted = measure(server, master_pid, source)
-                rows.append((str(size), source, f"{first * 1000:.1f} ms", f"{wall * 1000:.1f} ms",
-                             f"{own * 1000:.1f} ms", f"{theirs * 1000:.1f} ms", str(counted)))  # fmt: skip
+                figures = (first, wall, own, theirs)
+                rows.append(
+                    (str(size), source, *(f"{f * 1000:.1f} ms" for f in figures), str(counted))
+                )
                 if counted != size:
                     missed.append(f"{source} counted {counted} of {size}")
                 target = TARGET_SECONDS.get(source)
