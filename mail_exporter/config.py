@@ -191,12 +191,85 @@ class QmailQueueConfig(CollectorSection):
     )
 
 
+class HostConfig(CollectorSection):
+    """CPU, load, memory, network, disk I/O, filesystems, and the filesystems of mail paths."""
+
+    mail_paths: list[Path] = Field(
+        default_factory=lambda: [Path("/var/spool/postfix"), Path("/var/mail"), Path("/var/log")]
+    )
+    # Pseudo and virtual filesystems are not "real": no disk space to run out of.
+    exclude_filesystem_types: list[str] = Field(
+        default_factory=lambda: [
+            "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
+            "devpts", "devtmpfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
+            "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs",
+            "tracefs", "tmpfs", "ramfs", "9p",
+        ]
+    )  # fmt: skip
+
+
+class SensorsConfig(CollectorSection):
+    """Temperatures and fans from the kernel's hwmon (via psutil)."""
+
+
+class SmartConfig(CollectorSection):
+    """Disk health from ``smartctl --json``; runs on its own slower interval."""
+
+    interval: Duration = Field(default="10m", validate_default=True)
+    smartctl_command: list[str] = Field(default_factory=lambda: ["smartctl"], min_length=1)
+    devices: list[str] = Field(default_factory=list)  # empty: what `smartctl --scan` finds
+
+
+class ServiceMatch(StrictModel):
+    """A mail service: processes whose name is one of ``processes``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    processes: list[str] = Field(min_length=1)
+
+
+def _default_services() -> list[ServiceMatch]:
+    return [
+        ServiceMatch(name="postfix", processes=["master"]),
+        ServiceMatch(name="smtpd", processes=["smtpd"]),
+        ServiceMatch(name="dovecot", processes=["dovecot"]),
+        ServiceMatch(name="exim", processes=["exim4", "exim"]),
+        ServiceMatch(name="rspamd", processes=["rspamd"]),
+        ServiceMatch(name="amavis", processes=["amavisd", "amavisd-new", "amavis"]),
+        ServiceMatch(name="spamd", processes=["spamd"]),
+        ServiceMatch(name="clamd", processes=["clamd"]),
+    ]
+
+
+class ServicesConfig(CollectorSection):
+    """Whether each mail service runs: process count, memory, CPU seconds, open files."""
+
+    services: list[ServiceMatch] = Field(default_factory=_default_services)
+
+
+class BackupMatch(StrictModel):
+    """A backup: the newest file matching ``path`` (a path or a glob, ``**`` allowed)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(min_length=1)
+
+
+class BackupsConfig(CollectorSection):
+    """Age and size of the newest file of each configured backup."""
+
+    backups: list[BackupMatch] = Field(default_factory=list)
+
+
 class CollectorsConfig(StrictModel):
     """One section per collector, named as the collector (and its --collector.NAME flag)."""
 
     postfix_queue: PostfixQueueConfig = PostfixQueueConfig()
     exim_queue: EximQueueConfig = EximQueueConfig()
     qmail_queue: QmailQueueConfig = QmailQueueConfig()
+    host: HostConfig = HostConfig()
+    sensors: SensorsConfig = SensorsConfig()
+    smart: SmartConfig = SmartConfig()
+    services: ServicesConfig = ServicesConfig()
+    backups: BackupsConfig = BackupsConfig()
 
     def section(self, name: str) -> CollectorSection:
         section = getattr(self, name, None)
