@@ -259,6 +259,26 @@ class BackupsConfig(CollectorSection):
     backups: list[BackupMatch] = Field(default_factory=list)
 
 
+class LogSource(StrictModel):
+    """One log to follow: a file, the systemd journal, or standard input."""
+
+    type: Literal["file", "journal", "stdin"] = "file"
+    path: Path | None = None  # type file
+    journal_units: list[str] = Field(default_factory=list)  # type journal
+    journal_identifiers: list[str] = Field(default_factory=list)  # type journal
+
+
+class LogsConfig(CollectorSection):
+    """Counters from the MTA's and Dovecot's logs."""
+
+    sources: list[LogSource] = Field(
+        default_factory=lambda: [LogSource(path=Path("/var/log/mail.log"))]
+    )
+    start_at: Literal["end", "beginning"] = "end"
+    state_file: Path | None = None  # keeps the read position across restarts
+    top_domains: int = Field(default=10, ge=1, le=100)
+
+
 class CollectorsConfig(StrictModel):
     """One section per collector, named as the collector (and its --collector.NAME flag)."""
 
@@ -270,6 +290,7 @@ class CollectorsConfig(StrictModel):
     smart: SmartConfig = SmartConfig()
     services: ServicesConfig = ServicesConfig()
     backups: BackupsConfig = BackupsConfig()
+    logs: LogsConfig = LogsConfig()
 
     def section(self, name: str) -> CollectorSection:
         section = getattr(self, name, None)
