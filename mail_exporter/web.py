@@ -7,7 +7,6 @@ work never block the event loop, and it never waits on a network probe.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import time
 from collections.abc import Iterable
@@ -17,13 +16,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from mail_exporter import __version__
 from mail_exporter.config import ConfigError
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter
 from mail_exporter.metrics import ProbeFamilies
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
+from mail_exporter.status_page import render_status_page
 from mail_exporter.targets import parse_address
 
 logger = logging.getLogger(__name__)
@@ -131,53 +130,8 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text="Reloaded\n")
 
 
-def _status_rows(exporter: Exporter) -> str:
-    rows = []
-    for state in exporter.scheduler.states.values():
-        result = state.result
-        if result is None:
-            status, detail = "pending", ""
-        elif result.success:
-            status, detail = "up", f"{result.duration_seconds * 1000:.0f} ms"
-        else:
-            failure = result.failure
-            status = "down"
-            detail = (
-                f"{failure.phase.value}: {failure.reason.value}: {failure.detail}"
-                if failure
-                else ""
-            )
-        link = f"/probe?target={state.target.address}&module={state.target.module}&debug=true"
-        rows.append(
-            f"<tr class={status}><td>{html.escape(state.target.name)}</td>"
-            f"<td>{html.escape(state.target.address)}</td><td>{html.escape(state.target.module)}</td>"
-            f"<td>{status}</td><td>{html.escape(detail)}</td>"
-            f'<td><a href="{html.escape(link)}">probe now</a></td></tr>'
-        )
-    return "\n".join(rows)
-
-
 async def landing(request: web.Request) -> web.Response:
-    exporter = _exporter(request)
-    source = str(exporter.config_path or "built-in default")
-    body = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>mail_exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
-tr.up td:nth-child(4){{color:#070}}tr.down td:nth-child(4){{color:#b00}}</style></head>
-<body><h1>mail_exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a>
-· <a href="/-/ready">Readiness</a> · config: {html.escape(source)}
-({"loaded" if exporter.reload_successful else "last reload FAILED"})</p>
-<h2>Targets</h2>
-<table><tr><th>target</th><th>address</th><th>module</th><th>status</th><th>detail</th>
-<th></th></tr>
-{_status_rows(exporter)}
-</table>
-<h2>Modules</h2><p>{html.escape(", ".join(sorted(exporter.config.modules)) or "none")}</p>
-<p>Probe any server: <code>/probe?target=HOST:PORT&amp;module=NAME</code>
-(add <code>&amp;debug=true</code> for the session log).</p>
-</body></html>"""
-    return web.Response(text=body, content_type="text/html")
+    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
 
 
 def make_app(exporter: Exporter) -> web.Application:

@@ -78,6 +78,8 @@ class CollectorSet:
         self.timeouts = {name: float(config.collectors.section(name).timeout) for name in names}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collector")
         self._running: dict[str, Future[list[Metric]]] = {}
+        self.latest: list[Metric] = []
+        """The families of the last scrape, for the status page."""
         if names:
             logger.info("collectors enabled: %s", ", ".join(names))
 
@@ -118,7 +120,8 @@ class CollectorSet:
                     merged[family.name].samples.extend(family.samples)
                 else:
                     merged[family.name] = family
-        yield from merged.values()
+        self.latest = list(merged.values())
+        yield from self.latest
         if self.collectors:
             yield success
             yield duration

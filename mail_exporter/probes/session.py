@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -90,7 +91,8 @@ class Session:
                     ip, self.address.port, family=family, limit=MAX_LINE_BYTES
                 )
             except OSError as error:
-                raise ProbeFailure(FailureReason.CONNECT, error.strerror or str(error)) from None
+                reason = os.strerror(error.errno) if error.errno else str(error)
+                raise ProbeFailure(FailureReason.CONNECT, reason) from None
 
     async def _resolve(self) -> tuple[str, int]:
         if self.address.is_ip:  # no lookup, and no thread hop, for a literal

@@ -1,0 +1,111 @@
+"""The landing page: every target, route and queue at a glance, without Grafana or JavaScript.
+
+Plain HTML that reloads itself every 30 seconds. It reads the scheduler's latest
+results and the collectors' last scrape; it never starts a probe itself.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable
+from urllib.parse import urlencode
+
+from mail_exporter import __version__
+from mail_exporter.exporter import Exporter
+from mail_exporter.metrics import tls_version_label
+from mail_exporter.scheduler import TargetState
+
+REFRESH_SECONDS = 30
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin-bottom:1.5em}
+th,td{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}
+th{background:#f4f4f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.up{color:#07651b;font-weight:bold}.down{color:#b00020;font-weight:bold}.pending{color:#777}
+.warn{color:#a15c00;font-weight:bold}
+td.link{white-space:nowrap}
+"""
+
+
+def _cell(text: str, css: str = "") -> str:
+    return f'<td class="{css}">{html.escape(text)}</td>' if css else f"<td>{html.escape(text)}</td>"
+
+
+def _table(headings: Iterable[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f"<p>{html.escape(empty)}</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
+    return f"<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>"
+
+
+def _target_row(state: TargetState, now: float) -> str:
+    result = state.result
+    link = "/probe?" + urlencode(
+        {"target": state.target.address, "module": state.target.module, "debug": "true"}
+    )
+    cells = [_cell(state.target.name), _cell(state.target.address), _cell(state.target.module)]
+    if result is None:
+        cells += [_cell("pending", "pending"), *(_cell("") for _ in range(4))]
+    else:
+        facts = result.tls
+        days = (
+            f"{(facts.earliest_not_after - now) / 86400:.1f}"
+            if facts and facts.earliest_not_after is not None
+            else ""
+        )
+        days_css = "warn" if days and float(days) < 20 else "num"
+        error = f"{result.failure.phase.value}: {result.failure.detail}" if result.failure else ""
+        cells += [
+            _cell("up", "up") if result.success else _cell("down", "down"),
+            _cell(f"{result.duration_seconds * 1000:.0f} ms", "num"),
+            _cell(days, days_css),
+            _cell(tls_version_label(facts.version) if facts else ""),
+            _cell(error),
+        ]
+    cells.append(f'<td class="link"><a href="{html.escape(link)}">probe now</a></td>')
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _queue_rows(exporter: Exporter) -> list[str]:
+    rows = []
+    for family in exporter.collectors.latest:
+        if family.name != "mail_queue_messages":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            css = "num warn" if sample.value > 0 and labels.get("queue") == "deferred" else "num"
+            rows.append(
+                "<tr>" + _cell(labels.get("mta", "")) + _cell(labels.get("mta_instance", ""))
+                + _cell(labels.get("queue", "")) + _cell(f"{sample.value:.0f}", css) + "</tr>"
+            )  # fmt: skip
+    return rows
+
+
+def render_status_page(exporter: Exporter) -> str:
+    now = time.time()
+    source = str(exporter.config_path or "built-in default config")
+    reload_state = "loaded" if exporter.reload_successful else "last reload FAILED"
+    targets = [_target_row(state, now) for state in exporter.scheduler.states.values()]
+    modules = ", ".join(sorted(exporter.config.modules)) or "none"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<title>mail_exporter</title><style>{_STYLE}</style></head>
+<body><h1>mail_exporter {html.escape(__version__)}</h1>
+<p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> ·
+<a href="/-/ready">Readiness</a> · config: {html.escape(source)} ({reload_state}) ·
+refreshes every {REFRESH_SECONDS}s</p>
+<h2>Targets</h2>
+{_table(["target", "address", "module", "status", "latency", "certificate days left",
+         "TLS", "last error", ""], targets, "No targets configured.")}
+<h2>Queues</h2>
+{_table(["MTA", "instance", "queue", "messages"], _queue_rows(exporter),
+        "No queue collector has reported yet (enable postfix_queue, exim_queue or qmail_queue).")}
+<h2>Modules</h2><p>{html.escape(modules)}</p>
+<p>Probe any server: <code>/probe?target=HOST:PORT&amp;module=NAME</code>
+(add <code>&amp;debug=true</code> for the session log).</p>
+</body></html>
+"""
