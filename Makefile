@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 
 # Debian packages the integration tests drive: real Postfix and Dovecot, and promtool.
-TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus
+TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium
 
 .PHONY: run test test-packages test-exim lint check bench clean
 
@@ -63,6 +63,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/scheduled_targets.py
 	$(BIN)/python bench/starttls_vs_blackbox.py
 	$(BIN)/python bench/postfix_queue.py
+	$(BIN)/python bench/roundtrip.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

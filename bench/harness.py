@@ -22,6 +22,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.realservers.dovecot import Dovecot
+    from tests.realservers.pki import PKI
+    from tests.realservers.postfix import Postfix
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -178,3 +184,28 @@ class Children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             return
+
+
+def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]:
+    """A test PKI, a Dovecot and a Postfix that logs in through it and delivers to it (the
+    test suite's tests/realservers, all on loopback), stopped when ``children`` exits."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.realservers.dovecot import Dovecot
+    from tests.realservers.pki import create_pki
+    from tests.realservers.postfix import Postfix
+
+    pki = create_pki(work / "pki")
+    dovecot = Dovecot(work / "dovecot", pki.server_cert, pki.server_key)
+    children.on_exit(dovecot.stop)
+    dovecot.start()
+    postfix = Postfix(
+        work / "postfix",
+        pki.server_cert,
+        pki.server_key,
+        dovecot_auth_port=dovecot.auth_port,
+        dovecot_lmtp_port=dovecot.lmtp_port,
+    )
+    children.on_exit(postfix.stop)
+    postfix.start()
+    return pki, dovecot, postfix

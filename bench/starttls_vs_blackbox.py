@@ -30,22 +30,17 @@ from pathlib import Path
 
 from harness import (
     LOOPBACK,
-    REPO,
     Children,
     exporter_command,
     free_port,
     http_ok,
     machine_line,
+    mail_servers,
     median,
     percentile,
     print_table,
     wait_until,
 )
-
-sys.path.insert(0, str(REPO))
-from tests.realservers.dovecot import Dovecot
-from tests.realservers.pki import PKI, create_pki
-from tests.realservers.postfix import Postfix
 
 BLACKBOX = "prometheus-blackbox-exporter"
 INSTALL_HINTS = {
@@ -135,25 +130,8 @@ def smtplib_session(port: int, context: ssl.SSLContext) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def start_servers(children: Children, work: Path) -> tuple[PKI, Postfix]:
-    pki = create_pki(work / "pki")
-    dovecot = Dovecot(work / "dovecot", pki.server_cert, pki.server_key)
-    children.on_exit(dovecot.stop)
-    dovecot.start()
-    postfix = Postfix(
-        work / "postfix",
-        pki.server_cert,
-        pki.server_key,
-        dovecot_auth_port=dovecot.auth_port,
-        dovecot_lmtp_port=dovecot.lmtp_port,
-    )
-    children.on_exit(postfix.stop)
-    postfix.start()
-    return pki, postfix
-
-
 def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
-    pki, postfix = start_servers(children, work)
+    pki, _, postfix = mail_servers(children, work)
     target = f"{LOOPBACK}:{postfix.smtp_port}"
     (work / "blackbox.yml").write_text(blackbox_config(pki.ca_file))
     (work / "mail_exporter.yml").write_text(exporter_config(pki.ca_file))

@@ -1,4 +1,5 @@
-"""The running exporter: its config, the scheduler, the collectors and safe reloads.
+"""The running exporter: its config, the scheduler, the round trips, the collectors and
+safe reloads.
 
 A reload (SIGHUP or ``POST /-/reload``) validates the whole new file first; if
 anything is wrong the running config stays and
@@ -20,6 +21,7 @@ from mail_exporter import __version__
 from mail_exporter.collectors import CollectorSet
 from mail_exporter.config import Config, ConfigError, default_config, load_config
 from mail_exporter.logs import redact
+from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class Exporter:
         redact(self.config.secrets())
         self.collectors = CollectorSet(self.config, collector_flags)
         self.scheduler = Scheduler()
+        self.roundtrip = RoundTripRunner()
         self.reload_successful = True
         self.reload_success_time = time.time()
         self.ready = False
@@ -49,12 +52,14 @@ class Exporter:
         self.registry.register(self)
 
     def start(self) -> None:
-        """Begin background probing (needs a running event loop)."""
+        """Begin background probing and round trips (needs a running event loop)."""
         self.scheduler.apply(self.config)
+        self.roundtrip.apply(self.config)
         self.ready = True
 
     def stop(self) -> None:
         self.scheduler.stop()
+        self.roundtrip.stop()
         self.collectors.close()
 
     def reload(self) -> None:
@@ -70,6 +75,7 @@ class Exporter:
         self.collectors.close()
         self.collectors = CollectorSet(config, self.collector_flags)
         self.scheduler.apply(config)
+        self.roundtrip.apply(config)
         self.reload_successful = True
         self.reload_success_time = time.time()
         logger.info("configuration reloaded from %s", self.config_path or "built-in default")
@@ -92,4 +98,5 @@ class Exporter:
             "When the configuration was last loaded successfully.",
             value=self.reload_success_time,
         )
+        yield from self.roundtrip.collect()
         yield from self.collectors.collect()

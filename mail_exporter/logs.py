@@ -25,11 +25,16 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "<redacted>")
-            record.msg, record.args = message, None
+            record.msg, record.args = self._redact(record.getMessage()), None
+            if record.exc_info:  # a library's exception text may quote what it sent
+                record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
         return True
+
+    def _redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
 
 
 def _fields(record: logging.LogRecord) -> dict[str, str]:
@@ -42,6 +47,8 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
     }
     if record.exc_info:
         fields["error"] = logging.Formatter().formatException(record.exc_info)
+    elif record.exc_text:
+        fields["error"] = record.exc_text
     return fields
 
 

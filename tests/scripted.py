@@ -44,6 +44,11 @@ async def scripted_server(
         await server.wait_closed()
 
 
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A server that accepts and never says a word: a hung daemon."""
+    await asyncio.sleep(60)
+
+
 async def send(writer: asyncio.StreamWriter, *lines: str, ending: bytes = b"\r\n") -> None:
     for line in lines:
         writer.write(line.encode() + ending)

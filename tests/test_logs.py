@@ -45,3 +45,15 @@ def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     setup_logging("warn", "logfmt")
     logging.getLogger("mail_exporter.test").info("hidden")
     assert capsys.readouterr().err == ""
+
+
+def test_exception_text_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("info", "logfmt")
+    redact(["hunter2"])
+    try:
+        raise RuntimeError("server hung up after: a1 LOGIN probe hunter2")
+    except RuntimeError:
+        logging.getLogger("mail_exporter.test").exception("login failed")
+    output = capsys.readouterr().err
+    assert "hunter2" not in output
+    assert "LOGIN probe <redacted>" in output

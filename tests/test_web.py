@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import platform
-import shutil
-import subprocess
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +16,11 @@ from mail_exporter import __version__
 from mail_exporter.config import Config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
+from tests.promtool import check_metrics
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.scripted import scripted_server
+from tests.scripted import scripted_server, silent
 
 PASSWORD = "web-test-secret-42"
 
@@ -43,9 +42,6 @@ def write_config(path: Path, body: str) -> Path:
 
 @pytest.fixture
 async def hanging_address() -> AsyncIterator[str]:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(60)
-
     async with scripted_server(silent) as address:
         yield address
 
@@ -155,17 +151,7 @@ async def test_metrics_from_scheduled_probes_pass_promtool(
         == 1.0
     )
     assert dovecot.password not in text
-    promtool = shutil.which("promtool")
-    assert promtool is not None, "promtool is missing: apt-get install prometheus"
-    check = await asyncio.to_thread(
-        subprocess.run,
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    await check_metrics(text)
 
 
 async def test_metrics_answer_while_probes_hang(client_for, hanging_address: str) -> None:

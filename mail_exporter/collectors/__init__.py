@@ -85,6 +85,10 @@ class CollectorSet:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for collector in self.collectors.values():
+            close = getattr(collector, "close", None)  # collectors that own background work
+            if close is not None:
+                close()
 
     def _start(self, name: str) -> Future[list[Metric]] | None:
         """Submit a collection, unless the last one still runs (a hung source stays one thread)."""
@@ -145,4 +149,13 @@ class CollectorSet:
 
 
 # Registration: each collector module registers itself on import.
-from mail_exporter.collectors import exim_queue, postfix_queue, qmail_queue  # noqa: E402, F401
+from mail_exporter.collectors import (  # noqa: E402, F401
+    backups,
+    exim_queue,
+    host,
+    postfix_queue,
+    qmail_queue,
+    sensors,
+    services,
+    smart,
+)

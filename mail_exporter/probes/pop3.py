@@ -8,7 +8,7 @@ from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
 
 
-async def _command(
+async def command(
     session: Session, line: str, reason: FailureReason, shown: str | None = None
 ) -> str:
     """Send a command; its ``+OK`` text, or a failure with ``reason`` on ``-ERR``."""
@@ -48,14 +48,18 @@ async def _login(session: Session) -> None:
     with session.timed(Phase.AUTH):
         if auth.mechanism == "plain":
             token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
-            await _command(session, f"AUTH PLAIN {token}", FailureReason.AUTH, "AUTH PLAIN ****")
+            await command(session, f"AUTH PLAIN {token}", FailureReason.AUTH, "AUTH PLAIN ****")
         else:
-            await _command(session, f"USER {auth.username}", FailureReason.AUTH)
-            await _command(session, f"PASS {auth.password}", FailureReason.AUTH, "PASS ****")
+            await command(session, f"USER {auth.username}", FailureReason.AUTH)
+            await command(session, f"PASS {auth.password}", FailureReason.AUTH, "PASS ****")
 
 
-async def probe_pop3(session: Session) -> None:
-    """Run a POP3 session on a connected (and, for implicit TLS, encrypted) session."""
+async def open_pop3(session: Session) -> None:
+    """Greeting, CAPA, STLS and login on a connected (for implicit TLS, encrypted) session.
+
+    Leaves the session in the TRANSACTION state when the module logs in; the round trip
+    reads the maildrop from there.
+    """
     module = session.module
     with session.timed(Phase.BANNER):
         try:
@@ -69,9 +73,14 @@ async def probe_pop3(session: Session) -> None:
         "STLS",
         offered="STLS" in capabilities,
         login_offered="USER" in capabilities or "SASL" in capabilities,
-        request=lambda: _command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE),
+        request=lambda: command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE),
     )
     if module.auth is not None:
         await _login(session)
+
+
+async def probe_pop3(session: Session) -> None:
+    """Run a POP3 session on a connected (and, for implicit TLS, encrypted) session."""
+    await open_pop3(session)
     with session.timed(Phase.QUIT):
-        await _command(session, "QUIT", FailureReason.PROTOCOL)
+        await command(session, "QUIT", FailureReason.PROTOCOL)

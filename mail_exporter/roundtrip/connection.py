@@ -1,0 +1,83 @@
+"""Connecting the round trip's SMTP and IMAP clients the way the probes connect.
+
+The TCP connection follows the module's ``preferred_ip_protocol`` and
+``ip_protocol_fallback``; TLS uses the probes' permissive client context, and the
+certificate is then verified against ``tls_config`` (``ca_file``, ``server_name``),
+failing the step unless ``insecure_skip_verify`` is set. The server name is also sent
+as SNI. Verification happens before any password is sent. :func:`bounded` gives every
+step of a mailbox session its time limit and its failure stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator
+
+from mail_exporter.config import ModuleConfig
+from mail_exporter.probes import tls
+from mail_exporter.probes.session import printable
+from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
+from mail_exporter.targets import Address
+
+
+def server_name(address: Address, module: ModuleConfig) -> str:
+    """The name the certificate must carry: ``tls_config.server_name`` or the host."""
+    return module.tls_config.server_name or address.host
+
+
+async def open_socket(address: Address, module: ModuleConfig) -> socket.socket:
+    """A connected non-blocking TCP socket; ``OSError`` when no address answers."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    if not address.is_ip:
+        preferred = socket.AF_INET6 if module.preferred_ip_protocol == "ip6" else socket.AF_INET
+        infos.sort(key=lambda info: info[0] != preferred)
+        if not module.ip_protocol_fallback:
+            infos = [info for info in infos if info[0] == preferred]
+    error = OSError(f"{address.host} has no {module.preferred_ip_protocol} address")
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as refused:
+            sock.close()
+            error = refused
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error
+
+
+def verify_server(
+    ssl_object: ssl.SSLObject | None, address: Address, module: ModuleConfig, stage: Stage
+) -> None:
+    """Fail ``stage`` unless the certificate verifies or the module skips verification."""
+    if ssl_object is None:
+        raise RoundTripFailure(stage, "no TLS session after the handshake")
+    settings = module.tls_config
+    ca_file = str(settings.ca_file) if settings.ca_file else None
+    facts = tls.session_facts(ssl_object, server_name(address, module), ca_file)
+    if not facts.verified and not settings.insecure_skip_verify:
+        raise RoundTripFailure(stage, f"certificate not verified: {facts.verify_error}")
+
+
+@contextlib.asynccontextmanager
+async def bounded(
+    stage: Stage, what: str, seconds: float, errors: tuple[type[Exception], ...] = ()
+) -> AsyncIterator[None]:
+    """Bound the block by ``seconds``; a timeout, a connection error or one of ``errors``
+    becomes a :class:`RoundTripFailure` of ``stage``."""
+    caught: tuple[type[Exception], ...] = (OSError, ssl.SSLError, EOFError, *errors)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise RoundTripFailure(stage, f"{what}: no answer within {seconds:.3g}s") from None
+    except caught as error:
+        raise RoundTripFailure(stage, f"{what}: {printable(str(error) or repr(error))}") from None

@@ -1,0 +1,378 @@
+"""Reading the round trip's mailbox over IMAP (aioimaplib), and deleting only our messages.
+
+- **Finding**: ``UID SEARCH HEADER X-Mail-Exporter-Token <token>`` on the server, then
+  ``UID FETCH`` of just our header fields for the UIDs it names: the mailbox itself is
+  never downloaded. ``junk_mailbox``, when set, is searched too (a missing one counts as
+  empty) and the mailbox is searched last, so that it stays selected for IDLE.
+- **Waiting**: with IDLE the server's notification ends the runner's pause between looks
+  at once, and its time is the moment the message was seen; each look ends IDLE, so a
+  notification that slipped in before IDLE began costs one pause at most. Without IDLE
+  the pause is a plain sleep and the search's answer is the moment seen. Each look
+  starts with NOOP (or SELECT), because Dovecot's SEARCH only sees what the previous
+  command's mailbox sync found.
+- **Deleting**, by UID only: with UIDPLUS, ``UID STORE +FLAGS.SILENT (\\Deleted)`` and
+  ``UID EXPUNGE`` of exactly our UIDs. Without it a plain EXPUNGE would also remove every
+  message someone else marked \\Deleted, so ours are moved (``UID MOVE``; without MOVE,
+  ``UID COPY`` and our originals flagged \\Deleted for the owner's client to expunge) to
+  ``cleanup_mailbox``, created when missing, and expunged there, after checking that it
+  holds no \\Deleted message without our token header. In that last mode searches skip
+  \\Deleted messages, so a flagged original is not found again.
+- **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
+  then AUTHENTICATE PLAIN, which needs SASL-IR (aioimaplib has no continuation for it).
+  Mailbox names are sent quoted as configured (non-ASCII names in modified UTF-7).
+
+Every command is bounded by the receive module's ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aioimaplib
+
+from mail_exporter.config import AuthConfig, ModuleConfig, RoundTripReceive
+from mail_exporter.probes import tls
+from mail_exporter.probes.session import printable
+from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
+from mail_exporter.roundtrip.mailbox import Found
+from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged
+from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
+from mail_exporter.targets import Address
+
+# aioimaplib reports routine untagged responses (EXISTS, RECENT) at INFO.
+logging.getLogger("aioimaplib").setLevel(logging.WARNING)
+
+MAX_SWEEP = 100
+"""Most messages of a route read per cleanup; more are left for the next attempt."""
+CLOSE_SECONDS = 2.0
+_FETCH_ITEMS = f"(UID BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})])"
+_UID = re.compile(rb"\bUID (\d+)")
+_LOST = [b"connection lost"]
+"""Put into the IDLE queue when the connection drops, so a waiting IDLE ends at once."""
+
+
+def _header_blocks(lines: Sequence[bytes | bytearray]) -> dict[str, bytes]:
+    """Header block by UID from a UID FETCH answer (the UID stands before or after it)."""
+    blocks: dict[str, bytes] = {}
+    for index, item in enumerate(lines):
+        if isinstance(item, bytearray) and index > 0:
+            after = bytes(lines[index + 1]) if index + 1 < len(lines) else b""
+            match = _UID.search(bytes(lines[index - 1]) + after)
+            if match:
+                blocks[match.group(1).decode()] = bytes(item)
+    return blocks
+
+
+def _text(response: Any) -> str:
+    lines = response.lines
+    return printable(bytes(lines[-1])) if lines else ""
+
+
+class ImapMailbox:
+    """One logged-in IMAP session for one attempt; open it with :meth:`open`."""
+
+    def __init__(self, protocol: Any, receive: RoundTripReceive, timeout: float) -> None:
+        self._protocol = protocol
+        self._receive = receive
+        self._timeout = timeout
+        self._selected: str | None = None
+        self._woken: float | None = None
+        self._idle_task: asyncio.Future[Any] | None = None
+        junk = receive.junk_mailbox
+        self._folders = [junk] if junk and junk != receive.mailbox else []
+        self._folders.append(receive.mailbox)  # last: it stays selected for IDLE
+
+    @classmethod
+    async def open(
+        cls, address: Address, module: ModuleConfig, receive: RoundTripReceive
+    ) -> ImapMailbox:
+        """Connect, secure, log in and select the mailbox."""
+        protocol = aioimaplib.IMAP4ClientProtocol(asyncio.get_running_loop())
+        protocol.conn_lost_cb = lambda _: protocol.idle_queue.put_nowait(_LOST)
+        mailbox = cls(protocol, receive, module.timeout_seconds)
+        try:
+            async with mailbox._step(Stage.RECEIVE, "connect"):
+                await mailbox._connect(address, module)
+            async with mailbox._step(Stage.RECEIVE, "login"):
+                assert module.auth is not None  # the config requires a login to read mail
+                await mailbox._login(module.auth)
+            async with mailbox._step(Stage.RECEIVE, "select"):
+                await mailbox._select(receive.mailbox, Stage.RECEIVE, required=True)
+        except BaseException:
+            await mailbox.close()
+            raise
+        return mailbox
+
+    @property
+    def capabilities(self) -> set[str]:
+        return {str(word).upper() for word in self._protocol.capabilities}
+
+    def _step(self, stage: Stage, what: str) -> AbstractAsyncContextManager[None]:
+        return bounded(stage, what, self._timeout, (aioimaplib.AioImapException,))
+
+    def _check_open(self, stage: Stage, what: str) -> None:
+        transport = self._protocol.transport
+        if transport is None or transport.is_closing():
+            raise RoundTripFailure(stage, f"{what}: connection lost")
+
+    async def _execute(self, command: Any, stage: Stage, what: str) -> Any:
+        """Await an aioimaplib command; its response, or a ``stage`` failure unless OK."""
+        self._check_open(stage, what)
+        response = await command
+        if response.result != "OK":
+            raise RoundTripFailure(stage, f"{what}: {response.result} {_text(response)}")
+        return response
+
+    async def _connect(self, address: Address, module: ModuleConfig) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await open_socket(address, module)
+        context = tls.client_context() if module.tls == "implicit" else None
+        transport, _ = await loop.create_connection(
+            lambda: self._protocol,
+            sock=sock,
+            ssl=context,
+            server_hostname=server_name(address, module) if context else None,
+        )
+        if context is not None:
+            verify_server(transport.get_extra_info("ssl_object"), address, module, Stage.RECEIVE)
+        await self._protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
+        if module.tls == "starttls":
+            await self._starttls(address, module)
+
+    async def _starttls(self, address: Address, module: ModuleConfig) -> None:
+        if "STARTTLS" not in self.capabilities:
+            if module.starttls_required:
+                raise RoundTripFailure(Stage.RECEIVE, "server does not offer STARTTLS")
+            return
+        protocol = self._protocol
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        await self._execute(protocol.execute(command), Stage.RECEIVE, "STARTTLS")
+        transport = await protocol.loop.start_tls(
+            protocol.transport,
+            protocol,
+            tls.client_context(),
+            server_hostname=server_name(address, module),
+        )
+        protocol.transport = transport
+        verify_server(transport.get_extra_info("ssl_object"), address, module, Stage.RECEIVE)
+        await protocol.capability()  # RFC 3501: forget what was said before TLS
+
+    async def _login(self, auth: AuthConfig) -> None:
+        if self._protocol.state == aioimaplib.AUTH:  # PREAUTH greeting
+            return
+        mechanism = auth.mechanism
+        if mechanism == "auto":
+            mechanism = "plain" if "LOGINDISABLED" in self.capabilities else "login"
+        if mechanism == "login":
+            if "LOGINDISABLED" in self.capabilities:
+                raise RoundTripFailure(Stage.RECEIVE_AUTH, "server advertises LOGINDISABLED")
+            login = self._protocol.login(aioimaplib.quoted(auth.username), auth.password)
+            await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
+        else:
+            await self._authenticate_plain(auth)
+        await self._protocol.capability()
+
+    async def _authenticate_plain(self, auth: AuthConfig) -> None:
+        if not {"AUTH=PLAIN", "SASL-IR"} <= self.capabilities:
+            raise RoundTripFailure(
+                Stage.RECEIVE_AUTH, "server does not offer AUTHENTICATE PLAIN with SASL-IR"
+            )
+        protocol = self._protocol
+        token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
+        command = aioimaplib.Command(
+            "AUTHENTICATE", protocol.new_tag(), "PLAIN", token, loop=protocol.loop
+        )
+        await self._execute(
+            protocol.execute(command, scrub=token), Stage.RECEIVE_AUTH, "login refused"
+        )
+        protocol.state = aioimaplib.AUTH
+
+    async def _select(self, folder: str, stage: Stage, required: bool = False) -> bool:
+        """Select ``folder`` unless it is; ``False`` when it does not exist and may not."""
+        if self._selected == folder:
+            return True
+        self._check_open(stage, "SELECT")
+        self._selected = None  # a failed SELECT leaves no mailbox selected
+        response = await self._protocol.select(aioimaplib.quoted(folder))
+        if response.result != "OK":
+            if required:
+                raise RoundTripFailure(stage, f"cannot select {folder!r}: {_text(response)}")
+            return False
+        self._selected = folder
+        return True
+
+    @property
+    def _skips_deleted(self) -> tuple[str, ...]:
+        """Criteria that hide our own flagged originals on servers without UIDPLUS and MOVE."""
+        return () if self.capabilities & {"UIDPLUS", "MOVE"} else ("UNDELETED",)
+
+    async def _search(self, stage: Stage, *criteria: str) -> list[str]:
+        search = self._protocol.search(*criteria, charset=None, by_uid=True)
+        response = await self._execute(search, stage, "UID SEARCH")
+        # The last line is the tagged completion; the untagged SEARCH lines hold the UIDs.
+        words = b" ".join(bytes(line) for line in response.lines[:-1]).split()
+        return [word.decode() for word in words if word.isdigit()]
+
+    async def _fetch(self, stage: Stage, uids: Sequence[str]) -> dict[str, bytes]:
+        if not uids:
+            return {}
+        fetch = self._protocol.fetch(",".join(uids), _FETCH_ITEMS, by_uid=True)
+        return _header_blocks((await self._execute(fetch, stage, "UID FETCH")).lines)
+
+    async def _look_into(self, folder: str, stage: Stage) -> bool:
+        """Select ``folder``, or sync it with NOOP when it is selected already."""
+        if self._selected != folder:
+            return await self._select(folder, stage)
+        await self._execute(self._protocol.simple_command("NOOP"), stage, "NOOP")
+        return True
+
+    async def _tagged_in(self, folder: str, stage: Stage, *criteria: str) -> list[Found]:
+        """Our messages in ``folder`` matching ``criteria`` (none when it does not exist)."""
+        if not await self._look_into(folder, stage):
+            return []
+        uids = await self._search(stage, *self._skips_deleted, *criteria)
+        seen = self._woken if self._woken is not None else time.monotonic()
+        blocks = await self._fetch(stage, uids[:MAX_SWEEP])
+        found = []
+        for uid, block in blocks.items():
+            message = parse_tagged(block)
+            if message is not None:
+                junk = folder != self._receive.mailbox
+                found.append(Found(folder, uid, message, seen, junk))
+        return found
+
+    async def find(self, token: str) -> Found | None:
+        criteria = ("HEADER", TOKEN_HEADER, aioimaplib.quoted(token))
+        async with self._step(Stage.RECEIVE, "search"):
+            hits = []
+            for folder in self._folders:
+                hits += await self._tagged_in(folder, Stage.RECEIVE, *criteria)
+        matching = [hit for hit in hits if hit.message.token == token]
+        return matching[-1] if matching else None  # the mailbox's hit over the junk's
+
+    async def tagged(self, route: str) -> list[Found]:
+        criteria = ("HEADER", ROUTE_HEADER, aioimaplib.quoted(route))
+        async with self._step(Stage.CLEANUP, "search"):
+            found = []
+            for folder in self._folders:
+                found += await self._tagged_in(folder, Stage.CLEANUP, *criteria)
+        return [item for item in found if item.message.route == route]
+
+    async def wait(self, seconds: float) -> None:
+        self._woken = None
+        if seconds <= 0:
+            return
+        if "IDLE" not in self.capabilities:
+            await asyncio.sleep(seconds)
+            return
+        await self._idle(seconds)
+
+    async def _idle(self, seconds: float) -> None:
+        protocol = self._protocol
+        self._check_open(Stage.RECEIVE, "IDLE")
+        queue = protocol.idle_queue
+        while not queue.empty():  # notifications the last search already covered
+            queue.get_nowait()
+        async with self._step(Stage.RECEIVE, "IDLE"):
+            self._idle_task = idle = asyncio.ensure_future(protocol.idle())
+            await self._idle_started(idle)
+        try:
+            push = await asyncio.wait_for(queue.get(), seconds)
+        except TimeoutError:
+            push = None
+        finally:
+            if not idle.done():
+                protocol.idle_done()  # DONE, even when cancelled: the session stays usable
+        if push is _LOST:
+            raise RoundTripFailure(Stage.RECEIVE, "connection lost while idling")
+        if push is not None:
+            self._woken = time.monotonic()
+        async with self._step(Stage.RECEIVE, "IDLE"):
+            await self._execute(idle, Stage.RECEIVE, "IDLE")
+
+    async def _idle_started(self, idle: asyncio.Future[Any]) -> None:
+        """Wait for the server's ``+`` to IDLE; a refusal ends the command instead."""
+        started = asyncio.ensure_future(self._protocol.wait_for_idle_response())
+        try:
+            await asyncio.wait({idle, started}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if idle.done():
+            await self._execute(idle, Stage.RECEIVE, "IDLE")
+
+    async def delete(self, messages: Sequence[Found]) -> None:
+        by_folder: dict[str, list[str]] = {}
+        for message in messages:
+            by_folder.setdefault(message.folder, []).append(message.uid)
+        async with self._step(Stage.CLEANUP, "delete"):
+            for folder, uids in by_folder.items():
+                await self._select(folder, Stage.CLEANUP, required=True)
+                if "UIDPLUS" in self.capabilities:
+                    await self._expunge_uids(",".join(uids))
+                else:
+                    await self._move_out(",".join(uids))
+            if by_folder and "UIDPLUS" not in self.capabilities:
+                await self._purge_cleanup_mailbox()
+
+    async def _flag_deleted(self, uid_set: str) -> None:
+        store = self._protocol.store(uid_set, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True)
+        await self._execute(store, Stage.CLEANUP, "UID STORE")
+
+    async def _expunge_uids(self, uid_set: str) -> None:
+        await self._flag_deleted(uid_set)
+        expunge = self._protocol.expunge(uid_set, by_uid=True)
+        await self._execute(expunge, Stage.CLEANUP, "UID EXPUNGE")
+
+    async def _move_out(self, uid_set: str) -> None:
+        """Move our messages to the cleanup mailbox (copy and flag without MOVE)."""
+        target = self._receive.cleanup_mailbox
+        if target in (self._receive.mailbox, self._receive.junk_mailbox):
+            raise RoundTripFailure(
+                Stage.CLEANUP, f"cleanup_mailbox {target!r} must be a mailbox of its own"
+            )
+        quoted = aioimaplib.quoted(target)
+        await self._protocol.simple_command("CREATE", quoted)  # NO when it exists already
+        if "MOVE" in self.capabilities:
+            move = self._protocol.move(uid_set, quoted, by_uid=True)
+            await self._execute(move, Stage.CLEANUP, "UID MOVE")
+            return
+        copy = self._protocol.copy(uid_set, quoted, by_uid=True)
+        await self._execute(copy, Stage.CLEANUP, "UID COPY")
+        await self._flag_deleted(uid_set)
+
+    async def _purge_cleanup_mailbox(self) -> None:
+        """Expunge the cleanup mailbox, unless a message not ours is marked \\Deleted there."""
+        await self._select(self._receive.cleanup_mailbox, Stage.CLEANUP, required=True)
+        anyone = ("HEADER", TOKEN_HEADER, '""')  # an empty string matches any value
+        if await self._search(Stage.CLEANUP, "DELETED", "NOT", *anyone):
+            raise RoundTripFailure(
+                Stage.CLEANUP,
+                f"{self._receive.cleanup_mailbox!r} holds messages marked \\Deleted that are "
+                "not ours: not expunging it",
+            )
+        ours = await self._search(Stage.CLEANUP, *anyone)
+        if ours:
+            await self._flag_deleted(",".join(ours))
+            await self._execute(self._protocol.expunge(), Stage.CLEANUP, "EXPUNGE")
+
+    async def close(self) -> None:
+        if self._idle_task is not None and not self._idle_task.done():
+            self._idle_task.cancel()
+        transport = self._protocol.transport
+        if transport is None:
+            return
+        try:
+            if not transport.is_closing():
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_SECONDS):
+                        await self._protocol.logout()
+        finally:
+            transport.close()

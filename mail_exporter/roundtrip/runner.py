@@ -1,0 +1,282 @@
+"""Round-trip routes in the background: a task per route, a task per attempt, and the
+bookkeeping of messages still on their way.
+
+Each attempt, on the route's ``interval`` (the first one within a few seconds of start):
+
+1. logs in to the mailbox first, so that a broken receive side sends nothing that could
+   not be collected (stage ``receive`` / ``receive_auth``);
+2. submits a message with a new token (``send`` / ``send_auth``); the clock starts here;
+3. looks for the token until the route's ``timeout`` after the start of sending: seen in
+   time in the mailbox is success, in ``junk_mailbox`` the junk outcome, not seen is
+   ``timeout``. Seen after the deadline counts as ``timeout`` and as a late arrival.
+   The pauses between looks start at 25 ms and double up to ``poll_interval``: local
+   delivery takes tens of milliseconds, and Dovecot holds back IDLE notifications for
+   half a second, so early looks keep the measured time close to the real one;
+4. cleans up in the same session: its own message, earlier messages of this route declared
+   lost (each counted once as a late arrival, never as lost again), messages whose attempt
+   was cut short, and leftovers older than the timeout whose token this process does not
+   know (earlier runs, a restart). A message of an attempt still waiting is left to it,
+   and so is an unknown one younger than the timeout (it may be another exporter's).
+
+Attempts run in their own tasks, so a slow one never delays the next, and every network
+wait is bounded (module timeouts, the route's deadline), so attempts cannot pile up
+without limit. Each route has its own tasks: one route's trouble never stalls another.
+Tokens declared lost are remembered (the newest ``LOST_MEMORY`` per route) so a late
+arrival is recognised; one forgotten is still removed as a leftover, just not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from prometheus_client.core import Metric
+
+from mail_exporter.config import Config, ModuleConfig, RoundTripRoute
+from mail_exporter.metrics import RoundTripFamilies
+from mail_exporter.roundtrip.imap_mailbox import ImapMailbox
+from mail_exporter.roundtrip.mailbox import Found, Mailbox
+from mail_exporter.roundtrip.message import build_message, hop_delays, new_token
+from mail_exporter.roundtrip.outcome import Outcome, RoundTripFailure, RouteStats, Stage
+from mail_exporter.roundtrip.pop3_mailbox import HeaderCache, Pop3Mailbox
+from mail_exporter.roundtrip.send import submit
+from mail_exporter.targets import parse_address
+
+logger = logging.getLogger(__name__)
+
+LOST_MEMORY = 5000
+FIRST_PAUSE_SECONDS = 0.025
+"""The first pause between looks; it doubles up to ``poll_interval``."""
+FIRST_RUN_SPREAD_SECONDS = 5.0
+"""The first attempt of each route starts at a random moment within this (or the interval)."""
+
+
+@dataclass
+class _Attempt:
+    token: str
+    stage: Stage = Stage.RECEIVE
+    """The step in progress, for counting an unexpected error where it happened."""
+
+
+class RouteRunner:
+    """One route: its schedule, its attempts, its totals and its messages on their way."""
+
+    def __init__(
+        self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
+    ) -> None:
+        self.route = route
+        self.send_module = send_module
+        self.receive_module = receive_module
+        self.stats = RouteStats()
+        self._send_address = parse_address(route.send.address)
+        self._receive_address = parse_address(route.receive.address)
+        self._pending: set[str] = set()
+        self._lost: OrderedDict[str, bool] = OrderedDict()
+        """Tokens whose attempt is over: True if declared lost (a find is late), else cut short."""
+        self._pop3_headers: HeaderCache = {}
+        self._task: asyncio.Task[None] | None = None
+        self._attempts: set[asyncio.Task[Outcome]] = set()
+
+    def same_as(
+        self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
+    ) -> bool:
+        return (route, send_module, receive_module) == (
+            self.route,
+            self.send_module,
+            self.receive_module,
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._schedule(), name=f"roundtrip {self.route.name}")
+
+    def stop(self) -> None:
+        for task in [self._task, *self._attempts]:
+            if task is not None:
+                task.cancel()
+        self._task = None
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = float(self.route.interval)
+        await asyncio.sleep(random.uniform(0, min(interval, FIRST_RUN_SPREAD_SECONDS)))
+        beat = loop.time()
+        while True:
+            attempt = asyncio.create_task(self.run_once(), name=f"attempt {self.route.name}")
+            self._attempts.add(attempt)
+            attempt.add_done_callback(self._attempts.discard)
+            beat += interval
+            await asyncio.sleep(max(0.0, beat - loop.time()))
+
+    async def run_once(self) -> Outcome:
+        """One attempt, recorded in :attr:`stats`; never raises (but can be cancelled)."""
+        attempt = _Attempt(new_token())
+        self._pending.add(attempt.token)
+        try:
+            outcome = await self._attempt(attempt)
+        except asyncio.CancelledError:
+            self._remember(attempt.token, declared_lost=False)
+            raise
+        except Exception:  # a bug must cost one attempt, never the route
+            logger.exception("route %s: attempt failed unexpectedly", self.route.name)
+            outcome = Outcome(failure=attempt.stage)
+        finally:
+            self._pending.discard(attempt.token)
+        self.stats.record(outcome)
+        return outcome
+
+    async def _attempt(self, attempt: _Attempt) -> Outcome:
+        try:
+            mailbox = await self._open_mailbox()
+        except RoundTripFailure as failure:
+            return self._failed(failure)
+        try:
+            return await self._send_and_receive(mailbox, attempt)
+        finally:
+            await mailbox.close()
+
+    async def _open_mailbox(self) -> Mailbox:
+        address, module = self._receive_address, self.receive_module
+        if module.protocol == "pop3":
+            return await Pop3Mailbox.open(address, module, self._pop3_headers)
+        return await ImapMailbox.open(address, module, self.route.receive)
+
+    async def _send_and_receive(self, mailbox: Mailbox, attempt: _Attempt) -> Outcome:
+        route, token = self.route, attempt.token
+        attempt.stage = Stage.SEND
+        sent = time.time()
+        message = build_message(route.name, route.send.from_, route.send.to, token, sent)
+        found: Found | None = None
+        started = time.monotonic()  # the clock starts with the connection to the server
+        try:
+            await submit(
+                self._send_address, self.send_module, message, route.send.from_, route.send.to
+            )
+        except RoundTripFailure as failure:
+            outcome = self._failed(failure)
+        else:
+            attempt.stage = Stage.RECEIVE
+            try:
+                found = await self._await_arrival(mailbox, token, started + float(route.timeout))
+            except RoundTripFailure as failure:  # the session is gone: no cleanup this time
+                self._remember(token, declared_lost=False)
+                return self._failed(failure)
+            outcome = self._judge(token, found, started, sent)
+        attempt.stage = Stage.CLEANUP
+        return await self._clean_up(mailbox, found, outcome)
+
+    async def _await_arrival(self, mailbox: Mailbox, token: str, deadline: float) -> Found | None:
+        """Look until ``deadline`` (monotonic); each look and wait is bounded on its own."""
+        poll = float(self.route.receive.poll_interval)
+        pause = FIRST_PAUSE_SECONDS
+        while True:
+            found = await mailbox.find(token)
+            remaining = deadline - time.monotonic()
+            if found is not None or remaining <= 0:
+                return found
+            await mailbox.wait(min(pause, poll, remaining))
+            pause *= 2
+
+    def _judge(self, token: str, found: Found | None, started: float, sent: float) -> Outcome:
+        name, timeout = self.route.name, float(self.route.timeout)
+        if found is None:
+            logger.warning("route %s: message %s not seen within %gs", name, token, timeout)
+            self._remember(token, declared_lost=True)
+            return Outcome(failure=Stage.TIMEOUT)
+        duration = found.seen - started
+        if duration > timeout:
+            logger.warning("route %s: message %s seen late, after %.3fs", name, token, duration)
+            return Outcome(failure=Stage.TIMEOUT, late=1)
+        hops = hop_delays(sent, found.message.received)
+        if found.junk:
+            logger.warning("route %s: message %s delivered to junk", name, token)
+            return Outcome(junk=True, duration=duration, hops=hops)
+        logger.debug("route %s: message %s seen after %.3fs", name, token, duration)
+        return Outcome(duration=duration, hops=hops)
+
+    async def _clean_up(self, mailbox: Mailbox, own: Found | None, outcome: Outcome) -> Outcome:
+        late = 0
+        try:
+            doomed, late = self._doomed(own, await mailbox.tagged(self.route.name))
+            if doomed:
+                await mailbox.delete(doomed)
+        except RoundTripFailure as failure:
+            logger.warning("route %s: cleanup failed: %s", self.route.name, failure.detail)
+            return replace(outcome, late=outcome.late + late, cleanup_failed=True)
+        return replace(outcome, late=outcome.late + late)
+
+    def _doomed(self, own: Found | None, tagged: list[Found]) -> tuple[list[Found], int]:
+        """Which of the route's messages to delete, and how many were late arrivals."""
+        doomed = [own] if own is not None else []
+        late = 0
+        for item in tagged:
+            token = item.message.token
+            if token in self._pending:  # ours now, or an attempt still waiting for it
+                continue
+            declared_lost = self._lost.pop(token, None)
+            if declared_lost is not None:
+                late += declared_lost
+                if declared_lost:
+                    logger.info("route %s: lost message %s arrived late", self.route.name, token)
+            elif not self._is_leftover(item):
+                continue
+            doomed.append(item)
+        return doomed, late
+
+    def _is_leftover(self, item: Found) -> bool:
+        sent = item.message.sent
+        if sent is not None and time.time() - sent <= float(self.route.timeout):
+            return False
+        logger.info("route %s: removing leftover message %s", self.route.name, item.message.token)
+        return True
+
+    def _remember(self, token: str, declared_lost: bool) -> None:
+        self._lost[token] = declared_lost
+        while len(self._lost) > LOST_MEMORY:
+            self._lost.popitem(last=False)
+
+    def _failed(self, failure: RoundTripFailure) -> Outcome:
+        logger.warning(
+            "route %s: %s failed: %s", self.route.name, failure.stage.value, failure.detail
+        )
+        return Outcome(failure=failure.stage)
+
+
+class RoundTripRunner:
+    """Every configured route; swap configs with :meth:`apply`."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteRunner] = {}
+
+    def apply(self, config: Config) -> None:
+        """Run ``config``'s routes. An unchanged route keeps running with its totals."""
+        previous, routes = self.routes, {}
+        for route in config.roundtrip:
+            send, receive = config.modules[route.send.module], config.modules[route.receive.module]
+            runner = previous.pop(route.name, None)
+            if runner is None or not runner.same_as(route, send, receive):
+                if runner is not None:
+                    runner.stop()
+                runner = RouteRunner(route, send, receive)
+                runner.start()
+            routes[route.name] = runner
+        self.routes = routes  # whole, for a scrape reading it from another thread
+        for gone in previous.values():
+            gone.stop()
+        if config.roundtrip:
+            logger.info("running %d round-trip routes", len(self.routes))
+
+    def stop(self) -> None:
+        for runner in self.routes.values():
+            runner.stop()
+
+    def collect(self) -> Iterator[Metric]:
+        """The round-trip families (none without routes); safe from a worker thread."""
+        families = RoundTripFamilies()
+        for name, runner in list(self.routes.items()):
+            families.add(name, runner.stats)
+        return iter(families)

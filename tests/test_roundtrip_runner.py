@@ -1,0 +1,287 @@
+"""The round-trip runner's bookkeeping, against an in-memory mailbox and a fake submission.
+
+Real servers cannot hold a message back on cue or fail a search on purpose; these tests
+can, so they pin down late arrivals, leftovers, cancelled attempts, overlapping attempts
+and reloads. The real-server tests (test_roundtrip_real_servers.py) cover the protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
+
+import pytest
+
+from mail_exporter.config import Config, parse_config
+from mail_exporter.roundtrip import runner as runner_module
+from mail_exporter.roundtrip.mailbox import Found
+from mail_exporter.roundtrip.message import TaggedMessage, parse_tagged
+from mail_exporter.roundtrip.outcome import Outcome, RoundTripFailure, Stage
+from mail_exporter.roundtrip.runner import RoundTripRunner, RouteRunner
+from mail_exporter.targets import Address
+
+ROUTE = "loop"
+
+
+def config(
+    timeout: str = "300ms", interval: str = "60s", routes: Mapping[str, str] | None = None
+) -> Config:
+    """A config whose routes (name: timeout) point at a closed port, with fast polling."""
+    entries = "\n".join(
+        f"""  - name: {name}
+    interval: {interval}
+    timeout: {route_timeout}
+    send: {{address: "127.0.0.1:1", module: submission, from: p@test.local, to: p@test.local}}
+    receive: {{address: "127.0.0.1:1", module: imap, poll_interval: 20ms}}"""
+        for name, route_timeout in (routes or {ROUTE: timeout}).items()
+    )
+    return parse_config(
+        f"""
+modules:
+  submission: {{protocol: smtp}}
+  imap: {{protocol: imap, auth: {{username: p@test.local, password_env: HOME}}}}
+roundtrip:
+{entries}
+"""
+    )
+
+
+@dataclass
+class FakeServer:
+    """A mailbox and an MTA in one: submitted messages arrive after ``delay`` unless held."""
+
+    delay: float = 0.0
+    hold: bool = False
+    messages: dict[str, Found] = field(default_factory=dict)
+    held: list[TaggedMessage] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    opened: int = 0
+    open_delay: float = 0.0
+    release_after: float | None = None
+    """Seconds after a held submission from which a look sees it."""
+    release_at: float | None = None
+    broken_search: bool = False
+    _uid: int = 0
+
+    def deliver(self, message: TaggedMessage, folder: str = "INBOX") -> str:
+        self._uid += 1
+        uid = str(self._uid)
+        self.messages[uid] = Found(folder, uid, message, 0.0)
+        return uid
+
+    async def submit(
+        self, address: Address, module: object, message: EmailMessage, sender: str, to: str
+    ) -> None:
+        tagged = parse_tagged(bytes(message))
+        assert tagged is not None
+        if self.hold:
+            self.held.append(tagged)
+            if self.release_after is not None:
+                self.release_at = time.monotonic() + self.release_after
+        else:
+            asyncio.get_running_loop().call_later(self.delay, self.deliver, tagged)
+
+    def release(self) -> None:
+        for message in self.held:
+            self.deliver(message)
+        self.held.clear()
+
+
+class FakeMailbox:
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+
+    async def find(self, token: str) -> Found | None:
+        if self.server.broken_search:
+            raise RoundTripFailure(Stage.RECEIVE, "search: connection lost")
+        release_at = self.server.release_at
+        if release_at is not None and release_at - time.monotonic() < 0.05:
+            # The look that overlaps the arrival sees it, once it has arrived.
+            await asyncio.sleep(release_at - time.monotonic())
+            self.server.release()
+        for found in self.server.messages.values():
+            if found.message.token == token:
+                return replace(found, seen=time.monotonic())
+        return None
+
+    async def wait(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def tagged(self, route: str) -> list[Found]:
+        return [f for f in self.server.messages.values() if f.message.route == route]
+
+    async def delete(self, messages: Sequence[Found]) -> None:
+        for found in messages:
+            del self.server.messages[found.uid]
+            self.server.deleted.append(found.message.token)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    fake = FakeServer()
+
+    async def open_mailbox(self: RouteRunner) -> FakeMailbox:
+        fake.opened += 1
+        await asyncio.sleep(fake.open_delay)
+        return FakeMailbox(fake)
+
+    monkeypatch.setattr(RouteRunner, "_open_mailbox", open_mailbox)
+    monkeypatch.setattr(runner_module, "submit", fake.submit)
+    yield fake
+
+
+def route_runner(cfg: Config | None = None) -> RouteRunner:
+    cfg = cfg or config()
+    route = cfg.roundtrip[0]
+    return RouteRunner(route, cfg.modules["submission"], cfg.modules["imap"])
+
+
+def tagged(token: str, age: float, route: str = ROUTE) -> TaggedMessage:
+    return TaggedMessage(token, route, time.time() - age, ())
+
+
+async def test_success_is_timed_and_cleaned_up(server: FakeServer) -> None:
+    server.delay = 0.03
+    runner = route_runner()
+    outcome = await runner.run_once()
+    assert outcome.success
+    assert outcome.duration is not None and 0.03 <= outcome.duration < 0.2
+    assert server.messages == {}
+    assert runner.stats.success is True
+    assert runner.stats.delivery.count == 1
+    assert runner.stats.last_success is not None
+
+
+async def test_a_lost_message_is_counted_late_once_when_it_arrives(server: FakeServer) -> None:
+    runner = route_runner()
+    server.hold = True
+    lost = await runner.run_once()
+    assert lost.failure is Stage.TIMEOUT
+    server.hold = False
+    server.release()  # the queue is flushed: the lost message arrives
+    found = await runner.run_once()
+    assert found.success and found.late == 1
+    assert server.messages == {}
+    again = await runner.run_once()
+    assert again.success and again.late == 0
+    assert runner.stats.late == 1.0
+    assert runner.stats.failures[Stage.TIMEOUT] == 1.0  # lost once, never twice
+
+
+async def test_a_message_seen_after_the_deadline_is_late_not_success(server: FakeServer) -> None:
+    server.hold = True
+    server.release_after = 0.3  # arrives at the route's timeout: seen just after it
+    runner = route_runner()
+    outcome = await runner.run_once()
+    assert outcome.failure is Stage.TIMEOUT and outcome.late == 1
+    assert outcome.duration is None
+    assert server.messages == {}
+    assert runner.stats.late == 1.0
+    assert runner.stats.success is False
+
+
+async def test_leftovers_old_ones_go_young_and_foreign_ones_stay(server: FakeServer) -> None:
+    old = server.deliver(tagged("old", age=3600))
+    young = server.deliver(tagged("young", age=0))  # maybe another exporter's, in flight
+    other_route = server.deliver(tagged("other", age=3600, route="loop2"))
+    outcome = await route_runner().run_once()
+    assert outcome.success and outcome.late == 0  # a leftover is no late arrival
+    assert old not in server.messages
+    assert set(server.messages) == {young, other_route}
+
+
+async def test_a_waiting_attempts_message_is_left_to_it(server: FakeServer) -> None:
+    runner = route_runner()
+    waiting = server.deliver(tagged("waiting", age=3600))
+    runner._pending.add("waiting")  # another attempt of this route is still looking for it
+    outcome = await runner.run_once()
+    assert outcome.success
+    assert set(server.messages) == {waiting}
+
+
+async def test_a_cancelled_attempts_message_is_removed_later_without_counting(
+    server: FakeServer,
+) -> None:
+    runner = route_runner(config(timeout="5s"))
+    server.hold = True
+    attempt = asyncio.create_task(runner.run_once())
+    await asyncio.sleep(0.05)
+    attempt.cancel()  # a reload or shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    server.hold = False
+    server.release()
+    outcome = await runner.run_once()
+    assert outcome.success and outcome.late == 0
+    assert server.messages == {}
+
+
+async def test_a_broken_session_fails_receive_and_skips_cleanup(server: FakeServer) -> None:
+    server.broken_search = True
+    runner = route_runner()
+    outcome = await runner.run_once()
+    assert outcome == Outcome(failure=Stage.RECEIVE)
+    assert runner.stats.failures[Stage.RECEIVE] == 1.0
+
+
+async def test_an_unexpected_error_costs_one_attempt(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: FakeMailbox, route: str) -> list[Found]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(FakeMailbox, "tagged", broken)
+    runner = route_runner()
+    outcome = await runner.run_once()
+    assert outcome.failure is Stage.CLEANUP
+    assert runner.stats.failures[Stage.CLEANUP] == 1.0
+
+
+async def test_slow_attempts_do_not_delay_the_next(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "FIRST_RUN_SPREAD_SECONDS", 0.0)
+    server.open_delay = 5.0  # every attempt hangs in its login
+    runner = route_runner(config(interval="50ms"))
+    runner.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert server.opened >= 5  # a new attempt every 50 ms although none has finished
+    finally:
+        runner.stop()
+
+
+async def test_reload_keeps_unchanged_routes_running(server: FakeServer) -> None:
+    runners = RoundTripRunner()
+    runners.apply(config(routes={"a": "1s", "b": "1s"}))
+    try:
+        kept, replaced = runners.routes["a"], runners.routes["b"]
+        kept.stats.record(Outcome(failure=Stage.SEND))
+        runners.apply(config(routes={"a": "1s", "b": "2s", "c": "1s"}))
+        assert runners.routes["a"] is kept
+        assert kept.stats.failures[Stage.SEND] == 1.0
+        assert runners.routes["b"] is not replaced
+        assert set(runners.routes) == {"a", "b", "c"}
+        runners.apply(config(routes={"c": "1s"}))
+        assert set(runners.routes) == {"c"}
+    finally:
+        runners.stop()
+
+
+def test_every_stage_is_exported_from_the_start() -> None:
+    runners = RoundTripRunner()
+    runners.routes[ROUTE] = route_runner()
+    families = {family.name: family for family in runners.collect()}
+    assert "mail_roundtrip_success" not in families  # no attempt has ended yet
+    stages = {s.labels["stage"]: s.value for s in families["mail_roundtrip_failures"].samples}
+    assert stages == dict.fromkeys(
+        ("send", "send_auth", "receive", "receive_auth", "timeout", "cleanup"), 0.0
+    )
+    assert families["mail_roundtrip_late_arrivals"].samples[0].value == 0.0
+    assert families["mail_roundtrip_junk"].samples[0].value == 0.0
