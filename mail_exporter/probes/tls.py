@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import ssl
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,8 @@ from cryptography.x509.verification import (
 from mail_exporter.probes.result import TLSFacts
 
 _DER = 2  # _ssl.ENCODING_DER, the private constant behind Certificate.public_bytes
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 _SYSTEM_CA_CANDIDATES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
@@ -68,7 +72,19 @@ def system_ca_file() -> str | None:
 def _trust_store(ca_file: str, mtime_ns: int) -> Store:
     """Parsed trust anchors, cached per file version (the mtime is part of the key)."""
     del mtime_ns
-    return Store(x509.load_pem_x509_certificates(Path(ca_file).read_bytes()))
+    anchors = []
+    # One by one: a system bundle may hold a certificate that today's cryptography only warns
+    # about (a non-positive serial) and a later one refuses; it must not cost the others.
+    for block in _PEM_BLOCK.findall(Path(ca_file).read_bytes()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                anchors.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
+    if not anchors:
+        raise ValueError("no certificate in the file")
+    return Store(anchors)
 
 
 def _peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
