@@ -260,12 +260,44 @@ class BackupsConfig(CollectorSection):
 
 
 class LogSource(StrictModel):
-    """One log to follow: a file, the systemd journal, or standard input."""
+    """One log to follow: a file, the systemd journal, or standard input.
+
+    ``format`` says how a line looks: ``syslog`` (``DATE HOST program[pid]: text``, what
+    /var/log/mail.log and the journal carry, every program family recognised by its tag),
+    ``dovecot`` (Dovecot's own ``log_path``), ``exim`` (Exim's mainlog or rejectlog) or
+    ``rspamd`` (rspamd's own log file).
+    """
 
     type: Literal["file", "journal", "stdin"] = "file"
+    name: str | None = Field(default=None, min_length=1)  # the ``source`` label; default below
+    format: Literal["syslog", "dovecot", "exim", "rspamd"] = "syslog"
     path: Path | None = None  # type file
     journal_units: list[str] = Field(default_factory=list)  # type journal
     journal_identifiers: list[str] = Field(default_factory=list)  # type journal
+    journal_directory: Path | None = None  # type journal: default the system journal
+    journal_command: list[str] = Field(default_factory=lambda: ["journalctl"], min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_of_its_type(self) -> LogSource:
+        if (self.type == "file") != (self.path is not None):
+            raise ValueError("path is required for type file and only allowed there")
+        journal_keys = self.journal_units or self.journal_identifiers or self.journal_directory
+        if journal_keys and self.type != "journal":
+            raise ValueError("journal_* keys are only allowed with type journal")
+        if self.type == "journal" and self.format != "syslog":
+            raise ValueError("journal entries carry their program name: format must be syslog")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The ``source`` label: the name, the path, ``journal`` (with its filters) or ``stdin``."""
+        if self.name is not None:
+            return self.name
+        if self.path is not None:
+            return str(self.path)
+        if self.type == "journal":
+            return ",".join(["journal", *self.journal_units, *self.journal_identifiers])
+        return self.type
 
 
 class LogsConfig(CollectorSection):
@@ -276,7 +308,19 @@ class LogsConfig(CollectorSection):
     )
     start_at: Literal["end", "beginning"] = "end"
     state_file: Path | None = None  # keeps the read position across restarts
-    top_domains: int = Field(default=10, ge=1, le=100)
+    top_domains: int = Field(default=10, ge=0, le=100)  # 0: no per-domain series
+    poll_interval: Duration = Field(default="250ms", validate_default=True)
+    max_line_bytes: int = Field(default=16384, ge=256, le=1048576)
+
+    @model_validator(mode="after")
+    def _distinct_sources(self) -> LogsConfig:
+        labels = [source.label for source in self.sources]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"each log source must be given once: {', '.join(duplicates)}")
+        if sum(source.type == "stdin" for source in self.sources) > 1:
+            raise ValueError("there is only one standard input")
+        return self
 
 
 class CollectorsConfig(StrictModel):

@@ -153,6 +153,7 @@ from mail_exporter.collectors import (  # noqa: E402, F401
     backups,
     exim_queue,
     host,
+    logs,
     postfix_queue,
     qmail_queue,
     sensors,

@@ -1,0 +1,300 @@
+"""Log collector speed: lines per second through parse and count, and against postfix_exporter.
+
+Two measurements on the same generated, realistic Postfix log (``--lines``, 1M by
+default: smtpd sessions with TLS, submission logins, qmgr, smtp/lmtp/local deliveries
+with delays, deferrals, bounces, rejects at several stages, SASL failures):
+
+1. **Parse and count** on one core, in this process: every line through
+   :class:`LineDispatcher` into the counters, best of ``--runs``.
+2. **Side by side, end to end**: the real ``mail-exporter`` (only the logs collector)
+   and Debian's ``prometheus-postfix-exporter``, each following its own copy of an
+   empty log file on 127.0.0.1. The whole log is appended at once, then each
+   exporter's /metrics is polled until its counters show the last line: for us
+   ``mail_log_lines_total`` summing to the line count, for postfix_exporter the one
+   cleanup ``reject`` line written last (its ``postfix_cleanup_messages_rejected_total``
+   reaching 1, the log being read in order). Wall time from the append to that, and
+   each process's CPU time over it.
+
+Target (issue 6): at least 200,000 lines/s in (1), and at least as fast as
+postfix_exporter in (2).
+
+    .venv/bin/python bench/logs.py                 # 1M lines
+    .venv/bin/python bench/logs.py --lines 200000  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    Children,
+    exporter_command,
+    free_port,
+    http_ok,
+    machine_line,
+    print_table,
+    wait_until,
+)
+from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.dispatch import LineDispatcher
+
+PEER = "prometheus-postfix-exporter"
+TARGET_LINES_PER_SECOND = 200_000
+SENTINEL = (
+    "Jan 12 23:59:59 mail postfix/cleanup[999]: 4FFFFFFFFF: reject: header Subject: win "
+    "from unknown[192.0.2.9]; from=<s@spam.example> to=<u@example.com> proto=ESMTP "
+    "helo=<spam>: 5.7.1 message content rejected"
+)
+DOMAINS = ["example.com", "example.net", "gmail.com", "outlook.com", "yahoo.com",
+           "web.de", "gmx.de", "example.org", "mail.ru", "icloud.com"]  # fmt: skip
+REJECTS = (
+    "RCPT from unknown[{ip}]: 554 5.7.1 <u@outside.example>: Relay access denied",
+    "RCPT from unknown[{ip}]: 554 5.7.1 Service unavailable; Client host [{ip}] blocked "
+    "using zen.spamhaus.org",
+    "RCPT from mx.example[{ip}]: 550 5.1.1 <nobody@example.com>: Recipient address rejected: "
+    "User unknown in virtual mailbox table",
+    "EHLO from unknown[{ip}]: 504 5.5.2 <localhost>: Helo command rejected: need fully-"
+    "qualified hostname",
+    "MAIL from unknown[{ip}]: 553 5.7.1 <a@b>: Sender address rejected: not logged in",
+)
+
+
+class LogWriter:
+    """Builds syslog lines with a running clock, queue IDs and process IDs."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.second = 0
+        self.queue_id = 0x1A2B3C0000
+
+    def line(self, program: str, text: str) -> str:
+        self.second += self.random.random() < 0.01
+        stamp = f"Jan 12 {self.second // 3600 % 24:02d}:{self.second // 60 % 60:02d}:" \
+                f"{self.second % 60:02d}"  # fmt: skip
+        return f"{stamp} mail postfix/{program}[{self.random.randint(1000, 30000)}]: {text}"
+
+    def ip(self) -> str:
+        r = self.random
+        return f"{r.randint(1, 223)}.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+
+    def address(self) -> str:
+        return f"user{self.random.randint(1, 500)}@{self.random.choice(DOMAINS)}"
+
+    def new_queue_id(self) -> str:
+        self.queue_id += self.random.randint(1, 50)
+        return f"{self.queue_id:X}"
+
+
+def inbound_message(log: LogWriter) -> Iterator[str]:
+    """A TLS SMTP session that delivers one message to a local mailbox or relays it."""
+    r, ip, queue_id = log.random, log.ip(), log.new_queue_id()
+    yield log.line("smtpd", f"connect from mx.example[{ip}]")
+    yield log.line("smtpd", f"Anonymous TLS connection established from mx.example[{ip}]: "
+                   "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)")  # fmt: skip
+    yield log.line("smtpd", f"{queue_id}: client=mx.example[{ip}]")
+    yield log.line("cleanup", f"{queue_id}: message-id=<{queue_id}@mx.example>")
+    yield log.line("qmgr", f"{queue_id}: from=<{log.address()}>, size={r.randint(900, 90000)}, "
+                   "nrcpt=1 (queue active)")  # fmt: skip
+    yield log.line("smtpd", f"disconnect from mx.example[{ip}] ehlo=2 starttls=1 mail=1 rcpt=1 "
+                   "data=1 quit=1 commands=7")  # fmt: skip
+    yield from delivery(log, queue_id)
+    yield log.line("qmgr", f"{queue_id}: removed")
+
+
+def delivery(log: LogWriter, queue_id: str) -> Iterator[str]:
+    r = log.random
+    delays = f"{r.random():.2f}/{r.random() / 10:.2f}/{r.random():.2f}/{r.random() * 2:.2f}"
+    roll = r.random()
+    if roll < 0.55:
+        yield log.line("lmtp", f"{queue_id}: to=<{log.address()}>, relay=mail[private/dovecot-"
+                       f"lmtp], delay=1.2, delays={delays}, dsn=2.0.0, status=sent (250 2.0.0 "
+                       "<u> Saved)")  # fmt: skip
+    elif roll < 0.8:
+        yield log.line("smtp", f"{queue_id}: to=<{log.address()}>, relay=mx.example[{log.ip()}]"
+                       f":25, delay=2.1, delays={delays}, dsn=2.0.0, status=sent (250 2.0.0 Ok: "
+                       "queued as 4XyZ)")  # fmt: skip
+    elif roll < 0.9:
+        yield log.line("smtp", f"{queue_id}: to=<{log.address()}>, relay=none, delay=30, "
+                       f"delays={delays}, dsn=4.4.1, status=deferred (connect to mx.example["
+                       f"{log.ip()}]:25: Connection timed out)")  # fmt: skip
+    elif roll < 0.95:
+        yield log.line("local", f"{queue_id}: to=<root@mail.example.com>, orig_to=<root>, "
+                       f"relay=local, delay=0.1, delays={delays}, dsn=2.0.0, status=sent "
+                       "(delivered to mailbox)")  # fmt: skip
+    else:
+        yield log.line(
+            "smtp",
+            f"{queue_id}: to=<{log.address()}>, relay=mx.example[{log.ip()}]"
+            f":25, delay=1, delays={delays}, dsn=5.1.1, status=bounced (host mx."
+            "example said: 550 5.1.1 User unknown (in reply to RCPT TO command))",
+        )
+        notice = log.new_queue_id()
+        yield log.line("cleanup", f"{notice}: message-id=<{notice}@mail.example.com>")
+        yield log.line("bounce", f"{queue_id}: sender non-delivery notification: {notice}")
+
+
+def rejected_session(log: LogWriter) -> Iterator[str]:
+    ip = log.ip()
+    reject = log.random.choice(REJECTS).format(ip=ip)
+    yield log.line("smtpd", f"connect from unknown[{ip}]")
+    yield log.line("smtpd", f"NOQUEUE: reject: {reject}; from=<{log.address()}> "
+                   f"to=<{log.address()}> proto=ESMTP helo=<spammer>")  # fmt: skip
+    yield log.line("smtpd", f"disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=0/1 quit=1 "
+                   "commands=3/4")  # fmt: skip
+
+
+def sasl_attack(log: LogWriter) -> Iterator[str]:
+    ip = log.ip()
+    service = log.random.choice(("submission/smtpd", "smtpd"))
+    yield log.line(service, f"connect from unknown[{ip}]")
+    yield log.line(service, f"warning: unknown[{ip}]: SASL LOGIN authentication failed: "
+                   "UGFzc3dvcmQ6")  # fmt: skip
+    yield log.line(service, f"lost connection after AUTH from unknown[{ip}]")
+    yield log.line(service, f"disconnect from unknown[{ip}] ehlo=1 auth=0/1 commands=1/2")
+
+
+def submission(log: LogWriter) -> Iterator[str]:
+    ip, queue_id = log.ip(), log.new_queue_id()
+    yield log.line("submission/smtpd", f"connect from client[{ip}]")
+    yield log.line("submission/smtpd", f"{queue_id}: client=client[{ip}], sasl_method=PLAIN, "
+                   f"sasl_username={log.address()}")  # fmt: skip
+    yield log.line("cleanup", f"{queue_id}: message-id=<{queue_id}@client>")
+    yield log.line("qmgr", f"{queue_id}: from=<{log.address()}>, size=2048, nrcpt=1 "
+                   "(queue active)")  # fmt: skip
+    yield log.line("submission/smtpd", f"disconnect from client[{ip}] ehlo=2 starttls=1 auth=1 "
+                   "mail=1 rcpt=1 data=1 quit=1 commands=8")  # fmt: skip
+    yield from delivery(log, queue_id)
+    yield log.line("qmgr", f"{queue_id}: removed")
+
+
+SESSIONS: tuple[tuple[Callable[[LogWriter], Iterator[str]], float], ...] = (
+    (inbound_message, 0.45), (rejected_session, 0.25), (sasl_attack, 0.15), (submission, 0.15),
+)  # fmt: skip
+
+
+def generate(count: int, seed: int = 6) -> list[str]:
+    """``count`` lines of a busy mail server's log, the sentinel last."""
+    log = LogWriter(seed)
+    kinds, weights = zip(*SESSIONS, strict=True)
+    lines: list[str] = []
+    while len(lines) < count - 1:
+        lines.extend(log.random.choices(kinds, weights)[0](log))
+    return [*lines[: count - 1], SENTINEL]
+
+
+def parse_rate(lines: list[str], runs: int) -> float:
+    """Lines per second through dispatch, parse and count, best of ``runs`` (one core)."""
+    best = float("inf")
+    for _ in range(runs):
+        dispatcher = LineDispatcher(LogCounters(10))
+        feed = dispatcher.syslog_line
+        started = time.perf_counter()
+        for line in lines:
+            feed(line)
+        best = min(best, time.perf_counter() - started)
+        total = sum(dispatcher.counters.lines.values())
+        assert total == len(lines), total
+    return len(lines) / best
+
+
+def metric_sum(url: str, name: str) -> float:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name)] in "{ "
+    )
+
+
+def follow_time(
+    log_path: Path, data: bytes, url: str, done: Callable[[], bool], pid: int
+) -> tuple[float, float]:
+    """Wall seconds from appending ``data`` until ``done()``, and the CPU seconds spent."""
+    process = psutil.Process(pid)
+    cpu_before = sum(process.cpu_times()[:2])
+    started = time.perf_counter()
+    with log_path.open("ab") as log:
+        log.write(data)
+    wait_until(done, 600, f"{url} shows every line")
+    wall = time.perf_counter() - started
+    return wall, sum(process.cpu_times()[:2]) - cpu_before
+
+
+def side_by_side(lines: list[str], work: Path) -> list[tuple[str, float, float]]:
+    data = ("\n".join(lines) + "\n").encode()
+    ours_log, peer_log = work / "ours.log", work / "peer.log"
+    ours_log.touch()
+    peer_log.touch()
+    config = work / "config.yml"
+    config.write_text(
+        "collectors:\n  logs:\n    enabled: true\n    timeout: 30s\n"
+        f"    sources:\n      - path: {ours_log}\n"
+    )
+    results = []
+    with Children() as children:
+        ours_port, peer_port = free_port(), free_port()
+        ours = children.start(exporter_command(config, ours_port), log=work / "ours.stderr")
+        peer = children.start(
+            [PEER, f"--web.listen-address=127.0.0.1:{peer_port}",
+             f"--postfix.logfile_path={peer_log}",
+             f"--postfix.showq_path={work / 'no-showq'}"],
+            log=work / "peer.stderr",
+        )  # fmt: skip
+        ours_url = f"http://127.0.0.1:{ours_port}/metrics"
+        peer_url = f"http://127.0.0.1:{peer_port}/metrics"
+        for url, process in ((ours_url, ours), (peer_url, peer)):
+            wait_until(lambda u=url: http_ok(u), 30, url, lambda p=process: p.poll() is None)
+        time.sleep(1.0)  # both have opened their (empty) files and sit at the end
+        wall, cpu = follow_time(
+            ours_log, data, ours_url,
+            lambda: metric_sum(ours_url, "mail_log_lines_total") >= len(lines), ours.pid,
+        )  # fmt: skip
+        results.append(("mail_exporter", wall, cpu))
+        wall, cpu = follow_time(
+            peer_log,
+            data,
+            peer_url,
+            lambda: metric_sum(peer_url, "postfix_cleanup_messages_rejected_total") >= 1,
+            peer.pid,
+        )
+        results.append((PEER, wall, cpu))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    arguments = parser.parse_args()
+    print(machine_line())
+    print(time.strftime("%Y-%m-%d %H:%M %Z"))
+    lines = generate(arguments.lines)
+    rate = parse_rate(lines, arguments.runs)
+    verdict = "meets" if rate >= TARGET_LINES_PER_SECOND else "MISSES"
+    print(f"\nparse and count, one core: {rate:,.0f} lines/s ({verdict} the 200,000 target)")
+    if shutil.which(PEER) is None:
+        sys.exit(f"{PEER} is not installed: apt-get install {PEER}")
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as work:
+        results = side_by_side(lines, Path(work))
+    rows = [("exporter", "wall s", "lines/s", "CPU s", "µs CPU/line")]
+    for name, wall, cpu in results:
+        rows.append((name, f"{wall:.2f}", f"{len(lines) / wall:,.0f}", f"{cpu:.2f}",
+                     f"{cpu / len(lines) * 1e6:.1f}"))  # fmt: skip
+    print_table(f"Appending {len(lines):,} lines, until /metrics shows them all", rows)
+
+
+if __name__ == "__main__":
+    main()

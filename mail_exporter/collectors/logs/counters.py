@@ -1,0 +1,107 @@
+"""What the log parsers count into: plain dicts keyed by label tuples, rendered at scrape time.
+
+The hot path is ``counts[key] += 1`` on a ``defaultdict``; a prometheus_client metric
+would take a lock and a label lookup on every increment, which costs more than parsing
+the line. Every label value that comes from a log line goes through a bounded set
+(:class:`LabelGuard`, :class:`~.domains.TopDomains`) or a fixed classification, so no
+line can add an unbounded number of series.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections import defaultdict
+
+from mail_exporter.collectors.logs.domains import TopDomains
+
+Labels = tuple[str, ...]
+Counts = defaultdict[Labels, int]
+
+OTHER = "other"
+DELAY_BUCKETS: tuple[float, ...] = (
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+    432000.0,
+)  # fmt: skip
+"""Seconds: a local hop takes milliseconds, a message that bounces after days in the queue 5 d."""
+
+
+class Histogram:
+    """Observations per bucket (the last one is +Inf) and their sum."""
+
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(DELAY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(DELAY_BUCKETS, value)] += 1
+        self.sum += value
+
+    def copy(self) -> Histogram:
+        twin = Histogram()
+        twin.buckets = self.buckets.copy()
+        twin.sum = self.sum
+        return twin
+
+
+class LabelGuard:
+    """The first ``limit`` distinct values pass; any further one becomes ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+class LogCounters:
+    """Every count the log parsers keep, behind one lock shared with the scrape."""
+
+    def __init__(self, top_domains: int) -> None:
+        self.lock = threading.Lock()
+        self.lines: Counts = defaultdict(int)  # mta, program, result
+        self.received: Counts = defaultdict(int)  # mta
+        self.deliveries: Counts = defaultdict(int)  # mta, transport, status
+        self.dsn_classes: Counts = defaultdict(int)  # mta, transport, dsn_class
+        self.delays: dict[Labels, Histogram] = {}  # mta, transport, stage
+        self.connections: Counts = defaultdict(int)  # mta, service
+        self.lost_connections: Counts = defaultdict(int)  # mta, service, after
+        self.timeouts: Counts = defaultdict(int)  # mta, service, after
+        self.rejects: Counts = defaultdict(int)  # mta, service, reason
+        self.reject_stages: Counts = defaultdict(int)  # mta, service, stage
+        self.auth_failures: Counts = defaultdict(int)  # mta, service
+        self.logins: Counts = defaultdict(int)  # mta, service, mechanism
+        self.disconnects: Counts = defaultdict(int)  # mta, service, reason
+        self.tls_connections: Counts = defaultdict(int)  # mta, service, version, trust
+        self.postscreen: Counts = defaultdict(int)  # mta, result
+        self.bounces: Counts = defaultdict(int)  # mta, kind
+        self.frozen: Counts = defaultdict(int)  # mta
+        self.problems: Counts = defaultdict(int)  # mta, service, severity
+        self.filter_results: Counts = defaultdict(int)  # mta, verdict, action
+        self.quarantined: Counts = defaultdict(int)  # mta
+        self.sender_domains = TopDomains(top_domains)  # mta, domain
+        self.recipient_domains = TopDomains(top_domains)  # mta, domain, status
+        # Label values taken from log text, each bounded.
+        self.programs = LabelGuard(100)
+        self.services = LabelGuard(50)
+        self.mechanisms = LabelGuard(20)
+
+    def histogram(self, key: Labels) -> Histogram:
+        found = self.delays.get(key)
+        if found is None:
+            found = self.delays[key] = Histogram()
+        return found
+
+    def set_top_domains(self, keep: int) -> None:
+        """A reload changed ``top_domains``: domain series start over with the new cap."""
+        if keep != self.sender_domains.keep:
+            self.sender_domains = TopDomains(keep)
+            self.recipient_domains = TopDomains(keep)

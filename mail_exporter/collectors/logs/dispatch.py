@@ -1,0 +1,129 @@
+"""From a line to the parser of the program that wrote it, with plain string operations.
+
+A syslog line is ``DATE HOST TAG: TEXT``: the tag is the last word before the first
+``": "`` (no timestamp form, RFC 3164 or RFC 3339, contains ``": "``), its ``[pid]`` is
+cut off, and the tag picks a route once: the route (handler, label, coverage keys) is
+cached by tag, so the steady state costs one dict lookup per line before the handler
+looks at the text. Journal entries arrive as (SYSLOG_IDENTIFIER, MESSAGE) and take the
+same routes. Sources in a program's own format (Dovecot's log_path, Exim's mainlog,
+rspamd.log) go to that program's parser directly.
+
+Every line counts in ``mail_log_lines_total{mta, result}`` (and by program): ``parsed``
+when its handler recognised it, ``unsupported`` otherwise, including lines of programs
+no parser knows (``mta="other"``). A handler that raises on a malformed line costs
+that line (counted unsupported), never the follower.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from mail_exporter.collectors.logs.counters import Labels, LogCounters
+from mail_exporter.collectors.logs.dovecot import DovecotParser
+from mail_exporter.collectors.logs.exim import EximParser
+from mail_exporter.collectors.logs.postfix import Handler, PostfixParser
+from mail_exporter.collectors.logs.spam import SpamParser
+
+logger = logging.getLogger(__name__)
+
+MAX_ROUTES = 4096
+"""Distinct tags remembered; past that (a log full of random tags) routes are not cached."""
+
+Route = tuple[Handler, str, Labels, Labels]
+"""Handler, its label argument, and the coverage keys for parsed and unsupported lines."""
+LineFeeder = Callable[[str], None]
+
+
+def _unknown(label: str, text: str) -> bool:
+    return False
+
+
+class LineDispatcher:
+    """Routes lines to the Postfix, Exim, Dovecot and content filter parsers."""
+
+    def __init__(self, counters: LogCounters) -> None:
+        self.counters = counters
+        self.postfix = PostfixParser(counters)
+        self.exim = EximParser(counters)
+        self.dovecot = DovecotParser(counters)
+        self.spam = SpamParser(counters)
+        self._programs: dict[str, tuple[str, Handler]] = {
+            "dovecot": ("dovecot", self.dovecot.syslog),
+            "exim": ("exim", self.exim.syslog),
+            "exim4": ("exim", self.exim.syslog),
+            "rspamd": ("rspamd", self.spam.rspamd),
+            "amavis": ("amavis", self.spam.amavis),
+            "amavisd": ("amavis", self.spam.amavis),
+            "amavisd-new": ("amavis", self.spam.amavis),
+            "spamd": ("spamassassin", self.spam.spamd),
+            "clamd": ("clamav", self.spam.clamav),
+            "clamav-milter": ("clamav", self.spam.clamav),
+        }
+        self._routes: dict[str, Route] = {}
+
+    def feeder(self, log_format: str) -> LineFeeder:
+        """The function that takes one line of a source in ``log_format``."""
+        own: dict[str, tuple[str, Callable[[str], bool]]] = {
+            "dovecot": ("dovecot", self._dovecot_line),
+            "exim": ("exim", self.exim.file_line),
+            "rspamd": ("rspamd", self.spam.rspamd_line),
+        }
+        if log_format not in own:
+            return self.syslog_line
+        mta, parse = own[log_format]
+        return self._own_format(mta, parse)
+
+    def syslog_line(self, line: str) -> None:
+        colon = line.find(": ")
+        space = line.rfind(" ", 0, colon)
+        tag = line[space + 1 : colon] if colon > 0 else ""
+        if tag[-1:] == "]":
+            tag = tag[: tag.rfind("[")]
+        self.message(tag, line[colon + 2 :])
+
+    def message(self, program: str, text: str) -> None:
+        """One message of ``program`` (a syslog tag without its pid)."""
+        route = self._routes.get(program) or self._route(program)
+        handler, label, parsed, unsupported = route
+        try:
+            understood = handler(label, text)
+        except Exception:  # a malformed line must cost only itself
+            logger.debug("log line not understood by %s: %r", program, text, exc_info=True)
+            understood = False
+        self.counters.lines[parsed if understood else unsupported] += 1
+
+    def _route(self, program: str) -> Route:
+        found = self.postfix.route(program)
+        if found is not None:
+            mta, (handler, label) = "postfix", found
+        else:
+            mta, handler = self._programs.get(program, ("other", _unknown))
+            label = program
+        name = self.counters.programs(program or "none")
+        route = (handler, label, (mta, name, "parsed"), (mta, name, "unsupported"))
+        if len(self._routes) < MAX_ROUTES:
+            self._routes[program] = route
+        return route
+
+    def _dovecot_line(self, line: str) -> bool:
+        """``DATE PROCESS: [Level: ]TEXT`` from Dovecot's own log file."""
+        colon = line.find(": ")
+        if colon < 0:
+            return False
+        process = line[line.rfind(" ", 0, colon) + 1 : colon]
+        return self.dovecot.line(process, line[colon + 2 :])
+
+    def _own_format(self, mta: str, parse: Callable[[str], bool]) -> LineFeeder:
+        parsed, unsupported = (mta, mta, "parsed"), (mta, mta, "unsupported")
+        lines = self.counters.lines
+
+        def feed(line: str) -> None:
+            try:
+                understood = parse(line)
+            except Exception:  # a malformed line must cost only itself
+                logger.debug("%s log line not understood: %r", mta, line, exc_info=True)
+                understood = False
+            lines[parsed if understood else unsupported] += 1
+
+        return feed

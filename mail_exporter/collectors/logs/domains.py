@@ -1,0 +1,73 @@
+"""Counts by mail domain with a hard cap: the busiest domains by name, the rest as ``other``.
+
+Counters must only go up, so a domain is never folded into ``other`` after the fact:
+a domain is *promoted* to a series of its own when a slot is free (the first ``keep``
+domains seen take the free slots), and from then on its traffic counts under its name;
+traffic of every other domain counts as ``other`` at the moment it happens. Every
+``REBALANCE_EVERY`` events the recent volume of each domain (a decaying count, kept
+for at most ``CANDIDATES_PER_SLOT * keep`` domains) is compared: a domain with more
+than twice the recent volume of the quietest promoted one takes its slot, and the
+demoted domain's series ends (it disappears from the output; ``rate()`` over it stays
+right). So a flood of random domains costs bounded memory and at most ``keep`` series.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+OTHER = "other"
+REBALANCE_EVERY = 256
+CANDIDATES_PER_SLOT = 20
+DECAY = 0.9
+"""Recent volume is multiplied by this at each rebalance: a half-life of ~1,700 events."""
+MARGIN = 2.0
+
+
+class TopDomains:
+    """Counts keyed by (mta, domain, *more): ``domain`` is a promoted domain or ``other``."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
+        self._promoted: set[str] = set()
+        self._volume: dict[str, float] = {}
+        self._events = 0
+
+    def add(self, mta: str, domain: str, *more: str) -> None:
+        if not self.keep:
+            return
+        volume = self._volume
+        volume[domain] = volume.get(domain, 0.0) + 1.0
+        if domain not in self._promoted and len(self._promoted) < self.keep:
+            self._promoted.add(domain)
+        label = domain if domain in self._promoted else OTHER
+        self.counts[(mta, label, *more)] += 1
+        self._events += 1
+        if self._events % REBALANCE_EVERY == 0:
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        volume = self._volume
+        for domain in volume:
+            volume[domain] *= DECAY
+        ranked = sorted(volume, key=volume.__getitem__, reverse=True)
+        for domain in ranked[: self.keep]:
+            if domain in self._promoted:
+                continue
+            weakest = min(self._promoted, key=lambda name: volume.get(name, 0.0))
+            if volume[domain] <= MARGIN * volume.get(weakest, 0.0):
+                break  # ranked in order: no later candidate can pass either
+            self._demote(weakest)
+            self._promoted.add(domain)
+        capacity = CANDIDATES_PER_SLOT * self.keep
+        if len(volume) > capacity:
+            keep = set(ranked[:capacity]) | self._promoted
+            self._volume = {domain: volume[domain] for domain in keep if domain in volume}
+
+    def _demote(self, domain: str) -> None:
+        self._promoted.discard(domain)
+        for key in [key for key in self.counts if key[1] == domain]:
+            del self.counts[key]
+
+    def snapshot(self) -> dict[tuple[str, ...], int]:
+        return dict(self.counts)

@@ -1,0 +1,294 @@
+"""Postfix log lines: receptions, deliveries with their delay stages, rejects, logins, TLS.
+
+Lines are routed by syslog tag before any text is looked at: ``postfix/smtpd``,
+``postfix/submission/smtpd`` (a master.cf service with its own ``syslog_name``) and
+``postfix-NAME/smtpd`` (a multi-instance Postfix) all reach the smtpd handler. The
+``service``/``transport`` label is the tag without the default ``postfix/``
+(``smtpd``, ``submission/smtpd``, ``relay/smtp``); another instance keeps its name
+(``postfix-out/smtpd``), so instances stay apart without a label of their own (the
+``instance`` label belongs to Prometheus).
+
+Decisions an admin would expect:
+
+* ``mail_messages_received_total`` counts qmgr's ``from=`` line once per queue ID: qmgr
+  logs it again each time a deferred message is retried, so IDs stay remembered until
+  qmgr logs ``removed`` (at most ``MAX_QUEUED_IDS``; a message already queued when the
+  exporter started counts at its first retry).
+* ``delays=a/b/c/d`` feed ``mail_delivery_delay_seconds`` one stage each, for final
+  statuses only (sent, bounced): a deferral's delays describe an attempt, not a delivery.
+* ``status=expired`` comes from qmgr (transport ``qmgr``); ``SOFTBOUNCE`` (soft_bounce=yes)
+  is a deferral; address verification probes (``deliverable``/``undeliverable``) are
+  not deliveries and are not counted.
+* Rejects are counted at every stage smtpd (and postscreen, and cleanup's header/body
+  checks and milters) logs them; ``reject_warning`` (warn_if_reject) is not a reject.
+* ``warning:``/``error:``/``fatal:``/``panic:`` lines count by severity, except SASL
+  failures, which are ``mail_auth_failures_total``.
+
+Lines a handler recognises count as parsed even when they carry nothing to count
+(``disconnect from``, ``message-id=``); anything else is unsupported, so the coverage
+counter shows what this parser misses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mail_exporter.collectors.logs.counters import OTHER, LogCounters
+from mail_exporter.collectors.logs.rejects import reject_reason, stage
+from mail_exporter.metrics import tls_version_label
+
+MTA = "postfix"
+MAX_QUEUED_IDS = 200_000
+STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
+FINAL_STATUSES = frozenset(("sent", "bounced"))
+STATUS_LABELS = {"sent": "sent", "deferred": "deferred", "bounced": "bounced",
+                 "SOFTBOUNCE": "deferred"}  # fmt: skip
+VERIFY_STATUSES = frozenset(("deliverable", "undeliverable"))
+DELIVERY_AGENTS = frozenset(("smtp", "lmtp", "local", "virtual", "pipe", "error", "retry",
+                             "discard"))  # fmt: skip
+QUIET_DAEMONS = frozenset(
+    ("master", "postfix-script", "anvil", "scache", "tlsmgr", "trivial-rewrite", "proxymap",
+     "verify", "postlogd", "postlog", "flush", "showq", "postdrop", "postqueue", "postsuper",
+     "sendmail", "spawn", "dnsblog", "tlsproxy", "postmap", "postalias", "postmulti", "oqmgr",
+     "qmqpd", "script")
+)  # fmt: skip
+"""Daemons whose lines carry nothing counted here but warnings (statistics, start, stop)."""
+SEVERITIES = ("warning", "error", "fatal", "panic")
+SMTPD_NOISE = (
+    "disconnect from ", "improper command pipelining", "too many errors",
+    "SSL_accept error", "TLS library problem", "setting up TLS", "NOQUEUE: reject_warning",
+    "NOQUEUE: filter:", "NOQUEUE: lost connection", "proxy-accept", "proxy-reject",
+    "non-SMTP command", "discarding EHLO keywords", "input transfer",
+)  # fmt: skip
+DELIVERY_NOISE = (
+    "connect to ", "lost connection with", "conversation with", "host ", "enabling PIX",
+    "SSL_connect error", "TLS is required", "server certificate", "certificate verification",
+    "Server certificate", "tlsa", "Cannot start TLS", "delivery temporarily suspended",
+)  # fmt: skip
+QUEUE_ACTIONS = ("message-id=", "resent-message-id=", "hold:", "discard:", "redirect:", "filter:",
+                 "replace:", "warning: header", "warning: body", "uid=", "sender=", "info:",
+                 "skipped, still being delivered", "removed", "client=")  # fmt: skip
+POSTSCREEN_RESULTS = (
+    ("CONNECT from", "connect"), ("PASS NEW", "pass_new"), ("PASS OLD", "pass_old"),
+    ("DNSBL rank", "dnsbl"), ("PREGREET", "pregreet"), ("HANGUP", "hangup"),
+    ("COMMAND PIPELINING", "pipelining"), ("NON-SMTP COMMAND", "non_smtp_command"),
+    ("BARE NEWLINE", "bare_newline"), ("WHITELISTED", "allowlisted"),
+    ("ALLOWLISTED", "allowlisted"), ("BLACKLISTED", "denylisted"), ("DENYLISTED", "denylisted"),
+    ("WHITELIST VETO", "allowlist_veto"), ("ALLOWLIST VETO", "allowlist_veto"),
+    ("COMMAND TIME LIMIT", "command_limit"), ("COMMAND COUNT LIMIT", "command_limit"),
+    ("COMMAND LENGTH LIMIT", "command_limit"),
+)  # fmt: skip
+POSTSCREEN_NOISE = ("DISCONNECT", "cache ", "NOQUEUE: reject_warning", "TLS")
+BOUNCE_KINDS = (("sender non-delivery", "non_delivery"), ("sender delay", "delay"),
+                ("sender delivery status", "delivery_status"),
+                ("postmaster non-delivery", "postmaster"))  # fmt: skip
+TLS_TRUST = {"Anonymous": "anonymous", "Untrusted": "untrusted", "Trusted": "trusted",
+             "Verified": "verified"}  # fmt: skip
+
+Handler = Callable[[str, str], bool]
+"""(service or transport label, message text) → whether the line was understood."""
+
+
+def address_domain(text: str, start: int) -> str:
+    """The domain of the address in ``<...>`` at ``start`` (lower case); ``none`` for ``<>``."""
+    end = text.find(">", start)
+    at = text.rfind("@", start, end)
+    return text[at + 1 : end].lower() if at >= 0 else "none"
+
+
+class PostfixParser:
+    """Handlers for Postfix's daemons, counting into one :class:`LogCounters`."""
+
+    def __init__(self, counters: LogCounters) -> None:
+        self.c = counters
+        self._queued: dict[str, None] = {}  # queue IDs seen by qmgr, oldest first
+        self._handlers: dict[str, Handler] = {
+            "smtpd": self.smtpd,
+            "postscreen": self.postscreen,
+            "qmgr": self.qmgr,
+            "cleanup": self.queue_lines,
+            "pickup": self.queue_lines,
+            "bounce": self.bounce,
+            **dict.fromkeys(DELIVERY_AGENTS, self.delivery),
+            **dict.fromkeys(QUIET_DAEMONS, self.quiet),
+        }
+
+    def route(self, tag: str) -> tuple[Handler, str] | None:
+        """The handler and label for a syslog tag, or ``None`` if it is not Postfix's."""
+        head, slash, rest = tag.partition("/")
+        if not slash or not rest or not (head == MTA or head.startswith("postfix-")):
+            return None
+        daemon = rest.rpartition("/")[2]
+        label = self.c.services(rest if head == MTA else tag)
+        return self._handlers.get(daemon, self.unknown_daemon), label
+
+    # --- shared ------------------------------------------------------------------------
+
+    def problem(self, service: str, text: str) -> bool:
+        """A ``warning:``/``error:``/... line: counted by severity. False for anything else."""
+        severity = text[: text.find(":")]
+        if severity not in SEVERITIES:
+            return False
+        self.c.problems[(MTA, service, severity)] += 1
+        return True
+
+    def quiet(self, service: str, text: str) -> bool:
+        self.problem(service, text)
+        return True
+
+    def unknown_daemon(self, service: str, text: str) -> bool:
+        return self.problem(service, text)
+
+    def tls(self, service: str, text: str) -> bool:
+        """``Verified TLS connection established to/from HOST: TLSv1.3 with cipher ...``."""
+        trust = TLS_TRUST.get(text[: text.find(" ")])
+        start = text.find(": TLS")
+        if trust is None or start < 0:
+            return False
+        version = text[start + 2 : text.find(" ", start + 2)]
+        self.c.tls_connections[(MTA, service, tls_version_label(version), trust)] += 1
+        return True
+
+    def reject(self, service: str, text: str, start: int, milter: bool) -> bool:
+        """``reject: RCPT from CLIENT: 554 5.7.1 <x>: Relay access denied; from=<...> ...``."""
+        word_end = text.find(" ", start)
+        where = stage(text[start:word_end])
+        if where in ("header", "body"):  # cleanup: the reply comes after the envelope
+            reply = text[text.rfind(": ") + 2 :]
+        else:
+            reply_start = text.find(": ", word_end) + 2
+            reply_end = text.find("; from=<", reply_start)
+            reply = text[reply_start:] if reply_end < 0 else text[reply_start:reply_end]
+        self.c.rejects[(MTA, service, reject_reason(reply, milter))] += 1
+        self.c.reject_stages[(MTA, service, where)] += 1
+        return True
+
+    def queue_action(self, service: str, text: str) -> bool:
+        """What follows ``QUEUEID: `` or ``NOQUEUE: ``: rejects, or known actions."""
+        start = text.find(": ") + 2
+        if start < 2:
+            return False
+        if text.startswith("reject: ", start):
+            return self.reject(service, text, start + 8, milter=False)
+        if text.startswith("milter-reject: ", start):
+            return self.reject(service, text, start + 15, milter=True)
+        return text.startswith(QUEUE_ACTIONS, start)
+
+    # --- daemons -----------------------------------------------------------------------
+
+    def smtpd(self, service: str, text: str) -> bool:
+        c = self.c
+        if text.startswith("connect from "):
+            c.connections[(MTA, service)] += 1
+            return True
+        if text.startswith(SMTPD_NOISE):
+            return True
+        if text.startswith("warning: "):
+            if "authentication failed" in text:
+                c.auth_failures[(MTA, service)] += 1
+                return True
+            return self.problem(service, text)
+        if text.startswith(("lost connection after ", "timeout after ")):
+            lost = text[0] == "l"
+            start = 22 if lost else 14  # len("lost connection after "), len("timeout after ")
+            after = stage(text[start : text.find(" ", start)])
+            (c.lost_connections if lost else c.timeouts)[(MTA, service, after)] += 1
+            return True
+        if ": client=" in text:
+            method = text.find(", sasl_method=")
+            if method >= 0:
+                end = text.find(",", method + 14)
+                mechanism = text[method + 14 : end if end >= 0 else len(text)]
+                c.logins[(MTA, service, c.mechanisms(mechanism))] += 1
+            return True
+        if "TLS connection established" in text:
+            return self.tls(service, text)
+        return self.queue_lines(service, text)
+
+    def postscreen(self, service: str, text: str) -> bool:
+        for prefix, result in POSTSCREEN_RESULTS:
+            if text.startswith(prefix):
+                self.c.postscreen[(MTA, result)] += 1
+                return True
+        if text.startswith("NOQUEUE: reject: "):
+            return self.reject(service, text, 17, milter=False)
+        return text.startswith(POSTSCREEN_NOISE) or self.problem(service, text)
+
+    def qmgr(self, service: str, text: str) -> bool:
+        colon = text.find(": ")
+        if text.startswith("from=<", colon + 2):
+            queue_id = text[:colon]
+            if ", status=expired" in text:
+                self.c.deliveries[(MTA, service, "expired")] += 1
+            elif queue_id not in self._queued:
+                self._remember(queue_id)
+                self.c.received[(MTA,)] += 1
+                self.c.sender_domains.add(MTA, address_domain(text, colon + 8))
+            return True
+        if text.startswith("removed", colon + 2):
+            self._queued.pop(text[:colon], None)
+            return True
+        return self.queue_lines(service, text)
+
+    def _remember(self, queue_id: str) -> None:
+        queued = self._queued
+        queued[queue_id] = None
+        if len(queued) > MAX_QUEUED_IDS:
+            del queued[next(iter(queued))]
+
+    def delivery(self, transport: str, text: str) -> bool:
+        """``QID: to=<a@b>, relay=..., delay=1.2, delays=a/b/c/d, dsn=2.0.0, status=sent (...)``."""
+        at = text.find(", status=")
+        if at < 0:
+            return self.delivery_noise(transport, text)
+        end = text.find(" ", at + 9)
+        word = text[at + 9 : end] if end >= 0 else text[at + 9 :]
+        status = STATUS_LABELS.get(word)
+        if status is None:
+            return word in VERIFY_STATUSES
+        c = self.c
+        c.deliveries[(MTA, transport, status)] += 1
+        dsn = text.rfind(", dsn=", 0, at)
+        if dsn >= 0:
+            dsn_class = text[dsn + 6]
+            c.dsn_classes[(MTA, transport, dsn_class if dsn_class in "245" else OTHER)] += 1
+        to = text.find("to=<")
+        if to >= 0:
+            c.recipient_domains.add(MTA, address_domain(text, to + 4), status)
+        if status in FINAL_STATUSES:
+            self.observe_delays(transport, text, at)
+        return True
+
+    def observe_delays(self, transport: str, text: str, before: int) -> None:
+        start = text.rfind(", delays=", 0, before)
+        if start < 0:
+            return
+        parts = text[start + 9 : text.find(",", start + 9)].split("/")
+        if len(parts) != 4:
+            return
+        histogram = self.c.histogram
+        for stage_name, part in zip(STAGES, parts, strict=True):
+            try:
+                value = float(part)
+            except ValueError:
+                continue
+            histogram((MTA, transport, stage_name)).observe(value)
+
+    def delivery_noise(self, transport: str, text: str) -> bool:
+        if "TLS connection established" in text:
+            return self.tls(transport, text)
+        colon = text.find(": ")
+        rest = colon + 2 if colon >= 0 and " " not in text[:colon] else 0
+        return text.startswith(DELIVERY_NOISE, rest) or self.problem(transport, text)
+
+    def queue_lines(self, service: str, text: str) -> bool:
+        """cleanup and pickup: rejects of content checks and milters, known queue actions."""
+        return self.queue_action(service, text) or self.problem(service, text)
+
+    def bounce(self, service: str, text: str) -> bool:
+        start = text.find(": ") + 2
+        for prefix, kind in BOUNCE_KINDS:
+            if text.startswith(prefix, start):
+                self.c.bounces[(MTA, kind)] += 1
+                return True
+        return self.problem(service, text)

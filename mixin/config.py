@@ -1,0 +1,58 @@
+"""Selectors and thresholds shared by every alert rule and dashboard: change them here only.
+
+Thresholds start from the defaults admins already know from Checkmk's mail checks:
+deferred queue 10/20 messages, active queue 200/300, SMTP response 1/5 s, round trip
+30/60 s; certificates warn at 20 days and page at 7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    # Label matchers added to every expression, e.g. '{job="mail"}' for one job only.
+    selector: str = ""
+    # The job label Prometheus gives the exporter's own scrape (for the exporter-down alert).
+    exporter_job: str = "mail"
+
+    probe_down_for: str = "2m"
+    probe_slow_warning_seconds: float = 1.0
+    probe_slow_critical_seconds: float = 5.0
+    probe_slow_for: str = "10m"
+
+    cert_expiry_warning_days: int = 20
+    cert_expiry_critical_days: int = 7
+
+    queue_deferred_warning: int = 10
+    queue_deferred_critical: int = 20
+    queue_active_warning: int = 200
+    queue_active_critical: int = 300
+    queue_for: str = "15m"
+    queue_growth_horizon_hours: int = 4
+    queue_oldest_warning_seconds: int = 3600
+    queue_oldest_critical_seconds: int = 7200
+
+    roundtrip_slow_warning_seconds: float = 30.0
+    roundtrip_slow_critical_seconds: float = 60.0
+    roundtrip_stale_seconds: int = 1800
+
+    disk_fill_horizon_hours: int = 24
+    disk_free_warning_ratio: float = 0.10
+    inodes_free_warning_ratio: float = 0.10
+    temperature_margin_celsius: float = 5.0
+    backup_max_age_hours: int = 26
+
+    bounce_ratio_warning: float = 0.10
+    defer_ratio_warning: float = 0.20
+    auth_failures_per_second_warning: float = 1.0
+    spam_reject_spike_factor: float = 3.0
+
+    def matchers(self, *extra: str) -> str:
+        """``{selector, extra...}`` for a metric selector."""
+        inner = ",".join(part for part in (self.selector.strip("{}"), *extra) if part)
+        return "{" + inner + "}" if inner else ""
+
+
+CONFIG = Config()

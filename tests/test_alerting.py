@@ -1,0 +1,99 @@
+"""The shipped alert rules, their promtool tests and the Alertmanager example, as promtool sees them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixin import rules
+from mixin.generate import write_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTING = ROOT / "alerting"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert (
+        path is not None
+    ), f"{name} is missing: apt-get install prometheus prometheus-alertmanager"
+    return path
+
+
+def run(*command: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_generated_rules_are_current(tmp_path: Path) -> None:
+    for written in write_rules(tmp_path):
+        shipped = ROOT / written.relative_to(tmp_path)
+        assert (
+            shipped.read_text() == written.read_text()
+        ), f"run `python -m mixin`: {shipped} is stale"
+
+
+def test_rules_pass_promtool_check() -> None:
+    output = run(tool("promtool"), "check", "rules", str(ALERTING / rules.RULES_FILE))
+    assert "SUCCESS" in output
+
+
+def test_every_alert_fires_and_stays_quiet_in_promtool_tests() -> None:
+    run(tool("promtool"), "test", "rules", "mail_exporter_test.yml", cwd=ALERTING / "tests")
+    for alert in rules.all_alerts():
+        fired = [labels["severity"] for labels in alert.fires.alerts]
+        quiet = [labels["severity"] for labels in alert.quiet.alerts]
+        assert alert.severity in fired and alert.severity not in quiet, alert.name
+
+
+def test_every_alert_is_complete() -> None:
+    for alert in rules.all_alerts():
+        assert re.fullmatch(r"Mail[A-Z][A-Za-z0-9]+", alert.name), alert.name
+        assert alert.severity in ("warning", "critical")
+        assert re.fullmatch(r"\d+[smh]", alert.for_), alert.name
+        assert alert.summary.endswith(".") and "\n" not in alert.summary
+        assert "{{ $labels." in alert.description, alert.name
+        assert "$value" in alert.description or alert.name in VALUE_FREE, alert.name
+
+
+# Alerts whose value is a plain 0/1 state: their descriptions name the thing, not a number.
+VALUE_FREE = {
+    "MailProbeDown", "MailLoginFailing", "MailStartTLSMissing", "MailPlaintextLoginOffered",
+    "MailCertificateNotVerified", "MailTLSVersionOld", "MailRoundTripFailing", "MailServiceDown",
+    "MailHostDiskFilling", "MailExporterDown", "MailExporterCollectorFailing", "MailBackupMissing",
+    "MailHostDiskUnhealthy",
+    "MailExporterConfigReloadFailed",
+}  # fmt: skip
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    headings = set(re.findall(r"^## (\S+)$", runbook, re.MULTILINE))
+    missing = {alert.name for alert in rules.all_alerts()} - headings
+    assert not missing, f"docs/runbook.md lacks sections for {sorted(missing)}"
+
+
+def test_alertmanager_example_passes_amtool() -> None:
+    output = run(tool("amtool"), "check-config", str(ALERTING / "alertmanager.yml"))
+    assert "SUCCESS" in output
+
+
+def test_no_alert_reaches_anyone_only_by_mail() -> None:
+    config = yaml.safe_load((ALERTING / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        if "email_configs" in receiver:
+            assert {"slack_configs", "pagerduty_configs", "webhook_configs"} & set(
+                receiver
+            ), receiver["name"]
+
+
+@pytest.mark.parametrize("severity", ["warning", "critical"])
+def test_each_severity_is_routed(severity: str) -> None:
+    routes = yaml.safe_load((ALERTING / "alertmanager.yml").read_text())["route"]["routes"]
+    assert any(f'severity="{severity}"' in route["matchers"] for route in routes)

@@ -1,0 +1,176 @@
+"""End to end: real Dovecot, the exporter, Prometheus with the shipped rules, Alertmanager, a webhook.
+
+Stopping Dovecot must bring MailProbeDown to the webhook with its labels and annotations,
+and starting it again the resolved notification. Only the rule's ``for`` is shortened
+(seconds instead of minutes); everything else is the shipped rules file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mixin import config as mixin_config
+from mixin import rules
+from mixin.generate import write_rules
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import PKI
+from tests.realservers.runtime import free_port
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_SECONDS = 60
+
+
+class Webhook:
+    """Records every notification Alertmanager posts."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, status: str) -> list[dict[str, Any]]:
+        return [a for n in self.notifications for a in n["alerts"] if a["status"] == status]
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = DEADLINE_SECONDS) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    pytest.fail(f"{what} did not happen within {timeout:.0f}s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as sink:
+            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def write(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(document))  # JSON is YAML
+    return path
+
+
+def test_probe_down_alert_is_delivered_and_resolved(
+    tmp_path: Path, pki: PKI, processes: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    (tmp_path / "dovecot").mkdir()
+    dovecot = Dovecot(tmp_path / "dovecot", pki.server_cert, pki.server_key)
+    dovecot.start()
+    try:
+        run_stack(tmp_path, pki, dovecot, processes)
+    finally:
+        dovecot.stop()
+
+
+def run_stack(tmp_path: Path, pki: PKI, dovecot: Dovecot,
+              processes: Callable[..., subprocess.Popen[bytes]]) -> None:  # fmt: skip
+    webhook = Webhook()
+    exporter_port, alertmanager_port, prometheus_port = free_port(), free_port(), free_port()
+    exporter_config = write(tmp_path / "exporter.yml", {
+        "global": {"interval": "1s"},
+        "modules": {"imaps": {"protocol": "imap", "tls": "implicit", "timeout": "1s",
+                              "tls_config": {"ca_file": str(pki.ca_file)}}},
+        "targets": [{"name": "store", "address": f"127.0.0.1:{dovecot.imaps_port}", "module": "imaps"}],
+    })  # fmt: skip
+    processes(sys.executable, "-m", "mail_exporter", "--config.file", str(exporter_config),
+              "--web.listen-address", f"127.0.0.1:{exporter_port}", log=tmp_path / "exporter.log")  # fmt: skip
+    # The shipped rules, with the outage noticed after seconds instead of minutes.
+    write_rules(tmp_path, replace(mixin_config.CONFIG, probe_down_for="3s"))
+    alertmanager_config = write(tmp_path / "alertmanager.yml", {
+        "route": {"receiver": "webhook", "group_by": ["alertname", "instance", "target"],
+                  "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "webhook", "webhook_configs": [
+            {"url": f"http://127.0.0.1:{webhook.port}/", "send_resolved": True}]}],
+    })  # fmt: skip
+    processes("prometheus-alertmanager", f"--config.file={alertmanager_config}",
+              f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+              "--cluster.listen-address=", log=tmp_path / "alertmanager.log")  # fmt: skip
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{alertmanager_port}/-/ready"), "Alertmanager ready")
+    prometheus_config = write(tmp_path / "prometheus.yml", {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "alerting" / rules.RULES_FILE)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "scrape_configs": [{"job_name": "mail", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+    })  # fmt: skip
+    processes("prometheus", f"--config.file={prometheus_config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+              f"--web.listen-address=127.0.0.1:{prometheus_port}", "--rules.alert.resend-delay=1s",
+              log=tmp_path / "prometheus.log")  # fmt: skip
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), "Prometheus ready")
+    wait_for(
+        lambda: probe_success(prometheus_port) == 1.0, "a first successful probe in Prometheus"
+    )
+
+    dovecot.stop()
+    took = wait_for(lambda: any(a["labels"]["alertname"] == "MailProbeDown" for a in webhook.alerts("firing")),
+                    "the MailProbeDown notification")  # fmt: skip
+    alert = next(a for a in webhook.alerts("firing") if a["labels"]["alertname"] == "MailProbeDown")
+    assert {k: alert["labels"][k] for k in ("target", "module", "protocol", "severity", "job")} == {
+        "target": "store", "module": "imaps", "protocol": "imap", "severity": "critical", "job": "mail",
+    }  # fmt: skip
+    assert alert["annotations"]["summary"] == "A mail service does not answer its probe."
+    assert alert["annotations"]["description"].startswith("imap on store (imaps) has failed")
+    assert alert["annotations"]["runbook_url"].endswith("#mailprobedown")
+    assert took < DEADLINE_SECONDS
+
+    dovecot.start()
+    wait_for(lambda: any(a["labels"]["alertname"] == "MailProbeDown" for a in webhook.alerts("resolved")),
+             "the resolved notification")  # fmt: skip
+
+
+def probe_success(port: int) -> float | None:
+    url = f"http://127.0.0.1:{port}/api/v1/query?query=mail_probe_success"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            result = json.load(response)["data"]["result"]
+    except OSError:
+        return None
+    return float(result[0]["value"][1]) if result else None

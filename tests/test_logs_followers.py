@@ -1,0 +1,371 @@
+"""Following files through rotation, restarts, reloads; standard input; the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mail_exporter.collectors import COLLECTORS
+from mail_exporter.collectors.logs.collector import Handover, LogsCollector
+from mail_exporter.collectors.logs.follower import StdinFollower
+from mail_exporter.collectors.logs.lines import LineSplitter
+from mail_exporter.config import Config, LogsConfig
+
+H = "Jan 12 10:00:00 mail postfix/smtpd[1]:"
+
+
+def connect(n: int) -> str:
+    return f"{H} connect from host{n}[192.0.2.1]\n"
+
+
+def settings(tmp_path: Path, *sources: dict[str, object], **more: object) -> LogsConfig:
+    return LogsConfig.model_validate(
+        {"enabled": True, "poll_interval": "20ms", "sources": list(sources), **more}
+    )
+
+
+def connections(collector: LogsCollector) -> int:
+    with collector.counters.lock:
+        return sum(collector.counters.connections.values())
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def settle(collector: LogsCollector, expected: int) -> None:
+    """Wait until ``expected`` connections are counted, then make sure no more come."""
+    wait_for(lambda: connections(collector) >= expected)
+    time.sleep(0.3)
+    assert connections(collector) == expected
+
+
+@pytest.fixture
+def open_collectors() -> Iterator[list[LogsCollector]]:
+    started: list[LogsCollector] = []
+    yield started
+    for collector in started:
+        collector.close()
+
+
+def follow(
+    started: list[LogsCollector], config: LogsConfig, handover: Handover | None = None
+) -> LogsCollector:
+    collector = LogsCollector(config, handover or Handover())
+    started.append(collector)
+    return collector
+
+
+def test_splitter_holds_partial_lines_and_drops_long_ones() -> None:
+    splitter = LineSplitter(max_line_bytes=300)
+    assert splitter.feed(b"one\ntw") == ["one"]
+    assert splitter.feed(b"o\n") == ["two"]
+    assert splitter.feed(b"x" * 200) == []
+    assert splitter.feed(b"x" * 200) == []  # over the limit: dropped, nothing kept
+    assert splitter.partial == b""
+    assert splitter.feed(b"xx\nthree\n" + b"y" * 400 + b"\nfour\n") == ["three", "four"]
+    assert splitter.too_long == 2
+    assert splitter.feed(b"\xff\xfe bad utf-8\n") == ["\ufffd\ufffd bad utf-8"]
+
+
+def test_starts_at_the_end_and_reads_what_comes(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(connect(0) * 5)
+    collector = follow(open_collectors, settings(tmp_path, {"path": str(log)}))
+    wait_for(lambda: collector.followers[0].up)
+    with log.open("a") as file:
+        file.write(connect(1))
+        file.write(f"{H} connect from partial")  # no newline yet: must wait
+    settle(collector, 1)
+    with log.open("a") as file:
+        file.write("[192.0.2.1]\n")
+    settle(collector, 2)
+
+
+def test_start_at_beginning(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(connect(0) * 5)
+    collector = follow(
+        open_collectors, settings(tmp_path, {"path": str(log)}, start_at="beginning")
+    )
+    settle(collector, 5)
+
+
+def test_a_file_that_appears_later_is_read_whole(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    collector = follow(open_collectors, settings(tmp_path, {"path": str(log)}))
+    time.sleep(0.1)
+    follower = collector.followers[0]
+    assert not follower.up and follower.problem == f"waiting for {log} to appear"
+    log.write_text(connect(0) * 3)
+    settle(collector, 3)
+    assert follower.up
+
+
+class Writer:
+    """Appends numbered lines from a thread, as a daemon would, until told to stop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = threading.Lock()  # held while a line is written, so a rotation is atomic
+        self.written = 0
+        self._file = path.open("a", buffering=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.lock:
+                self._file.write(connect(self.written))
+                self.written += 1
+            time.sleep(0.0005)
+
+    def reopen(self) -> None:
+        with self.lock:
+            self._file.close()
+            self._file = self.path.open("a", buffering=1)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._file.close()
+
+
+def follow_empty_file(log: Path, started: list[LogsCollector]) -> LogsCollector:
+    log.touch()
+    collector = follow(started, settings(log.parent, {"path": str(log)}))
+    wait_for(lambda: collector.followers[0].up)
+    return collector
+
+
+def test_rename_rotation_while_writing(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    collector = follow_empty_file(log, open_collectors)
+    with Writer(log) as writer:
+        for generation in range(1, 4):
+            time.sleep(0.15)
+            os.rename(log, tmp_path / f"mail.log.{generation}")
+            time.sleep(0.05)  # the daemon keeps writing to the renamed file for a while
+            log.touch()
+            writer.reopen()
+        time.sleep(0.15)
+    settle(collector, writer.written)
+    assert collector.followers[0].rotations == {"rename": 3}
+
+
+def test_copytruncate_rotation_while_writing(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    collector = follow_empty_file(log, open_collectors)
+    with Writer(log) as writer:
+        for _ in range(3):
+            time.sleep(0.15)
+            with writer.lock:  # logrotate's copy and truncate, with no line in between
+                shutil.copyfile(log, tmp_path / "mail.log.1")
+                os.truncate(log, 0)
+        time.sleep(0.15)
+    settle(collector, writer.written)
+    assert collector.followers[0].rotations == {"truncate": 3}
+
+
+def test_restart_with_a_state_file(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
+    log, state = tmp_path / "mail.log", tmp_path / "state.json"
+    log.write_text(connect(0) * 2)
+    config = settings(tmp_path, {"path": str(log)}, state_file=str(state))
+    first = LogsCollector(config, Handover())
+    wait_for(lambda: first.followers[0].up)
+    with log.open("a") as file:
+        file.write(connect(1) * 3 + f"{H} connect from half")
+    settle(first, 3)
+    first.close()
+    assert json.loads(state.read_text())["sources"][f"file:{log}"]["partial"]
+    with log.open("a") as file:  # written while the exporter is down
+        file.write("[192.0.2.1]\n" + connect(2) * 4)
+    second = follow(open_collectors, config)
+    settle(second, 5)  # the finished half line and the four: nothing twice, nothing lost
+
+
+def test_restart_after_a_rotation_while_down(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log, state = tmp_path / "mail.log", tmp_path / "state.json"
+    log.touch()
+    config = settings(tmp_path, {"path": str(log)}, state_file=str(state))
+    first = LogsCollector(config, Handover())
+    wait_for(lambda: first.followers[0].up)
+    first.close()
+    with log.open("a") as file:
+        file.write(connect(0) * 2)
+    os.rename(log, tmp_path / "mail.log.1")
+    log.write_text(connect(1) * 3)
+    second = follow(open_collectors, config)
+    settle(second, 5)
+
+
+def test_reload_hands_positions_and_counters_over(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    config = Config.model_validate(
+        {"collectors": {"logs": {"enabled": True, "poll_interval": "20ms",
+                                 "sources": [{"path": str(log)}]}}}
+    )  # fmt: skip
+    factory = COLLECTORS["logs"].factory
+    first = factory(config)
+    assert isinstance(first, LogsCollector)
+    wait_for(lambda: first.followers[0].up)
+    with log.open("a") as file:
+        file.write(connect(0) * 2)
+    settle(first, 2)
+    first.close()
+    with log.open("a") as file:  # between the old collector's end and the new one's start
+        file.write(connect(1) * 3)
+    second = factory(config)
+    assert isinstance(second, LogsCollector)
+    open_collectors.append(second)
+    assert second.counters is first.counters
+    settle(second, 5)
+
+
+def test_stdin(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    config = settings(tmp_path, {"type": "stdin"})
+    follower = StdinFollower(config.sources[0], config, descriptor=read_end)
+    collector = LogsCollector(settings(tmp_path), Handover())
+    from mail_exporter.collectors.logs.follower import Feed
+
+    feed = Feed(collector.dispatcher.syslog_line, collector.dispatcher.message,
+                collector.counters.lock, lambda: None)  # fmt: skip
+    follower.start(feed, None)
+    os.write(write_end, (connect(0) * 3 + f"{H} connect from last[192.0.2.1]").encode())
+    os.close(write_end)  # EOF: the unfinished last line counts too
+    wait_for(lambda: follower.problem == "standard input is closed")
+    assert connections(collector) == 4
+    follower.stop()
+    os.close(read_end)
+
+
+FAKE_JOURNALCTL = """\
+import json, sys, time
+print(json.dumps(sys.argv[1:]), file=open(sys.argv[1], "a"))
+for line in open(sys.argv[2]):
+    print(line, end="", flush=True)
+time.sleep(30)
+"""
+
+
+def journal_entries(count: int) -> str:
+    entries = [{"__CURSOR": f"s=1;i={n}", "SYSLOG_IDENTIFIER": "postfix/smtpd",
+                "MESSAGE": f"connect from host{n}[192.0.2.1]"} for n in range(count)]  # fmt: skip
+    entries.append({"__CURSOR": "s=1;i=x", "SYSLOG_IDENTIFIER": "dovecot",
+                    "MESSAGE": list(b"imap-login: Login: user=<\xff>, method=PLAIN, rip=1")})  # fmt: skip
+    return "".join(json.dumps(entry) + "\n" for entry in entries) + "not json\n"
+
+
+def test_journal_entries_and_cursor(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
+    script, calls, entries = tmp_path / "journalctl.py", tmp_path / "calls", tmp_path / "entries"
+    script.write_text(FAKE_JOURNALCTL)
+    entries.write_text(journal_entries(3))
+    journal_dir = tmp_path / "journal"
+    (journal_dir / "machine").mkdir(parents=True)
+    (journal_dir / "machine" / "system.journal").touch()
+    source = {"type": "journal", "journal_units": ["postfix@-.service"],
+              "journal_directory": str(journal_dir),
+              "journal_command": [sys.executable, str(script), str(calls), str(entries)]}  # fmt: skip
+    handover = Handover()
+    first = LogsCollector(settings(tmp_path, source), handover)
+    settle(first, 3)
+    with first.counters.lock:
+        assert first.counters.logins[("dovecot", "imap", "PLAIN")] == 1
+        assert first.counters.lines[("other", "none", "unsupported")] == 1
+    first.close()
+    second = follow(open_collectors, settings(tmp_path, source), handover)
+    wait_for(lambda: len(calls.read_text().splitlines()) == 2)
+    arguments = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert "--lines=0" in arguments[0] and "--unit=postfix@-.service" in arguments[0]
+    assert "--after-cursor=s=1;i=x" in arguments[1]
+    assert f"--directory={journal_dir}" in arguments[1]
+    second.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ({"journal_command": ["/nonexistent/journalctl"]},
+         "/nonexistent/journalctl not found: cannot read the journal (see journal_command)"),
+        ({"journal_directory": "EMPTY"},
+         "no journal files in EMPTY: systemd-journald does not run here or keeps no journal, "
+         "and journalctl would wait without a word"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_journal_is_reported(
+    tmp_path: Path, open_collectors: list[LogsCollector], source: dict[str, object], problem: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    source = {key: str(empty) if value == "EMPTY" else value for key, value in source.items()}
+    collector = follow(open_collectors, settings(tmp_path, {"type": "journal", **source}))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem != "not started")
+    assert follower.problem == problem.replace("EMPTY", str(empty))
+    assert not follower.up
+    samples = {s.name: s.value for family in collector.collect() for s in family.samples
+               if s.name == "mail_log_source_up"}  # fmt: skip
+    assert samples == {"mail_log_source_up": 0.0}
+
+
+def test_this_hosts_journalctl_without_a_journal_is_not_silent(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    """Here journalctl exists but no journald runs: the peer bug would yield nothing quietly."""
+    if shutil.which("journalctl") is None or any(
+        Path(d).exists() and any(Path(d).rglob("*.journal"))
+        for d in ("/run/log/journal", "/var/log/journal")
+    ):
+        pytest.skip("this host has no journalctl, or has a journal")
+    collector = follow(open_collectors, settings(tmp_path, {"type": "journal"}))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem != "not started")
+    assert follower.problem is not None and "no journal files" in follower.problem
+
+
+@pytest.mark.parametrize(
+    ("sources", "problem"),
+    [
+        ([{"type": "journal", "path": "/x"}], "path is required for type file and only allowed there"),
+        ([{"path": "/x", "journal_units": ["a"]}], "journal_* keys are only allowed with type journal"),
+        ([{"type": "journal", "format": "exim"}], "journal entries carry their program name"),
+        ([{"type": "stdin"}, {"type": "stdin"}], "each log source must be given once: stdin"),
+        ([{"path": "/x"}, {"path": "/x", "format": "exim"}], "each log source must be given once: /x"),
+    ],
+)  # fmt: skip
+def test_config_mistakes(sources: list[dict[str, object]], problem: str) -> None:
+    from mail_exporter.config import ConfigError, parse_config
+
+    text = json.dumps({"collectors": {"logs": {"enabled": True, "sources": sources}}})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert problem in str(raised.value)

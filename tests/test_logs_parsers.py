@@ -1,0 +1,382 @@
+"""Recorded log lines and what each must count: Postfix, Exim, Dovecot and content filters.
+
+Each case is one line as the program logs it (through syslog unless the format says
+otherwise) and every counter it must move, and nothing else: the line counter is
+checked too, so a line that should be understood can't slip to ``unsupported``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.dispatch import LineDispatcher
+from mail_exporter.collectors.logs.domains import REBALANCE_EVERY, TopDomains
+from mail_exporter.collectors.logs.render import COUNTERS, DOMAINS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "logs"
+H = "Jan 12 10:00:00 mail"  # syslog header before the tag
+Effects = dict[tuple[str, tuple[str, ...]], float]
+
+
+def effects(counters: LogCounters) -> Effects:
+    """Every non-zero count, as (attribute, labels) → value; delays as their count."""
+    found: Effects = {}
+    for family in (*COUNTERS, *DOMAINS):
+        values = getattr(counters, family.attribute)
+        values = values.snapshot() if hasattr(values, "snapshot") else values
+        found.update({(family.attribute, k): v for k, v in values.items() if v})
+    for key, histogram in counters.delays.items():
+        found[("delays", key)] = sum(histogram.buckets)
+    return found
+
+
+def run(lines: list[str], log_format: str = "syslog") -> LogCounters:
+    counters = LogCounters(top_domains=10)
+    feed = LineDispatcher(counters).feeder(log_format)
+    for line in lines:
+        feed(line)
+    return counters
+
+
+P = "postfix"
+POSTFIX_CASES = [
+    (f"{H} postfix/smtpd[1]: connect from unknown[192.0.2.1]",
+     {("connections", (P, "smtpd")): 1}),
+    (f"{H} postfix/submission/smtpd[1]: connect from unknown[192.0.2.1]",
+     {("connections", (P, "submission/smtpd")): 1}),
+    (f"{H} postfix-out/smtpd[1]: connect from unknown[192.0.2.1]",
+     {("connections", (P, "postfix-out/smtpd")): 1}),
+    (f"{H} postfix/smtpd[1]: disconnect from unknown[192.0.2.1] ehlo=1 quit=1 commands=2", {}),
+    (f"{H} postfix/smtpd[1]: lost connection after AUTH from unknown[192.0.2.1]",
+     {("lost_connections", (P, "smtpd", "AUTH")): 1}),
+    (f"{H} postfix/smtpd[1]: timeout after END-OF-MESSAGE from unknown[192.0.2.1]",
+     {("timeouts", (P, "smtpd", "END-OF-MESSAGE")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 454 4.7.1 "
+     "<y@outside.example>: Relay access denied; from=<x@example.org> to=<y@outside.example> "
+     "proto=ESMTP helo=<[127.0.0.1]>",
+     {("rejects", (P, "smtpd", "relay_denied")): 1, ("reject_stages", (P, "smtpd", "RCPT")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 Service "
+     "unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; from=<x@spam.example> "
+     "to=<u@example.com> proto=ESMTP helo=<spam>",
+     {("rejects", (P, "smtpd", "rbl")): 1, ("reject_stages", (P, "smtpd", "RCPT")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: RCPT from mx[192.0.2.1]: 550 5.1.1 <n@example.com>: "
+     "Recipient address rejected: User unknown in virtual mailbox table; from=<x@a.example> "
+     "to=<n@example.com> proto=ESMTP helo=<mx>",
+     {("rejects", (P, "smtpd", "unknown_user")): 1, ("reject_stages", (P, "smtpd", "RCPT")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: EHLO from unknown[192.0.2.1]: 504 5.5.2 <localhost>: "
+     "Helo command rejected: need fully-qualified hostname; proto=SMTP helo=<localhost>",
+     {("rejects", (P, "smtpd", "helo")): 1, ("reject_stages", (P, "smtpd", "EHLO")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: MAIL from unknown[192.0.2.1]: 553 5.7.1 <a@b>: "
+     "Sender address rejected: not logged in; from=<a@b> proto=ESMTP helo=<x>",
+     {("rejects", (P, "smtpd", "sender")): 1, ("reject_stages", (P, "smtpd", "MAIL")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject: CONNECT from unknown[192.0.2.1]: 554 5.7.1 "
+     "<unknown[192.0.2.1]>: Client host rejected: Access denied; proto=SMTP",
+     {("rejects", (P, "smtpd", "client")): 1, ("reject_stages", (P, "smtpd", "CONNECT")): 1}),
+    (f"{H} postfix/smtpd[1]: 4F3A21C0: milter-reject: END-OF-MESSAGE from mx[192.0.2.1]: 5.7.1 "
+     "Spam message rejected; from=<x@spam.example> to=<u@example.com> proto=ESMTP helo=<mx>",
+     {("rejects", (P, "smtpd", "spam")): 1,
+      ("reject_stages", (P, "smtpd", "END-OF-MESSAGE")): 1}),
+    (f"{H} postfix/smtpd[1]: 4F3A21C0: milter-reject: END-OF-MESSAGE from mx[192.0.2.1]: 5.7.1 "
+     "rejected by DMARC policy for example.com; from=<x@example.com> to=<u@example.net> "
+     "proto=ESMTP helo=<mx>",
+     {("rejects", (P, "smtpd", "milter")): 1,
+      ("reject_stages", (P, "smtpd", "END-OF-MESSAGE")): 1}),
+    (f"{H} postfix/smtpd[1]: 4F3A21C0: reject: DATA from mx[192.0.2.1]: 550 5.7.1 virus found; "
+     "from=<x@a.example> to=<u@example.net> proto=ESMTP helo=<mx>",
+     {("rejects", (P, "smtpd", "malware")): 1, ("reject_stages", (P, "smtpd", "DATA")): 1}),
+    (f"{H} postfix/cleanup[1]: 4F3A21C0: reject: header Subject: win from unknown[192.0.2.9]; "
+     "from=<s@spam.example> to=<u@example.com> proto=ESMTP helo=<spam>: 5.7.1 message content "
+     "rejected",
+     {("rejects", (P, "cleanup", "content")): 1, ("reject_stages", (P, "cleanup", "header")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: reject_warning: RCPT from unknown[192.0.2.1]: 554 5.7.1 "
+     "<y@o.example>: Relay access denied; from=<x@a.example> to=<y@o.example> proto=ESMTP", {}),
+    (f"{H} postfix/submission/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication "
+     "failed: UGFzc3dvcmQ6",
+     {("auth_failures", (P, "submission/smtpd")): 1}),
+    (f"{H} postfix/submission/smtpd[1]: 3450E2141DB: client=unknown[127.0.0.1], sasl_method=PLAIN, "
+     "sasl_username=probe@test.local",
+     {("logins", (P, "submission/smtpd", "PLAIN")): 1}),
+    (f"{H} postfix/smtpd[1]: warning: hostname mx.example does not resolve to address 192.0.2.1",
+     {("problems", (P, "smtpd", "warning")): 1}),
+    (f"{H} postfix/smtpd[1]: Anonymous TLS connection established from mx[192.0.2.1]: TLSv1.3 "
+     "with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+     {("tls_connections", (P, "smtpd", "TLS 1.3", "anonymous")): 1}),
+    (f"{H} postfix/smtp[1]: Verified TLS connection established to mx.example.com[192.0.2.1]:25: "
+     "TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits)",
+     {("tls_connections", (P, "smtp", "TLS 1.2", "verified")): 1}),
+    (f"{H} postfix/qmgr[1]: 1FCB42141C0: from=<alice@Example.ORG>, size=317, nrcpt=1 "
+     "(queue active)",
+     {("received", (P,)): 1, ("sender_domains", (P, "example.org")): 1}),
+    (f"{H} postfix/qmgr[1]: 2DC4E2141DA: from=<>, size=2362, nrcpt=1 (queue active)",
+     {("received", (P,)): 1, ("sender_domains", (P, "none")): 1}),
+    (f"{H} postfix/qmgr[1]: 1FCB42141C0: from=<a@example.org>, status=expired, returned to sender",
+     {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/qmgr[1]: 1FCB42141C0: removed", {}),
+    (f"{H} postfix/lmtp[1]: 1FCB42141C0: to=<probe@test.local>, relay=127.0.0.1[127.0.0.1]:52775, "
+     "delay=0.06, delays=0.01/0.02/0/0.03, dsn=2.0.0, status=sent (250 2.0.0 <probe@test.local> "
+     "Saved)",
+     {("deliveries", (P, "lmtp", "sent")): 1, ("dsn_classes", (P, "lmtp", "2")): 1,
+      ("recipient_domains", (P, "test.local", "sent")): 1,
+      ("delays", (P, "lmtp", "before_queue_manager")): 1,
+      ("delays", (P, "lmtp", "queue_manager")): 1, ("delays", (P, "lmtp", "connection_setup")): 1,
+      ("delays", (P, "lmtp", "transmission")): 1}),
+    (f"{H} postfix/smtp[1]: 20AA12141C4: to=<bob@elsewhere.example>, relay=none, delay=0.03, "
+     "delays=0/0.03/0/0, dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:50897: "
+     "Connection refused)",
+     {("deliveries", (P, "smtp", "deferred")): 1, ("dsn_classes", (P, "smtp", "4")): 1,
+      ("recipient_domains", (P, "elsewhere.example", "deferred")): 1}),
+    (f"{H} postfix/relay/smtp[1]: 20AA12141C4: to=<b@e.example>, relay=r[192.0.2.1]:25, delay=1, "
+     "delays=0/0/0.5/0.5, dsn=5.0.0, status=bounced (host r said: 550 no)",
+     {("deliveries", (P, "relay/smtp", "bounced")): 1, ("dsn_classes", (P, "relay/smtp", "5")): 1,
+      ("recipient_domains", (P, "e.example", "bounced")): 1,
+      ("delays", (P, "relay/smtp", "before_queue_manager")): 1,
+      ("delays", (P, "relay/smtp", "queue_manager")): 1,
+      ("delays", (P, "relay/smtp", "connection_setup")): 1,
+      ("delays", (P, "relay/smtp", "transmission")): 1}),
+    (f"{H} postfix/local[1]: 5A: to=<root@mail.example>, orig_to=<root>, relay=local, delay=0.1, "
+     "delays=0/0/0/0.1, dsn=4.3.0, status=SOFTBOUNCE (mailbox full)",
+     {("deliveries", (P, "local", "deferred")): 1, ("dsn_classes", (P, "local", "4")): 1,
+      ("recipient_domains", (P, "mail.example", "deferred")): 1}),
+    (f"{H} postfix/smtp[1]: 5A: to=<a@b.example>, relay=none, delay=0, delays=0/0/0/0, dsn=2.1.5, "
+     "status=deliverable (address verification)", {}),
+    (f"{H} postfix/smtp[1]: connect to 127.0.0.1[127.0.0.1]:50897: Connection refused", {}),
+    (f"{H} postfix/bounce[1]: 2166B2141C5: sender non-delivery notification: 2DC4E2141DA",
+     {("bounces", (P, "non_delivery")): 1}),
+    (f"{H} postfix/bounce[1]: 2166B2141C5: sender delay notification: 2DC4E2141DB",
+     {("bounces", (P, "delay")): 1}),
+    (f"{H} postfix/cleanup[1]: 1FCB42141C0: message-id=<2026@mail.test.local>", {}),
+    (f"{H} postfix/pickup[1]: 1FCB42141C0: uid=0 from=<root>", {}),
+    (f"{H} postfix/anvil[1]: statistics: max connection rate 1/60s for (smtp:192.0.2.1)", {}),
+    (f"{H} postfix/master[1]: fatal: bind 0.0.0.0 port 25: Address already in use",
+     {("problems", (P, "master", "fatal")): 1}),
+    (f"{H} postfix/postscreen[1]: CONNECT from [192.0.2.1]:5678 to [192.0.2.2]:25",
+     {("postscreen", (P, "connect")): 1}),
+    (f"{H} postfix/postscreen[1]: PASS NEW [192.0.2.1]:5678", {("postscreen", (P, "pass_new")): 1}),
+    (f"{H} postfix/postscreen[1]: DNSBL rank 3 for [192.0.2.1]:5678",
+     {("postscreen", (P, "dnsbl")): 1}),
+    (f"{H} postfix/postscreen[1]: PREGREET 11 after 0.1 from [192.0.2.1]:5678: EHLO spam\\r\\n",
+     {("postscreen", (P, "pregreet")): 1}),
+    (f"{H} postfix/postscreen[1]: HANGUP after 0.5 from [192.0.2.1]:5678 in tests after SMTP "
+     "handshake", {("postscreen", (P, "hangup")): 1}),
+    (f"{H} postfix/postscreen[1]: DISCONNECT [192.0.2.1]:5678", {}),
+    (f"{H} postfix/postscreen[1]: NOQUEUE: reject: RCPT from [192.0.2.1]:5678: 550 5.7.1 Service "
+     "unavailable; client [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example>, "
+     "to=<c@d.example>, proto=ESMTP, helo=<spam>",
+     {("rejects", (P, "postscreen", "rbl")): 1, ("reject_stages", (P, "postscreen", "RCPT")): 1}),
+]  # fmt: skip
+
+E = "exim"
+EXIM_CASES = [
+    ("2024-01-12 10:00:01 SMTP connection from [198.51.100.7]:40112 (TCP/IP connection count = 1)",
+     {("connections", (E, "smtp")): 1}),
+    ("2024-01-12 10:00:01 1rOHxx-000abc-Ab <= alice@example.org H=mx [198.51.100.7] P=esmtps S=2048",
+     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1}),
+    ("2024-01-12 10:00:02 1rOHxx-000abc-Ab => bob@example.com R=local_user T=local_delivery",
+     {("deliveries", (E, "local_delivery", "sent")): 1,
+      ("recipient_domains", (E, "example.com", "sent")): 1}),
+    ("2024-01-12 10:00:03.456 [2345] 1sbzGv-0000000059W-1nJq <= <> R=1rOHxx-000abc-Ab P=local",
+     {("received", (E,)): 1, ("sender_domains", (E, "none")): 1}),
+    ("2024-01-12 10:00:04 1sbzGv-0000000059W-1nJq == d@remote.example R=dnslookup T=remote_smtp "
+     "defer (-44): 451 4.7.1 Greylisted",
+     {("deliveries", (E, "remote_smtp", "deferred")): 1,
+      ("recipient_domains", (E, "remote.example", "deferred")): 1}),
+    ("2024-01-12 10:00:05 1sbzGv-0000000059W-1nJq ** lost@nowhere.example: Unrouteable address",
+     {("deliveries", (E, "none", "bounced")): 1,
+      ("recipient_domains", (E, "nowhere.example", "bounced")): 1}),
+    ("2024-01-12 10:00:06 1sbzGv-0000000059W-1nJq Frozen (delivery error message)",
+     {("frozen", (E,)): 1}),
+    ("2024-01-12 10:00:07 H=(spammer) [192.0.2.1]:5123 F=<x@spam.example> rejected RCPT "
+     "<y@elsewhere.example>: relay not permitted",
+     {("rejects", (E, "smtp", "relay_denied")): 1, ("reject_stages", (E, "smtp", "RCPT")): 1}),
+    ("2024-01-12 10:00:09 H=(spammer) [192.0.2.2]:5124 F=<x@spam.example> rejected after DATA: "
+     "This message scored 15.2 spam points.",
+     {("rejects", (E, "smtp", "spam")): 1, ("reject_stages", (E, "smtp", "DATA")): 1}),
+    ("2024-01-12 10:00:11 H=[192.0.2.4]:5126 rejected connection in \"connect\" ACL: 192.0.2.4 is "
+     "listed in zen.spamhaus.org",
+     {("rejects", (E, "smtp", "rbl")): 1, ("reject_stages", (E, "smtp", "CONNECT")): 1}),
+    ("2024-01-12 10:00:12 dovecot_login authenticator failed for (User) [192.0.2.5]:5127: 535 "
+     "Incorrect authentication data (set_id=admin)",
+     {("auth_failures", (E, "smtp")): 1}),
+    ("2024-01-12 10:00:13 SMTP connection from (spammer) [192.0.2.1]:5123 lost while reading "
+     "message data", {("lost_connections", (E, "smtp", "DATA")): 1}),
+    ("2024-01-12 10:00:14 Start queue run: pid=3456", {}),
+    ("Envelope-from: <x@spam.example>", {}),
+    ("P Received: from [192.0.2.2] (helo=spammer)", {}),
+]  # fmt: skip
+
+D = "dovecot"
+DOVECOT_FILE_CASES = [
+    ("Nov 28 01:51:16 imap-login: Info: Login: user=<probe@test.local>, method=PLAIN, "
+     "rip=127.0.0.1, lip=127.0.0.1, mpid=27936, secured, session=<aP+PaUxh7Ih/AAAB>",
+     {("logins", (D, "imap", "PLAIN")): 1}),
+    ("Nov 28 01:51:16 imap-login: Info: Disconnected: Connection closed (auth failed, 3 attempts in "
+     "4 secs): user=<probe@test.local>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, "
+     "session=<HLGIaUxh5Ih/AAAB>",
+     {("auth_failures", (D, "imap")): 3, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    ("Nov 28 01:51:14 pop3-login: Info: Disconnected: Connection closed (no auth attempts in 0 "
+     "secs): user=<>, rip=::1, lip=::1, TLS handshaking: Connection closed, session=<fEht>",
+     {("disconnects", (D, "pop3", "no_auth_attempts")): 1}),
+    ("Nov 28 01:51:16 imap(probe@test.local)<27936><aP+PaUxh7Ih/AAAB>: Info: Disconnected: Logged "
+     "out in=12 out=477 deleted=0 expunged=0 trashed=0",
+     {("disconnects", (D, "imap", "logged_out")): 1}),
+    ("Nov 28 01:51:15 lmtp(probe@test.local)<27762><CML1CJMzCmtybAAAg+zDdQ>: Info: msgid=<2026@mail"
+     ".test.local>: saved mail to INBOX", {("deliveries", (D, "lmtp", "sent")): 1}),
+    ("Nov 28 01:51:14 lmtp(27745): Info: Connect from 127.0.0.1", {}),
+    ("Nov 28 01:51:19 master: Warning: Killed with signal 15 (by pid=27738 uid=0 code=kill)",
+     {("problems", (D, "master", "warning")): 1}),
+    ("Nov 28 01:51:14 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3", {}),
+]  # fmt: skip
+DOVECOT_SYSLOG_CASES = [
+    (f"{H} dovecot: imap-login: Login: user=<u@example.com>, method=LOGIN, rip=192.0.2.1, "
+     "lip=192.0.2.2, mpid=1, TLS, session=<x>", {("logins", (D, "imap", "LOGIN")): 1}),
+    (f"{H} dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<a>, "
+     "method=PLAIN, rip=192.0.2.1, lip=192.0.2.2, session=<x>",
+     {("auth_failures", (D, "pop3")): 1, ("disconnects", (D, "pop3", "auth_failed")): 1}),
+    (f"{H} dovecot: imap(u@example.com)<1><x>: Disconnected for inactivity in=10 out=20",
+     {("disconnects", (D, "imap", "inactivity")): 1}),
+    (f"{H} dovecot: auth: Error: passwd-file /etc/dovecot/users: open failed",
+     {("problems", (D, "auth", "error")): 1}),
+]  # fmt: skip
+
+FILTER_CASES = [
+    (f"{H} rspamd[1]: <abc123>; task; rspamd_task_write_log: id: <m@x>, qid: <4F3A>, ip: 192.0.2.1, "
+     "from: <a@b>, (default: T (reject): [16.20/15.00] [BAYES_SPAM(5.1){99%;}]), len: 2048, "
+     "time: 50ms", {("filter_results", ("rspamd", "spam", "reject")): 1}),
+    (f"{H} rspamd[1]: <abc123>; task; rspamd_task_write_log: id: <m@x>, (default: F (no action): "
+     "[0.50/15.00] [ARC_NA(0.00){}]), len: 100", {("filter_results", ("rspamd", "clean", "no_action")): 1}),
+    (f"{H} rspamd[1]: <abc>; main; rspamd_map_helper: loaded map /etc/rspamd/maps.d/x", {}),
+    (f"{H} amavis[1]: (01234-01) Blocked SPAM {{RejectedInbound,Quarantined}}, [192.0.2.1]:5 "
+     "<a@b.example> -> <c@d.example>, quarantine: spam-x.gz, Queue-ID: 4F3A, Hits: 12.3, 1234 ms",
+     {("filter_results", ("amavis", "spam", "blocked")): 1, ("quarantined", ("amavis",)): 1}),
+    (f"{H} amavis[1]: (01234-02) Passed CLEAN {{RelayedInbound}}, [192.0.2.1]:5 <a@b> -> <c@d>, "
+     "Hits: -1.0, size: 1234, 300 ms", {("filter_results", ("amavis", "clean", "passed")): 1}),
+    (f"{H} amavis[1]: (01234-03) Blocked INFECTED (Eicar-Signature) {{DiscardedInbound,"
+     "Quarantined}}, [192.0.2.1]:5 <a@b> -> <c@d>",
+     {("filter_results", ("amavis", "infected", "blocked")): 1, ("quarantined", ("amavis",)): 1}),
+    (f"{H} spamd[1]: spamd: identified spam (15.2/5.0) for nobody:65534 in 2.1 seconds, 1234 bytes.",
+     {("filter_results", ("spamassassin", "spam", "checked")): 1}),
+    (f"{H} spamd[1]: spamd: clean message (0.1/5.0) for nobody:65534 in 0.3 seconds, 999 bytes.",
+     {("filter_results", ("spamassassin", "clean", "checked")): 1}),
+    (f"{H} clamd[1]: instream(127.0.0.1@40000): Eicar-Signature FOUND",
+     {("filter_results", ("clamav", "infected", "found")): 1}),
+    (f"{H} clamav-milter[1]: Message 4F3A from <a@b> to <c@d> with subject 'x' message-id '<m>' "
+     "date 'd' infected by Eicar-Test-Signature", {("filter_results", ("clamav", "infected", "found")): 1}),
+]  # fmt: skip
+
+
+def check(line: str, expected: Effects, log_format: str = "syslog") -> None:
+    counters = run([line], log_format)
+    assert effects(counters) == expected
+    results = {key[2] for key, count in counters.lines.items() if count}
+    assert results == {"parsed"}, line
+
+
+@pytest.mark.parametrize(("line", "expected"), POSTFIX_CASES + DOVECOT_SYSLOG_CASES + FILTER_CASES)
+def test_syslog_line(line: str, expected: Effects) -> None:
+    check(line, expected)
+
+
+@pytest.mark.parametrize(("line", "expected"), EXIM_CASES)
+def test_exim_mainlog_line(line: str, expected: Effects) -> None:
+    check(line, expected, "exim")
+
+
+@pytest.mark.parametrize(("line", "expected"), EXIM_CASES[:3])
+def test_exim_through_syslog(line: str, expected: Effects) -> None:
+    check(f"{H} exim[99]: {line[20:]}", expected)
+
+
+@pytest.mark.parametrize(("line", "expected"), DOVECOT_FILE_CASES)
+def test_dovecot_log_file_line(line: str, expected: Effects) -> None:
+    check(line, expected, "dovecot")
+
+
+def test_rspamd_log_file_line() -> None:
+    line = ("2024-01-12 10:00:00 #1234(normal) <abc123>; task; rspamd_task_write_log: id: <m@x>, "
+            "(default: T (add header): [7.10/15.00] [X(1){}]), len: 10")  # fmt: skip
+    check(line, {("filter_results", ("rspamd", "spam", "add_header")): 1}, "rspamd")
+
+
+def test_unknown_programs_and_lines_are_unsupported() -> None:
+    counters = run([
+        f"{H} opendkim[1]: 4F3A: DKIM-Signature field added",
+        f"{H} postfix/smtpd[1]: something postfix never said",
+        "no syslog shape at all",
+    ])  # fmt: skip
+    assert effects(counters) == {}
+    assert dict(counters.lines) == {
+        ("other", "opendkim", "unsupported"): 1,
+        ("postfix", "postfix/smtpd", "unsupported"): 1,
+        ("other", "none", "unsupported"): 1,
+    }
+
+
+def test_qmgr_counts_a_message_once_across_retries() -> None:
+    line = f"{H} postfix/qmgr[1]: 20AA12141C4: from=<a@b.example>, size=322, nrcpt=1 (queue active)"
+    removed = f"{H} postfix/qmgr[1]: 20AA12141C4: removed"
+    counters = run([line, line, line, removed, line])
+    assert counters.received[("postfix",)] == 2  # the ID came back after it was removed
+
+
+def test_delay_stages_land_in_their_buckets() -> None:
+    counters = run([
+        f"{H} postfix/smtp[1]: 1A: to=<a@b.c>, relay=r[1.2.3.4]:25, delay=3700, "
+        "delays=0.004/3600/0.7/99, dsn=2.0.0, status=sent (250 ok)",
+    ])  # fmt: skip
+    histograms = {key[2]: h for key, h in counters.delays.items()}
+    assert histograms["before_queue_manager"].buckets[0] == 1  # le 0.01
+    assert histograms["queue_manager"].buckets[11] == 1  # le 3600
+    assert histograms["connection_setup"].buckets[4] == 1  # le 1
+    assert histograms["transmission"].buckets[9] == 1  # le 300
+    assert histograms["transmission"].sum == 99
+
+
+@pytest.mark.parametrize(
+    ("fixture", "log_format", "lines"),
+    [("postfix_real.log", "syslog", 71), ("dovecot_real.log", "dovecot", 30),
+     ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
+)  # fmt: skip
+def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
+    counters = run((FIXTURES / fixture).read_text().splitlines(), log_format)
+    assert sum(counters.lines.values()) == lines
+    assert not [key for key in counters.lines if key[2] == "unsupported"]
+
+
+def test_exim_mainlog_totals() -> None:
+    counters = run((FIXTURES / "exim_mainlog").read_text().splitlines(), "exim")
+    assert counters.received[("exim",)] == 2
+    assert dict(counters.deliveries) == {
+        ("exim", "local_delivery", "sent"): 2,
+        ("exim", "remote_smtp", "deferred"): 1,
+        ("exim", "remote_smtp", "bounced"): 1,
+        ("exim", "none", "bounced"): 1,
+    }
+    assert sum(counters.rejects.values()) == 5
+    assert counters.frozen[("exim",)] == 1
+
+
+def test_domains_are_capped_and_counters_never_fall() -> None:
+    domains = TopDomains(keep=3)
+    seen: dict[tuple[str, ...], int] = {}
+    for index in range(20 * REBALANCE_EVERY):
+        # three early domains, then a flood from one busy domain and many random ones
+        domain = f"d{index % 3}.example" if index < REBALANCE_EVERY else (
+            "busy.example" if index % 2 else f"random{index}.example")  # fmt: skip
+        domains.add("postfix", domain)
+        for key, value in domains.counts.items():
+            assert value >= seen.get(key, 0)
+            seen[key] = value
+    labels = {key[1] for key in domains.counts}
+    assert "busy.example" in labels
+    assert len(labels - {"other"}) <= 3
+    assert sum(domains.counts.values()) <= 20 * REBALANCE_EVERY
+
+
+def test_label_values_from_text_are_bounded() -> None:
+    lines = [f"{H} postfix/custom{n}/smtpd[1]: connect from x[192.0.2.1]" for n in range(500)]
+    counters = run(lines)
+    assert len(counters.connections) <= 51
+    assert counters.connections[("postfix", "other")] > 0
