@@ -69,6 +69,24 @@ def _target_row(state: TargetState, now: float) -> str:
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+def _route_rows(exporter: Exporter, now: float) -> list[str]:
+    rows = []
+    for name, runner in exporter.roundtrip.routes.items():
+        stats, route = runner.stats, runner.route
+        if stats.success is None:
+            status = _cell("pending", "pending")
+        else:
+            status = _cell("up", "up") if stats.success else _cell("down", "down")
+        duration = f"{stats.duration * 1000:.0f} ms" if stats.duration is not None else ""
+        since = f"{now - stats.last_success:.0f} s ago" if stats.last_success else "never"
+        rows.append(
+            "<tr>" + _cell(name) + _cell(f"{route.send.address} → {route.receive.address}")
+            + status + _cell(duration, "num") + _cell(since) + _cell(stats.last_failure or "")
+            + "</tr>"
+        )  # fmt: skip
+    return rows
+
+
 def _queue_rows(exporter: Exporter) -> list[str]:
     rows = []
     for family in exporter.collectors.latest:
@@ -101,6 +119,9 @@ refreshes every {REFRESH_SECONDS}s</p>
 <h2>Targets</h2>
 {_table(["target", "address", "module", "status", "latency", "certificate days left",
          "TLS", "last error", ""], targets, "No targets configured.")}
+<h2>Round trips</h2>
+{_table(["route", "send → receive", "status", "last transit", "last success", "last failure"],
+        _route_rows(exporter, now), "No round-trip routes configured.")}
 <h2>Queues</h2>
 {_table(["MTA", "instance", "queue", "messages"], _queue_rows(exporter),
         "No queue collector has reported yet (enable postfix_queue, exim_queue or qmail_queue).")}

@@ -12,6 +12,7 @@ import yaml
 
 from mixin import rules
 from mixin.generate import write_rules
+from tests.test_dashboards import known_series, label_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTING = ROOT / "alerting"
@@ -97,3 +98,18 @@ def test_no_alert_reaches_anyone_only_by_mail() -> None:
 def test_each_severity_is_routed(severity: str) -> None:
     routes = yaml.safe_load((ALERTING / "alertmanager.yml").read_text())["route"]["routes"]
     assert any(f'severity="{severity}"' in route["matchers"] for route in routes)
+
+
+def test_rules_use_only_exported_metrics_and_labels() -> None:
+    """Every series and label a rule or its annotations use is one the exporter documents."""
+    series = known_series()
+    problems = []
+    for alert in rules.all_alerts():
+        used = re.findall(r"\$labels\.(\w+)", alert.summary + alert.description)
+        legend = " ".join("{{ " + label + " }}" for label in used)
+        problems += [f"{alert.name}: {error}" for error in label_errors(alert.expr, legend, series)]
+    for rule in rules.recording_rules(rules.CONFIG):
+        problems += [
+            f"{rule['record']}: {error}" for error in label_errors(rule["expr"], "", series)
+        ]
+    assert not problems, "\n".join(problems)

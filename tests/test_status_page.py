@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -29,21 +30,33 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture
 def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -> Iterator[str]:
+    ca = f"tls_config: {{ca_file: {pki.ca_file}}}"
+    auth = f"auth: {{username: {dovecot.user}, password_env: STATUS_PAGE_PASSWORD}}"
     config = tmp_path / "config.yml"
     config.write_text(
         "global: {interval: 1s}\n"
         "modules:\n"
-        f"  smtp: {{protocol: smtp, tls: starttls, tls_config: {{ca_file: {pki.ca_file}}}}}\n"
-        f"  imaps: {{protocol: imap, tls: implicit, tls_config: {{ca_file: {pki.ca_file}}}}}\n"
+        f"  smtp: {{protocol: smtp, tls: starttls, {ca}}}\n"
+        f"  imaps: {{protocol: imap, tls: implicit, {ca}}}\n"
+        f"  submission: {{protocol: smtp, tls: starttls, {ca}, {auth}}}\n"
+        f"  mailbox: {{protocol: imap, tls: implicit, {ca}, {auth}}}\n"
         "targets:\n"
         f'  - {{name: mx-main, address: "localhost:{postfix.smtp_port}", module: smtp}}\n'
         f'  - {{name: store, address: "127.0.0.1:{dovecot.imaps_port}", module: imaps}}\n'
         f'  - {{name: gone, address: "127.0.0.1:{postfix.refused_port}", module: smtp}}\n'
+        "roundtrip:\n"
+        "  - name: loop\n"
+        "    interval: 2s\n"
+        "    timeout: 10s\n"
+        f'    send: {{address: "localhost:{postfix.submission_port}", module: submission,'
+        f" from: {dovecot.user}, to: {dovecot.user}}}\n"
+        f'    receive: {{address: "localhost:{dovecot.imaps_port}", module: mailbox}}\n'
     )
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
          "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL,
+        env={**os.environ, "STATUS_PAGE_PASSWORD": dovecot.password},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
     try:

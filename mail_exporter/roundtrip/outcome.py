@@ -75,6 +75,7 @@ class RouteStats:
 
     def __init__(self) -> None:
         self.success: bool | None = None
+        self.last_failure: str | None = None  # the stage of the last attempt that failed
         self.duration: float | None = None
         self.last_success: float | None = None
         self.failures: dict[str, float] = {stage.value: 0.0 for stage in Stage}
@@ -86,6 +87,7 @@ class RouteStats:
     def record(self, outcome: Outcome) -> None:
         if outcome.failure is not None:
             self.failures[outcome.failure.value] += 1.0
+        self.last_failure = outcome.failure.value if outcome.failure is not None else None
         if outcome.cleanup_failed:
             self.failures[Stage.CLEANUP.value] += 1.0
         self.late += outcome.late
