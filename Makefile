@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-# Debian packages the integration tests drive: real Postfix and Dovecot, and promtool.
-TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium
+# Debian packages the tests drive: real Postfix and Dovecot, Prometheus and Alertmanager
+# (with promtool and amtool), Chromium for the status page, systemd for the unit checks.
+TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd
 
 .PHONY: run test test-packages test-exim lint check bench clean
 

@@ -1,8 +1,9 @@
-"""Command line: serve (the default), ``check-config`` and ``probe``.
+"""Command line: serve (the default), ``check-config``, ``check-web-config``,
+``hash-password`` and ``probe``.
 
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
-``--log.level``, ``--log.format``); ``--[no-]collector.NAME`` exists for every
-registered collector.
+``--web.config.file``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
+exists for every registered collector.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mail_exporter.probes import run_probe
 from mail_exporter.report import render_report
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web import make_app
+from mail_exporter.webconfig import hash_password, load_web_config
 
 logger = logging.getLogger("mail_exporter")
 
@@ -55,10 +57,11 @@ def _collector_flags(command: Any) -> Any:
 async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     runner = web.AppRunner(make_app(exporter), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=exporter.tls_context)
     await site.start()
     exporter.start()
-    logger.info("listening on %s:%d without TLS or authentication", host or "*", port)
+    level, security = exporter.web_config.security()
+    logger.log(level, "listening on %s:%d %s", host or "*", port, security)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -93,7 +96,8 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     "--web.config.file",
     "web_config_file",
     type=click.Path(path_type=Path),
-    help="TLS and basic auth settings (exporter-toolkit format).",
+    help="TLS and basic auth settings (exporter-toolkit format); without it the endpoints "
+    "are plain HTTP without authentication.",
 )
 @click.option(
     "--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True
@@ -122,17 +126,13 @@ def main(
     setup_logging(log_level, log_format)
     if ctx.invoked_subcommand is not None:
         return
-    if web_config_file is not None:
-        raise click.UsageError(
-            "--web.config.file is not supported yet; terminate TLS in front of the exporter"
-        )
     try:
         host, port = _split_listen_address(listen_address)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
     try:
-        exporter = Exporter(config_file, choices)
+        exporter = Exporter(config_file, choices, web_config_file)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
@@ -152,6 +152,33 @@ def check_config(path: Path) -> None:
         click.echo(str(error), err=True)
         sys.exit(1)
     click.echo(f"{path}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
+
+
+@main.command("check-web-config")
+@click.argument("path", type=click.Path(path_type=Path))
+def check_web_config(path: Path) -> None:
+    """Validate a web config file (TLS, basic auth); list every problem and exit 1 if any."""
+    try:
+        web_config = load_web_config(path)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    _, security = web_config.security()
+    click.echo(f"{path}: OK (serves {security})")
+
+
+@main.command("hash-password")
+@click.option(
+    "--cost", type=click.IntRange(4, 31), default=10, show_default=True, help="bcrypt cost."
+)
+def hash_password_command(cost: int) -> None:
+    """Print a bcrypt hash for basic_auth_users in the web config.
+
+    The password is asked for twice, never taken as an argument (which other users of
+    the host could read from the process list).
+    """
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    click.echo(hash_password(password, cost))
 
 
 def _adhoc_module(

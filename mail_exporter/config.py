@@ -7,6 +7,7 @@ Nothing half-valid ever reaches the scheduler.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,13 +19,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PrivateAttr,
     SecretStr,
     ValidationError,
     model_validator,
 )
 
-from mail_exporter.durations import parse_duration
+from mail_exporter.allowlist import TargetAllowlist, checked_pattern
+from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.targets import parse_address
 
 
@@ -39,12 +42,19 @@ def _duration(value: object) -> float:
     return seconds
 
 
+def _ip_address(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
 def _address(value: str) -> str:
     parse_address(value)
     return value
 
 
-Duration = Annotated[Any, AfterValidator(_duration)]
+# Shown (the /config page) in the form it is written: 30s, not 30.0.
+Duration = Annotated[
+    Any, AfterValidator(_duration), PlainSerializer(format_duration, when_used="json")
+]
 AddressText = Annotated[str, AfterValidator(_address)]
 Protocol = Literal["smtp", "imap", "pop3"]
 TLSMode = Literal["none", "starttls", "implicit"]
@@ -148,6 +158,25 @@ class GlobalConfig(StrictModel):
     interval: Duration = Field(default="30s", validate_default=True)
     concurrency: int = Field(default=64, ge=1, le=10000)
     scrape_timeout_offset: Duration = Field(default="500ms", validate_default=True)
+
+
+class ProbeConfig(StrictModel):
+    """What /probe may reach. Its modules are the config's; its targets, with an allowlist,
+    only those matching one pattern (see :mod:`mail_exporter.allowlist`)."""
+
+    allowed_targets: list[Annotated[str, AfterValidator(checked_pattern)]] = Field(
+        default_factory=list
+    )
+    _allowlist: TargetAllowlist = PrivateAttr(default_factory=TargetAllowlist)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ProbeConfig:
+        self._allowlist = TargetAllowlist.of(self.allowed_targets)
+        return self
+
+    def allows(self, host: str) -> bool:
+        """Whether /probe may probe this target host."""
+        return self._allowlist.allows(host)
 
 
 class CollectorSection(StrictModel):
@@ -323,6 +352,39 @@ class LogsConfig(CollectorSection):
         return self
 
 
+class DnsResolverConfig(StrictModel):
+    """A DNS resolver: its addresses and port, else the system's (/etc/resolv.conf)."""
+
+    nameservers: list[Annotated[str, AfterValidator(_ip_address)]] = Field(default_factory=list)
+    port: int = Field(default=53, ge=1, le=65535)
+    timeout: Duration = Field(default="5s", validate_default=True)  # per lookup, retries included
+
+
+def _default_ip_blocklists() -> list[str]:
+    return ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "psbl.surriel.com"]
+
+
+class DnsConfig(CollectorSection):
+    """DNS and reputation of the mail domains and sending IPs; runs on its own interval."""
+
+    interval: Duration = Field(default="15m", validate_default=True)
+    domains: list[str] = Field(default_factory=list)
+    sending_ips: list[Annotated[str, AfterValidator(_ip_address)]] = Field(default_factory=list)
+    helo_name: str | None = None
+    dkim_selectors: list[str] = Field(default_factory=list)  # checked for every domain
+    ip_blocklists: list[str] = Field(default_factory=_default_ip_blocklists)
+    domain_blocklists: list[str] = Field(default_factory=lambda: ["dbl.spamhaus.org"])
+    resolver: DnsResolverConfig = DnsResolverConfig()
+    # Blocklists refuse public resolvers (Spamhaus answers 127.255.255.254): give them a
+    # resolver of your own here; default: ``resolver``.
+    blocklist_resolver: DnsResolverConfig | None = None
+    max_in_flight: int = Field(default=20, ge=1, le=1000)
+    mta_sts: bool = True
+    mta_sts_ca_file: Path | None = None  # default: the system's CAs
+    dane: bool = True
+    dane_port: int = Field(default=25, ge=1, le=65535)
+
+
 class CollectorsConfig(StrictModel):
     """One section per collector, named as the collector (and its --collector.NAME flag)."""
 
@@ -335,6 +397,7 @@ class CollectorsConfig(StrictModel):
     services: ServicesConfig = ServicesConfig()
     backups: BackupsConfig = BackupsConfig()
     logs: LogsConfig = LogsConfig()
+    dns: DnsConfig = DnsConfig()
 
     def section(self, name: str) -> CollectorSection:
         section = getattr(self, name, None)
@@ -382,6 +445,7 @@ class Config(StrictModel):
     targets: list[TargetConfig] = Field(default_factory=list)
     roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
+    probe: ProbeConfig = ProbeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

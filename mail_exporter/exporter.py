@@ -1,21 +1,24 @@
-"""The running exporter: its config, the scheduler, the round trips, the collectors and
-safe reloads.
+"""The running exporter: its config and web config, the scheduler, the round trips, the
+collectors and safe reloads.
 
-A reload (SIGHUP or ``POST /-/reload``) validates the whole new file first; if
-anything is wrong the running config stays and
+A reload (SIGHUP or ``POST /-/reload``) validates the whole new config and web config
+first; if anything is wrong in either, both running ones stay and
 ``mail_exporter_config_last_reload_successful`` drops to 0.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import platform
 import time
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mail_exporter import __version__
 from mail_exporter.collectors import CollectorSet
@@ -23,6 +26,7 @@ from mail_exporter.config import Config, ConfigError, default_config, load_confi
 from mail_exporter.logs import redact
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
+from mail_exporter.webconfig import ReloadableTLSContext, WebConfig, read_web_config, reloadable
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +36,33 @@ def read_config(path: Path | None) -> Config:
     return load_config(path) if path is not None else default_config()
 
 
+class ProbeRefusal(StrEnum):
+    """Why /probe refused a request: ``mail_exporter_probe_refused_total{reason}``."""
+
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_MODULE = "unknown_module"
+    TARGET_NOT_ALLOWED = "target_not_allowed"
+
+
 class Exporter:
     """Owns everything /metrics shows; built from a valid config or not at all."""
 
     def __init__(
-        self, config_path: Path | None, collector_flags: Mapping[str, bool | None]
+        self,
+        config_path: Path | None,
+        collector_flags: Mapping[str, bool | None],
+        web_config_path: Path | None = None,
     ) -> None:
         self.config_path = config_path
         self.collector_flags = collector_flags
         self.config = read_config(config_path)
         redact(self.config.secrets())
+        self.web_config_path = web_config_path
+        self.web_config = read_web_config(web_config_path)
+        tls = self.web_config.tls_context
+        # What the listening socket is given once; reloads change what it wraps with.
+        self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
+        self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
         self.collectors = CollectorSet(self.config, collector_flags)
         self.scheduler = Scheduler()
         self.roundtrip = RoundTripRunner()
@@ -66,12 +87,16 @@ class Exporter:
         """Swap in the config file's current content, or keep the old one and raise."""
         try:
             config = read_config(self.config_path)
+            web_config = self._read_web_config()
         except ConfigError as error:
             self.reload_successful = False
             logger.error("reload failed, keeping the running config: %s", error)
             raise
         self.config = config
         redact(config.secrets())
+        self.web_config = web_config
+        if self.tls_context is not None and web_config.tls_context is not None:
+            self.tls_context.current = web_config.tls_context
         self.collectors.close()
         self.collectors = CollectorSet(config, self.collector_flags)
         self.scheduler.apply(config)
@@ -79,6 +104,31 @@ class Exporter:
         self.reload_successful = True
         self.reload_success_time = time.time()
         logger.info("configuration reloaded from %s", self.config_path or "built-in default")
+
+    def _read_web_config(self) -> WebConfig:
+        web_config = read_web_config(self.web_config_path)
+        if (web_config.tls_context is None) != (self.tls_context is None):
+            raise ConfigError(
+                str(self.web_config_path),
+                ["tls_server_config: turning TLS on or off takes a restart"],
+            )
+        return web_config
+
+    def redacted(self, text: str) -> str:
+        """``text`` (plain or HTML) with every configured password replaced by ``<secret>``:
+        a second line of defence for pages that show what servers answered."""
+        for secret in self.config.secrets():
+            text = text.replace(secret, "<secret>").replace(html.escape(secret), "<secret>")
+        return text
+
+    def shown_config(self) -> str:
+        """The running config as YAML, defaults filled in, for the /config page. Passwords
+        are not part of it (only where they are read from), and are redacted all the same."""
+        source = self.config_path or "the built-in default config"
+        loaded = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.reload_success_time))
+        data = self.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+        text = f"# Running config from {source}, loaded {loaded}\n"
+        return self.redacted(text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
     def collect(self) -> Iterable[Metric]:
         build = GaugeMetricFamily(
@@ -98,5 +148,13 @@ class Exporter:
             "When the configuration was last loaded successfully.",
             value=self.reload_success_time,
         )
+        refusals = CounterMetricFamily(
+            "mail_exporter_probe_refused",
+            "Requests to /probe refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in self.probe_refusals.items():
+            refusals.add_metric([reason.value], float(count))
+        yield refusals
         yield from self.roundtrip.collect()
         yield from self.collectors.collect()

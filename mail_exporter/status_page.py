@@ -114,7 +114,8 @@ def render_status_page(exporter: Exporter) -> str:
 <title>mail_exporter</title><style>{_STYLE}</style></head>
 <body><h1>mail_exporter {html.escape(__version__)}</h1>
 <p><a href="/metrics">Metrics</a> · <a href="/-/healthy">Health</a> ·
-<a href="/-/ready">Readiness</a> · config: {html.escape(source)} ({reload_state}) ·
+<a href="/-/ready">Readiness</a> · <a href="/config">config</a>: {html.escape(source)}
+({reload_state}) ·
 refreshes every {REFRESH_SECONDS}s</p>
 <h2>Targets</h2>
 {_table(["target", "address", "module", "status", "latency", "certificate days left",

@@ -1,7 +1,14 @@
-"""HTTP endpoints: /, /metrics, /probe, /-/healthy, /-/ready and /-/reload (aiohttp).
+"""HTTP endpoints: /, /metrics, /probe, /config, /-/healthy, /-/ready and /-/reload (aiohttp).
 
 /metrics renders in a worker thread so that collectors doing file or process
 work never block the event loop, and it never waits on a network probe.
+
+With ``basic_auth_users`` in the web config every endpoint but /-/healthy asks for a
+password (401 with ``WWW-Authenticate: Basic``). /-/healthy stays open so that
+container and service-manager health checks need no credentials; it tells nothing
+but that the process answers, and it is still behind TLS and client certificates.
+/probe probes only configured modules, only targets the allowlist allows, and takes
+no credentials or TLS settings from the query; each refusal is counted by reason.
 """
 
 from __future__ import annotations
@@ -11,14 +18,15 @@ import logging
 import time
 from collections.abc import Iterable
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mail_exporter.config import ConfigError
 from mail_exporter.durations import format_duration
-from mail_exporter.exporter import Exporter
+from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import ProbeFamilies
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
@@ -30,6 +38,7 @@ logger = logging.getLogger(__name__)
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 PROBE_PARAMETERS = frozenset({"target", "module", "debug"})
 MINIMUM_BUDGET_SECONDS = 0.1
+BASIC_CHALLENGE = 'Basic realm="mail_exporter", charset="UTF-8"'
 
 
 class _OneProbe:
@@ -59,13 +68,27 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _refused(
+    request: web.Request,
+    reason: ProbeRefusal,
+    text: str,
+    error: type[web.HTTPClientError] = web.HTTPBadRequest,
+) -> web.HTTPClientError:
+    """A /probe refusal to raise, counted in ``mail_exporter_probe_refused_total``."""
+    _exporter(request).probe_refusals[reason] += 1
+    logger.debug("/probe refused (%s): %s", reason.value, text)
+    return error(text=text + "\n")
+
+
 def _probe_budget(request: web.Request, module_timeout: float, offset: float) -> float:
     header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
     try:
         scrape_timeout = float(header) if header else None
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=f"invalid X-Prometheus-Scrape-Timeout-Seconds {header!r}\n"
+        raise _refused(
+            request,
+            ProbeRefusal.BAD_REQUEST,
+            f"invalid X-Prometheus-Scrape-Timeout-Seconds {header!r}",
         ) from None
     if scrape_timeout is None:
         return module_timeout
@@ -74,25 +97,40 @@ def _probe_budget(request: web.Request, module_timeout: float, offset: float) ->
 
 
 async def probe(request: web.Request) -> web.Response:
-    config = _exporter(request).config
+    exporter = _exporter(request)
+    config = exporter.config
     unknown = sorted(set(request.query) - PROBE_PARAMETERS)
     if unknown:
-        raise web.HTTPBadRequest(
-            text=f"unknown parameter {unknown[0]!r}: /probe takes target, module and debug only "
-            "(credentials and TLS settings come from the config file)\n"
+        raise _refused(
+            request,
+            ProbeRefusal.BAD_REQUEST,
+            f"unknown parameter {unknown[0]!r}: /probe takes target, module and debug only "
+            "(credentials and TLS settings come from the config file)",
         )
     module_name = request.query.get("module")
     if not module_name:
-        raise web.HTTPBadRequest(text="module parameter is missing\n")
+        raise _refused(request, ProbeRefusal.BAD_REQUEST, "module parameter is missing")
     module = config.modules.get(module_name)
     if module is None:
         known = ", ".join(sorted(config.modules)) or "none"
-        raise web.HTTPBadRequest(text=f"unknown module {module_name!r} (configured: {known})\n")
+        raise _refused(
+            request,
+            ProbeRefusal.UNKNOWN_MODULE,
+            f"unknown module {module_name!r} (configured: {known})",
+        )
     target = request.query.get("target", "")
     try:
         address = parse_address(target)
     except ValueError as error:
-        raise web.HTTPBadRequest(text=f"target parameter: {error}\n") from None
+        raise _refused(request, ProbeRefusal.BAD_REQUEST, f"target parameter: {error}") from None
+    if not config.probe.allows(address.host):
+        raise _refused(
+            request,
+            ProbeRefusal.TARGET_NOT_ALLOWED,
+            f"target {target!r} is not allowed: /probe only probes targets matching "
+            "probe.allowed_targets in the config",
+            web.HTTPForbidden,
+        )
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
     result = await run_probe(address, module, budget)
     registry = CollectorRegistry(auto_describe=False)
@@ -101,7 +139,7 @@ async def probe(request: web.Request) -> web.Response:
     if request.query.get("debug", "").lower() == "true":
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"
-        return web.Response(text=text)
+        return web.Response(text=exporter.redacted(text))
     return web.Response(
         text=exposition,
         content_type="text/plain",
@@ -121,25 +159,58 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    exporter = _exporter(request)
     try:
-        _exporter(request).reload()
+        exporter.reload()
     except ConfigError as error:
         raise web.HTTPInternalServerError(
-            text=f"reload failed, running config kept:\n{error}\n"
+            text=exporter.redacted(f"reload failed, running config kept:\n{error}\n")
         ) from None
     return web.Response(text="Reloaded\n")
 
 
 async def landing(request: web.Request) -> web.Response:
-    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
+    exporter = _exporter(request)
+    page = exporter.redacted(render_status_page(exporter))
+    return web.Response(text=page, content_type="text/html")
+
+
+async def shown_config(request: web.Request) -> web.Response:
+    return web.Response(text=_exporter(request).shown_config())
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The web config's checks: allowed client certificate names, then basic auth."""
+    web_config = _exporter(request).web_config
+    transport = request.transport
+    if not web_config.allows_peer(transport.get_extra_info("peercert") if transport else None):
+        raise web.HTTPForbidden(text="client certificate not allowed\n")
+    users = web_config.basic_auth
+    if (
+        users is not None
+        and request.match_info.handler is not healthy
+        and not await users.allows(request.headers.get(hdrs.AUTHORIZATION))
+    ):
+        raise web.HTTPUnauthorized(
+            headers={hdrs.WWW_AUTHENTICATE: BASIC_CHALLENGE}, text="Unauthorized\n"
+        )
+    return await handler(request)
+
+
+async def configured_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``http_server_config.headers`` on every response, errors included."""
+    response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 
 def make_app(exporter: Exporter) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[authenticate])
     app[EXPORTER_KEY] = exporter
+    app.on_response_prepare.append(configured_headers)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
+    app.router.add_get("/config", shown_config)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)

@@ -49,6 +49,11 @@ class Config:
     auth_failures_per_second_warning: float = 1.0
     spam_reject_spike_factor: float = 3.0
 
+    dns_for: str = "15m"  # DNS facts come from passes every 15 minutes
+    dns_stale_seconds: int = 3600  # no finished pass for this long: stale
+    dkim_min_key_bits: int = 1024  # RFC 8301: verifiers must refuse smaller keys
+    dnsbl_errors_for: str = "1h"
+
     def matchers(self, *extra: str) -> str:
         """``{selector, extra...}`` for a metric selector."""
         inner = ",".join(part for part in (self.selector.strip("{}"), *extra) if part)

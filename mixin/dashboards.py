@@ -1028,6 +1028,90 @@ def _fleet_exporters() -> Row:
     )
 
 
+MATCH_MISMATCH = flag(("matches", "green"), ("mismatch", "red"))
+LISTED = flag(("listed", "red"), ("not listed", "green"))
+
+
+def _fleet_dns() -> Row:
+    return Row(
+        "DNS and reputation",
+        [
+            table(
+                "Mail domains",
+                "One row per configured domain: SPF (valid, DNS lookups of RFC 7208's 10), "
+                "DMARC policy, MTA-STS mode and whether its policy covers every MX, TLS-RPT. "
+                "A missing cell is a lookup that failed (see DNS check errors).",
+                Query(series("mail_dns_spf_valid")),
+                Query(series("mail_dns_spf_lookups")),
+                Query(series("mail_dns_dmarc_present")),
+                Query(series("mail_dns_dmarc_policy_info")),
+                Query(series("mail_dns_mta_sts_mx_covered")),
+                Query(series("mail_dns_mta_sts_mode_info")),
+                Query(series("mail_dns_tls_rpt_present")),
+                columns={
+                    "domain": "Domain",
+                    "Value #A": "SPF",
+                    "Value #B": "SPF lookups",
+                    "Value #C": "DMARC",
+                    "policy": "DMARC policy",
+                    "Value #E": "MTA-STS covers MX",
+                    "mode": "MTA-STS mode",
+                    "Value #G": "TLS-RPT",
+                },
+                hidden=("instance", "Value #D", "Value #F"),
+                width=24,
+            ),
+            state_timeline(
+                "Blocklist listings",
+                "Each sending IP on each blocklist: listed (with its return code) or not. "
+                "Gaps are lookups without a verdict (refused, timeout): never counted as listed.",
+                Query(series("mail_dnsbl_listed"), "{{ip}} {{zone}}"),
+                mappings=LISTED,
+                height=8,
+            ),
+            timeseries(
+                "Blocklist check errors",
+                "Blocklist lookups without a verdict per interval: refused (127.255.255.x: the "
+                "list refuses this resolver), unexpected_answer, timeout, servfail.",
+                Query(sum_by("zone, reason", increase("mail_dnsbl_check_errors_total")) + " > 0",
+                      "{{zone}} {{reason}}"),
+                Query(sum_by("check, reason", increase("mail_dns_check_errors_total")) + " > 0",
+                      "{{check}} {{reason}}"),
+                bars=True,
+            ),
+            stat(
+                "Reverse DNS forward-confirmed",
+                "Per sending IP: its PTR name resolves back to it.",
+                Query(series("mail_dns_ptr_forward_confirmed"), "{{ip}}"),
+                mappings=flag(("confirmed", "green"), ("not confirmed", "red")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "PTR matches HELO",
+                "Per sending IP: a PTR name is the configured HELO name.",
+                Query(series("mail_dns_ptr_matches_helo"), "{{ip}}"),
+                mappings=flag(("matches", "green"), ("mismatch", "orange")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "DANE",
+                "Per MX with TLSA records: a record matches the certificate its STARTTLS shows.",
+                Query(series("mail_dns_dane_tlsa_matches"), "{{mx}}"),
+                mappings=MATCH_MISMATCH,
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "DKIM key bits",
+                "Per domain and selector: the published key's size (red under 1024, absent when "
+                "missing; mail_dns_dkim_key_present says which).",
+                Query(series("mail_dns_dkim_key_size"), "{{selector}}._domainkey.{{domain}}"),
+                steps=thresholds("red", (1024, "orange"), (2048, "green")),
+                text=NAMED, width=6, height=6,
+            ),
+        ],
+    )  # fmt: skip
+
+
 def fleet_overview() -> Json:
     return dashboard(
         "mail-overview",
@@ -1039,6 +1123,7 @@ def fleet_overview() -> Json:
             _fleet_probes(),
             _fleet_queues(),
             _fleet_roundtrip(),
+            _fleet_dns(),
             _fleet_exchange(),
             _fleet_exporters(),
         ],

@@ -151,6 +151,7 @@ class CollectorSet:
 # Registration: each collector module registers itself on import.
 from mail_exporter.collectors import (  # noqa: E402, F401
     backups,
+    dns,
     exim_queue,
     host,
     logs,

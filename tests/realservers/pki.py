@@ -33,6 +33,15 @@ class PKI:
     wronghost_key: Path
     server_not_before: datetime.datetime
     server_not_after: datetime.datetime
+    ca_key: Path  # for create_client_cert
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    """A client certificate (ExtendedKeyUsage clientAuth) and its key, for mutual TLS."""
+
+    cert: Path
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ def _create_leaf(
     names: list[x509.GeneralName],
     not_before: datetime.datetime,
     not_after: datetime.datetime,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -114,7 +124,7 @@ def _create_leaf(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -175,4 +185,25 @@ def create_pki(directory: Path) -> PKI:
         wronghost_key=_write_key(directory / "wronghost.key", wronghost_key),
         server_not_before=server.not_valid_before_utc,
         server_not_after=server.not_valid_after_utc,
+        ca_key=_write_key(directory / "ca.key", ca.key),
+    )
+
+
+def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
+    """Write a client certificate for ``name`` (its DNS SAN), signed by ``pki``'s CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    issuer = _Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
+    now = datetime.datetime.now(datetime.UTC)
+    cert, key = _create_leaf(
+        issuer,
+        [x509.DNSName(name)],
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=7),
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    return ClientCert(
+        cert=_write_cert(directory / f"{name}.pem", cert),
+        key=_write_key(directory / f"{name}.key", key),
     )

@@ -1,0 +1,92 @@
+"""Which targets /probe may reach: host name patterns and IP networks (``probe.allowed_targets``).
+
+A pattern is either a network (``192.0.2.0/24``, ``2001:db8::/32``, or one address) or
+a host name pattern in which ``*`` stands for any characters, dots included
+(``*.example.com`` matches ``mx1.example.com`` and ``a.b.example.com``, not
+``example.com``). Names compare without case and without a trailing dot.
+
+A target written as an IP literal is matched against the networks only; a target
+written as a host name is matched against the host patterns only, and is never
+resolved to check it against the networks: the name would be looked up again when
+the probe connects, and a DNS answer that changed in between (DNS rebinding) would
+let anyone who controls a zone steer probes to any address. An IPv4-mapped IPv6
+literal (``::ffff:192.0.2.1``) is matched as the IPv4 address it reaches.
+
+An empty list allows every target.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAME_PATTERN = re.compile(r"[a-z0-9_*](?:[a-z0-9_.*-]*[a-z0-9_*])?")
+_ADDRESS_LIKE = re.compile(r"[0-9.*]*[0-9][0-9.*]*")
+
+
+def _name(text: str) -> str:
+    return text.lower().removesuffix(".")
+
+
+def parse_pattern(text: str) -> IPNetwork | re.Pattern[str]:
+    """A network or a compiled host name pattern; ``ValueError`` says what is wrong."""
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError as error:
+        if "/" in text or ":" in text:
+            raise ValueError(f"invalid network {text!r}: {error}") from None
+    name = _name(text)
+    if not _NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"invalid allowed target {text!r}: use a host name pattern such as "
+            "*.example.com or a network such as 192.0.2.0/24"
+        )
+    if "*" in name and _ADDRESS_LIKE.fullmatch(name):
+        raise ValueError(
+            f"{text!r} looks like an address pattern: write networks in CIDR form, "
+            "such as 10.0.0.0/16"
+        )
+    return re.compile(".*".join(re.escape(part) for part in name.split("*")))
+
+
+def checked_pattern(text: str) -> str:
+    """The pattern itself, once it is known to parse (a config field validator)."""
+    parse_pattern(text)
+    return text
+
+
+@dataclass(frozen=True)
+class TargetAllowlist:
+    """The compiled ``allowed_targets``: :meth:`allows` answers for one target host."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    names: tuple[re.Pattern[str], ...] = ()
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> TargetAllowlist:
+        parsed = [parse_pattern(text) for text in patterns]
+        return cls(
+            networks=tuple(p for p in parsed if not isinstance(p, re.Pattern)),
+            names=tuple(p for p in parsed if isinstance(p, re.Pattern)),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.networks and not self.names
+
+    def allows(self, host: str) -> bool:
+        """Whether a target's host (a name or an IP literal) may be probed."""
+        if self.empty:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            name = _name(host)
+            return any(pattern.fullmatch(name) for pattern in self.names)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)

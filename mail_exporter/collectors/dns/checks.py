@@ -1,0 +1,145 @@
+"""One pass of every DNS check of the section, concurrently, into a :class:`Results`."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from mail_exporter.collectors.dns import dnsbl, mtasts
+from mail_exporter.collectors.dns.dane import Dane, check_dane
+from mail_exporter.collectors.dns.rdns import ReverseDns, check_reverse
+from mail_exporter.collectors.dns.records import DomainRecords, RecordChecks
+from mail_exporter.collectors.dns.resolver import Lookups
+from mail_exporter.config import DnsConfig, DnsResolverConfig
+
+
+@dataclass
+class Results:
+    domains: dict[str, DomainRecords] = field(default_factory=dict)
+    mta_sts: dict[str, mtasts.MtaSts] = field(default_factory=dict)
+    dane: dict[str, Dane] = field(default_factory=dict)  # by MX host
+    reverse: dict[str, ReverseDns] = field(default_factory=dict)  # by IP
+    ip_listings: dict[tuple[str, str], dnsbl.Listing] = field(default_factory=dict)  # zone, IP
+    domain_listings: dict[tuple[str, str], dnsbl.Listing] = field(default_factory=dict)
+    finished_at: float = 0.0
+
+    def check_errors(self) -> list[tuple[str, str]]:
+        """(check, reason) of every lookup that ended without a verdict in this pass."""
+        errors = [error for records in self.domains.values() for error in records.errors]
+        errors += [error for sts in self.mta_sts.values() for error in sts.errors]
+        errors += [dane.error for dane in self.dane.values() if dane.error]
+        errors += [("ptr", r.error) for r in self.reverse.values() if r.error]
+        return errors
+
+    def blocklist_errors(self) -> list[tuple[str, str]]:
+        """(zone, reason) of every blocklist lookup without a verdict in this pass."""
+        listings = [*self.ip_listings.items(), *self.domain_listings.items()]
+        return [(zone, listing.error) for (zone, _), listing in listings if listing.error]
+
+
+def _lookups(resolver: DnsResolverConfig, in_flight: int) -> Lookups:
+    return Lookups(resolver.nameservers, resolver.port, float(resolver.timeout), in_flight)
+
+
+def _name(domain: str) -> str:
+    return domain.rstrip(".").lower()
+
+
+async def _domain(checks: RecordChecks, domain: str, selectors: list[str]) -> DomainRecords:
+    result = DomainRecords()
+    await asyncio.gather(
+        checks.mx(domain, result),
+        checks.spf(domain, result),
+        checks.dmarc(domain, result),
+        checks.tls_rpt(domain, result),
+        *(checks.dkim(domain, selector, result) for selector in selectors),
+    )
+    return result
+
+
+async def run_checks(
+    settings: DnsConfig,
+    url_of: Callable[[str], str] = mtasts.policy_url,
+    wall_clock: Callable[[], float] = time.time,
+) -> Results:
+    lookups = _lookups(settings.resolver, settings.max_in_flight)
+    blocklist_lookups = (
+        lookups
+        if settings.blocklist_resolver is None
+        else _lookups(settings.blocklist_resolver, settings.max_in_flight)
+    )
+    time_limit = float(settings.resolver.timeout)
+    domains = [_name(domain) for domain in settings.domains]
+    checks = RecordChecks(lookups)
+    results = Results()
+
+    async def domain(name: str) -> None:
+        results.domains[name] = await _domain(checks, name, settings.dkim_selectors)
+
+    async def reverse(ip: str) -> None:
+        results.reverse[ip] = await check_reverse(lookups, ip, settings.helo_name)
+
+    async def ip_listing(zone: str, ip: str) -> None:
+        name = dnsbl.query_name(ip, zone)
+        results.ip_listings[(zone, ip)] = await dnsbl.check_listing(blocklist_lookups, name)
+
+    async def domain_listing(zone: str, domain: str) -> None:
+        name = f"{domain}.{zone.rstrip('.')}"
+        listing = await dnsbl.check_listing(blocklist_lookups, name, domain=True)
+        results.domain_listings[(zone, domain)] = listing
+
+    await asyncio.gather(
+        *(domain(name) for name in domains),
+        *(reverse(ip) for ip in settings.sending_ips),
+        *(ip_listing(zone, ip) for zone in settings.ip_blocklists for ip in settings.sending_ips),
+        *(domain_listing(zone, name) for zone in settings.domain_blocklists for name in domains),
+    )
+    await asyncio.gather(
+        _mta_sts(settings, lookups, results, url_of, time_limit),
+        _dane(settings, lookups, results, time_limit),
+    )
+    results.finished_at = wall_clock()
+    return results
+
+
+async def _mta_sts(
+    settings: DnsConfig,
+    lookups: Lookups,
+    results: Results,
+    url_of: Callable[[str], str],
+    time_limit: float,
+) -> None:
+    if not settings.mta_sts or not results.domains:
+        return
+    context = ssl.create_default_context(
+        cafile=str(settings.mta_sts_ca_file) if settings.mta_sts_ca_file else None
+    )
+
+    async def one(session: aiohttp.ClientSession, domain: str, records: DomainRecords) -> None:
+        results.mta_sts[domain] = await mtasts.check_mta_sts(
+            lookups, session, context, domain, records.mx_hosts, time_limit, url_of
+        )
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one(session, d, r) for d, r in results.domains.items()))
+
+
+async def _dane(settings: DnsConfig, lookups: Lookups, results: Results, time_limit: float) -> None:
+    if not settings.dane:
+        return
+    addresses: dict[str, list[str]] = {}
+    for records in results.domains.values():
+        for host in records.mx_hosts or []:
+            addresses.setdefault(host, records.mx_addresses.get(host, []))
+
+    async def one(host: str) -> None:
+        results.dane[host] = await check_dane(
+            lookups, host, addresses[host], settings.dane_port, time_limit
+        )
+
+    await asyncio.gather(*(one(host) for host in addresses))

@@ -1,0 +1,68 @@
+"""Blocklist lookups per RFC 5782, with the pitfalls of other checkers avoided.
+
+* The query name is the IPv4 address with its octets reversed, or the IPv6 address as
+  32 reversed nibbles, under the zone; a domain blocklist is queried for the domain.
+* Listed only on answers in 127.0.0.2-127.0.0.255: the return code is the ``code``
+  label (a bounded set: at most 254 values per zone).
+* 127.255.255.x is the list refusing the query (Spamhaus answers that to public and
+  unregistered resolvers): an error (``refused``), never "listed". Other answers
+  (127.0.0.1, addresses outside 127/8 from resolvers that rewrite NXDOMAIN) are an
+  error (``unexpected_answer``) too, as are timeouts and SERVFAIL.
+* NXDOMAIN, or a name without an A record, is "not listed".
+* Domain blocklists also list with 127.0.1.2-127.0.1.255: Spamhaus DBL, the default,
+  answers only in 127.0.1.0/24 (127.0.1.2 spam domain, ...); an IP blocklist answering
+  there is an ``unexpected_answer``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from mail_exporter.collectors.dns.resolver import Lookups
+
+LISTED = (ipaddress.IPv4Address("127.0.0.2"), ipaddress.IPv4Address("127.0.0.255"))
+DOMAIN_LISTED = (ipaddress.IPv4Address("127.0.0.2"), ipaddress.IPv4Address("127.0.1.255"))
+REFUSED = ipaddress.IPv4Network("127.255.255.0/24")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One check's verdict: return codes when listed, empty when not, or an error."""
+
+    codes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def query_name(ip: str, zone: str) -> str:
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv4Address):
+        reversed_part = ".".join(reversed(str(address).split(".")))
+    else:
+        reversed_part = ".".join(reversed(address.exploded.replace(":", "")))
+    return f"{reversed_part}.{zone.rstrip('.')}"
+
+
+def classify(
+    answers: list[str], listed: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] = LISTED
+) -> Listing:
+    codes = set()
+    for text in answers:
+        try:
+            address = ipaddress.IPv4Address(text)
+        except ValueError:
+            return Listing(error="unexpected_answer")
+        if address in REFUSED:
+            return Listing(error="refused")
+        if not listed[0] <= address <= listed[1]:
+            return Listing(error="unexpected_answer")
+        codes.add(text)
+    return Listing(codes=sorted(codes, key=ipaddress.IPv4Address))
+
+
+async def check_listing(lookups: Lookups, name: str, domain: bool = False) -> Listing:
+    outcome = await lookups.query(name, "A")
+    if outcome.error:
+        return Listing(error=outcome.error)
+    answers = [record.to_text() for record in outcome.records]
+    return classify(answers, DOMAIN_LISTED if domain else LISTED)

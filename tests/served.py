@@ -1,0 +1,132 @@
+"""A real exporter process for end-to-end tests, and a plain HTTP(S) client to talk to it.
+
+The process is ``python -m mail_exporter`` with the flags a test gives; its stderr goes
+to a file (a pipe could fill up at debug level and stall it). The client is
+:mod:`http.client` with whatever TLS context the test builds, so what is tested is
+what any client sees on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from tests.realservers.pki import PKI, ClientCert
+from tests.test_cli import exporter_command, free_port
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Message
+    body: str
+    tls_version: str | None  # as ssl.SSLSocket.version() says: TLSv1.2, TLSv1.3
+    peer_names: tuple[str, ...]  # the server certificate's DNS names
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def client_context(
+    pki: PKI,
+    cert: ClientCert | None = None,
+    maximum: ssl.TLSVersion | None = None,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A client that trusts the test CA, optionally with a client certificate."""
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.check_hostname = check_hostname
+    if cert is not None:
+        context.load_cert_chain(cert.cert, cert.key)
+    if maximum is not None:
+        context.maximum_version = maximum
+    return context
+
+
+def get(
+    port: int,
+    path: str,
+    context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+) -> Reply:
+    """One request on a new connection; HTTPS when ``context`` is given."""
+    connection = (
+        http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        if context is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    )
+    try:
+        connection.connect()
+        tls = connection.sock if isinstance(connection.sock, ssl.SSLSocket) else None
+        version = tls.version() if tls else None
+        certificate = tls.getpeercert() if tls else None
+        names = tuple(v for k, v in (certificate or {}).get("subjectAltName", ()) if k == "DNS")
+        connection.request(method, path, headers=dict(headers or {}))
+        response = connection.getresponse()
+        body = response.read().decode()
+        return Reply(response.status, response.headers, body, version, names)
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+
+def _wait_until_healthy(served: Served, context: ssl.SSLContext | None) -> None:
+    for _ in range(150):
+        if served.process.poll() is not None:
+            pytest.fail(f"the exporter exited with {served.process.returncode}:\n{served.stderr()}")
+        try:
+            if get(served.port, "/-/healthy", context).status == 200:
+                return
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the exporter did not answer:\n{served.stderr()}")
+
+
+@contextmanager
+def served_exporter(
+    directory: Path,
+    config: Path,
+    *flags: str,
+    context: ssl.SSLContext | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Served]:
+    """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after."""
+    port = free_port()
+    log = directory / f"exporter-{port}.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            exporter_command(config, port, *flags),
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    served = Served(process, port, log)
+    try:
+        _wait_until_healthy(served, context)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(10)

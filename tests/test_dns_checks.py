@@ -1,0 +1,541 @@
+"""The DNS checks against a local DNS server: each kind of good and broken record.
+
+The zone (see :func:`mail_zone`) has a good domain, a domain with every record broken,
+a domain whose SPF costs too many lookups, sending IPs with good, wrong and missing
+PTRs, a blocklist with listed, unlisted and refused answers, and names that never
+answer. MTA-STS policies come from a loopback HTTPS server with the tests' CA, DANE
+is checked against a loopback STARTTLS server with the tests' certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mail_exporter.collectors import COLLECTORS, CollectorError
+from mail_exporter.collectors.dns import dnsbl
+from mail_exporter.collectors.dns.checks import Results, run_checks
+from mail_exporter.collectors.dns.collector import DnsCollector
+from mail_exporter.config import Config, DnsConfig, DnsResolverConfig
+from tests.dnsserver import DnsServer, Zone, txt
+from tests.promtool import check_metrics
+from tests.realservers.pki import create_pki
+
+IPV6 = "2001:db8::25"
+IPV6_NIBBLES = "5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
+
+
+def _dkim_key(bits: int) -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def mail_zone(tlsa_good: str) -> Zone:
+    includes = " ".join(f"include:i{n}.many.test" for n in range(11))
+    records: dict[tuple[str, str], list[str]] = {
+        # good.test: everything right
+        ("good.test", "MX"): ["10 mx.good.test."],
+        ("mx.good.test", "A"): ["127.0.0.1"],
+        ("good.test", "TXT"): [
+            txt("v=spf1 ip4:192.0.2.0/24 include:_spf.good.test -all"),
+            txt("google-site-verification=abc"),
+        ],
+        ("_spf.good.test", "TXT"): [txt("v=spf1 a mx ip6:2001:db8::/32 ~all")],
+        ("_dmarc.good.test", "TXT"): [txt("v=DMARC1; p=reject; pct=50; rua=mailto:d@good.test")],
+        ("mail._domainkey.good.test", "TXT"): [txt(f"v=DKIM1; k=rsa; p={_dkim_key(2048)}")],
+        ("_mta-sts.good.test", "TXT"): [txt("v=STSv1; id=20240101")],
+        ("_smtp._tls.good.test", "TXT"): [txt("v=TLSRPTv1; rua=mailto:tls@good.test")],
+        ("_25._tcp.mx.good.test", "TLSA"): [f"3 1 1 {tlsa_good}"],
+        # bad.test: every record broken
+        ("bad.test", "MX"): ["10 mx.bad.test.", "20 gone.bad.test."],
+        ("mx.bad.test", "A"): ["127.0.0.1"],
+        ("bad.test", "TXT"): [txt("v=spf1 -all"), txt("v=spf1 mx -all")],
+        ("_dmarc.bad.test", "TXT"): [txt("some other text")],
+        ("old._domainkey.bad.test", "TXT"): [txt("v=DKIM1; p=")],  # revoked
+        ("_mta-sts.bad.test", "TXT"): [txt("v=STSv1; id=1")],
+        ("_25._tcp.mx.bad.test", "TLSA"): ["3 1 1 " + "00" * 32],
+        # many.test: SPF over the limit of 10 lookups; syntax.test: SPF that does not parse
+        ("many.test", "TXT"): [txt(f"v=spf1 {includes} -all")],
+        **{(f"i{n}.many.test", "TXT"): [txt("v=spf1 -all")] for n in range(11)},
+        ("syntax.test", "TXT"): [txt("v=spf1 foo:bar -all")],
+        ("_dmarc.syntax.test", "TXT"): [txt("v=DMARC1; p=sometimes")],
+        # reverse DNS: .25 right, .26 PTR not confirmed, .27 without a PTR
+        ("25.2.0.192.in-addr.arpa", "PTR"): ["mail.good.test."],
+        ("mail.good.test", "A"): ["192.0.2.25"],
+        ("mail.good.test", "AAAA"): [IPV6],
+        ("26.2.0.192.in-addr.arpa", "PTR"): ["wrong.good.test."],
+        ("wrong.good.test", "A"): ["192.0.2.99"],
+        (f"{IPV6_NIBBLES}.ip6.arpa", "PTR"): ["mail.good.test."],
+        # blocklists
+        ("25.2.0.192.bl.test", "A"): ["127.0.0.2", "127.0.0.11"],
+        ("25.2.0.192.bl.test", "TXT"): [txt("listed, see https://bl.test/")],
+        ("26.2.0.192.bl.test", "A"): ["127.255.255.254"],
+        ("28.2.0.192.bl.test", "A"): ["192.0.2.1"],  # a resolver rewriting NXDOMAIN
+        (f"{IPV6_NIBBLES}.bl.test", "A"): ["127.0.0.4"],
+        ("bad.test.dbl.test", "A"): ["127.0.1.2"],
+    }
+    return Zone(
+        records,
+        silent={"slow.test", "slowbl.test"},
+        servfail={"fail.test"},
+        signed={"good.test", "_25._tcp.mx.good.test"},
+    )
+
+
+POLICIES = {
+    "good.test": "version: STSv1\nmode: enforce\nmx: *.good.test\nmax_age: 604800\n",
+    "bad.test": "version: STSv1\nmode: testing\nmx: mx.other.test\nmax_age: 86400\n",
+}
+
+
+@dataclass
+class Rig:
+    zone: Zone
+    dns_port: int
+    https_port: int
+    smtp_port: int
+    ca_file: Path
+
+    def policy_url(self, domain: str) -> str:
+        return f"https://localhost:{self.https_port}/{domain}/.well-known/mta-sts.txt"
+
+    def settings(self, **overrides: object) -> DnsConfig:
+        values: dict[str, object] = {
+            "enabled": True,
+            "domains": ["good.test", "bad.test"],
+            "sending_ips": ["192.0.2.25", "192.0.2.26", "192.0.2.27", IPV6],
+            "helo_name": "mail.good.test",
+            "dkim_selectors": ["mail"],
+            "ip_blocklists": ["bl.test"],
+            "domain_blocklists": ["dbl.test"],
+            "resolver": DnsResolverConfig(
+                nameservers=["127.0.0.1"], port=self.dns_port, timeout="1s"
+            ),
+            "mta_sts_ca_file": self.ca_file,
+            "dane_port": self.smtp_port,
+        }
+        values.update(overrides)
+        return DnsConfig.model_validate(values)
+
+    def run(self, settings: DnsConfig) -> Results:
+        return asyncio.run(run_checks(settings, self.policy_url))
+
+
+async def _smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                context: ssl.SSLContext) -> None:  # fmt: skip
+    writer.write(b"220 localhost ESMTP\r\n")
+    while line := await reader.readline():
+        command = line.strip().upper()
+        if command.startswith(b"EHLO"):
+            writer.write(b"250-localhost\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        elif command == b"STARTTLS":
+            writer.write(b"220 go ahead\r\n")
+            await writer.drain()
+            await writer.start_tls(context)
+        elif command == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            break
+        await writer.drain()
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    pki = create_pki(tmp_path_factory.mktemp("pki"))
+    certificate = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    zone = mail_zone(hashlib.sha256(spki).hexdigest())
+    server = DnsServer(zone)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def policy(request: web.Request) -> web.Response:
+        text = POLICIES.get(request.match_info["domain"])
+        return web.Response(text=text) if text else web.Response(status=404)
+
+    async def start() -> tuple[web.AppRunner, asyncio.Server, int, int]:
+        app = web.Application()
+        app.router.add_get("/{domain}/.well-known/mta-sts.txt", policy)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        https_port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", https_port, ssl_context=context).start()
+        smtp = await asyncio.start_server(lambda r, w: _smtp(r, w, context), "127.0.0.1", 0)
+        return runner, smtp, https_port, smtp.sockets[0].getsockname()[1]
+
+    runner, smtp, https_port, smtp_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    yield Rig(zone, server.port, https_port, smtp_port, pki.ca_file)
+
+    async def stop() -> None:
+        smtp.close()
+        await runner.cleanup()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def results(rig: Rig) -> Results:
+    return rig.run(rig.settings(dkim_selectors=["mail", "old", "missing"]))
+
+
+# --- domain records -----------------------------------------------------------------
+
+
+def test_good_domain_records(results: Results) -> None:
+    good = results.domains["good.test"]
+    assert good.mx_hosts == ["mx.good.test"]
+    assert good.mx_resolvable == {"mx.good.test": True}
+    assert (good.spf_records, good.spf_valid, good.spf_lookups) == (1, True, 3)
+    assert (good.dmarc_present, good.dmarc_policy, good.dmarc_ratio) == (True, "reject", 0.5)
+    assert good.dkim_present["mail"] is True
+    assert good.dkim_bits == {"mail": 2048}
+    assert good.tls_rpt_present is True
+    assert good.mx_authenticated is True
+    assert good.errors == []
+
+
+def test_broken_domain_records(results: Results) -> None:
+    bad = results.domains["bad.test"]
+    assert bad.mx_resolvable == {"gone.bad.test": False, "mx.bad.test": True}
+    assert (bad.spf_records, bad.spf_valid) == (2, False)
+    assert bad.dmarc_present is False and bad.dmarc_policy is None
+    assert bad.dkim_present == {"mail": False, "old": False, "missing": False}
+    assert bad.dkim_bits == {}
+    assert bad.tls_rpt_present is False
+    assert bad.mx_authenticated is False
+
+
+def test_spf_over_ten_lookups_and_spf_that_does_not_parse(rig: Rig) -> None:
+    results = rig.run(rig.settings(domains=["many.test", "syntax.test", "none.test"]))
+    many = results.domains["many.test"]
+    assert many.spf_valid is False and many.spf_lookups == 11
+    syntax = results.domains["syntax.test"]
+    assert syntax.spf_records == 1 and syntax.spf_valid is False
+    assert syntax.dmarc_policy == "invalid"
+    assert results.domains["none.test"].spf_records == 0
+    assert results.domains["none.test"].spf_valid is False
+    assert results.domains["none.test"].mx_hosts == []
+
+
+def test_timeouts_and_servfail_are_errors_not_bad_records(rig: Rig) -> None:
+    results = rig.run(rig.settings(domains=["slow.test", "fail.test"], sending_ips=[]))
+    for domain in ("slow.test", "fail.test"):
+        records = results.domains[domain]
+        assert records.spf_valid is None and records.dmarc_present is None
+        assert records.mx_hosts is None and records.tls_rpt_present is None
+    reasons = {reason for _, reason in results.check_errors()}
+    assert reasons == {"timeout", "servfail"}
+    assert {check for check, _ in results.check_errors()} >= {
+        "mx",
+        "spf",
+        "dmarc",
+        "dkim",
+        "tls_rpt",
+    }
+
+
+# --- MTA-STS and DANE ---------------------------------------------------------------
+
+
+def test_mta_sts_policy_covering_the_mx(results: Results) -> None:
+    good = results.mta_sts["good.test"]
+    assert good.record_present and good.policy_valid and good.mx_covered
+    assert good.policy is not None
+    assert (good.policy.mode, good.policy.max_age) == ("enforce", 604800)
+
+
+def test_mta_sts_policy_not_covering_the_mx(results: Results) -> None:
+    bad = results.mta_sts["bad.test"]
+    assert bad.record_present and bad.policy_valid
+    assert bad.mx_covered is False
+
+
+def test_mta_sts_policy_over_untrusted_tls_is_an_error(rig: Rig, tmp_path: Path) -> None:
+    other_ca = create_pki(tmp_path).ca_file
+    results = rig.run(rig.settings(domains=["good.test"], mta_sts_ca_file=other_ca))
+    assert results.mta_sts["good.test"].policy_valid is None
+    assert ("mta_sts_policy", "tls") in results.check_errors()
+
+
+def test_dane_matches_the_certificate_the_mx_shows(results: Results) -> None:
+    assert results.dane["mx.good.test"].records == 1
+    assert results.dane["mx.good.test"].matches is True
+    assert results.dane["mx.good.test"].authenticated is True
+
+
+def test_dane_mismatch(results: Results) -> None:
+    assert results.dane["mx.bad.test"].matches is False
+    assert results.dane["mx.bad.test"].authenticated is False
+    assert "gone.bad.test" in results.dane and results.dane["gone.bad.test"].records == 0
+
+
+def test_dane_with_an_mx_that_does_not_answer_is_an_error(rig: Rig) -> None:
+    results = rig.run(rig.settings(domains=["good.test"], dane_port=_free_port()))
+    assert results.dane["mx.good.test"].matches is None
+    assert ("dane_smtp", "connect") in results.check_errors()
+
+
+# --- reverse DNS ---------------------------------------------------------------------
+
+
+def test_reverse_dns(results: Results) -> None:
+    good, wrong, missing, v6 = (
+        results.reverse[ip] for ip in ("192.0.2.25", "192.0.2.26", "192.0.2.27", IPV6)
+    )
+    assert (good.ptr_present, good.forward_confirmed, good.matches_helo) == (True, True, True)
+    assert (wrong.ptr_present, wrong.forward_confirmed, wrong.matches_helo) == (True, False, False)
+    assert (missing.ptr_present, missing.forward_confirmed, missing.matches_helo) == (
+        False,
+        False,
+        False,
+    )
+    assert (v6.ptr_present, v6.forward_confirmed) == (True, True)
+
+
+def test_reverse_dns_without_helo_name_and_with_a_silent_resolver(rig: Rig) -> None:
+    results = rig.run(rig.settings(domains=[], helo_name=None))
+    assert results.reverse["192.0.2.25"].matches_helo is None
+    silent = rig.settings(
+        domains=[], sending_ips=["192.0.2.25"], ip_blocklists=[],
+        resolver=DnsResolverConfig(nameservers=["127.0.0.1"], port=_free_port(), timeout="300ms"),
+    )  # fmt: skip
+    reverse = rig.run(silent).reverse["192.0.2.25"]
+    assert reverse.ptr_present is None and reverse.error == "timeout"
+
+
+# --- blocklists ----------------------------------------------------------------------
+
+
+def test_query_names() -> None:
+    assert dnsbl.query_name("192.0.2.25", "zen.spamhaus.org") == "25.2.0.192.zen.spamhaus.org"
+    assert dnsbl.query_name(IPV6, "bl.test.") == f"{IPV6_NIBBLES}.bl.test"
+
+
+def test_listed_with_every_return_code(results: Results) -> None:
+    assert results.ip_listings[("bl.test", "192.0.2.25")] == dnsbl.Listing(
+        codes=["127.0.0.2", "127.0.0.11"]
+    )
+
+
+def test_refused_answer_is_an_error_never_listed(results: Results) -> None:
+    assert results.ip_listings[("bl.test", "192.0.2.26")] == dnsbl.Listing(error="refused")
+
+
+def test_nxdomain_is_not_listed(results: Results) -> None:
+    assert results.ip_listings[("bl.test", "192.0.2.27")] == dnsbl.Listing()
+
+
+def test_ipv6_is_queried_in_nibble_form(rig: Rig, results: Results) -> None:
+    assert results.ip_listings[("bl.test", IPV6)] == dnsbl.Listing(codes=["127.0.0.4"])
+    assert (f"{IPV6_NIBBLES}.bl.test", "A") in rig.zone.queries
+
+
+def test_timeout_and_unexpected_answers_are_errors(rig: Rig) -> None:
+    results = rig.run(
+        rig.settings(domains=[], sending_ips=["192.0.2.25", "192.0.2.28"],
+                     ip_blocklists=["bl.test", "slowbl.test"])
+    )  # fmt: skip
+    assert results.ip_listings[("slowbl.test", "192.0.2.25")] == dnsbl.Listing(error="timeout")
+    assert results.ip_listings[("bl.test", "192.0.2.28")] == dnsbl.Listing(
+        error="unexpected_answer"
+    )
+
+
+def test_domain_blocklist(results: Results) -> None:
+    assert results.domain_listings[("dbl.test", "bad.test")].codes == ["127.0.1.2"]
+    assert results.domain_listings[("dbl.test", "good.test")] == dnsbl.Listing()
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([], dnsbl.Listing()),
+        (["127.0.0.2"], dnsbl.Listing(codes=["127.0.0.2"])),
+        (["127.0.0.255"], dnsbl.Listing(codes=["127.0.0.255"])),
+        (["127.0.0.1"], dnsbl.Listing(error="unexpected_answer")),
+        (["127.255.255.252"], dnsbl.Listing(error="refused")),
+        (["127.0.0.2", "127.255.255.254"], dnsbl.Listing(error="refused")),
+        (["10.0.0.1"], dnsbl.Listing(error="unexpected_answer")),
+    ],
+)
+def test_classify(answers: list[str], expected: dnsbl.Listing) -> None:
+    assert dnsbl.classify(answers) == expected
+
+
+def test_domain_blocklists_also_list_in_127_0_1() -> None:
+    assert dnsbl.classify(["127.0.1.2"]) == dnsbl.Listing(error="unexpected_answer")
+    assert dnsbl.classify(["127.0.1.2"], dnsbl.DOMAIN_LISTED) == dnsbl.Listing(codes=["127.0.1.2"])
+    assert dnsbl.classify(["127.255.255.254"], dnsbl.DOMAIN_LISTED).error == "refused"
+
+
+def test_a_dedicated_blocklist_resolver(rig: Rig) -> None:
+    silent = DnsResolverConfig(nameservers=["127.0.0.1"], port=_free_port(), timeout="300ms")
+    results = rig.run(
+        rig.settings(domains=[], sending_ips=["192.0.2.25"], blocklist_resolver=silent)
+    )
+    assert results.reverse["192.0.2.25"].forward_confirmed is True
+    assert results.ip_listings[("bl.test", "192.0.2.25")].error == "timeout"
+
+
+# --- the collector: cache, exposition, registration -----------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def at_once(run: Callable[[], None]) -> None:
+    run()
+
+
+def collector(rig: Rig, clock: Clock, **overrides: object) -> DnsCollector:
+    return DnsCollector(
+        rig.settings(**overrides), clock=clock, background=at_once, mta_sts_url=rig.policy_url
+    )
+
+
+def exposition(collector: DnsCollector) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def test_a_second_scrape_within_the_interval_sends_no_queries(rig: Rig) -> None:
+    clock = Clock()
+    dns = collector(rig, clock, interval="10m")
+    before = len(rig.zone.queries)
+    first = exposition(dns)
+    sent = len(rig.zone.queries)
+    assert sent > before
+    clock.now += 599
+    assert exposition(dns) == first
+    assert len(rig.zone.queries) == sent
+    clock.now += 1
+    exposition(dns)
+    assert len(rig.zone.queries) > sent
+
+
+async def test_exposition_passes_promtool(rig: Rig) -> None:
+    dns = collector(rig, Clock(), ip_blocklists=["bl.test", "slowbl.test"],
+                    dkim_selectors=["mail", "old"])  # fmt: skip
+    text = await asyncio.to_thread(exposition, dns)
+    await check_metrics(text)
+    for line in (
+        'mail_dnsbl_listed{code="127.0.0.2",ip="192.0.2.25",zone="bl.test"} 1.0',
+        'mail_dnsbl_listed{code="127.0.0.11",ip="192.0.2.25",zone="bl.test"} 1.0',
+        'mail_dnsbl_listed{code="",ip="192.0.2.27",zone="bl.test"} 0.0',
+        f'mail_dnsbl_listed{{code="127.0.0.4",ip="{IPV6}",zone="bl.test"}} 1.0',
+        'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 1.0',
+        'mail_dnsbl_check_errors_total{reason="timeout",zone="slowbl.test"} 4.0',
+        'mail_dnsbl_check_errors_total{reason="servfail",zone="bl.test"} 0.0',
+        'mail_dnsbl_domain_listed{code="127.0.1.2",domain="bad.test",zone="dbl.test"} 1.0',
+        'mail_dns_spf_valid{domain="good.test"} 1.0',
+        'mail_dns_spf_valid{domain="bad.test"} 0.0',
+        'mail_dns_spf_lookups{domain="good.test"} 3.0',
+        'mail_dns_spf_records{domain="bad.test"} 2.0',
+        'mail_dns_dmarc_present{domain="bad.test"} 0.0',
+        'mail_dns_dmarc_policy_info{domain="good.test",policy="reject"} 1.0',
+        'mail_dns_dmarc_applied_ratio{domain="good.test"} 0.5',
+        'mail_dns_dkim_key_size{domain="good.test",selector="mail"} 2048.0',
+        'mail_dns_dkim_key_present{domain="bad.test",selector="old"} 0.0',
+        'mail_dns_mx_resolvable{domain="bad.test",mx="gone.bad.test"} 0.0',
+        'mail_dns_tls_rpt_present{domain="bad.test"} 0.0',
+        'mail_dns_mta_sts_mode_info{domain="good.test",mode="enforce"} 1.0',
+        'mail_dns_mta_sts_max_age_seconds{domain="good.test"} 604800.0',
+        'mail_dns_mta_sts_mx_covered{domain="bad.test"} 0.0',
+        'mail_dns_dane_tlsa_matches{mx="mx.good.test"} 1.0',
+        'mail_dns_dane_tlsa_matches{mx="mx.bad.test"} 0.0',
+        'mail_dns_dnssec_validated{name="_25._tcp.mx.good.test"} 1.0',
+        'mail_dns_dnssec_validated{name="bad.test"} 0.0',
+        'mail_dns_ptr_forward_confirmed{ip="192.0.2.26"} 0.0',
+        'mail_dns_ptr_matches_helo{ip="192.0.2.25"} 1.0',
+        'mail_dns_ptr_present{ip="192.0.2.27"} 0.0',
+    ):
+        assert line in text.splitlines(), line
+    assert 'ip="192.0.2.26",zone="bl.test"' not in text  # refused: an error, never a listing
+
+
+def test_error_counters_add_up_over_passes(rig: Rig) -> None:
+    clock = Clock()
+    dns = collector(rig, clock, domains=[], sending_ips=["192.0.2.26"], interval="1m")
+    exposition(dns)
+    clock.now += 60
+    text = exposition(dns)
+    assert 'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 2.0' in text
+
+
+def test_a_failing_pass_fails_the_collector(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args: object) -> Results:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("mail_exporter.collectors.dns.collector.run_checks", broken)
+    with pytest.raises(CollectorError, match="boom"):
+        collector(rig, Clock()).collect()
+
+
+def test_registered_and_configured() -> None:
+    assert "dns" in COLLECTORS
+    config = Config.model_validate(
+        {"collectors": {"dns": {"enabled": True, "domains": ["example.com"],
+                                "sending_ips": ["2001:DB8::1"]}}}
+    )  # fmt: skip
+    section = config.collectors.dns
+    assert section.enabled and section.sending_ips == ["2001:db8::1"]
+    assert float(section.interval) == 900
+    assert "zen.spamhaus.org" in section.ip_blocklists
+    assert isinstance(COLLECTORS["dns"].factory(config), DnsCollector)
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        Config.model_validate({"collectors": {"dns": {"sending_ips": ["mail.example.com"]}}})
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        Config.model_validate({"collectors": {"dns": {"blocklists": []}}})
+
+
+def test_a_hundred_domains_and_twenty_ips_on_ten_blocklists_within_five_seconds(rig: Rig) -> None:
+    settings = rig.settings(
+        domains=[f"d{n}.test" for n in range(98)] + ["good.test", "bad.test"],
+        sending_ips=[f"192.0.2.{n}" for n in range(20, 40)],
+        ip_blocklists=["bl.test"] + [f"bl{n}.test" for n in range(9)],
+        domain_blocklists=["dbl.test"],
+        max_in_flight=20,
+    )
+    started = time.monotonic()
+    results = rig.run(settings)
+    assert time.monotonic() - started < 5
+    assert len(results.ip_listings) == 200 and len(results.domains) == 100
+    assert results.check_errors() == []
+    assert sorted(results.blocklist_errors()) == [
+        ("bl.test", "refused"),
+        ("bl.test", "unexpected_answer"),
+    ]
