@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -474,7 +474,7 @@ class ConfigError(Exception):
 Location = tuple[str | int, ...]
 
 
-class _LineIndex:
+class LineIndex:
     """Line numbers of every key and list item in a YAML document, and duplicate keys."""
 
     def __init__(self, root: yaml.Node | None) -> None:
@@ -506,7 +506,7 @@ class _LineIndex:
         return None
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         if error["loc"][-1] == "password":
@@ -520,7 +520,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
-def _dotted(location: Location) -> str:
+def dotted(location: Location) -> str:
     parts: list[str] = []
     for part in location:
         parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
@@ -579,8 +579,25 @@ def _cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]
         routes.add(name)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Describe = Callable[[Mapping[str, Any]], str]
+CrossCheck = Callable[[Mapping[str, Any]], Iterable[tuple[Location, str]]]
+
+
+def validate_yaml(
+    text: str,
+    source: str,
+    model: type[ModelT],
+    *,
+    describe: Describe = describe_error,
+    cross_check: CrossCheck | None = None,
+    context: dict[str, Any] | None = None,
+) -> ModelT:
+    """Validate YAML text into ``model``; raise :class:`ConfigError` with every problem.
+
+    Each problem names its key path and line; ``cross_check`` adds checks that span
+    sections, run on the raw data so they are reported alongside the others.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -589,26 +606,31 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"invalid YAML{where}: {problem}"]) from None
-    index = _LineIndex(root)
+    index = LineIndex(root)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level) (line 1): the file must be a mapping of keys"])
-    problems = [f"{_dotted(loc)} (line {line}): duplicate key" for loc, line in index.duplicates]
-    config: Config | None = None
+    problems = [f"{dotted(loc)} (line {line}): duplicate key" for loc, line in index.duplicates]
+    validated: ModelT | None = None
     try:
-        config = Config.model_validate(data)
+        validated = model.model_validate(data, context=context)
     except ValidationError as error:
         for item in error.errors():
             location = tuple(item["loc"])
             problems.append(
-                f"{_dotted(location)} (line {index.line_of(location)}): {_describe(item)}"
+                f"{dotted(location)} (line {index.line_of(location)}): {describe(item)}"
             )
-    for location, message in _cross_references(data):
-        problems.append(f"{_dotted(location)} (line {index.line_of(location)}): {message}")
-    if problems or config is None:
+    for location, message in cross_check(data) if cross_check else ():
+        problems.append(f"{dotted(location)} (line {index.line_of(location)}): {message}")
+    if problems or validated is None:
         raise ConfigError(source, problems)
-    return config
+    return validated
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem."""
+    return validate_yaml(text, source, Config, cross_check=_cross_references)
 
 
 def load_config(path: Path) -> Config:

@@ -45,12 +45,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import bcrypt
-import yaml
 from pydantic import (
     AfterValidator,
     Field,
     PrivateAttr,
-    ValidationError,
     ValidationInfo,
     model_validator,
 )
@@ -58,9 +56,8 @@ from pydantic import (
 from mail_exporter.config import (
     ConfigError,
     StrictModel,
-    _describe,
-    _dotted,
-    _LineIndex,
+    describe_error,
+    validate_yaml,
 )
 
 ClientAuthType = Literal[
@@ -389,33 +386,14 @@ def reloadable(context: ssl.SSLContext) -> ReloadableTLSContext:
 def _problem(item: Mapping[str, Any]) -> str:
     if item["type"] == "extra_forbidden" and item["loc"][-1] in _UNSUPPORTED_KEYS:
         return _UNSUPPORTED_KEYS[item["loc"][-1]]
-    return _describe(item)
+    return describe_error(item)
 
 
 def parse_web_config(text: str, source: str, directory: Path | None = None) -> WebConfig:
     """Validate a web config's YAML; raise :class:`ConfigError` listing every problem."""
-    try:
-        index = _LineIndex(yaml.compose(text, Loader=yaml.SafeLoader))
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(source, [f"invalid YAML{where}: {problem}"]) from None
-    if not isinstance(data, dict | None):
-        raise ConfigError(source, ["(top level) (line 1): the file must be a mapping of keys"])
-    problems = [f"{_dotted(loc)} (line {line}): duplicate key" for loc, line in index.duplicates]
-    web_config: WebConfig | None = None
-    try:
-        web_config = WebConfig.model_validate(data or {}, context={"directory": directory})
-    except ValidationError as error:
-        for item in error.errors():
-            location = tuple(item["loc"])
-            line = index.line_of(location)
-            problems.append(f"{_dotted(location)} (line {line}): {_problem(item)}")
-    if problems or web_config is None:
-        raise ConfigError(source, problems)
-    return web_config
+    return validate_yaml(
+        text, source, WebConfig, describe=_problem, context={"directory": directory}
+    )
 
 
 def load_web_config(path: Path) -> WebConfig:

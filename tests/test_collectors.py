@@ -84,6 +84,7 @@ def test_failures_and_hangs_are_contained(caplog: pytest.LogCaptureFixture) -> N
         second = samples(collector_set.collect())  # the hung one is not started twice
         assert second[("mail_exporter_collector_success", "hanging")] == 0.0
         assert "previous collection is still running" in caplog.text
+        assert caplog.text.count("permission denied") == 1  # said once while it lasts
     finally:
         collector_set.close()
 

@@ -78,6 +78,7 @@ class CollectorSet:
         self.timeouts = {name: float(config.collectors.section(name).timeout) for name in names}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collector")
         self._running: dict[str, Future[list[Metric]]] = {}
+        self._failures: dict[str, str] = {}
         self.latest: list[Metric] = []
         """The families of the last scrape, for the status page."""
         if names:
@@ -134,18 +135,28 @@ class CollectorSet:
         self, name: str, future: Future[list[Metric]] | None, started: float
     ) -> list[Metric] | None:
         if future is None:
-            logger.warning("collector %s: the previous collection is still running", name)
+            self._failed(name, "the previous collection is still running")
             return None
         remaining = self.timeouts[name] - (time.monotonic() - started)
         try:
-            return future.result(timeout=max(0.0, remaining))
+            families = future.result(timeout=max(0.0, remaining))
         except FutureTimeout:
-            logger.warning("collector %s: no result within %.3gs", name, self.timeouts[name])
+            self._failed(name, f"no result within {self.timeouts[name]:.3g}s")
         except CollectorError as error:
-            logger.warning("collector %s failed: %s", name, error)
+            self._failed(name, f"failed: {error}")
         except Exception:  # a broken collector must not break the scrape
             logger.exception("collector %s failed", name)
+        else:
+            if self._failures.pop(name, None) is not None:
+                logger.info("collector %s works again", name)
+            return families
         return None
+
+    def _failed(self, name: str, reason: str) -> None:
+        """Log a failure when it starts or changes, not at every scrape while it lasts."""
+        if self._failures.get(name) != reason:
+            logger.warning("collector %s: %s", name, reason)
+            self._failures[name] = reason
 
 
 # Registration: each collector module registers itself on import.
