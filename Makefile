@@ -65,6 +65,8 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/starttls_vs_blackbox.py
 	$(BIN)/python bench/postfix_queue.py
 	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python bench/host.py
+	$(BIN)/python bench/logs.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache
