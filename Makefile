@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 ARGS ?=
 
 # Debian packages the tests drive: real Postfix and Dovecot, Prometheus and Alertmanager
-# (with promtool and amtool), Chromium for the status page, systemd for the unit checks.
-TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd
+# (with promtool and amtool), Chromium for the status page, systemd for the unit checks,
+# dnsmasq for the DNS checks.
+TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base
 
 .PHONY: run test test-packages test-exim lint check bench clean
 
@@ -67,6 +68,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/host.py
 	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/dns_checks.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

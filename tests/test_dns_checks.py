@@ -15,7 +15,6 @@ import hashlib
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -522,7 +521,8 @@ def test_registered_and_configured() -> None:
         Config.model_validate({"collectors": {"dns": {"blocklists": []}}})
 
 
-def test_a_hundred_domains_and_twenty_ips_on_ten_blocklists_within_five_seconds(rig: Rig) -> None:
+def test_a_hundred_domains_and_twenty_ips_on_ten_blocklists(rig: Rig) -> None:
+    # How fast (issue 9: under 5 s) is measured by bench/dns_checks.py against a real DNS server.
     settings = rig.settings(
         domains=[f"d{n}.test" for n in range(98)] + ["good.test", "bad.test"],
         sending_ips=[f"192.0.2.{n}" for n in range(20, 40)],
@@ -530,9 +530,7 @@ def test_a_hundred_domains_and_twenty_ips_on_ten_blocklists_within_five_seconds(
         domain_blocklists=["dbl.test"],
         max_in_flight=20,
     )
-    started = time.monotonic()
     results = rig.run(settings)
-    assert time.monotonic() - started < 5
     assert len(results.ip_listings) == 200 and len(results.domains) == 100
     assert results.check_errors() == []
     assert sorted(results.blocklist_errors()) == [
