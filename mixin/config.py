@@ -14,8 +14,9 @@ from dataclasses import dataclass
 class Config:
     # Label matchers added to every expression, e.g. '{job="mail"}' for one job only.
     selector: str = ""
-    # The job label Prometheus gives the exporter's own scrape (for the exporter-down alert).
-    exporter_job: str = "mail"
+    # The jobs that scrape mail_exporter, as a regex: its own /metrics (`mail`) and the /probe
+    # jobs of sharded replicas (`mail_probe…`, docs/scaling.md), for the exporter-down alert.
+    exporter_jobs: str = "mail|mail_probe.*"
 
     probe_down_for: str = "2m"
     probe_slow_warning_seconds: float = 1.0

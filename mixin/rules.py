@@ -620,7 +620,7 @@ def spam_alerts(c: Config) -> list[Alert]:
 def exporter_alerts(c: Config) -> list[Alert]:
     return [
         Alert(
-            "MailExporterDown", f'up{{job="{c.exporter_job}"}} == 0', "critical",
+            "MailExporterDown", f'up{{job=~"{c.exporter_jobs}"}} == 0', "critical",
             "mail_exporter cannot be scraped.",
             "Prometheus cannot scrape mail_exporter on {{ $labels.instance }}: none of its mail "
             "checks are known.",

@@ -358,7 +358,7 @@ def test_compose_prometheus_config_passes_promtool_with_the_shipped_rules(tmp_pa
     # It scrapes the exporter as the job the rules expect, and alerts the stack's Alertmanager.
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["mail"]["static_configs"] == [{"targets": [f"mail-exporter:{EXPORTER_PORT}"]}]
-    assert 'up{job="mail"} == 0' in loaded.read_text()
+    assert 'up{job=~"mail|mail_probe.*"} == 0' in loaded.read_text()
     (alertmanagers,) = config["alerting"]["alertmanagers"]
     assert alertmanagers["static_configs"] == [{"targets": ["alertmanager:9093"]}]
     assert "127.0.0.1:9093:9093" in service("alertmanager")["ports"]
