@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -60,6 +61,16 @@ Protocol = Literal["smtp", "imap", "pop3"]
 TLSMode = Literal["none", "starttls", "implicit"]
 
 
+def in_config_directory(path: Path, info: ValidationInfo) -> Path:
+    """Relative paths are read from the config file's directory, as Prometheus does."""
+    directory = (info.context or {}).get("directory")
+    return directory / path if directory is not None and not path.is_absolute() else path
+
+
+ConfigPath = Annotated[Path, AfterValidator(in_config_directory)]
+"""A path in a config file: absolute, or relative to that file's directory."""
+
+
 class StrictModel(BaseModel):
     """Unknown keys are errors everywhere."""
 
@@ -67,7 +78,7 @@ class StrictModel(BaseModel):
 
 
 class TLSConfig(StrictModel):
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
     server_name: str | None = None
     insecure_skip_verify: bool = False
 
@@ -82,7 +93,7 @@ class AuthConfig(StrictModel):
     """A login check. The password comes from a file or the environment, never the config."""
 
     username: str = Field(min_length=1)
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     password_env: str | None = None
     mechanism: Literal["auto", "plain", "login"] = "auto"
     _password: SecretStr = PrivateAttr(default=SecretStr(""))
@@ -628,9 +639,14 @@ def validate_yaml(
     return validated
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem."""
-    return validate_yaml(text, source, Config, cross_check=_cross_references)
+def parse_config(text: str, source: str = "<config>", directory: Path | None = None) -> Config:
+    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem.
+
+    Relative secret and CA file paths are taken from ``directory`` (the file's own).
+    """
+    return validate_yaml(
+        text, source, Config, cross_check=_cross_references, context={"directory": directory}
+    )
 
 
 def load_config(path: Path) -> Config:
@@ -639,7 +655,7 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot read file: {error}"]) from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), path.parent)
 
 
 DEFAULT_CONFIG_YAML = """\

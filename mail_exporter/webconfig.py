@@ -49,12 +49,12 @@ from pydantic import (
     AfterValidator,
     Field,
     PrivateAttr,
-    ValidationInfo,
     model_validator,
 )
 
 from mail_exporter.config import (
     ConfigError,
+    ConfigPath,
     StrictModel,
     describe_error,
     validate_yaml,
@@ -107,12 +107,6 @@ _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53
 _MAX_REMEMBERED = 1024
 
 
-def _in_config_directory(path: Path, info: ValidationInfo) -> Path:
-    """Relative paths are relative to the web config file, as in exporter-toolkit."""
-    directory = (info.context or {}).get("directory")
-    return directory / path if directory is not None else path
-
-
 def _readable_file(path: Path) -> Path:
     try:
         with path.open("rb"):
@@ -122,7 +116,7 @@ def _readable_file(path: Path) -> Path:
     return path
 
 
-FilePath = Annotated[Path, AfterValidator(_in_config_directory), AfterValidator(_readable_file)]
+FilePath = Annotated[ConfigPath, AfterValidator(_readable_file)]
 
 
 def _bcrypt_hash(value: str) -> str:

@@ -242,3 +242,13 @@ def test_durations(text: str, seconds: float) -> None:
 )
 def test_format_durations(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_relative_paths_are_read_beside_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "secret.pass").write_text("s3cret\n")
+    (tmp_path / "config.yml").write_text(
+        "modules:\n  a: {protocol: imap, auth: {username: u, password_file: secret.pass}}\n"
+    )
+    auth = load_config(tmp_path / "config.yml").modules["a"].auth
+    assert auth is not None and auth.password == "s3cret"
+    assert auth.password_file == tmp_path / "secret.pass"
