@@ -7,7 +7,9 @@ Set MAIL_EXPORTER_SKIP_REAL_SERVERS=1 to skip them on purpose.
 
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,26 @@ def postfix(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start programs (output to a log file) that are stopped, newest first, after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -73,25 +73,6 @@ def http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as sink:
-            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-        started.append(process)
-        return process
-
-    yield start
-    for process in reversed(started):
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def write(path: Path, document: dict[str, Any]) -> Path:

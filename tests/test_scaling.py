@@ -84,26 +84,6 @@ def smtp_servers() -> Iterator[list[str]]:
         servers.close()
 
 
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as sink:
-            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)
-        started.append(process)
-        return process
-
-    yield start
-    for process in reversed(started):
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=2) as response:
         return json.load(response)
