@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -209,3 +210,16 @@ def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]
     children.on_exit(postfix.stop)
     postfix.start()
     return pki, dovecot, postfix
+
+
+def run_interruptibly(prefix: str, run: Callable[[Children, Path], int]) -> int:
+    """Run a benchmark in a scratch directory; Ctrl-C or SIGTERM stops all it started."""
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp, Children() as children:
+            return run(children, Path(tmp))
+    except KeyboardInterrupt as interrupt:
+        print(
+            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
+            file=sys.stderr,
+        )
+        return 130

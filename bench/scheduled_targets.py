@@ -27,7 +27,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from harness import (
     median,
     percentile,
     print_table,
+    run_interruptibly,
     wait_until,
 )
 
@@ -521,15 +521,9 @@ def main() -> int:
     for name, default in zip(("targets", "interval", "cycles", "scrapes"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-scheduled-") as tmp, Children() as children:
-            return run_benchmark(args, children, Path(tmp))
-    except KeyboardInterrupt as interrupt:
-        print(
-            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
-            file=sys.stderr,
-        )
-        return 130
+    return run_interruptibly(
+        "bench-scheduled-", lambda children, work: run_benchmark(args, children, work)
+    )
 
 
 if __name__ == "__main__":

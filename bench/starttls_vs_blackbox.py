@@ -23,7 +23,6 @@ import shutil
 import smtplib
 import ssl
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -39,6 +38,7 @@ from harness import (
     median,
     percentile,
     print_table,
+    run_interruptibly,
     wait_until,
 )
 
@@ -324,15 +324,9 @@ def main() -> int:
         for name in missing:
             print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
         return 2
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-starttls-") as tmp, Children() as children:
-            return run_benchmark(args, children, Path(tmp))
-    except KeyboardInterrupt as interrupt:
-        print(
-            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
-            file=sys.stderr,
-        )
-        return 130
+    return run_interruptibly(
+        "bench-starttls-", lambda children, work: run_benchmark(args, children, work)
+    )
 
 
 if __name__ == "__main__":
