@@ -108,8 +108,15 @@ def test_collector_reports_the_directory(queue_directory: Path) -> None:
     assert samples[metric("mail_queue_messages", "todo")] == 3
     assert samples[metric("mail_queue_size_bytes", "queue")] == 1300
     assert samples[metric("mail_queue_size_bytes", "todo")] == 120
-    assert 7200 <= samples[metric("mail_queue_oldest_message_age_seconds", "queue")] < 7300
-    assert 30 <= samples[metric("mail_queue_oldest_message_age_seconds", "todo")] < 130
+    since_written = time.time() - NOW  # the files' times are relative to NOW
+    assert (
+        7200
+        <= samples[metric("mail_queue_oldest_message_age_seconds", "queue")]
+        <= 7200 + since_written
+    )
+    assert (
+        30 <= samples[metric("mail_queue_oldest_message_age_seconds", "todo")] <= 30 + since_written
+    )
     assert samples["mail_queue_source_info{mta=qmail,mta_instance=qmail,source=directory}"] == 1
 
 

@@ -149,9 +149,11 @@ def tagged(token: str, age: float, route: str = ROUTE) -> TaggedMessage:
 async def test_success_is_timed_and_cleaned_up(server: FakeServer) -> None:
     server.delay = 0.03
     runner = route_runner()
+    started = time.monotonic()
     outcome = await runner.run_once()
+    took = time.monotonic() - started
     assert outcome.success
-    assert outcome.duration is not None and 0.03 <= outcome.duration < 0.2
+    assert outcome.duration is not None and 0.03 <= outcome.duration <= took
     assert server.messages == {}
     assert runner.stats.success is True
     assert runner.stats.delivery.count == 1

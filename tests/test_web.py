@@ -239,7 +239,8 @@ async def test_probe_budget_follows_scrape_timeout(client_for, hanging_address: 
     duration = next(
         line for line in text.splitlines() if line.startswith("mail_probe_duration_seconds")
     )
-    assert float(duration.split()[-1]) < 1.5  # 1.5 s minus the 0.5 s offset, not the 20 s timeout
+    # The budget is 1.5 s minus the 0.5 s offset: about 1 s, far from the module's 20 s.
+    assert 0.9 <= float(duration.split()[-1]) < 10
 
 
 async def test_health_ready_landing(client_for, hanging_address: str) -> None:
