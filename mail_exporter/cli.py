@@ -65,11 +65,18 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
-    def reload() -> None:
-        with contextlib.suppress(ConfigError):  # logged by reload(); the running config stays
-            exporter.reload()
+    reloads: set[asyncio.Task[None]] = set()  # held until done, as asyncio asks
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    async def reload() -> None:
+        with contextlib.suppress(ConfigError):  # logged by reload(); the running config stays
+            await exporter.reload()
+
+    def start_reload() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, start_reload)
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     await stopping.wait()

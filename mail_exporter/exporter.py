@@ -8,6 +8,7 @@ first; if anything is wrong in either, both running ones stay and
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import platform
@@ -68,6 +69,7 @@ class Exporter:
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
         self.reload_success_time = time.time()
+        self._reload_lock = asyncio.Lock()
         self.ready = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -83,15 +85,25 @@ class Exporter:
         self.roundtrip.stop()
         self.collectors.close()
 
-    def reload(self) -> None:
-        """Swap in the config file's current content, or keep the old one and raise."""
-        try:
-            config = read_config(self.config_path)
-            web_config = self._read_web_config()
-        except ConfigError as error:
-            self.reload_successful = False
-            logger.error("reload failed, keeping the running config: %s", error)
-            raise
+    async def reload(self) -> None:
+        """Swap in the config files' current content, or keep the running ones and raise.
+
+        The files (config, secret files, web config and its certificates) are read in a
+        thread, so probes and scrapes go on meanwhile; reloads run one at a time, so a
+        SIGHUP and a POST /-/reload at once cannot interleave."""
+        async with self._reload_lock:
+            try:
+                config, web_config = await asyncio.to_thread(self._read_configs)
+            except ConfigError as error:
+                self.reload_successful = False
+                logger.error("reload failed, keeping the running config: %s", error)
+                raise
+            self._apply(config, web_config)
+
+    def _read_configs(self) -> tuple[Config, WebConfig]:
+        return read_config(self.config_path), self._read_web_config()
+
+    def _apply(self, config: Config, web_config: WebConfig) -> None:
         self.config = config
         redact(config.secrets())
         self.web_config = web_config

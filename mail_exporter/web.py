@@ -161,7 +161,7 @@ async def ready(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     exporter = _exporter(request)
     try:
-        exporter.reload()
+        await exporter.reload()
     except ConfigError as error:
         raise web.HTTPInternalServerError(
             text=exporter.redacted(f"reload failed, running config kept:\n{error}\n")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -268,6 +270,33 @@ async def test_reload_keeps_running_config_on_error(client_for, tmp_path: Path) 
     metrics = await (await client.get("/metrics")).text()
     assert "mail_exporter_config_last_reload_successful 0.0" in metrics
     assert (await client.get("/-/reload")).status == 405
+
+
+async def test_reload_reads_files_off_the_event_loop(client_for, tmp_path: Path) -> None:
+    """A secret file that blocks when read (a FIFO nobody writes yet) stalls only the reload."""
+    client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n")
+    secret = tmp_path / "probe.pass"
+    os.mkfifo(secret)
+    write_config(
+        tmp_path / "config.yml",
+        "modules:\n  b: {protocol: imap, auth: {username: u, password_file: probe.pass}}\n",
+    )
+    release = threading.Event()
+
+    def feed() -> None:  # if the reload blocked the loop, this frees it after 30 s
+        release.wait(30)
+        secret.write_text("s3cret\n")  # opens for writing: the reload's read returns
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    reload = asyncio.create_task(client.post("/-/reload"))
+    await asyncio.sleep(0.2)  # the reload has reached the FIFO
+    assert (await client.get("/metrics")).status == 200  # served while the reload waits
+    assert not reload.done() and set(exporter.config.modules) == {"a"}
+    release.set()
+    assert (await reload).status == 200
+    feeder.join()
+    assert set(exporter.config.modules) == {"b"}
 
 
 def test_config_type_is_strict() -> None:
