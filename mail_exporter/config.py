@@ -584,10 +584,39 @@ def _cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]
                 problem = _module_problem(modules, part.get("module"), protocols, login)
                 if problem:
                     yield ("roundtrip", index, side, "module"), problem
+        yield from _pop3_receive_problems(index, route.get("receive"), modules)
         name = route.get("name")
         if isinstance(name, str) and name in routes:
             yield ("roundtrip", index, "name"), f"duplicate route name {name!r}"
         routes.add(name)
+
+
+IMAP_ONLY_RECEIVE_KEYS = ("junk_mailbox", "cleanup_mailbox")
+
+
+def _pop3_receive_problems(
+    index: int, receive: object, modules: dict[str, Any]
+) -> Iterator[tuple[Location, str]]:
+    """Mailbox keys on a route that reads with POP3, which only ever sees the inbox: an
+    error rather than a setting silently ignored."""
+    if not isinstance(receive, dict):
+        return
+    module = receive.get("module")
+    settings = modules.get(module) if isinstance(module, str) else None
+    if not isinstance(settings, dict) or settings.get("protocol") != "pop3":
+        return
+    mailbox = receive.get("mailbox")
+    if isinstance(mailbox, str) and mailbox.upper() != "INBOX":
+        yield (
+            ("roundtrip", index, "receive", "mailbox"),
+            "POP3 reads only the inbox: use an imap module for another mailbox",
+        )
+    for key in IMAP_ONLY_RECEIVE_KEYS:
+        if key in receive:
+            yield (
+                ("roundtrip", index, "receive", key),
+                f"{key} needs an imap module: POP3 has no other mailboxes",
+            )
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -135,6 +135,19 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "round trip reads IMAP mailboxes with POP3",
+        "modules:\n  s: {protocol: smtp}\n"
+        "  p: {protocol: pop3, auth: {username: u, password_env: PATH}}\n"
+        "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
+        "    receive:\n      address: 'h:995'\n      module: p\n      mailbox: Archive\n"
+        "      junk_mailbox: Junk\n      cleanup_mailbox: Trash\n",
+        [
+            "roundtrip[0].receive.mailbox (line 10): POP3 reads only the inbox: use an imap module for another mailbox",
+            "roundtrip[0].receive.junk_mailbox (line 11): junk_mailbox needs an imap module: POP3 has no other mailboxes",
+            "roundtrip[0].receive.cleanup_mailbox (line 12): cleanup_mailbox needs an imap module: POP3 has no other mailboxes",
+        ],
+    ),
+    (
         "round trip address",
         "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: s, from: nobody, to: b@x.org}\n",
         [
