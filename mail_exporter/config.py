@@ -340,6 +340,22 @@ class LogSource(StrictModel):
         return self.type
 
 
+def _postfix_syslog_name(name: str) -> str:
+    """A Postfix ``syslog_name`` that the built-in ``postfix``/``postfix-NAME`` do not cover."""
+    if not name:
+        raise ValueError("syslog name must not be empty")
+    if any(character.isspace() for character in name):
+        raise ValueError(f"syslog name {name!r} must not contain whitespace")
+    if name.startswith("/") or name.endswith("/"):
+        raise ValueError(f"syslog name {name!r} must not start or end with /")
+    if name == "postfix" or name.startswith(("postfix/", "postfix-")):
+        raise ValueError(
+            f"syslog name {name!r} needs no entry: postfix/... and postfix-NAME/... tags "
+            "are Postfix's already"
+        )
+    return name
+
+
 class LogsConfig(CollectorSection):
     """Counters from the MTA's and Dovecot's logs."""
 
@@ -351,6 +367,10 @@ class LogsConfig(CollectorSection):
     top_domains: int = Field(default=10, ge=0, le=100)  # 0: no per-domain series
     poll_interval: Duration = Field(default="250ms", validate_default=True)
     max_line_bytes: int = Field(default=16384, ge=256, le=1048576)
+    # Postfix syslog_name values not starting with "postfix" (tags NAME/smtpd, ...).
+    postfix_syslog_names: list[Annotated[str, AfterValidator(_postfix_syslog_name)]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _distinct_sources(self) -> LogsConfig:

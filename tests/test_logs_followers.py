@@ -372,3 +372,56 @@ def test_config_mistakes(sources: list[dict[str, object]], problem: str) -> None
     with pytest.raises(ConfigError) as raised:
         parse_config(text)
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        ([""], "syslog name must not be empty"),
+        (["mta out"], "syslog name 'mta out' must not contain whitespace"),
+        (["submission\t"], "syslog name 'submission\\t' must not contain whitespace"),
+        (["mta-out/"], "syslog name 'mta-out/' must not start or end with /"),
+        (["postfix/submission"], "syslog name 'postfix/submission' needs no entry: "
+         "postfix/... and postfix-NAME/... tags are Postfix's already"),
+        (["postfix-out"], "syslog name 'postfix-out' needs no entry: "
+         "postfix/... and postfix-NAME/... tags are Postfix's already"),
+        ([7], "Input should be a valid string"),
+    ],
+)  # fmt: skip
+def test_postfix_syslog_name_mistakes(names: list[object], problem: str) -> None:
+    from mail_exporter.config import ConfigError, parse_config
+
+    text = json.dumps({"collectors": {"logs": {"enabled": True, "postfix_syslog_names": names}}})
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert raised.value.problems == [f"collectors.logs.postfix_syslog_names[0] (line 1): {problem}"]
+
+
+def test_configured_postfix_syslog_names_reach_the_parser(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    from mail_exporter.config import parse_config
+
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Jan 12 10:00:00 mail mta-out/smtpd[1]: connect from a[192.0.2.1]\n"
+        "Jan 12 10:00:00 mail submission/smtpd[2]: connect from b[192.0.2.2]\n"
+    )
+    config = parse_config(
+        "collectors:\n  logs:\n    enabled: true\n    start_at: beginning\n"
+        f"    poll_interval: 20ms\n    sources: [{{path: {log}}}]\n"
+        "    postfix_syslog_names: [mta-out]\n"
+    )
+    collector = follow(open_collectors, config.collectors.logs)
+    counters = collector.counters
+
+    def lines_counted() -> int:
+        with counters.lock:
+            return sum(counters.lines.values())
+
+    wait_for(lambda: lines_counted() == 2)
+    assert dict(counters.connections) == {("postfix", "mta-out/smtpd"): 1}
+    assert dict(counters.lines) == {
+        ("postfix", "mta-out/smtpd", "parsed"): 1,
+        ("other", "submission/smtpd", "unsupported"): 1,
+    }

@@ -33,9 +33,11 @@ def effects(counters: LogCounters) -> Effects:
     return found
 
 
-def run(lines: list[str], log_format: str = "syslog") -> LogCounters:
+def run(
+    lines: list[str], log_format: str = "syslog", postfix_syslog_names: tuple[str, ...] = ()
+) -> LogCounters:
     counters = LogCounters(top_domains=10)
-    feed = LineDispatcher(counters).feeder(log_format)
+    feed = LineDispatcher(counters, postfix_syslog_names).feeder(log_format)
     for line in lines:
         feed(line)
     return counters
@@ -168,6 +170,33 @@ POSTFIX_CASES = [
      {("rejects", (P, "postscreen", "rbl")): 1, ("reject_stages", (P, "postscreen", "RCPT")): 1}),
 ]  # fmt: skip
 
+OWN_NAMES = ("mta-out", "submission")
+"""``syslog_name = mta-out`` in a second instance's main.cf, ``-o syslog_name=submission``."""
+OWN_NAME_CASES = [
+    (f"{H} mta-out/smtpd[1]: connect from unknown[192.0.2.1]",
+     {("connections", (P, "mta-out/smtpd")): 1}),
+    (f"{H} submission/smtpd[1]: warning: unknown[192.0.2.1]: SASL PLAIN authentication failed: ",
+     {("auth_failures", (P, "submission/smtpd")): 1}),
+    (f"{H} submission/smtpd[1]: Anonymous TLS connection established from unknown[192.0.2.1]: "
+     "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+     {("tls_connections", (P, "submission/smtpd", "TLS 1.3", "anonymous")): 1}),
+    (f"{H} mta-out/submission/smtpd[1]: 3450E2141DB: client=unknown[192.0.2.1], "
+     "sasl_method=PLAIN, sasl_username=alice@example.org",
+     {("logins", (P, "mta-out/submission/smtpd", "PLAIN")): 1}),
+    (f"{H} mta-out/qmgr[1]: 1FCB42141C0: from=<alice@example.org>, size=317, nrcpt=1 "
+     "(queue active)",
+     {("received", (P,)): 1, ("sender_domains", (P, "example.org")): 1}),
+    (f"{H} mta-out/smtp[1]: 1FCB42141C0: to=<bob@example.net>, relay=mx.example.net"
+     "[198.51.100.5]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok: "
+     "queued as 4F3A)",
+     {("deliveries", (P, "mta-out/smtp", "sent")): 1, ("dsn_classes", (P, "mta-out/smtp", "2")): 1,
+      ("recipient_domains", (P, "example.net", "sent")): 1,
+      **{("delays", (P, "mta-out/smtp", stage)): 1 for stage in
+         ("before_queue_manager", "queue_manager", "connection_setup", "transmission")}}),
+    (f"{H} mta-out/master[1]: warning: process /usr/lib/postfix/sbin/smtpd pid 9 exit status 1",
+     {("problems", (P, "mta-out/master", "warning")): 1}),
+]  # fmt: skip
+
 E = "exim"
 EXIM_CASES = [
     ("2024-01-12 10:00:01 SMTP connection from [198.51.100.7]:40112 (TCP/IP connection count = 1)",
@@ -205,6 +234,91 @@ EXIM_CASES = [
     ("2024-01-12 10:00:14 Start queue run: pid=3456", {}),
     ("Envelope-from: <x@spam.example>", {}),
     ("P Received: from [192.0.2.2] (helo=spammer)", {}),
+]  # fmt: skip
+
+EXIM_TLS_CASES = [
+    # GnuTLS (Debian's exim4), TLS 1.3 from a server without a client certificate
+    ("2024-01-12 10:00:01 1rOHxx-000abc-Ab <= alice@example.org H=mx.example.org "
+     "[198.51.100.7]:40112 I=[192.0.2.25]:25 P=esmtps X=TLS1.3:TLS_AES_256_GCM_SHA384:256 "
+     "SNI=mail.example.com S=2048 id=20240112.1@example.org",
+     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1.3", "anonymous")): 1}),
+    # a release that writes CV=no for every client: no certificate seen, so anonymous
+    ("2024-01-12 10:00:02 1iGHiT-00007b-Na <= fw@deneb.example H=(deneb.example) "
+     "[172.17.203.2] P=esmtps X=TLS1.2:ECDHE_RSA_AES_256_GCM_SHA384:256 CV=no S=72580 "
+     "id=87h84pgf6h.fsf@deneb.example",
+     {("received", (E,)): 1, ("sender_domains", (E, "deneb.example")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1.2", "anonymous")): 1}),
+    # an older OpenSSL build: TLSv1.2, submission with a login, a subject with " X="
+    ("2024-01-12 10:00:03 1hpltZ-00ECG0-Rv <= user@example.com H=(DESKTOP2L8P8MT) "
+     "[203.0.113.9]:63715 P=esmtpsa X=TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no "
+     "A=dovecot_login:user@example.com S=13483 id=abc@example.com T=\"re: X=TLS1.3:x:1\" "
+     "for someone@example.net",
+     {("received", (E,)): 1, ("sender_domains", (E, "example.com")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1.2", "anonymous")): 1}),
+    # a verified client certificate; one that was not verified (its DN shows it was sent)
+    ("2024-01-12 10:00:04 1rOHy1-000abc-Cd <= relay@partner.example H=mx.partner.example "
+     "[198.51.100.9]:41000 P=esmtps X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes "
+     "DN=\"CN=mx.partner.example\" S=4096 id=1@partner.example",
+     {("received", (E,)): 1, ("sender_domains", (E, "partner.example")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1.3", "trusted")): 1}),
+    ("2024-01-12 10:00:05 1rOHy2-000abc-Ef <= relay@partner.example H=mx.partner.example "
+     "[198.51.100.9]:41002 P=esmtps X=TLS1.2:ECDHE_RSA_AES_256_GCM_SHA384:256 CV=no "
+     "DN=\"CN=self-signed.partner.example\" S=4096 id=2@partner.example",
+     {("received", (E,)): 1, ("sender_domains", (E, "partner.example")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1.2", "untrusted")): 1}),
+    # TLS 1.0 as GnuTLS names it: the same label as Postfix's TLSv1
+    ("2024-01-12 10:00:06 1rOHy3-000abc-Gh <= old@legacy.example H=legacy.example "
+     "[198.51.100.10] P=esmtps X=TLS1.0:RSA_AES_256_CBC_SHA1:256 S=900",
+     {("received", (E,)): 1, ("sender_domains", (E, "legacy.example")): 1,
+      ("tls_connections", (E, "smtp", "TLS 1", "anonymous")): 1}),
+    # plaintext arrivals count as nothing here, even with " X=" in the subject
+    ("2024-01-12 10:00:07 1rOHy4-000abc-Ij <= plain@example.org H=mx.example.org "
+     "[198.51.100.7] P=esmtp S=512 id=3@example.org T=\"X=TLS1.3:fake:256\"",
+     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1}),
+    # outbound: verified, DANE, unverified
+    ("2024-01-12 10:00:08 1rOHxx-000abc-Ab => bob@remote.example R=dnslookup T=remote_smtp "
+     "H=mx.remote.example [203.0.113.5] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes "
+     "C=\"250 2.0.0 Ok: queued as 4F3A21C0\"",
+     {("deliveries", (E, "remote_smtp", "sent")): 1,
+      ("recipient_domains", (E, "remote.example", "sent")): 1,
+      ("tls_connections", (E, "remote_smtp", "TLS 1.3", "verified")): 1}),
+    ("2024-01-12 10:00:09 1rOHxx-000abc-Ab => carol@dane.example R=dnslookup T=remote_smtp "
+     "H=mx.dane.example DS [203.0.113.6]:25 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=dane "
+     "C=\"250 2.0.0 Ok\"",
+     {("deliveries", (E, "remote_smtp", "sent")): 1,
+      ("recipient_domains", (E, "dane.example", "sent")): 1,
+      ("tls_connections", (E, "remote_smtp", "TLS 1.3", "verified")): 1}),
+    ("2024-01-12 10:00:10 1bjqi8-00051z-68 => ejohnson@customer.example <EJohnson@customer.example> "
+     "R=send_via_smarthost T=smarthost_smtp S=110936 H=smarthost.example [54.244.228.61] "
+     "X=TLSv1.2:DHE-RSA-AES256-GCM-SHA384:256 CV=no A=smarthost_login "
+     "C=\"250 2.0.0 Ok: queued as 994601BC148\"",
+     {("deliveries", (E, "smarthost_smtp", "sent")): 1,
+      ("recipient_domains", (E, "customer.example", "sent")): 1,
+      ("tls_connections", (E, "smarthost_smtp", "TLS 1.2", "untrusted")): 1}),
+    # TCP Fast Open (" TFO*") is a new connection; no CV= (selector off) is unknown
+    ("2024-01-12 10:00:11 1rOHy5-000abc-Kl => dave@fast.example R=dnslookup T=remote_smtp "
+     "H=mx.fast.example [203.0.113.7]:25 TFO* X=TLS1.3:TLS_AES_128_GCM_SHA256:128 "
+     "C=\"250 ok\"",
+     {("deliveries", (E, "remote_smtp", "sent")): 1,
+      ("recipient_domains", (E, "fast.example", "sent")): 1,
+      ("tls_connections", (E, "remote_smtp", "TLS 1.3", "unknown")): 1}),
+    # the same session again: a further recipient (->), a connection kept open (*)
+    ("2024-01-12 10:00:12 1bjqi8-00051z-68 -> jgreene@customer.example R=send_via_smarthost "
+     "T=smarthost_smtp H=smarthost.example [54.244.228.61] "
+     "X=TLSv1.2:DHE-RSA-AES256-GCM-SHA384:256 CV=no C=\"250 2.0.0 Ok: queued as 994601BC149\"",
+     {("deliveries", (E, "smarthost_smtp", "sent")): 1,
+      ("recipient_domains", (E, "customer.example", "sent")): 1}),
+    ("2024-01-12 10:00:13 1rOHy6-000abc-Mn => erin@remote.example R=dnslookup T=remote_smtp "
+     "H=mx.remote.example [203.0.113.5]* X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes "
+     "C=\"250 2.0.0 Ok: queued as 4F3A21C1\"",
+     {("deliveries", (E, "remote_smtp", "sent")): 1,
+      ("recipient_domains", (E, "remote.example", "sent")): 1}),
+    # plaintext delivery whose reply happens to contain " X="
+    ("2024-01-12 10:00:14 1rOHy7-000abc-Op => frank@plain.example R=dnslookup T=remote_smtp "
+     "H=mx.plain.example [203.0.113.8] C=\"250 queued X=TLS1.3:fake:256\"",
+     {("deliveries", (E, "remote_smtp", "sent")): 1,
+      ("recipient_domains", (E, "plain.example", "sent")): 1}),
 ]  # fmt: skip
 
 D = "dovecot"
@@ -267,8 +381,13 @@ FILTER_CASES = [
 ]  # fmt: skip
 
 
-def check(line: str, expected: Effects, log_format: str = "syslog") -> None:
-    counters = run([line], log_format)
+def check(
+    line: str,
+    expected: Effects,
+    log_format: str = "syslog",
+    postfix_syslog_names: tuple[str, ...] = (),
+) -> None:
+    counters = run([line], log_format, postfix_syslog_names)
     assert effects(counters) == expected
     results = {key[2] for key, count in counters.lines.items() if count}
     assert results == {"parsed"}, line
@@ -279,12 +398,17 @@ def test_syslog_line(line: str, expected: Effects) -> None:
     check(line, expected)
 
 
-@pytest.mark.parametrize(("line", "expected"), EXIM_CASES)
+@pytest.mark.parametrize(("line", "expected"), OWN_NAME_CASES)
+def test_configured_postfix_syslog_names(line: str, expected: Effects) -> None:
+    check(line, expected, postfix_syslog_names=OWN_NAMES)
+
+
+@pytest.mark.parametrize(("line", "expected"), EXIM_CASES + EXIM_TLS_CASES)
 def test_exim_mainlog_line(line: str, expected: Effects) -> None:
     check(line, expected, "exim")
 
 
-@pytest.mark.parametrize(("line", "expected"), EXIM_CASES[:3])
+@pytest.mark.parametrize(("line", "expected"), EXIM_CASES[:3] + EXIM_TLS_CASES[:1])
 def test_exim_through_syslog(line: str, expected: Effects) -> None:
     check(f"{H} exim[99]: {line[20:]}", expected)
 
@@ -380,3 +504,43 @@ def test_label_values_from_text_are_bounded() -> None:
     counters = run(lines)
     assert len(counters.connections) <= 51
     assert counters.connections[("postfix", "other")] > 0
+
+
+def test_other_syslog_names_are_postfix_only_when_configured() -> None:
+    lines = [
+        f"{H} submission/smtpd[1]: connect from unknown[192.0.2.1]",
+        f"{H} submissions/smtpd[1]: connect from unknown[192.0.2.1]",  # not a "submission/" tag
+        f"{H} mta-out[1]: connect from unknown[192.0.2.1]",  # no daemon after the name
+    ]
+    unconfigured = run(lines)
+    assert effects(unconfigured) == {}
+    assert dict(unconfigured.lines) == {
+        ("other", "submission/smtpd", "unsupported"): 1,
+        ("other", "submissions/smtpd", "unsupported"): 1,
+        ("other", "mta-out", "unsupported"): 1,
+    }
+    configured = run(lines, postfix_syslog_names=OWN_NAMES)
+    assert effects(configured) == {("connections", ("postfix", "submission/smtpd")): 1}
+    assert dict(configured.lines) == {
+        ("postfix", "submission/smtpd", "parsed"): 1,
+        ("other", "submissions/smtpd", "unsupported"): 1,
+        ("other", "mta-out", "unsupported"): 1,
+    }
+
+
+def test_configured_syslog_names_stay_bounded() -> None:
+    lines = [f"{H} mta-out/custom{n}/smtpd[1]: connect from x[192.0.2.1]" for n in range(500)]
+    counters = run(lines, postfix_syslog_names=OWN_NAMES)
+    assert sum(counters.connections.values()) == 500
+    assert len(counters.connections) <= 51
+    assert counters.connections[("postfix", "other")] > 0
+
+
+def test_exim_tls_labels_are_bounded() -> None:
+    lines = [
+        f"2024-01-12 10:00:00 1rOHxx-000abc-Ab <= a@b.example H=h [192.0.2.1] P=esmtps "
+        f"X=TLS9.{n}:CIPHER:256 CV=maybe{n} S=1"
+        for n in range(200)
+    ]
+    counters = run(lines, "exim")
+    assert dict(counters.tls_connections) == {("exim", "smtp", "other", "anonymous"): 200}

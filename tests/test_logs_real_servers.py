@@ -1,7 +1,8 @@
 """The log collector on the logs of a real Postfix and Dovecot, moved by real mail.
 
 A private Postfix (tighter ``mynetworks``: only 127.0.0.1, so a client on 127.0.0.2 is
-an outsider, and ``smtpd_tls_loglevel = 1``) delivers to the session's Dovecot. The
+an outsider, ``smtpd_tls_loglevel = 1``, and one more smtpd service whose
+``syslog_name`` does not start with ``postfix``) delivers to the session's Dovecot. The
 collector follows both logs from their end, the test does one thing of each kind, and
 the counters must move by exactly those amounts. promtool then checks the output.
 """
@@ -16,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,11 +27,19 @@ from mail_exporter.config import LogsConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix, _any_cert
+from tests.realservers.runtime import free_port
 
 pytestmark = pytest.mark.integration
 
+OWN_SYSLOG_NAME = "submission-ext"
+"""master.cf ``-o syslog_name=``: its lines are tagged ``submission-ext/smtpd``."""
+
 
 class StrictPostfix(Postfix):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.own_name_port = free_port()
+
     def _main_cf(self) -> str:
         text = (
             super()
@@ -38,11 +48,17 @@ class StrictPostfix(Postfix):
         )
         return text + "smtpd_tls_loglevel = 1\n"
 
+    def _master_cf(self) -> str:
+        return (
+            super()._master_cf()
+            + f"{self.own_name_port} inet n - n - - smtpd\n  -o syslog_name={OWN_SYSLOG_NAME}\n"
+        )
+
 
 @pytest.fixture(scope="module")
 def strict_postfix(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
-) -> Iterator[Postfix]:
+) -> Iterator[StrictPostfix]:
     server = StrictPostfix(
         tmp_path_factory.mktemp("postfix-logs"), pki.server_cert, pki.server_key,
         dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port,
@@ -99,6 +115,11 @@ def wrong_sasl_password(server: Postfix) -> None:
         assert code == 535
 
 
+def own_syslog_name_session(server: StrictPostfix) -> None:
+    with smtplib.SMTP("127.0.0.1", server.own_name_port) as client:
+        client.ehlo()
+
+
 def imap_logins(dovecot: Dovecot) -> None:
     with (
         imaplib.IMAP4("127.0.0.1", dovecot.imap_port) as client,
@@ -119,6 +140,8 @@ EXPECTED = {
     ("mail_bounces_generated_total", (("kind", "non_delivery"), ("mta", "postfix"))): 1,
     ("mail_smtpd_connections_total", (("mta", "postfix"), ("service", "smtpd"))): 2,
     ("mail_smtpd_connections_total", (("mta", "postfix"), ("service", "submission/smtpd"))): 1,
+    ("mail_smtpd_connections_total", (("mta", "postfix"),
+                                      ("service", f"{OWN_SYSLOG_NAME}/smtpd"))): 1,
     ("mail_smtpd_rejects_total", (("mta", "postfix"), ("reason", "relay_denied"), ("service", "smtpd"))): 1,
     ("mail_smtpd_reject_stages_total", (("mta", "postfix"), ("service", "smtpd"), ("stage", "RCPT"))): 1,
     ("mail_auth_failures_total", (("mta", "postfix"), ("service", "submission/smtpd"))): 1,
@@ -131,12 +154,15 @@ EXPECTED = {
 }  # fmt: skip
 
 
-def test_counters_move_by_exactly_what_happened(strict_postfix: Postfix, dovecot: Dovecot) -> None:
+def test_counters_move_by_exactly_what_happened(
+    strict_postfix: StrictPostfix, dovecot: Dovecot
+) -> None:
     quiet(strict_postfix.log_path)
     settings = LogsConfig.model_validate({
         "enabled": True, "poll_interval": "50ms",
         "sources": [{"path": str(strict_postfix.log_path)},
                     {"path": str(dovecot.log_path), "format": "dovecot"}],
+        "postfix_syslog_names": [OWN_SYSLOG_NAME],
     })  # fmt: skip
     collector = LogsCollector(settings, Handover())
     try:
@@ -148,6 +174,7 @@ def test_counters_move_by_exactly_what_happened(strict_postfix: Postfix, dovecot
         send_mail(strict_postfix)
         relay_attempt(strict_postfix)
         wrong_sasl_password(strict_postfix)
+        own_syslog_name_session(strict_postfix)
         imap_logins(dovecot)
         deadline = time.monotonic() + 20
         while not all(samples(collector).get(key, 0) - before.get(key, 0) >= n

@@ -69,7 +69,7 @@ class LogsCollector:
         positions, counters = handover.claim()
         self.counters = counters or LogCounters(settings.top_domains)
         self.counters.set_top_domains(settings.top_domains)
-        self.dispatcher = LineDispatcher(self.counters)
+        self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
         self.state = StateFile(settings.state_file) if settings.state_file else None
         saved = self.state.load() if self.state else {}
         self.followers = [make_follower(source, settings) for source in settings.sources]

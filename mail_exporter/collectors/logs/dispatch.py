@@ -17,7 +17,7 @@ that line (counted unsupported), never the follower.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from mail_exporter.collectors.logs.counters import Labels, LogCounters
 from mail_exporter.collectors.logs.dovecot import DovecotParser
@@ -42,9 +42,9 @@ def _unknown(label: str, text: str) -> bool:
 class LineDispatcher:
     """Routes lines to the Postfix, Exim, Dovecot and content filter parsers."""
 
-    def __init__(self, counters: LogCounters) -> None:
+    def __init__(self, counters: LogCounters, postfix_syslog_names: Iterable[str] = ()) -> None:
         self.counters = counters
-        self.postfix = PostfixParser(counters)
+        self.postfix = PostfixParser(counters, postfix_syslog_names)
         self.exim = EximParser(counters)
         self.dovecot = DovecotParser(counters)
         self.spam = SpamParser(counters)

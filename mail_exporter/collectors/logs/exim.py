@@ -9,14 +9,37 @@ Exim writes each reject to the main log *and* the reject log; the reject log add
 only the header dumps (recognised and ignored). Follow one of the two for rejects,
 normally the main log, which has everything else too. ``service`` is ``smtp`` for
 Exim's SMTP input; ``transport`` is the ``T=`` field (``none`` when routing failed).
+
+TLS goes into ``mail_tls_connections_total`` beside Postfix's, the direction told by
+the label as there: ``service="smtp"`` for what came in, the transport for what went
+out. Exim logs no line for a handshake, only ``X=`` (``TLS1.3:TLS_AES_256_GCM_SHA384:256``;
+older OpenSSL builds write ``TLSv1.2:...``, GnuTLS ``TLS1.0`` for TLS 1.0) on the lines
+of what the session carried, so:
+
+* inbound counts each ``<=`` with ``X=`` (a session that delivered two messages counts
+  twice; one that delivered none, not at all). ``CV=yes`` is a verified client
+  certificate, ``trusted`` as Postfix's smtpd calls it. Exim logs ``CV=`` only for a
+  client that sent a certificate, but older releases wrote ``CV=no`` for every client,
+  so ``CV=no`` counts as ``untrusted`` only beside a ``DN=`` (``log_selector =
+  +tls_peerdn``), otherwise as ``anonymous``, like no ``CV=`` at all;
+* outbound counts each ``=>`` with ``X=``, once per connection: ``->`` lines and
+  deliveries over a connection already open (``*`` after the host) are the same
+  session. ``CV=yes`` and ``CV=dane`` are ``verified``, ``CV=no`` is ``untrusted``
+  (a server always shows a certificate), no ``CV=`` (the selector turned off)
+  ``unknown``.
+
+The version label is Postfix's for the same protocol (``TLS 1.3``, ``TLS 1`` for TLS
+1.0), any other name ``other``. Arrivals without ``X=`` are not counted as plaintext:
+Postfix's side counts no such thing either.
 """
 
 from __future__ import annotations
 
 import re
 
-from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.counters import OTHER, LogCounters
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
+from mail_exporter.metrics import tls_version_label
 
 MTA = "exim"
 SERVICE = "smtp"
@@ -33,6 +56,19 @@ NOISE = ("Completed", "*>", "SMTP error from", "Unfrozen", "Message is frozen", 
          "SMTP protocol", "SMTP command timeout", "SMTP syntax error", "TLS error",
          "unexpected disconnection", "ident connection", "Connection from", "SIGHUP",
          "recipient verify")  # fmt: skip
+TLS_VERSIONS = {
+    name: tls_version_label(openssl)
+    for openssl, names in (
+        ("TLSv1.3", ("TLS1.3", "TLSv1.3")), ("TLSv1.2", ("TLS1.2", "TLSv1.2")),
+        ("TLSv1.1", ("TLS1.1", "TLSv1.1")), ("TLSv1", ("TLS1", "TLS1.0", "TLSv1")),
+        ("SSLv3", ("SSL3", "SSL3.0", "SSLv3")),
+    )
+    for name in names
+}  # fmt: skip
+"""Exim's protocol names (GnuTLS's, OpenSSL's without the ``v``, older builds' OpenSSL
+ones) → the label of OpenSSL's name, which Postfix logs, so both MTAs share the values."""
+INBOUND_TRUST = {"yes": "trusted", "no": "untrusted"}
+OUTBOUND_TRUST = {"yes": "verified", "dane": "verified", "no": "untrusted"}
 
 
 def address_domain(address: str) -> str:
@@ -48,6 +84,24 @@ def field(text: str, name: str) -> str | None:
     start += len(name) + 2
     end = text.find(" ", start)
     return (text[start:end] if end >= 0 else text[start:]).rstrip(":")
+
+
+def tls_session(text: str, end: int) -> tuple[str, dict[str, str]] | None:
+    """`` X=VERSION:CIPHER:BITS CV=yes DN="..."`` before ``end``: the version label and
+    which of ``CV``/``DN`` were logged, with their values; ``None`` without ``X=``."""
+    start = text.find(" X=", 0, end)
+    if start < 0:
+        return None
+    fields = text[start:end]
+    colon = fields.find(":")
+    version = TLS_VERSIONS.get(fields[3:colon], OTHER) if colon >= 0 else OTHER
+    return version, {name: value for name in ("CV", "DN") if (value := field(fields, name))}
+
+
+def continued_connection(text: str, tls_field: int) -> bool:
+    """Exim marks a delivery over a connection kept open from an earlier one with ``*``
+    right after the host fields, just before `` X=`` (`` TFO*`` is TCP Fast Open)."""
+    return text[tls_field - 1] == "*" and not text.endswith(" TFO*", 0, tls_field)
 
 
 class EximParser:
@@ -74,17 +128,49 @@ class EximParser:
         if flag == "<=":
             c.received[(MTA,)] += 1
             c.sender_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]))
+            self.tls_received(text)
             return True
         status = FLAGS.get(flag)
         if status is not None and text[2:3] == " ":
             transport = c.services(field(text, "T") or "none")
             c.deliveries[(MTA, transport, status)] += 1
             c.recipient_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]), status)
+            if flag == "=>":
+                self.tls_delivered(transport, text)
             return True
         if text.startswith("Frozen"):
             c.frozen[(MTA,)] += 1
             return True
         return self.smtp_event(text)
+
+    def tls_received(self, text: str) -> None:
+        """``<= a@b H=mx [192.0.2.1] P=esmtps X=TLS1.3:...:256 CV=no DN="..." S=2048 id=...``.
+
+        Only the fields before ``S=`` are looked at: the subject (``T="..."``) comes later.
+        """
+        end = text.find(" S=")
+        session = tls_session(text, end if end >= 0 else len(text))
+        if session is None:
+            return
+        version, logged = session
+        trust = INBOUND_TRUST.get(logged.get("CV", ""), "anonymous")
+        if trust == "untrusted" and "DN" not in logged:
+            trust = "anonymous"
+        self.c.tls_connections[(MTA, SERVICE, version, trust)] += 1
+
+    def tls_delivered(self, transport: str, text: str) -> None:
+        """``=> b@c R=dnslookup T=remote_smtp H=mx [192.0.2.1]* X=TLS1.3:...:256 CV=yes C="..."``.
+
+        Only the fields before the server's reply (``C="..."``) are looked at.
+        """
+        end = text.find(' C="')
+        end = end if end >= 0 else len(text)
+        session = tls_session(text, end)
+        if session is None or continued_connection(text, text.find(" X=", 0, end)):
+            return
+        version, logged = session
+        trust = OUTBOUND_TRUST.get(logged.get("CV", ""), "unknown")
+        self.c.tls_connections[(MTA, transport, version, trust)] += 1
 
     def smtp_event(self, text: str) -> bool:
         c = self.c

@@ -8,6 +8,14 @@ Lines are routed by syslog tag before any text is looked at: ``postfix/smtpd``,
 (``postfix-out/smtpd``), so instances stay apart without a label of their own (the
 ``instance`` label belongs to Prometheus).
 
+``syslog_name`` replaces the whole prefix of the tag, so a name that does not start
+with ``postfix`` (``syslog_name = mta-out`` in an instance's main.cf, ``-o
+syslog_name=submission`` in master.cf) gives tags such as ``mta-out/smtpd`` and
+``submission/smtpd``. Those are Postfix's only when the config says so (the logs
+section's ``postfix_syslog_names``, matched as a prefix followed by ``/``), and keep
+their name in the label like another instance does (``mta-out/smtpd``). The label
+guard bounds these as it bounds every other service.
+
 Decisions an admin would expect:
 
 * ``mail_messages_received_total`` counts qmgr's ``from=`` line once per queue ID: qmgr
@@ -31,7 +39,7 @@ counter shows what this parser misses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from mail_exporter.collectors.logs.counters import OTHER, LogCounters
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
@@ -99,8 +107,9 @@ def address_domain(text: str, start: int) -> str:
 class PostfixParser:
     """Handlers for Postfix's daemons, counting into one :class:`LogCounters`."""
 
-    def __init__(self, counters: LogCounters) -> None:
+    def __init__(self, counters: LogCounters, syslog_names: Iterable[str] = ()) -> None:
         self.c = counters
+        self._named_prefixes = tuple(f"{name}/" for name in syslog_names)
         self._queued: dict[str, None] = {}  # queue IDs seen by qmgr, oldest first
         self._handlers: dict[str, Handler] = {
             "smtpd": self.smtpd,
@@ -116,11 +125,22 @@ class PostfixParser:
     def route(self, tag: str) -> tuple[Handler, str] | None:
         """The handler and label for a syslog tag, or ``None`` if it is not Postfix's."""
         head, slash, rest = tag.partition("/")
-        if not slash or not rest or not (head == MTA or head.startswith("postfix-")):
+        if not slash or not rest:
+            return None
+        if head == MTA:
+            label = rest
+        elif head.startswith("postfix-") or self._configured_name(tag):
+            label = tag
+        else:
             return None
         daemon = rest.rpartition("/")[2]
-        label = self.c.services(rest if head == MTA else tag)
-        return self._handlers.get(daemon, self.unknown_daemon), label
+        return self._handlers.get(daemon, self.unknown_daemon), self.c.services(label)
+
+    def _configured_name(self, tag: str) -> bool:
+        """Whether ``tag`` is ``NAME/daemon`` for one of the configured syslog names."""
+        return any(
+            tag.startswith(prefix) and len(tag) > len(prefix) for prefix in self._named_prefixes
+        )
 
     # --- shared ------------------------------------------------------------------------
 

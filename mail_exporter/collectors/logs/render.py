@@ -67,7 +67,8 @@ COUNTERS = (
            "Dovecot sessions ended, by reason.", ("mta", "service", "reason")),
     Family("tls_connections", "mail_tls_connections_total",
            "TLS sessions established, by protocol version and trust (Postfix *_tls_loglevel "
-           ">= 1).", ("mta", "service", "version", "trust")),
+           ">= 1; Exim: each <= with X=, each => with X= on a new connection).",
+           ("mta", "service", "version", "trust")),
     Family("postscreen", "mail_postscreen_results_total",
            "Postscreen connections and test results.", ("mta", "result")),
     Family("bounces", "mail_bounces_generated_total",
