@@ -30,6 +30,7 @@ from mail_exporter.collectors import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
+from mail_exporter.collectors.dns.dane import Dane, Tlsa, tlsa_matches, usable
 from mail_exporter.config import Config, DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
@@ -69,6 +70,10 @@ def mail_zone(tlsa_good: str) -> Zone:
         ("old._domainkey.bad.test", "TXT"): [txt("v=DKIM1; p=")],  # revoked
         ("_mta-sts.bad.test", "TXT"): [txt("v=STSv1; id=1")],
         ("_25._tcp.mx.bad.test", "TLSA"): ["3 1 1 " + "00" * 32],
+        # pkix.test: TLSA records of the usages RFC 7672 leaves unusable for SMTP only
+        ("pkix.test", "MX"): ["10 mx.pkix.test."],
+        ("mx.pkix.test", "A"): ["127.0.0.1"],
+        ("_25._tcp.mx.pkix.test", "TLSA"): [f"1 1 1 {tlsa_good}", "0 0 1 " + "00" * 32],
         # many.test: SPF over the limit of 10 lookups; syntax.test: SPF that does not parse
         ("many.test", "TXT"): [txt(f"v=spf1 {includes} -all")],
         **{(f"i{n}.many.test", "TXT"): [txt("v=spf1 -all")] for n in range(11)},
@@ -302,6 +307,124 @@ def test_dane_with_an_mx_that_does_not_answer_is_an_error(rig: Rig) -> None:
     assert ("dane_smtp", "connect") in results.check_errors()
 
 
+def test_dane_with_unusable_records_only_does_not_match_and_needs_no_handshake(rig: Rig) -> None:
+    results = rig.run(rig.settings(domains=["pkix.test"], dane_port=_free_port()))
+    assert results.dane["mx.pkix.test"] == Dane(2, 0, matches=False, authenticated=False)
+    assert not [check for check, _ in results.check_errors() if check.startswith("dane")]
+
+
+# --- TLSA records against chains (RFC 7672) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    leaf: x509.Certificate  # for localhost and mail.test.local, issued by ca
+    ca: x509.Certificate
+    expired: x509.Certificate  # issued by ca
+    wronghost: x509.Certificate  # for other.example.net, issued by ca
+    stranger: x509.Certificate  # a CA that issued none of them
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    pki = create_pki(tmp_path_factory.mktemp("tlsa"))
+    stranger = create_pki(tmp_path_factory.mktemp("stranger"))
+
+    def load(path: Path) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+
+    return Certificates(load(pki.server_cert), load(pki.ca_file), load(pki.expired_cert),
+                        load(pki.wronghost_cert), load(stranger.ca_file))  # fmt: skip
+
+
+def _tlsa(usage: int, selector: int, mtype: int, certificate: x509.Certificate) -> Tlsa:
+    """The record for ``certificate`` as RFC 6698 §2.1 defines it."""
+    if selector == 0:
+        selected = certificate.public_bytes(Encoding.DER)
+    else:
+        selected = certificate.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+    digest = {0: lambda data: data, 1: lambda data: hashlib.sha256(data).digest(),
+              2: lambda data: hashlib.sha512(data).digest()}[mtype]  # fmt: skip
+    return Tlsa(usage, selector, mtype, digest(selected))
+
+
+SELECTORS_AND_MATCHING_TYPES = [(s, m) for s in (0, 1) for m in (0, 1, 2)]
+
+
+@pytest.mark.parametrize(("selector", "mtype"), SELECTORS_AND_MATCHING_TYPES)
+def test_dane_ee_matches_the_leaf(certificates: Certificates, selector: int, mtype: int) -> None:
+    c = certificates
+    record = _tlsa(3, selector, mtype, c.leaf)
+    assert usable(record)
+    assert tlsa_matches(record, [c.leaf, c.ca], "mail.test.local")
+    assert not tlsa_matches(record, [c.wronghost, c.ca], "mail.test.local")
+    assert not tlsa_matches(_tlsa(3, selector, mtype, c.ca), [c.leaf, c.ca], "mail.test.local")
+    damaged = Tlsa(3, selector, mtype, record.data[:-1] + bytes([record.data[-1] ^ 1]))
+    assert not tlsa_matches(damaged, [c.leaf, c.ca], "mail.test.local")
+
+
+def test_dane_ee_checks_neither_name_nor_dates(certificates: Certificates) -> None:
+    c = certificates
+    assert tlsa_matches(_tlsa(3, 1, 1, c.expired), [c.expired], "mail.test.local")
+    assert tlsa_matches(_tlsa(3, 1, 1, c.wronghost), [c.wronghost], "mx.elsewhere.test")
+
+
+@pytest.mark.parametrize(("selector", "mtype"), SELECTORS_AND_MATCHING_TYPES)
+def test_dane_ta_matches_the_issuer_the_server_sent(
+    certificates: Certificates, selector: int, mtype: int
+) -> None:
+    c = certificates
+    record = _tlsa(2, selector, mtype, c.ca)
+    assert usable(record)
+    assert tlsa_matches(record, [c.leaf, c.ca], "mail.test.local")
+    assert tlsa_matches(record, [c.leaf, c.stranger, c.ca], "MAIL.test.local")
+    assert not tlsa_matches(record, [c.leaf], "mail.test.local")  # the anchor was not sent
+
+
+def test_dane_ta_never_matches_the_leaf_itself(certificates: Certificates) -> None:
+    c = certificates
+    assert not tlsa_matches(_tlsa(2, 1, 1, c.leaf), [c.leaf, c.ca], "mail.test.local")
+
+
+def test_dane_ta_that_did_not_issue_the_leaf_does_not_match(certificates: Certificates) -> None:
+    c = certificates
+    record = _tlsa(2, 1, 1, c.stranger)
+    assert not tlsa_matches(record, [c.leaf, c.stranger], "mail.test.local")
+    assert not tlsa_matches(record, [c.leaf, c.ca, c.stranger], "mail.test.local")
+
+
+def test_dane_ta_needs_the_mx_name_in_the_leaf(certificates: Certificates) -> None:
+    c = certificates
+    record = _tlsa(2, 1, 1, c.ca)
+    assert not tlsa_matches(record, [c.leaf, c.ca], "mx.elsewhere.test")
+    assert not tlsa_matches(record, [c.wronghost, c.ca], "mail.test.local")
+    assert not tlsa_matches(record, [c.leaf, c.ca], "not a host name")
+    assert tlsa_matches(record, [c.wronghost, c.ca], "other.example.net")
+
+
+def test_dane_ta_needs_a_leaf_within_its_dates(certificates: Certificates) -> None:
+    c = certificates
+    assert not tlsa_matches(_tlsa(2, 1, 1, c.ca), [c.expired, c.ca], "mail.test.local")
+
+
+@pytest.mark.parametrize(
+    ("usage", "selector", "mtype", "of"),
+    [(0, 0, 1, "ca"), (0, 1, 1, "ca"), (1, 1, 1, "leaf"), (1, 0, 2, "leaf"), (3, 2, 1, "leaf"),
+     (3, 1, 3, "leaf"), (4, 1, 1, "leaf")],
+)  # fmt: skip
+def test_pkix_usages_and_unknown_parameters_are_unusable(
+    certificates: Certificates, usage: int, selector: int, mtype: int, of: str
+) -> None:
+    c = certificates
+    # Data that would match if the record were usable (3 2 1 and 3 1 3 get 3 1 1's data).
+    record = _tlsa(usage, min(selector, 1), min(mtype, 1), getattr(c, of))
+    record = Tlsa(usage, selector, mtype, record.data)
+    assert not usable(record)
+    assert not tlsa_matches(record, [c.leaf, c.ca], "mail.test.local")
+
+
 # --- reverse DNS ---------------------------------------------------------------------
 
 
@@ -474,6 +597,7 @@ async def test_exposition_passes_promtool(rig: Rig) -> None:
         'mail_dns_mta_sts_mode_info{domain="good.test",mode="enforce"} 1.0',
         'mail_dns_mta_sts_max_age_seconds{domain="good.test"} 604800.0',
         'mail_dns_mta_sts_mx_covered{domain="bad.test"} 0.0',
+        'mail_dns_dane_tlsa_usable_records{mx="mx.good.test"} 1.0',
         'mail_dns_dane_tlsa_matches{mx="mx.good.test"} 1.0',
         'mail_dns_dane_tlsa_matches{mx="mx.bad.test"} 0.0',
         'mail_dns_dnssec_validated{name="_25._tcp.mx.good.test"} 1.0',

@@ -1,12 +1,12 @@
 """The DNS checks against a real DNS server: dnsmasq from Debian, on a loopback port.
 
 The zones (see :func:`zones`) hold a good domain and one domain per kind of broken
-record (two SPF records, SPF over 10 lookups through a chain of includes, DMARC
-missing, DKIM key missing, an MTA-STS policy that does not cover the MX), sending IPs
-with a right, a mismatched and a missing PTR, TLSA records that match and do not match
-the real Postfix of the test rig, a blocklist answering listed (127.0.0.2), unlisted
-(NXDOMAIN) and refused (127.255.255.254), and a zone that never answers. MTA-STS
-policies come from a loopback HTTPS server with the tests' CA.
+record (two SPF records, SPF over 10 lookups through a chain of includes, SPF over 2
+void lookups, DMARC missing, DKIM key missing, an MTA-STS policy that does not cover
+the MX), sending IPs with a right, a mismatched and a missing PTR, TLSA records that
+match and do not match the real Postfix of the test rig, a blocklist answering listed
+(127.0.0.2), unlisted (NXDOMAIN) and refused (127.255.255.254), and a zone that never
+answers. MTA-STS policies come from a loopback HTTPS server with the tests' CA.
 
 What a real server without DNSSEC cannot produce (the AD bit) or will not produce on
 purpose (SERVFAIL) stays with the scripted server, in test_dns_checks.py.
@@ -87,6 +87,9 @@ def zones(pki: PKI) -> Zones:
     for n in range(1, SPF_CHAIN):
         z.txt(f"s{n}.manyspf.test", f"v=spf1 include:s{n + 1}.manyspf.test -all")
     z.txt(f"s{SPF_CHAIN}.manyspf.test", "v=spf1 ip4:192.0.2.1 -all")
+    # a: the domain has no address (NODATA); mx: its MX resolves; gone: NXDOMAIN twice
+    _domain(z, "voidspf.test", dkim=key,
+            spf=["v=spf1 a mx a:gone.voidspf.test mx:gone.voidspf.test -all"])  # fmt: skip
     _domain(z, "nodmarc.test", dkim=key, dmarc=False)
     _domain(z, "nodkim.test")
     _domain(z, "stsmismatch.test", dkim=key, mta_sts=True)
@@ -123,8 +126,8 @@ class Rig:
     def settings(self, **overrides: object) -> DnsConfig:
         values: dict[str, object] = {
             "enabled": True,
-            "domains": ["good.test", "twospf.test", "manyspf.test", "nodmarc.test",
-                        "nodkim.test", "stsmismatch.test"],
+            "domains": ["good.test", "twospf.test", "manyspf.test", "voidspf.test",
+                        "nodmarc.test", "nodkim.test", "stsmismatch.test"],
             "sending_ips": ["192.0.2.25", "192.0.2.26", "192.0.2.27", IPV6],
             "helo_name": "mail.good.test",
             "dkim_selectors": ["mail"],
@@ -195,6 +198,7 @@ def test_good_records(results: Results) -> None:
     assert good.mx_resolvable == {"mx.good.test": True}
     assert good.mx_addresses == {"mx.good.test": ["127.0.0.1"]}
     assert (good.spf_records, good.spf_valid, good.spf_lookups) == (1, True, 3)
+    assert good.spf_void_lookups == 2  # _spf.good.test's a and mx: no records, at the limit
     assert (good.dmarc_present, good.dmarc_policy, good.dmarc_ratio) == (True, "reject", 0.5)
     assert (good.dkim_present, good.dkim_bits) == ({"mail": True}, {"mail": 2048})
     assert good.tls_rpt_present is True
@@ -218,6 +222,14 @@ def test_spf_over_ten_lookups_through_a_chain_of_includes(rig: Rig, results: Res
     asked = {name for name, rdtype in rig.dns.queries() if rdtype == "TXT"}
     assert {f"s{n}.manyspf.test" for n in range(1, SPF_CHAIN)} <= asked
     assert f"s{SPF_CHAIN}.manyspf.test" not in asked  # counting stops past the limit
+
+
+def test_spf_over_two_void_lookups(rig: Rig, results: Results) -> None:
+    void = results.domains["voidspf.test"]
+    assert (void.spf_valid, void.spf_lookups, void.spf_void_lookups) == (False, 4, 3)
+    assert void.errors == []
+    asked = set(rig.dns.queries())
+    assert ("voidspf.test", "A") in asked and ("gone.voidspf.test", "MX") in asked
 
 
 def test_dmarc_missing(results: Results) -> None:

@@ -87,7 +87,7 @@ def _trust_store(ca_file: str, mtime_ns: int) -> Store:
     return Store(anchors)
 
 
-def _peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
+def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
     """The chain as the server presented it, leaf first, in DER, read without verification."""
     getter = getattr(ssl_object, "get_unverified_chain", None)  # public from Python 3.13
     if getter is None:
@@ -205,7 +205,7 @@ def _certificate_facts(
 def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | None) -> TLSFacts:
     """Read version, cipher and certificate facts from a finished handshake."""
     cipher = ssl_object.cipher()
-    certificate = _certificate_facts(_peer_chain(ssl_object), server_name, ca_file)
+    certificate = _certificate_facts(peer_chain(ssl_object), server_name, ca_file)
     return TLSFacts(
         version=ssl_object.version() or "unknown",
         cipher=cipher[0] if cipher else "unknown",

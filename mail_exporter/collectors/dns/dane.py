@@ -1,15 +1,29 @@
-"""DANE for SMTP (RFC 7672): TLSA records of ``_25._tcp.<mx>`` against the MX's certificate.
+"""DANE for SMTP (RFC 7672): TLSA records of ``_25._tcp.<mx>`` against the MX's certificate chain.
 
-The collector makes its own STARTTLS handshake with each MX that has TLSA records (on
-the address the configured resolver gave for it, port ``dane_port``, 25 by default), the
-way a DANE-aware sender would, and compares the leaf certificate it was shown. The
-handshake does not verify the chain: DANE, not the web PKI, is what is checked here.
+The collector makes its own STARTTLS handshake with each MX that has usable TLSA records
+(on the address the configured resolver gave for it, port ``dane_port``, 25 by default),
+the way a DANE-aware sender would, and reads the chain the server presented, leaf first.
+The handshake does not verify: DANE, not the web PKI, is what is checked here.
 
-Usages 3 (DANE-EE) and 1 (PKIX-EE) are compared with the leaf, selector 0 (whole
-certificate) or 1 (public key), matching 0 (exact), 1 (SHA-256) or 2 (SHA-512). Usages
-0 and 2 (trust anchors) need the chain the server sent, which Python 3.11's ssl module
-does not give out: such records never match, so an MX with only trust-anchor records
-shows as not matching (RFC 7672 recommends 3 1 1 for SMTP).
+A record is usable for SMTP (RFC 7672 §3.1) with usage 3 or 2, selector 0 (whole
+certificate) or 1 (SubjectPublicKeyInfo) and matching type 0 (exact), 1 (SHA-256) or
+2 (SHA-512):
+
+- 3 (DANE-EE) matches the leaf. Its names and dates are not checked (§3.1.1).
+- 2 (DANE-TA) matches a certificate the server sent after its leaf, and only if the
+  leaf chains up to that certificate, as the only trust anchor, with valid signatures
+  and dates, and names the MX host in its subjectAltName (§3.2.2; the MX host is also
+  the TLSA base domain, as CNAMEs are not followed). A record holding only the key of a
+  trust anchor that the server does not send (RFC 7671 §5.2.2) is not supported: it
+  matches only when the server sends the anchor's certificate too.
+- 0 (PKIX-TA) and 1 (PKIX-EE) are unusable for SMTP (§3.1.3) and never match, nor do
+  unknown selectors and matching types.
+
+An MX whose TLSA records are all unusable shows as not matching, without a handshake: a
+DANE sender finds nothing there to authenticate with, and falls back to TLS without
+authentication (Postfix: mandatory unauthenticated TLS). Mail still flows, but the
+records are a mistake worth the same alert. ``mail_dns_dane_tlsa_usable_records`` tells
+this case apart.
 """
 
 from __future__ import annotations
@@ -17,14 +31,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from mail_exporter.collectors.dns.resolver import Lookups
+from mail_exporter.probes.tls import peer_chain
 
 MAX_REPLY_LINES = 100
+DANE_TA = 2
+DANE_EE = 3
+_DIGESTS = {1: "sha256", 2: "sha512"}  # matching type 0 is the selected data itself
+# As in the TLS probes: any leaf extensions, but the name must be in subjectAltName.
+_LEAF_POLICY = ExtensionPolicy.permit_all().require_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
 
 
 @dataclass(frozen=True)
@@ -38,27 +69,74 @@ class Tlsa:
 @dataclass(frozen=True)
 class Dane:
     records: int = 0
+    usable: int = 0
     matches: bool | None = None
     authenticated: bool | None = None
     error: tuple[str, str] | None = None  # (check, reason)
 
 
-def tlsa_matches(record: Tlsa, certificate_der: bytes) -> bool:
-    if record.usage not in (1, 3):
-        return False
+def usable(record: Tlsa) -> bool:
+    """Whether an SMTP client may authenticate with the record (RFC 7672 §3.1)."""
+    return (
+        record.usage in (DANE_TA, DANE_EE)
+        and record.selector in (0, 1)
+        and (record.mtype == 0 or record.mtype in _DIGESTS)
+    )
+
+
+def _associated(record: Tlsa, certificate: x509.Certificate) -> bool:
+    """Whether the record's data is that of the certificate (selector and matching type)."""
     if record.selector == 0:
-        selected = certificate_der
-    elif record.selector == 1:
-        certificate = x509.load_der_x509_certificate(certificate_der)
-        selected = certificate.public_key().public_bytes(
-            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-        )
+        selected = certificate.public_bytes(Encoding.DER)
     else:
-        return False
+        try:
+            key = certificate.public_key()
+        except UnsupportedAlgorithm:
+            return False
+        selected = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if record.mtype == 0:
         return selected == record.data
-    algorithm = {1: "sha256", 2: "sha512"}.get(record.mtype)
-    return algorithm is not None and hashlib.new(algorithm, selected).digest() == record.data
+    return hashlib.new(_DIGESTS[record.mtype], selected).digest() == record.data
+
+
+def _chains_up(chain: Sequence[x509.Certificate], anchor: x509.Certificate, mx: str) -> bool:
+    """Whether the leaf verifies up to ``anchor`` alone and names ``mx`` (RFC 7672 §3.2)."""
+    try:
+        verifier = (
+            PolicyBuilder()
+            .store(Store([anchor]))
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_LEAF_POLICY
+            )
+            .build_server_verifier(x509.DNSName(mx))
+        )
+        verifier.verify(chain[0], list(chain[1:]))
+    except (VerificationError, ValueError):  # ValueError: mx is no valid DNS name
+        return False
+    return True
+
+
+def tlsa_matches(record: Tlsa, chain: Sequence[x509.Certificate], mx: str) -> bool:
+    """Whether the record authenticates the chain (leaf first) that MX host ``mx`` sent."""
+    if not usable(record) or not chain:
+        return False
+    if record.usage == DANE_EE:
+        return _associated(record, chain[0])
+    return any(
+        _associated(record, anchor) and _chains_up(chain, anchor, mx) for anchor in chain[1:]
+    )
+
+
+def _certificates(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
+    """The chain without certificates that do not parse; empty if the leaf does not."""
+    parsed = []
+    for position, der in enumerate(chain_der):
+        try:
+            parsed.append(x509.load_der_x509_certificate(der))
+        except ValueError:
+            if position == 0:
+                return []
+    return parsed
 
 
 async def _reply(reader: asyncio.StreamReader) -> str:
@@ -70,8 +148,10 @@ async def _reply(reader: asyncio.StreamReader) -> str:
     return ""
 
 
-async def smtp_certificate(address: str, port: int, server_name: str, time_limit: float) -> bytes:
-    """The leaf certificate (DER) an SMTP server shows after STARTTLS; raises OSError."""
+async def smtp_chain(
+    address: str, port: int, server_name: str, time_limit: float
+) -> tuple[bytes, ...]:
+    """The chain (DER, leaf first) an SMTP server shows after STARTTLS; raises OSError."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -88,11 +168,11 @@ async def smtp_certificate(address: str, port: int, server_name: str, time_limit
                 raise OSError("STARTTLS refused")
             await writer.start_tls(context, server_hostname=server_name)
             ssl_object = writer.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-            if not der:
+            chain = peer_chain(ssl_object) if ssl_object else ()
+            if not chain:
                 raise OSError("no certificate")
             writer.write(b"QUIT\r\n")
-            return bytes(der)
+            return chain
         finally:
             writer.close()
 
@@ -109,20 +189,19 @@ async def check_dane(
     ]
     if not records:
         return Dane()
+    candidates = [record for record in records if usable(record)]
+    found = Dane(len(records), len(candidates), authenticated=outcome.authenticated)
+    if not candidates:
+        return replace(found, matches=False)
     if not addresses:
-        return Dane(
-            len(records), authenticated=outcome.authenticated, error=("dane_smtp", "resolve")
-        )
+        return replace(found, error=("dane_smtp", "resolve"))
     try:
-        der = await smtp_certificate(addresses[0], port, mx, time_limit)
+        chain_der = await smtp_chain(addresses[0], port, mx, time_limit)
     except TimeoutError:
         reason = "timeout"
     except (OSError, ssl.SSLError, EOFError):
         reason = "connect"
     else:
-        return Dane(
-            len(records),
-            matches=any(tlsa_matches(record, der) for record in records),
-            authenticated=outcome.authenticated,
-        )
-    return Dane(len(records), authenticated=outcome.authenticated, error=("dane_smtp", reason))
+        chain = _certificates(chain_der)
+        return replace(found, matches=any(tlsa_matches(r, chain, mx) for r in candidates))
+    return replace(found, error=("dane_smtp", reason))

@@ -39,6 +39,7 @@ class DomainRecords:
     spf_records: int | None = None
     spf_valid: bool | None = None
     spf_lookups: int | None = None
+    spf_void_lookups: int | None = None
     dmarc_present: bool | None = None
     dmarc_policy: str | None = None
     dmarc_ratio: float | None = None
@@ -88,6 +89,17 @@ class RecordChecks:
             return None, outcome.error
         return (outcome.texts() if outcome.exists else None), None
 
+    async def _mx_names(self, name: str) -> tuple[list[str] | None, str | None]:
+        outcome = await self.lookups.query(name, "MX")
+        if outcome.error:
+            return None, outcome.error
+        exchanges = [getattr(record, "exchange", "") for record in outcome.records]
+        return [str(exchange).rstrip(".").lower() for exchange in exchanges], None
+
+    async def _addresses(self, name: str) -> tuple[list[str] | None, str | None]:
+        addresses, error = await self.lookups.addresses(name)
+        return (None, error) if error else (addresses, None)
+
     async def mx(self, domain: str, result: DomainRecords) -> None:
         outcome = await self.lookups.query(domain, "MX")
         if outcome.error:
@@ -113,15 +125,17 @@ class RecordChecks:
             result.errors.append(("spf", error))
             return
         result.spf_records = len(spf.spf_records(texts or []))
+        queries = spf.Queries(txt=self._txt, mx=self._mx_names, addresses=self._addresses)
         try:
-            result.spf_lookups = await spf.count_lookups(domain, self._txt)
+            cost = await spf.count_lookups(domain, queries)
         except spf.SpfUnknown as unknown:
             result.errors.append(("spf", str(unknown)))
             return
         except spf.SpfError:
             result.spf_valid = False
             return
-        result.spf_valid = result.spf_lookups <= spf.LOOKUP_LIMIT
+        result.spf_lookups, result.spf_void_lookups = cost.lookups, cost.void
+        result.spf_valid = cost.within_limits()
 
     async def dmarc(self, domain: str, result: DomainRecords) -> None:
         outcome = await self.lookups.query(f"_dmarc.{domain}", "TXT")

@@ -2,20 +2,40 @@
 
 The count follows section 4.6.4: ``include``, ``a``, ``mx``, ``ptr``, ``exists`` and the
 ``redirect`` modifier each cost one lookup, recursively through the records that
-``include`` and ``redirect`` name; more than 10 makes the record a permerror. A
-domain spec with macros (``%{i}``) depends on the sender and cannot be followed: it
-counts one lookup and ends that branch. An included name without exactly one SPF
-record is a permerror too. Lookups that time out make the verdict unknown (an error),
-never "invalid".
+``include`` and ``redirect`` name; more than 10 makes the record a permerror. Every
+include costs a lookup before it is followed, so a loop of includes ends past the
+limit too. A domain spec with macros (``%{i}``) depends on the sender and cannot be
+followed: it counts one lookup and ends that branch. An included name without exactly
+one SPF record is a permerror (sections 5.2 and 6.1), and so is a target that is no
+valid domain name.
+
+Void lookups (section 4.6.4: a query answered NXDOMAIN or with no records; more than 2
+make a permerror) are counted where they do not depend on the sender: an ``a`` whose
+name has neither an A nor an AAAA record (an evaluation asks for one of them, by the
+sender's address family, so a name with only an A record is void for IPv6 senders and
+not counted here), an ``mx`` whose name has no MX records, and each MX host of it
+without an address. An ``mx`` with more than 10 hosts is a permerror. ``ptr`` and
+``exists`` are left out: what they query depends on the connecting IP, or on the
+sender through macros. An include or redirect target without a record never reaches
+the void count: it is a permerror on its own. Once the count passes 2 no more ``a``
+or ``mx`` names are looked up, so it stops at 3.
+
+Lookups that time out make the verdict unknown (an error), never "invalid".
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import dns.exception
+import dns.name
+
 LOOKUP_LIMIT = 10
+VOID_LIMIT = 2
+MX_HOST_LIMIT = 10
 MECHANISM = re.compile(
     r"^[+\-~?]?(all|include|a|mx|ptr|ip4|ip6|exists)(?::([^/\s]+))?(/\d+(?://\d+)?)?$",
     re.IGNORECASE,
@@ -24,8 +44,26 @@ MODIFIER = re.compile(r"^([a-z][a-z0-9_.\-]*)=(\S*)$", re.IGNORECASE)
 COUNTED = frozenset({"include", "a", "mx", "ptr", "exists"})
 NEEDS_TARGET = frozenset({"include", "exists", "ip4", "ip6"})
 
-TxtLookup = Callable[[str], Awaitable[tuple[list[str] | None, str | None]]]
-"""A name's TXT strings (None on NXDOMAIN), or an error reason."""
+Lookup = Callable[[str], Awaitable[tuple[list[str] | None, str | None]]]
+"""A name's records as text (None or empty when void), or an error reason."""
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The DNS lookups the count makes."""
+
+    txt: Lookup  # TXT strings, one text per record
+    mx: Lookup  # MX host names, "" for a null MX
+    addresses: Lookup  # A and AAAA addresses together
+
+
+@dataclass
+class Cost:
+    lookups: int = 0  # terms that query DNS, at most LOOKUP_LIMIT + 1
+    void: int = 0  # void lookups, at most VOID_LIMIT + 1
+
+    def within_limits(self) -> bool:
+        return self.lookups <= LOOKUP_LIMIT and self.void <= VOID_LIMIT
 
 
 class SpfError(Exception):
@@ -68,14 +106,47 @@ def parse(record: str) -> list[Term]:
     return terms
 
 
-async def count_lookups(domain: str, lookup: TxtLookup) -> int:
-    """The DNS lookups evaluating ``domain``'s SPF record costs, at most LOOKUP_LIMIT + 1."""
-    count = 0
+def domain_name(target: str) -> str:
+    """``target`` without its final dot; a name that DNS cannot carry is a permerror."""
+    try:
+        name = dns.name.from_text(target)
+    except dns.exception.DNSException:
+        name = dns.name.root
+    if name == dns.name.root:
+        raise SpfError(f"invalid domain {target[:40]!r}")
+    return target.rstrip(".")
+
+
+async def _void(lookup: Lookup, name: str) -> bool:
+    found, error = await lookup(name)
+    if error is not None:
+        raise SpfUnknown(error)
+    return not found
+
+
+async def void_lookups(mechanism: str, name: str, queries: Queries) -> int:
+    """The void lookups of an ``a`` or ``mx`` term for ``name``."""
+    if mechanism == "a":
+        return int(await _void(queries.addresses, name))
+    hosts, error = await queries.mx(name)
+    if error is not None:
+        raise SpfUnknown(error)
+    if not hosts:
+        return 1
+    if len(hosts) > MX_HOST_LIMIT:
+        raise SpfError(f"{len(hosts)} MX hosts at {name}, more than {MX_HOST_LIMIT}")
+    found = await asyncio.gather(*(_void(queries.addresses, host) for host in hosts if host))
+    return sum(found)
+
+
+async def count_lookups(domain: str, queries: Queries) -> Cost:
+    """The DNS lookups and void lookups evaluating ``domain``'s SPF record costs."""
+    cost = Cost()
     pending = [domain]
     first = True
     while pending:
         name = pending.pop()
-        texts, error = await lookup(name)
+        texts, error = await queries.txt(name)
         if error is not None:
             raise SpfUnknown(error)
         records = spf_records(texts or [])
@@ -91,10 +162,15 @@ async def count_lookups(domain: str, lookup: TxtLookup) -> int:
                     continue  # ignored when the record has "all" (section 6.1)
             elif term.modifier or term.name not in COUNTED:
                 continue
-            count += 1
-            if count > LOOKUP_LIMIT:
-                return count
-            target = term.target
-            if term.name in ("include", "redirect") and target and "%" not in target:
-                pending.append(target.rstrip("."))
-    return count
+            cost.lookups += 1
+            if cost.lookups > LOOKUP_LIMIT:
+                return cost
+            target = term.target if term.target is not None else name
+            if not target or "%" in target:
+                continue
+            if term.name in ("include", "redirect"):
+                pending.append(domain_name(target))
+            elif term.name in ("a", "mx") and cost.void <= VOID_LIMIT:
+                found = await void_lookups(term.name, domain_name(target), queries)
+                cost.void = min(cost.void + found, VOID_LIMIT + 1)
+    return cost
