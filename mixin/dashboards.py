@@ -1038,11 +1038,12 @@ def _fleet_dns() -> Row:
         [
             table(
                 "Mail domains",
-                "One row per configured domain: SPF (valid, DNS lookups of RFC 7208's 10), "
-                "DMARC policy, MTA-STS mode and whether its policy covers every MX, TLS-RPT. "
-                "A missing cell is a lookup that failed (see DNS check errors).",
+                "One row per configured domain: SPF (valid, DNS lookups of RFC 7208's 10, void "
+                "lookups of its 2), DMARC policy, MTA-STS mode and whether its policy covers "
+                "every MX, TLS-RPT. A missing cell is a lookup that failed (see DNS check errors).",
                 Query(series("mail_dns_spf_valid")),
                 Query(series("mail_dns_spf_lookups")),
+                Query(series("mail_dns_spf_void_lookups")),
                 Query(series("mail_dns_dmarc_present")),
                 Query(series("mail_dns_dmarc_policy_info")),
                 Query(series("mail_dns_mta_sts_mx_covered")),
@@ -1052,13 +1053,14 @@ def _fleet_dns() -> Row:
                     "domain": "Domain",
                     "Value #A": "SPF",
                     "Value #B": "SPF lookups",
-                    "Value #C": "DMARC",
+                    "Value #C": "SPF void lookups",
+                    "Value #D": "DMARC",
                     "policy": "DMARC policy",
-                    "Value #E": "MTA-STS covers MX",
+                    "Value #F": "MTA-STS covers MX",
                     "mode": "MTA-STS mode",
-                    "Value #G": "TLS-RPT",
+                    "Value #H": "TLS-RPT",
                 },
-                hidden=("instance", "Value #D", "Value #F"),
+                hidden=("instance", "Value #E", "Value #G"),
                 width=24,
             ),
             state_timeline(
@@ -1095,7 +1097,8 @@ def _fleet_dns() -> Row:
             ),
             stat(
                 "DANE",
-                "Per MX with TLSA records: a record matches the certificate its STARTTLS shows.",
+                "Per MX with TLSA records: a usable record (usage 2 or 3, RFC 7672) matches the "
+                "chain its STARTTLS shows; with none usable, mismatch (see MailDaneUnusable).",
                 Query(series("mail_dns_dane_tlsa_matches"), "{{mx}}"),
                 mappings=MATCH_MISMATCH,
                 text=NAMED, width=6, height=6,

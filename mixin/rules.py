@@ -525,9 +525,10 @@ def dns_alerts(c: Config) -> list[Alert]:
         ),
         flag("MailSpfInvalid", "mail_dns_spf_valid", domain, domain_labels, "critical",
              "A mail domain's SPF record is broken.",
-             "{{ $labels.domain }} has no single valid SPF record, or it needs more than 10 DNS "
-             "lookups (see mail_dns_spf_records and mail_dns_spf_lookups): receivers treat its "
-             "mail as failing SPF."),
+             "{{ $labels.domain }} has no single valid SPF record, needs more than 10 DNS "
+             "lookups or makes more than 2 void lookups (see mail_dns_spf_records, "
+             "mail_dns_spf_lookups and mail_dns_spf_void_lookups): receivers treat its mail "
+             "as failing SPF."),
         flag("MailDmarcMissing", "mail_dns_dmarc_present", domain, domain_labels, "warning",
              "A mail domain has no DMARC record.",
              "_dmarc.{{ $labels.domain }} has no (single) DMARC record: large receivers junk or "
@@ -579,11 +580,40 @@ def dns_alerts(c: Config) -> list[Alert]:
              "warning", "The MTA-STS policy is invalid.",
              "The MTA-STS policy of {{ $labels.domain }} lacks a version, a known mode or "
              "max_age: senders ignore it."),
-        flag("MailDaneMismatch", "mail_dns_dane_tlsa_matches", dane, dane_labels, "critical",
-             "The DANE TLSA records do not match the MX's certificate.",
-             "No TLSA record of _25._tcp.{{ $labels.mx }} matches the certificate it presents "
-             "after STARTTLS: DANE-validating senders (Postfix with DANE, large providers) will "
-             "not deliver. Publish the new key's TLSA before rolling certificates."),
+        Alert(
+            "MailDaneMismatch",
+            # With no usable record, DANE senders fall back to unauthenticated TLS and still
+            # deliver: that is MailDaneUnusable's warning, not this critical.
+            f"mail_dns_dane_tlsa_usable_records{c.matchers()} > 0 and on (instance, job, mx) "
+            f"mail_dns_dane_tlsa_matches{c.matchers()} == 0",
+            "critical", "The DANE TLSA records do not match the MX's certificate.",
+            "None of the {{ $value }} usable TLSA records of _25._tcp.{{ $labels.mx }} matches "
+            "the certificate chain it presents after STARTTLS: DANE-validating senders "
+            "(Postfix with DANE, large providers) will not deliver. Publish the new key's "
+            "TLSA before rolling certificates.",
+            Example([(f"mail_dns_dane_tlsa_matches{{{dane}}}", steady(0)),
+                     (f"mail_dns_dane_tlsa_usable_records{{{dane}}}", steady(1))],
+                    [fired(dane_labels, "critical")]),
+            Example([(f"mail_dns_dane_tlsa_matches{{{dane}}}", steady(1)),
+                     (f"mail_dns_dane_tlsa_usable_records{{{dane}}}", steady(1))]),
+            for_=c.dns_for,
+        ),
+        Alert(
+            "MailDaneUnusable",
+            f"mail_dns_dane_tlsa_records{c.matchers()} > 0 and on (instance, job, mx) "
+            f"mail_dns_dane_tlsa_usable_records{c.matchers()} == 0",
+            "warning", "The MX's TLSA records are all unusable for SMTP.",
+            "_25._tcp.{{ $labels.mx }} has {{ $value }} TLSA records, but none of usage 2 "
+            "or 3 with a known selector and matching type (RFC 7672): DANE senders deliver "
+            "over TLS without "
+            "authenticating the MX, so the records protect nothing. Publish a 3 1 1 record.",
+            Example([(f"mail_dns_dane_tlsa_records{{{dane}}}", steady(2)),
+                     (f"mail_dns_dane_tlsa_usable_records{{{dane}}}", steady(0))],
+                    [fired(dane_labels, "warning")]),
+            Example([(f"mail_dns_dane_tlsa_records{{{dane}}}", steady(2)),
+                     (f"mail_dns_dane_tlsa_usable_records{{{dane}}}", steady(1))]),
+            for_=c.dns_for,
+        ),
         Alert(
             "MailDnsChecksStale",
             f"time() - mail_dns_last_run_timestamp_seconds{c.matchers()} > {c.dns_stale_seconds}",
