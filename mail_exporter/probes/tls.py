@@ -26,6 +26,7 @@ from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
     PolicyBuilder,
+    ServerVerifier,
     Store,
     VerificationError,
 )
@@ -117,23 +118,29 @@ def verify_chain(
         store = _trust_store(anchors, Path(anchors).stat().st_mtime_ns)
     except (OSError, ValueError) as error:
         return f"cannot load CA file {anchors}: {error}"
-    # Leaf extensions are not held to the Web PKI profile: mail servers often use
-    # certificates that browsers would reject for cosmetic reasons only.  The name
-    # must still be in subjectAltName: a CN-only certificate does not verify.
+    try:
+        server_verifier(store, server_name).verify(chain[0], chain[1:])
+    except VerificationError as error:
+        return str(error)
+    return None
+
+
+def server_verifier(store: Store, server_name: str) -> ServerVerifier:
+    """A verifier of chains up to ``store`` for ``server_name`` (a host name or an address).
+
+    Leaf extensions are not held to the Web PKI profile: mail servers often use
+    certificates that browsers would reject for cosmetic reasons only. The name must
+    still be in subjectAltName: a CN-only certificate does not verify. Raises
+    ``ValueError`` for a name that is neither a valid DNS name nor an address."""
     leaf_policy = ExtensionPolicy.permit_all().require_present(
         x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
     )
-    verifier = (
+    return (
         PolicyBuilder()
         .store(store)
         .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=leaf_policy)
         .build_server_verifier(_subject_for(server_name))
     )
-    try:
-        verifier.verify(chain[0], chain[1:])
-    except VerificationError as error:
-        return str(error)
-    return None
 
 
 def _timestamp(moment: datetime) -> float:

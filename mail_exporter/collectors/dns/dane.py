@@ -22,8 +22,8 @@ certificate) or 1 (SubjectPublicKeyInfo) and matching type 0 (exact), 1 (SHA-256
 An MX whose TLSA records are all unusable shows as not matching, without a handshake: a
 DANE sender finds nothing there to authenticate with, and falls back to TLS without
 authentication (Postfix: mandatory unauthenticated TLS). Mail still flows, but the
-records are a mistake worth the same alert. ``mail_dns_dane_tlsa_usable_records`` tells
-this case apart.
+records protect nothing: ``mail_dns_dane_tlsa_usable_records`` tells this case apart, for
+a warning (MailDaneUnusable) instead of the critical MailDaneMismatch.
 """
 
 from __future__ import annotations
@@ -37,25 +37,15 @@ from dataclasses import dataclass, replace
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
+from cryptography.x509.verification import Store, VerificationError
 
 from mail_exporter.collectors.dns.resolver import Lookups
-from mail_exporter.probes.tls import peer_chain
+from mail_exporter.probes.tls import peer_chain, server_verifier
 
 MAX_REPLY_LINES = 100
 DANE_TA = 2
 DANE_EE = 3
 _DIGESTS = {1: "sha256", 2: "sha512"}  # matching type 0 is the selected data itself
-# As in the TLS probes: any leaf extensions, but the name must be in subjectAltName.
-_LEAF_POLICY = ExtensionPolicy.permit_all().require_present(
-    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
-)
 
 
 @dataclass(frozen=True)
@@ -102,15 +92,7 @@ def _associated(record: Tlsa, certificate: x509.Certificate) -> bool:
 def _chains_up(chain: Sequence[x509.Certificate], anchor: x509.Certificate, mx: str) -> bool:
     """Whether the leaf verifies up to ``anchor`` alone and names ``mx`` (RFC 7672 §3.2)."""
     try:
-        verifier = (
-            PolicyBuilder()
-            .store(Store([anchor]))
-            .extension_policies(
-                ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_LEAF_POLICY
-            )
-            .build_server_verifier(x509.DNSName(mx))
-        )
-        verifier.verify(chain[0], list(chain[1:]))
+        server_verifier(Store([anchor]), mx).verify(chain[0], list(chain[1:]))
     except (VerificationError, ValueError):  # ValueError: mx is no valid DNS name
         return False
     return True
