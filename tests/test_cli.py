@@ -35,6 +35,19 @@ def test_example_config_is_valid() -> None:
     assert disabled == [], "every collector belongs in the example, enabled"
 
 
+def test_readme_minimal_config_is_valid(tmp_path: Path) -> None:
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    section = readme[readme.index("## A minimal config") :]
+    text = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    secret = tmp_path / "probe.pass"
+    secret.write_text("secret\n")
+    config = tmp_path / "mail_exporter.yml"
+    config.write_text(text.replace("/etc/mail-exporter/probe.pass", str(secret)))
+    result = CliRunner().invoke(main, ["check-config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "OK (3 modules, 2 targets)" in result.output
+
+
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     config = tmp_path / "bad.yml"
     config.write_text("global: {interval: 5x}\nmodules:\n  m: {protocol: smtp, tls: maybe}\n")
