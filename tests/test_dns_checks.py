@@ -512,10 +512,31 @@ def test_classify(answers: list[str], expected: dnsbl.Listing) -> None:
     assert dnsbl.classify(answers) == expected
 
 
-def test_domain_blocklists_also_list_in_127_0_1() -> None:
+def test_ip_blocklists_do_not_list_in_127_0_1() -> None:
     assert dnsbl.classify(["127.0.1.2"]) == dnsbl.Listing(error="unexpected_answer")
-    assert dnsbl.classify(["127.0.1.2"], dnsbl.DOMAIN_LISTED) == dnsbl.Listing(codes=["127.0.1.2"])
-    assert dnsbl.classify(["127.255.255.254"], dnsbl.DOMAIN_LISTED).error == "refused"
+    assert dnsbl.classify(["127.0.1.255"]) == dnsbl.Listing(error="unexpected_answer")
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        ([], dnsbl.Listing()),
+        (["127.0.0.2"], dnsbl.Listing(codes=["127.0.0.2"])),
+        (["127.0.0.254"], dnsbl.Listing(codes=["127.0.0.254"])),
+        (["127.0.1.2"], dnsbl.Listing(codes=["127.0.1.2"])),
+        (["127.0.1.254", "127.0.1.2"], dnsbl.Listing(codes=["127.0.1.2", "127.0.1.254"])),
+        (["127.0.1.255"], dnsbl.Listing(error="refused")),  # DBL: "IP queries prohibited"
+        (["127.0.1.2", "127.0.1.255"], dnsbl.Listing(error="refused")),
+        (["127.255.255.254"], dnsbl.Listing(error="refused")),
+        (["127.0.0.1"], dnsbl.Listing(error="unexpected_answer")),
+        (["127.0.0.255"], dnsbl.Listing(error="unexpected_answer")),
+        (["127.0.1.0"], dnsbl.Listing(error="unexpected_answer")),
+        (["127.0.1.1"], dnsbl.Listing(error="unexpected_answer")),
+        (["127.0.2.2"], dnsbl.Listing(error="unexpected_answer")),
+    ],
+)
+def test_classify_domain_blocklist_answers(answers: list[str], expected: dnsbl.Listing) -> None:
+    assert dnsbl.classify(answers, dnsbl.DOMAIN_LISTED) == expected
 
 
 def test_a_dedicated_blocklist_resolver(rig: Rig) -> None:

@@ -195,8 +195,8 @@ def error_families(
         checks.add_metric([check, reason], count)
     blocklists = CounterMetricFamily(
         "mail_dnsbl_check_errors",
-        "Blocklist lookups without a verdict: refused (127.255.255.x), unexpected_answer, "
-        "timeout, servfail, error. Never counted as listed.",
+        "Blocklist lookups without a verdict: refused (127.255.255.x, or 127.0.1.255 from a "
+        "domain list), unexpected_answer, timeout, servfail, error. Never counted as listed.",
         labels=["zone", "reason"],
     )
     for zone in sorted(set(zones) | {zone for zone, _ in blocklist_errors}):
