@@ -26,6 +26,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mail_exporter.allowlist import TargetAllowlist, checked_pattern
 from mail_exporter.durations import format_duration, parse_duration
@@ -205,8 +206,37 @@ class PostfixInstance(StrictModel):
     queue_directory: Path | None = None  # default: what postconf says for config_directory
 
 
+def _distinct_instance_names(instances: list[PostfixInstance]) -> list[PostfixInstance]:
+    """Each name once: two instances of one name would export the same series twice.
+
+    The error is raised at the second instance's ``name`` (present or defaulted), so that
+    check-config points at the instance to rename rather than at the whole list.
+    """
+    seen: set[str] = set()
+    problems: list[InitErrorDetails] = []
+    for index, instance in enumerate(instances):
+        if instance.name in seen:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "duplicate_name",
+                        "duplicate instance name {name}",
+                        {"name": repr(instance.name)},
+                    ),
+                    loc=(index, "name"),
+                    input=instance.name,
+                )
+            )
+        seen.add(instance.name)
+    if problems:
+        raise ValidationError.from_exception_data("instances", problems)
+    return instances
+
+
 class PostfixQueueConfig(CollectorSection):
-    instances: list[PostfixInstance] = Field(default_factory=lambda: [PostfixInstance()])
+    instances: Annotated[list[PostfixInstance], AfterValidator(_distinct_instance_names)] = Field(
+        default_factory=lambda: [PostfixInstance()]
+    )
     source: Literal["auto", "spool", "showq", "postqueue"] = "auto"
     postconf_command: str = "postconf"
     postqueue_command: str = "postqueue"
@@ -299,6 +329,26 @@ class BackupsConfig(CollectorSection):
     backups: list[BackupMatch] = Field(default_factory=list)
 
 
+UNIT_SUFFIXES = (".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target",
+                 ".path", ".timer", ".slice", ".scope")  # fmt: skip
+
+
+def _journal_unit(name: str) -> str:
+    """A systemd unit name as journalctl's ``--unit`` takes it, made exact for ``_SYSTEMD_UNIT=``.
+
+    The journal follower matches the field itself (see ``collectors/logs/journal.py``), so
+    what ``--unit`` did for us is done here: a name without a unit type gets ``.service``
+    (``dovecot`` is ``dovecot.service``). Patterns are refused rather than expanded:
+    journalctl expands them against the units already in the journal when it starts,
+    so a unit that first logs later would be missed without a word.
+    """
+    if not name or any(character.isspace() for character in name):
+        raise ValueError(f"unit {name!r} must be a systemd unit name")
+    if any(character in name for character in "*?["):
+        raise ValueError(f"unit {name!r}: list each unit by its name, patterns are not expanded")
+    return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
+
+
 class LogSource(StrictModel):
     """One log to follow: a file, the systemd journal, or standard input.
 
@@ -312,7 +362,9 @@ class LogSource(StrictModel):
     name: str | None = Field(default=None, min_length=1)  # the ``source`` label; default below
     format: Literal["syslog", "dovecot", "exim", "rspamd"] = "syslog"
     path: Path | None = None  # type file
-    journal_units: list[str] = Field(default_factory=list)  # type journal
+    journal_units: list[Annotated[str, AfterValidator(_journal_unit)]] = Field(
+        default_factory=list
+    )  # type journal: entries of these units or of these identifiers
     journal_identifiers: list[str] = Field(default_factory=list)  # type journal
     journal_directory: Path | None = None  # type journal: default the system journal
     journal_command: list[str] = Field(default_factory=lambda: ["journalctl"], min_length=1)

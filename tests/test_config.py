@@ -156,6 +156,12 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
             "roundtrip[0].send.module (line 3): unknown module 's' (modules: none defined)",
         ],
     ),
+    (
+        "duplicate postfix instance",
+        "collectors:\n  postfix_queue:\n    instances:\n"
+        "      - {config_directory: /etc/postfix}\n      - {config_directory: /etc/postfix-out}\n",
+        ["collectors.postfix_queue.instances[1].name (line 5): duplicate instance name 'postfix'"],
+    ),
     ("not a mapping", "- a\n- b\n", ["(top level) (line 1): the file must be a mapping of keys"]),
     (
         "broken YAML",
