@@ -109,3 +109,103 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
         collector_set.close()
     assert len(families) == 1
     assert sorted(s.labels["mta"] for s in families[0].samples) == ["exim", "postfix"]
+
+
+@pytest.mark.usefixtures("registered")
+def test_each_collector_reports_its_own_duration(release: threading.Event) -> None:
+    """The hanging collector comes first: an instant one read after it is not charged its wait."""
+    collector_set = CollectorSet(Config(), {"hanging": True, "working": True})
+    collector_set.timeouts["hanging"] = 0.2
+    try:
+        first = samples(collector_set.collect())
+        waited = first[("mail_exporter_collector_duration_seconds", "hanging")]
+        instant = first[("mail_exporter_collector_duration_seconds", "working")]
+        assert first[("mail_exporter_collector_success", "hanging")] == 0.0
+        assert first[("mail_exporter_collector_success", "working")] == 1.0
+        assert instant < waited
+        # Still running at the next scrape: how long it has been waited for, which only grows.
+        second = samples(collector_set.collect())
+        assert second[("mail_exporter_collector_duration_seconds", "hanging")] > waited
+        assert second[("mail_exporter_collector_duration_seconds", "working")] < waited
+    finally:
+        collector_set.close()
+
+
+class _Stateful:
+    """Counts its collections (state a reload must keep) and whether it was closed."""
+
+    built = 0
+
+    def __init__(self) -> None:
+        _Stateful.built += 1
+        self.collections = 0
+        self.closed = False
+
+    def collect(self) -> Iterable[Metric]:
+        self.collections += 1
+        yield GaugeMetricFamily("mail_test_collections", "Collections.", value=self.collections)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def stateful(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stateful collectors under real section names, so that config changes reach them."""
+    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(_Stateful, "built", 0)
+    for name in ("backups", "sensors", "services"):
+        register_collector(name, "test")(lambda config: _Stateful())
+
+
+def stateful_collectors(collector_set: CollectorSet) -> dict[str, _Stateful]:
+    running = collector_set.collectors
+    found = {name: found for name, found in running.items() if isinstance(found, _Stateful)}
+    assert found.keys() == running.keys()
+    return found
+
+
+def sections(backups: str, sensors: bool, services: bool = True) -> Config:
+    return Config.model_validate({
+        "collectors": {
+            "backups": {"enabled": True, "backups": [{"name": backups, "path": "/var/backups/*"}]},
+            "sensors": {"enabled": sensors},
+            "services": {"enabled": services},
+        }
+    })  # fmt: skip
+
+
+@pytest.mark.usefixtures("stateful")
+def test_apply_keeps_unchanged_collectors_and_their_state() -> None:
+    collector_set = CollectorSet(sections("mail", sensors=True), {})
+    try:
+        before = stateful_collectors(collector_set)
+        list(collector_set.collect())
+        assert _Stateful.built == 3
+        collector_set.apply(sections("mail", sensors=True))  # the same file, read again
+        assert stateful_collectors(collector_set) == before
+        assert _Stateful.built == 3
+        list(collector_set.collect())
+        assert before["backups"].collections == 2
+
+        collector_set.apply(sections("mail-weekly", sensors=False))
+        after = stateful_collectors(collector_set)
+        assert set(after) == {"backups", "services"}
+        assert after["backups"] is not before["backups"] and _Stateful.built == 4
+        assert after["services"] is before["services"] and not after["services"].closed
+        assert before["backups"].closed and before["sensors"].closed
+        assert samples(collector_set.collect())[("mail_exporter_collector_success", "backups")] == 1
+    finally:
+        collector_set.close()
+
+
+@pytest.mark.usefixtures("stateful")
+def test_a_flag_keeps_a_collector_whatever_its_enabled_key() -> None:
+    """A collector switched on by its flag (its section says no) is kept like any other."""
+    collector_set = CollectorSet(sections("mail", sensors=False), {"sensors": True})
+    try:
+        sensors = collector_set.collectors["sensors"]
+        collector_set.apply(sections("mail", sensors=False))
+        assert collector_set.collectors["sensors"] is sensors
+    finally:
+        collector_set.close()
