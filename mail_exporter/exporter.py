@@ -3,7 +3,9 @@ collectors and safe reloads.
 
 A reload (SIGHUP or ``POST /-/reload``) validates the whole new config and web config
 first; if anything is wrong in either, both running ones stay and
-``mail_exporter_config_last_reload_successful`` drops to 0.
+``mail_exporter_config_last_reload_successful`` drops to 0. A reload that succeeds
+keeps each collector whose section is unchanged (see :mod:`mail_exporter.collectors`),
+so their caches and log positions are not thrown away.
 """
 
 from __future__ import annotations
@@ -109,8 +111,7 @@ class Exporter:
         self.web_config = web_config
         if self.tls_context is not None and web_config.tls_context is not None:
             self.tls_context.current = web_config.tls_context
-        self.collectors.close()
-        self.collectors = CollectorSet(config, self.collector_flags)
+        self.collectors.apply(config)
         self.scheduler.apply(config)
         self.roundtrip.apply(config)
         self.reload_successful = True

@@ -131,13 +131,13 @@ def test_each_collector_reports_its_own_duration(release: threading.Event) -> No
         collector_set.close()
 
 
-class _Stateful:
+class StatefulCollector:
     """Counts its collections (state a reload must keep) and whether it was closed."""
 
     built = 0
 
     def __init__(self) -> None:
-        _Stateful.built += 1
+        StatefulCollector.built += 1
         self.collections = 0
         self.closed = False
 
@@ -153,14 +153,14 @@ class _Stateful:
 def stateful(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stateful collectors under real section names, so that config changes reach them."""
     monkeypatch.setattr(collectors, "COLLECTORS", {})
-    monkeypatch.setattr(_Stateful, "built", 0)
+    monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors", "services"):
-        register_collector(name, "test")(lambda config: _Stateful())
+        register_collector(name, "test")(lambda config: StatefulCollector())
 
 
-def stateful_collectors(collector_set: CollectorSet) -> dict[str, _Stateful]:
+def stateful_collectors(collector_set: CollectorSet) -> dict[str, StatefulCollector]:
     running = collector_set.collectors
-    found = {name: found for name, found in running.items() if isinstance(found, _Stateful)}
+    found = {name: found for name, found in running.items() if isinstance(found, StatefulCollector)}
     assert found.keys() == running.keys()
     return found
 
@@ -181,17 +181,17 @@ def test_apply_keeps_unchanged_collectors_and_their_state() -> None:
     try:
         before = stateful_collectors(collector_set)
         list(collector_set.collect())
-        assert _Stateful.built == 3
+        assert StatefulCollector.built == 3
         collector_set.apply(sections("mail", sensors=True))  # the same file, read again
         assert stateful_collectors(collector_set) == before
-        assert _Stateful.built == 3
+        assert StatefulCollector.built == 3
         list(collector_set.collect())
         assert before["backups"].collections == 2
 
         collector_set.apply(sections("mail-weekly", sensors=False))
         after = stateful_collectors(collector_set)
         assert set(after) == {"backups", "services"}
-        assert after["backups"] is not before["backups"] and _Stateful.built == 4
+        assert after["backups"] is not before["backups"] and StatefulCollector.built == 4
         assert after["services"] is before["services"] and not after["services"].closed
         assert before["backups"].closed and before["sensors"].closed
         assert samples(collector_set.collect())[("mail_exporter_collector_success", "backups")] == 1

@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter import __version__
+from mail_exporter import __version__, collectors
+from mail_exporter.collectors import register_collector
 from mail_exporter.config import Config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
@@ -23,6 +24,7 @@ from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import scripted_server, silent
+from tests.test_collectors import StatefulCollector, stateful_collectors
 
 PASSWORD = "web-test-secret-42"
 
@@ -301,3 +303,30 @@ async def test_reload_reads_files_off_the_event_loop(client_for, tmp_path: Path)
 
 def test_config_type_is_strict() -> None:
     assert Config.model_config.get("extra") == "forbid"
+
+
+async def test_reload_keeps_unchanged_collectors(
+    client_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their caches and positions survive a reload; a changed section rebuilds, a removed one
+    closes."""
+    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(StatefulCollector, "built", 0)
+    for name in ("backups", "sensors"):
+        register_collector(name, "test")(lambda config: StatefulCollector())
+    enabled = "collectors:\n  backups: {enabled: true}\n  sensors: {enabled: true}\n"
+    client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n" + enabled)
+    before = stateful_collectors(exporter.collectors)
+    assert (await client.get("/metrics")).status == 200
+    write_config(tmp_path / "config.yml", "modules:\n  b: {protocol: imap}\n" + enabled)
+    assert (await client.post("/-/reload")).status == 200
+    assert set(exporter.config.modules) == {"b"}
+    assert stateful_collectors(exporter.collectors) == before and StatefulCollector.built == 2
+    assert (await client.get("/metrics")).status == 200
+    assert before["backups"].collections == 2 and not before["backups"].closed
+
+    write_config(tmp_path / "config.yml", "collectors:\n  backups: {enabled: true, timeout: 5s}\n")
+    assert (await client.post("/-/reload")).status == 200
+    after = stateful_collectors(exporter.collectors)
+    assert set(after) == {"backups"} and after["backups"] is not before["backups"]
+    assert before["backups"].closed and before["sensors"].closed and not after["backups"].closed
