@@ -461,7 +461,7 @@ class DnsConfig(CollectorSection):
     # Blocklists refuse public resolvers (Spamhaus answers 127.255.255.254): give them a
     # resolver of your own here; default: ``resolver``.
     blocklist_resolver: DnsResolverConfig | None = None
-    max_in_flight: int = Field(default=20, ge=1, le=1000)
+    max_in_flight: int = Field(default=20, ge=1, le=1000)  # both resolvers together
     mta_sts: bool = True
     mta_sts_ca_file: Path | None = None  # default: the system's CAs
     dane: bool = True

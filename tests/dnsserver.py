@@ -5,7 +5,9 @@ A name with records of some type answers NOERROR with no records for other types
 any other name is NXDOMAIN. Names under a ``silent`` suffix never get an answer (a
 blocklist that times out), under a ``servfail`` suffix get SERVFAIL; names in
 ``signed`` come back with the AD bit, as from a validating resolver. Every query is
-recorded in ``queries``, so tests can count what the exporter asked.
+recorded in ``queries``, so tests can count what the exporter asked. With ``hold`` set,
+each answer waits that many seconds, so that queries pile up: ``peak`` is the most
+queries the server held at once, the exporter's queries in flight.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -40,6 +43,18 @@ class Zone:
     servfail: set[str] = field(default_factory=set)
     signed: set[str] = field(default_factory=set)
     queries: list[tuple[str, str]] = field(default_factory=list)
+    hold: float = 0.0
+    peak: int = 0
+    _holding: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _wait(self) -> None:
+        with self._lock:
+            self._holding += 1
+            self.peak = max(self.peak, self._holding)
+        time.sleep(self.hold)
+        with self._lock:
+            self._holding -= 1
 
     def answer(self, wire: bytes) -> dns.message.Message | None:
         query = dns.message.from_wire(wire)
@@ -47,6 +62,8 @@ class Zone:
         name = _key(question.name.to_text())
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
+        if self.hold:
+            self._wait()
         if _under(name, self.silent):
             return None
         response = dns.message.make_response(query)

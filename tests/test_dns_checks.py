@@ -548,6 +548,33 @@ def test_a_dedicated_blocklist_resolver(rig: Rig) -> None:
     assert results.ip_listings[("bl.test", "192.0.2.25")].error == "timeout"
 
 
+def test_both_resolvers_together_keep_within_max_in_flight() -> None:
+    zone = Zone({}, hold=0.05)  # every name NXDOMAIN, each answer held back
+    server = DnsServer(zone)
+
+    def resolver() -> DnsResolverConfig:
+        return DnsResolverConfig(nameservers=["127.0.0.1"], port=server.port, timeout="5s")
+
+    settings = DnsConfig(
+        domains=[f"d{n}.test" for n in range(4)],
+        sending_ips=[f"192.0.2.{n}" for n in range(4)],
+        ip_blocklists=["bl1.test", "bl2.test", "bl3.test"],
+        domain_blocklists=["dbl.test"],
+        resolver=resolver(),
+        blocklist_resolver=resolver(),
+        max_in_flight=3,
+        mta_sts=False,
+        dane=False,
+    )
+    try:
+        results = asyncio.run(run_checks(settings))
+    finally:
+        server.close()
+    assert len(results.ip_listings) == 12 and results.blocklist_errors() == []
+    assert any(name.endswith(".bl1.test") for name, _ in zone.queries)
+    assert 1 < zone.peak <= 3
+
+
 # --- the collector: cache, exposition, registration -----------------------------------
 
 

@@ -42,8 +42,8 @@ class Results:
         return [(zone, listing.error) for (zone, _), listing in listings if listing.error]
 
 
-def _lookups(resolver: DnsResolverConfig, in_flight: int) -> Lookups:
-    return Lookups(resolver.nameservers, resolver.port, float(resolver.timeout), in_flight)
+def _lookups(resolver: DnsResolverConfig, slots: asyncio.Semaphore) -> Lookups:
+    return Lookups(resolver.nameservers, resolver.port, float(resolver.timeout), slots)
 
 
 def _name(domain: str) -> str:
@@ -67,11 +67,13 @@ async def run_checks(
     url_of: Callable[[str], str] = mtasts.policy_url,
     wall_clock: Callable[[], float] = time.time,
 ) -> Results:
-    lookups = _lookups(settings.resolver, settings.max_in_flight)
+    # One bound for both resolvers: max_in_flight is what the section promises in total.
+    slots = asyncio.Semaphore(settings.max_in_flight)
+    lookups = _lookups(settings.resolver, slots)
     blocklist_lookups = (
         lookups
         if settings.blocklist_resolver is None
-        else _lookups(settings.blocklist_resolver, settings.max_in_flight)
+        else _lookups(settings.blocklist_resolver, slots)
     )
     time_limit = float(settings.resolver.timeout)
     domains = [_name(domain) for domain in settings.domains]

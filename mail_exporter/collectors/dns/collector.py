@@ -5,7 +5,8 @@ Like the ``smart`` collector: the first scrape runs the checks and waits for the
 thread at the first scrape after the interval, and every scrape returns the last
 finished pass at once. So blocklists, which ban heavy users, see one query per IP and
 zone per interval however often Prometheus scrapes. Each pass runs on its own event
-loop in that thread, with at most ``max_in_flight`` queries out at once.
+loop in that thread, with at most ``max_in_flight`` queries out at once (through
+``resolver`` and ``blocklist_resolver`` together).
 """
 
 from __future__ import annotations

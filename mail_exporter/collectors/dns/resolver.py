@@ -40,10 +40,14 @@ class Outcome:
 
 
 class Lookups:
-    """A resolver (nameservers and port, else the system's) with a bound on queries in flight."""
+    """A resolver (nameservers and port, else the system's) with a bound on queries in flight.
+
+    The bound is the semaphore ``slots``, which the caller may share between the
+    ``Lookups`` of several resolvers, so that the bound holds for all of them together.
+    """
 
     def __init__(
-        self, nameservers: Sequence[str], port: int, timeout: float, in_flight: int
+        self, nameservers: Sequence[str], port: int, timeout: float, slots: asyncio.Semaphore
     ) -> None:
         if nameservers:
             self.resolver = dns.asyncresolver.Resolver(configure=False)
@@ -55,7 +59,7 @@ class Lookups:
         self.resolver.timeout = min(timeout, 2.0)
         self.resolver.flags = dns.flags.RD | dns.flags.AD
         self.resolver.use_search_by_default = False
-        self._slots = asyncio.Semaphore(in_flight)
+        self._slots = slots
 
     async def query(self, name: str, rdtype: str) -> Outcome:
         qname = dns.name.from_text(name)
