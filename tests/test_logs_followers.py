@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -16,8 +17,9 @@ import pytest
 from mail_exporter.collectors import COLLECTORS
 from mail_exporter.collectors.logs.collector import Handover, LogsCollector
 from mail_exporter.collectors.logs.follower import StdinFollower
+from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config import Config, LogsConfig
+from mail_exporter.config import Config, LogsConfig, LogSource
 
 H = "Jan 12 10:00:00 mail postfix/smtpd[1]:"
 
@@ -270,31 +272,68 @@ def test_stdin(tmp_path: Path) -> None:
 
 FAKE_JOURNALCTL = """\
 import json, sys, time
-print(json.dumps(sys.argv[1:]), file=open(sys.argv[1], "a"))
-for line in open(sys.argv[2]):
-    print(line, end="", flush=True)
+calls, entries, *arguments = sys.argv[1:]
+print(json.dumps(arguments), file=open(calls, "a"))
+# journalctl(1): FIELD=value matches of one field are ORed, of different fields ANDed,
+# and a "+" ORs the groups on either side of it. No match: every entry.
+groups = [[]]
+for argument in arguments:
+    if argument == "+":
+        groups.append([])
+    elif not argument.startswith("-"):
+        groups[-1].append(argument.split("=", 1))
+def wanted(entry):
+    return any(
+        all(any(entry.get(field) == value for field, value in group if field == name)
+            for name in {field for field, _ in group})
+        for group in groups
+    )
+for line in open(entries):
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        entry = None
+    if entry is None or wanted(entry):
+        print(line, end="", flush=True)
 time.sleep(30)
 """
 
 
 def journal_entries(count: int) -> str:
-    entries = [{"__CURSOR": f"s=1;i={n}", "SYSLOG_IDENTIFIER": "postfix/smtpd",
+    entries = [{"__CURSOR": f"s=1;i={n}", "_SYSTEMD_UNIT": "postfix@-.service",
+                "SYSLOG_IDENTIFIER": "postfix/smtpd",
                 "MESSAGE": f"connect from host{n}[192.0.2.1]"} for n in range(count)]  # fmt: skip
-    entries.append({"__CURSOR": "s=1;i=x", "SYSLOG_IDENTIFIER": "dovecot",
+    entries.append({"__CURSOR": "s=1;i=x", "_SYSTEMD_UNIT": "dovecot.service",
+                    "SYSLOG_IDENTIFIER": "dovecot",
                     "MESSAGE": list(b"imap-login: Login: user=<\xff>, method=PLAIN, rip=1")})  # fmt: skip
     return "".join(json.dumps(entry) + "\n" for entry in entries) + "not json\n"
 
 
-def test_journal_entries_and_cursor(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
-    script, calls, entries = tmp_path / "journalctl.py", tmp_path / "calls", tmp_path / "entries"
+def fake_journalctl(tmp_path: Path, entries: str) -> tuple[list[str], Path]:
+    """A journalctl that logs its arguments to the returned file and prints ``entries``."""
+    script, calls, entries_file = (
+        tmp_path / "journalctl.py",
+        tmp_path / "calls",
+        tmp_path / "entries",
+    )
     script.write_text(FAKE_JOURNALCTL)
-    entries.write_text(journal_entries(3))
-    journal_dir = tmp_path / "journal"
-    (journal_dir / "machine").mkdir(parents=True)
-    (journal_dir / "machine" / "system.journal").touch()
-    source = {"type": "journal", "journal_units": ["postfix@-.service"],
-              "journal_directory": str(journal_dir),
-              "journal_command": [sys.executable, str(script), str(calls), str(entries)]}  # fmt: skip
+    entries_file.write_text(entries)
+    return [sys.executable, str(script), str(calls), str(entries_file)], calls
+
+
+def journal_directory(tmp_path: Path) -> Path:
+    """A directory that passes for a journal (the fake journalctl does not read it)."""
+    directory = tmp_path / "journal"
+    (directory / "machine").mkdir(parents=True)
+    (directory / "machine" / "system.journal").touch()
+    return directory
+
+
+def test_journal_entries_and_cursor(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
+    command, calls = fake_journalctl(tmp_path, journal_entries(3))
+    journal_dir = journal_directory(tmp_path)
+    source = {"type": "journal", "journal_units": ["postfix@-.service", "dovecot.service"],
+              "journal_directory": str(journal_dir), "journal_command": command}  # fmt: skip
     handover = Handover()
     first = LogsCollector(settings(tmp_path, source), handover)
     settle(first, 3)
@@ -305,10 +344,125 @@ def test_journal_entries_and_cursor(tmp_path: Path, open_collectors: list[LogsCo
     second = follow(open_collectors, settings(tmp_path, source), handover)
     wait_for(lambda: len(calls.read_text().splitlines()) == 2)
     arguments = [json.loads(line) for line in calls.read_text().splitlines()]
-    assert "--lines=0" in arguments[0] and "--unit=postfix@-.service" in arguments[0]
+    assert "--lines=0" in arguments[0] and "_SYSTEMD_UNIT=postfix@-.service" in arguments[0]
     assert "--after-cursor=s=1;i=x" in arguments[1]
     assert f"--directory={journal_dir}" in arguments[1]
     second.close()
+
+
+@pytest.mark.parametrize(
+    ("units", "identifiers", "matches"),
+    [
+        ([], [], []),
+        (["postfix@-.service", "dovecot.service"], [],
+         ["_SYSTEMD_UNIT=postfix@-.service", "_SYSTEMD_UNIT=dovecot.service"]),
+        ([], ["amavis", "clamd"], ["SYSLOG_IDENTIFIER=amavis", "SYSLOG_IDENTIFIER=clamd"]),
+        (["postfix@-.service", "dovecot.service"], ["amavis"],
+         ["_SYSTEMD_UNIT=postfix@-.service", "_SYSTEMD_UNIT=dovecot.service", "+",
+          "SYSLOG_IDENTIFIER=amavis"]),
+    ],
+)  # fmt: skip
+def test_journalctl_is_asked_for_units_or_identifiers(
+    units: list[str], identifiers: list[str], matches: list[str]
+) -> None:
+    source = LogSource(type="journal", journal_units=units, journal_identifiers=identifiers)
+    command = JournalFollower(source, settings(Path("."))).command()
+    assert command[-len(matches) or len(command) :] == matches
+    assert not any(
+        argument.startswith(("--unit", "--identifier", "-u", "-t")) for argument in command
+    )
+
+
+def test_unit_names_are_completed_as_journalctl_would() -> None:
+    source = LogSource(type="journal", journal_units=["dovecot", "postfix@-.service"])
+    assert source.journal_units == ["dovecot.service", "postfix@-.service"]
+
+
+MAIL_HOST_JOURNAL = [
+    {"_SYSTEMD_UNIT": "postfix@-.service", "SYSLOG_IDENTIFIER": "postfix/smtpd",
+     "MESSAGE": "connect from mx.example.net[192.0.2.1]"},
+    {"_SYSTEMD_UNIT": "dovecot.service", "SYSLOG_IDENTIFIER": "dovecot",
+     "MESSAGE": "imap-login: Login: user=<u@example.org>, method=PLAIN, rip=192.0.2.2, "
+                "lip=192.0.2.3, mpid=7, TLS"},
+    {"_SYSTEMD_UNIT": "amavis.service", "SYSLOG_IDENTIFIER": "amavis",
+     "MESSAGE": "(01234-02) Passed CLEAN {RelayedInbound}, [192.0.2.1]:5 <a@b> -> <c@d>, "
+                "Hits: -1.0, size: 1234, 300 ms"},
+    # systemd about the unit: journalctl --unit would show it, _SYSTEMD_UNIT= does not.
+    {"_SYSTEMD_UNIT": "init.scope", "_PID": "1", "UNIT": "postfix@-.service",
+     "SYSLOG_IDENTIFIER": "systemd", "MESSAGE": "Started postfix@-.service - Postfix Mail "
+                                                "Transport Agent (instance -)."},
+    {"_SYSTEMD_UNIT": "cron.service", "SYSLOG_IDENTIFIER": "CRON",
+     "MESSAGE": "(root) CMD (command -v debian-sa1 > /dev/null && debian-sa1 1 1)"},
+]  # fmt: skip
+"""A mail host's journal: one entry of each listed unit and identifier, two of neither."""
+
+
+def count_units_or_identifiers(
+    open_collectors: list[LogsCollector], source: dict[str, object]
+) -> None:
+    """Exactly the Postfix, Dovecot and amavis entries of MAIL_HOST_JOURNAL are counted."""
+    source = {"type": "journal", "journal_units": ["postfix@-.service", "dovecot.service"],
+              "journal_identifiers": ["amavis"], **source}  # fmt: skip
+    collector = follow(open_collectors, settings(Path("."), source, start_at="beginning"))
+    counters = collector.counters
+
+    def lines_counted() -> int:
+        with counters.lock:
+            return sum(counters.lines.values())
+
+    wait_for(lambda: lines_counted() >= 3)
+    time.sleep(0.3)
+    with counters.lock:
+        assert dict(counters.connections) == {("postfix", "smtpd"): 1}
+        assert dict(counters.logins) == {("dovecot", "imap", "PLAIN"): 1}
+        assert dict(counters.filter_results) == {("amavis", "clean", "passed"): 1}
+        assert sum(counters.lines.values()) == 3
+
+
+def test_units_or_identifiers_with_journalctl_semantics(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    """The fake journalctl applies journalctl(1)'s match rules to MAIL_HOST_JOURNAL."""
+    entries = "".join(
+        json.dumps({"__CURSOR": f"s=1;i={n}", **entry}) + "\n"
+        for n, entry in enumerate(MAIL_HOST_JOURNAL)
+    )
+    command, _ = fake_journalctl(tmp_path, entries)
+    count_units_or_identifiers(
+        open_collectors,
+        {"journal_directory": str(journal_directory(tmp_path)), "journal_command": command},
+    )
+
+
+JOURNAL_REMOTE = Path("/usr/lib/systemd/systemd-journal-remote")
+
+
+def test_units_or_identifiers_in_a_real_journal(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    """The real journalctl on a journal file, written without journald.
+
+    systemd-journal-remote turns journal export format into a journal file, trusted
+    fields (``_SYSTEMD_UNIT``) included, which journald would not take from a client.
+    """
+    assert JOURNAL_REMOTE.exists(), "systemd-journal-remote is missing: apt-get install it"
+    assert shutil.which("journalctl") is not None, "journalctl is missing: apt-get install systemd"
+    export = "".join(
+        "".join(f"{field}={value}\n" for field, value in fields.items()) + "\n"
+        for fields in (
+            {"__REALTIME_TIMESTAMP": str(1_700_000_000_000_000 + n),
+             "__MONOTONIC_TIMESTAMP": str(n + 1), "_BOOT_ID": "5" * 32, **entry}
+            for n, entry in enumerate(MAIL_HOST_JOURNAL)
+        )
+    )  # fmt: skip
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    written = subprocess.run(
+        [str(JOURNAL_REMOTE), f"--output={directory / 'remote.journal'}", "-"],
+        input=export.encode(), capture_output=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr.decode()
+    count_units_or_identifiers(open_collectors, {"journal_directory": str(directory)})
 
 
 @pytest.mark.parametrize(
@@ -361,6 +515,10 @@ def test_journalctl_without_a_journal_is_not_silent(
         ([{"type": "journal", "path": "/x"}], "path is required for type file and only allowed there"),
         ([{"path": "/x", "journal_units": ["a"]}], "journal_* keys are only allowed with type journal"),
         ([{"type": "journal", "format": "exim"}], "journal entries carry their program name"),
+        ([{"type": "journal", "journal_units": ["postfix@*.service"]}],
+         "unit 'postfix@*.service': list each unit by its name, patterns are not expanded"),
+        ([{"type": "journal", "journal_units": ["dovecot service"]}],
+         "unit 'dovecot service' must be a systemd unit name"),
         ([{"type": "stdin"}, {"type": "stdin"}], "each log source must be given once: stdin"),
         ([{"path": "/x"}, {"path": "/x", "format": "exim"}], "each log source must be given once: /x"),
     ],

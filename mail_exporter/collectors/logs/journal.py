@@ -1,9 +1,23 @@
 """Following the systemd journal through ``journalctl --follow --output=json``.
 
-Entries are filtered by unit (``journal_units``, e.g. ``postfix@-.service``) and syslog
-identifier (``journal_identifiers``) and reach the parsers as (SYSLOG_IDENTIFIER,
-MESSAGE), the same routes as syslog lines. The cursor of the last entry counted is the
-position: a restart (with a state file) or a reload continues ``--after-cursor`` it.
+Entries of any listed unit (``journal_units``, e.g. ``postfix@-.service``) or of any
+listed syslog identifier (``journal_identifiers``, e.g. ``amavis``) reach the parsers as
+(SYSLOG_IDENTIFIER, MESSAGE), the same routes as syslog lines; no list means the whole
+journal. The cursor of the last entry counted is the position: a restart (with a state
+file) or a reload continues ``--after-cursor`` it.
+
+The filter is journalctl's match arguments, not ``--unit``/``--identifier``: journalctl
+ANDs the group of its ``--unit`` options with the group of its ``--identifier`` options,
+so both kinds at once matched only an entry of a listed unit that also had a listed
+identifier (for the shipped example, nothing). Matches are ORed within one field and
+across a ``+`` argument, so :func:`journal_matches` gives
+``_SYSTEMD_UNIT=postfix@-.service _SYSTEMD_UNIT=dovecot.service + SYSLOG_IDENTIFIER=amavis``:
+one journalctl, one cursor. ``_SYSTEMD_UNIT=`` is also narrower than ``--unit``, which
+adds systemd's own messages about the unit (``UNIT=``: started, stopped, CPU time
+consumed) and its core dumps (``COREDUMP_UNIT=``): those are not the mail programs'
+lines and would only count as unsupported. journald sets ``_SYSTEMD_UNIT`` from the
+cgroup of the process that logged; a program that logs through syslog from outside
+the unit (a cron job's ``sendmail``) is reached by its identifier instead.
 
 journalctl waits without a word when there is no journal to read (no systemd-journald,
 a container), which is how other exporters end up silently counting nothing. So before
@@ -36,6 +50,18 @@ def has_journal_files(directory: Path) -> bool:
     """Journal files in ``directory`` or one level below (the machine-id directory)."""
     patterns = ("*.journal", "*.journal~", "*/*.journal", "*/*.journal~")
     return any(next(directory.glob(pattern), None) for pattern in patterns)
+
+
+def journal_matches(units: list[str], identifiers: list[str]) -> list[str]:
+    """journalctl match arguments for entries of any of ``units`` or any of ``identifiers``."""
+    groups = (
+        [f"_SYSTEMD_UNIT={unit}" for unit in units],
+        [f"SYSLOG_IDENTIFIER={name}" for name in identifiers],
+    )
+    matches: list[str] = []
+    for group in filter(None, groups):
+        matches += ["+", *group] if matches else group
+    return matches
 
 
 def text_of(value: object) -> str | None:
@@ -80,15 +106,13 @@ class JournalFollower(Follower):
                    "--output-fields=SYSLOG_IDENTIFIER,MESSAGE"]  # fmt: skip
         if source.journal_directory is not None:
             command.append(f"--directory={source.journal_directory}")
-        command += [f"--unit={unit}" for unit in source.journal_units]
-        command += [f"--identifier={name}" for name in source.journal_identifiers]
         if self.cursor is not None:
             command += [f"--after-cursor={self.cursor}", "--no-tail"]
         elif self.start_at == "end":
             command.append("--lines=0")
         else:
             command.append("--no-tail")
-        return command
+        return command + journal_matches(source.journal_units, source.journal_identifiers)
 
     def unavailable(self) -> str | None:
         """Why the journal cannot be followed, or ``None``."""
