@@ -64,6 +64,7 @@ class FakeServer:
     """Seconds after a held submission from which a look sees it."""
     release_at: float | None = None
     broken_search: bool = False
+    broken_delete: bool = False
     _uid: int = 0
 
     def deliver(self, message: TaggedMessage, folder: str = "INBOX") -> str:
@@ -114,6 +115,8 @@ class FakeMailbox:
         return [f for f in self.server.messages.values() if f.message.route == route]
 
     async def delete(self, messages: Sequence[Found]) -> None:
+        if self.server.broken_delete:
+            raise RoundTripFailure(Stage.CLEANUP, "expunge: NO [CANNOT] read-only mailbox")
         for found in messages:
             del self.server.messages[found.uid]
             self.server.deleted.append(found.message.token)
@@ -230,6 +233,16 @@ async def test_a_broken_session_fails_receive_and_skips_cleanup(server: FakeServ
     outcome = await runner.run_once()
     assert outcome == Outcome(failure=Stage.RECEIVE)
     assert runner.stats.failures[Stage.RECEIVE] == 1.0
+
+
+async def test_a_failed_cleanup_is_counted_on_top_of_a_success(server: FakeServer) -> None:
+    server.broken_delete = True
+    runner = route_runner()
+    outcome = await runner.run_once()
+    assert outcome.success and outcome.cleanup_failed
+    assert len(server.messages) == 1  # removed as a leftover once older than the timeout
+    assert runner.stats.success is True
+    assert runner.stats.failures == {**dict.fromkeys(Stage, 0.0), Stage.CLEANUP: 1.0}
 
 
 async def test_an_unexpected_error_costs_one_attempt(
