@@ -452,6 +452,9 @@ class DnsConfig(CollectorSection):
 
     interval: Duration = Field(default="15m", validate_default=True)
     domains: list[str] = Field(default_factory=list)
+    # The MX hosts every domain is expected to publish: each is DANE-checked, and each
+    # (domain, host) pair reports whether the domain's MX records name it.
+    mx_hosts: list[str] = Field(default_factory=list)
     sending_ips: list[Annotated[str, AfterValidator(_ip_address)]] = Field(default_factory=list)
     helo_name: str | None = None
     dkim_selectors: list[str] = Field(default_factory=list)  # checked for every domain

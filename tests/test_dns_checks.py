@@ -70,6 +70,9 @@ def mail_zone(tlsa_good: str) -> Zone:
         ("old._domainkey.bad.test", "TXT"): [txt("v=DKIM1; p=")],  # revoked
         ("_mta-sts.bad.test", "TXT"): [txt("v=STSv1; id=1")],
         ("_25._tcp.mx.bad.test", "TLSA"): ["3 1 1 " + "00" * 32],
+        # mx.other.test: an MX host no domain names, with a TLSA record that matches
+        ("mx.other.test", "A"): ["127.0.0.1"],
+        ("_25._tcp.mx.other.test", "TLSA"): [f"3 1 1 {tlsa_good}"],
         # pkix.test: TLSA records of the usages RFC 7672 leaves unusable for SMTP only
         ("pkix.test", "MX"): ["10 mx.pkix.test."],
         ("mx.pkix.test", "A"): ["127.0.0.1"],
@@ -247,6 +250,30 @@ def test_spf_over_ten_lookups_and_spf_that_does_not_parse(rig: Rig) -> None:
     assert results.domains["none.test"].spf_records == 0
     assert results.domains["none.test"].spf_valid is False
     assert results.domains["none.test"].mx_hosts == []
+
+
+def test_expected_mx_hosts(rig: Rig) -> None:
+    dns = collector(rig, Clock(), domains=["good.test", "bad.test", "slow.test"],
+                    sending_ips=[], mx_hosts=["MX.good.test.", "mx.other.test"])  # fmt: skip
+    lines = exposition(dns).splitlines()
+    for line in (
+        'mail_dns_mx_expected{domain="good.test",mx="mx.good.test"} 1.0',
+        'mail_dns_mx_expected{domain="good.test",mx="mx.other.test"} 0.0',
+        'mail_dns_mx_expected{domain="bad.test",mx="mx.good.test"} 0.0',
+        'mail_dns_mx_expected{domain="bad.test",mx="mx.other.test"} 0.0',
+        'mail_dns_mx_unexpected_hosts{domain="good.test"} 0.0',
+        'mail_dns_mx_unexpected_hosts{domain="bad.test"} 2.0',
+        # DANE-checked although no domain names it
+        'mail_dns_dane_tlsa_matches{mx="mx.other.test"} 1.0',
+    ):
+        assert line in lines, line
+    assert not [line for line in lines if line.startswith("mail_dns_mx_") and "slow.test" in line]
+
+
+def test_without_expected_mx_hosts_nothing_is_expected(results: Results) -> None:
+    assert results.domains["good.test"].mx_expected == {}
+    assert results.domains["good.test"].mx_unexpected is None
+    assert "mx.other.test" not in results.dane
 
 
 def test_timeouts_and_servfail_are_errors_not_bad_records(rig: Rig) -> None:
@@ -685,6 +712,7 @@ def test_registered_and_configured() -> None:
     section = config.collectors.dns
     assert section.enabled and section.sending_ips == ["2001:db8::1"]
     assert float(section.interval) == 900
+    assert section.mx_hosts == []
     assert "zen.spamhaus.org" in section.ip_blocklists
     assert isinstance(COLLECTORS["dns"].factory(config), DnsCollector)
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):

@@ -210,6 +210,17 @@ def test_good_records(results: Results) -> None:
     assert results.check_errors() == []
 
 
+def test_expected_mx_hosts(rig: Rig) -> None:
+    results = rig.run(
+        rig.settings(domains=["good.test", "twospf.test"], sending_ips=[], ip_blocklists=[],
+                     domain_blocklists=[], mx_hosts=["mx.good.test"])
+    )  # fmt: skip
+    assert results.domains["good.test"].mx_expected == {"mx.good.test": True}
+    assert results.domains["good.test"].mx_unexpected == 0
+    assert results.domains["twospf.test"].mx_expected == {"mx.good.test": False}
+    assert results.domains["twospf.test"].mx_unexpected == 1
+
+
 def test_two_spf_records(results: Results) -> None:
     two = results.domains["twospf.test"]
     assert (two.spf_records, two.spf_valid) == (2, False)

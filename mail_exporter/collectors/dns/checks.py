@@ -50,10 +50,12 @@ def _name(domain: str) -> str:
     return domain.rstrip(".").lower()
 
 
-async def _domain(checks: RecordChecks, domain: str, selectors: list[str]) -> DomainRecords:
+async def _domain(
+    checks: RecordChecks, domain: str, selectors: list[str], expected_mx: list[str]
+) -> DomainRecords:
     result = DomainRecords()
     await asyncio.gather(
-        checks.mx(domain, result),
+        checks.mx(domain, result, expected_mx),
         checks.spf(domain, result),
         checks.dmarc(domain, result),
         checks.tls_rpt(domain, result),
@@ -77,11 +79,12 @@ async def run_checks(
     )
     time_limit = float(settings.resolver.timeout)
     domains = [_name(domain) for domain in settings.domains]
+    expected_mx = list(dict.fromkeys(_name(host) for host in settings.mx_hosts))
     checks = RecordChecks(lookups)
     results = Results()
 
     async def domain(name: str) -> None:
-        results.domains[name] = await _domain(checks, name, settings.dkim_selectors)
+        results.domains[name] = await _domain(checks, name, settings.dkim_selectors, expected_mx)
 
     async def reverse(ip: str) -> None:
         results.reverse[ip] = await check_reverse(lookups, ip, settings.helo_name)
@@ -103,7 +106,7 @@ async def run_checks(
     )
     await asyncio.gather(
         _mta_sts(settings, lookups, results, url_of, time_limit),
-        _dane(settings, lookups, results, time_limit),
+        _dane(settings, lookups, results, expected_mx, time_limit),
     )
     results.finished_at = wall_clock()
     return results
@@ -131,7 +134,19 @@ async def _mta_sts(
         await asyncio.gather(*(one(session, d, r) for d, r in results.domains.items()))
 
 
-async def _dane(settings: DnsConfig, lookups: Lookups, results: Results, time_limit: float) -> None:
+async def _dane(
+    settings: DnsConfig,
+    lookups: Lookups,
+    results: Results,
+    expected_mx: list[str],
+    time_limit: float,
+) -> None:
+    """DANE of every MX host the domains name and every configured one (``mx_hosts``).
+
+    A configured host that no domain names is resolved here; one that does not resolve
+    has no addresses, which a usable TLSA record turns into a ``dane_smtp`` ``resolve``
+    error, as for an MX host the domains name.
+    """
     if not settings.dane:
         return
     addresses: dict[str, list[str]] = {}
@@ -140,8 +155,7 @@ async def _dane(settings: DnsConfig, lookups: Lookups, results: Results, time_li
             addresses.setdefault(host, records.mx_addresses.get(host, []))
 
     async def one(host: str) -> None:
-        results.dane[host] = await check_dane(
-            lookups, host, addresses[host], settings.dane_port, time_limit
-        )
+        found = addresses[host] if host in addresses else (await lookups.addresses(host))[0]
+        results.dane[host] = await check_dane(lookups, host, found, settings.dane_port, time_limit)
 
-    await asyncio.gather(*(one(host) for host in addresses))
+    await asyncio.gather(*(one(host) for host in dict.fromkeys([*addresses, *expected_mx])))

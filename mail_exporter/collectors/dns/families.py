@@ -45,6 +45,9 @@ def _domain_families(domains: Mapping[str, DomainRecords]) -> list[Metric]:
 
     mx = _gauge("mail_dns_mx_resolvable", "1 if the MX host has an A or AAAA address.",
                 ["domain", "mx"])  # fmt: skip
+    expected = _gauge("mail_dns_mx_expected",
+                      "1 if the domain's MX records name the configured MX host (mx_hosts).",
+                      ["domain", "mx"])  # fmt: skip
     policy = _gauge("mail_dns_dmarc_policy_info",
                     "The DMARC policy (p=): none, quarantine, reject or invalid.",
                     ["domain", "policy"])  # fmt: skip
@@ -57,6 +60,8 @@ def _domain_families(domains: Mapping[str, DomainRecords]) -> list[Metric]:
     for domain, records in domains.items():
         for host, resolvable in records.mx_resolvable.items():
             mx.add_metric([domain, host], float(resolvable))
+        for host, named in records.mx_expected.items():
+            expected.add_metric([domain, host], float(named))
         if records.dmarc_policy is not None:
             policy.add_metric([domain, records.dmarc_policy], 1.0)
         for selector, present in records.dkim_present.items():
@@ -67,6 +72,10 @@ def _domain_families(domains: Mapping[str, DomainRecords]) -> list[Metric]:
         per("mail_dns_mx_records", "MX hosts the domain names (0: none, or a null MX).",
             lambda r: None if r.mx_hosts is None else len(r.mx_hosts)),
         mx,
+        expected,
+        per("mail_dns_mx_unexpected_hosts",
+            "MX hosts the domain names that are not among the configured mx_hosts.",
+            lambda r: r.mx_unexpected),
         per("mail_dns_spf_records", "v=spf1 TXT records of the domain (exactly 1 is right).",
             lambda r: r.spf_records),
         per("mail_dns_spf_valid",

@@ -4,7 +4,9 @@ Each check returns plain values (None where a lookup failed, with the reason add
 ``errors``), so that a failed lookup is an error and never a bad record. Decisions:
 
 * MX: each host must resolve to an address (A or AAAA); a null MX (``0 .``, RFC 7505) is
-  an MX set with no hosts.
+  an MX set with no hosts. Each host of the section's ``mx_hosts`` is expected among
+  them (``mx_expected``), and the hosts that are not expected are counted
+  (``mx_unexpected``): a mistyped or hijacked MX change shows in both.
 * DMARC: the record at ``_dmarc.<domain>`` only; the organisational-domain fallback of
   RFC 7489 needs the public suffix list and is left out. A policy other than none,
   quarantine and reject is reported as ``invalid``; ``pct`` defaults to 100.
@@ -36,6 +38,8 @@ class DomainRecords:
     mx_resolvable: dict[str, bool] = field(default_factory=dict)
     mx_addresses: dict[str, list[str]] = field(default_factory=dict)
     mx_authenticated: bool | None = None
+    mx_expected: dict[str, bool] = field(default_factory=dict)  # by configured MX host
+    mx_unexpected: int | None = None  # MX hosts not configured, with mx_hosts set
     spf_records: int | None = None
     spf_valid: bool | None = None
     spf_lookups: int | None = None
@@ -100,7 +104,7 @@ class RecordChecks:
         addresses, error = await self.lookups.addresses(name)
         return (None, error) if error else (addresses, None)
 
-    async def mx(self, domain: str, result: DomainRecords) -> None:
+    async def mx(self, domain: str, result: DomainRecords, expected: list[str]) -> None:
         outcome = await self.lookups.query(domain, "MX")
         if outcome.error:
             result.errors.append(("mx", outcome.error))
@@ -111,6 +115,9 @@ class RecordChecks:
             - {""}
         )
         result.mx_hosts = hosts
+        if expected:
+            result.mx_expected = {host: host in hosts for host in expected}
+            result.mx_unexpected = len(set(hosts) - set(expected))
         for host in hosts:
             addresses, error = await self.lookups.addresses(host)
             if error:
