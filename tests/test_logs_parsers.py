@@ -100,7 +100,11 @@ POSTFIX_CASES = [
      {("auth_failures", (P, "submission/smtpd")): 1}),
     (f"{H} postfix/submission/smtpd[1]: 3450E2141DB: client=unknown[127.0.0.1], sasl_method=PLAIN, "
      "sasl_username=probe@test.local",
-     {("logins", (P, "submission/smtpd", "PLAIN")): 1}),
+     {("logins", (P, "submission/smtpd", "PLAIN")): 1,
+      ("submitted", (P, "submission/smtpd")): 1}),
+    (f"{H} postfix/smtpd[1]: 4F3A21C0: client=mx.example.net[198.51.100.5]",
+     {("submitted", (P, "smtpd")): 1}),
+    (f"{H} postfix/smtpd[1]: NOQUEUE: client=mx.example.net[198.51.100.5]", {}),
     (f"{H} postfix/smtpd[1]: warning: hostname mx.example does not resolve to address 192.0.2.1",
      {("problems", (P, "smtpd", "warning")): 1}),
     (f"{H} postfix/smtpd[1]: Anonymous TLS connection established from mx[192.0.2.1]: TLSv1.3 "
@@ -150,7 +154,11 @@ POSTFIX_CASES = [
     (f"{H} postfix/bounce[1]: 2166B2141C5: sender delay notification: 2DC4E2141DB",
      {("bounces", (P, "delay")): 1}),
     (f"{H} postfix/cleanup[1]: 1FCB42141C0: message-id=<2026@mail.test.local>", {}),
-    (f"{H} postfix/pickup[1]: 1FCB42141C0: uid=0 from=<root>", {}),
+    (f"{H} postfix/pickup[1]: 1FCB42141C0: uid=0 from=<root>", {("submitted", (P, "pickup")): 1}),
+    (f"{H} postfix-out/pickup[1]: 2DC4E2141DA: uid=1000 from=<alice@example.org>",
+     {("submitted", (P, "postfix-out/pickup")): 1}),
+    (f"{H} postfix/pickup[1]: warning: maildrop/4F3A21C0: error reading file: Invalid argument",
+     {("problems", (P, "pickup", "warning")): 1}),
     (f"{H} postfix/anvil[1]: statistics: max connection rate 1/60s for (smtp:192.0.2.1)", {}),
     (f"{H} postfix/master[1]: fatal: bind 0.0.0.0 port 25: Address already in use",
      {("problems", (P, "master", "fatal")): 1}),
@@ -182,7 +190,8 @@ OWN_NAME_CASES = [
      {("tls_connections", (P, "submission/smtpd", "TLS 1.3", "anonymous")): 1}),
     (f"{H} mta-out/submission/smtpd[1]: 3450E2141DB: client=unknown[192.0.2.1], "
      "sasl_method=PLAIN, sasl_username=alice@example.org",
-     {("logins", (P, "mta-out/submission/smtpd", "PLAIN")): 1}),
+     {("logins", (P, "mta-out/submission/smtpd", "PLAIN")): 1,
+      ("submitted", (P, "mta-out/submission/smtpd")): 1}),
     (f"{H} mta-out/qmgr[1]: 1FCB42141C0: from=<alice@example.org>, size=317, nrcpt=1 "
      "(queue active)",
      {("received", (P,)): 1, ("sender_domains", (P, "example.org")): 1}),
@@ -202,7 +211,8 @@ EXIM_CASES = [
     ("2024-01-12 10:00:01 SMTP connection from [198.51.100.7]:40112 (TCP/IP connection count = 1)",
      {("connections", (E, "smtp")): 1}),
     ("2024-01-12 10:00:01 1rOHxx-000abc-Ab <= alice@example.org H=mx [198.51.100.7] P=esmtps S=2048",
-     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1}),
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "example.org")): 1}),
     ("2024-01-12 10:00:02 1rOHxx-000abc-Ab => bob@example.com R=local_user T=local_delivery",
      {("deliveries", (E, "local_delivery", "sent")): 1,
       ("recipient_domains", (E, "example.com", "sent")): 1}),
@@ -231,6 +241,15 @@ EXIM_CASES = [
      {("auth_failures", (E, "smtp")): 1}),
     ("2024-01-12 10:00:13 SMTP connection from (spammer) [192.0.2.1]:5123 lost while reading "
      "message data", {("lost_connections", (E, "smtp", "DATA")): 1}),
+    ("2024-01-12 10:00:13 1rOHz0-000abc-Kl <= root@mail.example U=root P=local S=420 "
+     "id=E1rOHz0-000abc-Kl@mail.example",
+     {("received", (E,)): 1, ("submitted", (E, "local")): 1,
+      ("sender_domains", (E, "mail.example")): 1}),
+    # R= and P= in the subject are not fields: a submission with its own P=esmtpa
+    ("2024-01-12 10:00:13 1rOHz1-000abc-Mn <= carol@example.org H=(laptop) [203.0.113.9] "
+     "P=esmtpa A=dovecot_plain:carol S=700 id=4@example.org T=\"re: R=1 P=x\"",
+     {("received", (E,)): 1, ("submitted", (E, "esmtpa")): 1,
+      ("sender_domains", (E, "example.org")): 1}),
     ("2024-01-12 10:00:14 Start queue run: pid=3456", {}),
     ("Envelope-from: <x@spam.example>", {}),
     ("P Received: from [192.0.2.2] (helo=spammer)", {}),
@@ -241,41 +260,48 @@ EXIM_TLS_CASES = [
     ("2024-01-12 10:00:01 1rOHxx-000abc-Ab <= alice@example.org H=mx.example.org "
      "[198.51.100.7]:40112 I=[192.0.2.25]:25 P=esmtps X=TLS1.3:TLS_AES_256_GCM_SHA384:256 "
      "SNI=mail.example.com S=2048 id=20240112.1@example.org",
-     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "example.org")): 1,
       ("tls_connections", (E, "smtp", "TLS 1.3", "anonymous")): 1}),
     # a release that writes CV=no for every client: no certificate seen, so anonymous
     ("2024-01-12 10:00:02 1iGHiT-00007b-Na <= fw@deneb.example H=(deneb.example) "
      "[172.17.203.2] P=esmtps X=TLS1.2:ECDHE_RSA_AES_256_GCM_SHA384:256 CV=no S=72580 "
      "id=87h84pgf6h.fsf@deneb.example",
-     {("received", (E,)): 1, ("sender_domains", (E, "deneb.example")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "deneb.example")): 1,
       ("tls_connections", (E, "smtp", "TLS 1.2", "anonymous")): 1}),
     # an older OpenSSL build: TLSv1.2, submission with a login, a subject with " X="
     ("2024-01-12 10:00:03 1hpltZ-00ECG0-Rv <= user@example.com H=(DESKTOP2L8P8MT) "
      "[203.0.113.9]:63715 P=esmtpsa X=TLSv1.2:ECDHE-RSA-AES256-GCM-SHA384:256 CV=no "
      "A=dovecot_login:user@example.com S=13483 id=abc@example.com T=\"re: X=TLS1.3:x:1\" "
      "for someone@example.net",
-     {("received", (E,)): 1, ("sender_domains", (E, "example.com")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtpsa")): 1,
+      ("sender_domains", (E, "example.com")): 1,
       ("tls_connections", (E, "smtp", "TLS 1.2", "anonymous")): 1}),
     # a verified client certificate; one that was not verified (its DN shows it was sent)
     ("2024-01-12 10:00:04 1rOHy1-000abc-Cd <= relay@partner.example H=mx.partner.example "
      "[198.51.100.9]:41000 P=esmtps X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes "
      "DN=\"CN=mx.partner.example\" S=4096 id=1@partner.example",
-     {("received", (E,)): 1, ("sender_domains", (E, "partner.example")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "partner.example")): 1,
       ("tls_connections", (E, "smtp", "TLS 1.3", "trusted")): 1}),
     ("2024-01-12 10:00:05 1rOHy2-000abc-Ef <= relay@partner.example H=mx.partner.example "
      "[198.51.100.9]:41002 P=esmtps X=TLS1.2:ECDHE_RSA_AES_256_GCM_SHA384:256 CV=no "
      "DN=\"CN=self-signed.partner.example\" S=4096 id=2@partner.example",
-     {("received", (E,)): 1, ("sender_domains", (E, "partner.example")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "partner.example")): 1,
       ("tls_connections", (E, "smtp", "TLS 1.2", "untrusted")): 1}),
     # TLS 1.0 as GnuTLS names it: the same label as Postfix's TLSv1
     ("2024-01-12 10:00:06 1rOHy3-000abc-Gh <= old@legacy.example H=legacy.example "
      "[198.51.100.10] P=esmtps X=TLS1.0:RSA_AES_256_CBC_SHA1:256 S=900",
-     {("received", (E,)): 1, ("sender_domains", (E, "legacy.example")): 1,
+     {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
+      ("sender_domains", (E, "legacy.example")): 1,
       ("tls_connections", (E, "smtp", "TLS 1", "anonymous")): 1}),
     # plaintext arrivals count as nothing here, even with " X=" in the subject
     ("2024-01-12 10:00:07 1rOHy4-000abc-Ij <= plain@example.org H=mx.example.org "
      "[198.51.100.7] P=esmtp S=512 id=3@example.org T=\"X=TLS1.3:fake:256\"",
-     {("received", (E,)): 1, ("sender_domains", (E, "example.org")): 1}),
+     {("received", (E,)): 1, ("submitted", (E, "esmtp")): 1,
+      ("sender_domains", (E, "example.org")): 1}),
     # outbound: verified, DANE, unverified
     ("2024-01-12 10:00:08 1rOHxx-000abc-Ab => bob@remote.example R=dnslookup T=remote_smtp "
      "H=mx.remote.example [203.0.113.5] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes "
@@ -469,9 +495,17 @@ def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines
     assert not [key for key in counters.lines if key[2] == "unsupported"]
 
 
+def test_postfix_recorded_log_submissions() -> None:
+    """Four messages came in through smtpd; qmgr also queued the bounce Postfix made."""
+    counters = run((FIXTURES / "postfix_real.log").read_text().splitlines())
+    assert dict(counters.submitted) == {("postfix", "smtpd"): 3, ("postfix", "submission/smtpd"): 1}
+    assert dict(counters.received) == {("postfix",): 5}
+
+
 def test_exim_mainlog_totals() -> None:
     counters = run((FIXTURES / "exim_mainlog").read_text().splitlines(), "exim")
     assert counters.received[("exim",)] == 2
+    assert dict(counters.submitted) == {("exim", "esmtps"): 1}  # the other is a bounce
     assert dict(counters.deliveries) == {
         ("exim", "local_delivery", "sent"): 2,
         ("exim", "remote_smtp", "deferred"): 1,
@@ -504,6 +538,15 @@ def test_label_values_from_text_are_bounded() -> None:
     counters = run(lines)
     assert len(counters.connections) <= 51
     assert counters.connections[("postfix", "other")] > 0
+
+
+def test_exim_protocol_labels_are_bounded() -> None:
+    lines = [f"2024-01-12 10:00:00 1rOHxx-000abc-Ab <= a@b.example H=h [192.0.2.1] P=proto{n} S=1"
+             for n in range(500)]  # fmt: skip
+    counters = run(lines, "exim")
+    assert sum(counters.submitted.values()) == 500
+    assert len(counters.submitted) <= 51
+    assert counters.submitted[("exim", "other")] > 0
 
 
 def test_other_syslog_names_are_postfix_only_when_configured() -> None:

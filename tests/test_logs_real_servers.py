@@ -3,8 +3,9 @@
 A private Postfix (tighter ``mynetworks``: only 127.0.0.1, so a client on 127.0.0.2 is
 an outsider, ``smtpd_tls_loglevel = 1``, and one more smtpd service whose
 ``syslog_name`` does not start with ``postfix``) delivers to the session's Dovecot. The
-collector follows both logs from their end, the test does one thing of each kind, and
-the counters must move by exactly those amounts. promtool then checks the output.
+collector follows both logs from their end, the test does one thing of each kind (mail
+through smtpd and through the sendmail command among them), and the counters must move
+by exactly those amounts. promtool then checks the output.
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def send_mail(server: Postfix) -> None:
             client.sendmail("alice@example.org", [recipient], "Subject: t\r\n\r\nhi\r\n")
 
 
+def sendmail(server: Postfix) -> None:
+    """One message through the sendmail command: postdrop, then pickup."""
+    command = shutil.which("sendmail", path="/usr/sbin:/usr/bin")
+    assert command, "sendmail is missing: apt-get install postfix"
+    subprocess.run(
+        [command, "-C", str(server.config_dir), "-f", "root@test.local", "-i", "probe@test.local"],
+        input=b"Subject: t\n\nhi\n", check=True, timeout=30,
+    )  # fmt: skip
+
+
 def relay_attempt(server: Postfix) -> None:
     with smtplib.SMTP("127.0.0.1", server.smtp_port, source_address=("127.0.0.2", 0)) as client:
         client.ehlo()
@@ -132,11 +143,13 @@ def imap_logins(dovecot: Dovecot) -> None:
 
 
 EXPECTED = {
-    ("mail_messages_received_total", (("mta", "postfix"),)): 4,
-    ("mail_deliveries_total", (("mta", "postfix"), ("status", "sent"), ("transport", "lmtp"))): 1,
+    ("mail_messages_received_total", (("mta", "postfix"),)): 5,
+    ("mail_messages_submitted_total", (("mta", "postfix"), ("service", "smtpd"))): 3,
+    ("mail_messages_submitted_total", (("mta", "postfix"), ("service", "pickup"))): 1,
+    ("mail_deliveries_total", (("mta", "postfix"), ("status", "sent"), ("transport", "lmtp"))): 2,
     ("mail_deliveries_total", (("mta", "postfix"), ("status", "bounced"), ("transport", "lmtp"))): 1,
     ("mail_deliveries_total", (("mta", "postfix"), ("status", "deferred"), ("transport", "smtp"))): 2,
-    ("mail_deliveries_total", (("mta", "dovecot"), ("status", "sent"), ("transport", "lmtp"))): 1,
+    ("mail_deliveries_total", (("mta", "dovecot"), ("status", "sent"), ("transport", "lmtp"))): 2,
     ("mail_bounces_generated_total", (("kind", "non_delivery"), ("mta", "postfix"))): 1,
     ("mail_smtpd_connections_total", (("mta", "postfix"), ("service", "smtpd"))): 2,
     ("mail_smtpd_connections_total", (("mta", "postfix"), ("service", "submission/smtpd"))): 1,
@@ -150,7 +163,7 @@ EXPECTED = {
     ("mail_tls_connections_total", (("mta", "postfix"), ("service", "submission/smtpd"),
                                     ("trust", "anonymous"), ("version", "TLS 1.3"))): 1,
     ("mail_delivery_delay_seconds_count", (("mta", "postfix"), ("stage", "transmission"),
-                                           ("transport", "lmtp"))): 2,
+                                           ("transport", "lmtp"))): 3,
 }  # fmt: skip
 
 
@@ -172,6 +185,7 @@ def test_counters_move_by_exactly_what_happened(
             time.sleep(0.05)
         before = samples(collector)
         send_mail(strict_postfix)
+        sendmail(strict_postfix)
         relay_attempt(strict_postfix)
         wrong_sasl_password(strict_postfix)
         own_syslog_name_session(strict_postfix)

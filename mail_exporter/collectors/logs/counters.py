@@ -69,6 +69,7 @@ class LogCounters:
         self.lock = threading.Lock()
         self.lines: Counts = defaultdict(int)  # mta, program, result
         self.received: Counts = defaultdict(int)  # mta
+        self.submitted: Counts = defaultdict(int)  # mta, service
         self.deliveries: Counts = defaultdict(int)  # mta, transport, status
         self.dsn_classes: Counts = defaultdict(int)  # mta, transport, dsn_class
         self.delays: dict[Labels, Histogram] = {}  # mta, transport, stage

@@ -31,6 +31,13 @@ of what the session carried, so:
 The version label is Postfix's for the same protocol (``TLS 1.3``, ``TLS 1`` for TLS
 1.0), any other name ``other``. Arrivals without ``X=`` are not counted as plaintext:
 Postfix's side counts no such thing either.
+
+``mail_messages_submitted_total`` counts each ``<=`` by its protocol ``P=`` as the
+``service`` (``local`` from the command line as Postfix's pickup, ``esmtp``, ``esmtps``
+with TLS, ``esmtpa``/``esmtpsa`` authenticated, ``local-esmtp`` for ``-bs``, or what
+``received_protocol`` sets; bounded like every service), ``other`` without ``P=``.
+A ``<=`` with ``R=`` is a bounce Exim made itself and is not a submission, as
+Postfix's bounce daemon queues its notices without smtpd or pickup.
 """
 
 from __future__ import annotations
@@ -128,6 +135,7 @@ class EximParser:
         if flag == "<=":
             c.received[(MTA,)] += 1
             c.sender_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]))
+            self.submitted(text)
             self.tls_received(text)
             return True
         status = FLAGS.get(flag)
@@ -142,6 +150,16 @@ class EximParser:
             c.frozen[(MTA,)] += 1
             return True
         return self.smtp_event(text)
+
+    def submitted(self, text: str) -> None:
+        """``<= a@b H=mx [192.0.2.1] P=esmtps S=2048``: by ``P=``; ``R=`` (a bounce) not.
+
+        Only the fields before ``S=`` are looked at: the subject (``T="..."``) comes later.
+        """
+        end = text.find(" S=")
+        fields = text[:end] if end >= 0 else text
+        if field(fields, "R") is None:
+            self.c.submitted[(MTA, self.c.services(field(fields, "P") or OTHER))] += 1
 
     def tls_received(self, text: str) -> None:
         """``<= a@b H=mx [192.0.2.1] P=esmtps X=TLS1.3:...:256 CV=no DN="..." S=2048 id=...``.

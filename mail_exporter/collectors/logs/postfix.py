@@ -22,6 +22,12 @@ Decisions an admin would expect:
   logs it again each time a deferred message is retried, so IDs stay remembered until
   qmgr logs ``removed`` (at most ``MAX_QUEUED_IDS``; a message already queued when the
   exporter started counts at its first retry).
+* ``mail_messages_submitted_total`` counts what came in, by the service that took it:
+  smtpd's ``QUEUEID: client=`` (logged when the transaction gets its queue file, so a
+  message aborted or rejected later in DATA counts here but never reaches qmgr) and
+  pickup's ``QUEUEID: uid=N from=<...>`` (sendmail/postdrop). ``NOQUEUE: client=``
+  names no queue file and is not counted. A message a content filter hands back
+  through another smtpd counts again under that service, as qmgr counts it again.
 * ``delays=a/b/c/d`` feed ``mail_delivery_delay_seconds`` one stage each, for final
   statuses only (sent, bounced): a deferral's delays describe an attempt, not a delivery.
 * ``status=expired`` comes from qmgr (transport ``qmgr``); ``SOFTBOUNCE`` (soft_bounce=yes)
@@ -74,7 +80,7 @@ DELIVERY_NOISE = (
     "Server certificate", "tlsa", "Cannot start TLS", "delivery temporarily suspended",
 )  # fmt: skip
 QUEUE_ACTIONS = ("message-id=", "resent-message-id=", "hold:", "discard:", "redirect:", "filter:",
-                 "replace:", "warning: header", "warning: body", "uid=", "sender=", "info:",
+                 "replace:", "warning: header", "warning: body", "sender=", "info:",
                  "skipped, still being delivered", "removed", "client=")  # fmt: skip
 POSTSCREEN_RESULTS = (
     ("CONNECT from", "connect"), ("PASS NEW", "pass_new"), ("PASS OLD", "pass_old"),
@@ -116,7 +122,7 @@ class PostfixParser:
             "postscreen": self.postscreen,
             "qmgr": self.qmgr,
             "cleanup": self.queue_lines,
-            "pickup": self.queue_lines,
+            "pickup": self.pickup,
             "bounce": self.bounce,
             **dict.fromkeys(DELIVERY_AGENTS, self.delivery),
             **dict.fromkeys(QUIET_DAEMONS, self.quiet),
@@ -214,7 +220,10 @@ class PostfixParser:
             after = stage(text[start : text.find(" ", start)])
             (c.lost_connections if lost else c.timeouts)[(MTA, service, after)] += 1
             return True
-        if ": client=" in text:
+        client = text.find(": client=")
+        if client >= 0:
+            if text[:client] != "NOQUEUE":
+                c.submitted[(MTA, service)] += 1
             method = text.find(", sasl_method=")
             if method >= 0:
                 end = text.find(",", method + 14)
@@ -223,6 +232,14 @@ class PostfixParser:
             return True
         if "TLS connection established" in text:
             return self.tls(service, text)
+        return self.queue_lines(service, text)
+
+    def pickup(self, service: str, text: str) -> bool:
+        """``QUEUEID: uid=1000 from=<alice>``: a message from sendmail/postdrop is queued."""
+        colon = text.find(": ")
+        if colon > 0 and text.startswith("uid=", colon + 2):
+            self.c.submitted[(MTA, service)] += 1
+            return True
         return self.queue_lines(service, text)
 
     def postscreen(self, service: str, text: str) -> bool:

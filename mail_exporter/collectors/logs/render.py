@@ -39,6 +39,10 @@ COUNTERS = (
     Family("received", "mail_messages_received_total",
            "Messages accepted into the queue (Postfix: qmgr's first from= line of a queue ID; "
            "Exim: <=).", ("mta",)),
+    Family("submitted", "mail_messages_submitted_total",
+           "Messages handed to the MTA, by the service that took them (Postfix: smtpd's "
+           "QUEUEID: client= and pickup's uid= lines; Exim: <= by protocol P=, not its own "
+           "bounces).", ("mta", "service")),
     Family("deliveries", "mail_deliveries_total",
            "Delivery attempts, one per recipient: sent, deferred, bounced, expired.",
            ("mta", "transport", "status")),
