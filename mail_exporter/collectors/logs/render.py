@@ -2,6 +2,7 @@
 
 Sample output::
 
+    mail_messages_submitted_total{mta="postfix",service="submission/smtpd"} 2.0
     mail_deliveries_total{mta="postfix",transport="lmtp",status="sent"} 2.0
     mail_delivery_delay_seconds_count{mta="postfix",transport="lmtp",stage="transmission"} 2.0
     mail_smtpd_rejects_total{mta="postfix",service="smtpd",reason="relay_denied"} 1.0
