@@ -6,8 +6,8 @@ ARGS ?=
 
 # Debian packages the tests drive: real Postfix and Dovecot, Prometheus and Alertmanager
 # (with promtool and amtool), Chromium for the status page, systemd for the unit checks,
-# dnsmasq for the DNS checks.
-TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base
+# dnsmasq for the DNS checks, systemd-journal-remote to write a real journal file.
+TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base systemd-journal-remote
 
 .PHONY: run test test-packages test-exim lint check bench clean
 
