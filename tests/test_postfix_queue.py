@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import smtplib
 import socket
 import subprocess
@@ -14,15 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.core import Metric
 
+from mail_exporter.collectors import CollectorError
 from mail_exporter.collectors.postfix_queue import (
     DEFER_REASONS,
     QUEUES,
     PostfixQueueCollector,
     QueueSnapshot,
+    SpoolScanner,
     classify_reason,
     parse_showq,
     read_queue_file,
+    recipient_domain,
 )
 from mail_exporter.collectors.queues import top_with_other
 from mail_exporter.config import PostfixQueueConfig
@@ -209,9 +214,10 @@ def test_metrics_of_every_queue(queued_postfix: QueuedPostfix) -> None:
 
 
 def test_arrival_comes_from_the_queue_file_not_mtime(queued_postfix: QueuedPostfix) -> None:
-    deferred = next((queued_postfix.server.queue_dir / "deferred").rglob("*"))
-    while deferred.is_dir():
-        deferred = next(deferred.iterdir())
+    # the first file: hashed subdirectories may be empty (the held message left one)
+    deferred = next(
+        p for p in (queued_postfix.server.queue_dir / "deferred").rglob("*") if p.is_file()
+    )
     size, arrival = read_queue_file(str(deferred)) or (0, None)
     assert arrival is not None
     assert deferred.stat().st_mtime > arrival + 600  # Postfix set the mtime to the next retry
@@ -227,6 +233,16 @@ def test_arrival_comes_from_the_queue_file_not_mtime(queued_postfix: QueuedPostf
     ("host mx.example.net[192.0.2.1] said: 451 4.7.1 Greylisted, try again later (in reply to RCPT TO command)", "remote_4xx"),
     ("lost connection with mx.example.net[192.0.2.1] while sending end of data", "other"),
     ("delivery temporarily suspended: connect to mx[192.0.2.1]:25: Connection refused", "connection_refused"),
+    ("connect to mx.example.net[192.0.2.1]:25: No route to host", "connection_refused"),
+    ("connect to mx.example.net[2001:db8::1]:25: Network is unreachable", "connection_refused"),
+    # the remote answered: its words do not make it a DNS, time-out or TLS failure
+    ("host mx[192.0.2.1] said: 450 4.7.1 Client host rejected: listed in dnsbl.example (in reply to RCPT TO command)", "remote_4xx"),
+    ("host mx[192.0.2.1] said: 421 4.4.2 mx.example.net Error: timeout exceeded (in reply to end of DATA command)", "remote_4xx"),
+    ("host mx[192.0.2.1] refused to talk to me: 421 4.7.0 Too many connections", "remote_4xx"),
+    ("host mx[192.0.2.1] said: 454 4.7.0 TLS not available due to local problem (in reply to STARTTLS command)", "remote_4xx"),
+    ("host mx[192.0.2.1] said: 550 5.1.1 User unknown (in reply to RCPT TO command)", "remote_5xx"),
+    ("TLS is required, but host mx[192.0.2.1] refused to start TLS: 454 4.7.0 TLS not available", "tls"),
+    ("lost connection with mxdns.example.net[192.0.2.1] while receiving the initial server greeting", "other"),
 ])  # fmt: skip
 def test_reason_classes(reason: str, kind: str) -> None:
     assert classify_reason(reason) == kind
@@ -238,6 +254,29 @@ def test_domains_are_capped() -> None:
     assert len(top) == 11
     assert top[0] == ("d0.example", 100)
     assert top[-1] == ("other", sum(100 - i for i in range(10, 50)))
+
+
+@pytest.mark.parametrize(("address", "domain"), [
+    ("user@Example.NET", "example.net"),
+    ("<user@example.net>", "example.net"),
+    ("root", "other"),
+    ("<>", "other"),
+    ("", "other"),
+    ("user@", "other"),
+])  # fmt: skip
+def test_recipient_domain(address: str, domain: str) -> None:
+    assert recipient_domain(address) == domain
+
+
+def test_a_domain_named_other_joins_the_rest() -> None:
+    counts = Counter({"other": 50, **{f"d{i}.example": 20 - i for i in range(12)}})
+    top = top_with_other(counts, 10)
+    assert [domain for domain, _ in top] == [*(f"d{i}.example" for i in range(10)), "other"]
+    assert top[-1] == ("other", 50 + 10 + 9)  # the real "other" and d10, d11
+    assert top_with_other(Counter({"other": 3, "a.example": 1}), 10) == [
+        ("a.example", 1),
+        ("other", 3),
+    ]
 
 
 def showq_record(*pairs: str) -> list[bytes]:
@@ -267,3 +306,136 @@ def test_showq_stream_parsing() -> None:
 
 def test_vanished_queue_file(tmp_path: Path) -> None:
     assert read_queue_file(str(tmp_path / "gone")) is None
+
+
+def make_queue_directory(root: Path, *queues: str) -> Path:
+    for queue in queues:
+        (root / queue).mkdir(parents=True)
+    return root
+
+
+def test_spool_without_a_queue_directory_fails(tmp_path: Path) -> None:
+    present = [queue for queue in QUEUES if queue != "hold"]
+    with pytest.raises(CollectorError, match=r"has no hold directory: not a Postfix queue"):
+        SpoolScanner(make_queue_directory(tmp_path, *present)).scan()
+    with pytest.raises(CollectorError, match=r"has no maildrop directory"):
+        SpoolScanner(tmp_path / "typo").scan()
+
+
+def test_spool_tolerates_missing_defer_logs_and_empty_hashed_directories(tmp_path: Path) -> None:
+    queue_directory = make_queue_directory(tmp_path, *QUEUES, "deferred/A", "active/B/C")
+    snapshot = SpoolScanner(queue_directory).scan()  # no defer/ at all
+    assert all(stats.messages == 0 for stats in snapshot.queues.values())
+
+
+def auto_settings(queue_directory: Path, config_directory: Path) -> PostfixQueueConfig:
+    return PostfixQueueConfig.model_validate(
+        {"instances": [{"config_directory": str(config_directory),
+                        "queue_directory": str(queue_directory)}]}
+    )  # fmt: skip
+
+
+def test_auto_chooses_showq_when_the_spool_is_unreadable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No readable deferred/ (here: none at all), but a showq socket: showq is asked."""
+    queue_directory = make_queue_directory(tmp_path, "active", "public")
+    showq = queue_directory / "public" / "showq"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(showq))
+        listener.listen()
+        answer = threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True)
+        answer.start()  # an empty listing: a queue with nothing in it
+        settings = auto_settings(queue_directory, tmp_path / "unused")
+        collector = PostfixQueueCollector(settings)
+        assert collector._choose_source(queue_directory)[0] == "showq"
+        with caplog.at_level(logging.INFO):
+            snapshot = collector.snapshot(settings.instances[0])
+    assert snapshot.source == "showq"
+    assert sum(stats.messages for stats in snapshot.queues.values()) == 0
+    assert (
+        f"postfix postfix: reading the queue from showq (the spool is not readable but {showq} "
+        "is reachable)"
+    ) in caplog.text
+
+
+def test_auto_falls_back_to_postqueue(
+    queued_postfix: QueuedPostfix, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue_directory with neither spool nor socket (a typo, say): postqueue -c still works."""
+    server = queued_postfix.server
+    settings = auto_settings(tmp_path / "typo", server.config_dir)
+    collector = PostfixQueueCollector(settings)
+    assert collector._choose_source(tmp_path / "typo")[0] == "postqueue"
+    with caplog.at_level(logging.INFO):
+        snapshot = collector.snapshot(settings.instances[0])
+    assert snapshot.source == "postqueue"
+    assert (
+        snapshot.queues["deferred"].messages
+        == postqueue_snapshot(server).queues["deferred"].messages
+        == 4
+    )
+    assert (
+        "postfix postfix: reading the queue from postqueue (neither the spool nor the showq "
+        "socket is reachable)"
+    ) in caplog.text
+
+
+def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
+    """The samples of every family of that name (one per instance, merged as the set does)."""
+    return {
+        tuple(sample.labels.values()): sample.value
+        for family in families
+        if family.name == name
+        for sample in family.samples
+    }
+
+
+def test_several_instances_and_one_that_fails(
+    queued_postfix: QueuedPostfix,
+    postfix: Postfix,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two real instances are exported side by side; a broken third costs only itself."""
+    broken = tmp_path / "broken"
+    settings = PostfixQueueConfig.model_validate({"source": "spool", "instances": [
+        {"name": "out", "config_directory": str(queued_postfix.server.config_dir)},
+        {"name": "in", "config_directory": str(postfix.config_dir)},
+        {"name": "broken", "config_directory": str(postfix.config_dir),
+         "queue_directory": str(broken)},
+    ]})  # fmt: skip
+    collector = PostfixQueueCollector(settings)
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            families = list(collector.collect())
+    assert samples(families, "mail_queue_collect_success") == {
+        ("postfix", "out"): 1, ("postfix", "in"): 1, ("postfix", "broken"): 0
+    }  # fmt: skip
+    messages = samples(families, "mail_queue_messages")
+    for name, server in (("out", queued_postfix.server), ("in", postfix)):
+        expected = postqueue_snapshot(server)
+        for queue in QUEUES:
+            assert messages["postfix", name, queue] == expected.queues[queue].messages
+    assert messages["postfix", "out", "deferred"] == 4
+    assert {instance for _, instance, _ in messages} == {"out", "in"}  # nothing made up
+    assert caplog.text.count("postfix instance broken: ") == 1  # said once while it lasts
+    assert f"{broken} has no maildrop directory" in caplog.text
+
+    make_queue_directory(broken, *QUEUES)
+    with caplog.at_level(logging.INFO):
+        families = list(collector.collect())
+    assert samples(families, "mail_queue_collect_success")["postfix", "broken"] == 1
+    assert samples(families, "mail_queue_messages")["postfix", "broken", "deferred"] == 0
+    assert "postfix instance broken works again" in caplog.text
+
+
+def test_every_instance_failing_fails_the_collector(tmp_path: Path) -> None:
+    settings = PostfixQueueConfig.model_validate({"source": "spool", "instances": [
+        {"name": "a", "queue_directory": str(tmp_path / "a")},
+        {"name": "b", "queue_directory": str(tmp_path / "b")},
+    ]})  # fmt: skip
+    with pytest.raises(CollectorError) as raised:
+        list(PostfixQueueCollector(settings).collect())
+    assert str(raised.value).startswith("postfix instance a: ")
+    assert "; postfix instance b: " in str(raised.value)

@@ -20,6 +20,7 @@ Sample output::
     mail_queue_deferred_recipients{mta="postfix",mta_instance="postfix",reason="timed_out"} 6.0
     mail_queue_deferred_domain_recipients{mta="postfix",mta_instance="postfix",domain="a.net"} 3.0
     mail_queue_source_info{mta="postfix",mta_instance="postfix",source="spool"} 1.0
+    mail_queue_collect_success{mta="postfix",mta_instance="postfix"} 1.0
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from prometheus_client.core import Metric
 from mail_exporter.collectors import CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import (
+    OTHER,
     QueueStats,
     SourceLog,
+    collect_success,
     labelled_counts,
     queue_families,
     source_info,
@@ -54,25 +57,43 @@ logger = logging.getLogger(__name__)
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 SOURCES = ("spool", "showq", "postqueue")
-DEFER_REASONS = ("connection_refused", "timed_out", "dns", "tls", "remote_4xx", "other")
+DEFER_REASONS = (
+    "connection_refused", "timed_out", "dns", "tls", "remote_4xx", "remote_5xx", "other"
+)  # fmt: skip
 HEAD_BYTES = 4096
 """How much of a queue file is read: the size and time records come first."""
 MAX_FIELD_BYTES = 65536
 """Longest showq field or postqueue line accepted; anything longer is a broken stream."""
 
+_REMOTE_REPLY = re.compile(r"\b(?:said|refused to talk to me):? ([45])\d\d\b")
+"""Postfix's wording when the remote server answered: ``host X said: 450 ...`` or
+``host X refused to talk to me: 421 ...`` (a greeting refused)."""
 _REASON_PATTERNS = (
-    ("tls", re.compile(r"\bTLS\b|\bSSL\b|certificate|STARTTLS", re.IGNORECASE)),
-    ("connection_refused", re.compile(r"connection refused", re.IGNORECASE)),
-    ("timed_out", re.compile(r"timed out|timeout", re.IGNORECASE)),
-    ("dns", re.compile(r"host or domain name not found|name service error|no MX host|"
-                       r"MX host .* not found|DNS", re.IGNORECASE)),
-    ("remote_4xx", re.compile(r"said: 4\d\d\b")),
+    ("tls", re.compile(r"\bTLS\b|\bSSL\b|\bcertificate\b|\bSTARTTLS\b", re.IGNORECASE)),
+    ("connection_refused", re.compile(r"\bconnection refused\b|\bno route to host\b|"
+                                      r"\bnetwork is unreachable\b", re.IGNORECASE)),
+    ("timed_out", re.compile(r"\btimed out\b|\btimeout\b", re.IGNORECASE)),
+    ("dns", re.compile(r"\bhost or domain name not found\b|\bname service error\b|"
+                       r"\bno MX host\b|\bMX host .* not found\b|\bDNS\b", re.IGNORECASE)),
 )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4096)  # a queue holds few distinct reasons, many times over
 def classify_reason(reason: str) -> str:
-    """One of :data:`DEFER_REASONS` for a delay reason as Postfix records it."""
+    """One of :data:`DEFER_REASONS` for a delay reason as Postfix records it.
+
+    A reply from the remote server is recognised first: whatever its text mentions
+    ("listed in dnsbl", "timeout exceeded", "TLS not available"), the connection was
+    made and the remote chose to refuse, so the reply is the reason. A 5xx reply in a
+    deferral (``soft_bounce = yes`` turns bounces into deferrals) is ``remote_5xx``,
+    apart from ``remote_4xx``: it will not go away by retrying. The
+    other classes describe failures before any reply; ``connection_refused`` also takes
+    "No route to host" and "Network is unreachable", the other ways a connection is
+    refused before it opens.
+    """
+    reply = _REMOTE_REPLY.search(reason)
+    if reply is not None:
+        return f"remote_{reply.group(1)}xx"
     for name, pattern in _REASON_PATTERNS:
         if pattern.search(reason):
             return name
@@ -80,7 +101,14 @@ def classify_reason(reason: str) -> str:
 
 
 def recipient_domain(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(">") or "other"
+    """The recipient's domain in lower case; ``other`` (the rest bucket) when it has none.
+
+    A recipient without a domain (``root``, the null address ``<>``) is counted with
+    the rest rather than as a domain of its own name; :func:`top_with_other` merges a
+    real domain named ``other`` there too, so the label value means one thing.
+    """
+    _, at, domain = address.strip().strip("<>").rpartition("@")
+    return domain.lower() if at and domain else OTHER
 
 
 @dataclass
@@ -184,15 +212,21 @@ def parse_defer_log(text: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-def _walk(directory: str) -> Iterator[os.DirEntry[str]]:
-    """Every file below a queue directory, through hashed subdirectories of any depth."""
+def _walk(directory: str, *, missing_ok: bool = False) -> Iterator[os.DirEntry[str]]:
+    """Every file below a queue directory, through hashed subdirectories of any depth.
+
+    A missing ``directory`` raises :class:`FileNotFoundError` unless ``missing_ok``; a
+    hashed subdirectory that vanishes during the scan is skipped.
+    """
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
-        return
+        if missing_ok:
+            return
+        raise
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path)
+            yield from _walk(entry.path, missing_ok=True)
         elif entry.is_file(follow_symlinks=False):
             yield entry
 
@@ -211,6 +245,10 @@ class SpoolScanner:
     again only when its defer log's inode changed. Steady-state scans cost two
     directory walks and no per-file system calls; entries for files that are gone are
     dropped at each scan, so memory follows the queue.
+
+    Each of the five queue directories must exist: without one, ``queue_directory`` is
+    not a Postfix queue directory (a typo, or Postfix not installed), and reporting
+    empty queues would hide that. ``defer/`` only adds reasons and may be missing.
     """
 
     queue_directory: Path
@@ -222,10 +260,11 @@ class SpoolScanner:
         heads: dict[tuple[str, int], tuple[int, float | None]] = {}
         deferrals: dict[tuple[str, int], list[Deferral]] = {}
         defer_logs = {
-            entry.name: entry for entry in _walk(os.path.join(self.queue_directory, "defer"))
+            entry.name: entry
+            for entry in _walk(os.path.join(self.queue_directory, "defer"), missing_ok=True)
         }
         for queue in QUEUES:
-            for entry in _walk(os.path.join(self.queue_directory, queue)):
+            for entry in self._queue_files(queue):
                 key = (entry.name, entry.inode())
                 found = self._heads.get(key) or read_queue_file(entry.path)
                 if found is None:
@@ -242,6 +281,15 @@ class SpoolScanner:
                     snapshot.count_deferrals(counted)
         self._heads, self._deferrals = heads, deferrals
         return snapshot
+
+    def _queue_files(self, queue: str) -> Iterator[os.DirEntry[str]]:
+        try:  # only the queue directory itself may raise: see _walk
+            yield from _walk(os.path.join(self.queue_directory, queue))
+        except FileNotFoundError:
+            raise CollectorError(
+                f"{self.queue_directory} has no {queue} directory: not a Postfix queue "
+                "directory (check queue_directory)"
+            ) from None
 
 
 def _deferrals_in(path: str) -> list[Deferral]:
@@ -361,13 +409,24 @@ def postconf_queue_directory(command: str, config_directory: Path, timeout: floa
 
 
 class PostfixQueueCollector:
-    """Collects every configured Postfix instance's queues through the best source it may use."""
+    """Collects every configured Postfix instance's queues through the best source it may use.
+
+    Instances fail one at a time: one that cannot be read costs its own figures (left
+    out, not reported as 0) and shows as ``mail_queue_collect_success 0``; the others
+    are exported. Its failure is logged when it starts or changes, and its recovery,
+    as :class:`~mail_exporter.collectors.CollectorSet` does for whole collectors. Only
+    when every instance fails does the collector fail, as a single instance always
+    has; the framework then logs all the reasons in one line, and later that the
+    collector works again, so those failures are not logged a second time here.
+    """
 
     def __init__(self, settings: PostfixQueueConfig) -> None:
         self.settings = settings
         self.timeout = float(settings.timeout) * COMMAND_TIME_SHARE
         self._sources = SourceLog("postfix")
         self._scanners: dict[str, SpoolScanner] = {}
+        self._failures: dict[str, str] = {}
+        """The failure last logged of each instance that is failing."""
 
     def _queue_directory(self, instance: PostfixInstance) -> Path:
         if instance.queue_directory is not None:
@@ -394,26 +453,56 @@ class PostfixQueueCollector:
         return "postqueue", "neither the spool nor the showq socket is reachable"
 
     def snapshot(self, instance: PostfixInstance) -> QueueSnapshot:
-        queue_directory = self._queue_directory(instance)
-        source, why = self._choose_source(queue_directory)
-        self._sources.announce(instance.name, source, why)
+        """One instance's queues; :class:`CollectorError` naming the instance if unreadable."""
+        try:
+            queue_directory = self._queue_directory(instance)
+            source, why = self._choose_source(queue_directory)
+            self._sources.announce(instance.name, source, why)
+            return self._read(instance, source, queue_directory)
+        except (OSError, CollectorError) as error:
+            raise CollectorError(f"postfix instance {instance.name}: {error}") from None
+
+    def _read(self, instance: PostfixInstance, source: str, queue_directory: Path) -> QueueSnapshot:
         try:
             if source == "spool":
                 return self._scanner(instance.name, queue_directory).scan()
             if source == "showq":
                 return read_showq(queue_directory, self.timeout)
         except OSError as error:
-            raise CollectorError(f"postfix instance {instance.name}: {source}: {error}") from None
+            raise CollectorError(f"{source}: {error}") from None
         command = self.settings.postqueue_command
         return run_postqueue(command, instance.config_directory, self.timeout)
 
     def collect(self) -> Iterable[Metric]:
-        """Each instance's families; the collector set merges those of the same name."""
+        """Each readable instance's families; the collector set merges those of one name."""
         now = time.time()
+        families: list[Metric] = []
+        read: list[tuple[str, bool]] = []
+        failures: dict[str, str] = {}
         for instance in self.settings.instances:
-            snapshot = self.snapshot(instance)
-            yield from self._families(instance.name, snapshot, now)
-            yield source_info("postfix", instance.name, snapshot.source)
+            try:
+                snapshot = self.snapshot(instance)
+            except CollectorError as error:
+                failures[instance.name] = str(error)
+                read.append((instance.name, False))
+                continue
+            read.append((instance.name, True))
+            families += self._families(instance.name, snapshot, now)
+            families.append(source_info("postfix", instance.name, snapshot.source))
+        self._log_failures(failures)
+        return [*families, collect_success("postfix", read)]
+
+    def _log_failures(self, failures: dict[str, str]) -> None:
+        """Log what changed since the last scrape; raise when no instance could be read."""
+        if len(failures) == len(self.settings.instances):
+            self._failures = {}  # the framework logs these, and later that it works again
+            raise CollectorError("; ".join(failures.values()))
+        for name, reason in failures.items():
+            if self._failures.get(name) != reason:
+                logger.warning("%s", reason)
+        for name in self._failures.keys() - failures.keys():
+            logger.info("postfix instance %s works again", name)
+        self._failures = failures
 
     def _families(self, instance: str, snapshot: QueueSnapshot, now: float) -> list[Metric]:
         reasons = [(reason, snapshot.reasons.get(reason, 0)) for reason in DEFER_REASONS]

@@ -85,6 +85,19 @@ def source_info(mta: str, instance: str, source: str) -> GaugeMetricFamily:
     return family
 
 
+def collect_success(mta: str, instances: Iterable[tuple[str, bool]]) -> GaugeMetricFamily:
+    """Whether each instance's queues could be read at this scrape (a failed one has no
+    queue figures, so this tells "empty" from "unknown")."""
+    family = GaugeMetricFamily(
+        "mail_queue_collect_success",
+        "1 if the instance's queues were read at this scrape, 0 if they could not be.",
+        labels=["mta", "mta_instance"],
+    )
+    for instance, success in instances:
+        family.add_metric([mta, instance], 1.0 if success else 0.0)
+    return family
+
+
 class SourceLog:
     """Logs the source of each instance's figures when it changes, not on every scrape."""
 
@@ -99,8 +112,12 @@ class SourceLog:
 
 
 def top_with_other(counts: Counter[str], keep: int) -> list[tuple[str, int]]:
-    """The ``keep`` largest entries and the rest summed as ``other``: bounded label values."""
-    top = counts.most_common(keep)
+    """The ``keep`` largest entries and the rest summed as ``other``: bounded label values.
+
+    An entry named ``other`` (a real domain of that name, or addresses without one) is
+    never one of the ``keep``: it goes into the rest, so ``other`` is one series.
+    """
+    top = [entry for entry in counts.most_common(keep + 1) if entry[0] != OTHER][:keep]
     rest = sum(counts.values()) - sum(count for _, count in top)
     return [*top, (OTHER, rest)] if rest else top
 
