@@ -421,6 +421,47 @@ async def test_lost_while_lmtp_is_down_then_counted_late(
     assert route_messages(dovecot, "lmtp-down") == []
 
 
+async def test_idle_notification_ends_the_wait(
+    private_postfix: Postfix, dovecot: Dovecot, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message is delivered only once the runner idles, and no pause ends before the
+    route's deadline: only Dovecot's IDLE notification can let it see the message in time."""
+    monkeypatch.setattr(runner_module, "FIRST_PAUSE_SECONDS", 3600.0)
+    config = route_config(
+        pki,
+        "idle",
+        submission(private_postfix),
+        imaps(dovecot),
+        timeout="60s",
+        poll_interval="3600s",
+    )
+    deliver_to(private_postfix, free_port())  # held in the queue until released
+    idling = aioimaplib.IMAP4ClientProtocol.wait_for_idle_response
+    releases: list[asyncio.Task[None]] = []
+
+    async def release_when_idling(self: aioimaplib.IMAP4ClientProtocol) -> None:
+        await idling(self)  # the server's "+ idling": from now on it notifies
+        if not releases:
+            releases.append(asyncio.create_task(asyncio.to_thread(release)))
+
+    def release() -> None:
+        deliver_to(private_postfix, dovecot.lmtp_port)
+        postfix_command(private_postfix, "postqueue", "-f")
+
+    monkeypatch.setattr(
+        aioimaplib.IMAP4ClientProtocol, "wait_for_idle_response", release_when_idling
+    )
+    try:
+        outcome = await runner_for(config).run_once()
+    finally:
+        if not releases:
+            release()
+        await asyncio.gather(*releases)
+    assert releases, "the runner never idled"
+    assert outcome.success, outcome
+    assert route_messages(dovecot, "idle") == []
+
+
 # A Dovecot that advertises neither UIDPLUS nor IDLE (and, in one case, no MOVE either).
 
 
@@ -473,6 +514,16 @@ async def test_without_uidplus_others_deleted_messages_survive(
         else:  # our copied originals stay flagged for the owner's client to expunge
             assert len(extra) == 2 and all(r"\Deleted" in flags for flags, _ in extra)
         assert snapshot(restricted, "mail_exporter") == {}
+
+        # Someone else's \Deleted message in the cleanup mailbox: expunging would take it.
+        add_other_mail(restricted, "mail_exporter")
+        others = snapshot(restricted, "mail_exporter")
+        outcome = await runner.run_once()
+        assert outcome.success and outcome.cleanup_failed
+        assert runner.stats.failures["cleanup"] == 1.0
+        cleanup = snapshot(restricted, "mail_exporter")
+        assert {uid: cleanup[uid] for uid in others} == others  # \Deleted one included
+        assert len(cleanup) == len(others) + 1  # ours, moved there but not expunged
     finally:
         postfix.stop()
         restricted.stop()
