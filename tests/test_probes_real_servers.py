@@ -125,15 +125,21 @@ async def test_plaintext_login_advertised(postfix: Postfix, dovecot: Dovecot, pk
     assert submission.plaintext_auth_offered is False
 
 
+def spoken(log: list[str], side: str) -> list[str]:
+    """The lines one side (``C`` or ``S``) said, from a probe's session log."""
+    marker = f" {side}: "
+    return [line.split(marker, 1)[1] for line in log if marker in line]
+
+
 @pytest.mark.parametrize(
-    ("protocol", "tls", "server", "port"),
+    ("protocol", "tls", "server", "port", "goodbye", "answer"),
     [
-        ("smtp", "starttls", "postfix", "submission_port"),
-        ("imap", "implicit", "dovecot", "imaps_port"),
-        ("pop3", "implicit", "dovecot", "pop3s_port"),
+        ("smtp", "starttls", "postfix", "submission_port", "QUIT", "221 "),
+        ("imap", "implicit", "dovecot", "imaps_port", "a3 LOGOUT", "a3 OK "),
+        ("pop3", "implicit", "dovecot", "pop3s_port", "QUIT", "+OK "),
     ],
 )
-async def test_wrong_password_fails_with_auth(
+async def test_wrong_password_fails_with_auth_and_says_goodbye(
     postfix: Postfix,
     dovecot: Dovecot,
     pki: PKI,
@@ -142,6 +148,8 @@ async def test_wrong_password_fails_with_auth(
     tls: str,
     server: str,
     port: str,
+    goodbye: str,
+    answer: str,
 ) -> None:
     monkeypatch.setenv(PASSWORD_VARIABLE, "not-the-password")
     instance = postfix if server == "postfix" else dovecot
@@ -151,6 +159,8 @@ async def test_wrong_password_fails_with_auth(
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase.AUTH, FailureReason.AUTH)
     assert "not-the-password" not in "\n".join(result.log)
+    assert spoken(result.log, "C")[-1] == goodbye
+    assert spoken(result.log, "S")[-1].startswith(answer)  # the server saw a clean end
 
 
 async def test_ipv6_loopback(postfix: Postfix, dovecot: Dovecot, pki: PKI, password: str) -> None:

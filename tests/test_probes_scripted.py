@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
+import mail_exporter.probes
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
@@ -222,22 +224,6 @@ async def test_imap_bye_greeting() -> None:
     assert_failed(result, Phase.BANNER, FailureReason.BANNER)
 
 
-async def test_imap_login_rejected() -> None:
-    async def imap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await send(writer, "* OK ready")
-        while line := (await reader.readline()).decode():
-            tag, command = line.split()[:2]
-            if command == "CAPABILITY":
-                await send(writer, "* CAPABILITY IMAP4rev1 AUTH=PLAIN", f"{tag} OK done")
-            elif command == "LOGIN":
-                await send(writer, f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
-
-    mod = module(protocol="imap", auth={"username": "u", "password_env": "HOME"})
-    result = await probe(imap, mod)
-    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
-    assert result.plaintext_auth_offered is True
-
-
 async def test_pop3_err_greeting() -> None:
     async def err(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await send(writer, "-ERR [SYS/TEMP] maintenance")
@@ -292,3 +278,139 @@ async def test_sni_is_the_server_name_or_the_host(pki: PKI) -> None:
         literal.log,
     )
     assert seen == ["localhost", "mail.test.local", None]  # no SNI for an IP literal (RFC 6066)
+
+
+Script = Mapping[str, Sequence[str]]
+"""A scripted server's answers by command verb; ``{tag}`` stands for the IMAP tag."""
+
+
+async def probe_dialogue(
+    greeting: str, script: Script, mod: ModuleConfig, budget: float = 5.0
+) -> tuple[ProbeResult, list[str]]:
+    """Probe a server that greets, answers each command from ``script`` and stays silent
+    at a verb the script lacks; the result, and every command line the server heard."""
+    heard: list[str] = []
+    hung_up = asyncio.Event()
+    tagged = mod.protocol == "imap"
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await send(writer, greeting)
+            while line := (await reader.readline()).decode().strip():
+                heard.append(line)
+                tag, verb, *_ = line.split() if tagged else ["", *line.split()]
+                await send(writer, *(reply.format(tag=tag) for reply in script.get(verb, [])))
+        finally:
+            hung_up.set()
+
+    async with scripted_server(handler) as address:
+        result = await run_probe(parse_address(address), mod, budget)
+        await asyncio.wait_for(hung_up.wait(), 10)  # the server has read all the probe sent
+    return result, heard
+
+
+def login_module(protocol: str, monkeypatch: pytest.MonkeyPatch) -> ModuleConfig:
+    monkeypatch.setenv("SCRIPTED_PROBE_PASSWORD", "wrong")
+    auth = {"username": "probe", "password_env": "SCRIPTED_PROBE_PASSWORD"}
+    return module(protocol=protocol, auth=auth)
+
+
+# Per protocol: greeting, answers that refuse the login, the goodbye and its answer.
+REFUSED_LOGIN: dict[str, tuple[str, Script, str, Sequence[str]]] = {
+    "smtp": (
+        "220 mx.test ESMTP",
+        {"EHLO": ["250-mx.test", "250 AUTH PLAIN LOGIN"], "AUTH": ["535 5.7.8 Bad credentials"]},
+        "QUIT",
+        ["221 2.0.0 Bye"],
+    ),
+    "imap": (
+        "* OK ready",
+        {
+            "CAPABILITY": ["* CAPABILITY IMAP4rev1 AUTH=PLAIN", "{tag} OK done"],
+            "LOGIN": ["{tag} NO [AUTHENTICATIONFAILED] Authentication failed."],
+        },
+        "LOGOUT",
+        ["* BYE Logging out", "{tag} OK Logout completed."],
+    ),
+    "pop3": (
+        "+OK ready",
+        {"CAPA": ["+OK", "USER", "."], "USER": ["+OK"], "PASS": ["-ERR [AUTH] Bad credentials"]},
+        "QUIT",
+        ["+OK Logging out."],
+    ),
+}
+
+HEARD_AFTER_REFUSED_LOGIN = {
+    "smtp": ["EHLO", "AUTH", "QUIT"],
+    "imap": ["a1 CAPABILITY", "a2 LOGIN", "a3 LOGOUT"],
+    "pop3": ["CAPA", "USER", "PASS", "QUIT"],
+}
+
+
+def commands(heard: list[str], protocol: str) -> list[str]:
+    """What the server heard without arguments (and so without secrets)."""
+    words = 2 if protocol == "imap" else 1
+    return [" ".join(line.split()[:words]) for line in heard]
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_refused_login_ends_with_a_goodbye(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeting, script, goodbye, answer = REFUSED_LOGIN[protocol]
+    mod = login_module(protocol, monkeypatch)
+    result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
+    assert commands(heard, protocol) == HEARD_AFTER_REFUSED_LOGIN[protocol]
+    assert Phase.QUIT not in result.phases  # a failed probe's goodbye is not timed
+    assert result.plaintext_auth_offered is True
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "settings", "reason"),
+    [
+        (["550 no EHLO here"], {}, FailureReason.REJECTED),
+        (
+            ["250-mx.test", "250 AUTH PLAIN"],
+            {"tls": "starttls"},
+            FailureReason.STARTTLS_UNAVAILABLE,
+        ),
+    ],
+    ids=["rejected", "starttls_unavailable"],
+)
+async def test_other_refusals_end_with_quit(
+    ehlo: list[str], settings: dict[str, str], reason: FailureReason
+) -> None:
+    script = {"EHLO": ehlo, "HELO": ["550 no HELO either"], "QUIT": ["221 Bye"]}
+    result, heard = await probe_dialogue("220 mx.test", script, module(**settings))
+    assert result.failure is not None and result.failure.reason == reason, result.log
+    assert commands(heard, "smtp")[-1] == "QUIT"
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_unanswered_goodbye_waits_a_second_at_most(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeting, script, _, _ = REFUSED_LOGIN[protocol]  # the goodbye gets no answer
+    mod = login_module(protocol, monkeypatch)
+    result, heard = await probe_dialogue(greeting, script, mod, budget=30.0)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
+    assert commands(heard, protocol) == HEARD_AFTER_REFUSED_LOGIN[protocol]
+    assert result.duration_seconds < 10.0  # the 1 s cap, not the 30 s budget
+
+
+async def test_unanswered_goodbye_never_outlasts_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mail_exporter.probes, "FAREWELL_SECONDS", 60.0)
+    greeting, script, _, _ = REFUSED_LOGIN["smtp"]
+    result, _ = await probe_dialogue(greeting, script, login_module("smtp", monkeypatch), 1.0)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
+    assert result.duration_seconds < 10.0  # the 1 s budget, not the 60 s cap
+
+
+async def test_no_goodbye_after_a_malformed_reply() -> None:
+    script = {"EHLO": ["250-mx.test", "garbage"], "QUIT": ["221 Bye"]}
+    result, heard = await probe_dialogue("220 mx.test", script, module())
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
+    assert commands(heard, "smtp") == ["EHLO"]  # out of step: the probe only hangs up

@@ -3,6 +3,17 @@
 ``run_probe`` resolves, connects, does implicit TLS, enforces the deadline and
 turns whatever happened into a :class:`ProbeResult`; it never raises.  Each
 protocol module only speaks its protocol over the :class:`Session`.
+
+A probe that fails after the greeting, on a conversation still in step, ends it
+as a client should (SMTP and POP3 ``QUIT``, IMAP ``LOGOUT``) rather than dropping
+the connection: a server answering AUTH with 535 then sees a clean goodbye, not a
+lost client.  That holds for the reasons in :data:`IN_STEP_REASONS` only; after a
+timeout the server is not answering, after a TLS failure the channel is unusable
+or (an unverified certificate) not trusted with another word, and a connection
+error or a malformed reply leaves nothing to speak to.  The goodbye waits at
+most :data:`FAREWELL_SECONDS` and never past the probe's budget, its errors are
+ignored, it never changes the verdict, and its time counts into the probe's
+wall time (as closing the connection does) but into no phase.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes.imap import probe_imap
@@ -30,6 +42,19 @@ PROTOCOL_PROBES: dict[str, ProtocolProbe] = {
     "pop3": probe_pop3,
 }
 
+FAREWELL_SECONDS: Final = 1.0
+"""Longest wait for the answer to a goodbye after a failure (within the budget left)."""
+
+IN_STEP_REASONS: Final = frozenset(
+    {FailureReason.AUTH, FailureReason.REJECTED, FailureReason.STARTTLS_UNAVAILABLE}
+)
+"""Failures that leave the server waiting for our next command.
+
+The protocols raise these only on a complete, well-formed refusal (535, ``NO``,
+``-ERR``, a 5xx to EHLO or STARTTLS) or before sending anything (AUTH or STARTTLS
+not offered); a read that goes wrong is always ``protocol``, ``banner`` or ``timeout``.
+"""
+
 
 async def _converse(session: Session) -> None:
     await session.connect()
@@ -48,6 +73,9 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
             await _converse(session)
     except ProbeFailure as failure:
         fail_result(result, session.phase, failure.reason, failure.detail)
+        if failure.reason in IN_STEP_REASONS:
+            left = started + budget_seconds - time.monotonic()
+            await session.part_after_failure(min(FAREWELL_SECONDS, left))
     except TimeoutError:
         fail_result(
             result, session.phase, FailureReason.TIMEOUT, f"no answer within {budget_seconds:.3g}s"

@@ -9,6 +9,7 @@ and a NO or BAD fails the probe at once.
 from __future__ import annotations
 
 import base64
+import functools
 
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
@@ -119,6 +120,7 @@ async def probe_imap(session: Session) -> None:
             raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
         if not greeting.upper().startswith(("* OK", "* PREAUTH")):
             raise ProbeFailure(FailureReason.BANNER, printable(greeting))
+    session.farewell = functools.partial(_command, session, tags, "LOGOUT", FailureReason.PROTOCOL)
     capabilities = await _capabilities(session, tags)
     if await session.negotiate_starttls(
         "STARTTLS",
@@ -129,5 +131,4 @@ async def probe_imap(session: Session) -> None:
         capabilities = await _capabilities(session, tags)
     if module.auth is not None:
         await _login(session, tags, capabilities)
-    with session.timed(Phase.QUIT):
-        await _command(session, tags, "LOGOUT", FailureReason.PROTOCOL)
+    await session.quit()

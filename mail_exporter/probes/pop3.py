@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
@@ -68,6 +69,7 @@ async def open_pop3(session: Session) -> None:
             raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
         if not greeting.startswith("+OK"):
             raise ProbeFailure(FailureReason.BANNER, printable(greeting))
+    session.farewell = functools.partial(command, session, "QUIT", FailureReason.PROTOCOL)
     capabilities = await _capabilities(session)
     await session.negotiate_starttls(
         "STLS",
@@ -82,5 +84,4 @@ async def open_pop3(session: Session) -> None:
 async def probe_pop3(session: Session) -> None:
     """Run a POP3 session on a connected (and, for implicit TLS, encrypted) session."""
     await open_pop3(session)
-    with session.timed(Phase.QUIT):
-        await command(session, "QUIT", FailureReason.PROTOCOL)
+    await session.quit()

@@ -48,6 +48,10 @@ def printable(data: bytes | str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+Farewell = Callable[[], Awaitable[object]]
+"""A protocol's goodbye (SMTP and POP3 ``QUIT``, IMAP ``LOGOUT``): sends it, checks the answer."""
+
+
 class Session:
     """A TCP (and maybe TLS) conversation with one server, timed phase by phase."""
 
@@ -56,6 +60,9 @@ class Session:
         self.module = module
         self.result = result
         self.phase = Phase.RESOLVE
+        self.farewell: Farewell | None = None
+        """Set by the protocol once the server's greeting is accepted: from then on there
+        is a conversation to end politely, even when the probe fails."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._started = time.monotonic()
@@ -181,6 +188,25 @@ class Session:
             await request()
         await self.start_tls()
         return True
+
+    async def quit(self) -> None:
+        """The goodbye as the last step of a session that passed, timed as ``quit``."""
+        assert self.farewell is not None, "quit before the greeting"
+        with self.timed(Phase.QUIT):
+            await self.farewell()
+
+    async def part_after_failure(self, seconds: float) -> None:
+        """Say goodbye after a failure, waiting at most ``seconds`` for the answer.
+
+        Best effort: the verdict is already made, so nothing here can change it, and
+        the time is no phase's (``quit`` is the goodbye of a session that passed).
+        """
+        if self.farewell is None or seconds <= 0:
+            return
+        self.log("saying goodbye after the failure")
+        with contextlib.suppress(ProbeFailure, TimeoutError, OSError, EOFError):
+            async with asyncio.timeout(seconds):
+                await self.farewell()
 
     def _ack_at_once(self) -> None:
         """Keep the kernel from delaying ACKs while TLS is up.

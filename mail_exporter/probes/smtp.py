@@ -7,6 +7,7 @@ count or the wording; a 4xx or 5xx reply fails the probe at once.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import socket
 
@@ -96,6 +97,7 @@ async def probe_smtp(session: Session) -> None:
             raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
         if code != 220:
             raise ProbeFailure(FailureReason.BANNER, f"{code} {printable(' '.join(texts))}")
+    session.farewell = functools.partial(command, session, "QUIT", 221, FailureReason.PROTOCOL)
     extensions = await _ehlo(session, ehlo_name)
     if await session.negotiate_starttls(
         "STARTTLS",
@@ -106,5 +108,4 @@ async def probe_smtp(session: Session) -> None:
         extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
         await _login(session, extensions)
-    with session.timed(Phase.QUIT):
-        await command(session, "QUIT", 221, FailureReason.PROTOCOL)
+    await session.quit()
