@@ -53,7 +53,7 @@ class Config:
     dns_for: str = "15m"  # DNS facts come from passes every 15 minutes
     dns_stale_seconds: int = 3600  # no finished pass for this long: stale
     dkim_min_key_bits: int = 1024  # RFC 8301: verifiers must refuse smaller keys
-    dnsbl_errors_for: str = "1h"
+    dns_errors_for: str = "1h"  # lookups without a verdict (blocklists, other checks) this long
 
     def matchers(self, *extra: str) -> str:
         """``{selector, extra...}`` for a metric selector."""

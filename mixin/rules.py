@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mail_exporter.metrics import tls_version_label
+from mail_exporter.probes.result import FailureReason
 from mixin.config import CONFIG, Config
 
 RUNBOOK = "docs/runbook.md"
@@ -44,6 +46,8 @@ class Alert:
     for_: str = "5m"
     eval_minutes: int = 90
     labels: dict[str, str] = field(default_factory=dict)
+    # More promtool cases, each firing or quiet as its alerts say: the expression's edges.
+    also: tuple[Example, ...] = ()
 
     def rule(self) -> dict[str, Any]:
         return {
@@ -108,20 +112,70 @@ def leveled(
     ]  # fmt: skip
 
 
+# The labels that name one probed target: scheduled (target, module) or through /probe (instance).
+PROBED = "instance, job, target, module, protocol"
+# TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
+# a regular expression Prometheus anchors at both ends.
+OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*"
+
+
+def tls_version(openssl_name: str) -> tuple[str, str]:
+    """One target's ``mail_tls_version_info`` for OpenSSL's name of a version, as exported."""
+    label = tls_version_label(openssl_name)
+    return f'mail_tls_version_info{{{TARGET},version="{label}"}}', steady(1)
+
+
+def old_tls(openssl_name: str) -> Example:
+    """MailTLSVersionOld firing for a version older than TLS 1.2."""
+    label = tls_version_label(openssl_name)
+    return Example([tls_version(openssl_name)], [fired(TARGET_LABELS, "warning", version=label)])
+
+
 def probe_alerts(c: Config) -> list[Alert]:
     failure = "mail_probe_failure_info"
+    auth, starttls, tls = FailureReason.AUTH, FailureReason.STARTTLS_UNAVAILABLE, FailureReason.TLS
+    specific = c.matchers(f'reason=~"{auth}|{starttls}"')
+    tls_failed = failure + c.matchers(f'reason="{tls}"') + " == 1"
+    # A handshake that finished with a certificate that does not verify; a handshake that
+    # failed leaves no TLS facts.
+    unverified = f"{tls_failed} and on ({PROBED}) mail_tls_cert_verified{c.matchers()} == 0"
+    success = f"mail_probe_success{{{TARGET}}}"
+
+    def failed(phase: str, reason: str) -> tuple[str, str]:
+        return f'{failure}{{{TARGET},phase="{phase}",reason="{reason}"}}', steady(1)
+
+    verified = f"mail_tls_cert_verified{{{TARGET}}}"
+    unverified_summary = "A mail server's certificate does not verify."
+    unverified_description = (
+        "The certificate of {{ $labels.target }} ({{ $labels.protocol }}) does not verify "
+        "against the trusted CAs or does not name the server; clients will refuse or warn."
+    )
     alerts = [
         Alert(
-            "MailProbeDown", f"mail_probe_success{c.matchers()} == 0", "critical",
-            "A mail service does not answer its probe.",
+            "MailProbeDown",
+            # Failures with an alert of their own (a refused login, STARTTLS missing, a
+            # certificate that does not verify) are left to it: it says what is wrong.
+            f"mail_probe_success{c.matchers()} == 0 unless on ({PROBED}) {failure}{specific}"
+            f" unless on ({PROBED}) ({unverified})",
+            "critical", "A mail service does not answer its probe.",
             "{{ $labels.protocol }} on {{ $labels.target }} ({{ $labels.module }}) has failed its "
             "probe for " + c.probe_down_for + "; mail_probe_failure_info says in which phase and why.",
-            Example([(f"mail_probe_success{{{TARGET}}}", steady(0))], [fired(TARGET_LABELS, "critical")]),
-            Example([(f"mail_probe_success{{{TARGET}}}", steady(1))]),
+            Example([(success, steady(0)), failed("connect", "connect")], [fired(TARGET_LABELS, "critical")]),
+            Example([(success, steady(0)), failed("auth", auth)]),
             for_=c.probe_down_for,
+            also=(
+                Example([(success, steady(1))]),
+                Example([(success, steady(0)), failed("capabilities", starttls)]),
+                Example([(success, steady(0)), failed("tls_handshake", tls), (verified, steady(0))]),
+                # The handshake itself failed: no certificate to blame.
+                Example([(success, steady(0)), failed("tls_handshake", tls)], [fired(TARGET_LABELS, "critical")]),
+                # insecure_skip_verify: an unverified certificate, then the banner timed out.
+                Example([(success, steady(0)), failed("banner", "timeout"), (verified, steady(0))],
+                        [fired(TARGET_LABELS, "critical")]),
+            ),
         ),
         Alert(
-            "MailLoginFailing", failure + c.matchers('reason="auth"') + " == 1", "critical",
+            "MailLoginFailing", failure + c.matchers(f'reason="{auth}"') + " == 1", "critical",
             "The probe's login is refused.",
             "Login to {{ $labels.protocol }} on {{ $labels.target }} fails: users cannot log in "
             "either, or the probe's credentials changed.",
@@ -130,7 +184,7 @@ def probe_alerts(c: Config) -> list[Alert]:
             Example([(f'{failure}{{{TARGET},phase="connect",reason="connect"}}', steady(1))]),
         ),
         Alert(
-            "MailStartTLSMissing", failure + c.matchers('reason="starttls_unavailable"') + " == 1",
+            "MailStartTLSMissing", failure + c.matchers(f'reason="{starttls}"') + " == 1",
             "critical", "STARTTLS is required but the server does not offer it.",
             "{{ $labels.target }} ({{ $labels.protocol }}) no longer offers STARTTLS: mail and "
             "logins would travel unencrypted, or something strips it on the way (a downgrade).",
@@ -150,22 +204,34 @@ def probe_alerts(c: Config) -> list[Alert]:
         ),
         Alert(
             "MailCertificateNotVerified", f"mail_tls_cert_verified{c.matchers()} == 0", "warning",
-            "A mail server's certificate does not verify.",
-            "The certificate of {{ $labels.target }} ({{ $labels.protocol }}) does not verify "
-            "against the trusted CAs or does not name the server; clients will refuse or warn.",
-            Example([(f"mail_tls_cert_verified{{{TARGET}}}", steady(0))], [fired(TARGET_LABELS, "warning")]),
-            Example([(f"mail_tls_cert_verified{{{TARGET}}}", steady(1))]),
+            unverified_summary, unverified_description,
+            Example([(verified, steady(0))], [fired(TARGET_LABELS, "warning")]),
+            Example([(verified, steady(1))]),
             for_="10m",
         ),
         Alert(
+            # The module verifies (no insecure_skip_verify), so the probe fails: an outage for
+            # every client that verifies too, and MailProbeDown leaves it to this alert.
+            "MailCertificateNotVerified",
+            f"mail_tls_cert_verified{c.matchers()} == 0 and on ({PROBED}) {tls_failed}", "critical",
+            unverified_summary,
+            unverified_description + " The probe fails on it: its module verifies, as clients do.",
+            Example([(verified, steady(0)), failed("tls_handshake", tls)],
+                    [fired(TARGET_LABELS, "warning"), fired(TARGET_LABELS, "critical")]),
+            Example([(verified, steady(0))], [fired(TARGET_LABELS, "warning")]),
+            for_=c.probe_down_for,
+        ),
+        Alert(
             "MailTLSVersionOld",
-            "mail_tls_version_info" + c.matchers('version=~"TLS 1\\\\.[01]|SSL.*"') + " == 1",
+            # PromQL strings take backslash escapes: the regex's \. is written \\.
+            "mail_tls_version_info" + c.matchers('version=~"' + OLD_TLS_VERSIONS.replace("\\", "\\\\") + '"')
+            + " == 1",
             "warning", "A mail server negotiates TLS older than 1.2.",
             "{{ $labels.target }} ({{ $labels.protocol }}) negotiated {{ $labels.version }}.",
-            Example([(f'mail_tls_version_info{{{TARGET},version="TLS 1.0"}}', steady(1))],
-                    [fired(TARGET_LABELS, "warning", version="TLS 1.0")]),
-            Example([(f'mail_tls_version_info{{{TARGET},version="TLS 1.3"}}', steady(1))]),
+            old_tls("TLSv1"),
+            Example([tls_version("TLSv1.2"), tls_version("TLSv1.3")]),
             for_="1h",
+            also=(old_tls("TLSv1.1"), old_tls("SSLv3")),
         ),
     ]  # fmt: skip
     warn, crit = c.probe_slow_warning_seconds, c.probe_slow_critical_seconds
@@ -294,6 +360,9 @@ def host_alerts(c: Config) -> list[Alert]:
     horizon = c.disk_fill_horizon_hours * 3600
     service = f'service="postfix",{HOST}'
     backup = f'backup="mailstore",{HOST}'
+    mount = f'mountpoint="/var/mail",device="/dev/sdb1",fstype="ext4",{HOST}'
+    mount_labels = {"mountpoint": "/var/mail", "device": "/dev/sdb1", "fstype": "ext4",
+                    **HOST_LABELS}  # fmt: skip
     return [
         Alert(
             "MailHostDiskFilling",
@@ -371,6 +440,20 @@ def host_alerts(c: Config) -> list[Alert]:
             for_="15m",
         ),
         Alert(
+            "MailHostFilesystemReadOnly",
+            # Only filesystems that were writable in the last day: some are read-only on
+            # purpose (squashfs snaps, ISO images, a read-only /usr).
+            f"mail_host_filesystem_readonly{c.matchers()} == 1 and on (instance, job, mountpoint, device, fstype) "
+            f"min_over_time(mail_host_filesystem_readonly{c.matchers()}[1d]) == 0",
+            "critical", "A filesystem of the mail host turned read-only.",
+            "{{ $labels.mountpoint }} ({{ $labels.device }}, {{ $labels.fstype }}) on {{ $labels.instance }} "
+            "is mounted read-only: the kernel does this after I/O or filesystem errors, and mail "
+            "written there (queue, mailboxes, logs) now fails.",
+            Example([(f"mail_host_filesystem_readonly{{{mount}}}", "0x30 1x90")], [fired(mount_labels, "critical")]),
+            Example([(f"mail_host_filesystem_readonly{{{mount}}}", steady(1))]),  # read-only on purpose
+            for_="2m",
+        ),
+        Alert(
             "MailHostTemperatureHigh",
             f"mail_host_temperature_celsius{c.matchers()} >= on (instance, job, chip, sensor) "
             f"mail_host_temperature_high_celsius{c.matchers()} - {c.temperature_margin_celsius:g}",
@@ -412,6 +495,9 @@ def host_alerts(c: Config) -> list[Alert]:
 
 def log_alerts(c: Config) -> list[Alert]:
     mta = f'mta="postfix",{HOST}'
+    mta_labels = {"mta": "postfix", **HOST_LABELS}
+    fatal = "mail_log_problems_total" + c.matchers('severity=~"fatal|panic"')
+    problems = f'mail_log_problems_total{{{mta},service="smtpd",severity="fatal"}}'
     return [
         Alert(
             "MailBounceRatioHigh", f"mail:deliveries:bounce_ratio_rate15m{c.matchers()} > {c.bounce_ratio_warning:g}",
@@ -447,6 +533,32 @@ def log_alerts(c: Config) -> list[Alert]:
             Example([(f'mail_auth_failures_total{{{mta},service="submission/smtpd"}}', ramp(0, 300))],
                     [fired({"mta": "postfix", "service": "submission/smtpd", **HOST_LABELS}, "warning")]),
             Example([(f'mail_auth_failures_total{{{mta},service="submission/smtpd"}}', ramp(0, 3))]),
+            for_="10m",
+        ),
+        Alert(
+            "MailLogFatalErrors",
+            # A counter appears with its first line: a series new within the window counts too.
+            f"sum by (instance, job, mta, service) (increase({fatal}[15m])) > 0 "
+            f"or sum by (instance, job, mta, service) ({fatal} unless {fatal} offset 15m)",
+            "warning", "A mail program logs fatal errors.",
+            "{{ $labels.mta }} {{ $labels.service }} on {{ $labels.instance }} logged "
+            '{{ $value | printf "%.0f" }} fatal or panic lines in the last 15 minutes: the '
+            "process gave up (a missing map, a bad configuration, a full disk), and what it "
+            "handles waits or fails.",
+            Example([(problems, "_x60 1x60")], [fired(mta_labels, "warning", service="smtpd")]),
+            Example([(problems, steady(3))]),
+            for_="0m", eval_minutes=65,
+            also=(Example([(problems, "3x60 4x60")], [fired(mta_labels, "warning", service="smtpd")]),
+                  Example([(f'mail_log_problems_total{{{mta},service="smtpd",severity="warning"}}', "_x60 1x60")])),
+        ),
+        Alert(
+            "MailLogSourceDown", f"mail_log_source_up{c.matchers()} == 0", "warning",
+            "A mail log cannot be read.",
+            "Log source {{ $labels.source }} on {{ $labels.instance }} is not being read (missing, "
+            "unreadable, journal unavailable): deliveries, rejects and logins from it go uncounted.",
+            Example([(f'mail_log_source_up{{source="/var/log/mail.log",{HOST}}}', steady(0))],
+                    [fired({"source": "/var/log/mail.log", **HOST_LABELS}, "warning")]),
+            Example([(f'mail_log_source_up{{source="/var/log/mail.log",{HOST}}}', steady(1))]),
             for_="10m",
         ),
     ]  # fmt: skip
@@ -521,7 +633,19 @@ def dns_alerts(c: Config) -> list[Alert]:
             Example([(f'mail_dnsbl_check_errors_total{{reason="refused",zone="zen.spamhaus.org",{HOST}}}', ramp(0, 1))],
                     [fired({"zone": "zen.spamhaus.org", "reason": "refused", **HOST_LABELS}, "warning")]),
             Example([(f'mail_dnsbl_check_errors_total{{reason="refused",zone="zen.spamhaus.org",{HOST}}}', steady(0))]),
-            for_=c.dnsbl_errors_for,
+            for_=c.dns_errors_for,
+        ),
+        Alert(
+            "MailDnsCheckFailing",
+            f"sum by (instance, job, check, reason) (increase(mail_dns_check_errors_total{c.matchers()}[1h])) > 0",
+            "warning", "A DNS check cannot be done.",
+            '{{ $value | printf "%.0f" }} {{ $labels.check }} checks on {{ $labels.instance }} ended in '
+            "{{ $labels.reason }} over the last hour: their series are left out, so the alerts on "
+            "them cannot fire.",
+            Example([(f'mail_dns_check_errors_total{{check="spf",reason="servfail",{HOST}}}', ramp(0, 1))],
+                    [fired({"check": "spf", "reason": "servfail", **HOST_LABELS}, "warning")]),
+            Example([(f'mail_dns_check_errors_total{{check="spf",reason="servfail",{HOST}}}', steady(2))]),
+            for_=c.dns_errors_for,
         ),
         flag("MailSpfInvalid", "mail_dns_spf_valid", domain, domain_labels, "critical",
              "A mail domain's SPF record is broken.",
@@ -549,6 +673,14 @@ def dns_alerts(c: Config) -> list[Alert]:
             Example([(f"mail_dns_dkim_key_size{{{dkim}}}", steady(2048))]),
             for_=c.dns_for,
         ),
+        flag("MailMxMissing", "mail_dns_mx_records", domain, domain_labels, "critical",
+             "A mail domain has no MX record.",
+             "{{ $labels.domain }} names no MX host (none, or a null MX): senders fall back to "
+             "its A record or give up, and its mail does not arrive."),
+        flag("MailMxExpectedMissing", "mail_dns_mx_expected", mx, mx_labels, "critical",
+             "An expected MX host is not in the domain's MX records.",
+             "The MX records of {{ $labels.domain }} do not name {{ $labels.mx }} "
+             "(collectors.dns.mx_hosts): mail goes to other hosts, perhaps ones you do not run."),
         flag("MailMxUnresolvable", "mail_dns_mx_resolvable", mx, mx_labels, "critical",
              "An MX host has no address.",
              "MX {{ $labels.mx }} of {{ $labels.domain }} resolves to no A or AAAA address: "
@@ -744,8 +876,9 @@ def test_rules_file(c: Config = CONFIG) -> dict[str, Any]:
 
 
 def tests_file(c: Config = CONFIG) -> dict[str, Any]:
-    """promtool cases: each alert firing under its example, and quiet under the other."""
+    """promtool cases: each alert firing under its example, quiet under the other, and its
+    further cases."""
     cases = []
     for alert in all_alerts(c):
-        cases += [_case(alert, alert.fires), _case(alert, alert.quiet)]
+        cases += [_case(alert, example) for example in (alert.fires, alert.quiet, *alert.also)]
     return {"rule_files": [TEST_RULES_FILE], "evaluation_interval": "1m", "tests": cases}

@@ -60,7 +60,10 @@ def test_every_alert_is_complete() -> None:
         assert re.fullmatch(r"\d+[smh]", alert.for_), alert.name
         assert alert.summary.endswith(".") and "\n" not in alert.summary
         assert "{{ $labels." in alert.description, alert.name
-        state = re.search(r"== [01]$", alert.expr) is not None
+        # A 0/1 state: the first series compared with 0 or 1, or the expression ending so.
+        state = bool(re.match(r"[\w:]+(\{[^}]*\})? == [01]\b", alert.expr)) or bool(
+            re.search(r"== [01]$", alert.expr)
+        )
         assert "$value" in alert.description or state or alert.name in WORDED, alert.name
 
 
