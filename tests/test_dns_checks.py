@@ -30,7 +30,13 @@ from mail_exporter.collectors import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.collectors.dns.dane import Dane, Tlsa, tlsa_matches, usable
+from mail_exporter.collectors.dns.dane import (
+    Dane,
+    Tlsa,
+    addresses_to_check,
+    tlsa_matches,
+    usable,
+)
 from mail_exporter.config import Config, DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
@@ -70,6 +76,19 @@ def mail_zone(tlsa_good: str) -> Zone:
         ("old._domainkey.bad.test", "TXT"): [txt("v=DKIM1; p=")],  # revoked
         ("_mta-sts.bad.test", "TXT"): [txt("v=STSv1; id=1")],
         ("_25._tcp.mx.bad.test", "TLSA"): ["3 1 1 " + "00" * 32],
+        # MX hosts with several addresses: 127.0.0.2 shows another certificate, nothing
+        # listens on 127.0.0.3-7, ::1 shows the right one
+        **{(f"{d}.test", "MX"): [f"10 mx.{d}.test."] for d in ("multi", "split", "half", "wide")},
+        **{
+            (f"_25._tcp.mx.{d}.test", "TLSA"): [f"3 1 1 {tlsa_good}"]
+            for d in ("multi", "split", "half", "wide")
+        },  # fmt: skip
+        ("mx.multi.test", "A"): ["127.0.0.1"],
+        ("mx.multi.test", "AAAA"): ["::1"],
+        ("mx.split.test", "A"): ["127.0.0.1", "127.0.0.2"],
+        ("mx.half.test", "A"): ["127.0.0.1", "127.0.0.3"],
+        ("mx.wide.test", "A"): [f"127.0.0.{n}" for n in (7, 6, 5, 4, 1)],
+        ("mx.wide.test", "AAAA"): ["::1"],
         # mx.other.test: an MX host no domain names, with a TLSA record that matches
         ("mx.other.test", "A"): ["127.0.0.1"],
         ("_25._tcp.mx.other.test", "TLSA"): [f"3 1 1 {tlsa_good}"],
@@ -177,6 +196,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     server = DnsServer(zone)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.server_cert, pki.server_key)
+    wronghost = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    wronghost.load_cert_chain(pki.wronghost_cert, pki.wronghost_key)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -185,7 +206,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         text = POLICIES.get(request.match_info["domain"])
         return web.Response(text=text) if text else web.Response(status=404)
 
-    async def start() -> tuple[web.AppRunner, asyncio.Server, int, int]:
+    async def start() -> tuple[web.AppRunner, list[asyncio.Server], int, int]:
         app = web.Application()
         app.router.add_get("/{domain}/.well-known/mta-sts.txt", policy)
         runner = web.AppRunner(app)
@@ -193,13 +214,17 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         https_port = _free_port()
         await web.TCPSite(runner, "127.0.0.1", https_port, ssl_context=context).start()
         smtp = await asyncio.start_server(lambda r, w: _smtp(r, w, context), "127.0.0.1", 0)
-        return runner, smtp, https_port, smtp.sockets[0].getsockname()[1]
+        port = smtp.sockets[0].getsockname()[1]
+        other = await asyncio.start_server(lambda r, w: _smtp(r, w, wronghost), "127.0.0.2", port)
+        ipv6 = await asyncio.start_server(lambda r, w: _smtp(r, w, context), "::1", port)
+        return runner, [smtp, other, ipv6], https_port, port
 
-    runner, smtp, https_port, smtp_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    runner, smtps, https_port, smtp_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
     yield Rig(zone, server.port, https_port, smtp_port, pki.ca_file)
 
     async def stop() -> None:
-        smtp.close()
+        for smtp in smtps:
+            smtp.close()
         await runner.cleanup()
 
     asyncio.run_coroutine_threadsafe(stop(), loop).result()
@@ -332,6 +357,41 @@ def test_dane_with_an_mx_that_does_not_answer_is_an_error(rig: Rig) -> None:
     results = rig.run(rig.settings(domains=["good.test"], dane_port=_free_port()))
     assert results.dane["mx.good.test"].matches is None
     assert ("dane_smtp", "connect") in results.check_errors()
+
+
+def test_dane_checks_every_address_of_the_mx(rig: Rig) -> None:
+    dns = collector(rig, Clock(), domains=["multi.test", "split.test", "half.test", "wide.test"],
+                    sending_ips=[], mta_sts=False)  # fmt: skip
+    lines = exposition(dns).splitlines()
+    for line in (
+        'mail_dns_dane_tlsa_matches{mx="mx.multi.test"} 1.0',
+        'mail_dns_dane_address_tlsa_matches{address="127.0.0.1",mx="mx.multi.test"} 1.0',
+        'mail_dns_dane_address_tlsa_matches{address="::1",mx="mx.multi.test"} 1.0',
+        # one address showing another certificate fails the MX
+        'mail_dns_dane_tlsa_matches{mx="mx.split.test"} 0.0',
+        'mail_dns_dane_address_tlsa_matches{address="127.0.0.1",mx="mx.split.test"} 1.0',
+        'mail_dns_dane_address_tlsa_matches{address="127.0.0.2",mx="mx.split.test"} 0.0',
+        # an address without a handshake is an error, not a mismatch
+        'mail_dns_dane_tlsa_matches{mx="mx.half.test"} 1.0',
+        'mail_dns_dane_addresses_checked{mx="mx.half.test"} 2.0',
+        # six addresses: four checked, IPv4 and IPv6 alternately
+        'mail_dns_dane_addresses_checked{mx="mx.wide.test"} 4.0',
+        'mail_dns_dane_address_tlsa_matches{address="::1",mx="mx.wide.test"} 1.0',
+        'mail_dns_check_errors_total{check="dane_smtp",reason="connect"} 3.0',
+    ):
+        assert line in lines, line
+    assert not [line for line in lines if 'address="127.0.0.3"' in line]
+
+
+def test_addresses_to_check_alternate_families_in_address_order() -> None:
+    addresses = ["192.0.2.9", "2001:db8::2", "192.0.2.10", "2001:db8::1", "192.0.2.1"]
+    assert addresses_to_check([*addresses, "192.0.2.9"]) == [
+        "192.0.2.1", "2001:db8::1", "192.0.2.9", "2001:db8::2"
+    ]  # fmt: skip
+    assert addresses_to_check(["2001:db8::1"]) == ["2001:db8::1"]
+    assert addresses_to_check([f"192.0.2.{n}" for n in range(9, 0, -1)]) == [
+        "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"
+    ]  # fmt: skip
 
 
 def test_dane_with_unusable_records_only_does_not_match_and_needs_no_handshake(rig: Rig) -> None:

@@ -32,7 +32,7 @@ class Results:
         """(check, reason) of every lookup that ended without a verdict in this pass."""
         errors = [error for records in self.domains.values() for error in records.errors]
         errors += [error for sts in self.mta_sts.values() for error in sts.errors]
-        errors += [dane.error for dane in self.dane.values() if dane.error]
+        errors += [error for dane in self.dane.values() for error in dane.errors]
         errors += [("ptr", r.error) for r in self.reverse.values() if r.error]
         return errors
 

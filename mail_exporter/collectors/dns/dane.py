@@ -1,9 +1,26 @@
 """DANE for SMTP (RFC 7672): TLSA records of ``_25._tcp.<mx>`` against the MX's certificate chain.
 
 The collector makes its own STARTTLS handshake with each MX that has usable TLSA records
-(on the address the configured resolver gave for it, port ``dane_port``, 25 by default),
-the way a DANE-aware sender would, and reads the chain the server presented, leaf first.
-The handshake does not verify: DANE, not the web PKI, is what is checked here.
+(port ``dane_port``, 25 by default), the way a DANE-aware sender would, and reads the
+chain the server presented, leaf first. The handshake does not verify: DANE, not the
+web PKI, is what is checked here.
+
+Its own handshake rather than the chain a scheduled SMTP probe saw: the DNS collector
+must work without any scheduled SMTP target (most MX hosts to check have none), a
+probe target names one address and port of its own choosing, while a sender connects
+to every address of the MX on port 25 and sends SNI for the MX name, which is exactly
+this handshake. A probe's chain would also be as old as the probe's last run, not
+the pass's TLSA answer.
+
+Every address of the MX counts, IPv4 and IPv6: a sender may reach any of them, so one
+address presenting a stale certificate fails some deliveries. At most
+``MAX_ADDRESSES`` (4) are checked, IPv4 and IPv6 alternately and each family in
+address order, so both families are covered and a pass checks the same addresses as
+the last. The MX matches only when every address that completed a handshake presented
+a chain that a usable record authenticates; an address without a handshake (refused,
+timeout) is counted as a ``dane_smtp`` error and left out of the verdict, which is
+unknown only when no address completed one. Per-address verdicts are exported too, so
+an alert can say which address fails.
 
 A record is usable for SMTP (RFC 7672 §3.1) with usage 3 or 2, selector 0 (whole
 certificate) or 1 (SubjectPublicKeyInfo) and matching type 0 (exact), 1 (SHA-256) or
@@ -30,9 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain as chained
+from itertools import zip_longest
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -43,6 +63,7 @@ from mail_exporter.collectors.dns.resolver import Lookups
 from mail_exporter.probes.tls import peer_chain, server_verifier
 
 MAX_REPLY_LINES = 100
+MAX_ADDRESSES = 4
 DANE_TA = 2
 DANE_EE = 3
 _DIGESTS = {1: "sha256", 2: "sha512"}  # matching type 0 is the selected data itself
@@ -60,9 +81,11 @@ class Tlsa:
 class Dane:
     records: int = 0
     usable: int = 0
-    matches: bool | None = None
+    matches: bool | None = None  # every address that completed a handshake matched
     authenticated: bool | None = None
-    error: tuple[str, str] | None = None  # (check, reason)
+    errors: tuple[tuple[str, str], ...] = ()  # (check, reason)
+    addresses_checked: int = 0  # handshakes tried, at most MAX_ADDRESSES
+    address_matches: Mapping[str, bool] = field(default_factory=dict)  # by completed address
 
 
 def usable(record: Tlsa) -> bool:
@@ -159,12 +182,34 @@ async def smtp_chain(
             writer.close()
 
 
+def addresses_to_check(addresses: Sequence[str]) -> list[str]:
+    """At most ``MAX_ADDRESSES`` of an MX's addresses, IPv4 and IPv6 alternately, sorted."""
+    parsed = {ipaddress.ip_address(address) for address in addresses}
+    by_family = [sorted(a for a in parsed if a.version == version) for version in (4, 6)]
+    alternating = chained.from_iterable(zip_longest(*by_family))
+    return [str(address) for address in alternating if address is not None][:MAX_ADDRESSES]
+
+
+async def _address_matches(
+    candidates: Sequence[Tlsa], mx: str, address: str, port: int, time_limit: float
+) -> bool | str:
+    """Whether the chain ``address`` presents matches a record, or the reason of no handshake."""
+    try:
+        chain_der = await smtp_chain(address, port, mx, time_limit)
+    except TimeoutError:
+        return "timeout"
+    except (OSError, ssl.SSLError, EOFError):
+        return "connect"
+    chain = _certificates(chain_der)
+    return any(tlsa_matches(record, chain, mx) for record in candidates)
+
+
 async def check_dane(
     lookups: Lookups, mx: str, addresses: list[str], port: int, time_limit: float
 ) -> Dane:
     outcome = await lookups.query(f"_25._tcp.{mx}", "TLSA")
     if outcome.error:
-        return Dane(error=("dane", outcome.error))
+        return Dane(errors=(("dane", outcome.error),))
     records = [
         Tlsa(r.usage, r.selector, r.mtype, r.cert)  # type: ignore[attr-defined]
         for r in outcome.records
@@ -176,14 +221,16 @@ async def check_dane(
     if not candidates:
         return replace(found, matches=False)
     if not addresses:
-        return replace(found, error=("dane_smtp", "resolve"))
-    try:
-        chain_der = await smtp_chain(addresses[0], port, mx, time_limit)
-    except TimeoutError:
-        reason = "timeout"
-    except (OSError, ssl.SSLError, EOFError):
-        reason = "connect"
-    else:
-        chain = _certificates(chain_der)
-        return replace(found, matches=any(tlsa_matches(r, chain, mx) for r in candidates))
-    return replace(found, error=("dane_smtp", reason))
+        return replace(found, errors=(("dane_smtp", "resolve"),))
+    checked = addresses_to_check(addresses)
+    verdicts = await asyncio.gather(
+        *(_address_matches(candidates, mx, address, port, time_limit) for address in checked)
+    )
+    matches = {a: v for a, v in zip(checked, verdicts, strict=True) if isinstance(v, bool)}
+    return replace(
+        found,
+        matches=all(matches.values()) if matches else None,
+        errors=tuple(("dane_smtp", v) for v in verdicts if isinstance(v, str)),
+        addresses_checked=len(checked),
+        address_matches=matches,
+    )

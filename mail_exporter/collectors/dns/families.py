@@ -134,6 +134,17 @@ def _dnssec(results: Results) -> Metric:
     return family
 
 
+def _address_matches(results: Results) -> Metric:
+    family = _gauge("mail_dns_dane_address_tlsa_matches",
+                    "1 if a usable TLSA record of the MX authenticates the chain this address "
+                    "showed; absent for an address without a handshake.",
+                    ["mx", "address"])  # fmt: skip
+    for host, dane in results.dane.items():
+        for address, matches in dane.address_matches.items():
+            family.add_metric([host, address], float(matches))
+    return family
+
+
 def _reverse_families(results: Results) -> list[Metric]:
     rdns = results.reverse
     return [
@@ -172,8 +183,13 @@ def result_families(results: Results) -> list[Metric]:
              "TLSA records an SMTP client can use: usage 2 or 3, known selector and matching type.",
              "mx", results.dane, lambda d: d.usable),
         _per("mail_dns_dane_tlsa_matches",
-             "1 if a usable TLSA record of the MX authenticates the chain its STARTTLS showed.",
+             "1 if a usable TLSA record of the MX authenticates the chain its STARTTLS showed "
+             "on every address checked (0: on some address it does not).",
              "mx", results.dane, lambda d: d.matches),
+        _per("mail_dns_dane_addresses_checked",
+             "Addresses of the MX a STARTTLS handshake was tried with (at most 4).",
+             "mx", results.dane, lambda d: d.addresses_checked if d.usable else None),
+        _address_matches(results),
         _dnssec(results),
         *_reverse_families(results),
         _listed("mail_dnsbl_listed",
