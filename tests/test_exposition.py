@@ -1,17 +1,28 @@
-"""The direct text renderer says exactly what prometheus_client would say."""
+"""What the probe families say: the direct text renderer says exactly what
+prometheus_client would say, and an unverified certificate's facts reach both
+/probe and /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from pathlib import Path
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config import ModuleConfig, TargetConfig
+from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult, TLSFacts
 from mail_exporter.scheduler import TargetState, scheduled_families
+from mail_exporter.web import make_app
+from tests.realservers.pki import PKI
+from tests.scripted import scripted_server, server_context, smtp_script
 
 
 class _Families:
@@ -54,3 +65,63 @@ def test_same_exposition_as_prometheus_client() -> None:
 def test_sample_lines_of_an_empty_family() -> None:
     probe_families, _ = scheduled_families()
     assert all(sample_lines(family) == "" for family in probe_families)
+
+
+def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels``, if the exposition has it."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None
+
+
+async def scheduled_result(exporter: Exporter) -> None:
+    for _ in range(100):
+        if all(state.result is not None for state in exporter.scheduler.states.values()):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the scheduled probe produced no result")
+
+
+@pytest.mark.parametrize("flaw", ["expired", "wronghost"])
+async def test_unverified_certificate_reaches_probe_and_metrics(
+    pki: PKI, tmp_path: Path, flaw: str
+) -> None:
+    """An expired or wrong-host certificate: the real NotAfter, and verified 0."""
+    cert_file: Path = getattr(pki, f"{flaw}_cert")
+    not_after = x509.load_pem_x509_certificate(cert_file.read_bytes()).not_valid_after_utc
+    tls = server_context(cert_file, getattr(pki, f"{flaw}_key"))
+    async with scripted_server(smtp_script(["220 mx.test ESMTP"]), tls) as address:
+        config = tmp_path / "config.yml"
+        config.write_text(f"""\
+global: {{interval: 1s}}
+modules:
+  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {{ca_file: {pki.ca_file}}}}}
+targets:
+  - {{name: mx, address: "{address}", module: smtps}}
+""")
+        exporter = Exporter(config, {})
+        client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+        await client.start_server()
+        exporter.start()
+        try:
+            probed = await client.get("/probe", params={"target": address, "module": "smtps"})
+            await scheduled_result(exporter)
+            scraped = await client.get("/metrics")
+            texts = {"/probe": await probed.text(), "/metrics": await scraped.text()}
+        finally:
+            exporter.stop()
+            await client.close()
+    labels = {
+        "/probe": {"protocol": "smtp"},
+        "/metrics": {"target": "mx", "module": "smtps", "protocol": "smtp"},
+    }
+    failed_in = {"phase": "tls_handshake", "reason": "tls"}
+    for endpoint, text in texts.items():
+        at = labels[endpoint]
+        expiry = sample(text, "mail_tls_cert_expiry_timestamp_seconds", at)
+        assert expiry == not_after.timestamp(), endpoint
+        assert sample(text, "mail_tls_cert_verified", at) == 0.0, endpoint
+        assert sample(text, "mail_probe_success", at) == 0.0, endpoint
+        assert sample(text, "mail_probe_failure_info", at | failed_in) == 1.0, endpoint
