@@ -112,3 +112,38 @@ def test_rules_use_only_exported_metrics_and_labels() -> None:
             f"{rule['record']}: {error}" for error in label_errors(rule["expr"], "", series)
         ]
     assert not problems, "\n".join(problems)
+
+
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"?([^"]*)"?')
+
+
+def alertmanager_matchers() -> list[str]:
+    """Every matcher of the example config's routes and inhibit rules."""
+    config = yaml.safe_load((ALERTING / "alertmanager.yml").read_text())
+    routes, found = [config["route"]], []
+    while routes:
+        route = routes.pop()
+        found += route.get("matchers", [])
+        routes += route.get("routes", [])
+    for rule in config["inhibit_rules"]:
+        found += rule.get("source_matchers", []) + rule.get("target_matchers", [])
+    return found
+
+
+def test_alertmanager_names_only_shipped_alerts() -> None:
+    """A renamed alert must not silently leave an inhibition or route matching nothing."""
+    names = {alert.name for alert in rules.all_alerts()}
+    named = []
+    for matcher in alertmanager_matchers():
+        parsed = MATCHER.fullmatch(matcher)
+        assert parsed is not None, matcher
+        label, operator, value = parsed.groups()
+        if label != "alertname":
+            continue
+        named.append(value)
+        if "~" in operator:  # Alertmanager anchors regular expressions
+            for alternative in value.split("|"):  # each alternative names some alert
+                assert any(re.fullmatch(alternative, name) for name in names), matcher
+        else:
+            assert value in names, matcher
+    assert {"MailExporterDown", "MailProbeDown"} <= set(named)
