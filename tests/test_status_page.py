@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -10,11 +11,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mail_exporter.status_page import _STYLE
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -44,6 +47,10 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
         f'  - {{name: mx-main, address: "localhost:{postfix.smtp_port}", module: smtp}}\n'
         f'  - {{name: store, address: "127.0.0.1:{dovecot.imaps_port}", module: imaps}}\n'
         f'  - {{name: gone, address: "127.0.0.1:{postfix.refused_port}", module: smtp}}\n'
+        "collectors:\n"
+        "  postfix_queue:\n"
+        "    enabled: true\n"
+        f"    instances: [{{config_directory: {postfix.config_dir}}}]\n"
         "roundtrip:\n"
         "  - name: loop\n"
         "    interval: 2s\n"
@@ -61,13 +68,21 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 20
-        while "probe now" not in fetch(url) or 'class="pending"' in fetch(url):
+        while not reported(url):
             assert time.monotonic() < deadline, "the exporter's probes never reported"
             time.sleep(0.3)
         yield url
     finally:
         process.terminate()
         process.wait(10)
+
+
+def reported(url: str) -> bool:
+    """Every probe and route has a result, and /metrics was scraped (the queue table shows
+    the collectors' last scrape)."""
+    page = fetch(url)
+    scraped = "mail_queue_messages{" in fetch(url + "metrics")
+    return "probe now" in page and 'class="pending"' not in page and scraped
 
 
 def fetch(url: str) -> str:
@@ -97,6 +112,53 @@ def png_size(path: Path) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def png_colours(path: Path) -> set[bytes]:
+    """The RGB colours of an 8-bit RGB or RGBA PNG (what Chromium writes), decoded by hand:
+    the test needs no imaging library for one screenshot."""
+    data, offset, compressed = path.read_bytes(), 8, b""
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour_type = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            compressed += body
+        offset += 12 + length
+    assert depth == 8 and colour_type in (2, 6), (depth, colour_type)
+    size = 3 if colour_type == 2 else 4
+    stride, raw = width * size, zlib.decompress(compressed)
+    above, colours = bytearray(stride), set()
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):  # undo the row's filter (PNG spec, section 9)
+            left = line[i - size] if i >= size else 0
+            corner = above[i - size] if i >= size else 0
+            line[i] = (line[i] + _predict(kind, left, above[i], corner)) & 255
+        colours.update(bytes(line[i : i + 3]) for i in range(0, stride, size))
+        above = line
+    return colours
+
+
+def _predict(kind: int, left: int, up: int, corner: int) -> int:
+    if kind == 0:
+        return 0
+    if kind in (1, 2):
+        return left if kind == 1 else up
+    if kind == 3:
+        return (left + up) // 2
+    guess = left + up - corner  # Paeth
+    distances = abs(guess - left), abs(guess - up), abs(guess - corner)
+    return (left, up, corner)[distances.index(min(distances))]
+
+
+def style_colour(css_class: str) -> bytes:
+    """The text colour the status page's stylesheet gives ``css_class``."""
+    match = re.search(rf"\.{css_class}\{{color:#([0-9a-f]{{6}})", _STYLE)
+    assert match is not None, css_class
+    return bytes.fromhex(match.group(1))
+
+
 def test_status_page_renders_real_results(exporter_url: str, tmp_path: Path) -> None:
     dom = chromium("--dump-dom", exporter_url)
     assert "<table>" in dom
@@ -112,7 +174,13 @@ def test_status_page_renders_real_results(exporter_url: str, tmp_path: Path) -> 
     ):
         assert expected in dom, expected
     assert 'http-equiv="refresh"' in dom
+    route = r"<tr><td>loop</td><td>localhost:\d+ → localhost:\d+</td><td class=\"up\">up</td>"
+    assert re.search(route, dom), "no round-trip row for the route, up"
+    for queue in ("maildrop", "incoming", "active", "deferred", "hold"):
+        row = rf"<tr><td>postfix</td><td>postfix</td><td>{queue}</td><td class=\"num\">\d+</td>"
+        assert re.search(row, dom), f"no row for Postfix's {queue} queue"
     screenshot = tmp_path / "status.png"
     chromium(f"--screenshot={screenshot}", "--window-size=1280,800", exporter_url)
     assert png_size(screenshot) == (1280, 800)
-    assert screenshot.stat().st_size > 10_000  # a page with text and a table, not a blank one
+    # Drawn with its stylesheet and the results: the green of "up", the red of "down".
+    assert {style_colour("up"), style_colour("down")} <= png_colours(screenshot)
