@@ -51,7 +51,6 @@ import ipaddress
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain as chained
 from itertools import zip_longest
 
 from cryptography import x509
@@ -186,8 +185,8 @@ def addresses_to_check(addresses: Sequence[str]) -> list[str]:
     """At most ``MAX_ADDRESSES`` of an MX's addresses, IPv4 and IPv6 alternately, sorted."""
     parsed = {ipaddress.ip_address(address) for address in addresses}
     by_family = [sorted(a for a in parsed if a.version == version) for version in (4, 6)]
-    alternating = chained.from_iterable(zip_longest(*by_family))
-    return [str(address) for address in alternating if address is not None][:MAX_ADDRESSES]
+    alternating = [a for pair in zip_longest(*by_family) for a in pair if a is not None]
+    return [str(address) for address in alternating[:MAX_ADDRESSES]]
 
 
 async def _address_matches(
