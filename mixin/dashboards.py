@@ -1038,9 +1038,10 @@ def _fleet_dns() -> Row:
         [
             table(
                 "Mail domains",
-                "One row per configured domain: SPF (valid, DNS lookups of RFC 7208's 10, void "
-                "lookups of its 2), DMARC policy, MTA-STS mode and whether its policy covers "
-                "every MX, TLS-RPT. A missing cell is a lookup that failed (see DNS check errors).",
+                "One row per configured domain: MX hosts named (0: none or a null MX), SPF "
+                "(valid, DNS lookups of RFC 7208's 10, void lookups of its 2), DMARC policy, "
+                "MTA-STS mode, whether its policy is valid and covers every MX, TLS-RPT. A "
+                "missing cell is a lookup that failed (see DNS check errors).",
                 Query(series("mail_dns_spf_valid")),
                 Query(series("mail_dns_spf_lookups")),
                 Query(series("mail_dns_spf_void_lookups")),
@@ -1049,8 +1050,11 @@ def _fleet_dns() -> Row:
                 Query(series("mail_dns_mta_sts_mx_covered")),
                 Query(series("mail_dns_mta_sts_mode_info")),
                 Query(series("mail_dns_tls_rpt_present")),
+                Query(series("mail_dns_mx_records")),
+                Query(series("mail_dns_mta_sts_policy_valid")),
                 columns={
                     "domain": "Domain",
+                    "Value #I": "MX hosts",
                     "Value #A": "SPF",
                     "Value #B": "SPF lookups",
                     "Value #C": "SPF void lookups",
@@ -1058,6 +1062,7 @@ def _fleet_dns() -> Row:
                     "policy": "DMARC policy",
                     "Value #F": "MTA-STS covers MX",
                     "mode": "MTA-STS mode",
+                    "Value #J": "MTA-STS policy valid",
                     "Value #H": "TLS-RPT",
                 },
                 hidden=("instance", "Value #E", "Value #G"),
@@ -1065,9 +1070,11 @@ def _fleet_dns() -> Row:
             ),
             state_timeline(
                 "Blocklist listings",
-                "Each sending IP on each blocklist: listed (with its return code) or not. "
-                "Gaps are lookups without a verdict (refused, timeout): never counted as listed.",
+                "Each sending IP on each IP blocklist, and each mail domain on each domain "
+                "blocklist (Spamhaus DBL): listed (with its return code) or not. Gaps are "
+                "lookups without a verdict (refused, timeout): never counted as listed.",
                 Query(series("mail_dnsbl_listed"), "{{ip}} {{zone}}"),
+                Query(series("mail_dnsbl_domain_listed"), "{{domain}} {{zone}}"),
                 mappings=LISTED,
                 height=8,
             ),
@@ -1109,6 +1116,38 @@ def _fleet_dns() -> Row:
                 "missing; mail_dns_dkim_key_present says which).",
                 Query(series("mail_dns_dkim_key_size"), "{{selector}}._domainkey.{{domain}}"),
                 steps=thresholds("red", (1024, "orange"), (2048, "green")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "MX hosts resolvable",
+                "Per MX host of each domain: it has an A or AAAA address senders can deliver to.",
+                Query(series("mail_dns_mx_resolvable"), "{{mx}} ({{domain}})"),
+                mappings=flag(("resolves", "green"), ("no address", "red")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "DKIM key published",
+                "Per domain and selector: a key is published (missing or revoked: mail signed "
+                "with the selector fails DKIM).",
+                Query(series("mail_dns_dkim_key_present"), "{{selector}}._domainkey.{{domain}}"),
+                mappings=flag(("published", "green"), ("missing", "red")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "Usable TLSA records",
+                "Per MX that publishes TLSA records: those an SMTP client can use (usage 2 or 3, "
+                "RFC 7672). 0 is MailDaneUnusable: DANE protects nothing.",
+                Query(series("mail_dns_dane_tlsa_usable_records") + " and on (instance, job, mx) "
+                      + series("mail_dns_dane_tlsa_records") + " > 0", "{{mx}}"),
+                steps=thresholds("red", (1, "green")),
+                text=NAMED, width=6, height=6,
+            ),
+            stat(
+                "DNSSEC validated",
+                "Per name: the resolver validated the answer (AD bit) for the domain's MX and each "
+                "_25._tcp TLSA name. DANE needs it: senders ignore unvalidated TLSA records.",
+                Query(series("mail_dns_dnssec_validated"), "{{name}}"),
+                mappings=flag(("validated", "green"), ("not validated", "orange")),
                 text=NAMED, width=6, height=6,
             ),
         ],
