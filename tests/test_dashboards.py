@@ -18,6 +18,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -27,15 +29,25 @@ from typing import Any
 import promql_parser as promql
 import pytest
 import yaml
+from prometheus_client.core import Metric
 
+from mail_exporter.collectors.dns.checks import Results
+from mail_exporter.collectors.dns.families import error_families, result_families
+from mail_exporter.exporter import Exporter
+from mail_exporter.metrics import RoundTripFamilies
+from mail_exporter.roundtrip.outcome import RouteStats
+from mail_exporter.scheduler import scheduled_families
 from mixin import dashboards, rules
 from mixin.config import CONFIG
+from tests.test_dns_checks import results, rig  # noqa: F401  fixtures: a real DNS pass
+from tests.test_smart import FIXTURES as SMART_FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 RULES = ROOT / "alerting" / rules.RULES_FILE
+LOG_FIXTURES = ROOT / "tests" / "fixtures" / "logs"
 
 # Labels Prometheus attaches to every scraped series, and those CONFIG.selector filters on.
 TARGET_LABELS = frozenset({"instance", "job"}) | frozenset(
@@ -659,3 +671,61 @@ def test_expressions_come_from_panels_rows_and_variables() -> None:
     assert any("windows_exchange" in e.expr for e in found), "collapsed rows' panels count too"
     server = expressions(generated()["mail-server.json"])
     assert any(e.where.endswith("variable target") for e in server)
+
+
+# --- What the exporter really exports ---------------------------------------------------
+
+
+def test_every_exported_metric_is_documented(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """docs/metrics.md, which the dashboard and rule checks trust, names every family the
+    exporter's code emits: probes and round trips (families kept even when empty), every
+    collector but postfix_queue and dns run by the exporter over fixtures, and a real DNS
+    pass against a local DNS server."""
+    dns: Results = request.getfixturevalue("results")
+    errors = error_families(
+        Counter({("mx", "timeout"): 1}), Counter({("zen", "refused"): 1}), ["zen"]
+    )
+    families = [*real_families(tmp_path), *result_families(dns), *errors]
+    # prometheus_client keeps a counter family's name without the _total its samples get.
+    exported = {f.name + "_total" if f.type == "counter" else f.name for f in families}
+    assert len(exported) > 140, sorted(exported)  # every source above gave its families
+    undocumented = exported - set(documented_metrics(METRICS_DOC.read_text(encoding="utf-8")))
+    assert not undocumented, f"docs/metrics.md lacks {sorted(undocumented)}"
+
+
+def real_families(tmp_path: Path) -> list[Metric]:
+    """What an exporter whose collectors read fixtures collects, plus the probe families."""
+    spool, queue, backups = tmp_path / "exim", tmp_path / "qmail", tmp_path / "backups"
+    for directory in (spool / "input", queue / "todo", queue / "mess", backups):
+        directory.mkdir(parents=True)
+    (backups / "mail.tar").write_bytes(b"backup")
+    log = tmp_path / "mail.log"
+    shutil.copy(LOG_FIXTURES / "postfix_real.log", log)
+    smart = [sys.executable, str(SMART_FIXTURES / "fake_smartctl.py"), str(tmp_path)]
+    shutil.copy(SMART_FIXTURES / "nvme.json", tmp_path / "nvme.json")
+    config = tmp_path / "config.yml"
+    config.write_text(json.dumps({"collectors": {
+        "host": {"enabled": True, "mail_paths": [str(tmp_path)]},
+        "services": {"enabled": True},
+        "backups": {"enabled": True, "backups": [{"name": "mail", "path": str(backups)}]},
+        "smart": {"enabled": True, "smartctl_command": smart, "devices": ["/dev/nvme"]},
+        "sensors": {"enabled": True},
+        "exim_queue": {"enabled": True, "spool_directory": str(spool), "exim_command": ["false"]},
+        "qmail_queue": {"enabled": True, "queue_directory": str(queue), "qstat_command": ["false"],
+                        "qread_command": ["false"]},
+        "logs": {"enabled": True, "sources": [{"path": str(log)}], "start_at": "beginning"},
+    }}))  # fmt: skip
+    exporter = Exporter(config, {})
+    try:
+        families = list(exporter.collect())
+    finally:
+        exporter.collectors.close()
+    success = {s.labels["collector"]: s.value for f in families if f.name == "mail_exporter_collector_success"
+               for s in f.samples}  # fmt: skip
+    assert set(success.values()) == {1.0}, success
+    probes, latency = scheduled_families()
+    roundtrip = RoundTripFamilies()
+    roundtrip.add("loop", RouteStats())
+    return [*families, *probes, latency, *roundtrip]
