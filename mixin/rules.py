@@ -681,6 +681,18 @@ def dns_alerts(c: Config) -> list[Alert]:
              "An expected MX host is not in the domain's MX records.",
              "The MX records of {{ $labels.domain }} do not name {{ $labels.mx }} "
              "(collectors.dns.mx_hosts): mail goes to other hosts, perhaps ones you do not run."),
+        Alert(
+            "MailMxUnexpectedHosts",
+            f"mail_dns_mx_unexpected_hosts{c.matchers()} > 0",
+            "warning", "A mail domain names MX hosts that are not configured.",
+            "The MX records of {{ $labels.domain }} name {{ $value }} host(s) that are not in "
+            "collectors.dns.mx_hosts: mail may go to a host you do not run (a hijack or a "
+            "mistake), or the list is out of date.",
+            Example([(f"mail_dns_mx_unexpected_hosts{{{domain}}}", steady(1))],
+                    [fired(domain_labels, "warning")]),
+            Example([(f"mail_dns_mx_unexpected_hosts{{{domain}}}", steady(0))]),
+            for_=c.dns_for,
+        ),
         flag("MailMxUnresolvable", "mail_dns_mx_resolvable", mx, mx_labels, "critical",
              "An MX host has no address.",
              "MX {{ $labels.mx }} of {{ $labels.domain }} resolves to no A or AAAA address: "
