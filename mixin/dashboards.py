@@ -1033,6 +1033,10 @@ LISTED = flag(("listed", "red"), ("not listed", "green"))
 
 
 def _fleet_dns() -> Row:
+    def dns_stat(title: str, description: str, query: Query, **options: Any) -> Panel:
+        """A quarter-row stat with each series' name: the row's per-host/per-name facts."""
+        return stat(title, description, query, text=NAMED, width=6, height=6, **options)
+
     return Row(
         "DNS and reputation",
         [
@@ -1088,67 +1092,59 @@ def _fleet_dns() -> Row:
                       "{{check}} {{reason}}"),
                 bars=True,
             ),
-            stat(
+            dns_stat(
                 "Reverse DNS forward-confirmed",
                 "Per sending IP: its PTR name resolves back to it.",
                 Query(series("mail_dns_ptr_forward_confirmed"), "{{ip}}"),
                 mappings=flag(("confirmed", "green"), ("not confirmed", "red")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "PTR matches HELO",
                 "Per sending IP: a PTR name is the configured HELO name.",
                 Query(series("mail_dns_ptr_matches_helo"), "{{ip}}"),
                 mappings=flag(("matches", "green"), ("mismatch", "orange")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "DANE",
                 "Per MX with TLSA records: a usable record (usage 2 or 3, RFC 7672) matches the "
                 "chain its STARTTLS shows; with none usable, mismatch (see MailDaneUnusable).",
                 Query(series("mail_dns_dane_tlsa_matches"), "{{mx}}"),
                 mappings=MATCH_MISMATCH,
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "DKIM key bits",
                 "Per domain and selector: the published key's size (red under 1024, absent when "
                 "missing; mail_dns_dkim_key_present says which).",
                 Query(series("mail_dns_dkim_key_size"), "{{selector}}._domainkey.{{domain}}"),
                 steps=thresholds("red", (1024, "orange"), (2048, "green")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "MX hosts resolvable",
                 "Per MX host of each domain: it has an A or AAAA address senders can deliver to.",
                 Query(series("mail_dns_mx_resolvable"), "{{mx}} ({{domain}})"),
                 mappings=flag(("resolves", "green"), ("no address", "red")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "DKIM key published",
                 "Per domain and selector: a key is published (missing or revoked: mail signed "
                 "with the selector fails DKIM).",
                 Query(series("mail_dns_dkim_key_present"), "{{selector}}._domainkey.{{domain}}"),
                 mappings=flag(("published", "green"), ("missing", "red")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "Usable TLSA records",
                 "Per MX that publishes TLSA records: those an SMTP client can use (usage 2 or 3, "
                 "RFC 7672). 0 is MailDaneUnusable: DANE protects nothing.",
                 Query(series("mail_dns_dane_tlsa_usable_records") + " and on (instance, job, mx) "
                       + series("mail_dns_dane_tlsa_records") + " > 0", "{{mx}}"),
                 steps=thresholds("red", (1, "green")),
-                text=NAMED, width=6, height=6,
             ),
-            stat(
+            dns_stat(
                 "DNSSEC validated",
                 "Per name: the resolver validated the answer (AD bit) for the domain's MX and each "
                 "_25._tcp TLSA name. DANE needs it: senders ignore unvalidated TLSA records.",
                 Query(series("mail_dns_dnssec_validated"), "{{name}}"),
                 mappings=flag(("validated", "green"), ("not validated", "orange")),
-                text=NAMED, width=6, height=6,
             ),
         ],
     )  # fmt: skip
