@@ -86,8 +86,11 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
         logger.exception("probe of %s raised", address)
         fail_result(result, session.phase, FailureReason.PROTOCOL, f"internal error: {error!r}")
     finally:
-        await session.close()
+        # The probe ends with the conversation: the server's answer to QUIT/LOGOUT, or the
+        # failure. Closing comes after the clock stops, as blackbox_exporter's does: TLS's
+        # close_notify exchange measures our teardown, not the server (and is bounded).
         result.duration_seconds = time.monotonic() - started
+        await session.close()
     result.success = result.failure is None
     if result.failure is not None:
         stop = result.failure
