@@ -409,6 +409,19 @@ async def test_unanswered_goodbye_never_outlasts_the_budget(
     assert result.duration_seconds < 10.0  # the 1 s budget, not the 60 s cap
 
 
+@pytest.mark.parametrize(("greeting", "heard"), [
+    ("554 5.7.1 No SMTP service here", ["QUIT"]),  # RFC 5321 3.1: the client sends QUIT
+    ("421 4.3.2 Too busy, closing", []),  # the server closes: nothing more to say
+    ("hello there", []),  # not SMTP: nothing to say either
+])  # fmt: skip
+async def test_refused_greeting_gets_quit_only_when_the_server_waits_for_it(
+    greeting: str, heard: list[str]
+) -> None:
+    result, said = await probe_dialogue(greeting, {"QUIT": ["221 Bye"]}, module())
+    assert_failed(result, Phase.BANNER, FailureReason.BANNER)
+    assert said == heard
+
+
 async def test_no_goodbye_after_a_malformed_reply() -> None:
     script = {"EHLO": ["250-mx.test", "garbage"], "QUIT": ["221 Bye"]}
     result, heard = await probe_dialogue("220 mx.test", script, module())

@@ -46,13 +46,21 @@ FAREWELL_SECONDS: Final = 1.0
 """Longest wait for the answer to a goodbye after a failure (within the budget left)."""
 
 IN_STEP_REASONS: Final = frozenset(
-    {FailureReason.AUTH, FailureReason.REJECTED, FailureReason.STARTTLS_UNAVAILABLE}
+    {
+        FailureReason.AUTH,
+        FailureReason.REJECTED,
+        FailureReason.STARTTLS_UNAVAILABLE,
+        FailureReason.BANNER,
+    }
 )
-"""Failures that leave the server waiting for our next command.
+"""Failures that may leave the server waiting for our next command.
 
 The protocols raise these only on a complete, well-formed refusal (535, ``NO``,
 ``-ERR``, a 5xx to EHLO or STARTTLS) or before sending anything (AUTH or STARTTLS
 not offered); a read that goes wrong is always ``protocol``, ``banner`` or ``timeout``.
+A ``banner`` failure has a goodbye only where the protocol set one, which SMTP does for
+a 5xx greeting alone (RFC 5321 3.1); a protocol sets none before an accepted greeting
+otherwise, so no goodbye follows a garbled or missing one.
 """
 
 

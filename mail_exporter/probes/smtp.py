@@ -95,9 +95,12 @@ async def probe_smtp(session: Session) -> None:
             code, texts = await read_reply(session)
         except ProbeFailure as failure:
             raise ProbeFailure(FailureReason.BANNER, failure.detail) from None
+        farewell = functools.partial(command, session, "QUIT", 221, FailureReason.PROTOCOL)
         if code != 220:
+            if code >= 500:  # RFC 5321 3.1: after a 554 greeting the server waits for QUIT
+                session.farewell = farewell
             raise ProbeFailure(FailureReason.BANNER, f"{code} {printable(' '.join(texts))}")
-    session.farewell = functools.partial(command, session, "QUIT", 221, FailureReason.PROTOCOL)
+    session.farewell = farewell
     extensions = await _ehlo(session, ehlo_name)
     if await session.negotiate_starttls(
         "STARTTLS",
