@@ -422,6 +422,33 @@ async def test_refused_greeting_gets_quit_only_when_the_server_waits_for_it(
     assert said == heard
 
 
+async def test_imap_login_asking_for_more_is_cancelled_before_logout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that wants a second SASL round gets "*" (cancel), then LOGOUT as a command."""
+    heard: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "* OK ready")
+        answers = {
+            "a1 CAPABILITY": ["* CAPABILITY IMAP4rev1 AUTH=PLAIN LOGINDISABLED", "a1 OK done"],
+            "a2 AUTHENTICATE PLAIN": ["+ "],
+            "*": ["a2 BAD AUTHENTICATE cancelled"],
+            "a3 LOGOUT": ["* BYE Logging out", "a3 OK Logout completed."],
+        }
+        while line := (await reader.readline()).decode().strip():
+            heard.append(line)
+            await send(writer, *answers.get(line, ["+ and what else?"]))
+
+    async with scripted_server(handler) as address:
+        mod = login_module("imap", monkeypatch)
+        result = await run_probe(parse_address(address), mod, 5.0)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)
+    assert [line if " " in line or line == "*" else "<token>" for line in heard] == [
+        "a1 CAPABILITY", "a2 AUTHENTICATE PLAIN", "<token>", "*", "a3 LOGOUT"
+    ]  # fmt: skip
+
+
 async def test_no_goodbye_after_a_malformed_reply() -> None:
     script = {"EHLO": ["250-mx.test", "garbage"], "QUIT": ["221 Bye"]}
     result, heard = await probe_dialogue("220 mx.test", script, module())

@@ -106,6 +106,14 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
         await session.write_line(token, "****")
         final = await _responses(session, tag, FailureReason.AUTH)
         if final and final[0].startswith("+"):
+            # Cancel the exchange (RFC 9051 6.2.2: "*", answered BAD), so that the LOGOUT
+            # that follows the failure is read as a command, not as more SASL data.
+            await session.write_line("*")
+            try:
+                await _responses(session, tag, FailureReason.AUTH)
+            except ProbeFailure as cancelled:
+                if cancelled.reason is not FailureReason.AUTH:
+                    raise
             raise ProbeFailure(FailureReason.AUTH, "server asked for more than the PLAIN response")
 
 
