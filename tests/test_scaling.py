@@ -206,6 +206,8 @@ def test_twenty_targets_are_sharded_between_two_replicas(
     series = probe_series()
     assert len(series) == TARGET_COUNT
     exporter_of = {s["metric"]["instance"]: s["metric"]["exporter"] for s in series}
+    # Named like a scheduled probe's target, for the per-server dashboard and the alerts.
+    assert all(s["metric"]["target"] == s["metric"]["instance"] for s in series), series
     assert all(s["value"][1] == "1" for s in series), series
     # Where Prometheus actually sent each target's scrape: one active target per server,
     # at the replica its exporter label names; the other shard dropped it.
