@@ -63,6 +63,15 @@ class Alert:
         }
 
 
+# The phase and reason of the failure, read when the alert is rendered (a probe that
+# failed has one mail_probe_failure_info series: see docs/metrics.md).
+FAILURE_DETAIL = (
+    "{{ with printf `mail_probe_failure_info{instance=%q,job=%q,target=%q}` "
+    "$labels.instance $labels.job $labels.target | query }}: {{ (index . 0).Labels.reason }} "
+    "in the {{ (index . 0).Labels.phase }} phase{{ end }}"
+)
+
+
 def steady(value: float, minutes: int = 120) -> str:
     """A promtool series value: ``value`` every minute for ``minutes`` minutes."""
     return f"{value:g}x{minutes}"
@@ -159,7 +168,7 @@ def probe_alerts(c: Config) -> list[Alert]:
             f" unless on ({PROBED}) ({unverified})",
             "critical", "A mail service does not answer its probe.",
             "{{ $labels.protocol }} on {{ $labels.target }} ({{ $labels.module }}) has failed its "
-            "probe for " + c.probe_down_for + "; mail_probe_failure_info says in which phase and why.",
+            "probe for " + c.probe_down_for + FAILURE_DETAIL + ".",
             Example([(success, steady(0)), failed("connect", "connect")], [fired(TARGET_LABELS, "critical")]),
             Example([(success, steady(0)), failed("auth", auth)]),
             for_=c.probe_down_for,

@@ -143,7 +143,10 @@ def run_stack(tmp_path: Path, pki: PKI, dovecot: Dovecot,
         "target": "store", "module": "imaps", "protocol": "imap", "severity": "critical", "job": "mail",
     }  # fmt: skip
     assert alert["annotations"]["summary"] == "A mail service does not answer its probe."
-    assert alert["annotations"]["description"].startswith("imap on store (imaps) has failed")
+    # The phase and reason come from mail_probe_failure_info, queried as the alert renders.
+    assert alert["annotations"]["description"] == (
+        "imap on store (imaps) has failed its probe for 3s: connect in the connect phase."
+    )
     assert alert["annotations"]["runbook_url"].endswith("#mailprobedown")
     assert took < DEADLINE_SECONDS
 
