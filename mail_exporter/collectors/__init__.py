@@ -162,7 +162,7 @@ class CollectorSet:
         )
         duration = GaugeMetricFamily(
             "mail_exporter_collector_duration_seconds",
-            "How long the collector's scrape took.",
+            "Seconds the collector's own last collection took (unfinished: waited so far).",
             labels=["collector"],
         )
         with self._lock:
