@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.realservers.pki import PKI, ClientCert
-from tests.test_cli import exporter_command, free_port
+from tests.realservers.runtime import free_port
+from tests.test_cli import exporter_command
 
 
 @dataclass(frozen=True)

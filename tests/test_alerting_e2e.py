@@ -30,7 +30,7 @@ from mixin import rules
 from mixin.generate import write_rules
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
-from tests.realservers.runtime import free_port
+from tests.realservers.runtime import free_port, http_ok
 from tests.test_alerting import ALERTING
 
 pytestmark = pytest.mark.integration
@@ -70,14 +70,6 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = DEADLINE_SEC
             return time.monotonic() - started
         time.sleep(0.25)
     pytest.fail(f"{what} did not happen within {timeout:.0f}s")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def write(path: Path, document: dict[str, Any]) -> Path:

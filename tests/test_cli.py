@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from mail_exporter.config import load_config
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
+from tests.realservers.runtime import free_port
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mail_exporter.yml"
 
@@ -114,12 +114,6 @@ def test_probe_command_with_module_hides_password(
     assert result.exit_code == 0, result.output
     assert "auth" in result.output
     assert dovecot.password not in result.output
-
-
-def free_port() -> int:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
 
 
 def fetch(url: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.realservers.runtime import free_port
+from tests.realservers.runtime import free_port, http_ok
 from tests.scripted import scripted_server, smtp_script
 
 pytestmark = pytest.mark.integration
@@ -87,14 +87,6 @@ def smtp_servers() -> Iterator[list[str]]:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=2) as response:
         return json.load(response)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def wait_for(check: Callable[[], bool], what: str, logs: list[Path]) -> None:

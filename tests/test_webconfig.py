@@ -24,8 +24,9 @@ from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from mail_exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.realservers.pki import PKI, create_client_cert, create_pki
+from tests.realservers.runtime import free_port
 from tests.served import basic, client_context, get, served_exporter
-from tests.test_cli import exporter_command, free_port
+from tests.test_cli import exporter_command
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web-config.yml"
 PASSWORD = "right horse battery"

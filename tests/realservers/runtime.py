@@ -11,6 +11,7 @@ import signal
 import socket
 import tempfile
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -50,6 +51,15 @@ def free_port() -> int:
         if port not in _handed_out_ports and all(_bindable(a, port) for a in LOOPBACK_ADDRESSES):
             _handed_out_ports.add(port)
             return port
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 now (readiness checks of Prometheus and friends)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def loopback_endpoints(*ports: int) -> list[Endpoint]:
