@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,15 @@ RESULT_SLACK_S = 1.5
 
 # ---------------------------------------------------------------- helper servers
 
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve(handler: ConnectionHandler, ports: int) -> None:
+    """Listen on ``ports`` loopback ports, print them as JSON, serve until the parent ends."""
+    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await _watch_parent()
+
 
 async def _watch_parent() -> None:
     """Return once the benchmark that started this helper is gone."""
@@ -76,9 +86,7 @@ async def _serve_silent(ports: int) -> None:
         finally:
             writer.close()
 
-    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
-    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
-    await _watch_parent()
+    await _serve(handler, ports)
 
 
 async def _serve_smtp(ports: int) -> None:
@@ -103,9 +111,7 @@ async def _serve_smtp(ports: int) -> None:
         finally:
             writer.close()
 
-    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
-    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
-    await _watch_parent()
+    await _serve(handler, ports)
 
 
 def _start_helper(children: Children, role: str, ports: int, log: Path) -> list[int]:
