@@ -753,13 +753,19 @@ def parse_config(text: str, source: str = "<config>", directory: Path | None = N
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and validate a config file."""
+def load_yaml_file(path: Path, parse: Callable[[str, str, Path], ModelT]) -> ModelT:
+    """Read a YAML file and ``parse(text, source, directory)`` it; an unreadable file is a
+    :class:`ConfigError` like any other problem."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot read file: {error}"]) from None
-    return parse_config(text, str(path), path.parent)
+    return parse(text, str(path), path.parent)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file."""
+    return load_yaml_file(path, parse_config)
 
 
 DEFAULT_CONFIG_YAML = """\

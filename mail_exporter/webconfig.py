@@ -53,10 +53,10 @@ from pydantic import (
 )
 
 from mail_exporter.config import (
-    ConfigError,
     ConfigPath,
     StrictModel,
     describe_error,
+    load_yaml_file,
     validate_yaml,
 )
 
@@ -392,11 +392,7 @@ def parse_web_config(text: str, source: str, directory: Path | None = None) -> W
 
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate a web config file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(str(path), [f"cannot read file: {error}"]) from None
-    return parse_web_config(text, str(path), path.parent)
+    return load_yaml_file(path, parse_web_config)
 
 
 def read_web_config(path: Path | None) -> WebConfig:
