@@ -90,9 +90,10 @@ class Exporter:
     async def reload(self) -> None:
         """Swap in the config files' current content, or keep the running ones and raise.
 
-        The files (config, secret files, web config and its certificates) are read in a
-        thread, so probes and scrapes go on meanwhile; reloads run one at a time, so a
-        SIGHUP and a POST /-/reload at once cannot interleave."""
+        The files (config, secret files, web config and its certificates) are read, and
+        the collectors switched (closing one joins its threads and writes its state
+        file), in a thread, so probes and scrapes go on meanwhile; reloads run one at a
+        time, so a SIGHUP and a POST /-/reload at once cannot interleave."""
         async with self._reload_lock:
             try:
                 config, web_config = await asyncio.to_thread(self._read_configs)
@@ -100,6 +101,7 @@ class Exporter:
                 self.reload_successful = False
                 logger.error("reload failed, keeping the running config: %s", error)
                 raise
+            await asyncio.to_thread(self.collectors.apply, config)
             self._apply(config, web_config)
 
     def _read_configs(self) -> tuple[Config, WebConfig]:
@@ -111,7 +113,6 @@ class Exporter:
         self.web_config = web_config
         if self.tls_context is not None and web_config.tls_context is not None:
             self.tls_context.current = web_config.tls_context
-        self.collectors.apply(config)
         self.scheduler.apply(config)
         self.roundtrip.apply(config)
         self.reload_successful = True
