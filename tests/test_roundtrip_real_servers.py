@@ -399,6 +399,20 @@ def deliver_to(postfix: Postfix, lmtp_port: int) -> None:
     postfix_command(postfix, "postfix", "reload")
 
 
+def flush_until_empty(postfix: Postfix, limit: float = 30.0) -> None:
+    """Flush the queue until it is empty (a bounded wait). One flush is not enough: right
+    after a reload, a flush can reach the old queue manager, or come before the first
+    attempt has deferred the message, which then waits out Postfix's back-off."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        postfix_command(postfix, "postqueue", "-f")
+        queued = subprocess.run(["postqueue", "-c", str(postfix.config_dir), "-j"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        if not queued.strip():
+            return
+        time.sleep(0.5)
+
+
 async def test_lost_while_lmtp_is_down_then_counted_late(
     private_postfix: Postfix, dovecot: Dovecot, pki: PKI
 ) -> None:
@@ -412,7 +426,7 @@ async def test_lost_while_lmtp_is_down_then_counted_late(
         assert lost.failure is Stage.TIMEOUT
     finally:
         deliver_to(private_postfix, dovecot.lmtp_port)
-    postfix_command(private_postfix, "postqueue", "-f")
+    await asyncio.to_thread(flush_until_empty, private_postfix)
     await wait_for_route_message(dovecot, "lmtp-down")
     found = await runner.run_once()
     assert found.success and found.late == 1
@@ -446,7 +460,7 @@ async def test_idle_notification_ends_the_wait(
 
     def release() -> None:
         deliver_to(private_postfix, dovecot.lmtp_port)
-        postfix_command(private_postfix, "postqueue", "-f")
+        flush_until_empty(private_postfix)
 
     monkeypatch.setattr(
         aioimaplib.IMAP4ClientProtocol, "wait_for_idle_response", release_when_idling
