@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mail_exporter.allowlist import TargetAllowlist
 from mail_exporter.config import ConfigError, parse_config
@@ -165,3 +171,54 @@ async def test_without_allowlist_any_target_is_probed(client_for) -> None:
         response = await client.get("/probe", params={"module": "smtp", "target": address})
         assert response.status == 200
         assert (await refusals(client))["target_not_allowed"] == 0.0
+
+
+@contextmanager
+def hang_guard(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (re's matching loop checks for signals)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*a*a*a*a*a*a*a*.example.com", "*-*-*-*-*-*-*-*-*-*-*", "a*a*a*a*a*a*a*a*a*a*a*a*b"],
+)
+def test_star_patterns_match_in_linear_time(pattern: str) -> None:
+    """Several * in one pattern must not backtrack: a crafted 250-character name would
+    otherwise hold the event loop for hours."""
+    allowlist = TargetAllowlist.of([pattern])
+    names = [
+        "a" * 237 + ".example.net",
+        "a-" * 124 + "a",
+        "a" * 250,
+        "a." * 125,
+    ]
+    for name in names:
+        with hang_guard(10):
+            started = time.perf_counter()
+            allowlist.allows(name)
+            assert time.perf_counter() - started < 0.5, (pattern, name)
+
+
+@given(
+    pattern=st.text(alphabet="ab.*", min_size=1, max_size=8).filter(
+        lambda text: not text.startswith(".") and not text.endswith(".")
+    ),
+    name=st.text(alphabet="ab.", min_size=1, max_size=12).filter(
+        lambda text: not text.endswith(".")  # a trailing dot is no part of a name
+    ),
+)
+def test_star_matching_is_glob_matching(pattern: str, name: str) -> None:
+    """* stands for any run of characters, dots included; everything else for itself."""
+    expected = re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name) is not None
+    assert TargetAllowlist.of([pattern]).allows(name) is expected
