@@ -17,7 +17,9 @@ is exact for patterns whose only wildcard is ``*`` and takes time linear in the 
 A regular expression with one ``.*`` per star backtracks: ``*a*a*a*a*a*a*a*.example.com``
 against a crafted 250-character name would hold the event loop for hours.
 
-An empty list allows every target.
+An empty list allows every target, except for modules that log in: /probe uses those
+only on targets the list matches and on the targets scheduled with them (see
+:func:`target_key` for when two addresses are the same target).
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mail_exporter.targets import Address
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+TargetKey = tuple[str | IPAddress, int]
 
 _NAME_PATTERN = re.compile(r"[a-z0-9_*](?:[a-z0-9_.*-]*[a-z0-9_*])?")
 _ADDRESS_LIKE = re.compile(r"[0-9.*]*[0-9][0-9.*]*")
@@ -35,6 +41,28 @@ _ADDRESS_LIKE = re.compile(r"[0-9.*]*[0-9][0-9.*]*")
 
 def _name(text: str) -> str:
     return text.lower().removesuffix(".")
+
+
+def _ip_address(host: str) -> IPAddress | None:
+    """The address an IP literal reaches (an IPv4-mapped one as IPv4), None for a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def target_key(address: Address) -> TargetKey:
+    """What two addresses share when they are the same target: the port, and the host as
+    a name without case or trailing dot, or as the IP address a literal reaches.
+
+    A name is never its address: ``127.1`` or ``localhost`` is not ``127.0.0.1``, even
+    though the resolver takes them there, so that no other spelling of a host passes for
+    a scheduled target's."""
+    host = _ip_address(address.host)
+    return (host if host is not None else _name(address.host)), address.port
 
 
 @dataclass(frozen=True)
@@ -90,7 +118,7 @@ def checked_pattern(text: str) -> str:
 
 @dataclass(frozen=True)
 class TargetAllowlist:
-    """The compiled ``allowed_targets``: :meth:`allows` answers for one target host."""
+    """The compiled ``allowed_targets``: :meth:`matches` answers for one target host."""
 
     networks: tuple[IPNetwork, ...] = ()
     names: tuple[NamePattern, ...] = ()
@@ -107,15 +135,10 @@ class TargetAllowlist:
     def empty(self) -> bool:
         return not self.networks and not self.names
 
-    def allows(self, host: str) -> bool:
-        """Whether a target's host (a name or an IP literal) may be probed."""
-        if self.empty:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+    def matches(self, host: str) -> bool:
+        """Whether one of the patterns covers a target's host (a name or an IP literal)."""
+        address = _ip_address(host)
+        if address is None:
             name = _name(host)
             return any(pattern.matches(name) for pattern in self.names)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         return any(address in network for network in self.networks)

@@ -45,6 +45,7 @@ class ProbeRefusal(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_MODULE = "unknown_module"
     TARGET_NOT_ALLOWED = "target_not_allowed"
+    CREDENTIALS_NOT_ALLOWED = "credentials_not_allowed"
 
 
 class Exporter:

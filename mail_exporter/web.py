@@ -8,7 +8,10 @@ password (401 with ``WWW-Authenticate: Basic``). /-/healthy stays open so that
 container and service-manager health checks need no credentials; it tells nothing
 but that the process answers, and it is still behind TLS and client certificates.
 /probe probes only configured modules, only targets the allowlist allows, and takes
-no credentials or TLS settings from the query; each refusal is counted by reason.
+no credentials or TLS settings from the query; each refusal is counted by reason. A
+module with credentials is used only on targets allowed explicitly (the module's own
+scheduled targets, or an ``allowed_targets`` match), even with an empty allowlist: the
+probe logs in, and whoever chooses the target would receive the password.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from mail_exporter.config import ConfigError
+from mail_exporter.config import ConfigError, ModuleConfig
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import ProbeFamilies
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
-from mail_exporter.targets import parse_address
+from mail_exporter.targets import Address, parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +126,7 @@ async def probe(request: web.Request) -> web.Response:
         address = parse_address(target)
     except ValueError as error:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, f"target parameter: {error}") from None
-    if not config.probe.allows(address.host):
-        raise _refused(
-            request,
-            ProbeRefusal.TARGET_NOT_ALLOWED,
-            f"target {target!r} is not allowed: /probe only probes targets matching "
-            "probe.allowed_targets in the config",
-            web.HTTPForbidden,
-        )
+    _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
     result = await run_probe(address, module, budget)
     registry = CollectorRegistry(auto_describe=False)
@@ -146,6 +142,37 @@ async def probe(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def _check_target(
+    request: web.Request, module_name: str, module: ModuleConfig, address: Address, target: str
+) -> None:
+    """Refuse a target /probe may not reach with this module.
+
+    The module's own scheduled targets are always allowed (the exporter probes them
+    anyway), then targets matching ``probe.allowed_targets``. An empty list allows any
+    other target only to a module without credentials."""
+    config = _exporter(request).config
+    allowlist = config.probe.allowlist
+    if config.schedules(module_name, address) or allowlist.matches(address.host):
+        return
+    if not allowlist.empty:
+        raise _refused(
+            request,
+            ProbeRefusal.TARGET_NOT_ALLOWED,
+            f"target {target!r} is not allowed: /probe only probes targets matching "
+            "probe.allowed_targets and the targets scheduled with the module",
+            web.HTTPForbidden,
+        )
+    if module.has_credentials:
+        raise _refused(
+            request,
+            ProbeRefusal.CREDENTIALS_NOT_ALLOWED,
+            f"module {module_name!r} logs in, so /probe uses it only on the targets scheduled "
+            f"with it and on targets matching probe.allowed_targets; {target!r} is neither "
+            "(add it to probe.allowed_targets to allow it)",
+            web.HTTPForbidden,
+        )
 
 
 async def healthy(request: web.Request) -> web.Response:

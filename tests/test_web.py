@@ -184,8 +184,13 @@ async def test_probe_endpoint(
 ) -> None:
     monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
     client, _ = await client_for(config_for(pki, postfix, dovecot))
-    response = await client.get(
+    # The module logs in: /probe takes it to its scheduled target only, as scheduled.
+    refused = await client.get(
         "/probe", params={"target": f"localhost:{dovecot.imaps_port}", "module": "imaps"}
+    )
+    assert refused.status == 403
+    response = await client.get(
+        "/probe", params={"target": f"127.0.0.1:{dovecot.imaps_port}", "module": "imaps"}
     )
     assert response.status == 200
     text = await response.text()
