@@ -12,6 +12,12 @@ no credentials or TLS settings from the query; each refusal is counted by reason
 module with credentials is used only on targets allowed explicitly (the module's own
 scheduled targets, or an ``allowed_targets`` match), even with an empty allowlist: the
 probe logs in, and whoever chooses the target would receive the password.
+
+Pages show servers' words as they were said. Only what the exporter sends is masked,
+where it is sent (a probe logs its login lines in a masked form). Replacing configured
+passwords in served text would be an oracle: anyone choosing a /probe target could run
+a server that says password guesses and watch which come back as a placeholder (and a
+short password would show wherever its letters do). /config holds no password to hide.
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ async def probe(request: web.Request) -> web.Response:
     if request.query.get("debug", "").lower() == "true":
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"
-        return web.Response(text=exporter.redacted(text))
+        return web.Response(text=text)
     return web.Response(
         text=exposition,
         content_type="text/plain",
@@ -191,15 +197,13 @@ async def reload(request: web.Request) -> web.Response:
         await exporter.reload()
     except ConfigError as error:
         raise web.HTTPInternalServerError(
-            text=exporter.redacted(f"reload failed, running config kept:\n{error}\n")
+            text=f"reload failed, running config kept:\n{error}\n"
         ) from None
     return web.Response(text="Reloaded\n")
 
 
 async def landing(request: web.Request) -> web.Response:
-    exporter = _exporter(request)
-    page = exporter.redacted(render_status_page(exporter))
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
 
 
 async def shown_config(request: web.Request) -> web.Response:
