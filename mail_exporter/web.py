@@ -18,6 +18,8 @@ where it is sent (a probe logs its login lines in a masked form). Replacing conf
 passwords in served text would be an oracle: anyone choosing a /probe target could run
 a server that says password guesses and watch which come back as a placeholder (and a
 short password would show wherever its letters do). /config holds no password to hide.
+Every response carries ``X-Content-Type-Options: nosniff``: a debug page quotes a
+server, and no browser may take it for HTML.
 """
 
 from __future__ import annotations
@@ -121,11 +123,12 @@ async def probe(request: web.Request) -> web.Response:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, "module parameter is missing")
     module = config.modules.get(module_name)
     if module is None:
-        known = ", ".join(sorted(config.modules)) or "none"
+        # The names are not listed: they would tell anyone which modules there are to try.
         raise _refused(
             request,
             ProbeRefusal.UNKNOWN_MODULE,
-            f"unknown module {module_name!r} (configured: {known})",
+            f"unknown module {module_name!r}: /probe runs the modules of the config file "
+            "(see /config)",
         )
     target = request.query.get("target", "")
     try:
@@ -142,12 +145,7 @@ async def probe(request: web.Request) -> web.Response:
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"
         return web.Response(text=text)
-    return web.Response(
-        text=exposition,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
+    return web.Response(text=exposition, content_type="text/plain", charset="utf-8")
 
 
 def _check_target(
@@ -230,7 +228,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def configured_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``http_server_config.headers`` on every response, errors included."""
+    """``nosniff`` and ``http_server_config.headers`` on every response, errors included."""
+    response.headers[hdrs.X_CONTENT_TYPE_OPTIONS] = "nosniff"
     response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 
