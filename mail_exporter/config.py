@@ -28,9 +28,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from mail_exporter.allowlist import TargetAllowlist, checked_pattern
+from mail_exporter.allowlist import TargetAllowlist, TargetKey, checked_pattern, target_key
 from mail_exporter.durations import format_duration, parse_duration
-from mail_exporter.targets import parse_address
+from mail_exporter.targets import Address, parse_address
 
 
 def _duration(value: object) -> float:
@@ -158,6 +158,12 @@ class ModuleConfig(StrictModel):
     def timeout_seconds(self) -> float:
         return float(self.timeout)
 
+    @property
+    def has_credentials(self) -> bool:
+        """Whether probing with this module hands the server a secret. /probe then uses it
+        only on explicitly allowed targets; an option that sends a secret counts here."""
+        return self.auth is not None
+
 
 class TargetConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -173,8 +179,9 @@ class GlobalConfig(StrictModel):
 
 
 class ProbeConfig(StrictModel):
-    """What /probe may reach. Its modules are the config's; its targets, with an allowlist,
-    only those matching one pattern (see :mod:`mail_exporter.allowlist`)."""
+    """What /probe may reach. Its modules are the config's; its targets, the scheduled
+    targets of the module and those matching one pattern, and with an empty list any
+    target for a module without credentials (see :mod:`mail_exporter.allowlist`)."""
 
     allowed_targets: list[Annotated[str, AfterValidator(checked_pattern)]] = Field(
         default_factory=list
@@ -186,9 +193,9 @@ class ProbeConfig(StrictModel):
         self._allowlist = TargetAllowlist.of(self.allowed_targets)
         return self
 
-    def allows(self, host: str) -> bool:
-        """Whether /probe may probe this target host."""
-        return self._allowlist.allows(host)
+    @property
+    def allowlist(self) -> TargetAllowlist:
+        return self._allowlist
 
 
 class CollectorSection(StrictModel):
@@ -532,8 +539,21 @@ class Config(StrictModel):
     roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
     probe: ProbeConfig = ProbeConfig()
+    _scheduled: frozenset[tuple[str, TargetKey]] = PrivateAttr(default_factory=frozenset)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _index_scheduled_targets(self) -> Config:
+        self._scheduled = frozenset(
+            (target.module, target_key(parse_address(target.address))) for target in self.targets
+        )
+        return self
+
+    def schedules(self, module: str, address: Address) -> bool:
+        """Whether a target of ``targets`` probes ``address`` with ``module`` (the same target
+        as :func:`mail_exporter.allowlist.target_key` says)."""
+        return (module, target_key(address)) in self._scheduled
 
     def interval_of(self, target: TargetConfig) -> float:
         return float(target.interval if target.interval is not None else self.global_.interval)

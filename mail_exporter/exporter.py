@@ -11,7 +11,6 @@ so their caches and log positions are not thrown away.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import platform
 import time
@@ -45,6 +44,7 @@ class ProbeRefusal(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_MODULE = "unknown_module"
     TARGET_NOT_ALLOWED = "target_not_allowed"
+    CREDENTIALS_NOT_ALLOWED = "credentials_not_allowed"
 
 
 class Exporter:
@@ -128,21 +128,14 @@ class Exporter:
             )
         return web_config
 
-    def redacted(self, text: str) -> str:
-        """``text`` (plain or HTML) with every configured password replaced by ``<secret>``:
-        a second line of defence for pages that show what servers answered."""
-        for secret in self.config.secrets():
-            text = text.replace(secret, "<secret>").replace(html.escape(secret), "<secret>")
-        return text
-
     def shown_config(self) -> str:
         """The running config as YAML, defaults filled in, for the /config page. Passwords
-        are not part of it (only where they are read from), and are redacted all the same."""
+        are not part of it: only where they are read from."""
         source = self.config_path or "the built-in default config"
         loaded = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.reload_success_time))
         data = self.config.model_dump(mode="json", by_alias=True, exclude_none=True)
         text = f"# Running config from {source}, loaded {loaded}\n"
-        return self.redacted(text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def collect(self) -> Iterable[Metric]:
         build = GaugeMetricFamily(

@@ -2,6 +2,13 @@
 
 Passwords never go into log calls; as a second line of defence the handler
 replaces every configured secret with ``<redacted>`` wherever it might appear.
+
+That rewriting stays, although it rewrites servers' words too (a failure's detail), which
+made the same rewriting of /probe's debug output a password oracle (see
+:mod:`mail_exporter.web`). The log is no oracle to a stranger: it goes to stderr, to the
+service manager and whoever reads the host's logs, and no endpoint serves it. And it is
+where libraries' texts about what they sent end up: aioimaplib quotes a pending command,
+arguments and all, in its protocol errors, which asyncio logs with their traceback.
 """
 
 from __future__ import annotations

@@ -8,7 +8,18 @@ password (401 with ``WWW-Authenticate: Basic``). /-/healthy stays open so that
 container and service-manager health checks need no credentials; it tells nothing
 but that the process answers, and it is still behind TLS and client certificates.
 /probe probes only configured modules, only targets the allowlist allows, and takes
-no credentials or TLS settings from the query; each refusal is counted by reason.
+no credentials or TLS settings from the query; each refusal is counted by reason. A
+module with credentials is used only on targets allowed explicitly (the module's own
+scheduled targets, or an ``allowed_targets`` match), even with an empty allowlist: the
+probe logs in, and whoever chooses the target would receive the password.
+
+Pages show servers' words as they were said. Only what the exporter sends is masked,
+where it is sent (a probe logs its login lines in a masked form). Replacing configured
+passwords in served text would be an oracle: anyone choosing a /probe target could run
+a server that says password guesses and watch which come back as a placeholder (and a
+short password would show wherever its letters do). /config holds no password to hide.
+Every response carries ``X-Content-Type-Options: nosniff``: a debug page quotes a
+server, and no browser may take it for HTML.
 """
 
 from __future__ import annotations
@@ -24,14 +35,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from mail_exporter.config import ConfigError
+from mail_exporter.config import ConfigError, ModuleConfig
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import ProbeFamilies
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
-from mail_exporter.targets import parse_address
+from mail_exporter.targets import Address, parse_address
 
 logger = logging.getLogger(__name__)
 
@@ -112,25 +123,19 @@ async def probe(request: web.Request) -> web.Response:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, "module parameter is missing")
     module = config.modules.get(module_name)
     if module is None:
-        known = ", ".join(sorted(config.modules)) or "none"
+        # The names are not listed: they would tell anyone which modules there are to try.
         raise _refused(
             request,
             ProbeRefusal.UNKNOWN_MODULE,
-            f"unknown module {module_name!r} (configured: {known})",
+            f"unknown module {module_name!r}: /probe runs the modules of the config file "
+            "(see /config)",
         )
     target = request.query.get("target", "")
     try:
         address = parse_address(target)
     except ValueError as error:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, f"target parameter: {error}") from None
-    if not config.probe.allows(address.host):
-        raise _refused(
-            request,
-            ProbeRefusal.TARGET_NOT_ALLOWED,
-            f"target {target!r} is not allowed: /probe only probes targets matching "
-            "probe.allowed_targets in the config",
-            web.HTTPForbidden,
-        )
+    _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
     result = await run_probe(address, module, budget)
     registry = CollectorRegistry(auto_describe=False)
@@ -139,13 +144,39 @@ async def probe(request: web.Request) -> web.Response:
     if request.query.get("debug", "").lower() == "true":
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"
-        return web.Response(text=exporter.redacted(text))
-    return web.Response(
-        text=exposition,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
+        return web.Response(text=text)
+    return web.Response(text=exposition, content_type="text/plain", charset="utf-8")
+
+
+def _check_target(
+    request: web.Request, module_name: str, module: ModuleConfig, address: Address, target: str
+) -> None:
+    """Refuse a target /probe may not reach with this module.
+
+    The module's own scheduled targets are always allowed (the exporter probes them
+    anyway), then targets matching ``probe.allowed_targets``. An empty list allows any
+    other target only to a module without credentials."""
+    config = _exporter(request).config
+    allowlist = config.probe.allowlist
+    if config.schedules(module_name, address) or allowlist.matches(address.host):
+        return
+    if not allowlist.empty:
+        raise _refused(
+            request,
+            ProbeRefusal.TARGET_NOT_ALLOWED,
+            f"target {target!r} is not allowed: /probe only probes targets matching "
+            "probe.allowed_targets and the targets scheduled with the module",
+            web.HTTPForbidden,
+        )
+    if module.has_credentials:
+        raise _refused(
+            request,
+            ProbeRefusal.CREDENTIALS_NOT_ALLOWED,
+            f"module {module_name!r} logs in, so /probe uses it only on the targets scheduled "
+            f"with it and on targets matching probe.allowed_targets; {target!r} is neither "
+            "(add it to probe.allowed_targets to allow it)",
+            web.HTTPForbidden,
+        )
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -164,15 +195,13 @@ async def reload(request: web.Request) -> web.Response:
         await exporter.reload()
     except ConfigError as error:
         raise web.HTTPInternalServerError(
-            text=exporter.redacted(f"reload failed, running config kept:\n{error}\n")
+            text=f"reload failed, running config kept:\n{error}\n"
         ) from None
     return web.Response(text="Reloaded\n")
 
 
 async def landing(request: web.Request) -> web.Response:
-    exporter = _exporter(request)
-    page = exporter.redacted(render_status_page(exporter))
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
 
 
 async def shown_config(request: web.Request) -> web.Response:
@@ -199,7 +228,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def configured_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``http_server_config.headers`` on every response, errors included."""
+    """``nosniff`` and ``http_server_config.headers`` on every response, errors included."""
+    response.headers[hdrs.X_CONTENT_TYPE_OPTIONS] = "nosniff"
     response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 

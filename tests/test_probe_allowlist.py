@@ -1,19 +1,29 @@
-"""/probe is not an open proxy: the target allowlist, its config errors, and refusals counted."""
+"""/probe is not an open proxy: the target allowlist, its config errors, refusals counted, and
+a module's credentials sent only where they are allowed to go."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mail_exporter.allowlist import TargetAllowlist
 from mail_exporter.config import ConfigError, parse_config
 from mail_exporter.exporter import Exporter
+from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app
-from tests.scripted import scripted_server, smtp_script
+from tests.realservers.pki import PKI
+from tests.scripted import scripted_server, send, server_context, smtp_script
 from tests.test_web import sample
 
 PATTERNS = [
@@ -52,21 +62,23 @@ PATTERNS = [
     ],
 )
 def test_allowlist_matching(host: str, allowed: bool) -> None:
-    assert TargetAllowlist.of(PATTERNS).allows(host) is allowed
+    assert TargetAllowlist.of(PATTERNS).matches(host) is allowed
 
 
 def test_names_never_match_networks_by_resolution() -> None:
     # "localhost" resolves into 127.0.0.0/8, but a name is only matched against names.
     allowlist = TargetAllowlist.of(["127.0.0.0/8", "*"])
-    assert allowlist.allows("localhost")  # by the name pattern "*"
-    assert not TargetAllowlist.of(["127.0.0.0/8"]).allows("localhost")
-    assert not TargetAllowlist.of(["*"]).allows("127.0.0.1")  # "*" matches names only
-    assert allowlist.allows("127.0.0.1")
+    assert allowlist.matches("localhost")  # by the name pattern "*"
+    assert not TargetAllowlist.of(["127.0.0.0/8"]).matches("localhost")
+    assert not TargetAllowlist.of(["*"]).matches("127.0.0.1")  # "*" matches names only
+    assert allowlist.matches("127.0.0.1")
 
 
-def test_empty_allowlist_allows_everything() -> None:
+def test_empty_allowlist_matches_nothing() -> None:
+    """/probe treats an empty list as "any target" only for modules without credentials."""
     allowlist = TargetAllowlist.of([])
-    assert allowlist.allows("anything.example") and allowlist.allows("10.1.2.3")
+    assert allowlist.empty and not TargetAllowlist.of(["*"]).empty
+    assert not allowlist.matches("anything.example") and not allowlist.matches("10.1.2.3")
 
 
 def test_invalid_patterns_are_config_errors() -> None:
@@ -118,7 +130,12 @@ async def refusals(client: TestClient[object, object]) -> dict[str, float]:
     text = await (await client.get("/metrics")).text()
     return {
         reason: sample(text, "mail_exporter_probe_refused_total", reason=reason)
-        for reason in ("bad_request", "unknown_module", "target_not_allowed")
+        for reason in (
+            "bad_request",
+            "unknown_module",
+            "target_not_allowed",
+            "credentials_not_allowed",
+        )
     }
 
 
@@ -136,6 +153,7 @@ async def test_allowed_target_is_probed_and_others_refused(client_for) -> None:
             "bad_request": 0.0,
             "unknown_module": 0.0,
             "target_not_allowed": 0.0,
+            "credentials_not_allowed": 0.0,
         }
         allowed = await client.get("/probe", params={"module": "smtp", "target": address})
         assert allowed.status == 200
@@ -145,7 +163,7 @@ async def test_allowed_target_is_probed_and_others_refused(client_for) -> None:
             assert refused.status == 403
             assert await refused.text() == (
                 f"target {target!r} is not allowed: /probe only probes targets matching "
-                "probe.allowed_targets in the config\n"
+                "probe.allowed_targets and the targets scheduled with the module\n"
             )
         assert (
             await client.get("/probe", params={"module": "imap", "target": address})
@@ -156,6 +174,7 @@ async def test_allowed_target_is_probed_and_others_refused(client_for) -> None:
             "bad_request": 2.0,
             "unknown_module": 1.0,
             "target_not_allowed": 4.0,
+            "credentials_not_allowed": 0.0,
         }
 
 
@@ -165,3 +184,222 @@ async def test_without_allowlist_any_target_is_probed(client_for) -> None:
         response = await client.get("/probe", params={"module": "smtp", "target": address})
         assert response.status == 200
         assert (await refusals(client))["target_not_allowed"] == 0.0
+
+
+@contextmanager
+def hang_guard(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (re's matching loop checks for signals)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*a*a*a*a*a*a*a*.example.com", "*-*-*-*-*-*-*-*-*-*-*", "a*a*a*a*a*a*a*a*a*a*a*a*b"],
+)
+def test_star_patterns_match_in_linear_time(pattern: str) -> None:
+    """Several * in one pattern must not backtrack: a crafted 250-character name would
+    otherwise hold the event loop for hours."""
+    allowlist = TargetAllowlist.of([pattern])
+    names = [
+        "a" * 237 + ".example.net",
+        "a-" * 124 + "a",
+        "a" * 250,
+        "a." * 125,
+    ]
+    for name in names:
+        with hang_guard(10):
+            started = time.perf_counter()
+            allowlist.matches(name)
+            assert time.perf_counter() - started < 0.5, (pattern, name)
+
+
+@given(
+    pattern=st.text(alphabet="ab.*", min_size=1, max_size=8).filter(
+        lambda text: not text.startswith(".") and not text.endswith(".")
+    ),
+    name=st.text(alphabet="ab.", min_size=1, max_size=12).filter(
+        lambda text: not text.endswith(".")  # a trailing dot is no part of a name
+    ),
+)
+def test_star_matching_is_glob_matching(pattern: str, name: str) -> None:
+    """* stands for any run of characters, dots included; everything else for itself."""
+    expected = re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name) is not None
+    assert TargetAllowlist.of([pattern]).matches(name) is expected
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "requested", "same"),
+    [
+        ("mail.example.com:25", "MAIL.Example.COM.:25", True),
+        ("MAIL.example.com.:25", "mail.example.com:25", True),
+        ("mail.example.com:25", "mail.example.com:26", False),
+        ("mail.example.com:25", "mail.example.com.evil.test:25", False),
+        ("127.0.0.1:25", "[::ffff:127.0.0.1]:25", True),  # the same IPv4 host
+        ("[::ffff:127.0.0.1]:25", "127.0.0.1:25", True),
+        ("[2001:db8::1]:25", "[2001:DB8:0:0::1]:25", True),
+        ("127.0.0.1:25", "[::1]:25", False),
+        ("127.0.0.1:25", "[::ffff:127.0.0.2]:25", False),
+        ("127.0.0.1:25", "[::127.0.0.1]:25", False),  # IPv4-compatible: another address
+        ("127.0.0.1:25", "localhost:25", False),  # a name is never its address
+        ("localhost:25", "127.0.0.1:25", False),
+        ("127.0.0.1:25", "127.1:25", False),  # resolves there, but is written as a name
+        ("127.0.0.1:25", "2130706433:25", False),
+    ],
+)
+def test_scheduled_targets_compare_by_what_they_reach(
+    scheduled: str, requested: str, same: bool
+) -> None:
+    config = parse_config(
+        "modules:\n  m: {protocol: smtp}\n"
+        f'targets:\n  - {{name: t, address: "{scheduled}", module: m}}\n'
+    )
+    assert config.schedules("m", parse_address(requested)) is same
+    assert not config.schedules("other", parse_address(requested))
+
+
+class LoginRecorder:
+    """A scripted SMTP server (implicit TLS) that offers AUTH PLAIN, accepts any login and
+    records every connection and every AUTH line that reaches it."""
+
+    def __init__(self, replies_mention: str = "") -> None:
+        self.mention = f" {replies_mention}" if replies_mention else ""
+        self.connections = 0
+        self.logins: list[str] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await send(writer, f"220 recorder{self.mention} ready")
+        while line := await reader.readline():
+            text = line.decode().strip()
+            verb = text.split(" ")[0].upper()
+            if verb == "EHLO":
+                await send(writer, f"250-recorder{self.mention}", "250 AUTH PLAIN LOGIN")
+            elif verb == "AUTH":
+                self.logins.append(text)
+                await send(writer, f"235 2.7.0 accepted{self.mention}")
+            elif verb == "QUIT":
+                await send(writer, "221 bye")
+                return
+            else:
+                await send(writer, "502 not implemented")
+
+
+def recorder_modules(pki: PKI, password_env: str) -> str:
+    """Modules for a :class:`LoginRecorder`: ``login`` and ``other_login`` log in, ``plain``
+    does not."""
+    tls = f"tls: implicit, tls_config: {{ca_file: {pki.ca_file}, server_name: localhost}}"
+    common = f"protocol: smtp, {tls}, timeout: 5s, preferred_ip_protocol: ip4"
+    auth = f"auth: {{username: probe, password_env: {password_env}, mechanism: plain}}"
+    return (
+        "modules:\n"
+        f"  login: {{{common}, {auth}}}\n"
+        f"  other_login: {{{common}, {auth}}}\n"
+        f"  plain: {{{common}}}\n"
+    )
+
+
+async def test_credentials_go_only_to_allowed_targets(
+    client_for, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an allowlist, a module that logs in reaches only its own scheduled targets:
+    a stranger's server never sees a connection, let alone AUTH with the password."""
+    monkeypatch.setenv("ALLOWLIST_TEST_PASSWORD", "allowlist-secret-4471")
+    own, stranger = LoginRecorder(), LoginRecorder()
+    context = server_context(pki.server_cert, pki.server_key)
+    async with (
+        scripted_server(own, context) as own_address,
+        scripted_server(stranger, context) as stranger_address,
+    ):
+        own_port, stranger_port = own_address.rsplit(":")[1], stranger_address.rsplit(":")[1]
+        client = await client_for(
+            recorder_modules(pki, "ALLOWLIST_TEST_PASSWORD")
+            + textwrap.dedent(
+                f"""\
+                targets:
+                  - {{name: own, address: "LocalHost.:{own_port}", module: login}}
+                  - {{name: own_mapped, address: "[::ffff:127.0.0.1]:{own_port}", module: login}}
+                """
+            )
+        )
+
+        async def probe(module: str, target: str) -> tuple[int, str]:
+            response = await client.get("/probe", params={"module": module, "target": target})
+            return response.status, await response.text()
+
+        for target in (f"localhost:{own_port}", f"LOCALHOST:{own_port}", own_address):
+            status, text = await probe("login", target)
+            assert status == 200 and 'mail_probe_success{protocol="smtp"} 1.0' in text, text
+        assert len(own.logins) == 3 and own.logins[0].startswith("AUTH PLAIN ")
+
+        refused = [
+            ("login", stranger_address),
+            ("login", f"localhost:{stranger_port}"),
+            ("login", f"[::1]:{own_port}"),
+            ("login", f"[::ffff:127.0.0.2]:{own_port}"),
+            ("login", f"127.1:{own_port}"),
+            ("login", f"2130706433:{own_port}"),
+            ("login", f"localhost.localdomain:{own_port}"),
+            ("other_login", f"localhost:{own_port}"),  # scheduled, but with another module
+        ]
+        for module, target in refused:
+            status, text = await probe(module, target)
+            assert status == 403, (module, target, text)
+            assert text == (
+                f"module {module!r} logs in, so /probe uses it only on the targets scheduled "
+                f"with it and on targets matching probe.allowed_targets; {target!r} is neither "
+                "(add it to probe.allowed_targets to allow it)\n"
+            )
+        assert stranger.connections == 0 and stranger.logins == []
+        assert len(own.logins) == 3
+
+        # A module without credentials still probes any target when there is no allowlist.
+        status, text = await probe("plain", stranger_address)
+        assert status == 200 and 'mail_probe_success{protocol="smtp"} 1.0' in text, text
+        assert stranger.connections == 1 and stranger.logins == []
+        assert await refusals(client) == {
+            "bad_request": 0.0,
+            "unknown_module": 0.0,
+            "target_not_allowed": 0.0,
+            "credentials_not_allowed": float(len(refused)),
+        }
+
+        # An allowlist entry allows a module that logs in, and only where it matches.
+        client = await client_for(
+            recorder_modules(pki, "ALLOWLIST_TEST_PASSWORD")
+            + textwrap.dedent(
+                f"""\
+                targets:
+                  - {{name: own, address: "localhost:{own_port}", module: login}}
+                  - {{name: own_plain, address: "localhost:{own_port}", module: plain}}
+                probe:
+                  allowed_targets: ["127.0.0.1/32"]
+                """
+            )
+        )
+        status, text = await probe("login", stranger_address)
+        assert status == 200 and 'mail_probe_success{protocol="smtp"} 1.0' in text, text
+        assert len(stranger.logins) == 1
+        # Scheduled targets stay allowed beside the list, for every module.
+        for module in ("login", "plain"):
+            status, text = await probe(module, f"localhost:{own_port}")
+            assert status == 200 and 'mail_probe_success{protocol="smtp"} 1.0' in text, text
+        for module in ("login", "plain"):
+            status, _ = await probe(module, f"localhost:{stranger_port}")
+            assert status == 403
+        assert len(stranger.logins) == 1 and len(own.logins) == 4
+        assert await refusals(client) == {
+            "bad_request": 0.0,
+            "unknown_module": 0.0,
+            "target_not_allowed": 2.0,
+            "credentials_not_allowed": 0.0,
+        }

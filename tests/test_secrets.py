@@ -5,6 +5,9 @@ LOGIN, POP3 and SMTP AUTH PLAIN) and with a wrong one, on its schedule and throu
 /probe. Then every page, the /probe debug output, /config, a failed reload's error
 and the whole stderr log at debug level are searched for each password, in clear and
 in the base64 forms SASL sends, and for the web config's basic auth password and hash.
+
+And no page is an oracle: a scripted server that says a configured password gets its
+words back as it said them, while the probe's own login line stays masked.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from mail_exporter.config import parse_config
 from mail_exporter.exporter import Exporter
+from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
+from tests.scripted import scripted_server, server_context
 from tests.served import Served, basic, get, served_exporter
+from tests.test_probe_allowlist import LoginRecorder, recorder_modules
 from tests.test_web import sample
 
 WRONG_PASSWORD = "Wr0ng-pa55word-7731"
@@ -185,4 +192,51 @@ def test_shown_config_is_the_running_config(
     assert "from: a@example.com" in shown and "password_env: SHOWN_PASSWORD" in shown
     assert "shown-secret-1" not in shown
     assert parse_config(shown).model_dump() == exporter.config.model_dump()
-    assert exporter.redacted("said shown-secret-1 <b>") == "said <secret> <b>"
+
+
+async def test_server_text_is_shown_as_said(
+    tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/probe?debug=true is no password oracle: a server's words come back verbatim, even
+    when they hold a configured password, while the exporter's own AUTH line is masked
+    where it is written."""
+    own, other = "own-secret-5521", "other-secret-8832"
+    monkeypatch.setenv("ORACLE_OWN_PASSWORD", own)
+    monkeypatch.setenv("ORACLE_OTHER_PASSWORD", other)
+    server = LoginRecorder(replies_mention=other)
+    context = server_context(pki.server_cert, pki.server_key)
+    async with scripted_server(server, context) as address:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            recorder_modules(pki, "ORACLE_OWN_PASSWORD")
+            + textwrap.dedent(
+                f"""\
+                  mailbox:
+                    {{protocol: imap, auth: {{username: x, password_env: ORACLE_OTHER_PASSWORD}}}}
+                targets:
+                  - {{name: guessed, address: "{address}", module: login}}
+                """
+            )
+        )
+        client: TestClient[object, object] = TestClient(TestServer(make_app(Exporter(config, {}))))
+        await client.start_server()
+        try:
+            shown = {}
+            for module in ("plain", "login"):
+                params = {"module": module, "target": address, "debug": "true"}
+                response = await client.get("/probe", params=params)
+                assert response.status == 200
+                shown[module] = await response.text()
+            shown["config"] = await (await client.get("/config")).text()
+        finally:
+            await client.close()
+    assert f"S: 220 recorder {other} ready" in shown["plain"]
+    assert "Verdict: SUCCESS" in shown["login"]
+    assert "C: AUTH PLAIN ****" in shown["login"]
+    assert f"S: 235 2.7.0 accepted {other}" in shown["login"]
+    assert server.logins == ["AUTH PLAIN " + b64(f"\0probe\0{own}")]  # really sent
+    assert "password_env: ORACLE_OTHER_PASSWORD" in shown["config"]
+    assert other not in shown["config"]
+    for text in shown.values():
+        assert "<secret>" not in text
+        assert [leak for leak in forbidden("probe", own) if leak in text] == []

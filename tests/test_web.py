@@ -184,8 +184,13 @@ async def test_probe_endpoint(
 ) -> None:
     monkeypatch.setenv("WEB_TEST_PASSWORD", dovecot.password)
     client, _ = await client_for(config_for(pki, postfix, dovecot))
-    response = await client.get(
+    # The module logs in: /probe takes it to its scheduled target only, as scheduled.
+    refused = await client.get(
         "/probe", params={"target": f"localhost:{dovecot.imaps_port}", "module": "imaps"}
+    )
+    assert refused.status == 403
+    response = await client.get(
+        "/probe", params={"target": f"127.0.0.1:{dovecot.imaps_port}", "module": "imaps"}
     )
     assert response.status == 200
     text = await response.text()
@@ -215,7 +220,10 @@ async def test_probe_debug_hides_the_password(
     ("params", "message"),
     [
         ({"target": "localhost:25"}, "module parameter is missing"),
-        ({"target": "localhost:25", "module": "nope"}, "unknown module 'nope' (configured: smtp)"),
+        (
+            {"target": "localhost:25", "module": "nope"},
+            "unknown module 'nope': /probe runs the modules of the config file (see /config)",
+        ),
         ({"module": "smtp"}, "target parameter: invalid address ''"),
         (
             {"module": "smtp", "target": "localhost"},
@@ -225,10 +233,39 @@ async def test_probe_debug_hides_the_password(
     ],
 )
 async def test_probe_bad_requests(client_for, params: dict[str, str], message: str) -> None:
-    client, _ = await client_for("modules:\n  smtp: {protocol: smtp}\n")
+    client, _ = await client_for(
+        "modules:\n  smtp: {protocol: smtp}\n  hidden_name: {protocol: imap}\n"
+    )
     response = await client.get("/probe", params=params)
     assert response.status == 400
-    assert message in await response.text()
+    text = await response.text()
+    assert message in text
+    assert "hidden_name" not in text  # module names are not told to whoever asks
+
+
+async def test_every_response_forbids_content_sniffing(client_for, hanging_address: str) -> None:
+    """A browser must never take a page for HTML or script because of what a server wrote
+    into it (/probe?debug=true shows a server's replies)."""
+    client, _ = await client_for(
+        "modules:\n  smtp: {protocol: smtp, timeout: 1s}\nprobe: {allowed_targets: [127.0.0.1]}\n"
+    )
+    requests = [
+        ("GET", "/probe", {"module": "smtp", "target": hanging_address, "debug": "true"}, 200),
+        ("GET", "/probe", {"module": "smtp", "target": hanging_address}, 200),
+        ("GET", "/probe", {"module": "nope", "target": hanging_address}, 400),
+        ("GET", "/probe", {"module": "smtp", "target": "192.0.2.1:25"}, 403),
+        ("GET", "/metrics", {}, 200),
+        ("GET", "/", {}, 200),
+        ("GET", "/config", {}, 200),
+        ("GET", "/-/healthy", {}, 200),
+        ("GET", "/-/ready", {}, 200),
+        ("GET", "/-/reload", {}, 405),
+        ("GET", "/nowhere", {}, 404),
+    ]
+    for method, path, params, status in requests:
+        response = await client.request(method, path, params=params)
+        assert response.status == status, (path, params)
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", (path, params)
 
 
 async def test_probe_budget_follows_scrape_timeout(client_for, hanging_address: str) -> None:
