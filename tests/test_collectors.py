@@ -336,10 +336,10 @@ def test_hung_collectors_do_not_hold_up_the_exit(tmp_path: Path) -> None:
     })  # fmt: skip
     with served_exporter(tmp_path, config) as served:
         body = get(served.port, "/metrics").body
-        assert 'mail_exporter_collector_success{collector="exim_queue"} 0.0' in body
-        assert 'mail_exporter_collector_success{collector="backups"} 1.0' in body
-        assert 'mail_host_backup_files{backup="tree"} 1.0' in body
         stop(served)
+    assert 'mail_exporter_collector_success{collector="exim_queue"} 0.0' in body
+    assert 'mail_exporter_collector_success{collector="backups"} 1.0' in body
+    assert 'mail_host_backup_files{backup="tree"} 1.0' in body
 
 
 def test_a_scrape_waiting_for_a_hung_collector_does_not_hold_up_the_exit(tmp_path: Path) -> None:
