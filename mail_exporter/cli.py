@@ -4,6 +4,13 @@
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
 ``--web.config.file``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
 exists for every registered collector.
+
+Shutdown (SIGTERM, SIGINT) is bounded: it stops the scheduler, the round trips and the
+collectors and closes the web server, and if that and the interpreter's own exit (which
+waits for worker threads) are not done within :data:`SHUTDOWN_GRACE_SECONDS`, the process
+exits anyway, with status 0 (the stop was asked for) and a warning naming the threads
+still busy. A thread blocked in a system call (a read from a hung mount, a FIFO) cannot
+be stopped from outside, and a stop that waits for it never ends.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,8 @@ from mail_exporter.webconfig import hash_password, load_web_config
 logger = logging.getLogger("mail_exporter")
 
 DEFAULT_LISTEN_ADDRESS = ":9469"
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""How long a shutdown may take before the process exits without waiting any longer."""
 
 
 def _split_listen_address(text: str) -> tuple[str | None, int]:
@@ -81,8 +92,27 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     await stopping.wait()
     logger.info("shutting down")
+    _exit_after(SHUTDOWN_GRACE_SECONDS)
     exporter.stop()
     await runner.cleanup()
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process in ``seconds`` if it has not ended by then (see the module docstring)."""
+
+    def exit_now() -> None:
+        waiting = {threading.main_thread(), threading.current_thread()}
+        busy = sorted(thread.name for thread in threading.enumerate() if thread not in waiting)
+        logger.warning(
+            "shutdown not done within %gs, exiting without waiting for: %s",
+            seconds,
+            ", ".join(busy),
+        )
+        os._exit(0)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True  # not waited for at exit: the exit it guards would wait for it
+    timer.start()
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

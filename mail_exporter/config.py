@@ -334,6 +334,10 @@ class BackupsConfig(CollectorSection):
     """Age and size of the newest file of each configured backup."""
 
     backups: list[BackupMatch] = Field(default_factory=list)
+    # Whether a recursive scan (a directory, or ``**``) enters links to directories.
+    follow_symlinks: bool = False
+    # Directory entries one backup's scan may look at before it fails.
+    max_entries: int = Field(default=100_000, ge=1)
 
 
 UNIT_SUFFIXES = (".service", ".socket", ".device", ".mount", ".automount", ".swap", ".target",

@@ -1,15 +1,19 @@
-"""The backups collector on a directory of backups with set modification times."""
+"""The backups collector on a directory of backups with set modification times, and on
+trees whose links would make an unbounded scan never end."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from mail_exporter.collectors import CollectorError, CollectorSet
 from mail_exporter.collectors.backups import BackupsCollector, Newest, newest_file
-from mail_exporter.config import BackupMatch, BackupsConfig
+from mail_exporter.config import BackupMatch, BackupsConfig, Config
 from tests.test_host import scrape
 
 NOW = int(time.time())
@@ -55,7 +59,7 @@ def backups(tmp_path: Path) -> Path:
     ],
 )
 def test_newest_file(backups: Path, pattern: str, expected: Newest) -> None:
-    assert newest_file(str(backups / pattern)) == expected
+    assert newest_file(str(backups / pattern), BackupsConfig()) == expected
 
 
 def test_metrics(backups: Path) -> None:
@@ -77,3 +81,96 @@ def test_metrics(backups: Path) -> None:
 
 def test_no_backups_configured_exports_nothing() -> None:
     assert list(BackupsCollector(BackupsConfig()).collect()) == []
+
+
+@pytest.fixture
+def cycles(tmp_path: Path) -> Path:
+    """A rotation tree where each level links back to its parent, as rotation tools do:
+    a scan that follows every link meets each file at every depth (2 paths per level)."""
+    tree = tmp_path / "tree"
+    backup(tree / "daily" / "mail-1.tar.zst", 100, 2)
+    backup(tree / "weekly" / "mail-0.tar.zst", 300, 30)
+    (tree / "daily" / "prev").symlink_to("..")
+    (tree / "weekly" / "prev").symlink_to("..")
+    backup(tmp_path / "offsite" / "mail-9.tar.zst", 900, 1)  # newest, outside the tree
+    (tree / "offsite").symlink_to(tmp_path / "offsite")
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("follow_symlinks", "expected"),
+    [
+        (False, Newest(2, NOW - 2 * HOUR, 100)),
+        (True, Newest(3, NOW - 1 * HOUR, 900)),  # every file once, the cycles cut
+    ],
+)
+@pytest.mark.parametrize("pattern", ["", "**/*.tar.zst"])
+def test_link_cycles_end_the_scan(
+    cycles: Path, pattern: str, follow_symlinks: bool, expected: Newest
+) -> None:
+    found = scrape_in_set(cycles / pattern, follow_symlinks=follow_symlinks)
+    assert found["mail_exporter_collector_success"] == {(("collector", "backups"),): 1.0}
+    assert found["mail_host_backup_files"] == {(("backup", "tree"),): expected.files}
+    modified = found["mail_host_backup_last_modified_timestamp_seconds"]
+    assert modified == {(("backup", "tree"),): expected.modified}
+
+
+@pytest.fixture
+def fan_out(tmp_path: Path) -> Path:
+    """30 levels, each linking twice to the next: no cycle, but 2**30 paths to the bottom."""
+    levels = [tmp_path / f"level{depth}" for depth in range(31)]
+    for level in levels:
+        level.mkdir()
+    for level, below in pairwise(levels):
+        (level / "left").symlink_to(below)
+        (level / "right").symlink_to(below)
+    backup(levels[-1] / "mail.tar.zst", 10, 1)
+    return levels[0]
+
+
+def test_a_scan_ends_at_the_timeout(fan_out: Path) -> None:
+    """With links followed and no cap to speak of, only the deadline ends the scan: the
+    scrape reports the failure and the collection's thread ends rather than burn a core."""
+    found = scrape_in_set(fan_out, follow_symlinks=True, max_entries=10**12, timeout_ms=500)
+    assert found["mail_exporter_collector_success"] == {(("collector", "backups"),): 0.0}
+    assert "mail_host_backup_files" not in found  # no figures from a scan cut short
+
+
+def test_a_scan_stops_at_its_deadline(fan_out: Path) -> None:
+    settings = BackupsConfig(follow_symlinks=True, max_entries=10**12)
+    with pytest.raises(CollectorError, match=r"scan stopped at the timeout after 1 entries"):
+        newest_file(str(fan_out), settings, deadline=time.monotonic())
+
+
+def test_a_scan_ends_at_max_entries(fan_out: Path) -> None:
+    settings = BackupsConfig(follow_symlinks=True, max_entries=1000)
+    with pytest.raises(CollectorError, match=r"more than 1000 entries to look at"):
+        newest_file(str(fan_out), settings)
+
+
+def scrape_in_set(
+    path: Path,
+    follow_symlinks: bool,
+    max_entries: int = 100_000,
+    timeout_ms: int = 2000,
+) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """One scrape of a backups collector for ``path`` as the exporter runs it, within
+    ``timeout_ms``; the collection's thread must be gone soon after."""
+    section = {
+        "enabled": True,
+        "timeout": f"{timeout_ms}ms",
+        "follow_symlinks": follow_symlinks,
+        "max_entries": max_entries,
+        "backups": [{"name": "tree", "path": str(path)}],
+    }
+    before = set(threading.enumerate())
+    collector_set = CollectorSet(Config.model_validate({"collectors": {"backups": section}}), {})
+    try:
+        found = scrape(collector_set.collect())
+    finally:
+        collector_set.close()
+    deadline = time.monotonic() + 10
+    while left := [thread.name for thread in threading.enumerate() if thread not in before]:
+        assert time.monotonic() < deadline, f"threads still running after the scrape: {left}"
+        time.sleep(0.05)
+    return found

@@ -1,9 +1,17 @@
-"""The collector framework: flags over config, failures and hangs contained, always reported."""
+"""The collector framework: flags over config, failures and hangs contained, always reported;
+scrapes at once share collections; a hung collector never holds up the exporter's exit."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -16,6 +24,7 @@ from mail_exporter.collectors import (
     register_collector,
 )
 from mail_exporter.config import Config
+from tests.served import Reply, Served, get, served_exporter
 
 
 class _Working:
@@ -209,3 +218,149 @@ def test_a_flag_keeps_a_collector_whatever_its_enabled_key() -> None:
         assert collector_set.collectors["sensors"] is sensors
     finally:
         collector_set.close()
+
+
+class _Slow:
+    def collect(self) -> Iterable[Metric]:
+        time.sleep(0.5)
+        yield GaugeMetricFamily("mail_test_value", "A test value.", value=7.0)
+
+
+def test_concurrent_scrapes_share_one_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    register_collector("slow", "test")(lambda config: _Slow())
+    collector_set = CollectorSet(Config(), {"slow": True})
+    results: list[dict[tuple[str, str], float]] = []
+    start = threading.Barrier(2)
+
+    def scrape() -> None:
+        start.wait()
+        results.append(samples(collector_set.collect()))
+
+    scrapes = [threading.Thread(target=scrape) for _ in range(2)]
+    try:
+        for thread in scrapes:
+            thread.start()
+        for thread in scrapes:
+            thread.join(10)
+    finally:
+        collector_set.close()
+    assert len(results) == 2
+    for found in results:
+        assert found[("mail_exporter_collector_success", "slow")] == 1.0
+        assert found[("mail_test_value", "")] == 7.0
+
+
+def exim_section(tmp_path: Path, script: str, timeout: str) -> dict[str, object]:
+    """An exim_queue collector without a spool, so that it runs ``script`` (as ``exim -bpc``)."""
+    command = tmp_path / "exim"
+    command.write_text(f"#!/bin/sh\n{script}\n")
+    command.chmod(0o755)
+    return {
+        "enabled": True,
+        "timeout": timeout,
+        "spool_directory": str(tmp_path / "no-spool"),
+        "exim_command": [str(command)],
+    }
+
+
+def write_config(tmp_path: Path, sections: dict[str, object]) -> Path:
+    config = tmp_path / "config.yml"
+    config.write_text(json.dumps({"collectors": sections}))  # JSON is YAML
+    return config
+
+
+def wait_for(path: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert process.poll() is None, "the exporter exited"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_concurrent_scrapes_over_http_both_get_the_collection(tmp_path: Path) -> None:
+    """The second scrape arrives while the first one's collection runs: both report it.
+    (Should the second arrive after the release, it makes a collection of its own, which
+    answers at once: the test does not depend on timing to pass.)"""
+    started, release = tmp_path / "started", tmp_path / "release"
+    script = f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done; echo 3"
+    config = write_config(tmp_path, {"exim_queue": exim_section(tmp_path, script, "20s")})
+    replies: list[Reply] = []
+    with served_exporter(tmp_path, config) as served:
+
+        def scrape() -> None:
+            replies.append(get(served.port, "/metrics"))
+
+        first = threading.Thread(target=scrape)
+        first.start()
+        wait_for(started, served.process)
+        second = threading.Thread(target=scrape)
+        second.start()
+        time.sleep(0.5)  # time for the second request to reach the exporter
+        release.touch()
+        first.join(20)
+        second.join(20)
+    assert len(replies) == 2
+    for reply in replies:
+        assert reply.status == 200
+        assert 'mail_exporter_collector_success{collector="exim_queue"} 1.0' in reply.body
+        assert 'mail_queue_messages{mta="exim",mta_instance="exim",queue="input"} 3.0' in reply.body
+
+
+def stop(served: Served) -> None:
+    """SIGTERM; the process must end with status 0 (killed, and the test failed, after 30s)."""
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        served.process.wait(30)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        pytest.fail(f"the exporter still ran 30s after SIGTERM:\n{served.stderr()}")
+    assert served.process.returncode == 0, served.stderr()
+
+
+def test_hung_collectors_do_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """One collector is stuck for good in a read (a FIFO in Exim's spool), another scanned a
+    tree with a link cycle: the process still exits at SIGTERM."""
+    spool = tmp_path / "exim" / "input"
+    spool.mkdir(parents=True)
+    os.mkfifo(spool / "1xX72l-0007Qa-1d-H")  # opening it for reading waits for a writer
+    tree = tmp_path / "backups"
+    (tree / "daily").mkdir(parents=True)
+    (tree / "daily" / "mail.tar.zst").write_bytes(b"x")
+    (tree / "daily" / "prev").symlink_to("..")
+    (tree / "weekly").mkdir()
+    (tree / "weekly" / "prev").symlink_to("..")
+    config = write_config(tmp_path, {
+        "exim_queue": {"enabled": True, "timeout": "1s", "spool_directory": str(spool.parent)},
+        "backups": {"enabled": True, "timeout": "1s", "backups": [{"name": "tree", "path": str(tree)}]},
+    })  # fmt: skip
+    with served_exporter(tmp_path, config) as served:
+        body = get(served.port, "/metrics").body
+        stop(served)
+    assert 'mail_exporter_collector_success{collector="exim_queue"} 0.0' in body
+    assert 'mail_exporter_collector_success{collector="backups"} 1.0' in body
+    assert 'mail_host_backup_files{backup="tree"} 1.0' in body
+
+
+def test_a_scrape_waiting_for_a_hung_collector_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """SIGTERM during a scrape that would wait a minute for its collector: the exporter
+    exits within its grace period and says what it did not wait for."""
+    pid_file = tmp_path / "exim.pid"
+    script = f"echo $$ > {pid_file}; exec sleep 120"
+    config = write_config(tmp_path, {"exim_queue": exim_section(tmp_path, script, "60s")})
+    try:
+        with served_exporter(tmp_path, config) as served:
+
+            def scrape() -> None:
+                with contextlib.suppress(OSError):  # the exporter exits without answering
+                    get(served.port, "/metrics")
+
+            threading.Thread(target=scrape, daemon=True).start()
+            wait_for(pid_file, served.process)
+            stop(served)
+            assert "exiting without waiting for" in served.stderr()
+            assert "collector exim_queue" in served.stderr()
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

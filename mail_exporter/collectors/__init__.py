@@ -8,9 +8,27 @@ threads (never on the event loop), each within its section's ``timeout``, and
 reports ``mail_exporter_collector_success`` and ``..._duration_seconds`` for
 each: a failing or hanging collector costs its own metrics and nothing else.
 
-A collection's duration is timed in the worker that runs it, so a slow collector
+A collection's duration is timed in the thread that runs it, so a slow collector
 does not make the ones read after it look slow; one that has not ended (timed out,
 or its previous collection still running) reports how long it has been waited for.
+
+Each collection runs in a daemon thread of its own, started by the scrape that needs
+it. A collection stuck in a system call (a read from a FIFO or a hung mount, a command
+that does not end) cannot be interrupted from outside; as a daemon thread it at least
+does not keep the process alive at exit, and since at most one collection of each
+collector runs at a time (see below), a stuck source holds one thread, not one per scrape.
+
+Scrapes share collections. A scrape that finds a collection of a collector in flight
+waits for that one, within the collector's timeout, instead of starting another or
+failing: two Prometheus servers (an HA pair) scraping at once both get the result.
+A collection that has overrun its timeout is not waited for: the scrape reports it as
+still running.
+
+A collector that does long work of its own (walking a directory tree) asks
+:func:`collection_deadline` when its collection's time is up and stops there, raising
+:class:`CollectorError`, so that a timeout ends the work and not only the wait for it.
+The deadline travels in a context variable, set by the thread running the collection,
+so that the ``collect()`` signature stays the same for every collector.
 
 A reload keeps each collector whose section is unchanged (sections compare by
 value), so caches and read positions survive a SIGHUP: the dns collector's answers
@@ -21,12 +39,15 @@ changed are rebuilt and those no longer enabled are closed.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,20 +101,47 @@ def enabled_collectors(config: Config, flags: Mapping[str, bool | None]) -> list
     return names
 
 
+_deadline: ContextVar[float] = ContextVar("collection_deadline", default=math.inf)
+
+
+def collection_deadline() -> float:
+    """When the running collection's work must stop, on the :func:`time.monotonic` clock.
+
+    That is the share of the collector's timeout its commands get (``COMMAND_TIME_SHARE``),
+    so that the collector can still say why it stopped before the scrape stops waiting.
+    Infinite outside a collection (a collector called directly, as in its unit tests).
+    """
+    return _deadline.get()
+
+
 class _Collection:
-    """One collection submitted to the pool, timed by the worker that runs it."""
+    """One collection, in a daemon thread of its own that times it."""
 
-    def __init__(self, collector: Collector, pool: ThreadPoolExecutor) -> None:
-        self.submitted = time.monotonic()
+    def __init__(self, name: str, collector: Collector, submitted: float, timeout: float) -> None:
+        self.submitted = submitted  # the scrape's start: its wait and this deadline are one
+        self.deadline = self.submitted + timeout
+        """Until when scrapes wait for it."""
+        self.work_deadline = self.submitted + timeout * COMMAND_TIME_SHARE
+        """What :func:`collection_deadline` tells the collector."""
         self.took: float | None = None
-        self.future = pool.submit(self._run, collector)
+        self.future: Future[list[Metric]] = Future()
+        thread = threading.Thread(
+            target=self._run, args=(collector,), name=f"collector {name}", daemon=True
+        )
+        thread.start()
 
-    def _run(self, collector: Collector) -> list[Metric]:
+    def _run(self, collector: Collector) -> None:
+        _deadline.set(self.work_deadline)  # the thread's own context: no other one sees it
         began = time.monotonic()
         try:
-            return list(collector.collect())
-        finally:
-            self.took = time.monotonic() - began
+            try:
+                families = list(collector.collect())
+            finally:
+                self.took = time.monotonic() - began  # before the outcome: scrapes read it then
+        except BaseException as error:  # handed to the scrapes, which log it
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(families)
 
     def seconds(self) -> float:
         """Its own duration once ended; until then, how long it has been waited for."""
@@ -101,16 +149,16 @@ class _Collection:
 
 
 class CollectorSet:
-    """The enabled collectors of one config, with a thread pool to run them in."""
+    """The enabled collectors of one config, and the collections of each in flight."""
 
     def __init__(self, config: Config, flags: Mapping[str, bool | None]) -> None:
         self.flags = flags
         self.collectors: dict[str, Collector] = {}
         self.timeouts: dict[str, float] = {}
         self._sections: dict[str, CollectorSection] = {}
-        # Scrapes run in worker threads: they take collectors and timeouts as one pair.
+        # Scrapes run in worker threads, several at once: they take collectors and timeouts
+        # as one pair, and start a collection only when none of that collector is in flight.
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="collector")
         # Kept across reloads, so a rebuilt collector whose source hangs stays one thread.
         self._running: dict[str, _Collection] = {}
         self._failures: dict[str, str] = {}
@@ -142,17 +190,18 @@ class CollectorSet:
             logger.info("collectors started: %s", ", ".join(rebuilt))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Close the collectors; collections still running end on their own (daemon threads)."""
         for collector in self.collectors.values():
             _close(collector)
 
-    def _start(self, name: str, collector: Collector) -> _Collection | None:
-        """Submit a collection, unless the last one still runs (a hung source stays one thread)."""
-        previous = self._running.get(name)
-        if previous is not None and not previous.future.done():
-            return None
-        self._running[name] = collection = _Collection(collector, self._pool)
-        return collection
+    def _collection(
+        self, name: str, collector: Collector, started: float, timeout: float
+    ) -> _Collection:
+        """The collection of ``name`` in flight, or a new one when none is (call with the lock)."""
+        running = self._running.get(name)
+        if running is None or running.future.done():
+            running = self._running[name] = _Collection(name, collector, started, timeout)
+        return running
 
     def collect(self) -> Iterable[Metric]:
         success = GaugeMetricFamily(
@@ -166,38 +215,43 @@ class CollectorSet:
             labels=["collector"],
         )
         with self._lock:
-            collectors, timeouts = self.collectors, self.timeouts
-        started = time.monotonic()
-        collections = {name: self._start(name, collector) for name, collector in collectors.items()}
+            started = time.monotonic()
+            timeouts = self.timeouts
+            collections = {
+                name: self._collection(name, collector, started, timeouts[name])
+                for name, collector in self.collectors.items()
+            }
         # Collectors may share metric names (every queue collector exports mail_queue_*):
-        # their samples merge into one family, as the exposition format requires.
+        # their samples merge into one family, as the exposition format requires. The
+        # merge works on copies: a shared collection's families belong to every scrape.
         merged: dict[str, Metric] = {}
         for name, collection in collections.items():
             families = self._result(name, collection, started, timeouts[name])
-            duration.add_metric([name], self._running[name].seconds())
+            duration.add_metric([name], collection.seconds())
             success.add_metric([name], 0.0 if families is None else 1.0)
             for family in families or []:
-                if family.name in merged:
-                    merged[family.name].samples.extend(family.samples)
-                else:
-                    merged[family.name] = family
+                if family.name not in merged:
+                    merged[family.name] = copy.copy(family)
+                    merged[family.name].samples = []
+                merged[family.name].samples.extend(family.samples)
         self.latest = list(merged.values())
         yield from self.latest
-        if collectors:
+        if collections:
             yield success
             yield duration
 
     def _result(
-        self, name: str, collection: _Collection | None, started: float, timeout: float
+        self, name: str, collection: _Collection, started: float, timeout: float
     ) -> list[Metric] | None:
-        if collection is None:
-            self._failed(name, "the previous collection is still running")
-            return None
+        """The collection's families, waited for until its deadline or the scrape's own."""
         try:
-            remaining = timeout - (time.monotonic() - started)
-            families = collection.future.result(timeout=max(0.0, remaining))
+            until = min(collection.deadline, started + timeout)
+            families = collection.future.result(timeout=max(0.0, until - time.monotonic()))
         except FutureTimeout:
-            self._failed(name, f"no result within {timeout:.3g}s")
+            if collection.deadline <= started:
+                self._failed(name, "the previous collection is still running")
+            else:
+                self._failed(name, f"no result within {timeout:.3g}s")
         except CollectorError as error:
             self._failed(name, f"failed: {error}")
         except Exception:  # a broken collector must not break the scrape
@@ -221,7 +275,7 @@ def _close(collector: Collector) -> None:
         close()
 
 
-# Registration: each collector module registers itself on import.
+# Last, as they import CollectorError from here. Each collector module registers itself.
 from mail_exporter.collectors import (  # noqa: E402, F401
     backups,
     dns,
@@ -234,3 +288,4 @@ from mail_exporter.collectors import (  # noqa: E402, F401
     services,
     smart,
 )
+from mail_exporter.collectors.commands import COMMAND_TIME_SHARE  # noqa: E402
