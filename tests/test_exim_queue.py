@@ -1,6 +1,7 @@
 """The Exim queue collector: spool parsing on fabricated files, and agreement with a real Exim."""
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from mail_exporter.collectors.exim_queue import (
     HEADER_READ_LIMIT,
     EximQueueCollector,
     HeaderFacts,
+    SpoolScan,
     parse_header,
     scan_spool,
 )
@@ -154,6 +156,21 @@ def test_message_gone_between_listing_and_reading_is_skipped(tmp_path: Path) -> 
     scan = scan_spool(input_directory)
 
     assert (scan.queue.messages, scan.queue.size_bytes) == (1, size)
+
+
+def test_spool_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO named like a -H file would make a plain open wait for a writer for ever."""
+    input_directory = tmp_path / "input"
+    size = write_message(input_directory, OLD_ID, NOW - 100)
+    os.mkfifo(input_directory / "1xX99z-0007Zz-9z-H")
+    scans: list[SpoolScan] = []
+    scanner = threading.Thread(
+        target=lambda: scans.append(scan_spool(input_directory)), daemon=True
+    )
+    scanner.start()
+    scanner.join(10)
+    assert not scanner.is_alive(), "the scan waits on the FIFO"
+    assert (scans[0].queue.messages, scans[0].queue.size_bytes) == (1, size)
 
 
 def test_unparsable_header_counts_without_an_age(tmp_path: Path) -> None:

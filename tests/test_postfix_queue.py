@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import smtplib
 import socket
 import subprocess
@@ -306,6 +307,20 @@ def test_showq_stream_parsing() -> None:
 
 def test_vanished_queue_file(tmp_path: Path) -> None:
     assert read_queue_file(str(tmp_path / "gone")) is None
+
+
+def test_spool_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO in a queue directory would make a plain open wait for a writer for ever."""
+    queue_directory = make_queue_directory(tmp_path, *QUEUES)
+    os.mkfifo(queue_directory / "deferred" / "4C3F41E0A1B")
+    snapshots: list[QueueSnapshot] = []
+    scanner = threading.Thread(
+        target=lambda: snapshots.append(SpoolScanner(queue_directory).scan()), daemon=True
+    )
+    scanner.start()
+    scanner.join(10)
+    assert not scanner.is_alive(), "the scan waits on the FIFO"
+    assert snapshots[0].queues["deferred"].messages == 0
 
 
 def make_queue_directory(root: Path, *queues: str) -> Path:

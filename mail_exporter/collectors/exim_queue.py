@@ -56,7 +56,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mail_exporter.collectors import CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
-from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
+from mail_exporter.collectors.queues import (
+    QueueStats,
+    SourceLog,
+    queue_families,
+    read_head,
+    source_info,
+)
 from mail_exporter.config import Config, EximQueueConfig
 
 logger = logging.getLogger(__name__)
@@ -152,15 +158,10 @@ def _spool_entries(input_directory: str) -> Iterator[os.DirEntry[str]]:
 
 def _read_message(header_path: str, message_id: str) -> tuple[int, HeaderFacts | None] | None:
     """Spool bytes and header facts of one message; None when it left the queue meanwhile."""
-    try:
-        header = os.open(header_path, os.O_RDONLY)
-    except FileNotFoundError:
+    found = read_head(header_path, HEADER_READ_LIMIT)
+    if found is None:
         return None
-    try:
-        head = os.read(header, HEADER_READ_LIMIT)
-        size = os.fstat(header).st_size
-    finally:
-        os.close(header)
+    head, size = found
     # A -D file already removed (delivery ending): the -H file still counts, as for exim -bpc.
     with contextlib.suppress(FileNotFoundError):
         size += os.stat(header_path[:-1] + "D").st_size

@@ -48,6 +48,7 @@ from mail_exporter.collectors.queues import (
     collect_success,
     labelled_counts,
     queue_families,
+    read_head,
     source_info,
     top_with_other,
 )
@@ -177,21 +178,9 @@ def parse_queue_file_head(head: bytes) -> tuple[int | None, float | None]:
     return size, arrival
 
 
-def _read_head(path: str, limit: int) -> tuple[bytes, int] | None:
-    """The first ``limit`` bytes of a file and its size; ``None`` if it vanished meanwhile."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None  # delivered or moved between listing and reading
-    try:
-        return os.read(descriptor, limit), os.fstat(descriptor).st_size
-    finally:
-        os.close(descriptor)
-
-
 def read_queue_file(path: str) -> tuple[int, float | None] | None:
     """Message size and arrival time of a queue file; ``None`` if it vanished meanwhile."""
-    found = _read_head(path, HEAD_BYTES)
+    found = read_head(path, HEAD_BYTES)
     if found is None:
         return None
     head, file_size = found
@@ -293,7 +282,7 @@ class SpoolScanner:
 
 
 def _deferrals_in(path: str) -> list[Deferral]:
-    found = _read_head(path, MAX_FIELD_BYTES)
+    found = read_head(path, MAX_FIELD_BYTES)
     pairs = parse_defer_log(found[0]) if found else []
     return [(classify_reason(reason), recipient_domain(recipient)) for recipient, reason in pairs]
 

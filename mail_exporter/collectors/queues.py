@@ -13,6 +13,8 @@ Sample output::
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,24 @@ logger = logging.getLogger(__name__)
 
 QUEUE_LABELS = ("mta", "mta_instance", "queue")
 OTHER = "other"
+
+
+def read_head(path: str, limit: int) -> tuple[bytes, int] | None:
+    """The first ``limit`` bytes of a spool file and its size; ``None`` if it vanished
+    meanwhile or is not a regular file. A FIFO or a device planted in a spool would make
+    a plain open wait for a writer, or a read never end: it is opened without blocking
+    and skipped, never read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None  # delivered or moved between listing and reading
+    try:
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode):
+            return None
+        return os.read(descriptor, limit), found.st_size
+    finally:
+        os.close(descriptor)
 
 
 @dataclass
