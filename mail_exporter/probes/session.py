@@ -4,7 +4,8 @@ Protocol modules (``smtp``, ``imap``, ``pop3``) speak through a
 :class:`Session` and raise :class:`ProbeFailure` to stop; the runner in
 :mod:`mail_exporter.probes` turns both into a :class:`ProbeResult`.  Every read
 is bounded in line length and count, so nothing a server sends can grow memory
-without bound, and the caller's deadline bounds time.
+without bound, and the caller's deadline bounds time. Every entry of the session
+log and every failure detail is escaped (:func:`printable`): they quote the server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import tls
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.targets import Address
 
@@ -39,13 +41,6 @@ class ProbeFailure(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-def printable(data: bytes | str, limit: int = 120) -> str:
-    """A server's words made safe for logs: no control characters, bounded length."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 Farewell = Callable[[], Awaitable[object]]
@@ -73,7 +68,8 @@ class Session:
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self._started
-        self.result.log.append(f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {message}")
+        entry = f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {printable(message, None)}"
+        self.result.log.append(entry)
 
     @contextmanager
     def timed(self, phase: Phase) -> Iterator[None]:
@@ -262,4 +258,4 @@ class Session:
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:
     """Record a failure on the result (first failure wins)."""
     if result.failure is None:
-        result.failure = Failure(phase, reason, detail)
+        result.failure = Failure(phase, reason, printable(detail, None))

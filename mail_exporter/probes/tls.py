@@ -5,6 +5,10 @@ can always be read: an expired certificate or a wrong host name must show up as
 ``mail_tls_cert_verified 0`` with the real expiry, not as a dead server.  The
 chain and host name are then verified here with ``cryptography``'s X.509
 verifier against the configured CA file or the system store.
+
+Whatever a certificate says (subject, issuer, and the verifier's errors, which quote
+the subject) is made printable before it leaves this module: it reaches terminals
+and logs, where a name holding a line break or an escape sequence could forge lines.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import TLSFacts
 
 _DER = 2  # _ssl.ENCODING_DER, the private constant behind Certificate.public_bytes
@@ -100,6 +105,10 @@ def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
     return (leaf,) if leaf else ()
 
 
+SHOWN_NAME_CHARACTERS = 512
+"""Longest subject, issuer or verify error kept: longer ones are cut (they are for people)."""
+
+
 def _subject_for(server_name: str) -> DNSName | IPAddress:
     try:
         return IPAddress(ipaddress.ip_address(server_name))
@@ -120,8 +129,8 @@ def verify_chain(
         return f"cannot load CA file {anchors}: {error}"
     try:
         server_verifier(store, server_name).verify(chain[0], chain[1:])
-    except VerificationError as error:
-        return str(error)
+    except VerificationError as error:  # quotes the certificate's subject
+        return printable(str(error), SHOWN_NAME_CHARACTERS)
     return None
 
 
@@ -177,8 +186,8 @@ def _examine(
         earliest_not_after=min(_timestamp(c.not_valid_after_utc) for c in chain),
         leaf_not_before=_timestamp(leaf.not_valid_before_utc),
         leaf_not_after=_timestamp(leaf.not_valid_after_utc),
-        leaf_subject=leaf.subject.rfc4514_string(),
-        leaf_issuer=leaf.issuer.rfc4514_string(),
+        leaf_subject=printable(leaf.subject.rfc4514_string(), SHOWN_NAME_CHARACTERS),
+        leaf_issuer=printable(leaf.issuer.rfc4514_string(), SHOWN_NAME_CHARACTERS),
         verify_error=verify_chain(chain, server_name, ca_file),
     )
 

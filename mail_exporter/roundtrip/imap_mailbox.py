@@ -40,7 +40,7 @@ import aioimaplib
 
 from mail_exporter.config import AuthConfig, ModuleConfig, RoundTripReceive
 from mail_exporter.probes import tls
-from mail_exporter.probes.session import printable
+from mail_exporter.probes.printable import printable
 from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged

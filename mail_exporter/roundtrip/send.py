@@ -20,7 +20,7 @@ import aiosmtplib
 
 from mail_exporter.config import AuthConfig, ModuleConfig
 from mail_exporter.probes import tls
-from mail_exporter.probes.session import printable
+from mail_exporter.probes.printable import printable
 from mail_exporter.roundtrip.connection import open_socket, server_name, verify_server
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.targets import Address
