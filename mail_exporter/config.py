@@ -78,9 +78,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _server_name(value: str) -> str:
+    """A name TLS can send as SNI (as the ssl module encodes it), or an address."""
+    try:
+        encoded = value.removesuffix(".").encode("idna")
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise ValueError(
+            f"server_name {value!r} is not a host name: labels of 1 to 63 characters "
+            "between dots"
+        )
+    return value
+
+
 class TLSConfig(StrictModel):
     ca_file: ConfigPath | None = None
-    server_name: str | None = None
+    server_name: Annotated[str, AfterValidator(_server_name)] | None = None
     insecure_skip_verify: bool = False
 
     @model_validator(mode="after")

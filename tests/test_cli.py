@@ -180,6 +180,14 @@ async def test_probe_report_escapes_what_the_certificate_says(tmp_path: Path, pk
     assert all(character.isprintable() for character in report.replace("\n", "")), repr(report)
 
 
+def test_probe_command_refuses_a_server_name_tls_cannot_send() -> None:
+    result = CliRunner().invoke(
+        main, ["probe", "--tls", "implicit", "--server-name", "mail..example.com", "127.0.0.1:1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "server_name 'mail..example.com' is not a host name" in result.output
+
+
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())

@@ -54,6 +54,14 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ["modules.m (line 2): require_tls applies only to tls: starttls"],
     ),
     (
+        "server name TLS cannot send",
+        VALID_MODULE + "    tls_config: {server_name: mail..example.com}\n",
+        [
+            "modules.m.tls_config.server_name (line 4): server_name 'mail..example.com' is not "
+            "a host name: labels of 1 to 63 characters between dots"
+        ],
+    ),
+    (
         "missing module reference",
         VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: nope}\n",
         ["targets[0].module (line 5): unknown module 'nope' (modules: m)"],

@@ -454,3 +454,39 @@ async def test_no_goodbye_after_a_malformed_reply() -> None:
     result, heard = await probe_dialogue("220 mx.test", script, module())
     assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
     assert commands(heard, "smtp") == ["EHLO"]  # out of step: the probe only hangs up
+
+
+async def test_server_name_with_a_trailing_dot_verifies_and_is_sent_without_it(
+    pki: PKI,
+) -> None:
+    seen: list[str | None] = []
+    context = server_context(pki.server_cert, pki.server_key)
+    context.sni_callback = lambda connection, name, ctx: seen.append(name)
+    result = await probe(
+        smtp_script(["220 hi"]), tls_module(pki, server_name="localhost."), tls=context
+    )
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.verified, result.tls.verify_error
+    assert seen == ["localhost"]  # RFC 6066 3: SNI carries no trailing dot
+
+
+@pytest.mark.parametrize("skip_verify", [False, True])
+async def test_underscore_server_name_is_unverified_with_the_certificate_facts(
+    pki: PKI, skip_verify: bool
+) -> None:
+    """No certificate verifier takes ``_`` in a DNS name: not verified, never an internal error."""
+    seen: list[str | None] = []
+    context = server_context(pki.server_cert, pki.server_key)
+    context.sni_callback = lambda connection, name, ctx: seen.append(name)
+    mod = tls_module(pki, server_name="mail_1.example.com", insecure_skip_verify=skip_verify)
+    result = await probe(smtp_script(["220 hi"]), mod, tls=context)
+    if skip_verify:
+        assert result.success, result.log
+    else:
+        assert_failed(result, Phase.TLS_HANDSHAKE, FailureReason.TLS)
+    facts = result.tls
+    assert facts is not None and facts.verified is False
+    assert facts.verify_error is not None and "'mail_1.example.com'" in facts.verify_error
+    assert facts.earliest_not_after == pki.server_not_after.timestamp()
+    assert facts.leaf_not_before == pki.server_not_before.timestamp()
+    assert seen == ["mail_1.example.com"]

@@ -140,7 +140,7 @@ class Session:
                     tls.client_context(),
                     server_hostname=None
                     if self.address.is_ip and not settings.server_name
-                    else server_name,
+                    else tls.tls_name(server_name),
                 )
             except (ssl.SSLError, OSError, EOFError) as error:
                 raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
