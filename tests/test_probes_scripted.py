@@ -312,7 +312,7 @@ async def probe_dialogue(
 def login_module(protocol: str, monkeypatch: pytest.MonkeyPatch) -> ModuleConfig:
     monkeypatch.setenv("SCRIPTED_PROBE_PASSWORD", "wrong")
     auth = {"username": "probe", "password_env": "SCRIPTED_PROBE_PASSWORD"}
-    return module(protocol=protocol, auth=auth)
+    return module(protocol=protocol, auth=auth, allow_plaintext_auth=True)
 
 
 # Per protocol: greeting, answers that refuse the login, the goodbye and its answer.
@@ -454,6 +454,47 @@ async def test_no_goodbye_after_a_malformed_reply() -> None:
     result, heard = await probe_dialogue("220 mx.test", script, module())
     assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
     assert commands(heard, "smtp") == ["EHLO"]  # out of step: the probe only hangs up
+
+
+def plaintext_login_module(
+    protocol: str, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> ModuleConfig:
+    """A module that logs in and takes STARTTLS when offered (``require_tls: false``)."""
+    monkeypatch.setenv("SCRIPTED_PROBE_PASSWORD", "secret")
+    auth = {"username": "probe", "password_env": "SCRIPTED_PROBE_PASSWORD"}
+    return module(protocol=protocol, tls="starttls", require_tls=False, auth=auth, **settings)
+
+
+HEARD_WITHOUT_STARTTLS = {
+    "smtp": ["EHLO", "QUIT"],
+    "imap": ["a1 CAPABILITY", "a2 LOGOUT"],
+    "pop3": ["CAPA", "QUIT"],
+}
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_login_is_withheld_when_starttls_is_missing(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STARTTLS missing (or stripped on the way): the password is never sent in cleartext."""
+    greeting, script, goodbye, answer = REFUSED_LOGIN[protocol]  # offers login, not STARTTLS
+    mod = plaintext_login_module(protocol, monkeypatch)
+    result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.STARTTLS_UNAVAILABLE)
+    assert commands(heard, protocol) == HEARD_WITHOUT_STARTTLS[protocol]
+    assert result.failure is not None and "allow_plaintext_auth" in result.failure.detail
+    assert result.starttls_offered is False and result.plaintext_auth_offered is True
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_cleartext_login_when_the_module_allows_it(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeting, script, goodbye, answer = REFUSED_LOGIN[protocol]
+    mod = plaintext_login_module(protocol, monkeypatch, allow_plaintext_auth=True)
+    result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)  # the login was sent, and refused
+    assert commands(heard, protocol) == HEARD_AFTER_REFUSED_LOGIN[protocol]
 
 
 async def test_server_name_with_a_trailing_dot_verifies_and_is_sent_without_it(

@@ -6,6 +6,12 @@ Protocol modules (``smtp``, ``imap``, ``pop3``) speak through a
 is bounded in line length and count, so nothing a server sends can grow memory
 without bound, and the caller's deadline bounds time. Every entry of the session
 log and every failure detail is escaped (:func:`printable`): they quote the server.
+
+A password is never sent without TLS unless the module says so
+(``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
+that does not offer STARTTLS (or whose offer was stripped on the way) is still probed
+without a login, and a module that logs in fails there with ``starttls_unavailable``
+(:func:`plaintext_refusal`) rather than sending its password in cleartext.
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ class ProbeFailure(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def plaintext_refusal(module: ModuleConfig, verb: str) -> str | None:
+    """Why a session must stop when the server does not offer ``verb`` (STARTTLS, STLS),
+    or ``None`` when it may go on without TLS."""
+    if module.starttls_required:
+        return f"server does not offer {verb}"
+    if module.auth is not None and not module.allow_plaintext_auth:
+        return (
+            f"server does not offer {verb}: login withheld, the password is not sent "
+            "without TLS (allow_plaintext_auth: true would send it)"
+        )
+    return None
 
 
 Farewell = Callable[[], Awaitable[object]]
@@ -174,10 +193,9 @@ class Session:
         if self.module.tls != "starttls":
             return False
         if not offered:
-            if self.module.starttls_required:
-                raise ProbeFailure(
-                    FailureReason.STARTTLS_UNAVAILABLE, f"server does not offer {verb}"
-                )
+            refusal = plaintext_refusal(self.module, verb)
+            if refusal is not None:
+                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, refusal)
             self.log(f"{verb} not offered; continuing without TLS as the module allows")
             return False
         with self.timed(Phase.STARTTLS):

@@ -5,8 +5,9 @@ The TCP connection follows the module's ``preferred_ip_protocol`` and
 certificate is then verified against ``tls_config`` (``ca_file``, ``server_name``),
 failing the step unless ``insecure_skip_verify`` is set. The server name is also sent
 as SNI (without a trailing dot, as the probes send it). Verification happens before any
-password is sent. :func:`bounded` gives every step of a mailbox session its time limit
-and its failure stage.
+password is sent, and no password is sent without TLS unless the module allows it
+(:func:`~mail_exporter.probes.session.plaintext_refusal`). :func:`bounded` gives every
+step of a mailbox session its time limit and its failure stage.
 """
 
 from __future__ import annotations
