@@ -14,7 +14,7 @@ from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
-from tests.scripted import Handler, scripted_server, send, server_context, smtp_script
+from tests.scripted import Handler, scripted_server, send, server_context, smtp_script, upgrade
 
 
 def module(**settings: Any) -> ModuleConfig:
@@ -495,6 +495,40 @@ async def test_cleartext_login_when_the_module_allows_it(
     result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
     assert_failed(result, Phase.AUTH, FailureReason.AUTH)  # the login was sent, and refused
     assert commands(heard, protocol) == HEARD_AFTER_REFUSED_LOGIN[protocol]
+
+
+async def test_pop3_asks_for_capabilities_again_after_stls(
+    pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 2595 4: the list from before STLS is discarded. Here, as Dovecot does when it
+    refuses plaintext logins, USER is offered only once TLS is up."""
+    heard: list[str] = []
+    context = server_context(pki.server_cert, pki.server_key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "+OK ready")
+        capabilities = ["STLS"]
+        while line := (await reader.readline()).decode().strip():
+            heard.append(line.split()[0])
+            verb = line.split()[0]
+            if verb == "CAPA":
+                await send(writer, "+OK", *capabilities, ".")
+            elif verb == "STLS":
+                await send(writer, "+OK begin TLS")
+                await upgrade(writer, context)
+                capabilities = ["USER"]
+            elif verb == "QUIT":
+                await send(writer, "+OK bye")
+                return
+            else:
+                await send(writer, "+OK")
+
+    ca = {"ca_file": str(pki.ca_file), "server_name": "localhost"}
+    mod = plaintext_login_module("pop3", monkeypatch, tls_config=ca)
+    result = await probe(handler, mod)
+    assert result.success, result.log
+    assert heard == ["CAPA", "STLS", "CAPA", "USER", "PASS", "QUIT"]
+    assert result.tls is not None and result.tls.verified
 
 
 async def test_server_name_with_a_trailing_dot_verifies_and_is_sent_without_it(
