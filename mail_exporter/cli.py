@@ -27,10 +27,11 @@ from typing import Any
 
 import click
 from aiohttp import web
+from pydantic import ValidationError
 
 from mail_exporter import __version__
 from mail_exporter.collectors import COLLECTORS
-from mail_exporter.config import ConfigError, ModuleConfig, load_config
+from mail_exporter.config import ConfigError, ModuleConfig, describe_error, load_config
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
 from mail_exporter.probes import run_probe
@@ -232,7 +233,12 @@ def _adhoc_module(
     if server_name:
         tls_config["server_name"] = server_name
     settings["tls_config"] = tls_config
-    return ModuleConfig.model_validate(settings)
+    try:
+        return ModuleConfig.model_validate(settings)
+    except ValidationError as error:  # only --server-name can be wrong: the rest are choices
+        raise click.BadParameter(
+            describe_error(error.errors()[0]), param_hint="--server-name"
+        ) from None
 
 
 @main.command("probe")

@@ -78,9 +78,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _server_name(value: str) -> str:
+    """A name TLS can send as SNI (as the ssl module encodes it), or an address."""
+    try:
+        encoded = value.removesuffix(".").encode("idna")
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise ValueError(
+            f"server_name {value!r} is not a host name: labels of 1 to 63 characters "
+            "between dots"
+        )
+    return value
+
+
 class TLSConfig(StrictModel):
     ca_file: ConfigPath | None = None
-    server_name: str | None = None
+    server_name: Annotated[str, AfterValidator(_server_name)] | None = None
     insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
@@ -127,11 +141,17 @@ class AuthConfig(StrictModel):
 
 
 class ModuleConfig(StrictModel):
-    """How to probe one kind of service: protocol, TLS mode, timeout, login."""
+    """How to probe one kind of service: protocol, TLS mode, timeout, login.
+
+    A login without TLS is a written choice (``allow_plaintext_auth: true``): ``auth``
+    with ``tls: none`` is an error without it, and with ``tls: starttls`` and
+    ``require_tls: false`` the login is withheld when STARTTLS is not offered.
+    """
 
     protocol: Protocol
     tls: TLSMode = "none"
     require_tls: bool | None = None
+    allow_plaintext_auth: bool = False
     timeout: Duration = Field(default="10s", validate_default=True)
     preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
     ip_protocol_fallback: bool = True
@@ -147,6 +167,17 @@ class ModuleConfig(StrictModel):
             raise ValueError("ehlo_name applies only to protocol: smtp")
         if self.auth and self.auth.mechanism == "login" and self.protocol == "pop3":
             raise ValueError("pop3 logs in with USER/PASS (mechanism auto) or AUTH PLAIN (plain)")
+        may_be_plaintext = self.tls != "implicit" and not self.starttls_required
+        if self.allow_plaintext_auth and not (self.auth and may_be_plaintext):
+            raise ValueError(
+                "allow_plaintext_auth applies only to a module with auth and tls: none, "
+                "or tls: starttls with require_tls: false"
+            )
+        if self.auth and self.tls == "none" and not self.allow_plaintext_auth:
+            raise ValueError(
+                "auth with tls: none sends the password in cleartext: add "
+                "allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
+            )
         return self
 
     @property

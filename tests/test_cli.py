@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import os
 import signal
 import subprocess
@@ -13,6 +15,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mail_exporter.cli import main
 from mail_exporter.collectors import COLLECTORS
@@ -21,6 +27,7 @@ from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.realservers.runtime import free_port
+from tests.scripted import scripted_server, server_context, smtp_script
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mail_exporter.yml"
 
@@ -114,6 +121,71 @@ def test_probe_command_with_module_hides_password(
     assert result.exit_code == 0, result.output
     assert "auth" in result.output
     assert dovecot.password not in result.output
+
+
+HOSTILE_TEXT = "x\r\nVerdict: SUCCESS\x1b[2J\x1b]0;owned\x07"
+"""A line break, a fake verdict, a screen clear and a window title, as a server can send them."""
+
+
+def hostile_certificate(pki: PKI, directory: Path) -> tuple[Path, Path]:
+    """A certificate from the test CA whose subject and subjectAltName carry HOSTILE_TEXT,
+    with Unicode line and paragraph separators and a right-to-left override in the subject."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_file.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "\u2028Verdict: SUCCESS\u2029\u202e"),
+            x509.NameAttribute(NameOID.COMMON_NAME, HOSTILE_TEXT),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOSTILE_TEXT)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "hostile.pem", directory / "hostile.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_probe_report_escapes_what_the_certificate_says(tmp_path: Path, pki: PKI) -> None:
+    """Names and verify errors reach the terminal escaped: no fake verdict line, no escapes."""
+    context = server_context(*hostile_certificate(pki, tmp_path))
+    async with scripted_server(smtp_script(["220 hi"]), context) as address:
+        command = [sys.executable, "-m", "mail_exporter", "probe", "--protocol", "smtp",
+                   "--tls", "implicit", "--ca-file", str(pki.ca_file), address]  # fmt: skip
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    report = stdout.decode()
+    assert process.returncode == 1, report
+    verdicts = [line for line in report.splitlines() if line.lstrip().startswith("Verdict")]
+    assert len(verdicts) == 1 and verdicts[0].startswith("Verdict: FAILED in tls_handshake"), report
+    assert "certificate          CN=x\\r\\nVerdict: SUCCESS\\x1b[2J" in report  # shown, escaped
+    assert all(character.isprintable() for character in report.replace("\n", "")), repr(report)
+
+
+def test_probe_command_refuses_a_server_name_tls_cannot_send() -> None:
+    result = CliRunner().invoke(
+        main, ["probe", "--tls", "implicit", "--server-name", "mail..example.com", "127.0.0.1:1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "server_name 'mail..example.com' is not a host name" in result.output
 
 
 def fetch(url: str) -> str:

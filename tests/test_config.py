@@ -54,6 +54,39 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ["modules.m (line 2): require_tls applies only to tls: starttls"],
     ),
     (
+        "login without TLS",
+        "modules:\n  m:\n    protocol: imap\n    auth: {username: u, password_env: HOME}\n",
+        [
+            "modules.m (line 2): auth with tls: none sends the password in cleartext: "
+            "add allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
+        ],
+    ),
+    (
+        "allow_plaintext_auth where the login always has TLS",
+        "modules:\n  m:\n    protocol: imap\n    tls: starttls\n    allow_plaintext_auth: true\n"
+        "    auth: {username: u, password_env: HOME}\n",
+        [
+            "modules.m (line 2): allow_plaintext_auth applies only to a module with auth and "
+            "tls: none, or tls: starttls with require_tls: false"
+        ],
+    ),
+    (
+        "allow_plaintext_auth without a login",
+        "modules:\n  m:\n    protocol: imap\n    allow_plaintext_auth: true\n",
+        [
+            "modules.m (line 2): allow_plaintext_auth applies only to a module with auth and "
+            "tls: none, or tls: starttls with require_tls: false"
+        ],
+    ),
+    (
+        "server name TLS cannot send",
+        VALID_MODULE + "    tls_config: {server_name: mail..example.com}\n",
+        [
+            "modules.m.tls_config.server_name (line 4): server_name 'mail..example.com' is not "
+            "a host name: labels of 1 to 63 characters between dots"
+        ],
+    ),
+    (
         "missing module reference",
         VALID_MODULE + "targets:\n  - {name: a, address: 'h:25', module: nope}\n",
         ["targets[0].module (line 5): unknown module 'nope' (modules: m)"],
@@ -137,7 +170,7 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     (
         "round trip reads IMAP mailboxes with POP3",
         "modules:\n  s: {protocol: smtp}\n"
-        "  p: {protocol: pop3, auth: {username: u, password_env: PATH}}\n"
+        "  p: {protocol: pop3, tls: implicit, auth: {username: u, password_env: PATH}}\n"
         "roundtrip:\n  - name: r\n    send: {address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
         "    receive:\n      address: 'h:995'\n      module: p\n      mailbox: Archive\n"
         "      junk_mailbox: Junk\n      cleanup_mailbox: Trash\n",
@@ -214,8 +247,8 @@ def test_password_from_file_and_environment(
     config = parse_config(
         textwrap.dedent(f"""\
         modules:
-          a: {{protocol: imap, auth: {{username: u, password_file: {secret}}}}}
-          b: {{protocol: imap, auth: {{username: u, password_env: PROBE_PASSWORD}}}}
+          a: {{protocol: imap, tls: implicit, auth: {{username: u, password_file: {secret}}}}}
+          b: {{protocol: imap, tls: implicit, auth: {{username: u, password_env: PROBE_PASSWORD}}}}
         """)
     )
     assert config.modules["a"].auth is not None and config.modules["a"].auth.password == "s3cret"
@@ -234,6 +267,19 @@ def test_defaults_and_starttls_requirement() -> None:
     assert config.modules["a"].timeout_seconds == 10.0
     assert config.modules["a"].starttls_required is True
     assert config.modules["b"].starttls_required is False
+
+
+def test_cleartext_login_is_a_written_choice() -> None:
+    auth = "auth: {username: u, password_env: HOME}"
+    config = parse_config(
+        f"modules:\n  plain: {{protocol: pop3, allow_plaintext_auth: true, {auth}}}\n"
+        "  optional: {protocol: smtp, tls: starttls, require_tls: false, "
+        f"allow_plaintext_auth: true, {auth}}}\n"
+        f"  withheld: {{protocol: smtp, tls: starttls, require_tls: false, {auth}}}\n"
+    )
+    assert config.modules["plain"].allow_plaintext_auth is True
+    assert config.modules["optional"].allow_plaintext_auth is True
+    assert config.modules["withheld"].allow_plaintext_auth is False
 
 
 def test_builtin_default_watches_the_standard_ports() -> None:
@@ -266,7 +312,7 @@ def test_format_durations(seconds: float, text: str) -> None:
 def test_relative_paths_are_read_beside_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "secret.pass").write_text("s3cret\n")
     (tmp_path / "config.yml").write_text(
-        "modules:\n  a: {protocol: imap, auth: {username: u, password_file: secret.pass}}\n"
+        "modules:\n  a: {protocol: imap, tls: implicit, auth: {username: u, password_file: secret.pass}}\n"
     )
     auth = load_config(tmp_path / "config.yml").modules["a"].auth
     assert auth is not None and auth.password == "s3cret"

@@ -55,6 +55,7 @@ def make_module(
         **extra,
     }
     if mechanism is not None:
+        settings["allow_plaintext_auth"] = tls == "none"  # the plaintext cases, on purpose
         settings["auth"] = {
             "username": user,
             "password_env": PASSWORD_VARIABLE,

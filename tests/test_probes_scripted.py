@@ -14,7 +14,7 @@ from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
-from tests.scripted import Handler, scripted_server, send, server_context, smtp_script
+from tests.scripted import Handler, scripted_server, send, server_context, smtp_script, upgrade
 
 
 def module(**settings: Any) -> ModuleConfig:
@@ -312,7 +312,7 @@ async def probe_dialogue(
 def login_module(protocol: str, monkeypatch: pytest.MonkeyPatch) -> ModuleConfig:
     monkeypatch.setenv("SCRIPTED_PROBE_PASSWORD", "wrong")
     auth = {"username": "probe", "password_env": "SCRIPTED_PROBE_PASSWORD"}
-    return module(protocol=protocol, auth=auth)
+    return module(protocol=protocol, auth=auth, allow_plaintext_auth=True)
 
 
 # Per protocol: greeting, answers that refuse the login, the goodbye and its answer.
@@ -454,3 +454,114 @@ async def test_no_goodbye_after_a_malformed_reply() -> None:
     result, heard = await probe_dialogue("220 mx.test", script, module())
     assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
     assert commands(heard, "smtp") == ["EHLO"]  # out of step: the probe only hangs up
+
+
+def plaintext_login_module(
+    protocol: str, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> ModuleConfig:
+    """A module that logs in and takes STARTTLS when offered (``require_tls: false``)."""
+    monkeypatch.setenv("SCRIPTED_PROBE_PASSWORD", "secret")
+    auth = {"username": "probe", "password_env": "SCRIPTED_PROBE_PASSWORD"}
+    return module(protocol=protocol, tls="starttls", require_tls=False, auth=auth, **settings)
+
+
+HEARD_WITHOUT_STARTTLS = {
+    "smtp": ["EHLO", "QUIT"],
+    "imap": ["a1 CAPABILITY", "a2 LOGOUT"],
+    "pop3": ["CAPA", "QUIT"],
+}
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_login_is_withheld_when_starttls_is_missing(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STARTTLS missing (or stripped on the way): the password is never sent in cleartext."""
+    greeting, script, goodbye, answer = REFUSED_LOGIN[protocol]  # offers login, not STARTTLS
+    mod = plaintext_login_module(protocol, monkeypatch)
+    result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
+    assert_failed(result, Phase.CAPABILITIES, FailureReason.STARTTLS_UNAVAILABLE)
+    assert commands(heard, protocol) == HEARD_WITHOUT_STARTTLS[protocol]
+    assert result.failure is not None and "allow_plaintext_auth" in result.failure.detail
+    assert result.starttls_offered is False and result.plaintext_auth_offered is True
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap", "pop3"])
+async def test_cleartext_login_when_the_module_allows_it(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    greeting, script, goodbye, answer = REFUSED_LOGIN[protocol]
+    mod = plaintext_login_module(protocol, monkeypatch, allow_plaintext_auth=True)
+    result, heard = await probe_dialogue(greeting, {**script, goodbye: answer}, mod)
+    assert_failed(result, Phase.AUTH, FailureReason.AUTH)  # the login was sent, and refused
+    assert commands(heard, protocol) == HEARD_AFTER_REFUSED_LOGIN[protocol]
+
+
+async def test_pop3_asks_for_capabilities_again_after_stls(
+    pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 2595 4: the list from before STLS is discarded. Here, as Dovecot does when it
+    refuses plaintext logins, USER is offered only once TLS is up."""
+    heard: list[str] = []
+    context = server_context(pki.server_cert, pki.server_key)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "+OK ready")
+        capabilities = ["STLS"]
+        while line := (await reader.readline()).decode().strip():
+            heard.append(line.split()[0])
+            verb = line.split()[0]
+            if verb == "CAPA":
+                await send(writer, "+OK", *capabilities, ".")
+            elif verb == "STLS":
+                await send(writer, "+OK begin TLS")
+                await upgrade(writer, context)
+                capabilities = ["USER"]
+            elif verb == "QUIT":
+                await send(writer, "+OK bye")
+                return
+            else:
+                await send(writer, "+OK")
+
+    ca = {"ca_file": str(pki.ca_file), "server_name": "localhost"}
+    mod = plaintext_login_module("pop3", monkeypatch, tls_config=ca)
+    result = await probe(handler, mod)
+    assert result.success, result.log
+    assert heard == ["CAPA", "STLS", "CAPA", "USER", "PASS", "QUIT"]
+    assert result.tls is not None and result.tls.verified
+
+
+async def test_server_name_with_a_trailing_dot_verifies_and_is_sent_without_it(
+    pki: PKI,
+) -> None:
+    seen: list[str | None] = []
+    context = server_context(pki.server_cert, pki.server_key)
+    context.sni_callback = lambda connection, name, ctx: seen.append(name)
+    result = await probe(
+        smtp_script(["220 hi"]), tls_module(pki, server_name="localhost."), tls=context
+    )
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.verified, result.tls.verify_error
+    assert seen == ["localhost"]  # RFC 6066 3: SNI carries no trailing dot
+
+
+@pytest.mark.parametrize("skip_verify", [False, True])
+async def test_underscore_server_name_is_unverified_with_the_certificate_facts(
+    pki: PKI, skip_verify: bool
+) -> None:
+    """No certificate verifier takes ``_`` in a DNS name: not verified, never an internal error."""
+    seen: list[str | None] = []
+    context = server_context(pki.server_cert, pki.server_key)
+    context.sni_callback = lambda connection, name, ctx: seen.append(name)
+    mod = tls_module(pki, server_name="mail_1.example.com", insecure_skip_verify=skip_verify)
+    result = await probe(smtp_script(["220 hi"]), mod, tls=context)
+    if skip_verify:
+        assert result.success, result.log
+    else:
+        assert_failed(result, Phase.TLS_HANDSHAKE, FailureReason.TLS)
+    facts = result.tls
+    assert facts is not None and facts.verified is False
+    assert facts.verify_error is not None and "'mail_1.example.com'" in facts.verify_error
+    assert facts.earliest_not_after == pki.server_not_after.timestamp()
+    assert facts.leaf_not_before == pki.server_not_before.timestamp()
+    assert seen == ["mail_1.example.com"]

@@ -360,7 +360,7 @@ async def test_a_hanging_mailbox_stalls_only_its_own_route(
             "stuck",
             submission(postfix),
             silent_server,
-            receive_module=module(pki, "imap", "none", timeout="2s"),
+            receive_module=module(pki, "imap", "starttls", timeout="2s"),
         )
     )
     healthy = runner_for(route_config(pki, "healthy", submission(postfix), imaps(dovecot)))

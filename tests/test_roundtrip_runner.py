@@ -42,7 +42,7 @@ def config(
         f"""
 modules:
   submission: {{protocol: smtp}}
-  imap: {{protocol: imap, auth: {{username: p@test.local, password_env: HOME}}}}
+  imap: {{protocol: imap, tls: implicit, auth: {{username: p@test.local, password_env: HOME}}}}
 roundtrip:
 {entries}
 """

@@ -318,7 +318,7 @@ async def test_reload_reads_files_off_the_event_loop(client_for, tmp_path: Path)
     os.mkfifo(secret)
     write_config(
         tmp_path / "config.yml",
-        "modules:\n  b: {protocol: imap, auth: {username: u, password_file: probe.pass}}\n",
+        "modules:\n  b: {protocol: imap, tls: implicit, auth: {username: u, password_file: probe.pass}}\n",
     )
     release = threading.Event()
 

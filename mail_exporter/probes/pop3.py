@@ -1,12 +1,20 @@
-"""POP3 probe (RFC 1939, 2449, 2595, 5034): greeting, CAPA, STLS, USER/PASS or AUTH PLAIN, QUIT."""
+"""POP3 probe (RFC 1939, 2449, 2595, 5034): greeting, CAPA, STLS, USER/PASS or AUTH PLAIN, QUIT.
+
+After STLS the capabilities are asked for again (RFC 2595 4: the list from before TLS
+is discarded; a server that refuses plaintext logins lists ``USER`` only once TLS is
+up). The login checks its mechanism against that list, as SMTP and IMAP do, so the
+password is not sent to a server that said it would not take it; a server without
+CAPA lists nothing and is tried anyway.
+"""
 
 from __future__ import annotations
 
 import base64
 import functools
 
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
-from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
+from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 
 
 async def command(
@@ -43,9 +51,13 @@ async def _capabilities(session: Session) -> set[str]:
     raise ProbeFailure(FailureReason.PROTOCOL, f"CAPA longer than {MAX_REPLY_LINES} lines")
 
 
-async def _login(session: Session) -> None:
+async def _login(session: Session, capabilities: set[str]) -> None:
     auth = session.module.auth
     assert auth is not None
+    wanted = "SASL=PLAIN" if auth.mechanism == "plain" else "USER"
+    if capabilities and wanted not in capabilities:
+        command_name = "AUTH PLAIN" if auth.mechanism == "plain" else "USER"
+        raise ProbeFailure(FailureReason.AUTH, f"server does not offer {command_name}")
     with session.timed(Phase.AUTH):
         if auth.mechanism == "plain":
             token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
@@ -71,14 +83,15 @@ async def open_pop3(session: Session) -> None:
             raise ProbeFailure(FailureReason.BANNER, printable(greeting))
     session.farewell = functools.partial(command, session, "QUIT", FailureReason.PROTOCOL)
     capabilities = await _capabilities(session)
-    await session.negotiate_starttls(
+    if await session.negotiate_starttls(
         "STLS",
         offered="STLS" in capabilities,
         login_offered="USER" in capabilities or "SASL" in capabilities,
         request=lambda: command(session, "STLS", FailureReason.STARTTLS_UNAVAILABLE),
-    )
+    ):
+        capabilities = await _capabilities(session)
     if module.auth is not None:
-        await _login(session)
+        await _login(session, capabilities)
 
 
 async def probe_pop3(session: Session) -> None:

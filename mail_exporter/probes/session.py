@@ -4,7 +4,14 @@ Protocol modules (``smtp``, ``imap``, ``pop3``) speak through a
 :class:`Session` and raise :class:`ProbeFailure` to stop; the runner in
 :mod:`mail_exporter.probes` turns both into a :class:`ProbeResult`.  Every read
 is bounded in line length and count, so nothing a server sends can grow memory
-without bound, and the caller's deadline bounds time.
+without bound, and the caller's deadline bounds time. Every entry of the session
+log and every failure detail is escaped (:func:`printable`): they quote the server.
+
+A password is never sent without TLS unless the module says so
+(``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
+that does not offer STARTTLS (or whose offer was stripped on the way) is still probed
+without a login, and a module that logs in fails there with ``starttls_unavailable``
+(:func:`plaintext_refusal`) rather than sending its password in cleartext.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from contextlib import contextmanager
 
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import tls
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.targets import Address
 
@@ -41,11 +49,17 @@ class ProbeFailure(Exception):
         self.detail = detail
 
 
-def printable(data: bytes | str, limit: int = 120) -> str:
-    """A server's words made safe for logs: no control characters, bounded length."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[:limit] + "…"
+def plaintext_refusal(module: ModuleConfig, verb: str) -> str | None:
+    """Why a session must stop when the server does not offer ``verb`` (STARTTLS, STLS),
+    or ``None`` when it may go on without TLS."""
+    if module.starttls_required:
+        return f"server does not offer {verb}"
+    if module.auth is not None and not module.allow_plaintext_auth:
+        return (
+            f"server does not offer {verb}: login withheld, the password is not sent "
+            "without TLS (allow_plaintext_auth: true would send it)"
+        )
+    return None
 
 
 Farewell = Callable[[], Awaitable[object]]
@@ -73,7 +87,8 @@ class Session:
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self._started
-        self.result.log.append(f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {message}")
+        entry = f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {printable(message, None)}"
+        self.result.log.append(entry)
 
     @contextmanager
     def timed(self, phase: Phase) -> Iterator[None]:
@@ -144,7 +159,7 @@ class Session:
                     tls.client_context(),
                     server_hostname=None
                     if self.address.is_ip and not settings.server_name
-                    else server_name,
+                    else tls.tls_name(server_name),
                 )
             except (ssl.SSLError, OSError, EOFError) as error:
                 raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
@@ -178,10 +193,9 @@ class Session:
         if self.module.tls != "starttls":
             return False
         if not offered:
-            if self.module.starttls_required:
-                raise ProbeFailure(
-                    FailureReason.STARTTLS_UNAVAILABLE, f"server does not offer {verb}"
-                )
+            refusal = plaintext_refusal(self.module, verb)
+            if refusal is not None:
+                raise ProbeFailure(FailureReason.STARTTLS_UNAVAILABLE, refusal)
             self.log(f"{verb} not offered; continuing without TLS as the module allows")
             return False
         with self.timed(Phase.STARTTLS):
@@ -262,4 +276,4 @@ class Session:
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:
     """Record a failure on the result (first failure wins)."""
     if result.failure is None:
-        result.failure = Failure(phase, reason, detail)
+        result.failure = Failure(phase, reason, printable(detail, None))

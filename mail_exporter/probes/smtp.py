@@ -11,8 +11,9 @@ import functools
 import re
 import socket
 
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
-from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session, printable
+from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 
 _REPLY_LINE = re.compile(r"([2-5]\d\d)([ -]|$)(.*)")
 

@@ -5,6 +5,16 @@ can always be read: an expired certificate or a wrong host name must show up as
 ``mail_tls_cert_verified 0`` with the real expiry, not as a dead server.  The
 chain and host name are then verified here with ``cryptography``'s X.509
 verifier against the configured CA file or the system store.
+
+Server names are taken as DNS writes them too: ``mail.example.com.`` (the root's
+trailing dot) is ``mail.example.com`` both in SNI (RFC 6066 3 forbids the dot) and in
+the host-name check (:func:`tls_name`). A name the verifier cannot hold as a DNS name
+(``mail_1.example.com``: an underscore, which no certificate may carry as a host name
+either) is reported as not verified, with the reason, never as an error of the probe.
+
+Whatever a certificate says (subject, issuer, and the verifier's errors, which quote
+the subject) is made printable before it leaves this module: it reaches terminals
+and logs, where a name holding a line break or an escape sequence could forge lines.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import TLSFacts
 
 _DER = 2  # _ssl.ENCODING_DER, the private constant behind Certificate.public_bytes
@@ -100,11 +111,20 @@ def peer_chain(ssl_object: ssl.SSLObject) -> tuple[bytes, ...]:
     return (leaf,) if leaf else ()
 
 
+SHOWN_NAME_CHARACTERS = 512
+"""Longest subject, issuer or verify error kept: longer ones are cut (they are for people)."""
+
+
+def tls_name(server_name: str) -> str:
+    """``server_name`` as SNI carries it and certificates name it: without a trailing dot."""
+    return server_name.removesuffix(".")
+
+
 def _subject_for(server_name: str) -> DNSName | IPAddress:
     try:
         return IPAddress(ipaddress.ip_address(server_name))
     except ValueError:
-        return DNSName(server_name)
+        return DNSName(tls_name(server_name))
 
 
 def verify_chain(
@@ -119,9 +139,16 @@ def verify_chain(
     except (OSError, ValueError) as error:
         return f"cannot load CA file {anchors}: {error}"
     try:
-        server_verifier(store, server_name).verify(chain[0], chain[1:])
-    except VerificationError as error:
-        return str(error)
+        verifier = server_verifier(store, server_name)
+    except ValueError:
+        return (
+            f"cannot check the certificate against {server_name!r}: not a DNS name a "
+            "certificate can carry (letters, digits, hyphens and dots)"
+        )
+    try:
+        verifier.verify(chain[0], chain[1:])
+    except VerificationError as error:  # quotes the certificate's subject
+        return printable(str(error), SHOWN_NAME_CHARACTERS)
     return None
 
 
@@ -130,8 +157,9 @@ def server_verifier(store: Store, server_name: str) -> ServerVerifier:
 
     Leaf extensions are not held to the Web PKI profile: mail servers often use
     certificates that browsers would reject for cosmetic reasons only. The name must
-    still be in subjectAltName: a CN-only certificate does not verify. Raises
-    ``ValueError`` for a name that is neither a valid DNS name nor an address."""
+    still be in subjectAltName: a CN-only certificate does not verify. A trailing dot is
+    dropped (:func:`tls_name`). Raises ``ValueError`` for a name that is neither a valid
+    DNS name nor an address."""
     leaf_policy = ExtensionPolicy.permit_all().require_present(
         x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
     )
@@ -177,8 +205,8 @@ def _examine(
         earliest_not_after=min(_timestamp(c.not_valid_after_utc) for c in chain),
         leaf_not_before=_timestamp(leaf.not_valid_before_utc),
         leaf_not_after=_timestamp(leaf.not_valid_after_utc),
-        leaf_subject=leaf.subject.rfc4514_string(),
-        leaf_issuer=leaf.issuer.rfc4514_string(),
+        leaf_subject=printable(leaf.subject.rfc4514_string(), SHOWN_NAME_CHARACTERS),
+        leaf_issuer=printable(leaf.issuer.rfc4514_string(), SHOWN_NAME_CHARACTERS),
         verify_error=verify_chain(chain, server_name, ca_file),
     )
 

@@ -4,7 +4,9 @@ The TCP connection follows the module's ``preferred_ip_protocol`` and
 ``ip_protocol_fallback``; TLS uses the probes' permissive client context, and the
 certificate is then verified against ``tls_config`` (``ca_file``, ``server_name``),
 failing the step unless ``insecure_skip_verify`` is set. The server name is also sent
-as SNI. Verification happens before any password is sent. :func:`bounded` gives every
+as SNI (without a trailing dot, as the probes send it). Verification happens before any
+password is sent, and no password is sent without TLS unless the module allows it
+(:func:`~mail_exporter.probes.session.plaintext_refusal`). :func:`bounded` gives every
 step of a mailbox session its time limit and its failure stage.
 """
 
@@ -18,14 +20,15 @@ from collections.abc import AsyncIterator
 
 from mail_exporter.config import ModuleConfig
 from mail_exporter.probes import tls
-from mail_exporter.probes.session import printable
+from mail_exporter.probes.printable import printable
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.targets import Address
 
 
 def server_name(address: Address, module: ModuleConfig) -> str:
-    """The name the certificate must carry: ``tls_config.server_name`` or the host."""
-    return module.tls_config.server_name or address.host
+    """The name the certificate must carry and SNI sends: ``tls_config.server_name`` or
+    the host, without a trailing dot."""
+    return tls.tls_name(module.tls_config.server_name or address.host)
 
 
 async def open_socket(address: Address, module: ModuleConfig) -> socket.socket:

@@ -40,7 +40,8 @@ import aioimaplib
 
 from mail_exporter.config import AuthConfig, ModuleConfig, RoundTripReceive
 from mail_exporter.probes import tls
-from mail_exporter.probes.session import printable
+from mail_exporter.probes.printable import printable
+from mail_exporter.probes.session import plaintext_refusal
 from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged
@@ -149,8 +150,9 @@ class ImapMailbox:
 
     async def _starttls(self, address: Address, module: ModuleConfig) -> None:
         if "STARTTLS" not in self.capabilities:
-            if module.starttls_required:
-                raise RoundTripFailure(Stage.RECEIVE, "server does not offer STARTTLS")
+            refusal = plaintext_refusal(module, "STARTTLS")
+            if refusal is not None:
+                raise RoundTripFailure(Stage.RECEIVE, refusal)
             return
         protocol = self._protocol
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)

@@ -1,9 +1,10 @@
 """Submitting the test message over SMTP with the route's send module (aiosmtplib).
 
 TLS follows the module: ``implicit`` (port 465), ``starttls`` (fails when STARTTLS is
-missing unless ``require_tls: false``) or ``none``. The certificate is verified before
-the login, and the login uses the module's mechanism (``auto``: PLAIN, or LOGIN where
-only that is offered, as the SMTP probe does), tried once. The whole submission is
+missing unless ``require_tls: false``, and even then when the module logs in without
+``allow_plaintext_auth``) or ``none``. The certificate is verified before the login,
+and the login uses the module's mechanism (``auto``: PLAIN, or LOGIN where only that
+is offered, as the SMTP probe does), tried once. The whole submission is
 bounded by the module's ``timeout``. A refused login is ``send_auth``; anything else
 that stops the submission is ``send``.
 """
@@ -20,7 +21,8 @@ import aiosmtplib
 
 from mail_exporter.config import AuthConfig, ModuleConfig
 from mail_exporter.probes import tls
-from mail_exporter.probes.session import printable
+from mail_exporter.probes.printable import printable
+from mail_exporter.probes.session import plaintext_refusal
 from mail_exporter.roundtrip.connection import open_socket, server_name, verify_server
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.targets import Address
@@ -79,8 +81,9 @@ async def _submit(
 
 async def _starttls(client: aiosmtplib.SMTP, address: Address, module: ModuleConfig) -> None:
     if not client.supports_extension("starttls"):
-        if module.starttls_required:
-            raise RoundTripFailure(Stage.SEND, "server does not offer STARTTLS")
+        refusal = plaintext_refusal(module, "STARTTLS")
+        if refusal is not None:
+            raise RoundTripFailure(Stage.SEND, refusal)
         logger.debug("%s does not offer STARTTLS; sending in plaintext as allowed", address)
         return
     await client.starttls()
