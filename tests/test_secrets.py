@@ -212,7 +212,7 @@ async def test_server_text_is_shown_as_said(
             + textwrap.dedent(
                 f"""\
                   mailbox:
-                    {{protocol: imap, auth: {{username: x, password_env: ORACLE_OTHER_PASSWORD}}}}
+                    {{protocol: imap, tls: implicit, auth: {{username: x, password_env: ORACLE_OTHER_PASSWORD}}}}
                 targets:
                   - {{name: guessed, address: "{address}", module: login}}
                 """
