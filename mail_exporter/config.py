@@ -553,8 +553,8 @@ class RoundTripReceive(StrictModel):
     module: str
     mailbox: str = "INBOX"
     junk_mailbox: str | None = None  # also looked in; arrival there counts as "junk"
-    # Without UIDPLUS our messages are moved here and expunged there, so that messages
-    # someone else marked \Deleted in the mailbox are never expunged by us.
+    # Without UIDPLUS our messages are moved to a folder named this plus a random suffix,
+    # deleted whole, so that messages someone else marked \Deleted are never expunged by us.
     cleanup_mailbox: str = "mail_exporter"
     poll_interval: Duration = Field(default="1s", validate_default=True)
 

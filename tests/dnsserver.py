@@ -27,6 +27,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from tests.realservers.runtime import start_with_fresh_ports
+
 
 def _key(name: str) -> str:
     return name.rstrip(".").lower()
@@ -134,13 +136,16 @@ class _TcpServer(socketserver.ThreadingTCPServer):
 
 
 class DnsServer:
-    """Serves ``zone`` on 127.0.0.1:``port`` (UDP and TCP) until :meth:`close`."""
+    """Serves ``zone`` on 127.0.0.1:``port`` (UDP and TCP) until :meth:`close`.
+
+    The UDP port comes from the kernel; TCP gets the same number, which may be taken:
+    then the pair is tried again on another number.
+    """
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
-        self.udp = _UdpServer(("127.0.0.1", 0), _Udp)
+        self.udp, self.tcp = start_with_fresh_ports(_bind_pair)
         self.port = self.udp.server_address[1]
-        self.tcp = _TcpServer(("127.0.0.1", self.port), _Tcp)
         self.udp.zone = self.tcp.zone = zone
         for server in (self.udp, self.tcp):
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -149,6 +154,15 @@ class DnsServer:
         for server in (self.udp, self.tcp):
             server.shutdown()
             server.server_close()
+
+
+def _bind_pair() -> tuple[_UdpServer, _TcpServer]:
+    udp = _UdpServer(("127.0.0.1", 0), _Udp)
+    try:
+        return udp, _TcpServer(("127.0.0.1", udp.server_address[1]), _Tcp)
+    except OSError:
+        udp.server_close()
+        raise
 
 
 def txt(text: str) -> str:

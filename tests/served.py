@@ -23,7 +23,12 @@ from pathlib import Path
 import pytest
 
 from tests.realservers.pki import PKI, ClientCert
-from tests.realservers.runtime import free_port
+from tests.realservers.runtime import (
+    ServerStartError,
+    free_port,
+    listens_on,
+    start_with_fresh_ports,
+)
 from tests.test_cli import exporter_command
 
 
@@ -95,27 +100,30 @@ class Served:
 
 
 def _wait_until_healthy(served: Served, context: ssl.SSLContext | None) -> None:
+    """Until /-/healthy answers 200 from this process: the port may have been taken by
+    another server first (an exporter of a parallel test session answers the same)."""
     for _ in range(150):
         if served.process.poll() is not None:
-            pytest.fail(f"the exporter exited with {served.process.returncode}:\n{served.stderr()}")
+            raise ServerStartError(
+                f"the exporter exited with {served.process.returncode}:\n{served.stderr()}"
+            )
         try:
-            if get(served.port, "/-/healthy", context).status == 200:
-                return
+            healthy = get(served.port, "/-/healthy", context).status == 200
         except (OSError, http.client.HTTPException):
-            pass
+            healthy = False
+        if healthy and listens_on(served.process.pid, served.port):
+            return
         time.sleep(0.1)
     pytest.fail(f"the exporter did not answer:\n{served.stderr()}")
 
 
-@contextmanager
-def served_exporter(
+def _start(
     directory: Path,
     config: Path,
-    *flags: str,
-    context: ssl.SSLContext | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Iterator[Served]:
-    """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after."""
+    flags: tuple[str, ...],
+    context: ssl.SSLContext | None,
+    env: Mapping[str, str] | None,
+) -> Served:
     port = free_port()
     log = directory / f"exporter-{port}.log"
     with log.open("wb") as stderr:
@@ -127,7 +135,29 @@ def served_exporter(
     served = Served(process, port, log)
     try:
         _wait_until_healthy(served, context)
+    except BaseException:
+        _stop(process)
+        raise
+    return served
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(10)
+
+
+@contextmanager
+def served_exporter(
+    directory: Path,
+    config: Path,
+    *flags: str,
+    context: ssl.SSLContext | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Served]:
+    """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after;
+    on another port if its first was taken meanwhile."""
+    served = start_with_fresh_ports(lambda: _start(directory, config, flags, context, env))
+    try:
         yield served
     finally:
-        process.terminate()
-        process.wait(10)
+        _stop(served.process)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,7 @@ from mail_exporter.config import Config, DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki
+from tests.realservers.runtime import free_port, start_with_fresh_ports
 
 IPV6 = "2001:db8::25"
 IPV6_NIBBLES = "5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
@@ -181,12 +182,6 @@ async def _smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     writer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     pki = create_pki(tmp_path_factory.mktemp("pki"))
@@ -211,15 +206,29 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         app.router.add_get("/{domain}/.well-known/mta-sts.txt", policy)
         runner = web.AppRunner(app)
         await runner.setup()
-        https_port = _free_port()
-        await web.TCPSite(runner, "127.0.0.1", https_port, ssl_context=context).start()
-        smtp = await asyncio.start_server(lambda r, w: _smtp(r, w, context), "127.0.0.1", 0)
-        port = smtp.sockets[0].getsockname()[1]
-        other = await asyncio.start_server(lambda r, w: _smtp(r, w, wronghost), "127.0.0.2", port)
-        ipv6 = await asyncio.start_server(lambda r, w: _smtp(r, w, context), "::1", port)
-        return runner, [smtp, other, ipv6], https_port, port
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        smtps: list[asyncio.Server] = []
+        try:
+            # A free port on 127.0.0.1, then the same number on 127.0.0.2 (with a wrong
+            # certificate) and ::1, where it may be taken.
+            port = 0
+            for address, tls in (
+                ("127.0.0.1", context),
+                ("127.0.0.2", wronghost),
+                ("::1", context),
+            ):
+                smtps.append(await asyncio.start_server(partial(_smtp, context=tls), address, port))
+                port = smtps[0].sockets[0].getsockname()[1]
+        except OSError:
+            for server in smtps:
+                server.close()
+            await runner.cleanup()
+            raise
+        return runner, smtps, runner.addresses[0][1], port
 
-    runner, smtps, https_port, smtp_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    runner, smtps, https_port, smtp_port = start_with_fresh_ports(
+        lambda: asyncio.run_coroutine_threadsafe(start(), loop).result()
+    )
     yield Rig(zone, server.port, https_port, smtp_port, pki.ca_file)
 
     async def stop() -> None:
@@ -354,7 +363,7 @@ def test_dane_mismatch(results: Results) -> None:
 
 
 def test_dane_with_an_mx_that_does_not_answer_is_an_error(rig: Rig) -> None:
-    results = rig.run(rig.settings(domains=["good.test"], dane_port=_free_port()))
+    results = rig.run(rig.settings(domains=["good.test"], dane_port=free_port()))
     assert results.dane["mx.good.test"].matches is None
     assert ("dane_smtp", "connect") in results.check_errors()
 
@@ -395,7 +404,7 @@ def test_addresses_to_check_alternate_families_in_address_order() -> None:
 
 
 def test_dane_with_unusable_records_only_does_not_match_and_needs_no_handshake(rig: Rig) -> None:
-    results = rig.run(rig.settings(domains=["pkix.test"], dane_port=_free_port()))
+    results = rig.run(rig.settings(domains=["pkix.test"], dane_port=free_port()))
     assert results.dane["mx.pkix.test"] == Dane(2, 0, matches=False, authenticated=False)
     assert not [check for check, _ in results.check_errors() if check.startswith("dane")]
 
@@ -534,7 +543,7 @@ def test_reverse_dns_without_helo_name_and_with_a_silent_resolver(rig: Rig) -> N
     assert results.reverse["192.0.2.25"].matches_helo is None
     silent = rig.settings(
         domains=[], sending_ips=["192.0.2.25"], ip_blocklists=[],
-        resolver=DnsResolverConfig(nameservers=["127.0.0.1"], port=_free_port(), timeout="300ms"),
+        resolver=DnsResolverConfig(nameservers=["127.0.0.1"], port=free_port(), timeout="300ms"),
     )  # fmt: skip
     reverse = rig.run(silent).reverse["192.0.2.25"]
     assert reverse.ptr_present is None and reverse.error == "timeout"
@@ -627,7 +636,7 @@ def test_classify_domain_blocklist_answers(answers: list[str], expected: dnsbl.L
 
 
 def test_a_dedicated_blocklist_resolver(rig: Rig) -> None:
-    silent = DnsResolverConfig(nameservers=["127.0.0.1"], port=_free_port(), timeout="300ms")
+    silent = DnsResolverConfig(nameservers=["127.0.0.1"], port=free_port(), timeout="300ms")
     results = rig.run(
         rig.settings(domains=[], sending_ips=["192.0.2.25"], blocklist_resolver=silent)
     )

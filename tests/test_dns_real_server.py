@@ -37,7 +37,6 @@ from mail_exporter.config import DnsConfig, DnsResolverConfig
 from tests.realservers.dns import INSTALL_HINT, Dnsmasq, Zones
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -169,9 +168,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Rig]:
         app.router.add_get("/{domain}/.well-known/mta-sts.txt", policy)
         runner = web.AppRunner(app)
         await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-        return runner, port
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+        return runner, runner.addresses[0][1]
 
     runner, https_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
     try:

@@ -18,7 +18,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,8 +36,8 @@ OWN_SYSLOG_NAME = "submission-ext"
 
 
 class StrictPostfix(Postfix):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _take_ports(self) -> None:
+        super()._take_ports()
         self.own_name_port = free_port()
 
     def _main_cf(self) -> str:

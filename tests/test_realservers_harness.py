@@ -8,11 +8,26 @@ import base64
 import imaplib
 import poplib
 import smtplib
+import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
 
+import dns.message
+import dns.query
 import pytest
 
+from tests import dnsserver
+from tests import served as served_module
+from tests.conftest import new_postfix
+from tests.realservers import dns as dns_module
+from tests.realservers import dovecot as dovecot_module
+from tests.realservers import postfix as postfix_module
+from tests.realservers.dns import Dnsmasq, Zones
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -137,3 +152,128 @@ def _find_subject(imap: imaplib.IMAP4, subject: str) -> bool:
     imap.select("INBOX", readonly=True)
     _, found = imap.search(None, "SUBJECT", f'"{subject}"')
     return bool(found[0])
+
+
+# A port can be taken between free_port() and the server's bind, by anything else running
+# on the machine: then the start is tried again on fresh ports.
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port someone else listens on (TCP, 127.0.0.1), as if taken after free_port()."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def hand_out_first(
+    monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, port: int
+) -> None:
+    """``module.name()`` returns ``port`` once, then what it would have."""
+    real = getattr(module, name)
+    first = [port]
+    monkeypatch.setattr(module, name, lambda: first.pop() if first else real())
+
+
+def test_dovecot_starts_on_other_ports_when_one_is_taken(
+    tmp_path: Path, pki: PKI, tls: ssl.SSLContext, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hand_out_first(monkeypatch, dovecot_module, "free_port", taken_port)
+    server = Dovecot(tmp_path, pki.server_cert, pki.server_key)
+    assert server.imap_port == taken_port
+    server.start()
+    try:
+        assert server.imap_port != taken_port
+        with imaplib.IMAP4(HOST, server.imap_port, timeout=TIMEOUT) as imap:
+            imap.starttls(tls)
+            assert imap.login(server.user, server.password)[0] == "OK"
+    finally:
+        server.stop()
+
+
+def test_postfix_starts_on_other_ports_when_one_is_taken(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: PKI,
+    dovecot: Dovecot,
+    taken_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hand_out_first(monkeypatch, postfix_module, "free_port", taken_port)
+    server = new_postfix(tmp_path_factory, pki, dovecot)
+    assert server.smtp_port == taken_port
+    server.start()
+    try:
+        assert server.smtp_port != taken_port
+        with smtplib.SMTP(HOST, server.smtp_port, "client.test", timeout=TIMEOUT) as smtp:
+            assert smtp.ehlo()[0] == 250
+    finally:
+        server.stop()
+
+
+def test_dnsmasq_starts_on_another_port_when_its_tcp_port_is_taken(
+    tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not Dnsmasq.installed():
+        pytest.skip(dns_module.INSTALL_HINT)
+    hand_out_first(monkeypatch, dns_module, "_free_udp_and_tcp_port", taken_port)
+    with Dnsmasq(
+        tmp_path, Zones().local("harness.test").a("mx.harness.test", "127.0.0.1")
+    ) as server:
+        assert server.port != taken_port
+        answer = dns.query.tcp(
+            dns.message.make_query("mx.harness.test", "A"),
+            "127.0.0.1",
+            port=server.port,
+            timeout=TIMEOUT,
+        )
+        assert answer.answer
+
+
+def test_dns_server_takes_another_port_pair_when_tcp_is_taken(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bind = dnsserver._UdpServer.server_bind
+    first = [taken_port]
+
+    def bind_first_to_taken(server: dnsserver._UdpServer) -> None:
+        if first:
+            server.server_address = ("127.0.0.1", first.pop())
+        bind(server)
+
+    monkeypatch.setattr(dnsserver._UdpServer, "server_bind", bind_first_to_taken)
+    server = dnsserver.DnsServer(dnsserver.Zone({("mx.harness.test", "A"): ["127.0.0.1"]}))
+    try:
+        assert server.port != taken_port
+        query = dns.message.make_query("mx.harness.test", "A")
+        for send in (dns.query.udp, dns.query.tcp):
+            assert send(query, "127.0.0.1", port=server.port, timeout=TIMEOUT).answer
+    finally:
+        server.close()
+
+
+class _AnswersEverything(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_exporter_is_not_confused_with_another_server_on_its_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another exporter (here: anything answering 200) got the port first.
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _AnswersEverything)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        hand_out_first(monkeypatch, served_module, "free_port", other.server_address[1])
+        config = tmp_path / "config.yml"
+        config.write_text("global: {interval: 30s}\n")
+        with served_module.served_exporter(tmp_path, config) as served:
+            assert served.port != other.server_address[1]
+            assert "mail_exporter_build_info" in served_module.get(served.port, "/metrics").body
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter.config import Config, parse_config
 from mail_exporter.exporter import Exporter
 from mail_exporter.roundtrip import runner as runner_module
-from mail_exporter.roundtrip.message import ROUTE_HEADER, build_message
+from mail_exporter.roundtrip.message import ROUTE_HEADER, build_message, new_token
 from mail_exporter.roundtrip.outcome import Stage
 from mail_exporter.roundtrip.runner import RouteRunner
 from tests.conftest import new_postfix
@@ -249,26 +249,37 @@ async def test_junk_delivery_is_its_own_outcome(
     assert route_messages(dovecot, "junk") == []
 
 
-async def test_leftovers_of_earlier_runs_go_and_nothing_else(
-    postfix: Postfix, dovecot: Dovecot, pki: PKI
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+async def test_messages_with_tokens_this_process_did_not_issue_stay(
+    postfix: Postfix, dovecot: Dovecot, pki: PKI, protocol: str
 ) -> None:
-    def tagged(token: str, route: str, age: float) -> bytes:
-        return bytes(build_message(route, USER, USER, token, time.time() - age))
+    """Our headers with a well-formed token: an earlier run's leftover, another exporter's
+    message or a forgery. None of them is deleted or counted, old or young, flagged or not."""
+    route = f"not-issued-{protocol}"
 
-    append(dovecot, "INBOX", tagged("old-1", "leftovers", age=3600))
-    append(dovecot, "INBOX", tagged("old-2", "leftovers", age=7200), r"(\Deleted)")
-    append(dovecot, "INBOX", tagged("young", "leftovers", age=1))  # maybe another exporter's
-    append(dovecot, "INBOX", tagged("other", "leftovers-other", age=3600))  # another route
+    def tagged(route: str, age: float) -> bytes:
+        return bytes(build_message(route, USER, USER, new_token(), time.time() - age))
+
+    append(dovecot, "INBOX", tagged(route, age=3600))
+    append(dovecot, "INBOX", tagged(route, age=7200), r"(\Deleted)")
+    append(dovecot, "INBOX", tagged(route, age=1))
+    append(dovecot, "INBOX", tagged(f"{route}-other", age=3600))
     add_other_mail(dovecot)
     before = snapshot(dovecot)
-    outcome = await runner_for(
-        route_config(pki, "leftovers", submission(postfix), imaps(dovecot))
-    ).run_once()
-    assert outcome.success and outcome.late == 0  # leftovers are no late arrivals
-    after = snapshot(dovecot)
-    gone = {uid for uid in before if uid not in after}
-    assert gone == {uid_of(before, "old-1"), uid_of(before, "old-2")}
-    assert after == {uid: before[uid] for uid in after}
+    port = dovecot.imaps_port if protocol == "imap" else dovecot.pop3s_port
+    config = route_config(
+        pki,
+        route,
+        submission(postfix),
+        f"127.0.0.1:{port}",
+        receive_module=module(pki, protocol, "implicit"),
+    )
+    runner = runner_for(config)
+    for _ in range(2):
+        outcome = await runner.run_once()
+        assert outcome.success and outcome.late == 0 and not outcome.cleanup_failed
+    assert runner.stats.late == 0.0
+    assert snapshot(dovecot) == before
 
 
 # Failures, each counted under its own stage.
@@ -476,6 +487,77 @@ async def test_idle_notification_ends_the_wait(
     assert route_messages(dovecot, "idle") == []
 
 
+# Another client of the mailbox that marks mail \Deleted at the worst moment.
+
+FOREIGN = "X-Foreign"
+
+
+class Meddler:
+    """Another client with a message of its own in each of ``mailboxes``, which it marks
+    \\Deleted right before each command of the exporter's sessions that removes mail for
+    good (EXPUNGE, CLOSE, DELETE): its owner means to expunge it, but not to lose it to
+    the exporter's command, which was checked and sent before the flag was set."""
+
+    WHOLESALE = frozenset({"EXPUNGE", "CLOSE", "DELETE"})
+
+    def __init__(self, dovecot: Dovecot, mailboxes: tuple[str, ...]) -> None:
+        self.dovecot = dovecot
+        self.mailboxes = mailboxes
+        self.marked = 0
+        for mailbox in mailboxes:
+            append(dovecot, mailbox, f"{FOREIGN}: yes\r\nSubject: mine\r\n\r\nmine\r\n".encode())
+
+    def mark(self) -> None:
+        self.marked += 1
+        with imap_session(self.dovecot) as client:
+            for mailbox in self.mailboxes:
+                client.select(mailbox)
+                _, data = client.uid("SEARCH", "HEADER", FOREIGN, '""')
+                for uid in data[0].split():  # none once lost
+                    client.uid("STORE", uid.decode(), "+FLAGS", r"(\Deleted)")
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        execute = aioimaplib.IMAP4ClientProtocol.execute
+
+        async def meddled(
+            protocol: aioimaplib.IMAP4ClientProtocol, command: aioimaplib.Command, **kwargs: str
+        ) -> aioimaplib.Response:
+            if command.name in self.WHOLESALE and not command.prefix:  # not UID EXPUNGE
+                await asyncio.to_thread(self.mark)
+            return await execute(protocol, command, **kwargs)
+
+        monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "execute", meddled)
+
+    def check(self) -> None:
+        """Its message in each mailbox is still there (marked \\Deleted once it acted)."""
+        for mailbox in self.mailboxes:
+            mine = [f for f, raw in snapshot(self.dovecot, mailbox).values() if b"X-Foreign" in raw]
+            assert mine == [frozenset({r"\Deleted"} if self.marked else ())], mailbox
+
+
+def folders(dovecot: Dovecot) -> set[str]:
+    with imap_session(dovecot) as client:
+        _, data = client.list()
+    return {bytes(line).rpartition(b" ")[2].strip(b'"').decode() for line in data}
+
+
+async def test_with_uidplus_only_our_uids_are_expunged(
+    postfix: Postfix, dovecot: Dovecot, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_other_mail(dovecot)
+    before = snapshot(dovecot)
+    meddler = Meddler(dovecot, ("INBOX",))
+    meddler.install(monkeypatch)
+    outcome = await runner_for(
+        route_config(pki, "uidplus", submission(postfix), imaps(dovecot))
+    ).run_once()
+    assert outcome.success and not outcome.cleanup_failed
+    assert meddler.marked == 0  # UID EXPUNGE only: no wholesale command was sent
+    after = snapshot(dovecot)
+    assert {uid: after[uid] for uid in before} == before
+    meddler.check()
+
+
 # A Dovecot that advertises neither UIDPLUS nor IDLE (and, in one case, no MOVE either).
 
 
@@ -511,8 +593,17 @@ async def test_without_uidplus_others_deleted_messages_survive(
             raise AssertionError("IDLE sent to a server that does not offer it")
 
         monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "idle", no_idle)
+        # Someone else's mail, \Deleted among it, also in the configured cleanup_mailbox,
+        # a message with our headers but a token not issued here, and a client that marks
+        # more mail \Deleted right before anything of ours that could remove mail for good.
         add_other_mail(restricted)
+        add_other_mail(restricted, "mail_exporter")
+        forged = build_message("restricted", USER, USER, new_token(), time.time() - 3600)
+        append(restricted, "INBOX", bytes(forged))
         before = snapshot(restricted)
+        cleanup_before = snapshot(restricted, "mail_exporter")
+        meddler = Meddler(restricted, ("INBOX", "mail_exporter"))
+        meddler.install(monkeypatch)
         config = route_config(
             pki, "restricted", submission(postfix), imaps(restricted), poll_interval="50ms"
         )
@@ -520,24 +611,38 @@ async def test_without_uidplus_others_deleted_messages_survive(
         for _ in range(2):  # the second attempt must not trip over the first one's traces
             outcome = await runner.run_once()
             assert outcome.success and outcome.late == 0 and not outcome.cleanup_failed
+        assert meddler.marked == 2  # once before each attempt's DELETE of its folder
+        meddler.check()
         after = snapshot(restricted)
         assert {uid: after[uid] for uid in before} == before  # \Deleted ones included
         extra = [after[uid] for uid in set(after) - set(before)]
+        ours = [flags for flags, raw in extra if FOREIGN.encode() not in raw]
         if move:
-            assert extra == []
+            assert ours == []
         else:  # our copied originals stay flagged for the owner's client to expunge
-            assert len(extra) == 2 and all(r"\Deleted" in flags for flags, _ in extra)
-        assert snapshot(restricted, "mail_exporter") == {}
+            assert len(ours) == 2 and all(r"\Deleted" in flags for flags in ours)
+        cleanup_after = snapshot(restricted, "mail_exporter")
+        assert {uid: cleanup_after[uid] for uid in cleanup_before} == cleanup_before
+        assert folders(restricted) == {"INBOX", "mail_exporter"}  # no folder of ours is left
 
-        # Someone else's \Deleted message in the cleanup mailbox: expunging would take it.
-        add_other_mail(restricted, "mail_exporter")
-        others = snapshot(restricted, "mail_exporter")
+        # A session lost right before the DELETE leaves the folder: the next cleanup takes it.
+        execute = aioimaplib.IMAP4ClientProtocol.execute
+
+        async def lost_before_delete(
+            protocol: aioimaplib.IMAP4ClientProtocol, command: aioimaplib.Command, **kwargs: str
+        ) -> aioimaplib.Response:
+            if command.name == "DELETE":
+                monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "execute", execute)
+                raise aioimaplib.Abort("connection lost")
+            return await execute(protocol, command, **kwargs)
+
+        monkeypatch.setattr(aioimaplib.IMAP4ClientProtocol, "execute", lost_before_delete)
+        assert (await runner.run_once()).cleanup_failed
+        assert len(folders(restricted)) == 3
         outcome = await runner.run_once()
-        assert outcome.success and outcome.cleanup_failed
-        assert runner.stats.failures["cleanup"] == 1.0
-        cleanup = snapshot(restricted, "mail_exporter")
-        assert {uid: cleanup[uid] for uid in others} == others  # \Deleted one included
-        assert len(cleanup) == len(others) + 1  # ours, moved there but not expunged
+        assert outcome.success and not outcome.cleanup_failed
+        assert folders(restricted) == {"INBOX", "mail_exporter"}
+        meddler.check()
     finally:
         postfix.stop()
         restricted.stop()

@@ -18,7 +18,7 @@ import pytest
 from mail_exporter.config import Config, parse_config
 from mail_exporter.roundtrip import runner as runner_module
 from mail_exporter.roundtrip.mailbox import Found
-from mail_exporter.roundtrip.message import TaggedMessage, parse_tagged
+from mail_exporter.roundtrip.message import TaggedMessage, new_token, parse_tagged
 from mail_exporter.roundtrip.outcome import Outcome, RoundTripFailure, Stage
 from mail_exporter.roundtrip.runner import RoundTripRunner, RouteRunner
 from mail_exporter.targets import Address
@@ -191,14 +191,50 @@ async def test_a_message_seen_after_the_deadline_is_late_not_success(server: Fak
     assert runner.stats.success is False
 
 
-async def test_leftovers_old_ones_go_young_and_foreign_ones_stay(server: FakeServer) -> None:
-    old = server.deliver(tagged("old", age=3600))
-    young = server.deliver(tagged("young", age=0))  # maybe another exporter's, in flight
-    other_route = server.deliver(tagged("other", age=3600, route="loop2"))
-    outcome = await route_runner().run_once()
-    assert outcome.success and outcome.late == 0  # a leftover is no late arrival
-    assert old not in server.messages
-    assert set(server.messages) == {young, other_route}
+async def test_only_tokens_this_process_issued_are_deleted_or_counted(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Right headers and a token in the right form are not enough: a message is ours only
+    if this process issued its token. Leftovers of an earlier run are not ours either."""
+    runner = route_runner()
+    server.hold = True
+    assert (await runner.run_once()).failure is Stage.TIMEOUT  # a token of ours, lost
+    (lost,) = server.held
+    forged = [
+        server.deliver(tagged(new_token(), age=3600)),  # an earlier run's, or forged
+        server.deliver(tagged(new_token(), age=0)),  # another exporter's, in flight
+        server.deliver(tagged(lost.token.upper(), age=3600)),  # the lost one's, almost
+        server.deliver(replace(lost, route="loop2")),  # the lost token under another route
+    ]
+    server.hold = False
+    outcome = await runner.run_once()
+    assert outcome.success and outcome.late == 0
+    assert set(server.messages) == set(forged)
+    assert "route loop: 3 messages carry this route's headers but a token this process" in (
+        caplog.text
+    )
+    server.release()  # the real one arrives after all: ours, late
+    outcome = await runner.run_once()
+    assert outcome.success and outcome.late == 1
+    assert set(server.messages) == set(forged)
+    assert runner.stats.late == 1.0
+    assert caplog.text.count("messages carry") == 1  # logged when the number changes
+
+
+async def test_issued_tokens_are_remembered_within_a_bound(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "ISSUED_MEMORY", 2)
+    runner = route_runner()
+    server.hold = True
+    for _ in range(3):
+        assert (await runner.run_once()).failure is Stage.TIMEOUT
+    forgotten = server.held[0].token
+    server.hold = False
+    server.release()
+    outcome = await runner.run_once()
+    assert outcome.success and outcome.late == 2  # the newest two, still remembered
+    assert [found.message.token for found in server.messages.values()] == [forgotten]
 
 
 async def test_a_waiting_attempts_message_is_left_to_it(server: FakeServer) -> None:
@@ -240,9 +276,27 @@ async def test_a_failed_cleanup_is_counted_on_top_of_a_success(server: FakeServe
     runner = route_runner()
     outcome = await runner.run_once()
     assert outcome.success and outcome.cleanup_failed
-    assert len(server.messages) == 1  # removed as a leftover once older than the timeout
+    assert len(server.messages) == 1
     assert runner.stats.success is True
     assert runner.stats.failures == {**dict.fromkeys(Stage, 0.0), Stage.CLEANUP: 1.0}
+    server.broken_delete = False
+    outcome = await runner.run_once()  # at once: younger than the timeout, and still ours
+    assert outcome.success and not outcome.cleanup_failed and outcome.late == 0
+    assert server.messages == {}
+
+
+async def test_a_duplicate_of_the_attempts_own_message_goes_with_it(server: FakeServer) -> None:
+    runner = route_runner()
+    original = server.deliver
+
+    def deliver_twice(message: TaggedMessage, folder: str = "INBOX") -> str:
+        original(message, "Junk")  # e.g. delivered again after a lost reply from LMTP
+        return original(message, folder)
+
+    server.deliver = deliver_twice  # type: ignore[method-assign]
+    outcome = await runner.run_once()
+    assert outcome.success
+    assert server.messages == {}
 
 
 async def test_an_unexpected_error_costs_one_attempt(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -21,7 +19,7 @@ from mail_exporter.status_page import _STYLE
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import free_port
+from tests.served import served_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -59,22 +57,14 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
         f" from: {dovecot.user}, to: {dovecot.user}}}\n"
         f'    receive: {{address: "localhost:{dovecot.imaps_port}", module: mailbox}}\n'
     )
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL,
-        env={**os.environ, "STATUS_PAGE_PASSWORD": dovecot.password},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    try:
+    env = {"STATUS_PAGE_PASSWORD": dovecot.password}
+    with served_exporter(tmp_path, config, env=env) as served:
+        url = f"http://127.0.0.1:{served.port}/"
         deadline = time.monotonic() + 20
         while not reported(url):
             assert time.monotonic() < deadline, "the exporter's probes never reported"
             time.sleep(0.3)
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def reported(url: str) -> bool:

@@ -11,12 +11,22 @@
   starts with NOOP (or SELECT), because Dovecot's SEARCH only sees what the previous
   command's mailbox sync found.
 - **Deleting**, by UID only: with UIDPLUS, ``UID STORE +FLAGS.SILENT (\\Deleted)`` and
-  ``UID EXPUNGE`` of exactly our UIDs. Without it a plain EXPUNGE would also remove every
-  message someone else marked \\Deleted, so ours are moved (``UID MOVE``; without MOVE,
-  ``UID COPY`` and our originals flagged \\Deleted for the owner's client to expunge) to
-  ``cleanup_mailbox``, created when missing, and expunged there, after checking that it
-  holds no \\Deleted message without our token header. In that last mode searches skip
-  \\Deleted messages, so a flagged original is not found again.
+  ``UID EXPUNGE`` of exactly our UIDs. Without UIDPLUS there is no EXPUNGE at all: a plain
+  one removes every message anyone marked \\Deleted, and a check for such messages
+  before it cannot stop another client from setting the flag between the check and the
+  EXPUNGE (IMAP has no lock). Instead ours are moved (``UID MOVE``; without MOVE,
+  ``UID COPY`` and our originals flagged \\Deleted for the owner's client to expunge)
+  to a folder of the exporter's own, which is then deleted whole (``DELETE``). Its name
+  is ``cleanup_mailbox`` plus a random suffix drawn once per route runner, so no other
+  client can know it beforehand; it exists only during a cleanup, and one left by a
+  failed cleanup is reused and deleted by the next. Mail another client puts into it in
+  those milliseconds would go with it: the one window IMAP without UIDPLUS leaves, and
+  only for a client that looks for the folder. After a crash in that window the folder
+  stays, with probe messages only. Without MOVE, searches skip \\Deleted messages, so a
+  flagged original is not found again.
+- **Sweeping**: a cleanup reads at most ``MAX_SWEEP`` messages of the route per mailbox,
+  the newest, so that messages not ours piling up (the runner leaves them) never hide
+  one of ours that arrives late.
 - **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
   then AUTHENTICATE PLAIN, which needs SASL-IR (aioimaplib has no continuation for it).
   Mailbox names are sent quoted as configured (non-ASCII names in modified UTF-7).
@@ -31,6 +41,7 @@ import base64
 import contextlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -52,7 +63,7 @@ from mail_exporter.targets import Address
 logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 MAX_SWEEP = 100
-"""Most messages of a route read per cleanup; more are left for the next attempt."""
+"""Most messages of a route read per cleanup, the newest; older ones are not looked at."""
 CLOSE_SECONDS = 2.0
 _FETCH_ITEMS = f"(UID BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})])"
 _UID = re.compile(rb"\bUID (\d+)")
@@ -77,13 +88,21 @@ def _text(response: Any) -> str:
     return printable(bytes(lines[-1])) if lines else ""
 
 
+def cleanup_folder(receive: RoundTripReceive) -> str:
+    """A new name for the folder our messages are deleted in without UIDPLUS."""
+    return f"{receive.cleanup_mailbox}-{secrets.token_hex(16)}"
+
+
 class ImapMailbox:
     """One logged-in IMAP session for one attempt; open it with :meth:`open`."""
 
-    def __init__(self, protocol: Any, receive: RoundTripReceive, timeout: float) -> None:
+    def __init__(
+        self, protocol: Any, receive: RoundTripReceive, timeout: float, cleanup_folder: str
+    ) -> None:
         self._protocol = protocol
         self._receive = receive
         self._timeout = timeout
+        self._cleanup_folder = aioimaplib.quoted(cleanup_folder)
         self._selected: str | None = None
         self._woken: float | None = None
         self._idle_task: asyncio.Future[Any] | None = None
@@ -93,12 +112,13 @@ class ImapMailbox:
 
     @classmethod
     async def open(
-        cls, address: Address, module: ModuleConfig, receive: RoundTripReceive
+        cls, address: Address, module: ModuleConfig, receive: RoundTripReceive, cleanup_folder: str
     ) -> ImapMailbox:
-        """Connect, secure, log in and select the mailbox."""
+        """Connect, secure, log in and select the mailbox; ``cleanup_folder`` is the
+        route's name from :func:`cleanup_folder`, the same for all its attempts."""
         protocol = aioimaplib.IMAP4ClientProtocol(asyncio.get_running_loop())
         protocol.conn_lost_cb = lambda _: protocol.idle_queue.put_nowait(_LOST)
-        mailbox = cls(protocol, receive, module.timeout_seconds)
+        mailbox = cls(protocol, receive, module.timeout_seconds, cleanup_folder)
         try:
             async with mailbox._step(Stage.RECEIVE, "connect"):
                 await mailbox._connect(address, module)
@@ -242,7 +262,7 @@ class ImapMailbox:
             return []
         uids = await self._search(stage, *self._skips_deleted, *criteria)
         seen = self._woken if self._woken is not None else time.monotonic()
-        blocks = await self._fetch(stage, uids[:MAX_SWEEP])
+        blocks = await self._fetch(stage, uids[-MAX_SWEEP:])  # UIDs ascend with arrival
         found = []
         for uid, block in blocks.items():
             message = parse_tagged(block)
@@ -322,7 +342,8 @@ class ImapMailbox:
                 else:
                     await self._move_out(",".join(uids))
             if by_folder and "UIDPLUS" not in self.capabilities:
-                await self._purge_cleanup_mailbox()
+                delete = self._protocol.simple_command("DELETE", self._cleanup_folder)
+                await self._execute(delete, Stage.CLEANUP, "DELETE")
 
     async def _flag_deleted(self, uid_set: str) -> None:
         store = self._protocol.store(uid_set, "+FLAGS.SILENT", r"(\Deleted)", by_uid=True)
@@ -334,36 +355,15 @@ class ImapMailbox:
         await self._execute(expunge, Stage.CLEANUP, "UID EXPUNGE")
 
     async def _move_out(self, uid_set: str) -> None:
-        """Move our messages to the cleanup mailbox (copy and flag without MOVE)."""
-        target = self._receive.cleanup_mailbox
-        if target in (self._receive.mailbox, self._receive.junk_mailbox):
-            raise RoundTripFailure(
-                Stage.CLEANUP, f"cleanup_mailbox {target!r} must be a mailbox of its own"
-            )
-        quoted = aioimaplib.quoted(target)
-        await self._protocol.simple_command("CREATE", quoted)  # NO when it exists already
+        """Move our messages to the cleanup folder (copy and flag without MOVE)."""
+        await self._protocol.simple_command("CREATE", self._cleanup_folder)  # NO if it exists
         if "MOVE" in self.capabilities:
-            move = self._protocol.move(uid_set, quoted, by_uid=True)
+            move = self._protocol.move(uid_set, self._cleanup_folder, by_uid=True)
             await self._execute(move, Stage.CLEANUP, "UID MOVE")
             return
-        copy = self._protocol.copy(uid_set, quoted, by_uid=True)
+        copy = self._protocol.copy(uid_set, self._cleanup_folder, by_uid=True)
         await self._execute(copy, Stage.CLEANUP, "UID COPY")
         await self._flag_deleted(uid_set)
-
-    async def _purge_cleanup_mailbox(self) -> None:
-        """Expunge the cleanup mailbox, unless a message not ours is marked \\Deleted there."""
-        await self._select(self._receive.cleanup_mailbox, Stage.CLEANUP, required=True)
-        anyone = ("HEADER", TOKEN_HEADER, '""')  # an empty string matches any value
-        if await self._search(Stage.CLEANUP, "DELETED", "NOT", *anyone):
-            raise RoundTripFailure(
-                Stage.CLEANUP,
-                f"{self._receive.cleanup_mailbox!r} holds messages marked \\Deleted that are "
-                "not ours: not expunging it",
-            )
-        ours = await self._search(Stage.CLEANUP, *anyone)
-        if ours:
-            await self._flag_deleted(",".join(ours))
-            await self._execute(self._protocol.expunge(), Stage.CLEANUP, "EXPUNGE")
 
     async def close(self) -> None:
         if self._idle_task is not None and not self._idle_task.done():

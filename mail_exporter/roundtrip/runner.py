@@ -12,17 +12,24 @@ Each attempt, on the route's ``interval`` (the first one within a few seconds of
    The pauses between looks start at 25 ms and double up to ``poll_interval``: local
    delivery takes tens of milliseconds, and Dovecot holds back IDLE notifications for
    half a second, so early looks keep the measured time close to the real one;
-4. cleans up in the same session: its own message, earlier messages of this route declared
-   lost (each counted once as a late arrival, never as lost again), messages whose attempt
-   was cut short, and leftovers older than the timeout whose token this process does not
-   know (earlier runs, a restart). A message of an attempt still waiting is left to it,
-   and so is an unknown one younger than the timeout (it may be another exporter's).
+4. cleans up in the same session: its own message (and any copy of it), and earlier
+   messages of this route whose token this process issued: those declared lost (each
+   counted once as a late arrival, never as lost again), and those of attempts cut short
+   or whose cleanup failed. A message of an attempt still waiting is left to it.
 
 Attempts run in their own tasks, so a slow one never delays the next, and every network
 wait is bounded (module timeouts, the route's deadline), so attempts cannot pile up
 without limit. Each route has its own tasks: one route's trouble never stalls another.
-Tokens declared lost are remembered (the newest ``LOST_MEMORY`` per route) so a late
-arrival is recognised; one forgotten is still removed as a leftover, just not counted.
+
+Ownership is the token, not the headers: anyone who can send mail to the mailbox can
+write our headers, so a message is the exporter's (counted, deleted) only if this process
+issued its token and has not seen it deleted yet; the newest ``ISSUED_MEMORY`` such tokens
+per route are remembered. Any other message with the route's headers is left where it
+is, and their number is logged when it changes: forgeries, another exporter's messages,
+and leftovers of an earlier run of this one. A restart forgets the tokens; telling an
+earlier run's messages from forgeries would need a secret kept across runs, whereas the
+few probe messages a crash can leave are harmless and easy to delete by hand. A late
+arrival whose token was forgotten stays too.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from prometheus_client.core import Metric
 
 from mail_exporter.config import Config, ModuleConfig, RoundTripRoute
 from mail_exporter.metrics import RoundTripFamilies
-from mail_exporter.roundtrip.imap_mailbox import ImapMailbox
+from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
 from mail_exporter.roundtrip.message import build_message, hop_delays, new_token
 from mail_exporter.roundtrip.outcome import Outcome, RoundTripFailure, RouteStats, Stage
@@ -49,7 +56,8 @@ from mail_exporter.targets import parse_address
 
 logger = logging.getLogger(__name__)
 
-LOST_MEMORY = 5000
+ISSUED_MEMORY = 5000
+"""Most tokens per route remembered after their attempt, while their message may exist."""
 FIRST_PAUSE_SECONDS = 0.025
 """The first pause between looks; it doubles up to ``poll_interval``."""
 FIRST_RUN_SPREAD_SECONDS = 5.0
@@ -61,6 +69,12 @@ class _Attempt:
     token: str
     stage: Stage = Stage.RECEIVE
     """The step in progress, for counting an unexpected error where it happened."""
+    submitted: bool = False
+    """Submission has begun: a message with the token may exist from now on."""
+    lost: bool = False
+    """Not seen within the route's timeout: when it turns up, it is a late arrival."""
+    collected: bool = False
+    """The message was seen and deleted: nothing of it is left to look for."""
 
 
 class RouteRunner:
@@ -76,9 +90,16 @@ class RouteRunner:
         self._send_address = parse_address(route.send.address)
         self._receive_address = parse_address(route.receive.address)
         self._pending: set[str] = set()
-        self._lost: OrderedDict[str, bool] = OrderedDict()
-        """Tokens whose attempt is over: True if declared lost (a find is late), else cut short."""
+        """Tokens of attempts still running."""
+        self._issued: OrderedDict[str, bool] = OrderedDict()
+        """Tokens whose attempt is over but whose message may still come or stay: True
+        while declared lost (its arrival is late), False once counted or if cut short."""
+        self._unknown = 0
+        """Messages with this route's headers and a token not issued here, at the last cleanup."""
         self._pop3_headers: HeaderCache = {}
+        self._cleanup_folder = cleanup_folder(route.receive)
+        self._cleanup_lock = asyncio.Lock()
+        """One cleanup at a time: overlapping attempts share the cleanup folder."""
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[Outcome]] = set()
 
@@ -118,14 +139,13 @@ class RouteRunner:
         self._pending.add(attempt.token)
         try:
             outcome = await self._attempt(attempt)
-        except asyncio.CancelledError:
-            self._remember(attempt.token, declared_lost=False)
-            raise
         except Exception:  # a bug must cost one attempt, never the route
             logger.exception("route %s: attempt failed unexpectedly", self.route.name)
             outcome = Outcome(failure=attempt.stage)
-        finally:
+        finally:  # cancelled too (reload, shutdown): its message is still ours to remove
             self._pending.discard(attempt.token)
+            if attempt.submitted and not attempt.collected:
+                self._remember(attempt.token, attempt.lost)
         self.stats.record(outcome)
         return outcome
 
@@ -143,11 +163,12 @@ class RouteRunner:
         address, module = self._receive_address, self.receive_module
         if module.protocol == "pop3":
             return await Pop3Mailbox.open(address, module, self._pop3_headers)
-        return await ImapMailbox.open(address, module, self.route.receive)
+        return await ImapMailbox.open(address, module, self.route.receive, self._cleanup_folder)
 
     async def _send_and_receive(self, mailbox: Mailbox, attempt: _Attempt) -> Outcome:
         route, token = self.route, attempt.token
         attempt.stage = Stage.SEND
+        attempt.submitted = True
         sent = time.time()
         message = build_message(route.name, route.send.from_, route.send.to, token, sent)
         found: Found | None = None
@@ -163,11 +184,10 @@ class RouteRunner:
             try:
                 found = await self._await_arrival(mailbox, token, started + float(route.timeout))
             except RoundTripFailure as failure:  # the session is gone: no cleanup this time
-                self._remember(token, declared_lost=False)
                 return self._failed(failure)
-            outcome = self._judge(token, found, started, sent)
+            outcome = self._judge(attempt, found, started, sent)
         attempt.stage = Stage.CLEANUP
-        return await self._clean_up(mailbox, found, outcome)
+        return await self._clean_up(mailbox, attempt, found, outcome)
 
     async def _await_arrival(self, mailbox: Mailbox, token: str, deadline: float) -> Found | None:
         """Look until ``deadline`` (monotonic); each look and wait is bounded on its own."""
@@ -181,11 +201,13 @@ class RouteRunner:
             await mailbox.wait(min(pause, poll, remaining))
             pause *= 2
 
-    def _judge(self, token: str, found: Found | None, started: float, sent: float) -> Outcome:
-        name, timeout = self.route.name, float(self.route.timeout)
+    def _judge(
+        self, attempt: _Attempt, found: Found | None, started: float, sent: float
+    ) -> Outcome:
+        name, timeout, token = self.route.name, float(self.route.timeout), attempt.token
         if found is None:
             logger.warning("route %s: message %s not seen within %gs", name, token, timeout)
-            self._remember(token, declared_lost=True)
+            attempt.lost = True
             return Outcome(failure=Stage.TIMEOUT)
         duration = found.seen - started
         if duration > timeout:
@@ -198,46 +220,65 @@ class RouteRunner:
         logger.debug("route %s: message %s seen after %.3fs", name, token, duration)
         return Outcome(duration=duration, hops=hops)
 
-    async def _clean_up(self, mailbox: Mailbox, own: Found | None, outcome: Outcome) -> Outcome:
+    async def _clean_up(
+        self, mailbox: Mailbox, attempt: _Attempt, own: Found | None, outcome: Outcome
+    ) -> Outcome:
         late = 0
         try:
-            doomed, late = self._doomed(own, await mailbox.tagged(self.route.name))
-            if doomed:
-                await mailbox.delete(doomed)
+            async with self._cleanup_lock:
+                tagged = await mailbox.tagged(self.route.name)
+                doomed, late = self._doomed(attempt.token, own, tagged)
+                if doomed:
+                    await mailbox.delete(doomed)
         except RoundTripFailure as failure:
             logger.warning("route %s: cleanup failed: %s", self.route.name, failure.detail)
             return replace(outcome, late=outcome.late + late, cleanup_failed=True)
+        for item in doomed:
+            self._issued.pop(item.message.token, None)
+        attempt.collected = own is not None
         return replace(outcome, late=outcome.late + late)
 
-    def _doomed(self, own: Found | None, tagged: list[Found]) -> tuple[list[Found], int]:
+    def _doomed(
+        self, token: str, own: Found | None, tagged: list[Found]
+    ) -> tuple[list[Found], int]:
         """Which of the route's messages to delete, and how many were late arrivals."""
         doomed = [own] if own is not None else []
-        late = 0
+        late = unknown = 0
         for item in tagged:
-            token = item.message.token
-            if token in self._pending:  # ours now, or an attempt still waiting for it
+            other = item.message.token
+            if other == token:  # ``own``, or a copy of it (delivered twice, or also in junk)
+                if own is not None and (item.folder, item.uid) != (own.folder, own.uid):
+                    doomed.append(item)
+                continue  # not seen in time: left for the next attempt to count late
+            if other in self._pending:  # an attempt still waiting for it
                 continue
-            declared_lost = self._lost.pop(token, None)
-            if declared_lost is not None:
-                late += declared_lost
-                if declared_lost:
-                    logger.info("route %s: lost message %s arrived late", self.route.name, token)
-            elif not self._is_leftover(item):
+            declared_lost = self._issued.get(other)
+            if declared_lost is None:
+                unknown += 1
                 continue
+            if declared_lost:
+                late += 1
+                self._issued[other] = False
+                logger.info("route %s: lost message %s arrived late", self.route.name, other)
             doomed.append(item)
+        self._note_unknown(unknown)
         return doomed, late
 
-    def _is_leftover(self, item: Found) -> bool:
-        sent = item.message.sent
-        if sent is not None and time.time() - sent <= float(self.route.timeout):
-            return False
-        logger.info("route %s: removing leftover message %s", self.route.name, item.message.token)
-        return True
+    def _note_unknown(self, count: int) -> None:
+        """Log the messages that are not ours when their number changes, not every time."""
+        if count and count != self._unknown:
+            logger.warning(
+                "route %s: %d messages carry this route's headers but a token this process "
+                "did not issue (an earlier run's, another exporter's or forged): left alone",
+                self.route.name,
+                count,
+            )
+        self._unknown = count
 
     def _remember(self, token: str, declared_lost: bool) -> None:
-        self._lost[token] = declared_lost
-        while len(self._lost) > LOST_MEMORY:
-            self._lost.popitem(last=False)
+        self._issued[token] = declared_lost
+        while len(self._issued) > ISSUED_MEMORY:
+            self._issued.popitem(last=False)
 
     def _failed(self, failure: RoundTripFailure) -> Outcome:
         logger.warning(

@@ -28,7 +28,12 @@ import dns.exception
 import dns.message
 import dns.query
 
-from tests.realservers.runtime import ServerStartError, free_port, log_excerpt
+from tests.realservers.runtime import (
+    ServerStartError,
+    free_port,
+    log_excerpt,
+    start_with_fresh_ports,
+)
 
 BINARY = "dnsmasq"
 INSTALL_HINT = "apt-get install dnsmasq-base"
@@ -149,10 +154,14 @@ class Dnsmasq:
         return "\n".join(lines) + "\n"
 
     def start(self) -> None:
+        """Start dnsmasq on a free port (another one if that was taken meanwhile)."""
         binary = shutil.which(BINARY)
         if binary is None:
             raise ServerStartError(f"{BINARY} is not installed: {INSTALL_HINT}")
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        start_with_fresh_ports(lambda: self._start(binary))
+
+    def _start(self, binary: str) -> None:
         if self.zones.silent_zones:
             self._silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._silent.bind(("127.0.0.1", 0))

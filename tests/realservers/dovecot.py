@@ -27,6 +27,7 @@ from tests.realservers.runtime import (
     log_excerpt,
     loopback_endpoints,
     reachable_dir,
+    start_with_fresh_ports,
     wait_for_endpoints,
 )
 
@@ -65,16 +66,23 @@ class Dovecot:
         self.user = PROBE_USER
         self.password = PROBE_PASSWORD
         self.addresses = LOOPBACK_ADDRESSES
+        self._take_ports()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _take_ports(self) -> None:
         self.imap_port = free_port()
         self.imaps_port = free_port()
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
         self.lmtp_port = free_port()
         self.auth_port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start Dovecot and return once every listener accepts connections."""
+        """Start Dovecot and return once every listener accepts connections (on other
+        ports than first given if one was taken meanwhile: read them after the start)."""
+        start_with_fresh_ports(lambda: self._start(timeout), self._take_ports)
+
+    def _start(self, timeout: float) -> None:
         try:
             self._prepare_work_dir()
             self._launch()

@@ -29,6 +29,7 @@ from tests.realservers.runtime import (
     loopback_endpoints,
     process_alive,
     reachable_dir,
+    start_with_fresh_ports,
     wait_for_endpoints,
 )
 
@@ -82,15 +83,22 @@ class Postfix:
         # The master opens data_directory/master.lock as the postfix user, by full path.
         self.data_dir = reachable_dir(f"postfix-{secrets.token_hex(4)}")
         self.log_path = work_dir / "postfix.log"
+        self._take_ports()
+        self._master_pid: int | None = None
+
+    def _take_ports(self) -> None:
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.smtps_port = free_port()
         # Taken from the pool but never bound, so deliveries to it are refused.
         self.refused_port = free_port()
-        self._master_pid: int | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start Postfix and return once every listener greets with a 220 banner."""
+        """Start Postfix and return once every listener greets with a 220 banner (on other
+        ports than first given if one was taken meanwhile: read them after the start)."""
+        start_with_fresh_ports(lambda: self._start(timeout), self._take_ports)
+
+    def _start(self, timeout: float) -> None:
         try:
             self._prepare_work_dir()
             master_pid = self._launch()

@@ -2,6 +2,11 @@
 
 Both servers run as root and drop to unprivileged users, and both are stopped by waiting
 for every process of their session to end, so a test run leaves no daemons behind.
+
+A free port is only free when :func:`free_port` looks: until the server binds it, any
+other process on the machine (a parallel test session, an outgoing connection's local
+port) can take it. Servers started on such ports go through :func:`start_with_fresh_ports`,
+which starts them again on new ports when the start failed on EADDRINUSE.
 """
 
 import contextlib
@@ -15,13 +20,19 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 POLL_INTERVAL_SECONDS = 0.02
+PORT_ATTEMPTS = 5
+"""Starts tried in all before a port clash fails the start (each on fresh ports)."""
+PORT_CLASH = "address already in use"
+"""strerror(EADDRINUSE), as every server here prints it (Python's in lower case)."""
 CONNECT_TIMEOUT_SECONDS = 2.0
 _PROBLEM_PATTERN = re.compile(r"\b(fatal|panic|error|warning)\b", re.IGNORECASE)
 
 Endpoint = tuple[str, int]
+T = TypeVar("T")
 
 _handed_out_ports: set[int] = set()
 
@@ -51,6 +62,54 @@ def free_port() -> int:
         if port not in _handed_out_ports and all(_bindable(a, port) for a in LOOPBACK_ADDRESSES):
             _handed_out_ports.add(port)
             return port
+
+
+def start_with_fresh_ports(
+    start: Callable[[], T], take_ports: Callable[[], object] | None = None
+) -> T:
+    """``start()``; when it fails on a port clash, ``take_ports()`` and start again.
+
+    Without ``take_ports``, ``start`` takes new ports itself each time. It cleans up
+    after a failure and raises :class:`ServerStartError` or :class:`OSError` with the
+    server's words; a clash is told by :data:`PORT_CLASH` in them. Other failures, and
+    the last clash, are raised as they are.
+    """
+    for _ in range(PORT_ATTEMPTS - 1):
+        try:
+            return start()
+        except (ServerStartError, OSError) as error:
+            if PORT_CLASH not in str(error).lower():
+                raise
+        if take_ports is not None:
+            take_ports()
+    return start()
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a TCP socket listening on ``port``.
+
+    An answer on the port does not say whose server gave it: another one may have taken
+    the port before this one could bind it. The kernel's socket tables do.
+    """
+    listening = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                listening.add(f"socket:[{inode}]")
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process is gone
+        return False
+    return any(_link(fd) in listening for fd in descriptors)
+
+
+def _link(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
 
 
 def http_ok(url: str) -> bool:
