@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mail_exporter.config import ModuleConfig, RoundTripReceive
-from mail_exporter.roundtrip.imap_mailbox import ImapMailbox
+from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.message import build_message
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.roundtrip.pop3_mailbox import Pop3Mailbox
@@ -103,11 +103,10 @@ async def test_imap_receiver_withholds_the_login_without_starttls() -> None:
                 return
 
     async with scripted_server(handler) as address:
+        receive = RoundTripReceive(address=address, module="m")
         with pytest.raises(RoundTripFailure) as refused:
             await ImapMailbox.open(
-                parse_address(address),
-                login_module("imap"),
-                RoundTripReceive(address=address, module="m"),
+                parse_address(address), login_module("imap"), receive, cleanup_folder(receive)
             )
     assert refused.value.stage is Stage.RECEIVE
     assert "allow_plaintext_auth" in refused.value.detail
