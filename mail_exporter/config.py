@@ -106,6 +106,21 @@ def _ca_bundle(path: Path) -> Path:
 CAFile = Annotated[Path, AfterValidator(_ca_bundle)]
 
 
+MAX_NAME_LENGTH = 128
+
+
+def _printable_name(value: str) -> str:
+    """A name that becomes a label value or a URL parameter, and is shown on every page."""
+    if not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise ValueError(f"a name must have 1 to {MAX_NAME_LENGTH} characters")
+    if not value.isprintable():
+        raise ValueError(f"name {value!r} must be printable (no control characters)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_printable_name)]
+
+
 class TLSConfig(StrictModel):
     ca_file: ConfigPath | None = None
     server_name: str | None = None
@@ -194,7 +209,7 @@ class ModuleConfig(StrictModel):
 
 
 class TargetConfig(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$")
     address: AddressText
     module: str
     interval: Duration | None = None
@@ -393,7 +408,7 @@ class LogSource(StrictModel):
     """
 
     type: Literal["file", "journal", "stdin"] = "file"
-    name: str | None = Field(default=None, min_length=1)  # the ``source`` label; default below
+    name: Name | None = None  # the ``source`` label; default below
     format: Literal["syslog", "dovecot", "exim", "rspamd"] = "syslog"
     path: Path | None = None  # type file
     journal_units: list[Annotated[str, AfterValidator(_journal_unit)]] = Field(
@@ -552,7 +567,7 @@ class RoundTripReceive(StrictModel):
 
 
 class RoundTripRoute(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$")
     interval: Duration = Field(default="60s", validate_default=True)
     timeout: Duration = Field(default="120s", validate_default=True)
     send: RoundTripSend
@@ -561,7 +576,7 @@ class RoundTripRoute(StrictModel):
 
 class Config(StrictModel):
     global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
-    modules: dict[str, ModuleConfig] = Field(default_factory=dict)
+    modules: dict[Name, ModuleConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
@@ -640,7 +655,10 @@ def describe_error(error: Mapping[str, Any]) -> str:
 def dotted(location: Location) -> str:
     parts: list[str] = []
     for part in location:
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:  # a key that would not print is shown escaped, as Python writes it
+            parts.append(f".{part}" if part.isprintable() else f".{part!r}")
     return "".join(parts).lstrip(".") or "(top level)"
 
 

@@ -340,3 +340,17 @@ def test_reload_refuses_hostile_files_and_keeps_working(
     assert post_reload(base) == (200, "Reloaded\n")
     assert reload_gauge(base).endswith(" 1.0")
     assert "second" in fetch(f"{base}/")
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        (":\uff12\uff15", "invalid address ':\uff12\uff15'"),  # fullwidth
+        (":\u0662\u0665", "invalid address ':\u0662\u0665'"),  # Arabic-Indic
+        (":\u00b2", "invalid address ':\u00b2'"),  # superscript two
+    ],
+)
+def test_listen_port_takes_ascii_digits_only(address: str, problem: str) -> None:
+    result = run_bounded("--web.listen-address", address)
+    assert result.returncode == 2
+    assert problem in result.stderr

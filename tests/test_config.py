@@ -172,6 +172,58 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "control character in a module name",
+        'modules:\n  "m\\e[2J": {protocol: smtp}\n',
+        [
+            "modules.'m\\x1b[2J'.[key] (line 2): name 'm\\x1b[2J' must be printable (no control characters)"
+        ],
+    ),
+    (
+        "module name too long",
+        f"modules:\n  {'m' * 129}: {{protocol: smtp}}\n",
+        [f"modules.{'m' * 129}.[key] (line 2): a name must have 1 to 128 characters"],
+    ),
+    (
+        "target name too long",
+        VALID_MODULE + f"targets:\n  - {{name: {'t' * 129}, address: 'h:25', module: m}}\n",
+        ["targets[0].name (line 5): String should have at most 128 characters"],
+    ),
+    (
+        "fullwidth digits as a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:\uff12\uff15', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:\uff12\uff15': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "Arabic-Indic digits as a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:\u0662\u0665', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:\u0662\u0665': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "superscript digit in a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:2\u00b2', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:2\u00b2': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "fullwidth digits in a duration",
+        "global:\n  interval: \uff13\uff10s\n",
+        [
+            "global.interval (line 2): invalid duration '\uff13\uff10s': use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
+        "duration of 400 digits",
+        f"global:\n  interval: {'9' * 400}s\n",
+        [
+            f"global.interval (line 2): invalid duration '{'9' * 400}s': use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
         "integer beyond Python's digit limit",
         f"global:\n  concurrency: {'9' * 5000}\n",
         [
