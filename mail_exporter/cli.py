@@ -36,7 +36,7 @@ from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
 from mail_exporter.probes import run_probe
 from mail_exporter.report import render_report
-from mail_exporter.targets import Address, parse_address
+from mail_exporter.targets import Address, parse_address, parse_port
 from mail_exporter.web import make_app
 from mail_exporter.webconfig import hash_password, load_web_config
 
@@ -49,8 +49,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 def _split_listen_address(text: str) -> tuple[str | None, int]:
     """``:9469`` (all addresses), ``127.0.0.1:9469`` or ``[::1]:9469``."""
-    if text.startswith(":") and text[1:].isdigit():
-        return None, int(text[1:])
+    if text.startswith(":") and (port := parse_port(text[1:])) is not None:
+        return None, port
     address = parse_address(text)
     return address.host, address.port
 

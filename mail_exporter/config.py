@@ -2,7 +2,9 @@
 
 ``load_config`` either returns a complete, valid :class:`Config` or raises
 :class:`ConfigError` listing every problem as ``key.path (line N): message``.
-Nothing half-valid ever reaches the scheduler.
+Nothing half-valid ever reaches the scheduler. Files (the config and the secrets and
+CA files it names) are read, and YAML composed, within limits of size, depth and
+aliases (see :mod:`mail_exporter.config_files`), so a hostile file is one more problem.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mail_exporter.allowlist import TargetAllowlist, TargetKey, checked_pattern, target_key
+from mail_exporter.config_files import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    Location,
+    UnreadableFile,
+    YAMLRefused,
+    compose_yaml,
+    construct_yaml,
+    read_bounded,
+)
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.targets import Address, parse_address
 
@@ -92,15 +104,46 @@ def _server_name(value: str) -> str:
     return value
 
 
+def _check_readable(key: str, path: Path, limit: int) -> bytes:
+    """The file's content, or a ValueError naming the key, the path and why not."""
+    try:
+        return read_bounded(path, limit)
+    except UnreadableFile as error:
+        raise ValueError(f"{key} {str(path)!r} cannot be read: {error}") from None
+
+
+def _ca_bundle(path: Path) -> Path:
+    _check_readable("CA file", path, MAX_CONFIG_BYTES)
+    return path
+
+
+CAFile = Annotated[Path, AfterValidator(_ca_bundle)]
+
+
+MAX_NAME_LENGTH = 128
+
+
+def _printable_name(value: str) -> str:
+    """A name that becomes a label value or a URL parameter, and is shown on every page."""
+    if not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise ValueError(f"a name must have 1 to {MAX_NAME_LENGTH} characters")
+    if not value.isprintable():
+        raise ValueError(f"name {value!r} must be printable (no control characters)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_printable_name)]
+
+
 class TLSConfig(StrictModel):
     ca_file: ConfigPath | None = None
     server_name: Annotated[str, AfterValidator(_server_name)] | None = None
     insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
-    def _ca_file_exists(self) -> TLSConfig:
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {str(self.ca_file)!r} does not exist or is not a file")
+    def _ca_file_readable(self) -> TLSConfig:
+        if self.ca_file is not None:
+            _check_readable("ca_file", self.ca_file, MAX_CONFIG_BYTES)
         return self
 
 
@@ -118,18 +161,24 @@ class AuthConfig(StrictModel):
         if (self.password_file is None) == (self.password_env is None):
             raise ValueError("set exactly one of password_file and password_env")
         if self.password_file is not None:
+            content = _check_readable("password_file", self.password_file, MAX_SECRET_BYTES)
             try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as error:
+                password = content.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
                 raise ValueError(
-                    f"password_file {str(self.password_file)!r} cannot be read: {error.strerror}"
+                    f"password_file {str(self.password_file)!r} is not UTF-8 text"
                 ) from None
-            password = text.rstrip("\r\n")
         else:
             assert self.password_env is not None
             if self.password_env not in os.environ:
                 raise ValueError(f"environment variable {self.password_env} is not set")
             password = os.environ[self.password_env]
+            try:  # undecodable bytes are kept as lone surrogates, which cannot be sent
+                password.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"environment variable {self.password_env} is not UTF-8 text"
+                ) from None
         if any(c in password + self.username for c in "\r\n\0"):
             raise ValueError("username and password must not contain line breaks or NUL")
         self._password = SecretStr(password)
@@ -197,7 +246,7 @@ class ModuleConfig(StrictModel):
 
 
 class TargetConfig(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$")
     address: AddressText
     module: str
     interval: Duration | None = None
@@ -401,7 +450,7 @@ class LogSource(StrictModel):
     """
 
     type: Literal["file", "journal", "stdin"] = "file"
-    name: str | None = Field(default=None, min_length=1)  # the ``source`` label; default below
+    name: Name | None = None  # the ``source`` label; default below
     format: Literal["syslog", "dovecot", "exim", "rspamd"] = "syslog"
     path: Path | None = None  # type file
     journal_units: list[Annotated[str, AfterValidator(_journal_unit)]] = Field(
@@ -508,7 +557,7 @@ class DnsConfig(CollectorSection):
     blocklist_resolver: DnsResolverConfig | None = None
     max_in_flight: int = Field(default=20, ge=1, le=1000)  # both resolvers together
     mta_sts: bool = True
-    mta_sts_ca_file: Path | None = None  # default: the system's CAs
+    mta_sts_ca_file: CAFile | None = None  # default: the system's CAs
     dane: bool = True
     dane_port: int = Field(default=25, ge=1, le=65535)
 
@@ -560,7 +609,7 @@ class RoundTripReceive(StrictModel):
 
 
 class RoundTripRoute(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$")
     interval: Duration = Field(default="60s", validate_default=True)
     timeout: Duration = Field(default="120s", validate_default=True)
     send: RoundTripSend
@@ -569,7 +618,7 @@ class RoundTripRoute(StrictModel):
 
 class Config(StrictModel):
     global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
-    modules: dict[str, ModuleConfig] = Field(default_factory=dict)
+    modules: dict[Name, ModuleConfig] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
@@ -610,9 +659,6 @@ class ConfigError(Exception):
         lines = [f"{self.source}: {len(self.problems)} problem(s)"]
         lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
-
-
-Location = tuple[str | int, ...]
 
 
 class LineIndex:
@@ -664,7 +710,10 @@ def describe_error(error: Mapping[str, Any]) -> str:
 def dotted(location: Location) -> str:
     parts: list[str] = []
     for part in location:
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:  # a key that would not print is shown escaped, as Python writes it
+            parts.append(f".{part}" if part.isprintable() else f".{part!r}")
     return "".join(parts).lstrip(".") or "(top level)"
 
 
@@ -769,14 +818,18 @@ def validate_yaml(
     sections, run on the raw data so they are reported alongside the others.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = compose_yaml(text)
+        index = LineIndex(root)  # first: constructing resolves merge keys in the graph itself
+        data = construct_yaml(root) if root is not None else None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"invalid YAML{where}: {problem}"]) from None
-    index = LineIndex(root)
+    except YAMLRefused as refused:
+        # A path as deep as the limit says little beyond its start; the line says where.
+        shown = dotted(refused.location[:8]) + ("..." if len(refused.location) > 8 else "")
+        raise ConfigError(source, [f"{shown} (line {refused.line}): {refused.message}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -810,10 +863,10 @@ def parse_config(text: str, source: str = "<config>", directory: Path | None = N
 
 def load_yaml_file(path: Path, parse: Callable[[str, str, Path], ModelT]) -> ModelT:
     """Read a YAML file and ``parse(text, source, directory)`` it; an unreadable file is a
-    :class:`ConfigError` like any other problem."""
+    :class:`ConfigError` like any other problem (see :mod:`mail_exporter.config_files`)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except (UnreadableFile, UnicodeDecodeError) as error:
         raise ConfigError(str(path), [f"cannot read file: {error}"]) from None
     return parse(text, str(path), path.parent)
 

@@ -13,8 +13,10 @@ _UNITS = {
     "w": 604800.0,
     "y": 31536000.0,
 }
-_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
-_WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
+# ASCII digits only (``\d`` and ``int()`` also take fullwidth and other scripts' digits), and
+# at most 15 a part: thousands of digits would overflow the float or Python's int parsing.
+_PART = re.compile(r"([0-9]{1,15})(ms|s|m|h|d|w|y)")
+_WHOLE = re.compile(r"(?:[0-9]{1,15}(?:ms|s|m|h|d|w|y))+")
 
 
 def parse_duration(text: str) -> float:

@@ -3,9 +3,10 @@ collectors and safe reloads.
 
 A reload (SIGHUP or ``POST /-/reload``) validates the whole new config and web config
 first; if anything is wrong in either, both running ones stay and
-``mail_exporter_config_last_reload_successful`` drops to 0. A reload that succeeds
-keeps each collector whose section is unchanged (see :mod:`mail_exporter.collectors`),
-so their caches and log positions are not thrown away.
+``mail_exporter_config_last_reload_successful`` drops to 0; an unexpected error while
+reading them is such a failure too, never a 500 that leaves the gauge at 1. A reload
+that succeeds keeps each collector whose section is unchanged (see
+:mod:`mail_exporter.collectors`), so their caches and log positions are not thrown away.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ class Exporter:
                 self.reload_successful = False
                 logger.error("reload failed, keeping the running config: %s", error)
                 raise
+            except Exception as error:  # a bug in reading must not pass for a good reload
+                self.reload_successful = False
+                logger.exception("reload failed, keeping the running config")
+                source = str(self.config_path or "built-in default")
+                raise ConfigError(source, [f"unexpected error while reading: {error!r}"]) from error
             await asyncio.to_thread(self.collectors.apply, config)
             self._apply(config, web_config)
 

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+_PORT = re.compile(r"[0-9]{1,5}")
 _HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
@@ -49,6 +50,16 @@ def parse_address(text: str) -> Address:
             raise ValueError(f"invalid address {text!r}: write IPv6 addresses as [::1]:25")
         if not _HOST_NAME.fullmatch(host):
             raise ValueError(f"invalid address {text!r}: {host!r} is not a valid host name")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = parse_port(port_text)
+    if port is None:
         raise ValueError(f"invalid address {text!r}: port must be a number from 1 to 65535")
-    return Address(host, int(port_text))
+    return Address(host, port)
+
+
+def parse_port(text: str) -> int | None:
+    """A TCP port written in ASCII digits, or None: ``int()`` and ``str.isdigit()`` also
+    take fullwidth and other scripts' digits, and ``isdigit()`` superscripts too."""
+    if not _PORT.fullmatch(text):
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None

@@ -59,6 +59,7 @@ from mail_exporter.config import (
     load_yaml_file,
     validate_yaml,
 )
+from mail_exporter.config_files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -108,11 +109,13 @@ _MAX_REMEMBERED = 1024
 
 
 def _readable_file(path: Path) -> Path:
+    """A certificate, key or CA file that ssl may be given: a regular file of a sane size.
+
+    ssl reads it by its path, so the check comes first (a FIFO would block the reload)."""
     try:
-        with path.open("rb"):
-            pass
-    except OSError as error:
-        raise ValueError(f"cannot read {str(path)!r}: {error.strerror}") from None
+        read_bounded(path, MAX_CONFIG_BYTES)
+    except UnreadableFile as error:
+        raise ValueError(f"cannot read {str(path)!r}: {error}") from None
     return path
 
 

@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ from tests.realservers.runtime import free_port
 from tests.scripted import scripted_server, server_context, smtp_script
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mail_exporter.yml"
+# Address space of the processes these tests start: a config bomb that got through would
+# make them fail with MemoryError instead of taking the host's memory.
+MEMORY_LIMIT = ["prlimit", f"--as={1 << 30}", "--"]
 
 
 def test_example_config_is_valid() -> None:
@@ -206,7 +210,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     config.write_text("modules:\n  first: {protocol: smtp}\n")
     port = free_port()
     process = subprocess.Popen(
-        exporter_command(config, port, "--log.format", "json"),
+        [*MEMORY_LIMIT, *exporter_command(config, port, "--log.format", "json")],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -264,3 +268,161 @@ def test_bad_config_does_not_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "targets[0].module (line 2): unknown module 'missing'" in result.stderr
+
+
+def billion_laughs() -> str:
+    """Nine levels of nine aliases: about 700 bytes that expand to 9**9 strings."""
+    text = "a: &a [" + ", ".join(['"' + " ".join(["lol"] * 9) + '"'] * 9) + "]\n"
+    for previous, current in zip("abcdefgh", "bcdefghi", strict=True):
+        text += f"{current}: &{current} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
+    assert 600 < len(text) < 800
+    return text
+
+
+def password_file_config(config: Path, secret: Path) -> None:
+    config.write_text(
+        f"modules:\n  m:\n    protocol: imap\n    auth: {{username: u, password_file: {secret}}}\n"
+    )
+
+
+def fifo_password(config: Path) -> str:
+    secret = config.parent / "fifo.pass"
+    os.mkfifo(secret)
+    password_file_config(config, secret)
+    return f"modules.m.auth (line 4): password_file '{secret}' cannot be read: not a regular file (a FIFO)"
+
+
+def device_password(config: Path) -> str:
+    password_file_config(config, Path("/dev/zero"))
+    return "modules.m.auth (line 4): password_file '/dev/zero' cannot be read: not a regular file (a character device)"
+
+
+def sparse_password(config: Path) -> str:
+    secret = config.parent / "sparse.pass"
+    with secret.open("wb") as file:
+        file.truncate(100 * 1024 * 1024)  # 100 MB that take no disk
+    password_file_config(config, secret)
+    return f"modules.m.auth (line 4): password_file '{secret}' cannot be read: larger than 64 KiB"
+
+
+def fifo_ca_file(config: Path) -> str:
+    ca = config.parent / "fifo-ca.pem"
+    os.mkfifo(ca)
+    config.write_text(f"modules:\n  m:\n    protocol: smtp\n    tls_config: {{ca_file: {ca}}}\n")
+    return (
+        f"modules.m.tls_config (line 4): ca_file '{ca}' cannot be read: not a regular file (a FIFO)"
+    )
+
+
+def fifo_config(config: Path) -> str:
+    config.unlink()
+    os.mkfifo(config)
+    return "cannot read file: not a regular file (a FIFO)"
+
+
+def yaml_text(text: str, problem: str) -> Callable[[Path], str]:
+    def write(config: Path) -> str:
+        config.write_text(text)
+        return problem
+
+    return write
+
+
+# Each writes a config (and what it names) at the given path and returns the problem expected.
+HOSTILE_CONFIGS: list[tuple[str, Callable[[Path], str]]] = [
+    (
+        "alias cycle",
+        yaml_text(
+            "targets: &t [*t]\n",
+            "targets[0] (line 1): alias *t is inside the node it names: a cycle",
+        ),
+    ),
+    (
+        "5000-deep nesting",
+        yaml_text(
+            "global: " + "[" * 5000 + "]" * 5000 + "\n",
+            "global[0][0][0][0][0][0][0]... (line 1): nested deeper than 100 levels",
+        ),
+    ),
+    (
+        "billion laughs",
+        yaml_text(
+            billion_laughs(), "f[0] (line 6): more than 100000 values (aliases counted as copies)"
+        ),
+    ),
+    ("password_file a FIFO", fifo_password),
+    ("password_file /dev/zero", device_password),
+    ("password_file of 100 MB", sparse_password),
+    ("ca_file a FIFO", fifo_ca_file),
+    ("the config file a FIFO", fifo_config),
+]
+
+
+def run_bounded(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``mail-exporter ARGUMENTS`` as its own process, bounded in time (a hang is a failure,
+    not a stuck run) and memory."""
+    return subprocess.run(
+        [*MEMORY_LIMIT, sys.executable, "-m", "mail_exporter", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "write_config", [case for _, case in HOSTILE_CONFIGS], ids=[name for name, _ in HOSTILE_CONFIGS]
+)
+def test_check_config_refuses_hostile_files_promptly(
+    tmp_path: Path, write_config: Callable[[Path], str]
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("")
+    problem = write_config(config)
+    result = run_bounded("check-config", str(config))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"{config}: 1 problem(s)", f"  {problem}"]
+
+
+def post_reload(base: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"{base}/-/reload", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        return error.code, str(error.read().decode())
+
+
+def test_reload_refuses_hostile_files_and_keeps_working(
+    served: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    """Each is a failed reload answered at once: the gauge drops, the running config stays,
+    and the reload lock is free for the next one."""
+    _, base, config = served
+    for name, write_config in HOSTILE_CONFIGS:
+        if config.is_fifo():  # left by the case before
+            config.unlink()
+        problem = write_config(config)
+        status, body = post_reload(base)
+        assert (status, problem in body) == (500, True), (name, body)
+        assert reload_gauge(base).endswith(" 0.0"), name
+        assert "first" in fetch(f"{base}/"), name
+    config.unlink()
+    config.write_text("modules:\n  second: {protocol: imap}\n")
+    assert post_reload(base) == (200, "Reloaded\n")
+    assert reload_gauge(base).endswith(" 1.0")
+    assert "second" in fetch(f"{base}/")
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        (":\uff12\uff15", "invalid address ':\uff12\uff15'"),  # fullwidth
+        (":\u0662\u0665", "invalid address ':\u0662\u0665'"),  # Arabic-Indic
+        (":\u00b2", "invalid address ':\u00b2'"),  # superscript two
+    ],
+)
+def test_listen_port_takes_ascii_digits_only(address: str, problem: str) -> None:
+    result = run_bounded("--web.listen-address", address)
+    assert result.returncode == 2
+    assert problem in result.stderr

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+from mail_exporter import exporter as exporter_module
 from mail_exporter.config import ConfigError, default_config, load_config, parse_config
 from mail_exporter.durations import format_duration, parse_duration
+from mail_exporter.exporter import Exporter
+from mail_exporter.probes import tls
 
 VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
 
@@ -145,8 +151,122 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         "missing CA file",
         VALID_MODULE + "    tls_config: {ca_file: /nonexistent/ca.pem}\n",
         [
-            "modules.m.tls_config (line 4): ca_file '/nonexistent/ca.pem' does not exist or is not a file"
+            "modules.m.tls_config (line 4): ca_file '/nonexistent/ca.pem' cannot be read: No such file or directory"
         ],
+    ),
+    (
+        "CA file a device",
+        "collectors:\n  dns: {mta_sts_ca_file: /dev/zero}\n",
+        [
+            "collectors.dns.mta_sts_ca_file (line 2): CA file '/dev/zero' cannot be read: not a regular file (a character device)"
+        ],
+    ),
+    (
+        "password file a directory",
+        VALID_MODULE + "    auth: {username: u, password_file: /}\n",
+        [
+            "modules.m.auth (line 4): password_file '/' cannot be read: not a regular file (a directory)"
+        ],
+    ),
+    (
+        "alias cycle in a list",
+        "targets: &t [*t]\n",
+        ["targets[0] (line 1): alias *t is inside the node it names: a cycle"],
+    ),
+    (
+        "alias cycle in a mapping",
+        "modules: &m\n  m: {protocol: smtp, tls_config: *m}\n",
+        ["modules.m.tls_config (line 2): alias *m is inside the node it names: a cycle"],
+    ),
+    (
+        "5000-deep nesting",
+        "modules:\n  m: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+        ["modules.m.a.a.a.a.a.a... (line 2): nested deeper than 100 levels"],
+    ),
+    (
+        "alias nesting too deep",
+        "x: &x " + "[" * 99 + "]" * 99 + "\ny: [*x]\n",
+        ["y[0] (line 2): alias *x nests values deeper than 100 levels"],
+    ),
+    (
+        "lone surrogate in a module name",
+        'modules:\n  "\\udc80": {protocol: smtp}\n',
+        [
+            "modules (line 2): lone surrogate (a \\uD800-\\uDFFF escape) is not a character: "
+            "write the character itself or a \\U escape"
+        ],
+    ),
+    (
+        "lone surrogate in a value",
+        VALID_MODULE + 'targets:\n  - {name: "a\\ud83d", address: "h:25", module: m}\n',
+        [
+            "targets[0].name (line 5): lone surrogate (a \\uD800-\\uDFFF escape) is not a character: "
+            "write the character itself or a \\U escape"
+        ],
+    ),
+    (
+        "control character in a module name",
+        'modules:\n  "m\\e[2J": {protocol: smtp}\n',
+        [
+            "modules.'m\\x1b[2J'.[key] (line 2): name 'm\\x1b[2J' must be printable (no control characters)"
+        ],
+    ),
+    (
+        "module name too long",
+        f"modules:\n  {'m' * 129}: {{protocol: smtp}}\n",
+        [f"modules.{'m' * 129}.[key] (line 2): a name must have 1 to 128 characters"],
+    ),
+    (
+        "target name too long",
+        VALID_MODULE + f"targets:\n  - {{name: {'t' * 129}, address: 'h:25', module: m}}\n",
+        ["targets[0].name (line 5): String should have at most 128 characters"],
+    ),
+    (
+        "fullwidth digits as a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:\uff12\uff15', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:\uff12\uff15': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "Arabic-Indic digits as a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:\u0662\u0665', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:\u0662\u0665': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "superscript digit in a port",
+        VALID_MODULE + "targets:\n  - {name: a, address: 'h:2\u00b2', module: m}\n",
+        [
+            "targets[0].address (line 5): invalid address 'h:2\u00b2': port must be a number from 1 to 65535"
+        ],
+    ),
+    (
+        "fullwidth digits in a duration",
+        "global:\n  interval: \uff13\uff10s\n",
+        [
+            "global.interval (line 2): invalid duration '\uff13\uff10s': use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
+        "duration of 400 digits",
+        f"global:\n  interval: {'9' * 400}s\n",
+        [
+            f"global.interval (line 2): invalid duration '{'9' * 400}s': use a number and a unit such as 500ms, 30s, 5m"
+        ],
+    ),
+    (
+        "integer beyond Python's digit limit",
+        f"global:\n  concurrency: {'9' * 5000}\n",
+        [
+            "global.concurrency (line 2): not a valid int: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+        ],
+    ),
+    (
+        "impossible timestamp",
+        "global:\n  interval: 2001-13-01\n",
+        ["global.interval (line 2): not a valid timestamp: month must be in 1..12"],
     ),
     (
         "round trip sends with an imap module",
@@ -317,3 +437,57 @@ def test_relative_paths_are_read_beside_the_config_file(tmp_path: Path) -> None:
     auth = load_config(tmp_path / "config.yml").modules["a"].auth
     assert auth is not None and auth.password == "s3cret"
     assert auth.password_file == tmp_path / "secret.pass"
+
+
+def test_anchors_aliases_and_merge_keys_still_work() -> None:
+    config = parse_config(
+        textwrap.dedent("""\
+        modules:
+          plain: &plain {protocol: smtp, tls: starttls, timeout: 5s}
+          quick:
+            <<: *plain
+            timeout: 2s
+        targets:
+          - &mx {name: mx1, address: "mx1.example.com:25", module: quick}
+          - {<<: *mx, name: mx2, address: "mx2.example.com:25"}
+        """)
+    )
+    assert config.modules["quick"].tls == "starttls"
+    assert config.modules["quick"].timeout_seconds == 2.0
+    assert [(t.name, t.module) for t in config.targets] == [("mx1", "quick"), ("mx2", "quick")]
+
+
+def test_unexpected_error_while_reading_is_a_failed_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("modules:\n  first: {protocol: smtp}\n")
+    exporter = Exporter(path, {})
+
+    def broken(path: Path) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(exporter_module, "load_config", broken)
+    with pytest.raises(ConfigError) as raised:
+        asyncio.run(exporter.reload())
+    assert raised.value.problems == ["unexpected error while reading: RuntimeError('a bug')"]
+    assert exporter.reload_successful is False
+    assert set(exporter.config.modules) == {"first"}
+    monkeypatch.undo()
+    asyncio.run(exporter.reload())  # the reload lock was released
+    assert exporter.reload_successful is True
+    exporter.stop()
+
+
+def test_probes_read_the_ca_file_as_the_config_does(tmp_path: Path) -> None:
+    """A CA file replaced by a FIFO after loading is refused at once, not waited on."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    answer: list[str | None] = []
+    reader = threading.Thread(target=lambda: answer.append(tls.verify_chain([], "h", str(fifo))))
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # free the reader (the open for writing returns once it waits)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(30)
+    assert answer == [f"cannot load CA file {fifo}: not a regular file (a FIFO)"]

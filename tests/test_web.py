@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import platform
 import textwrap
 import threading
@@ -15,8 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter import __version__, collectors
+from mail_exporter import config as config_module
 from mail_exporter.collectors import register_collector
 from mail_exporter.config import Config
+from mail_exporter.config_files import read_bounded
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from tests.promtool import check_metrics
@@ -311,30 +312,31 @@ async def test_reload_keeps_running_config_on_error(client_for, tmp_path: Path) 
     assert (await client.get("/-/reload")).status == 405
 
 
-async def test_reload_reads_files_off_the_event_loop(client_for, tmp_path: Path) -> None:
-    """A secret file that blocks when read (a FIFO nobody writes yet) stalls only the reload."""
+async def test_reload_reads_files_off_the_event_loop(
+    client_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret file that is slow to read (a stalled network filesystem) stalls only the
+    reload. (A FIFO is refused at once: see tests/test_cli.py.)"""
     client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n")
-    secret = tmp_path / "probe.pass"
-    os.mkfifo(secret)
+    (tmp_path / "probe.pass").write_text("s3cret\n")
     write_config(
         tmp_path / "config.yml",
         "modules:\n  b: {protocol: imap, tls: implicit, auth: {username: u, password_file: probe.pass}}\n",
     )
     release = threading.Event()
 
-    def feed() -> None:  # if the reload blocked the loop, this frees it after 30 s
-        release.wait(30)
-        secret.write_text("s3cret\n")  # opens for writing: the reload's read returns
+    def slow(path: Path, limit: int) -> bytes:
+        if path.name == "probe.pass":
+            release.wait(30)  # if the reload blocked the loop, this frees it after 30 s
+        return read_bounded(path, limit)
 
-    feeder = threading.Thread(target=feed)
-    feeder.start()
+    monkeypatch.setattr(config_module, "read_bounded", slow)
     reload = asyncio.create_task(client.post("/-/reload"))
-    await asyncio.sleep(0.2)  # the reload has reached the FIFO
+    await asyncio.sleep(0.2)  # the reload has reached the secret file
     assert (await client.get("/metrics")).status == 200  # served while the reload waits
     assert not reload.done() and set(exporter.config.modules) == {"a"}
     release.set()
     assert (await reload).status == 200
-    feeder.join()
     assert set(exporter.config.modules) == {"b"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import ssl
 import subprocess
@@ -26,7 +27,7 @@ from mail_exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse
 from tests.realservers.pki import PKI, create_client_cert, create_pki
 from tests.realservers.runtime import free_port
 from tests.served import basic, client_context, get, served_exporter
-from tests.test_cli import exporter_command
+from tests.test_cli import billion_laughs, exporter_command, run_bounded
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web-config.yml"
 PASSWORD = "right horse battery"
@@ -290,6 +291,77 @@ def test_check_web_config_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check-web-config", str(good)])
     assert result.exit_code == 0
     assert "OK (serves with basic auth for 1 user but without TLS" in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("cert_file", "fifo"),
+        ("key_file", "device"),
+        ("client_ca_file", "sparse"),
+        ("client_ca_file", "directory"),
+    ],
+)
+def test_files_that_would_hang_or_flood_are_refused_promptly(
+    tmp_path: Path, pki: PKI, key: str, kind: str
+) -> None:
+    """ssl reads these by path, so they are checked first: a FIFO would block every reload."""
+    hostile = tmp_path / "hostile"
+    if kind == "fifo":
+        os.mkfifo(hostile)
+    elif kind == "sparse":
+        with hostile.open("wb") as file:
+            file.truncate(100 * 1024 * 1024)
+    elif kind == "directory":
+        hostile.mkdir()
+    else:
+        hostile = Path("/dev/zero")
+    reasons = {
+        "fifo": "not a regular file (a FIFO)",
+        "device": "not a regular file (a character device)",
+        "sparse": "larger than 4 MiB",
+        "directory": "not a regular file (a directory)",
+    }
+    files = {
+        "cert_file": str(pki.server_cert),
+        "key_file": str(pki.server_key),
+        "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": str(pki.ca_file),
+        key: str(hostile),
+    }
+    lines = "".join(f"  {name}: {value}\n" for name, value in files.items())
+    web = write(tmp_path / "web.yml", "tls_server_config:\n" + lines)
+    result = run_bounded("check-web-config", str(web))
+    assert result.returncode == 1, result.stderr
+    line = list(files).index(key) + 2
+    assert result.stderr.splitlines() == [
+        f"{web}: 1 problem(s)",
+        f"  tls_server_config.{key} (line {line}): cannot read '{hostile}': {reasons[kind]}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "basic_auth_users: &u {a: *u}\n",
+            "basic_auth_users.a (line 1): alias *u is inside the node it names: a cycle",
+        ),
+        (billion_laughs(), "f[0] (line 6): more than 100000 values (aliases counted as copies)"),
+        (
+            "tls_server_config: " + "[" * 5000 + "]" * 5000,
+            "tls_server_config[0][0][0][0][0][0][0]... (line 1): nested deeper than 100 levels",
+        ),
+    ],
+    ids=["alias cycle", "billion laughs", "5000-deep nesting"],
+)
+def test_web_config_yaml_is_bounded_like_the_config(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    web = write(tmp_path / "web.yml", text)
+    result = run_bounded("check-web-config", str(web))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [f"{web}: 1 problem(s)", f"  {problem}"]
 
 
 def test_hash_password_command() -> None:

@@ -41,6 +41,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from mail_exporter.config_files import MAX_CONFIG_BYTES, read_bounded
 from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import TLSFacts
 
@@ -87,7 +88,7 @@ def _trust_store(ca_file: str, mtime_ns: int) -> Store:
     anchors = []
     # One by one: a system bundle may hold a certificate that today's cryptography only warns
     # about (a non-positive serial) and a later one refuses; it must not cost the others.
-    for block in _PEM_BLOCK.findall(Path(ca_file).read_bytes()):
+    for block in _PEM_BLOCK.findall(read_bounded(Path(ca_file), MAX_CONFIG_BYTES)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
