@@ -2,9 +2,20 @@
 
 Each target has its own task: a random first delay spreads the targets over
 their interval, then it probes on a fixed beat (a probe that overruns skips
-the beats it missed rather than bunching up).  A semaphore bounds the probes
-in flight to ``global.concurrency``; a probe's deadline starts once it holds a
-slot.  ``/metrics`` reads the cache and never waits on a network probe.
+the beats it missed rather than bunching up).  :class:`ProbeSlots` bounds the
+probes in flight to ``global.concurrency``; a probe's deadline starts once it
+holds a slot.  ``/metrics`` reads the cache and never waits on a network probe.
+
+A reload touches only what it changes.  A target whose entry, module and
+effective interval are the same keeps its task: its probe in flight finishes
+and is recorded, and its beat stays (no new random delay), so reloads however
+frequent never starve a slow target of results.  A changed target restarts
+with a fresh history, and a removed one stops; the probe either had in flight
+is cancelled, since its result would describe a config no longer running (and
+a removed target must leave /metrics at once).  A new ``global.concurrency``
+resizes the one set of slots: probes in flight keep theirs and count against
+the new bound, so lowering it starts no probe until those in flight are below
+it, and raising it starts waiting probes at once.
 """
 
 from __future__ import annotations
@@ -14,6 +25,9 @@ import logging
 import math
 import random
 import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -60,41 +74,101 @@ class TargetState:
         self.rendered = {family.name: sample_lines(family) for family in _all(families)}
 
 
+class ProbeSlots:
+    """A bound on probes in flight that can change while probes hold slots.
+
+    Like a semaphore (waiters are served in order), but :meth:`resize` keeps the count
+    of slots in use, so a reload that changes ``global.concurrency`` neither forgets
+    the probes in flight nor lets more than the new bound start.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def resize(self, limit: int) -> None:
+        self.limit = limit
+        self._hand_on()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.in_use < self.limit and not self._waiting:
+            self.in_use += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter  # a slot is counted for us when this is done
+            except asyncio.CancelledError:
+                if waiter.cancelled():
+                    if waiter in self._waiting:
+                        self._waiting.remove(waiter)
+                else:  # handed a slot in the same moment: give it on
+                    self._release()
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.in_use -= 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        while self._waiting and self.in_use < self.limit:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # a cancelled one leaves the queue by itself
+                self.in_use += 1
+                waiter.set_result(None)
+
+
+@dataclass
+class _Scheduled:
+    """A target's task and what it was started with."""
+
+    state: TargetState
+    interval: float
+    task: asyncio.Task[None]
+
+    def runs(self, target: TargetConfig, module: ModuleConfig, interval: float) -> bool:
+        state = self.state
+        return (state.target, state.module, self.interval) == (target, module, interval)
+
+
 class Scheduler:
     """Runs every configured target on its interval; swap configs with :meth:`apply`."""
 
     def __init__(self) -> None:
         self.states: dict[str, TargetState] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(64)
+        self._scheduled: dict[str, _Scheduled] = {}
+        self._slots = ProbeSlots(64)
 
     def apply(self, config: Config) -> None:
-        """Start probing ``config``'s targets, keeping the history of unchanged ones."""
-        self.stop()
-        self._slots = asyncio.Semaphore(config.global_.concurrency)
-        previous = self.states
-        states: dict[str, TargetState] = {}
+        """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
+        self._slots.resize(config.global_.concurrency)
+        previous, scheduled = self._scheduled, {}
         for target in config.targets:
-            module = config.modules[target.module]
-            kept = previous.get(target.name)
-            if kept is not None and kept.target == target and kept.module == module:
-                states[target.name] = kept
-            else:
-                states[target.name] = TargetState(target, module)
-        self.states = states
-        self._tasks = [
-            asyncio.create_task(
-                self._run(state, config.interval_of(state.target)),
-                name=f"probe {state.target.name}",
-            )
-            for state in states.values()
-        ]
-        logger.info("scheduling %d targets", len(states))
+            module, interval = config.modules[target.module], config.interval_of(target)
+            kept = previous.pop(target.name, None)
+            if kept is None or not kept.runs(target, module, interval):
+                if kept is not None:
+                    kept.task.cancel()
+                state = TargetState(target, module)
+                task = asyncio.create_task(self._run(state, interval), name=f"probe {target.name}")
+                kept = _Scheduled(state, interval, task)
+            scheduled[target.name] = kept
+        for gone in previous.values():
+            gone.task.cancel()
+        self._scheduled = scheduled
+        self.states = {name: entry.state for name, entry in scheduled.items()}
+        logger.info("scheduling %d targets", len(scheduled))
 
     def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
+        for entry in self._scheduled.values():
+            entry.task.cancel()
+        self._scheduled = {}
 
     async def _run(self, state: TargetState, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -102,7 +176,7 @@ class Scheduler:
         await asyncio.sleep(random.uniform(0, interval))
         beat = loop.time()
         while True:
-            async with self._slots:
+            async with self._slots.slot():
                 result = await run_probe(address, state.module, state.module.timeout_seconds)
             state.record(result)
             if result.failure is not None:
