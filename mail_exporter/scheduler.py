@@ -2,9 +2,9 @@
 
 Each target has its own task: a random first delay spreads the targets over
 their interval, then it probes on a fixed beat (a probe that overruns skips
-the beats it missed rather than bunching up).  :class:`ProbeSlots` bounds the
-probes in flight to ``global.concurrency``; a probe's deadline starts once it
-holds a slot.  ``/metrics`` reads the cache and never waits on a network probe.
+the beats it missed rather than bunching up).  Slots (:mod:`mail_exporter.slots`)
+bound the probes in flight to ``global.concurrency``; a probe's deadline starts
+once it holds a slot.  ``/metrics`` reads the cache and never waits on a network probe.
 
 A reload touches only what it changes.  A target whose entry, module and
 effective interval are the same keeps its task: its probe in flight finishes
@@ -25,9 +25,6 @@ import logging
 import math
 import random
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -36,6 +33,7 @@ from mail_exporter.config import Config, ModuleConfig, TargetConfig
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.metrics import LatencyHistogram, ProbeFamilies, latency_family
 from mail_exporter.probes import ProbeResult, run_probe
+from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
 
 logger = logging.getLogger(__name__)
@@ -74,56 +72,6 @@ class TargetState:
         self.rendered = {family.name: sample_lines(family) for family in _all(families)}
 
 
-class ProbeSlots:
-    """A bound on probes in flight that can change while probes hold slots.
-
-    Like a semaphore (waiters are served in order), but :meth:`resize` keeps the count
-    of slots in use, so a reload that changes ``global.concurrency`` neither forgets
-    the probes in flight nor lets more than the new bound start.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
-        self._waiting: deque[asyncio.Future[None]] = deque()
-
-    def resize(self, limit: int) -> None:
-        self.limit = limit
-        self._hand_on()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self.in_use < self.limit and not self._waiting:
-            self.in_use += 1
-        else:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
-            try:
-                await waiter  # a slot is counted for us when this is done
-            except asyncio.CancelledError:
-                if waiter.cancelled():
-                    if waiter in self._waiting:
-                        self._waiting.remove(waiter)
-                else:  # handed a slot in the same moment: give it on
-                    self._release()
-                raise
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        self.in_use -= 1
-        self._hand_on()
-
-    def _hand_on(self) -> None:
-        while self._waiting and self.in_use < self.limit:
-            waiter = self._waiting.popleft()
-            if not waiter.done():  # a cancelled one leaves the queue by itself
-                self.in_use += 1
-                waiter.set_result(None)
-
-
 @dataclass
 class _Scheduled:
     """A target's task and what it was started with."""
@@ -143,7 +91,7 @@ class Scheduler:
     def __init__(self) -> None:
         self.states: dict[str, TargetState] = {}
         self._scheduled: dict[str, _Scheduled] = {}
-        self._slots = ProbeSlots(64)
+        self._slots = Slots(64)
 
     def apply(self, config: Config) -> None:
         """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
