@@ -1,4 +1,4 @@
-"""The web config (``--web.config.file``): TLS and basic auth for every endpoint.
+"""The web config (``--web.config.file``): TLS and basic auth for the endpoints.
 
 The format is the Prometheus exporter-toolkit's, so a file written for node_exporter
 or blackbox_exporter works here::

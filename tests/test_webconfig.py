@@ -485,7 +485,7 @@ async def test_a_new_user_gets_in_while_wrong_passwords_hammer(
     assert waited < 10, f"the new user waited {waited:.1f}s"  # a hang guard: 0.3 s here
     assert {code for code, _, _ in answers} == {401, 503}
     assert all(retry == "1" for code, retry, _ in answers if code == 503)
-    assert counting_bcrypt.count(guessed) < 20  # most were refused before any hashing
+    assert counting_bcrypt.count(guessed) < 50  # most were refused before any hashing
     assert counting_bcrypt.most_in_flight <= webconfig.HASHING_THREADS
 
 
