@@ -6,7 +6,11 @@ first; if anything is wrong in either, both running ones stay and
 ``mail_exporter_config_last_reload_successful`` drops to 0; an unexpected error while
 reading them is such a failure too, never a 500 that leaves the gauge at 1. A reload
 that succeeds keeps each collector whose section is unchanged (see
-:mod:`mail_exporter.collectors`), so their caches and log positions are not thrown away.
+:mod:`mail_exporter.collectors`), so their caches and log positions are not thrown away,
+each target and round-trip route that is unchanged with its work in flight and its
+schedule (see :mod:`mail_exporter.scheduler`, :mod:`mail_exporter.roundtrip.runner`),
+and the passwords basic auth verified while their hashes are unchanged (see
+:class:`mail_exporter.webconfig.BasicAuth`).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class Exporter:
     def _apply(self, config: Config, web_config: WebConfig) -> None:
         self.config = config
         redact(config.secrets())
+        web_config.take_over(self.web_config)  # verified passwords stay verified
         self.web_config = web_config
         if self.tls_context is not None and web_config.tls_context is not None:
             self.tls_context.current = web_config.tls_context

@@ -2,9 +2,20 @@
 
 Each target has its own task: a random first delay spreads the targets over
 their interval, then it probes on a fixed beat (a probe that overruns skips
-the beats it missed rather than bunching up).  A semaphore bounds the probes
-in flight to ``global.concurrency``; a probe's deadline starts once it holds a
-slot.  ``/metrics`` reads the cache and never waits on a network probe.
+the beats it missed rather than bunching up).  Slots (:mod:`mail_exporter.slots`)
+bound the probes in flight to ``global.concurrency``; a probe's deadline starts
+once it holds a slot.  ``/metrics`` reads the cache and never waits on a network probe.
+
+A reload touches only what it changes.  A target whose entry, module and
+effective interval are the same keeps its task: its probe in flight finishes
+and is recorded, and its beat stays (no new random delay), so reloads however
+frequent never starve a slow target of results.  A changed target restarts
+with a fresh history, and a removed one stops; the probe either had in flight
+is cancelled, since its result would describe a config no longer running (and
+a removed target must leave /metrics at once).  A new ``global.concurrency``
+resizes the one set of slots: probes in flight keep theirs and count against
+the new bound, so lowering it starts no probe until those in flight are below
+it, and raising it starts waiting probes at once.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from mail_exporter.config import Config, ModuleConfig, TargetConfig
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.metrics import LatencyHistogram, ProbeFamilies, latency_family
 from mail_exporter.probes import ProbeResult, run_probe
+from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
 
 logger = logging.getLogger(__name__)
@@ -60,41 +72,51 @@ class TargetState:
         self.rendered = {family.name: sample_lines(family) for family in _all(families)}
 
 
+@dataclass
+class _Scheduled:
+    """A target's task and what it was started with."""
+
+    state: TargetState
+    interval: float
+    task: asyncio.Task[None]
+
+    def runs(self, target: TargetConfig, module: ModuleConfig, interval: float) -> bool:
+        state = self.state
+        return (state.target, state.module, self.interval) == (target, module, interval)
+
+
 class Scheduler:
     """Runs every configured target on its interval; swap configs with :meth:`apply`."""
 
     def __init__(self) -> None:
         self.states: dict[str, TargetState] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(64)
+        self._scheduled: dict[str, _Scheduled] = {}
+        self._slots = Slots(64)
 
     def apply(self, config: Config) -> None:
-        """Start probing ``config``'s targets, keeping the history of unchanged ones."""
-        self.stop()
-        self._slots = asyncio.Semaphore(config.global_.concurrency)
-        previous = self.states
-        states: dict[str, TargetState] = {}
+        """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
+        self._slots.resize(config.global_.concurrency)
+        previous, scheduled = self._scheduled, {}
         for target in config.targets:
-            module = config.modules[target.module]
-            kept = previous.get(target.name)
-            if kept is not None and kept.target == target and kept.module == module:
-                states[target.name] = kept
-            else:
-                states[target.name] = TargetState(target, module)
-        self.states = states
-        self._tasks = [
-            asyncio.create_task(
-                self._run(state, config.interval_of(state.target)),
-                name=f"probe {state.target.name}",
-            )
-            for state in states.values()
-        ]
-        logger.info("scheduling %d targets", len(states))
+            module, interval = config.modules[target.module], config.interval_of(target)
+            kept = previous.pop(target.name, None)
+            if kept is None or not kept.runs(target, module, interval):
+                if kept is not None:
+                    kept.task.cancel()
+                state = TargetState(target, module)
+                task = asyncio.create_task(self._run(state, interval), name=f"probe {target.name}")
+                kept = _Scheduled(state, interval, task)
+            scheduled[target.name] = kept
+        for gone in previous.values():
+            gone.task.cancel()
+        self._scheduled = scheduled
+        self.states = {name: entry.state for name, entry in scheduled.items()}
+        logger.info("scheduling %d targets", len(scheduled))
 
     def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
+        for entry in self._scheduled.values():
+            entry.task.cancel()
+        self._scheduled = {}
 
     async def _run(self, state: TargetState, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -102,7 +124,7 @@ class Scheduler:
         await asyncio.sleep(random.uniform(0, interval))
         beat = loop.time()
         while True:
-            async with self._slots:
+            async with self._slots.slot():
                 result = await run_probe(address, state.module, state.module.timeout_seconds)
             state.record(result)
             if result.failure is not None:

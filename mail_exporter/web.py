@@ -4,9 +4,11 @@
 work never block the event loop, and it never waits on a network probe.
 
 With ``basic_auth_users`` in the web config every endpoint but /-/healthy asks for a
-password (401 with ``WWW-Authenticate: Basic``). /-/healthy stays open so that
-container and service-manager health checks need no credentials; it tells nothing
-but that the process answers, and it is still behind TLS and client certificates.
+password (401 with ``WWW-Authenticate: Basic``), unless the web config opens it
+(``mail_exporter.unauthenticated_endpoints``; never /-/reload, which changes state).
+/-/healthy stays open so that container and service-manager health checks need no
+credentials; it tells nothing but that the process answers, and it is still behind
+TLS and client certificates.
 /probe probes only configured modules, only targets the allowlist allows, and takes
 no credentials or TLS settings from the query; each refusal is counted by reason. A
 module with credentials is used only on targets allowed explicitly (the module's own
@@ -43,6 +45,7 @@ from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
 from mail_exporter.targets import Address, parse_address
+from mail_exporter.webconfig import HashingBusy
 
 logger = logging.getLogger(__name__)
 
@@ -210,20 +213,25 @@ async def shown_config(request: web.Request) -> web.Response:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The web config's checks: allowed client certificate names, then basic auth."""
+    """The web config's checks: allowed client certificate names, then basic auth where the
+    web config asks for it (503 at once while too many password checks wait)."""
     web_config = _exporter(request).web_config
     transport = request.transport
     if not web_config.allows_peer(transport.get_extra_info("peercert") if transport else None):
         raise web.HTTPForbidden(text="client certificate not allowed\n")
-    users = web_config.basic_auth
-    if (
-        users is not None
-        and request.match_info.handler is not healthy
-        and not await users.allows(request.headers.get(hdrs.AUTHORIZATION))
-    ):
-        raise web.HTTPUnauthorized(
-            headers={hdrs.WWW_AUTHENTICATE: BASIC_CHALLENGE}, text="Unauthorized\n"
-        )
+    resource = request.match_info.route.resource
+    users = web_config.password_check(resource.canonical if resource else None)
+    if users is not None:
+        try:
+            allowed = await users.allows(request.headers.get(hdrs.AUTHORIZATION))
+        except HashingBusy:
+            raise web.HTTPServiceUnavailable(
+                headers={hdrs.RETRY_AFTER: "1"}, text="Too many password checks waiting\n"
+            ) from None
+        if not allowed:
+            raise web.HTTPUnauthorized(
+                headers={hdrs.WWW_AUTHENTICATE: BASIC_CHALLENGE}, text="Unauthorized\n"
+            )
     return await handler(request)
 
 

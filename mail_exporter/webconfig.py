@@ -1,4 +1,4 @@
-"""The web config (``--web.config.file``): TLS and basic auth for every endpoint.
+"""The web config (``--web.config.file``): TLS and basic auth for the endpoints.
 
 The format is the Prometheus exporter-toolkit's, so a file written for node_exporter
 or blackbox_exporter works here::
@@ -15,6 +15,15 @@ or blackbox_exporter works here::
       headers: {Strict-Transport-Security: max-age=31536000}
     basic_auth_users:
       prometheus: $2y$10$...           # bcrypt: htpasswd -nBC 10 "" | tr -d ':\\n'
+    mail_exporter:                     # this exporter's own keys (other exporters refuse them)
+      unauthenticated_endpoints: [/metrics, /probe]
+
+With ``basic_auth_users`` every endpoint asks for a password except /-/healthy (health
+checks need none) and those in ``mail_exporter.unauthenticated_endpoints``: reads may
+be left open that way (/, /metrics, /probe, /config, /-/ready) while /-/reload, which
+changes the running state, always needs a password; the key is refused without users,
+where it could protect nothing. It lives under a key of its own so that it can never
+be mistaken for one of exporter-toolkit's.
 
 What Python's TLS cannot do faithfully is refused with a reason rather than ignored:
 ``RequireAnyClientCert`` (OpenSSL verifies every certificate it demands), Go cipher
@@ -26,7 +35,8 @@ accepted and changes nothing: the exporter serves HTTP/1.1.
 
 A reload (SIGHUP, POST /-/reload) re-reads this file with the main config: new users
 and hashes apply to the next request, new certificates, CAs and versions to the next
-connection. Turning TLS on or off needs a restart, since the listening socket stays.
+connection; passwords already verified stay verified while their hash is unchanged.
+Turning TLS on or off needs a restart, since the listening socket stays.
 """
 
 from __future__ import annotations
@@ -40,9 +50,11 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import bcrypt
 from pydantic import (
@@ -60,6 +72,9 @@ from mail_exporter.config import (
     validate_yaml,
 )
 from mail_exporter.config_files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
+from mail_exporter.slots import Slots, SlotsFull
+
+logger = logging.getLogger(__name__)
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -104,8 +119,14 @@ _HEADER_VALUES: dict[HeaderName, tuple[str, ...]] = {
     "Content-Security-Policy": (),
 }
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+HASHING_THREADS: Final = 1
+"""bcrypt checks computed at once."""
+WAITING_PER_USER: Final = 4
+"""bcrypt checks that may wait for a thread, per user name presented."""
 # Remembered successful logins, at most: a new entry beyond this starts the set afresh.
-_MAX_REMEMBERED = 1024
+_MAX_VERIFIED = 1024
+# Remembered failed logins, at most: the oldest goes first.
+_MAX_REFUSED = 4096
 
 
 def _readable_file(path: Path) -> Path:
@@ -242,15 +263,74 @@ class HTTPServerConfig(StrictModel):
         return self
 
 
+class HashingBusy(Exception):
+    """Too many password checks wait for this user name: answer 503 at once."""
+
+
+class _Hashing:
+    """The threads bcrypt runs in and the turns at them; handed on across reloads."""
+
+    def __init__(self) -> None:
+        self._turns = Slots(HASHING_THREADS, max_waiting=WAITING_PER_USER)
+        self._threads = ThreadPoolExecutor(HASHING_THREADS, thread_name_prefix="bcrypt")
+        self._shedding = False
+
+    async def run(
+        self, queue: bytes | None, settled: Callable[[], bool | None], check: Callable[[], bool]
+    ) -> bool:
+        """``check()`` in a hashing thread once ``queue`` has its turn, unless ``settled()``
+        knows the answer by then (another request with the same credentials was first)."""
+        try:
+            await self._turns.acquire(queue)
+        except SlotsFull:
+            if not self._shedding:
+                self._shedding = True
+                logger.warning(
+                    "basic auth: more than %d password checks wait for one user; "
+                    "answering 503 to more until they are done",
+                    WAITING_PER_USER,
+                )
+            raise HashingBusy from None
+        known = settled()
+        if known is not None:
+            self._release()
+            return known
+        done = asyncio.wrap_future(self._threads.submit(check))
+        # The turn ends with the computation, not with its waiter (a client may go away).
+        done.add_done_callback(lambda _: self._release())
+        return await asyncio.shield(done)
+
+    def _release(self) -> None:
+        self._turns.release()
+        if self._shedding and not self._turns.queued:
+            self._shedding = False
+            logger.info("basic auth: no more password checks waiting; 503s are over")
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` headers against bcrypt hashes.
 
-    bcrypt is slow on purpose, so a successful check is remembered under a keyed hash
-    (HMAC with a per-process random key) of the credentials presented, and the next
-    scrape with them skips bcrypt; the password itself is never kept. Failures are not
-    remembered. Checks run one at a time in a worker thread, so guessing costs one CPU
-    at most and never stalls the event loop. An unknown user is checked against a decoy
-    hash of the highest cost in use, so timing does not tell which users exist.
+    bcrypt is slow on purpose, which makes it a lever for anyone who can reach the port:
+
+    - Every outcome is remembered under a keyed hash (HMAC with a per-process random key)
+      of the user, the hash in force and the password presented. The next scrape with the
+      right credentials skips bcrypt, and a client retrying an outdated password costs
+      one check, not one a request. Passwords are never kept. A changed hash makes its
+      entries useless at once, since the hash is part of the key.
+    - Checks run in threads of their own, ``HASHING_THREADS`` at once: guessing costs
+      that many CPUs at most, never stalls the event loop and never takes the threads
+      /metrics renders in. Checks waiting for a thread queue per user name presented and
+      the queues take turns, so guesses at one user's password delay another user by a
+      few checks at most. Each queue holds ``WAITING_PER_USER``; past it a request gets
+      503 with ``Retry-After`` at once, and the log says so once while it lasts. Names
+      that are not configured share one queue, so inventing names buys no more turns;
+      the price is that during such a flood, whether a name is configured can show
+      (503 at once, or an answer later). User names are not the secret; passwords are.
+    - An unknown user is checked against a decoy hash of the highest cost in use, so
+      timing alone does not tell which users exist.
+    - A reload hands all this on (:meth:`take_over`): credentials verified before stay
+      verified while their user's hash is the same, so scrapes need no new bcrypt check,
+      and checks in flight keep counting against the bound.
     """
 
     def __init__(self, users: Mapping[str, str]) -> None:
@@ -258,28 +338,56 @@ class BasicAuth:
         self._decoy_cost = max(int(value[4:6]) for value in users.values())
         self._decoy: bytes | None = None
         self._key = secrets.token_bytes(32)
-        self._remembered: set[bytes] = set()
-        self._turn = asyncio.Lock()
+        self._verified: set[bytes] = set()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
+        self._hashing = _Hashing()
+
+    def take_over(self, previous: BasicAuth) -> None:
+        """Share what ``previous`` (the running web config's) remembers, and its threads."""
+        self._key = previous._key
+        self._verified = previous._verified
+        self._refused = previous._refused
+        self._hashing = previous._hashing
+        if previous._decoy_cost == self._decoy_cost:
+            self._decoy = previous._decoy
 
     async def allows(self, authorization: str | None) -> bool:
-        """Whether the ``Authorization`` header names a user with the right password."""
+        """Whether the ``Authorization`` header names a user with the right password.
+
+        Raises :class:`HashingBusy` when too many checks wait for that user name."""
         credentials = _basic_credentials(authorization)
         if credentials is None:
             return False
-        key = hmac.digest(self._key, credentials, "sha256")
-        if key in self._remembered:
-            return True
         user, _, password = credentials.partition(b":")
-        async with self._turn:
-            valid = await asyncio.to_thread(self._verify, user, password)
-        if valid:
-            if len(self._remembered) >= _MAX_REMEMBERED:
-                self._remembered.clear()
-            self._remembered.add(key)
+        hashed = self._hashes.get(user)
+        # Neither a user name nor a hash holds ":", so the joined fields are unambiguous.
+        key = hmac.digest(self._key, b":".join((user, hashed or b"", password)), "sha256")
+        known = self._known(key)
+        if known is not None:
+            return known
+        queue = user if hashed is not None else None
+        valid = await self._hashing.run(
+            queue, lambda: self._known(key), lambda: self._verify(hashed, password)
+        )
+        self._remember(key, valid)
         return valid
 
-    def _verify(self, user: bytes, password: bytes) -> bool:
-        hashed = self._hashes.get(user)
+    def _known(self, key: bytes) -> bool | None:
+        if key in self._verified:
+            return True
+        return False if key in self._refused else None
+
+    def _remember(self, key: bytes, valid: bool) -> None:
+        if valid:
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified.clear()
+            self._verified.add(key)
+            return
+        self._refused[key] = None
+        if len(self._refused) > _MAX_REFUSED:
+            self._refused.popitem(last=False)
+
+    def _verify(self, hashed: bytes | None, password: bytes) -> bool:
         if hashed is None:
             if self._decoy is None:
                 self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(self._decoy_cost))
@@ -307,6 +415,30 @@ def _basic_credentials(authorization: str | None) -> bytes | None:
     return credentials if b":" in credentials else None
 
 
+ALWAYS_OPEN_ENDPOINT = "/-/healthy"
+STATE_CHANGING_ENDPOINT = "/-/reload"
+OPENABLE_ENDPOINTS = ("/", "/metrics", "/probe", "/config", "/-/ready")
+
+
+def _openable_endpoint(value: str) -> str:
+    if value == STATE_CHANGING_ENDPOINT:
+        raise ValueError(f"{value} changes the running config: it always needs a password")
+    if value == ALWAYS_OPEN_ENDPOINT:
+        raise ValueError(f"{value} is always served without a password")
+    if value not in OPENABLE_ENDPOINTS:
+        raise ValueError(f"not an endpoint: choose from {', '.join(OPENABLE_ENDPOINTS)}")
+    return value
+
+
+class ExporterExtensions(StrictModel):
+    """``mail_exporter``: this exporter's own keys, beyond exporter-toolkit's."""
+
+    unauthenticated_endpoints: list[Annotated[str, AfterValidator(_openable_endpoint)]] = Field(
+        default_factory=list
+    )
+    """Endpoints served without a password although ``basic_auth_users`` is set."""
+
+
 class WebConfig(StrictModel):
     """The whole web config; the default (no file) serves plain HTTP without authentication."""
 
@@ -315,10 +447,16 @@ class WebConfig(StrictModel):
     basic_auth_users: dict[
         Annotated[str, AfterValidator(_user_name)], Annotated[str, AfterValidator(_bcrypt_hash)]
     ] = Field(default_factory=dict)
+    mail_exporter: ExporterExtensions = ExporterExtensions()
     _basic_auth: BasicAuth | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _prepare_basic_auth(self) -> WebConfig:
+        if self.mail_exporter.unauthenticated_endpoints and not self.basic_auth_users:
+            raise ValueError(
+                "mail_exporter.unauthenticated_endpoints needs basic_auth_users: "
+                "without them no endpoint asks for a password"
+            )
         if self.basic_auth_users:
             self._basic_auth = BasicAuth(self.basic_auth_users)
         return self
@@ -326,6 +464,21 @@ class WebConfig(StrictModel):
     @property
     def basic_auth(self) -> BasicAuth | None:
         return self._basic_auth
+
+    def password_check(self, endpoint: str | None) -> BasicAuth | None:
+        """What checks the password for a request to ``endpoint`` (a route's path; None
+        when no route matched), or None when it needs none."""
+        if (
+            endpoint == ALWAYS_OPEN_ENDPOINT
+            or endpoint in self.mail_exporter.unauthenticated_endpoints
+        ):
+            return None
+        return self._basic_auth
+
+    def take_over(self, running: WebConfig) -> None:
+        """Keep what the ``running`` web config's basic auth learnt (see :class:`BasicAuth`)."""
+        if self._basic_auth is not None and running._basic_auth is not None:
+            self._basic_auth.take_over(running._basic_auth)
 
     @property
     def tls_context(self) -> ssl.SSLContext | None:
@@ -340,6 +493,8 @@ class WebConfig(StrictModel):
         tls = self.tls_server_config
         count = len(self.basic_auth_users)
         users = f"basic auth for {count} user{'s' * (count != 1)}" if count else ""
+        if users and self.mail_exporter.unauthenticated_endpoints:
+            users += f" (not on {', '.join(self.mail_exporter.unauthenticated_endpoints)})"
         if tls is None:
             if users:
                 return logging.WARNING, f"with {users} but without TLS: passwords cross unencrypted"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import signal
 import ssl
 import subprocess
 import textwrap
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -219,6 +222,26 @@ def test_example_web_config_is_valid(tmp_path: Path, pki: PKI) -> None:
             "basic_auth_users: [prometheus]\n",
             ["basic_auth_users (line 1): Input should be a valid dictionary"],
         ),
+        (
+            "basic_auth_users: {a: {hash}}\n"
+            "mail_exporter:\n  unauthenticated_endpoints: [/metrics, /-/reload, /-/healthy, /x]\n",
+            [
+                "mail_exporter.unauthenticated_endpoints[1] (line 3): /-/reload "
+                "changes the running config: it always needs a password",
+                "mail_exporter.unauthenticated_endpoints[2] (line 3): /-/healthy "
+                "is always served without a password",
+                "mail_exporter.unauthenticated_endpoints[3] (line 3): not an "
+                "endpoint: choose from /, /metrics, /probe, /config, /-/ready",
+            ],
+        ),
+        (
+            "mail_exporter: {unauthenticated_endpoints: [/metrics]}\n",
+            [
+                "(top level) (line 1): mail_exporter.unauthenticated_endpoints needs "
+                "basic_auth_users: without them no endpoint asks for a password"
+            ],
+        ),
+        ("mail_exporter: {open: true}\n", ["mail_exporter.open (line 1): unknown key"]),
         ("- a list\n", ["(top level) (line 1): the file must be a mapping of keys"]),
         ("tls_server_config: {\n", ["invalid YAML (line 2)"]),
     ],
@@ -399,7 +422,9 @@ async def test_basic_auth_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not await auth.allows(header("Prometheus", PASSWORD))  # unknown user: a decoy
     assert calls[-1] != HASH.encode()
     assert not await auth.allows(header("prometheus", PASSWORD + "x" * 80))  # over 72 bytes
-    assert len(calls) == 4  # failures are checked every time
+    assert len(calls) == 4  # each new failure is checked
+    assert not await auth.allows(header("prometheus", "wrong"))
+    assert len(calls) == 4  # and remembered
     no_colon = "Basic cHJvbWV0aGV1cw=="  # "prometheus"
     for malformed in (None, "", "Bearer abc", "Basic !!!", no_colon, "Basic"):
         assert not await auth.allows(malformed)
@@ -451,6 +476,132 @@ async def test_basic_auth_guards_every_endpoint_but_health(app_client) -> None:
     assert health.status == 200 and health.headers["X-Content-Type-Options"] == "nosniff"
 
 
+class CountingBcrypt:
+    """Wraps ``bcrypt.checkpw`` as the web config calls it: counts the computations, by
+    hash, and the most ever in flight at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.hashes: list[bytes] = []
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.hashes.append(hashed)
+        try:
+            return CHECKPW(password, hashed)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def count(self, hashed: str) -> int:
+        return self.hashes.count(hashed.encode())
+
+
+CHECKPW = bcrypt.checkpw
+
+
+@pytest.fixture
+def counting_bcrypt(monkeypatch: pytest.MonkeyPatch) -> CountingBcrypt:
+    counter = CountingBcrypt()
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counter)
+    return counter
+
+
+@pytest.fixture
+async def served_app(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
+    """A real aiohttp server on loopback for an exporter with this web config; its URL."""
+    servers: list[TestServer] = []
+
+    async def serve(web_body: str) -> str:
+        config = write(tmp_path / "config.yml", "modules:\n  smtp: {protocol: smtp}\n")
+        exporter = Exporter(config, {}, write(tmp_path / "web.yml", web_body))
+        server = TestServer(make_app(exporter), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/"))
+
+    yield serve
+    for server in servers:
+        await server.close()
+
+
+async def test_a_new_user_gets_in_while_wrong_passwords_hammer(
+    served_app: Callable[[str], Awaitable[str]], counting_bcrypt: CountingBcrypt
+) -> None:
+    """300 guesses at one user's password, each different, and a user never seen before
+    with the right one: the guesses past a short queue get 503 at once, the user gets in
+    after a few checks (all one at a time), not after 300 of them."""
+    guessed = bcrypt.hashpw(b"unknowable", bcrypt.gensalt(12)).decode()  # 0.1-0.5 s a check
+    url = await served_app(f"basic_auth_users: {{prometheus: '{guessed}', grafana: '{HASH}'}}\n")
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def scrape(user: str, password: str) -> tuple[int, str | None, float]:
+            started = time.monotonic()
+            headers = {"Authorization": header(user, password)}
+            async with session.get(url + "metrics", headers=headers) as response:
+                await response.read()
+                return response.status, response.headers.get("Retry-After"), started
+
+        guesses = [asyncio.create_task(scrape("prometheus", f"guess {i}")) for i in range(300)]
+        await asyncio.sleep(0.5)  # every guess is in: answered at once or queued
+        status, _, started = await scrape("grafana", PASSWORD)
+        waited = time.monotonic() - started
+        answers = await asyncio.gather(*guesses)
+    assert status == 200
+    assert waited < 10, f"the new user waited {waited:.1f}s"  # a hang guard: 0.3 s here
+    assert {code for code, _, _ in answers} == {401, 503}
+    assert all(retry == "1" for code, retry, _ in answers if code == 503)
+    assert counting_bcrypt.count(guessed) < 50  # most were refused before any hashing
+    assert counting_bcrypt.most_in_flight <= webconfig.HASHING_THREADS
+
+
+async def test_the_same_wrong_password_is_hashed_once(
+    served_app: Callable[[str], Awaitable[str]], counting_bcrypt: CountingBcrypt
+) -> None:
+    """A client with an outdated password retrying costs one bcrypt check, not one each."""
+    url = await served_app(f"basic_auth_users: {{prometheus: '{HASH}'}}\n")
+    async with aiohttp.ClientSession() as session:
+        for _ in range(5):
+            headers = {"Authorization": header("prometheus", "the old password")}
+            async with session.get(url + "metrics", headers=headers) as response:
+                assert response.status == 401
+    assert counting_bcrypt.count(HASH) == 1
+
+
+async def test_a_reload_keeps_verified_credentials_of_unchanged_users(
+    tmp_path: Path, served_app: Callable[[str], Awaitable[str]], counting_bcrypt: CountingBcrypt
+) -> None:
+    other = bcrypt.hashpw(b"other password", bcrypt.gensalt(4)).decode()
+    url = await served_app(f"basic_auth_users: {{prometheus: '{HASH}', grafana: '{HASH}'}}\n")
+    prometheus = {"Authorization": header("prometheus", PASSWORD)}
+    grafana = {"Authorization": header("grafana", PASSWORD)}
+    async with aiohttp.ClientSession() as session:
+
+        async def status(method: str, path: str, headers: dict[str, str]) -> int:
+            async with session.request(method, url + path, headers=headers) as response:
+                return response.status
+
+        assert await status("GET", "metrics", prometheus) == 200
+        assert await status("GET", "metrics", grafana) == 200
+        assert counting_bcrypt.count(HASH) == 2
+        # grafana's hash changes, prometheus's stays; a user is added
+        write(
+            tmp_path / "web.yml",
+            f"basic_auth_users: {{prometheus: '{HASH}', grafana: '{other}', loki: '{other}'}}\n",
+        )
+        assert await status("POST", "-/reload", prometheus) == 200
+        assert await status("GET", "metrics", prometheus) == 200
+        assert counting_bcrypt.count(HASH) == 2  # remembered across the reload
+        assert await status("GET", "metrics", grafana) == 401  # the old password is gone
+        assert counting_bcrypt.count(other) == 1
+
+
 # --- TLS against the real process ----------------------------------------------------------
 
 
@@ -487,6 +638,30 @@ def test_tls_and_basic_auth(tmp_path: Path, pki: PKI, config_file: Path) -> None
         f"listening on 127.0.0.1:{served.port} with TLS (TLS12-TLS13, client certificates: "
         "NoClientCert) and basic auth for 1 user" in served.stderr()
     )
+
+
+def test_reads_open_and_reload_behind_a_password(tmp_path: Path, config_file: Path) -> None:
+    """``mail_exporter.unauthenticated_endpoints`` opens reads; a reload still needs a user."""
+    web = write(
+        tmp_path / "web.yml",
+        f"basic_auth_users: {{admin: '{HASH}'}}\n"
+        "mail_exporter: {unauthenticated_endpoints: [/metrics, /probe, /-/ready]}\n",
+    )
+    admin, guess = basic("admin", PASSWORD), basic("admin", "guess")
+    with served_exporter(tmp_path, config_file, "--web.config.file", str(web)) as served:
+        assert "mail_exporter_build_info" in get(served.port, "/metrics").body
+        assert get(served.port, "/-/ready").status == 200
+        assert get(served.port, "/probe?module=smtp&target=localhost").status == 400  # no port
+        for path in ("/", "/config", "/no-such-page"):
+            assert get(served.port, path).status == 401, path
+        for credentials in ({}, guess):
+            refused = get(served.port, "/-/reload", headers=credentials, method="POST")
+            assert refused.status == 401
+            assert refused.headers["WWW-Authenticate"].startswith("Basic ")
+        assert get(served.port, "/-/reload", headers=admin, method="POST").status == 200
+        assert get(served.port, "/config", headers=admin).status == 200
+    assert "configuration reloaded" in served.stderr()
+    assert "basic auth for 1 user (not on /metrics, /probe, /-/ready)" in served.stderr()
 
 
 def test_client_certificates(tmp_path: Path, pki: PKI, config_file: Path) -> None:

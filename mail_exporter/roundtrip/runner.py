@@ -30,6 +30,16 @@ and leftovers of an earlier run of this one. A restart forgets the tokens; telli
 earlier run's messages from forgeries would need a secret kept across runs, whereas the
 few probe messages a crash can leave are harmless and easy to delete by hand. A late
 arrival whose token was forgotten stays too.
+
+A reload leaves a route whose settings (and modules) are unchanged alone: its schedule
+keeps its beat, its attempts in flight finish and are recorded, its totals stay. A
+changed route starts afresh, and its attempts in flight are cancelled (they run with
+settings no longer configured); the new runner takes over the route's memory of tokens,
+so the messages those attempts leave behind are removed by its next cleanup, not an
+interval past the timeout, and a message declared lost before the reload still counts
+as late when it arrives. A removed route's attempts are cancelled and their messages
+stay in the mailbox (no route is configured to log in there any longer); so do those of
+attempts cut short by shutdown, whose tokens the next start does not know.
 """
 
 from __future__ import annotations
@@ -111,6 +121,12 @@ class RouteRunner:
             self.send_module,
             self.receive_module,
         )
+
+    def take_over(self, previous: RouteRunner) -> None:
+        """Share ``previous``'s memory of the route's messages (the tokens of its attempts
+        in flight and of those over), for a route whose settings changed."""
+        self._pending = previous._pending
+        self._issued = previous._issued
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._schedule(), name=f"roundtrip {self.route.name}")
@@ -294,15 +310,17 @@ class RoundTripRunner:
         self.routes: dict[str, RouteRunner] = {}
 
     def apply(self, config: Config) -> None:
-        """Run ``config``'s routes. An unchanged route keeps running with its totals."""
+        """Run ``config``'s routes. An unchanged route keeps running with its attempts in
+        flight and its totals; a changed one restarts with the memory of its messages."""
         previous, routes = self.routes, {}
         for route in config.roundtrip:
             send, receive = config.modules[route.send.module], config.modules[route.receive.module]
             runner = previous.pop(route.name, None)
             if runner is None or not runner.same_as(route, send, receive):
-                if runner is not None:
-                    runner.stop()
-                runner = RouteRunner(route, send, receive)
+                changed, runner = runner, RouteRunner(route, send, receive)
+                if changed is not None:
+                    changed.stop()
+                    runner.take_over(changed)
                 runner.start()
             routes[route.name] = runner
         self.routes = routes  # whole, for a scrape reading it from another thread
