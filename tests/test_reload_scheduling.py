@@ -227,7 +227,7 @@ async def test_reloads_let_round_trips_in_flight_finish(
         textwrap.dedent("""\
             modules:
               submission: {protocol: smtp}
-              imap: {protocol: imap, auth: {username: p@test.local, password_env: HOME}}
+              imap: {protocol: imap, allow_plaintext_auth: true, auth: {username: p@test.local, password_env: HOME}}
             roundtrip:
               - name: loop
                 interval: 2s
