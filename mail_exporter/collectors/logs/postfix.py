@@ -47,9 +47,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from mail_exporter.collectors.logs.counters import OTHER, LogCounters
+from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
-from mail_exporter.metrics import tls_version_label
 
 MTA = "postfix"
 MAX_QUEUED_IDS = 200_000
@@ -172,7 +172,7 @@ class PostfixParser:
         if trust is None or start < 0:
             return False
         version = text[start + 2 : text.find(" ", start + 2)]
-        self.c.tls_connections[(MTA, service, tls_version_label(version), trust)] += 1
+        self.c.tls_connections[(MTA, service, tls_version(version), trust)] += 1
         return True
 
     def reject(self, service: str, text: str, start: int, milter: bool) -> bool:
