@@ -1,9 +1,9 @@
-"""Hostile log text: every label from a line stays bounded and printable.
+"""Hostile log text: every label from a line stays bounded and printable, no line text is held.
 
 Each crafted line puts a value of the writer's choosing where a label value, a queue ID,
 a syslog tag or a reply text is taken from. Thousands of distinct values must not add
-more than a bounded number of series and must never put control characters (NUL,
-escape, carriage return) into the exposition.
+more than a bounded number of series, must never put control characters (NUL, escape,
+carriage return) into the exposition, and 8 KB values must not stay in memory.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import textwrap
 import time
+import tracemalloc
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.labels import MAX_DOMAIN_CHARS
+from mail_exporter.collectors.logs.postfix import MAX_QUEUE_ID_CHARS, PostfixParser
 from mail_exporter.collectors.logs.render import Snapshot, families
 from tests.served import get, served_exporter
 
@@ -181,3 +184,79 @@ def test_hostile_log_lines_reach_the_exposition_clean_and_bounded(tmp_path: Path
     for family in text_string_to_metric_families(body):
         series = {tuple(sorted(s.labels.items())) for s in family.samples if "le" not in s.labels}
         assert len(series) <= MAX_SERIES, (family.name, len(series))
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_no_line_text_is_held(name: str) -> None:
+    """2,000 lines, each with distinct 8 KB values (16 MB of text), leave nothing behind."""
+    counters = LogCounters(top_domains=10)
+    take = feeder(counters, TEMPLATES[name][0])
+    for line in lines_of(name, "warm", 0):  # first-use allocations are not what is measured
+        take(line)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 2001):
+            for line in lines_of(name, f"{n:05d}" + "Q" * 8192, n):
+                take(line)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert sum(counters.lines.values()) == 2001 * len(lines_of(name, "", 0))
+    assert retained < 256 * 1024, (name, retained)
+
+
+def queue_line(queue_id: str) -> str:
+    return f"{queue_id}: from=<a@b.example>, size=1, nrcpt=1 (queue active)"
+
+
+def test_queue_ids_are_forgotten_least_recently_seen_first() -> None:
+    counters = LogCounters(top_domains=10)
+    parser = PostfixParser(counters, max_queued_ids=3)
+
+    def seen(*queue_ids: str) -> int:
+        before = counters.received[("postfix",)]
+        for queue_id in queue_ids:
+            parser.qmgr("qmgr", queue_line(queue_id))
+        return counters.received[("postfix",)] - before
+
+    assert seen("A1", "B2", "C3") == 3
+    assert seen("A1") == 0  # retried: A1 is now the most recently seen
+    assert seen("D4") == 1  # pushes out B2, the least recently seen
+    assert seen("A1", "C3", "D4") == 0
+    assert seen("B2") == 1  # B2 was forgotten, so counts again; pushes out A1
+    parser.qmgr("qmgr", "C3: removed")
+    assert seen("E5") == 1  # the free place C3 left: nothing else goes
+    assert seen("D4", "B2", "E5") == 0
+    assert seen("A1") == 1
+
+
+def test_ids_no_postfix_writes_are_counted_but_not_remembered() -> None:
+    counters = LogCounters(top_domains=10)
+    parser = PostfixParser(counters)
+    real = ("4F3A21C0", "20AA12141C4", "3Tbn8y0KXVz9sR", "4XyZbcdfghjBzPQRSTVWXYZ1")
+    for queue_id in (*real, *real):
+        parser.qmgr("qmgr", queue_line(queue_id))
+    assert counters.received[("postfix",)] == len(real)
+    for queue_id in ("A" * (MAX_QUEUE_ID_CHARS + 1), "4F3A-21C0", "4F3A\x0021C0", "4F3Aé"):
+        parser.qmgr("qmgr", queue_line(queue_id))
+        parser.qmgr("qmgr", queue_line(queue_id))
+    assert counters.received[("postfix",)] == len(real) + 8
+    assert list(parser.queued) == list(real)
+
+
+def test_queue_id_memory_at_the_cap_is_bounded() -> None:
+    """A full memory of the longest IDs Postfix writes stays within the documented figure."""
+    counters = LogCounters(top_domains=10)
+    parser = PostfixParser(counters, max_queued_ids=20_000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(40_000):
+            parser.qmgr("qmgr", queue_line(f"{n:0{MAX_QUEUE_ID_CHARS}X}"))
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert isinstance(parser.queued, OrderedDict)
+    assert len(parser.queued) == 20_000
+    assert retained < 20_000 * 200  # ~165 bytes an ID: 33 MB at the default 200,000
