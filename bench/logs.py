@@ -5,7 +5,11 @@ default: smtpd sessions with TLS, submission logins, qmgr, smtp/lmtp/local deliv
 with delays, deferrals, bounces, rejects at several stages, SASL failures):
 
 1. **Parse and count** on one core, in this process: every line through
-   :class:`LineDispatcher` into the counters, best of ``--runs``.
+   :class:`LineDispatcher` into the counters, best of ``--runs``. Then as many lines of
+   qmgr's ``from=`` for new queue IDs that are never removed (a deferred queue past the
+   cap, or a flood of forged qmgr lines): ``MAX_QUEUED_IDS`` of them with nothing held
+   before, then ``--lines`` more with those held, so that each line remembers one ID
+   and pushes the oldest out.
 2. **Side by side, end to end**: the real ``mail-exporter`` (only the logs collector)
    and Debian's ``prometheus-postfix-exporter``, each following its own copy of an
    empty log file on 127.0.0.1. The whole log is appended at once, then each
@@ -49,6 +53,7 @@ from bench.harness import (
 )
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
+from mail_exporter.collectors.logs.postfix import MAX_QUEUED_IDS
 
 PEER = "prometheus-postfix-exporter"
 TARGET_LINES_PER_SECOND = 200_000
@@ -194,18 +199,30 @@ def generate(count: int, seed: int = 6) -> list[str]:
     return [*lines[: count - 1], SENTINEL]
 
 
-def parse_rate(lines: list[str], runs: int) -> float:
-    """Lines per second through dispatch, parse and count, best of ``runs`` (one core)."""
+def queued_never_removed(count: int, first: int = 0) -> list[str]:
+    """qmgr lines of ``count`` new messages whose ``removed`` never comes: their IDs stay."""
+    return [
+        f"Jan 12 00:00:00 mail postfix/qmgr[1]: {n:010X}: from=<a@example.com>, size=1, "
+        "nrcpt=1 (queue active)"
+        for n in range(first, first + count)
+    ]
+
+
+def parse_rate(lines: list[str], runs: int, before: list[str] | None = None) -> float:
+    """Lines per second through dispatch, parse and count, best of ``runs`` (one core);
+    ``before`` is fed first, untimed, to set up the state the timed lines meet."""
     best = float("inf")
     for _ in range(runs):
         dispatcher = LineDispatcher(LogCounters(10))
         feed = dispatcher.syslog_line
+        for line in before or ():
+            feed(line)
         started = time.perf_counter()
         for line in lines:
             feed(line)
         best = min(best, time.perf_counter() - started)
         total = sum(dispatcher.counters.lines.values())
-        assert total == len(lines), total
+        assert total == len(lines) + len(before or ()), total
     return len(lines) / best
 
 
@@ -288,6 +305,13 @@ def main() -> None:
     rate = parse_rate(lines, arguments.runs)
     verdict = "meets" if rate >= TARGET_LINES_PER_SECOND else "MISSES"
     print(f"\nparse and count, one core: {rate:,.0f} lines/s ({verdict} the 200,000 target)")
+    first = queued_never_removed(MAX_QUEUED_IDS)
+    rate = parse_rate(first, arguments.runs)
+    print(f"qmgr from= of {len(first):,} new queue IDs, none held before: {rate:,.0f} lines/s")
+    more = queued_never_removed(arguments.lines, MAX_QUEUED_IDS)
+    rate = parse_rate(more, arguments.runs, before=first)
+    print(f"qmgr from= of {len(more):,} new queue IDs, {len(first):,} held before: "
+          f"{rate:,.0f} lines/s")  # fmt: skip
     if shutil.which(PEER) is None:
         sys.exit(f"{PEER} is not installed: apt-get install {PEER}")
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as work:

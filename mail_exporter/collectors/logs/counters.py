@@ -3,8 +3,8 @@
 The hot path is ``counts[key] += 1`` on a ``defaultdict``; a prometheus_client metric
 would take a lock and a label lookup on every increment, which costs more than parsing
 the line. Every label value that comes from a log line goes through a bounded set
-(:class:`LabelGuard`, :class:`~.domains.TopDomains`) or a fixed classification, so no
-line can add an unbounded number of series.
+(:class:`~.labels.LabelGuard`, :class:`~.domains.TopDomains`) or a fixed classification
+(see :mod:`.labels`), so no line can add an unbounded number of series.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from bisect import bisect_left
 from collections import defaultdict
 
 from mail_exporter.collectors.logs.domains import TopDomains
+from mail_exporter.collectors.logs.labels import LabelGuard
 
 Labels = tuple[str, ...]
 Counts = defaultdict[Labels, int]
 
-OTHER = "other"
 DELAY_BUCKETS: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
     432000.0,
@@ -44,22 +44,6 @@ class Histogram:
         twin.buckets = self.buckets.copy()
         twin.sum = self.sum
         return twin
-
-
-class LabelGuard:
-    """The first ``limit`` distinct values pass; any further one becomes ``other``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._seen: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self.limit:
-            return OTHER
-        self._seen.add(value)
-        return value
 
 
 class LogCounters:

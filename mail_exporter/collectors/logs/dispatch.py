@@ -4,7 +4,10 @@ A syslog line is ``DATE HOST TAG: TEXT``: the tag is the last word before the fi
 ``": "`` (no timestamp form, RFC 3164 or RFC 3339, contains ``": "``), its ``[pid]`` is
 cut off, and the tag picks a route once: the route (handler, label, coverage keys) is
 cached by tag, so the steady state costs one dict lookup per line before the handler
-looks at the text. Journal entries arrive as (SYSLOG_IDENTIFIER, MESSAGE) and take the
+looks at the text. The cache holds at most ``MAX_ROUTES`` tags of at most
+``MAX_TAG_CHARS`` each (512 KB of tag text, whatever tags a log is full of); any other
+tag is routed line by line (and a longer one counts as ``program="other"``, see
+:mod:`.labels`). Journal entries arrive as (SYSLOG_IDENTIFIER, MESSAGE) and take the
 same routes. Sources in a program's own format (Dovecot's log_path, Exim's mainlog,
 rspamd.log) go to that program's parser directly.
 
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable
 from mail_exporter.collectors.logs.counters import Labels, LogCounters
 from mail_exporter.collectors.logs.dovecot import DovecotParser
 from mail_exporter.collectors.logs.exim import EximParser
+from mail_exporter.collectors.logs.labels import MAX_NAME_CHARS
 from mail_exporter.collectors.logs.postfix import Handler, PostfixParser
 from mail_exporter.collectors.logs.spam import SpamParser
 
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 MAX_ROUTES = 4096
 """Distinct tags remembered; past that (a log full of random tags) routes are not cached."""
+MAX_TAG_CHARS = MAX_NAME_CHARS
+"""A longer tag is no program's name (RFC 5424: 48 characters): routed, never cached."""
 
 Route = tuple[Handler, str, Labels, Labels]
 """Handler, its label argument, and the coverage keys for parsed and unsupported lines."""
@@ -102,7 +108,7 @@ class LineDispatcher:
             label = program
         name = self.counters.programs(program or "none")
         route = (handler, label, (mta, name, "parsed"), (mta, name, "unsupported"))
-        if len(self._routes) < MAX_ROUTES:
+        if len(self._routes) < MAX_ROUTES and len(program) <= MAX_TAG_CHARS:
             self._routes[program] = route
         return route
 

@@ -9,13 +9,19 @@ for at most ``CANDIDATES_PER_SLOT * keep`` domains) is compared: a domain with m
 than twice the recent volume of the quietest promoted one takes its slot, and the
 demoted domain's series ends (it disappears from the output; ``rate()`` over it stays
 right). So a flood of random domains costs bounded memory and at most ``keep`` series.
+
+A domain that does not :func:`~.labels.fit` (longer than DNS allows, or with control
+characters) counts as ``other`` at once and is not remembered: at most
+``(CANDIDATES_PER_SLOT * keep + REBALANCE_EVERY) * MAX_DOMAIN_CHARS`` characters of
+domain names are held, 115,000 for the default ``keep`` of 10.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-OTHER = "other"
+from mail_exporter.collectors.logs.labels import MAX_DOMAIN_CHARS, OTHER, fit
+
 REBALANCE_EVERY = 256
 CANDIDATES_PER_SLOT = 20
 DECAY = 0.9
@@ -35,6 +41,9 @@ class TopDomains:
 
     def add(self, mta: str, domain: str, *more: str) -> None:
         if not self.keep:
+            return
+        if not fit(domain, MAX_DOMAIN_CHARS):
+            self.counts[(mta, OTHER, *more)] += 1
             return
         volume = self._volume
         volume[domain] = volume.get(domain, 0.0) + 1.0

@@ -29,8 +29,8 @@ of what the session carried, so:
   ``unknown``.
 
 The version label is Postfix's for the same protocol (``TLS 1.3``, ``TLS 1`` for TLS
-1.0), any other name ``other``. Arrivals without ``X=`` are not counted as plaintext:
-Postfix's side counts no such thing either.
+1.0; :data:`~.labels.TLS_VERSIONS`), any other name ``other``. Arrivals without ``X=``
+are not counted as plaintext: Postfix's side counts no such thing either.
 
 ``mail_messages_submitted_total`` counts each ``<=`` by its protocol ``P=`` as the
 ``service`` (``local`` from the command line as Postfix's pickup, ``esmtp``, ``esmtps``
@@ -44,9 +44,9 @@ from __future__ import annotations
 
 import re
 
-from mail_exporter.collectors.logs.counters import OTHER, LogCounters
+from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
-from mail_exporter.metrics import tls_version_label
 
 MTA = "exim"
 SERVICE = "smtp"
@@ -64,7 +64,7 @@ NOISE = ("Completed", "*>", "SMTP error from", "Unfrozen", "Message is frozen", 
          "unexpected disconnection", "ident connection", "Connection from", "SIGHUP",
          "recipient verify")  # fmt: skip
 TLS_VERSIONS = {
-    name: tls_version_label(openssl)
+    name: tls_version(openssl)
     for openssl, names in (
         ("TLSv1.3", ("TLS1.3", "TLSv1.3")), ("TLSv1.2", ("TLS1.2", "TLSv1.2")),
         ("TLSv1.1", ("TLS1.1", "TLSv1.1")), ("TLSv1", ("TLS1", "TLS1.0", "TLSv1")),

@@ -3,6 +3,10 @@
 A reject's reply text is matched against these substrings in order; the first match
 names the class. The order matters: an RBL reply that also says "Client host rejected"
 is ``rbl``, a milter's spam verdict is ``spam`` rather than ``milter``.
+
+The same reply text comes again and again, so classes are cached by reply; only
+replies of at most ``MAX_CACHED_REPLY_CHARS`` are, so that the cache holds at most
+4096 of them (2 MB of text), however long the replies a client provokes.
 """
 
 from __future__ import annotations
@@ -38,14 +42,26 @@ STAGES = frozenset(
 """SMTP stages as Postfix logs them (``header``/``body``: cleanup's content checks)."""
 
 
-@functools.lru_cache(maxsize=4096)  # rejects repeat: the same reply text many times over
-def reject_reason(reply: str, milter: bool = False) -> str:
-    """The class of a reject, from its reply text (without the envelope that follows)."""
+MAX_CACHED_REPLY_CHARS = 512
+"""Real replies are a line of at most a few hundred characters (RFC 5321: 512 octets)."""
+
+
+def _classify(reply: str, milter: bool) -> str:
     text = reply.lower()
     for reason, needles in REASONS:
         if any(needle in text for needle in needles):
             return reason
     return "milter" if milter else "other"
+
+
+_cached_classify = functools.lru_cache(maxsize=4096)(_classify)
+
+
+def reject_reason(reply: str, milter: bool = False) -> str:
+    """The class of a reject, from its reply text (without the envelope that follows)."""
+    if len(reply) > MAX_CACHED_REPLY_CHARS:
+        return _classify(reply, milter)
+    return _cached_classify(reply, milter)
 
 
 def stage(word: str) -> str:

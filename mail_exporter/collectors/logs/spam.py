@@ -18,7 +18,8 @@ Rejects these filters cause through a milter show in the MTA's own reject counte
 
 from __future__ import annotations
 
-from mail_exporter.collectors.logs.counters import OTHER, LogCounters
+from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.labels import OTHER
 
 RSPAMD_ACTIONS = frozenset(("no_action", "greylist", "add_header", "rewrite_subject",
                             "soft_reject", "reject", "discard", "quarantine"))  # fmt: skip
