@@ -2,8 +2,11 @@
 ``hash-password`` and ``probe``.
 
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
-``--web.config.file``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
-exists for every registered collector.
+``--web.config.file``, ``--web.max-connections``, ``--web.read-timeout``,
+``--probe.max-concurrency``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
+exists for every registered collector. The web limits are flags rather than config keys:
+like the listen address they belong to the process and its open files limit, and a reload
+does not change them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,19 @@ from aiohttp import web
 from mail_exporter import __version__
 from mail_exporter.collectors import COLLECTORS
 from mail_exporter.config import ConfigError, ModuleConfig, load_config
+from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
 from mail_exporter.probes import run_probe
 from mail_exporter.report import render_report
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web import make_app
+from mail_exporter.web_limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    WebLimits,
+    raise_open_files_limit,
+)
 from mail_exporter.webconfig import hash_password, load_web_config
 
 logger = logging.getLogger("mail_exporter")
@@ -54,11 +65,27 @@ def _collector_flags(command: Any) -> Any:
     return command
 
 
-async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
-    runner = web.AppRunner(make_app(exporter), access_log=None)
+@dataclass(frozen=True)
+class WebSettings:
+    """The --web.* and --probe.* flags that limit the web server."""
+
+    max_connections: int
+    max_probes: int | None
+    read_timeout: float
+
+
+async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebSettings) -> None:
+    limits = WebLimits(
+        exporter,
+        raise_open_files_limit(),
+        settings.max_connections,
+        settings.max_probes,
+        settings.read_timeout,
+    )
+    exporter.registry.register(limits)
+    runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=exporter.tls_context)
-    await site.start()
+    listening = await limits.serve(runner, host, port, exporter.tls_context)
     exporter.start()
     level, security = exporter.web_config.security()
     logger.log(level, "listening on %s:%d %s", host or "*", port, security)
@@ -82,7 +109,9 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     await stopping.wait()
     logger.info("shutting down")
     exporter.stop()
+    listening.close()
     await runner.cleanup()
+    limits.close()
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,6 +136,30 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     "are plain HTTP without authentication.",
 )
 @click.option(
+    "--web.max-connections",
+    "max_connections",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Web connections kept open at once, lowered to what the open files limit allows; "
+    "past it the connection that has waited longest for its request is closed.",
+)
+@click.option(
+    "--web.read-timeout",
+    "read_timeout",
+    default=format_duration(DEFAULT_READ_TIMEOUT_SECONDS),
+    show_default=True,
+    help="Time a connection has to send a complete request head, from when it opens "
+    "or from its previous response; then it is closed.",
+)
+@click.option(
+    "--probe.max-concurrency",
+    "max_probes",
+    type=click.IntRange(1),
+    help="/probe requests run at once; past it /probe answers 503 with Retry-After. "
+    "[default: 128, or fewer as the open files limit allows]",
+)
+@click.option(
     "--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True
 )
 @click.option(
@@ -125,6 +178,9 @@ def main(
     config_file: Path | None,
     listen_address: str,
     web_config_file: Path | None,
+    max_connections: int,
+    read_timeout: str,
+    max_probes: int | None,
     log_level: str,
     log_format: str,
     **collector_choices: bool | None,
@@ -137,6 +193,10 @@ def main(
         host, port = _split_listen_address(listen_address)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
+    try:
+        settings = WebSettings(max_connections, max_probes, parse_duration(read_timeout))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--web.read-timeout") from None
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
     try:
         exporter = Exporter(config_file, choices, web_config_file)
@@ -146,7 +206,7 @@ def main(
     logger.info(
         "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
     )
-    asyncio.run(_serve(exporter, host, port))
+    asyncio.run(_serve(exporter, host, port, settings))
 
 
 @main.command("check-config")

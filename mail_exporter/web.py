@@ -9,6 +9,8 @@ container and service-manager health checks need no credentials; it tells nothin
 but that the process answers, and it is still behind TLS and client certificates.
 /probe probes only configured modules, only targets the allowlist allows, and takes
 no credentials or TLS settings from the query; each refusal is counted by reason.
+Connections, request-head time and concurrent /probe runs are limited by
+:mod:`mail_exporter.web_limits`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
 from mail_exporter.targets import parse_address
+from mail_exporter.web_limits import WebLimits
 
 logger = logging.getLogger(__name__)
 
@@ -203,13 +206,15 @@ async def configured_headers(request: web.Request, response: web.StreamResponse)
     response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 
-def make_app(exporter: Exporter) -> web.Application:
-    app = web.Application(middlewares=[authenticate])
+def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Application:
+    """The app; with ``limits``, its connections are tracked and /probe runs are capped."""
+    tracking = [limits.track_requests] if limits is not None else []
+    app = web.Application(middlewares=[*tracking, authenticate])
     app[EXPORTER_KEY] = exporter
     app.on_response_prepare.append(configured_headers)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/probe", probe)
+    app.router.add_get("/probe", limits.limit_probes(probe) if limits is not None else probe)
     app.router.add_get("/config", shown_config)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

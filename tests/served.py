@@ -14,7 +14,7 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
@@ -114,15 +114,25 @@ def served_exporter(
     *flags: str,
     context: ssl.SSLContext | None = None,
     env: Mapping[str, str] | None = None,
+    open_files: tuple[int, int] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Iterator[Served]:
-    """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after."""
+    """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after.
+
+    ``open_files`` is the soft and hard ``RLIMIT_NOFILE`` to start it with (set by util-linux's
+    prlimit, which then runs it: a ``preexec_fn`` is unsafe while the test runs threads);
+    ``pass_fds`` stay open in it."""
     port = free_port()
     log = directory / f"exporter-{port}.log"
     with log.open("wb") as stderr:
+        limits = (
+            ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}", "--"] if open_files else []
+        )
         process = subprocess.Popen(
-            exporter_command(config, port, *flags),
+            [*limits, *exporter_command(config, port, *flags)],
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            pass_fds=pass_fds,
         )
     served = Served(process, port, log)
     try:
