@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import socket
 import threading
 import time
@@ -24,12 +25,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.config import default_config
-from mail_exporter.web_limits import descriptor_budget
+from mail_exporter.collectors import enabled_collectors
+from mail_exporter.config import default_config, load_config
+from mail_exporter.web_limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PROBES, descriptor_budget
 from tests.scripted import Handler, scripted_server, silent, smtp_script
 from tests.served import Reply, Served, get, served_exporter
 from tests.test_dashboards import METRICS_DOC, documented_metrics
 
+ROOT = Path(__file__).resolve().parent.parent
 SLOW_HEAD = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 STILL_CONNECTING = {errno.ENOTCONN, errno.EAGAIN, errno.EINPROGRESS}
 MAX_LOG_LINES = 100
@@ -327,3 +330,16 @@ def test_the_budget_keeps_descriptors_for_probes_and_collectors() -> None:
     assert small.reserved == 32 + 2 * 64 + targets + 2 * 4 + 4 * sources
     tiny = descriptor_budget(config, [], 64, 1, 512, 20)
     assert tiny.connections == 8 and tiny.short > 0
+
+
+def test_the_systemd_unit_leaves_the_default_limits_whole() -> None:
+    """LimitNOFILE= in the unit covers the example config (every collector on) on both
+    addresses of ``:9469`` without lowering the default caps."""
+    unit = (ROOT / "deploy" / "systemd" / "mail-exporter.service").read_text()
+    found = re.findall(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)
+    assert len(found) == 1, "the unit sets LimitNOFILE= once, as soft and hard limit"
+    config = load_config(ROOT / "examples" / "mail_exporter.yml")
+    enabled = enabled_collectors(config, {})
+    budget = descriptor_budget(config, enabled, int(found[0]), 2, DEFAULT_MAX_CONNECTIONS, None)
+    assert budget.connections == DEFAULT_MAX_CONNECTIONS and budget.probes == DEFAULT_MAX_PROBES
+    assert budget.short == 0
