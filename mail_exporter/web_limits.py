@@ -26,7 +26,7 @@ failed accept. So:
       available   = open files limit - reserved
       /probe runs = --probe.max-concurrency, else min(128, available // 8)
                     (2 descriptors each: a quarter of what is available)
-      connections = min(--web.max-connections, available - 2 * /probe runs), at least 8
+      connections = min(--web.max-connections, available - 2 * /probe runs but at least 8)
 
   A limit too low for the config is logged as a warning that says by how much.
 - **Read timeout.** A connection must deliver a complete request head within
@@ -158,7 +158,7 @@ def descriptor_budget(
     available = open_files - reserved
     if max_probes is None:
         max_probes = max(1, min(DEFAULT_MAX_PROBES, available // 8))
-    connections = max(MINIMUM_CONNECTIONS, min(max_connections, available - 2 * max_probes))
+    connections = min(max_connections, max(MINIMUM_CONNECTIONS, available - 2 * max_probes))
     return DescriptorBudget(open_files, reserved, max_probes, connections)
 
 
@@ -231,7 +231,8 @@ class _Connection(asyncio.Protocol):
                 self,
                 context,
                 server_side=True,
-                ssl_handshake_timeout=timeout,
+                # A backstop: the read timeout, running since the accept, ends it first.
+                ssl_handshake_timeout=2 * timeout,
                 ssl_shutdown_timeout=timeout,
             )
         except OSError:  # a failed handshake: start_tls has closed the connection

@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter.collectors import enabled_collectors
 from mail_exporter.config import default_config, load_config
 from mail_exporter.web_limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PROBES, descriptor_budget
+from tests.realservers.pki import PKI
 from tests.scripted import Handler, scripted_server, silent, smtp_script
-from tests.served import Reply, Served, get, served_exporter
+from tests.served import Reply, Served, client_context, get, served_exporter
 from tests.test_dashboards import METRICS_DOC, documented_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,3 +345,51 @@ def test_the_systemd_unit_leaves_the_default_limits_whole() -> None:
     budget = descriptor_budget(config, enabled, int(found[0]), 2, DEFAULT_MAX_CONNECTIONS, None)
     assert budget.connections == DEFAULT_MAX_CONNECTIONS and budget.probes == DEFAULT_MAX_PROBES
     assert budget.short == 0
+
+
+def test_over_tls_failed_reset_and_silent_handshakes_end_and_free_their_slots(
+    tmp_path: Path, pki: PKI
+) -> None:
+    """With TLS the connection is counted from the accept, before its handshake: a failed
+    handshake, one the client resets, and one that never starts (closed by the read
+    timeout) each give their slot back."""
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n"
+    )
+    context = client_context(pki)
+    flags = (
+        "--web.config.file",
+        str(web),
+        "--web.read-timeout",
+        "2s",
+        "--web.max-connections",
+        "8",
+    )
+    with (
+        threaded_server(smtp_script(["220 mx.test ESMTP"], ["250 mx.test"])) as target,
+        served_exporter(
+            tmp_path, write_config(tmp_path, target), *flags, context=context
+        ) as served,
+    ):
+        for _ in range(20):  # plain HTTP to the TLS port: the handshake fails
+            with socket.create_connection(("127.0.0.1", served.port), timeout=10) as failed:
+                failed.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                failed.recv(100)
+            with socket.create_connection(("127.0.0.1", served.port), timeout=10) as reset:
+                reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                reset.sendall(SLOW_HEAD[:1])  # a byte of a ClientHello, then a reset
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as silent_client:
+            opened = time.monotonic()
+            assert silent_client.recv(100) == b""  # closed by the exporter
+            assert time.monotonic() - opened > 1
+        for _ in range(100):
+            reply = get(served.port, "/metrics", context)
+            metrics = samples(reply.body)
+            if value(metrics, "mail_exporter_web_connections") == 1:  # this scrape's own
+                break
+            time.sleep(0.1)
+        assert value(metrics, "mail_exporter_web_connections") == 1, reply.body
+        assert value(metrics, "mail_exporter_web_connections_max") == 8
+        assert value(metrics, "mail_exporter_web_rejected_total", reason="read_timeout") == 1
+        assert len(served.stderr().splitlines()) < MAX_LOG_LINES
