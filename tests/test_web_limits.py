@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import re
 import socket
@@ -24,11 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.collectors import enabled_collectors
 from mail_exporter.config import default_config, load_config
-from mail_exporter.web_limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PROBES, descriptor_budget
+from mail_exporter.web_limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PROBES,
+    Condition,
+    descriptor_budget,
+)
 from tests.realservers.pki import PKI
 from tests.scripted import Handler, scripted_server, silent, smtp_script
 from tests.served import Reply, Served, client_context, get, served_exporter
@@ -393,3 +400,28 @@ def test_over_tls_failed_reset_and_silent_handshakes_end_and_free_their_slots(
         assert value(metrics, "mail_exporter_web_connections_max") == 8
         assert value(metrics, "mail_exporter_web_rejected_total", reason="read_timeout") == 1
         assert len(served.stderr().splitlines()) < MAX_LOG_LINES
+
+
+async def test_a_condition_is_logged_when_it_starts_and_once_it_has_stopped(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("mail_exporter.web_limits.CONDITION_QUIET_SECONDS", 1.0)
+    condition = Condition()
+    started = "at the cap (logged again once it stops)"
+    with caplog.at_level(logging.INFO, logger="mail_exporter.web_limits"):
+        for _ in range(50):
+            condition.occurred("evicted", "at the cap")
+        condition.occurred("refused", "at the cap")
+        assert [r.getMessage() for r in caplog.records] == [started]
+        await asyncio.sleep(0.1)
+        condition.occurred("evicted", "at the cap")  # goes on: the end moves a second later
+        for _ in range(100):
+            if len(caplog.records) > 1:
+                break
+            await asyncio.sleep(0.1)
+        condition.occurred("refused", "at the cap again")  # a new start
+    assert [r.getMessage() for r in caplog.records] == [
+        started,
+        "over after 1s (51 evicted, 1 refused): at the cap",
+        "at the cap again (logged again once it stops)",
+    ]
