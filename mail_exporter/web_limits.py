@@ -9,7 +9,9 @@ every descriptor the process may open: scheduled probes then fail to open socket
 failed accept. So:
 
 - **Open files.** At start the soft ``RLIMIT_NOFILE`` is raised to the hard limit, as Go
-  programs do; ``LimitNOFILE=`` in the systemd unit (or ``ulimit -Hn``) says how far.
+  programs do; ``LimitNOFILE=`` in the systemd unit (or ``ulimit -Hn``) says how far. The
+  commands collectors run inherit it (unlike Go, which restores it for them): they open
+  few files, so a high limit costs them nothing.
 - **A descriptor budget** (:func:`descriptor_budget`), from that limit and the running
   config, recomputed when a reload changes the config::
 
