@@ -2,8 +2,11 @@
 ``hash-password`` and ``probe``.
 
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
-``--web.config.file``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
-exists for every registered collector.
+``--web.config.file``, ``--web.max-connections``, ``--web.read-timeout``,
+``--probe.max-concurrency``, ``--log.level``, ``--log.format``); ``--[no-]collector.NAME``
+exists for every registered collector. The web limits are flags rather than config keys:
+like the listen address they belong to the process and its open files limit, and a reload
+does not change them.
 
 Shutdown (SIGTERM, SIGINT) is bounded: it stops the scheduler, the round trips and the
 collectors and closes the web server, and if that and the interpreter's own exit (which
@@ -22,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,19 @@ from pydantic import ValidationError
 from mail_exporter import __version__
 from mail_exporter.collectors import COLLECTORS
 from mail_exporter.config import ConfigError, ModuleConfig, describe_error, load_config
+from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
 from mail_exporter.probes import run_probe
 from mail_exporter.report import render_report
 from mail_exporter.targets import Address, parse_address, parse_port
 from mail_exporter.web import make_app
+from mail_exporter.web_limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    WebLimits,
+    raise_open_files_limit,
+)
 from mail_exporter.webconfig import hash_password, load_web_config
 
 logger = logging.getLogger("mail_exporter")
@@ -66,11 +77,27 @@ def _collector_flags(command: Any) -> Any:
     return command
 
 
-async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
-    runner = web.AppRunner(make_app(exporter), access_log=None)
+@dataclass(frozen=True)
+class WebSettings:
+    """The --web.* and --probe.* flags that limit the web server."""
+
+    max_connections: int
+    max_probes: int | None
+    read_timeout: float
+
+
+async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebSettings) -> None:
+    limits = WebLimits(
+        exporter,
+        raise_open_files_limit(),
+        settings.max_connections,
+        settings.max_probes,
+        settings.read_timeout,
+    )
+    exporter.registry.register(limits)
+    runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=exporter.tls_context)
-    await site.start()
+    listening = await limits.serve(runner, host, port, exporter.tls_context)
     exporter.start()
     level, security = exporter.web_config.security()
     logger.log(level, "listening on %s:%d %s", host or "*", port, security)
@@ -95,7 +122,9 @@ async def _serve(exporter: Exporter, host: str | None, port: int) -> None:
     logger.info("shutting down")
     _exit_after(SHUTDOWN_GRACE_SECONDS)
     exporter.stop()
+    listening.close()
     await runner.cleanup()
+    limits.close()
 
 
 def _exit_after(seconds: float) -> None:
@@ -138,6 +167,30 @@ def _exit_after(seconds: float) -> None:
     "are plain HTTP without authentication.",
 )
 @click.option(
+    "--web.max-connections",
+    "max_connections",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Web connections kept open at once, lowered to what the open files limit allows; "
+    "past it the connection that has waited longest for its request is closed.",
+)
+@click.option(
+    "--web.read-timeout",
+    "read_timeout",
+    default=format_duration(DEFAULT_READ_TIMEOUT_SECONDS),
+    show_default=True,
+    help="Time a connection has to send a complete request head, from when it opens "
+    "or from its previous response; then it is closed.",
+)
+@click.option(
+    "--probe.max-concurrency",
+    "max_probes",
+    type=click.IntRange(1),
+    help="/probe requests run at once; past it /probe answers 503 with Retry-After. "
+    "[default: 128, or fewer as the open files limit allows]",
+)
+@click.option(
     "--log.level", "log_level", type=click.Choice(LEVELS), default="info", show_default=True
 )
 @click.option(
@@ -156,6 +209,9 @@ def main(
     config_file: Path | None,
     listen_address: str,
     web_config_file: Path | None,
+    max_connections: int,
+    read_timeout: str,
+    max_probes: int | None,
     log_level: str,
     log_format: str,
     **collector_choices: bool | None,
@@ -168,6 +224,10 @@ def main(
         host, port = _split_listen_address(listen_address)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
+    try:
+        settings = WebSettings(max_connections, max_probes, parse_duration(read_timeout))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--web.read-timeout") from None
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
     try:
         exporter = Exporter(config_file, choices, web_config_file)
@@ -177,7 +237,7 @@ def main(
     logger.info(
         "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
     )
-    asyncio.run(_serve(exporter, host, port))
+    asyncio.run(_serve(exporter, host, port, settings))
 
 
 @main.command("check-config")

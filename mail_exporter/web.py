@@ -22,6 +22,8 @@ a server that says password guesses and watch which come back as a placeholder (
 short password would show wherever its letters do). /config holds no password to hide.
 Every response carries ``X-Content-Type-Options: nosniff``: a debug page quotes a
 server, and no browser may take it for HTML.
+Connections, request-head time and concurrent /probe runs are limited by
+:mod:`mail_exporter.web_limits`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
 from mail_exporter.targets import Address, parse_address
+from mail_exporter.web_limits import WebLimits
 from mail_exporter.webconfig import HashingBusy
 
 logger = logging.getLogger(__name__)
@@ -241,13 +244,15 @@ async def configured_headers(request: web.Request, response: web.StreamResponse)
     response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 
-def make_app(exporter: Exporter) -> web.Application:
-    app = web.Application(middlewares=[authenticate])
+def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Application:
+    """The app; with ``limits``, its connections are tracked and /probe runs are capped."""
+    tracking = [limits.track_requests] if limits is not None else []
+    app = web.Application(middlewares=[*tracking, authenticate])
     app[EXPORTER_KEY] = exporter
     app.on_response_prepare.append(configured_headers)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/probe", probe)
+    app.router.add_get("/probe", limits.limit_probes(probe) if limits is not None else probe)
     app.router.add_get("/config", shown_config)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

@@ -14,7 +14,7 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
@@ -123,14 +123,18 @@ def _start(
     flags: tuple[str, ...],
     context: ssl.SSLContext | None,
     env: Mapping[str, str] | None,
+    open_files: tuple[int, int] | None,
+    pass_fds: Sequence[int],
 ) -> Served:
     port = free_port()
     log = directory / f"exporter-{port}.log"
+    limits = ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}", "--"] if open_files else []
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            exporter_command(config, port, *flags),
+            [*limits, *exporter_command(config, port, *flags)],
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            pass_fds=pass_fds,
         )
     served = Served(process, port, log)
     try:
@@ -153,10 +157,18 @@ def served_exporter(
     *flags: str,
     context: ssl.SSLContext | None = None,
     env: Mapping[str, str] | None = None,
+    open_files: tuple[int, int] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Iterator[Served]:
     """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after;
-    on another port if its first was taken meanwhile."""
-    served = start_with_fresh_ports(lambda: _start(directory, config, flags, context, env))
+    on another port if its first was taken meanwhile.
+
+    ``open_files`` is the soft and hard ``RLIMIT_NOFILE`` to start it with (set by util-linux's
+    prlimit, which then runs it: a ``preexec_fn`` is unsafe while the test runs threads);
+    ``pass_fds`` stay open in it."""
+    served = start_with_fresh_ports(
+        lambda: _start(directory, config, flags, context, env, open_files, pass_fds)
+    )
     try:
         yield served
     finally:
