@@ -6,7 +6,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-_PORT = re.compile(r"[0-9]{1,5}")
+from mail_exporter.decimal_text import ascii_int
+
 _HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?")
 
 
@@ -57,9 +58,6 @@ def parse_address(text: str) -> Address:
 
 
 def parse_port(text: str) -> int | None:
-    """A TCP port written in ASCII digits, or None: ``int()`` and ``str.isdigit()`` also
-    take fullwidth and other scripts' digits, and ``isdigit()`` superscripts too."""
-    if not _PORT.fullmatch(text):
-        return None
-    port = int(text)
-    return port if 0 < port < 65536 else None
+    """A TCP port written in ASCII digits, or None."""
+    port = ascii_int(text, max_digits=5)
+    return port if port is not None and 0 < port < 65536 else None

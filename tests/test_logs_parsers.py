@@ -444,6 +444,15 @@ def test_dovecot_log_file_line(line: str, expected: Effects) -> None:
     check(line, expected, "dovecot")
 
 
+@pytest.mark.parametrize("count", ["\u00b2", "\uff13", "\u0663", "9" * 5000])
+def test_attempt_counts_not_in_ascii_digits_count_one(count: str) -> None:
+    """A recorded line with its count replaced: superscripts pass ``isdigit()`` and break
+    ``int()``, other scripts' digits pass ``int()``, 5,000 digits are past its limit."""
+    line = DOVECOT_FILE_CASES[1][0].replace("3 attempts", f"{count} attempts")
+    check(line, {("auth_failures", (D, "imap")): 1, ("disconnects", (D, "imap", "auth_failed")): 1},
+          "dovecot")  # fmt: skip
+
+
 def test_rspamd_log_file_line() -> None:
     line = ("2024-01-12 10:00:00 #1234(normal) <abc123>; task; rspamd_task_write_log: id: <m@x>, "
             "(default: T (add header): [7.10/15.00] [X(1){}]), len: 10")  # fmt: skip

@@ -53,6 +53,7 @@ from mail_exporter.collectors.queues import (
     top_with_other,
 )
 from mail_exporter.config import Config, PostfixInstance, PostfixQueueConfig
+from mail_exporter.decimal_text import ascii_int
 
 logger = logging.getLogger(__name__)
 
@@ -341,10 +342,10 @@ def parse_showq(fields: Iterable[bytes], snapshot: QueueSnapshot) -> None:
         value = next(iterator, b"").decode(errors="replace")
         if name == "queue_name":
             message.queue = value
-        elif name == "size" and value.isdigit():
-            message.size = int(value)
-        elif name == "time" and value.isdigit():
-            message.arrival = float(value)
+        elif name == "size" and (size := ascii_int(value)) is not None:
+            message.size = size
+        elif name == "time" and (seconds := ascii_int(value)) is not None:
+            message.arrival = float(seconds)
         elif name == "recipient":
             message.recipients.append((value, ""))
         elif name == "reason" and message.recipients:

@@ -17,6 +17,7 @@ import aiohttp
 
 from mail_exporter.collectors.dns.records import tags
 from mail_exporter.collectors.dns.resolver import Lookups
+from mail_exporter.decimal_text import ascii_int
 
 MODES = ("enforce", "testing", "none")
 MAX_POLICY_BYTES = 64 * 1024
@@ -49,8 +50,8 @@ def parse_policy(text: str) -> Policy:
             policy.version = value
         elif key == "mode":
             policy.mode = value.lower()
-        elif key == "max_age" and value.isdigit():
-            policy.max_age = int(value)
+        elif key == "max_age":
+            policy.max_age = ascii_int(value)
         elif key == "mx":
             policy.mx.append(value.rstrip(".").lower())
     return policy

@@ -17,6 +17,7 @@ again here. LMTP/LDA ``saved mail to`` / ``stored mail into`` lines count as del
 from __future__ import annotations
 
 from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.decimal_text import ascii_int
 
 MTA = "dovecot"
 LEVELS = {"Info": None, "Debug": None, "Warning": "warning", "Error": "error",
@@ -58,7 +59,7 @@ def failed_attempts(text: str) -> int:
     """N of ``(auth failed, N attempts in S secs)``; at least 1."""
     start = text.find("auth failed, ") + 13
     digits = text[start : text.find(" ", start)]
-    return int(digits) if digits.isdigit() else 1
+    return ascii_int(digits) or 1
 
 
 class DovecotParser:
