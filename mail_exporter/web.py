@@ -47,12 +47,13 @@ from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
 from mail_exporter.targets import Address, parse_address
-from mail_exporter.web_limits import WebLimits
+from mail_exporter.web_limits import Rejection, WebLimits
 from mail_exporter.webconfig import HashingBusy
 
 logger = logging.getLogger(__name__)
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
+LIMITS_KEY = web.AppKey("limits", WebLimits)
 PROBE_PARAMETERS = frozenset({"target", "module", "debug"})
 MINIMUM_BUDGET_SECONDS = 0.1
 BASIC_CHALLENGE = 'Basic realm="mail_exporter", charset="UTF-8"'
@@ -228,6 +229,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         try:
             allowed = await users.allows(request.headers.get(hdrs.AUTHORIZATION))
         except HashingBusy:
+            limits = request.app.get(LIMITS_KEY)
+            if limits is not None:
+                limits.rejected[Rejection.AUTH_BUSY] += 1
             raise web.HTTPServiceUnavailable(
                 headers={hdrs.RETRY_AFTER: "1"}, text="Too many password checks waiting\n"
             ) from None
@@ -249,6 +253,8 @@ def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Applica
     tracking = [limits.track_requests] if limits is not None else []
     app = web.Application(middlewares=[*tracking, authenticate])
     app[EXPORTER_KEY] = exporter
+    if limits is not None:
+        app[LIMITS_KEY] = limits
     app.on_response_prepare.append(configured_headers)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)

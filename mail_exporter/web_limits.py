@@ -59,6 +59,7 @@ Exposition::
     mail_exporter_web_rejected_total{reason="evicted"} 12.0
     mail_exporter_web_rejected_total{reason="read_timeout"} 4.0
     mail_exporter_web_rejected_total{reason="probe_limit"} 0.0
+    mail_exporter_web_rejected_total{reason="auth_busy"} 0.0
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Rejection(StrEnum):
     EVICTED = "evicted"
     READ_TIMEOUT = "read_timeout"
     PROBE_LIMIT = "probe_limit"
+    AUTH_BUSY = "auth_busy"
 
 
 def raise_open_files_limit() -> int:

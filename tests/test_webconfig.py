@@ -26,6 +26,7 @@ from mail_exporter.cli import main
 from mail_exporter.config import ConfigError
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
+from mail_exporter.web_limits import WebLimits
 from mail_exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.realservers.pki import PKI, create_client_cert, create_pki
 from tests.realservers.runtime import free_port
@@ -519,7 +520,9 @@ async def served_app(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[
     async def serve(web_body: str) -> str:
         config = write(tmp_path / "config.yml", "modules:\n  smtp: {protocol: smtp}\n")
         exporter = Exporter(config, {}, write(tmp_path / "web.yml", web_body))
-        server = TestServer(make_app(exporter), host="127.0.0.1")
+        limits = WebLimits(exporter, open_files=4096)
+        exporter.registry.register(limits)
+        server = TestServer(make_app(exporter, limits), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return str(server.make_url("/"))
@@ -553,10 +556,15 @@ async def test_a_new_user_gets_in_while_wrong_passwords_hammer(
         status, _, started = await scrape("grafana", PASSWORD)
         waited = time.monotonic() - started
         answers = await asyncio.gather(*guesses)
+        headers = {"Authorization": header("grafana", PASSWORD)}
+        async with session.get(url + "metrics", headers=headers) as response:
+            exposition = await response.text()
     assert status == 200
     assert waited < 10, f"the new user waited {waited:.1f}s"  # a hang guard: 0.3 s here
     assert {code for code, _, _ in answers} == {401, 503}
     assert all(retry == "1" for code, retry, _ in answers if code == 503)
+    refused = sum(code == 503 for code, _, _ in answers)
+    assert f'mail_exporter_web_rejected_total{{reason="auth_busy"}} {refused}.0' in exposition
     assert counting_bcrypt.count(guessed) < 50  # most were refused before any hashing
     assert counting_bcrypt.most_in_flight <= webconfig.HASHING_THREADS
 
