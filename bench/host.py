@@ -89,7 +89,8 @@ def full_scrape(collectors: CollectorSet) -> Callable[[], bytes]:
 def scenario(name: str, settings: Config, runs: int) -> list[tuple[str, ...]]:
     rows = []
     for collector in COLLECTED:
-        cpu, wall = cost(draining(COLLECTORS[collector].factory(settings)), runs)
+        section = settings.collectors.section(collector)
+        cpu, wall = cost(draining(COLLECTORS[collector].build(section, None)), runs)
         rows.append((name, collector, *figures(cpu, wall)))
     collectors = CollectorSet(settings, {})
     try:

@@ -23,7 +23,7 @@ from mail_exporter.collectors import (
     enabled_collectors,
     register_collector,
 )
-from mail_exporter.config import Config
+from mail_exporter.config import CollectorSection, Config
 from tests.served import Reply, Served, get, served_exporter
 
 
@@ -56,9 +56,11 @@ def release() -> Iterator[threading.Event]:
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch, release: threading.Event) -> None:
     monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("working", "test")(lambda config: _Working())
-    register_collector("broken", "test")(lambda config: _Broken())
-    register_collector("hanging", "test")(lambda config: _Hanging(release))
+    register_collector("working", "test", CollectorSection)(lambda section, previous: _Working())
+    register_collector("broken", "test", CollectorSection)(lambda section, previous: _Broken())
+    register_collector("hanging", "test", CollectorSection)(
+        lambda section, previous: _Hanging(release)
+    )
 
 
 def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
@@ -109,8 +111,10 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
             yield family
 
     monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("first", "test")(lambda config: _Queue("postfix"))
-    register_collector("second", "test")(lambda config: _Queue("exim"))
+    register_collector("first", "test", CollectorSection)(
+        lambda section, previous: _Queue("postfix")
+    )
+    register_collector("second", "test", CollectorSection)(lambda section, previous: _Queue("exim"))
     collector_set = CollectorSet(Config(), {"first": True, "second": True})
     try:
         families = [f for f in collector_set.collect() if f.name == "mail_queue_messages"]
@@ -164,7 +168,9 @@ def stateful(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collectors, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors", "services"):
-        register_collector(name, "test")(lambda config: StatefulCollector())
+        register_collector(name, "test", CollectorSection)(
+            lambda section, previous: StatefulCollector()
+        )
 
 
 def stateful_collectors(collector_set: CollectorSet) -> dict[str, StatefulCollector]:
@@ -228,7 +234,7 @@ class _Slow:
 
 def test_concurrent_scrapes_share_one_collection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("slow", "test")(lambda config: _Slow())
+    register_collector("slow", "test", CollectorSection)(lambda section, previous: _Slow())
     collector_set = CollectorSet(Config(), {"slow": True})
     results: list[dict[tuple[str, str], float]] = []
     start = threading.Barrier(2)

@@ -763,6 +763,21 @@ def test_error_counters_add_up_over_passes(rig: Rig) -> None:
     assert 'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 2.0' in text
 
 
+def test_a_rebuilt_collector_goes_on_with_the_error_counters(rig: Rig) -> None:
+    """A reload that changes the section: the counters of zones still listed go on, those of
+    a zone no longer listed end."""
+    first = collector(rig, Clock(), domains=[], sending_ips=["192.0.2.26"],
+                      ip_blocklists=["bl.test", "slowbl.test"])  # fmt: skip
+    exposition(first)
+    second = DnsCollector(
+        rig.settings(domains=[], sending_ips=["192.0.2.25"], ip_blocklists=["bl.test"]),
+        clock=Clock(), background=at_once, mta_sts_url=rig.policy_url, previous=first,
+    )  # fmt: skip
+    text = exposition(second)
+    assert 'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 1.0' in text
+    assert "slowbl.test" not in text
+
+
 def test_a_failing_pass_fails_the_collector(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(*args: object) -> Results:
         raise RuntimeError("boom")
@@ -783,7 +798,7 @@ def test_registered_and_configured() -> None:
     assert float(section.interval) == 900
     assert section.mx_hosts == []
     assert "zen.spamhaus.org" in section.ip_blocklists
-    assert isinstance(COLLECTORS["dns"].factory(config), DnsCollector)
+    assert isinstance(COLLECTORS["dns"].build(section, None), DnsCollector)
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         Config.model_validate({"collectors": {"dns": {"sending_ips": ["mail.example.com"]}}})
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):

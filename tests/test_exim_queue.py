@@ -243,7 +243,7 @@ def test_hung_bpc_is_killed_within_the_section_timeout(tmp_path: Path) -> None:
 
 def test_registered_as_exim_queue() -> None:
     spec = COLLECTORS["exim_queue"]
-    assert isinstance(spec.factory(Config()), EximQueueCollector)
+    assert isinstance(spec.build(Config().collectors.exim_queue, None), EximQueueCollector)
 
 
 # --- a real Exim ----------------------------------------------------------------------

@@ -33,7 +33,7 @@ NAMES = {
 def test_registered_under_their_section_names() -> None:
     config = Config()
     for name, kind in NAMES.items():
-        assert isinstance(COLLECTORS[name].factory(config), kind)
+        assert isinstance(COLLECTORS[name].build(config.collectors.section(name), None), kind)
         assert config.collectors.section(name) is getattr(config.collectors, name)
 
 

@@ -199,4 +199,4 @@ def test_qstat_that_could_not_read_the_queue_fails(tmp_path: Path) -> None:
 
 def test_registered_as_qmail_queue() -> None:
     spec = COLLECTORS["qmail_queue"]
-    assert isinstance(spec.factory(Config()), QmailQueueCollector)
+    assert isinstance(spec.build(Config().collectors.qmail_queue, None), QmailQueueCollector)

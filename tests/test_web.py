@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter import __version__, collectors
 from mail_exporter import config as config_module
 from mail_exporter.collectors import register_collector
-from mail_exporter.config import Config
+from mail_exporter.config import CollectorSection, Config
 from mail_exporter.config_files import read_bounded
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
@@ -352,7 +352,9 @@ async def test_reload_keeps_unchanged_collectors(
     monkeypatch.setattr(collectors, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors"):
-        register_collector(name, "test")(lambda config: StatefulCollector())
+        register_collector(name, "test", CollectorSection)(
+            lambda section, previous: StatefulCollector()
+        )
     enabled = "collectors:\n  backups: {enabled: true}\n  sensors: {enabled: true}\n"
     client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n" + enabled)
     before = stateful_collectors(exporter.collectors)

@@ -33,8 +33,12 @@ so that the ``collect()`` signature stays the same for every collector.
 A reload keeps each collector whose section is unchanged (sections compare by
 value), so caches and read positions survive a SIGHUP: the dns collector's answers
 (blocklists ban heavy queriers), the log followers' offsets, smartctl's slow-interval
-readings. A factory therefore reads only its own section. Collectors whose section
-changed are rebuilt and those no longer enabled are closed.
+readings. A factory is given only its own section, typed as the collector registered it.
+A collector whose section changed is rebuilt: its factory is handed the running one, its
+predecessor, to take over what must outlive it (the log followers' positions and the
+counters, which must neither start over nor count a line twice), and the predecessor is
+closed once the new one runs. Those no longer enabled are closed. Nothing is handed
+over any other way: no module keeps a collector's state.
 """
 
 from __future__ import annotations
@@ -49,12 +53,14 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from mail_exporter.config import CollectorSection
+
 if TYPE_CHECKING:
-    from mail_exporter.config import CollectorSection, Config
+    from mail_exporter.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +75,35 @@ class CollectorError(Exception):
     """A collector could not read its source; the message says what and why."""
 
 
+SectionT = TypeVar("SectionT", bound=CollectorSection)
+Factory = Callable[[SectionT, Collector | None], Collector]
+"""Builds a collector from its section and its predecessor (None at the first start)."""
+
+
 @dataclass(frozen=True)
-class CollectorSpec:
+class CollectorSpec(Generic[SectionT]):
     name: str
-    factory: Callable[[Config], Collector]
     help: str
+    section: type[SectionT]
+    """The model of the collector's config section, ``collectors.NAME``."""
+    factory: Factory[SectionT]
+
+    def build(self, section: CollectorSection, previous: Collector | None) -> Collector:
+        if not isinstance(section, self.section):
+            raise TypeError(f"collector {self.name} takes {self.section.__name__}, not {section!r}")
+        return self.factory(section, previous)
 
 
-COLLECTORS: dict[str, CollectorSpec] = {}
+COLLECTORS: dict[str, CollectorSpec[Any]] = {}
 
 
 def register_collector(
-    name: str, help: str
-) -> Callable[[Callable[[Config], Collector]], Callable[[Config], Collector]]:
-    """Decorator for a collector factory, which takes the whole config."""
+    name: str, help: str, section: type[SectionT]
+) -> Callable[[Factory[SectionT]], Factory[SectionT]]:
+    """Decorator for a collector factory, which takes its own section and its predecessor."""
 
-    def register(factory: Callable[[Config], Collector]) -> Callable[[Config], Collector]:
-        COLLECTORS[name] = CollectorSpec(name, factory, help)
+    def register(factory: Factory[SectionT]) -> Factory[SectionT]:
+        COLLECTORS[name] = CollectorSpec(name, help, section, factory)
         return factory
 
     return register
@@ -176,7 +194,10 @@ class CollectorSet:
             if name in self.collectors and self._sections.get(name) == sections[name]
         }
         collectors = {
-            name: kept[name] if name in kept else COLLECTORS[name].factory(config) for name in names
+            name: kept[name]
+            if name in kept
+            else COLLECTORS[name].build(sections[name], self.collectors.get(name))
+            for name in names
         }
         with self._lock:
             replaced, self.collectors = self.collectors, collectors

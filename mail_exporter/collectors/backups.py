@@ -46,9 +46,14 @@ from fnmatch import fnmatchcase
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import CollectorError, collection_deadline, register_collector
+from mail_exporter.collectors import (
+    Collector,
+    CollectorError,
+    collection_deadline,
+    register_collector,
+)
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import BackupMatch, BackupsConfig, Config
+from mail_exporter.config import BackupMatch, BackupsConfig
 
 FIELDS: Sequence[Field] = (
     ("mail_host_backup_files", "Files matching the backup's path; 0 when none does.", "files", 1),
@@ -217,6 +222,6 @@ class BackupsCollector:
         return families(GaugeMetricFamily, FIELDS, ["backup"], rows)
 
 
-@register_collector("backups", "Age and size of the newest file of each backup")
-def _backups(config: Config) -> BackupsCollector:
-    return BackupsCollector(config.collectors.backups)
+@register_collector("backups", "Age and size of the newest file of each backup", BackupsConfig)
+def _backups(section: BackupsConfig, previous: Collector | None) -> BackupsCollector:
+    return BackupsCollector(section)

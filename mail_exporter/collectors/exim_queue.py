@@ -54,7 +54,7 @@ from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import CollectorError, register_collector
+from mail_exporter.collectors import Collector, CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import (
     QueueStats,
@@ -63,7 +63,7 @@ from mail_exporter.collectors.queues import (
     read_head,
     source_info,
 )
-from mail_exporter.config import Config, EximQueueConfig
+from mail_exporter.config import EximQueueConfig
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,6 @@ class EximQueueCollector:
         ]
 
 
-@register_collector("exim_queue", "Exim queue size, age and frozen messages")
-def _exim_queue(config: Config) -> EximQueueCollector:
-    return EximQueueCollector(config.collectors.exim_queue)
+@register_collector("exim_queue", "Exim queue size, age and frozen messages", EximQueueConfig)
+def _exim_queue(section: EximQueueConfig, previous: Collector | None) -> EximQueueCollector:
+    return EximQueueCollector(section)

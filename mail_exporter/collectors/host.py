@@ -48,8 +48,8 @@ from typing import Any, Protocol
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.config import Config, HostConfig
+from mail_exporter.collectors import Collector, CollectorError, register_collector
+from mail_exporter.config import HostConfig
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,8 @@ class HostCollector:
                 yield [path], space
 
 
-@register_collector("host", "CPU, load, memory, network, disk I/O, filesystems and mail paths")
-def _host(config: Config) -> HostCollector:
-    return HostCollector(config.collectors.host)
+@register_collector(
+    "host", "CPU, load, memory, network, disk I/O, filesystems and mail paths", HostConfig
+)
+def _host(section: HostConfig, previous: Collector | None) -> HostCollector:
+    return HostCollector(section)

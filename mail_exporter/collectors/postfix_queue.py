@@ -39,7 +39,7 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError, register_collector
+from mail_exporter.collectors import Collector, CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import (
     OTHER,
@@ -52,7 +52,7 @@ from mail_exporter.collectors.queues import (
     source_info,
     top_with_other,
 )
-from mail_exporter.config import Config, PostfixInstance, PostfixQueueConfig
+from mail_exporter.config import PostfixInstance, PostfixQueueConfig
 from mail_exporter.decimal_text import ascii_int
 
 logger = logging.getLogger(__name__)
@@ -512,6 +512,10 @@ class PostfixQueueCollector:
         ]  # fmt: skip
 
 
-@register_collector("postfix_queue", "Postfix queue sizes, ages and deferral reasons")
-def _postfix_queue(config: Config) -> PostfixQueueCollector:
-    return PostfixQueueCollector(config.collectors.postfix_queue)
+@register_collector(
+    "postfix_queue", "Postfix queue sizes, ages and deferral reasons", PostfixQueueConfig
+)
+def _postfix_queue(
+    section: PostfixQueueConfig, previous: Collector | None
+) -> PostfixQueueCollector:
+    return PostfixQueueCollector(section)

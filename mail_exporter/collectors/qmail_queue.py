@@ -45,10 +45,10 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError, register_collector
+from mail_exporter.collectors import Collector, CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
-from mail_exporter.config import Config, QmailQueueConfig
+from mail_exporter.config import QmailQueueConfig
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,6 @@ class QmailQueueCollector:
         ]
 
 
-@register_collector("qmail_queue", "qmail queue sizes and ages (queue and todo)")
-def _qmail_queue(config: Config) -> QmailQueueCollector:
-    return QmailQueueCollector(config.collectors.qmail_queue)
+@register_collector("qmail_queue", "qmail queue sizes and ages (queue and todo)", QmailQueueConfig)
+def _qmail_queue(section: QmailQueueConfig, previous: Collector | None) -> QmailQueueCollector:
+    return QmailQueueCollector(section)

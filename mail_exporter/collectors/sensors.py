@@ -28,9 +28,9 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors import Collector, register_collector
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config
+from mail_exporter.config import SensorsConfig
 
 Readings = Mapping[str, Sequence[Any]]
 """psutil's shape: chip name to its sensors (named tuples with ``label``, ``current``, …)."""
@@ -89,6 +89,6 @@ class SensorsCollector:
         ]
 
 
-@register_collector("sensors", "Temperatures and fans (hwmon)")
-def _sensors(config: Config) -> SensorsCollector:
+@register_collector("sensors", "Temperatures and fans (hwmon)", SensorsConfig)
+def _sensors(section: SensorsConfig, previous: Collector | None) -> SensorsCollector:
     return SensorsCollector()

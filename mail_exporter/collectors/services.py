@@ -13,7 +13,8 @@ Kernel threads and zombies (no command line) never match. Decisions:
 * CPU seconds are a counter that outlives the processes: the last reading of a process
   that exited stays in the total, so short-lived children (smtpd, cleanup, imap) do not
   make the counter drop at every exit. Only the CPU a process used between its last
-  scrape and its exit is lost.
+  scrape and its exit is lost. A reload that rebuilds the collector hands each service
+  still configured its count, so the counter does not drop then either.
 * Open files count the entries of ``/proc/PID/fd`` (sockets and pipes included), over
   the processes whose table may be read (root or the same user); absent when none may.
 * /proc is read directly, two small files a process and a little more for the matching
@@ -41,9 +42,9 @@ from typing import Protocol
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors import Collector, register_collector
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config, ServicesConfig
+from mail_exporter.config import ServicesConfig
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -201,9 +202,18 @@ class CpuCounter:
 class ServicesCollector:
     """Matches every process against the configured services at each scrape."""
 
-    def __init__(self, settings: ServicesConfig, source: ProcessSource | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServicesConfig,
+        source: ProcessSource | None = None,
+        previous: ServicesCollector | None = None,
+    ) -> None:
         self.source = source if source is not None else ProcFS()
-        self._counters = {service.name: CpuCounter() for service in settings.services}
+        # A service still configured after a reload keeps counting its CPU seconds.
+        kept = previous._counters if previous is not None else {}
+        self._counters: dict[str, CpuCounter] = {
+            service.name: kept.get(service.name) or CpuCounter() for service in settings.services
+        }
         self._owners: dict[str, list[str]] = {}
         for service in settings.services:
             for name in service.processes:
@@ -227,6 +237,10 @@ class ServicesCollector:
         ]
 
 
-@register_collector("services", "Mail service processes: up, count, memory, CPU, open files")
-def _services(config: Config) -> ServicesCollector:
-    return ServicesCollector(config.collectors.services)
+@register_collector(
+    "services", "Mail service processes: up, count, memory, CPU, open files", ServicesConfig
+)
+def _services(section: ServicesConfig, previous: Collector | None) -> ServicesCollector:
+    return ServicesCollector(
+        section, previous=previous if isinstance(previous, ServicesCollector) else None
+    )

@@ -57,10 +57,10 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import CollectorError, register_collector
+from mail_exporter.collectors import Collector, CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config, SmartConfig
+from mail_exporter.config import SmartConfig
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +364,8 @@ def reading_families(readings: Mapping[str, Reading]) -> list[Metric]:
     ]
 
 
-@register_collector("smart", "Disk health from smartctl (S.M.A.R.T.), on its own interval")
-def _smart(config: Config) -> SmartCollector:
-    return SmartCollector(config.collectors.smart)
+@register_collector(
+    "smart", "Disk health from smartctl (S.M.A.R.T.), on its own interval", SmartConfig
+)
+def _smart(section: SmartConfig, previous: Collector | None) -> SmartCollector:
+    return SmartCollector(section)

@@ -24,13 +24,13 @@ Sample output::
 
 from __future__ import annotations
 
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors import Collector, register_collector
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config import Config
+from mail_exporter.config import DnsConfig
 
 
 @register_collector(
-    "dns", "MX, SPF, DMARC, DKIM, MTA-STS, TLS-RPT, DANE, reverse DNS and blocklists"
+    "dns", "MX, SPF, DMARC, DKIM, MTA-STS, TLS-RPT, DANE, reverse DNS and blocklists", DnsConfig
 )
-def _dns(config: Config) -> DnsCollector:
-    return DnsCollector(config.collectors.dns)
+def _dns(section: DnsConfig, previous: Collector | None) -> DnsCollector:
+    return DnsCollector(section, previous=previous if isinstance(previous, DnsCollector) else None)

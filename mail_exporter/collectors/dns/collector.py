@@ -7,6 +7,9 @@ finished pass at once. So blocklists, which ban heavy users, see one query per I
 zone per interval however often Prometheus scrapes. Each pass runs on its own event
 loop in that thread, with at most ``max_in_flight`` queries out at once (through
 ``resolver`` and ``blocklist_resolver`` together).
+
+A collector rebuilt by a reload runs its checks afresh (its section changed) but goes
+on with its predecessor's error counters, so that they never move backwards.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class DnsCollector:
         clock: Callable[[], float] = time.monotonic,
         background: Runner | None = None,
         mta_sts_url: Callable[[str], str] = mtasts.policy_url,
+        previous: DnsCollector | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -54,6 +58,13 @@ class DnsCollector:
         self._lock = threading.Lock()
         self.check_errors: Counter[tuple[str, str]] = Counter()
         self.blocklist_errors: Counter[tuple[str, str]] = Counter()
+        if previous is not None:  # error counters go on; those of zones no longer listed end
+            zones = {*settings.ip_blocklists, *settings.domain_blocklists}
+            with previous._lock:
+                self.check_errors.update(previous.check_errors)
+                self.blocklist_errors.update(
+                    {key: n for key, n in previous.blocklist_errors.items() if key[0] in zones}
+                )
 
     def collect(self) -> Iterable[Metric]:
         if self._results is None and self._failure is None:

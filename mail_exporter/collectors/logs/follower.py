@@ -78,6 +78,12 @@ class Follower:
         self._thread: threading.Thread | None = None
         self._feed: Feed | None = None
 
+    def count_on(self, predecessor: Follower) -> None:
+        """Go on with the counts of the follower this one succeeds (the same source)."""
+        self.lines_read = predecessor.lines_read
+        self.too_long = predecessor.too_long
+        self.rotations = dict(predecessor.rotations)
+
     def start(self, feed: Feed, position: Position | None) -> None:
         self._feed = feed
         self.restore(position or {})
