@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from bench.harness import Children, machine_line, median, percentile, print_table
-from mail_exporter.collectors import COLLECTORS, Collector, CollectorSet
+from mail_exporter.collectors.base import COLLECTORS, Collector, CollectorSet
 from mail_exporter.config import Config
 
 COLLECTED = ("host", "sensors", "services", "backups")

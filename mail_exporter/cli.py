@@ -34,8 +34,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from mail_exporter import __version__
-from mail_exporter.collectors import COLLECTORS
-from mail_exporter.config import ConfigError, ModuleConfig, describe_error, load_config
+from mail_exporter.collectors.base import COLLECTORS
+from mail_exporter.config import ConfigError, ModuleConfig, describe_error
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -245,7 +245,7 @@ def main(
 def check_config(path: Path) -> None:
     """Validate a config file; list every problem and exit 1 if there is one."""
     try:
-        config = load_config(path)
+        config = read_config(path)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)

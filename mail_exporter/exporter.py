@@ -6,7 +6,7 @@ first; if anything is wrong in either, both running ones stay and
 ``mail_exporter_config_last_reload_successful`` drops to 0; an unexpected error while
 reading them is such a failure too, never a 500 that leaves the gauge at 1. A reload
 that succeeds keeps each collector whose section is unchanged (see
-:mod:`mail_exporter.collectors`), so their caches and log positions are not thrown away,
+:mod:`mail_exporter.collectors.base`), so their caches and log positions are not thrown away,
 each target and round-trip route that is unchanged with its work in flight and its
 schedule (see :mod:`mail_exporter.scheduler`, :mod:`mail_exporter.roundtrip.runner`),
 and the passwords basic auth verified while their hashes are unchanged (see
@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mail_exporter import __version__
-from mail_exporter.collectors import CollectorSet
+from mail_exporter.collectors.base import CollectorSet, unregistered_sections
 from mail_exporter.config import Config, ConfigError, default_config, load_config
 from mail_exporter.logs import redact
 from mail_exporter.roundtrip.runner import RoundTripRunner
@@ -39,8 +39,13 @@ logger = logging.getLogger(__name__)
 
 
 def read_config(path: Path | None) -> Config:
-    """The file's config, or the built-in default when no file is given."""
-    return load_config(path) if path is not None else default_config()
+    """The file's config, or the built-in default when no file is given; a section switched
+    on for a collector this program does not have is a :class:`ConfigError` too."""
+    config = load_config(path) if path is not None else default_config()
+    problems = unregistered_sections(config)
+    if problems:
+        raise ConfigError(str(path or "built-in default config"), problems)
+    return config
 
 
 class ProbeRefusal(StrEnum):

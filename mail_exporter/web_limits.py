@@ -80,7 +80,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import enabled_collectors
+from mail_exporter.collectors.base import enabled_collectors
 from mail_exporter.config import Config
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mail_exporter.collectors import CollectorError, CollectorSet
 from mail_exporter.collectors.backups import BackupsCollector, Newest, newest_file
+from mail_exporter.collectors.base import CollectorError, CollectorSet
 from mail_exporter.config import BackupMatch, BackupsConfig, Config
 from tests.test_host import scrape
 

@@ -16,14 +16,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter import collectors
-from mail_exporter.collectors import (
+from mail_exporter.collectors import base
+from mail_exporter.collectors.base import (
+    COLLECTORS,
     CollectorError,
     CollectorSet,
     enabled_collectors,
     register_collector,
 )
-from mail_exporter.config import CollectorSection, Config
+from mail_exporter.config import CollectorsConfig, CollectorSection, Config, ConfigError
+from mail_exporter.exporter import Exporter, read_config
 from tests.served import Reply, Served, get, served_exporter
 
 
@@ -55,7 +57,7 @@ def release() -> Iterator[threading.Event]:
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch, release: threading.Event) -> None:
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     register_collector("working", "test", CollectorSection)(lambda section, previous: _Working())
     register_collector("broken", "test", CollectorSection)(lambda section, previous: _Broken())
     register_collector("hanging", "test", CollectorSection)(
@@ -69,6 +71,30 @@ def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
         for family in families
         for sample in family.samples
     }
+
+
+def test_every_collector_has_its_section_and_every_section_its_collector() -> None:
+    sections = CollectorsConfig.model_fields
+    assert set(sections) == set(COLLECTORS)
+    for name, spec in COLLECTORS.items():
+        assert sections[name].annotation is spec.section, name
+
+
+def test_a_section_switched_on_without_its_collector_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when a collector module is not imported: its section validates, but nothing
+    would ever read it. The file is refused at start and at reloads, and by check-config."""
+    monkeypatch.setattr(base, "COLLECTORS", {n: s for n, s in COLLECTORS.items() if n != "sensors"})
+    config = write_config(tmp_path, {"sensors": {"enabled": True}, "backups": {"enabled": False}})
+    problem = "collectors.sensors.enabled: there is no collector sensors to switch on"
+    with pytest.raises(ConfigError) as refused:
+        read_config(config)
+    assert refused.value.problems == [problem]
+    with pytest.raises(ConfigError):
+        Exporter(config, {})
+    write_config(tmp_path, {"sensors": {"enabled": False}})
+    assert read_config(config).collectors.sensors.enabled is False
 
 
 @pytest.mark.usefixtures("registered")
@@ -110,7 +136,7 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
             family.add_metric([self.mta], 3.0)
             yield family
 
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     register_collector("first", "test", CollectorSection)(
         lambda section, previous: _Queue("postfix")
     )
@@ -165,7 +191,7 @@ class StatefulCollector:
 @pytest.fixture
 def stateful(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stateful collectors under real section names, so that config changes reach them."""
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors", "services"):
         register_collector(name, "test", CollectorSection)(
@@ -233,7 +259,7 @@ class _Slow:
 
 
 def test_concurrent_scrapes_share_one_collection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     register_collector("slow", "test", CollectorSection)(lambda section, previous: _Slow())
     collector_set = CollectorSet(Config(), {"slow": True})
     results: list[dict[tuple[str, str], float]] = []

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mail_exporter.collectors import COLLECTORS, CollectorError
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector

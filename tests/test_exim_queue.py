@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from mail_exporter.collectors import COLLECTORS, CollectorError
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.exim_queue import (
     HEADER_READ_LIMIT,
     EximQueueCollector,

@@ -15,7 +15,8 @@ import psutil
 import pytest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError, host
+from mail_exporter.collectors import host
+from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.host import CPU_MODES, HostCollector
 from mail_exporter.config import HostConfig
 

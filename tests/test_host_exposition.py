@@ -11,8 +11,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import COLLECTORS, CollectorSet
 from mail_exporter.collectors.backups import BackupsCollector
+from mail_exporter.collectors.base import COLLECTORS, CollectorSet
 from mail_exporter.collectors.host import HostCollector
 from mail_exporter.collectors.sensors import SensorsCollector
 from mail_exporter.collectors.services import ServicesCollector

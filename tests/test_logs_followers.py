@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mail_exporter.collectors import COLLECTORS
+from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.follower import StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower

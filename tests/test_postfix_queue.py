@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError
+from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.postfix_queue import (
     DEFER_REASONS,
     QUEUES,

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from mail_exporter.collectors import COLLECTORS, CollectorError, qmail_queue
+from mail_exporter.collectors import qmail_queue
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.qmail_queue import (
     QmailQueueCollector,
     parse_qread,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mail_exporter.collectors import CollectorError, smart
+from mail_exporter.collectors import smart
+from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.smart import FLAGS, Device, SmartCollector
 from mail_exporter.config import SmartConfig
 from tests.test_host import Found, scrape, value

@@ -13,9 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter import __version__, collectors
+from mail_exporter import __version__
 from mail_exporter import config as config_module
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors import base
+from mail_exporter.collectors.base import register_collector
 from mail_exporter.config import CollectorSection, Config
 from mail_exporter.config_files import read_bounded
 from mail_exporter.exporter import Exporter
@@ -349,7 +350,7 @@ async def test_reload_keeps_unchanged_collectors(
 ) -> None:
     """Their caches and positions survive a reload; a changed section rebuilds, a removed one
     closes."""
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors"):
         register_collector(name, "test", CollectorSection)(

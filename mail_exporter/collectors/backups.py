@@ -14,7 +14,7 @@ So that "the mail backup is older than 26 hours" is one alert:
   the system resolves them, and so are the links a fixed-depth part (``*``) matches: those
   cannot recurse.
 * Every scan is bounded: past ``max_entries`` directory entries, or past the collection's
-  deadline (:func:`~mail_exporter.collectors.collection_deadline`), it stops and the
+  deadline (:func:`~mail_exporter.collectors.base.collection_deadline`), it stops and the
   collector fails with the reason, rather than report a newest file it may not have seen.
 * Hidden files (names starting with a dot) never match, as in the shell: rsync and
   many backup tools write their unfinished files under such names, and a half-written
@@ -46,7 +46,7 @@ from fnmatch import fnmatchcase
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import (
+from mail_exporter.collectors.base import (
     Collector,
     CollectorError,
     collection_deadline,

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import Collector, CollectorError, register_collector
+from mail_exporter.collectors.base import Collector, CollectorError, register_collector
 from mail_exporter.config import HostConfig
 
 logger = logging.getLogger(__name__)

@@ -39,8 +39,13 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import Collector, CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import (
     OTHER,
     QueueStats,
@@ -404,7 +409,7 @@ class PostfixQueueCollector:
     Instances fail one at a time: one that cannot be read costs its own figures (left
     out, not reported as 0) and shows as ``mail_queue_collect_success 0``; the others
     are exported. Its failure is logged when it starts or changes, and its recovery,
-    as :class:`~mail_exporter.collectors.CollectorSet` does for whole collectors. Only
+    as :class:`~mail_exporter.collectors.base.CollectorSet` does for whole collectors. Only
     when every instance fails does the collector fail, as a single instance always
     has; the framework then logs all the reasons in one line, and later that the
     collector works again, so those failures are not logged a second time here.

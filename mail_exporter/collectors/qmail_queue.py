@@ -45,8 +45,13 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import Collector, CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
 from mail_exporter.config import QmailQueueConfig
 

@@ -28,7 +28,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import Collector, register_collector
+from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import SensorsConfig
 

@@ -42,7 +42,7 @@ from typing import Protocol
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import Collector, register_collector
+from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import ServicesConfig
 

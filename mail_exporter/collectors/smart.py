@@ -1,11 +1,12 @@
 """Disk health from S.M.A.R.T.: ``smartctl --json --nocheck=standby -a`` for each disk.
 
 smartctl is slow (it talks to every disk) and needs root, so it runs on the section's
-own ``interval`` (10 minutes by default), never on the event loop: the first scrape runs
-it in the collector's worker thread and waits (bounded by the section's ``timeout``);
-later runs start in a thread of the collector's own at the first scrape after the
-interval, and every scrape returns the last finished run's readings at once, so that
-no /metrics request waits for the disks. Decisions:
+own ``interval`` (10 minutes by default), never on the event loop, as
+:mod:`~mail_exporter.collectors.background` runs work: the first scrape runs it in the
+collector's worker thread and waits (bounded by the section's ``timeout``); later runs
+start in a thread of the collector's own at the first scrape after the interval, and
+every scrape returns the last finished run's readings at once, so that no /metrics
+request waits for the disks. Decisions:
 
 * Disks: the config's ``devices``, else what ``smartctl --scan`` finds, scanned again at
   each run. A device is ``NAME`` or ``NAME -d TYPE`` (as ``--scan`` prints it); the type
@@ -51,14 +52,18 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import Collector, CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE
+from mail_exporter.collectors.background import IntervalWork, Runner
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
 from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import SmartConfig
 
@@ -229,8 +234,6 @@ def cannot_run(device: Device, exit_status: int, document: Mapping[str, Any]) ->
 
 State = tuple[dict[str, Reading], str | None]
 """A run's readings by device label, and why it failed (readings of the run before then)."""
-Runner = Callable[[Callable[[], None]], object]
-"""Starts a run somewhere else than the scrape's thread (a thread of the collector's own)."""
 
 
 class SmartCollector:
@@ -251,30 +254,21 @@ class SmartCollector:
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
-        self._thread: ThreadPoolExecutor | None = None
-        if background is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="smartctl")
-            background = self._thread.submit
-        self.background = background
-        self._due = float("-inf")
+        self._runs = IntervalWork(
+            "smartctl", float(settings.interval), self._refresh, clock, background
+        )
         self._state: State | None = None
 
     def collect(self) -> Iterable[Metric]:
-        if self._state is None:
-            self._due = self.clock() + float(self.settings.interval)
-            self._state = self._run()
-        elif self.clock() >= self._due:
-            self._due = self.clock() + float(self.settings.interval)
-            self.background(self._refresh)
+        self._runs.tick()
+        assert self._state is not None  # the first tick ran smartctl in this thread
         readings, failure = self._state  # a run just started in the background: the last one's
         if failure is not None:
             raise CollectorError(failure)
         return reading_families(readings)
 
     def close(self) -> None:
-        """Drop a run that has not started; one in progress ends at its time limit."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=False, cancel_futures=True)
+        self._runs.close()
 
     def _refresh(self) -> None:
         self._state = self._run()

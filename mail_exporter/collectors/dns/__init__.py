@@ -24,7 +24,7 @@ Sample output::
 
 from __future__ import annotations
 
-from mail_exporter.collectors import Collector, register_collector
+from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.dns.collector import DnsCollector
 from mail_exporter.config import DnsConfig
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import Collector, register_collector
+from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.files import FileFollower
