@@ -1,9 +1,9 @@
-"""Every metric name the probes export, and the one place results become metric families.
+"""Every metric the probes and round trips export, declared once, and their families.
 
-Scheduled probes and ``/probe`` share :class:`ProbeFamilies`; scheduled ones
-carry ``target`` and ``module`` labels on top of ``protocol``.  Counters and the
-latency histogram of scheduled probes are kept in plain structures by the
-scheduler and only rendered here, at scrape time.
+Scheduled probes and ``/probe`` share :func:`probe_families`; scheduled ones carry
+``target`` and ``module`` labels on top of ``protocol``. Counters and the latency
+histogram of scheduled probes are kept in plain structures by the scheduler and only
+rendered from these declarations (when a result arrives: see :mod:`.scheduler`).
 
 Sample output of one scheduled STARTTLS probe::
 
@@ -15,17 +15,12 @@ Sample output of one scheduled STARTTLS probe::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
-from mail_exporter.probes.result import FailureReason, ProbeResult
+from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
+from mail_exporter.probes.result import FailureReason, ProbeResult, TLSFacts
 
 if TYPE_CHECKING:
     from mail_exporter.roundtrip.outcome import RouteStats
@@ -53,101 +48,140 @@ def tls_version_label(version: str) -> str:
     return version.replace("TLSv", "TLS ") if version.startswith("TLSv") else version
 
 
-class ProbeFamilies:
-    """Metric families for a set of probe results sharing one label schema."""
+def _tls(read: Callable[[TLSFacts], float | bool | None]) -> Callable[[ProbeResult], Reading]:
+    """Reads a TLS fact of a result; none without a TLS session."""
+    return lambda result: None if result.tls is None else read(result.tls)
 
-    def __init__(self, label_names: Sequence[str], keep_empty: bool = False) -> None:
-        names = list(label_names)
-        self._keep_empty = keep_empty
-        self._families: list[Metric] = []
 
-        def gauge(name: str, documentation: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(name, documentation, labels=[*names, *extra])
-            self._families.append(family)
-            return family
+# Their labels follow the probe's own: target, module, protocol when scheduled; protocol
+# for /probe. Those of one value per probe read it from the ProbeResult.
+SUCCESS = MetricSpec(
+    "mail_probe_success",
+    "1 if the last probe passed every step.",
+    "gauge",
+    (),
+    lambda result: result.success,
+)
+DURATION = MetricSpec(
+    "mail_probe_duration_seconds",
+    "Wall time of the last probe.",
+    "gauge",
+    (),
+    lambda result: result.duration_seconds,
+)
+PHASE_DURATION = MetricSpec(
+    "mail_probe_phase_duration_seconds",
+    "Time the last probe spent in each phase.",
+    "gauge",
+    ("phase",),
+    as_is,
+)
+FAILURE_INFO = MetricSpec(
+    "mail_probe_failure_info",
+    "Present with value 1 while the last probe failed: the phase it stopped in and why.",
+    "gauge",
+    ("phase", "reason"),
+    as_is,
+)
+LAST_SUCCESS = MetricSpec(
+    "mail_probe_last_success_timestamp_seconds",
+    "When a probe last passed every step.",
+    "gauge",
+    (),
+    as_is,
+)
+STARTTLS_OFFERED = MetricSpec(
+    "mail_probe_starttls_offered",
+    "1 if the server offered STARTTLS/STLS on the plaintext session.",
+    "gauge",
+    (),
+    lambda result: result.starttls_offered,
+)
+PLAINTEXT_AUTH_OFFERED = MetricSpec(
+    "mail_probe_plaintext_auth_offered",
+    "1 if the server advertised login on an unencrypted channel.",
+    "gauge",
+    (),
+    lambda result: result.plaintext_auth_offered,
+)
+CERT_EXPIRY = MetricSpec(
+    "mail_tls_cert_expiry_timestamp_seconds",
+    "Earliest NotAfter in the presented chain, exported even when verification fails.",
+    "gauge",
+    (),
+    _tls(lambda facts: facts.earliest_not_after),
+)
+CERT_NOT_BEFORE = MetricSpec(
+    "mail_tls_cert_not_before_timestamp_seconds",
+    "NotBefore of the leaf certificate.",
+    "gauge",
+    (),
+    _tls(lambda facts: facts.leaf_not_before),
+)
+CERT_VERIFIED = MetricSpec(
+    "mail_tls_cert_verified",
+    "1 if the chain and host name verified.",
+    "gauge",
+    (),
+    _tls(lambda facts: facts.verified),
+)
+TLS_VERSION = MetricSpec(
+    "mail_tls_version_info", "TLS version of the session.", "gauge", ("version",), as_is
+)
+TLS_CIPHER = MetricSpec(
+    "mail_tls_cipher_info", "Cipher suite of the session.", "gauge", ("cipher",), as_is
+)
+FAILURES = MetricSpec(
+    "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is
+)
+PROBE_METRICS = (
+    SUCCESS,
+    DURATION,
+    PHASE_DURATION,
+    FAILURE_INFO,
+    LAST_SUCCESS,
+    STARTTLS_OFFERED,
+    PLAINTEXT_AUTH_OFFERED,
+    CERT_EXPIRY,
+    CERT_NOT_BEFORE,
+    CERT_VERIFIED,
+    TLS_VERSION,
+    TLS_CIPHER,
+    FAILURES,
+)
 
-        self.success = gauge("mail_probe_success", "1 if the last probe passed every step.")
-        self.duration = gauge("mail_probe_duration_seconds", "Wall time of the last probe.")
-        self.phase = gauge(
-            "mail_probe_phase_duration_seconds",
-            "Time the last probe spent in each phase.",
-            ["phase"],
-        )
-        self.failure_info = gauge(
-            "mail_probe_failure_info",
-            "Present with value 1 while the last probe failed: the phase it stopped in and why.",
-            ["phase", "reason"],
-        )
-        self.last_success = gauge(
-            "mail_probe_last_success_timestamp_seconds", "When a probe last passed every step."
-        )
-        self.starttls_offered = gauge(
-            "mail_probe_starttls_offered",
-            "1 if the server offered STARTTLS/STLS on the plaintext session.",
-        )
-        self.plaintext_auth = gauge(
-            "mail_probe_plaintext_auth_offered",
-            "1 if the server advertised login on an unencrypted channel.",
-        )
-        self.cert_expiry = gauge(
-            "mail_tls_cert_expiry_timestamp_seconds",
-            "Earliest NotAfter in the presented chain, exported even when verification fails.",
-        )
-        self.cert_not_before = gauge(
-            "mail_tls_cert_not_before_timestamp_seconds", "NotBefore of the leaf certificate."
-        )
-        self.cert_verified = gauge(
-            "mail_tls_cert_verified", "1 if the chain and host name verified."
-        )
-        self.tls_version = gauge(
-            "mail_tls_version_info", "TLS version of the session.", ["version"]
-        )
-        self.tls_cipher = gauge("mail_tls_cipher_info", "Cipher suite of the session.", ["cipher"])
-        self.failures = CounterMetricFamily(
-            "mail_probe_failures", "Failed probes by reason.", labels=[*names, "reason"]
-        )
-        self._families.append(self.failures)
 
-    def add(
-        self,
-        labels: Sequence[str],
-        result: ProbeResult,
-        failures: Mapping[str, float],
-        last_success: float | None,
-    ) -> None:
-        """Add one target's latest result, its failure counts and its last success time."""
-        values = list(labels)
-        self.success.add_metric(values, 1.0 if result.success else 0.0)
-        self.duration.add_metric(values, result.duration_seconds)
-        for phase, seconds in result.phases.items():
-            self.phase.add_metric([*values, phase.value], seconds)
-        if result.failure is not None:
-            failure = result.failure
-            self.failure_info.add_metric([*values, failure.phase.value, failure.reason.value], 1.0)
-        if last_success is not None:
-            self.last_success.add_metric(values, last_success)
-        if result.starttls_offered is not None:
-            self.starttls_offered.add_metric(values, float(result.starttls_offered))
-        if result.plaintext_auth_offered is not None:
-            self.plaintext_auth.add_metric(values, float(result.plaintext_auth_offered))
-        for reason in FAILURE_REASONS:
-            self.failures.add_metric([*values, reason], failures.get(reason, 0.0))
-        self._add_tls(values, result)
+def probe_families(
+    names: tuple[str, ...],
+    labels: Sequence[str],
+    result: ProbeResult,
+    failures: Mapping[str, float],
+    last_success: float | None,
+) -> list[Family]:
+    """Every probe family (those without samples too) of one target's latest result, its
+    failure counts and its last success time, under the label names ``names``."""
+    target = tuple(labels)
+    tls, failure = result.tls, result.failure
+    one: list[Row] = [(target, result)]
+    rows: dict[str, Iterable[Row]] = {  # by name: a spec's hash costs more than the rest
+        PHASE_DURATION.name: [((*target, p.value), s) for p, s in result.phases.items()],
+        FAILURE_INFO.name: (
+            [((*target, failure.phase.value, failure.reason.value), 1.0)] if failure else []
+        ),
+        LAST_SUCCESS.name: [(target, last_success)],
+        TLS_VERSION.name: [((*target, tls_version_label(tls.version)), 1.0)] if tls else [],
+        TLS_CIPHER.name: [((*target, tls.cipher), 1.0)] if tls else [],
+        FAILURES.name: [
+            ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
+        ],
+    }
+    return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
 
-    def _add_tls(self, values: list[str], result: ProbeResult) -> None:
-        facts = result.tls
-        if facts is None:
-            return
-        if facts.earliest_not_after is not None:
-            self.cert_expiry.add_metric(values, facts.earliest_not_after)
-        if facts.leaf_not_before is not None:
-            self.cert_not_before.add_metric(values, facts.leaf_not_before)
-        self.cert_verified.add_metric(values, 1.0 if facts.verified else 0.0)
-        self.tls_version.add_metric([*values, tls_version_label(facts.version)], 1.0)
-        self.tls_cipher.add_metric([*values, facts.cipher], 1.0)
 
-    def __iter__(self) -> Iterator[Metric]:
-        return (family for family in self._families if family.samples or self._keep_empty)
+@cache
+def _probe_metrics(names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
+    """PROBE_METRICS with the label names of one schema (scheduled, or /probe) first."""
+    return tuple(spec.after(names) for spec in PROBE_METRICS)
 
 
 class LatencyHistogram:
@@ -176,15 +210,16 @@ class LatencyHistogram:
         return [*pairs, ("+Inf", float(max(count, counts[-1])))]
 
 
-def latency_family(label_names: Sequence[str]) -> HistogramMetricFamily:
-    return HistogramMetricFamily(
-        "mail_probe_latency_seconds", "Durations of all scheduled probes.", labels=list(label_names)
-    )
+LATENCY = MetricSpec(
+    "mail_probe_latency_seconds",
+    "Durations of all scheduled probes.",
+    "histogram",
+    (),  # the scheduled probes' own
+    lambda histogram: (histogram.buckets(), histogram.total),
+)
 
 
 # Round trip -------------------------------------------------------------------------------
-
-_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
 
 ROUNDTRIP_BUCKETS: tuple[float, ...] = (
     0.1,
@@ -205,8 +240,73 @@ ROUNDTRIP_BUCKETS: tuple[float, ...] = (
 """From sub-second loopback deliveries to the hour after which admins call mail lost."""
 
 
-class RoundTripFamilies:
-    """Metric families of the round-trip routes, from each route's running totals.
+ROUNDTRIP_FAILURES = MetricSpec(
+    "mail_roundtrip_failures_total",
+    "Failed round trips by stage: send, send_auth, receive, receive_auth, timeout, cleanup.",
+    "counter",
+    ("route", "stage"),
+    as_is,
+)
+ROUNDTRIP_HOPS = MetricSpec(
+    "mail_roundtrip_hop_delay_seconds",
+    "Delay each hop added, from the Received headers of the last message seen in time "
+    "(hop 1 is the first server; hops past 5 add to hop 5).",
+    "gauge",
+    ("route", "hop"),
+    as_is,
+)
+ROUNDTRIP_METRICS = (
+    MetricSpec(
+        "mail_roundtrip_success",
+        "1 if the last round trip's message was seen in the mailbox in time.",
+        "gauge",
+        ("route",),
+        lambda stats: stats.success,
+    ),
+    MetricSpec(
+        "mail_roundtrip_duration_seconds",
+        "Start of sending to the message seen in the mailbox, last success.",
+        "gauge",
+        ("route",),
+        lambda stats: stats.duration,
+    ),
+    MetricSpec(
+        "mail_roundtrip_delivery_seconds",
+        "Start of sending to the message seen, for every message seen in time.",
+        "histogram",
+        ("route",),
+        lambda stats: (stats.delivery.buckets(), stats.delivery.total),
+    ),
+    MetricSpec(
+        "mail_roundtrip_last_success_timestamp_seconds",
+        "When a round trip last succeeded.",
+        "gauge",
+        ("route",),
+        lambda stats: stats.last_success,
+    ),
+    ROUNDTRIP_FAILURES,
+    MetricSpec(
+        "mail_roundtrip_late_arrivals_total",
+        "Messages seen after their route's timeout (each counted once, not lost again).",
+        "counter",
+        ("route",),
+        lambda stats: stats.late,
+    ),
+    MetricSpec(
+        "mail_roundtrip_junk_total",
+        "Messages seen in time in the junk mailbox instead of the mailbox.",
+        "counter",
+        ("route",),
+        lambda stats: stats.junk,
+    ),
+    ROUNDTRIP_HOPS,
+)
+"""Those of one value per route read it from the route's RouteStats."""
+
+
+def roundtrip_families(routes: Mapping[str, RouteStats]) -> list[Family]:
+    """The families of the routes' running totals; values not known yet are left out, never
+    reported as 0.
 
     Sample output of a route whose last attempt passed::
 
@@ -215,75 +315,18 @@ class RoundTripFamilies:
         mail_roundtrip_failures_total{route="local-loop",stage="timeout"} 0.0
         mail_roundtrip_hop_delay_seconds{route="local-loop",hop="1"} 0.0
     """
-
-    def __init__(self) -> None:
-        self._families: list[Metric] = []
-        self.success = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_success",
-            "1 if the last round trip's message was seen in the mailbox in time.",
-        )
-        self.duration = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_duration_seconds",
-            "Start of sending to the message seen in the mailbox, last success.",
-        )
-        self.delivery = self._family(
-            HistogramMetricFamily,
-            "mail_roundtrip_delivery_seconds",
-            "Start of sending to the message seen, for every message seen in time.",
-        )
-        self.last_success = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_last_success_timestamp_seconds",
-            "When a round trip last succeeded.",
-        )
-        self.failures = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_failures",
-            "Failed round trips by stage: send, send_auth, receive, receive_auth, timeout, "
-            "cleanup.",
-            "stage",
-        )
-        self.late = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_late_arrivals",
-            "Messages seen after their route's timeout (each counted once, not lost again).",
-        )
-        self.junk = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_junk",
-            "Messages seen in time in the junk mailbox instead of the mailbox.",
-        )
-        self.hops = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_hop_delay_seconds",
-            "Delay each hop added, from the Received headers of the last message seen in time "
-            "(hop 1 is the first server; hops past 5 add to hop 5).",
-            "hop",
-        )
-
-    def _family(self, kind: type[_Family], name: str, documentation: str, *extra: str) -> _Family:
-        family = kind(name, documentation, labels=["route", *extra])
-        self._families.append(family)
-        return family
-
-    def add(self, route: str, stats: RouteStats) -> None:
-        """Add one route's totals; values not known yet are left out, never reported as 0."""
-        for stage, count in stats.failures.items():
-            self.failures.add_metric([route, stage], count)
-        self.late.add_metric([route], stats.late)
-        self.junk.add_metric([route], stats.junk)
-        histogram = stats.delivery
-        self.delivery.add_metric([route], histogram.buckets(), histogram.total)
-        if stats.success is not None:
-            self.success.add_metric([route], float(stats.success))
-        if stats.duration is not None:
-            self.duration.add_metric([route], stats.duration)
-        if stats.last_success is not None:
-            self.last_success.add_metric([route], stats.last_success)
-        for hop, seconds in stats.hops.items():
-            self.hops.add_metric([route, hop], seconds)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return (family for family in self._families if family.samples)
+    rows: dict[MetricSpec, list[Row]] = {
+        ROUNDTRIP_FAILURES: [
+            ((route, stage), count)
+            for route, stats in routes.items()
+            for stage, count in stats.failures.items()
+        ],
+        ROUNDTRIP_HOPS: [
+            ((route, hop), seconds)
+            for route, stats in routes.items()
+            for hop, seconds in stats.hops.items()
+        ],
+    }
+    by_route: list[Row] = [((route,), stats) for route, stats in routes.items()]
+    built = [spec.family(rows.get(spec, by_route)) for spec in ROUNDTRIP_METRICS]
+    return [family for family in built if family.samples]

@@ -42,7 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from mail_exporter.config import ConfigError, ModuleConfig
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
-from mail_exporter.metrics import ProbeFamilies
+from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.status_page import render_status_page
@@ -66,11 +66,11 @@ class _OneProbe:
         self.result = result
 
     def collect(self) -> Iterable[Metric]:
-        families = ProbeFamilies(["protocol"])
-        failures = {self.result.failure.reason.value: 1.0} if self.result.failure else {}
-        last_success = time.time() if self.result.success else None
-        families.add([self.result.protocol], self.result, failures, last_success)
-        return families
+        result = self.result
+        failures = {result.failure.reason.value: 1.0} if result.failure else {}
+        last_success = time.time() if result.success else None
+        families = probe_families(("protocol",), [result.protocol], result, failures, last_success)
+        return [family for family in families if family.samples]
 
 
 def _exporter(request: web.Request) -> Exporter:

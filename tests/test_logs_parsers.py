@@ -24,10 +24,10 @@ Effects = dict[tuple[str, tuple[str, ...]], float]
 def effects(counters: LogCounters) -> Effects:
     """Every non-zero count, as (attribute, labels) → value; delays as their count."""
     found: Effects = {}
-    for family in (*COUNTERS, *DOMAINS):
-        values = getattr(counters, family.attribute)
+    for attribute in (*COUNTERS, *DOMAINS):
+        values = getattr(counters, attribute)
         values = values.snapshot() if hasattr(values, "snapshot") else values
-        found.update({(family.attribute, k): v for k, v in values.items() if v})
+        found.update({(attribute, k): v for k, v in values.items() if v})
     for key, histogram in counters.delays.items():
         found[("delays", key)] = sum(histogram.buckets)
     return found

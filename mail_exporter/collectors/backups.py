@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import (
     Collector,
@@ -52,15 +52,32 @@ from mail_exporter.collectors.base import (
     collection_deadline,
     register_collector,
 )
-from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import BackupMatch, BackupsConfig
+from mail_exporter.metric_spec import MetricSpec, attribute, families
 
-FIELDS: Sequence[Field] = (
-    ("mail_host_backup_files", "Files matching the backup's path; 0 when none does.", "files", 1),
-    ("mail_host_backup_last_modified_timestamp_seconds",
-     "Modification time of the backup's newest file.", "modified", 1),
-    ("mail_host_backup_size_bytes", "Size of the backup's newest file.", "size_bytes", 1),
-)  # fmt: skip
+FIELDS = (
+    MetricSpec(
+        "mail_host_backup_files",
+        "Files matching the backup's path; 0 when none does.",
+        "gauge",
+        ("backup",),
+        attribute("files"),
+    ),
+    MetricSpec(
+        "mail_host_backup_last_modified_timestamp_seconds",
+        "Modification time of the backup's newest file.",
+        "gauge",
+        ("backup",),
+        attribute("modified"),
+    ),
+    MetricSpec(
+        "mail_host_backup_size_bytes",
+        "Size of the backup's newest file.",
+        "gauge",
+        ("backup",),
+        attribute("size_bytes"),
+    ),
+)
 
 RECURSIVE = "**"
 EVERY_FILE_BELOW: tuple[str, ...] = (RECURSIVE, "*")
@@ -219,7 +236,7 @@ class BackupsCollector:
             ([backup.name], newest_file(backup.path, self.settings, deadline))
             for backup in self.backups
         ]
-        return families(GaugeMetricFamily, FIELDS, ["backup"], rows)
+        return families(FIELDS, rows)
 
 
 @register_collector("backups", "Age and size of the newest file of each backup", BackupsConfig)

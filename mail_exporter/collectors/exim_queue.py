@@ -52,7 +52,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import (
     COMMAND_TIME_SHARE,
@@ -69,6 +69,7 @@ from mail_exporter.collectors.queues import (
     source_info,
 )
 from mail_exporter.config import EximQueueConfig
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,14 @@ MTA = "exim"
 QUEUE = "input"
 HEADER_READ_LIMIT = 65536
 """How much of a ``-H`` file is read at most."""
+
+FROZEN = MetricSpec(
+    "mail_queue_frozen_messages",
+    "Frozen messages in the queue (Exim); absent when only a count could be read.",
+    "gauge",
+    ("mta", "mta_instance"),
+    as_is,
+)
 
 _ID = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
 _HEADER_FILE = re.compile(rf"({_ID})-H")
@@ -228,15 +237,9 @@ class EximQueueCollector:
 
     def _spool_families(self, scan: SpoolScan) -> list[Metric]:
         instance = self.settings.name
-        frozen = GaugeMetricFamily(
-            "mail_queue_frozen_messages",
-            "Frozen messages in the queue (Exim); absent when only a count could be read.",
-            labels=["mta", "mta_instance"],
-        )
-        frozen.add_metric([MTA, instance], scan.frozen)
         return [
             *queue_families(MTA, instance, {QUEUE: scan.queue}, time.time()),
-            frozen,
+            FROZEN.family([((MTA, instance), scan.frozen)]),
             source_info(MTA, instance, "spool"),
         ]
 

@@ -47,11 +47,10 @@ from mail_exporter.collectors.base import (
 )
 from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import (
+    COLLECT_SUCCESS,
     OTHER,
     QueueStats,
     SourceLog,
-    collect_success,
-    labelled_counts,
     queue_families,
     read_head,
     source_info,
@@ -59,6 +58,7 @@ from mail_exporter.collectors.queues import (
 )
 from mail_exporter.config import PostfixInstance, PostfixQueueConfig
 from mail_exporter.decimal_text import ascii_int
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,21 @@ HEAD_BYTES = 4096
 """How much of a queue file is read: the size and time records come first."""
 MAX_FIELD_BYTES = 65536
 """Longest showq field or postqueue line accepted; anything longer is a broken stream."""
+
+DEFERRED_RECIPIENTS = MetricSpec(
+    "mail_queue_deferred_recipients",
+    "Recipients waiting in the deferred queue, by class of the last delay reason.",
+    "gauge",
+    ("mta", "mta_instance", "reason"),
+    as_is,
+)
+DEFERRED_DOMAIN_RECIPIENTS = MetricSpec(
+    "mail_queue_deferred_domain_recipients",
+    "Deferred recipients by domain: the largest domains, the rest as other.",
+    "gauge",
+    ("mta", "mta_instance", "domain"),
+    as_is,
+)
 
 _REMOTE_REPLY = re.compile(r"\b(?:said|refused to talk to me):? ([45])\d\d\b")
 """Postfix's wording when the remote server answered: ``host X said: 450 ...`` or
@@ -485,7 +500,7 @@ class PostfixQueueCollector:
             families += self._families(instance.name, snapshot, now)
             families.append(source_info("postfix", instance.name, snapshot.source))
         self._log_failures(failures)
-        return [*families, collect_success("postfix", read)]
+        return [*families, COLLECT_SUCCESS.family((("postfix", name), ok) for name, ok in read)]
 
     def _log_failures(self, failures: dict[str, str]) -> None:
         """Log what changed since the last scrape; raise when no instance could be read."""
@@ -500,21 +515,17 @@ class PostfixQueueCollector:
         self._failures = failures
 
     def _families(self, instance: str, snapshot: QueueSnapshot, now: float) -> list[Metric]:
-        reasons = [(reason, snapshot.reasons.get(reason, 0)) for reason in DEFER_REASONS]
+        domains = top_with_other(snapshot.domains, self.settings.top_domains)
         return [
             *queue_families("postfix", instance, snapshot.queues, now),
-            labelled_counts(
-                "mail_queue_deferred_recipients",
-                "Recipients waiting in the deferred queue, by class of the last delay reason.",
-                "reason", ["postfix", instance], reasons,
+            DEFERRED_RECIPIENTS.family(
+                (("postfix", instance, reason), snapshot.reasons.get(reason, 0))
+                for reason in DEFER_REASONS
             ),
-            labelled_counts(
-                "mail_queue_deferred_domain_recipients",
-                "Deferred recipients by domain: the largest domains, the rest as other.",
-                "domain", ["postfix", instance],
-                top_with_other(snapshot.domains, self.settings.top_domains),
+            DEFERRED_DOMAIN_RECIPIENTS.family(
+                (("postfix", instance, domain), count) for domain, count in domains
             ),
-        ]  # fmt: skip
+        ]
 
 
 @register_collector(

@@ -26,24 +26,48 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import SensorsConfig
+from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 Readings = Mapping[str, Sequence[Any]]
 """psutil's shape: chip name to its sensors (named tuples with ``label``, ``current``, …)."""
 SensorSource = Callable[[], tuple[Readings, Readings]]
 
-LABELS = ["chip", "sensor"]
-TEMPERATURES: Sequence[Field] = (
-    ("mail_host_temperature_celsius", "Temperature of the sensor.", "current", 1),
-    ("mail_host_temperature_high_celsius", "The sensor's high (warning) threshold.", "high", 1),
-    ("mail_host_temperature_critical_celsius", "The sensor's critical threshold.", "critical", 1),
+LABELS = ("chip", "sensor")
+TEMPERATURES = (
+    MetricSpec(
+        "mail_host_temperature_celsius",
+        "Temperature of the sensor.",
+        "gauge",
+        LABELS,
+        attribute("current"),
+    ),
+    MetricSpec(
+        "mail_host_temperature_high_celsius",
+        "The sensor's high (warning) threshold.",
+        "gauge",
+        LABELS,
+        attribute("high"),
+    ),
+    MetricSpec(
+        "mail_host_temperature_critical_celsius",
+        "The sensor's critical threshold.",
+        "gauge",
+        LABELS,
+        attribute("critical"),
+    ),
 )
-FANS: Sequence[Field] = (
-    ("mail_host_fan_rpm", "Fan speed in revolutions per minute.", "current", 1),
+FANS = (
+    MetricSpec(
+        "mail_host_fan_rpm",
+        "Fan speed in revolutions per minute.",
+        "gauge",
+        LABELS,
+        attribute("current"),
+    ),
 )
 
 
@@ -63,7 +87,7 @@ def sensor_names(labels: Sequence[str], kind: str) -> list[str]:
     return names
 
 
-def sensor_families(readings: Readings, kind: str, fields: Sequence[Field]) -> list[Metric]:
+def sensor_families(readings: Readings, kind: str, specs: Sequence[MetricSpec]) -> list[Metric]:
     """The families of one kind of sensor that have samples; none for a host without any."""
     rows = [
         ([chip, name], sensor)
@@ -72,7 +96,7 @@ def sensor_families(readings: Readings, kind: str, fields: Sequence[Field]) -> l
             sensor_names([sensor.label for sensor in sensors], kind), sensors, strict=True
         )
     ]
-    return families(GaugeMetricFamily, fields, LABELS, rows)
+    return families(specs, rows)
 
 
 class SensorsCollector:

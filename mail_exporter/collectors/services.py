@@ -34,37 +34,66 @@ Sample output::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psutil  # type: ignore[import-untyped]
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import ServicesConfig
+from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 READ_LIMIT = 4096
 
-GAUGES: Sequence[Field] = (
-    ("mail_host_service_up", "1 if at least one process of the service runs.", "up", 1),
-    ("mail_host_service_processes", "Processes of the service.", "processes", 1),
-    ("mail_host_service_resident_memory_bytes", "Resident memory of the service's processes.",
-     "rss_bytes", 1),
-    ("mail_host_service_open_fds", "Open files, sockets and pipes of the service's processes.",
-     "open_fds", 1),
-    ("mail_host_service_start_time_seconds", "Start time of the service's oldest process.",
-     "start_time", 1),
-)  # fmt: skip
-COUNTERS: Sequence[Field] = (
-    ("mail_host_service_cpu_seconds_total",
-     "CPU time (user and system) of the service's processes, exited ones included.",
-     "cpu_seconds", 1),
-)  # fmt: skip
+SERVICE = (
+    MetricSpec(
+        "mail_host_service_up",
+        "1 if at least one process of the service runs.",
+        "gauge",
+        ("service",),
+        attribute("up"),
+    ),
+    MetricSpec(
+        "mail_host_service_processes",
+        "Processes of the service.",
+        "gauge",
+        ("service",),
+        attribute("processes"),
+    ),
+    MetricSpec(
+        "mail_host_service_resident_memory_bytes",
+        "Resident memory of the service's processes.",
+        "gauge",
+        ("service",),
+        attribute("rss_bytes"),
+    ),
+    MetricSpec(
+        "mail_host_service_open_fds",
+        "Open files, sockets and pipes of the service's processes.",
+        "gauge",
+        ("service",),
+        attribute("open_fds"),
+    ),
+    MetricSpec(
+        "mail_host_service_start_time_seconds",
+        "Start time of the service's oldest process.",
+        "gauge",
+        ("service",),
+        attribute("start_time"),
+    ),
+    MetricSpec(
+        "mail_host_service_cpu_seconds_total",
+        "CPU time (user and system) of the service's processes, exited ones included.",
+        "counter",
+        ("service",),
+        attribute("cpu_seconds"),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -230,11 +259,7 @@ class ServicesCollector:
                 figures[service].add(process.pid, usage)
         for name, service in figures.items():
             service.cpu_seconds = self._counters[name].total(service.cpu)
-        rows = [([name], service) for name, service in figures.items()]
-        return [
-            *families(GaugeMetricFamily, GAUGES, ["service"], rows),
-            *families(CounterMetricFamily, COUNTERS, ["service"], rows),
-        ]
+        return families(SERVICE, [([name], service) for name, service in figures.items()])
 
 
 @register_collector(

@@ -51,11 +51,11 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.background import IntervalWork, Runner
 from mail_exporter.collectors.base import (
@@ -64,8 +64,8 @@ from mail_exporter.collectors.base import (
     CollectorError,
     register_collector,
 )
-from mail_exporter.collectors.host import Field, families
 from mail_exporter.config import SmartConfig
+from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)
 
@@ -82,28 +82,93 @@ FLAGS = (
 STANDBY = re.compile(r"Device is in .* mode")
 REALLOCATED, PENDING, OFFLINE_UNCORRECTABLE = 5, 197, 198
 
-GAUGES: Sequence[Field] = (
-    ("mail_host_smart_healthy", "1 if the overall health self-assessment passed.", "healthy", 1),
-    ("mail_host_smart_temperature_celsius", "Temperature of the disk.", "temperature", 1),
-    ("mail_host_smart_power_on_seconds", "Time the disk has been powered on.",
-     "power_on_seconds", 1),
-    ("mail_host_smart_reallocated_sectors",
-     "Sectors remapped to spares (ATA attribute 5; SCSI grown defect list).", "reallocated", 1),
-    ("mail_host_smart_pending_sectors", "Unstable sectors waiting to be remapped (ATA 197).",
-     "pending", 1),
-    ("mail_host_smart_offline_uncorrectable_sectors",
-     "Sectors the offline scan could not read (ATA 198).", "offline_uncorrectable", 1),
-    ("mail_host_smart_nvme_used_ratio",
-     "NVMe endurance used: percentage used / 100 (may pass 1).", "nvme_percentage_used", 100),
-    ("mail_host_smart_standby", "1 if the disk was asleep at the last run and was not woken.",
-     "standby", 1),
-    ("mail_host_smart_last_read_timestamp_seconds", "When the exported readings were taken.",
-     "read_at", 1),
-)  # fmt: skip
-COUNTERS: Sequence[Field] = (
-    ("mail_host_smart_nvme_media_errors_total",
-     "Unrecovered data integrity errors the NVMe controller counted.", "nvme_media_errors", 1),
-)  # fmt: skip
+DEVICE = ("device",)
+INFO = MetricSpec(
+    "mail_host_smart_device_info",
+    "The disk's protocol, model and serial number, as smartctl reports them.",
+    "gauge",
+    ("device", "protocol", "model", "serial"),
+    as_is,
+)
+READINGS = (
+    MetricSpec(
+        "mail_host_smart_healthy",
+        "1 if the overall health self-assessment passed.",
+        "gauge",
+        DEVICE,
+        attribute("healthy"),
+    ),
+    MetricSpec(
+        "mail_host_smart_temperature_celsius",
+        "Temperature of the disk.",
+        "gauge",
+        DEVICE,
+        attribute("temperature"),
+    ),
+    MetricSpec(
+        "mail_host_smart_power_on_seconds",
+        "Time the disk has been powered on.",
+        "gauge",
+        DEVICE,
+        attribute("power_on_seconds"),
+    ),
+    MetricSpec(
+        "mail_host_smart_reallocated_sectors",
+        "Sectors remapped to spares (ATA attribute 5; SCSI grown defect list).",
+        "gauge",
+        DEVICE,
+        attribute("reallocated"),
+    ),
+    MetricSpec(
+        "mail_host_smart_pending_sectors",
+        "Unstable sectors waiting to be remapped (ATA 197).",
+        "gauge",
+        DEVICE,
+        attribute("pending"),
+    ),
+    MetricSpec(
+        "mail_host_smart_offline_uncorrectable_sectors",
+        "Sectors the offline scan could not read (ATA 198).",
+        "gauge",
+        DEVICE,
+        attribute("offline_uncorrectable"),
+    ),
+    MetricSpec(
+        "mail_host_smart_nvme_used_ratio",
+        "NVMe endurance used: percentage used / 100 (may pass 1).",
+        "gauge",
+        DEVICE,
+        attribute("nvme_percentage_used", per=100),
+    ),
+    MetricSpec(
+        "mail_host_smart_standby",
+        "1 if the disk was asleep at the last run and was not woken.",
+        "gauge",
+        DEVICE,
+        attribute("standby"),
+    ),
+    MetricSpec(
+        "mail_host_smart_last_read_timestamp_seconds",
+        "When the exported readings were taken.",
+        "gauge",
+        DEVICE,
+        attribute("read_at"),
+    ),
+    MetricSpec(
+        "mail_host_smart_nvme_media_errors_total",
+        "Unrecovered data integrity errors the NVMe controller counted.",
+        "counter",
+        DEVICE,
+        attribute("nvme_media_errors"),
+    ),
+)
+EXIT_STATUS_FLAG = MetricSpec(
+    "mail_host_smart_exit_status_flag",
+    "smartctl's exit status bits 2-7 (health findings) at the last reading, 0 or 1.",
+    "gauge",
+    ("device", "flag"),
+    as_is,
+)
 
 
 @dataclass(frozen=True)
@@ -320,41 +385,24 @@ class SmartCollector:
         return parse_reading(document, exit_status, self.wall_clock())
 
 
-def _flags(readings: Mapping[str, Reading]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mail_host_smart_exit_status_flag",
-        "smartctl's exit status bits 2-7 (health findings) at the last reading, 0 or 1.",
-        labels=["device", "flag"],
-    )
-    for device, reading in readings.items():
-        if reading.read_at is not None:
-            for bit, flag in FLAGS:
-                family.add_metric([device, flag], int(bool(reading.exit_status & bit)))
-    if family.samples:
-        yield family
-
-
-def _info(readings: Mapping[str, Reading]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mail_host_smart_device_info",
-        "The disk's protocol, model and serial number, as smartctl reports them.",
-        labels=["device", "protocol", "model", "serial"],
-    )
-    for device, reading in readings.items():
-        if reading.read_at is not None:
-            details = (reading.protocol, reading.model, reading.serial)
-            family.add_metric([device, *(value or "" for value in details)], 1)
-    if family.samples:
-        yield family
-
-
 def reading_families(readings: Mapping[str, Reading]) -> list[Metric]:
-    rows = [([device], reading) for device, reading in readings.items()]
+    """The disks' families: a disk asleep since the start has its standby figure only."""
+    read = [
+        (device, reading) for device, reading in readings.items() if reading.read_at is not None
+    ]
+    info = [
+        ((device, *(value or "" for value in (r.protocol, r.model, r.serial))), 1)
+        for device, r in read
+    ]
+    flags = [
+        ((device, flag), bool(reading.exit_status & bit))
+        for device, reading in read
+        for bit, flag in FLAGS
+    ]
     return [
-        *_info(readings),
-        *families(GaugeMetricFamily, GAUGES, ["device"], rows),
-        *families(CounterMetricFamily, COUNTERS, ["device"], rows),
-        *_flags(readings),
+        *families([INFO], info),
+        *families(READINGS, [((device,), reading) for device, reading in readings.items()]),
+        *families([EXIT_STATUS_FLAG], flags),
     ]
 
 

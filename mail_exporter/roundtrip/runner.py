@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from prometheus_client.core import Metric
 
 from mail_exporter.config import Config, ModuleConfig, RoundTripRoute
-from mail_exporter.metrics import RoundTripFamilies
+from mail_exporter.metrics import roundtrip_families
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
 from mail_exporter.roundtrip.message import build_message, hop_delays, new_token
@@ -335,7 +335,4 @@ class RoundTripRunner:
 
     def collect(self) -> Iterator[Metric]:
         """The round-trip families (none without routes); safe from a worker thread."""
-        families = RoundTripFamilies()
-        for name, runner in list(self.routes.items()):
-            families.add(name, runner.stats)
-        return iter(families)
+        return iter(roundtrip_families({n: runner.stats for n, runner in self.routes.items()}))
