@@ -45,7 +45,7 @@ from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
-from mail_exporter.status_page import render_status_page
+from mail_exporter.status_page import QUEUE_COLLECTORS, render_status_page
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web_limits import Rejection, WebLimits
 from mail_exporter.webconfig import HashingBusy
@@ -208,7 +208,10 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def landing(request: web.Request) -> web.Response:
-    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
+    """The status page; the queue collectors it shows are asked in a worker thread."""
+    exporter = _exporter(request)
+    queues = await asyncio.to_thread(exporter.collectors.families_of, QUEUE_COLLECTORS)
+    return web.Response(text=render_status_page(exporter, queues), content_type="text/html")
 
 
 async def shown_config(request: web.Request) -> web.Response:

@@ -50,16 +50,17 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.config import CollectorSection
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 if TYPE_CHECKING:
     from mail_exporter.config import Config
@@ -69,6 +70,22 @@ logger = logging.getLogger(__name__)
 COMMAND_TIME_SHARE = 0.8
 """Share of a collector's timeout that its own work (commands, scans) may use, leaving
 time to say why it stopped before the scrape stops waiting."""
+
+
+SUCCESS = MetricSpec(
+    "mail_exporter_collector_success",
+    "1 if the collector's last scrape worked.",
+    "gauge",
+    ("collector",),
+    as_is,
+)
+DURATION = MetricSpec(
+    "mail_exporter_collector_duration_seconds",
+    "Seconds the collector's own last collection took (unfinished: waited so far).",
+    "gauge",
+    ("collector",),
+    as_is,
+)
 
 
 class Collector(Protocol):
@@ -196,8 +213,6 @@ class CollectorSet:
         # Kept across reloads, so a rebuilt collector whose source hangs stays one thread.
         self._running: dict[str, _Collection] = {}
         self._failures: dict[str, str] = {}
-        self.latest: list[Metric] = []
-        """The families of the last scrape, for the status page."""
         self.apply(config)
 
     def apply(self, config: Config) -> None:
@@ -241,41 +256,48 @@ class CollectorSet:
         return running
 
     def collect(self) -> Iterable[Metric]:
-        success = GaugeMetricFamily(
-            "mail_exporter_collector_success",
-            "1 if the collector's last scrape worked.",
-            labels=["collector"],
-        )
-        duration = GaugeMetricFamily(
-            "mail_exporter_collector_duration_seconds",
-            "Seconds the collector's own last collection took (unfinished: waited so far).",
-            labels=["collector"],
-        )
+        families, outcomes = self._gather(None)
+        yield from families
+        if outcomes:
+            yield SUCCESS.family(((name,), worked) for name, worked, _ in outcomes)
+            yield DURATION.family(((name,), seconds) for name, _, seconds in outcomes)
+
+    def families_of(self, names: Collection[str]) -> list[Metric]:
+        """The families the named collectors that run have now, for the pages that show them.
+
+        A collection as a scrape's, shared with one in flight, and within the same timeouts
+        (callers run it in a worker thread): what the collectors measure now, not what the
+        last scrape left, so that a page opened before any scrape shows it too."""
+        families, _ = self._gather(names)
+        return families
+
+    def _gather(
+        self, names: Collection[str] | None
+    ) -> tuple[list[Metric], list[tuple[str, bool, float]]]:
+        """The families of the named collectors (all: None) merged, and whether each one
+        worked and how long it took."""
         with self._lock:
             started = time.monotonic()
             timeouts = self.timeouts
             collections = {
                 name: self._collection(name, collector, started, timeouts[name])
                 for name, collector in self.collectors.items()
+                if names is None or name in names
             }
         # Collectors may share metric names (every queue collector exports mail_queue_*):
         # their samples merge into one family, as the exposition format requires. The
         # merge works on copies: a shared collection's families belong to every scrape.
         merged: dict[str, Metric] = {}
+        outcomes = []
         for name, collection in collections.items():
             families = self._result(name, collection, started, timeouts[name])
-            duration.add_metric([name], collection.seconds())
-            success.add_metric([name], 0.0 if families is None else 1.0)
+            outcomes.append((name, families is not None, collection.seconds()))
             for family in families or []:
                 if family.name not in merged:
                     merged[family.name] = copy.copy(family)
                     merged[family.name].samples = []
                 merged[family.name].samples.extend(family.samples)
-        self.latest = list(merged.values())
-        yield from self.latest
-        if collections:
-            yield success
-            yield duration
+        return list(merged.values()), outcomes
 
     def _result(
         self, name: str, collection: _Collection, started: float, timeout: float
