@@ -45,11 +45,15 @@ class LogsCollector:
 
     def __init__(self, settings: LogsConfig, previous: LogsCollector | None = None) -> None:
         self.settings = settings
+        self.state = StateFile(settings.state_file) if settings.state_file else None
+        saved = self.state.load() if self.state else {}
+        self.followers: list[Follower] = [make_follower(s, settings) for s in settings.sources]
+        self._closed = False
         earlier: dict[str, Follower] = {}
         if previous is None:
             self.counters = LogCounters(settings.top_domains)
             self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
-        else:
+        else:  # last: the predecessor stops counting only once this one is ready to
             previous.close()
             earlier = {follower.key: follower for follower in previous.followers}
             self.counters = previous.counters
@@ -57,10 +61,6 @@ class LogsCollector:
             self.dispatcher = previous.dispatcher
             if previous.settings.postfix_syslog_names != settings.postfix_syslog_names:
                 self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
-        self.state = StateFile(settings.state_file) if settings.state_file else None
-        saved = self.state.load() if self.state else {}
-        self.followers: list[Follower] = [make_follower(s, settings) for s in settings.sources]
-        self._closed = False
         for follower in self.followers:
             feed = Feed(
                 self.dispatcher.feeder(follower.source.format),
