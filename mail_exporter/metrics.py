@@ -56,84 +56,54 @@ def _tls(read: Callable[[TLSFacts], float | bool | None]) -> Callable[[ProbeResu
 # Their labels follow the probe's own: target, module, protocol when scheduled; protocol
 # for /probe. Those of one value per probe read it from the ProbeResult.
 SUCCESS = MetricSpec(
-    "mail_probe_success",
-    "1 if the last probe passed every step.",
-    "gauge",
-    (),
+    "mail_probe_success", "1 if the last probe passed every step.", "gauge", (),
     lambda result: result.success,
-)
+)  # fmt: skip
 DURATION = MetricSpec(
-    "mail_probe_duration_seconds",
-    "Wall time of the last probe.",
-    "gauge",
-    (),
+    "mail_probe_duration_seconds", "Wall time of the last probe.", "gauge", (),
     lambda result: result.duration_seconds,
-)
+)  # fmt: skip
 PHASE_DURATION = MetricSpec(
-    "mail_probe_phase_duration_seconds",
-    "Time the last probe spent in each phase.",
-    "gauge",
-    ("phase",),
-    as_is,
-)
+    "mail_probe_phase_duration_seconds", "Time the last probe spent in each phase.", "gauge",
+    ("phase",), as_is,
+)  # fmt: skip
 FAILURE_INFO = MetricSpec(
-    "mail_probe_failure_info",
-    "Present with value 1 while the last probe failed: the phase it stopped in and why.",
-    "gauge",
-    ("phase", "reason"),
-    as_is,
-)
+    "mail_probe_failure_info", "Present with value 1 while the last probe failed: the phase it "
+    "stopped in and why.", "gauge", ("phase", "reason"), as_is,
+)  # fmt: skip
 LAST_SUCCESS = MetricSpec(
-    "mail_probe_last_success_timestamp_seconds",
-    "When a probe last passed every step.",
-    "gauge",
-    (),
-    as_is,
-)
+    "mail_probe_last_success_timestamp_seconds", "When a probe last passed every step.", "gauge",
+    (), as_is,
+)  # fmt: skip
 STARTTLS_OFFERED = MetricSpec(
-    "mail_probe_starttls_offered",
-    "1 if the server offered STARTTLS/STLS on the plaintext session.",
-    "gauge",
-    (),
-    lambda result: result.starttls_offered,
-)
+    "mail_probe_starttls_offered", "1 if the server offered STARTTLS/STLS on the plaintext "
+    "session.", "gauge", (), lambda result: result.starttls_offered,
+)  # fmt: skip
 PLAINTEXT_AUTH_OFFERED = MetricSpec(
-    "mail_probe_plaintext_auth_offered",
-    "1 if the server advertised login on an unencrypted channel.",
-    "gauge",
-    (),
-    lambda result: result.plaintext_auth_offered,
-)
+    "mail_probe_plaintext_auth_offered", "1 if the server advertised login on an unencrypted "
+    "channel.", "gauge", (), lambda result: result.plaintext_auth_offered,
+)  # fmt: skip
 CERT_EXPIRY = MetricSpec(
-    "mail_tls_cert_expiry_timestamp_seconds",
-    "Earliest NotAfter in the presented chain, exported even when verification fails.",
-    "gauge",
-    (),
-    _tls(lambda facts: facts.earliest_not_after),
-)
+    "mail_tls_cert_expiry_timestamp_seconds", "Earliest NotAfter in the presented chain, exported "
+    "even when verification fails.", "gauge", (), _tls(lambda facts: facts.earliest_not_after),
+)  # fmt: skip
 CERT_NOT_BEFORE = MetricSpec(
-    "mail_tls_cert_not_before_timestamp_seconds",
-    "NotBefore of the leaf certificate.",
-    "gauge",
-    (),
-    _tls(lambda facts: facts.leaf_not_before),
-)
+    "mail_tls_cert_not_before_timestamp_seconds", "NotBefore of the leaf certificate.", "gauge",
+    (), _tls(lambda facts: facts.leaf_not_before),
+)  # fmt: skip
 CERT_VERIFIED = MetricSpec(
-    "mail_tls_cert_verified",
-    "1 if the chain and host name verified.",
-    "gauge",
-    (),
+    "mail_tls_cert_verified", "1 if the chain and host name verified.", "gauge", (),
     _tls(lambda facts: facts.verified),
-)
+)  # fmt: skip
 TLS_VERSION = MetricSpec(
-    "mail_tls_version_info", "TLS version of the session.", "gauge", ("version",), as_is
-)
+    "mail_tls_version_info", "TLS version of the session.", "gauge", ("version",), as_is,
+)  # fmt: skip
 TLS_CIPHER = MetricSpec(
-    "mail_tls_cipher_info", "Cipher suite of the session.", "gauge", ("cipher",), as_is
-)
+    "mail_tls_cipher_info", "Cipher suite of the session.", "gauge", ("cipher",), as_is,
+)  # fmt: skip
 FAILURES = MetricSpec(
-    "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is
-)
+    "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is,
+)  # fmt: skip
 PROBE_METRICS = (
     SUCCESS,
     DURATION,
@@ -211,12 +181,9 @@ class LatencyHistogram:
 
 
 LATENCY = MetricSpec(
-    "mail_probe_latency_seconds",
-    "Durations of all scheduled probes.",
-    "histogram",
-    (),  # the scheduled probes' own
+    "mail_probe_latency_seconds", "Durations of all scheduled probes.", "histogram", (),
     lambda histogram: (histogram.buckets(), histogram.total),
-)
+)  # fmt: skip
 
 
 # Round trip -------------------------------------------------------------------------------
@@ -241,66 +208,31 @@ ROUNDTRIP_BUCKETS: tuple[float, ...] = (
 
 
 ROUNDTRIP_FAILURES = MetricSpec(
-    "mail_roundtrip_failures_total",
-    "Failed round trips by stage: send, send_auth, receive, receive_auth, timeout, cleanup.",
-    "counter",
-    ("route", "stage"),
-    as_is,
-)
+    "mail_roundtrip_failures_total", "Failed round trips by stage: send, send_auth, receive, "
+    "receive_auth, timeout, cleanup.", "counter", ("route", "stage"), as_is,
+)  # fmt: skip
 ROUNDTRIP_HOPS = MetricSpec(
-    "mail_roundtrip_hop_delay_seconds",
-    "Delay each hop added, from the Received headers of the last message seen in time "
-    "(hop 1 is the first server; hops past 5 add to hop 5).",
-    "gauge",
-    ("route", "hop"),
-    as_is,
-)
+    "mail_roundtrip_hop_delay_seconds", "Delay each hop added, from the Received headers of the "
+    "last message seen in time (hop 1 is the first server; hops past 5 add to hop 5).", "gauge",
+    ("route", "hop"), as_is,
+)  # fmt: skip
 ROUNDTRIP_METRICS = (
-    MetricSpec(
-        "mail_roundtrip_success",
-        "1 if the last round trip's message was seen in the mailbox in time.",
-        "gauge",
-        ("route",),
-        lambda stats: stats.success,
-    ),
-    MetricSpec(
-        "mail_roundtrip_duration_seconds",
-        "Start of sending to the message seen in the mailbox, last success.",
-        "gauge",
-        ("route",),
-        lambda stats: stats.duration,
-    ),
-    MetricSpec(
-        "mail_roundtrip_delivery_seconds",
-        "Start of sending to the message seen, for every message seen in time.",
-        "histogram",
-        ("route",),
-        lambda stats: (stats.delivery.buckets(), stats.delivery.total),
-    ),
-    MetricSpec(
-        "mail_roundtrip_last_success_timestamp_seconds",
-        "When a round trip last succeeded.",
-        "gauge",
-        ("route",),
-        lambda stats: stats.last_success,
-    ),
+    MetricSpec("mail_roundtrip_success", "1 if the last round trip's message was seen in the "
+        "mailbox in time.", "gauge", ("route",), lambda stats: stats.success),
+    MetricSpec("mail_roundtrip_duration_seconds", "Start of sending to the message seen in the "
+        "mailbox, last success.", "gauge", ("route",), lambda stats: stats.duration),
+    MetricSpec("mail_roundtrip_delivery_seconds", "Start of sending to the message seen, for "
+        "every message seen in time.", "histogram", ("route",),
+        lambda stats: (stats.delivery.buckets(), stats.delivery.total)),
+    MetricSpec("mail_roundtrip_last_success_timestamp_seconds", "When a round trip last succeeded.",
+        "gauge", ("route",), lambda stats: stats.last_success),
     ROUNDTRIP_FAILURES,
-    MetricSpec(
-        "mail_roundtrip_late_arrivals_total",
-        "Messages seen after their route's timeout (each counted once, not lost again).",
-        "counter",
-        ("route",),
-        lambda stats: stats.late,
-    ),
-    MetricSpec(
-        "mail_roundtrip_junk_total",
-        "Messages seen in time in the junk mailbox instead of the mailbox.",
-        "counter",
-        ("route",),
-        lambda stats: stats.junk,
-    ),
+    MetricSpec("mail_roundtrip_late_arrivals_total", "Messages seen after their route's timeout "
+        "(each counted once, not lost again).", "counter", ("route",), lambda stats: stats.late),
+    MetricSpec("mail_roundtrip_junk_total", "Messages seen in time in the junk mailbox instead of "
+        "the mailbox.", "counter", ("route",), lambda stats: stats.junk),
     ROUNDTRIP_HOPS,
-)
+)  # fmt: skip
 """Those of one value per route read it from the route's RouteStats."""
 
 

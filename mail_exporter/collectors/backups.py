@@ -56,28 +56,13 @@ from mail_exporter.config import BackupMatch, BackupsConfig
 from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 FIELDS = (
-    MetricSpec(
-        "mail_host_backup_files",
-        "Files matching the backup's path; 0 when none does.",
-        "gauge",
-        ("backup",),
-        attribute("files"),
-    ),
-    MetricSpec(
-        "mail_host_backup_last_modified_timestamp_seconds",
-        "Modification time of the backup's newest file.",
-        "gauge",
-        ("backup",),
-        attribute("modified"),
-    ),
-    MetricSpec(
-        "mail_host_backup_size_bytes",
-        "Size of the backup's newest file.",
-        "gauge",
-        ("backup",),
-        attribute("size_bytes"),
-    ),
-)
+    MetricSpec("mail_host_backup_files", "Files matching the backup's path; 0 when none does.",
+        "gauge", ("backup",), attribute("files")),
+    MetricSpec("mail_host_backup_last_modified_timestamp_seconds", "Modification time of the "
+        "backup's newest file.", "gauge", ("backup",), attribute("modified")),
+    MetricSpec("mail_host_backup_size_bytes", "Size of the backup's newest file.", "gauge",
+        ("backup",), attribute("size_bytes")),
+)  # fmt: skip
 
 RECURSIVE = "**"
 EVERY_FILE_BELOW: tuple[str, ...] = (RECURSIVE, "*")

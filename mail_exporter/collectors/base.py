@@ -73,19 +73,13 @@ time to say why it stopped before the scrape stops waiting."""
 
 
 SUCCESS = MetricSpec(
-    "mail_exporter_collector_success",
-    "1 if the collector's last scrape worked.",
-    "gauge",
-    ("collector",),
-    as_is,
-)
+    "mail_exporter_collector_success", "1 if the collector's last scrape worked.", "gauge",
+    ("collector",), as_is,
+)  # fmt: skip
 DURATION = MetricSpec(
-    "mail_exporter_collector_duration_seconds",
-    "Seconds the collector's own last collection took (unfinished: waited so far).",
-    "gauge",
-    ("collector",),
-    as_is,
-)
+    "mail_exporter_collector_duration_seconds", "Seconds the collector's own last collection took "
+    "(unfinished: waited so far).", "gauge", ("collector",), as_is,
+)  # fmt: skip
 
 
 class Collector(Protocol):
@@ -117,7 +111,8 @@ class CollectorSpec(Generic[SectionT]):
         return self.factory(section, previous)
 
 
-COLLECTORS: dict[str, CollectorSpec[Any]] = {}
+COLLECTORS: dict[str, CollectorSpec[Any]] = {
+}  # fmt: skip
 
 
 def register_collector(

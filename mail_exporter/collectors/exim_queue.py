@@ -79,12 +79,9 @@ HEADER_READ_LIMIT = 65536
 """How much of a ``-H`` file is read at most."""
 
 FROZEN = MetricSpec(
-    "mail_queue_frozen_messages",
-    "Frozen messages in the queue (Exim); absent when only a count could be read.",
-    "gauge",
-    ("mta", "mta_instance"),
-    as_is,
-)
+    "mail_queue_frozen_messages", "Frozen messages in the queue (Exim); absent when only a count "
+    "could be read.", "gauge", ("mta", "mta_instance"), as_is,
+)  # fmt: skip
 
 _ID = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
 _HEADER_FILE = re.compile(rf"({_ID})-H")

@@ -66,12 +66,9 @@ FILESYSTEM_LABELS = ("mountpoint", "device", "fstype")
 PATH = ("path",)
 
 CPU_SECONDS = MetricSpec(
-    "mail_host_cpu_seconds_total",
-    "CPU time spent in each mode, summed over all CPUs.",
-    "counter",
-    ("mode",),
-    as_is,
-)
+    "mail_host_cpu_seconds_total", "CPU time spent in each mode, summed over all CPUs.", "counter",
+    ("mode",), as_is,
+)  # fmt: skip
 CPUS = MetricSpec("mail_host_cpus", "Logical CPUs.", "gauge", (), as_is)
 LOADS = tuple(
     MetricSpec(
@@ -80,247 +77,91 @@ LOADS = tuple(
     for minutes in (1, 5, 15)
 )
 BOOT_TIME = MetricSpec(
-    "mail_host_boot_time_seconds",
-    "When the host booted (uptime is time() minus this).",
-    "gauge",
-    (),
-    as_is,
-)
+    "mail_host_boot_time_seconds", "When the host booted (uptime is time() minus this).", "gauge",
+    (), as_is,
+)  # fmt: skip
 MEMORY = (
     MetricSpec("mail_host_memory_total_bytes", "Physical memory.", "gauge", (), attribute("total")),
-    MetricSpec(
-        "mail_host_memory_available_bytes",
-        "Memory available to programs without swapping (MemAvailable).",
-        "gauge",
-        (),
-        attribute("available"),
-    ),
-    MetricSpec(
-        "mail_host_memory_free_bytes", "Memory not used at all.", "gauge", (), attribute("free")
-    ),
-    MetricSpec(
-        "mail_host_memory_buffers_bytes",
-        "Memory used for block device buffers.",
-        "gauge",
-        (),
-        attribute("buffers"),
-    ),
-    MetricSpec(
-        "mail_host_memory_cached_bytes",
-        "Memory used for the page cache.",
-        "gauge",
-        (),
-        attribute("cached"),
-    ),
-)
+    MetricSpec("mail_host_memory_available_bytes", "Memory available to programs without swapping "
+        "(MemAvailable).", "gauge", (), attribute("available")),
+    MetricSpec("mail_host_memory_free_bytes", "Memory not used at all.", "gauge", (),
+        attribute("free")),
+    MetricSpec("mail_host_memory_buffers_bytes", "Memory used for block device buffers.", "gauge",
+        (), attribute("buffers")),
+    MetricSpec("mail_host_memory_cached_bytes", "Memory used for the page cache.", "gauge", (),
+        attribute("cached")),
+)  # fmt: skip
 SWAP = (
     MetricSpec("mail_host_swap_total_bytes", "Swap space.", "gauge", (), attribute("total")),
-    MetricSpec(
-        "mail_host_swap_free_bytes", "Swap space not in use.", "gauge", (), attribute("free")
-    ),
-)
+    MetricSpec("mail_host_swap_free_bytes", "Swap space not in use.", "gauge", (),
+        attribute("free")),
+)  # fmt: skip
 SWAP_TRAFFIC = (
-    MetricSpec(
-        "mail_host_swap_in_bytes_total",
-        "Bytes swapped in from disk.",
-        "counter",
-        (),
-        attribute("sin"),
-    ),
-    MetricSpec(
-        "mail_host_swap_out_bytes_total",
-        "Bytes swapped out to disk.",
-        "counter",
-        (),
-        attribute("sout"),
-    ),
-)
+    MetricSpec("mail_host_swap_in_bytes_total", "Bytes swapped in from disk.", "counter", (),
+        attribute("sin")),
+    MetricSpec("mail_host_swap_out_bytes_total", "Bytes swapped out to disk.", "counter", (),
+        attribute("sout")),
+)  # fmt: skip
 NETWORK = (
-    MetricSpec(
-        "mail_host_network_receive_bytes_total",
-        "Bytes received.",
-        "counter",
-        DEVICE,
-        attribute("bytes_recv"),
-    ),
-    MetricSpec(
-        "mail_host_network_transmit_bytes_total",
-        "Bytes sent.",
-        "counter",
-        DEVICE,
-        attribute("bytes_sent"),
-    ),
-    MetricSpec(
-        "mail_host_network_receive_packets_total",
-        "Packets received.",
-        "counter",
-        DEVICE,
-        attribute("packets_recv"),
-    ),
-    MetricSpec(
-        "mail_host_network_transmit_packets_total",
-        "Packets sent.",
-        "counter",
-        DEVICE,
-        attribute("packets_sent"),
-    ),
-    MetricSpec(
-        "mail_host_network_receive_errors_total",
-        "Receive errors.",
-        "counter",
-        DEVICE,
-        attribute("errin"),
-    ),
-    MetricSpec(
-        "mail_host_network_transmit_errors_total",
-        "Transmit errors.",
-        "counter",
-        DEVICE,
-        attribute("errout"),
-    ),
-    MetricSpec(
-        "mail_host_network_receive_drops_total",
-        "Incoming packets dropped.",
-        "counter",
-        DEVICE,
-        attribute("dropin"),
-    ),
-    MetricSpec(
-        "mail_host_network_transmit_drops_total",
-        "Outgoing packets dropped.",
-        "counter",
-        DEVICE,
-        attribute("dropout"),
-    ),
-)
+    MetricSpec("mail_host_network_receive_bytes_total", "Bytes received.", "counter", DEVICE,
+        attribute("bytes_recv")),
+    MetricSpec("mail_host_network_transmit_bytes_total", "Bytes sent.", "counter", DEVICE,
+        attribute("bytes_sent")),
+    MetricSpec("mail_host_network_receive_packets_total", "Packets received.", "counter", DEVICE,
+        attribute("packets_recv")),
+    MetricSpec("mail_host_network_transmit_packets_total", "Packets sent.", "counter", DEVICE,
+        attribute("packets_sent")),
+    MetricSpec("mail_host_network_receive_errors_total", "Receive errors.", "counter", DEVICE,
+        attribute("errin")),
+    MetricSpec("mail_host_network_transmit_errors_total", "Transmit errors.", "counter", DEVICE,
+        attribute("errout")),
+    MetricSpec("mail_host_network_receive_drops_total", "Incoming packets dropped.", "counter",
+        DEVICE, attribute("dropin")),
+    MetricSpec("mail_host_network_transmit_drops_total", "Outgoing packets dropped.", "counter",
+        DEVICE, attribute("dropout")),
+)  # fmt: skip
 DISK_IO = (
-    MetricSpec(
-        "mail_host_disk_reads_completed_total",
-        "Reads completed.",
-        "counter",
-        DEVICE,
-        attribute("read_count"),
-    ),
-    MetricSpec(
-        "mail_host_disk_writes_completed_total",
-        "Writes completed.",
-        "counter",
-        DEVICE,
-        attribute("write_count"),
-    ),
-    MetricSpec(
-        "mail_host_disk_read_bytes_total", "Bytes read.", "counter", DEVICE, attribute("read_bytes")
-    ),
-    MetricSpec(
-        "mail_host_disk_written_bytes_total",
-        "Bytes written.",
-        "counter",
-        DEVICE,
-        attribute("write_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_disk_read_time_seconds_total",
-        "Time spent reading.",
-        "counter",
-        DEVICE,
-        attribute("read_time", per=1000),
-    ),
-    MetricSpec(
-        "mail_host_disk_write_time_seconds_total",
-        "Time spent writing.",
-        "counter",
-        DEVICE,
-        attribute("write_time", per=1000),
-    ),
-    MetricSpec(
-        "mail_host_disk_io_time_seconds_total",
-        "Time the disk was busy; its rate is the utilisation (0-1).",
-        "counter",
-        DEVICE,
-        attribute("busy_time", per=1000),
-    ),
-)
+    MetricSpec("mail_host_disk_reads_completed_total", "Reads completed.", "counter", DEVICE,
+        attribute("read_count")),
+    MetricSpec("mail_host_disk_writes_completed_total", "Writes completed.", "counter", DEVICE,
+        attribute("write_count")),
+    MetricSpec("mail_host_disk_read_bytes_total", "Bytes read.", "counter", DEVICE,
+        attribute("read_bytes")),
+    MetricSpec("mail_host_disk_written_bytes_total", "Bytes written.", "counter", DEVICE,
+        attribute("write_bytes")),
+    MetricSpec("mail_host_disk_read_time_seconds_total", "Time spent reading.", "counter", DEVICE,
+        attribute("read_time", per=1000)),
+    MetricSpec("mail_host_disk_write_time_seconds_total", "Time spent writing.", "counter", DEVICE,
+        attribute("write_time", per=1000)),
+    MetricSpec("mail_host_disk_io_time_seconds_total", "Time the disk was busy; its rate is the "
+        "utilisation (0-1).", "counter", DEVICE, attribute("busy_time", per=1000)),
+)  # fmt: skip
 FILESYSTEM = (
-    MetricSpec(
-        "mail_host_filesystem_size_bytes",
-        "Size of the filesystem.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("size_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_filesystem_free_bytes",
-        "Free space, including root's reserve.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("free_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_filesystem_avail_bytes",
-        "Space available to unprivileged users.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("avail_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_filesystem_files",
-        "Inodes (file slots) of the filesystem.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("files"),
-    ),
-    MetricSpec(
-        "mail_host_filesystem_files_free",
-        "Free inodes.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("files_free"),
-    ),
-    MetricSpec(
-        "mail_host_filesystem_readonly",
-        "1 if mounted read-only.",
-        "gauge",
-        FILESYSTEM_LABELS,
-        attribute("readonly"),
-    ),
-)
+    MetricSpec("mail_host_filesystem_size_bytes", "Size of the filesystem.", "gauge",
+        FILESYSTEM_LABELS, attribute("size_bytes")),
+    MetricSpec("mail_host_filesystem_free_bytes", "Free space, including root's reserve.", "gauge",
+        FILESYSTEM_LABELS, attribute("free_bytes")),
+    MetricSpec("mail_host_filesystem_avail_bytes", "Space available to unprivileged users.",
+        "gauge", FILESYSTEM_LABELS, attribute("avail_bytes")),
+    MetricSpec("mail_host_filesystem_files", "Inodes (file slots) of the filesystem.", "gauge",
+        FILESYSTEM_LABELS, attribute("files")),
+    MetricSpec("mail_host_filesystem_files_free", "Free inodes.", "gauge", FILESYSTEM_LABELS,
+        attribute("files_free")),
+    MetricSpec("mail_host_filesystem_readonly", "1 if mounted read-only.", "gauge",
+        FILESYSTEM_LABELS, attribute("readonly")),
+)  # fmt: skip
 MAIL_PATH = (
-    MetricSpec(
-        "mail_host_path_size_bytes",
-        "Size of the filesystem holding the mail path.",
-        "gauge",
-        PATH,
-        attribute("size_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_path_free_bytes",
-        "Free space (including root's reserve) behind the mail path.",
-        "gauge",
-        PATH,
-        attribute("free_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_path_avail_bytes",
-        "Space available to unprivileged users behind the mail path.",
-        "gauge",
-        PATH,
-        attribute("avail_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_path_files",
-        "Inodes of the filesystem holding the mail path (Maildir uses one a message).",
-        "gauge",
-        PATH,
-        attribute("files"),
-    ),
-    MetricSpec(
-        "mail_host_path_files_free",
-        "Free inodes behind the mail path.",
-        "gauge",
-        PATH,
-        attribute("files_free"),
-    ),
-)
+    MetricSpec("mail_host_path_size_bytes", "Size of the filesystem holding the mail path.",
+        "gauge", PATH, attribute("size_bytes")),
+    MetricSpec("mail_host_path_free_bytes", "Free space (including root's reserve) behind the "
+        "mail path.", "gauge", PATH, attribute("free_bytes")),
+    MetricSpec("mail_host_path_avail_bytes", "Space available to unprivileged users behind the "
+        "mail path.", "gauge", PATH, attribute("avail_bytes")),
+    MetricSpec("mail_host_path_files", "Inodes of the filesystem holding the mail path (Maildir "
+        "uses one a message).", "gauge", PATH, attribute("files")),
+    MetricSpec("mail_host_path_files_free", "Free inodes behind the mail path.", "gauge", PATH,
+        attribute("files_free")),
+)  # fmt: skip
 
 
 class HostReadings(Protocol):

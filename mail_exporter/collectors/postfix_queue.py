@@ -73,19 +73,13 @@ MAX_FIELD_BYTES = 65536
 """Longest showq field or postqueue line accepted; anything longer is a broken stream."""
 
 DEFERRED_RECIPIENTS = MetricSpec(
-    "mail_queue_deferred_recipients",
-    "Recipients waiting in the deferred queue, by class of the last delay reason.",
-    "gauge",
-    ("mta", "mta_instance", "reason"),
-    as_is,
-)
+    "mail_queue_deferred_recipients", "Recipients waiting in the deferred queue, by class of the "
+    "last delay reason.", "gauge", ("mta", "mta_instance", "reason"), as_is,
+)  # fmt: skip
 DEFERRED_DOMAIN_RECIPIENTS = MetricSpec(
-    "mail_queue_deferred_domain_recipients",
-    "Deferred recipients by domain: the largest domains, the rest as other.",
-    "gauge",
-    ("mta", "mta_instance", "domain"),
-    as_is,
-)
+    "mail_queue_deferred_domain_recipients", "Deferred recipients by domain: the largest domains, "
+    "the rest as other.", "gauge", ("mta", "mta_instance", "domain"), as_is,
+)  # fmt: skip
 
 _REMOTE_REPLY = re.compile(r"\b(?:said|refused to talk to me):? ([45])\d\d\b")
 """Postfix's wording when the remote server answered: ``host X said: 450 ...`` or

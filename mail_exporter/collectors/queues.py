@@ -80,44 +80,23 @@ def _oldest_age(queue: tuple[QueueStats, float]) -> float | None:
 
 
 QUEUE = (
-    MetricSpec(
-        "mail_queue_messages",
-        "Messages in the queue.",
-        "gauge",
-        QUEUE_LABELS,
-        lambda queue: queue[0].messages,
-    ),
-    MetricSpec(
-        "mail_queue_size_bytes",
-        "Total size of the messages in the queue.",
-        "gauge",
-        QUEUE_LABELS,
-        _size,
-    ),
-    MetricSpec(
-        "mail_queue_oldest_message_age_seconds",
-        "Age of the oldest message in the queue, from its recorded arrival time; 0 when empty.",
-        "gauge",
-        QUEUE_LABELS,
-        _oldest_age,
-    ),
-)
+    MetricSpec("mail_queue_messages", "Messages in the queue.", "gauge", QUEUE_LABELS,
+        lambda queue: queue[0].messages),
+    MetricSpec("mail_queue_size_bytes", "Total size of the messages in the queue.", "gauge",
+        QUEUE_LABELS, _size),
+    MetricSpec("mail_queue_oldest_message_age_seconds", "Age of the oldest message in the queue, "
+        "from its recorded arrival time; 0 when empty.", "gauge", QUEUE_LABELS, _oldest_age),
+)  # fmt: skip
 """Read from (stats, now) rows; a count-only queue has neither size nor age."""
 SOURCE_INFO = MetricSpec(
-    "mail_queue_source_info",
-    "Where the queue figures come from (postfix: spool, showq, postqueue; exim: spool, "
-    "bpc; qmail: directory, commands).",
-    "gauge",
-    ("mta", "mta_instance", "source"),
-    as_is,
-)
+    "mail_queue_source_info", "Where the queue figures come from (postfix: spool, showq, "
+    "postqueue; exim: spool, bpc; qmail: directory, commands).", "gauge",
+    ("mta", "mta_instance", "source"), as_is,
+)  # fmt: skip
 COLLECT_SUCCESS = MetricSpec(
-    "mail_queue_collect_success",
-    "1 if the instance's queues were read at this scrape, 0 if they could not be.",
-    "gauge",
-    ("mta", "mta_instance"),
-    as_is,
-)
+    "mail_queue_collect_success", "1 if the instance's queues were read at this scrape, 0 if they "
+    "could not be.", "gauge", ("mta", "mta_instance"), as_is,
+)  # fmt: skip
 """Whether each instance's queues could be read at this scrape (a failed one has no queue
 figures, so this tells "empty" from "unknown")."""
 

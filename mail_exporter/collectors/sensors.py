@@ -38,37 +38,17 @@ SensorSource = Callable[[], tuple[Readings, Readings]]
 
 LABELS = ("chip", "sensor")
 TEMPERATURES = (
-    MetricSpec(
-        "mail_host_temperature_celsius",
-        "Temperature of the sensor.",
-        "gauge",
-        LABELS,
-        attribute("current"),
-    ),
-    MetricSpec(
-        "mail_host_temperature_high_celsius",
-        "The sensor's high (warning) threshold.",
-        "gauge",
-        LABELS,
-        attribute("high"),
-    ),
-    MetricSpec(
-        "mail_host_temperature_critical_celsius",
-        "The sensor's critical threshold.",
-        "gauge",
-        LABELS,
-        attribute("critical"),
-    ),
-)
+    MetricSpec("mail_host_temperature_celsius", "Temperature of the sensor.", "gauge", LABELS,
+        attribute("current")),
+    MetricSpec("mail_host_temperature_high_celsius", "The sensor's high (warning) threshold.",
+        "gauge", LABELS, attribute("high")),
+    MetricSpec("mail_host_temperature_critical_celsius", "The sensor's critical threshold.",
+        "gauge", LABELS, attribute("critical")),
+)  # fmt: skip
 FANS = (
-    MetricSpec(
-        "mail_host_fan_rpm",
-        "Fan speed in revolutions per minute.",
-        "gauge",
-        LABELS,
-        attribute("current"),
-    ),
-)
+    MetricSpec("mail_host_fan_rpm", "Fan speed in revolutions per minute.", "gauge", LABELS,
+        attribute("current")),
+)  # fmt: skip
 
 
 def psutil_sensors() -> tuple[Readings, Readings]:

@@ -51,49 +51,20 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 READ_LIMIT = 4096
 
 SERVICE = (
-    MetricSpec(
-        "mail_host_service_up",
-        "1 if at least one process of the service runs.",
-        "gauge",
-        ("service",),
-        attribute("up"),
-    ),
-    MetricSpec(
-        "mail_host_service_processes",
-        "Processes of the service.",
-        "gauge",
-        ("service",),
-        attribute("processes"),
-    ),
-    MetricSpec(
-        "mail_host_service_resident_memory_bytes",
-        "Resident memory of the service's processes.",
-        "gauge",
-        ("service",),
-        attribute("rss_bytes"),
-    ),
-    MetricSpec(
-        "mail_host_service_open_fds",
-        "Open files, sockets and pipes of the service's processes.",
-        "gauge",
-        ("service",),
-        attribute("open_fds"),
-    ),
-    MetricSpec(
-        "mail_host_service_start_time_seconds",
-        "Start time of the service's oldest process.",
-        "gauge",
-        ("service",),
-        attribute("start_time"),
-    ),
-    MetricSpec(
-        "mail_host_service_cpu_seconds_total",
-        "CPU time (user and system) of the service's processes, exited ones included.",
-        "counter",
-        ("service",),
-        attribute("cpu_seconds"),
-    ),
-)
+    MetricSpec("mail_host_service_up", "1 if at least one process of the service runs.", "gauge",
+        ("service",), attribute("up")),
+    MetricSpec("mail_host_service_processes", "Processes of the service.", "gauge", ("service",),
+        attribute("processes")),
+    MetricSpec("mail_host_service_resident_memory_bytes", "Resident memory of the service's "
+        "processes.", "gauge", ("service",), attribute("rss_bytes")),
+    MetricSpec("mail_host_service_open_fds", "Open files, sockets and pipes of the service's "
+        "processes.", "gauge", ("service",), attribute("open_fds")),
+    MetricSpec("mail_host_service_start_time_seconds", "Start time of the service's oldest "
+        "process.", "gauge", ("service",), attribute("start_time")),
+    MetricSpec("mail_host_service_cpu_seconds_total", "CPU time (user and system) of the "
+        "service's processes, exited ones included.", "counter", ("service",),
+        attribute("cpu_seconds")),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

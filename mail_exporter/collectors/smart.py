@@ -84,91 +84,35 @@ REALLOCATED, PENDING, OFFLINE_UNCORRECTABLE = 5, 197, 198
 
 DEVICE = ("device",)
 INFO = MetricSpec(
-    "mail_host_smart_device_info",
-    "The disk's protocol, model and serial number, as smartctl reports them.",
-    "gauge",
-    ("device", "protocol", "model", "serial"),
-    as_is,
-)
+    "mail_host_smart_device_info", "The disk's protocol, model and serial number, as smartctl "
+    "reports them.", "gauge", ("device", "protocol", "model", "serial"), as_is,
+)  # fmt: skip
 READINGS = (
-    MetricSpec(
-        "mail_host_smart_healthy",
-        "1 if the overall health self-assessment passed.",
-        "gauge",
-        DEVICE,
-        attribute("healthy"),
-    ),
-    MetricSpec(
-        "mail_host_smart_temperature_celsius",
-        "Temperature of the disk.",
-        "gauge",
-        DEVICE,
-        attribute("temperature"),
-    ),
-    MetricSpec(
-        "mail_host_smart_power_on_seconds",
-        "Time the disk has been powered on.",
-        "gauge",
-        DEVICE,
-        attribute("power_on_seconds"),
-    ),
-    MetricSpec(
-        "mail_host_smart_reallocated_sectors",
-        "Sectors remapped to spares (ATA attribute 5; SCSI grown defect list).",
-        "gauge",
-        DEVICE,
-        attribute("reallocated"),
-    ),
-    MetricSpec(
-        "mail_host_smart_pending_sectors",
-        "Unstable sectors waiting to be remapped (ATA 197).",
-        "gauge",
-        DEVICE,
-        attribute("pending"),
-    ),
-    MetricSpec(
-        "mail_host_smart_offline_uncorrectable_sectors",
-        "Sectors the offline scan could not read (ATA 198).",
-        "gauge",
-        DEVICE,
-        attribute("offline_uncorrectable"),
-    ),
-    MetricSpec(
-        "mail_host_smart_nvme_used_ratio",
-        "NVMe endurance used: percentage used / 100 (may pass 1).",
-        "gauge",
-        DEVICE,
-        attribute("nvme_percentage_used", per=100),
-    ),
-    MetricSpec(
-        "mail_host_smart_standby",
-        "1 if the disk was asleep at the last run and was not woken.",
-        "gauge",
-        DEVICE,
-        attribute("standby"),
-    ),
-    MetricSpec(
-        "mail_host_smart_last_read_timestamp_seconds",
-        "When the exported readings were taken.",
-        "gauge",
-        DEVICE,
-        attribute("read_at"),
-    ),
-    MetricSpec(
-        "mail_host_smart_nvme_media_errors_total",
-        "Unrecovered data integrity errors the NVMe controller counted.",
-        "counter",
-        DEVICE,
-        attribute("nvme_media_errors"),
-    ),
-)
+    MetricSpec("mail_host_smart_healthy", "1 if the overall health self-assessment passed.",
+        "gauge", DEVICE, attribute("healthy")),
+    MetricSpec("mail_host_smart_temperature_celsius", "Temperature of the disk.", "gauge", DEVICE,
+        attribute("temperature")),
+    MetricSpec("mail_host_smart_power_on_seconds", "Time the disk has been powered on.", "gauge",
+        DEVICE, attribute("power_on_seconds")),
+    MetricSpec("mail_host_smart_reallocated_sectors", "Sectors remapped to spares (ATA attribute "
+        "5; SCSI grown defect list).", "gauge", DEVICE, attribute("reallocated")),
+    MetricSpec("mail_host_smart_pending_sectors", "Unstable sectors waiting to be remapped (ATA "
+        "197).", "gauge", DEVICE, attribute("pending")),
+    MetricSpec("mail_host_smart_offline_uncorrectable_sectors", "Sectors the offline scan could "
+        "not read (ATA 198).", "gauge", DEVICE, attribute("offline_uncorrectable")),
+    MetricSpec("mail_host_smart_nvme_used_ratio", "NVMe endurance used: percentage used / 100 "
+        "(may pass 1).", "gauge", DEVICE, attribute("nvme_percentage_used", per=100)),
+    MetricSpec("mail_host_smart_standby", "1 if the disk was asleep at the last run and was not "
+        "woken.", "gauge", DEVICE, attribute("standby")),
+    MetricSpec("mail_host_smart_last_read_timestamp_seconds", "When the exported readings were "
+        "taken.", "gauge", DEVICE, attribute("read_at")),
+    MetricSpec("mail_host_smart_nvme_media_errors_total", "Unrecovered data integrity errors the "
+        "NVMe controller counted.", "counter", DEVICE, attribute("nvme_media_errors")),
+)  # fmt: skip
 EXIT_STATUS_FLAG = MetricSpec(
-    "mail_host_smart_exit_status_flag",
-    "smartctl's exit status bits 2-7 (health findings) at the last reading, 0 or 1.",
-    "gauge",
-    ("device", "flag"),
-    as_is,
-)
+    "mail_host_smart_exit_status_flag", "smartctl's exit status bits 2-7 (health findings) at the "
+    "last reading, 0 or 1.", "gauge", ("device", "flag"), as_is,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

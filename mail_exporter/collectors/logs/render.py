@@ -25,156 +25,56 @@ from mail_exporter.collectors.logs.follower import Follower
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute
 
 COUNTERS: dict[str, MetricSpec] = {  # by the LogCounters attribute that counts it
-    "received": MetricSpec(
-        "mail_messages_received_total",
-        "Messages accepted into the queue (Postfix: qmgr's first from= line of a queue ID; "
-        "Exim: <=).",
-        "counter",
-        ("mta",),
-        as_is,
-    ),
-    "submitted": MetricSpec(
-        "mail_messages_submitted_total",
-        "Messages handed to the MTA, by the service that took them (Postfix: smtpd's "
-        "QUEUEID: client= and pickup's uid= lines; Exim: <= by protocol P=, not its own "
-        "bounces).",
-        "counter",
-        ("mta", "service"),
-        as_is,
-    ),
-    "deliveries": MetricSpec(
-        "mail_deliveries_total",
-        "Delivery attempts, one per recipient: sent, deferred, bounced, expired.",
-        "counter",
-        ("mta", "transport", "status"),
-        as_is,
-    ),
-    "dsn_classes": MetricSpec(
-        "mail_delivery_dsn_total",
-        "Delivery attempts by the class of their DSN status code (2, 4, 5).",
-        "counter",
-        ("mta", "transport", "dsn_class"),
-        as_is,
-    ),
-    "connections": MetricSpec(
-        "mail_smtpd_connections_total",
-        "SMTP connections accepted by the server.",
-        "counter",
-        ("mta", "service"),
-        as_is,
-    ),
-    "lost_connections": MetricSpec(
-        "mail_smtpd_lost_connections_total",
-        "SMTP connections the client dropped, by the last command.",
-        "counter",
-        ("mta", "service", "after"),
-        as_is,
-    ),
-    "timeouts": MetricSpec(
-        "mail_smtpd_timeouts_total",
-        "SMTP connections the server ended for a timeout, by the last command.",
-        "counter",
-        ("mta", "service", "after"),
-        as_is,
-    ),
-    "rejects": MetricSpec(
-        "mail_smtpd_rejects_total",
-        "Rejected SMTP commands and messages, by class of reason.",
-        "counter",
-        ("mta", "service", "reason"),
-        as_is,
-    ),
-    "reject_stages": MetricSpec(
-        "mail_smtpd_reject_stages_total",
-        "Rejected SMTP commands and messages, by the stage they were rejected at.",
-        "counter",
-        ("mta", "service", "stage"),
-        as_is,
-    ),
-    "auth_failures": MetricSpec(
-        "mail_auth_failures_total",
-        "Failed SASL or mailbox logins.",
-        "counter",
-        ("mta", "service"),
-        as_is,
-    ),
-    "logins": MetricSpec(
-        "mail_logins_total",
-        "Successful SASL or mailbox logins, by mechanism.",
-        "counter",
-        ("mta", "service", "mechanism"),
-        as_is,
-    ),
-    "disconnects": MetricSpec(
-        "mail_disconnects_total",
-        "Dovecot sessions ended, by reason.",
-        "counter",
-        ("mta", "service", "reason"),
-        as_is,
-    ),
-    "tls_connections": MetricSpec(
-        "mail_tls_connections_total",
-        "TLS sessions established, by protocol version and trust (Postfix *_tls_loglevel "
-        ">= 1; Exim: each <= with X=, each => with X= on a new connection).",
-        "counter",
-        ("mta", "service", "version", "trust"),
-        as_is,
-    ),
-    "postscreen": MetricSpec(
-        "mail_postscreen_results_total",
-        "Postscreen connections and test results.",
-        "counter",
-        ("mta", "result"),
-        as_is,
-    ),
-    "bounces": MetricSpec(
-        "mail_bounces_generated_total",
-        "Notifications the MTA generated (non-delivery, delay, success, postmaster).",
-        "counter",
-        ("mta", "kind"),
-        as_is,
-    ),
-    "frozen": MetricSpec(
-        "mail_messages_frozen_total", "Messages Exim froze.", "counter", ("mta",), as_is
-    ),
-    "problems": MetricSpec(
-        "mail_log_problems_total",
-        "Log lines of severity warning, error, fatal or panic.",
-        "counter",
-        ("mta", "service", "severity"),
-        as_is,
-    ),
-    "filter_results": MetricSpec(
-        "mail_content_filter_results_total",
-        "Spam and malware filter verdicts, by what the filter did.",
-        "counter",
-        ("mta", "verdict", "action"),
-        as_is,
-    ),
-    "quarantined": MetricSpec(
-        "mail_quarantined_total",
-        "Messages a content filter put in quarantine.",
-        "counter",
-        ("mta",),
-        as_is,
-    ),
-}
+    "received": MetricSpec("mail_messages_received_total", "Messages accepted into the queue "
+        "(Postfix: qmgr's first from= line of a queue ID; Exim: <=).", "counter", ("mta",), as_is),
+    "submitted": MetricSpec("mail_messages_submitted_total", "Messages handed to the MTA, by the "
+        "service that took them (Postfix: smtpd's QUEUEID: client= and pickup's uid= lines; Exim: "
+        "<= by protocol P=, not its own bounces).", "counter", ("mta", "service"), as_is),
+    "deliveries": MetricSpec("mail_deliveries_total", "Delivery attempts, one per recipient: "
+        "sent, deferred, bounced, expired.", "counter", ("mta", "transport", "status"), as_is),
+    "dsn_classes": MetricSpec("mail_delivery_dsn_total", "Delivery attempts by the class of their "
+        "DSN status code (2, 4, 5).", "counter", ("mta", "transport", "dsn_class"), as_is),
+    "connections": MetricSpec("mail_smtpd_connections_total", "SMTP connections accepted by the "
+        "server.", "counter", ("mta", "service"), as_is),
+    "lost_connections": MetricSpec("mail_smtpd_lost_connections_total", "SMTP connections the "
+        "client dropped, by the last command.", "counter", ("mta", "service", "after"), as_is),
+    "timeouts": MetricSpec("mail_smtpd_timeouts_total", "SMTP connections the server ended for a "
+        "timeout, by the last command.", "counter", ("mta", "service", "after"), as_is),
+    "rejects": MetricSpec("mail_smtpd_rejects_total", "Rejected SMTP commands and messages, by "
+        "class of reason.", "counter", ("mta", "service", "reason"), as_is),
+    "reject_stages": MetricSpec("mail_smtpd_reject_stages_total", "Rejected SMTP commands and "
+        "messages, by the stage they were rejected at.", "counter", ("mta", "service", "stage"),
+        as_is),
+    "auth_failures": MetricSpec("mail_auth_failures_total", "Failed SASL or mailbox logins.",
+        "counter", ("mta", "service"), as_is),
+    "logins": MetricSpec("mail_logins_total", "Successful SASL or mailbox logins, by mechanism.",
+        "counter", ("mta", "service", "mechanism"), as_is),
+    "disconnects": MetricSpec("mail_disconnects_total", "Dovecot sessions ended, by reason.",
+        "counter", ("mta", "service", "reason"), as_is),
+    "tls_connections": MetricSpec("mail_tls_connections_total", "TLS sessions established, by "
+        "protocol version and trust (Postfix *_tls_loglevel >= 1; Exim: each <= with X=, each => "
+        "with X= on a new connection).", "counter", ("mta", "service", "version", "trust"), as_is),
+    "postscreen": MetricSpec("mail_postscreen_results_total", "Postscreen connections and test "
+        "results.", "counter", ("mta", "result"), as_is),
+    "bounces": MetricSpec("mail_bounces_generated_total", "Notifications the MTA generated "
+        "(non-delivery, delay, success, postmaster).", "counter", ("mta", "kind"), as_is),
+    "frozen": MetricSpec("mail_messages_frozen_total", "Messages Exim froze.", "counter", ("mta",),
+        as_is),
+    "problems": MetricSpec("mail_log_problems_total", "Log lines of severity warning, error, "
+        "fatal or panic.", "counter", ("mta", "service", "severity"), as_is),
+    "filter_results": MetricSpec("mail_content_filter_results_total", "Spam and malware filter "
+        "verdicts, by what the filter did.", "counter", ("mta", "verdict", "action"), as_is),
+    "quarantined": MetricSpec("mail_quarantined_total", "Messages a content filter put in "
+        "quarantine.", "counter", ("mta",), as_is),
+}  # fmt: skip
 DOMAINS: dict[str, MetricSpec] = {
-    "sender_domains": MetricSpec(
-        "mail_sender_domain_messages_total",
-        "Messages received by sender domain: the busiest domains, the rest as other.",
-        "counter",
-        ("mta", "domain"),
-        as_is,
-    ),
-    "recipient_domains": MetricSpec(
-        "mail_recipient_domain_deliveries_total",
-        "Delivery attempts by recipient domain: the busiest domains, the rest as other.",
-        "counter",
-        ("mta", "domain", "status"),
-        as_is,
-    ),
-}
+    "sender_domains": MetricSpec("mail_sender_domain_messages_total", "Messages received by "
+        "sender domain: the busiest domains, the rest as other.", "counter", ("mta", "domain"),
+        as_is),
+    "recipient_domains": MetricSpec("mail_recipient_domain_deliveries_total", "Delivery attempts "
+        "by recipient domain: the busiest domains, the rest as other.", "counter",
+        ("mta", "domain", "status"), as_is),
+}  # fmt: skip
 DELAY_LABELS = ("mta", "transport", "stage")
 _BOUNDS = [*map(repr, DELAY_BUCKETS), "+Inf"]
 
@@ -185,57 +85,30 @@ def _cumulative(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
 
 
 DELAY = MetricSpec(
-    "mail_delivery_delay_seconds",
-    "Delivery delay by stage of Postfix's delays=a/b/c/d (final status only): "
-    "before_queue_manager, queue_manager, connection_setup, transmission.",
-    "histogram",
-    DELAY_LABELS,
-    _cumulative,
-)
+    "mail_delivery_delay_seconds", "Delivery delay by stage of Postfix's delays=a/b/c/d (final "
+    "status only): before_queue_manager, queue_manager, connection_setup, transmission.",
+    "histogram", DELAY_LABELS, _cumulative,
+)  # fmt: skip
 LINES = MetricSpec(
-    "mail_log_lines_total",
-    "Log lines read: parsed (understood) or unsupported.",
-    "counter",
-    ("mta", "result"),
-    as_is,
-)
+    "mail_log_lines_total", "Log lines read: parsed (understood) or unsupported.", "counter",
+    ("mta", "result"), as_is,
+)  # fmt: skip
 PROGRAM_LINES = MetricSpec(
-    "mail_log_program_lines_total",
-    "Log lines read by the program that wrote them (syslog tag).",
-    "counter",
-    ("mta", "program", "result"),
-    as_is,
-)
+    "mail_log_program_lines_total", "Log lines read by the program that wrote them (syslog tag).",
+    "counter", ("mta", "program", "result"), as_is,
+)  # fmt: skip
 SOURCE = (
-    MetricSpec(
-        "mail_log_source_up",
-        "1 while the log source is being read.",
-        "gauge",
-        ("source",),
-        attribute("up"),
-    ),
-    MetricSpec(
-        "mail_log_source_lines_total",
-        "Lines read from the log source.",
-        "counter",
-        ("source",),
-        attribute("lines_read"),
-    ),
-    MetricSpec(
-        "mail_log_source_lines_too_long_total",
-        "Lines dropped for exceeding max_line_bytes.",
-        "counter",
-        ("source",),
-        attribute("too_long"),
-    ),
-)
+    MetricSpec("mail_log_source_up", "1 while the log source is being read.", "gauge", ("source",),
+        attribute("up")),
+    MetricSpec("mail_log_source_lines_total", "Lines read from the log source.", "counter",
+        ("source",), attribute("lines_read")),
+    MetricSpec("mail_log_source_lines_too_long_total", "Lines dropped for exceeding "
+        "max_line_bytes.", "counter", ("source",), attribute("too_long")),
+)  # fmt: skip
 ROTATIONS = MetricSpec(
-    "mail_log_source_rotations_total",
-    "Rotations of a log file seen: rename (and create) or truncate (copytruncate).",
-    "counter",
-    ("source", "kind"),
-    as_is,
-)
+    "mail_log_source_rotations_total", "Rotations of a log file seen: rename (and create) or "
+    "truncate (copytruncate).", "counter", ("source", "kind"), as_is,
+)  # fmt: skip
 
 
 @dataclass
