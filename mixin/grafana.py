@@ -79,6 +79,11 @@ def colored_cells(name: str, **properties: Any) -> Json:
     return column(name, **{"custom.cellOptions": {"type": "color-background"}}, **properties)
 
 
+def label_legend(labels: str) -> str:
+    """The legend that names a series by its ``labels`` (comma-separated): ``{{a}} {{b}}``."""
+    return " ".join(f"{{{{{label}}}}}" for label in labels.split(", "))
+
+
 # --- Panels -----------------------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 
 Five dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`write_all`:
 
-- ``mail-overview`` (:mod:`.overview`): the whole fleet at a glance (probes, TLS, queues,
-  round trip, Exchange);
+- ``mail-overview`` (:mod:`.overview`, its DNS row in :mod:`.overview_dns`): the whole fleet
+  at a glance (probes, TLS, queues, round trip, DNS and reputation, Exchange);
 - ``mail-server`` (:mod:`.server`): one server's probes in detail, chosen with the ``target``
   variable;
 - ``mail-delivery`` (:mod:`.delivery`): what the logs say (deliveries, delays, domains, spam,
@@ -13,10 +13,10 @@ Five dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`wri
 - ``mail-migration`` (:mod:`.migration`): the same graphs now and ``$shift`` ago, overlaid,
   for before/after checks.
 
-Every query takes its selector from ``CONFIG.matchers`` (through :mod:`mixin.promql`) and
-every coloured threshold from ``CONFIG``, so the dashboards agree with the alert rules. The
-data source is the ``datasource`` variable, so the files import into any Grafana with a
-Prometheus.
+What several of them show alike is in :mod:`.shared`. Every query takes its selector from
+``CONFIG.matchers`` (through :mod:`mixin.promql`) and every coloured threshold from
+``CONFIG``, so the dashboards agree with the alert rules. The data source is the
+``datasource`` variable, so the files import into any Grafana with a Prometheus.
 """
 
 from __future__ import annotations

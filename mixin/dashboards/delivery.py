@@ -8,10 +8,12 @@ from mixin.dashboards.shared import INSTANCE, UP_DOWN
 from mixin.grafana import (
     NAMED,
     Json,
+    Panel,
     Query,
     Row,
     bargauge,
     dashboard,
+    label_legend,
     label_variable,
     stat,
     thresholds,
@@ -28,13 +30,45 @@ def increase_over_range(metric: str, *matchers: str) -> str:
     return rate(metric, *matchers, func="increase", window="$__range")
 
 
-def _deliveries(status: str) -> str:
-    deliveries = increase_over_range("mail_deliveries_total", equals("status", status), *LOG)
-    return f"sum({deliveries})"
+def per_second(
+    metric: str, by: str, *matchers: str, legend: str = "", above_zero: bool = False
+) -> Query:
+    """A log counter's rate per ``by`` group, named by its labels unless ``legend`` is given;
+    ``above_zero`` leaves out the groups at 0 (for problems: no line, no noise)."""
+    expr = sum_by(by, rate(metric, *matchers, *LOG)) + (" > 0" if above_zero else "")
+    return Query(expr, legend or label_legend(by))
 
 
-def _delivery_ratio(status: str) -> str:
-    return f"{_deliveries(status)} / sum({increase_over_range('mail_deliveries_total', *LOG)})"
+def _grown(metric: str, *matchers: str) -> str:
+    """How much a log counter grew over the time range, all series together."""
+    return f"sum({increase_over_range(metric, *matchers, *LOG)})"
+
+
+def _total(title: str, description: str, metric: str, *matchers: str) -> Panel:
+    """A stat of how much a log counter grew over the time range."""
+    return stat(title, description, Query(_grown(metric, *matchers)), decimals=0)
+
+
+def _delivery_ratio(title: str, status: str, warning: float) -> Panel:
+    """The share of delivery attempts that ended in ``status``, orange from ``warning``."""
+    part = _grown("mail_deliveries_total", equals("status", status))
+    return stat(
+        title,
+        f"{status.capitalize()} of all delivery attempts; orange from {warning:.0%}.",
+        Query(f"{part} / {_grown('mail_deliveries_total')}"),
+        unit="percentunit",
+        steps=thresholds("green", (warning, "orange")),
+        decimals=1,
+    )
+
+
+# What each delivery status counts, in the order the totals show them.
+DELIVERY_STATUSES = {
+    "sent": "Recipient deliveries that succeeded.",
+    "deferred": "Delivery attempts that were deferred.",
+    "bounced": "Deliveries that bounced.",
+    "expired": "Messages given up after their maximal queue lifetime.",
+}
 
 
 def top_over_range(by: str, metric: str, *matchers: str, count: int = 10) -> str:
@@ -47,58 +81,19 @@ def _delivery_totals() -> Row:
     return Row(
         "Over the selected time range",
         [
-            stat(
-                "Sent",
-                "Recipient deliveries that succeeded.",
-                Query(_deliveries("sent")),
-                decimals=0,
+            *(
+                _total(
+                    status.capitalize(),
+                    description,
+                    "mail_deliveries_total",
+                    equals("status", status),
+                )
+                for status, description in DELIVERY_STATUSES.items()
             ),
-            stat(
-                "Deferred",
-                "Delivery attempts that were deferred.",
-                Query(_deliveries("deferred")),
-                decimals=0,
-            ),
-            stat(
-                "Bounced",
-                "Deliveries that bounced.",
-                Query(_deliveries("bounced")),
-                decimals=0,
-            ),
-            stat(
-                "Expired",
-                "Messages given up after their maximal queue lifetime.",
-                Query(_deliveries("expired")),
-                decimals=0,
-            ),
-            stat(
-                "Bounce ratio",
-                f"Bounced of all delivery attempts; orange from {CONFIG.bounce_ratio_warning:.0%}.",
-                Query(_delivery_ratio("bounced")),
-                unit="percentunit",
-                steps=thresholds("green", (CONFIG.bounce_ratio_warning, "orange")),
-                decimals=1,
-            ),
-            stat(
-                "Defer ratio",
-                f"Deferred of all delivery attempts; orange from {CONFIG.defer_ratio_warning:.0%}.",
-                Query(_delivery_ratio("deferred")),
-                unit="percentunit",
-                steps=thresholds("green", (CONFIG.defer_ratio_warning, "orange")),
-                decimals=1,
-            ),
-            stat(
-                "Rejects",
-                "SMTP commands the server rejected.",
-                Query(f"sum({increase_over_range('mail_smtpd_rejects_total', *LOG)})"),
-                decimals=0,
-            ),
-            stat(
-                "Login failures",
-                "Failed SASL and mailbox logins.",
-                Query(f"sum({increase_over_range('mail_auth_failures_total', *LOG)})"),
-                decimals=0,
-            ),
+            _delivery_ratio("Bounce ratio", "bounced", CONFIG.bounce_ratio_warning),
+            _delivery_ratio("Defer ratio", "deferred", CONFIG.defer_ratio_warning),
+            _total("Rejects", "SMTP commands the server rejected.", "mail_smtpd_rejects_total"),
+            _total("Login failures", "Failed SASL and mailbox logins.", "mail_auth_failures_total"),
         ],
     )
 
@@ -110,17 +105,14 @@ def _delivery_flow() -> Row:
             timeseries(
                 "Deliveries by status",
                 "Recipient delivery attempts per second: sent, deferred, bounced, expired.",
-                Query(sum_by("status", rate("mail_deliveries_total", *LOG)), "{{status}}"),
+                per_second("mail_deliveries_total", "status"),
                 unit="mps",
                 stack=True,
             ),
             timeseries(
                 "Deliveries by transport",
                 "Delivery attempts per second by transport (smtp, lmtp, local, …) and status.",
-                Query(
-                    sum_by("transport, status", rate("mail_deliveries_total", *LOG)),
-                    "{{transport}} {{status}}",
-                ),
+                per_second("mail_deliveries_total", "transport, status"),
                 unit="mps",
             ),
             timeseries(
@@ -151,10 +143,7 @@ def _delivery_flow() -> Row:
             timeseries(
                 "Messages received",
                 "Messages accepted into the queue per second.",
-                Query(
-                    sum_by("instance, mta", rate("mail_messages_received_total", *LOG)),
-                    "{{instance}} {{mta}}",
-                ),
+                per_second("mail_messages_received_total", "instance, mta"),
                 unit="mps",
                 width=8,
             ),
@@ -162,9 +151,7 @@ def _delivery_flow() -> Row:
                 "Delivery status codes",
                 "Delivery attempts per second by DSN class: 2 delivered, 4 temporary failure, "
                 "5 permanent failure.",
-                Query(
-                    sum_by("dsn_class", rate("mail_delivery_dsn_total", *LOG)), "{{dsn_class}}.x.x"
-                ),
+                per_second("mail_delivery_dsn_total", "dsn_class", legend="{{dsn_class}}.x.x"),
                 unit="mps",
                 stack=True,
                 width=8,
@@ -172,7 +159,7 @@ def _delivery_flow() -> Row:
             timeseries(
                 "Bounce notifications",
                 "Notifications the bounce service generated per second, by kind.",
-                Query(sum_by("kind", rate("mail_bounces_generated_total", *LOG)), "{{kind}}"),
+                per_second("mail_bounces_generated_total", "kind"),
                 unit="mps",
                 width=8,
             ),
@@ -231,6 +218,7 @@ def _delivery_domains() -> Row:
 
 
 SPAM_VERDICTS = 'verdict=~"spam|spammy|infected|banned"'
+UNWANTED_REJECTS = 'reason=~"rbl|spam|malware|greylist|content|milter"'
 
 
 def _delivery_spam() -> Row:
@@ -242,10 +230,7 @@ def _delivery_spam() -> Row:
             timeseries(
                 "Filter verdicts",
                 "Verdicts of rspamd, amavis, SpamAssassin and ClamAV per second.",
-                Query(
-                    sum_by("mta, verdict", rate("mail_content_filter_results_total", *LOG)),
-                    "{{mta}} {{verdict}}",
-                ),
+                per_second("mail_content_filter_results_total", "mta, verdict"),
                 unit="mps",
                 stack=True,
                 width=8,
@@ -261,11 +246,8 @@ def _delivery_spam() -> Row:
                 "Filter actions",
                 "What the filters did per second (reject, greylist, add_header, blocked, "
                 "quarantine, …) and messages quarantined.",
-                Query(
-                    sum_by("mta, action", rate("mail_content_filter_results_total", *LOG)),
-                    "{{mta}} {{action}}",
-                ),
-                Query(sum_by("mta", rate("mail_quarantined_total", *LOG)), "{{mta}} quarantined"),
+                per_second("mail_content_filter_results_total", "mta, action"),
+                per_second("mail_quarantined_total", "mta", legend="{{mta}} quarantined"),
                 unit="mps",
                 width=8,
             ),
@@ -273,24 +255,14 @@ def _delivery_spam() -> Row:
                 "Spam, malware and blocklist rejects",
                 "Rejects per second of the classes that catch unwanted mail: DNS blocklists, "
                 "spam, malware, greylisting, content checks.",
-                Query(
-                    sum_by(
-                        "reason",
-                        rate(
-                            "mail_smtpd_rejects_total",
-                            'reason=~"rbl|spam|malware|greylist|content|milter"',
-                            *LOG,
-                        ),
-                    ),
-                    "{{reason}}",
-                ),
+                per_second("mail_smtpd_rejects_total", "reason", UNWANTED_REJECTS),
                 unit="cps",
                 stack=True,
             ),
             timeseries(
                 "Postscreen",
                 "Postscreen's verdicts on connecting clients per second.",
-                Query(sum_by("result", rate("mail_postscreen_results_total", *LOG)), "{{result}}"),
+                per_second("mail_postscreen_results_total", "result"),
                 unit="cps",
             ),
         ],
@@ -304,7 +276,7 @@ def _delivery_smtpd() -> Row:
             timeseries(
                 "Rejects by reason",
                 "Rejected SMTP commands per second by reason class.",
-                Query(sum_by("reason", rate("mail_smtpd_rejects_total", *LOG)), "{{reason}}"),
+                per_second("mail_smtpd_rejects_total", "reason"),
                 unit="cps",
                 stack=True,
             ),
@@ -312,71 +284,52 @@ def _delivery_smtpd() -> Row:
                 "Rejects by stage",
                 "The same rejects by the SMTP stage they happened at (CONNECT, RCPT, DATA, "
                 "header and body checks, …).",
-                Query(sum_by("stage", rate("mail_smtpd_reject_stages_total", *LOG)), "{{stage}}"),
+                per_second("mail_smtpd_reject_stages_total", "stage"),
                 unit="cps",
                 stack=True,
             ),
             timeseries(
                 "Connections by service",
                 "Incoming SMTP connections per second by master.cf service.",
-                Query(
-                    sum_by("mta, service", rate("mail_smtpd_connections_total", *LOG)),
-                    "{{mta}} {{service}}",
-                ),
+                per_second("mail_smtpd_connections_total", "mta, service"),
                 unit="cps",
             ),
             timeseries(
                 "Lost connections and timeouts",
                 "Connections the client dropped or the server timed out, by the last command: "
                 "many after AUTH or DATA are worth a look.",
-                Query(
-                    sum_by("after", rate("mail_smtpd_lost_connections_total", *LOG)),
-                    "lost after {{after}}",
+                per_second(
+                    "mail_smtpd_lost_connections_total", "after", legend="lost after {{after}}"
                 ),
-                Query(
-                    sum_by("after", rate("mail_smtpd_timeouts_total", *LOG)),
-                    "timeout after {{after}}",
-                ),
+                per_second("mail_smtpd_timeouts_total", "after", legend="timeout after {{after}}"),
                 unit="cps",
             ),
             timeseries(
                 "Login failures by service",
                 "Failed SASL and IMAP/POP3 logins per second; the dashed line is the brute "
                 f"force alert's {CONFIG.auth_failures_per_second_warning}/s.",
-                Query(
-                    sum_by("mta, service", rate("mail_auth_failures_total", *LOG)),
-                    "{{mta}} {{service}}",
-                ),
+                per_second("mail_auth_failures_total", "mta, service"),
                 unit="cps",
                 steps=thresholds("green", (CONFIG.auth_failures_per_second_warning, "red")),
             ),
             timeseries(
                 "Logins by mechanism",
                 "Successful logins per second by service and SASL mechanism.",
-                Query(
-                    sum_by("mta, service, mechanism", rate("mail_logins_total", *LOG)),
-                    "{{mta}} {{service}} {{mechanism}}",
-                ),
+                per_second("mail_logins_total", "mta, service, mechanism"),
                 unit="cps",
             ),
             timeseries(
                 "TLS sessions",
                 "TLS sessions per second by version and trust, as Postfix logs them: old "
                 "versions and untrusted peers stand out.",
-                Query(
-                    sum_by("version, trust", rate("mail_tls_connections_total", *LOG)),
-                    "{{version}} {{trust}}",
-                ),
+                per_second("mail_tls_connections_total", "version, trust"),
                 unit="cps",
                 stack=True,
             ),
             timeseries(
                 "Dovecot disconnects",
                 "IMAP and POP3 sessions ended per second, by reason.",
-                Query(
-                    sum_by("service, reason", rate("mail_disconnects_total", *LOG)),
-                    "{{service}} {{reason}}",
-                ),
+                per_second("mail_disconnects_total", "service, reason"),
                 unit="cps",
                 stack=True,
             ),
@@ -401,21 +354,14 @@ def _delivery_log_health() -> Row:
                 "Log lines by result",
                 "Log lines read per second, parsed or unsupported: many unsupported lines mean "
                 "a log format the exporter does not know.",
-                Query(
-                    sum_by("mta, result", rate("mail_log_lines_total", *LOG)),
-                    "{{mta}} {{result}}",
-                ),
+                per_second("mail_log_lines_total", "mta, result"),
                 unit="cps",
                 width=8,
             ),
             timeseries(
                 "Warnings and errors",
                 "Log lines of severity warning, error, fatal or panic per second.",
-                Query(
-                    sum_by("mta, service, severity", rate("mail_log_problems_total", *LOG))
-                    + " > 0",
-                    "{{mta}} {{service}} {{severity}}",
-                ),
+                per_second("mail_log_problems_total", "mta, service, severity", above_zero=True),
                 unit="cps",
                 width=8,
             ),

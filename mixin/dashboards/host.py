@@ -4,7 +4,7 @@ S.M.A.R.T., backups)."""
 from __future__ import annotations
 
 from mixin.config import CONFIG
-from mixin.dashboards.shared import INSTANCE, UP_DOWN
+from mixin.dashboards.shared import INSTANCE, UP_DOWN, broken
 from mixin.grafana import (
     NAMED,
     Json,
@@ -26,7 +26,6 @@ from mixin.grafana import (
 from mixin.promql import (
     HOUR_SECONDS,
     age,
-    count_or_zero,
     path_free_bytes_ahead,
     rate,
     series,
@@ -243,12 +242,11 @@ def _host_filesystems() -> Row:
                 steps=LOW_INODES,
                 width=10,
             ),
-            stat(
+            broken(
                 "Read-only",
                 "Filesystems mounted read-only: mail cannot be written there (often after "
                 "errors).",
-                Query(count_or_zero(f"{series('mail_host_filesystem_readonly', HOST)} == 1")),
-                steps=any_is_bad(),
+                f"{series('mail_host_filesystem_readonly', HOST)} == 1",
                 width=4,
                 height=8,
             ),
@@ -339,11 +337,10 @@ def _host_hardware() -> Row:
                 steps=thresholds("red", (CONFIG.temperature_margin_celsius, "green")),
                 width=8,
             ),
-            stat(
+            broken(
                 "Disks failing",
                 "Disks whose S.M.A.R.T. health self-assessment failed.",
-                Query(count_or_zero(f"{series('mail_host_smart_healthy', HOST)} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_host_smart_healthy', HOST)} == 0",
                 width=4,
                 height=8,
             ),

@@ -3,9 +3,8 @@ trip, DNS and reputation, Exchange, the exporters themselves)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from mixin.config import CONFIG
+from mixin.dashboards.overview_dns import dns_row
 from mixin.dashboards.server import CELL_VALUE, server_link
 from mixin.dashboards.shared import (
     CERT_DAYS,
@@ -14,6 +13,7 @@ from mixin.dashboards.shared import (
     STARTTLS,
     UP_DOWN,
     VERIFIED,
+    broken,
 )
 from mixin.grafana import (
     DAYS,
@@ -39,7 +39,7 @@ from mixin.promql import (
     PROBE_P95_RULE,
     age,
     cert_days_left,
-    count_or_zero,
+    equals,
     increase,
     quantile,
     series,
@@ -47,7 +47,6 @@ from mixin.promql import (
 )
 
 DEFERRED = 'queue="deferred"'
-ACTIVE = 'queue="active"'
 
 OK_FAILED = flag(("ok", "green"), ("failed", "red"))
 ROUNDTRIP_SLOW = higher_is_worse(
@@ -57,54 +56,47 @@ OLDEST_MESSAGE = higher_is_worse(
     CONFIG.queue_oldest_warning_seconds, CONFIG.queue_oldest_critical_seconds
 )
 DEFERRED_QUEUE = higher_is_worse(CONFIG.queue_deferred_warning, CONFIG.queue_deferred_critical)
-ACTIVE_QUEUE = higher_is_worse(CONFIG.queue_active_warning, CONFIG.queue_active_critical)
 
 
 def _fleet_summary() -> Row:
     return Row(
         "Now",
         [
-            stat(
+            broken(
                 "Probes failing",
                 "Targets whose last probe failed a step (any protocol).",
-                Query(count_or_zero(f"{series('mail_probe_success')} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_probe_success')} == 0",
             ),
-            stat(
+            broken(
                 "Certificates expiring",
                 f"Certificates with less than {CONFIG.cert_expiry_warning_days} days left.",
-                Query(count_or_zero(f"{cert_days_left()} < {CONFIG.cert_expiry_warning_days}")),
-                steps=any_is_bad("orange"),
+                f"{cert_days_left()} < {CONFIG.cert_expiry_warning_days}",
+                "orange",
             ),
-            stat(
+            broken(
                 "Certificates not verified",
                 "Chains that did not verify or do not name the server.",
-                Query(count_or_zero(f"{series('mail_tls_cert_verified')} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_tls_cert_verified')} == 0",
             ),
-            stat(
+            broken(
                 "TLS older than 1.2",
                 "Sessions that negotiated TLS 1.0, 1.1 or older.",
-                Query(count_or_zero(series("mail_tls_version_info", 'version!~"TLS 1.[23]"'))),
-                steps=any_is_bad(),
+                series("mail_tls_version_info", 'version!~"TLS 1.[23]"'),
             ),
-            stat(
+            broken(
                 "STARTTLS missing",
                 "Plaintext sessions whose server did not offer STARTTLS (STLS for POP3).",
-                Query(count_or_zero(f"{series('mail_probe_starttls_offered')} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_probe_starttls_offered')} == 0",
             ),
-            stat(
+            broken(
                 "Login before TLS",
                 "Servers that offer a login on an unencrypted channel: passwords in clear.",
-                Query(count_or_zero(f"{series('mail_probe_plaintext_auth_offered')} == 1")),
-                steps=any_is_bad(),
+                f"{series('mail_probe_plaintext_auth_offered')} == 1",
             ),
-            stat(
+            broken(
                 "Round trips failing",
                 "Routes whose last test message did not arrive in time.",
-                Query(count_or_zero(f"{series('mail_roundtrip_success')} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_roundtrip_success')} == 0",
             ),
             stat(
                 "Deferred messages",
@@ -215,6 +207,19 @@ def _fleet_probes() -> Row:
 QUEUE_LEGEND = "{{instance}} {{mta_instance}} {{queue}}"
 
 
+def _postfix_queue(queue: str, warning: int, critical: int) -> Panel:
+    """The messages in each Postfix ``queue`` now, coloured at its thresholds."""
+    return stat(
+        f"{queue.capitalize()} queue",
+        f"Messages in each Postfix {queue} queue now; colours at {warning}/{critical}.",
+        Query(series("mail_queue_messages", equals("queue", queue)), "{{mta_instance}}"),
+        steps=higher_is_worse(warning, critical),
+        text=NAMED,
+        width=6,
+        height=8,
+    )
+
+
 def _fleet_queues() -> Row:
     return Row(
         "Queues",
@@ -225,26 +230,10 @@ def _fleet_queues() -> Row:
                 "deferred, hold; Exim input; qmail queue and todo).",
                 Query(series("mail_queue_messages"), QUEUE_LEGEND),
             ),
-            stat(
-                "Deferred queue",
-                "Messages in each Postfix deferred queue now; colours at "
-                f"{CONFIG.queue_deferred_warning}/{CONFIG.queue_deferred_critical}.",
-                Query(series("mail_queue_messages", DEFERRED), "{{mta_instance}}"),
-                steps=DEFERRED_QUEUE,
-                text=NAMED,
-                width=6,
-                height=8,
+            _postfix_queue(
+                "deferred", CONFIG.queue_deferred_warning, CONFIG.queue_deferred_critical
             ),
-            stat(
-                "Active queue",
-                "Messages in each Postfix active queue now; colours at "
-                f"{CONFIG.queue_active_warning}/{CONFIG.queue_active_critical}.",
-                Query(series("mail_queue_messages", ACTIVE), "{{mta_instance}}"),
-                steps=ACTIVE_QUEUE,
-                text=NAMED,
-                width=6,
-                height=8,
-            ),
+            _postfix_queue("active", CONFIG.queue_active_warning, CONFIG.queue_active_critical),
             timeseries(
                 "Oldest message age",
                 "Age of the oldest message in each queue, from its recorded arrival time; "
@@ -424,12 +413,11 @@ def _fleet_exporters() -> Row:
     return Row(
         "The exporters themselves",
         [
-            stat(
+            broken(
                 "Collectors failing",
                 "Collectors (queues, host, logs, …) whose last scrape failed: their figures "
                 "are missing, not zero.",
-                Query(count_or_zero(f"{series('mail_exporter_collector_success')} == 0")),
-                steps=any_is_bad(),
+                f"{series('mail_exporter_collector_success')} == 0",
                 width=4,
             ),
             stat(
@@ -473,130 +461,6 @@ def _fleet_exporters() -> Row:
     )
 
 
-MATCH_MISMATCH = flag(("matches", "green"), ("mismatch", "red"))
-LISTED = flag(("listed", "red"), ("not listed", "green"))
-
-
-def _fleet_dns() -> Row:
-    def dns_stat(title: str, description: str, query: Query, **options: Any) -> Panel:
-        """A quarter-row stat with each series' name: the row's per-host/per-name facts."""
-        return stat(title, description, query, text=NAMED, width=6, height=6, **options)
-
-    return Row(
-        "DNS and reputation",
-        [
-            table(
-                "Mail domains",
-                "One row per configured domain: MX hosts named (0: none or a null MX), SPF "
-                "(valid, DNS lookups of RFC 7208's 10, void lookups of its 2), DMARC policy, "
-                "MTA-STS mode, whether its policy is valid and covers every MX, TLS-RPT. A "
-                "missing cell is a lookup that failed (see DNS check errors).",
-                Query(series("mail_dns_spf_valid")),
-                Query(series("mail_dns_spf_lookups")),
-                Query(series("mail_dns_spf_void_lookups")),
-                Query(series("mail_dns_dmarc_present")),
-                Query(series("mail_dns_dmarc_policy_info")),
-                Query(series("mail_dns_mta_sts_mx_covered")),
-                Query(series("mail_dns_mta_sts_mode_info")),
-                Query(series("mail_dns_tls_rpt_present")),
-                Query(series("mail_dns_mx_records")),
-                Query(series("mail_dns_mta_sts_policy_valid")),
-                columns={
-                    "domain": "Domain",
-                    "Value #I": "MX hosts",
-                    "Value #A": "SPF",
-                    "Value #B": "SPF lookups",
-                    "Value #C": "SPF void lookups",
-                    "Value #D": "DMARC",
-                    "policy": "DMARC policy",
-                    "Value #F": "MTA-STS covers MX",
-                    "mode": "MTA-STS mode",
-                    "Value #J": "MTA-STS policy valid",
-                    "Value #H": "TLS-RPT",
-                },
-                hidden=("instance", "Value #E", "Value #G"),
-                width=24,
-            ),
-            state_timeline(
-                "Blocklist listings",
-                "Each sending IP on each IP blocklist, and each mail domain on each domain "
-                "blocklist (Spamhaus DBL): listed (with its return code) or not. Gaps are "
-                "lookups without a verdict (refused, timeout): never counted as listed.",
-                Query(series("mail_dnsbl_listed"), "{{ip}} {{zone}}"),
-                Query(series("mail_dnsbl_domain_listed"), "{{domain}} {{zone}}"),
-                mappings=LISTED,
-                height=8,
-            ),
-            timeseries(
-                "Blocklist check errors",
-                "Blocklist lookups without a verdict per interval: refused (127.255.255.x: the "
-                "list refuses this resolver), unexpected_answer, timeout, servfail.",
-                Query(sum_by("zone, reason", increase("mail_dnsbl_check_errors_total")) + " > 0",
-                      "{{zone}} {{reason}}"),
-                Query(sum_by("check, reason", increase("mail_dns_check_errors_total")) + " > 0",
-                      "{{check}} {{reason}}"),
-                bars=True,
-            ),
-            dns_stat(
-                "Reverse DNS forward-confirmed",
-                "Per sending IP: its PTR name resolves back to it.",
-                Query(series("mail_dns_ptr_forward_confirmed"), "{{ip}}"),
-                mappings=flag(("confirmed", "green"), ("not confirmed", "red")),
-            ),
-            dns_stat(
-                "PTR matches HELO",
-                "Per sending IP: a PTR name is the configured HELO name.",
-                Query(series("mail_dns_ptr_matches_helo"), "{{ip}}"),
-                mappings=flag(("matches", "green"), ("mismatch", "orange")),
-            ),
-            dns_stat(
-                "DANE",
-                "Per MX with TLSA records: a usable record (usage 2 or 3, RFC 7672) matches the "
-                "chain its STARTTLS shows; with none usable, mismatch (see MailDaneUnusable).",
-                Query(series("mail_dns_dane_tlsa_matches"), "{{mx}}"),
-                mappings=MATCH_MISMATCH,
-            ),
-            dns_stat(
-                "DKIM key bits",
-                "Per domain and selector: the published key's size (red under "
-                f"{CONFIG.dkim_min_key_bits}, absent when missing; mail_dns_dkim_key_present "
-                "says which).",
-                Query(series("mail_dns_dkim_key_size"), "{{selector}}._domainkey.{{domain}}"),
-                steps=thresholds("red", (CONFIG.dkim_min_key_bits, "orange"),
-                                 (CONFIG.dkim_good_key_bits, "green")),
-            ),
-            dns_stat(
-                "MX hosts resolvable",
-                "Per MX host of each domain: it has an A or AAAA address senders can deliver to.",
-                Query(series("mail_dns_mx_resolvable"), "{{mx}} ({{domain}})"),
-                mappings=flag(("resolves", "green"), ("no address", "red")),
-            ),
-            dns_stat(
-                "DKIM key published",
-                "Per domain and selector: a key is published (missing or revoked: mail signed "
-                "with the selector fails DKIM).",
-                Query(series("mail_dns_dkim_key_present"), "{{selector}}._domainkey.{{domain}}"),
-                mappings=flag(("published", "green"), ("missing", "red")),
-            ),
-            dns_stat(
-                "Usable TLSA records",
-                "Per MX that publishes TLSA records: those an SMTP client can use (usage 2 or 3, "
-                "RFC 7672). 0 is MailDaneUnusable: DANE protects nothing.",
-                Query(series("mail_dns_dane_tlsa_usable_records") + " and on (instance, job, mx) "
-                      + series("mail_dns_dane_tlsa_records") + " > 0", "{{mx}}"),
-                steps=thresholds("red", (1, "green")),
-            ),
-            dns_stat(
-                "DNSSEC validated",
-                "Per name: the resolver validated the answer (AD bit) for the domain's MX and each "
-                "_25._tcp TLSA name. DANE needs it: senders ignore unvalidated TLSA records.",
-                Query(series("mail_dns_dnssec_validated"), "{{name}}"),
-                mappings=flag(("validated", "green"), ("not validated", "orange")),
-            ),
-        ],
-    )  # fmt: skip
-
-
 def fleet_overview() -> Json:
     return dashboard(
         "mail-overview",
@@ -608,7 +472,7 @@ def fleet_overview() -> Json:
             _fleet_probes(),
             _fleet_queues(),
             _fleet_roundtrip(),
-            _fleet_dns(),
+            dns_row(),
             _fleet_exchange(),
             _fleet_exporters(),
         ],

@@ -3,6 +3,8 @@ variable: where the time goes, why probes fail, and its TLS."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mixin.dashboards.shared import (
     CERT_DAYS,
     PLAINTEXT_LOGIN,
@@ -16,6 +18,7 @@ from mixin.grafana import (
     DAYS,
     NAMED,
     Json,
+    Panel,
     Query,
     Row,
     colored_cells,
@@ -41,47 +44,47 @@ def server_link(target: str = SERIES_TARGET) -> list[Json]:
     return [{"title": f"Open {target}", "url": url}]
 
 
+def _now(title: str, description: str, expr: str, **options: Any) -> Panel:
+    """A fact of each picked target's last probe, named by the target."""
+    return stat(title, description, Query(expr, "{{target}}"), text=NAMED, **options)
+
+
 def _server_now() -> Row:
     return Row(
         "Now",
         [
-            stat(
+            _now(
                 "Status",
                 "The last probe's verdict.",
-                Query(series("mail_probe_success", TARGET), "{{target}}"),
+                series("mail_probe_success", TARGET),
                 mappings=UP_DOWN,
-                text=NAMED,
             ),
-            stat(
+            _now(
                 "Since last success",
                 "Time since a probe of this target last passed every step.",
-                Query(age("mail_probe_last_success_timestamp_seconds", TARGET), "{{target}}"),
+                age("mail_probe_last_success_timestamp_seconds", TARGET),
                 unit="s",
-                text=NAMED,
             ),
-            stat(
+            _now(
                 "Probe duration",
                 "Wall time of the last probe.",
-                Query(series("mail_probe_duration_seconds", TARGET), "{{target}}"),
+                series("mail_probe_duration_seconds", TARGET),
                 unit="s",
                 steps=PROBE_SLOW,
-                text=NAMED,
             ),
-            stat(
+            _now(
                 "Certificate days left",
                 "Days until the earliest certificate of the presented chain expires.",
-                Query(cert_days_left(TARGET), "{{target}}"),
+                cert_days_left(TARGET),
                 unit=DAYS,
                 steps=CERT_DAYS,
-                text=NAMED,
                 decimals=0,
             ),
-            stat(
+            _now(
                 "Certificate",
                 "Whether the chain verified and names the server.",
-                Query(series("mail_tls_cert_verified", TARGET), "{{target}}"),
+                series("mail_tls_cert_verified", TARGET),
                 mappings=VERIFIED,
-                text=NAMED,
             ),
             stat(
                 "TLS version",
@@ -89,19 +92,17 @@ def _server_now() -> Row:
                 Query(series("mail_tls_version_info", TARGET), "{{target}}: {{version}}"),
                 text="name",
             ),
-            stat(
+            _now(
                 "STARTTLS",
                 "On plaintext sessions: whether the server offered STARTTLS (STLS).",
-                Query(series("mail_probe_starttls_offered", TARGET), "{{target}}"),
+                series("mail_probe_starttls_offered", TARGET),
                 mappings=STARTTLS,
-                text=NAMED,
             ),
-            stat(
+            _now(
                 "Login before TLS",
                 "On plaintext sessions: whether the server offered a login before TLS.",
-                Query(series("mail_probe_plaintext_auth_offered", TARGET), "{{target}}"),
+                series("mail_probe_plaintext_auth_offered", TARGET),
                 mappings=PLAINTEXT_LOGIN,
-                text=NAMED,
             ),
         ],
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixin.config import Config
+
 RUNBOOK = "docs/runbook.md"
 
 HOST = 'instance="mailhost:9469",job="mail"'
@@ -63,6 +65,38 @@ def fired(base: dict[str, str], severity: str, **extra: str) -> dict[str, str]:
     return {**base, **extra, "severity": severity}
 
 
+def selector(labels: dict[str, str]) -> str:
+    """An example series' label matchers, in the labels' order: ``a="1",b="2"``."""
+    return ",".join(f'{name}="{value}"' for name, value in labels.items())
+
+
+def flag_alert(
+    c: Config,
+    name: str,
+    metric: str,
+    labels: dict[str, str],
+    severity: str,
+    summary: str,
+    description: str,
+    *,
+    bad: int = 0,
+    for_: str = "5m",
+) -> Alert:
+    """An alert on a 1/0 gauge that reads ``bad``: it fires on a series of ``labels`` at
+    ``bad`` and stays quiet at the other value."""
+    series = f"{metric}{{{selector(labels)}}}"
+    return Alert(
+        name,
+        f"{metric}{c.matchers()} == {bad}",
+        severity,
+        summary,
+        description,
+        Example([(series, steady(bad))], [fired(labels, severity)]),
+        Example([(series, steady(1 - bad))]),
+        for_=for_,
+    )
+
+
 @dataclass(frozen=True)
 class Levels:
     """A warning and a critical threshold, and a series value in each band around them."""
@@ -72,6 +106,11 @@ class Levels:
     quiet: float  # neither fires
     between: float  # the warning fires
     beyond: float  # both fire
+
+    @classmethod
+    def of_durations(cls, warning: float, critical: float) -> Levels:
+        """For durations: quiet at half the warning, beyond at twice the critical."""
+        return cls(warning, critical, warning / 2, (warning + critical) / 2, critical * 2)
 
 
 def leveled(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from mixin.config import Config
 from mixin.promql import age, increase, sum_by
-from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, ramp, steady
+from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
 
 
 def dns_alerts(c: Config) -> list[Alert]:
@@ -14,35 +16,14 @@ def dns_alerts(c: Config) -> list[Alert]:
     domain_labels = {"domain": "example.com", **HOST_LABELS}
     dkim = f'domain="example.com",selector="mail",{HOST}'
     dkim_labels = {"domain": "example.com", "selector": "mail", **HOST_LABELS}
-    mx = f'domain="example.com",mx="mx1.example.com",{HOST}'
     mx_labels = {"domain": "example.com", "mx": "mx1.example.com", **HOST_LABELS}
     dane = f'mx="mx1.example.com",{HOST}'
     dane_labels = {"mx": "mx1.example.com", **HOST_LABELS}
-    ip = f'ip="192.0.2.25",{HOST}'
     ip_labels = {"ip": "192.0.2.25", **HOST_LABELS}
     dbl = f'zone="dbl.spamhaus.org",domain="example.com",{HOST}'
     dbl_labels = {"zone": "dbl.spamhaus.org", "domain": "example.com", **HOST_LABELS}
 
-    def flag(
-        name: str,
-        metric: str,
-        series: str,
-        labels: dict[str, str],
-        severity: str,
-        summary: str,
-        description: str,
-    ) -> Alert:
-        """An alert on a 0/1 DNS fact that is 0."""
-        return Alert(
-            name,
-            f"{metric}{c.matchers()} == 0",
-            severity,
-            summary,
-            description,
-            Example([(f"{metric}{{{series}}}", steady(0))], [fired(labels, severity)]),
-            Example([(f"{metric}{{{series}}}", steady(1))]),
-            for_=c.dns_for,
-        )
+    flag = partial(flag_alert, c, for_=c.dns_for)  # the 0/1 DNS facts that are 0
 
     return [
         Alert(
@@ -90,17 +71,17 @@ def dns_alerts(c: Config) -> list[Alert]:
             Example([(f'mail_dns_check_errors_total{{check="spf",reason="servfail",{HOST}}}', steady(2))]),
             for_=c.dns_errors_for,
         ),
-        flag("MailSpfInvalid", "mail_dns_spf_valid", domain, domain_labels, "critical",
+        flag("MailSpfInvalid", "mail_dns_spf_valid", domain_labels, "critical",
              "A mail domain's SPF record is broken.",
              "{{ $labels.domain }} has no single valid SPF record, needs more than 10 DNS "
              "lookups or makes more than 2 void lookups (see mail_dns_spf_records, "
              "mail_dns_spf_lookups and mail_dns_spf_void_lookups): receivers treat its mail "
              "as failing SPF."),
-        flag("MailDmarcMissing", "mail_dns_dmarc_present", domain, domain_labels, "warning",
+        flag("MailDmarcMissing", "mail_dns_dmarc_present", domain_labels, "warning",
              "A mail domain has no DMARC record.",
              "_dmarc.{{ $labels.domain }} has no (single) DMARC record: large receivers junk or "
              "reject mail from domains without one."),
-        flag("MailDkimKeyMissing", "mail_dns_dkim_key_present", dkim, dkim_labels, "critical",
+        flag("MailDkimKeyMissing", "mail_dns_dkim_key_present", dkim_labels, "critical",
              "A DKIM key is not published.",
              "{{ $labels.selector }}._domainkey.{{ $labels.domain }} has no key (missing or "
              "revoked): mail signed with this selector fails DKIM."),
@@ -116,11 +97,11 @@ def dns_alerts(c: Config) -> list[Alert]:
             Example([(f"mail_dns_dkim_key_size{{{dkim}}}", steady(2048))]),
             for_=c.dns_for,
         ),
-        flag("MailMxMissing", "mail_dns_mx_records", domain, domain_labels, "critical",
+        flag("MailMxMissing", "mail_dns_mx_records", domain_labels, "critical",
              "A mail domain has no MX record.",
              "{{ $labels.domain }} names no MX host (none, or a null MX): senders fall back to "
              "its A record or give up, and its mail does not arrive."),
-        flag("MailMxExpectedMissing", "mail_dns_mx_expected", mx, mx_labels, "critical",
+        flag("MailMxExpectedMissing", "mail_dns_mx_expected", mx_labels, "critical",
              "An expected MX host is not in the domain's MX records.",
              "The MX records of {{ $labels.domain }} do not name {{ $labels.mx }} "
              "(collectors.dns.mx_hosts): mail goes to other hosts, perhaps ones you do not run."),
@@ -136,15 +117,15 @@ def dns_alerts(c: Config) -> list[Alert]:
             Example([(f"mail_dns_mx_unexpected_hosts{{{domain}}}", steady(0))]),
             for_=c.dns_for,
         ),
-        flag("MailMxUnresolvable", "mail_dns_mx_resolvable", mx, mx_labels, "critical",
+        flag("MailMxUnresolvable", "mail_dns_mx_resolvable", mx_labels, "critical",
              "An MX host has no address.",
              "MX {{ $labels.mx }} of {{ $labels.domain }} resolves to no A or AAAA address: "
              "senders cannot deliver to it."),
-        flag("MailPtrNotConfirmed", "mail_dns_ptr_forward_confirmed", ip, ip_labels, "warning",
+        flag("MailPtrNotConfirmed", "mail_dns_ptr_forward_confirmed", ip_labels, "warning",
              "A sending IP's reverse DNS is not forward-confirmed.",
              "{{ $labels.ip }} has no PTR, or its PTR name does not resolve back to it: many "
              "receivers reject mail from such IPs."),
-        flag("MailPtrHeloMismatch", "mail_dns_ptr_matches_helo", ip, ip_labels, "warning",
+        flag("MailPtrHeloMismatch", "mail_dns_ptr_matches_helo", ip_labels, "warning",
              "A sending IP's PTR is not the HELO name.",
              "No PTR name of {{ $labels.ip }} is the configured HELO name: receivers score "
              "the mismatch as spam."),
@@ -163,7 +144,7 @@ def dns_alerts(c: Config) -> list[Alert]:
                      (f'mail_dns_mta_sts_mode_info{{mode="testing",{domain}}}', steady(1))]),
             for_=c.dns_for,
         ),
-        flag("MailMtaStsPolicyInvalid", "mail_dns_mta_sts_policy_valid", domain, domain_labels,
+        flag("MailMtaStsPolicyInvalid", "mail_dns_mta_sts_policy_valid", domain_labels,
              "warning", "The MTA-STS policy is invalid.",
              "The MTA-STS policy of {{ $labels.domain }} lacks a version, a known mode or "
              "max_age: senders ignore it."),

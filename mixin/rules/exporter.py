@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mixin.config import Config
-from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, steady
+from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, steady
 
 
 def exporter_alerts(c: Config) -> list[Alert]:
@@ -17,23 +17,17 @@ def exporter_alerts(c: Config) -> list[Alert]:
             Example([(f'up{{{HOST}}}', steady(1))]),
             for_="2m",
         ),
-        Alert(
-            "MailExporterCollectorFailing", f"mail_exporter_collector_success{c.matchers()} == 0",
-            "warning", "A mail_exporter collector fails.",
+        flag_alert(
+            c, "MailExporterCollectorFailing", "mail_exporter_collector_success",
+            {"collector": "postfix_queue", **HOST_LABELS}, "warning", "A mail_exporter collector fails.",
             "Collector {{ $labels.collector }} on {{ $labels.instance }} cannot read its source; "
             "the exporter's log says why.",
-            Example([(f'mail_exporter_collector_success{{collector="postfix_queue",{HOST}}}', steady(0))],
-                    [fired({"collector": "postfix_queue", **HOST_LABELS}, "warning")]),
-            Example([(f'mail_exporter_collector_success{{collector="postfix_queue",{HOST}}}', steady(1))]),
             for_="10m",
         ),
-        Alert(
-            "MailExporterConfigReloadFailed",
-            f"mail_exporter_config_last_reload_successful{c.matchers()} == 0",
-            "warning", "mail_exporter's configuration reload failed.",
+        flag_alert(
+            c, "MailExporterConfigReloadFailed", "mail_exporter_config_last_reload_successful",
+            HOST_LABELS, "warning", "mail_exporter's configuration reload failed.",
             "mail_exporter on {{ $labels.instance }} runs on its previous configuration: the new "
             "file has errors (see mail-exporter check-config).",
-            Example([(f"mail_exporter_config_last_reload_successful{{{HOST}}}", steady(0))], [fired(HOST_LABELS, "warning")]),
-            Example([(f"mail_exporter_config_last_reload_successful{{{HOST}}}", steady(1))]),
         ),
     ]  # fmt: skip

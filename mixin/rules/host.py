@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mixin.config import Config
 from mixin.promql import HOUR_SECONDS, age, path_free_bytes_ahead
-from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, ramp, steady
+from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
 
 
 def host_alerts(c: Config) -> list[Alert]:
@@ -119,15 +119,11 @@ def host_alerts(c: Config) -> list[Alert]:
                      (f'mail_host_temperature_high_celsius{{chip="coretemp",sensor="Core 0",{HOST}}}', steady(82))]),
             for_="10m",
         ),
-        Alert(
-            "MailHostDiskUnhealthy", f"mail_host_smart_healthy{c.matchers()} == 0", "critical",
-            "A disk of the mail host fails its S.M.A.R.T. self-assessment.",
+        flag_alert(
+            c, "MailHostDiskUnhealthy", "mail_host_smart_healthy", {"device": "/dev/sda", **HOST_LABELS},
+            "critical", "A disk of the mail host fails its S.M.A.R.T. self-assessment.",
             "Disk {{ $labels.device }} on {{ $labels.instance }} reports its health as failing: "
             "replace it before the mail store is lost.",
-            Example([(f'mail_host_smart_healthy{{device="/dev/sda",{HOST}}}', steady(0))],
-                    [fired({"device": "/dev/sda", **HOST_LABELS}, "critical")]),
-            Example([(f'mail_host_smart_healthy{{device="/dev/sda",{HOST}}}', steady(1))]),
-            for_="5m",
         ),
         Alert(
             "MailHostDiskSectorsFailing",

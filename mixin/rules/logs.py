@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mixin.config import Config
 from mixin.promql import BOUNCE_RATIO_RULE, DEFER_RATIO_RULE, increase, rate, series, sum_by
-from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, ramp, steady
+from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
 
 
 def log_alerts(c: Config) -> list[Alert]:
@@ -16,31 +16,41 @@ def log_alerts(c: Config) -> list[Alert]:
     fatal = series("mail_log_problems_total", severe, config=c)
     fatal_before = series("mail_log_problems_total", severe, offset="15m", config=c)
     problems = f'mail_log_problems_total{{{mta},service="smtpd",severity="fatal"}}'
+
+    def ratio_alert(
+        name: str, rule: str, status: str, warning: float, summary: str, description: str
+    ) -> Alert:
+        """A delivery ratio above ``warning``: fires at 30 of 90 attempts a minute, quiet at 1 in 61."""
+
+        def attempts(per_minute: float) -> list[tuple[str, str]]:
+            return [
+                (
+                    f'mail_deliveries_total{{{mta},transport="smtp",status="{status}"}}',
+                    ramp(0, per_minute),
+                ),
+                (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60)),
+            ]
+
+        return Alert(
+            name,
+            f"{rule}{c.matchers()} > {warning:g}",
+            "warning",
+            summary,
+            description,
+            Example(attempts(30), [fired(mta_labels, "warning")]),
+            Example(attempts(1)),
+            for_="15m",
+        )
+
     return [
-        Alert(
-            "MailBounceRatioHigh", f"{BOUNCE_RATIO_RULE}{c.matchers()} > {c.bounce_ratio_warning:g}",
-            "warning", "Many deliveries bounce.",
-            "{{ $value | humanizePercentage }} of the deliveries of {{ $labels.mta }} on "
-            "{{ $labels.instance }} bounced over the last 15 minutes.",
-            Example([(f'mail_deliveries_total{{{mta},transport="smtp",status="bounced"}}', ramp(0, 30)),
-                     (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60))],
-                    [fired({"mta": "postfix", **HOST_LABELS}, "warning")]),
-            Example([(f'mail_deliveries_total{{{mta},transport="smtp",status="bounced"}}', ramp(0, 1)),
-                     (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60))]),
-            for_="15m",
-        ),
-        Alert(
-            "MailDeferRatioHigh", f"{DEFER_RATIO_RULE}{c.matchers()} > {c.defer_ratio_warning:g}",
-            "warning", "Many deliveries are deferred.",
-            "{{ $value | humanizePercentage }} of the delivery attempts of {{ $labels.mta }} on "
-            "{{ $labels.instance }} were deferred over the last 15 minutes.",
-            Example([(f'mail_deliveries_total{{{mta},transport="smtp",status="deferred"}}', ramp(0, 30)),
-                     (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60))],
-                    [fired({"mta": "postfix", **HOST_LABELS}, "warning")]),
-            Example([(f'mail_deliveries_total{{{mta},transport="smtp",status="deferred"}}', ramp(0, 1)),
-                     (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60))]),
-            for_="15m",
-        ),
+        ratio_alert("MailBounceRatioHigh", BOUNCE_RATIO_RULE, "bounced", c.bounce_ratio_warning,
+                    "Many deliveries bounce.",
+                    "{{ $value | humanizePercentage }} of the deliveries of {{ $labels.mta }} on "
+                    "{{ $labels.instance }} bounced over the last 15 minutes."),
+        ratio_alert("MailDeferRatioHigh", DEFER_RATIO_RULE, "deferred", c.defer_ratio_warning,
+                    "Many deliveries are deferred.",
+                    "{{ $value | humanizePercentage }} of the delivery attempts of {{ $labels.mta }} on "
+                    "{{ $labels.instance }} were deferred over the last 15 minutes."),
         Alert(
             "MailAuthBruteForce",
             sum_by(by_service, rate("mail_auth_failures_total", window="5m", config=c))
@@ -69,14 +79,11 @@ def log_alerts(c: Config) -> list[Alert]:
             also=(Example([(problems, "3x60 4x60")], [fired(mta_labels, "warning", service="smtpd")]),
                   Example([(f'mail_log_problems_total{{{mta},service="smtpd",severity="warning"}}', "_x60 1x60")])),
         ),
-        Alert(
-            "MailLogSourceDown", f"mail_log_source_up{c.matchers()} == 0", "warning",
-            "A mail log cannot be read.",
+        flag_alert(
+            c, "MailLogSourceDown", "mail_log_source_up", {"source": "/var/log/mail.log", **HOST_LABELS},
+            "warning", "A mail log cannot be read.",
             "Log source {{ $labels.source }} on {{ $labels.instance }} is not being read (missing, "
             "unreadable, journal unavailable): deliveries, rejects and logins from it go uncounted.",
-            Example([(f'mail_log_source_up{{source="/var/log/mail.log",{HOST}}}', steady(0))],
-                    [fired({"source": "/var/log/mail.log", **HOST_LABELS}, "warning")]),
-            Example([(f'mail_log_source_up{{source="/var/log/mail.log",{HOST}}}', steady(1))]),
             for_="10m",
         ),
     ]  # fmt: skip

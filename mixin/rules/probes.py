@@ -7,7 +7,7 @@ from mail_exporter.metrics import tls_version_label
 from mail_exporter.probes.result import FailureReason
 from mixin.config import Config
 from mixin.promql import DAY_SECONDS, PROBED, cert_days_left
-from mixin.rules.alert import Alert, Example, Levels, fired, leveled, steady
+from mixin.rules.alert import Alert, Example, Levels, fired, flag_alert, leveled, steady
 
 TARGET = 'target="mx1",module="smtp_starttls",protocol="smtp",instance="mailhost:9469",job="mail"'
 TARGET_LABELS = {"target": "mx1", "module": "smtp_starttls", "protocol": "smtp",
@@ -101,21 +101,16 @@ def probe_alerts(c: Config) -> list[Alert]:
             Example([(f'{failure}{{{TARGET},phase="banner",reason="timeout"}}', steady(1))]),
             for_="2m",
         ),
-        Alert(
-            "MailPlaintextLoginOffered", f"mail_probe_plaintext_auth_offered{c.matchers()} == 1",
+        flag_alert(
+            c, "MailPlaintextLoginOffered", "mail_probe_plaintext_auth_offered", TARGET_LABELS,
             "warning", "The server offers login before TLS.",
             "{{ $labels.target }} ({{ $labels.protocol }}) advertises login on an unencrypted "
             "session: passwords can be sent in the clear.",
-            Example([(f"mail_probe_plaintext_auth_offered{{{TARGET}}}", steady(1))], [fired(TARGET_LABELS, "warning")]),
-            Example([(f"mail_probe_plaintext_auth_offered{{{TARGET}}}", steady(0))]),
-            for_="1h",
+            bad=1, for_="1h",
         ),
-        Alert(
-            "MailCertificateNotVerified", f"mail_tls_cert_verified{c.matchers()} == 0", "warning",
-            unverified_summary, unverified_description,
-            Example([(verified, steady(0))], [fired(TARGET_LABELS, "warning")]),
-            Example([(verified, steady(1))]),
-            for_="10m",
+        flag_alert(
+            c, "MailCertificateNotVerified", "mail_tls_cert_verified", TARGET_LABELS, "warning",
+            unverified_summary, unverified_description, for_="10m",
         ),
         Alert(
             # The module verifies (no insecure_skip_verify), so the probe fails: an outage for
@@ -142,10 +137,9 @@ def probe_alerts(c: Config) -> list[Alert]:
             also=(old_tls("TLSv1.1"), old_tls("SSLv3")),
         ),
     ]  # fmt: skip
-    warn, crit = c.probe_slow_warning_seconds, c.probe_slow_critical_seconds
     alerts += leveled(
         "MailProbeSlow", "mail_probe_duration_seconds" + c.matchers() + " > {limit}",
-        Levels(warn, crit, warn / 2, (warn + crit) / 2, crit * 2),
+        Levels.of_durations(c.probe_slow_warning_seconds, c.probe_slow_critical_seconds),
         f"mail_probe_duration_seconds{{{TARGET}}}", TARGET_LABELS, "A mail service answers slowly.",
         "A probe of {{ $labels.target }} ({{ $labels.protocol }}) took "
         "{{ $value | humanizeDuration }} (threshold {limit}s).", c.probe_slow_for,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from mixin.config import Config
 from mixin.promql import age
-from mixin.rules.alert import HOST_LABELS, Alert, Example, Levels, fired, leveled, ramp, steady
+from mixin.rules.alert import (
+    HOST_LABELS,
+    Alert,
+    Example,
+    Levels,
+    fired,
+    flag_alert,
+    leveled,
+    ramp,
+    steady,
+)
 
 ROUTE = 'route="local-loop",instance="mailhost:9469",job="mail"'
 ROUTE_LABELS = {"route": "local-loop", **HOST_LABELS}
@@ -12,13 +22,11 @@ ROUTE_LABELS = {"route": "local-loop", **HOST_LABELS}
 
 def roundtrip_alerts(c: Config) -> list[Alert]:
     alerts = [
-        Alert(
-            "MailRoundTripFailing", f"mail_roundtrip_success{c.matchers()} == 0", "critical",
+        flag_alert(
+            c, "MailRoundTripFailing", "mail_roundtrip_success", ROUTE_LABELS, "critical",
             "Test mail does not arrive.",
             "The round trip {{ $labels.route }} failed: mail sent there did not reach the mailbox "
             "in time; mail_roundtrip_failures_total says at which stage.",
-            Example([(f"mail_roundtrip_success{{{ROUTE}}}", steady(0))], [fired(ROUTE_LABELS, "critical")]),
-            Example([(f"mail_roundtrip_success{{{ROUTE}}}", steady(1))]),
         ),
         Alert(
             "MailRoundTripStale",
@@ -29,10 +37,9 @@ def roundtrip_alerts(c: Config) -> list[Alert]:
             Example([(f"mail_roundtrip_last_success_timestamp_seconds{{{ROUTE}}}", ramp(0, 60))]),
         ),
     ]  # fmt: skip
-    warn, crit = c.roundtrip_slow_warning_seconds, c.roundtrip_slow_critical_seconds
     alerts += leveled(
         "MailRoundTripSlow", "mail_roundtrip_duration_seconds" + c.matchers() + " > {limit}",
-        Levels(warn, crit, warn / 2, (warn + crit) / 2, crit * 2),
+        Levels.of_durations(c.roundtrip_slow_warning_seconds, c.roundtrip_slow_critical_seconds),
         f"mail_roundtrip_duration_seconds{{{ROUTE}}}", ROUTE_LABELS, "Test mail takes long to arrive.",
         "The last test message on {{ $labels.route }} took {{ $value | humanizeDuration }} "
         "to arrive (threshold {limit}s).", "10m",
