@@ -34,7 +34,7 @@ class Config:
     queue_growth_horizon_hours: int = 4
     queue_oldest_warning_seconds: int = 3600
     queue_oldest_critical_seconds: int = 7200
-    # Exchange's transport queues (windows_exporter); only the dashboards use them so far.
+    # Checkmk's Exchange queue defaults (windows_exporter); only the dashboards use them so far.
     exchange_queue_warning: int = 500
     exchange_queue_critical: int = 2000
 
