@@ -31,7 +31,9 @@ from pydantic import ValidationError
 
 from mail_exporter import __version__
 from mail_exporter.collectors import COLLECTORS
-from mail_exporter.config import ConfigError, ModuleConfig, describe_error, load_config
+from mail_exporter.config import ConfigError, load_config
+from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.config.validation import describe_error
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
 from mail_exporter.probes import run_probe

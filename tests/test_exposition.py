@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.config import ModuleConfig, TargetConfig
+from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult, TLSFacts

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import mail_exporter.probes
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes.imap import probe_imap
 from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import tls
 from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult

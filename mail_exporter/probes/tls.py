@@ -41,7 +41,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from mail_exporter.config_files import MAX_CONFIG_BYTES, read_bounded
+from mail_exporter.config.files import MAX_CONFIG_BYTES, read_bounded
 from mail_exporter.probes.printable import printable
 from mail_exporter.probes.result import TLSFacts
 

@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import tls
 from mail_exporter.probes.printable import printable
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage

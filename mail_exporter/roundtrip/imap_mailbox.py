@@ -49,7 +49,8 @@ from typing import Any
 
 import aioimaplib
 
-from mail_exporter.config import AuthConfig, ModuleConfig, RoundTripReceive
+from mail_exporter.config.probes import AuthConfig, ModuleConfig
+from mail_exporter.config.roundtrip import RoundTripReceive
 from mail_exporter.probes import tls
 from mail_exporter.probes.printable import printable
 from mail_exporter.probes.session import plaintext_refusal

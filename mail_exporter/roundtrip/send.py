@@ -19,7 +19,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from mail_exporter.config import AuthConfig, ModuleConfig
+from mail_exporter.config.probes import AuthConfig, ModuleConfig
 from mail_exporter.probes import tls
 from mail_exporter.probes.printable import printable
 from mail_exporter.probes.session import plaintext_refusal
