@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mail_exporter.metrics import tls_version_label
 from mail_exporter.probes.result import FailureReason
+from mail_exporter.tls_facts import tls_version_label
 from mixin.config import CONFIG, Config
 
 RUNBOOK = "docs/runbook.md"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from mail_exporter import exporter as exporter_module
+from mail_exporter import tls_facts
 from mail_exporter.config import ConfigError, default_config, load_config, parse_config
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter
-from mail_exporter.probes import tls
 
 VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
 
@@ -484,7 +484,9 @@ def test_probes_read_the_ca_file_as_the_config_does(tmp_path: Path) -> None:
     fifo = tmp_path / "ca.pem"
     os.mkfifo(fifo)
     answer: list[str | None] = []
-    reader = threading.Thread(target=lambda: answer.append(tls.verify_chain([], "h", str(fifo))))
+    reader = threading.Thread(
+        target=lambda: answer.append(tls_facts.verify_chain([], "h", str(fifo)))
+    )
     reader.start()
     reader.join(30)
     if reader.is_alive():  # free the reader (the open for writing returns once it waits)

@@ -19,9 +19,9 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from mail_exporter import tls_facts
 from mail_exporter.config.probes import AuthConfig, ModuleConfig
-from mail_exporter.probes import tls
-from mail_exporter.probes.printable import printable
+from mail_exporter.printable import printable
 from mail_exporter.probes.session import plaintext_refusal
 from mail_exporter.roundtrip.connection import open_socket, server_name, verify_server
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
@@ -61,7 +61,7 @@ async def _submit(
         timeout=module.timeout_seconds,
         use_tls=module.tls == "implicit",
         start_tls=False,
-        tls_context=tls.client_context(),
+        tls_context=tls_facts.client_context(),
     )
     try:
         await client.connect()

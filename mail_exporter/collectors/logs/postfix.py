@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable
 
 from mail_exporter.collectors.logs.counters import OTHER, LogCounters
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
-from mail_exporter.metrics import tls_version_label
+from mail_exporter.tls_facts import tls_version_label
 
 MTA = "postfix"
 MAX_QUEUED_IDS = 200_000
