@@ -23,17 +23,30 @@ are imported from their own modules by the code that needs them:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SerializeAsAny, model_validator
 
 from mail_exporter.allowlist import TargetKey, target_key
 from mail_exporter.config.collectors import CollectorsConfig
 from mail_exporter.config.fields import Name, StrictModel
-from mail_exporter.config.probes import GlobalConfig, ModuleConfig, ProbeConfig, TargetConfig
+from mail_exporter.config.probes import (
+    GlobalConfig,
+    ModuleConfig,
+    ProbeConfig,
+    TargetConfig,
+    moved_key_problem,
+)
 from mail_exporter.config.references import cross_references
 from mail_exporter.config.roundtrip import RoundTripRoute
-from mail_exporter.config.validation import ConfigError, load_yaml_file, validate_yaml
+from mail_exporter.config.validation import (
+    ConfigError,
+    describe_error,
+    load_yaml_file,
+    validate_yaml,
+)
 from mail_exporter.targets import Address, parse_address
 
 __all__ = ["Config", "ConfigError", "default_config", "load_config", "parse_config"]
@@ -41,7 +54,8 @@ __all__ = ["Config", "ConfigError", "default_config", "load_config", "parse_conf
 
 class Config(StrictModel):
     global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
-    modules: dict[Name, ModuleConfig] = Field(default_factory=dict)
+    # Shown with the fields of each module's own class (SMTPModule, ...), not only the shared ones.
+    modules: dict[Name, SerializeAsAny[ModuleConfig]] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
     roundtrip: list[RoundTripRoute] = Field(default_factory=list)
     collectors: CollectorsConfig = CollectorsConfig()
@@ -70,13 +84,22 @@ class Config(StrictModel):
         return [m.auth.password for m in self.modules.values() if m.auth and m.auth.password]
 
 
+def _describe(error: Mapping[str, Any]) -> str:
+    return moved_key_problem(error) or describe_error(error)
+
+
 def parse_config(text: str, source: str = "<config>", directory: Path | None = None) -> Config:
     """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem.
 
     Relative secret and CA file paths are taken from ``directory`` (the file's own).
     """
     return validate_yaml(
-        text, source, Config, cross_check=cross_references, context={"directory": directory}
+        text,
+        source,
+        Config,
+        describe=_describe,
+        cross_check=cross_references,
+        context={"directory": directory},
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mail_exporter.config.files import Location
+from mail_exporter.config.probes import PROTOCOLS
 from mail_exporter.config.roundtrip import IMAP_ONLY_RECEIVE_KEYS
 
 
@@ -44,7 +45,7 @@ def cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]:
     modules = modules if isinstance(modules, dict) else {}
     names: set[object] = set()
     for index, target in _mapping_items(data.get("targets")):
-        problem = _module_problem(modules, target.get("module"), ("smtp", "imap", "pop3"), False)
+        problem = _module_problem(modules, target.get("module"), PROTOCOLS, False)
         if problem:
             yield ("targets", index, "module"), problem
         name = target.get("name")
