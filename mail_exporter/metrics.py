@@ -2,8 +2,9 @@
 
 Scheduled probes and ``/probe`` share :class:`ProbeFamilies`; scheduled ones
 carry ``target`` and ``module`` labels on top of ``protocol``.  Counters and the
-latency histogram of scheduled probes are kept in plain structures by the
-scheduler and only rendered here, at scrape time.
+latency histogram (:mod:`mail_exporter.latency`) of scheduled probes are kept in
+plain structures by the scheduler and only rendered here, at scrape time. The round
+trips' families are :mod:`mail_exporter.roundtrip.families`.
 
 Sample output of one scheduled STARTTLS probe::
 
@@ -16,7 +17,6 @@ Sample output of one scheduled STARTTLS probe::
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,31 +26,9 @@ from prometheus_client.core import (
 )
 
 from mail_exporter.probes.result import FailureReason, ProbeResult
+from mail_exporter.tls_facts import tls_version_label
 
-if TYPE_CHECKING:
-    from mail_exporter.roundtrip.outcome import RouteStats
-
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
-
-
-def tls_version_label(version: str) -> str:
-    """``TLSv1.3`` as ``TLS 1.3``, the form blackbox_exporter users already query for."""
-    return version.replace("TLSv", "TLS ") if version.startswith("TLSv") else version
 
 
 class ProbeFamilies:
@@ -150,140 +128,7 @@ class ProbeFamilies:
         return (family for family in self._families if family.samples or self._keep_empty)
 
 
-class LatencyHistogram:
-    """Cumulative histogram of one series' durations, kept as plain numbers."""
-
-    __slots__ = ("bounds", "count", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        # Scrapes read from a worker thread: the count goes up first and the bucket
-        # list is replaced whole, so a reader never sees a non-cumulative histogram.
-        self.count += 1
-        self.total += seconds
-        self.counts = [
-            n + (seconds <= bound) for n, bound in zip(self.counts, self.bounds, strict=True)
-        ]
-
-    def buckets(self) -> list[tuple[str, float]]:
-        counts, count = self.counts, self.count
-        pairs = [(repr(bound), float(n)) for bound, n in zip(self.bounds, counts, strict=True)]
-        return [*pairs, ("+Inf", float(max(count, counts[-1])))]
-
-
 def latency_family(label_names: Sequence[str]) -> HistogramMetricFamily:
     return HistogramMetricFamily(
         "mail_probe_latency_seconds", "Durations of all scheduled probes.", labels=list(label_names)
     )
-
-
-# Round trip -------------------------------------------------------------------------------
-
-_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
-
-ROUNDTRIP_BUCKETS: tuple[float, ...] = (
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-)
-"""From sub-second loopback deliveries to the hour after which admins call mail lost."""
-
-
-class RoundTripFamilies:
-    """Metric families of the round-trip routes, from each route's running totals.
-
-    Sample output of a route whose last attempt passed::
-
-        mail_roundtrip_success{route="local-loop"} 1.0
-        mail_roundtrip_duration_seconds{route="local-loop"} 0.052
-        mail_roundtrip_failures_total{route="local-loop",stage="timeout"} 0.0
-        mail_roundtrip_hop_delay_seconds{route="local-loop",hop="1"} 0.0
-    """
-
-    def __init__(self) -> None:
-        self._families: list[Metric] = []
-        self.success = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_success",
-            "1 if the last round trip's message was seen in the mailbox in time.",
-        )
-        self.duration = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_duration_seconds",
-            "Start of sending to the message seen in the mailbox, last success.",
-        )
-        self.delivery = self._family(
-            HistogramMetricFamily,
-            "mail_roundtrip_delivery_seconds",
-            "Start of sending to the message seen, for every message seen in time.",
-        )
-        self.last_success = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_last_success_timestamp_seconds",
-            "When a round trip last succeeded.",
-        )
-        self.failures = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_failures",
-            "Failed round trips by stage: send, send_auth, receive, receive_auth, timeout, "
-            "cleanup.",
-            "stage",
-        )
-        self.late = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_late_arrivals",
-            "Messages seen after their route's timeout (each counted once, not lost again).",
-        )
-        self.junk = self._family(
-            CounterMetricFamily,
-            "mail_roundtrip_junk",
-            "Messages seen in time in the junk mailbox instead of the mailbox.",
-        )
-        self.hops = self._family(
-            GaugeMetricFamily,
-            "mail_roundtrip_hop_delay_seconds",
-            "Delay each hop added, from the Received headers of the last message seen in time "
-            "(hop 1 is the first server; hops past 5 add to hop 5).",
-            "hop",
-        )
-
-    def _family(self, kind: type[_Family], name: str, documentation: str, *extra: str) -> _Family:
-        family = kind(name, documentation, labels=["route", *extra])
-        self._families.append(family)
-        return family
-
-    def add(self, route: str, stats: RouteStats) -> None:
-        """Add one route's totals; values not known yet are left out, never reported as 0."""
-        for stage, count in stats.failures.items():
-            self.failures.add_metric([route, stage], count)
-        self.late.add_metric([route], stats.late)
-        self.junk.add_metric([route], stats.junk)
-        histogram = stats.delivery
-        self.delivery.add_metric([route], histogram.buckets(), histogram.total)
-        if stats.success is not None:
-            self.success.add_metric([route], float(stats.success))
-        if stats.duration is not None:
-            self.duration.add_metric([route], stats.duration)
-        if stats.last_success is not None:
-            self.last_success.add_metric([route], stats.last_success)
-        for hop, seconds in stats.hops.items():
-            self.hops.add_metric([route, hop], seconds)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return (family for family in self._families if family.samples)

@@ -34,7 +34,7 @@ from prometheus_client.core import Metric
 from mail_exporter.collectors.dns.checks import Results
 from mail_exporter.collectors.dns.families import error_families, result_families
 from mail_exporter.exporter import Exporter
-from mail_exporter.metrics import RoundTripFamilies
+from mail_exporter.roundtrip.families import RoundTripFamilies
 from mail_exporter.roundtrip.outcome import RouteStats
 from mail_exporter.scheduler import scheduled_families
 from mixin import dashboards, rules

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from mail_exporter.probes.tls import verify_chain
+from mail_exporter.tls_facts import verify_chain
 from tests.served import served_exporter
 
 ROOT = Path(__file__).resolve().parent.parent

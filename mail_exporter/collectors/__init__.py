@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
-    from mail_exporter.config import CollectorSection, Config
+    from mail_exporter.config import Config
+    from mail_exporter.config.collectors import CollectorSection
 
 logger = logging.getLogger(__name__)
 

@@ -48,7 +48,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mail_exporter.collectors import CollectorError, collection_deadline, register_collector
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import BackupMatch, BackupsConfig, Config
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import BackupMatch, BackupsConfig
 
 FIELDS: Sequence[Field] = (
     ("mail_host_backup_files", "Files matching the backup's path; 0 when none does.", "files", 1),

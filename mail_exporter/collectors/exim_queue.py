@@ -63,7 +63,8 @@ from mail_exporter.collectors.queues import (
     read_head,
     source_info,
 )
-from mail_exporter.config import Config, EximQueueConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import EximQueueConfig
 
 logger = logging.getLogger(__name__)
 

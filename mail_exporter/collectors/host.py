@@ -49,7 +49,8 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.config import Config, HostConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import HostConfig
 
 logger = logging.getLogger(__name__)
 

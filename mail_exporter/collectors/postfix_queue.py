@@ -52,7 +52,8 @@ from mail_exporter.collectors.queues import (
     source_info,
     top_with_other,
 )
-from mail_exporter.config import Config, PostfixInstance, PostfixQueueConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import PostfixInstance, PostfixQueueConfig
 from mail_exporter.decimal_text import ascii_int
 
 logger = logging.getLogger(__name__)

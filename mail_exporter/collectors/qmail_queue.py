@@ -48,7 +48,8 @@ from prometheus_client.core import Metric
 from mail_exporter.collectors import CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
 from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
-from mail_exporter.config import Config, QmailQueueConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import QmailQueueConfig
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from mail_exporter.collectors import register_collector
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config, ServicesConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import ServicesConfig
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

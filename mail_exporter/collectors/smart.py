@@ -60,7 +60,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mail_exporter.collectors import CollectorError, register_collector
 from mail_exporter.collectors.commands import COMMAND_TIME_SHARE
 from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config, SmartConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import SmartConfig
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ versions, slow answers."""
 
 from __future__ import annotations
 
-from mail_exporter.metrics import tls_version_label
 from mail_exporter.probes.result import FailureReason
+from mail_exporter.tls_facts import tls_version_label
 from mixin.config import Config
 from mixin.promql import DAY_SECONDS, PROBED, cert_days_left
 from mixin.rules.alert import Alert, Example, Levels, fired, flag_alert, leveled, steady

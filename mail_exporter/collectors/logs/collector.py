@@ -27,7 +27,8 @@ from mail_exporter.collectors.logs.follower import Feed, Follower, Position, Std
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
 from mail_exporter.collectors.logs.state import StateFile
-from mail_exporter.config import Config, LogsConfig, LogSource
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import LogsConfig, LogSource
 
 
 class Handover:
