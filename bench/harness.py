@@ -7,7 +7,9 @@ exception, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -20,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -42,10 +44,13 @@ def free_port() -> int:
     return port
 
 
-def exporter_command(config: Path, port: int, *extra: str) -> list[str]:
-    """The real mail_exporter, run by the interpreter running this benchmark."""
+def exporter_command(config: Path, port: int, *extra: str, code: Path | None = None) -> list[str]:
+    """The real mail_exporter, run by the interpreter running this benchmark: the installed
+    package, or the one in the source tree ``code`` (e.g. an older commit's, unpacked)."""
+    # -P: no current directory ahead of PYTHONPATH, which would import the installed tree.
+    source = ["env", f"PYTHONPATH={code}", sys.executable, "-P"] if code else [sys.executable]
     return [
-        sys.executable,
+        *source,
         "-m",
         "mail_exporter",
         "--config.file",
@@ -167,12 +172,13 @@ class Children:
                 except Exception as error:  # one failed cleanup must not skip the others
                     print(f"cleanup failed: {error!r}", file=sys.stderr)
             for process in reversed(self.processes):
-                self._stop(process)
+                self.stop(process)
         finally:
             signal.signal(signal.SIGINT, previous)
 
     @staticmethod
-    def _stop(process: subprocess.Popen[bytes]) -> None:
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        """Stop one child's process group now (SIGTERM, then SIGKILL), as on exit."""
         # The child leads its own session, so its pid is its process group id.
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
@@ -185,6 +191,61 @@ class Children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             return
+
+
+# ---------------------------------------------------------------- scripted loopback servers
+
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve_ports(handler: ConnectionHandler, ports: int) -> None:
+    """Listen on ``ports`` loopback ports, print them as JSON, serve until the parent ends."""
+    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await watch_parent()
+
+
+async def watch_parent() -> None:
+    """Return once the benchmark that started this helper is gone."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but polling
+        await asyncio.sleep(0.5)
+
+
+async def serve_smtp(ports: int) -> None:
+    """A minimal SMTP server: 220 banner, multi-line 250 to EHLO, 221 to QUIT."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"220 bench.test ESMTP scripted\r\n")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb in (b"EHLO", b"HELO"):
+                    writer.write(b"250-bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"502 5.5.2 not implemented\r\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    await serve_ports(handler, ports)
+
+
+def start_helper(children: Children, command: list[str], log: Path) -> list[int]:
+    """Start a helper process that serves on loopback ports and prints them as JSON."""
+    process = children.start(command, stdout=subprocess.PIPE, log=log)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"helper {command[1:]} exited: {log.read_text()[-2000:]}")
+    listening: list[int] = json.loads(line)
+    return listening
 
 
 def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]:

@@ -22,14 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import json
 import math
-import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +42,9 @@ from harness import (
     percentile,
     print_table,
     run_interruptibly,
+    serve_ports,
+    serve_smtp,
+    start_helper,
     wait_until,
 )
 
@@ -56,22 +56,6 @@ UNDERRUN_ALLOWANCE_S = 0.1
 RESULT_SLACK_S = 1.5
 
 # ---------------------------------------------------------------- helper servers
-
-ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _serve(handler: ConnectionHandler, ports: int) -> None:
-    """Listen on ``ports`` loopback ports, print them as JSON, serve until the parent ends."""
-    servers = [await asyncio.start_server(handler, LOOPBACK, 0, backlog=1024) for _ in range(ports)]
-    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
-    await _watch_parent()
-
-
-async def _watch_parent() -> None:
-    """Return once the benchmark that started this helper is gone."""
-    parent = os.getppid()
-    while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but polling
-        await asyncio.sleep(0.5)
 
 
 async def _serve_silent(ports: int) -> None:
@@ -86,43 +70,12 @@ async def _serve_silent(ports: int) -> None:
         finally:
             writer.close()
 
-    await _serve(handler, ports)
-
-
-async def _serve_smtp(ports: int) -> None:
-    """A minimal SMTP server: 220 banner, multi-line 250 to EHLO, 221 to QUIT."""
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.write(b"220 bench.test ESMTP scripted\r\n")
-            while line := await reader.readline():
-                verb = line.split(b" ", 1)[0].strip().upper()
-                if verb in (b"EHLO", b"HELO"):
-                    writer.write(b"250-bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif verb == b"QUIT":
-                    writer.write(b"221 2.0.0 bye\r\n")
-                    await writer.drain()
-                    return
-                else:
-                    writer.write(b"502 5.5.2 not implemented\r\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    await _serve(handler, ports)
+    await serve_ports(handler, ports)
 
 
 def _start_helper(children: Children, role: str, ports: int, log: Path) -> list[int]:
     command = [sys.executable, __file__, "--role", role, "--ports", str(ports)]
-    process = children.start(command, stdout=-1, log=log)  # -1: subprocess.PIPE
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{role} helper exited: {log.read_text()[-2000:]}")
-    listening: list[int] = json.loads(line)
-    return listening
+    return start_helper(children, command, log)
 
 
 # ---------------------------------------------------------------- /metrics reading
@@ -520,7 +473,7 @@ def main() -> int:
     parser.add_argument("--ports", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
-        serve = _serve_silent if args.role == "silent" else _serve_smtp
+        serve = _serve_silent if args.role == "silent" else serve_smtp
         asyncio.run(serve(args.ports))
         return 0
     defaults = (200, 15.0, 2, 60) if args.quick else (500, 30.0, 4, 200)

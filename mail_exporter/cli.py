@@ -35,7 +35,9 @@ from pydantic import ValidationError
 
 from mail_exporter import __version__
 from mail_exporter.collectors.base import COLLECTORS
-from mail_exporter.config import ConfigError, ModuleConfig, describe_error
+from mail_exporter.config import ConfigError
+from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
+from mail_exporter.config.validation import describe_error
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -310,11 +312,11 @@ def _adhoc_module(
     type=click.Path(path_type=Path),
     help="Config to take --module from.",
 )
-@click.option("--protocol", type=click.Choice(["smtp", "imap", "pop3"]), help="Without --module.")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), help="Without --module.")
 @click.option(
     "--tls",
     "tls_mode",
-    type=click.Choice(["none", "starttls", "implicit"]),
+    type=click.Choice(TLS_MODES),
     help="Without --module.",
 )
 @click.option("--ca-file", type=click.Path(path_type=Path, exists=True), help="Without --module.")

@@ -1,9 +1,11 @@
-"""Every metric the probes and round trips export, declared once, and their families.
+"""Every metric the probes export, declared once, and their families.
 
 Scheduled probes and ``/probe`` share :func:`probe_families`; scheduled ones carry
 ``target`` and ``module`` labels on top of ``protocol``. Counters and the latency
-histogram of scheduled probes are kept in plain structures by the scheduler and only
-rendered from these declarations (when a result arrives: see :mod:`.scheduler`).
+histogram (:mod:`mail_exporter.latency`) of scheduled probes are kept in plain
+structures by the scheduler and only rendered from these declarations (when a result
+arrives: see :mod:`.scheduler`). The round trips' families are
+:mod:`mail_exporter.roundtrip.families`.
 
 Sample output of one scheduled STARTTLS probe::
 
@@ -17,35 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING
 
 from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
-from mail_exporter.probes.result import FailureReason, ProbeResult, TLSFacts
+from mail_exporter.probes.result import FailureReason, ProbeResult
+from mail_exporter.tls_facts import TLSFacts, tls_version_label
 
-if TYPE_CHECKING:
-    from mail_exporter.roundtrip.outcome import RouteStats
-
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
-
-
-def tls_version_label(version: str) -> str:
-    """``TLSv1.3`` as ``TLS 1.3``, the form blackbox_exporter users already query for."""
-    return version.replace("TLSv", "TLS ") if version.startswith("TLSv") else version
 
 
 def _tls(read: Callable[[TLSFacts], float | bool | None]) -> Callable[[ProbeResult], Reading]:
@@ -152,113 +131,3 @@ def probe_families(
 def _probe_metrics(names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
     """PROBE_METRICS with the label names of one schema (scheduled, or /probe) first."""
     return tuple(spec.after(names) for spec in PROBE_METRICS)
-
-
-class LatencyHistogram:
-    """Cumulative histogram of one series' durations, kept as plain numbers."""
-
-    __slots__ = ("bounds", "count", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        # Scrapes read from a worker thread: the count goes up first and the bucket
-        # list is replaced whole, so a reader never sees a non-cumulative histogram.
-        self.count += 1
-        self.total += seconds
-        self.counts = [
-            n + (seconds <= bound) for n, bound in zip(self.counts, self.bounds, strict=True)
-        ]
-
-    def buckets(self) -> list[tuple[str, float]]:
-        counts, count = self.counts, self.count
-        pairs = [(repr(bound), float(n)) for bound, n in zip(self.bounds, counts, strict=True)]
-        return [*pairs, ("+Inf", float(max(count, counts[-1])))]
-
-
-LATENCY = MetricSpec(
-    "mail_probe_latency_seconds", "Durations of all scheduled probes.", "histogram", (),
-    lambda histogram: (histogram.buckets(), histogram.total),
-)  # fmt: skip
-
-
-# Round trip -------------------------------------------------------------------------------
-
-ROUNDTRIP_BUCKETS: tuple[float, ...] = (
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-)
-"""From sub-second loopback deliveries to the hour after which admins call mail lost."""
-
-
-ROUNDTRIP_FAILURES = MetricSpec(
-    "mail_roundtrip_failures_total", "Failed round trips by stage: send, send_auth, receive, "
-    "receive_auth, timeout, cleanup.", "counter", ("route", "stage"), as_is,
-)  # fmt: skip
-ROUNDTRIP_HOPS = MetricSpec(
-    "mail_roundtrip_hop_delay_seconds", "Delay each hop added, from the Received headers of the "
-    "last message seen in time (hop 1 is the first server; hops past 5 add to hop 5).", "gauge",
-    ("route", "hop"), as_is,
-)  # fmt: skip
-ROUNDTRIP_METRICS = (
-    MetricSpec("mail_roundtrip_success", "1 if the last round trip's message was seen in the "
-        "mailbox in time.", "gauge", ("route",), lambda stats: stats.success),
-    MetricSpec("mail_roundtrip_duration_seconds", "Start of sending to the message seen in the "
-        "mailbox, last success.", "gauge", ("route",), lambda stats: stats.duration),
-    MetricSpec("mail_roundtrip_delivery_seconds", "Start of sending to the message seen, for "
-        "every message seen in time.", "histogram", ("route",),
-        lambda stats: (stats.delivery.buckets(), stats.delivery.total)),
-    MetricSpec("mail_roundtrip_last_success_timestamp_seconds", "When a round trip last succeeded.",
-        "gauge", ("route",), lambda stats: stats.last_success),
-    ROUNDTRIP_FAILURES,
-    MetricSpec("mail_roundtrip_late_arrivals_total", "Messages seen after their route's timeout "
-        "(each counted once, not lost again).", "counter", ("route",), lambda stats: stats.late),
-    MetricSpec("mail_roundtrip_junk_total", "Messages seen in time in the junk mailbox instead of "
-        "the mailbox.", "counter", ("route",), lambda stats: stats.junk),
-    ROUNDTRIP_HOPS,
-)  # fmt: skip
-"""Those of one value per route read it from the route's RouteStats."""
-
-
-def roundtrip_families(routes: Mapping[str, RouteStats]) -> list[Family]:
-    """The families of the routes' running totals; values not known yet are left out, never
-    reported as 0.
-
-    Sample output of a route whose last attempt passed::
-
-        mail_roundtrip_success{route="local-loop"} 1.0
-        mail_roundtrip_duration_seconds{route="local-loop"} 0.052
-        mail_roundtrip_failures_total{route="local-loop",stage="timeout"} 0.0
-        mail_roundtrip_hop_delay_seconds{route="local-loop",hop="1"} 0.0
-    """
-    rows: dict[MetricSpec, list[Row]] = {
-        ROUNDTRIP_FAILURES: [
-            ((route, stage), count)
-            for route, stats in routes.items()
-            for stage, count in stats.failures.items()
-        ],
-        ROUNDTRIP_HOPS: [
-            ((route, hop), seconds)
-            for route, stats in routes.items()
-            for hop, seconds in stats.hops.items()
-        ],
-    }
-    by_route: list[Row] = [((route,), stats) for route, stats in routes.items()]
-    built = [spec.family(rows.get(spec, by_route)) for spec in ROUNDTRIP_METRICS]
-    return [family for family in built if family.samples]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from mail_exporter.metrics import tls_version_label
 from mail_exporter.probes.result import Phase, ProbeResult
+from mail_exporter.tls_facts import tls_version_label
 
 
 def _when(timestamp: float | None) -> str:

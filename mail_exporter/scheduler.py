@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from mail_exporter.config import Config, ModuleConfig, TargetConfig
+from mail_exporter.config import Config
+from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exposition import header, sample_lines
-from mail_exporter.metrics import LATENCY, PROBE_METRICS, LatencyHistogram, probe_families
+from mail_exporter.latency import LATENCY, LatencyHistogram
+from mail_exporter.metrics import PROBE_METRICS, probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address

@@ -17,8 +17,8 @@ from prometheus_client.core import Metric
 
 from mail_exporter import __version__
 from mail_exporter.exporter import Exporter
-from mail_exporter.metrics import tls_version_label
 from mail_exporter.scheduler import TargetState
+from mail_exporter.tls_facts import tls_version_label
 
 REFRESH_SECONDS = 30
 

@@ -39,7 +39,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from mail_exporter.config import ConfigError, ModuleConfig
+from mail_exporter.config import ConfigError
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import probe_families

@@ -64,14 +64,9 @@ from pydantic import (
     model_validator,
 )
 
-from mail_exporter.config import (
-    ConfigPath,
-    StrictModel,
-    describe_error,
-    load_yaml_file,
-    validate_yaml,
-)
-from mail_exporter.config_files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
+from mail_exporter.config.fields import ConfigPath, StrictModel
+from mail_exporter.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
+from mail_exporter.config.validation import describe_error, load_yaml_file, validate_yaml
 from mail_exporter.slots import Slots, SlotsFull
 
 logger = logging.getLogger(__name__)

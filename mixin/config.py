@@ -1,8 +1,8 @@
 """Selectors and thresholds shared by every alert rule and dashboard: change them here only.
 
 Thresholds start from the defaults admins already know from Checkmk's mail checks:
-deferred queue 10/20 messages, active queue 200/300, SMTP response 1/5 s, round trip
-30/60 s; certificates warn at 20 days and page at 7.
+deferred queue 10/20 messages, active queue 200/300, Exchange transport queues 500/2000,
+SMTP response 1/5 s, round trip 30/60 s; certificates warn at 20 days and page at 7.
 """
 
 from __future__ import annotations
@@ -34,25 +34,35 @@ class Config:
     queue_growth_horizon_hours: int = 4
     queue_oldest_warning_seconds: int = 3600
     queue_oldest_critical_seconds: int = 7200
+    # Checkmk's Exchange queue defaults (windows_exporter); only the dashboards use them so far.
+    exchange_queue_warning: int = 500
+    exchange_queue_critical: int = 2000
 
     roundtrip_slow_warning_seconds: float = 30.0
     roundtrip_slow_critical_seconds: float = 60.0
     roundtrip_stale_seconds: int = 1800
 
     disk_fill_horizon_hours: int = 24
+    disk_fill_trend_hours: int = 6  # the trend the disk-filling prediction extends
+    disk_fill_max_free_ratio: float = 0.4  # predict only for filesystems less free than this
     disk_free_warning_ratio: float = 0.10
     inodes_free_warning_ratio: float = 0.10
     temperature_margin_celsius: float = 5.0
     backup_max_age_hours: int = 26
+    # NVMe "percentage used": the vendor's endurance estimate is spent at 100%.
+    nvme_used_warning_ratio: float = 0.8
+    nvme_used_critical_ratio: float = 1.0
 
     bounce_ratio_warning: float = 0.10
     defer_ratio_warning: float = 0.20
     auth_failures_per_second_warning: float = 1.0
     spam_reject_spike_factor: float = 3.0
+    spam_reject_min_per_second: float = 0.1  # fewer rejects than this are no spike
 
     dns_for: str = "15m"  # DNS facts come from passes every 15 minutes
     dns_stale_seconds: int = 3600  # no finished pass for this long: stale
     dkim_min_key_bits: int = 1024  # RFC 8301: verifiers must refuse smaller keys
+    dkim_good_key_bits: int = 2048  # the dashboards colour keys from this size green
     dns_errors_for: str = "1h"  # lookups without a verdict (blocklists, other checks) this long
 
     def matchers(self, *extra: str) -> str:

@@ -1,4 +1,5 @@
-"""Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback.
+"""Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback; a port
+that is taken, and a stack of servers to stop after a test.
 
 The servers start once per session, on first use, and are stopped at its end. A missing
 server binary fails the tests that need it: integration tests are never skipped silently.
@@ -7,9 +8,9 @@ Set MAIL_EXPORTER_SKIP_REAL_SERVERS=1 to skip them on purpose.
 
 import os
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -76,23 +77,19 @@ def postfix(
 
 
 @pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start programs (output to a log file) that are stopped, newest first, after the test."""
-    started: list[subprocess.Popen[bytes]] = []
+def exit_stack() -> Iterator[ExitStack]:
+    """Context managers (servers) a test enters here are left after it, newest first."""
+    with ExitStack() as stack:
+        yield stack
 
-    def start(*command: str, log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                command, stdout=sink, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent
-            )
-        started.append(process)
-        return process
 
-    yield start
-    for process in reversed(started):
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port someone else listens on (TCP, 127.0.0.1), as if taken after free_port().
+
+    Also the port for a process that must exit before it listens: nothing else can take
+    it meanwhile, and the process could not serve on it by mistake."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]

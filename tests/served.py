@@ -1,9 +1,18 @@
-"""A real exporter process for end-to-end tests, and a plain HTTP(S) client to talk to it.
+"""A real exporter process for end-to-end tests, the Prometheus and Alertmanager beside it,
+and a plain HTTP(S) client to talk to them.
 
-The process is ``python -m mail_exporter`` with the flags a test gives; its stderr goes
-to a file (a pipe could fill up at debug level and stall it). The client is
+The exporter is ``python -m mail_exporter`` with the flags a test gives; each process's
+stderr goes to a file (a pipe could fill up at debug level and stall it). The client is
 :mod:`http.client` with whatever TLS context the test builds, so what is tested is
 what any client sees on the wire.
+
+Every process is started on a port from :func:`free_port` and counts as up only once
+it answers there and holds the port itself (:func:`listens_on`): another server may have
+taken the port first and would answer the same (a parallel session's exporter or
+Prometheus). A start that fails on a taken port is tried again on a fresh one
+(:func:`start_with_fresh_ports`). Processes whose configs name each other's ports are
+started in order, each once the ports it names are held, so only the one that clashed
+starts again.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ import http.client
 import os
 import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -26,10 +36,10 @@ from tests.realservers.pki import PKI, ClientCert
 from tests.realservers.runtime import (
     ServerStartError,
     free_port,
+    http_ok,
     listens_on,
     start_with_fresh_ports,
 )
-from tests.test_cli import exporter_command
 
 
 @dataclass(frozen=True)
@@ -99,46 +109,44 @@ class Served:
         return self.log.read_text()
 
 
-def _wait_until_healthy(served: Served, context: ssl.SSLContext | None) -> None:
-    """Until /-/healthy answers 200 from this process: the port may have been taken by
-    another server first (an exporter of a parallel test session answers the same)."""
-    for _ in range(150):
+STARTUP_SECONDS = 60.0
+"""Hang guard for a start: far longer than any start takes on a loaded machine."""
+
+
+def _wait_until_answering(served: Served, name: str, answers: Callable[[int], bool]) -> None:
+    """Until ``answers(port)`` and this process holds the port (see the module docstring)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
         if served.process.poll() is not None:
             raise ServerStartError(
-                f"the exporter exited with {served.process.returncode}:\n{served.stderr()}"
+                f"{name} exited with {served.process.returncode}:\n{served.stderr()}"
             )
-        try:
-            healthy = get(served.port, "/-/healthy", context).status == 200
-        except (OSError, http.client.HTTPException):
-            healthy = False
-        if healthy and listens_on(served.process.pid, served.port):
+        if answers(served.port) and listens_on(served.process.pid, served.port):
             return
         time.sleep(0.1)
-    pytest.fail(f"the exporter did not answer:\n{served.stderr()}")
+    pytest.fail(f"{name} did not answer within {STARTUP_SECONDS:.0f}s:\n{served.stderr()}")
 
 
 def _start(
     directory: Path,
-    config: Path,
-    flags: tuple[str, ...],
-    context: ssl.SSLContext | None,
-    env: Mapping[str, str] | None,
-    open_files: tuple[int, int] | None,
-    pass_fds: Sequence[int],
+    name: str,
+    command: Callable[[int], Sequence[str]],
+    answers: Callable[[int], bool],
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Served:
     port = free_port()
-    log = directory / f"exporter-{port}.log"
-    limits = ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}", "--"] if open_files else []
+    log = directory / f"{name}-{port}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [*limits, *exporter_command(config, port, *flags)],
+            command(port),
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             pass_fds=pass_fds,
         )
     served = Served(process, port, log)
     try:
-        _wait_until_healthy(served, context)
+        _wait_until_answering(served, name, answers)
     except BaseException:
         _stop(process)
         raise
@@ -150,6 +158,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+def exporter_command(config: Path, port: int, *flags: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mail_exporter", "--config.file", str(config),
+        "--web.listen-address", f"127.0.0.1:{port}", *flags,
+    ]  # fmt: skip
+
+
+def _healthy(port: int, context: ssl.SSLContext | None) -> bool:
+    try:
+        return get(port, "/-/healthy", context).status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
 @contextmanager
 def served_exporter(
     directory: Path,
@@ -158,16 +180,62 @@ def served_exporter(
     context: ssl.SSLContext | None = None,
     env: Mapping[str, str] | None = None,
     open_files: tuple[int, int] | None = None,
+    address_space: int | None = None,
     pass_fds: Sequence[int] = (),
 ) -> Iterator[Served]:
     """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after;
     on another port if its first was taken meanwhile.
 
-    ``open_files`` is the soft and hard ``RLIMIT_NOFILE`` to start it with (set by util-linux's
-    prlimit, which then runs it: a ``preexec_fn`` is unsafe while the test runs threads);
-    ``pass_fds`` stay open in it."""
+    ``open_files`` is the soft and hard ``RLIMIT_NOFILE`` to start it with and
+    ``address_space`` its ``RLIMIT_AS`` in bytes (set by util-linux's prlimit, which then
+    runs it: a ``preexec_fn`` is unsafe while the test runs threads); ``pass_fds`` stay
+    open in it."""
+    limits = [f"--nofile={open_files[0]}:{open_files[1]}"] if open_files else []
+    limits += [f"--as={address_space}"] if address_space else []
+    prlimit = ["prlimit", *limits, "--"] if limits else []
+
+    def command(port: int) -> list[str]:
+        return [*prlimit, *exporter_command(config, port, *flags)]
+
     served = start_with_fresh_ports(
-        lambda: _start(directory, config, flags, context, env, open_files, pass_fds)
+        lambda: _start(
+            directory, "exporter", command, lambda port: _healthy(port, context), env, pass_fds
+        )
+    )
+    try:
+        yield served
+    finally:
+        _stop(served.process)
+
+
+def served_prometheus(directory: Path, config: Path, *flags: str) -> AbstractContextManager[Served]:
+    """Prometheus with ``config``, its TSDB in ``directory``, until the context ends."""
+    return _served_program(directory, "prometheus", lambda port: [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", *flags,
+    ])  # fmt: skip
+
+
+def served_alertmanager(directory: Path, config: Path) -> AbstractContextManager[Served]:
+    """Alertmanager with ``config``, its data in ``directory`` and no cluster, until the
+    context ends."""
+    return _served_program(directory, "alertmanager", lambda port: [
+        "prometheus-alertmanager", f"--config.file={config}", f"--storage.path={directory / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+    ])  # fmt: skip
+
+
+@contextmanager
+def _served_program(
+    directory: Path, name: str, command: Callable[[int], Sequence[str]]
+) -> Iterator[Served]:
+    """Start ``command(port)``, a server that listens on 127.0.0.1:port and answers
+    /-/ready; stop it after. On another port if its first was taken meanwhile: whatever
+    it names in its config must be up before."""
+    served = start_with_fresh_ports(
+        lambda: _start(
+            directory, name, command, lambda port: http_ok(f"http://127.0.0.1:{port}/-/ready")
+        )
     )
     try:
         yield served

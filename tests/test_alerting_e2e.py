@@ -11,12 +11,11 @@ the alerts they mean to: the outage hides a slow probe, never the alert naming i
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +29,7 @@ from mixin import rules
 from mixin.generate import write_rules
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
-from tests.realservers.runtime import free_port, http_ok
+from tests.served import served_alertmanager, served_exporter, served_prometheus
 from tests.test_alerting import ALERTING
 
 pytestmark = pytest.mark.integration
@@ -78,29 +77,26 @@ def write(path: Path, document: dict[str, Any]) -> Path:
 
 
 def test_probe_down_alert_is_delivered_and_resolved(
-    tmp_path: Path, pki: PKI, processes: Callable[..., subprocess.Popen[bytes]]
+    tmp_path: Path, pki: PKI, exit_stack: ExitStack
 ) -> None:
     (tmp_path / "dovecot").mkdir()
     dovecot = Dovecot(tmp_path / "dovecot", pki.server_cert, pki.server_key)
     dovecot.start()
     try:
-        run_stack(tmp_path, pki, dovecot, processes)
+        run_stack(tmp_path, pki, dovecot, exit_stack)
     finally:
         dovecot.stop()
 
 
-def run_stack(tmp_path: Path, pki: PKI, dovecot: Dovecot,
-              processes: Callable[..., subprocess.Popen[bytes]]) -> None:  # fmt: skip
+def run_stack(tmp_path: Path, pki: PKI, dovecot: Dovecot, stack: ExitStack) -> None:
     webhook = Webhook()
-    exporter_port, alertmanager_port, prometheus_port = free_port(), free_port(), free_port()
     exporter_config = write(tmp_path / "exporter.yml", {
         "global": {"interval": "1s"},
         "modules": {"imaps": {"protocol": "imap", "tls": "implicit", "timeout": "1s",
                               "tls_config": {"ca_file": str(pki.ca_file)}}},
         "targets": [{"name": "store", "address": f"127.0.0.1:{dovecot.imaps_port}", "module": "imaps"}],
     })  # fmt: skip
-    processes(sys.executable, "-m", "mail_exporter", "--config.file", str(exporter_config),
-              "--web.listen-address", f"127.0.0.1:{exporter_port}", log=tmp_path / "exporter.log")  # fmt: skip
+    exporter = stack.enter_context(served_exporter(tmp_path, exporter_config))
     # The shipped rules, with the outage noticed after seconds instead of minutes.
     write_rules(tmp_path, replace(mixin_config.CONFIG, probe_down_for="3s"))
     alertmanager_config = write(tmp_path / "alertmanager.yml", {
@@ -109,22 +105,19 @@ def run_stack(tmp_path: Path, pki: PKI, dovecot: Dovecot,
         "receivers": [{"name": "webhook", "webhook_configs": [
             {"url": f"http://127.0.0.1:{webhook.port}/", "send_resolved": True}]}],
     })  # fmt: skip
-    processes("prometheus-alertmanager", f"--config.file={alertmanager_config}",
-              f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{alertmanager_port}",
-              "--cluster.listen-address=", log=tmp_path / "alertmanager.log")  # fmt: skip
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{alertmanager_port}/-/ready"), "Alertmanager ready")
+    alertmanager = stack.enter_context(served_alertmanager(tmp_path, alertmanager_config))
+    # Written once the exporter and Alertmanager hold the ports it names (tests/served.py).
     prometheus_config = write(tmp_path / "prometheus.yml", {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "alerting" / rules.RULES_FILE)],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-        "scrape_configs": [{"job_name": "mail", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]},
+        "scrape_configs": [{"job_name": "mail", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}],
     })  # fmt: skip
-    processes("prometheus", f"--config.file={prometheus_config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-              f"--web.listen-address=127.0.0.1:{prometheus_port}", "--rules.alert.resend-delay=1s",
-              log=tmp_path / "prometheus.log")  # fmt: skip
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), "Prometheus ready")
+    prometheus = stack.enter_context(
+        served_prometheus(tmp_path, prometheus_config, "--rules.alert.resend-delay=1s")
+    )
     wait_for(
-        lambda: probe_success(prometheus_port) == 1.0, "a first successful probe in Prometheus"
+        lambda: probe_success(prometheus.port) == 1.0, "a first successful probe in Prometheus"
     )
 
     dovecot.stop()
@@ -157,18 +150,6 @@ def probe_success(port: int) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def start_alertmanager(tmp_path: Path, config: dict[str, Any],
-                       processes: Callable[..., subprocess.Popen[bytes]]) -> str:  # fmt: skip
-    """A private Alertmanager on loopback with ``config``; its base URL once it is ready."""
-    port = free_port()
-    processes("prometheus-alertmanager", f"--config.file={write(tmp_path / 'alertmanager.yml', config)}",
-              f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
-              "--cluster.listen-address=", log=tmp_path / "alertmanager.log")  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http_ok(f"{url}/-/ready"), "Alertmanager ready")
-    return url
-
-
 def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:
     body = json.dumps([{"labels": labels} for labels in alerts]).encode()
     request = urllib.request.Request(
@@ -198,7 +179,7 @@ def alert(
 
 
 def test_shipped_inhibitions_hide_noise_but_never_the_cause(
-    tmp_path: Path, processes: Callable[..., subprocess.Popen[bytes]]
+    tmp_path: Path, exit_stack: ExitStack
 ) -> None:
     shipped = yaml.safe_load((ALERTING / "alertmanager.yml").read_text())
     webhook = Webhook()
@@ -212,7 +193,9 @@ def test_shipped_inhibitions_hide_noise_but_never_the_cause(
             for receiver in shipped["receivers"]
         ],
     }  # fmt: skip
-    url = start_alertmanager(tmp_path, config, processes)
+    config_file = write(tmp_path / "alertmanager.yml", config)
+    alertmanager = exit_stack.enter_context(served_alertmanager(tmp_path, config_file))
+    url = f"http://127.0.0.1:{alertmanager.port}"
     # Each target is one case. The alerts that must stay visible go first, in a request of
     # their own: once the later ones show as inhibited, Alertmanager has seen them all.
     post_alerts(url, [

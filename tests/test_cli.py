@@ -27,13 +27,14 @@ from mail_exporter.config import load_config
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import free_port
 from tests.scripted import scripted_server, server_context, smtp_script
+from tests.served import Served, exporter_command, served_exporter
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mail_exporter.yml"
 # Address space of the processes these tests start: a config bomb that got through would
 # make them fail with MemoryError instead of taking the host's memory.
-MEMORY_LIMIT = ["prlimit", f"--as={1 << 30}", "--"]
+ADDRESS_SPACE = 1 << 30
+MEMORY_LIMIT = ["prlimit", f"--as={ADDRESS_SPACE}", "--"]
 
 
 def test_example_config_is_valid() -> None:
@@ -197,38 +198,14 @@ def fetch(url: str) -> str:
         return str(response.read().decode())
 
 
-def exporter_command(config: Path, port: int, *flags: str) -> list[str]:
-    return [
-        sys.executable, "-m", "mail_exporter", "--config.file", str(config),
-        "--web.listen-address", f"127.0.0.1:{port}", *flags,
-    ]  # fmt: skip
-
-
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def served(tmp_path: Path) -> Iterator[tuple[Served, str, Path]]:
     config = tmp_path / "config.yml"
     config.write_text("modules:\n  first: {protocol: smtp}\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [*MEMORY_LIMIT, *exporter_command(config, port, "--log.format", "json")],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                fetch(f"{base}/-/ready")
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the exporter did not become ready")
-        yield process, base, config
-    finally:
-        process.terminate()
-        process.wait(10)
+    with served_exporter(
+        tmp_path, config, "--log.format", "json", address_space=ADDRESS_SPACE
+    ) as served:
+        yield served, f"http://127.0.0.1:{served.port}", config
 
 
 def reload_gauge(base: str) -> str:
@@ -239,8 +216,9 @@ def reload_gauge(base: str) -> str:
     )
 
 
-def test_sighup_reload(served: tuple[subprocess.Popen[str], str, Path]) -> None:
-    process, base, config = served
+def test_sighup_reload(served: tuple[Served, str, Path]) -> None:
+    exporter, base, config = served
+    process = exporter.process
     config.write_text("modules:\n  second: {protocol: imap}\n")
     process.send_signal(signal.SIGHUP)
     time.sleep(1)
@@ -252,15 +230,16 @@ def test_sighup_reload(served: tuple[subprocess.Popen[str], str, Path]) -> None:
     assert reload_gauge(base).endswith(" 0.0")
     assert "second" in fetch(f"{base}/")  # the running config stayed
     process.terminate()
-    _, stderr = process.communicate(timeout=10)
+    process.wait(10)
+    stderr = exporter.stderr()
     assert '"level": "error"' in stderr and "modules.third.protocol" in stderr
 
 
-def test_bad_config_does_not_start(tmp_path: Path) -> None:
+def test_bad_config_does_not_start(tmp_path: Path, taken_port: int) -> None:
     config = tmp_path / "bad.yml"
     config.write_text("targets:\n  - {name: a, address: 'x:1', module: missing}\n")
     result = subprocess.run(
-        exporter_command(config, free_port()),
+        exporter_command(config, taken_port),
         capture_output=True,
         text=True,
         timeout=30,
@@ -394,7 +373,7 @@ def post_reload(base: str) -> tuple[int, str]:
 
 
 def test_reload_refuses_hostile_files_and_keeps_working(
-    served: tuple[subprocess.Popen[str], str, Path],
+    served: tuple[Served, str, Path],
 ) -> None:
     """Each is a failed reload answered at once: the gauge drops, the running config stays,
     and the reload lock is free for the next one."""

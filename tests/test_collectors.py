@@ -24,7 +24,8 @@ from mail_exporter.collectors.base import (
     enabled_collectors,
     register_collector,
 )
-from mail_exporter.config import CollectorsConfig, CollectorSection, Config, ConfigError
+from mail_exporter.config import Config, ConfigError
+from mail_exporter.config.collectors import CollectorsConfig, CollectorSection
 from mail_exporter.exporter import Exporter, read_config
 from tests.served import Reply, Served, get, served_exporter
 

@@ -8,13 +8,17 @@ import textwrap
 import threading
 from pathlib import Path
 
+import click
 import pytest
 
 from mail_exporter import exporter as exporter_module
+from mail_exporter import tls_facts
+from mail_exporter.cli import main
 from mail_exporter.config import ConfigError, default_config, load_config, parse_config
+from mail_exporter.config.probes import MODULE_TYPES, PROTOCOLS, ModuleConfig, SMTPModule
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter
-from mail_exporter.probes import tls
+from mail_exporter.probes import PROTOCOL_PROBES
 
 VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
 
@@ -58,6 +62,30 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         "require_tls without starttls",
         VALID_MODULE + "    require_tls: true\n",
         ["modules.m (line 2): require_tls applies only to tls: starttls"],
+    ),
+    (
+        "ehlo_name where it was before it moved into the smtp section",
+        VALID_MODULE + "    ehlo_name: monitor.example.com\n",
+        [
+            "modules.m.ehlo_name (line 4): ehlo_name has moved into the module's smtp section: "
+            "smtp: {ehlo_name: ...}"
+        ],
+    ),
+    (
+        "another protocol's section",
+        "modules:\n  m:\n    protocol: imap\n    smtp: {ehlo_name: monitor.example.com}\n",
+        ["modules.m.smtp (line 4): unknown key"],
+    ),
+    (
+        "an unknown key in the protocol's section",
+        VALID_MODULE + "    smtp: {helo_name: monitor.example.com}\n",
+        ["modules.m.smtp.helo_name (line 4): unknown key"],
+    ),
+    (
+        "AUTH LOGIN, which POP3 does not have",
+        "modules:\n  m:\n    protocol: pop3\n    tls: implicit\n"
+        "    auth: {username: u, password_env: HOME, mechanism: login}\n",
+        ["modules.m.auth.mechanism (line 5): Input should be 'auto' or 'plain'"],
     ),
     (
         "login without TLS",
@@ -389,6 +417,33 @@ def test_defaults_and_starttls_requirement() -> None:
     assert config.modules["b"].starttls_required is False
 
 
+def test_each_protocol_has_its_module_class_and_section(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "modules:\n  s: {protocol: smtp, smtp: {ehlo_name: monitor.example.com}}\n"
+        "  i: {protocol: imap}\n  p: {protocol: pop3}\n"
+    )
+    exporter = Exporter(path, {})
+    config = exporter.config
+    assert [type(config.modules[name]) for name in "sip"] == list(MODULE_TYPES.values())
+    smtp = config.modules["s"]
+    assert isinstance(smtp, SMTPModule) and smtp.smtp.ehlo_name == "monitor.example.com"
+    # The page of the running config shows each module's section, and reads back the same.
+    shown = exporter.shown_config()
+    assert "ehlo_name: monitor.example.com" in shown
+    assert parse_config(shown) == config
+    exporter.stop()
+    assert type(ModuleConfig(protocol="pop3")) is MODULE_TYPES["pop3"]  # built in code too
+
+
+def test_one_list_of_protocols() -> None:
+    """The command line, the module classes and the probe table are keyed by PROTOCOLS."""
+    probe_command = main.commands["probe"]
+    choices = next(p.type for p in probe_command.params if p.name == "protocol")
+    assert isinstance(choices, click.Choice) and tuple(choices.choices) == PROTOCOLS
+    assert tuple(MODULE_TYPES) == tuple(PROTOCOL_PROBES) == PROTOCOLS == ("smtp", "imap", "pop3")
+
+
 def test_cleartext_login_is_a_written_choice() -> None:
     auth = "auth: {username: u, password_env: HOME}"
     config = parse_config(
@@ -484,7 +539,9 @@ def test_probes_read_the_ca_file_as_the_config_does(tmp_path: Path) -> None:
     fifo = tmp_path / "ca.pem"
     os.mkfifo(fifo)
     answer: list[str | None] = []
-    reader = threading.Thread(target=lambda: answer.append(tls.verify_chain([], "h", str(fifo))))
+    reader = threading.Thread(
+        target=lambda: answer.append(tls_facts.verify_chain([], "h", str(fifo)))
+    )
     reader.start()
     reader.join(30)
     if reader.is_alive():  # free the reader (the open for writing returns once it waits)

@@ -34,11 +34,12 @@ from prometheus_client.core import Metric
 from mail_exporter.collectors.dns.checks import Results
 from mail_exporter.collectors.dns.families import error_families, result_families
 from mail_exporter.exporter import Exporter
-from mail_exporter.metrics import roundtrip_families
+from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.outcome import RouteStats
 from mail_exporter.scheduler import scheduled_families
 from mixin import dashboards, rules
 from mixin.config import CONFIG
+from mixin.promql import ALERT_PREFIX
 from tests.test_dns_checks import results, rig  # noqa: F401  fixtures: a real DNS pass
 from tests.test_smart import FIXTURES as SMART_FIXTURES
 
@@ -472,7 +473,7 @@ def test_the_alert_annotations_match_every_shipped_alert() -> None:
         if "alert" in rule
     ]
     assert names
-    assert all(name.startswith(dashboards.ALERT_PREFIX) for name in names)
+    assert all(name.startswith(ALERT_PREFIX) for name in names)
 
 
 def test_the_drilldown_picks_servers_and_the_comparison_picks_a_shift() -> None:

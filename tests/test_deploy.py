@@ -22,7 +22,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from mail_exporter.probes.tls import verify_chain
-from tests.realservers.runtime import free_port
+from mail_exporter.tls_facts import verify_chain
+from tests.served import served_exporter
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -48,7 +47,6 @@ MAKE_DEMO_CERTS = ROOT / "deploy" / "compose" / "certs" / "make-demo-certs"
 
 CONFIG_PATH = "/etc/mail-exporter/mail_exporter.yml"
 EXPORTER_PORT = 9469
-STARTUP_SECONDS = 15.0
 
 
 def _binary(name: str, package: str) -> str:
@@ -198,24 +196,9 @@ def _healthcheck_status(port: int) -> int:
 def test_healthcheck_command_tells_a_running_exporter_from_a_stopped_one(tmp_path: Path) -> None:
     config = tmp_path / "mail_exporter.yml"
     config.write_text("global: {interval: 30s}\n")
-    port = free_port()
-    assert _healthcheck_status(port) != 0, "nothing listens yet: the check must fail"
-    with (tmp_path / "exporter.log").open("wb") as log:
-        exporter = subprocess.Popen(
-            [sys.executable, "-m", "mail_exporter", "--config.file", str(config),
-             "--web.listen-address", f"127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while _healthcheck_status(port) != 0:
-            assert exporter.poll() is None, (tmp_path / "exporter.log").read_text()
-            assert time.monotonic() < deadline, "the health check never passed"
-            time.sleep(0.1)
-    finally:
-        exporter.terminate()
-        exporter.wait(10)
-    assert _healthcheck_status(port) != 0, "the exporter is gone: the check must fail"
+    with served_exporter(tmp_path, config) as served:
+        assert _healthcheck_status(served.port) == 0, served.stderr()
+    assert _healthcheck_status(served.port) != 0, "the exporter is gone: the check must fail"
 
 
 # --- the compose demo stack -----------------------------------------------------------

@@ -37,7 +37,8 @@ from mail_exporter.collectors.dns.dane import (
     tlsa_matches,
     usable,
 )
-from mail_exporter.config import Config, DnsConfig, DnsResolverConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki

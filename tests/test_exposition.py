@@ -15,12 +15,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.config import ModuleConfig, TargetConfig
+from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import header, sample_lines
-from mail_exporter.metrics import LATENCY, probe_families
-from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult, TLSFacts
+from mail_exporter.latency import LATENCY
+from mail_exporter.metrics import probe_families
+from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.scheduler import SCHEDULED_LABELS, TargetState, scheduled_families
+from mail_exporter.tls_facts import TLSFacts
 from mail_exporter.web import make_app
 from tests.realservers.pki import PKI
 from tests.scripted import scripted_server, server_context, smtp_script

@@ -19,7 +19,7 @@ from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.follower import StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config import LogsConfig, LogSource
+from mail_exporter.config.collectors import LogsConfig, LogSource
 
 H = "Jan 12 10:00:00 mail postfix/smtpd[1]:"
 

@@ -31,7 +31,7 @@ from mail_exporter.collectors.postfix_queue import (
     recipient_domain,
 )
 from mail_exporter.collectors.queues import top_with_other
-from mail_exporter.config import PostfixQueueConfig
+from mail_exporter.config.collectors import PostfixQueueConfig
 from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
 from tests.conftest import new_postfix

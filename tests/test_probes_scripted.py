@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import mail_exporter.probes
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
@@ -565,3 +565,9 @@ async def test_underscore_server_name_is_unverified_with_the_certificate_facts(
     assert facts.earliest_not_after == pki.server_not_after.timestamp()
     assert facts.leaf_not_before == pki.server_not_before.timestamp()
     assert seen == ["mail_1.example.com"]
+
+
+async def test_ehlo_name_from_the_smtp_section() -> None:
+    result = await probe(smtp_script(["220 ready"]), module(smtp={"ehlo_name": "monitor.example"}))
+    assert result.success, result.log
+    assert any(line.endswith("C: EHLO monitor.example") for line in result.log), result.log

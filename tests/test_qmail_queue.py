@@ -18,7 +18,8 @@ from mail_exporter.collectors.qmail_queue import (
     parse_qstat,
     scan_queue_directory,
 )
-from mail_exporter.config import Config, QmailQueueConfig
+from mail_exporter.config import Config
+from mail_exporter.config.collectors import QmailQueueConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qmail"
 QSTAT = ["cat", str(FIXTURES / "qmail-qstat.txt")]

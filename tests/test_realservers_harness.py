@@ -8,7 +8,6 @@ import base64
 import imaplib
 import poplib
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -155,16 +154,7 @@ def _find_subject(imap: imaplib.IMAP4, subject: str) -> bool:
 
 
 # A port can be taken between free_port() and the server's bind, by anything else running
-# on the machine: then the start is tried again on fresh ports.
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port someone else listens on (TCP, 127.0.0.1), as if taken after free_port()."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        yield taken.getsockname()[1]
+# on the machine (conftest's taken_port): then the start is tried again on fresh ports.
 
 
 def hand_out_first(
@@ -261,19 +251,48 @@ class _AnswersEverything(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_exporter_is_not_confused_with_another_server_on_its_port(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Another exporter (here: anything answering 200) got the port first.
+@pytest.fixture
+def answered_port() -> Iterator[int]:
+    """A port another HTTP server holds, answering 200 to everything: an exporter or a
+    Prometheus of a parallel session answers /-/healthy and /-/ready the same."""
     other = ThreadingHTTPServer(("127.0.0.1", 0), _AnswersEverything)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
-        hand_out_first(monkeypatch, served_module, "free_port", other.server_address[1])
-        config = tmp_path / "config.yml"
-        config.write_text("global: {interval: 30s}\n")
-        with served_module.served_exporter(tmp_path, config) as served:
-            assert served.port != other.server_address[1]
-            assert "mail_exporter_build_info" in served_module.get(served.port, "/metrics").body
+        yield other.server_address[1]
     finally:
         other.shutdown()
         other.server_close()
+
+
+def test_an_exporter_is_not_confused_with_another_server_on_its_port(
+    tmp_path: Path, answered_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hand_out_first(monkeypatch, served_module, "free_port", answered_port)
+    config = tmp_path / "config.yml"
+    config.write_text("global: {interval: 30s}\n")
+    with served_module.served_exporter(tmp_path, config) as served:
+        assert served.port != answered_port
+        assert "mail_exporter_build_info" in served_module.get(served.port, "/metrics").body
+
+
+def test_prometheus_is_not_confused_with_another_server_on_its_port(
+    tmp_path: Path, answered_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hand_out_first(monkeypatch, served_module, "free_port", answered_port)
+    config = tmp_path / "prometheus.yml"
+    config.write_text("scrape_configs: []\n")
+    with served_module.served_prometheus(tmp_path, config) as prometheus:
+        assert prometheus.port != answered_port
+        build = served_module.get(prometheus.port, "/api/v1/status/buildinfo")
+        assert '"status":"success"' in build.body
+
+
+def test_alertmanager_starts_on_another_port_when_its_port_is_taken(
+    tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hand_out_first(monkeypatch, served_module, "free_port", taken_port)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route: {receiver: nobody}\nreceivers: [{name: nobody}]\n")
+    with served_module.served_alertmanager(tmp_path, config) as alertmanager:
+        assert alertmanager.port != taken_port
+        assert "uptime" in served_module.get(alertmanager.port, "/api/v2/status").body

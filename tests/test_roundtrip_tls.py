@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from mail_exporter.config import ModuleConfig, RoundTripReceive
+from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.config.roundtrip import RoundTripReceive
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.message import build_message
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage

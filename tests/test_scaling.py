@@ -21,15 +21,15 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.realservers.runtime import free_port, http_ok
 from tests.scripted import scripted_server, smtp_script
+from tests.served import served_exporter, served_prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_example_configs_are_valid_and_the_agent_runs_shard_0(tmp_path: Path) ->
 def test_twenty_targets_are_sharded_between_two_replicas(
     tmp_path: Path,
     smtp_servers: list[str],
-    processes: Callable[..., subprocess.Popen[bytes]],
+    exit_stack: ExitStack,
 ) -> None:
     assert (
         shutil.which("prometheus") is not None
@@ -163,24 +163,19 @@ def test_twenty_targets_are_sharded_between_two_replicas(
     replicas = sorted({rule["replacement"] for job in config["scrape_configs"]
                        for rule in replica_address_rules(job)})  # fmt: skip
     assert len(replicas) == 2
-    ports = {replica: free_port() for replica in replicas}
-    logs = [tmp_path / f"exporter-{n}.log" for n in range(len(replicas))]
-    for port, log in zip(ports.values(), logs, strict=True):
-        processes(sys.executable, "-m", "mail_exporter", "--config.file", str(REPLICA_CONFIG),
-                  "--web.listen-address", f"127.0.0.1:{port}", log=log)  # fmt: skip
+    # Each replica holds its port before the Prometheus config names it (tests/served.py).
+    exporters = {replica: exit_stack.enter_context(served_exporter(tmp_path, REPLICA_CONFIG))
+                 for replica in replicas}  # fmt: skip
+    ports = {replica: exporter.port for replica, exporter in exporters.items()}
     # The example's file_sd path, relative to the config, now lists the twenty servers.
     (tmp_path / "targets").mkdir()
     (tmp_path / "targets" / "loopback.yml").write_text(json.dumps([{"targets": smtp_servers}]))
     prometheus_config = tmp_path / "prometheus.yml"
     running_config = for_this_machine(copy.deepcopy(config), ports)
     prometheus_config.write_text(json.dumps(running_config))  # JSON is YAML
-    prometheus_port = free_port()
-    logs.append(tmp_path / "prometheus.log")
-    ready_urls = [f"http://127.0.0.1:{port}/-/ready" for port in ports.values()]
-    wait_for(lambda: all(http_ok(url) for url in ready_urls), "both replicas ready", logs)
-    processes("prometheus", f"--config.file={prometheus_config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-              f"--web.listen-address=127.0.0.1:{prometheus_port}", log=logs[-1])  # fmt: skip
-    api = f"http://127.0.0.1:{prometheus_port}/api/v1"
+    prometheus = exit_stack.enter_context(served_prometheus(tmp_path, prometheus_config))
+    logs = [exporter.log for exporter in exporters.values()] + [prometheus.log]
+    api = f"http://127.0.0.1:{prometheus.port}/api/v1"
 
     def probe_series() -> list[dict[str, Any]]:
         query = urllib.parse.quote('mail_probe_success{job="mail_probe"}')

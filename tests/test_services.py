@@ -19,7 +19,7 @@ from mail_exporter.collectors.services import (
     ServicesCollector,
     command_name,
 )
-from mail_exporter.config import ServiceMatch, ServicesConfig
+from mail_exporter.config.collectors import ServiceMatch, ServicesConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix
 from tests.test_host import Found, scrape, value

@@ -14,11 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter import __version__
-from mail_exporter import config as config_module
 from mail_exporter.collectors import base
 from mail_exporter.collectors.base import register_collector
-from mail_exporter.config import CollectorSection, Config
-from mail_exporter.config_files import read_bounded
+from mail_exporter.config import Config
+from mail_exporter.config import fields as config_fields
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.files import read_bounded
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from tests.promtool import check_metrics
@@ -331,7 +332,7 @@ async def test_reload_reads_files_off_the_event_loop(
             release.wait(30)  # if the reload blocked the loop, this frees it after 30 s
         return read_bounded(path, limit)
 
-    monkeypatch.setattr(config_module, "read_bounded", slow)
+    monkeypatch.setattr(config_fields, "read_bounded", slow)
     reload = asyncio.create_task(client.post("/-/reload"))
     await asyncio.sleep(0.2)  # the reload has reached the secret file
     assert (await client.get("/metrics")).status == 200  # served while the reload waits

@@ -29,9 +29,8 @@ from mail_exporter.web import make_app
 from mail_exporter.web_limits import WebLimits
 from mail_exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.realservers.pki import PKI, create_client_cert, create_pki
-from tests.realservers.runtime import free_port
-from tests.served import basic, client_context, get, served_exporter
-from tests.test_cli import billion_laughs, exporter_command, run_bounded
+from tests.served import basic, client_context, exporter_command, get, served_exporter
+from tests.test_cli import billion_laughs, run_bounded
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web-config.yml"
 PASSWORD = "right horse battery"
@@ -737,7 +736,7 @@ def test_tls_versions_and_reload_of_them(tmp_path: Path, pki: PKI, config_file: 
         assert get(served.port, "/metrics", modern).tls_version == "TLSv1.2"
 
 
-def test_bad_web_config_does_not_start(tmp_path: Path, config_file: Path) -> None:
+def test_bad_web_config_does_not_start(tmp_path: Path, config_file: Path, taken_port: int) -> None:
     web = write(
         tmp_path / "web.yml",
         """\
@@ -749,7 +748,7 @@ def test_bad_web_config_does_not_start(tmp_path: Path, config_file: Path) -> Non
         """,
     )
     result = subprocess.run(
-        exporter_command(config_file, free_port(), "--web.config.file", str(web)),
+        exporter_command(config_file, taken_port, "--web.config.file", str(web)),
         capture_output=True,
         text=True,
         timeout=30,

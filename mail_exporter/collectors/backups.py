@@ -52,7 +52,7 @@ from mail_exporter.collectors.base import (
     collection_deadline,
     register_collector,
 )
-from mail_exporter.config import BackupMatch, BackupsConfig
+from mail_exporter.config.collectors import BackupMatch, BackupsConfig
 from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 FIELDS = (

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from prometheus_client.core import Metric
 
-from mail_exporter.config import CollectorSection
+from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.metric_spec import MetricSpec, as_is
 
 if TYPE_CHECKING:

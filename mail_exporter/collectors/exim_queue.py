@@ -68,7 +68,7 @@ from mail_exporter.collectors.queues import (
     read_head,
     source_info,
 )
-from mail_exporter.config import EximQueueConfig
+from mail_exporter.config.collectors import EximQueueConfig
 from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)

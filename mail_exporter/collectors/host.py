@@ -49,7 +49,7 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, CollectorError, register_collector
-from mail_exporter.config import HostConfig
+from mail_exporter.config.collectors import HostConfig
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ from mail_exporter.collectors.queues import (
     source_info,
     top_with_other,
 )
-from mail_exporter.config import PostfixInstance, PostfixQueueConfig
+from mail_exporter.config.collectors import PostfixInstance, PostfixQueueConfig
 from mail_exporter.decimal_text import ascii_int
 from mail_exporter.metric_spec import MetricSpec, as_is
 

@@ -53,7 +53,7 @@ from mail_exporter.collectors.base import (
 )
 from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
-from mail_exporter.config import QmailQueueConfig
+from mail_exporter.config.collectors import QmailQueueConfig
 
 logger = logging.getLogger(__name__)
 

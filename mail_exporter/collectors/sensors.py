@@ -29,7 +29,7 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.config import SensorsConfig
+from mail_exporter.config.collectors import SensorsConfig
 from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 Readings = Mapping[str, Sequence[Any]]

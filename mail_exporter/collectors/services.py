@@ -43,7 +43,7 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.config import ServicesConfig
+from mail_exporter.config.collectors import ServicesConfig
 from mail_exporter.metric_spec import MetricSpec, attribute, families
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -64,7 +64,7 @@ from mail_exporter.collectors.base import (
     CollectorError,
     register_collector,
 )
-from mail_exporter.config import SmartConfig
+from mail_exporter.config.collectors import SmartConfig
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)

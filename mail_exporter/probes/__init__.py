@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig, Protocol
 from mail_exporter.probes.imap import probe_imap
 from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 ProtocolProbe = Callable[[Session], Awaitable[None]]
 
-PROTOCOL_PROBES: dict[str, ProtocolProbe] = {
+PROTOCOL_PROBES: dict[Protocol, ProtocolProbe] = {  # one for each of PROTOCOLS
     "smtp": probe_smtp,
     "imap": probe_imap,
     "pop3": probe_pop3,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 
-from mail_exporter.probes.printable import printable
+from mail_exporter.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 

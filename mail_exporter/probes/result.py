@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mail_exporter.tls_facts import TLSFacts
+
 
 class Phase(StrEnum):
     """The steps of a mail session, in the order they usually happen."""
@@ -45,25 +47,6 @@ class Failure:
     phase: Phase
     reason: FailureReason
     detail: str
-
-
-@dataclass(frozen=True)
-class TLSFacts:
-    """What one TLS session showed about the server.
-
-    Timestamps are Unix seconds and ``None`` when the chain could not be read:
-    an unknown expiry is never reported as zero.
-    """
-
-    version: str
-    cipher: str
-    earliest_not_after: float | None
-    leaf_not_before: float | None
-    leaf_not_after: float | None
-    leaf_subject: str
-    leaf_issuer: str
-    verified: bool
-    verify_error: str | None
 
 
 @dataclass

@@ -25,9 +25,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from mail_exporter.config import ModuleConfig
-from mail_exporter.probes import tls
-from mail_exporter.probes.printable import printable
+from mail_exporter import tls_facts
+from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.printable import printable
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.targets import Address
 
@@ -156,16 +156,16 @@ class Session:
         with self.timed(Phase.TLS_HANDSHAKE):
             try:
                 await self._writer.start_tls(
-                    tls.client_context(),
+                    tls_facts.client_context(),
                     server_hostname=None
                     if self.address.is_ip and not settings.server_name
-                    else tls.tls_name(server_name),
+                    else tls_facts.tls_name(server_name),
                 )
             except (ssl.SSLError, OSError, EOFError) as error:
                 raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
             ssl_object = self._writer.get_extra_info("ssl_object")
             ca_file = str(settings.ca_file) if settings.ca_file else None
-            facts = tls.session_facts(ssl_object, server_name, ca_file)
+            facts = tls_facts.session_facts(ssl_object, server_name, ca_file)
         self.result.tls = facts
         self.log(f"TLS {facts.version} {facts.cipher}, certificate {facts.leaf_subject or '?'}")
         if not facts.verified:

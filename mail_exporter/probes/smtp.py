@@ -11,7 +11,8 @@ import functools
 import re
 import socket
 
-from mail_exporter.probes.printable import printable
+from mail_exporter.config.probes import SMTPModule
+from mail_exporter.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 
@@ -90,7 +91,8 @@ async def _login(session: Session, extensions: dict[str, str]) -> None:
 async def probe_smtp(session: Session) -> None:
     """Run an SMTP session on a connected (and, for implicit TLS, encrypted) session."""
     module = session.module
-    ehlo_name = module.ehlo_name or socket.getfqdn()
+    assert isinstance(module, SMTPModule), "run_probe picks the probe by the module's protocol"
+    ehlo_name = module.smtp.ehlo_name or socket.getfqdn()
     with session.timed(Phase.BANNER):
         try:
             code, texts = await read_reply(session)

@@ -18,9 +18,9 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 
-from mail_exporter.config import ModuleConfig
-from mail_exporter.probes import tls
-from mail_exporter.probes.printable import printable
+from mail_exporter import tls_facts
+from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.printable import printable
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.targets import Address
 
@@ -28,7 +28,7 @@ from mail_exporter.targets import Address
 def server_name(address: Address, module: ModuleConfig) -> str:
     """The name the certificate must carry and SNI sends: ``tls_config.server_name`` or
     the host, without a trailing dot."""
-    return tls.tls_name(module.tls_config.server_name or address.host)
+    return tls_facts.tls_name(module.tls_config.server_name or address.host)
 
 
 async def open_socket(address: Address, module: ModuleConfig) -> socket.socket:
@@ -65,7 +65,7 @@ def verify_server(
         raise RoundTripFailure(stage, "no TLS session after the handshake")
     settings = module.tls_config
     ca_file = str(settings.ca_file) if settings.ca_file else None
-    facts = tls.session_facts(ssl_object, server_name(address, module), ca_file)
+    facts = tls_facts.session_facts(ssl_object, server_name(address, module), ca_file)
     if not facts.verified and not settings.insecure_skip_verify:
         raise RoundTripFailure(stage, f"certificate not verified: {facts.verify_error}")
 

@@ -49,9 +49,10 @@ from typing import Any
 
 import aioimaplib
 
-from mail_exporter.config import AuthConfig, ModuleConfig, RoundTripReceive
-from mail_exporter.probes import tls
-from mail_exporter.probes.printable import printable
+from mail_exporter import tls_facts
+from mail_exporter.config.probes import AuthConfig, ModuleConfig
+from mail_exporter.config.roundtrip import RoundTripReceive
+from mail_exporter.printable import printable
 from mail_exporter.probes.session import plaintext_refusal
 from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
 from mail_exporter.roundtrip.mailbox import Found
@@ -155,7 +156,7 @@ class ImapMailbox:
     async def _connect(self, address: Address, module: ModuleConfig) -> None:
         loop = asyncio.get_running_loop()
         sock = await open_socket(address, module)
-        context = tls.client_context() if module.tls == "implicit" else None
+        context = tls_facts.client_context() if module.tls == "implicit" else None
         transport, _ = await loop.create_connection(
             lambda: self._protocol,
             sock=sock,
@@ -180,7 +181,7 @@ class ImapMailbox:
         transport = await protocol.loop.start_tls(
             protocol.transport,
             protocol,
-            tls.client_context(),
+            tls_facts.client_context(),
             server_hostname=server_name(address, module),
         )
         protocol.transport = transport

@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from mail_exporter.config import ModuleConfig
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes.pop3 import command, open_pop3
 from mail_exporter.probes.result import FailureReason, ProbeResult
 from mail_exporter.probes.session import ProbeFailure, Session

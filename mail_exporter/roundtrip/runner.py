@@ -54,8 +54,10 @@ from dataclasses import dataclass, replace
 
 from prometheus_client.core import Metric
 
-from mail_exporter.config import Config, ModuleConfig, RoundTripRoute
-from mail_exporter.metrics import roundtrip_families
+from mail_exporter.config import Config
+from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.config.roundtrip import RoundTripRoute
+from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
 from mail_exporter.roundtrip.message import build_message, hop_delays, new_token

@@ -19,9 +19,9 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from mail_exporter.config import AuthConfig, ModuleConfig
-from mail_exporter.probes import tls
-from mail_exporter.probes.printable import printable
+from mail_exporter import tls_facts
+from mail_exporter.config.probes import AuthConfig, ModuleConfig, SMTPModule
+from mail_exporter.printable import printable
 from mail_exporter.probes.session import plaintext_refusal
 from mail_exporter.roundtrip.connection import open_socket, server_name, verify_server
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
@@ -53,15 +53,16 @@ async def submit(
 async def _submit(
     address: Address, module: ModuleConfig, message: EmailMessage, sender: str, recipient: str
 ) -> None:
+    assert isinstance(module, SMTPModule), "a route's send module has protocol smtp"
     sock = await open_socket(address, module)
     client = aiosmtplib.SMTP(
         hostname=server_name(address, module),  # with sock: the TLS server name only
         sock=sock,
-        local_hostname=module.ehlo_name,
+        local_hostname=module.smtp.ehlo_name,
         timeout=module.timeout_seconds,
         use_tls=module.tls == "implicit",
         start_tls=False,
-        tls_context=tls.client_context(),
+        tls_context=tls_facts.client_context(),
     )
     try:
         await client.connect()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config import DnsConfig
+from mail_exporter.config.collectors import DnsConfig
 
 
 @register_collector(

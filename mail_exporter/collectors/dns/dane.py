@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import Store, VerificationError
 
 from mail_exporter.collectors.dns.resolver import Lookups
-from mail_exporter.probes.tls import peer_chain, server_verifier
+from mail_exporter.tls_facts import peer_chain, server_verifier
 
 MAX_REPLY_LINES = 100
 MAX_ADDRESSES = 4

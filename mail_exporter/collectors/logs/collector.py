@@ -29,7 +29,7 @@ from mail_exporter.collectors.logs.follower import Feed, Follower, Position, Std
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
 from mail_exporter.collectors.logs.state import StateFile
-from mail_exporter.config import LogsConfig, LogSource
+from mail_exporter.config.collectors import LogsConfig, LogSource
 
 
 def make_follower(source: LogSource, settings: LogsConfig) -> Follower:

@@ -14,7 +14,7 @@ the exposition; a name that does not fit counts as ``other`` and is not remember
 
 from __future__ import annotations
 
-from mail_exporter.metrics import tls_version_label
+from mail_exporter.tls_facts import tls_version_label
 
 OTHER = "other"
 MAX_NAME_CHARS = 128

@@ -1,4 +1,5 @@
-"""TLS for probes: a client context that accepts any server, and the facts of a session.
+"""TLS as the exporter's client sees it: a context that accepts any server, and the facts
+of a session (:class:`TLSFacts`), for probes, round trips and the DANE checks alike.
 
 The handshake itself never verifies (``CERT_NONE``), so that the presented chain
 can always be read: an expired certificate or a wrong host name must show up as
@@ -41,9 +42,33 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from mail_exporter.config_files import MAX_CONFIG_BYTES, read_bounded
-from mail_exporter.probes.printable import printable
-from mail_exporter.probes.result import TLSFacts
+from mail_exporter.config.files import MAX_CONFIG_BYTES, read_bounded
+from mail_exporter.printable import printable
+
+
+@dataclass(frozen=True)
+class TLSFacts:
+    """What one TLS session showed about the server.
+
+    Timestamps are Unix seconds and ``None`` when the chain could not be read:
+    an unknown expiry is never reported as zero.
+    """
+
+    version: str
+    cipher: str
+    earliest_not_after: float | None
+    leaf_not_before: float | None
+    leaf_not_after: float | None
+    leaf_subject: str
+    leaf_issuer: str
+    verified: bool
+    verify_error: str | None
+
+
+def tls_version_label(version: str) -> str:
+    """``TLSv1.3`` as ``TLS 1.3``, the form blackbox_exporter users already query for."""
+    return version.replace("TLSv", "TLS ") if version.startswith("TLSv") else version
+
 
 _DER = 2  # _ssl.ENCODING_DER, the private constant behind Certificate.public_bytes
 

@@ -1,0 +1,152 @@
+"""The configuration file: strict models, YAML loading with line numbers, every error at once.
+
+``load_config`` either returns a complete, valid :class:`Config` or raises
+:class:`ConfigError` listing every problem as ``key.path (line N): message``.
+Nothing half-valid ever reaches the scheduler. Files (the config and the secrets and
+CA files it names) are read, and YAML composed, within limits of size, depth and
+aliases (see :mod:`mail_exporter.config.files`), so a hostile file is one more problem.
+
+This package exports the whole config and how to read it; its parts, one concern each,
+are imported from their own modules by the code that needs them:
+
+- :mod:`~mail_exporter.config.files`: bounded reading of files and YAML;
+- :mod:`~mail_exporter.config.validation`: YAML into a model with every problem listed by
+  key path and line (the web config uses it too);
+- :mod:`~mail_exporter.config.fields`: field types every section shares (durations,
+  addresses, names, paths beside the config file, CA files);
+- :mod:`~mail_exporter.config.probes`: modules, targets, ``global`` and ``probe``;
+- :mod:`~mail_exporter.config.roundtrip`: the round-trip routes;
+- :mod:`~mail_exporter.config.collectors`: one section per collector;
+- :mod:`~mail_exporter.config.references`: checks that span sections (the modules
+  targets and routes name, names given twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field, PrivateAttr, SerializeAsAny, model_validator
+
+from mail_exporter.allowlist import TargetKey, target_key
+from mail_exporter.config.collectors import CollectorsConfig
+from mail_exporter.config.fields import Name, StrictModel
+from mail_exporter.config.probes import (
+    GlobalConfig,
+    ModuleConfig,
+    ProbeConfig,
+    TargetConfig,
+    moved_key_problem,
+)
+from mail_exporter.config.references import cross_references
+from mail_exporter.config.roundtrip import RoundTripRoute
+from mail_exporter.config.validation import (
+    ConfigError,
+    describe_error,
+    load_yaml_file,
+    validate_yaml,
+)
+from mail_exporter.targets import Address, parse_address
+
+__all__ = ["Config", "ConfigError", "default_config", "load_config", "parse_config"]
+
+
+class Config(StrictModel):
+    global_: GlobalConfig = Field(default=GlobalConfig(), alias="global")
+    # Shown with the fields of each module's own class (SMTPModule, ...), not only the shared ones.
+    modules: dict[Name, SerializeAsAny[ModuleConfig]] = Field(default_factory=dict)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    roundtrip: list[RoundTripRoute] = Field(default_factory=list)
+    collectors: CollectorsConfig = CollectorsConfig()
+    probe: ProbeConfig = ProbeConfig()
+    _scheduled: frozenset[tuple[str, TargetKey]] = PrivateAttr(default_factory=frozenset)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _index_scheduled_targets(self) -> Config:
+        self._scheduled = frozenset(
+            (target.module, target_key(parse_address(target.address))) for target in self.targets
+        )
+        return self
+
+    def schedules(self, module: str, address: Address) -> bool:
+        """Whether a target of ``targets`` probes ``address`` with ``module`` (the same target
+        as :func:`mail_exporter.allowlist.target_key` says)."""
+        return (module, target_key(address)) in self._scheduled
+
+    def interval_of(self, target: TargetConfig) -> float:
+        return float(target.interval if target.interval is not None else self.global_.interval)
+
+    def secrets(self) -> list[str]:
+        """Every password in use, so logs can redact them wherever they might slip in."""
+        return [m.auth.password for m in self.modules.values() if m.auth and m.auth.password]
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    return moved_key_problem(error) or describe_error(error)
+
+
+def parse_config(text: str, source: str = "<config>", directory: Path | None = None) -> Config:
+    """Validate YAML text into a :class:`Config`; raise :class:`ConfigError` with every problem.
+
+    Relative secret and CA file paths are taken from ``directory`` (the file's own).
+    """
+    return validate_yaml(
+        text,
+        source,
+        Config,
+        describe=_describe,
+        cross_check=cross_references,
+        context={"directory": directory},
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file."""
+    return load_yaml_file(path, parse_config)
+
+
+DEFAULT_CONFIG_YAML = """\
+# Built in: used when no --config.file is given. Watches the standard mail ports of this host.
+# Certificates of a local server rarely name "localhost", so verification is reported
+# (mail_tls_cert_verified) but does not fail these probes.
+modules:
+  smtp_starttls:
+    protocol: smtp
+    tls: starttls
+    require_tls: false
+    tls_config: {insecure_skip_verify: true}
+  submission:
+    protocol: smtp
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  imap_starttls:
+    protocol: imap
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  imaps:
+    protocol: imap
+    tls: implicit
+    tls_config: {insecure_skip_verify: true}
+  pop3_starttls:
+    protocol: pop3
+    tls: starttls
+    tls_config: {insecure_skip_verify: true}
+  pop3s:
+    protocol: pop3
+    tls: implicit
+    tls_config: {insecure_skip_verify: true}
+targets:
+  - {name: smtp, address: "localhost:25", module: smtp_starttls}
+  - {name: submission, address: "localhost:587", module: submission}
+  - {name: imap, address: "localhost:143", module: imap_starttls}
+  - {name: imaps, address: "localhost:993", module: imaps}
+  - {name: pop3, address: "localhost:110", module: pop3_starttls}
+  - {name: pop3s, address: "localhost:995", module: pop3s}
+"""
+
+
+def default_config() -> Config:
+    return parse_config(DEFAULT_CONFIG_YAML, "<built-in default config>")

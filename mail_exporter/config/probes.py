@@ -1,0 +1,285 @@
+"""What the probes are given: modules (protocol, TLS, login), targets, global settings, /probe.
+
+A module holds the keys every protocol shares, as the design's contract names them
+(``protocol``, ``tls``, ``require_tls``, ``timeout``, ``tls_config``, ``auth``), and
+the settings of its one protocol in a section named after it, as blackbox_exporter
+nests ``tcp:`` or ``dns:`` under a module::
+
+    modules:
+      submission:
+        protocol: smtp
+        tls: starttls
+        smtp: {ehlo_name: monitor.example.com}
+
+Each protocol has its own module class (:data:`MODULE_TYPES`), chosen by ``protocol``
+when a module is validated: a key of another protocol's section is an unknown key, so
+no check says "this applies only to smtp", and a new protocol option is one field in
+its class. A value the shared keys allow but a protocol cannot use is narrowed in the
+same way (POP3 has no AUTH LOGIN). A key that moved into a protocol's section is
+reported with where it went (:data:`MOVED_MODULE_KEYS`).
+
+:data:`PROTOCOLS` is the one list of protocols: the command line's ``--protocol``,
+the module classes and the probe table (:mod:`mail_exporter.probes`) are keyed by it.
+Passwords come from a file or the environment, never from the config, and are read
+while the config is validated: a missing secret is a config error, not a failed probe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    model_validator,
+)
+
+from mail_exporter.allowlist import TargetAllowlist, checked_pattern
+from mail_exporter.config.fields import (
+    AddressText,
+    ConfigPath,
+    Duration,
+    LabelName,
+    StrictModel,
+    read_named_file,
+)
+from mail_exporter.config.files import MAX_CONFIG_BYTES, MAX_SECRET_BYTES
+
+Protocol = Literal["smtp", "imap", "pop3"]
+PROTOCOLS: Final[tuple[Protocol, ...]] = get_args(Protocol)
+TLSMode = Literal["none", "starttls", "implicit"]
+TLS_MODES: Final[tuple[TLSMode, ...]] = get_args(TLSMode)
+
+
+def _server_name(value: str) -> str:
+    """A name TLS can send as SNI (as the ssl module encodes it), or an address."""
+    try:
+        encoded = value.removesuffix(".").encode("idna")
+    except UnicodeError:
+        encoded = b""
+    if not encoded:
+        raise ValueError(
+            f"server_name {value!r} is not a host name: labels of 1 to 63 characters "
+            "between dots"
+        )
+    return value
+
+
+class TLSConfig(StrictModel):
+    ca_file: ConfigPath | None = None
+    server_name: Annotated[str, AfterValidator(_server_name)] | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _ca_file_readable(self) -> TLSConfig:
+        if self.ca_file is not None:
+            read_named_file("ca_file", self.ca_file, MAX_CONFIG_BYTES)
+        return self
+
+
+class AuthConfig(StrictModel):
+    """A login check. The password comes from a file or the environment, never the config."""
+
+    username: str = Field(min_length=1)
+    password_file: ConfigPath | None = None
+    password_env: str | None = None
+    mechanism: Literal["auto", "plain", "login"] = "auto"
+    _password: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @model_validator(mode="after")
+    def _load_password(self) -> AuthConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("set exactly one of password_file and password_env")
+        if self.password_file is not None:
+            content = read_named_file("password_file", self.password_file, MAX_SECRET_BYTES)
+            try:
+                password = content.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"password_file {str(self.password_file)!r} is not UTF-8 text"
+                ) from None
+        else:
+            assert self.password_env is not None
+            if self.password_env not in os.environ:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            password = os.environ[self.password_env]
+            try:  # undecodable bytes are kept as lone surrogates, which cannot be sent
+                password.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"environment variable {self.password_env} is not UTF-8 text"
+                ) from None
+        if any(c in password + self.username for c in "\r\n\0"):
+            raise ValueError("username and password must not contain line breaks or NUL")
+        self._password = SecretStr(password)
+        return self
+
+    @property
+    def password(self) -> str:
+        return self._password.get_secret_value()
+
+
+class ModuleConfig(StrictModel):
+    """How to probe one kind of service: protocol, TLS mode, timeout, login.
+
+    Validating or building one gives the class of its protocol (:data:`MODULE_TYPES`),
+    which adds that protocol's section.
+
+    A login without TLS is a written choice (``allow_plaintext_auth: true``): ``auth``
+    with ``tls: none`` is an error without it, and with ``tls: starttls`` and
+    ``require_tls: false`` the login is withheld when STARTTLS is not offered.
+    """
+
+    protocol: Protocol
+    tls: TLSMode = "none"
+    require_tls: bool | None = None
+    allow_plaintext_auth: bool = False
+    timeout: Duration = Field(default="10s", validate_default=True)
+    preferred_ip_protocol: Literal["ip4", "ip6"] = "ip6"
+    ip_protocol_fallback: bool = True
+    tls_config: TLSConfig = TLSConfig()
+    auth: AuthConfig | None = None
+
+    def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
+        """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
+        return super().__new__(_protocol_class(cls, data) or cls)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _of_its_protocol(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ModuleConfig], info: ValidationInfo
+    ) -> ModuleConfig:
+        """Validated as the class of its protocol; with a protocol missing or unknown, as this
+        class, which reports that (and the shared keys' problems) where they are."""
+        kind = _protocol_class(cls, data)
+        return handler(data) if kind is None else kind.model_validate(data, context=info.context)
+
+    @model_validator(mode="after")
+    def _check_tls_options(self) -> ModuleConfig:
+        if self.require_tls is not None and self.tls != "starttls":
+            raise ValueError("require_tls applies only to tls: starttls")
+        may_be_plaintext = self.tls != "implicit" and not self.starttls_required
+        if self.allow_plaintext_auth and not (self.auth and may_be_plaintext):
+            raise ValueError(
+                "allow_plaintext_auth applies only to a module with auth and tls: none, "
+                "or tls: starttls with require_tls: false"
+            )
+        if self.auth and self.tls == "none" and not self.allow_plaintext_auth:
+            raise ValueError(
+                "auth with tls: none sends the password in cleartext: add "
+                "allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
+            )
+        return self
+
+    @property
+    def starttls_required(self) -> bool:
+        """With STARTTLS, fail when it is not offered unless the module says otherwise."""
+        return self.tls == "starttls" and self.require_tls is not False
+
+    @property
+    def timeout_seconds(self) -> float:
+        return float(self.timeout)
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether probing with this module hands the server a secret. /probe then uses it
+        only on explicitly allowed targets; an option that sends a secret counts here."""
+        return self.auth is not None
+
+
+class SMTPSettings(StrictModel):
+    """``smtp:`` in an smtp module."""
+
+    ehlo_name: str | None = None  # default: this host's FQDN
+
+
+class SMTPModule(ModuleConfig):
+    protocol: Literal["smtp"]
+    smtp: SMTPSettings = SMTPSettings()
+
+
+class IMAPModule(ModuleConfig):
+    """An imap module: the shared keys only, so far (an ``imap:`` section goes here)."""
+
+    protocol: Literal["imap"]
+
+
+class POP3Auth(AuthConfig):
+    """POP3 logs in with USER/PASS (``auto``) or AUTH PLAIN (``plain``): it has no AUTH LOGIN."""
+
+    mechanism: Literal["auto", "plain"] = "auto"
+
+
+class POP3Module(ModuleConfig):
+    protocol: Literal["pop3"]
+    auth: POP3Auth | None = None
+
+
+MODULE_TYPES: Final[Mapping[str, type[ModuleConfig]]] = {
+    "smtp": SMTPModule,
+    "imap": IMAPModule,
+    "pop3": POP3Module,
+}
+"""The module class of each protocol, in the order of :data:`PROTOCOLS`."""
+
+
+def _protocol_class(cls: type[ModuleConfig], data: object) -> type[ModuleConfig] | None:
+    """The class of the protocol ``data`` names, when ``cls`` is the shared base."""
+    protocol = data.get("protocol") if cls is ModuleConfig and isinstance(data, dict) else None
+    return MODULE_TYPES.get(protocol) if isinstance(protocol, str) else None
+
+
+MOVED_MODULE_KEYS: Final[Mapping[str, Protocol]] = {"ehlo_name": "smtp"}
+"""Keys that were once read at module level, and the protocol section they moved into."""
+
+
+def moved_key_problem(error: Mapping[str, Any]) -> str | None:
+    """Where a module key went, for the "unknown key" error of a config that has it at module
+    level (``modules.NAME.ehlo_name``); ``None`` for every other error."""
+    location = error["loc"]
+    if error["type"] != "extra_forbidden" or len(location) != 3 or location[0] != "modules":
+        return None
+    key = location[2]
+    section = MOVED_MODULE_KEYS.get(key)
+    if section is None:
+        return None
+    return f"{key} has moved into the module's {section} section: {section}: {{{key}: ...}}"
+
+
+class TargetConfig(StrictModel):
+    name: LabelName
+    address: AddressText
+    module: str
+    interval: Duration | None = None
+
+
+class GlobalConfig(StrictModel):
+    interval: Duration = Field(default="30s", validate_default=True)
+    concurrency: int = Field(default=64, ge=1, le=10000)
+    scrape_timeout_offset: Duration = Field(default="500ms", validate_default=True)
+
+
+class ProbeConfig(StrictModel):
+    """What /probe may reach. Its modules are the config's; its targets, the scheduled
+    targets of the module and those matching one pattern, and with an empty list any
+    target for a module without credentials (see :mod:`mail_exporter.allowlist`)."""
+
+    allowed_targets: list[Annotated[str, AfterValidator(checked_pattern)]] = Field(
+        default_factory=list
+    )
+    _allowlist: TargetAllowlist = PrivateAttr(default_factory=TargetAllowlist)
+
+    @model_validator(mode="after")
+    def _compile(self) -> ProbeConfig:
+        self._allowlist = TargetAllowlist.of(self.allowed_targets)
+        return self
+
+    @property
+    def allowlist(self) -> TargetAllowlist:
+        return self._allowlist

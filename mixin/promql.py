@@ -1,0 +1,103 @@
+"""PromQL shared by the alert rules and the dashboards: selectors, range functions, and the
+names the rules give to what they write.
+
+Every selector starts from ``config.selector`` (:data:`~mixin.config.CONFIG` unless a rule
+passes its own), so rules and dashboards filter alike. Range functions take Grafana's
+``$__rate_interval`` unless given a window: the dashboards' default; rules name fixed ones.
+"""
+
+from __future__ import annotations
+
+from mixin.config import CONFIG, Config
+
+DAY_SECONDS = 86400
+HOUR_SECONDS = 3600
+RATE = "$__rate_interval"
+
+# The alert rules' names all start with this (alerting/mail_exporter.rules.yml).
+ALERT_PREFIX = "Mail"
+
+# Series recorded by the rules in alerting/ (mixin/rules/recording.py), shared with the
+# alerts and the dashboards.
+CERT_DAYS_RULE = "mail:tls_cert_expiry:days"
+PROBE_P95_RULE = "mail:probe_latency_seconds:p95_rate1h"
+ROUNDTRIP_P95_RULE = "mail:roundtrip_delivery_seconds:p95_rate1h"
+BOUNCE_RATIO_RULE = "mail:deliveries:bounce_ratio_rate15m"
+DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
+
+# The labels that name one probed target: scheduled (target, module) or through /probe (instance).
+PROBED = "instance, job, target, module, protocol"
+
+
+def equals(label: str, value: str) -> str:
+    """A ``label="value"`` matcher."""
+    return f'{label}="{value}"'
+
+
+def _offset(offset: str) -> str:
+    return f" offset {offset}" if offset else ""
+
+
+def series(metric: str, *matchers: str, offset: str = "", config: Config = CONFIG) -> str:
+    """``metric{config.selector, matchers...}``, optionally shifted back in time."""
+    return metric + config.matchers(*matchers) + _offset(offset)
+
+
+def rate(
+    metric: str,
+    *matchers: str,
+    offset: str = "",
+    func: str = "rate",
+    window: str = RATE,
+    config: Config = CONFIG,
+) -> str:
+    """``rate(metric{...}[$__rate_interval])``, or another range function or window."""
+    return f"{func}({metric}{config.matchers(*matchers)}[{window}]{_offset(offset)})"
+
+
+def increase(metric: str, *matchers: str, window: str = RATE, config: Config = CONFIG) -> str:
+    """How much a counter grew per window: counts, not rates, for rare events."""
+    return rate(metric, *matchers, func="increase", window=window, config=config)
+
+
+def quantile(
+    q: float,
+    histogram: str,
+    by: str,
+    *matchers: str,
+    offset: str = "",
+    window: str = RATE,
+    config: Config = CONFIG,
+) -> str:
+    """The ``q`` quantile of a histogram's recent observations, per ``by`` labels."""
+    buckets = rate(f"{histogram}_bucket", *matchers, offset=offset, window=window, config=config)
+    return f"histogram_quantile({q}, sum by ({by}, le) ({buckets}))"
+
+
+def sum_by(by: str, expr: str) -> str:
+    """``sum by (by) (expr)``: ``by`` is a comma-separated label list."""
+    return f"sum by ({by}) ({expr})"
+
+
+def count_or_zero(expr: str) -> str:
+    """How many series match, 0 rather than no data when none do."""
+    return f"count({expr}) or vector(0)"
+
+
+def age(timestamp_metric: str, *matchers: str, config: Config = CONFIG) -> str:
+    """Seconds since the point in time a ``_timestamp_seconds`` gauge holds."""
+    return f"time() - {series(timestamp_metric, *matchers, config=config)}"
+
+
+def cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
+    """Days until the earliest certificate of each presented chain expires."""
+    expiry = series("mail_tls_cert_expiry_timestamp_seconds", *matchers, config=config)
+    return f"({expiry} - time()) / {DAY_SECONDS}"
+
+
+def path_free_bytes_ahead(*matchers: str, config: Config = CONFIG) -> str:
+    """Free bytes behind each mail path ``disk_fill_horizon_hours`` from now, if the trend of
+    the last ``disk_fill_trend_hours`` goes on."""
+    avail = series("mail_host_path_avail_bytes", *matchers, config=config)
+    ahead = config.disk_fill_horizon_hours * HOUR_SECONDS
+    return f"predict_linear({avail}[{config.disk_fill_trend_hours}h], {ahead})"

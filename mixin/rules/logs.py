@@ -1,0 +1,114 @@
+"""Alerts on what the logs say: bounces, deferrals, password guessing, fatal errors,
+unread logs, spam waves."""
+
+from __future__ import annotations
+
+from mixin.config import Config
+from mixin.promql import BOUNCE_RATIO_RULE, DEFER_RATIO_RULE, increase, rate, series, sum_by
+from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
+
+
+def log_alerts(c: Config) -> list[Alert]:
+    mta = f'mta="postfix",{HOST}'
+    mta_labels = {"mta": "postfix", **HOST_LABELS}
+    by_service = "instance, job, mta, service"
+    severe = 'severity=~"fatal|panic"'
+    fatal = series("mail_log_problems_total", severe, config=c)
+    fatal_before = series("mail_log_problems_total", severe, offset="15m", config=c)
+    problems = f'mail_log_problems_total{{{mta},service="smtpd",severity="fatal"}}'
+
+    def ratio_alert(
+        name: str, rule: str, status: str, warning: float, summary: str, description: str
+    ) -> Alert:
+        """A delivery ratio above ``warning``: fires at 30 of 90 attempts a minute, quiet at 1 in 61."""
+
+        def attempts(per_minute: float) -> list[tuple[str, str]]:
+            return [
+                (
+                    f'mail_deliveries_total{{{mta},transport="smtp",status="{status}"}}',
+                    ramp(0, per_minute),
+                ),
+                (f'mail_deliveries_total{{{mta},transport="smtp",status="sent"}}', ramp(0, 60)),
+            ]
+
+        return Alert(
+            name,
+            f"{rule}{c.matchers()} > {warning:g}",
+            "warning",
+            summary,
+            description,
+            Example(attempts(30), [fired(mta_labels, "warning")]),
+            Example(attempts(1)),
+            for_="15m",
+        )
+
+    return [
+        ratio_alert("MailBounceRatioHigh", BOUNCE_RATIO_RULE, "bounced", c.bounce_ratio_warning,
+                    "Many deliveries bounce.",
+                    "{{ $value | humanizePercentage }} of the deliveries of {{ $labels.mta }} on "
+                    "{{ $labels.instance }} bounced over the last 15 minutes."),
+        ratio_alert("MailDeferRatioHigh", DEFER_RATIO_RULE, "deferred", c.defer_ratio_warning,
+                    "Many deliveries are deferred.",
+                    "{{ $value | humanizePercentage }} of the delivery attempts of {{ $labels.mta }} on "
+                    "{{ $labels.instance }} were deferred over the last 15 minutes."),
+        Alert(
+            "MailAuthBruteForce",
+            sum_by(by_service, rate("mail_auth_failures_total", window="5m", config=c))
+            + f" > {c.auth_failures_per_second_warning:g}",
+            "warning", "Many failed logins: a password-guessing attack.",
+            "{{ $labels.mta }} {{ $labels.service }} on {{ $labels.instance }} sees "
+            '{{ $value | printf "%.1f" }} failed logins per second.',
+            Example([(f'mail_auth_failures_total{{{mta},service="submission/smtpd"}}', ramp(0, 300))],
+                    [fired({"mta": "postfix", "service": "submission/smtpd", **HOST_LABELS}, "warning")]),
+            Example([(f'mail_auth_failures_total{{{mta},service="submission/smtpd"}}', ramp(0, 3))]),
+            for_="10m",
+        ),
+        Alert(
+            "MailLogFatalErrors",
+            # A counter appears with its first line: a series new within the window counts too.
+            sum_by(by_service, increase("mail_log_problems_total", severe, window="15m", config=c))
+            + f" > 0 or {sum_by(by_service, f'{fatal} unless {fatal_before}')}",
+            "warning", "A mail program logs fatal errors.",
+            "{{ $labels.mta }} {{ $labels.service }} on {{ $labels.instance }} logged "
+            '{{ $value | printf "%.0f" }} fatal or panic lines in the last 15 minutes: the '
+            "process gave up (a missing map, a bad configuration, a full disk), and what it "
+            "handles waits or fails.",
+            Example([(problems, "_x60 1x60")], [fired(mta_labels, "warning", service="smtpd")]),
+            Example([(problems, steady(3))]),
+            for_="0m", eval_minutes=65,
+            also=(Example([(problems, "3x60 4x60")], [fired(mta_labels, "warning", service="smtpd")]),
+                  Example([(f'mail_log_problems_total{{{mta},service="smtpd",severity="warning"}}', "_x60 1x60")])),
+        ),
+        flag_alert(
+            c, "MailLogSourceDown", "mail_log_source_up", {"source": "/var/log/mail.log", **HOST_LABELS},
+            "warning", "A mail log cannot be read.",
+            "Log source {{ $labels.source }} on {{ $labels.instance }} is not being read (missing, "
+            "unreadable, journal unavailable): deliveries, rejects and logins from it go uncounted.",
+            for_="10m",
+        ),
+    ]  # fmt: skip
+
+
+def spam_alerts(c: Config) -> list[Alert]:
+    def rejects(window: str) -> str:
+        """Spam, malware and blocklist rejects per second per MTA, over ``window``."""
+        spam = 'reason=~"spam|rbl|malware"'
+        return sum_by(
+            "instance, job, mta", rate("mail_smtpd_rejects_total", spam, window=window, config=c)
+        )
+
+    rbl = f'mail_smtpd_rejects_total{{mta="postfix",service="smtpd",reason="rbl",{HOST}}}'
+    return [
+        Alert(
+            "MailSpamRejectSpike",
+            f"{rejects('15m')} > {c.spam_reject_spike_factor:g} * {rejects('1d')}"
+            f" and {rejects('15m')} > {c.spam_reject_min_per_second:g}",
+            "warning", "Spam and blocklist rejects spike.",
+            "{{ $labels.mta }} on {{ $labels.instance }} rejects spam, malware or listed clients "
+            '{{ $value | printf "%.2f" }} times a second, more than '
+            f"{c.spam_reject_spike_factor:g} times its daily average: a spam wave, or a filter gone wrong.",
+            Example([(rbl, "0+1x100 100+30x20")], [fired({"mta": "postfix", **HOST_LABELS}, "warning")]),
+            Example([(rbl, ramp(0, 1))]),
+            for_="10m", eval_minutes=120,
+        ),
+    ]  # fmt: skip
