@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from mail_exporter import __version__
 from mail_exporter.collectors.base import COLLECTORS
-from mail_exporter.config import ConfigError
+from mail_exporter.config import ConfigError, load_config
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
 from mail_exporter.config.validation import describe_error
 from mail_exporter.durations import format_duration, parse_duration
@@ -247,7 +247,7 @@ def main(
 def check_config(path: Path) -> None:
     """Validate a config file; list every problem and exit 1 if there is one."""
     try:
-        config = read_config(path)
+        config = load_config(path)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)

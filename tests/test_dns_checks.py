@@ -30,6 +30,7 @@ from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from mail_exporter.collectors.dns.dane import (
     Dane,
     Tlsa,
@@ -38,7 +39,6 @@ from mail_exporter.collectors.dns.dane import (
     usable,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki

@@ -14,13 +14,13 @@ from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.exim_queue import (
     HEADER_READ_LIMIT,
     EximQueueCollector,
+    EximQueueConfig,
     HeaderFacts,
     SpoolScan,
     parse_header,
     scan_spool,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import EximQueueConfig
 from tests.conftest import SKIP_REAL_SERVERS_VARIABLE
 from tests.realservers.exim import Exim, EximUnavailable, exim_work_dir
 

@@ -16,10 +16,10 @@ import pytest
 
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.collectors.logs.collector import LogsCollector
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.follower import StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 H = "Jan 12 10:00:00 mail postfix/smtpd[1]:"
 

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mail_exporter.collectors.logs.collector import LogsCollector
-from mail_exporter.config.collectors import LogsConfig
+from mail_exporter.collectors.logs.config import LogsConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix, _any_cert

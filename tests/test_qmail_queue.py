@@ -14,12 +14,12 @@ from mail_exporter.collectors import qmail_queue
 from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.qmail_queue import (
     QmailQueueCollector,
+    QmailQueueConfig,
     parse_qread,
     parse_qstat,
     scan_queue_directory,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import QmailQueueConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qmail"
 QSTAT = ["cat", str(FIXTURES / "qmail-qstat.txt")]

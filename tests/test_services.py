@@ -16,10 +16,11 @@ from mail_exporter.collectors.services import (
     ProcessName,
     ProcessUsage,
     ProcFS,
+    ServiceMatch,
     ServicesCollector,
+    ServicesConfig,
     command_name,
 )
-from mail_exporter.config.collectors import ServiceMatch, ServicesConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix
 from tests.test_host import Found, scrape, value

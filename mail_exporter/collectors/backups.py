@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from mail_exporter.collectors.base import (
     Collector,
@@ -52,8 +53,27 @@ from mail_exporter.collectors.base import (
     collection_deadline,
     register_collector,
 )
-from mail_exporter.config.collectors import BackupMatch, BackupsConfig
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import StrictModel
 from mail_exporter.metric_spec import MetricSpec, attribute, families
+
+
+class BackupMatch(StrictModel):
+    """A backup: the newest file matching ``path`` (a path or a glob, ``**`` allowed)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(min_length=1)
+
+
+class BackupsConfig(CollectorSection):
+    """Age and size of the newest file of each configured backup."""
+
+    backups: list[BackupMatch] = Field(default_factory=list)
+    # Whether a recursive scan (a directory, or ``**``) enters links to directories.
+    follow_symlinks: bool = False
+    # Directory entries one backup's scan may look at before it fails.
+    max_entries: int = Field(default=100_000, ge=1)
+
 
 FIELDS = (
     MetricSpec("mail_host_backup_files", "Files matching the backup's path; 0 when none does.",

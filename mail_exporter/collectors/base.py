@@ -2,7 +2,8 @@
 
 Collectors follow the node_exporter pattern: registered by name, switched on, never
 fatal. A collector module registers a factory with :func:`register_collector`, together
-with its name, its help (the flag's) and the model of its config section; the CLI
+with its name, its help (the flag's) and the model of its config section, which becomes
+``collectors.NAME`` in the config (see :mod:`mail_exporter.config.collectors`); the CLI
 turns every registration into ``--collector.NAME`` / ``--no-collector.NAME``,
 and a flag given on the command line wins over the section's ``enabled`` key.
 At each scrape :class:`CollectorSet` runs the enabled collectors in worker
@@ -111,8 +112,8 @@ class CollectorSpec(Generic[SectionT]):
         return self.factory(section, previous)
 
 
-COLLECTORS: dict[str, CollectorSpec[Any]] = {
-}  # fmt: skip
+COLLECTORS: dict[str, CollectorSpec[Any]] = {}
+"""By name, in the order the collectors register (the order of the config's sections)."""
 
 
 def register_collector(
@@ -130,21 +131,11 @@ def register_collector(
 def enabled_collectors(config: Config, flags: Mapping[str, bool | None]) -> list[str]:
     """Names to run: the command-line flag where one was given, else the section's ``enabled``."""
     names = []
-    for name in COLLECTORS:
+    for name in sorted(COLLECTORS):  # scrapes report them by name, as the flags list them
         flag = flags.get(name)
         if flag if flag is not None else config.collectors.section(name).enabled:
             names.append(name)
     return names
-
-
-def unregistered_sections(config: Config) -> list[str]:
-    """A problem for each section switched on in ``config`` that no registered collector
-    reads: a config error, rather than a collector that silently never runs."""
-    return [
-        f"collectors.{name}.enabled: there is no collector {name} to switch on"
-        for name in type(config.collectors).model_fields
-        if config.collectors.section(name).enabled and name not in COLLECTORS
-    ]
 
 
 _deadline: ContextVar[float] = ContextVar("collection_deadline", default=math.inf)

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from mail_exporter.collectors.base import (
     COMMAND_TIME_SHARE,
@@ -68,10 +69,17 @@ from mail_exporter.collectors.queues import (
     read_head,
     source_info,
 )
-from mail_exporter.config.collectors import EximQueueConfig
+from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
+
+
+class EximQueueConfig(CollectorSection):
+    name: str = Field(default="exim", pattern=r"^[A-Za-z0-9_.-]+$")
+    spool_directory: Path = Path("/var/spool/exim4")
+    exim_command: list[str] = Field(default_factory=lambda: ["exim4"], min_length=1)
+
 
 MTA = "exim"
 QUEUE = "input"

@@ -47,12 +47,31 @@ from typing import Any, Protocol
 
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from mail_exporter.collectors.base import Collector, CollectorError, register_collector
-from mail_exporter.config.collectors import HostConfig
+from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)
+
+
+class HostConfig(CollectorSection):
+    """CPU, load, memory, network, disk I/O, filesystems, and the filesystems of mail paths."""
+
+    mail_paths: list[Path] = Field(
+        default_factory=lambda: [Path("/var/spool/postfix"), Path("/var/mail"), Path("/var/log")]
+    )
+    # Pseudo and virtual filesystems are not "real": no disk space to run out of.
+    exclude_filesystem_types: list[str] = Field(
+        default_factory=lambda: [
+            "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
+            "devpts", "devtmpfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
+            "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs",
+            "tracefs", "tmpfs", "ramfs", "9p",
+        ]
+    )  # fmt: skip
+
 
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 LOOPBACK = "lo"

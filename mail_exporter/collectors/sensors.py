@@ -29,8 +29,13 @@ import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.config.collectors import SensorsConfig
+from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.metric_spec import MetricSpec, attribute, families
+
+
+class SensorsConfig(CollectorSection):
+    """Temperatures and fans from the kernel's hwmon (via psutil)."""
+
 
 Readings = Mapping[str, Sequence[Any]]
 """psutil's shape: chip name to its sensors (named tuples with ``label``, ``current``, …)."""

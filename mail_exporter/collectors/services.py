@@ -41,10 +41,39 @@ from typing import Protocol
 
 import psutil  # type: ignore[import-untyped]
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from mail_exporter.collectors.base import Collector, register_collector
-from mail_exporter.config.collectors import ServicesConfig
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import StrictModel
 from mail_exporter.metric_spec import MetricSpec, attribute, families
+
+
+class ServiceMatch(StrictModel):
+    """A mail service: processes whose name is one of ``processes``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    processes: list[str] = Field(min_length=1)
+
+
+def _default_services() -> list[ServiceMatch]:
+    return [
+        ServiceMatch(name="postfix", processes=["master"]),
+        ServiceMatch(name="smtpd", processes=["smtpd"]),
+        ServiceMatch(name="dovecot", processes=["dovecot"]),
+        ServiceMatch(name="exim", processes=["exim4", "exim"]),
+        ServiceMatch(name="rspamd", processes=["rspamd"]),
+        ServiceMatch(name="amavis", processes=["amavisd", "amavisd-new", "amavis"]),
+        ServiceMatch(name="spamd", processes=["spamd"]),
+        ServiceMatch(name="clamd", processes=["clamd"]),
+    ]
+
+
+class ServicesConfig(CollectorSection):
+    """Whether each mail service runs: process count, memory, CPU seconds, open files."""
+
+    services: list[ServiceMatch] = Field(default_factory=_default_services)
+
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

@@ -56,6 +56,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client.core import Metric
+from pydantic import Field
 
 from mail_exporter.collectors.background import IntervalWork, Runner
 from mail_exporter.collectors.base import (
@@ -64,10 +65,20 @@ from mail_exporter.collectors.base import (
     CollectorError,
     register_collector,
 )
-from mail_exporter.config.collectors import SmartConfig
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import Duration
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)
+
+
+class SmartConfig(CollectorSection):
+    """Disk health from ``smartctl --json``; runs on its own slower interval."""
+
+    interval: Duration = Field(default="10m", validate_default=True)
+    smartctl_command: list[str] = Field(default_factory=lambda: ["smartctl"], min_length=1)
+    devices: list[str] = Field(default_factory=list)  # empty: what `smartctl --scan` finds
+
 
 CANNOT_RUN = 0b11
 """Exit bits 0 (command line or other fatal error) and 1 (device open failed)."""

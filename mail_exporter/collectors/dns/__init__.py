@@ -5,7 +5,7 @@ MX, SPF, DMARC, DKIM and TLS-RPT records of each configured domain
 against the certificate each address of each MX shows (:mod:`.dane`), reverse DNS of
 each sending IP (:mod:`.rdns`) and blocklist listings (:mod:`.dnsbl`), through
 dnspython's async resolver (:mod:`.resolver`), on the section's own interval
-(:mod:`.collector`).
+(:mod:`.collector`). The section is :mod:`.config`.
 
 Sample output::
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config.collectors import DnsConfig
+from mail_exporter.collectors.dns.config import DnsConfig
 
 
 @register_collector(

@@ -27,8 +27,8 @@ from mail_exporter.collectors.background import IntervalWork, Runner
 from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.dns import mtasts
 from mail_exporter.collectors.dns.checks import Results, run_checks
+from mail_exporter.collectors.dns.config import DnsConfig
 from mail_exporter.collectors.dns.families import error_families, result_families
-from mail_exporter.config.collectors import DnsConfig
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ One file per concern:
 * :mod:`.dispatch` routes a line by program, :mod:`.postfix`, :mod:`.exim`,
   :mod:`.dovecot` and :mod:`.spam` understand them, :mod:`.rejects` classifies rejects;
 * :mod:`.counters` and :mod:`.domains` hold the counts, :mod:`.render` turns them into
-  metric families, :mod:`.collector` ties it together and registers ``logs``.
+  metric families, :mod:`.collector` ties it together and registers ``logs`` with its
+  section, :mod:`.config`.
 """
 
 from mail_exporter.collectors.logs import collector  # noqa: F401  (registers "logs")

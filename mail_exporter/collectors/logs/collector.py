@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.files import FileFollower
@@ -29,7 +30,6 @@ from mail_exporter.collectors.logs.follower import Feed, Follower, Position, Std
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
 from mail_exporter.collectors.logs.state import StateFile
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 
 def make_follower(source: LogSource, settings: LogsConfig) -> Follower:

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.dispatch import LineFeeder
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 logger = logging.getLogger(__name__)
 
