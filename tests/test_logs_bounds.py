@@ -53,6 +53,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "postfix-reject": ("syslog", f"{H} postfix/smtpd[1]: NOQUEUE: reject: {{v}} from x[192.0.2.1]: "
                                  "554 5.7.1 <a@b>: {v}; from=<a@b> to=<c@d> proto=ESMTP"),
     "postfix-severity": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: something"),
+    "postfix-problem-class": ("syslog", f"{H} postfix/smtpd[1]: warning: {{v}}: {{v}}"),
+    "postfix-table-changed": ("syslog", f"{H} postfix/smtpd[1]: table {{v}} has changed -- "
+                                        "restarting"),
+    "postfix-expired": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@{{v}}>, status={{v}}, "
+                                  "returned to sender"),
     "postfix-postscreen": ("syslog", f"{H} postfix/postscreen[1]: {{v}} [192.0.2.1]:5"),
     "postfix-bounce": ("syslog", f"{H} postfix/bounce[1]: 1A: {{v}} notification: 2B"),
     "postfix-queue-id": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@b.example>, size=1, "

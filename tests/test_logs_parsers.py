@@ -106,7 +106,7 @@ POSTFIX_CASES = [
      {("submitted", (P, "smtpd")): 1}),
     (f"{H} postfix/smtpd[1]: NOQUEUE: client=mx.example.net[198.51.100.5]", {}),
     (f"{H} postfix/smtpd[1]: warning: hostname mx.example does not resolve to address 192.0.2.1",
-     {("problems", (P, "smtpd", "warning")): 1}),
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "dns")): 1}),
     (f"{H} postfix/smtpd[1]: Anonymous TLS connection established from mx[192.0.2.1]: TLSv1.3 "
      "with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
      {("tls_connections", (P, "smtpd", "TLS 1.3", "anonymous")): 1}),
@@ -158,10 +158,10 @@ POSTFIX_CASES = [
     (f"{H} postfix-out/pickup[1]: 2DC4E2141DA: uid=1000 from=<alice@example.org>",
      {("submitted", (P, "postfix-out/pickup")): 1}),
     (f"{H} postfix/pickup[1]: warning: maildrop/4F3A21C0: error reading file: Invalid argument",
-     {("problems", (P, "pickup", "warning")): 1}),
+     {("problems", (P, "pickup", "warning")): 1, ("problem_classes", (P, "warning", "other")): 1}),
     (f"{H} postfix/anvil[1]: statistics: max connection rate 1/60s for (smtp:192.0.2.1)", {}),
     (f"{H} postfix/master[1]: fatal: bind 0.0.0.0 port 25: Address already in use",
-     {("problems", (P, "master", "fatal")): 1}),
+     {("problems", (P, "master", "fatal")): 1, ("problem_classes", (P, "fatal", "other")): 1}),
     (f"{H} postfix/postscreen[1]: CONNECT from [192.0.2.1]:5678 to [192.0.2.2]:25",
      {("postscreen", (P, "connect")): 1}),
     (f"{H} postfix/postscreen[1]: PASS NEW [192.0.2.1]:5678", {("postscreen", (P, "pass_new")): 1}),
@@ -176,6 +176,20 @@ POSTFIX_CASES = [
      "unavailable; client [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example>, "
      "to=<c@d.example>, proto=ESMTP, helo=<spam>",
      {("rejects", (P, "postscreen", "rbl")): 1, ("reject_stages", (P, "postscreen", "RCPT")): 1}),
+    # Recorded from the test suite's Postfix 3.7 (tests/fixtures/logs/README.md):
+    # postsuper -e, then the delivery attempt it asks for; a hash table rebuilt while
+    # smtpd had it open; a main.cf entry given twice.
+    (f"{H} postfix/qmgr[28593]: 315FD20E1B7: from=<alice@example.org>, status=force-expired, "
+     "returned to sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/qmgr[1]: 315FD20E1B7: from=<alice@example.org>, status=expired, returned to "
+     "sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/postsuper[28709]: 315FD20E1B7: expired", {}),
+    (f"{H} postfix/smtpd[28595]: table hash:/tmp/f14/run1/postfix/config/access(0,lock|fold_fix|"
+     "utf8_request) has changed -- restarting",
+     {("problem_classes", (P, "info", "table_changed")): 1}),
+    (f"{H} postfix/smtpd[27884]: warning: /tmp/logscratch/run/p/config/main.cf, line 40: "
+     "overriding earlier entry: mynetworks=127.0.0.0/8, [::1]/128",
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "config")): 1}),
 ]  # fmt: skip
 
 OWN_NAMES = ("mta-out", "submission")
@@ -203,7 +217,8 @@ OWN_NAME_CASES = [
       **{("delays", (P, "mta-out/smtp", stage)): 1 for stage in
          ("before_queue_manager", "queue_manager", "connection_setup", "transmission")}}),
     (f"{H} mta-out/master[1]: warning: process /usr/lib/postfix/sbin/smtpd pid 9 exit status 1",
-     {("problems", (P, "mta-out/master", "warning")): 1}),
+     {("problems", (P, "mta-out/master", "warning")): 1,
+      ("problem_classes", (P, "warning", "process")): 1}),
 ]  # fmt: skip
 
 E = "exim"
@@ -495,7 +510,8 @@ def test_delay_stages_land_in_their_buckets() -> None:
 
 @pytest.mark.parametrize(
     ("fixture", "log_format", "lines"),
-    [("postfix_real.log", "syslog", 71), ("dovecot_real.log", "dovecot", 30),
+    [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
+     ("dovecot_real.log", "dovecot", 30),
      ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
@@ -509,6 +525,14 @@ def test_postfix_recorded_log_submissions() -> None:
     counters = run((FIXTURES / "postfix_real.log").read_text().splitlines())
     assert dict(counters.submitted) == {("postfix", "smtpd"): 3, ("postfix", "submission/smtpd"): 1}
     assert dict(counters.received) == {("postfix",): 5}
+
+
+def test_force_expired_message_is_an_expiry_not_a_reception() -> None:
+    """Recorded: one message deferred, force-expired with ``postsuper -e``, and its bounce."""
+    counters = run((FIXTURES / "postfix_expiry_table.log").read_text().splitlines())
+    assert dict(counters.received) == {("postfix",): 2}  # the message and its bounce
+    assert counters.deliveries[("postfix", "qmgr", "expired")] == 1
+    assert dict(counters.problem_classes) == {("postfix", "info", "table_changed"): 1}
 
 
 def test_exim_mainlog_totals() -> None:

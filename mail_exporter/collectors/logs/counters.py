@@ -70,6 +70,7 @@ class LogCounters:
         self.bounces: Counts = defaultdict(int)  # mta, kind
         self.frozen: Counts = defaultdict(int)  # mta
         self.problems: Counts = defaultdict(int)  # mta, service, severity
+        self.problem_classes: Counts = defaultdict(int)  # mta, severity, class
         self.filter_results: Counts = defaultdict(int)  # mta, verdict, action
         self.quarantined: Counts = defaultdict(int)  # mta
         self.sender_domains = TopDomains(top_domains)  # mta, domain

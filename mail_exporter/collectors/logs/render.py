@@ -83,6 +83,9 @@ COUNTERS = (
     Family("problems", "mail_log_problems_total",
            "Log lines of severity warning, error, fatal or panic.",
            ("mta", "service", "severity")),
+    Family("problem_classes", "mail_log_problem_classes_total",
+           "Log lines of severity warning, error, fatal or panic by class of problem, and "
+           "lookup table restarts (severity info).", ("mta", "severity", "class")),
     Family("filter_results", "mail_content_filter_results_total",
            "Spam and malware filter verdicts, by what the filter did.",
            ("mta", "verdict", "action")),
