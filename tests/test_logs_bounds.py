@@ -78,6 +78,13 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "dovecot-mechanism": ("syslog", f"{H} dovecot: imap-login: Login: user=<u>, method={{v}}, x"),
     "dovecot-level": ("syslog", f"{H} dovecot: imap: {{v}}: something"),
     "dovecot-disconnect": ("syslog", f"{H} dovecot: imap({{v}}): Disconnected: {{v}} in=0 out=0"),
+    "dovecot-passdb": ("syslog", f"{H} dovecot: auth-worker(1): conn unix:auth-worker (pid=1,uid=1): "
+                                 "auth-worker<1>: {v}({v},{v}): {v} Password mismatch {v}"),
+    "dovecot-passdb-24": ("dovecot", "Jun 23 00:10:49 auth-worker({v})<1><{v}>: request [{v}]: "
+                                     "Info: {v}: unknown user {v}"),
+    "dovecot-login-aborted": ("syslog", f"{H} dovecot: imap-login: Login aborted: {{v}} (auth failed, "
+                                        "{v} attempts in 1 secs) ({v}): user=<{v}>"),
+    "pam-unix": ("syslog", f"{H} auth: {{v}}(dovecot:auth): authentication failure; ruser={{v}}"),
     "dovecot-file-process": ("dovecot", "Nov 28 01:51:16 {v}: Info: Login: user=<u>, method=PLAIN"),
     "rspamd-action": ("syslog", f"{H} rspamd[1]: id: <m>, (default: T ({{v}}): [7/15] [X]), len: 1"),
     "amavis-category": ("syslog", f"{H} amavis[1]: (1-1) Blocked {{v}} {{{{x}}}}, <a@b> -> <c@d>"),

@@ -383,8 +383,65 @@ DOVECOT_FILE_CASES = [
     ("Nov 28 01:51:19 master: Warning: Killed with signal 15 (by pid=27738 uid=0 code=kill)",
      {("problems", (D, "master", "warning")): 1}),
     ("Nov 28 01:51:14 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3", {}),
+    # Recorded from the test suite's Dovecot 2.3 with a PAM passdb before the passwd-file one
+    # (tests/fixtures/logs/README.md): one wrong password, one line from each passdb.
+    ("Dec 06 15:32:37 auth-worker(28602): Info: conn unix:auth-worker (pid=28446,uid=104): "
+     "auth-worker<1>: pam(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): pam_authenticate() failed: "
+     "Authentication failure (Password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    ("Dec 06 15:32:37 auth: Info: passwd-file(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): unknown user",
+     {("passdb_failures", (D, "passwd-file", "unknown_user")): 1}),
+    ("Dec 06 15:32:37 imap-login: Info: Disconnected: Aborted login by logging out (auth failed, 1 "
+     "attempts in 2 secs): user=<root>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, "
+     "session=<R8qG0fhhRs1/AAAB>",
+     {("auth_failures", (D, "imap")): 1, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4196
+    ("Jun 23 00:11:05 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts "
+     "in 16 secs) (auth_failed): user=<info@example.com>, method=PLAIN, rip=1.2.3.4, "
+     "lip=2.3.4.5, TLS, session=<CvN+E95Uf4e7eEnj>",
+     {("auth_failures", (D, "imap")): 3, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    ("Jun 23 00:10:49 auth-worker(info@example.com,1.2.3.4)<4001084><CvN+E95Uf4e7eEnj>: request "
+     "[12]: Info: sql: Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    ("Jun 23 00:10:57 auth(info@example.com,1.2.3.4,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: "
+     "Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    # Dovecot (2.3, submission-login), quoted in https://github.com/Mailu/Mailu/issues/3398
+    ("Sep 02 23:28:51 submission-login: Info: Disconnected: Aborted login by logging out (auth "
+     "failed, 1 attempts in 2 secs): user=<admin>, method=LOGIN, rip=80.94.92.156, rport=1731, "
+     "lip=192.168.203.5, lport=587, TLS",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
 ]  # fmt: skip
 DOVECOT_SYSLOG_CASES = [
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4113 (lip= as quoted)
+    (f"{H} dovecot: imap-login: Login aborted: Connection closed: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46 "
+     "(disconnected during TLS handshake) (tls_handshake_not_finished): user=<>, "
+     "rip=92.217.222.163, lip=my.server.ip.adress, TLS handshaking: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46, "
+     "session=<YvpE3olFy+tc2d6j>", {("disconnects", (D, "imap", "tls_error")): 1}),
+    # submission-login session ends, quoted in https://github.com/fail2ban/fail2ban/pull/2795
+    (f"{H} dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in "
+     "3 secs): user=<user2>, method=LOGIN, rip=183.136.134.133, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    (f"{H} dovecot: submission-login: Remote closed connection (auth failed, 1 attempts in 2 "
+     "secs): user=<user5>, method=PLAIN, rip=92.55.237.16, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    # PAM's own line, tagged with the auth process: fail2ban's sample log
+    # (fail2ban/tests/files/logs/dovecot in https://github.com/fail2ban/fail2ban)
+    (f"{H} auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 "
+     "tty=dovecot ruser=informix rhost=80.255.3.104",
+     {("passdb_failures", (D, "pam_unix", "failed")): 1}),
+    # auth-worker lines of 2.2, quoted in https://github.com/fail2ban/fail2ban/pull/932 and
+    # https://github.com/fail2ban/fail2ban/issues/1059
+    (f"{H} dovecot: auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: "
+     "Authentication failure (password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    (f"{H} dovecot: auth-worker(1668): sql(user@domain.com,X.Y.Z.Z): unknown user (given "
+     "password: XXX)", {("passdb_failures", (D, "sql", "unknown_user")): 1}),
     (f"{H} dovecot: imap-login: Login: user=<u@example.com>, method=LOGIN, rip=192.0.2.1, "
      "lip=192.0.2.2, mpid=1, TLS, session=<x>", {("logins", (D, "imap", "LOGIN")): 1}),
     (f"{H} dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<a>, "
@@ -511,7 +568,7 @@ def test_delay_stages_land_in_their_buckets() -> None:
 @pytest.mark.parametrize(
     ("fixture", "log_format", "lines"),
     [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
-     ("dovecot_real.log", "dovecot", 30),
+     ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
      ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:

@@ -63,6 +63,7 @@ class LogCounters:
         self.rejects: Counts = defaultdict(int)  # mta, service, reason
         self.reject_stages: Counts = defaultdict(int)  # mta, service, stage
         self.auth_failures: Counts = defaultdict(int)  # mta, service
+        self.passdb_failures: Counts = defaultdict(int)  # mta, passdb, result
         self.logins: Counts = defaultdict(int)  # mta, service, mechanism
         self.disconnects: Counts = defaultdict(int)  # mta, service, reason
         self.tls_connections: Counts = defaultdict(int)  # mta, service, version, trust

@@ -66,6 +66,9 @@ COUNTERS = (
            ("mta", "service", "stage")),
     Family("auth_failures", "mail_auth_failures_total",
            "Failed SASL or mailbox logins.", ("mta", "service")),
+    Family("passdb_failures", "mail_auth_passdb_failures_total",
+           "Failed logins as each Dovecot passdb (and PAM) logged them, by result; one "
+           "failed login can show in several passdbs.", ("mta", "passdb", "result")),
     Family("logins", "mail_logins_total",
            "Successful SASL or mailbox logins, by mechanism.", ("mta", "service", "mechanism")),
     Family("disconnects", "mail_disconnects_total",
