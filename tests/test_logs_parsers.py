@@ -568,7 +568,7 @@ def test_delay_stages_land_in_their_buckets() -> None:
 @pytest.mark.parametrize(
     ("fixture", "log_format", "lines"),
     [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
-     ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
+     ("exim_syslog.log", "syslog", 7), ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
      ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
@@ -590,6 +590,15 @@ def test_force_expired_message_is_an_expiry_not_a_reception() -> None:
     assert dict(counters.received) == {("postfix",): 2}  # the message and its bounce
     assert counters.deliveries[("postfix", "qmgr", "expired")] == 1
     assert dict(counters.problem_classes) == {("postfix", "info", "table_changed"): 1}
+
+
+def test_exim_through_syslog_with_its_own_timestamp() -> None:
+    """Recorded: Exim 4.96 with ``log_file_path = syslog`` (tests/fixtures/logs/README.md)."""
+    counters = run((FIXTURES / "exim_syslog.log").read_text().splitlines())
+    assert counters.received[("exim",)] == 1
+    assert dict(counters.submitted) == {("exim", "local"): 1}
+    # main and reject log both went to syslog: one reject, two identical lines
+    assert dict(counters.rejects) == {("exim", "smtp", "relay_denied"): 2}
 
 
 def test_exim_mainlog_totals() -> None:
