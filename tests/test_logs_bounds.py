@@ -53,6 +53,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "postfix-reject": ("syslog", f"{H} postfix/smtpd[1]: NOQUEUE: reject: {{v}} from x[192.0.2.1]: "
                                  "554 5.7.1 <a@b>: {v}; from=<a@b> to=<c@d> proto=ESMTP"),
     "postfix-severity": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: something"),
+    "postfix-problem-class": ("syslog", f"{H} postfix/smtpd[1]: warning: {{v}}: {{v}}"),
+    "postfix-table-changed": ("syslog", f"{H} postfix/smtpd[1]: table {{v}} has changed -- "
+                                        "restarting"),
+    "postfix-expired": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@{{v}}>, status={{v}}, "
+                                  "returned to sender"),
     "postfix-postscreen": ("syslog", f"{H} postfix/postscreen[1]: {{v}} [192.0.2.1]:5"),
     "postfix-bounce": ("syslog", f"{H} postfix/bounce[1]: 1A: {{v}} notification: 2B"),
     "postfix-queue-id": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@b.example>, size=1, "
@@ -73,6 +78,13 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "dovecot-mechanism": ("syslog", f"{H} dovecot: imap-login: Login: user=<u>, method={{v}}, x"),
     "dovecot-level": ("syslog", f"{H} dovecot: imap: {{v}}: something"),
     "dovecot-disconnect": ("syslog", f"{H} dovecot: imap({{v}}): Disconnected: {{v}} in=0 out=0"),
+    "dovecot-passdb": ("syslog", f"{H} dovecot: auth-worker(1): conn unix:auth-worker (pid=1,uid=1): "
+                                 "auth-worker<1>: {v}({v},{v}): {v} Password mismatch {v}"),
+    "dovecot-passdb-24": ("dovecot", "Jun 23 00:10:49 auth-worker({v})<1><{v}>: request [{v}]: "
+                                     "Info: {v}: unknown user {v}"),
+    "dovecot-login-aborted": ("syslog", f"{H} dovecot: imap-login: Login aborted: {{v}} (auth failed, "
+                                        "{v} attempts in 1 secs) ({v}): user=<{v}>"),
+    "pam-unix": ("syslog", f"{H} auth: {{v}}(dovecot:auth): authentication failure; ruser={{v}}"),
     "dovecot-file-process": ("dovecot", "Nov 28 01:51:16 {v}: Info: Login: user=<u>, method=PLAIN"),
     "rspamd-action": ("syslog", f"{H} rspamd[1]: id: <m>, (default: T ({{v}}): [7/15] [X]), len: 1"),
     "amavis-category": ("syslog", f"{H} amavis[1]: (1-1) Blocked {{v}} {{{{x}}}}, <a@b> -> <c@d>"),

@@ -106,7 +106,7 @@ POSTFIX_CASES = [
      {("submitted", (P, "smtpd")): 1}),
     (f"{H} postfix/smtpd[1]: NOQUEUE: client=mx.example.net[198.51.100.5]", {}),
     (f"{H} postfix/smtpd[1]: warning: hostname mx.example does not resolve to address 192.0.2.1",
-     {("problems", (P, "smtpd", "warning")): 1}),
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "dns")): 1}),
     (f"{H} postfix/smtpd[1]: Anonymous TLS connection established from mx[192.0.2.1]: TLSv1.3 "
      "with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
      {("tls_connections", (P, "smtpd", "TLS 1.3", "anonymous")): 1}),
@@ -158,10 +158,10 @@ POSTFIX_CASES = [
     (f"{H} postfix-out/pickup[1]: 2DC4E2141DA: uid=1000 from=<alice@example.org>",
      {("submitted", (P, "postfix-out/pickup")): 1}),
     (f"{H} postfix/pickup[1]: warning: maildrop/4F3A21C0: error reading file: Invalid argument",
-     {("problems", (P, "pickup", "warning")): 1}),
+     {("problems", (P, "pickup", "warning")): 1, ("problem_classes", (P, "warning", "other")): 1}),
     (f"{H} postfix/anvil[1]: statistics: max connection rate 1/60s for (smtp:192.0.2.1)", {}),
     (f"{H} postfix/master[1]: fatal: bind 0.0.0.0 port 25: Address already in use",
-     {("problems", (P, "master", "fatal")): 1}),
+     {("problems", (P, "master", "fatal")): 1, ("problem_classes", (P, "fatal", "other")): 1}),
     (f"{H} postfix/postscreen[1]: CONNECT from [192.0.2.1]:5678 to [192.0.2.2]:25",
      {("postscreen", (P, "connect")): 1}),
     (f"{H} postfix/postscreen[1]: PASS NEW [192.0.2.1]:5678", {("postscreen", (P, "pass_new")): 1}),
@@ -176,6 +176,20 @@ POSTFIX_CASES = [
      "unavailable; client [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example>, "
      "to=<c@d.example>, proto=ESMTP, helo=<spam>",
      {("rejects", (P, "postscreen", "rbl")): 1, ("reject_stages", (P, "postscreen", "RCPT")): 1}),
+    # Recorded from the test suite's Postfix 3.7 (tests/fixtures/logs/README.md):
+    # postsuper -e, then the delivery attempt it asks for; a hash table rebuilt while
+    # smtpd had it open; a main.cf entry given twice.
+    (f"{H} postfix/qmgr[28593]: 315FD20E1B7: from=<alice@example.org>, status=force-expired, "
+     "returned to sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/qmgr[1]: 315FD20E1B7: from=<alice@example.org>, status=expired, returned to "
+     "sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/postsuper[28709]: 315FD20E1B7: expired", {}),
+    (f"{H} postfix/smtpd[28595]: table hash:/tmp/f14/run1/postfix/config/access(0,lock|fold_fix|"
+     "utf8_request) has changed -- restarting",
+     {("problem_classes", (P, "info", "table_changed")): 1}),
+    (f"{H} postfix/smtpd[27884]: warning: /tmp/logscratch/run/p/config/main.cf, line 40: "
+     "overriding earlier entry: mynetworks=127.0.0.0/8, [::1]/128",
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "config")): 1}),
 ]  # fmt: skip
 
 OWN_NAMES = ("mta-out", "submission")
@@ -203,7 +217,8 @@ OWN_NAME_CASES = [
       **{("delays", (P, "mta-out/smtp", stage)): 1 for stage in
          ("before_queue_manager", "queue_manager", "connection_setup", "transmission")}}),
     (f"{H} mta-out/master[1]: warning: process /usr/lib/postfix/sbin/smtpd pid 9 exit status 1",
-     {("problems", (P, "mta-out/master", "warning")): 1}),
+     {("problems", (P, "mta-out/master", "warning")): 1,
+      ("problem_classes", (P, "warning", "process")): 1}),
 ]  # fmt: skip
 
 E = "exim"
@@ -368,8 +383,65 @@ DOVECOT_FILE_CASES = [
     ("Nov 28 01:51:19 master: Warning: Killed with signal 15 (by pid=27738 uid=0 code=kill)",
      {("problems", (D, "master", "warning")): 1}),
     ("Nov 28 01:51:14 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3", {}),
+    # Recorded from the test suite's Dovecot 2.3 with a PAM passdb before the passwd-file one
+    # (tests/fixtures/logs/README.md): one wrong password, one line from each passdb.
+    ("Dec 06 15:32:37 auth-worker(28602): Info: conn unix:auth-worker (pid=28446,uid=104): "
+     "auth-worker<1>: pam(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): pam_authenticate() failed: "
+     "Authentication failure (Password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    ("Dec 06 15:32:37 auth: Info: passwd-file(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): unknown user",
+     {("passdb_failures", (D, "passwd-file", "unknown_user")): 1}),
+    ("Dec 06 15:32:37 imap-login: Info: Disconnected: Aborted login by logging out (auth failed, 1 "
+     "attempts in 2 secs): user=<root>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, "
+     "session=<R8qG0fhhRs1/AAAB>",
+     {("auth_failures", (D, "imap")): 1, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4196
+    ("Jun 23 00:11:05 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts "
+     "in 16 secs) (auth_failed): user=<info@example.com>, method=PLAIN, rip=1.2.3.4, "
+     "lip=2.3.4.5, TLS, session=<CvN+E95Uf4e7eEnj>",
+     {("auth_failures", (D, "imap")): 3, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    ("Jun 23 00:10:49 auth-worker(info@example.com,1.2.3.4)<4001084><CvN+E95Uf4e7eEnj>: request "
+     "[12]: Info: sql: Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    ("Jun 23 00:10:57 auth(info@example.com,1.2.3.4,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: "
+     "Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    # Dovecot (2.3, submission-login), quoted in https://github.com/Mailu/Mailu/issues/3398
+    ("Sep 02 23:28:51 submission-login: Info: Disconnected: Aborted login by logging out (auth "
+     "failed, 1 attempts in 2 secs): user=<admin>, method=LOGIN, rip=80.94.92.156, rport=1731, "
+     "lip=192.168.203.5, lport=587, TLS",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
 ]  # fmt: skip
 DOVECOT_SYSLOG_CASES = [
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4113 (lip= as quoted)
+    (f"{H} dovecot: imap-login: Login aborted: Connection closed: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46 "
+     "(disconnected during TLS handshake) (tls_handshake_not_finished): user=<>, "
+     "rip=92.217.222.163, lip=my.server.ip.adress, TLS handshaking: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46, "
+     "session=<YvpE3olFy+tc2d6j>", {("disconnects", (D, "imap", "tls_error")): 1}),
+    # submission-login session ends, quoted in https://github.com/fail2ban/fail2ban/pull/2795
+    (f"{H} dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in "
+     "3 secs): user=<user2>, method=LOGIN, rip=183.136.134.133, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    (f"{H} dovecot: submission-login: Remote closed connection (auth failed, 1 attempts in 2 "
+     "secs): user=<user5>, method=PLAIN, rip=92.55.237.16, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    # PAM's own line, tagged with the auth process: fail2ban's sample log
+    # (fail2ban/tests/files/logs/dovecot in https://github.com/fail2ban/fail2ban)
+    (f"{H} auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 "
+     "tty=dovecot ruser=informix rhost=80.255.3.104",
+     {("passdb_failures", (D, "pam_unix", "failed")): 1}),
+    # auth-worker lines of 2.2, quoted in https://github.com/fail2ban/fail2ban/pull/932 and
+    # https://github.com/fail2ban/fail2ban/issues/1059
+    (f"{H} dovecot: auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: "
+     "Authentication failure (password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    (f"{H} dovecot: auth-worker(1668): sql(user@domain.com,X.Y.Z.Z): unknown user (given "
+     "password: XXX)", {("passdb_failures", (D, "sql", "unknown_user")): 1}),
     (f"{H} dovecot: imap-login: Login: user=<u@example.com>, method=LOGIN, rip=192.0.2.1, "
      "lip=192.0.2.2, mpid=1, TLS, session=<x>", {("logins", (D, "imap", "LOGIN")): 1}),
     (f"{H} dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<a>, "
@@ -495,7 +567,8 @@ def test_delay_stages_land_in_their_buckets() -> None:
 
 @pytest.mark.parametrize(
     ("fixture", "log_format", "lines"),
-    [("postfix_real.log", "syslog", 71), ("dovecot_real.log", "dovecot", 30),
+    [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
+     ("exim_syslog.log", "syslog", 7), ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
      ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
@@ -509,6 +582,23 @@ def test_postfix_recorded_log_submissions() -> None:
     counters = run((FIXTURES / "postfix_real.log").read_text().splitlines())
     assert dict(counters.submitted) == {("postfix", "smtpd"): 3, ("postfix", "submission/smtpd"): 1}
     assert dict(counters.received) == {("postfix",): 5}
+
+
+def test_force_expired_message_is_an_expiry_not_a_reception() -> None:
+    """Recorded: one message deferred, force-expired with ``postsuper -e``, and its bounce."""
+    counters = run((FIXTURES / "postfix_expiry_table.log").read_text().splitlines())
+    assert dict(counters.received) == {("postfix",): 2}  # the message and its bounce
+    assert counters.deliveries[("postfix", "qmgr", "expired")] == 1
+    assert dict(counters.problem_classes) == {("postfix", "info", "table_changed"): 1}
+
+
+def test_exim_through_syslog_with_its_own_timestamp() -> None:
+    """Recorded: Exim 4.96 with ``log_file_path = syslog`` (tests/fixtures/logs/README.md)."""
+    counters = run((FIXTURES / "exim_syslog.log").read_text().splitlines())
+    assert counters.received[("exim",)] == 1
+    assert dict(counters.submitted) == {("exim", "local"): 1}
+    # main and reject log both went to syslog: one reject, two identical lines
+    assert dict(counters.rejects) == {("exim", "smtp", "relay_denied"): 2}
 
 
 def test_exim_mainlog_totals() -> None:

@@ -63,6 +63,7 @@ class LogCounters:
         self.rejects: Counts = defaultdict(int)  # mta, service, reason
         self.reject_stages: Counts = defaultdict(int)  # mta, service, stage
         self.auth_failures: Counts = defaultdict(int)  # mta, service
+        self.passdb_failures: Counts = defaultdict(int)  # mta, passdb, result
         self.logins: Counts = defaultdict(int)  # mta, service, mechanism
         self.disconnects: Counts = defaultdict(int)  # mta, service, reason
         self.tls_connections: Counts = defaultdict(int)  # mta, service, version, trust
@@ -70,6 +71,7 @@ class LogCounters:
         self.bounces: Counts = defaultdict(int)  # mta, kind
         self.frozen: Counts = defaultdict(int)  # mta
         self.problems: Counts = defaultdict(int)  # mta, service, severity
+        self.problem_classes: Counts = defaultdict(int)  # mta, severity, class
         self.filter_results: Counts = defaultdict(int)  # mta, verdict, action
         self.quarantined: Counts = defaultdict(int)  # mta
         self.sender_domains = TopDomains(top_domains)  # mta, domain

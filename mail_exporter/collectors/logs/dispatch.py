@@ -56,6 +56,8 @@ class LineDispatcher:
         self.spam = SpamParser(counters)
         self._programs: dict[str, tuple[str, Handler]] = {
             "dovecot": ("dovecot", self.dovecot.syslog),
+            "auth": ("dovecot", self.dovecot.auth_syslog),
+            "dovecot-auth": ("dovecot", self.dovecot.auth_syslog),
             "exim": ("exim", self.exim.syslog),
             "exim4": ("exim", self.exim.syslog),
             "rspamd": ("rspamd", self.spam.rspamd),

@@ -2,8 +2,12 @@
 
 Lines come from Exim's own log files (``format: exim``: ``2024-01-12 10:00:00 ...``,
 with or without the ``+millisec``, ``+tz`` and ``+pid`` selectors) or from syslog
-(``log_file_path = syslog``: program ``exim``/``exim4``). Message IDs of both forms
-(``1rOHxx-000abc-Ab`` and the longer one of Exim 4.97 and later) are recognised.
+(``log_file_path = syslog``: program ``exim``/``exim4``), where Exim keeps its own
+timestamp at the start of the message unless ``syslog_timestamp = false``: it is cut
+off there too. Message IDs of both forms (``1rOHxx-000abc-Ab`` and the longer one of
+Exim 4.97 and later) are recognised. Through syslog Exim sends a reject to both of its
+logs, main and reject, as two identical lines (``syslog_duplication = false`` stops
+that); nothing in the line tells them apart, so such a reject counts twice.
 
 Exim writes each reject to the main log *and* the reject log; the reject log adds
 only the header dumps (recognised and ignored). Follow one of the two for rejects,
@@ -62,7 +66,7 @@ NOISE = ("Completed", "*>", "SMTP error from", "Unfrozen", "Message is frozen", 
          "Envelope-from:", "Envelope-to:", "sender verify", "H=", "Warning:", "SMTP call",
          "SMTP protocol", "SMTP command timeout", "SMTP syntax error", "TLS error",
          "unexpected disconnection", "ident connection", "Connection from", "SIGHUP",
-         "recipient verify")  # fmt: skip
+         "recipient verify", "no MAIL in SMTP connection")  # fmt: skip
 TLS_VERSIONS = {
     name: tls_version(openssl)
     for openssl, names in (
@@ -121,7 +125,7 @@ class EximParser:
         return self.message(line[stamp.end() :] if stamp else line)
 
     def syslog(self, service: str, text: str) -> bool:
-        return self.message(text)
+        return self.file_line(text)
 
     def message(self, text: str) -> bool:
         found = MESSAGE_ID.match(text)

@@ -40,13 +40,21 @@ Decisions an admin would expect:
   through another smtpd counts again under that service, as qmgr counts it again.
 * ``delays=a/b/c/d`` feed ``mail_delivery_delay_seconds`` one stage each, for final
   statuses only (sent, bounced): a deferral's delays describe an attempt, not a delivery.
-* ``status=expired`` comes from qmgr (transport ``qmgr``); ``SOFTBOUNCE`` (soft_bounce=yes)
-  is a deferral; address verification probes (``deliverable``/``undeliverable``) are
-  not deliveries and are not counted.
+* ``status=expired`` comes from qmgr (transport ``qmgr``), and so does
+  ``status=force-expired`` (``postsuper -e`` then the next delivery attempt): both are
+  the status ``expired``, and neither is a message received, although the line starts
+  with ``from=<`` like qmgr's arrival line. ``SOFTBOUNCE`` (soft_bounce=yes) is a
+  deferral; address verification probes (``deliverable``/``undeliverable``) are not
+  deliveries and are not counted.
 * Rejects are counted at every stage smtpd (and postscreen, and cleanup's header/body
   checks and milters) logs them; ``reject_warning`` (warn_if_reject) is not a reject.
 * ``warning:``/``error:``/``fatal:``/``panic:`` lines count by severity, except SASL
-  failures, which are ``mail_auth_failures_total``.
+  failures, which are ``mail_auth_failures_total``, and again by severity and class
+  (``mail_log_problem_classes_total``): the class is the first of
+  :data:`PROBLEM_CLASSES` whose text the line contains, ``other`` if none, so the label
+  has a fixed set of values whatever the line says. A daemon's ``table hash:... has
+  changed -- restarting`` (a lookup table was rebuilt; logged without a severity)
+  counts there too, as severity ``info``, class ``table_changed``.
 
 Lines a handler recognises count as parsed even when they carry nothing to count
 (``disconnect from``, ``message-id=``); anything else is unsupported, so the coverage
@@ -80,6 +88,25 @@ QUIET_DAEMONS = frozenset(
 )  # fmt: skip
 """Daemons whose lines carry nothing counted here but warnings (statistics, start, stop)."""
 SEVERITIES = ("warning", "error", "fatal", "panic")
+PROBLEM_CLASSES = (
+    ("main.cf", "config"), ("master.cf", "config"), ("parameter", "config"),
+    ("is unavailable", "table_unavailable"), ("lookup error", "table_unavailable"),
+    ("open database", "table_unavailable"), ("is older than source file", "table_stale"),
+    ("SASL", "sasl"), ("milter", "milter"), ("TLS", "tls"), ("SSL", "tls"),
+    ("certificate", "tls"), ("does not resolve to address", "dns"),
+    ("address not listed for hostname", "dns"), ("malformed domain name", "dns"),
+    ("DNS", "dns"), ("Name service error", "dns"), ("host not found", "dns"),
+    ("No space left", "resource"), ("out of memory", "resource"),
+    ("Too many open files", "resource"), ("file size limit", "resource"),
+    ("not enough free space", "resource"), ("exit status", "process"),
+    ("killed by signal", "process"), ("throttling", "process"),
+    ("premature end-of-input", "process"), ("connect to ", "service_unreachable"),
+    ("queue file", "queue_file"), ("corrupt", "queue_file"),
+    ("non-SMTP command", "protocol"), ("Illegal address syntax", "protocol"),
+    ("address syntax", "protocol"), ("pipelining", "protocol"),
+)  # fmt: skip
+"""(substring of a problem line, class): the first match wins; any other line is ``other``."""
+TABLE_CHANGED = " has changed -- restarting"
 SMTPD_NOISE = (
     "disconnect from ", "improper command pipelining", "too many errors",
     "SSL_accept error", "TLS library problem", "setting up TLS", "NOQUEUE: reject_warning",
@@ -120,6 +147,14 @@ def address_domain(text: str, start: int) -> str:
     end = text.find(">", start)
     at = text.rfind("@", start, end)
     return text[at + 1 : end].lower() if at >= 0 else "none"
+
+
+def problem_class(text: str) -> str:
+    """The class of a ``warning:``/``fatal:``/... line (see :data:`PROBLEM_CLASSES`)."""
+    for needle, label in PROBLEM_CLASSES:
+        if needle in text:
+            return label
+    return OTHER
 
 
 class PostfixParser:
@@ -169,11 +204,16 @@ class PostfixParser:
     # --- shared ------------------------------------------------------------------------
 
     def problem(self, service: str, text: str) -> bool:
-        """A ``warning:``/``error:``/... line: counted by severity. False for anything else."""
+        """A ``warning:``/``error:``/... line: counted by severity and class; a changed
+        lookup table's restart by class. False for anything else."""
         severity = text[: text.find(":")]
         if severity not in SEVERITIES:
+            if text.startswith("table ") and text.endswith(TABLE_CHANGED):
+                self.c.problem_classes[(MTA, "info", "table_changed")] += 1
+                return True
             return False
         self.c.problems[(MTA, service, severity)] += 1
+        self.c.problem_classes[(MTA, severity, problem_class(text))] += 1
         return True
 
     def quiet(self, service: str, text: str) -> bool:
@@ -273,7 +313,8 @@ class PostfixParser:
         colon = text.find(": ")
         if text.startswith("from=<", colon + 2):
             queue_id = text[:colon]
-            if ", status=expired" in text:
+            if text.startswith(", status=", text.find(">", colon + 8) + 1):
+                # expired or force-expired: the message leaves the queue, none arrives
                 self.c.deliveries[(MTA, service, "expired")] += 1
             elif self._first_sight(queue_id):
                 self.c.received[(MTA,)] += 1

@@ -66,6 +66,9 @@ COUNTERS = (
            ("mta", "service", "stage")),
     Family("auth_failures", "mail_auth_failures_total",
            "Failed SASL or mailbox logins.", ("mta", "service")),
+    Family("passdb_failures", "mail_auth_passdb_failures_total",
+           "Failed logins as each Dovecot passdb (and PAM) logged them, by result; one "
+           "failed login can show in several passdbs.", ("mta", "passdb", "result")),
     Family("logins", "mail_logins_total",
            "Successful SASL or mailbox logins, by mechanism.", ("mta", "service", "mechanism")),
     Family("disconnects", "mail_disconnects_total",
@@ -83,6 +86,9 @@ COUNTERS = (
     Family("problems", "mail_log_problems_total",
            "Log lines of severity warning, error, fatal or panic.",
            ("mta", "service", "severity")),
+    Family("problem_classes", "mail_log_problem_classes_total",
+           "Log lines of severity warning, error, fatal or panic by class of problem, and "
+           "lookup table restarts (severity info).", ("mta", "severity", "class")),
     Family("filter_results", "mail_content_filter_results_total",
            "Spam and malware filter verdicts, by what the filter did.",
            ("mta", "verdict", "action")),
