@@ -138,6 +138,8 @@ POSTFIX_CASES = [
      "delays=0/0/0.5/0.5, dsn=5.0.0, status=bounced (host r said: 550 no)",
      {("deliveries", (P, "relay/smtp", "bounced")): 1, ("dsn_classes", (P, "relay/smtp", "5")): 1,
       ("recipient_domains", (P, "e.example", "bounced")): 1,
+      ("refusals", (P, "e.example", "bounced", "other")): 1,
+      ("refusal_codes", (P, "5", "other")): 1,
       ("delays", (P, "relay/smtp", "before_queue_manager")): 1,
       ("delays", (P, "relay/smtp", "queue_manager")): 1,
       ("delays", (P, "relay/smtp", "connection_setup")): 1,
@@ -686,3 +688,90 @@ def test_exim_tls_labels_are_bounded() -> None:
     ]
     counters = run(lines, "exim")
     assert dict(counters.tls_connections) == {("exim", "smtp", "other", "anonymous"): 200}
+
+
+def test_postfix_refusals_recorded_from_a_receiver_that_refuses_as_the_big_ones_do() -> None:
+    """Our own Postfix 3.7.11 relaying to the scripted receiver of
+    tests/test_logs_refusals.py (tests/fixtures/logs/README.md): every reply's class,
+    enhanced code and reason, by receiving domain; qmgr's size= and nrcpt=."""
+    from tests.test_logs_refusals import REFUSAL_CODES, REFUSALS_BY_DOMAIN
+
+    counters = run((FIXTURES / "postfix_refusals.log").read_text().splitlines())
+    assert counters.refusals.snapshot() == {(P, *key): n for key, n in REFUSALS_BY_DOMAIN.items()}
+    assert dict(counters.refusal_codes) == {(P, *key): n for key, n in REFUSAL_CODES.items()}
+    assert counters.message_recipients[(P,)].buckets[:3] == [1, 0, 1]  # nrcpt 1 and 3
+    assert counters.message_sizes[(P,)].sum == 322 + 294
+    assert set(counters.lines) == {(P, "postfix/qmgr", "parsed"), (P, "postfix/smtp", "parsed")}
+
+
+E2 = "2026-05-14 17:49:33 1wN9t2-00000002BQv-3hr9"
+EXIM_REFUSAL_CASES = [
+    # The reply as a DirectAdmin user quoted it from Exim, for Microsoft's throttle
+    # (https://forum.directadmin.com/threads/hotmail-ip-has-been-temporarily-rate-limited-due-to-ip-reputation-for-e-mail-delivery-information-see-https-aka-ms-postmaster-s775.82240/),
+    # on the == line Exim writes for the deferral.
+    (f"{E2} == a@hotmail.com R=dnslookup T=remote_smtp defer (-46) H=hotmail-com.olc."
+     "protection.outlook.com [52.101.73.17]: SMTP error from remote mail server after "
+     "pipelined MAIL FROM:<b@example.org> SIZE=4169: 451 4.7.650 The mail server [192.0.2.1] "
+     "has been temporarily rate limited due to IP reputation. For e-mail delivery "
+     "information, see https://aka.ms/postmaster (S775)",
+     {("deliveries", ("exim", "remote_smtp", "deferred")): 1,
+      ("recipient_domains", ("exim", "hotmail.com", "deferred")): 1,
+      ("refusals", ("exim", "hotmail.com", "deferred", "rate_limited")): 1,
+      ("refusal_codes", ("exim", "4", "other")): 1}),
+    (f"{E2} ** nobody@remote.example R=dnslookup T=remote_smtp H=mx.remote.example "
+     "[203.0.113.9]: SMTP error from remote mail server after RCPT TO:<nobody@remote.example>: "
+     "550 5.1.1 User unknown",
+     {("deliveries", ("exim", "remote_smtp", "bounced")): 1,
+      ("recipient_domains", ("exim", "remote.example", "bounced")): 1,
+      ("refusals", ("exim", "remote.example", "bounced", "unknown_user")): 1,
+      ("refusal_codes", ("exim", "5", "5.1.1")): 1}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "expected"), EXIM_REFUSAL_CASES)
+def test_exim_refusal(line: str, expected: Effects) -> None:
+    check(line, expected, "exim")
+
+
+def test_exim_message_shape_from_size_and_received_recipients() -> None:
+    counters = run([
+        f"{E2} <= a@b.example H=h [192.0.2.1] P=esmtp S=2048 id=x T=\"for you\" for c@d e@f",
+        f"{E2} <= a@b.example H=h [192.0.2.1] P=esmtp S=512 T=\"no list: for x\"",
+    ], "exim")  # fmt: skip
+    assert counters.message_sizes[("exim",)].sum == 2048 + 512
+    assert sum(counters.message_recipients[("exim",)].buckets) == 1
+    assert counters.message_recipients[("exim",)].buckets[1] == 1  # 2 recipients
+
+
+def test_configured_reply_reasons_come_before_the_defaults() -> None:
+    from mail_exporter.collectors.logs.replies import ReplyReasons
+
+    replies = ReplyReasons([("Greylisted", "rate_limited"), ("USER UNKNOWN", "policy")])
+    assert replies.classify("451 4.7.1 greylisted, come back") == ("4", "4.7.1", "rate_limited")
+    assert replies.classify("550 5.1.1 User unknown") == ("5", "5.1.1", "policy")
+    assert ReplyReasons().classify("550 5.1.1 User unknown")[2] == "unknown_user"
+    assert ReplyReasons().classify("550 5.7.99 whatever") == ("5", "other", "other")
+    assert ReplyReasons().classify("554 5.7.12 no") == ("5", "5.7.12", "policy")
+
+
+def test_reply_reasons_config_takes_plain_patterns_and_known_reasons_only() -> None:
+    from pydantic import ValidationError
+
+    from mail_exporter.collectors.logs.collector import Handover, LogsCollector
+    from mail_exporter.config.collectors import LogsConfig
+
+    for bad in ({"pattern": "", "reason": "policy"}, {"pattern": "x", "reason": "spam"},
+                {"pattern": "x" * 201, "reason": "policy"}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            LogsConfig.model_validate({"sources": [], "reply_reasons": [bad]})
+    settings = LogsConfig.model_validate(
+        {"sources": [], "reply_reasons": [{"pattern": "(.*a){20}", "reason": "policy"}]}
+    )
+    collector = LogsCollector(settings, Handover())
+    try:
+        dispatcher = collector.dispatcher
+        assert dispatcher.postfix.replies is dispatcher.exim.replies
+        assert dispatcher.exim.replies.classify("550 5.1.1 (.*A){20}")[2] == "policy"
+        assert dispatcher.exim.replies.classify("550 5.1.1 " + "a" * 30)[2] == "unknown_user"
+    finally:
+        collector.close()

@@ -26,6 +26,7 @@ from mail_exporter.collectors.logs.files import FileFollower
 from mail_exporter.collectors.logs.follower import Feed, Follower, Position, StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
+from mail_exporter.collectors.logs.replies import ReplyReasons
 from mail_exporter.collectors.logs.state import StateFile
 from mail_exporter.config import Config
 from mail_exporter.config.collectors import LogsConfig, LogSource
@@ -70,7 +71,8 @@ class LogsCollector:
         positions, counters = handover.claim()
         self.counters = counters or LogCounters(settings.top_domains)
         self.counters.set_top_domains(settings.top_domains)
-        self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
+        replies = ReplyReasons((entry.pattern, entry.reason) for entry in settings.reply_reasons)
+        self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names, replies)
         self.state = StateFile(settings.state_file) if settings.state_file else None
         saved = self.state.load() if self.state else {}
         self.followers = [make_follower(source, settings) for source in settings.sources]

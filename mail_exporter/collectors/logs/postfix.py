@@ -46,6 +46,12 @@ Decisions an admin would expect:
   with ``from=<`` like qmgr's arrival line. ``SOFTBOUNCE`` (soft_bounce=yes) is a
   deferral; address verification probes (``deliverable``/``undeliverable``) are not
   deliveries and are not counted.
+* A deferral or bounce that quotes the remote server (``host mx[ip] said: 550 5.7.1
+  ...``) counts in ``mail_delivery_refusals_total`` and ``..._refusal_codes_total`` as
+  :mod:`.replies` classifies the reply; one without (``connect to ...: Connection
+  refused``) is no refusal. qmgr's first ``from=`` of a queue ID gives the message's
+  ``size=`` and ``nrcpt=`` to ``mail_message_size_bytes`` and
+  ``mail_message_recipients``.
 * Rejects are counted at every stage smtpd (and postscreen, and cleanup's header/body
   checks and milters) logs them; ``reject_warning`` (warn_if_reject) is not a reject.
 * ``warning:``/``error:``/``fatal:``/``panic:`` lines count by severity, except SASL
@@ -69,6 +75,7 @@ from collections.abc import Callable, Iterable
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
+from mail_exporter.collectors.logs.replies import ReplyReasons
 
 MTA = "postfix"
 MAX_QUEUED_IDS = 200_000
@@ -165,8 +172,10 @@ class PostfixParser:
         counters: LogCounters,
         syslog_names: Iterable[str] = (),
         max_queued_ids: int = MAX_QUEUED_IDS,
+        replies: ReplyReasons | None = None,
     ) -> None:
         self.c = counters
+        self.replies = replies or ReplyReasons()
         self._named_prefixes = tuple(f"{name}/" for name in syslog_names)
         self.queued: OrderedDict[str, None] = OrderedDict()  # qmgr's, least recently seen first
         self.max_queued_ids = max_queued_ids
@@ -319,11 +328,25 @@ class PostfixParser:
             elif self._first_sight(queue_id):
                 self.c.received[(MTA,)] += 1
                 self.c.sender_domains.add(MTA, address_domain(text, colon + 8))
+                self.observe_shape(text)
             return True
         if text.startswith("removed", colon + 2):
             self.queued.pop(text[:colon], None)
             return True
         return self.queue_lines(service, text)
+
+    def observe_shape(self, text: str) -> None:
+        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``: size and recipient count."""
+        size = text.find(", size=")
+        nrcpt = text.find(", nrcpt=", size)
+        if size < 0 or nrcpt < 0:
+            return
+        end = text.find(" ", nrcpt + 8)
+        size_text = text[size + 7 : nrcpt]
+        nrcpt_text = text[nrcpt + 8 : end] if end >= 0 else text[nrcpt + 8 :]
+        if size_text.isdigit() and nrcpt_text.isdigit():
+            self.c.message_sizes[(MTA,)].observe(float(size_text))
+            self.c.message_recipients[(MTA,)].observe(float(nrcpt_text))
 
     def _first_sight(self, queue_id: str) -> bool:
         """Whether qmgr's ``from=`` is new for ``queue_id``; remember it (see the docstring)."""
@@ -354,11 +377,33 @@ class PostfixParser:
             dsn_class = text[dsn + 6]
             c.dsn_classes[(MTA, transport, dsn_class if dsn_class in "245" else OTHER)] += 1
         to = text.find("to=<")
+        domain = address_domain(text, to + 4) if to >= 0 else "none"
         if to >= 0:
-            c.recipient_domains.add(MTA, address_domain(text, to + 4), status)
+            c.recipient_domains.add(MTA, domain, status)
         if status in FINAL_STATUSES:
             self.observe_delays(transport, text, at)
+        if status != "sent":
+            self.refusal(domain, status, text, at)
         return True
+
+    def refusal(self, domain: str, status: str, text: str, start: int) -> None:
+        """``status=bounced (host mx[ip] said: 550 5.1.1 text (in reply to RCPT TO command))``
+        or ``(host mx[ip] refused to talk to me: 554 5.7.1 text)`` (the greeting): the
+        remote reply's classes (see :mod:`.replies`); a deferral without a reply (the
+        connection failed) is not a refusal."""
+        said = text.find(" said: ", start)
+        if said >= 0:
+            said += 7
+        else:
+            said = text.find(" refused to talk to me: ", start)
+            if said < 0:
+                return
+            said += 24
+        end = text.rfind(" (in reply to ")
+        reply = text[said:end] if end > said else text[said:-1]
+        code_class, code, reason = self.replies.classify(reply)
+        self.c.refusal_codes[(MTA, code_class, code)] += 1
+        self.c.refusals.add(MTA, domain, status, reason)
 
     def observe_delays(self, transport: str, text: str, before: int) -> None:
         start = text.rfind(", delays=", 0, before)

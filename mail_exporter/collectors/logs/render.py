@@ -24,7 +24,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from mail_exporter.collectors.logs.counters import DELAY_BUCKETS, Histogram, Labels, LogCounters
+from mail_exporter.collectors.logs.counters import Histogram, Labels, LogCounters
 from mail_exporter.collectors.logs.follower import Follower
 
 
@@ -94,6 +94,10 @@ COUNTERS = (
            ("mta", "verdict", "action")),
     Family("quarantined", "mail_quarantined_total",
            "Messages a content filter put in quarantine.", ("mta",)),
+    Family("refusal_codes", "mail_delivery_refusal_codes_total",
+           "Deferred and bounced deliveries with a remote reply, by the reply's code class "
+           "and RFC 3463 enhanced status code (known codes only, the rest as other).",
+           ("mta", "code_class", "enhanced_code")),
 )  # fmt: skip
 DOMAINS = (
     Family("sender_domains", "mail_sender_domain_messages_total",
@@ -102,8 +106,23 @@ DOMAINS = (
     Family("recipient_domains", "mail_recipient_domain_deliveries_total",
            "Delivery attempts by recipient domain: the busiest domains, the rest as other.",
            ("mta", "domain", "status")),
+    Family("refusals", "mail_delivery_refusals_total",
+           "Deferred and bounced deliveries with a remote reply, by receiving domain (the "
+           "busiest refusing domains, the rest as other) and reason read from the reply.",
+           ("mta", "domain", "status", "reason")),
 )  # fmt: skip
-DELAY_LABELS = ("mta", "transport", "stage")
+HISTOGRAMS = (
+    Family("delays", "mail_delivery_delay_seconds",
+           "Delivery delay by stage of Postfix's delays=a/b/c/d (final status only): "
+           "before_queue_manager, queue_manager, connection_setup, transmission.",
+           ("mta", "transport", "stage")),
+    Family("message_sizes", "mail_message_size_bytes",
+           "Sizes of messages accepted into the queue (Postfix: qmgr's size=; Exim: S=).",
+           ("mta",)),
+    Family("message_recipients", "mail_message_recipients",
+           "Recipients per message accepted into the queue (Postfix: qmgr's nrcpt=; Exim: "
+           "the for list of log_selector +received_recipients).", ("mta",)),
+)  # fmt: skip
 
 
 @dataclass
@@ -112,7 +131,7 @@ class Snapshot:
 
     counts: dict[str, dict[Labels, int]]
     lines: dict[Labels, int]
-    delays: dict[Labels, Histogram]
+    histograms: dict[str, dict[Labels, Histogram]]
 
     @classmethod
     def take(cls, counters: LogCounters) -> Snapshot:
@@ -121,8 +140,12 @@ class Snapshot:
                       for family in COUNTERS}  # fmt: skip
             for family in DOMAINS:
                 counts[family.attribute] = getattr(counters, family.attribute).snapshot()
-            delays = {key: histogram.copy() for key, histogram in counters.delays.items()}
-            return cls(counts, dict(counters.lines), delays)
+            histograms = {
+                family.attribute: {key: value.copy()
+                                   for key, value in getattr(counters, family.attribute).items()}
+                for family in HISTOGRAMS
+            }  # fmt: skip
+            return cls(counts, dict(counters.lines), histograms)
 
 
 def counter(family: Family, values: Mapping[Labels, int]) -> Metric:
@@ -132,15 +155,10 @@ def counter(family: Family, values: Mapping[Labels, int]) -> Metric:
     return metric
 
 
-def delay_histogram(delays: Mapping[Labels, Histogram]) -> Metric:
-    metric = HistogramMetricFamily(
-        "mail_delivery_delay_seconds",
-        "Delivery delay by stage of Postfix's delays=a/b/c/d (final status only): "
-        "before_queue_manager, queue_manager, connection_setup, transmission.",
-        labels=list(DELAY_LABELS),
-    )
-    bounds = [*map(repr, DELAY_BUCKETS), "+Inf"]
-    for labels, histogram in sorted(delays.items()):
+def histogram_family(family: Family, values: Mapping[Labels, Histogram]) -> Metric:
+    metric = HistogramMetricFamily(family.name, family.documentation, labels=list(family.labels))
+    for labels, histogram in sorted(values.items()):
+        bounds = [*map(repr, histogram.bounds), "+Inf"]
         cumulative, buckets = 0, []
         for bound, count in zip(bounds, histogram.buckets, strict=True):
             cumulative += count
@@ -193,6 +211,7 @@ def source_families(followers: Sequence[Follower]) -> list[Metric]:
 def families(snapshot: Snapshot, followers: Sequence[Follower]) -> Iterable[Metric]:
     for family in (*COUNTERS, *DOMAINS):
         yield counter(family, snapshot.counts[family.attribute])
-    yield delay_histogram(snapshot.delays)
+    for family in HISTOGRAMS:
+        yield histogram_family(family, snapshot.histograms[family.attribute])
     yield from line_families(snapshot.lines)
     yield from source_families(followers)
