@@ -34,6 +34,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from mail_exporter import __version__
+from mail_exporter.basic_auth import hash_password
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config import ConfigError, load_config
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
@@ -51,7 +52,7 @@ from mail_exporter.web_limits import (
     WebLimits,
     raise_open_files_limit,
 )
-from mail_exporter.webconfig import hash_password, load_web_config
+from mail_exporter.webconfig import load_web_config
 
 logger = logging.getLogger("mail_exporter")
 

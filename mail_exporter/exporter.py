@@ -10,7 +10,7 @@ that succeeds keeps each collector whose section is unchanged (see
 each target and round-trip route that is unchanged with its work in flight and its
 schedule (see :mod:`mail_exporter.scheduler`, :mod:`mail_exporter.roundtrip.runner`),
 and the passwords basic auth verified while their hashes are unchanged (see
-:class:`mail_exporter.webconfig.BasicAuth`).
+:class:`mail_exporter.basic_auth.BasicAuth`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from mail_exporter.basic_auth import HashingBusy
 from mail_exporter.config import ConfigError
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.durations import format_duration
@@ -49,7 +50,6 @@ from mail_exporter.report import render_report
 from mail_exporter.status_page import QUEUE_COLLECTORS, render_status_page
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web_limits import Rejection, WebLimits
-from mail_exporter.webconfig import HashingBusy
 
 logger = logging.getLogger(__name__)
 

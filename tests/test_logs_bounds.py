@@ -53,6 +53,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "postfix-reject": ("syslog", f"{H} postfix/smtpd[1]: NOQUEUE: reject: {{v}} from x[192.0.2.1]: "
                                  "554 5.7.1 <a@b>: {v}; from=<a@b> to=<c@d> proto=ESMTP"),
     "postfix-severity": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: something"),
+    "postfix-problem-class": ("syslog", f"{H} postfix/smtpd[1]: warning: {{v}}: {{v}}"),
+    "postfix-table-changed": ("syslog", f"{H} postfix/smtpd[1]: table {{v}} has changed -- "
+                                        "restarting"),
+    "postfix-expired": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@{{v}}>, status={{v}}, "
+                                  "returned to sender"),
     "postfix-postscreen": ("syslog", f"{H} postfix/postscreen[1]: {{v}} [192.0.2.1]:5"),
     "postfix-bounce": ("syslog", f"{H} postfix/bounce[1]: 1A: {{v}} notification: 2B"),
     "postfix-queue-id": ("syslog", f"{H} postfix/qmgr[1]: {{v}}: from=<a@b.example>, size=1, "
@@ -61,6 +66,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
                                         f"nrcpt=1 (queue active)\n{H} postfix/qmgr[1]: Q{{n}}: "
                                         "removed"),
     "postfix-recipient-domain": ("syslog", f"{H} postfix/smtp[1]: 1A: to=<a@{{v}}>, {DELIVERY}"),
+    "postfix-refusal": ("syslog", f"{H} postfix/smtp[1]: 1A: to=<a@{{v}}>, relay=r, delay=1, "
+                                  "dsn=5.7.1, status=bounced (host r said: 5{v} {v}.{v} {v} "
+                                  "(in reply to RCPT TO command))"),
+    "postfix-refusal-code": ("syslog", f"{H} postfix/smtp[1]: 1A: to=<a@b>, relay=r, delay=1, "
+                                       "dsn=4.7.1, status=deferred (host r refused to talk to "
+                                       "me: 4{n} 4.{n}.{n} x)"),
     "exim-protocol": ("exim", f"{E} 1rOHxx-000abc-Ab <= a@b.example H=h [192.0.2.1] P={{v}} S=1"),
     "exim-transport": ("exim", f"{E} 1rOHxx-000abc-Ab => c@d.example R=r T={{v}} H=h [192.0.2.1] "
                                "X=TLS1.3:C:256 CV=yes"),
@@ -68,11 +79,22 @@ TEMPLATES: dict[str, tuple[str, str]] = {
                          "X={v}:C:256 CV={v} DN={v} S=1"),
     "exim-sender-domain": ("exim", f"{E} 1rOHxx-000abc-Ab <= a@{{v}} H=h [192.0.2.1] P=esmtp S=1"),
     "exim-recipient-domain": ("exim", f"{E} 1rOHxx-000abc-Ab => c@{{v}} R=r T=t H=h [192.0.2.1]"),
+    "exim-refusal": ("exim", f"{E} 1rOHxx-000abc-Ab ** c@{{v}} R=r T=t H=h [192.0.2.1]: SMTP "
+                             "error from remote mail server after RCPT TO:<c@d>: {n} 5.{n}.1 {v}"),
+    "exim-shape": ("exim", f"{E} 1rOHxx-000abc-Ab <= a@b.example H=h [192.0.2.1] P=esmtp "
+                           "S={n} for {v} {v}"),
     "exim-reject": ("exim", f"{E} H=h [192.0.2.1] F=<a@b> rejected {{v}} <c@d>: {{v}}"),
     "dovecot-process": ("syslog", f"{H} dovecot: {{v}}-login: Login: user=<u>, method=PLAIN"),
     "dovecot-mechanism": ("syslog", f"{H} dovecot: imap-login: Login: user=<u>, method={{v}}, x"),
     "dovecot-level": ("syslog", f"{H} dovecot: imap: {{v}}: something"),
     "dovecot-disconnect": ("syslog", f"{H} dovecot: imap({{v}}): Disconnected: {{v}} in=0 out=0"),
+    "dovecot-passdb": ("syslog", f"{H} dovecot: auth-worker(1): conn unix:auth-worker (pid=1,uid=1): "
+                                 "auth-worker<1>: {v}({v},{v}): {v} Password mismatch {v}"),
+    "dovecot-passdb-24": ("dovecot", "Jun 23 00:10:49 auth-worker({v})<1><{v}>: request [{v}]: "
+                                     "Info: {v}: unknown user {v}"),
+    "dovecot-login-aborted": ("syslog", f"{H} dovecot: imap-login: Login aborted: {{v}} (auth failed, "
+                                        "{v} attempts in 1 secs) ({v}): user=<{v}>"),
+    "pam-unix": ("syslog", f"{H} auth: {{v}}(dovecot:auth): authentication failure; ruser={{v}}"),
     "dovecot-file-process": ("dovecot", "Nov 28 01:51:16 {v}: Info: Login: user=<u>, method=PLAIN"),
     "rspamd-action": ("syslog", f"{H} rspamd[1]: id: <m>, (default: T ({{v}}): [7/15] [X]), len: 1"),
     "amavis-category": ("syslog", f"{H} amavis[1]: (1-1) Blocked {{v}} {{{{x}}}}, <a@b> -> <c@d>"),
@@ -260,3 +282,34 @@ def test_queue_id_memory_at_the_cap_is_bounded() -> None:
     assert isinstance(parser.queued, OrderedDict)
     assert len(parser.queued) == 20_000
     assert retained < 20_000 * 200  # ~165 bytes an ID: 33 MB at the default 200,000
+
+
+def test_many_receiving_domains_and_replies_keep_series_and_memory_bounded() -> None:
+    """100,000 refusals, each from another domain with another reply text: the domain
+    series stay within ``top_domains`` (and ``other``) per status and reason, the code
+    series within the known codes, and what the parser holds does not grow with them."""
+    counters = LogCounters(top_domains=10)
+    take = feeder(counters, "syslog")
+    line = (f"{H} postfix/smtp[1]: 1A: to=<a@d{{n}}.example>, relay=r, delay=1, dsn=5.7.1, "
+            "status=bounced (host r said: 55{d} 5.{d}.{n} blocked {n} on our block list "
+            "(in reply to RCPT TO command))")  # fmt: skip
+
+    def run(start: int, count: int) -> None:
+        for n in range(start, start + count):
+            take(line.format(n=n, d=n % 10))
+
+    run(0, 10_000)  # warm: caches and candidate lists full
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        run(10_000, 90_000)
+        grown = sum(
+            stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename")
+        )
+    finally:
+        tracemalloc.stop()
+    sets = label_sets(counters)
+    assert len(sets["mail_delivery_refusals"]) <= 11
+    assert len(sets["mail_delivery_refusal_codes"]) <= 3 * (2 * 79 + 1)
+    assert counters.deliveries[("postfix", "smtp", "bounced")] == 100_000
+    assert grown < 2_000_000, grown

@@ -106,7 +106,7 @@ POSTFIX_CASES = [
      {("submitted", (P, "smtpd")): 1}),
     (f"{H} postfix/smtpd[1]: NOQUEUE: client=mx.example.net[198.51.100.5]", {}),
     (f"{H} postfix/smtpd[1]: warning: hostname mx.example does not resolve to address 192.0.2.1",
-     {("problems", (P, "smtpd", "warning")): 1}),
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "dns")): 1}),
     (f"{H} postfix/smtpd[1]: Anonymous TLS connection established from mx[192.0.2.1]: TLSv1.3 "
      "with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
      {("tls_connections", (P, "smtpd", "TLS 1.3", "anonymous")): 1}),
@@ -138,6 +138,8 @@ POSTFIX_CASES = [
      "delays=0/0/0.5/0.5, dsn=5.0.0, status=bounced (host r said: 550 no)",
      {("deliveries", (P, "relay/smtp", "bounced")): 1, ("dsn_classes", (P, "relay/smtp", "5")): 1,
       ("recipient_domains", (P, "e.example", "bounced")): 1,
+      ("refusals", (P, "e.example", "bounced", "other")): 1,
+      ("refusal_codes", (P, "5", "other")): 1,
       ("delays", (P, "relay/smtp", "before_queue_manager")): 1,
       ("delays", (P, "relay/smtp", "queue_manager")): 1,
       ("delays", (P, "relay/smtp", "connection_setup")): 1,
@@ -158,10 +160,10 @@ POSTFIX_CASES = [
     (f"{H} postfix-out/pickup[1]: 2DC4E2141DA: uid=1000 from=<alice@example.org>",
      {("submitted", (P, "postfix-out/pickup")): 1}),
     (f"{H} postfix/pickup[1]: warning: maildrop/4F3A21C0: error reading file: Invalid argument",
-     {("problems", (P, "pickup", "warning")): 1}),
+     {("problems", (P, "pickup", "warning")): 1, ("problem_classes", (P, "warning", "other")): 1}),
     (f"{H} postfix/anvil[1]: statistics: max connection rate 1/60s for (smtp:192.0.2.1)", {}),
     (f"{H} postfix/master[1]: fatal: bind 0.0.0.0 port 25: Address already in use",
-     {("problems", (P, "master", "fatal")): 1}),
+     {("problems", (P, "master", "fatal")): 1, ("problem_classes", (P, "fatal", "other")): 1}),
     (f"{H} postfix/postscreen[1]: CONNECT from [192.0.2.1]:5678 to [192.0.2.2]:25",
      {("postscreen", (P, "connect")): 1}),
     (f"{H} postfix/postscreen[1]: PASS NEW [192.0.2.1]:5678", {("postscreen", (P, "pass_new")): 1}),
@@ -176,6 +178,20 @@ POSTFIX_CASES = [
      "unavailable; client [192.0.2.1] blocked using zen.spamhaus.org; from=<a@b.example>, "
      "to=<c@d.example>, proto=ESMTP, helo=<spam>",
      {("rejects", (P, "postscreen", "rbl")): 1, ("reject_stages", (P, "postscreen", "RCPT")): 1}),
+    # Recorded from the test suite's Postfix 3.7 (tests/fixtures/logs/README.md):
+    # postsuper -e, then the delivery attempt it asks for; a hash table rebuilt while
+    # smtpd had it open; a main.cf entry given twice.
+    (f"{H} postfix/qmgr[28593]: 315FD20E1B7: from=<alice@example.org>, status=force-expired, "
+     "returned to sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/qmgr[1]: 315FD20E1B7: from=<alice@example.org>, status=expired, returned to "
+     "sender", {("deliveries", (P, "qmgr", "expired")): 1}),
+    (f"{H} postfix/postsuper[28709]: 315FD20E1B7: expired", {}),
+    (f"{H} postfix/smtpd[28595]: table hash:/tmp/f14/run1/postfix/config/access(0,lock|fold_fix|"
+     "utf8_request) has changed -- restarting",
+     {("problem_classes", (P, "info", "table_changed")): 1}),
+    (f"{H} postfix/smtpd[27884]: warning: /tmp/logscratch/run/p/config/main.cf, line 40: "
+     "overriding earlier entry: mynetworks=127.0.0.0/8, [::1]/128",
+     {("problems", (P, "smtpd", "warning")): 1, ("problem_classes", (P, "warning", "config")): 1}),
 ]  # fmt: skip
 
 OWN_NAMES = ("mta-out", "submission")
@@ -203,7 +219,8 @@ OWN_NAME_CASES = [
       **{("delays", (P, "mta-out/smtp", stage)): 1 for stage in
          ("before_queue_manager", "queue_manager", "connection_setup", "transmission")}}),
     (f"{H} mta-out/master[1]: warning: process /usr/lib/postfix/sbin/smtpd pid 9 exit status 1",
-     {("problems", (P, "mta-out/master", "warning")): 1}),
+     {("problems", (P, "mta-out/master", "warning")): 1,
+      ("problem_classes", (P, "warning", "process")): 1}),
 ]  # fmt: skip
 
 E = "exim"
@@ -368,8 +385,65 @@ DOVECOT_FILE_CASES = [
     ("Nov 28 01:51:19 master: Warning: Killed with signal 15 (by pid=27738 uid=0 code=kill)",
      {("problems", (D, "master", "warning")): 1}),
     ("Nov 28 01:51:14 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3", {}),
+    # Recorded from the test suite's Dovecot 2.3 with a PAM passdb before the passwd-file one
+    # (tests/fixtures/logs/README.md): one wrong password, one line from each passdb.
+    ("Dec 06 15:32:37 auth-worker(28602): Info: conn unix:auth-worker (pid=28446,uid=104): "
+     "auth-worker<1>: pam(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): pam_authenticate() failed: "
+     "Authentication failure (Password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    ("Dec 06 15:32:37 auth: Info: passwd-file(root,127.0.0.1,<R8qG0fhhRs1/AAAB>): unknown user",
+     {("passdb_failures", (D, "passwd-file", "unknown_user")): 1}),
+    ("Dec 06 15:32:37 imap-login: Info: Disconnected: Aborted login by logging out (auth failed, 1 "
+     "attempts in 2 secs): user=<root>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, "
+     "session=<R8qG0fhhRs1/AAAB>",
+     {("auth_failures", (D, "imap")): 1, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4196
+    ("Jun 23 00:11:05 imap-login: Info: Login aborted: Connection closed (auth failed, 3 attempts "
+     "in 16 secs) (auth_failed): user=<info@example.com>, method=PLAIN, rip=1.2.3.4, "
+     "lip=2.3.4.5, TLS, session=<CvN+E95Uf4e7eEnj>",
+     {("auth_failures", (D, "imap")): 3, ("disconnects", (D, "imap", "auth_failed")): 1}),
+    ("Jun 23 00:10:49 auth-worker(info@example.com,1.2.3.4)<4001084><CvN+E95Uf4e7eEnj>: request "
+     "[12]: Info: sql: Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    ("Jun 23 00:10:57 auth(info@example.com,1.2.3.4,sasl:login)<CvN+E95Uf4e7eEnj>: Info: sql: "
+     "Password mismatch (given password: XxxxXXxx123)",
+     {("passdb_failures", (D, "sql", "password_mismatch")): 1}),
+    # Dovecot (2.3, submission-login), quoted in https://github.com/Mailu/Mailu/issues/3398
+    ("Sep 02 23:28:51 submission-login: Info: Disconnected: Aborted login by logging out (auth "
+     "failed, 1 attempts in 2 secs): user=<admin>, method=LOGIN, rip=80.94.92.156, rport=1731, "
+     "lip=192.168.203.5, lport=587, TLS",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
 ]  # fmt: skip
 DOVECOT_SYSLOG_CASES = [
+    # Dovecot 2.4, quoted in https://github.com/fail2ban/fail2ban/issues/4113 (lip= as quoted)
+    (f"{H} dovecot: imap-login: Login aborted: Connection closed: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46 "
+     "(disconnected during TLS handshake) (tls_handshake_not_finished): user=<>, "
+     "rip=92.217.222.163, lip=my.server.ip.adress, TLS handshaking: SSL_accept() failed: "
+     "error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46, "
+     "session=<YvpE3olFy+tc2d6j>", {("disconnects", (D, "imap", "tls_error")): 1}),
+    # submission-login session ends, quoted in https://github.com/fail2ban/fail2ban/pull/2795
+    (f"{H} dovecot: submission-login: Client has quit the connection (auth failed, 1 attempts in "
+     "3 secs): user=<user2>, method=LOGIN, rip=183.136.134.133, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    (f"{H} dovecot: submission-login: Remote closed connection (auth failed, 1 attempts in 2 "
+     "secs): user=<user5>, method=PLAIN, rip=92.55.237.16, lip=0.0.0.0",
+     {("auth_failures", (D, "submission")): 1,
+      ("disconnects", (D, "submission", "auth_failed")): 1}),
+    # PAM's own line, tagged with the auth process: fail2ban's sample log
+    # (fail2ban/tests/files/logs/dovecot in https://github.com/fail2ban/fail2ban)
+    (f"{H} auth: pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 "
+     "tty=dovecot ruser=informix rhost=80.255.3.104",
+     {("passdb_failures", (D, "pam_unix", "failed")): 1}),
+    # auth-worker lines of 2.2, quoted in https://github.com/fail2ban/fail2ban/pull/932 and
+    # https://github.com/fail2ban/fail2ban/issues/1059
+    (f"{H} dovecot: auth-worker(304): pam(username,1.2.3.4): pam_authenticate() failed: "
+     "Authentication failure (password mismatch?)",
+     {("passdb_failures", (D, "pam", "password_mismatch")): 1}),
+    (f"{H} dovecot: auth-worker(1668): sql(user@domain.com,X.Y.Z.Z): unknown user (given "
+     "password: XXX)", {("passdb_failures", (D, "sql", "unknown_user")): 1}),
     (f"{H} dovecot: imap-login: Login: user=<u@example.com>, method=LOGIN, rip=192.0.2.1, "
      "lip=192.0.2.2, mpid=1, TLS, session=<x>", {("logins", (D, "imap", "LOGIN")): 1}),
     (f"{H} dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<a>, "
@@ -495,7 +569,8 @@ def test_delay_stages_land_in_their_buckets() -> None:
 
 @pytest.mark.parametrize(
     ("fixture", "log_format", "lines"),
-    [("postfix_real.log", "syslog", 71), ("dovecot_real.log", "dovecot", 30),
+    [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
+     ("exim_syslog.log", "syslog", 7), ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
      ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
@@ -509,6 +584,23 @@ def test_postfix_recorded_log_submissions() -> None:
     counters = run((FIXTURES / "postfix_real.log").read_text().splitlines())
     assert dict(counters.submitted) == {("postfix", "smtpd"): 3, ("postfix", "submission/smtpd"): 1}
     assert dict(counters.received) == {("postfix",): 5}
+
+
+def test_force_expired_message_is_an_expiry_not_a_reception() -> None:
+    """Recorded: one message deferred, force-expired with ``postsuper -e``, and its bounce."""
+    counters = run((FIXTURES / "postfix_expiry_table.log").read_text().splitlines())
+    assert dict(counters.received) == {("postfix",): 2}  # the message and its bounce
+    assert counters.deliveries[("postfix", "qmgr", "expired")] == 1
+    assert dict(counters.problem_classes) == {("postfix", "info", "table_changed"): 1}
+
+
+def test_exim_through_syslog_with_its_own_timestamp() -> None:
+    """Recorded: Exim 4.96 with ``log_file_path = syslog`` (tests/fixtures/logs/README.md)."""
+    counters = run((FIXTURES / "exim_syslog.log").read_text().splitlines())
+    assert counters.received[("exim",)] == 1
+    assert dict(counters.submitted) == {("exim", "local"): 1}
+    # main and reject log both went to syslog: one reject, two identical lines
+    assert dict(counters.rejects) == {("exim", "smtp", "relay_denied"): 2}
 
 
 def test_exim_mainlog_totals() -> None:
@@ -596,3 +688,90 @@ def test_exim_tls_labels_are_bounded() -> None:
     ]
     counters = run(lines, "exim")
     assert dict(counters.tls_connections) == {("exim", "smtp", "other", "anonymous"): 200}
+
+
+def test_postfix_refusals_recorded_from_a_receiver_that_refuses_as_the_big_ones_do() -> None:
+    """Our own Postfix 3.7.11 relaying to the scripted receiver of
+    tests/test_logs_refusals.py (tests/fixtures/logs/README.md): every reply's class,
+    enhanced code and reason, by receiving domain; qmgr's size= and nrcpt=."""
+    from tests.test_logs_refusals import REFUSAL_CODES, REFUSALS_BY_DOMAIN
+
+    counters = run((FIXTURES / "postfix_refusals.log").read_text().splitlines())
+    assert counters.refusals.snapshot() == {(P, *key): n for key, n in REFUSALS_BY_DOMAIN.items()}
+    assert dict(counters.refusal_codes) == {(P, *key): n for key, n in REFUSAL_CODES.items()}
+    assert counters.message_recipients[(P,)].buckets[:3] == [1, 0, 1]  # nrcpt 1 and 3
+    assert counters.message_sizes[(P,)].sum == 322 + 294
+    assert set(counters.lines) == {(P, "postfix/qmgr", "parsed"), (P, "postfix/smtp", "parsed")}
+
+
+E2 = "2026-05-14 17:49:33 1wN9t2-00000002BQv-3hr9"
+EXIM_REFUSAL_CASES = [
+    # The reply as a DirectAdmin user quoted it from Exim, for Microsoft's throttle
+    # (https://forum.directadmin.com/threads/hotmail-ip-has-been-temporarily-rate-limited-due-to-ip-reputation-for-e-mail-delivery-information-see-https-aka-ms-postmaster-s775.82240/),
+    # on the == line Exim writes for the deferral.
+    (f"{E2} == a@hotmail.com R=dnslookup T=remote_smtp defer (-46) H=hotmail-com.olc."
+     "protection.outlook.com [52.101.73.17]: SMTP error from remote mail server after "
+     "pipelined MAIL FROM:<b@example.org> SIZE=4169: 451 4.7.650 The mail server [192.0.2.1] "
+     "has been temporarily rate limited due to IP reputation. For e-mail delivery "
+     "information, see https://aka.ms/postmaster (S775)",
+     {("deliveries", ("exim", "remote_smtp", "deferred")): 1,
+      ("recipient_domains", ("exim", "hotmail.com", "deferred")): 1,
+      ("refusals", ("exim", "hotmail.com", "deferred", "rate_limited")): 1,
+      ("refusal_codes", ("exim", "4", "other")): 1}),
+    (f"{E2} ** nobody@remote.example R=dnslookup T=remote_smtp H=mx.remote.example "
+     "[203.0.113.9]: SMTP error from remote mail server after RCPT TO:<nobody@remote.example>: "
+     "550 5.1.1 User unknown",
+     {("deliveries", ("exim", "remote_smtp", "bounced")): 1,
+      ("recipient_domains", ("exim", "remote.example", "bounced")): 1,
+      ("refusals", ("exim", "remote.example", "bounced", "unknown_user")): 1,
+      ("refusal_codes", ("exim", "5", "5.1.1")): 1}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("line", "expected"), EXIM_REFUSAL_CASES)
+def test_exim_refusal(line: str, expected: Effects) -> None:
+    check(line, expected, "exim")
+
+
+def test_exim_message_shape_from_size_and_received_recipients() -> None:
+    counters = run([
+        f"{E2} <= a@b.example H=h [192.0.2.1] P=esmtp S=2048 id=x T=\"for you\" for c@d e@f",
+        f"{E2} <= a@b.example H=h [192.0.2.1] P=esmtp S=512 T=\"no list: for x\"",
+    ], "exim")  # fmt: skip
+    assert counters.message_sizes[("exim",)].sum == 2048 + 512
+    assert sum(counters.message_recipients[("exim",)].buckets) == 1
+    assert counters.message_recipients[("exim",)].buckets[1] == 1  # 2 recipients
+
+
+def test_configured_reply_reasons_come_before_the_defaults() -> None:
+    from mail_exporter.collectors.logs.replies import ReplyReasons
+
+    replies = ReplyReasons([("Greylisted", "rate_limited"), ("USER UNKNOWN", "policy")])
+    assert replies.classify("451 4.7.1 greylisted, come back") == ("4", "4.7.1", "rate_limited")
+    assert replies.classify("550 5.1.1 User unknown") == ("5", "5.1.1", "policy")
+    assert ReplyReasons().classify("550 5.1.1 User unknown")[2] == "unknown_user"
+    assert ReplyReasons().classify("550 5.7.99 whatever") == ("5", "other", "other")
+    assert ReplyReasons().classify("554 5.7.12 no") == ("5", "5.7.12", "policy")
+
+
+def test_reply_reasons_config_takes_plain_patterns_and_known_reasons_only() -> None:
+    from pydantic import ValidationError
+
+    from mail_exporter.collectors.logs.collector import LogsCollector
+    from mail_exporter.collectors.logs.config import LogsConfig
+
+    for bad in ({"pattern": "", "reason": "policy"}, {"pattern": "x", "reason": "spam"},
+                {"pattern": "x" * 201, "reason": "policy"}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            LogsConfig.model_validate({"sources": [], "reply_reasons": [bad]})
+    settings = LogsConfig.model_validate(
+        {"sources": [], "reply_reasons": [{"pattern": "(.*a){20}", "reason": "policy"}]}
+    )
+    collector = LogsCollector(settings)
+    try:
+        dispatcher = collector.dispatcher
+        assert dispatcher.postfix.replies is dispatcher.exim.replies
+        assert dispatcher.exim.replies.classify("550 5.1.1 (.*A){20}")[2] == "policy"
+        assert dispatcher.exim.replies.classify("550 5.1.1 " + "a" * 30)[2] == "unknown_user"
+    finally:
+        collector.close()

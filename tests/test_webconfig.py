@@ -21,13 +21,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from mail_exporter import webconfig
+from mail_exporter import basic_auth
+from mail_exporter.basic_auth import BasicAuth
 from mail_exporter.cli import main
 from mail_exporter.config import ConfigError
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from mail_exporter.web_limits import WebLimits
-from mail_exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from mail_exporter.webconfig import WebConfig, load_web_config, parse_web_config
 from tests.realservers.pki import PKI, create_client_cert, create_pki
 from tests.served import basic, client_context, exporter_command, get, served_exporter
 from tests.test_cli import billion_laughs, run_bounded
@@ -413,7 +414,7 @@ async def test_basic_auth_checks(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append(hashed)
         return checkpw(password, hashed)
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", counting)
     auth = BasicAuth({"prometheus": HASH, "other": HASH})
     assert await auth.allows(header("prometheus", PASSWORD))
     assert await auth.allows(header("prometheus", PASSWORD))
@@ -507,7 +508,7 @@ CHECKPW = bcrypt.checkpw
 @pytest.fixture
 def counting_bcrypt(monkeypatch: pytest.MonkeyPatch) -> CountingBcrypt:
     counter = CountingBcrypt()
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counter)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", counter)
     return counter
 
 
@@ -565,7 +566,7 @@ async def test_a_new_user_gets_in_while_wrong_passwords_hammer(
     refused = sum(code == 503 for code, _, _ in answers)
     assert f'mail_exporter_web_rejected_total{{reason="auth_busy"}} {refused}.0' in exposition
     assert counting_bcrypt.count(guessed) < 50  # most were refused before any hashing
-    assert counting_bcrypt.most_in_flight <= webconfig.HASHING_THREADS
+    assert counting_bcrypt.most_in_flight <= basic_auth.HASHING_THREADS
 
 
 async def test_the_same_wrong_password_is_hashed_once(

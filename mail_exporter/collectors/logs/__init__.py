@@ -6,7 +6,8 @@ One file per concern:
   follower thread and standard input, :mod:`.files` files through rotation,
   :mod:`.journal` the systemd journal, :mod:`.state` the state file;
 * :mod:`.dispatch` routes a line by program, :mod:`.postfix`, :mod:`.exim`,
-  :mod:`.dovecot` and :mod:`.spam` understand them, :mod:`.rejects` classifies rejects;
+  :mod:`.dovecot` and :mod:`.spam` understand them, :mod:`.rejects` classifies rejects
+  and :mod:`.replies` the replies of servers that refused our mail;
 * :mod:`.counters` and :mod:`.domains` hold the counts, :mod:`.render` turns them into
   metric families, :mod:`.collector` ties it together and registers ``logs`` with its
   section, :mod:`.config`.

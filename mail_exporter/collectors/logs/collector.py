@@ -29,6 +29,7 @@ from mail_exporter.collectors.logs.files import FileFollower
 from mail_exporter.collectors.logs.follower import Feed, Follower, Position, StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
+from mail_exporter.collectors.logs.replies import ReplyReasons
 from mail_exporter.collectors.logs.state import StateFile
 
 
@@ -52,15 +53,15 @@ class LogsCollector:
         earlier: dict[str, Follower] = {}
         if previous is None:
             self.counters = LogCounters(settings.top_domains)
-            self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
+            self.dispatcher = self._dispatcher()
         else:  # last: the predecessor stops counting only once this one is ready to
             previous.close()
             earlier = {follower.key: follower for follower in previous.followers}
             self.counters = previous.counters
             self.counters.set_top_domains(settings.top_domains)
             self.dispatcher = previous.dispatcher
-            if previous.settings.postfix_syslog_names != settings.postfix_syslog_names:
-                self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names)
+            if _parsing(previous.settings) != _parsing(settings):
+                self.dispatcher = self._dispatcher()
         for follower in self.followers:
             feed = Feed(
                 self.dispatcher.feeder(follower.source.format),
@@ -92,6 +93,17 @@ class LogsCollector:
         for follower in self.followers:
             follower.stop()
         self._save_state(force=True)
+
+    def _dispatcher(self) -> LineDispatcher:
+        settings = self.settings
+        replies = ReplyReasons((entry.pattern, entry.reason) for entry in settings.reply_reasons)
+        return LineDispatcher(self.counters, settings.postfix_syslog_names, replies)
+
+
+def _parsing(settings: LogsConfig) -> tuple[object, ...]:
+    """What the dispatcher is built from: a reload that changes it starts a new dispatcher
+    (without the predecessor's per-message state), any other keeps the running one."""
+    return settings.postfix_syslog_names, settings.reply_reasons
 
 
 @register_collector(

@@ -93,6 +93,18 @@ def _postfix_syslog_name(name: str) -> str:
     return name
 
 
+RefusalReason = Literal[
+    "reputation", "policy", "rate_limited", "unknown_user", "mailbox_full", "tls_required", "other"
+]
+
+
+class ReplyReason(StrictModel):
+    """A remote reply containing ``pattern`` (plain text, any case) is refused for ``reason``."""
+
+    pattern: str = Field(min_length=1, max_length=200)
+    reason: RefusalReason
+
+
 class LogsConfig(CollectorSection):
     """Counters from the MTA's and Dovecot's logs."""
 
@@ -108,6 +120,7 @@ class LogsConfig(CollectorSection):
     postfix_syslog_names: list[Annotated[str, AfterValidator(_postfix_syslog_name)]] = Field(
         default_factory=list
     )
+    reply_reasons: list[ReplyReason] = Field(default_factory=list)  # before the defaults
 
     @model_validator(mode="after")
     def _distinct_sources(self) -> LogsConfig:

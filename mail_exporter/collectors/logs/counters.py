@@ -18,29 +18,37 @@ from mail_exporter.collectors.logs.labels import LabelGuard
 
 Labels = tuple[str, ...]
 Counts = defaultdict[Labels, int]
+Shapes = defaultdict[Labels, "Histogram"]  # mta
 
 DELAY_BUCKETS: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
     432000.0,
 )  # fmt: skip
 """Seconds: a local hop takes milliseconds, a message that bounces after days in the queue 5 d."""
+SIZE_BUCKETS: tuple[float, ...] = (
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 10240000.0, 26214400.0,
+    52428800.0,
+)  # fmt: skip
+"""Bytes: 1 KiB to 4 MiB by fours, Postfix's default message_size_limit, 25 and 50 MiB."""
+RECIPIENT_BUCKETS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 500.0, 1000.0)
 
 
 class Histogram:
     """Observations per bucket (the last one is +Inf) and their sum."""
 
-    __slots__ = ("buckets", "sum")
+    __slots__ = ("bounds", "buckets", "sum")
 
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(DELAY_BUCKETS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = DELAY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
-        self.buckets[bisect_left(DELAY_BUCKETS, value)] += 1
+        self.buckets[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def copy(self) -> Histogram:
-        twin = Histogram()
+        twin = Histogram(self.bounds)
         twin.buckets = self.buckets.copy()
         twin.sum = self.sum
         return twin
@@ -63,6 +71,7 @@ class LogCounters:
         self.rejects: Counts = defaultdict(int)  # mta, service, reason
         self.reject_stages: Counts = defaultdict(int)  # mta, service, stage
         self.auth_failures: Counts = defaultdict(int)  # mta, service
+        self.passdb_failures: Counts = defaultdict(int)  # mta, passdb, result
         self.logins: Counts = defaultdict(int)  # mta, service, mechanism
         self.disconnects: Counts = defaultdict(int)  # mta, service, reason
         self.tls_connections: Counts = defaultdict(int)  # mta, service, version, trust
@@ -70,10 +79,15 @@ class LogCounters:
         self.bounces: Counts = defaultdict(int)  # mta, kind
         self.frozen: Counts = defaultdict(int)  # mta
         self.problems: Counts = defaultdict(int)  # mta, service, severity
+        self.problem_classes: Counts = defaultdict(int)  # mta, severity, class
         self.filter_results: Counts = defaultdict(int)  # mta, verdict, action
         self.quarantined: Counts = defaultdict(int)  # mta
         self.sender_domains = TopDomains(top_domains)  # mta, domain
         self.recipient_domains = TopDomains(top_domains)  # mta, domain, status
+        self.refusals = TopDomains(top_domains)  # mta, domain, status, reason
+        self.refusal_codes: Counts = defaultdict(int)  # mta, code_class, enhanced_code
+        self.message_sizes: Shapes = defaultdict(lambda: Histogram(SIZE_BUCKETS))  # mta
+        self.message_recipients: Shapes = defaultdict(lambda: Histogram(RECIPIENT_BUCKETS))
         # Label values taken from log text, each bounded.
         self.programs = LabelGuard(100)
         self.services = LabelGuard(50)
@@ -90,3 +104,4 @@ class LogCounters:
         if keep != self.sender_domains.keep:
             self.sender_domains = TopDomains(keep)
             self.recipient_domains = TopDomains(keep)
+            self.refusals = TopDomains(keep)

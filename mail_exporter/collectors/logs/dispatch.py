@@ -27,6 +27,7 @@ from mail_exporter.collectors.logs.dovecot import DovecotParser
 from mail_exporter.collectors.logs.exim import EximParser
 from mail_exporter.collectors.logs.labels import MAX_NAME_CHARS
 from mail_exporter.collectors.logs.postfix import Handler, PostfixParser
+from mail_exporter.collectors.logs.replies import ReplyReasons
 from mail_exporter.collectors.logs.spam import SpamParser
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,22 @@ def _unknown(label: str, text: str) -> bool:
 class LineDispatcher:
     """Routes lines to the Postfix, Exim, Dovecot and content filter parsers."""
 
-    def __init__(self, counters: LogCounters, postfix_syslog_names: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        counters: LogCounters,
+        postfix_syslog_names: Iterable[str] = (),
+        replies: ReplyReasons | None = None,
+    ) -> None:
         self.counters = counters
-        self.postfix = PostfixParser(counters, postfix_syslog_names)
-        self.exim = EximParser(counters)
+        replies = replies or ReplyReasons()
+        self.postfix = PostfixParser(counters, postfix_syslog_names, replies=replies)
+        self.exim = EximParser(counters, replies)
         self.dovecot = DovecotParser(counters)
         self.spam = SpamParser(counters)
         self._programs: dict[str, tuple[str, Handler]] = {
             "dovecot": ("dovecot", self.dovecot.syslog),
+            "auth": ("dovecot", self.dovecot.auth_syslog),
+            "dovecot-auth": ("dovecot", self.dovecot.auth_syslog),
             "exim": ("exim", self.exim.syslog),
             "exim4": ("exim", self.exim.syslog),
             "rspamd": ("rspamd", self.spam.rspamd),

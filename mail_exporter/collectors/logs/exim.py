@@ -2,8 +2,12 @@
 
 Lines come from Exim's own log files (``format: exim``: ``2024-01-12 10:00:00 ...``,
 with or without the ``+millisec``, ``+tz`` and ``+pid`` selectors) or from syslog
-(``log_file_path = syslog``: program ``exim``/``exim4``). Message IDs of both forms
-(``1rOHxx-000abc-Ab`` and the longer one of Exim 4.97 and later) are recognised.
+(``log_file_path = syslog``: program ``exim``/``exim4``), where Exim keeps its own
+timestamp at the start of the message unless ``syslog_timestamp = false``: it is cut
+off there too. Message IDs of both forms (``1rOHxx-000abc-Ab`` and the longer one of
+Exim 4.97 and later) are recognised. Through syslog Exim sends a reject to both of its
+logs, main and reject, as two identical lines (``syslog_duplication = false`` stops
+that); nothing in the line tells them apart, so such a reject counts twice.
 
 Exim writes each reject to the main log *and* the reject log; the reject log adds
 only the header dumps (recognised and ignored). Follow one of the two for rejects,
@@ -38,6 +42,12 @@ with TLS, ``esmtpa``/``esmtpsa`` authenticated, ``local-esmtp`` for ``-bs``, or 
 ``received_protocol`` sets; bounded like every service), ``other`` without ``P=``.
 A ``<=`` with ``R=`` is a bounce Exim made itself and is not a submission, as
 Postfix's bounce daemon queues its notices without smtpd or pickup.
+
+A ``==`` or ``**`` line that quotes the remote server (``SMTP error from remote mail
+server after RCPT TO:<...>: 550 5.1.1 ...``) is a refusal, classified by
+:mod:`.replies`. Each ``<=`` gives its ``S=`` to ``mail_message_size_bytes`` and, with
+``log_selector = +received_recipients``, the length of its ``for`` list to
+``mail_message_recipients`` (without it Exim logs no recipient count on that line).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ import re
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
+from mail_exporter.collectors.logs.replies import ReplyReasons
 
 MTA = "exim"
 SERVICE = "smtp"
@@ -62,7 +73,7 @@ NOISE = ("Completed", "*>", "SMTP error from", "Unfrozen", "Message is frozen", 
          "Envelope-from:", "Envelope-to:", "sender verify", "H=", "Warning:", "SMTP call",
          "SMTP protocol", "SMTP command timeout", "SMTP syntax error", "TLS error",
          "unexpected disconnection", "ident connection", "Connection from", "SIGHUP",
-         "recipient verify")  # fmt: skip
+         "recipient verify", "no MAIL in SMTP connection")  # fmt: skip
 TLS_VERSIONS = {
     name: tls_version(openssl)
     for openssl, names in (
@@ -74,6 +85,7 @@ TLS_VERSIONS = {
 }  # fmt: skip
 """Exim's protocol names (GnuTLS's, OpenSSL's without the ``v``, older builds' OpenSSL
 ones) → the label of OpenSSL's name, which Postfix logs, so both MTAs share the values."""
+REMOTE_ERROR = "SMTP error from remote mail server after "
 INBOUND_TRUST = {"yes": "trusted", "no": "untrusted"}
 OUTBOUND_TRUST = {"yes": "verified", "dane": "verified", "no": "untrusted"}
 
@@ -112,8 +124,9 @@ def continued_connection(text: str, tls_field: int) -> bool:
 
 
 class EximParser:
-    def __init__(self, counters: LogCounters) -> None:
+    def __init__(self, counters: LogCounters, replies: ReplyReasons | None = None) -> None:
         self.c = counters
+        self.replies = replies or ReplyReasons()
 
     def file_line(self, line: str) -> bool:
         """A line of Exim's own log file: timestamp first."""
@@ -121,7 +134,7 @@ class EximParser:
         return self.message(line[stamp.end() :] if stamp else line)
 
     def syslog(self, service: str, text: str) -> bool:
-        return self.message(text)
+        return self.file_line(text)
 
     def message(self, text: str) -> bool:
         found = MESSAGE_ID.match(text)
@@ -137,14 +150,18 @@ class EximParser:
             c.sender_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]))
             self.submitted(text)
             self.tls_received(text)
+            self.observe_shape(text)
             return True
         status = FLAGS.get(flag)
         if status is not None and text[2:3] == " ":
             transport = c.services(field(text, "T") or "none")
             c.deliveries[(MTA, transport, status)] += 1
-            c.recipient_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]), status)
+            domain = address_domain(text[3 : text.find(" ", 3)])
+            c.recipient_domains.add(MTA, domain, status)
             if flag == "=>":
                 self.tls_delivered(transport, text)
+            elif status != "sent":
+                self.refusal(domain, status, text)
             return True
         if text.startswith("Frozen"):
             c.frozen[(MTA,)] += 1
@@ -160,6 +177,31 @@ class EximParser:
         fields = text[:end] if end >= 0 else text
         if field(fields, "R") is None:
             self.c.submitted[(MTA, self.c.services(field(fields, "P") or OTHER))] += 1
+
+    def observe_shape(self, text: str) -> None:
+        """``<= a@b ... S=2048 id=... T="subject" for c@d e@f``: the size, and the number of
+        recipients when ``+received_recipients`` logs them (the last `` for `` after the
+        subject's closing quote)."""
+        size = field(text, "S")
+        if size is None or not size.isdigit():
+            return
+        self.c.message_sizes[(MTA,)].observe(float(size))
+        recipients = text.rfind(" for ")
+        if recipients > text.rfind('"'):
+            self.c.message_recipients[(MTA,)].observe(float(text.count(" ", recipients + 4)))
+
+    def refusal(self, domain: str, status: str, text: str) -> None:
+        """``== c@d R=r T=t defer (-44) H=mx [ip]: SMTP error from remote mail server after
+        RCPT TO:<c@d>: 451 4.7.1 text``: the reply's classes (see :mod:`.replies`)."""
+        start = text.find(REMOTE_ERROR)
+        if start < 0:
+            return
+        reply = text.find(": ", start + len(REMOTE_ERROR))
+        if reply < 0:
+            return
+        code_class, code, reason = self.replies.classify(text[reply + 2 :])
+        self.c.refusal_codes[(MTA, code_class, code)] += 1
+        self.c.refusals.add(MTA, domain, status, reason)
 
     def tls_received(self, text: str) -> None:
         """``<= a@b H=mx [192.0.2.1] P=esmtps X=TLS1.3:...:256 CV=no DN="..." S=2048 id=...``.

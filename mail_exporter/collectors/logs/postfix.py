@@ -40,13 +40,27 @@ Decisions an admin would expect:
   through another smtpd counts again under that service, as qmgr counts it again.
 * ``delays=a/b/c/d`` feed ``mail_delivery_delay_seconds`` one stage each, for final
   statuses only (sent, bounced): a deferral's delays describe an attempt, not a delivery.
-* ``status=expired`` comes from qmgr (transport ``qmgr``); ``SOFTBOUNCE`` (soft_bounce=yes)
-  is a deferral; address verification probes (``deliverable``/``undeliverable``) are
-  not deliveries and are not counted.
+* ``status=expired`` comes from qmgr (transport ``qmgr``), and so does
+  ``status=force-expired`` (``postsuper -e`` then the next delivery attempt): both are
+  the status ``expired``, and neither is a message received, although the line starts
+  with ``from=<`` like qmgr's arrival line. ``SOFTBOUNCE`` (soft_bounce=yes) is a
+  deferral; address verification probes (``deliverable``/``undeliverable``) are not
+  deliveries and are not counted.
+* A deferral or bounce that quotes the remote server (``host mx[ip] said: 550 5.7.1
+  ...``) counts in ``mail_delivery_refusals_total`` and ``..._refusal_codes_total`` as
+  :mod:`.replies` classifies the reply; one without (``connect to ...: Connection
+  refused``) is no refusal. qmgr's first ``from=`` of a queue ID gives the message's
+  ``size=`` and ``nrcpt=`` to ``mail_message_size_bytes`` and
+  ``mail_message_recipients``.
 * Rejects are counted at every stage smtpd (and postscreen, and cleanup's header/body
   checks and milters) logs them; ``reject_warning`` (warn_if_reject) is not a reject.
 * ``warning:``/``error:``/``fatal:``/``panic:`` lines count by severity, except SASL
-  failures, which are ``mail_auth_failures_total``.
+  failures, which are ``mail_auth_failures_total``, and again by severity and class
+  (``mail_log_problem_classes_total``): the class is the first of
+  :data:`PROBLEM_CLASSES` whose text the line contains, ``other`` if none, so the label
+  has a fixed set of values whatever the line says. A daemon's ``table hash:... has
+  changed -- restarting`` (a lookup table was rebuilt; logged without a severity)
+  counts there too, as severity ``info``, class ``table_changed``.
 
 Lines a handler recognises count as parsed even when they carry nothing to count
 (``disconnect from``, ``message-id=``); anything else is unsupported, so the coverage
@@ -61,6 +75,7 @@ from collections.abc import Callable, Iterable
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
+from mail_exporter.collectors.logs.replies import ReplyReasons
 
 MTA = "postfix"
 MAX_QUEUED_IDS = 200_000
@@ -80,6 +95,25 @@ QUIET_DAEMONS = frozenset(
 )  # fmt: skip
 """Daemons whose lines carry nothing counted here but warnings (statistics, start, stop)."""
 SEVERITIES = ("warning", "error", "fatal", "panic")
+PROBLEM_CLASSES = (
+    ("main.cf", "config"), ("master.cf", "config"), ("parameter", "config"),
+    ("is unavailable", "table_unavailable"), ("lookup error", "table_unavailable"),
+    ("open database", "table_unavailable"), ("is older than source file", "table_stale"),
+    ("SASL", "sasl"), ("milter", "milter"), ("TLS", "tls"), ("SSL", "tls"),
+    ("certificate", "tls"), ("does not resolve to address", "dns"),
+    ("address not listed for hostname", "dns"), ("malformed domain name", "dns"),
+    ("DNS", "dns"), ("Name service error", "dns"), ("host not found", "dns"),
+    ("No space left", "resource"), ("out of memory", "resource"),
+    ("Too many open files", "resource"), ("file size limit", "resource"),
+    ("not enough free space", "resource"), ("exit status", "process"),
+    ("killed by signal", "process"), ("throttling", "process"),
+    ("premature end-of-input", "process"), ("connect to ", "service_unreachable"),
+    ("queue file", "queue_file"), ("corrupt", "queue_file"),
+    ("non-SMTP command", "protocol"), ("Illegal address syntax", "protocol"),
+    ("address syntax", "protocol"), ("pipelining", "protocol"),
+)  # fmt: skip
+"""(substring of a problem line, class): the first match wins; any other line is ``other``."""
+TABLE_CHANGED = " has changed -- restarting"
 SMTPD_NOISE = (
     "disconnect from ", "improper command pipelining", "too many errors",
     "SSL_accept error", "TLS library problem", "setting up TLS", "NOQUEUE: reject_warning",
@@ -122,6 +156,14 @@ def address_domain(text: str, start: int) -> str:
     return text[at + 1 : end].lower() if at >= 0 else "none"
 
 
+def problem_class(text: str) -> str:
+    """The class of a ``warning:``/``fatal:``/... line (see :data:`PROBLEM_CLASSES`)."""
+    for needle, label in PROBLEM_CLASSES:
+        if needle in text:
+            return label
+    return OTHER
+
+
 class PostfixParser:
     """Handlers for Postfix's daemons, counting into one :class:`LogCounters`."""
 
@@ -130,8 +172,10 @@ class PostfixParser:
         counters: LogCounters,
         syslog_names: Iterable[str] = (),
         max_queued_ids: int = MAX_QUEUED_IDS,
+        replies: ReplyReasons | None = None,
     ) -> None:
         self.c = counters
+        self.replies = replies or ReplyReasons()
         self._named_prefixes = tuple(f"{name}/" for name in syslog_names)
         self.queued: OrderedDict[str, None] = OrderedDict()  # qmgr's, least recently seen first
         self.max_queued_ids = max_queued_ids
@@ -169,11 +213,16 @@ class PostfixParser:
     # --- shared ------------------------------------------------------------------------
 
     def problem(self, service: str, text: str) -> bool:
-        """A ``warning:``/``error:``/... line: counted by severity. False for anything else."""
+        """A ``warning:``/``error:``/... line: counted by severity and class; a changed
+        lookup table's restart by class. False for anything else."""
         severity = text[: text.find(":")]
         if severity not in SEVERITIES:
+            if text.startswith("table ") and text.endswith(TABLE_CHANGED):
+                self.c.problem_classes[(MTA, "info", "table_changed")] += 1
+                return True
             return False
         self.c.problems[(MTA, service, severity)] += 1
+        self.c.problem_classes[(MTA, severity, problem_class(text))] += 1
         return True
 
     def quiet(self, service: str, text: str) -> bool:
@@ -273,16 +322,31 @@ class PostfixParser:
         colon = text.find(": ")
         if text.startswith("from=<", colon + 2):
             queue_id = text[:colon]
-            if ", status=expired" in text:
+            if text.startswith(", status=", text.find(">", colon + 8) + 1):
+                # expired or force-expired: the message leaves the queue, none arrives
                 self.c.deliveries[(MTA, service, "expired")] += 1
             elif self._first_sight(queue_id):
                 self.c.received[(MTA,)] += 1
                 self.c.sender_domains.add(MTA, address_domain(text, colon + 8))
+                self.observe_shape(text)
             return True
         if text.startswith("removed", colon + 2):
             self.queued.pop(text[:colon], None)
             return True
         return self.queue_lines(service, text)
+
+    def observe_shape(self, text: str) -> None:
+        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``: size and recipient count."""
+        size = text.find(", size=")
+        nrcpt = text.find(", nrcpt=", size)
+        if size < 0 or nrcpt < 0:
+            return
+        end = text.find(" ", nrcpt + 8)
+        size_text = text[size + 7 : nrcpt]
+        nrcpt_text = text[nrcpt + 8 : end] if end >= 0 else text[nrcpt + 8 :]
+        if size_text.isdigit() and nrcpt_text.isdigit():
+            self.c.message_sizes[(MTA,)].observe(float(size_text))
+            self.c.message_recipients[(MTA,)].observe(float(nrcpt_text))
 
     def _first_sight(self, queue_id: str) -> bool:
         """Whether qmgr's ``from=`` is new for ``queue_id``; remember it (see the docstring)."""
@@ -313,11 +377,33 @@ class PostfixParser:
             dsn_class = text[dsn + 6]
             c.dsn_classes[(MTA, transport, dsn_class if dsn_class in "245" else OTHER)] += 1
         to = text.find("to=<")
+        domain = address_domain(text, to + 4) if to >= 0 else "none"
         if to >= 0:
-            c.recipient_domains.add(MTA, address_domain(text, to + 4), status)
+            c.recipient_domains.add(MTA, domain, status)
         if status in FINAL_STATUSES:
             self.observe_delays(transport, text, at)
+        if status != "sent":
+            self.refusal(domain, status, text, at)
         return True
+
+    def refusal(self, domain: str, status: str, text: str, start: int) -> None:
+        """``status=bounced (host mx[ip] said: 550 5.1.1 text (in reply to RCPT TO command))``
+        or ``(host mx[ip] refused to talk to me: 554 5.7.1 text)`` (the greeting): the
+        remote reply's classes (see :mod:`.replies`); a deferral without a reply (the
+        connection failed) is not a refusal."""
+        said = text.find(" said: ", start)
+        if said >= 0:
+            said += 7
+        else:
+            said = text.find(" refused to talk to me: ", start)
+            if said < 0:
+                return
+            said += 24
+        end = text.rfind(" (in reply to ")
+        reply = text[said:end] if end > said else text[said:-1]
+        code_class, code, reason = self.replies.classify(reply)
+        self.c.refusal_codes[(MTA, code_class, code)] += 1
+        self.c.refusals.add(MTA, domain, status, reason)
 
     def observe_delays(self, transport: str, text: str, before: int) -> None:
         start = text.rfind(", delays=", 0, before)

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from itertools import accumulate
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors.logs.counters import DELAY_BUCKETS, Histogram, Labels, LogCounters
+from mail_exporter.collectors.logs.counters import Histogram, Labels, LogCounters
 from mail_exporter.collectors.logs.follower import Follower
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute
 
@@ -47,6 +48,9 @@ COUNTERS: dict[str, MetricSpec] = {  # by the LogCounters attribute that counts 
         as_is),
     "auth_failures": MetricSpec("mail_auth_failures_total", "Failed SASL or mailbox logins.",
         "counter", ("mta", "service"), as_is),
+    "passdb_failures": MetricSpec("mail_auth_passdb_failures_total", "Failed logins as each "
+        "Dovecot passdb (and PAM) logged them, by result; one failed login can show in several "
+        "passdbs.", "counter", ("mta", "passdb", "result"), as_is),
     "logins": MetricSpec("mail_logins_total", "Successful SASL or mailbox logins, by mechanism.",
         "counter", ("mta", "service", "mechanism"), as_is),
     "disconnects": MetricSpec("mail_disconnects_total", "Dovecot sessions ended, by reason.",
@@ -62,10 +66,17 @@ COUNTERS: dict[str, MetricSpec] = {  # by the LogCounters attribute that counts 
         as_is),
     "problems": MetricSpec("mail_log_problems_total", "Log lines of severity warning, error, "
         "fatal or panic.", "counter", ("mta", "service", "severity"), as_is),
+    "problem_classes": MetricSpec("mail_log_problem_classes_total", "Log lines of severity "
+        "warning, error, fatal or panic by class of problem, and lookup table restarts (severity "
+        "info).", "counter", ("mta", "severity", "class"), as_is),
     "filter_results": MetricSpec("mail_content_filter_results_total", "Spam and malware filter "
         "verdicts, by what the filter did.", "counter", ("mta", "verdict", "action"), as_is),
     "quarantined": MetricSpec("mail_quarantined_total", "Messages a content filter put in "
         "quarantine.", "counter", ("mta",), as_is),
+    "refusal_codes": MetricSpec("mail_delivery_refusal_codes_total", "Deferred and bounced "
+        "deliveries with a remote reply, by the reply's code class and RFC 3463 enhanced status "
+        "code (known codes only, the rest as other).", "counter",
+        ("mta", "code_class", "enhanced_code"), as_is),
 }  # fmt: skip
 DOMAINS: dict[str, MetricSpec] = {
     "sender_domains": MetricSpec("mail_sender_domain_messages_total", "Messages received by "
@@ -74,21 +85,32 @@ DOMAINS: dict[str, MetricSpec] = {
     "recipient_domains": MetricSpec("mail_recipient_domain_deliveries_total", "Delivery attempts "
         "by recipient domain: the busiest domains, the rest as other.", "counter",
         ("mta", "domain", "status"), as_is),
+    "refusals": MetricSpec("mail_delivery_refusals_total", "Deferred and bounced deliveries with "
+        "a remote reply, by receiving domain (the busiest refusing domains, the rest as other) and "
+        "reason read from the reply.", "counter", ("mta", "domain", "status", "reason"), as_is),
 }  # fmt: skip
-DELAY_LABELS = ("mta", "transport", "stage")
-_BOUNDS = [*map(repr, DELAY_BUCKETS), "+Inf"]
+
+
+@cache
+def _bound_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    return (*map(repr, bounds), "+Inf")
 
 
 def _cumulative(histogram: Histogram) -> tuple[list[tuple[str, float]], float]:
-    counts = list(accumulate(histogram.buckets))
-    return [(bound, float(n)) for bound, n in zip(_BOUNDS, counts, strict=True)], histogram.sum
+    bounds, counts = _bound_labels(histogram.bounds), accumulate(histogram.buckets)
+    return [(bound, float(n)) for bound, n in zip(bounds, counts, strict=True)], histogram.sum
 
 
-DELAY = MetricSpec(
-    "mail_delivery_delay_seconds", "Delivery delay by stage of Postfix's delays=a/b/c/d (final "
-    "status only): before_queue_manager, queue_manager, connection_setup, transmission.",
-    "histogram", DELAY_LABELS, _cumulative,
-)  # fmt: skip
+HISTOGRAMS: dict[str, MetricSpec] = {
+    "delays": MetricSpec("mail_delivery_delay_seconds", "Delivery delay by stage of Postfix's "
+        "delays=a/b/c/d (final status only): before_queue_manager, queue_manager, "
+        "connection_setup, transmission.", "histogram", ("mta", "transport", "stage"), _cumulative),
+    "message_sizes": MetricSpec("mail_message_size_bytes", "Sizes of messages accepted into the "
+        "queue (Postfix: qmgr's size=; Exim: S=).", "histogram", ("mta",), _cumulative),
+    "message_recipients": MetricSpec("mail_message_recipients", "Recipients per message accepted "
+        "into the queue (Postfix: qmgr's nrcpt=; Exim: the for list of log_selector "
+        "+received_recipients).", "histogram", ("mta",), _cumulative),
+}  # fmt: skip
 LINES = MetricSpec(
     "mail_log_lines_total", "Log lines read: parsed (understood) or unsupported.", "counter",
     ("mta", "result"), as_is,
@@ -117,7 +139,7 @@ class Snapshot:
 
     counts: dict[str, dict[Labels, int]]
     lines: dict[Labels, int]
-    delays: dict[Labels, Histogram]
+    histograms: dict[str, dict[Labels, Histogram]]
 
     @classmethod
     def take(cls, counters: LogCounters) -> Snapshot:
@@ -125,8 +147,11 @@ class Snapshot:
             counts = {counted: dict(getattr(counters, counted)) for counted in COUNTERS}
             for counted in DOMAINS:
                 counts[counted] = getattr(counters, counted).snapshot()
-            delays = {key: histogram.copy() for key, histogram in counters.delays.items()}
-            return cls(counts, dict(counters.lines), delays)
+            histograms = {
+                kept: {key: value.copy() for key, value in getattr(counters, kept).items()}
+                for kept in HISTOGRAMS
+            }
+            return cls(counts, dict(counters.lines), histograms)
 
 
 def line_families(lines: Mapping[Labels, int]) -> list[Metric]:
@@ -150,6 +175,7 @@ def source_families(followers: Sequence[Follower]) -> list[Metric]:
 def families(snapshot: Snapshot, followers: Sequence[Follower]) -> Iterable[Metric]:
     for counted, spec in (*COUNTERS.items(), *DOMAINS.items()):
         yield spec.family(sorted(snapshot.counts[counted].items()))
-    yield DELAY.family(sorted(snapshot.delays.items()))
+    for kept, spec in HISTOGRAMS.items():
+        yield spec.family(sorted(snapshot.histograms[kept].items()))
     yield from line_families(snapshot.lines)
     yield from source_families(followers)
