@@ -92,7 +92,7 @@ def scenario(name: str, settings: Config, runs: int) -> list[tuple[str, ...]]:
         section = settings.collectors.section(collector)
         cpu, wall = cost(draining(COLLECTORS[collector].build(section, None)), runs)
         rows.append((name, collector, *figures(cpu, wall)))
-    collectors = CollectorSet(settings, {})
+    collectors = CollectorSet(settings.collectors, {})
     try:
         cpu, wall = cost(full_scrape(collectors), runs)
     finally:

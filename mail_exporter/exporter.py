@@ -71,7 +71,7 @@ class Exporter:
         # What the listening socket is given once; reloads change what it wraps with.
         self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
         self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
-        self.collectors = CollectorSet(self.config, collector_flags)
+        self.collectors = CollectorSet(self.config.collectors, collector_flags)
         self.scheduler = Scheduler()
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
@@ -111,7 +111,7 @@ class Exporter:
                 logger.exception("reload failed, keeping the running config")
                 source = str(self.config_path or "built-in default")
                 raise ConfigError(source, [f"unexpected error while reading: {error!r}"]) from error
-            await asyncio.to_thread(self.collectors.apply, config)
+            await asyncio.to_thread(self.collectors.apply, config.collectors)
             self._apply(config, web_config)
 
     def _read_configs(self) -> tuple[Config, WebConfig]:

@@ -355,7 +355,7 @@ class WebLimits:
     def _plan(self, config: Config) -> DescriptorBudget:
         return descriptor_budget(
             config,
-            enabled_collectors(config, self._exporter.collector_flags),
+            enabled_collectors(config.collectors, self._exporter.collector_flags),
             self._open_files,
             len(self._listening),
             self._max_connections,

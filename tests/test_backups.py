@@ -170,7 +170,9 @@ def scrape_in_set(
         "backups": [{"name": "tree", "path": str(path)}],
     }
     before = set(threading.enumerate())
-    collector_set = CollectorSet(Config.model_validate({"collectors": {"backups": section}}), {})
+    collector_set = CollectorSet(
+        Config.model_validate({"collectors": {"backups": section}}).collectors, {}
+    )
     try:
         found = scrape(collector_set.collect())
     finally:

@@ -26,7 +26,7 @@ from mail_exporter.collectors.base import (
     register_collector,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.collectors import CollectorSection, CollectorSections
 from tests.served import Reply, Served, get, served_exporter
 
 
@@ -116,14 +116,16 @@ def test_a_section_whose_collector_is_not_registered_is_a_config_error(tmp_path:
 @pytest.mark.usefixtures("registered")
 def test_flags_win_over_config() -> None:
     config = Config()
-    assert enabled_collectors(config, {}) == []
-    assert enabled_collectors(config, {"working": True}) == ["working"]
-    assert enabled_collectors(config, {"working": True, "broken": False}) == ["working"]
+    assert enabled_collectors(config.collectors, {}) == []
+    assert enabled_collectors(config.collectors, {"working": True}) == ["working"]
+    assert enabled_collectors(config.collectors, {"working": True, "broken": False}) == ["working"]
 
 
 @pytest.mark.usefixtures("registered")
 def test_failures_and_hangs_are_contained(caplog: pytest.LogCaptureFixture) -> None:
-    collector_set = CollectorSet(Config(), {"working": True, "broken": True, "hanging": True})
+    collector_set = CollectorSet(
+        Config().collectors, {"working": True, "broken": True, "hanging": True}
+    )
     collector_set.timeouts["hanging"] = 0.2
     try:
         first = samples(collector_set.collect())
@@ -157,7 +159,7 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
         lambda section, previous: _Queue("postfix")
     )
     register_collector("second", "test", CollectorSection)(lambda section, previous: _Queue("exim"))
-    collector_set = CollectorSet(Config(), {"first": True, "second": True})
+    collector_set = CollectorSet(Config().collectors, {"first": True, "second": True})
     try:
         families = [f for f in collector_set.collect() if f.name == "mail_queue_messages"]
     finally:
@@ -169,7 +171,7 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.usefixtures("registered")
 def test_each_collector_reports_its_own_duration(release: threading.Event) -> None:
     """The hanging collector comes first: an instant one read after it is not charged its wait."""
-    collector_set = CollectorSet(Config(), {"hanging": True, "working": True})
+    collector_set = CollectorSet(Config().collectors, {"hanging": True, "working": True})
     collector_set.timeouts["hanging"] = 0.2
     try:
         first = samples(collector_set.collect())
@@ -222,14 +224,14 @@ def stateful_collectors(collector_set: CollectorSet) -> dict[str, StatefulCollec
     return found
 
 
-def sections(backups: str, sensors: bool, services: bool = True) -> Config:
+def sections(backups: str, sensors: bool, services: bool = True) -> CollectorSections:
     return Config.model_validate({
         "collectors": {
             "backups": {"enabled": True, "backups": [{"name": backups, "path": "/var/backups/*"}]},
             "sensors": {"enabled": sensors},
             "services": {"enabled": services},
         }
-    })  # fmt: skip
+    }).collectors  # fmt: skip
 
 
 @pytest.mark.usefixtures("stateful")
@@ -277,7 +279,7 @@ class _Slow:
 def test_concurrent_scrapes_share_one_collection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "COLLECTORS", {})
     register_collector("slow", "test", CollectorSection)(lambda section, previous: _Slow())
-    collector_set = CollectorSet(Config(), {"slow": True})
+    collector_set = CollectorSet(Config().collectors, {"slow": True})
     results: list[dict[tuple[str, str], float]] = []
     start = threading.Barrier(2)
 

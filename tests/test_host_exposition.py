@@ -64,7 +64,7 @@ def test_all_five_pass_promtool(tmp_path: Path) -> None:
             ]},
         }
     })  # fmt: skip
-    collectors = CollectorSet(config, {})
+    collectors = CollectorSet(config.collectors, {})
     collectors.collectors["sensors"] = SensorsCollector(recorded)  # this machine has none
     try:
         families = list(collectors.collect())

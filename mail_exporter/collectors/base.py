@@ -56,15 +56,12 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.core import Metric
 
-from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.collectors import CollectorSection, CollectorSections
 from mail_exporter.metric_spec import MetricSpec, as_is
-
-if TYPE_CHECKING:
-    from mail_exporter.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +125,14 @@ def register_collector(
     return register
 
 
-def enabled_collectors(config: Config, flags: Mapping[str, bool | None]) -> list[str]:
+def enabled_collectors(
+    configured: CollectorSections, flags: Mapping[str, bool | None]
+) -> list[str]:
     """Names to run: the command-line flag where one was given, else the section's ``enabled``."""
     names = []
     for name in sorted(COLLECTORS):  # scrapes report them by name, as the flags list them
         flag = flags.get(name)
-        if flag if flag is not None else config.collectors.section(name).enabled:
+        if flag if flag is not None else configured.section(name).enabled:
             names.append(name)
     return names
 
@@ -188,7 +187,7 @@ class _Collection:
 class CollectorSet:
     """The enabled collectors of one config, and the collections of each in flight."""
 
-    def __init__(self, config: Config, flags: Mapping[str, bool | None]) -> None:
+    def __init__(self, configured: CollectorSections, flags: Mapping[str, bool | None]) -> None:
         self.flags = flags
         self.collectors: dict[str, Collector] = {}
         self.timeouts: dict[str, float] = {}
@@ -199,12 +198,13 @@ class CollectorSet:
         # Kept across reloads, so a rebuilt collector whose source hangs stays one thread.
         self._running: dict[str, _Collection] = {}
         self._failures: dict[str, str] = {}
-        self.apply(config)
+        self.apply(configured)
 
-    def apply(self, config: Config) -> None:
-        """Switch to ``config``'s collectors, keeping those whose section is unchanged."""
-        names = enabled_collectors(config, self.flags)
-        sections = {name: config.collectors.section(name) for name in names}
+    def apply(self, configured: CollectorSections) -> None:
+        """Switch to the collectors a config's ``collectors`` section switches on, keeping
+        those whose own section is unchanged."""
+        names = enabled_collectors(configured, self.flags)
+        sections = {name: configured.section(name) for name in names}
         kept = {
             name: self.collectors[name]
             for name in names
