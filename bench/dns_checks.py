@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bench.harness import machine_line, median, print_table
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from tests.realservers.dns import INSTALL_HINT, Dnsmasq, Zones
 
 DOMAINS = 100

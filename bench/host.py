@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from bench.harness import Children, machine_line, median, percentile, print_table
-from mail_exporter.collectors import COLLECTORS, Collector, CollectorSet
+from mail_exporter.collectors.base import COLLECTORS, Collector, CollectorSet
 from mail_exporter.config import Config
 
 COLLECTED = ("host", "sensors", "services", "backups")
@@ -89,9 +89,10 @@ def full_scrape(collectors: CollectorSet) -> Callable[[], bytes]:
 def scenario(name: str, settings: Config, runs: int) -> list[tuple[str, ...]]:
     rows = []
     for collector in COLLECTED:
-        cpu, wall = cost(draining(COLLECTORS[collector].factory(settings)), runs)
+        section = settings.collectors.section(collector)
+        cpu, wall = cost(draining(COLLECTORS[collector].build(section, None)), runs)
         rows.append((name, collector, *figures(cpu, wall)))
-    collectors = CollectorSet(settings, {})
+    collectors = CollectorSet(settings.collectors, {})
     try:
         cpu, wall = cost(full_scrape(collectors), runs)
     finally:

@@ -31,8 +31,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Children, machine_line, median, print_table
-from mail_exporter.collectors.postfix_queue import PostfixQueueCollector
-from mail_exporter.config.collectors import PostfixQueueConfig
+from mail_exporter.collectors.postfix_queue import PostfixQueueCollector, PostfixQueueConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import create_pki
 from tests.realservers.postfix import Postfix

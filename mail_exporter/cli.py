@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from mail_exporter import __version__
 from mail_exporter.basic_auth import hash_password
-from mail_exporter.collectors import COLLECTORS
+from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config import ConfigError, load_config
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
 from mail_exporter.config.validation import describe_error

@@ -6,7 +6,7 @@ first; if anything is wrong in either, both running ones stay and
 ``mail_exporter_config_last_reload_successful`` drops to 0; an unexpected error while
 reading them is such a failure too, never a 500 that leaves the gauge at 1. A reload
 that succeeds keeps each collector whose section is unchanged (see
-:mod:`mail_exporter.collectors`), so their caches and log positions are not thrown away,
+:mod:`mail_exporter.collectors.base`), so their caches and log positions are not thrown away,
 each target and round-trip route that is unchanged with its work in flight and its
 schedule (see :mod:`mail_exporter.scheduler`, :mod:`mail_exporter.roundtrip.runner`),
 and the passwords basic auth verified while their hashes are unchanged (see
@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mail_exporter import __version__
-from mail_exporter.collectors import CollectorSet
+from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config import Config, ConfigError, default_config, load_config
 from mail_exporter.logs import redact
 from mail_exporter.roundtrip.runner import RoundTripRunner
@@ -71,7 +71,7 @@ class Exporter:
         # What the listening socket is given once; reloads change what it wraps with.
         self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
         self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
-        self.collectors = CollectorSet(self.config, collector_flags)
+        self.collectors = CollectorSet(self.config.collectors, collector_flags)
         self.scheduler = Scheduler()
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
@@ -111,7 +111,7 @@ class Exporter:
                 logger.exception("reload failed, keeping the running config")
                 source = str(self.config_path or "built-in default")
                 raise ConfigError(source, [f"unexpected error while reading: {error!r}"]) from error
-            await asyncio.to_thread(self.collectors.apply, config)
+            await asyncio.to_thread(self.collectors.apply, config.collectors)
             self._apply(config, web_config)
 
     def _read_configs(self) -> tuple[Config, WebConfig]:

@@ -9,6 +9,8 @@ than the probe result it counts. Used for the scheduled probes'
 
 from __future__ import annotations
 
+from mail_exporter.metric_spec import MetricSpec
+
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                                       10.0, 30.0, 60.0)  # fmt: skip
 """The buckets of ``mail_probe_latency_seconds``."""
@@ -38,3 +40,10 @@ class LatencyHistogram:
         counts, count = self.counts, self.count
         pairs = [(repr(bound), float(n)) for bound, n in zip(self.bounds, counts, strict=True)]
         return [*pairs, ("+Inf", float(max(count, counts[-1])))]
+
+
+LATENCY = MetricSpec(
+    "mail_probe_latency_seconds", "Durations of all scheduled probes.", "histogram", (),
+    lambda histogram: (histogram.buckets(), histogram.total),
+)  # fmt: skip
+"""Its labels follow the scheduled probes' own (see :mod:`mail_exporter.metrics`)."""

@@ -1,10 +1,11 @@
-"""Every metric name the probes export, and the one place results become metric families.
+"""Every metric the probes export, declared once, and their families.
 
-Scheduled probes and ``/probe`` share :class:`ProbeFamilies`; scheduled ones
-carry ``target`` and ``module`` labels on top of ``protocol``.  Counters and the
-latency histogram (:mod:`mail_exporter.latency`) of scheduled probes are kept in
-plain structures by the scheduler and only rendered here, at scrape time. The round
-trips' families are :mod:`mail_exporter.roundtrip.families`.
+Scheduled probes and ``/probe`` share :func:`probe_families`; scheduled ones carry
+``target`` and ``module`` labels on top of ``protocol``. Counters and the latency
+histogram (:mod:`mail_exporter.latency`) of scheduled probes are kept in plain
+structures by the scheduler and only rendered from these declarations (when a result
+arrives: see :mod:`.scheduler`). The round trips' families are
+:mod:`mail_exporter.roundtrip.families`.
 
 Sample output of one scheduled STARTTLS probe::
 
@@ -16,119 +17,117 @@ Sample output of one scheduled STARTTLS probe::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
+from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
 from mail_exporter.probes.result import FailureReason, ProbeResult
-from mail_exporter.tls_facts import tls_version_label
+from mail_exporter.tls_facts import TLSFacts, tls_version_label
 
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
 
 
-class ProbeFamilies:
-    """Metric families for a set of probe results sharing one label schema."""
-
-    def __init__(self, label_names: Sequence[str], keep_empty: bool = False) -> None:
-        names = list(label_names)
-        self._keep_empty = keep_empty
-        self._families: list[Metric] = []
-
-        def gauge(name: str, documentation: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
-            family = GaugeMetricFamily(name, documentation, labels=[*names, *extra])
-            self._families.append(family)
-            return family
-
-        self.success = gauge("mail_probe_success", "1 if the last probe passed every step.")
-        self.duration = gauge("mail_probe_duration_seconds", "Wall time of the last probe.")
-        self.phase = gauge(
-            "mail_probe_phase_duration_seconds",
-            "Time the last probe spent in each phase.",
-            ["phase"],
-        )
-        self.failure_info = gauge(
-            "mail_probe_failure_info",
-            "Present with value 1 while the last probe failed: the phase it stopped in and why.",
-            ["phase", "reason"],
-        )
-        self.last_success = gauge(
-            "mail_probe_last_success_timestamp_seconds", "When a probe last passed every step."
-        )
-        self.starttls_offered = gauge(
-            "mail_probe_starttls_offered",
-            "1 if the server offered STARTTLS/STLS on the plaintext session.",
-        )
-        self.plaintext_auth = gauge(
-            "mail_probe_plaintext_auth_offered",
-            "1 if the server advertised login on an unencrypted channel.",
-        )
-        self.cert_expiry = gauge(
-            "mail_tls_cert_expiry_timestamp_seconds",
-            "Earliest NotAfter in the presented chain, exported even when verification fails.",
-        )
-        self.cert_not_before = gauge(
-            "mail_tls_cert_not_before_timestamp_seconds", "NotBefore of the leaf certificate."
-        )
-        self.cert_verified = gauge(
-            "mail_tls_cert_verified", "1 if the chain and host name verified."
-        )
-        self.tls_version = gauge(
-            "mail_tls_version_info", "TLS version of the session.", ["version"]
-        )
-        self.tls_cipher = gauge("mail_tls_cipher_info", "Cipher suite of the session.", ["cipher"])
-        self.failures = CounterMetricFamily(
-            "mail_probe_failures", "Failed probes by reason.", labels=[*names, "reason"]
-        )
-        self._families.append(self.failures)
-
-    def add(
-        self,
-        labels: Sequence[str],
-        result: ProbeResult,
-        failures: Mapping[str, float],
-        last_success: float | None,
-    ) -> None:
-        """Add one target's latest result, its failure counts and its last success time."""
-        values = list(labels)
-        self.success.add_metric(values, 1.0 if result.success else 0.0)
-        self.duration.add_metric(values, result.duration_seconds)
-        for phase, seconds in result.phases.items():
-            self.phase.add_metric([*values, phase.value], seconds)
-        if result.failure is not None:
-            failure = result.failure
-            self.failure_info.add_metric([*values, failure.phase.value, failure.reason.value], 1.0)
-        if last_success is not None:
-            self.last_success.add_metric(values, last_success)
-        if result.starttls_offered is not None:
-            self.starttls_offered.add_metric(values, float(result.starttls_offered))
-        if result.plaintext_auth_offered is not None:
-            self.plaintext_auth.add_metric(values, float(result.plaintext_auth_offered))
-        for reason in FAILURE_REASONS:
-            self.failures.add_metric([*values, reason], failures.get(reason, 0.0))
-        self._add_tls(values, result)
-
-    def _add_tls(self, values: list[str], result: ProbeResult) -> None:
-        facts = result.tls
-        if facts is None:
-            return
-        if facts.earliest_not_after is not None:
-            self.cert_expiry.add_metric(values, facts.earliest_not_after)
-        if facts.leaf_not_before is not None:
-            self.cert_not_before.add_metric(values, facts.leaf_not_before)
-        self.cert_verified.add_metric(values, 1.0 if facts.verified else 0.0)
-        self.tls_version.add_metric([*values, tls_version_label(facts.version)], 1.0)
-        self.tls_cipher.add_metric([*values, facts.cipher], 1.0)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return (family for family in self._families if family.samples or self._keep_empty)
+def _tls(read: Callable[[TLSFacts], float | bool | None]) -> Callable[[ProbeResult], Reading]:
+    """Reads a TLS fact of a result; none without a TLS session."""
+    return lambda result: None if result.tls is None else read(result.tls)
 
 
-def latency_family(label_names: Sequence[str]) -> HistogramMetricFamily:
-    return HistogramMetricFamily(
-        "mail_probe_latency_seconds", "Durations of all scheduled probes.", labels=list(label_names)
-    )
+# Their labels follow the probe's own: target, module, protocol when scheduled; protocol
+# for /probe. Those of one value per probe read it from the ProbeResult.
+SUCCESS = MetricSpec(
+    "mail_probe_success", "1 if the last probe passed every step.", "gauge", (),
+    lambda result: result.success,
+)  # fmt: skip
+DURATION = MetricSpec(
+    "mail_probe_duration_seconds", "Wall time of the last probe.", "gauge", (),
+    lambda result: result.duration_seconds,
+)  # fmt: skip
+PHASE_DURATION = MetricSpec(
+    "mail_probe_phase_duration_seconds", "Time the last probe spent in each phase.", "gauge",
+    ("phase",), as_is,
+)  # fmt: skip
+FAILURE_INFO = MetricSpec(
+    "mail_probe_failure_info", "Present with value 1 while the last probe failed: the phase it "
+    "stopped in and why.", "gauge", ("phase", "reason"), as_is,
+)  # fmt: skip
+LAST_SUCCESS = MetricSpec(
+    "mail_probe_last_success_timestamp_seconds", "When a probe last passed every step.", "gauge",
+    (), as_is,
+)  # fmt: skip
+STARTTLS_OFFERED = MetricSpec(
+    "mail_probe_starttls_offered", "1 if the server offered STARTTLS/STLS on the plaintext "
+    "session.", "gauge", (), lambda result: result.starttls_offered,
+)  # fmt: skip
+PLAINTEXT_AUTH_OFFERED = MetricSpec(
+    "mail_probe_plaintext_auth_offered", "1 if the server advertised login on an unencrypted "
+    "channel.", "gauge", (), lambda result: result.plaintext_auth_offered,
+)  # fmt: skip
+CERT_EXPIRY = MetricSpec(
+    "mail_tls_cert_expiry_timestamp_seconds", "Earliest NotAfter in the presented chain, exported "
+    "even when verification fails.", "gauge", (), _tls(lambda facts: facts.earliest_not_after),
+)  # fmt: skip
+CERT_NOT_BEFORE = MetricSpec(
+    "mail_tls_cert_not_before_timestamp_seconds", "NotBefore of the leaf certificate.", "gauge",
+    (), _tls(lambda facts: facts.leaf_not_before),
+)  # fmt: skip
+CERT_VERIFIED = MetricSpec(
+    "mail_tls_cert_verified", "1 if the chain and host name verified.", "gauge", (),
+    _tls(lambda facts: facts.verified),
+)  # fmt: skip
+TLS_VERSION = MetricSpec(
+    "mail_tls_version_info", "TLS version of the session.", "gauge", ("version",), as_is,
+)  # fmt: skip
+TLS_CIPHER = MetricSpec(
+    "mail_tls_cipher_info", "Cipher suite of the session.", "gauge", ("cipher",), as_is,
+)  # fmt: skip
+FAILURES = MetricSpec(
+    "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is,
+)  # fmt: skip
+PROBE_METRICS = (
+    SUCCESS,
+    DURATION,
+    PHASE_DURATION,
+    FAILURE_INFO,
+    LAST_SUCCESS,
+    STARTTLS_OFFERED,
+    PLAINTEXT_AUTH_OFFERED,
+    CERT_EXPIRY,
+    CERT_NOT_BEFORE,
+    CERT_VERIFIED,
+    TLS_VERSION,
+    TLS_CIPHER,
+    FAILURES,
+)
+
+
+def probe_families(
+    names: tuple[str, ...],
+    labels: Sequence[str],
+    result: ProbeResult,
+    failures: Mapping[str, float],
+    last_success: float | None,
+) -> list[Family]:
+    """Every probe family (those without samples too) of one target's latest result, its
+    failure counts and its last success time, under the label names ``names``."""
+    target = tuple(labels)
+    tls, failure = result.tls, result.failure
+    one: list[Row] = [(target, result)]
+    rows: dict[str, Iterable[Row]] = {  # by name: a spec's hash costs more than the rest
+        PHASE_DURATION.name: [((*target, p.value), s) for p, s in result.phases.items()],
+        FAILURE_INFO.name: (
+            [((*target, failure.phase.value, failure.reason.value), 1.0)] if failure else []
+        ),
+        LAST_SUCCESS.name: [(target, last_success)],
+        TLS_VERSION.name: [((*target, tls_version_label(tls.version)), 1.0)] if tls else [],
+        TLS_CIPHER.name: [((*target, tls.cipher), 1.0)] if tls else [],
+        FAILURES.name: [
+            ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
+        ],
+    }
+    return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
+
+
+@cache
+def _probe_metrics(names: tuple[str, ...]) -> tuple[MetricSpec, ...]:
+    """PROBE_METRICS with the label names of one schema (scheduled, or /probe) first."""
+    return tuple(spec.after(names) for spec in PROBE_METRICS)

@@ -27,13 +27,13 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from mail_exporter.config import Config
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exposition import header, sample_lines
-from mail_exporter.latency import LatencyHistogram
-from mail_exporter.metrics import ProbeFamilies, latency_family
+from mail_exporter.latency import LATENCY, LatencyHistogram
+from mail_exporter.metrics import PROBE_METRICS, probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
@@ -41,6 +41,7 @@ from mail_exporter.targets import parse_address
 logger = logging.getLogger(__name__)
 
 SCHEDULED_LABELS = ("target", "module", "protocol")
+_LATENCY = LATENCY.after(SCHEDULED_LABELS)
 
 
 @dataclass
@@ -68,10 +69,13 @@ class TargetState:
         elif result.failure is not None:
             reason = result.failure.reason.value
             self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
-        families = scheduled_families()
-        families[0].add(self.labels, result, self.failures, self.last_success)
-        families[1].add_metric(list(self.labels), self.latency.buckets(), self.latency.total)
-        self.rendered = {family.name: sample_lines(family) for family in _all(families)}
+        families = [
+            *probe_families(
+                SCHEDULED_LABELS, self.labels, result, self.failures, self.last_success
+            ),
+            _LATENCY.family([(self.labels, self.latency)]),
+        ]
+        self.rendered = {family.name: sample_lines(family) for family in families}
 
 
 @dataclass
@@ -148,17 +152,16 @@ class Scheduler:
         """Every target's latest result in the text format, family by family."""
         states = list(self.states.values())
         parts = []
-        for family in _all(scheduled_families()):
-            body = "".join(state.rendered.get(family.name, "") for state in states)
+        for name, family_header in _HEADERS:
+            body = "".join(state.rendered.get(name, "") for state in states)
             if body:
-                parts += [header(family), body]
+                parts += [family_header, body]
         return "".join(parts)
 
 
-def scheduled_families() -> tuple[ProbeFamilies, HistogramMetricFamily]:
-    """Empty families with the scheduled labels: the probe families and the latency histogram."""
-    return ProbeFamilies(SCHEDULED_LABELS, keep_empty=True), latency_family(SCHEDULED_LABELS)
+def scheduled_families() -> list[Metric]:
+    """Every family of the scheduled probes, without samples, in the order /metrics shows them."""
+    return [spec.after(SCHEDULED_LABELS).empty() for spec in (*PROBE_METRICS, LATENCY)]
 
 
-def _all(families: tuple[ProbeFamilies, HistogramMetricFamily]) -> list[Metric]:
-    return [*families[0], families[1]]
+_HEADERS = [(family.name, header(family)) for family in scheduled_families()]

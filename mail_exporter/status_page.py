@@ -1,7 +1,9 @@
 """The landing page: every target, route and queue at a glance, without Grafana or JavaScript.
 
 Plain HTML that reloads itself every 30 seconds. It reads the scheduler's latest
-results and the collectors' last scrape; it never starts a probe itself.
+results and what the queue collectors measure when it is opened (a collection shared
+with any scrape in flight, as a scrape's): it never starts a probe itself, and shows the
+queues whether or not Prometheus has scraped yet.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import html
 import time
 from collections.abc import Iterable
 from urllib.parse import urlencode
+
+from prometheus_client.core import Metric
 
 from mail_exporter import __version__
 from mail_exporter.exporter import Exporter
@@ -87,9 +91,14 @@ def _route_rows(exporter: Exporter, now: float) -> list[str]:
     return rows
 
 
-def _queue_rows(exporter: Exporter) -> list[str]:
+QUEUE_COLLECTORS = ("postfix_queue", "exim_queue", "qmail_queue")
+"""The collectors whose families the page shows; ask them with
+:meth:`~mail_exporter.collectors.base.CollectorSet.families_of` (it may wait for them)."""
+
+
+def _queue_rows(queues: Iterable[Metric]) -> list[str]:
     rows = []
-    for family in exporter.collectors.latest:
+    for family in queues:
         if family.name != "mail_queue_messages":
             continue
         for sample in family.samples:
@@ -102,7 +111,14 @@ def _queue_rows(exporter: Exporter) -> list[str]:
     return rows
 
 
-def render_status_page(exporter: Exporter) -> str:
+def _no_queues(exporter: Exporter) -> str:
+    if any(name in exporter.collectors.collectors for name in QUEUE_COLLECTORS):
+        return "The queue collectors could not read the queues just now (see the log)."
+    return "No queue collector is enabled (postfix_queue, exim_queue or qmail_queue)."
+
+
+def render_status_page(exporter: Exporter, queues: Iterable[Metric]) -> str:
+    """The page, with the queue families the queue collectors gave just now."""
     now = time.time()
     source = str(exporter.config_path or "built-in default config")
     reload_state = "loaded" if exporter.reload_successful else "last reload FAILED"
@@ -124,8 +140,7 @@ refreshes every {REFRESH_SECONDS}s</p>
 {_table(["route", "send → receive", "status", "last transit", "last success", "last failure"],
         _route_rows(exporter, now), "No round-trip routes configured.")}
 <h2>Queues</h2>
-{_table(["MTA", "instance", "queue", "messages"], _queue_rows(exporter),
-        "No queue collector has reported yet (enable postfix_queue, exim_queue or qmail_queue).")}
+{_table(["MTA", "instance", "queue", "messages"], _queue_rows(queues), _no_queues(exporter))}
 <h2>Modules</h2><p>{html.escape(modules)}</p>
 <p>Probe any server: <code>/probe?target=HOST:PORT&amp;module=NAME</code>
 (add <code>&amp;debug=true</code> for the session log).</p>

@@ -44,10 +44,10 @@ from mail_exporter.config import ConfigError
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
-from mail_exporter.metrics import ProbeFamilies
+from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
-from mail_exporter.status_page import render_status_page
+from mail_exporter.status_page import QUEUE_COLLECTORS, render_status_page
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web_limits import Rejection, WebLimits
 
@@ -67,11 +67,11 @@ class _OneProbe:
         self.result = result
 
     def collect(self) -> Iterable[Metric]:
-        families = ProbeFamilies(["protocol"])
-        failures = {self.result.failure.reason.value: 1.0} if self.result.failure else {}
-        last_success = time.time() if self.result.success else None
-        families.add([self.result.protocol], self.result, failures, last_success)
-        return families
+        result = self.result
+        failures = {result.failure.reason.value: 1.0} if result.failure else {}
+        last_success = time.time() if result.success else None
+        families = probe_families(("protocol",), [result.protocol], result, failures, last_success)
+        return [family for family in families if family.samples]
 
 
 def _exporter(request: web.Request) -> Exporter:
@@ -209,7 +209,10 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def landing(request: web.Request) -> web.Response:
-    return web.Response(text=render_status_page(_exporter(request)), content_type="text/html")
+    """The status page; the queue collectors it shows are asked in a worker thread."""
+    exporter = _exporter(request)
+    queues = await asyncio.to_thread(exporter.collectors.families_of, QUEUE_COLLECTORS)
+    return web.Response(text=render_status_page(exporter, queues), content_type="text/html")
 
 
 async def shown_config(request: web.Request) -> web.Response:

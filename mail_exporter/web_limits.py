@@ -80,7 +80,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mail_exporter.collectors import enabled_collectors
+from mail_exporter.collectors.base import enabled_collectors
+from mail_exporter.collectors.dns.config import DnsConfig
+from mail_exporter.collectors.logs.config import LogsConfig
 from mail_exporter.config import Config
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter
@@ -155,10 +157,11 @@ def descriptor_budget(
         + 3 * len(config.roundtrip)
         + 4 * len(collectors)
     )
-    if "logs" in collectors:
-        reserved += 4 * len(config.collectors.logs.sources)
-    if "dns" in collectors:
-        reserved += config.collectors.dns.max_in_flight
+    logs, dns = config.collectors.section("logs"), config.collectors.section("dns")
+    if "logs" in collectors and isinstance(logs, LogsConfig):
+        reserved += 4 * len(logs.sources)
+    if "dns" in collectors and isinstance(dns, DnsConfig):
+        reserved += dns.max_in_flight
     available = open_files - reserved
     if max_probes is None:
         max_probes = max(1, min(DEFAULT_MAX_PROBES, available // 8))
@@ -352,7 +355,7 @@ class WebLimits:
     def _plan(self, config: Config) -> DescriptorBudget:
         return descriptor_budget(
             config,
-            enabled_collectors(config, self._exporter.collector_flags),
+            enabled_collectors(config.collectors, self._exporter.collector_flags),
             self._open_files,
             len(self._listening),
             self._max_connections,

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 
 import pytest
 
-from mail_exporter.collectors.logs.collector import HANDOVER
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI, create_pki
 from tests.realservers.postfix import Postfix
@@ -39,16 +38,6 @@ def _require_binary(name: str) -> None:
         f"(or set {SKIP_REAL_SERVERS_VARIABLE}=1 to skip them)",
         pytrace=False,
     )
-
-
-@pytest.fixture(autouse=True)
-def no_logs_handover() -> None:
-    """Each test starts without counters a logs collector of an earlier test left behind.
-
-    A closed logs collector parks its counters and positions for the next one, as a reload
-    needs (mail_exporter/collectors/logs/collector.py); across tests that would carry one
-    test's counts into another's."""
-    HANDOVER.claim()
 
 
 @pytest.fixture(scope="session")

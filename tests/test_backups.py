@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from mail_exporter.collectors import CollectorError, CollectorSet
-from mail_exporter.collectors.backups import BackupsCollector, Newest, newest_file
+from mail_exporter.collectors.backups import (
+    BackupMatch,
+    BackupsCollector,
+    BackupsConfig,
+    Newest,
+    newest_file,
+)
+from mail_exporter.collectors.base import CollectorError, CollectorSet
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import BackupMatch, BackupsConfig
 from tests.test_host import scrape
 
 NOW = int(time.time())
@@ -165,7 +170,9 @@ def scrape_in_set(
         "backups": [{"name": "tree", "path": str(path)}],
     }
     before = set(threading.enumerate())
-    collector_set = CollectorSet(Config.model_validate({"collectors": {"backups": section}}), {})
+    collector_set = CollectorSet(
+        Config.model_validate({"collectors": {"backups": section}}).collectors, {}
+    )
     try:
         found = scrape(collector_set.collect())
     finally:

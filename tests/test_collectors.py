@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -16,14 +17,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mail_exporter import collectors
-from mail_exporter.collectors import (
+from mail_exporter.collectors import base
+from mail_exporter.collectors.base import (
+    COLLECTORS,
     CollectorError,
     CollectorSet,
     enabled_collectors,
     register_collector,
 )
 from mail_exporter.config import Config
+from mail_exporter.config.collectors import CollectorSection, CollectorSections
 from tests.served import Reply, Served, get, served_exporter
 
 
@@ -55,10 +58,12 @@ def release() -> Iterator[threading.Event]:
 
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch, release: threading.Event) -> None:
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("working", "test")(lambda config: _Working())
-    register_collector("broken", "test")(lambda config: _Broken())
-    register_collector("hanging", "test")(lambda config: _Hanging(release))
+    monkeypatch.setattr(base, "COLLECTORS", {})
+    register_collector("working", "test", CollectorSection)(lambda section, previous: _Working())
+    register_collector("broken", "test", CollectorSection)(lambda section, previous: _Broken())
+    register_collector("hanging", "test", CollectorSection)(
+        lambda section, previous: _Hanging(release)
+    )
 
 
 def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
@@ -69,17 +74,58 @@ def samples(families: Iterable[Metric]) -> dict[tuple[str, str], float]:
     }
 
 
+def test_every_collector_has_its_section_and_every_section_its_collector() -> None:
+    sections = Config.model_fields["collectors"].annotation.model_fields
+    assert list(sections) == list(COLLECTORS)
+    for name, spec in COLLECTORS.items():
+        assert sections[name].annotation is spec.section, name
+        assert getattr(Config().collectors, name) == spec.section(), name
+
+
+# Runs the command line with one collector module left out, as when it is missing from
+# the collectors package's import list: an empty module stands in for it.
+LEFT_OUT = """
+import sys, types
+sys.modules["mail_exporter.collectors.sensors"] = types.ModuleType("mail_exporter.collectors.sensors")
+from mail_exporter.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_section_whose_collector_is_not_registered_is_a_config_error(tmp_path: Path) -> None:
+    """Nothing registers its section, so switching it on is an unknown key, reported with
+    its line by check-config (and so refused at start and at reloads, which read the file
+    the same way), not a switch that silently does nothing."""
+    config = tmp_path / "config.yml"
+    config.write_text("collectors:\n  backups: {enabled: false}\n  sensors:\n    enabled: true\n")
+    left_out = subprocess.run(
+        [sys.executable, "-c", LEFT_OUT, "check-config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert left_out.returncode == 1, left_out.stderr
+    assert left_out.stderr.splitlines()[1:] == [
+        "  collectors.sensors (line 3): unknown key: there is no collector sensors"
+    ]
+    complete = subprocess.run(
+        [sys.executable, "-m", "mail_exporter", "check-config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert complete.returncode == 0, complete.stderr
+
+
 @pytest.mark.usefixtures("registered")
 def test_flags_win_over_config() -> None:
     config = Config()
-    assert enabled_collectors(config, {}) == []
-    assert enabled_collectors(config, {"working": True}) == ["working"]
-    assert enabled_collectors(config, {"working": True, "broken": False}) == ["working"]
+    assert enabled_collectors(config.collectors, {}) == []
+    assert enabled_collectors(config.collectors, {"working": True}) == ["working"]
+    assert enabled_collectors(config.collectors, {"working": True, "broken": False}) == ["working"]
 
 
 @pytest.mark.usefixtures("registered")
 def test_failures_and_hangs_are_contained(caplog: pytest.LogCaptureFixture) -> None:
-    collector_set = CollectorSet(Config(), {"working": True, "broken": True, "hanging": True})
+    collector_set = CollectorSet(
+        Config().collectors, {"working": True, "broken": True, "hanging": True}
+    )
     collector_set.timeouts["hanging"] = 0.2
     try:
         first = samples(collector_set.collect())
@@ -108,10 +154,12 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
             family.add_metric([self.mta], 3.0)
             yield family
 
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("first", "test")(lambda config: _Queue("postfix"))
-    register_collector("second", "test")(lambda config: _Queue("exim"))
-    collector_set = CollectorSet(Config(), {"first": True, "second": True})
+    monkeypatch.setattr(base, "COLLECTORS", {})
+    register_collector("first", "test", CollectorSection)(
+        lambda section, previous: _Queue("postfix")
+    )
+    register_collector("second", "test", CollectorSection)(lambda section, previous: _Queue("exim"))
+    collector_set = CollectorSet(Config().collectors, {"first": True, "second": True})
     try:
         families = [f for f in collector_set.collect() if f.name == "mail_queue_messages"]
     finally:
@@ -123,7 +171,7 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.usefixtures("registered")
 def test_each_collector_reports_its_own_duration(release: threading.Event) -> None:
     """The hanging collector comes first: an instant one read after it is not charged its wait."""
-    collector_set = CollectorSet(Config(), {"hanging": True, "working": True})
+    collector_set = CollectorSet(Config().collectors, {"hanging": True, "working": True})
     collector_set.timeouts["hanging"] = 0.2
     try:
         first = samples(collector_set.collect())
@@ -161,10 +209,12 @@ class StatefulCollector:
 @pytest.fixture
 def stateful(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stateful collectors under real section names, so that config changes reach them."""
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors", "services"):
-        register_collector(name, "test")(lambda config: StatefulCollector())
+        register_collector(name, "test", CollectorSection)(
+            lambda section, previous: StatefulCollector()
+        )
 
 
 def stateful_collectors(collector_set: CollectorSet) -> dict[str, StatefulCollector]:
@@ -174,14 +224,14 @@ def stateful_collectors(collector_set: CollectorSet) -> dict[str, StatefulCollec
     return found
 
 
-def sections(backups: str, sensors: bool, services: bool = True) -> Config:
+def sections(backups: str, sensors: bool, services: bool = True) -> CollectorSections:
     return Config.model_validate({
         "collectors": {
             "backups": {"enabled": True, "backups": [{"name": backups, "path": "/var/backups/*"}]},
             "sensors": {"enabled": sensors},
             "services": {"enabled": services},
         }
-    })  # fmt: skip
+    }).collectors  # fmt: skip
 
 
 @pytest.mark.usefixtures("stateful")
@@ -227,9 +277,9 @@ class _Slow:
 
 
 def test_concurrent_scrapes_share_one_collection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
-    register_collector("slow", "test")(lambda config: _Slow())
-    collector_set = CollectorSet(Config(), {"slow": True})
+    monkeypatch.setattr(base, "COLLECTORS", {})
+    register_collector("slow", "test", CollectorSection)(lambda section, previous: _Slow())
+    collector_set = CollectorSet(Config().collectors, {"slow": True})
     results: list[dict[tuple[str, str], float]] = []
     start = threading.Barrier(2)
 

@@ -34,7 +34,7 @@ from prometheus_client.core import Metric
 from mail_exporter.collectors.dns.checks import Results
 from mail_exporter.collectors.dns.families import error_families, result_families
 from mail_exporter.exporter import Exporter
-from mail_exporter.roundtrip.families import RoundTripFamilies
+from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.outcome import RouteStats
 from mail_exporter.scheduler import scheduled_families
 from mixin import dashboards, rules
@@ -726,7 +726,4 @@ def real_families(tmp_path: Path) -> list[Metric]:
     success = {s.labels["collector"]: s.value for f in families if f.name == "mail_exporter_collector_success"
                for s in f.samples}  # fmt: skip
     assert set(success.values()) == {1.0}, success
-    probes, latency = scheduled_families()
-    roundtrip = RoundTripFamilies()
-    roundtrip.add("loop", RouteStats())
-    return [*families, *probes, latency, *roundtrip]
+    return [*families, *scheduled_families(), *roundtrip_families({"loop": RouteStats()})]

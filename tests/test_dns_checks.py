@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mail_exporter.collectors import COLLECTORS, CollectorError
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from mail_exporter.collectors.dns.dane import (
     Dane,
     Tlsa,
@@ -38,7 +39,6 @@ from mail_exporter.collectors.dns.dane import (
     usable,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki
@@ -764,6 +764,21 @@ def test_error_counters_add_up_over_passes(rig: Rig) -> None:
     assert 'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 2.0' in text
 
 
+def test_a_rebuilt_collector_goes_on_with_the_error_counters(rig: Rig) -> None:
+    """A reload that changes the section: the counters of zones still listed go on, those of
+    a zone no longer listed end."""
+    first = collector(rig, Clock(), domains=[], sending_ips=["192.0.2.26"],
+                      ip_blocklists=["bl.test", "slowbl.test"])  # fmt: skip
+    exposition(first)
+    second = DnsCollector(
+        rig.settings(domains=[], sending_ips=["192.0.2.25"], ip_blocklists=["bl.test"]),
+        clock=Clock(), background=at_once, mta_sts_url=rig.policy_url, previous=first,
+    )  # fmt: skip
+    text = exposition(second)
+    assert 'mail_dnsbl_check_errors_total{reason="refused",zone="bl.test"} 1.0' in text
+    assert "slowbl.test" not in text
+
+
 def test_a_failing_pass_fails_the_collector(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(*args: object) -> Results:
         raise RuntimeError("boom")
@@ -784,7 +799,7 @@ def test_registered_and_configured() -> None:
     assert float(section.interval) == 900
     assert section.mx_hosts == []
     assert "zen.spamhaus.org" in section.ip_blocklists
-    assert isinstance(COLLECTORS["dns"].factory(config), DnsCollector)
+    assert isinstance(COLLECTORS["dns"].build(section, None), DnsCollector)
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         Config.model_validate({"collectors": {"dns": {"sending_ips": ["mail.example.com"]}}})
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):

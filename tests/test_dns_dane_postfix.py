@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mail_exporter.collectors.dns.checks import Results, run_checks
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from tests.conftest import new_postfix
 from tests.dnsserver import DnsServer, Zone
 from tests.realservers.dovecot import Dovecot

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from tests.realservers.dns import INSTALL_HINT, Dnsmasq, Zones
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix

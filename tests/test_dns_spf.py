@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mail_exporter.collectors.dns import spf
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from tests.dnsserver import DnsServer, Zone, txt
 
 

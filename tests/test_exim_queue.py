@@ -10,17 +10,17 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from mail_exporter.collectors import COLLECTORS, CollectorError
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.exim_queue import (
     HEADER_READ_LIMIT,
     EximQueueCollector,
+    EximQueueConfig,
     HeaderFacts,
     SpoolScan,
     parse_header,
     scan_spool,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import EximQueueConfig
 from tests.conftest import SKIP_REAL_SERVERS_VARIABLE
 from tests.realservers.exim import Exim, EximUnavailable, exim_work_dir
 
@@ -244,7 +244,7 @@ def test_hung_bpc_is_killed_within_the_section_timeout(tmp_path: Path) -> None:
 
 def test_registered_as_exim_queue() -> None:
     spec = COLLECTORS["exim_queue"]
-    assert isinstance(spec.factory(Config()), EximQueueCollector)
+    assert isinstance(spec.build(Config().collectors.exim_queue, None), EximQueueCollector)
 
 
 # --- a real Exim ----------------------------------------------------------------------

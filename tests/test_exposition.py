@@ -18,8 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import header, sample_lines
+from mail_exporter.latency import LATENCY
+from mail_exporter.metrics import probe_families
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
-from mail_exporter.scheduler import TargetState, scheduled_families
+from mail_exporter.scheduler import SCHEDULED_LABELS, TargetState, scheduled_families
 from mail_exporter.tls_facts import TLSFacts
 from mail_exporter.web import make_app
 from tests.realservers.pki import PKI
@@ -52,10 +54,11 @@ def test_same_exposition_as_prometheus_client() -> None:
     result.tls = TLSFacts("TLSv1.3", "TLS_AES_256_GCM_SHA384", 1.7e9, 1.6e9, 1.7e9, "CN=x", "CN=y",
                           False, "expired")  # fmt: skip
     state.record(result)
-    probe_families, latency = scheduled_families()
-    probe_families.add(state.labels, result, state.failures, state.last_success)
-    latency.add_metric(list(state.labels), state.latency.buckets(), state.latency.total)
-    families = [family for family in [*probe_families, latency] if family.samples]
+    families = [
+        *probe_families(SCHEDULED_LABELS, state.labels, result, state.failures, state.last_success),
+        LATENCY.after(SCHEDULED_LABELS).family([(state.labels, state.latency)]),
+    ]
+    families = [family for family in families if family.samples]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     ours = "".join(header(f) + state.rendered[f.name] for f in families)
@@ -64,8 +67,7 @@ def test_same_exposition_as_prometheus_client() -> None:
 
 
 def test_sample_lines_of_an_empty_family() -> None:
-    probe_families, _ = scheduled_families()
-    assert all(sample_lines(family) == "" for family in probe_families)
+    assert all(sample_lines(family) == "" for family in scheduled_families())
 
 
 def sample(text: str, name: str, labels: dict[str, str]) -> float | None:

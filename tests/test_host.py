@@ -15,9 +15,9 @@ import psutil
 import pytest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError, host
-from mail_exporter.collectors.host import CPU_MODES, HostCollector
-from mail_exporter.config.collectors import HostConfig
+from mail_exporter.collectors import host
+from mail_exporter.collectors.base import CollectorError
+from mail_exporter.collectors.host import CPU_MODES, HostCollector, HostConfig
 
 Found = dict[str, dict[tuple[tuple[str, str], ...], float]]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import COLLECTORS, CollectorSet
 from mail_exporter.collectors.backups import BackupsCollector
+from mail_exporter.collectors.base import COLLECTORS, CollectorSet
 from mail_exporter.collectors.host import HostCollector
 from mail_exporter.collectors.sensors import SensorsCollector
 from mail_exporter.collectors.services import ServicesCollector
@@ -33,7 +33,7 @@ NAMES = {
 def test_registered_under_their_section_names() -> None:
     config = Config()
     for name, kind in NAMES.items():
-        assert isinstance(COLLECTORS[name].factory(config), kind)
+        assert isinstance(COLLECTORS[name].build(config.collectors.section(name), None), kind)
         assert config.collectors.section(name) is getattr(config.collectors, name)
 
 
@@ -64,7 +64,7 @@ def test_all_five_pass_promtool(tmp_path: Path) -> None:
             ]},
         }
     })  # fmt: skip
-    collectors = CollectorSet(config, {})
+    collectors = CollectorSet(config.collectors, {})
     collectors.collectors["sensors"] = SensorsCollector(recorded)  # this machine has none
     try:
         families = list(collectors.collect())

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mail_exporter.collectors import COLLECTORS
-from mail_exporter.collectors.logs.collector import Handover, LogsCollector
+from mail_exporter.collectors.base import COLLECTORS
+from mail_exporter.collectors.logs.collector import LogsCollector
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.follower import StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 H = "Jan 12 10:00:00 mail postfix/smtpd[1]:"
 
@@ -63,9 +62,9 @@ def open_collectors() -> Iterator[list[LogsCollector]]:
 
 
 def follow(
-    started: list[LogsCollector], config: LogsConfig, handover: Handover | None = None
+    started: list[LogsCollector], config: LogsConfig, previous: LogsCollector | None = None
 ) -> LogsCollector:
-    collector = LogsCollector(config, handover or Handover())
+    collector = LogsCollector(config, previous)
     started.append(collector)
     return collector
 
@@ -197,7 +196,7 @@ def test_restart_with_a_state_file(tmp_path: Path, open_collectors: list[LogsCol
     log, state = tmp_path / "mail.log", tmp_path / "state.json"
     log.write_text(connect(0) * 2)
     config = settings(tmp_path, {"path": str(log)}, state_file=str(state))
-    first = LogsCollector(config, Handover())
+    first = LogsCollector(config)
     wait_for(lambda: first.followers[0].up)
     with log.open("a") as file:
         file.write(connect(1) * 3 + f"{H} connect from half")
@@ -216,7 +215,7 @@ def test_restart_after_a_rotation_while_down(
     log, state = tmp_path / "mail.log", tmp_path / "state.json"
     log.touch()
     config = settings(tmp_path, {"path": str(log)}, state_file=str(state))
-    first = LogsCollector(config, Handover())
+    first = LogsCollector(config)
     wait_for(lambda: first.followers[0].up)
     first.close()
     with log.open("a") as file:
@@ -227,37 +226,38 @@ def test_restart_after_a_rotation_while_down(
     settle(second, 5)
 
 
-def test_reload_hands_positions_and_counters_over(
+def test_a_rebuilt_collector_takes_over_from_its_predecessor(
     tmp_path: Path, open_collectors: list[LogsCollector]
 ) -> None:
+    """The registered factory hands the running collector to its successor, which stops it
+    and continues after its last line, with its counters and each source's own counts."""
     log = tmp_path / "mail.log"
     log.touch()
-    config = Config.model_validate(
-        {"collectors": {"logs": {"enabled": True, "poll_interval": "20ms",
-                                 "sources": [{"path": str(log)}]}}}
-    )  # fmt: skip
-    factory = COLLECTORS["logs"].factory
-    first = factory(config)
+    config = settings(tmp_path, {"path": str(log)})
+    spec = COLLECTORS["logs"]
+    first = spec.build(config, None)
     assert isinstance(first, LogsCollector)
+    open_collectors.append(first)
     wait_for(lambda: first.followers[0].up)
     with log.open("a") as file:
         file.write(connect(0) * 2)
     settle(first, 2)
-    first.close()
-    with log.open("a") as file:  # between the old collector's end and the new one's start
-        file.write(connect(1) * 3)
-    second = factory(config)
-    assert isinstance(second, LogsCollector)
-    open_collectors.append(second)
+    with Writer(log) as writer:  # lines come before, while and after one takes over
+        time.sleep(0.1)
+        second = spec.build(settings(tmp_path, {"path": str(log)}, top_domains=3), first)
+        assert isinstance(second, LogsCollector)
+        open_collectors.append(second)
+        time.sleep(0.1)
     assert second.counters is first.counters
-    settle(second, 5)
+    settle(second, 2 + writer.written)
+    assert second.followers[0].lines_read == 2 + writer.written
 
 
 def test_stdin(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     config = settings(tmp_path, {"type": "stdin"})
     follower = StdinFollower(config.sources[0], config, descriptor=read_end)
-    collector = LogsCollector(settings(tmp_path), Handover())
+    collector = LogsCollector(settings(tmp_path))
     from mail_exporter.collectors.logs.follower import Feed
 
     feed = Feed(collector.dispatcher.syslog_line, collector.dispatcher.message,
@@ -335,14 +335,12 @@ def test_journal_entries_and_cursor(tmp_path: Path, open_collectors: list[LogsCo
     journal_dir = journal_directory(tmp_path)
     source = {"type": "journal", "journal_units": ["postfix@-.service", "dovecot.service"],
               "journal_directory": str(journal_dir), "journal_command": command}  # fmt: skip
-    handover = Handover()
-    first = LogsCollector(settings(tmp_path, source), handover)
+    first = LogsCollector(settings(tmp_path, source))
     settle(first, 3)
     with first.counters.lock:
         assert first.counters.logins[("dovecot", "imap", "PLAIN")] == 1
         assert first.counters.lines[("other", "none", "unsupported")] == 1
-    first.close()
-    second = follow(open_collectors, settings(tmp_path, source), handover)
+    second = follow(open_collectors, settings(tmp_path, source, top_domains=3), first)
     wait_for(lambda: len(calls.read_text().splitlines()) == 2)
     arguments = [json.loads(line) for line in calls.read_text().splitlines()]
     assert "--lines=0" in arguments[0] and "_SYSTEMD_UNIT=postfix@-.service" in arguments[0]

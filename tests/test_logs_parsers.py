@@ -24,10 +24,10 @@ Effects = dict[tuple[str, tuple[str, ...]], float]
 def effects(counters: LogCounters) -> Effects:
     """Every non-zero count, as (attribute, labels) → value; delays as their count."""
     found: Effects = {}
-    for family in (*COUNTERS, *DOMAINS):
-        values = getattr(counters, family.attribute)
+    for attribute in (*COUNTERS, *DOMAINS):
+        values = getattr(counters, attribute)
         values = values.snapshot() if hasattr(values, "snapshot") else values
-        found.update({(family.attribute, k): v for k, v in values.items() if v})
+        found.update({(attribute, k): v for k, v in values.items() if v})
     for key, histogram in counters.delays.items():
         found[("delays", key)] = sum(histogram.buckets)
     return found
@@ -757,8 +757,8 @@ def test_configured_reply_reasons_come_before_the_defaults() -> None:
 def test_reply_reasons_config_takes_plain_patterns_and_known_reasons_only() -> None:
     from pydantic import ValidationError
 
-    from mail_exporter.collectors.logs.collector import Handover, LogsCollector
-    from mail_exporter.config.collectors import LogsConfig
+    from mail_exporter.collectors.logs.collector import LogsCollector
+    from mail_exporter.collectors.logs.config import LogsConfig
 
     for bad in ({"pattern": "", "reason": "policy"}, {"pattern": "x", "reason": "spam"},
                 {"pattern": "x" * 201, "reason": "policy"}):  # fmt: skip
@@ -767,7 +767,7 @@ def test_reply_reasons_config_takes_plain_patterns_and_known_reasons_only() -> N
     settings = LogsConfig.model_validate(
         {"sources": [], "reply_reasons": [{"pattern": "(.*a){20}", "reason": "policy"}]}
     )
-    collector = LogsCollector(settings, Handover())
+    collector = LogsCollector(settings)
     try:
         dispatcher = collector.dispatcher
         assert dispatcher.postfix.replies is dispatcher.exim.replies

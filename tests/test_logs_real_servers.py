@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mail_exporter.collectors.logs.collector import Handover, LogsCollector
-from mail_exporter.config.collectors import LogsConfig
+from mail_exporter.collectors.logs.collector import LogsCollector
+from mail_exporter.collectors.logs.config import LogsConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix, _any_cert
@@ -176,7 +176,7 @@ def test_counters_move_by_exactly_what_happened(
                     {"path": str(dovecot.log_path), "format": "dovecot"}],
         "postfix_syslog_names": [OWN_SYSLOG_NAME],
     })  # fmt: skip
-    collector = LogsCollector(settings, Handover())
+    collector = LogsCollector(settings)
     try:
         deadline = time.monotonic() + 10
         while not all(follower.up for follower in collector.followers):

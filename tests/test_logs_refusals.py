@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mail_exporter.collectors.logs.collector import Handover, LogsCollector
-from mail_exporter.config.collectors import LogsConfig
+from mail_exporter.collectors.logs.collector import LogsCollector
+from mail_exporter.collectors.logs.config import LogsConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -159,7 +159,7 @@ def test_each_refusal_counts_its_class_code_reason_and_receiver(
         "enabled": True, "poll_interval": "50ms",
         "sources": [{"path": str(relaying_postfix.log_path)}],
     })  # fmt: skip
-    collector = LogsCollector(settings, Handover())
+    collector = LogsCollector(settings)
     try:
         deadline = time.monotonic() + 10
         while not all(follower.up for follower in collector.followers):

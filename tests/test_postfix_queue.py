@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError
+from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.postfix_queue import (
     DEFER_REASONS,
     QUEUES,
     PostfixQueueCollector,
+    PostfixQueueConfig,
     QueueSnapshot,
     SpoolScanner,
     classify_reason,
@@ -31,7 +32,6 @@ from mail_exporter.collectors.postfix_queue import (
     recipient_domain,
 )
 from mail_exporter.collectors.queues import top_with_other
-from mail_exporter.config.collectors import PostfixQueueConfig
 from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI

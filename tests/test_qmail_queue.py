@@ -10,15 +10,16 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.samples import Sample
 
-from mail_exporter.collectors import COLLECTORS, CollectorError, qmail_queue
+from mail_exporter.collectors import qmail_queue
+from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.qmail_queue import (
     QmailQueueCollector,
+    QmailQueueConfig,
     parse_qread,
     parse_qstat,
     scan_queue_directory,
 )
 from mail_exporter.config import Config
-from mail_exporter.config.collectors import QmailQueueConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qmail"
 QSTAT = ["cat", str(FIXTURES / "qmail-qstat.txt")]
@@ -200,4 +201,4 @@ def test_qstat_that_could_not_read_the_queue_fails(tmp_path: Path) -> None:
 
 def test_registered_as_qmail_queue() -> None:
     spec = COLLECTORS["qmail_queue"]
-    assert isinstance(spec.factory(Config()), QmailQueueCollector)
+    assert isinstance(spec.build(Config().collectors.qmail_queue, None), QmailQueueCollector)

@@ -16,10 +16,11 @@ from mail_exporter.collectors.services import (
     ProcessName,
     ProcessUsage,
     ProcFS,
+    ServiceMatch,
     ServicesCollector,
+    ServicesConfig,
     command_name,
 )
-from mail_exporter.config.collectors import ServiceMatch, ServicesConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix
 from tests.test_host import Found, scrape, value
@@ -128,6 +129,24 @@ def test_cpu_seconds_keep_what_exited_processes_used() -> None:
             )
         )
     assert totals == [6.0, 6.0, 6.5, 7.5]
+
+
+def test_a_rebuilt_collector_goes_on_counting_cpu_seconds() -> None:
+    """A reload that changes the section rebuilds the collector: a service still configured
+    keeps what its exited processes used, so its counter does not drop."""
+    processes: dict[int, tuple[str, str, ProcessUsage | None]] = {
+        1: ("master", "master", usage(start=1.0, cpu=5.0)),
+        2: ("smtpd", "smtpd", usage(start=2.0, cpu=1.0)),
+    }
+    first = ServicesCollector(settings(postfix=["master", "smtpd"]), source=Table(processes))
+    list(first.collect())
+    processes.pop(2)
+    second = ServicesCollector(
+        settings(postfix=["master", "smtpd"], dovecot=["dovecot"]), Table(processes), first
+    )
+    found = scrape(second.collect())
+    assert value(found, "mail_host_service_cpu_seconds_total", service="postfix") == 6.0
+    assert value(found, "mail_host_service_cpu_seconds_total", service="dovecot") == 0.0
 
 
 def fake_process(

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from mail_exporter.exporter import Exporter
 from mail_exporter.status_page import _STYLE
+from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -68,11 +71,9 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
 
 
 def reported(url: str) -> bool:
-    """Every probe and route has a result, and /metrics was scraped (the queue table shows
-    the collectors' last scrape)."""
+    """Every probe and route has a result."""
     page = fetch(url)
-    scraped = "mail_queue_messages{" in fetch(url + "metrics")
-    return "probe now" in page and 'class="pending"' not in page and scraped
+    return "probe now" in page and 'class="pending"' not in page
 
 
 def fetch(url: str) -> str:
@@ -174,3 +175,41 @@ def test_status_page_renders_real_results(exporter_url: str, tmp_path: Path) -> 
     assert png_size(screenshot) == (1280, 800)
     # Drawn with its stylesheet and the results: the green of "up", the red of "down".
     assert {style_colour("up"), style_colour("down")} <= png_colours(screenshot)
+
+
+async def status_page(tmp_path: Path, collectors: str) -> str:
+    """The page of an exporter with these collector sections, before any /metrics scrape."""
+    config = tmp_path / "config.yml"
+    config.write_text(f"collectors:\n{collectors}")
+    exporter = Exporter(config, {})
+    client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+    await client.start_server()
+    try:
+        response = await client.get("/")
+        assert response.status == 200
+        return await response.text()
+    finally:
+        exporter.stop()
+        await client.close()
+
+
+async def test_queues_show_before_any_scrape(tmp_path: Path) -> None:
+    """The page asks the queue collectors themselves: no /metrics scrape has to come first."""
+    spool = tmp_path / "spool"
+    for queue in ("maildrop", "incoming", "active", "deferred", "hold"):
+        (spool / queue).mkdir(parents=True)
+    (spool / "deferred" / "4C3F41E0A1B").write_bytes(b"C\x0a100 10 0 1T\x0c1700000000 0M\x00")
+    (spool / "active" / "5D4A52F1B2C").write_bytes(b"C\x0a200 10 0 1")
+    section = "  postfix_queue:\n    enabled: true\n    source: spool\n"
+    page = await status_page(tmp_path, f"{section}    instances: [{{queue_directory: {spool}}}]\n")
+    for queue, count, css in (
+        ("active", 1, "num"),
+        ("deferred", 1, "num warn"),
+        ("hold", 0, "num"),
+    ):
+        row = f'<tr><td>postfix</td><td>postfix</td><td>{queue}</td><td class="{css}">{count}</td>'
+        assert row in page, page
+    missing = f"{section}    instances: [{{queue_directory: {tmp_path / 'missing'}}}]\n"
+    assert "could not read the queues just now" in await status_page(tmp_path, missing)
+    none = await status_page(tmp_path, "  backups: {enabled: false}\n")
+    assert "No queue collector is enabled (postfix_queue, exim_queue or qmail_queue)." in none

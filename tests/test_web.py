@@ -13,10 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter import __version__, collectors
-from mail_exporter.collectors import register_collector
+from mail_exporter import __version__
+from mail_exporter.collectors import base
+from mail_exporter.collectors.base import register_collector
 from mail_exporter.config import Config
 from mail_exporter.config import fields as config_fields
+from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.config.files import read_bounded
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
@@ -349,10 +351,12 @@ async def test_reload_keeps_unchanged_collectors(
 ) -> None:
     """Their caches and positions survive a reload; a changed section rebuilds, a removed one
     closes."""
-    monkeypatch.setattr(collectors, "COLLECTORS", {})
+    monkeypatch.setattr(base, "COLLECTORS", {})
     monkeypatch.setattr(StatefulCollector, "built", 0)
     for name in ("backups", "sensors"):
-        register_collector(name, "test")(lambda config: StatefulCollector())
+        register_collector(name, "test", CollectorSection)(
+            lambda section, previous: StatefulCollector()
+        )
     enabled = "collectors:\n  backups: {enabled: true}\n  sensors: {enabled: true}\n"
     client, exporter = await client_for("modules:\n  a: {protocol: smtp}\n" + enabled)
     before = stateful_collectors(exporter.collectors)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.collectors import enabled_collectors
+from mail_exporter.collectors.base import enabled_collectors
 from mail_exporter.config import default_config, load_config
 from mail_exporter.web_limits import (
     DEFAULT_MAX_CONNECTIONS,
@@ -348,7 +348,7 @@ def test_the_systemd_unit_leaves_the_default_limits_whole() -> None:
     found = re.findall(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)
     assert len(found) == 1, "the unit sets LimitNOFILE= once, as soft and hard limit"
     config = load_config(ROOT / "examples" / "mail_exporter.yml")
-    enabled = enabled_collectors(config, {})
+    enabled = enabled_collectors(config.collectors, {})
     budget = descriptor_budget(config, enabled, int(found[0]), 2, DEFAULT_MAX_CONNECTIONS, None)
     assert budget.connections == DEFAULT_MAX_CONNECTIONS and budget.probes == DEFAULT_MAX_PROBES
     assert budget.short == 0

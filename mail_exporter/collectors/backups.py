@@ -14,7 +14,7 @@ So that "the mail backup is older than 26 hours" is one alert:
   the system resolves them, and so are the links a fixed-depth part (``*``) matches: those
   cannot recurse.
 * Every scan is bounded: past ``max_entries`` directory entries, or past the collection's
-  deadline (:func:`~mail_exporter.collectors.collection_deadline`), it stops and the
+  deadline (:func:`~mail_exporter.collectors.base.collection_deadline`), it stops and the
   collector fails with the reason, rather than report a newest file it may not have seen.
 * Hidden files (names starting with a dot) never match, as in the shell: rsync and
   many backup tools write their unfinished files under such names, and a half-written
@@ -44,18 +44,44 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import CollectorError, collection_deadline, register_collector
-from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import BackupMatch, BackupsConfig
+from mail_exporter.collectors.base import (
+    Collector,
+    CollectorError,
+    collection_deadline,
+    register_collector,
+)
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import StrictModel
+from mail_exporter.metric_spec import MetricSpec, attribute, families
 
-FIELDS: Sequence[Field] = (
-    ("mail_host_backup_files", "Files matching the backup's path; 0 when none does.", "files", 1),
-    ("mail_host_backup_last_modified_timestamp_seconds",
-     "Modification time of the backup's newest file.", "modified", 1),
-    ("mail_host_backup_size_bytes", "Size of the backup's newest file.", "size_bytes", 1),
+
+class BackupMatch(StrictModel):
+    """A backup: the newest file matching ``path`` (a path or a glob, ``**`` allowed)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = Field(min_length=1)
+
+
+class BackupsConfig(CollectorSection):
+    """Age and size of the newest file of each configured backup."""
+
+    backups: list[BackupMatch] = Field(default_factory=list)
+    # Whether a recursive scan (a directory, or ``**``) enters links to directories.
+    follow_symlinks: bool = False
+    # Directory entries one backup's scan may look at before it fails.
+    max_entries: int = Field(default=100_000, ge=1)
+
+
+FIELDS = (
+    MetricSpec("mail_host_backup_files", "Files matching the backup's path; 0 when none does.",
+        "gauge", ("backup",), attribute("files")),
+    MetricSpec("mail_host_backup_last_modified_timestamp_seconds", "Modification time of the "
+        "backup's newest file.", "gauge", ("backup",), attribute("modified")),
+    MetricSpec("mail_host_backup_size_bytes", "Size of the backup's newest file.", "gauge",
+        ("backup",), attribute("size_bytes")),
 )  # fmt: skip
 
 RECURSIVE = "**"
@@ -215,9 +241,9 @@ class BackupsCollector:
             ([backup.name], newest_file(backup.path, self.settings, deadline))
             for backup in self.backups
         ]
-        return families(GaugeMetricFamily, FIELDS, ["backup"], rows)
+        return families(FIELDS, rows)
 
 
-@register_collector("backups", "Age and size of the newest file of each backup")
-def _backups(config: Config) -> BackupsCollector:
-    return BackupsCollector(config.collectors.backups)
+@register_collector("backups", "Age and size of the newest file of each backup", BackupsConfig)
+def _backups(section: BackupsConfig, previous: Collector | None) -> BackupsCollector:
+    return BackupsCollector(section)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from mail_exporter.collectors import CollectorError
+from mail_exporter.collectors.base import CollectorError
 
-COMMAND_TIME_SHARE = 0.8
-"""Share of a collector's timeout that its commands may use, leaving time to report."""
 COMMAND_ERROR_CHARS = 500
 """How much of a failing command's message goes into the error."""
 

@@ -52,10 +52,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import (
     QueueStats,
     SourceLog,
@@ -63,15 +69,27 @@ from mail_exporter.collectors.queues import (
     read_head,
     source_info,
 )
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import EximQueueConfig
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
+
+
+class EximQueueConfig(CollectorSection):
+    name: str = Field(default="exim", pattern=r"^[A-Za-z0-9_.-]+$")
+    spool_directory: Path = Path("/var/spool/exim4")
+    exim_command: list[str] = Field(default_factory=lambda: ["exim4"], min_length=1)
+
 
 MTA = "exim"
 QUEUE = "input"
 HEADER_READ_LIMIT = 65536
 """How much of a ``-H`` file is read at most."""
+
+FROZEN = MetricSpec(
+    "mail_queue_frozen_messages", "Frozen messages in the queue (Exim); absent when only a count "
+    "could be read.", "gauge", ("mta", "mta_instance"), as_is,
+)  # fmt: skip
 
 _ID = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
 _HEADER_FILE = re.compile(rf"({_ID})-H")
@@ -224,15 +242,9 @@ class EximQueueCollector:
 
     def _spool_families(self, scan: SpoolScan) -> list[Metric]:
         instance = self.settings.name
-        frozen = GaugeMetricFamily(
-            "mail_queue_frozen_messages",
-            "Frozen messages in the queue (Exim); absent when only a count could be read.",
-            labels=["mta", "mta_instance"],
-        )
-        frozen.add_metric([MTA, instance], scan.frozen)
         return [
             *queue_families(MTA, instance, {QUEUE: scan.queue}, time.time()),
-            frozen,
+            FROZEN.family([((MTA, instance), scan.frozen)]),
             source_info(MTA, instance, "spool"),
         ]
 
@@ -245,6 +257,6 @@ class EximQueueCollector:
         ]
 
 
-@register_collector("exim_queue", "Exim queue size, age and frozen messages")
-def _exim_queue(config: Config) -> EximQueueCollector:
-    return EximQueueCollector(config.collectors.exim_queue)
+@register_collector("exim_queue", "Exim queue size, age and frozen messages", EximQueueConfig)
+def _exim_queue(section: EximQueueConfig, previous: Collector | None) -> EximQueueCollector:
+    return EximQueueCollector(section)

@@ -46,13 +46,32 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psutil  # type: ignore[import-untyped]
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import HostConfig
+from mail_exporter.collectors.base import Collector, CollectorError, register_collector
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)
+
+
+class HostConfig(CollectorSection):
+    """CPU, load, memory, network, disk I/O, filesystems, and the filesystems of mail paths."""
+
+    mail_paths: list[Path] = Field(
+        default_factory=lambda: [Path("/var/spool/postfix"), Path("/var/mail"), Path("/var/log")]
+    )
+    # Pseudo and virtual filesystems are not "real": no disk space to run out of.
+    exclude_filesystem_types: list[str] = Field(
+        default_factory=lambda: [
+            "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
+            "devpts", "devtmpfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "overlay", "proc",
+            "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs", "squashfs", "sysfs",
+            "tracefs", "tmpfs", "ramfs", "9p",
+        ]
+    )  # fmt: skip
+
 
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 LOOPBACK = "lo"
@@ -61,65 +80,106 @@ STATVFS_TIMEOUT = 1.0
 """Seconds a statvfs call may take before its mount counts as hung."""
 STATVFS_THREADS = 4
 
-Field = tuple[str, str, str, float]
-"""A metric read from an attribute: name, help, attribute, and the reading's units per base unit
-(1000 for milliseconds)."""
+DEVICE = ("device",)
+FILESYSTEM_LABELS = ("mountpoint", "device", "fstype")
+PATH = ("path",)
 
-MEMORY: Sequence[Field] = (
-    ("mail_host_memory_total_bytes", "Physical memory.", "total", 1),
-    ("mail_host_memory_available_bytes",
-     "Memory available to programs without swapping (MemAvailable).", "available", 1),
-    ("mail_host_memory_free_bytes", "Memory not used at all.", "free", 1),
-    ("mail_host_memory_buffers_bytes", "Memory used for block device buffers.", "buffers", 1),
-    ("mail_host_memory_cached_bytes", "Memory used for the page cache.", "cached", 1),
+CPU_SECONDS = MetricSpec(
+    "mail_host_cpu_seconds_total", "CPU time spent in each mode, summed over all CPUs.", "counter",
+    ("mode",), as_is,
 )  # fmt: skip
-SWAP: Sequence[Field] = (
-    ("mail_host_swap_total_bytes", "Swap space.", "total", 1),
-    ("mail_host_swap_free_bytes", "Swap space not in use.", "free", 1),
+CPUS = MetricSpec("mail_host_cpus", "Logical CPUs.", "gauge", (), as_is)
+LOADS = tuple(
+    MetricSpec(
+        f"mail_host_load{minutes}", f"Load average over {minutes} minute(s).", "gauge", (), as_is
+    )
+    for minutes in (1, 5, 15)
 )
-SWAP_TRAFFIC: Sequence[Field] = (
-    ("mail_host_swap_in_bytes_total", "Bytes swapped in from disk.", "sin", 1),
-    ("mail_host_swap_out_bytes_total", "Bytes swapped out to disk.", "sout", 1),
-)
-NETWORK: Sequence[Field] = (
-    ("mail_host_network_receive_bytes_total", "Bytes received.", "bytes_recv", 1),
-    ("mail_host_network_transmit_bytes_total", "Bytes sent.", "bytes_sent", 1),
-    ("mail_host_network_receive_packets_total", "Packets received.", "packets_recv", 1),
-    ("mail_host_network_transmit_packets_total", "Packets sent.", "packets_sent", 1),
-    ("mail_host_network_receive_errors_total", "Receive errors.", "errin", 1),
-    ("mail_host_network_transmit_errors_total", "Transmit errors.", "errout", 1),
-    ("mail_host_network_receive_drops_total", "Incoming packets dropped.", "dropin", 1),
-    ("mail_host_network_transmit_drops_total", "Outgoing packets dropped.", "dropout", 1),
-)
-DISK_IO: Sequence[Field] = (
-    ("mail_host_disk_reads_completed_total", "Reads completed.", "read_count", 1),
-    ("mail_host_disk_writes_completed_total", "Writes completed.", "write_count", 1),
-    ("mail_host_disk_read_bytes_total", "Bytes read.", "read_bytes", 1),
-    ("mail_host_disk_written_bytes_total", "Bytes written.", "write_bytes", 1),
-    ("mail_host_disk_read_time_seconds_total", "Time spent reading.", "read_time", 1000),
-    ("mail_host_disk_write_time_seconds_total", "Time spent writing.", "write_time", 1000),
-    ("mail_host_disk_io_time_seconds_total",
-     "Time the disk was busy; its rate is the utilisation (0-1).", "busy_time", 1000),
+BOOT_TIME = MetricSpec(
+    "mail_host_boot_time_seconds", "When the host booted (uptime is time() minus this).", "gauge",
+    (), as_is,
 )  # fmt: skip
-FILESYSTEM: Sequence[Field] = (
-    ("mail_host_filesystem_size_bytes", "Size of the filesystem.", "size_bytes", 1),
-    ("mail_host_filesystem_free_bytes", "Free space, including root's reserve.", "free_bytes", 1),
-    ("mail_host_filesystem_avail_bytes", "Space available to unprivileged users.",
-     "avail_bytes", 1),
-    ("mail_host_filesystem_files", "Inodes (file slots) of the filesystem.", "files", 1),
-    ("mail_host_filesystem_files_free", "Free inodes.", "files_free", 1),
-    ("mail_host_filesystem_readonly", "1 if mounted read-only.", "readonly", 1),
+MEMORY = (
+    MetricSpec("mail_host_memory_total_bytes", "Physical memory.", "gauge", (), attribute("total")),
+    MetricSpec("mail_host_memory_available_bytes", "Memory available to programs without swapping "
+        "(MemAvailable).", "gauge", (), attribute("available")),
+    MetricSpec("mail_host_memory_free_bytes", "Memory not used at all.", "gauge", (),
+        attribute("free")),
+    MetricSpec("mail_host_memory_buffers_bytes", "Memory used for block device buffers.", "gauge",
+        (), attribute("buffers")),
+    MetricSpec("mail_host_memory_cached_bytes", "Memory used for the page cache.", "gauge", (),
+        attribute("cached")),
 )  # fmt: skip
-MAIL_PATH: Sequence[Field] = (
-    ("mail_host_path_size_bytes", "Size of the filesystem holding the mail path.",
-     "size_bytes", 1),
-    ("mail_host_path_free_bytes", "Free space (including root's reserve) behind the mail path.",
-     "free_bytes", 1),
-    ("mail_host_path_avail_bytes", "Space available to unprivileged users behind the mail path.",
-     "avail_bytes", 1),
-    ("mail_host_path_files",
-     "Inodes of the filesystem holding the mail path (Maildir uses one a message).", "files", 1),
-    ("mail_host_path_files_free", "Free inodes behind the mail path.", "files_free", 1),
+SWAP = (
+    MetricSpec("mail_host_swap_total_bytes", "Swap space.", "gauge", (), attribute("total")),
+    MetricSpec("mail_host_swap_free_bytes", "Swap space not in use.", "gauge", (),
+        attribute("free")),
+)  # fmt: skip
+SWAP_TRAFFIC = (
+    MetricSpec("mail_host_swap_in_bytes_total", "Bytes swapped in from disk.", "counter", (),
+        attribute("sin")),
+    MetricSpec("mail_host_swap_out_bytes_total", "Bytes swapped out to disk.", "counter", (),
+        attribute("sout")),
+)  # fmt: skip
+NETWORK = (
+    MetricSpec("mail_host_network_receive_bytes_total", "Bytes received.", "counter", DEVICE,
+        attribute("bytes_recv")),
+    MetricSpec("mail_host_network_transmit_bytes_total", "Bytes sent.", "counter", DEVICE,
+        attribute("bytes_sent")),
+    MetricSpec("mail_host_network_receive_packets_total", "Packets received.", "counter", DEVICE,
+        attribute("packets_recv")),
+    MetricSpec("mail_host_network_transmit_packets_total", "Packets sent.", "counter", DEVICE,
+        attribute("packets_sent")),
+    MetricSpec("mail_host_network_receive_errors_total", "Receive errors.", "counter", DEVICE,
+        attribute("errin")),
+    MetricSpec("mail_host_network_transmit_errors_total", "Transmit errors.", "counter", DEVICE,
+        attribute("errout")),
+    MetricSpec("mail_host_network_receive_drops_total", "Incoming packets dropped.", "counter",
+        DEVICE, attribute("dropin")),
+    MetricSpec("mail_host_network_transmit_drops_total", "Outgoing packets dropped.", "counter",
+        DEVICE, attribute("dropout")),
+)  # fmt: skip
+DISK_IO = (
+    MetricSpec("mail_host_disk_reads_completed_total", "Reads completed.", "counter", DEVICE,
+        attribute("read_count")),
+    MetricSpec("mail_host_disk_writes_completed_total", "Writes completed.", "counter", DEVICE,
+        attribute("write_count")),
+    MetricSpec("mail_host_disk_read_bytes_total", "Bytes read.", "counter", DEVICE,
+        attribute("read_bytes")),
+    MetricSpec("mail_host_disk_written_bytes_total", "Bytes written.", "counter", DEVICE,
+        attribute("write_bytes")),
+    MetricSpec("mail_host_disk_read_time_seconds_total", "Time spent reading.", "counter", DEVICE,
+        attribute("read_time", per=1000)),
+    MetricSpec("mail_host_disk_write_time_seconds_total", "Time spent writing.", "counter", DEVICE,
+        attribute("write_time", per=1000)),
+    MetricSpec("mail_host_disk_io_time_seconds_total", "Time the disk was busy; its rate is the "
+        "utilisation (0-1).", "counter", DEVICE, attribute("busy_time", per=1000)),
+)  # fmt: skip
+FILESYSTEM = (
+    MetricSpec("mail_host_filesystem_size_bytes", "Size of the filesystem.", "gauge",
+        FILESYSTEM_LABELS, attribute("size_bytes")),
+    MetricSpec("mail_host_filesystem_free_bytes", "Free space, including root's reserve.", "gauge",
+        FILESYSTEM_LABELS, attribute("free_bytes")),
+    MetricSpec("mail_host_filesystem_avail_bytes", "Space available to unprivileged users.",
+        "gauge", FILESYSTEM_LABELS, attribute("avail_bytes")),
+    MetricSpec("mail_host_filesystem_files", "Inodes (file slots) of the filesystem.", "gauge",
+        FILESYSTEM_LABELS, attribute("files")),
+    MetricSpec("mail_host_filesystem_files_free", "Free inodes.", "gauge", FILESYSTEM_LABELS,
+        attribute("files_free")),
+    MetricSpec("mail_host_filesystem_readonly", "1 if mounted read-only.", "gauge",
+        FILESYSTEM_LABELS, attribute("readonly")),
+)  # fmt: skip
+MAIL_PATH = (
+    MetricSpec("mail_host_path_size_bytes", "Size of the filesystem holding the mail path.",
+        "gauge", PATH, attribute("size_bytes")),
+    MetricSpec("mail_host_path_free_bytes", "Free space (including root's reserve) behind the "
+        "mail path.", "gauge", PATH, attribute("free_bytes")),
+    MetricSpec("mail_host_path_avail_bytes", "Space available to unprivileged users behind the "
+        "mail path.", "gauge", PATH, attribute("avail_bytes")),
+    MetricSpec("mail_host_path_files", "Inodes of the filesystem holding the mail path (Maildir "
+        "uses one a message).", "gauge", PATH, attribute("files")),
+    MetricSpec("mail_host_path_files_free", "Free inodes behind the mail path.", "gauge", PATH,
+        attribute("files_free")),
 )  # fmt: skip
 
 
@@ -160,27 +220,6 @@ class Space:
         )
 
 
-def families(
-    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
-    fields: Iterable[Field],
-    labels: Sequence[str],
-    rows: Iterable[tuple[Sequence[str], object]],
-) -> list[Metric]:
-    """One family per field, a sample per row: (label values, object holding the field).
-
-    A field that is None on a row is left out rather than made up, and so is a family
-    left without samples.
-    """
-    built = [(kind(name, documentation, labels=list(labels)), attribute, per_unit)
-             for name, documentation, attribute, per_unit in fields]  # fmt: skip
-    for label_values, source in rows:
-        for family, attribute, per_unit in built:
-            value = getattr(source, attribute)
-            if value is not None:
-                family.add_metric(list(label_values), value / per_unit)
-    return [family for family, _, _ in built if family.samples]
-
-
 class SpaceReader:
     """statvfs with a time limit: a hung mount costs a pool thread, not the collector."""
 
@@ -213,8 +252,10 @@ class SpaceReader:
     def _hang(self, path: str, future: Future[os.statvfs_result]) -> None:
         logger.warning(
             "statvfs(%s) did not return within %gs (a hung network filesystem?): "
-            "skipping it until it does", path, STATVFS_TIMEOUT,
-        )  # fmt: skip
+            "skipping it until it does",
+            path,
+            STATVFS_TIMEOUT,
+        )
         self._hung.add(path)
         future.add_done_callback(lambda _: self._unhang(path))
 
@@ -263,39 +304,24 @@ class HostCollector:
     def collect(self) -> Iterable[Metric]:
         yield from self._cpu()
         yield from self._memory()
-        yield from families(CounterMetricFamily, NETWORK, ["device"], self._interfaces())
-        yield from families(CounterMetricFamily, DISK_IO, ["device"], self._disks())
+        yield from families(NETWORK, list(self._interfaces()))
+        yield from families(DISK_IO, list(self._disks()))
         yield from self._space()
-        yield GaugeMetricFamily(
-            "mail_host_boot_time_seconds",
-            "When the host booted (uptime is time() minus this).",
-            value=self.readings.boot_time(),
-        )
+        yield BOOT_TIME.family([((), self.readings.boot_time())])
 
     def _cpu(self) -> Iterator[Metric]:
         times = self.readings.cpu_times()
-        seconds = CounterMetricFamily(
-            "mail_host_cpu_seconds_total",
-            "CPU time spent in each mode, summed over all CPUs.",
-            labels=["mode"],
+        yield CPU_SECONDS.family(
+            ((mode,), getattr(times, mode)) for mode in CPU_MODES if hasattr(times, mode)
         )
-        for mode in CPU_MODES:
-            if hasattr(times, mode):
-                seconds.add_metric([mode], getattr(times, mode))
-        yield seconds
-        yield GaugeMetricFamily(
-            "mail_host_cpus", "Logical CPUs.", value=self.readings.cpu_count() or 0
-        )
-        for minutes, load in zip((1, 5, 15), self.readings.getloadavg(), strict=True):
-            yield GaugeMetricFamily(
-                f"mail_host_load{minutes}", f"Load average over {minutes} minute(s).", value=load
-            )
+        yield CPUS.family([((), self.readings.cpu_count() or 0)])
+        for spec, load in zip(LOADS, self.readings.getloadavg(), strict=True):
+            yield spec.family([((), load)])
 
     def _memory(self) -> Iterator[Metric]:
         swap = self.readings.swap_memory()
-        yield from families(GaugeMetricFamily, MEMORY, [], [([], self.readings.virtual_memory())])
-        yield from families(GaugeMetricFamily, SWAP, [], [([], swap)])
-        yield from families(CounterMetricFamily, SWAP_TRAFFIC, [], [([], swap)])
+        yield from families(MEMORY, [((), self.readings.virtual_memory())])
+        yield from families((*SWAP, *SWAP_TRAFFIC), [((), swap)])
 
     def _interfaces(self) -> Iterator[tuple[list[str], Any]]:
         for device, counters in self.readings.net_io_counters(pernic=True).items():
@@ -329,9 +355,8 @@ class HostCollector:
                 filesystems.append((labels, replace(space, readonly=readonly)))
             elif space is not None:
                 logger.debug("filesystem %s: %s", mountpoint, space)
-        labels = ["mountpoint", "device", "fstype"]
-        yield from families(GaugeMetricFamily, FILESYSTEM, labels, filesystems)
-        yield from families(GaugeMetricFamily, MAIL_PATH, ["path"], self._mail_paths(paths, spaces))
+        yield from families(FILESYSTEM, filesystems)
+        yield from families(MAIL_PATH, list(self._mail_paths(paths, spaces)))
 
     def _mail_paths(
         self, paths: Sequence[str], spaces: Mapping[str, Space | OSError]
@@ -345,6 +370,8 @@ class HostCollector:
                 yield [path], space
 
 
-@register_collector("host", "CPU, load, memory, network, disk I/O, filesystems and mail paths")
-def _host(config: Config) -> HostCollector:
-    return HostCollector(config.collectors.host)
+@register_collector(
+    "host", "CPU, load, memory, network, disk I/O, filesystems and mail paths", HostConfig
+)
+def _host(section: HostConfig, previous: Collector | None) -> HostCollector:
+    return HostCollector(section)

@@ -36,27 +36,81 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 from prometheus_client.core import Metric
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import (
+    COLLECT_SUCCESS,
     OTHER,
     QueueStats,
     SourceLog,
-    collect_success,
-    labelled_counts,
     queue_families,
     read_head,
     source_info,
     top_with_other,
 )
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import PostfixInstance, PostfixQueueConfig
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import StrictModel
 from mail_exporter.decimal_text import ascii_int
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
+
+
+class PostfixInstance(StrictModel):
+    """One Postfix instance; ``name`` is its ``mta_instance`` label (as in ``postfix-NAME``)."""
+
+    name: str = Field(default="postfix", pattern=r"^[A-Za-z0-9_.-]+$")
+    config_directory: Path = Path("/etc/postfix")
+    queue_directory: Path | None = None  # default: what postconf says for config_directory
+
+
+def _distinct_instance_names(instances: list[PostfixInstance]) -> list[PostfixInstance]:
+    """Each name once: two instances of one name would export the same series twice.
+
+    The error is raised at the second instance's ``name`` (present or defaulted), so that
+    check-config points at the instance to rename rather than at the whole list.
+    """
+    seen: set[str] = set()
+    problems: list[InitErrorDetails] = []
+    for index, instance in enumerate(instances):
+        if instance.name in seen:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "duplicate_name",
+                        "duplicate instance name {name}",
+                        {"name": repr(instance.name)},
+                    ),
+                    loc=(index, "name"),
+                    input=instance.name,
+                )
+            )
+        seen.add(instance.name)
+    if problems:
+        raise ValidationError.from_exception_data("instances", problems)
+    return instances
+
+
+class PostfixQueueConfig(CollectorSection):
+    instances: Annotated[list[PostfixInstance], AfterValidator(_distinct_instance_names)] = Field(
+        default_factory=lambda: [PostfixInstance()]
+    )
+    source: Literal["auto", "spool", "showq", "postqueue"] = "auto"
+    postconf_command: str = "postconf"
+    postqueue_command: str = "postqueue"
+    top_domains: int = Field(default=10, ge=1, le=100)
+
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
 SOURCES = ("spool", "showq", "postqueue")
@@ -67,6 +121,15 @@ HEAD_BYTES = 4096
 """How much of a queue file is read: the size and time records come first."""
 MAX_FIELD_BYTES = 65536
 """Longest showq field or postqueue line accepted; anything longer is a broken stream."""
+
+DEFERRED_RECIPIENTS = MetricSpec(
+    "mail_queue_deferred_recipients", "Recipients waiting in the deferred queue, by class of the "
+    "last delay reason.", "gauge", ("mta", "mta_instance", "reason"), as_is,
+)  # fmt: skip
+DEFERRED_DOMAIN_RECIPIENTS = MetricSpec(
+    "mail_queue_deferred_domain_recipients", "Deferred recipients by domain: the largest domains, "
+    "the rest as other.", "gauge", ("mta", "mta_instance", "domain"), as_is,
+)  # fmt: skip
 
 _REMOTE_REPLY = re.compile(r"\b(?:said|refused to talk to me):? ([45])\d\d\b")
 """Postfix's wording when the remote server answered: ``host X said: 450 ...`` or
@@ -405,7 +468,7 @@ class PostfixQueueCollector:
     Instances fail one at a time: one that cannot be read costs its own figures (left
     out, not reported as 0) and shows as ``mail_queue_collect_success 0``; the others
     are exported. Its failure is logged when it starts or changes, and its recovery,
-    as :class:`~mail_exporter.collectors.CollectorSet` does for whole collectors. Only
+    as :class:`~mail_exporter.collectors.base.CollectorSet` does for whole collectors. Only
     when every instance fails does the collector fail, as a single instance always
     has; the framework then logs all the reasons in one line, and later that the
     collector works again, so those failures are not logged a second time here.
@@ -481,7 +544,7 @@ class PostfixQueueCollector:
             families += self._families(instance.name, snapshot, now)
             families.append(source_info("postfix", instance.name, snapshot.source))
         self._log_failures(failures)
-        return [*families, collect_success("postfix", read)]
+        return [*families, COLLECT_SUCCESS.family((("postfix", name), ok) for name, ok in read)]
 
     def _log_failures(self, failures: dict[str, str]) -> None:
         """Log what changed since the last scrape; raise when no instance could be read."""
@@ -496,23 +559,23 @@ class PostfixQueueCollector:
         self._failures = failures
 
     def _families(self, instance: str, snapshot: QueueSnapshot, now: float) -> list[Metric]:
-        reasons = [(reason, snapshot.reasons.get(reason, 0)) for reason in DEFER_REASONS]
+        domains = top_with_other(snapshot.domains, self.settings.top_domains)
         return [
             *queue_families("postfix", instance, snapshot.queues, now),
-            labelled_counts(
-                "mail_queue_deferred_recipients",
-                "Recipients waiting in the deferred queue, by class of the last delay reason.",
-                "reason", ["postfix", instance], reasons,
+            DEFERRED_RECIPIENTS.family(
+                (("postfix", instance, reason), snapshot.reasons.get(reason, 0))
+                for reason in DEFER_REASONS
             ),
-            labelled_counts(
-                "mail_queue_deferred_domain_recipients",
-                "Deferred recipients by domain: the largest domains, the rest as other.",
-                "domain", ["postfix", instance],
-                top_with_other(snapshot.domains, self.settings.top_domains),
+            DEFERRED_DOMAIN_RECIPIENTS.family(
+                (("postfix", instance, domain), count) for domain, count in domains
             ),
-        ]  # fmt: skip
+        ]
 
 
-@register_collector("postfix_queue", "Postfix queue sizes, ages and deferral reasons")
-def _postfix_queue(config: Config) -> PostfixQueueCollector:
-    return PostfixQueueCollector(config.collectors.postfix_queue)
+@register_collector(
+    "postfix_queue", "Postfix queue sizes, ages and deferral reasons", PostfixQueueConfig
+)
+def _postfix_queue(
+    section: PostfixQueueConfig, previous: Collector | None
+) -> PostfixQueueCollector:
+    return PostfixQueueCollector(section)

@@ -44,14 +44,32 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE, run_command
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.collectors.commands import run_command
 from mail_exporter.collectors.queues import QueueStats, SourceLog, queue_families, source_info
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import QmailQueueConfig
+from mail_exporter.config.collectors import CollectorSection
 
 logger = logging.getLogger(__name__)
+
+
+class QmailQueueConfig(CollectorSection):
+    name: str = Field(default="qmail", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue_directory: Path = Path("/var/qmail/queue")
+    # qmail's programs live in /var/qmail/bin, which is rarely on PATH.
+    qstat_command: list[str] = Field(
+        default_factory=lambda: ["/var/qmail/bin/qmail-qstat"], min_length=1
+    )
+    qread_command: list[str] = Field(
+        default_factory=lambda: ["/var/qmail/bin/qmail-qread"], min_length=1
+    )
+
 
 MTA = "qmail"
 QUEUES = ("queue", "todo")
@@ -197,6 +215,6 @@ class QmailQueueCollector:
         ]
 
 
-@register_collector("qmail_queue", "qmail queue sizes and ages (queue and todo)")
-def _qmail_queue(config: Config) -> QmailQueueCollector:
-    return QmailQueueCollector(config.collectors.qmail_queue)
+@register_collector("qmail_queue", "qmail queue sizes and ages (queue and todo)", QmailQueueConfig)
+def _qmail_queue(section: QmailQueueConfig, previous: Collector | None) -> QmailQueueCollector:
+    return QmailQueueCollector(section)

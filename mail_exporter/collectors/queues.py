@@ -1,4 +1,4 @@
-"""What every queue collector reports, and the one place queue metric families are built.
+"""What every queue collector reports: the queue metric families, declared here once.
 
 A collector measures each queue into a :class:`QueueStats` and hands them to
 :func:`queue_families`; every queue of an MTA is always present, 0 when empty.
@@ -16,10 +16,12 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+
+from mail_exporter.metric_spec import MetricSpec, as_is
 
 logger = logging.getLogger(__name__)
 
@@ -65,57 +67,51 @@ class QueueStats:
             self.oldest_arrival = arrival
 
 
+def _size(queue: tuple[QueueStats, float]) -> int | None:
+    stats, _ = queue
+    return None if stats.count_only else stats.size_bytes
+
+
+def _oldest_age(queue: tuple[QueueStats, float]) -> float | None:
+    stats, now = queue
+    if stats.count_only:
+        return None
+    return 0.0 if stats.oldest_arrival is None else max(0.0, now - stats.oldest_arrival)
+
+
+QUEUE = (
+    MetricSpec("mail_queue_messages", "Messages in the queue.", "gauge", QUEUE_LABELS,
+        lambda queue: queue[0].messages),
+    MetricSpec("mail_queue_size_bytes", "Total size of the messages in the queue.", "gauge",
+        QUEUE_LABELS, _size),
+    MetricSpec("mail_queue_oldest_message_age_seconds", "Age of the oldest message in the queue, "
+        "from its recorded arrival time; 0 when empty.", "gauge", QUEUE_LABELS, _oldest_age),
+)  # fmt: skip
+"""Read from (stats, now) rows; a count-only queue has neither size nor age."""
+SOURCE_INFO = MetricSpec(
+    "mail_queue_source_info", "Where the queue figures come from (postfix: spool, showq, "
+    "postqueue; exim: spool, bpc; qmail: directory, commands).", "gauge",
+    ("mta", "mta_instance", "source"), as_is,
+)  # fmt: skip
+COLLECT_SUCCESS = MetricSpec(
+    "mail_queue_collect_success", "1 if the instance's queues were read at this scrape, 0 if they "
+    "could not be.", "gauge", ("mta", "mta_instance"), as_is,
+)  # fmt: skip
+"""Whether each instance's queues could be read at this scrape (a failed one has no queue
+figures, so this tells "empty" from "unknown")."""
+
+
 def queue_families(
     mta: str, instance: str, queues: Mapping[str, QueueStats], now: float
 ) -> list[Metric]:
     """The three contract families for one MTA instance's queues."""
-    messages = GaugeMetricFamily(
-        "mail_queue_messages", "Messages in the queue.", labels=list(QUEUE_LABELS)
-    )
-    size = GaugeMetricFamily(
-        "mail_queue_size_bytes",
-        "Total size of the messages in the queue.",
-        labels=list(QUEUE_LABELS),
-    )
-    oldest = GaugeMetricFamily(
-        "mail_queue_oldest_message_age_seconds",
-        "Age of the oldest message in the queue, from its recorded arrival time; 0 when empty.",
-        labels=list(QUEUE_LABELS),
-    )
-    for queue, stats in queues.items():
-        labels = [mta, instance, queue]
-        messages.add_metric(labels, stats.messages)
-        if stats.count_only:
-            continue
-        size.add_metric(labels, stats.size_bytes)
-        age = 0.0 if stats.oldest_arrival is None else max(0.0, now - stats.oldest_arrival)
-        oldest.add_metric(labels, age)
-    return [messages, size, oldest]
+    rows = [((mta, instance, queue), (stats, now)) for queue, stats in queues.items()]
+    return [spec.family(rows) for spec in QUEUE]
 
 
-def source_info(mta: str, instance: str, source: str) -> GaugeMetricFamily:
+def source_info(mta: str, instance: str, source: str) -> Metric:
     """Which source an MTA instance's queue figures came from."""
-    family = GaugeMetricFamily(
-        "mail_queue_source_info",
-        "Where the queue figures come from (postfix: spool, showq, postqueue; exim: spool, "
-        "bpc; qmail: directory, commands).",
-        labels=["mta", "mta_instance", "source"],
-    )
-    family.add_metric([mta, instance, source], 1.0)
-    return family
-
-
-def collect_success(mta: str, instances: Iterable[tuple[str, bool]]) -> GaugeMetricFamily:
-    """Whether each instance's queues could be read at this scrape (a failed one has no
-    queue figures, so this tells "empty" from "unknown")."""
-    family = GaugeMetricFamily(
-        "mail_queue_collect_success",
-        "1 if the instance's queues were read at this scrape, 0 if they could not be.",
-        labels=["mta", "mta_instance"],
-    )
-    for instance, success in instances:
-        family.add_metric([mta, instance], 1.0 if success else 0.0)
-    return family
+    return SOURCE_INFO.family([((mta, instance, source), 1.0)])
 
 
 class SourceLog:
@@ -140,18 +136,3 @@ def top_with_other(counts: Counter[str], keep: int) -> list[tuple[str, int]]:
     top = [entry for entry in counts.most_common(keep + 1) if entry[0] != OTHER][:keep]
     rest = sum(counts.values()) - sum(count for _, count in top)
     return [*top, (OTHER, rest)] if rest else top
-
-
-def labelled_counts(
-    name: str,
-    documentation: str,
-    label: str,
-    fixed: Iterable[str],
-    counts: Iterable[tuple[str, int]],
-) -> GaugeMetricFamily:
-    """A gauge family of counts by one extra label after ``mta``/``mta_instance``."""
-    family = GaugeMetricFamily(name, documentation, labels=["mta", "mta_instance", label])
-    fixed_values = list(fixed)
-    for value, count in counts:
-        family.add_metric([*fixed_values, value], count)
-    return family

@@ -26,25 +26,34 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
-from mail_exporter.collectors import register_collector
-from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config
+from mail_exporter.collectors.base import Collector, register_collector
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.metric_spec import MetricSpec, attribute, families
+
+
+class SensorsConfig(CollectorSection):
+    """Temperatures and fans from the kernel's hwmon (via psutil)."""
+
 
 Readings = Mapping[str, Sequence[Any]]
 """psutil's shape: chip name to its sensors (named tuples with ``label``, ``current``, …)."""
 SensorSource = Callable[[], tuple[Readings, Readings]]
 
-LABELS = ["chip", "sensor"]
-TEMPERATURES: Sequence[Field] = (
-    ("mail_host_temperature_celsius", "Temperature of the sensor.", "current", 1),
-    ("mail_host_temperature_high_celsius", "The sensor's high (warning) threshold.", "high", 1),
-    ("mail_host_temperature_critical_celsius", "The sensor's critical threshold.", "critical", 1),
-)
-FANS: Sequence[Field] = (
-    ("mail_host_fan_rpm", "Fan speed in revolutions per minute.", "current", 1),
-)
+LABELS = ("chip", "sensor")
+TEMPERATURES = (
+    MetricSpec("mail_host_temperature_celsius", "Temperature of the sensor.", "gauge", LABELS,
+        attribute("current")),
+    MetricSpec("mail_host_temperature_high_celsius", "The sensor's high (warning) threshold.",
+        "gauge", LABELS, attribute("high")),
+    MetricSpec("mail_host_temperature_critical_celsius", "The sensor's critical threshold.",
+        "gauge", LABELS, attribute("critical")),
+)  # fmt: skip
+FANS = (
+    MetricSpec("mail_host_fan_rpm", "Fan speed in revolutions per minute.", "gauge", LABELS,
+        attribute("current")),
+)  # fmt: skip
 
 
 def psutil_sensors() -> tuple[Readings, Readings]:
@@ -63,7 +72,7 @@ def sensor_names(labels: Sequence[str], kind: str) -> list[str]:
     return names
 
 
-def sensor_families(readings: Readings, kind: str, fields: Sequence[Field]) -> list[Metric]:
+def sensor_families(readings: Readings, kind: str, specs: Sequence[MetricSpec]) -> list[Metric]:
     """The families of one kind of sensor that have samples; none for a host without any."""
     rows = [
         ([chip, name], sensor)
@@ -72,7 +81,7 @@ def sensor_families(readings: Readings, kind: str, fields: Sequence[Field]) -> l
             sensor_names([sensor.label for sensor in sensors], kind), sensors, strict=True
         )
     ]
-    return families(GaugeMetricFamily, fields, LABELS, rows)
+    return families(specs, rows)
 
 
 class SensorsCollector:
@@ -89,6 +98,6 @@ class SensorsCollector:
         ]
 
 
-@register_collector("sensors", "Temperatures and fans (hwmon)")
-def _sensors(config: Config) -> SensorsCollector:
+@register_collector("sensors", "Temperatures and fans (hwmon)", SensorsConfig)
+def _sensors(section: SensorsConfig, previous: Collector | None) -> SensorsCollector:
     return SensorsCollector()

@@ -13,7 +13,8 @@ Kernel threads and zombies (no command line) never match. Decisions:
 * CPU seconds are a counter that outlives the processes: the last reading of a process
   that exited stays in the total, so short-lived children (smtpd, cleanup, imap) do not
   make the counter drop at every exit. Only the CPU a process used between its last
-  scrape and its exit is lost.
+  scrape and its exit is lost. A reload that rebuilds the collector hands each service
+  still configured its count, so the counter does not drop then either.
 * Open files count the entries of ``/proc/PID/fd`` (sockets and pipes included), over
   the processes whose table may be read (root or the same user); absent when none may.
 * /proc is read directly, two small files a process and a little more for the matching
@@ -33,37 +34,65 @@ Sample output::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import psutil  # type: ignore[import-untyped]
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import register_collector
-from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import ServicesConfig
+from mail_exporter.collectors.base import Collector, register_collector
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import StrictModel
+from mail_exporter.metric_spec import MetricSpec, attribute, families
+
+
+class ServiceMatch(StrictModel):
+    """A mail service: processes whose name is one of ``processes``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    processes: list[str] = Field(min_length=1)
+
+
+def _default_services() -> list[ServiceMatch]:
+    return [
+        ServiceMatch(name="postfix", processes=["master"]),
+        ServiceMatch(name="smtpd", processes=["smtpd"]),
+        ServiceMatch(name="dovecot", processes=["dovecot"]),
+        ServiceMatch(name="exim", processes=["exim4", "exim"]),
+        ServiceMatch(name="rspamd", processes=["rspamd"]),
+        ServiceMatch(name="amavis", processes=["amavisd", "amavisd-new", "amavis"]),
+        ServiceMatch(name="spamd", processes=["spamd"]),
+        ServiceMatch(name="clamd", processes=["clamd"]),
+    ]
+
+
+class ServicesConfig(CollectorSection):
+    """Whether each mail service runs: process count, memory, CPU seconds, open files."""
+
+    services: list[ServiceMatch] = Field(default_factory=_default_services)
+
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 READ_LIMIT = 4096
 
-GAUGES: Sequence[Field] = (
-    ("mail_host_service_up", "1 if at least one process of the service runs.", "up", 1),
-    ("mail_host_service_processes", "Processes of the service.", "processes", 1),
-    ("mail_host_service_resident_memory_bytes", "Resident memory of the service's processes.",
-     "rss_bytes", 1),
-    ("mail_host_service_open_fds", "Open files, sockets and pipes of the service's processes.",
-     "open_fds", 1),
-    ("mail_host_service_start_time_seconds", "Start time of the service's oldest process.",
-     "start_time", 1),
-)  # fmt: skip
-COUNTERS: Sequence[Field] = (
-    ("mail_host_service_cpu_seconds_total",
-     "CPU time (user and system) of the service's processes, exited ones included.",
-     "cpu_seconds", 1),
+SERVICE = (
+    MetricSpec("mail_host_service_up", "1 if at least one process of the service runs.", "gauge",
+        ("service",), attribute("up")),
+    MetricSpec("mail_host_service_processes", "Processes of the service.", "gauge", ("service",),
+        attribute("processes")),
+    MetricSpec("mail_host_service_resident_memory_bytes", "Resident memory of the service's "
+        "processes.", "gauge", ("service",), attribute("rss_bytes")),
+    MetricSpec("mail_host_service_open_fds", "Open files, sockets and pipes of the service's "
+        "processes.", "gauge", ("service",), attribute("open_fds")),
+    MetricSpec("mail_host_service_start_time_seconds", "Start time of the service's oldest "
+        "process.", "gauge", ("service",), attribute("start_time")),
+    MetricSpec("mail_host_service_cpu_seconds_total", "CPU time (user and system) of the "
+        "service's processes, exited ones included.", "counter", ("service",),
+        attribute("cpu_seconds")),
 )  # fmt: skip
 
 
@@ -202,9 +231,18 @@ class CpuCounter:
 class ServicesCollector:
     """Matches every process against the configured services at each scrape."""
 
-    def __init__(self, settings: ServicesConfig, source: ProcessSource | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServicesConfig,
+        source: ProcessSource | None = None,
+        previous: ServicesCollector | None = None,
+    ) -> None:
         self.source = source if source is not None else ProcFS()
-        self._counters = {service.name: CpuCounter() for service in settings.services}
+        # A service still configured after a reload keeps counting its CPU seconds.
+        kept = previous._counters if previous is not None else {}
+        self._counters: dict[str, CpuCounter] = {
+            service.name: kept.get(service.name) or CpuCounter() for service in settings.services
+        }
         self._owners: dict[str, list[str]] = {}
         for service in settings.services:
             for name in service.processes:
@@ -221,13 +259,13 @@ class ServicesCollector:
                 figures[service].add(process.pid, usage)
         for name, service in figures.items():
             service.cpu_seconds = self._counters[name].total(service.cpu)
-        rows = [([name], service) for name, service in figures.items()]
-        return [
-            *families(GaugeMetricFamily, GAUGES, ["service"], rows),
-            *families(CounterMetricFamily, COUNTERS, ["service"], rows),
-        ]
+        return families(SERVICE, [([name], service) for name, service in figures.items()])
 
 
-@register_collector("services", "Mail service processes: up, count, memory, CPU, open files")
-def _services(config: Config) -> ServicesCollector:
-    return ServicesCollector(config.collectors.services)
+@register_collector(
+    "services", "Mail service processes: up, count, memory, CPU, open files", ServicesConfig
+)
+def _services(section: ServicesConfig, previous: Collector | None) -> ServicesCollector:
+    return ServicesCollector(
+        section, previous=previous if isinstance(previous, ServicesCollector) else None
+    )

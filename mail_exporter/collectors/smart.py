@@ -1,11 +1,12 @@
 """Disk health from S.M.A.R.T.: ``smartctl --json --nocheck=standby -a`` for each disk.
 
 smartctl is slow (it talks to every disk) and needs root, so it runs on the section's
-own ``interval`` (10 minutes by default), never on the event loop: the first scrape runs
-it in the collector's worker thread and waits (bounded by the section's ``timeout``);
-later runs start in a thread of the collector's own at the first scrape after the
-interval, and every scrape returns the last finished run's readings at once, so that
-no /metrics request waits for the disks. Decisions:
+own ``interval`` (10 minutes by default), never on the event loop, as
+:mod:`~mail_exporter.collectors.background` runs work: the first scrape runs it in the
+collector's worker thread and waits (bounded by the section's ``timeout``); later runs
+start in a thread of the collector's own at the first scrape after the interval, and
+every scrape returns the last finished run's readings at once, so that no /metrics
+request waits for the disks. Decisions:
 
 * Disks: the config's ``devices``, else what ``smartctl --scan`` finds, scanned again at
   each run. A device is ``NAME`` or ``NAME -d TYPE`` (as ``--scan`` prints it); the type
@@ -50,20 +51,34 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
+from pydantic import Field
 
-from mail_exporter.collectors import CollectorError, register_collector
-from mail_exporter.collectors.commands import COMMAND_TIME_SHARE
-from mail_exporter.collectors.host import Field, families
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import SmartConfig
+from mail_exporter.collectors.background import IntervalWork, Runner
+from mail_exporter.collectors.base import (
+    COMMAND_TIME_SHARE,
+    Collector,
+    CollectorError,
+    register_collector,
+)
+from mail_exporter.config.collectors import CollectorSection
+from mail_exporter.config.fields import Duration
+from mail_exporter.metric_spec import MetricSpec, as_is, attribute, families
 
 logger = logging.getLogger(__name__)
+
+
+class SmartConfig(CollectorSection):
+    """Disk health from ``smartctl --json``; runs on its own slower interval."""
+
+    interval: Duration = Field(default="10m", validate_default=True)
+    smartctl_command: list[str] = Field(default_factory=lambda: ["smartctl"], min_length=1)
+    devices: list[str] = Field(default_factory=list)  # empty: what `smartctl --scan` finds
+
 
 CANNOT_RUN = 0b11
 """Exit bits 0 (command line or other fatal error) and 1 (device open failed)."""
@@ -78,27 +93,36 @@ FLAGS = (
 STANDBY = re.compile(r"Device is in .* mode")
 REALLOCATED, PENDING, OFFLINE_UNCORRECTABLE = 5, 197, 198
 
-GAUGES: Sequence[Field] = (
-    ("mail_host_smart_healthy", "1 if the overall health self-assessment passed.", "healthy", 1),
-    ("mail_host_smart_temperature_celsius", "Temperature of the disk.", "temperature", 1),
-    ("mail_host_smart_power_on_seconds", "Time the disk has been powered on.",
-     "power_on_seconds", 1),
-    ("mail_host_smart_reallocated_sectors",
-     "Sectors remapped to spares (ATA attribute 5; SCSI grown defect list).", "reallocated", 1),
-    ("mail_host_smart_pending_sectors", "Unstable sectors waiting to be remapped (ATA 197).",
-     "pending", 1),
-    ("mail_host_smart_offline_uncorrectable_sectors",
-     "Sectors the offline scan could not read (ATA 198).", "offline_uncorrectable", 1),
-    ("mail_host_smart_nvme_used_ratio",
-     "NVMe endurance used: percentage used / 100 (may pass 1).", "nvme_percentage_used", 100),
-    ("mail_host_smart_standby", "1 if the disk was asleep at the last run and was not woken.",
-     "standby", 1),
-    ("mail_host_smart_last_read_timestamp_seconds", "When the exported readings were taken.",
-     "read_at", 1),
+DEVICE = ("device",)
+INFO = MetricSpec(
+    "mail_host_smart_device_info", "The disk's protocol, model and serial number, as smartctl "
+    "reports them.", "gauge", ("device", "protocol", "model", "serial"), as_is,
 )  # fmt: skip
-COUNTERS: Sequence[Field] = (
-    ("mail_host_smart_nvme_media_errors_total",
-     "Unrecovered data integrity errors the NVMe controller counted.", "nvme_media_errors", 1),
+READINGS = (
+    MetricSpec("mail_host_smart_healthy", "1 if the overall health self-assessment passed.",
+        "gauge", DEVICE, attribute("healthy")),
+    MetricSpec("mail_host_smart_temperature_celsius", "Temperature of the disk.", "gauge", DEVICE,
+        attribute("temperature")),
+    MetricSpec("mail_host_smart_power_on_seconds", "Time the disk has been powered on.", "gauge",
+        DEVICE, attribute("power_on_seconds")),
+    MetricSpec("mail_host_smart_reallocated_sectors", "Sectors remapped to spares (ATA attribute "
+        "5; SCSI grown defect list).", "gauge", DEVICE, attribute("reallocated")),
+    MetricSpec("mail_host_smart_pending_sectors", "Unstable sectors waiting to be remapped (ATA "
+        "197).", "gauge", DEVICE, attribute("pending")),
+    MetricSpec("mail_host_smart_offline_uncorrectable_sectors", "Sectors the offline scan could "
+        "not read (ATA 198).", "gauge", DEVICE, attribute("offline_uncorrectable")),
+    MetricSpec("mail_host_smart_nvme_used_ratio", "NVMe endurance used: percentage used / 100 "
+        "(may pass 1).", "gauge", DEVICE, attribute("nvme_percentage_used", per=100)),
+    MetricSpec("mail_host_smart_standby", "1 if the disk was asleep at the last run and was not "
+        "woken.", "gauge", DEVICE, attribute("standby")),
+    MetricSpec("mail_host_smart_last_read_timestamp_seconds", "When the exported readings were "
+        "taken.", "gauge", DEVICE, attribute("read_at")),
+    MetricSpec("mail_host_smart_nvme_media_errors_total", "Unrecovered data integrity errors the "
+        "NVMe controller counted.", "counter", DEVICE, attribute("nvme_media_errors")),
+)  # fmt: skip
+EXIT_STATUS_FLAG = MetricSpec(
+    "mail_host_smart_exit_status_flag", "smartctl's exit status bits 2-7 (health findings) at the "
+    "last reading, 0 or 1.", "gauge", ("device", "flag"), as_is,
 )  # fmt: skip
 
 
@@ -230,8 +254,6 @@ def cannot_run(device: Device, exit_status: int, document: Mapping[str, Any]) ->
 
 State = tuple[dict[str, Reading], str | None]
 """A run's readings by device label, and why it failed (readings of the run before then)."""
-Runner = Callable[[Callable[[], None]], object]
-"""Starts a run somewhere else than the scrape's thread (a thread of the collector's own)."""
 
 
 class SmartCollector:
@@ -252,30 +274,21 @@ class SmartCollector:
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
-        self._thread: ThreadPoolExecutor | None = None
-        if background is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="smartctl")
-            background = self._thread.submit
-        self.background = background
-        self._due = float("-inf")
+        self._runs = IntervalWork(
+            "smartctl", float(settings.interval), self._refresh, clock, background
+        )
         self._state: State | None = None
 
     def collect(self) -> Iterable[Metric]:
-        if self._state is None:
-            self._due = self.clock() + float(self.settings.interval)
-            self._state = self._run()
-        elif self.clock() >= self._due:
-            self._due = self.clock() + float(self.settings.interval)
-            self.background(self._refresh)
+        self._runs.tick()
+        assert self._state is not None  # the first tick ran smartctl in this thread
         readings, failure = self._state  # a run just started in the background: the last one's
         if failure is not None:
             raise CollectorError(failure)
         return reading_families(readings)
 
     def close(self) -> None:
-        """Drop a run that has not started; one in progress ends at its time limit."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=False, cancel_futures=True)
+        self._runs.close()
 
     def _refresh(self) -> None:
         self._state = self._run()
@@ -327,44 +340,29 @@ class SmartCollector:
         return parse_reading(document, exit_status, self.wall_clock())
 
 
-def _flags(readings: Mapping[str, Reading]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mail_host_smart_exit_status_flag",
-        "smartctl's exit status bits 2-7 (health findings) at the last reading, 0 or 1.",
-        labels=["device", "flag"],
-    )
-    for device, reading in readings.items():
-        if reading.read_at is not None:
-            for bit, flag in FLAGS:
-                family.add_metric([device, flag], int(bool(reading.exit_status & bit)))
-    if family.samples:
-        yield family
-
-
-def _info(readings: Mapping[str, Reading]) -> Iterator[Metric]:
-    family = GaugeMetricFamily(
-        "mail_host_smart_device_info",
-        "The disk's protocol, model and serial number, as smartctl reports them.",
-        labels=["device", "protocol", "model", "serial"],
-    )
-    for device, reading in readings.items():
-        if reading.read_at is not None:
-            details = (reading.protocol, reading.model, reading.serial)
-            family.add_metric([device, *(value or "" for value in details)], 1)
-    if family.samples:
-        yield family
-
-
 def reading_families(readings: Mapping[str, Reading]) -> list[Metric]:
-    rows = [([device], reading) for device, reading in readings.items()]
+    """The disks' families: a disk asleep since the start has its standby figure only."""
+    read = [
+        (device, reading) for device, reading in readings.items() if reading.read_at is not None
+    ]
+    info = [
+        ((device, *(value or "" for value in (r.protocol, r.model, r.serial))), 1)
+        for device, r in read
+    ]
+    flags = [
+        ((device, flag), bool(reading.exit_status & bit))
+        for device, reading in read
+        for bit, flag in FLAGS
+    ]
     return [
-        *_info(readings),
-        *families(GaugeMetricFamily, GAUGES, ["device"], rows),
-        *families(CounterMetricFamily, COUNTERS, ["device"], rows),
-        *_flags(readings),
+        *families([INFO], info),
+        *families(READINGS, [((device,), reading) for device, reading in readings.items()]),
+        *families([EXIT_STATUS_FLAG], flags),
     ]
 
 
-@register_collector("smart", "Disk health from smartctl (S.M.A.R.T.), on its own interval")
-def _smart(config: Config) -> SmartCollector:
-    return SmartCollector(config.collectors.smart)
+@register_collector(
+    "smart", "Disk health from smartctl (S.M.A.R.T.), on its own interval", SmartConfig
+)
+def _smart(section: SmartConfig, previous: Collector | None) -> SmartCollector:
+    return SmartCollector(section)

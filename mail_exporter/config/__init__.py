@@ -16,7 +16,8 @@ are imported from their own modules by the code that needs them:
   addresses, names, paths beside the config file, CA files);
 - :mod:`~mail_exporter.config.probes`: modules, targets, ``global`` and ``probe``;
 - :mod:`~mail_exporter.config.roundtrip`: the round-trip routes;
-- :mod:`~mail_exporter.config.collectors`: one section per collector;
+- :mod:`~mail_exporter.config.collectors`: the ``collectors`` section, a section per
+  registered collector (each defines its own beside its code);
 - :mod:`~mail_exporter.config.references`: checks that span sections (the modules
   targets and routes name, names given twice).
 """
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, SerializeAsAny, model_validator
 
+import mail_exporter.collectors  # noqa: F401  (every collector registers itself and its section)
 from mail_exporter.allowlist import TargetKey, target_key
-from mail_exporter.config.collectors import CollectorsConfig
+from mail_exporter.collectors.base import COLLECTORS
+from mail_exporter.config.collectors import CollectorSections, collectors_model
 from mail_exporter.config.fields import Name, StrictModel
 from mail_exporter.config.probes import (
     GlobalConfig,
@@ -50,6 +53,13 @@ from mail_exporter.config.validation import (
 from mail_exporter.targets import Address, parse_address
 
 __all__ = ["Config", "ConfigError", "default_config", "load_config", "parse_config"]
+
+# Built from the registrations, so the type checker knows it by its base (whose
+# ``section(name)`` gives a collector's section); pydantic reads the built model.
+if TYPE_CHECKING:
+    CollectorsConfig = CollectorSections
+else:
+    CollectorsConfig = collectors_model({name: spec.section for name, spec in COLLECTORS.items()})
 
 
 class Config(StrictModel):
@@ -85,7 +95,16 @@ class Config(StrictModel):
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    return moved_key_problem(error) or describe_error(error)
+    return moved_key_problem(error) or _unknown_collector(error) or describe_error(error)
+
+
+def _unknown_collector(error: Mapping[str, Any]) -> str | None:
+    """A section under ``collectors:`` that no collector registered: a collector this
+    program does not have (or whose module the collectors package does not import)."""
+    location = tuple(error["loc"])
+    if error["type"] == "extra_forbidden" and len(location) == 2 and location[0] == "collectors":
+        return f"unknown key: there is no collector {location[1]}"
+    return None
 
 
 def parse_config(text: str, source: str = "<config>", directory: Path | None = None) -> Config:

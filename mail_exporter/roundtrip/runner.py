@@ -57,7 +57,7 @@ from prometheus_client.core import Metric
 from mail_exporter.config import Config
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.roundtrip import RoundTripRoute
-from mail_exporter.roundtrip.families import RoundTripFamilies
+from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
 from mail_exporter.roundtrip.message import build_message, hop_delays, new_token
@@ -337,7 +337,4 @@ class RoundTripRunner:
 
     def collect(self) -> Iterator[Metric]:
         """The round-trip families (none without routes); safe from a worker thread."""
-        families = RoundTripFamilies()
-        for name, runner in list(self.routes.items()):
-            families.add(name, runner.stats)
-        return iter(families)
+        return iter(roundtrip_families({n: runner.stats for n, runner in self.routes.items()}))

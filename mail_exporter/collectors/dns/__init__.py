@@ -5,7 +5,7 @@ MX, SPF, DMARC, DKIM and TLS-RPT records of each configured domain
 against the certificate each address of each MX shows (:mod:`.dane`), reverse DNS of
 each sending IP (:mod:`.rdns`) and blocklist listings (:mod:`.dnsbl`), through
 dnspython's async resolver (:mod:`.resolver`), on the section's own interval
-(:mod:`.collector`).
+(:mod:`.collector`). The section is :mod:`.config`.
 
 Sample output::
 
@@ -24,13 +24,13 @@ Sample output::
 
 from __future__ import annotations
 
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.dns.collector import DnsCollector
-from mail_exporter.config import Config
+from mail_exporter.collectors.dns.config import DnsConfig
 
 
 @register_collector(
-    "dns", "MX, SPF, DMARC, DKIM, MTA-STS, TLS-RPT, DANE, reverse DNS and blocklists"
+    "dns", "MX, SPF, DMARC, DKIM, MTA-STS, TLS-RPT, DANE, reverse DNS and blocklists", DnsConfig
 )
-def _dns(config: Config) -> DnsCollector:
-    return DnsCollector(config.collectors.dns)
+def _dns(section: DnsConfig, previous: Collector | None) -> DnsCollector:
+    return DnsCollector(section, previous=previous if isinstance(previous, DnsCollector) else None)

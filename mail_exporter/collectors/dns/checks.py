@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from mail_exporter.collectors.dns import dnsbl, mtasts
+from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from mail_exporter.collectors.dns.dane import Dane, check_dane
 from mail_exporter.collectors.dns.rdns import ReverseDns, check_reverse
 from mail_exporter.collectors.dns.records import DomainRecords, RecordChecks
 from mail_exporter.collectors.dns.resolver import Lookups
-from mail_exporter.config.collectors import DnsConfig, DnsResolverConfig
 
 
 @dataclass

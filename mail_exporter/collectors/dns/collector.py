@@ -1,12 +1,15 @@
 """The ``dns`` collector: every DNS check on the section's ``interval``, scrapes get the cache.
 
-Like the ``smart`` collector: the first scrape runs the checks and waits for them
-(bounded by the section's ``timeout``); later passes start in the collector's own
-thread at the first scrape after the interval, and every scrape returns the last
-finished pass at once. So blocklists, which ban heavy users, see one query per IP and
-zone per interval however often Prometheus scrapes. Each pass runs on its own event
-loop in that thread, with at most ``max_in_flight`` queries out at once (through
-``resolver`` and ``blocklist_resolver`` together).
+As :mod:`~mail_exporter.collectors.background` runs work on an interval: the first
+scrape runs the checks and waits for them (bounded by the section's ``timeout``); later
+passes start in the collector's own thread at the first scrape after the interval, and
+every scrape returns the last finished pass at once. So blocklists, which ban heavy
+users, see one query per IP and zone per interval however often Prometheus scrapes.
+Each pass runs on its own event loop in that thread, with at most ``max_in_flight``
+queries out at once (through ``resolver`` and ``blocklist_resolver`` together).
+
+A collector rebuilt by a reload runs its checks afresh (its section changed) but goes
+on with its predecessor's error counters, so that they never move backwards.
 """
 
 from __future__ import annotations
@@ -17,19 +20,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import CollectorError
+from mail_exporter.collectors.background import IntervalWork, Runner
+from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.dns import mtasts
 from mail_exporter.collectors.dns.checks import Results, run_checks
+from mail_exporter.collectors.dns.config import DnsConfig
 from mail_exporter.collectors.dns.families import error_families, result_families
-from mail_exporter.config.collectors import DnsConfig
 
 logger = logging.getLogger(__name__)
-
-Runner = Callable[[Callable[[], None]], object]
 
 
 class DnsCollector:
@@ -39,29 +40,28 @@ class DnsCollector:
         clock: Callable[[], float] = time.monotonic,
         background: Runner | None = None,
         mta_sts_url: Callable[[str], str] = mtasts.policy_url,
+        previous: DnsCollector | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
         self.mta_sts_url = mta_sts_url
-        self._thread: ThreadPoolExecutor | None = None
-        if background is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dns")
-            background = self._thread.submit
-        self.background = background
-        self._due = float("-inf")
+        self._passes = IntervalWork(
+            "dns", float(settings.interval), self._refresh, clock, background
+        )
         self._results: Results | None = None
         self._failure: str | None = None
         self._lock = threading.Lock()
         self.check_errors: Counter[tuple[str, str]] = Counter()
         self.blocklist_errors: Counter[tuple[str, str]] = Counter()
+        if previous is not None:  # error counters go on; those of zones no longer listed end
+            zones = {*settings.ip_blocklists, *settings.domain_blocklists}
+            with previous._lock:
+                self.check_errors.update(previous.check_errors)
+                self.blocklist_errors.update(
+                    {key: n for key, n in previous.blocklist_errors.items() if key[0] in zones}
+                )
 
     def collect(self) -> Iterable[Metric]:
-        if self._results is None and self._failure is None:
-            self._due = self.clock() + float(self.settings.interval)
-            self._refresh()
-        elif self.clock() >= self._due:
-            self._due = self.clock() + float(self.settings.interval)
-            self.background(self._refresh)
+        self._passes.tick()
         with self._lock:
             results, failure = self._results, self._failure
             errors = error_families(
@@ -74,8 +74,7 @@ class DnsCollector:
         return [*result_families(results), *errors]
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=False, cancel_futures=True)
+        self._passes.close()
 
     def _refresh(self) -> None:
         try:

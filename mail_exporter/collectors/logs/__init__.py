@@ -9,7 +9,8 @@ One file per concern:
   :mod:`.dovecot` and :mod:`.spam` understand them, :mod:`.rejects` classifies rejects
   and :mod:`.replies` the replies of servers that refused our mail;
 * :mod:`.counters` and :mod:`.domains` hold the counts, :mod:`.render` turns them into
-  metric families, :mod:`.collector` ties it together and registers ``logs``.
+  metric families, :mod:`.collector` ties it together and registers ``logs`` with its
+  section, :mod:`.config`.
 """
 
 from mail_exporter.collectors.logs import collector  # noqa: F401  (registers "logs")

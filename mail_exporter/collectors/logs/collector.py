@@ -4,22 +4,25 @@ Each configured source gets a follower thread (:mod:`.files`, :mod:`.journal`, o
 standard input) feeding one :class:`~.dispatch.LineDispatcher`; a scrape only copies
 the counters. Followers start with the collector and stop in :meth:`close`.
 
-Reloads: the collector set of the old config is closed before the new one is built,
-so a closing collector parks its followers' positions and its counters in a
-:class:`Handover`, and the next logs collector takes them: a source that is still
-configured continues exactly after the last line counted (nothing lost, nothing
-counted twice) and counters keep counting instead of starting over. Positions go
-to the state file as well, when one is configured, for restarts.
+Reloads: a logs collector rebuilt for a changed section is handed its predecessor and
+takes over from it. It stops the predecessor's followers first, so that their positions
+are final, then continues each source that is still configured exactly after the last
+line counted (nothing lost, nothing counted twice), with the same counters (they go on
+counting instead of starting over), the same per-message parser state (a message's
+first line is not taken for a new one), and each source's own counts. Until the new
+collector replaces it, scrapes read the shared counters through the predecessor, so no
+counter ever moves backwards. Positions go to the state file as well, when one is
+configured, for restarts.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from mail_exporter.collectors import register_collector
+from mail_exporter.collectors.base import Collector, register_collector
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.files import FileFollower
@@ -28,30 +31,6 @@ from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.render import Snapshot, families
 from mail_exporter.collectors.logs.replies import ReplyReasons
 from mail_exporter.collectors.logs.state import StateFile
-from mail_exporter.config import Config
-from mail_exporter.config.collectors import LogsConfig, LogSource
-
-
-class Handover:
-    """What a closed logs collector leaves to its successor: positions and counters."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._positions: dict[str, Position] = {}
-        self._counters: LogCounters | None = None
-
-    def park(self, positions: dict[str, Position], counters: LogCounters) -> None:
-        with self._lock:
-            self._positions, self._counters = positions, counters
-
-    def claim(self) -> tuple[dict[str, Position], LogCounters | None]:
-        with self._lock:
-            taken = self._positions, self._counters
-            self._positions, self._counters = {}, None
-            return taken
-
-
-HANDOVER = Handover()
 
 
 def make_follower(source: LogSource, settings: LogsConfig) -> Follower:
@@ -65,18 +44,24 @@ def make_follower(source: LogSource, settings: LogsConfig) -> Follower:
 class LogsCollector:
     """Counts what the configured logs say; see the package docstring for the metrics."""
 
-    def __init__(self, settings: LogsConfig, handover: Handover = HANDOVER) -> None:
+    def __init__(self, settings: LogsConfig, previous: LogsCollector | None = None) -> None:
         self.settings = settings
-        self.handover = handover
-        positions, counters = handover.claim()
-        self.counters = counters or LogCounters(settings.top_domains)
-        self.counters.set_top_domains(settings.top_domains)
-        replies = ReplyReasons((entry.pattern, entry.reason) for entry in settings.reply_reasons)
-        self.dispatcher = LineDispatcher(self.counters, settings.postfix_syslog_names, replies)
         self.state = StateFile(settings.state_file) if settings.state_file else None
         saved = self.state.load() if self.state else {}
-        self.followers = [make_follower(source, settings) for source in settings.sources]
+        self.followers: list[Follower] = [make_follower(s, settings) for s in settings.sources]
         self._closed = False
+        earlier: dict[str, Follower] = {}
+        if previous is None:
+            self.counters = LogCounters(settings.top_domains)
+            self.dispatcher = self._dispatcher()
+        else:  # last: the predecessor stops counting only once this one is ready to
+            previous.close()
+            earlier = {follower.key: follower for follower in previous.followers}
+            self.counters = previous.counters
+            self.counters.set_top_domains(settings.top_domains)
+            self.dispatcher = previous.dispatcher
+            if _parsing(previous.settings) != _parsing(settings):
+                self.dispatcher = self._dispatcher()
         for follower in self.followers:
             feed = Feed(
                 self.dispatcher.feeder(follower.source.format),
@@ -84,7 +69,11 @@ class LogsCollector:
                 self.counters.lock,
                 self._save_state,
             )
-            follower.start(feed, positions.get(follower.key) or saved.get(follower.key))
+            before = earlier.get(follower.key)
+            if before is not None:
+                follower.count_on(before)
+            position = before.checkpoint if before is not None else None
+            follower.start(feed, position or saved.get(follower.key))
 
     def positions(self) -> dict[str, Position]:
         return {f.key: f.checkpoint for f in self.followers if f.checkpoint}
@@ -97,16 +86,28 @@ class LogsCollector:
         return list(families(Snapshot.take(self.counters), self.followers))
 
     def close(self) -> None:
-        """Stop following; leave positions and counters to the next logs collector."""
+        """Stop following and save the positions; a successor may still take them over."""
         if self._closed:
             return
         self._closed = True
         for follower in self.followers:
             follower.stop()
         self._save_state(force=True)
-        self.handover.park(self.positions(), self.counters)
+
+    def _dispatcher(self) -> LineDispatcher:
+        settings = self.settings
+        replies = ReplyReasons((entry.pattern, entry.reason) for entry in settings.reply_reasons)
+        return LineDispatcher(self.counters, settings.postfix_syslog_names, replies)
 
 
-@register_collector("logs", "Counters from Postfix, Exim, Dovecot and content filter logs")
-def _logs(config: Config) -> LogsCollector:
-    return LogsCollector(config.collectors.logs)
+def _parsing(settings: LogsConfig) -> tuple[object, ...]:
+    """What the dispatcher is built from: a reload that changes it starts a new dispatcher
+    (without the predecessor's per-message state), any other keeps the running one."""
+    return settings.postfix_syslog_names, settings.reply_reasons
+
+
+@register_collector(
+    "logs", "Counters from Postfix, Exim, Dovecot and content filter logs", LogsConfig
+)
+def _logs(section: LogsConfig, previous: Collector | None) -> LogsCollector:
+    return LogsCollector(section, previous if isinstance(previous, LogsCollector) else None)

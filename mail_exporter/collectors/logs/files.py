@@ -33,9 +33,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.follower import CHUNK_BYTES, Follower, Position
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 TAIL_BYTES = 64
 ROTATE_WAIT = 30.0

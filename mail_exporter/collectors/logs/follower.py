@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.dispatch import LineFeeder
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class Follower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._feed: Feed | None = None
+
+    def count_on(self, predecessor: Follower) -> None:
+        """Go on with the counts of the follower this one succeeds (the same source)."""
+        self.lines_read = predecessor.lines_read
+        self.too_long = predecessor.too_long
+        self.rotations = dict(predecessor.rotations)
 
     def start(self, feed: Feed, position: Position | None) -> None:
         self._feed = feed

@@ -37,9 +37,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.follower import CHUNK_BYTES, Follower, Position
 from mail_exporter.collectors.logs.lines import LineSplitter
-from mail_exporter.config.collectors import LogsConfig, LogSource
 
 SYSTEM_JOURNALS = (Path("/run/log/journal"), Path("/var/log/journal"))
 RETRY_SECONDS = 10.0

@@ -39,8 +39,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import get_args
 
+from mail_exporter.collectors.logs.config import RefusalReason as Reason
 from mail_exporter.collectors.logs.labels import OTHER
-from mail_exporter.config.collectors import RefusalReason as Reason
 
 REASONS: tuple[Reason, ...] = get_args(Reason)
 CODE_CLASSES = frozenset("45")
