@@ -31,7 +31,7 @@ from prometheus_client.core import Metric
 
 from bench.harness import Children, machine_line, median, percentile, print_table
 from mail_exporter.collectors.base import COLLECTORS, Collector, CollectorSet
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 
 COLLECTED = ("host", "sensors", "services", "backups")
 TARGET_CPU_MS = 50.0

@@ -52,7 +52,7 @@ from harness import (
 )
 
 sys.path.insert(0, str(REPO))
-from mail_exporter.config import Config, parse_config
+from mail_exporter.config.root import Config, parse_config
 from mail_exporter.roundtrip import runner as runner_module
 from mail_exporter.roundtrip import send as send_module
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox

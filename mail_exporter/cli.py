@@ -36,9 +36,9 @@ from pydantic import ValidationError
 from mail_exporter import __version__
 from mail_exporter.basic_auth import hash_password
 from mail_exporter.collectors.base import COLLECTORS
-from mail_exporter.config import ConfigError, load_config
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
-from mail_exporter.config.validation import describe_error
+from mail_exporter.config.root import load_config
+from mail_exporter.config.validation import ConfigError, describe_error
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging

@@ -29,7 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from mail_exporter import __version__
 from mail_exporter.collectors.base import CollectorSet
-from mail_exporter.config import Config, ConfigError, default_config, load_config
+from mail_exporter.config.root import Config, default_config, load_config
+from mail_exporter.config.validation import ConfigError
 from mail_exporter.logs import redact
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler

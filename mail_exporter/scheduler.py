@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from mail_exporter.config import Config
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
+from mail_exporter.config.root import Config
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.latency import LATENCY, LatencyHistogram
 from mail_exporter.metrics import PROBE_METRICS, probe_families

@@ -40,8 +40,8 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mail_exporter.basic_auth import HashingBusy
-from mail_exporter.config import ConfigError
 from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import probe_families

@@ -83,7 +83,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mail_exporter.collectors.base import enabled_collectors
 from mail_exporter.collectors.dns.config import DnsConfig
 from mail_exporter.collectors.logs.config import LogsConfig
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter
 

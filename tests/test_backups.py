@@ -19,7 +19,7 @@ from mail_exporter.collectors.backups import (
     newest_file,
 )
 from mail_exporter.collectors.base import CollectorError, CollectorSet
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 from tests.test_host import scrape
 
 NOW = int(time.time())

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from mail_exporter.cli import main
 from mail_exporter.collectors.base import COLLECTORS
-from mail_exporter.config import load_config
+from mail_exporter.config.root import load_config
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix

@@ -25,8 +25,8 @@ from mail_exporter.collectors.base import (
     enabled_collectors,
     register_collector,
 )
-from mail_exporter.config import Config
 from mail_exporter.config.collectors import CollectorSection, CollectorSections
+from mail_exporter.config.root import Config
 from tests.served import Reply, Served, get, served_exporter
 
 

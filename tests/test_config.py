@@ -14,8 +14,9 @@ import pytest
 from mail_exporter import exporter as exporter_module
 from mail_exporter import tls_facts
 from mail_exporter.cli import main
-from mail_exporter.config import ConfigError, default_config, load_config, parse_config
 from mail_exporter.config.probes import MODULE_TYPES, PROTOCOLS, ModuleConfig, SMTPModule
+from mail_exporter.config.root import default_config, load_config, parse_config
+from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter
 from mail_exporter.probes import PROTOCOL_PROBES

@@ -38,7 +38,7 @@ from mail_exporter.collectors.dns.dane import (
     tlsa_matches,
     usable,
 )
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki

@@ -20,7 +20,7 @@ from mail_exporter.collectors.exim_queue import (
     parse_header,
     scan_spool,
 )
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 from tests.conftest import SKIP_REAL_SERVERS_VARIABLE
 from tests.realservers.exim import Exim, EximUnavailable, exim_work_dir
 

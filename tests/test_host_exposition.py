@@ -17,7 +17,7 @@ from mail_exporter.collectors.host import HostCollector
 from mail_exporter.collectors.sensors import SensorsCollector
 from mail_exporter.collectors.services import ServicesCollector
 from mail_exporter.collectors.smart import SmartCollector
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 from tests.test_sensors import recorded
 from tests.test_smart import FIXTURES
 

@@ -523,7 +523,8 @@ def test_journalctl_without_a_journal_is_not_silent(
     ],
 )  # fmt: skip
 def test_config_mistakes(sources: list[dict[str, object]], problem: str) -> None:
-    from mail_exporter.config import ConfigError, parse_config
+    from mail_exporter.config.root import parse_config
+    from mail_exporter.config.validation import ConfigError
 
     text = json.dumps({"collectors": {"logs": {"enabled": True, "sources": sources}}})
     with pytest.raises(ConfigError) as raised:
@@ -546,7 +547,8 @@ def test_config_mistakes(sources: list[dict[str, object]], problem: str) -> None
     ],
 )  # fmt: skip
 def test_postfix_syslog_name_mistakes(names: list[object], problem: str) -> None:
-    from mail_exporter.config import ConfigError, parse_config
+    from mail_exporter.config.root import parse_config
+    from mail_exporter.config.validation import ConfigError
 
     text = json.dumps({"collectors": {"logs": {"enabled": True, "postfix_syslog_names": names}}})
     with pytest.raises(ConfigError) as raised:
@@ -557,7 +559,7 @@ def test_postfix_syslog_name_mistakes(names: list[object], problem: str) -> None
 def test_configured_postfix_syslog_names_reach_the_parser(
     tmp_path: Path, open_collectors: list[LogsCollector]
 ) -> None:
-    from mail_exporter.config import parse_config
+    from mail_exporter.config.root import parse_config
 
     log = tmp_path / "mail.log"
     log.write_text(

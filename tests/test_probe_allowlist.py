@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mail_exporter.allowlist import TargetAllowlist
-from mail_exporter.config import ConfigError, parse_config
+from mail_exporter.config.root import parse_config
+from mail_exporter.config.validation import ConfigError
 from mail_exporter.exporter import Exporter
 from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app

@@ -19,7 +19,7 @@ from mail_exporter.collectors.qmail_queue import (
     parse_qstat,
     scan_queue_directory,
 )
-from mail_exporter.config import Config
+from mail_exporter.config.root import Config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qmail"
 QSTAT = ["cat", str(FIXTURES / "qmail-qstat.txt")]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.config import parse_config
+from mail_exporter.config.root import parse_config
 from mail_exporter.exporter import Exporter
 from mail_exporter.roundtrip import runner as runner_module
 from mail_exporter.roundtrip.outcome import Stage

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mail_exporter.config import Config, parse_config
+from mail_exporter.config.root import Config, parse_config
 from mail_exporter.exporter import Exporter
 from mail_exporter.roundtrip import runner as runner_module
 from mail_exporter.roundtrip.message import ROUTE_HEADER, build_message, new_token

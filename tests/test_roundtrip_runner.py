@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from mail_exporter.config import Config, parse_config
+from mail_exporter.config.root import Config, parse_config
 from mail_exporter.roundtrip import runner as runner_module
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import TaggedMessage, new_token, parse_tagged

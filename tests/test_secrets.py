@@ -21,7 +21,7 @@ import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mail_exporter.config import parse_config
+from mail_exporter.config.root import parse_config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from mail_exporter import __version__
 from mail_exporter.collectors import base
 from mail_exporter.collectors.base import register_collector
-from mail_exporter.config import Config
 from mail_exporter.config import fields as config_fields
 from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.config.files import read_bounded
+from mail_exporter.config.root import Config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from tests.promtool import check_metrics

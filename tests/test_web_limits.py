@@ -29,7 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.collectors.base import enabled_collectors
-from mail_exporter.config import default_config, load_config
+from mail_exporter.config.root import default_config, load_config
 from mail_exporter.web_limits import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PROBES,

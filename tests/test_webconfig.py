@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from mail_exporter import basic_auth
 from mail_exporter.basic_auth import BasicAuth
 from mail_exporter.cli import main
-from mail_exporter.config import ConfigError
+from mail_exporter.config.validation import ConfigError
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from mail_exporter.web_limits import WebLimits
