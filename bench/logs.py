@@ -2,7 +2,11 @@
 
 Two measurements on the same generated, realistic Postfix log (``--lines``, 1M by
 default: smtpd sessions with TLS, submission logins, qmgr, smtp/lmtp/local deliveries
-with delays, deferrals, bounces, rejects at several stages, SASL failures):
+with delays, deferrals, bounces, rejects at several stages, SASL failures).
+``--refusals SHARE`` turns that share of deliveries into deferrals and bounces that quote
+a big receiver's refusal (:data:`REFUSALS`, from ``tests/fixtures/logs/
+postfix_refusals.log``); at 0, the default, the log is the same as before those existed,
+so figures stay comparable with earlier runs.
 
 1. **Parse and count** on one core, in this process: every line through
    :class:`LineDispatcher` into the counters, best of ``--runs``. Then as many lines of
@@ -74,13 +78,34 @@ REJECTS = (
     "qualified hostname",
     "MAIL from unknown[{ip}]: 553 5.7.1 <a@b>: Sender address rejected: not logged in",
 )
+# Replies of the scripted receiver in tests/fixtures/logs/postfix_refusals.log (the big
+# receivers' documented codes and key phrases), with the domain they come from and the
+# status they leave: rate limits and reputation blocks, unknown users, full mailboxes.
+REFUSALS = (
+    ("gmail.com", "deferred", "4.7.28", "421-4.7.28 [{ip}] unusual rate of unsolicited mail "
+     "from 421 4.7.28 your IP address: temporarily rate limited - gsmtp"),
+    ("gmail.com", "bounced", "5.1.1", "550-5.1.1 The email account that you tried to reach "
+     "does 550 5.1.1 not exist - gsmtp"),
+    ("gmail.com", "deferred", "4.2.2", "452 4.2.2 The email account is over quota - gsmtp"),
+    ("gmail.com", "bounced", "5.7.26", "550 5.7.26 Blocked: the sender is unauthenticated "
+     "- gsmtp"),
+    ("outlook.com", "deferred", "4.7.650", "451 4.7.650 The mail server [{ip}] has been "
+     "temporarily rate limited due to IP reputation (S775)"),
+    ("outlook.com", "bounced", "5.7.1", "550 5.7.1 Messages from [{ip}] weren't sent: part "
+     "of their network is on our block list (S3150)"),
+    ("yahoo.com", "deferred", "4.7.0", "421 4.7.0 [TSS04] Messages from {ip} temporarily "
+     "deferred due to unexpected volume or user complaints"),
+    ("yahoo.com", "bounced", "5.7.1", "553 5.7.1 [BL21] Connections not accepted from {ip}, "
+     "because the ip is in Spamhaus's list"),
+)  # fmt: skip
 
 
 class LogWriter:
     """Builds syslog lines with a running clock, queue IDs and process IDs."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, refusals: float = 0.0) -> None:
         self.random = random.Random(seed)
+        self.refusals = refusals  # the share of deliveries refused by a big receiver
         self.second = 0
         self.queue_id = 0x1A2B3C0000
 
@@ -118,9 +143,26 @@ def inbound_message(log: LogWriter) -> Iterator[str]:
     yield log.line("qmgr", f"{queue_id}: removed")
 
 
+def refused(log: LogWriter, queue_id: str, delays: str) -> str:
+    """A delivery a big receiver refused, quoting its reply."""
+    domain, status, dsn, reply = log.random.choice(REFUSALS)
+    ip = log.ip()
+    user = log.address().split("@")[0]
+    return log.line(
+        "smtp",
+        f"{queue_id}: to=<{user}@{domain}>, relay=mx.{domain}[{ip}]:25, delay=1, "
+        f"delays={delays}, dsn={dsn}, status={status} (host mx.{domain}[{ip}] said: "
+        f"{reply.format(ip=ip)} (in reply to RCPT TO command))",
+    )
+
+
 def delivery(log: LogWriter, queue_id: str) -> Iterator[str]:
     r = log.random
     delays = f"{r.random():.2f}/{r.random() / 10:.2f}/{r.random():.2f}/{r.random() * 2:.2f}"
+    # No draw at share 0: the log stays the same as before refusals were generated.
+    if log.refusals and r.random() < log.refusals:
+        yield refused(log, queue_id, delays)
+        return
     roll = r.random()
     if roll < 0.55:
         yield log.line("lmtp", f"{queue_id}: to=<{log.address()}>, relay=mail[private/dovecot-"
@@ -189,9 +231,10 @@ SESSIONS: tuple[tuple[Callable[[LogWriter], Iterator[str]], float], ...] = (
 )  # fmt: skip
 
 
-def generate(count: int, seed: int = 6) -> list[str]:
-    """``count`` lines of a busy mail server's log, the sentinel last."""
-    log = LogWriter(seed)
+def generate(count: int, seed: int = 6, refusals: float = 0.0) -> list[str]:
+    """``count`` lines of a busy mail server's log, the sentinel last; ``refusals`` of the
+    deliveries refused by a big receiver."""
+    log = LogWriter(seed, refusals)
     kinds, weights = zip(*SESSIONS, strict=True)
     lines: list[str] = []
     while len(lines) < count - 1:
@@ -296,12 +339,15 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200,000 lines, one run")
+    parser.add_argument(
+        "--refusals", type=float, default=0.0, help="share of deliveries refused (e.g. 0.02)"
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.lines, arguments.runs = 200_000, 1
     print(machine_line())
     print(time.strftime("%Y-%m-%d %H:%M %Z"))
-    lines = generate(arguments.lines)
+    lines = generate(arguments.lines, refusals=arguments.refusals)
     rate = parse_rate(lines, arguments.runs)
     verdict = "meets" if rate >= TARGET_LINES_PER_SECOND else "MISSES"
     print(f"\nparse and count, one core: {rate:,.0f} lines/s ({verdict} the 200,000 target)")

@@ -58,6 +58,14 @@ class Config:
     auth_failures_per_second_warning: float = 1.0
     spam_reject_spike_factor: float = 3.0
     spam_reject_min_per_second: float = 0.1  # fewer rejects than this are no spike
+    # Refusals quoting a receiving domain's reply, counted per domain over this window.
+    remote_refusals_window_minutes: int = 30
+    remote_reputation_refusals_warning: int = 10
+    remote_reputation_refusals_critical: int = 100
+    remote_reputation_for: str = "15m"
+    # Throttling clears by itself as the queue retries: only a lasting one is worth a look.
+    remote_rate_limited_refusals_warning: int = 20
+    remote_rate_limited_for: str = "1h"
 
     dns_for: str = "15m"  # DNS facts come from passes every 15 minutes
     dns_stale_seconds: int = 3600  # no finished pass for this long: stale

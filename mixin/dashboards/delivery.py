@@ -1,5 +1,6 @@
-"""The ``mail-delivery`` dashboard: what the logs say (deliveries, delays, domains, spam,
-rejects, logins) and whether the logs are read at all."""
+"""The ``mail-delivery`` dashboard: what the logs say (deliveries, delays, domains, why
+receivers refuse our mail, message sizes and recipients, spam, rejects, logins) and
+whether the logs are read at all."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ from mixin.grafana import (
     thresholds,
     timeseries,
 )
-from mixin.promql import BOUNCE_RATIO_RULE, DEFER_RATIO_RULE, equals, quantile, rate, series, sum_by
+from mixin.promql import (
+    BOUNCE_RATIO_RULE,
+    DEFER_RATIO_RULE,
+    equals,
+    increase,
+    quantile,
+    rate,
+    series,
+    sum_by,
+)
 
 MTA = 'mta=~"$mta"'
 LOG = (MTA, INSTANCE)
@@ -217,6 +227,112 @@ def _delivery_domains() -> Row:
     )
 
 
+REFUSALS = "mail_delivery_refusals_total"
+
+
+def _outbound_refusals() -> Row:
+    minutes = CONFIG.remote_refusals_window_minutes
+    warn, crit = (
+        CONFIG.remote_reputation_refusals_warning,
+        CONFIG.remote_reputation_refusals_critical,
+    )
+
+    def per_window(reason: str) -> Query:
+        """Refusals of ``reason`` per receiving domain over the alerts' window."""
+        grown = increase(REFUSALS, equals("reason", reason), *LOG, window=f"{minutes}m")
+        return Query(sum_by("instance, mta, domain", grown), f"{{{{domain}}}} {reason}")
+
+    return Row(
+        "Outbound refusals",
+        [
+            timeseries(
+                "Refusals by reason",
+                "Deferred and bounced deliveries that quote the receiving server's reply, per "
+                "second, by the reason read from it: reputation, policy, rate limited, unknown "
+                "user, full mailbox, TLS required, other.",
+                per_second(REFUSALS, "reason"),
+                unit="mps",
+                stack=True,
+            ),
+            timeseries(
+                "Refusals by receiving domain",
+                "The same refusals by receiving domain (the busiest refusing domains by name, "
+                "the rest as other) and status: one domain alone points at that receiver's "
+                "view of us.",
+                per_second(REFUSALS, "domain, status"),
+                unit="mps",
+            ),
+            timeseries(
+                f"Reputation and rate-limit refusals per {minutes} minutes",
+                f"What the alerts count: refusals per domain over {minutes} minutes. Dashed "
+                f"lines: MailRemoteReputationBlocks' warning ({warn}) and critical ({crit}); "
+                "MailRemoteRateLimited warns above "
+                f"{CONFIG.remote_rate_limited_refusals_warning} for "
+                f"{CONFIG.remote_rate_limited_for}.",
+                per_window("reputation"),
+                per_window("rate_limited"),
+                steps=thresholds("green", (warn, "orange"), (crit, "red")),
+                width=8,
+            ),
+            bargauge(
+                "Top refusing domains",
+                "Refusals over the time range by receiving domain and reason.",
+                Query(
+                    top_over_range("domain, reason", REFUSALS, *LOG),
+                    "{{domain}} {{reason}}",
+                    instant=True,
+                ),
+                steps=thresholds("orange"),
+                decimals=0,
+                width=8,
+            ),
+            bargauge(
+                "Enhanced status codes",
+                "Refusals over the time range by the reply's RFC 3463 enhanced status code "
+                "(5.7.1, 4.7.28, …; a receiver's private code such as 4.7.650 counts as "
+                "other, under its class 4xx or 5xx).",
+                Query(
+                    top_over_range(
+                        "code_class, enhanced_code", "mail_delivery_refusal_codes_total", *LOG
+                    ),
+                    "{{code_class}}xx {{enhanced_code}}",
+                    instant=True,
+                ),
+                steps=thresholds("orange"),
+                decimals=0,
+                width=8,
+            ),
+        ],
+    )
+
+
+def _message_shape() -> Row:
+    def quantiles(histogram: str) -> list[Query]:
+        return [
+            Query(quantile(q, histogram, "mta", *LOG), f"p{q * 100:g} {{{{mta}}}}")
+            for q in (0.5, 0.95, 0.99)
+        ]
+
+    return Row(
+        "Message shape",
+        [
+            timeseries(
+                "Message size",
+                "Median, 95th and 99th percentile size of the messages accepted into the "
+                "queue (Postfix qmgr size=, Exim S=): a spam run or a mass mailing moves them.",
+                *quantiles("mail_message_size_bytes"),
+                unit="bytes",
+            ),
+            timeseries(
+                "Recipients per message",
+                "Median, 95th and 99th percentile of recipients per message accepted into the "
+                "queue: a high 99th percentile is mail to many recipients at once.",
+                *quantiles("mail_message_recipients"),
+            ),
+        ],
+    )
+
+
 SPAM_VERDICTS = 'verdict=~"spam|spammy|infected|banned"'
 UNWANTED_REJECTS = 'reason=~"rbl|spam|malware|greylist|content|milter"'
 
@@ -347,7 +463,7 @@ def _delivery_log_health() -> Row:
                 Query(series("mail_log_source_up", INSTANCE), "{{source}}"),
                 mappings=UP_DOWN,
                 text=NAMED,
-                width=8,
+                width=6,
                 height=8,
             ),
             timeseries(
@@ -356,14 +472,23 @@ def _delivery_log_health() -> Row:
                 "a log format the exporter does not know.",
                 per_second("mail_log_lines_total", "mta, result"),
                 unit="cps",
-                width=8,
+                width=6,
             ),
             timeseries(
                 "Warnings and errors",
                 "Log lines of severity warning, error, fatal or panic per second.",
                 per_second("mail_log_problems_total", "mta, service, severity", above_zero=True),
                 unit="cps",
-                width=8,
+                width=6,
+            ),
+            timeseries(
+                "Postfix problems by class",
+                "Postfix's warning, error, fatal and panic lines per second by what they are "
+                "about (configuration, a lookup table, SASL, milter, TLS, DNS, resources, …), "
+                "and lookup tables rebuilt (info, table_changed).",
+                per_second("mail_log_problem_classes_total", "severity, class", above_zero=True),
+                unit="cps",
+                width=6,
             ),
         ],
     )
@@ -374,11 +499,14 @@ def delivery_and_logs() -> Json:
         "mail-delivery",
         "Mail: delivery and logs",
         "What the MTA's, Dovecot's and the content filters' logs say: deliveries by status, "
-        "delays, domains, spam, rejects, logins, and whether the logs are read at all.",
+        "delays, domains, why receivers refuse our mail, message sizes, spam, rejects, "
+        "logins, and whether the logs are read at all.",
         [
             _delivery_totals(),
             _delivery_flow(),
             _delivery_domains(),
+            _outbound_refusals(),
+            _message_shape(),
             _delivery_spam(),
             _delivery_smtpd(),
             _delivery_log_health(),

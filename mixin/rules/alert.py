@@ -3,6 +3,7 @@ examples share."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,16 +123,21 @@ def leveled(
     summary: str,
     description: str,
     for_: str,
+    values: Callable[[float], str] = steady,
 ) -> list[Alert]:
-    """A warning and a critical alert of one name: ``expr`` and ``description`` hold ``{limit}``."""
+    """A warning and a critical alert of one name: ``expr`` and ``description`` hold ``{limit}``.
+
+    ``values`` turns a level into the example series' values: a gauge holds it
+    (:func:`steady`), a counter grows by it every minute (``lambda v: ramp(0, v)``).
+    """
     warning, critical = fired(labels, "warning"), fired(labels, "critical")
     return [
         Alert(name, expr.replace("{limit}", f"{levels.warning:g}"), "warning", summary,
               description.replace("{limit}", f"{levels.warning:g}"),
-              Example([(series, steady(levels.between))], [warning]),
-              Example([(series, steady(levels.quiet))]), for_=for_),
+              Example([(series, values(levels.between))], [warning]),
+              Example([(series, values(levels.quiet))]), for_=for_),
         Alert(name, expr.replace("{limit}", f"{levels.critical:g}"), "critical", summary,
               description.replace("{limit}", f"{levels.critical:g}"),
-              Example([(series, steady(levels.beyond))], [warning, critical]),
-              Example([(series, steady(levels.between))], [warning]), for_=for_),
+              Example([(series, values(levels.beyond))], [warning, critical]),
+              Example([(series, values(levels.between))], [warning]), for_=for_),
     ]  # fmt: skip

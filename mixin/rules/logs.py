@@ -1,11 +1,27 @@
 """Alerts on what the logs say: bounces, deferrals, password guessing, fatal errors,
-unread logs, spam waves."""
+unread logs, spam waves, receivers that refuse our mail.
+
+Postfix's problem lines by class (``mail_log_problem_classes_total``) get no alert of their
+own: its fatal lines are ``mail_log_problems_total``'s too, which MailLogFatalErrors
+watches; the class is for the dashboard and the runbook's diagnosis.
+"""
 
 from __future__ import annotations
 
 from mixin.config import Config
 from mixin.promql import BOUNCE_RATIO_RULE, DEFER_RATIO_RULE, increase, rate, series, sum_by
-from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
+from mixin.rules.alert import (
+    HOST,
+    HOST_LABELS,
+    Alert,
+    Example,
+    Levels,
+    fired,
+    flag_alert,
+    leveled,
+    ramp,
+    steady,
+)
 
 
 def log_alerts(c: Config) -> list[Alert]:
@@ -110,5 +126,58 @@ def spam_alerts(c: Config) -> list[Alert]:
             Example([(rbl, "0+1x100 100+30x20")], [fired({"mta": "postfix", **HOST_LABELS}, "warning")]),
             Example([(rbl, ramp(0, 1))]),
             for_="10m", eval_minutes=120,
+        ),
+    ]  # fmt: skip
+
+
+def refusal_alerts(c: Config) -> list[Alert]:
+    """Receiving domains that refuse our mail for our reputation, or throttle it: counts per
+    domain over ``remote_refusals_window_minutes``, since one receiver's verdict is the news."""
+    minutes = c.remote_refusals_window_minutes
+    window = f"{minutes}m"
+    by_domain = "instance, job, mta, domain"
+
+    def refusals(reason: str) -> str:
+        grown = increase(
+            "mail_delivery_refusals_total", f'reason="{reason}"', window=window, config=c
+        )
+        return sum_by(by_domain, grown)
+
+    def example(reason: str, status: str) -> tuple[str, dict[str, str]]:
+        labels = {"mta": "postfix", "domain": "gmail.com", **HOST_LABELS}
+        return (
+            f'mail_delivery_refusals_total{{mta="postfix",domain="gmail.com",status="{status}",'
+            f'reason="{reason}",{HOST}}}',
+            labels,
+        )
+
+    reputation, reputation_labels = example("reputation", "bounced")
+    throttled, throttled_labels = example("rate_limited", "deferred")
+    warn, crit = c.remote_reputation_refusals_warning, c.remote_reputation_refusals_critical
+    return [
+        *leveled(
+            "MailRemoteReputationBlocks", refusals("reputation") + " > {limit}",
+            # The examples' counters grow by half the warning, the mean, twice the critical
+            # per window.
+            Levels(warn, crit, warn / 2 / minutes, (warn + crit) / 2 / minutes, crit * 2 / minutes),
+            reputation, reputation_labels, "A receiving domain refuses our mail for its reputation.",
+            "{{ $labels.domain }} refused {{ $value | printf \"%.0f\" }} deliveries of "
+            "{{ $labels.mta }} on {{ $labels.instance }} in the last " + window + " for the "
+            "sending IP's or domain's reputation (a blocklist, spam complaints; threshold "
+            "{limit}): mail to it bounces or waits.",
+            c.remote_reputation_for, values=lambda v: ramp(0, v),
+        ),
+        Alert(
+            "MailRemoteRateLimited",
+            refusals("rate_limited") + f" > {c.remote_rate_limited_refusals_warning:g}",
+            "warning", "A receiving domain keeps throttling our mail.",
+            "{{ $labels.domain }} deferred {{ $value | printf \"%.0f\" }} deliveries of "
+            "{{ $labels.mta }} on {{ $labels.instance }} in the last " + window + " as sent "
+            "too fast or in unusual volume, for over " + c.remote_rate_limited_for + ": mail "
+            "to it is delayed, and a lasting throttle turns into a reputation block.",
+            Example([(throttled, ramp(0, 2))], [fired(throttled_labels, "warning")]),
+            # A throttle that passes within the hour, as the queue's retries slow down.
+            Example([(throttled, "0+2x30 60x90")]),
+            for_=c.remote_rate_limited_for, eval_minutes=100,
         ),
     ]  # fmt: skip
