@@ -76,6 +76,14 @@ def quiet(path: Path, seconds: float = 0.5) -> None:
         time.sleep(seconds)
 
 
+def wait_until_following(collector: LogsCollector) -> None:
+    """Until every follower has opened its source (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while not all(follower.up for follower in collector.followers):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def samples(collector: LogsCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -178,10 +186,7 @@ def test_counters_move_by_exactly_what_happened(
     })  # fmt: skip
     collector = LogsCollector(settings)
     try:
-        deadline = time.monotonic() + 10
-        while not all(follower.up for follower in collector.followers):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_following(collector)
         before = samples(collector)
         send_mail(strict_postfix)
         sendmail(strict_postfix)

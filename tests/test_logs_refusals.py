@@ -24,7 +24,7 @@ from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import send
-from tests.test_logs_real_servers import quiet, samples
+from tests.test_logs_real_servers import quiet, samples, wait_until_following
 
 pytestmark = pytest.mark.integration
 
@@ -161,10 +161,7 @@ def test_each_refusal_counts_its_class_code_reason_and_receiver(
     })  # fmt: skip
     collector = LogsCollector(settings)
     try:
-        deadline = time.monotonic() + 10
-        while not all(follower.up for follower in collector.followers):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_following(collector)
         before = samples(collector)
         with smtplib.SMTP("127.0.0.1", relaying_postfix.smtp_port) as client:
             for recipient in REFUSALS:
