@@ -31,7 +31,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import Children, machine_line, median, print_table
-from mail_exporter.collectors.postfix_queue import PostfixQueueCollector, PostfixQueueConfig
+from mail_exporter.collectors.postfix_queue.collector import PostfixQueueCollector
+from mail_exporter.collectors.postfix_queue.config import PostfixQueueConfig
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import create_pki
 from tests.realservers.postfix import Postfix

@@ -19,18 +19,16 @@ import pytest
 from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import CollectorError
-from mail_exporter.collectors.postfix_queue import (
+from mail_exporter.collectors.postfix_queue.collector import PostfixQueueCollector
+from mail_exporter.collectors.postfix_queue.config import PostfixQueueConfig
+from mail_exporter.collectors.postfix_queue.reasons import (
     DEFER_REASONS,
-    QUEUES,
-    PostfixQueueCollector,
-    PostfixQueueConfig,
-    QueueSnapshot,
-    SpoolScanner,
     classify_reason,
-    parse_showq,
-    read_queue_file,
     recipient_domain,
 )
+from mail_exporter.collectors.postfix_queue.showq import parse_showq
+from mail_exporter.collectors.postfix_queue.snapshot import QUEUES, QueueSnapshot
+from mail_exporter.collectors.postfix_queue.spool import SpoolScanner, read_queue_file
 from mail_exporter.collectors.queues import top_with_other
 from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
