@@ -66,6 +66,13 @@ class Config:
     # Throttling clears by itself as the queue retries: only a lasting one is worth a look.
     remote_rate_limited_refusals_warning: int = 20
     remote_rate_limited_for: str = "1h"
+    # An account sending this many times its own daily average over 10 minutes, and at
+    # least this many messages a second (30 in 10 minutes), is sending for someone else.
+    account_burst_factor: float = 10.0
+    account_burst_min_per_second: float = 0.05
+    # Distinct client addresses an account logged in from within the exporter's
+    # account_address_window (1h by default): roaming users show a handful.
+    account_client_addresses_warning: int = 10
 
     dns_for: str = "15m"  # DNS facts come from passes every 15 minutes
     dns_stale_seconds: int = 3600  # no finished pass for this long: stale

@@ -1,11 +1,12 @@
 """The ``mail-delivery`` dashboard: what the logs say (deliveries, delays, domains, why
-receivers refuse our mail, message sizes and recipients, spam, rejects, logins) and
-whether the logs are read at all."""
+receivers refuse our mail, who sends (:mod:`.delivery_senders`), message sizes and
+recipients, spam, rejects, logins) and whether the logs are read at all."""
 
 from __future__ import annotations
 
 from mixin.config import CONFIG
-from mixin.dashboards.shared import INSTANCE, UP_DOWN
+from mixin.dashboards.delivery_senders import senders_row
+from mixin.dashboards.shared import INSTANCE, LOG, UP_DOWN
 from mixin.grafana import (
     NAMED,
     Json,
@@ -30,9 +31,6 @@ from mixin.promql import (
     series,
     sum_by,
 )
-
-MTA = 'mta=~"$mta"'
-LOG = (MTA, INSTANCE)
 
 
 def increase_over_range(metric: str, *matchers: str) -> str:
@@ -506,6 +504,7 @@ def delivery_and_logs() -> Json:
             _delivery_flow(),
             _delivery_domains(),
             _outbound_refusals(),
+            senders_row(),
             _message_shape(),
             _delivery_spam(),
             _delivery_smtpd(),

@@ -10,6 +10,9 @@ from mixin.promql import count_or_zero
 
 TARGET = 'target=~"$target"'
 INSTANCE = 'instance=~"$instance"'
+MTA = 'mta=~"$mta"'
+LOG = (MTA, INSTANCE)
+"""The delivery dashboard's log series: the chosen MTAs of the chosen exporters."""
 
 UP_DOWN = flag(("up", "green"), ("down", "red"))
 VERIFIED = flag(("verified", "green"), ("not verified", "red"))

@@ -19,7 +19,7 @@ from mixin.rules.alert import Alert, Example
 from mixin.rules.dns import dns_alerts
 from mixin.rules.exporter import exporter_alerts
 from mixin.rules.host import host_alerts
-from mixin.rules.logs import log_alerts, refusal_alerts, spam_alerts
+from mixin.rules.logs import account_alerts, log_alerts, refusal_alerts, spam_alerts
 from mixin.rules.probes import probe_alerts
 from mixin.rules.queues import queue_alerts
 from mixin.rules.recording import recording_rules
@@ -30,7 +30,8 @@ RULES_FILE = "mail_exporter.rules.yml"
 
 def all_alerts(c: Config = CONFIG) -> list[Alert]:
     return [*probe_alerts(c), *queue_alerts(c), *roundtrip_alerts(c), *host_alerts(c),
-            *log_alerts(c), *spam_alerts(c), *refusal_alerts(c), *dns_alerts(c),
+            *log_alerts(c), *spam_alerts(c), *refusal_alerts(c), *account_alerts(c),
+            *dns_alerts(c),
             *exporter_alerts(c)]  # fmt: skip
 
 

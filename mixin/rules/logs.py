@@ -1,5 +1,5 @@
 """Alerts on what the logs say: bounces, deferrals, password guessing, fatal errors,
-unread logs, spam waves, receivers that refuse our mail.
+unread logs, spam waves, receivers that refuse our mail, accounts sending for someone else.
 
 Postfix's problem lines by class (``mail_log_problem_classes_total``) get no alert of their
 own: its fatal lines are ``mail_log_problems_total``'s too, which MailLogFatalErrors
@@ -179,5 +179,56 @@ def refusal_alerts(c: Config) -> list[Alert]:
             # A throttle that passes within the hour, as the queue's retries slow down.
             Example([(throttled, "0+2x30 60x90")]),
             for_=c.remote_rate_limited_for, eval_minutes=100,
+        ),
+    ]  # fmt: skip
+
+
+def account_alerts(c: Config) -> list[Alert]:
+    """An account sending far above its own daily average, or logged in from many addresses.
+
+    The baseline is ``rate(...[1d])``, which divides by the whole day: an account whose
+    series is younger than a day has a low baseline, so a newly promoted account (it was
+    ``other`` until its volume rose) that bursts fires, and so can a busy account in the
+    first hours after the exporter is first deployed (until ``1d / factor`` of history)."""
+    by_account = "instance, job, mta, account"
+
+    def sent(window: str) -> str:
+        return sum_by(
+            by_account,
+            rate("mail_account_messages_total", 'account!="other"', window=window, config=c),
+        )
+
+    labels = {"mta": "postfix", "account": "alice@example.org", **HOST_LABELS}
+    messages = f'mail_account_messages_total{{mta="postfix",account="alice@example.org",{HOST}}}'
+    addresses = f'mail_account_client_addresses{{account="alice@example.org",{HOST}}}'
+    address_labels = {"account": "alice@example.org", **HOST_LABELS}
+    many = c.account_client_addresses_warning
+    return [
+        Alert(
+            "MailAccountSendingBurst",
+            f"{sent('10m')} > {c.account_burst_factor:g} * {sent('1d')}"
+            f" and {sent('10m')} > {c.account_burst_min_per_second:g}",
+            "warning", "An account sends far more than it usually does.",
+            "{{ $labels.account }} sends {{ $value | printf \"%.2f\" }} messages a second "
+            "through {{ $labels.mta }} on {{ $labels.instance }}, more than "
+            f"{c.account_burst_factor:g} times its daily average: a stolen password or a "
+            "compromised client sending spam, or a mailing nobody announced.",
+            # A day at one a minute, then 200 a minute.
+            Example([(messages, "0+1x1440 1440+200x60")], [fired(labels, "warning")]),
+            # A day at a steady 5 a minute, above the floor.
+            Example([(messages, ramp(0, 5, 1500))]),
+            for_="10m", eval_minutes=1480,
+        ),
+        Alert(
+            "MailAccountManyClientIPs",
+            f"max by (instance, job, account) (mail_account_client_addresses{c.matchers()})"
+            f" > {many}",
+            "warning", "An account logs in from many addresses.",
+            "{{ $labels.account }} authenticated from {{ $value }} client addresses within "
+            "the exporter's account_address_window on {{ $labels.instance }} (threshold "
+            f"{many}): its password is probably in use by others.",
+            Example([(addresses, steady(many + 5))], [fired(address_labels, "warning")]),
+            Example([(addresses, steady(3))]),
+            for_="15m",
         ),
     ]  # fmt: skip

@@ -52,13 +52,16 @@ class LogsCollector:
         self._closed = False
         earlier: dict[str, Follower] = {}
         if previous is None:
-            self.counters = LogCounters(settings.top_domains)
+            self.counters = LogCounters(
+                settings.top_domains, settings.top_accounts, settings.account_address_window
+            )
             self.dispatcher = self._dispatcher()
         else:  # last: the predecessor stops counting only once this one is ready to
             previous.close()
             earlier = {follower.key: follower for follower in previous.followers}
             self.counters = previous.counters
             self.counters.set_top_domains(settings.top_domains)
+            self.counters.set_accounts(settings.top_accounts, settings.account_address_window)
             self.dispatcher = previous.dispatcher
             if _parsing(previous.settings) != _parsing(settings):
                 self.dispatcher = self._dispatcher()

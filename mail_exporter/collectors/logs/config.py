@@ -114,6 +114,8 @@ class LogsConfig(CollectorSection):
     start_at: Literal["end", "beginning"] = "end"
     state_file: Path | None = None  # keeps the read position across restarts
     top_domains: int = Field(default=10, ge=0, le=100)  # 0: no per-domain series
+    top_accounts: int = Field(default=10, ge=0, le=100)  # 0: no per-account series
+    account_address_window: Duration = Field(default="1h", validate_default=True)
     poll_interval: Duration = Field(default="250ms", validate_default=True)
     max_line_bytes: int = Field(default=16384, ge=256, le=1048576)
     # Postfix syslog_name values not starting with "postfix" (tags NAME/smtpd, ...).

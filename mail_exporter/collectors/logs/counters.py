@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from mail_exporter.collectors.logs.domains import TopDomains
 from mail_exporter.collectors.logs.labels import LabelGuard
+from mail_exporter.collectors.logs.senders import ClientAddresses, account_counts
 
 Labels = tuple[str, ...]
 Counts = defaultdict[Labels, int]
@@ -57,7 +58,9 @@ class Histogram:
 class LogCounters:
     """Every count the log parsers keep, behind one lock shared with the scrape."""
 
-    def __init__(self, top_domains: int) -> None:
+    def __init__(
+        self, top_domains: int, top_accounts: int = 10, address_window: float = 3600.0
+    ) -> None:
         self.lock = threading.Lock()
         self.lines: Counts = defaultdict(int)  # mta, program, result
         self.received: Counts = defaultdict(int)  # mta
@@ -88,6 +91,8 @@ class LogCounters:
         self.refusal_codes: Counts = defaultdict(int)  # mta, code_class, enhanced_code
         self.message_sizes: Shapes = defaultdict(lambda: Histogram(SIZE_BUCKETS))  # mta
         self.message_recipients: Shapes = defaultdict(lambda: Histogram(RECIPIENT_BUCKETS))
+        self.accounts = account_counts(top_accounts)  # mta, account, messages|recipients
+        self.account_addresses = ClientAddresses(top_accounts, address_window)  # account
         # Label values taken from log text, each bounded.
         self.programs = LabelGuard(100)
         self.services = LabelGuard(50)
@@ -105,3 +110,10 @@ class LogCounters:
             self.sender_domains = TopDomains(keep)
             self.recipient_domains = TopDomains(keep)
             self.refusals = TopDomains(keep)
+
+    def set_accounts(self, keep: int, window: float) -> None:
+        """A reload changed ``top_accounts`` or the window: account series start over."""
+        if keep != self.accounts.keep:
+            self.accounts = account_counts(keep)
+        if (keep, window) != (self.account_addresses.keep, self.account_addresses.window):
+            self.account_addresses = ClientAddresses(keep, window)

@@ -30,27 +30,31 @@ MARGIN = 2.0
 
 
 class TopDomains:
-    """Counts keyed by (mta, domain, *more): ``domain`` is a promoted domain or ``other``."""
+    """Counts keyed by (mta, domain, *more): ``domain`` is a promoted domain or ``other``.
 
-    def __init__(self, keep: int) -> None:
+    ``amount`` weighs an event (recipients of a message); names longer than ``max_chars``
+    count as ``other`` (:class:`~.senders.Senders` keeps account names the same way)."""
+
+    def __init__(self, keep: int, max_chars: int = MAX_DOMAIN_CHARS) -> None:
         self.keep = keep
+        self.max_chars = max_chars
         self.counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
         self._promoted: set[str] = set()
         self._volume: dict[str, float] = {}
         self._events = 0
 
-    def add(self, mta: str, domain: str, *more: str) -> None:
+    def add(self, mta: str, domain: str, *more: str, amount: int = 1) -> None:
         if not self.keep:
             return
-        if not fit(domain, MAX_DOMAIN_CHARS):
-            self.counts[(mta, OTHER, *more)] += 1
+        if not fit(domain, self.max_chars):
+            self.counts[(mta, OTHER, *more)] += amount
             return
         volume = self._volume
-        volume[domain] = volume.get(domain, 0.0) + 1.0
+        volume[domain] = volume.get(domain, 0.0) + amount
         if domain not in self._promoted and len(self._promoted) < self.keep:
             self._promoted.add(domain)
         label = domain if domain in self._promoted else OTHER
-        self.counts[(mta, label, *more)] += 1
+        self.counts[(mta, label, *more)] += amount
         self._events += 1
         if self._events % REBALANCE_EVERY == 0:
             self._rebalance()

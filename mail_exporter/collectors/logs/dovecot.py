@@ -172,6 +172,8 @@ class DovecotParser:
             start = text.find(", method=") + 9
             mechanism = text[start : text.find(",", start)] if start >= 9 else "unknown"
             c.logins[(MTA, service, c.mechanisms(mechanism))] += 1
+            if service == "submission":
+                self.submission_login(text)
             return True
         if text.startswith(SESSION_ENDS):
             if "auth failed, " in text:
@@ -184,6 +186,18 @@ class DovecotParser:
             c.deliveries[(MTA, service, "sent")] += 1
             return True
         return text.startswith(NOISE) or "msgid=" in text or "starting up" in text
+
+    def submission_login(self, text: str) -> None:
+        """``Login: user=<alice>, method=PLAIN, rip=192.0.2.1, lip=...``: the account's
+        client address (:mod:`.senders`); its messages count where the MTA takes them."""
+        start = text.find("user=<")
+        end = text.find(">, ", start)
+        rip = text.find(", rip=", end)
+        if start < 0 or end < 0 or rip < 0:
+            return
+        rip_end = text.find(",", rip + 6)
+        address = text[rip + 6 : rip_end if rip_end >= 0 else len(text)]
+        self.c.account_addresses.add(text[start + 6 : end], address)
 
     def auth_process(self, text: str) -> bool:
         """An auth process's line: a passdb's failure is counted, anything else is noise."""

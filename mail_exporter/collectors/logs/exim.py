@@ -58,6 +58,7 @@ from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
 from mail_exporter.collectors.logs.replies import ReplyReasons
+from mail_exporter.collectors.logs.senders import MESSAGES, RECIPIENTS
 
 MTA = "exim"
 SERVICE = "smtp"
@@ -150,7 +151,8 @@ class EximParser:
             c.sender_domains.add(MTA, address_domain(text[3 : text.find(" ", 3)]))
             self.submitted(text)
             self.tls_received(text)
-            self.observe_shape(text)
+            recipients = self.observe_shape(text)
+            self.sender(text, recipients)
             return True
         status = FLAGS.get(flag)
         if status is not None and text[2:3] == " ":
@@ -178,17 +180,41 @@ class EximParser:
         if field(fields, "R") is None:
             self.c.submitted[(MTA, self.c.services(field(fields, "P") or OTHER))] += 1
 
-    def observe_shape(self, text: str) -> None:
+    def observe_shape(self, text: str) -> int | None:
         """``<= a@b ... S=2048 id=... T="subject" for c@d e@f``: the size, and the number of
         recipients when ``+received_recipients`` logs them (the last `` for `` after the
-        subject's closing quote)."""
+        subject's closing quote), which is returned."""
         size = field(text, "S")
         if size is None or not size.isdigit():
-            return
+            return None
         self.c.message_sizes[(MTA,)].observe(float(size))
         recipients = text.rfind(" for ")
         if recipients > text.rfind('"'):
-            self.c.message_recipients[(MTA,)].observe(float(text.count(" ", recipients + 4)))
+            count = text.count(" ", recipients + 4)
+            self.c.message_recipients[(MTA,)].observe(float(count))
+            return count
+        return None
+
+    def sender(self, text: str, recipients: int | None) -> None:
+        """``<= a@b H=client [192.0.2.1]:587 P=esmtpsa A=plain:alice S=2048``: a message of
+        the account after ``A=``'s colon, and its client address; recipients when known."""
+        end = text.find(" S=")
+        fields = text[:end] if end >= 0 else text
+        authenticated = field(fields, "A")
+        if authenticated is None:
+            return
+        account = authenticated.partition(":")[2]
+        if not account:
+            return  # an authenticator that set no id: no account to count
+        c = self.c
+        c.accounts.add(MTA, account, MESSAGES)
+        if recipients is not None:
+            c.accounts.add(MTA, account, RECIPIENTS, amount=recipients)
+        host = fields.find(" H=")
+        opening = fields.find("[", host)
+        closing = fields.find("]", opening)
+        if 0 <= host < opening < closing:
+            c.account_addresses.add(account, fields[opening + 1 : closing])
 
     def refusal(self, domain: str, status: str, text: str) -> None:
         """``== c@d R=r T=t defer (-44) H=mx [ip]: SMTP error from remote mail server after

@@ -51,7 +51,8 @@ Decisions an admin would expect:
   :mod:`.replies` classifies the reply; one without (``connect to ...: Connection
   refused``) is no refusal. qmgr's first ``from=`` of a queue ID gives the message's
   ``size=`` and ``nrcpt=`` to ``mail_message_size_bytes`` and
-  ``mail_message_recipients``.
+  ``mail_message_recipients``, and to the account's counts (:mod:`.senders`) when smtpd
+  logged a ``sasl_username=`` for that queue ID.
 * Rejects are counted at every stage smtpd (and postscreen, and cleanup's header/body
   checks and milters) logs them; ``reject_warning`` (warn_if_reject) is not a reject.
 * ``warning:``/``error:``/``fatal:``/``panic:`` lines count by severity, except SASL
@@ -76,6 +77,7 @@ from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
 from mail_exporter.collectors.logs.replies import ReplyReasons
+from mail_exporter.collectors.logs.senders import MESSAGES, RECIPIENTS, PendingAccounts
 
 MTA = "postfix"
 MAX_QUEUED_IDS = 200_000
@@ -179,6 +181,7 @@ class PostfixParser:
         self._named_prefixes = tuple(f"{name}/" for name in syslog_names)
         self.queued: OrderedDict[str, None] = OrderedDict()  # qmgr's, least recently seen first
         self.max_queued_ids = max_queued_ids
+        self.pending = PendingAccounts()  # smtpd's sasl_username until qmgr's from=
         self._handlers: dict[str, Handler] = {
             "smtpd": self.smtpd,
             "postscreen": self.postscreen,
@@ -296,10 +299,25 @@ class PostfixParser:
                 end = text.find(",", method + 14)
                 mechanism = text[method + 14 : end if end >= 0 else len(text)]
                 c.logins[(MTA, service, c.mechanisms(mechanism))] += 1
+                self.sender(text, client, end)
             return True
         if "TLS connection established" in text:
             return self.tls(service, text)
         return self.queue_lines(service, text)
+
+    def sender(self, text: str, client: int, start: int) -> None:
+        """``QUEUEID: client=host[192.0.2.1], sasl_method=PLAIN, sasl_username=alice``: the
+        account's client address now, its message when qmgr first sees the queue ID."""
+        if start < 0 or not text.startswith(", sasl_username=", start):
+            return
+        end = text.find(", ", start + 16)
+        account = text[start + 16 : end if end >= 0 else len(text)]
+        opening = text.find("[", client)
+        closing = text.find("]", opening)
+        if 0 <= opening < closing < start:
+            self.c.account_addresses.add(account, text[opening + 1 : closing])
+        if text[:client] != "NOQUEUE":
+            self.pending.put(text[:client], account)
 
     def pickup(self, service: str, text: str) -> bool:
         """``QUEUEID: uid=1000 from=<alice>``: a message from sendmail/postdrop is queued."""
@@ -328,15 +346,16 @@ class PostfixParser:
             elif self._first_sight(queue_id):
                 self.c.received[(MTA,)] += 1
                 self.c.sender_domains.add(MTA, address_domain(text, colon + 8))
-                self.observe_shape(text)
+                self.observe_shape(text, self.pending.take(queue_id))
             return True
         if text.startswith("removed", colon + 2):
             self.queued.pop(text[:colon], None)
             return True
         return self.queue_lines(service, text)
 
-    def observe_shape(self, text: str) -> None:
-        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``: size and recipient count."""
+    def observe_shape(self, text: str, account: str | None) -> None:
+        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``: size and recipient count, also
+        for the authenticated ``account`` that sent it, if one did."""
         size = text.find(", size=")
         nrcpt = text.find(", nrcpt=", size)
         if size < 0 or nrcpt < 0:
@@ -347,6 +366,9 @@ class PostfixParser:
         if size_text.isdigit() and nrcpt_text.isdigit():
             self.c.message_sizes[(MTA,)].observe(float(size_text))
             self.c.message_recipients[(MTA,)].observe(float(nrcpt_text))
+            if account is not None:
+                self.c.accounts.add(MTA, account, MESSAGES)
+                self.c.accounts.add(MTA, account, RECIPIENTS, amount=int(nrcpt_text))
 
     def _first_sight(self, queue_id: str) -> bool:
         """Whether qmgr's ``from=`` is new for ``queue_id``; remember it (see the docstring)."""

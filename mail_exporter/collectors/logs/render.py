@@ -23,6 +23,7 @@ from prometheus_client.core import Metric
 
 from mail_exporter.collectors.logs.counters import Histogram, Labels, LogCounters
 from mail_exporter.collectors.logs.follower import Follower
+from mail_exporter.collectors.logs.senders import MAX_ADDRESSES, MESSAGES, RECIPIENTS
 from mail_exporter.metric_spec import MetricSpec, as_is, attribute
 
 COUNTERS: dict[str, MetricSpec] = {  # by the LogCounters attribute that counts it
@@ -90,6 +91,29 @@ DOMAINS: dict[str, MetricSpec] = {
         "reason read from the reply.", "counter", ("mta", "domain", "status", "reason"), as_is),
 }  # fmt: skip
 
+ACCOUNTS: dict[str, MetricSpec] = {  # by the kind of count in LogCounters.accounts
+    MESSAGES: MetricSpec("mail_account_messages_total", "Messages an authenticated account sent "
+        "into the queue (Postfix: sasl_username=; Exim: A=): the busiest accounts, the rest as "
+        "other.", "counter", ("mta", "account"), as_is),
+    RECIPIENTS: MetricSpec("mail_account_recipients_total", "Recipients of the messages an "
+        "authenticated account sent (Postfix: nrcpt=; Exim: the for list): the busiest accounts, "
+        "the rest as other.", "counter", ("mta", "account"), as_is),
+}  # fmt: skip
+ACCOUNT_ADDRESSES = MetricSpec(
+    "mail_account_client_addresses", "Distinct client addresses an account authenticated from "
+    f"within account_address_window (exact up to {MAX_ADDRESSES}, then {MAX_ADDRESSES}): "
+    "the accounts with the most.",
+    "gauge", ("account",), as_is,
+)  # fmt: skip
+
+
+def split_accounts(counts: Mapping[Labels, int]) -> dict[str, dict[Labels, int]]:
+    """(mta, account, kind) → {kind: {(mta, account): count}}."""
+    split: dict[str, dict[Labels, int]] = {kind: {} for kind in ACCOUNTS}
+    for (mta, account, kind), count in counts.items():
+        split[kind][(mta, account)] = count
+    return split
+
 
 @cache
 def _bound_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
@@ -147,6 +171,8 @@ class Snapshot:
             counts = {counted: dict(getattr(counters, counted)) for counted in COUNTERS}
             for counted in DOMAINS:
                 counts[counted] = getattr(counters, counted).snapshot()
+            counts.update(split_accounts(counters.accounts.counts))
+            counts[ACCOUNT_ADDRESSES.name] = counters.account_addresses.snapshot()
             histograms = {
                 kept: {key: value.copy() for key, value in getattr(counters, kept).items()}
                 for kept in HISTOGRAMS
@@ -173,8 +199,9 @@ def source_families(followers: Sequence[Follower]) -> list[Metric]:
 
 
 def families(snapshot: Snapshot, followers: Sequence[Follower]) -> Iterable[Metric]:
-    for counted, spec in (*COUNTERS.items(), *DOMAINS.items()):
+    for counted, spec in (*COUNTERS.items(), *DOMAINS.items(), *ACCOUNTS.items()):
         yield spec.family(sorted(snapshot.counts[counted].items()))
+    yield ACCOUNT_ADDRESSES.family(sorted(snapshot.counts[ACCOUNT_ADDRESSES.name].items()))
     for kept, spec in HISTOGRAMS.items():
         yield spec.family(sorted(snapshot.histograms[kept].items()))
     yield from line_families(snapshot.lines)
