@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
+from mail_exporter.collectors.logs.exim import SESSIONS_REMEMBERED, EximParser
 from mail_exporter.collectors.logs.labels import MAX_DOMAIN_CHARS
 from mail_exporter.collectors.logs.postfix import MAX_QUEUE_ID_CHARS, PostfixParser
 from mail_exporter.collectors.logs.render import Snapshot, families
@@ -282,6 +283,22 @@ def test_queue_id_memory_at_the_cap_is_bounded() -> None:
     assert isinstance(parser.queued, OrderedDict)
     assert len(parser.queued) == 20_000
     assert retained < 20_000 * 200  # ~165 bytes an ID: 33 MB at the default 200,000
+
+
+def test_exim_tls_session_memory_is_bounded() -> None:
+    """Refused deliveries over TLS of more messages than are remembered: the oldest are
+    forgotten, each still counts its session, and no reply text is kept."""
+    counters = LogCounters(top_domains=10)
+    parser = EximParser(counters)
+    for n in range(2 * SESSIONS_REMEMBERED):
+        parser.file_line(
+            f"{E} 1xaEw3-{n:06d}-1v ** a@b.test R=r T=remote_smtp H=h{n} [127.0.0.1] "
+            f"X=TLS1.3:CIPHER:256 CV=yes: SMTP error from remote mail server after RCPT "
+            f"TO:<a@b.test>: 550 5.1.1 {'x' * 8000}"
+        )
+    assert len(parser.sessions) == SESSIONS_REMEMBERED
+    assert max(map(len, parser.sessions.values())) < 100
+    assert sum(counters.tls_connections.values()) == 2 * SESSIONS_REMEMBERED
 
 
 def test_many_receiving_domains_and_replies_keep_series_and_memory_bounded() -> None:

@@ -571,7 +571,7 @@ def test_delay_stages_land_in_their_buckets() -> None:
     ("fixture", "log_format", "lines"),
     [("postfix_real.log", "syslog", 71), ("postfix_expiry_table.log", "syslog", 38),
      ("exim_syslog.log", "syslog", 7), ("dovecot_real.log", "dovecot", 30), ("dovecot_pam.log", "dovecot", 24),
-     ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7)],
+     ("exim_mainlog", "exim", 20), ("exim_rejectlog", "exim", 7), ("exim_tls_refusals", "exim", 20)],
 )  # fmt: skip
 def test_recorded_logs_are_understood_whole(fixture: str, log_format: str, lines: int) -> None:
     counters = run((FIXTURES / fixture).read_text().splitlines(), log_format)
@@ -688,6 +688,65 @@ def test_exim_tls_labels_are_bounded() -> None:
     ]
     counters = run(lines, "exim")
     assert dict(counters.tls_connections) == {("exim", "smtp", "other", "anonymous"): 200}
+
+
+EXIM_TLS_REFUSALS = (FIXTURES / "exim_tls_refusals").read_text().splitlines()
+"""Our own Exim 4.96 refused after STARTTLS (tests/test_logs_exim_tls_real_server.py)."""
+EXIM_TLS_SESSION = ("exim", "remote_smtp", "TLS 1.3", "verified")
+
+
+def exim_recorded(message_id: str, flag: str = "") -> list[str]:
+    """The recorded lines of one message, or of one of its delivery line kinds."""
+    return [line for line in EXIM_TLS_REFUSALS if f" {message_id} {flag}" in line]
+
+
+def test_exim_refused_delivery_over_tls_is_a_session() -> None:
+    """A ``**`` with ``X=``: the receiver refused RCPT after STARTTLS."""
+    (line,) = exim_recorded("1xaEw3-0005kK-1v", "**")
+    counters = run([line], "exim")
+    assert dict(counters.tls_connections) == {EXIM_TLS_SESSION: 1}
+    assert dict(counters.refusal_codes) == {("exim", "5", "5.1.1"): 1}
+
+
+@pytest.mark.parametrize(
+    ("message_id", "lines"),
+    [("1xaEw3-0005kM-1y", "<= ** ** Frozen"),  # two recipients refused at RCPT
+     ("1xaEw3-0005kS-22", "<= ** Frozen"),  # refused after the data
+     ("1xaEw3-0005kO-1z", "<= ** => == -> Frozen")],  # one refused, two delivered, one deferred
+)  # fmt: skip
+def test_exim_one_delivery_attempt_is_one_tls_session(message_id: str, lines: str) -> None:
+    recorded = exim_recorded(message_id)
+    assert [line.split(" ")[3] for line in recorded] == lines.split()
+    assert dict(run(recorded, "exim").tls_connections) == {EXIM_TLS_SESSION: 1}
+
+
+def test_exim_deferral_over_tls_shows_no_session() -> None:
+    """Exim 4.96 writes no ``X=`` on ``==`` lines, though this one came over TLS."""
+    (line,) = exim_recorded("1xaEw3-0005kQ-20")[1:]
+    assert " X=" not in line
+    assert dict(run([line], "exim").tls_connections) == {}
+
+
+def test_exim_attempt_after_a_deferral_is_a_new_session() -> None:
+    """The recorded attempt, then its deferred recipient delivered over the same host by a
+    later queue run (the attempt's ``=>`` line again stands for that delivery)."""
+    refused, delivered, deferred = (exim_recorded("1xaEw3-0005kO-1z", flag)[0]
+                                    for flag in ("**", "=>", "=="))  # fmt: skip
+    counters = run([refused, delivered, deferred, delivered], "exim")
+    assert dict(counters.tls_connections) == {EXIM_TLS_SESSION: 2}
+
+
+def test_exim_tls_refusals_recorded_totals() -> None:
+    counters = run(EXIM_TLS_REFUSALS, "exim")
+    assert dict(counters.tls_connections) == {EXIM_TLS_SESSION: 4}
+    assert dict(counters.deliveries) == {
+        ("exim", "remote_smtp", "bounced"): 5,
+        ("exim", "remote_smtp", "sent"): 2,
+        ("exim", "remote_smtp", "deferred"): 2,
+    }
+    assert dict(counters.refusal_codes) == {
+        ("exim", "5", "5.1.1"): 4, ("exim", "5", "5.7.1"): 1, ("exim", "4", "4.7.1"): 2,
+    }  # fmt: skip
 
 
 def test_postfix_refusals_recorded_from_a_receiver_that_refuses_as_the_big_ones_do() -> None:

@@ -26,11 +26,20 @@ of what the session carried, so:
   client that sent a certificate, but older releases wrote ``CV=no`` for every client,
   so ``CV=no`` counts as ``untrusted`` only beside a ``DN=`` (``log_selector =
   +tls_peerdn``), otherwise as ``anonymous``, like no ``CV=`` at all;
-* outbound counts each ``=>`` with ``X=``, once per connection: ``->`` lines and
-  deliveries over a connection already open (``*`` after the host) are the same
-  session. ``CV=yes`` and ``CV=dane`` are ``verified``, ``CV=no`` is ``untrusted``
-  (a server always shows a certificate), no ``CV=`` (the selector turned off)
-  ``unknown``.
+* outbound counts one session per delivery attempt that negotiated TLS, from the
+  ``=>`` and ``**`` lines with ``X=`` (a refusal after STARTTLS is a session too).
+  The lines of one attempt are the same session: ``->`` lines, deliveries over a
+  connection already open (``*`` after the host), and every ``=>``/``**`` line of the
+  same message with the same host and ``X=``/``CV=`` fields as the one counted, which
+  Exim writes in address order (a ``**`` may come before the ``=>``). So the parser
+  remembers, per message, the session it counted last (at most
+  :data:`SESSIONS_REMEMBERED` messages, the oldest forgotten first); ``Completed``
+  forgets the message, and so does ``==``, since a deferred message is tried again
+  later over a new session to the same host. Exim 4.96 writes no ``X=`` on ``==``
+  lines, so an attempt that was only deferred is not counted; one whose ``**`` lines
+  come both before and after a ``==`` counts twice. ``CV=yes`` and ``CV=dane`` are
+  ``verified``, ``CV=no`` is ``untrusted`` (a server always shows a certificate), no
+  ``CV=`` (the selector turned off) ``unknown``.
 
 The version label is Postfix's for the same protocol (``TLS 1.3``, ``TLS 1`` for TLS
 1.0; :data:`~.labels.TLS_VERSIONS`), any other name ``other``. Arrivals without ``X=``
@@ -68,7 +77,7 @@ FLAGS = {"=>": "sent", "->": "sent", "==": "deferred", "**": "bounced"}
 REJECT_STAGES = {"RCPT": "RCPT", "MAIL": "MAIL", "after": "DATA", "EHLO": "EHLO",
                  "HELO": "HELO", "connection": "CONNECT", "VRFY": "VRFY",
                  "AUTH": "AUTH"}  # fmt: skip
-NOISE = ("Completed", "*>", "SMTP error from", "Unfrozen", "Message is frozen", "removed by",
+NOISE = ("*>", "SMTP error from", "Unfrozen", "Message is frozen", "removed by",
          "cancelled by", "Spool file", "no immediate delivery", "Start queue run",
          "End queue run", "exim ", "daemon", "no host name found", "no IP address found",
          "Envelope-from:", "Envelope-to:", "sender verify", "H=", "Warning:", "SMTP call",
@@ -89,6 +98,9 @@ ones) → the label of OpenSSL's name, which Postfix logs, so both MTAs share th
 REMOTE_ERROR = "SMTP error from remote mail server after "
 INBOUND_TRUST = {"yes": "trusted", "no": "untrusted"}
 OUTBOUND_TRUST = {"yes": "verified", "dane": "verified", "no": "untrusted"}
+SESSIONS_REMEMBERED = 4096
+"""Messages whose last outbound TLS session is remembered: more than a server delivers
+at once, so only a message whose lines are that far apart can count a session twice."""
 
 
 def address_domain(address: str) -> str:
@@ -128,6 +140,8 @@ class EximParser:
     def __init__(self, counters: LogCounters, replies: ReplyReasons | None = None) -> None:
         self.c = counters
         self.replies = replies or ReplyReasons()
+        # message id → host and TLS fields of the outbound session counted last
+        self.sessions: dict[str, str] = {}
 
     def file_line(self, line: str) -> bool:
         """A line of Exim's own log file: timestamp first."""
@@ -140,10 +154,10 @@ class EximParser:
     def message(self, text: str) -> bool:
         found = MESSAGE_ID.match(text)
         if found:
-            return self.message_event(text[found.end() :])
+            return self.message_event(text[: found.end() - 1], text[found.end() :])
         return self.smtp_event(text)
 
-    def message_event(self, text: str) -> bool:
+    def message_event(self, message_id: str, text: str) -> bool:
         c = self.c
         flag = text[:2]
         if flag == "<=":
@@ -160,10 +174,15 @@ class EximParser:
             c.deliveries[(MTA, transport, status)] += 1
             domain = address_domain(text[3 : text.find(" ", 3)])
             c.recipient_domains.add(MTA, domain, status)
-            if flag == "=>":
-                self.tls_delivered(transport, text)
-            elif status != "sent":
+            if flag == "==":
+                self.sessions.pop(message_id, None)
+            elif flag != "->":
+                self.tls_delivered(message_id, transport, text)
+            if status != "sent":
                 self.refusal(domain, status, text)
+            return True
+        if text.startswith("Completed"):
+            self.sessions.pop(message_id, None)
             return True
         if text.startswith("Frozen"):
             c.frozen[(MTA,)] += 1
@@ -244,16 +263,25 @@ class EximParser:
             trust = "anonymous"
         self.c.tls_connections[(MTA, SERVICE, version, trust)] += 1
 
-    def tls_delivered(self, transport: str, text: str) -> None:
-        """``=> b@c R=dnslookup T=remote_smtp H=mx [192.0.2.1]* X=TLS1.3:...:256 CV=yes C="..."``.
+    def tls_delivered(self, message_id: str, transport: str, text: str) -> None:
+        """``=> b@c R=dnslookup T=remote_smtp H=mx [192.0.2.1]* X=TLS1.3:...:256 CV=yes C="..."``
+        or ``** b@c R=... T=... H=mx [192.0.2.1] X=...:256 CV=yes: SMTP error from ...``.
 
-        Only the fields before the server's reply (``C="..."``) are looked at.
+        Only the fields before the server's reply (``C="..."``, or the ``: `` after them)
+        are looked at; counted once per session (see the module docstring).
         """
-        end = text.find(' C="')
+        end = text.find(' C="' if text[0] == "=" else ": ")
         end = end if end >= 0 else len(text)
         session = tls_session(text, end)
         if session is None or continued_connection(text, text.find(" X=", 0, end)):
             return
+        fields = text[text.find(" H=") : end]
+        if self.sessions.get(message_id) == fields:
+            return
+        self.sessions.pop(message_id, None)
+        if len(self.sessions) >= SESSIONS_REMEMBERED:
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[message_id] = fields
         version, logged = session
         trust = OUTBOUND_TRUST.get(logged.get("CV", ""), "unknown")
         self.c.tls_connections[(MTA, transport, version, trust)] += 1
