@@ -73,13 +73,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from mail_exporter.collectors.logs.counters import LogCounters
+from mail_exporter.collectors.logs.counters import Histogram, LogCounters
 from mail_exporter.collectors.logs.labels import OTHER, tls_version
 from mail_exporter.collectors.logs.rejects import reject_reason, stage
 from mail_exporter.collectors.logs.replies import ReplyReasons
 from mail_exporter.collectors.logs.senders import MESSAGES, RECIPIENTS, PendingAccounts
 
 MTA = "postfix"
+MTA_KEY = (MTA,)
+"""The key of counts by ``mta`` alone, built once rather than on every line."""
 MAX_QUEUED_IDS = 200_000
 MAX_QUEUE_ID_CHARS = 24
 STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
@@ -151,9 +153,11 @@ Handler = Callable[[str, str], bool]
 """(service or transport label, message text) → whether the line was understood."""
 
 
-def address_domain(text: str, start: int) -> str:
-    """The domain of the address in ``<...>`` at ``start`` (lower case); ``none`` for ``<>``."""
-    end = text.find(">", start)
+def address_domain(text: str, start: int, end: int | None = None) -> str:
+    """The domain of the address in ``<...>`` at ``start`` (lower case); ``none`` for ``<>``.
+    ``end``: where its ``>`` is, if the caller found it already."""
+    if end is None:
+        end = text.find(">", start)
     at = text.rfind("@", start, end)
     return text[at + 1 : end].lower() if at >= 0 else "none"
 
@@ -182,6 +186,7 @@ class PostfixParser:
         self.queued: OrderedDict[str, None] = OrderedDict()  # qmgr's, least recently seen first
         self.max_queued_ids = max_queued_ids
         self.pending = PendingAccounts()  # smtpd's sasl_username until qmgr's from=
+        self._delays: dict[str, tuple[Histogram, ...]] = {}  # by transport, STAGES in order
         self._handlers: dict[str, Handler] = {
             "smtpd": self.smtpd,
             "postscreen": self.postscreen,
@@ -340,35 +345,43 @@ class PostfixParser:
         colon = text.find(": ")
         if text.startswith("from=<", colon + 2):
             queue_id = text[:colon]
-            if text.startswith(", status=", text.find(">", colon + 8) + 1):
+            # The sender's end is looked for once: status, domain and shape follow it.
+            sender_end = text.find(">", colon + 8)
+            if text.startswith(", status=", sender_end + 1):
                 # expired or force-expired: the message leaves the queue, none arrives
                 self.c.deliveries[(MTA, service, "expired")] += 1
             elif self._first_sight(queue_id):
-                self.c.received[(MTA,)] += 1
-                self.c.sender_domains.add(MTA, address_domain(text, colon + 8))
-                self.observe_shape(text, self.pending.take(queue_id))
+                c = self.c
+                c.received[MTA_KEY] += 1
+                c.sender_domains.add(MTA, address_domain(text, colon + 8, sender_end))
+                self.observe_shape(text, sender_end + 1, self.pending.take(queue_id))
             return True
         if text.startswith("removed", colon + 2):
             self.queued.pop(text[:colon], None)
             return True
         return self.queue_lines(service, text)
 
-    def observe_shape(self, text: str, account: str | None) -> None:
-        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``: size and recipient count, also
-        for the authenticated ``account`` that sent it, if one did."""
-        size = text.find(", size=")
-        nrcpt = text.find(", nrcpt=", size)
-        if size < 0 or nrcpt < 0:
+    def observe_shape(self, text: str, start: int, account: str | None) -> None:
+        """``from=<a@b>, size=1234, nrcpt=2 (queue active)``, read from ``start`` (the
+        sender's end): size and recipient count, also for the authenticated ``account``
+        that sent it, if one did."""
+        size = text.find(", size=", start)
+        if size < 0:
             return
-        end = text.find(" ", nrcpt + 8)
-        size_text = text[size + 7 : nrcpt]
-        nrcpt_text = text[nrcpt + 8 : end] if end >= 0 else text[nrcpt + 8 :]
+        # partition() cuts both numbers out in two calls, where find() and slices took six.
+        size_text, found, rest = text[size + 7 :].partition(", nrcpt=")
+        if not found:
+            return
+        nrcpt_text = rest.partition(" ")[0]
         if size_text.isdigit() and nrcpt_text.isdigit():
-            self.c.message_sizes[(MTA,)].observe(float(size_text))
-            self.c.message_recipients[(MTA,)].observe(float(nrcpt_text))
+            c = self.c
+            # float(), not int(): it parses faster and bisects float bounds faster.
+            recipients = float(nrcpt_text)
+            c.message_sizes[MTA_KEY].observe(float(size_text))
+            c.message_recipients[MTA_KEY].observe(recipients)
             if account is not None:
-                self.c.accounts.add(MTA, account, MESSAGES)
-                self.c.accounts.add(MTA, account, RECIPIENTS, amount=int(nrcpt_text))
+                c.accounts.add(MTA, account, MESSAGES)
+                c.accounts.add(MTA, account, RECIPIENTS, amount=int(recipients))
 
     def _first_sight(self, queue_id: str) -> bool:
         """Whether qmgr's ``from=`` is new for ``queue_id``; remember it (see the docstring)."""
@@ -434,13 +447,23 @@ class PostfixParser:
         parts = text[start + 9 : text.find(",", start + 9)].split("/")
         if len(parts) != 4:
             return
-        histogram = self.c.histogram
-        for stage_name, part in zip(STAGES, parts, strict=True):
+        histograms = self._delays.get(transport) or self._stage_histograms(transport)
+        for histogram, part in zip(histograms, parts, strict=True):
             try:
                 value = float(part)
             except ValueError:
                 continue
-            histogram((MTA, transport, stage_name)).observe(value)
+            histogram.observe(value)
+
+    def _stage_histograms(self, transport: str) -> tuple[Histogram, ...]:
+        """The histograms of ``transport``'s four stages, held so that each delivery
+        finds them in one lookup rather than building and looking up four keys. The
+        stages of a transport appear together, at its first delivery with ``delays=``;
+        transports are as many as the service label's guard lets through."""
+        found = self._delays[transport] = tuple(
+            self.c.histogram((MTA, transport, stage_name)) for stage_name in STAGES
+        )
+        return found
 
     def delivery_noise(self, transport: str, text: str) -> bool:
         if "TLS connection established" in text:
