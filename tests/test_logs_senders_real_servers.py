@@ -4,20 +4,36 @@ Three accounts (added to the session Dovecot's passwd-file, which Dovecot reads 
 when it changes) submit known numbers of messages with known numbers of recipients from
 several loopback source addresses; the per-account counters and the distinct address
 gauge must be exact. The exposition then goes through promtool.
+
+The same counters then feed a ``promtool test rules`` case against the shipped rules
+file: the series' names and label sets are the collector's own (plus the ``instance``
+and ``job`` labels a scrape attaches), and their values grow by a multiple of each
+account's real count every minute for a day, then the busiest account's growth is
+multiplied for an hour. MailAccountSendingBurst
+must fire for that account alone, with the shipped annotations rendered for its labels.
+Every steady account's baseline is kept above the alert's floor, so their silence comes
+from the comparison with their own baseline, not from sending too little.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig
+from mixin import rules
+from mixin.config import CONFIG
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix, _any_cert
+from tests.test_alerting import ALERTING, tool
 from tests.test_logs_real_servers import (
     check_with_promtool,
     quiet,
@@ -35,6 +51,13 @@ PLAN = {
     "sender-c@test.local": (("127.0.0.5",), 3),
 }
 RECIPIENTS = ("sender-a@test.local", "sender-b@test.local", "sender-c@test.local")
+
+BURST_ALERT = "MailAccountSendingBurst"
+SCRAPE_LABELS = {"instance": "127.0.0.1:9469", "job": "mail"}  # what Prometheus attaches
+# Each account's real count sent this many times a minute for a day; the burst multiplies
+# the bursting account's rate by ten times the alert's factor for the following hour.
+BASELINE_PER_MINUTE = 5
+BURST = 10 * CONFIG.account_burst_factor
 
 
 @pytest.fixture
@@ -57,7 +80,7 @@ def submit(postfix: Postfix, account: str, source: str, recipients: int) -> None
 
 
 def test_each_account_counts_exactly_its_messages_and_addresses(
-    postfix: Postfix, dovecot: Dovecot, accounts: None
+    postfix: Postfix, dovecot: Dovecot, accounts: None, tmp_path: Path
 ) -> None:
     quiet(postfix.log_path)
     settings = LogsConfig.model_validate(
@@ -83,5 +106,86 @@ def test_each_account_counts_exactly_its_messages_and_addresses(
         found = samples(collector)
         assert {key: found.get(key) for key in expected} == expected
         check_with_promtool(collector)
+        check_burst_alert(found, tmp_path)
     finally:
         collector.close()
+
+
+def check_burst_alert(
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float], tmp_path: Path
+) -> None:
+    counters = {
+        labels: count
+        for (name, labels), count in found.items()
+        if name == "mail_account_messages_total"
+    }
+    bursting = max(counters, key=lambda labels: counters[labels])
+    assert min(counters.values()) * BASELINE_PER_MINUTE / 60 > CONFIG.account_burst_min_per_second
+    series = []
+    for labels, count in counters.items():
+        selector = ",".join(f'{key}="{value}"' for key, value in (*labels, *SCRAPE_LABELS.items()))
+        base = count * BASELINE_PER_MINUTE
+        if labels == bursting:
+            values = f"0+{base:g}x1439 {base * 1440:g}+{base * BURST:g}x60"
+        else:
+            values = f"0+{base:g}x1500"
+        series.append({"series": f"mail_account_messages_total{{{selector}}}", "values": values})
+    burst_labels = {**dict(bursting), **SCRAPE_LABELS}
+    burst_per_second = counters[bursting] * BASELINE_PER_MINUTE * BURST / 60
+    case = {
+        "rule_files": [str(ALERTING / rules.RULES_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "1440m", "alertname": BURST_ALERT, "exp_alerts": []},
+                    {
+                        "eval_time": "1470m",
+                        "alertname": BURST_ALERT,
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {**burst_labels, "severity": "warning"},
+                                "exp_annotations": shipped_annotations(
+                                    burst_labels, burst_per_second
+                                ),
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "burst_test.yml"
+    path.write_text(yaml.safe_dump(case))
+    result = subprocess.run(
+        [tool("promtool"), "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def shipped_annotations(labels: dict[str, str], value: float) -> dict[str, str]:
+    """The shipped alert's annotations as Prometheus renders them for these labels and value.
+
+    promtool compares annotations verbatim; rendering the two template forms the alert
+    uses here (and failing on any other) keeps the case on the shipped file itself.
+    """
+    shipped = yaml.safe_load((ALERTING / rules.RULES_FILE).read_text())
+    (rule,) = (
+        rule
+        for group in shipped["groups"]
+        for rule in group["rules"]
+        if rule.get("alert") == BURST_ALERT
+    )
+    rendered: dict[str, str] = {}
+    for key, template in rule["annotations"].items():
+        text = template.replace('{{ $value | printf "%.2f" }}', f"{value:.2f}")
+        text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m[1], ""), text)
+        assert "{{" not in text, text
+        rendered[key] = text
+    return rendered
