@@ -91,10 +91,13 @@ class LineDispatcher:
 
     def syslog_line(self, line: str) -> None:
         colon = line.find(": ")
-        space = line.rfind(" ", 0, colon)
-        tag = line[space + 1 : colon] if colon > 0 else ""
-        if tag[-1:] == "]":
-            tag = tag[: tag.rfind("[")]
+        if colon > 0:
+            space = line.rfind(" ", 0, colon)
+            # The tag without its pid, cut from the line once rather than cut twice.
+            end = line.rfind("[", space + 1, colon) if line[colon - 1] == "]" else colon
+            tag = line[space + 1 : end if end >= 0 else colon - 1]
+        else:
+            tag = ""
         self.message(tag, line[colon + 2 :])
 
     def message(self, program: str, text: str) -> None:

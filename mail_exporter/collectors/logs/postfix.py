@@ -187,6 +187,7 @@ class PostfixParser:
         self.max_queued_ids = max_queued_ids
         self.pending = PendingAccounts()  # smtpd's sasl_username until qmgr's from=
         self._delays: dict[str, tuple[Histogram, ...]] = {}  # by transport, STAGES in order
+        self._shape: tuple[Histogram, Histogram] | None = None  # size, recipients
         self._handlers: dict[str, Handler] = {
             "smtpd": self.smtpd,
             "postscreen": self.postscreen,
@@ -297,20 +298,21 @@ class PostfixParser:
             return True
         client = text.find(": client=")
         if client >= 0:
-            if text[:client] != "NOQUEUE":
+            queue_id = text[:client]
+            if queue_id != "NOQUEUE":
                 c.submitted[(MTA, service)] += 1
             method = text.find(", sasl_method=")
             if method >= 0:
                 end = text.find(",", method + 14)
                 mechanism = text[method + 14 : end if end >= 0 else len(text)]
                 c.logins[(MTA, service, c.mechanisms(mechanism))] += 1
-                self.sender(text, client, end)
+                self.sender(text, client, end, queue_id)
             return True
         if "TLS connection established" in text:
             return self.tls(service, text)
         return self.queue_lines(service, text)
 
-    def sender(self, text: str, client: int, start: int) -> None:
+    def sender(self, text: str, client: int, start: int, queue_id: str) -> None:
         """``QUEUEID: client=host[192.0.2.1], sasl_method=PLAIN, sasl_username=alice``: the
         account's client address now, its message when qmgr first sees the queue ID."""
         if start < 0 or not text.startswith(", sasl_username=", start):
@@ -321,8 +323,8 @@ class PostfixParser:
         closing = text.find("]", opening)
         if 0 <= opening < closing < start:
             self.c.account_addresses.add(account, text[opening + 1 : closing])
-        if text[:client] != "NOQUEUE":
-            self.pending.put(text[:client], account)
+        if queue_id != "NOQUEUE":
+            self.pending.put(queue_id, account)
 
     def pickup(self, service: str, text: str) -> bool:
         """``QUEUEID: uid=1000 from=<alice>``: a message from sendmail/postdrop is queued."""
@@ -374,14 +376,23 @@ class PostfixParser:
             return
         nrcpt_text = rest.partition(" ")[0]
         if size_text.isdigit() and nrcpt_text.isdigit():
-            c = self.c
             # float(), not int(): it parses faster and bisects float bounds faster.
             recipients = float(nrcpt_text)
-            c.message_sizes[MTA_KEY].observe(float(size_text))
-            c.message_recipients[MTA_KEY].observe(recipients)
+            sizes, recipient_counts = self._shape or self._shape_histograms()
+            sizes.observe(float(size_text))
+            recipient_counts.observe(recipients)
             if account is not None:
-                c.accounts.add(MTA, account, MESSAGES)
-                c.accounts.add(MTA, account, RECIPIENTS, amount=int(recipients))
+                accounts = self.c.accounts
+                accounts.add(MTA, account, MESSAGES)
+                accounts.add(MTA, account, RECIPIENTS, amount=int(recipients))
+
+    def _shape_histograms(self) -> tuple[Histogram, Histogram]:
+        """The two histograms of message shape, held so that each arrival finds them
+        without two keyed lookups; made at the first arrival, so that a log without one
+        shows no empty histogram."""
+        c = self.c
+        found = self._shape = (c.message_sizes[MTA_KEY], c.message_recipients[MTA_KEY])
+        return found
 
     def _first_sight(self, queue_id: str) -> bool:
         """Whether qmgr's ``from=`` is new for ``queue_id``; remember it (see the docstring)."""

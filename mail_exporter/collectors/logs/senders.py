@@ -83,9 +83,9 @@ class ClientAddresses:
         if addresses is None:
             if len(seen) >= self.max_accounts:
                 seen.popitem(last=False)
-            addresses = seen[account] = {}
-        else:
-            seen.move_to_end(account)
+            seen[account] = {address: now}  # a new account: no cap to check
+            return
+        seen.move_to_end(account)
         if address not in addresses and len(addresses) >= MAX_ADDRESSES:
             self._expire(addresses, now)
             if len(addresses) >= MAX_ADDRESSES:
