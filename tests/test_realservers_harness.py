@@ -204,8 +204,6 @@ def test_postfix_starts_on_other_ports_when_one_is_taken(
 def test_dnsmasq_starts_on_another_port_when_its_tcp_port_is_taken(
     tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not Dnsmasq.installed():
-        pytest.skip(dns_module.INSTALL_HINT)
     hand_out_first(monkeypatch, dns_module, "_free_udp_and_tcp_port", taken_port)
     with Dnsmasq(
         tmp_path, Zones().local("harness.test").a("mx.harness.test", "127.0.0.1")
