@@ -112,3 +112,51 @@ def test_many_distinct_domains_and_tags_keep_series_bounded() -> None:
     assert len(counters.sender_domains.counts) <= 11
     assert len(counters.lines) <= 102
     assert counters.received[("postfix",)] == 20000
+
+
+def tag_and_text(line: str) -> tuple[str, str]:
+    """The syslog split spelled out slowly: the last word before the first ": ", less a
+    trailing [pid]; a line without ": " has no tag."""
+    colon = line.find(": ")
+    if colon < 0:
+        return "", line
+    words = line[:colon].split(" ")
+    tag = words[-1]
+    if tag.endswith("]"):
+        tag = tag[: tag.rfind("[")] if "[" in tag else tag[:-1]
+    return tag, line[colon + 2 :]
+
+
+syslog_like = st.lists(
+    st.sampled_from(
+        [
+            "Jan 12 10:00:00 mail ",
+            "postfix/smtpd",
+            "postfix/qmgr",
+            "dovecot",
+            "[",
+            "]",
+            "[123]",
+            ": ",
+            " ",
+            "connect from x[192.0.2.1]",
+            "ABC12: from=<a@b>",
+            ", size=1, nrcpt=1",
+            "x",
+        ]
+    ),  # fmt: skip
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=syslog_like)
+def test_a_syslog_line_counts_as_its_tag_and_text(line: str) -> None:
+    """syslog_line() inlines message(): both must count a line alike."""
+    whole, parts = LineDispatcher(LogCounters(5)), LineDispatcher(LogCounters(5))
+    whole.syslog_line(line)
+    parts.message(*tag_and_text(line))
+    for name in ("lines", "connections", "received", "sender_domains"):
+        mine, theirs = getattr(whole.counters, name), getattr(parts.counters, name)
+        assert getattr(mine, "counts", mine) == getattr(theirs, "counts", theirs), name
+    assert sum(whole.counters.lines.values()) == 1
