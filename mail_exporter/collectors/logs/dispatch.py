@@ -89,18 +89,19 @@ class LineDispatcher:
         mta, parse = own[log_format]
         return self._own_format(mta, parse)
 
-    def syslog_line(self, line: str) -> None:
-        """One syslog line: :meth:`message` of its tag, inlined (a call less on every line
-        is 3 % of the parse); partition() cuts head and text in one call, a third cheaper
-        than find() and slices."""
-        head, colon, text = line.partition(": ")
-        if not colon:
-            self.message("", line)
-            return
-        tag = head.rpartition(" ")[2]
-        if tag.endswith("]"):  # the tag without its [pid]
-            program, bracket, _ = tag.rpartition("[")
-            tag = program if bracket else tag[:-1]
+    def syslog_line(self, line: str, program: str | None = None) -> None:
+        """One syslog line, or with ``program`` one message of that program (a journal
+        entry, whose tag comes apart from its text). One function for both: a call less
+        on every line is 3 % of the parse. partition() cuts head and text in one call, a
+        third cheaper than find() and slices."""
+        if program is not None:
+            tag, text = program, line
+        else:
+            head, colon, text = line.partition(": ")
+            tag = head.rpartition(" ")[2] if colon else ""
+            if tag.endswith("]"):  # the tag without its [pid]
+                name, bracket, _ = tag.rpartition("[")
+                tag = name if bracket else tag[:-1]
         route = self._routes.get(tag) or self._route(tag)
         handler, label, parsed, unsupported = route
         try:
@@ -112,14 +113,7 @@ class LineDispatcher:
 
     def message(self, program: str, text: str) -> None:
         """One message of ``program`` (a syslog tag without its pid)."""
-        route = self._routes.get(program) or self._route(program)
-        handler, label, parsed, unsupported = route
-        try:
-            understood = handler(label, text)
-        except Exception:  # a malformed line must cost only itself
-            logger.debug("log line not understood by %s: %r", program, text, exc_info=True)
-            understood = False
-        self.counters.lines[parsed if understood else unsupported] += 1
+        self.syslog_line(text, program)
 
     def _route(self, program: str) -> Route:
         found = self.postfix.route(program)
