@@ -58,8 +58,14 @@ async def _ehlo(session: Session, name: str) -> dict[str, str]:
             raise ProbeFailure(FailureReason.REJECTED, f"EHLO: {code} {printable(' '.join(texts))}")
     extensions: dict[str, str] = {}
     for text in texts[1:]:
-        keyword, _, parameters = text.partition(" ")
-        extensions[keyword.upper()] = parameters.upper()
+        keyword, _, parameters = text.upper().partition(" ")
+        # "AUTH=PLAIN LOGIN" is the form servers add for clients older than RFC 4954 (a
+        # keyword has no "="); some send only that one. The standard line wins where both are.
+        keyword, old_style, first = keyword.partition("=")
+        if old_style:
+            extensions.setdefault(keyword, f"{first} {parameters}".strip())
+        else:
+            extensions[keyword] = parameters
     return extensions
 
 
