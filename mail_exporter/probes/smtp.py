@@ -1,7 +1,8 @@
 """SMTP probe (RFC 5321, 3207, 4954): banner, EHLO, STARTTLS, AUTH PLAIN/LOGIN, QUIT.
 
 Replies are read by reply code, so multi-line replies work whatever the line
-count or the wording; a 4xx or 5xx reply fails the probe at once.
+count or the wording; a 4xx or 5xx reply fails the probe at once. The security
+checks a module asks for (:mod:`.smtp_posture`) come last, before QUIT.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mail_exporter.config.probes import SMTPModule
 from mail_exporter.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
+from mail_exporter.probes.smtp_posture import check_posture
 
 _REPLY_LINE = re.compile(r"([2-5]\d\d)([ -]|$)(.*)")
 
@@ -44,6 +46,13 @@ async def command(
     if code != expect:
         raise ProbeFailure(reason, f"{code} {printable(' '.join(texts))}")
     return texts
+
+
+async def ask(session: Session, line: str) -> tuple[int, str]:
+    """Send a command; its reply's code and text, whatever the code."""
+    await session.write_line(line)
+    code, texts = await read_reply(session)
+    return code, printable(" ".join(texts))
 
 
 async def _ehlo(session: Session, name: str) -> dict[str, str]:
@@ -120,4 +129,5 @@ async def probe_smtp(session: Session) -> None:
         extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
         await _login(session, extensions)
-    await session.quit()
+    if await check_posture(session, module.smtp, functools.partial(ask, session)):
+        await session.quit()
