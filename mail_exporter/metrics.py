@@ -153,7 +153,7 @@ def probe_families(
         ],
         USER_ENUMERATION.name: (
             [((*target, verb), found) for verb, found in posture.enumeration.items()]
-            if posture
+            if posture is not None
             else []
         ),
     }

@@ -265,3 +265,13 @@ async def test_relay_and_enumeration_together_never_send_data() -> None:
     text = exposition(result)
     assert 'mail_smtp_open_relay{protocol="smtp"} 1.0' in text
     assert 'mail_smtp_user_enumeration{protocol="smtp",command="VRFY"} 0.0' in text
+
+
+async def test_checks_the_session_never_reached_read_as_unanswered() -> None:
+    mod = module(smtp={"relay_check": RELAY_CHECK, "enumeration_check": ENUMERATION_CHECK})
+    result, _ = await dialogue(answers(MAIL="250 Ok"), mod, hang_up_after="MAIL")
+    assert result.success, result.log
+    assert posture_of(result).enumeration == {"VRFY": None, "EXPN": None}
+    assert "mail_smtp_" not in exposition(result)
+    report = render_report("mx.test:25", "m", result).splitlines()
+    assert "VRFY enumerates:      unknown (see the session log)" in report

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from mail_exporter.tls_facts import TLSFacts
 
-if TYPE_CHECKING:  # smtp_posture speaks through the Session, which records into a result
+if TYPE_CHECKING:  # smtp_posture imports the session, and the session this module
     from mail_exporter.probes.smtp_posture import SMTPPosture
 
 

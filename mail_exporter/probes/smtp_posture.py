@@ -80,19 +80,22 @@ async def check_posture(session: Session, settings: SMTPSettings, ask: Ask) -> b
     relay, enumeration = settings.relay_check, settings.enumeration_check
     if relay is None and enumeration is None:
         return True
-    posture = session.result.smtp_posture = SMTPPosture()
+    # Every check asked for is in the result from the start: one the session never reached
+    # reads as unanswered, not as not asked.
+    finding = None if relay is None else RelayFinding(after_login=relay.authenticated)
+    found: dict[str, bool | None] = (
+        {} if enumeration is None else dict.fromkeys(ENUMERATION_COMMANDS)
+    )
+    session.result.smtp_posture = SMTPPosture(finding, found)
     seconds = max(0.0, session.deadline - time.monotonic()) * SHARE_OF_BUDGET
     with session.timed(Phase.POSTURE):
         try:
             async with asyncio.timeout(seconds):
-                if relay is not None:
-                    posture.relay = RelayFinding(after_login=relay.authenticated)
-                    posture.relay.allowed = await _relays(session, ask, relay)
+                if relay is not None and finding is not None:
+                    finding.allowed = await _relays(session, ask, relay)
                 if enumeration is not None:
-                    posture.enumeration = dict.fromkeys(ENUMERATION_COMMANDS)
-                    for verb in ENUMERATION_COMMANDS:
-                        found = await _enumerates(session, ask, verb, enumeration.address)
-                        posture.enumeration[verb] = found
+                    for verb in found:
+                        found[verb] = await _enumerates(session, ask, verb, enumeration.address)
         except TimeoutError:
             _broken(session, f"no answer within {seconds:.3g}s")
             return False
