@@ -32,6 +32,16 @@ def _tls(read: Callable[[TLSFacts], float | bool | None]) -> Callable[[ProbeResu
     return lambda result: None if result.tls is None else read(result.tls)
 
 
+def _relay(after_login: bool) -> Callable[[ProbeResult], Reading]:
+    """Reads the relay check's verdict of a result, if the check was of this kind."""
+
+    def read(result: ProbeResult) -> Reading:
+        relay = None if result.smtp_posture is None else result.smtp_posture.relay
+        return None if relay is None or relay.after_login != after_login else relay.allowed
+
+    return read
+
+
 # Their labels follow the probe's own: target, module, protocol when scheduled; protocol
 # for /probe. Those of one value per probe read it from the ProbeResult.
 SUCCESS = MetricSpec(
@@ -83,6 +93,21 @@ TLS_CIPHER = MetricSpec(
 FAILURES = MetricSpec(
     "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is,
 )  # fmt: skip
+# SMTP security checks (probes/smtp_posture.py): only for a module that asks for them, and
+# only with an answer. Each relay verdict comes from the check of its kind.
+OPEN_RELAY = MetricSpec(
+    "mail_smtp_open_relay", "1 if the server accepted a recipient outside its domains without "
+    "a login (RCPT TO answered 2xx), 0 if it refused.", "gauge", (),
+    _relay(after_login=False),
+)  # fmt: skip
+AUTH_RELAY_ALLOWED = MetricSpec(
+    "mail_smtp_auth_relay_allowed", "1 if the server accepted a recipient outside its domains "
+    "after the module's login, 0 if it refused.", "gauge", (), _relay(after_login=True),
+)  # fmt: skip
+USER_ENUMERATION = MetricSpec(
+    "mail_smtp_user_enumeration", "1 if the command told the configured address from an unknown "
+    "user (2xx for it, another answer for the unknown one).", "gauge", ("command",), as_is,
+)  # fmt: skip
 PROBE_METRICS = (
     SUCCESS,
     DURATION,
@@ -97,6 +122,9 @@ PROBE_METRICS = (
     TLS_VERSION,
     TLS_CIPHER,
     FAILURES,
+    OPEN_RELAY,
+    AUTH_RELAY_ALLOWED,
+    USER_ENUMERATION,
 )
 
 
@@ -110,7 +138,7 @@ def probe_families(
     """Every probe family (those without samples too) of one target's latest result, its
     failure counts and its last success time, under the label names ``names``."""
     target = tuple(labels)
-    tls, failure = result.tls, result.failure
+    tls, failure, posture = result.tls, result.failure, result.smtp_posture
     one: list[Row] = [(target, result)]
     rows: dict[str, Iterable[Row]] = {  # by name: a spec's hash costs more than the rest
         PHASE_DURATION.name: [((*target, p.value), s) for p, s in result.phases.items()],
@@ -123,6 +151,11 @@ def probe_families(
         FAILURES.name: [
             ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
         ],
+        USER_ENUMERATION.name: (
+            [((*target, verb), found) for verb, found in posture.enumeration.items()]
+            if posture is not None
+            else []
+        ),
     }
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
 

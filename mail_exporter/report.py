@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from mail_exporter.probes.result import Phase, ProbeResult
+from mail_exporter.probes.smtp_posture import SMTPPosture
 from mail_exporter.tls_facts import tls_version_label
 
 
@@ -20,6 +21,23 @@ def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
+def _verdict(value: bool | None) -> str:
+    return "unknown (see the session log)" if value is None else ("yes" if value else "no")
+
+
+def _posture_lines(posture: SMTPPosture | None) -> list[str]:
+    """The verdicts of the SMTP security checks the module asked for."""
+    if posture is None:
+        return []
+    lines = []
+    if posture.relay is not None:
+        name = "Relay after login:" if posture.relay.after_login else "Open relay:"
+        lines.append(f"{name:<22}{_verdict(posture.relay.allowed)}")
+    for verb, found in posture.enumeration.items():
+        lines.append(f"{f'{verb} enumerates:':<22}{_verdict(found)}")
+    return lines
+
+
 def render_report(target: str, module_name: str, result: ProbeResult) -> str:
     lines = [f"Probe of {target} with module {module_name} ({result.protocol})", ""]
     lines.append("Phases:")
@@ -31,6 +49,7 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
     lines.append(f"Connected to:         {result.peer_address or 'nothing'}")
     lines.append(f"STARTTLS offered:     {_yes_no(result.starttls_offered)}")
     lines.append(f"Login before TLS:     {_yes_no(result.plaintext_auth_offered)}")
+    lines += _posture_lines(result.smtp_posture)
     facts = result.tls
     if facts is not None:
         lines += [

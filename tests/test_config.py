@@ -114,6 +114,57 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "relay check address that would end the command",
+        VALID_MODULE + "    smtp:\n      relay_check:\n"
+        '        mail_from: "a@outside.example>\\r\\nDATA"\n        rcpt_to: b@elsewhere.example\n',
+        [
+            "modules.m.smtp.relay_check.mail_from (line 6): 'a@outside.example>\\r\\nDATA' is "
+            "not a plain mailbox address: local-part@domain in ASCII, without spaces, quotes, "
+            "<> or line breaks"
+        ],
+    ),
+    (
+        "relay check addresses in brackets, with a space, without a domain",
+        VALID_MODULE + "    smtp:\n      relay_check:\n"
+        "        {mail_from: <a@outside.example>, rcpt_to: b @elsewhere.example}\n"
+        "      enumeration_check: {address: postmaster}\n",
+        [
+            f"modules.m.smtp.{key} (line {line}): {value!r} is not a plain mailbox address: "
+            "local-part@domain in ASCII, without spaces, quotes, <> or line breaks"
+            for key, line, value in [
+                ("relay_check.mail_from", 6, "<a@outside.example>"),
+                ("relay_check.rcpt_to", 6, "b @elsewhere.example"),
+                ("enumeration_check.address", 7, "postmaster"),
+            ]
+        ],
+    ),
+    (
+        "relay check without a recipient",
+        VALID_MODULE + "    smtp: {relay_check: {mail_from: a@outside.example}}\n",
+        ["modules.m.smtp.relay_check.rcpt_to (line 4): required key is missing"],
+    ),
+    (
+        "relay check after a login the module does not have",
+        VALID_MODULE + "    smtp:\n      relay_check: {mail_from: a@outside.example, "
+        "rcpt_to: b@elsewhere.example, authenticated: true}\n",
+        [
+            "modules.m (line 2): smtp.relay_check with authenticated: true checks relaying "
+            "after the module's login: add auth, or set authenticated: false"
+        ],
+    ),
+    (
+        "checks without a login in a module that logs in",
+        VALID_MODULE + "    tls: starttls\n    auth: {username: u, password_env: HOME}\n"
+        "    smtp:\n      relay_check: {mail_from: a@outside.example, rcpt_to: b@elsewhere.example}\n"
+        "      enumeration_check: {address: postmaster@example.org}\n",
+        [
+            "modules.m (line 2): smtp.relay_check and smtp.enumeration_check without a login "
+            "cannot run in a module with auth (they come after the login): put them in a "
+            "module without auth; relay_check with authenticated: true checks relaying after "
+            "the login"
+        ],
+    ),
+    (
         "server name TLS cannot send",
         VALID_MODULE + "    tls_config: {server_name: mail..example.com}\n",
         [

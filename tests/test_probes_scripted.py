@@ -571,3 +571,19 @@ async def test_ehlo_name_from_the_smtp_section() -> None:
     result = await probe(smtp_script(["220 ready"]), module(smtp={"ehlo_name": "monitor.example"}))
     assert result.success, result.log
     assert any(line.endswith("C: EHLO monitor.example") for line in result.log), result.log
+
+
+async def test_old_style_auth_keyword_counts_as_a_login_offered() -> None:
+    """``AUTH=PLAIN LOGIN``, the form servers add for pre-RFC 4954 clients, offers a login."""
+    result = await probe(smtp_script(["220 hi"], ["250-hi", "250 AUTH=PLAIN LOGIN"]), module())
+    assert result.success, result.log
+    assert result.plaintext_auth_offered is True
+
+
+async def test_old_style_auth_keyword_is_logged_in_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = plaintext_login_module("smtp", monkeypatch, allow_plaintext_auth=True)
+    script = {"EHLO": ["250-hi", "250 AUTH=LOGIN PLAIN"], "AUTH": ["235 2.7.0 Ok"]}
+    result, heard = await probe_dialogue("220 hi", {**script, "QUIT": ["221 bye"]}, mod)
+    assert result.success, result.log
+    assert commands(heard, "smtp") == ["EHLO", "AUTH", "QUIT"]
+    assert heard[1].startswith("AUTH PLAIN ")

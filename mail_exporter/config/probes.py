@@ -27,6 +27,7 @@ while the config is validated: a missing secret is a config error, not a failed 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -193,15 +194,80 @@ class ModuleConfig(StrictModel):
         return self.auth is not None
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_MAILBOX = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*)@{_LABEL}(?:\.{_LABEL})*")
+"""RFC 5321's Mailbox with a dot-string local part and a domain name: what goes between
+``<`` and ``>`` in ``MAIL FROM``/``RCPT TO`` and after ``VRFY``, with nothing in it that
+could end the command or start another (no spaces, quotes, brackets or line breaks)."""
+
+
+def _mailbox(value: str) -> str:
+    local, _, _ = value.rpartition("@")
+    if _MAILBOX.fullmatch(value) is None or len(local) > 64 or len(value) > 254:
+        raise ValueError(
+            f"{value!r} is not a plain mailbox address: local-part@domain in ASCII, "
+            "without spaces, quotes, <> or line breaks"
+        )
+    return value
+
+
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
+
+
+class RelayCheck(StrictModel):
+    """``smtp: {relay_check: ...}``: ``MAIL FROM``/``RCPT TO`` (never ``DATA``), then ``RSET``.
+
+    Without a login (``authenticated: false``) it finds an open relay; with
+    ``authenticated: true`` it runs after the module's login and finds whether relaying
+    works for a user. Both addresses belong outside the server's own domains.
+    """
+
+    mail_from: Mailbox
+    rcpt_to: Mailbox
+    authenticated: bool = False
+
+
+class EnumerationCheck(StrictModel):
+    """``smtp: {enumeration_check: {address: ...}}``: ``VRFY`` and ``EXPN`` of an address that
+    exists (``postmaster@`` one of the server's domains), compared with an unknown one."""
+
+    address: Mailbox
+
+
 class SMTPSettings(StrictModel):
     """``smtp:`` in an smtp module."""
 
     ehlo_name: str | None = None  # default: this host's FQDN
+    relay_check: RelayCheck | None = None
+    enumeration_check: EnumerationCheck | None = None
 
 
 class SMTPModule(ModuleConfig):
+    """An smtp module. Its security checks (:mod:`mail_exporter.probes.smtp_posture`) are the
+    session's last step before QUIT, so one that breaks the conversation costs the QUIT only,
+    never a step of the probe: those without a login need a module without ``auth``."""
+
     protocol: Literal["smtp"]
     smtp: SMTPSettings = SMTPSettings()
+
+    @model_validator(mode="after")
+    def _checks_fit_the_login(self) -> SMTPModule:
+        relay, enumeration = self.smtp.relay_check, self.smtp.enumeration_check
+        if relay is not None and relay.authenticated and self.auth is None:
+            raise ValueError(
+                "smtp.relay_check with authenticated: true checks relaying after the "
+                "module's login: add auth, or set authenticated: false"
+            )
+        unauthenticated = [] if relay is None or relay.authenticated else ["relay_check"]
+        unauthenticated += [] if enumeration is None else ["enumeration_check"]
+        if self.auth is not None and unauthenticated:
+            raise ValueError(
+                f"smtp.{' and smtp.'.join(unauthenticated)} without a login cannot run in a "
+                "module with auth (they come after the login): put them in a module without "
+                "auth; relay_check with authenticated: true checks relaying after the login"
+            )
+        return self
 
 
 class IMAPModule(ModuleConfig):

@@ -74,8 +74,8 @@ async def _converse(session: Session) -> None:
 async def run_probe(address: Address, module: ModuleConfig, budget_seconds: float) -> ProbeResult:
     """Probe ``address`` with ``module`` within ``budget_seconds``; never raises."""
     result = ProbeResult(protocol=module.protocol)
-    session = Session(address, module, result)
     started = time.monotonic()
+    session = Session(address, module, result, deadline=started + budget_seconds)
     try:
         async with asyncio.timeout(budget_seconds):
             await _converse(session)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from mail_exporter.tls_facts import TLSFacts
+
+if TYPE_CHECKING:  # smtp_posture imports the session, and the session this module
+    from mail_exporter.probes.smtp_posture import SMTPPosture
 
 
 class Phase(StrEnum):
@@ -23,6 +27,7 @@ class Phase(StrEnum):
     CAPABILITIES = "capabilities"
     STARTTLS = "starttls"
     AUTH = "auth"
+    POSTURE = "posture"
     QUIT = "quit"
 
 
@@ -63,3 +68,4 @@ class ProbeResult:
     plaintext_auth_offered: bool | None = None
     peer_address: str | None = None
     log: list[str] = field(default_factory=list)
+    smtp_posture: SMTPPosture | None = None

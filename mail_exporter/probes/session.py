@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import ssl
@@ -69,10 +70,19 @@ Farewell = Callable[[], Awaitable[object]]
 class Session:
     """A TCP (and maybe TLS) conversation with one server, timed phase by phase."""
 
-    def __init__(self, address: Address, module: ModuleConfig, result: ProbeResult) -> None:
+    def __init__(
+        self,
+        address: Address,
+        module: ModuleConfig,
+        result: ProbeResult,
+        deadline: float = math.inf,
+    ) -> None:
         self.address = address
         self.module = module
         self.result = result
+        self.deadline = deadline
+        """When the probe's budget ends (``time.monotonic()``): a step that may give up
+        early, to leave the rest of the session its time, measures its share from it."""
         self.phase = Phase.RESOLVE
         self.farewell: Farewell | None = None
         """Set by the protocol once the server's greeting is accepted: from then on there

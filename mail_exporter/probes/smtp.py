@@ -1,7 +1,8 @@
 """SMTP probe (RFC 5321, 3207, 4954): banner, EHLO, STARTTLS, AUTH PLAIN/LOGIN, QUIT.
 
 Replies are read by reply code, so multi-line replies work whatever the line
-count or the wording; a 4xx or 5xx reply fails the probe at once.
+count or the wording; a 4xx or 5xx reply fails the probe at once. The security
+checks a module asks for (:mod:`.smtp_posture`) come last, before QUIT.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mail_exporter.config.probes import SMTPModule
 from mail_exporter.printable import printable
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
+from mail_exporter.probes.smtp_posture import check_posture
 
 _REPLY_LINE = re.compile(r"([2-5]\d\d)([ -]|$)(.*)")
 
@@ -46,6 +48,13 @@ async def command(
     return texts
 
 
+async def ask(session: Session, line: str) -> tuple[int, str]:
+    """Send a command; its reply's code and text, whatever the code."""
+    await session.write_line(line)
+    code, texts = await read_reply(session)
+    return code, printable(" ".join(texts))
+
+
 async def _ehlo(session: Session, name: str) -> dict[str, str]:
     """EHLO (HELO for servers that refuse it); extension keywords mapped to their parameters."""
     with session.timed(Phase.CAPABILITIES):
@@ -58,8 +67,14 @@ async def _ehlo(session: Session, name: str) -> dict[str, str]:
             raise ProbeFailure(FailureReason.REJECTED, f"EHLO: {code} {printable(' '.join(texts))}")
     extensions: dict[str, str] = {}
     for text in texts[1:]:
-        keyword, _, parameters = text.partition(" ")
-        extensions[keyword.upper()] = parameters.upper()
+        keyword, _, parameters = text.upper().partition(" ")
+        # "AUTH=PLAIN LOGIN" is the form servers add for clients older than RFC 4954 (a
+        # keyword has no "="); some send only that one. The standard line wins where both are.
+        keyword, old_style, first = keyword.partition("=")
+        if old_style:
+            extensions.setdefault(keyword, f"{first} {parameters}".strip())
+        else:
+            extensions[keyword] = parameters
     return extensions
 
 
@@ -114,4 +129,5 @@ async def probe_smtp(session: Session) -> None:
         extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
         await _login(session, extensions)
-    await session.quit()
+    if await check_posture(session, module.smtp, functools.partial(ask, session)):
+        await session.quit()
