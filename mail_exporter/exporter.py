@@ -51,6 +51,7 @@ class ProbeRefusal(StrEnum):
     UNKNOWN_MODULE = "unknown_module"
     TARGET_NOT_ALLOWED = "target_not_allowed"
     CREDENTIALS_NOT_ALLOWED = "credentials_not_allowed"
+    ACTIVE_CHECK_NOT_ALLOWED = "active_check_not_allowed"
 
 
 class Exporter:

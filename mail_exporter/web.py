@@ -185,6 +185,16 @@ def _check_target(
             "(add it to probe.allowed_targets to allow it)",
             web.HTTPForbidden,
         )
+    if module.active_checks:
+        raise _refused(
+            request,
+            ProbeRefusal.ACTIVE_CHECK_NOT_ALLOWED,
+            f"module {module_name!r} tests a server's defences "
+            f"({', '.join(module.active_checks)}), so /probe uses it only on the targets "
+            f"scheduled with it and on targets matching probe.allowed_targets; {target!r} is "
+            "neither (add it to probe.allowed_targets to allow it)",
+            web.HTTPForbidden,
+        )
 
 
 async def healthy(request: web.Request) -> web.Response:

@@ -136,6 +136,7 @@ async def refusals(client: TestClient[object, object]) -> dict[str, float]:
             "unknown_module",
             "target_not_allowed",
             "credentials_not_allowed",
+            "active_check_not_allowed",
         )
     }
 
@@ -155,6 +156,7 @@ async def test_allowed_target_is_probed_and_others_refused(client_for) -> None:
             "unknown_module": 0.0,
             "target_not_allowed": 0.0,
             "credentials_not_allowed": 0.0,
+            "active_check_not_allowed": 0.0,
         }
         allowed = await client.get("/probe", params={"module": "smtp", "target": address})
         assert allowed.status == 200
@@ -176,6 +178,7 @@ async def test_allowed_target_is_probed_and_others_refused(client_for) -> None:
             "unknown_module": 1.0,
             "target_not_allowed": 4.0,
             "credentials_not_allowed": 0.0,
+            "active_check_not_allowed": 0.0,
         }
 
 
@@ -372,6 +375,7 @@ async def test_credentials_go_only_to_allowed_targets(
             "unknown_module": 0.0,
             "target_not_allowed": 0.0,
             "credentials_not_allowed": float(len(refused)),
+            "active_check_not_allowed": 0.0,
         }
 
         # An allowlist entry allows a module that logs in, and only where it matches.
@@ -403,4 +407,41 @@ async def test_credentials_go_only_to_allowed_targets(
             "unknown_module": 0.0,
             "target_not_allowed": 2.0,
             "credentials_not_allowed": 0.0,
+            "active_check_not_allowed": 0.0,
         }
+
+
+async def test_active_checks_run_only_on_known_targets(client_for, pki: PKI) -> None:
+    """An open-relay or enumeration check is a test of a server's defences: without an
+    allowlist /probe runs it on the module's own scheduled target only; a stranger's
+    server never sees a connection."""
+    own, stranger = LoginRecorder(), LoginRecorder()
+    context = server_context(pki.server_cert, pki.server_key)
+    async with (
+        scripted_server(own, context) as own_address,
+        scripted_server(stranger, context) as stranger_address,
+    ):
+        tls = f"tls: implicit, tls_config: {{ca_file: {pki.ca_file}, server_name: localhost}}"
+        common = f"protocol: smtp, {tls}, timeout: 5s, preferred_ip_protocol: ip4"
+        relay = "relay_check: {mail_from: a@outside.example, rcpt_to: b@elsewhere.example}"
+        client = await client_for(
+            "modules:\n"
+            f"  relay: {{{common}, smtp: {{{relay}}}}}\n"
+            f"  vrfy: {{{common}, smtp: {{enumeration_check: {{address: postmaster@x.example}}}}}}\n"
+            f'targets:\n  - {{name: own, address: "{own_address}", module: relay}}\n'
+        )
+        response = await client.get("/probe", params={"module": "relay", "target": own_address})
+        assert response.status == 200, await response.text()
+        assert own.connections == 1
+        for module, check in (("relay", "smtp.relay_check"), ("vrfy", "smtp.enumeration_check")):
+            params = {"module": module, "target": stranger_address}
+            refused = await client.get("/probe", params=params)
+            assert refused.status == 403
+            assert await refused.text() == (
+                f"module {module!r} tests a server's defences ({check}), so /probe uses it "
+                "only on the targets scheduled with it and on targets matching "
+                f"probe.allowed_targets; {stranger_address!r} is neither (add it to "
+                "probe.allowed_targets to allow it)\n"
+            )
+        assert stranger.connections == 0
+        assert (await refusals(client))["active_check_not_allowed"] == 2.0

@@ -193,6 +193,14 @@ class ModuleConfig(StrictModel):
         only on explicitly allowed targets; an option that sends a secret counts here."""
         return self.auth is not None
 
+    @property
+    def active_checks(self) -> tuple[str, ...]:
+        """The module's checks that test a server's defences (an open relay, user
+        enumeration): /probe runs them only where it would log in, on the module's own
+        scheduled targets and on allowed ones, so that nobody can make the exporter a
+        scanner of other people's servers."""
+        return ()
+
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -250,6 +258,12 @@ class SMTPModule(ModuleConfig):
 
     protocol: Literal["smtp"]
     smtp: SMTPSettings = SMTPSettings()
+
+    @property
+    def active_checks(self) -> tuple[str, ...]:
+        checks = {"smtp.relay_check": self.smtp.relay_check,
+                  "smtp.enumeration_check": self.smtp.enumeration_check}  # fmt: skip
+        return tuple(name for name, check in checks.items() if check is not None)
 
     @model_validator(mode="after")
     def _checks_fit_the_login(self) -> SMTPModule:
