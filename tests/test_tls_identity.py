@@ -71,7 +71,7 @@ def test_identity_of_an_ec_leaf_and_its_intermediate(chain_pki: ChainPKI) -> Non
     assert intermediate.subject_cn == "mail_exporter test intermediate"
     assert intermediate.issuer_cn == "mail_exporter test root"
     assert intermediate.san_count == 0
-    assert intermediate.not_after == (NOW + 3 * DAY).timestamp()
+    assert intermediate.not_after == chain_pki.intermediate.not_valid_after_utc.timestamp()
 
 
 def test_identity_of_an_rsa_certificate_signed_with_rsa() -> None:
