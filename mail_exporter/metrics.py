@@ -13,6 +13,15 @@ Sample output of one scheduled STARTTLS probe::
     mail_probe_phase_duration_seconds{target="mx1",...,phase="tls_handshake"} 0.0041
     mail_tls_cert_expiry_timestamp_seconds{target="mx1",...} 1.7989e+09
     mail_tls_version_info{target="mx1",...,version="TLS 1.3"} 1.0
+    mail_tls_cert_info{target="mx1",...,subject_cn="mx1.example.com",issuer_cn="R11",
+        serial="4b1f...",sha256_fingerprint="9c0e...",key_type="rsa",
+        signature_algorithm="sha256WithRSAEncryption"} 1.0
+    mail_tls_chain_cert_expiry_timestamp_seconds{target="mx1",...,position="1",
+        subject_cn="R11"} 1.7578e+09
+
+The certificate families take their label values from :class:`~.tls_facts.CertificateIdentity`,
+already printable and bounded; the leaf's info is one series per target, the chain's at
+most :data:`~.tls_facts.CHAIN_LIMIT`.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from functools import cache
 
 from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
 from mail_exporter.probes.result import FailureReason, ProbeResult
-from mail_exporter.tls_facts import TLSFacts, tls_version_label
+from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
 
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
 
@@ -40,6 +49,16 @@ def _relay(after_login: bool) -> Callable[[ProbeResult], Reading]:
         return None if relay is None or relay.after_login != after_login else relay.allowed
 
     return read
+
+
+def _leaf(read: Callable[[CertificateIdentity], float | None]) -> Callable[[ProbeResult], Reading]:
+    """Reads a fact of a result's leaf certificate; none without one."""
+
+    def reading(result: ProbeResult) -> Reading:
+        leaf = result.tls.leaf if result.tls else None
+        return None if leaf is None else read(leaf)
+
+    return reading
 
 
 # Their labels follow the probe's own: target, module, protocol when scheduled; protocol
@@ -90,6 +109,34 @@ TLS_VERSION = MetricSpec(
 TLS_CIPHER = MetricSpec(
     "mail_tls_cipher_info", "Cipher suite of the session.", "gauge", ("cipher",), as_is,
 )  # fmt: skip
+# Certificate identity and the presented chain.
+CERT_INFO = MetricSpec(
+    "mail_tls_cert_info", "1, naming the leaf certificate the server presented.", "gauge",
+    ("subject_cn", "issuer_cn", "serial", "sha256_fingerprint", "key_type", "signature_algorithm"),
+    as_is,
+)  # fmt: skip
+# Named as mail_dns_dkim_key_size: "_bits" and "_count" are what promtool's lint refuses
+# (bits are no base unit; _count is a histogram's).
+CERT_KEY_SIZE = MetricSpec(
+    "mail_tls_cert_key_size", "Size of the leaf certificate's public key in bits.", "gauge", (),
+    _leaf(lambda leaf: leaf.key_bits),
+)  # fmt: skip
+CERT_SAN_ENTRIES = MetricSpec(
+    "mail_tls_cert_san_entries", "Entries in the leaf certificate's subjectAltName.", "gauge", (),
+    _leaf(lambda leaf: leaf.san_count),
+)  # fmt: skip
+CERT_NAME_COVERED = MetricSpec(
+    "mail_tls_cert_name_covered", "1 if the leaf certificate's subjectAltName covers the probed "
+    "name.", "gauge", (), _tls(lambda facts: facts.name_covered),
+)  # fmt: skip
+CHAIN_CERT_EXPIRY = MetricSpec(
+    "mail_tls_chain_cert_expiry_timestamp_seconds", "NotAfter of each presented certificate, "
+    "position 0 the leaf.", "gauge", ("position", "subject_cn"), as_is,
+)  # fmt: skip
+CHAIN_LENGTH = MetricSpec(
+    "mail_tls_chain_length", "Certificates the server presented.", "gauge", (),
+    _tls(lambda facts: facts.chain_length),
+)  # fmt: skip
 FAILURES = MetricSpec(
     "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is,
 )  # fmt: skip
@@ -121,6 +168,12 @@ PROBE_METRICS = (
     CERT_VERIFIED,
     TLS_VERSION,
     TLS_CIPHER,
+    CERT_INFO,
+    CERT_KEY_SIZE,
+    CERT_SAN_ENTRIES,
+    CERT_NAME_COVERED,
+    CHAIN_CERT_EXPIRY,
+    CHAIN_LENGTH,
     FAILURES,
     OPEN_RELAY,
     AUTH_RELAY_ALLOWED,
@@ -139,6 +192,7 @@ def probe_families(
     failure counts and its last success time, under the label names ``names``."""
     target = tuple(labels)
     tls, failure, posture = result.tls, result.failure, result.smtp_posture
+    chain = tls.chain if tls else ()
     one: list[Row] = [(target, result)]
     rows: dict[str, Iterable[Row]] = {  # by name: a spec's hash costs more than the rest
         PHASE_DURATION.name: [((*target, p.value), s) for p, s in result.phases.items()],
@@ -148,6 +202,11 @@ def probe_families(
         LAST_SUCCESS.name: [(target, last_success)],
         TLS_VERSION.name: [((*target, tls_version_label(tls.version)), 1.0)] if tls else [],
         TLS_CIPHER.name: [((*target, tls.cipher), 1.0)] if tls else [],
+        CERT_INFO.name: [((*target, *_info_labels(chain[0])), 1.0)] if chain else [],
+        CHAIN_CERT_EXPIRY.name: [
+            ((*target, str(position), c.subject_cn), c.not_after)
+            for position, c in enumerate(chain)
+        ],
         FAILURES.name: [
             ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
         ],
@@ -158,6 +217,17 @@ def probe_families(
         ),
     }
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
+
+
+def _info_labels(leaf: CertificateIdentity) -> tuple[str, ...]:
+    return (
+        leaf.subject_cn,
+        leaf.issuer_cn,
+        leaf.serial,
+        leaf.sha256_fingerprint,
+        leaf.key_type,
+        leaf.signature_algorithm,
+    )
 
 
 @cache

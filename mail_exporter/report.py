@@ -1,4 +1,9 @@
-"""A probe result as text for people: the CLI's ``probe`` command and ``/probe?debug=true``."""
+"""A probe result as text for people: the CLI's ``probe`` command and ``/probe?debug=true``.
+
+The chain is shown as the server presented it, one block per certificate (at most
+:data:`~mail_exporter.tls_facts.CHAIN_LIMIT`, then how many more), each with its expiry in
+days: an intermediate about to expire is found here before it breaks every client.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import time
 
 from mail_exporter.probes.result import Phase, ProbeResult
 from mail_exporter.probes.smtp_posture import SMTPPosture
-from mail_exporter.tls_facts import tls_version_label
+from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
 
 
 def _when(timestamp: float | None) -> str:
@@ -38,6 +43,33 @@ def _posture_lines(posture: SMTPPosture | None) -> list[str]:
     return lines
 
 
+def _certificate(position: int, certificate: CertificateIdentity) -> list[str]:
+    bits = f" {certificate.key_bits} bits" if certificate.key_bits is not None else ""
+    return [
+        f"  {position:<2} {certificate.subject_cn or '(no common name)'}",
+        f"     issuer            {certificate.issuer_cn or '(no common name)'}",
+        f"     expires           {_when(certificate.not_after)}",
+        f"     key               {certificate.key_type}{bits}",
+        f"     signature         {certificate.signature_algorithm}",
+        f"     serial            {certificate.serial}",
+    ]
+
+
+def _chain(facts: TLSFacts) -> list[str]:
+    if facts.chain_length is None:
+        return []
+    lines = [
+        "",
+        f"Chain ({facts.chain_length} presented, leaf first; name covered: "
+        f"{_yes_no(facts.name_covered)}):",
+    ]
+    for position, certificate in enumerate(facts.chain):
+        lines += _certificate(position, certificate)
+    if facts.chain_length > len(facts.chain):
+        lines.append(f"  … {facts.chain_length - len(facts.chain)} more not shown")
+    return lines
+
+
 def render_report(target: str, module_name: str, result: ProbeResult) -> str:
     lines = [f"Probe of {target} with module {module_name} ({result.protocol})", ""]
     lines.append("Phases:")
@@ -62,6 +94,7 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"  not before           {_when(facts.leaf_not_before)}",
             f"  earliest expiry      {_when(facts.earliest_not_after)}",
             f"  verified             {'yes' if facts.verified else f'no: {facts.verify_error}'}",
+            *_chain(facts),
         ]
     lines += ["", "Session log:", *(f"  {entry}" for entry in result.log), ""]
     if result.failure is None:

@@ -16,11 +16,24 @@ either) is reported as not verified, with the reason, never as an error of the p
 Whatever a certificate says (subject, issuer, and the verifier's errors, which quote
 the subject) is made printable before it leaves this module: it reaches terminals
 and logs, where a name holding a line break or an escape sequence could forge lines.
+
+Each presented certificate is also described by its identity
+(:class:`CertificateIdentity`: common names, serial, fingerprint, key, signature
+algorithm, NotAfter), for the certificate and chain metrics and the report. Its text
+becomes label values, so it is printable and at most :data:`LABEL_CHARACTERS` long (a
+cut value ends in ``…``), and only the first :data:`CHAIN_LIMIT` certificates are
+described: a server chooses how many it sends. Whether the probed name is covered
+(:func:`name_covered`) is read from subjectAltName alone, as the verifier reads it, so
+that ``mail_tls_cert_name_covered 0`` tells a wrong name from an untrusted chain. A field
+that cannot be read (a malformed extension, an unknown key algorithm) reads as empty,
+``other`` or not covered, never as a failed probe. All of it is computed with the
+verification and cached with it, per chain.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 import ssl
@@ -32,7 +45,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import DNSName, IPAddress
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -44,6 +60,38 @@ from cryptography.x509.verification import (
 
 from mail_exporter.config.files import MAX_CONFIG_BYTES, read_bounded
 from mail_exporter.printable import printable
+
+CHAIN_LIMIT = 10
+"""Most presented certificates described one by one (positions 0 to 9). Real chains hold
+two to four; a server sending more has its length reported and its first ten described."""
+
+LABEL_CHARACTERS = 64
+"""Longest certificate text kept for a label value (RFC 5280's bound on a common name)."""
+
+
+@dataclass(frozen=True)
+class CertificateIdentity:
+    """Who one presented certificate says it is, with its key and expiry.
+
+    Text fields are printable and at most :data:`LABEL_CHARACTERS` long (plus ``…`` when
+    cut); an absent common name is ``""``. ``key_type`` is ``rsa``, ``ec``, ``ed25519``,
+    ``ed448``, ``dsa`` or ``other``, and ``key_bits`` ``None`` for ``other``; ``not_after``
+    is Unix seconds.
+    """
+
+    subject_cn: str
+    issuer_cn: str
+    serial: str
+    """Lower-case hexadecimal without leading zeros (``openssl x509 -serial`` prints it in
+    upper case, padded to whole bytes)."""
+    sha256_fingerprint: str
+    """Lower-case hexadecimal SHA-256 of the certificate's DER encoding."""
+    key_type: str
+    key_bits: int | None
+    signature_algorithm: str
+    """OpenSSL's name (``sha256WithRSAEncryption``, ``ecdsa-with-SHA256``), else the OID."""
+    san_count: int
+    not_after: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +111,17 @@ class TLSFacts:
     leaf_issuer: str
     verified: bool
     verify_error: str | None
+    chain: tuple[CertificateIdentity, ...] = ()
+    """The presented certificates, leaf first, at most :data:`CHAIN_LIMIT`; empty when the
+    chain could not be read."""
+    chain_length: int | None = None
+    """How many certificates the server presented (``None``: the chain could not be read)."""
+    name_covered: bool | None = None
+    """Whether the leaf's subjectAltName covers the probed name (:func:`name_covered`)."""
+
+    @property
+    def leaf(self) -> CertificateIdentity | None:
+        return self.chain[0] if self.chain else None
 
 
 def tls_version_label(version: str) -> str:
@@ -201,6 +260,122 @@ def _timestamp(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
 
 
+_SIGNATURE_ALGORITHMS = {
+    SignatureAlgorithmOID.RSA_WITH_MD5: "md5WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA1: "sha1WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA224: "sha224WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA256: "sha256WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA384: "sha384WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA512: "sha512WithRSAEncryption",
+    SignatureAlgorithmOID.RSA_WITH_SHA3_224: "RSA-SHA3-224",
+    SignatureAlgorithmOID.RSA_WITH_SHA3_256: "RSA-SHA3-256",
+    SignatureAlgorithmOID.RSA_WITH_SHA3_384: "RSA-SHA3-384",
+    SignatureAlgorithmOID.RSA_WITH_SHA3_512: "RSA-SHA3-512",
+    SignatureAlgorithmOID.RSASSA_PSS: "rsassaPss",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA1: "ecdsa-with-SHA1",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA224: "ecdsa-with-SHA224",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: "ecdsa-with-SHA256",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: "ecdsa-with-SHA384",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: "ecdsa-with-SHA512",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA3_224: "ecdsa_with_SHA3-224",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA3_256: "ecdsa_with_SHA3-256",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA3_384: "ecdsa_with_SHA3-384",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA3_512: "ecdsa_with_SHA3-512",
+    SignatureAlgorithmOID.DSA_WITH_SHA1: "dsaWithSHA1",
+    SignatureAlgorithmOID.DSA_WITH_SHA224: "dsa_with_SHA224",
+    SignatureAlgorithmOID.DSA_WITH_SHA256: "dsa_with_SHA256",
+    SignatureAlgorithmOID.DSA_WITH_SHA384: "dsa_with_SHA384",
+    SignatureAlgorithmOID.DSA_WITH_SHA512: "dsa_with_SHA512",
+    SignatureAlgorithmOID.ED25519: "ED25519",
+    SignatureAlgorithmOID.ED448: "ED448",
+}
+"""The long names OpenSSL prints (``openssl x509 -text``), which admins already search for."""
+
+
+def _label(text: str) -> str:
+    return printable(text, LABEL_CHARACTERS)
+
+
+def _common_name(name: x509.Name) -> str:
+    """The first common name of ``name``, ``""`` without one."""
+    found = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not found:
+        return ""
+    value = found[0].value
+    return _label(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+
+
+def _subject_alt_names(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    """The subjectAltName extension, ``None`` when absent or unreadable."""
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):  # ValueError: malformed
+        return None
+
+
+def _key(certificate: x509.Certificate) -> tuple[str, int | None]:
+    """Key type and size in bits (Ed25519 counts 256, as for DKIM keys)."""
+    try:
+        key = certificate.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return "other", None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "rsa", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ec", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448", 448
+    if isinstance(key, dsa.DSAPublicKey):
+        return "dsa", key.key_size
+    return "other", None
+
+
+def certificate_identity(certificate: x509.Certificate, der: bytes) -> CertificateIdentity:
+    """Describe ``certificate`` (whose encoding is ``der``) for labels and reports."""
+    key_type, key_bits = _key(certificate)
+    algorithm = certificate.signature_algorithm_oid
+    names = _subject_alt_names(certificate)
+    return CertificateIdentity(
+        subject_cn=_common_name(certificate.subject),
+        issuer_cn=_common_name(certificate.issuer),
+        serial=_label(format(certificate.serial_number, "x")),
+        sha256_fingerprint=hashlib.sha256(der).hexdigest(),
+        key_type=key_type,
+        key_bits=key_bits,
+        signature_algorithm=_SIGNATURE_ALGORITHMS.get(algorithm) or _label(algorithm.dotted_string),
+        san_count=0 if names is None else len(names),
+        not_after=_timestamp(certificate.not_valid_after_utc),
+    )
+
+
+def _dns_name_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 6.4: equal ignoring case, or ``*.rest`` where ``*`` stands for exactly
+    the leftmost label of ``host`` (not for none, and not for a partial label)."""
+    pattern = pattern.lower().removesuffix(".")
+    if pattern == host:
+        return True
+    label, _, rest = host.partition(".")
+    return pattern.startswith("*.") and pattern[2:] == rest and bool(label) and "." in rest
+
+
+def name_covered(certificate: x509.Certificate, server_name: str) -> bool:
+    """Whether the certificate's subjectAltName covers ``server_name``: an address one of
+    its iPAddress entries, a host name (a trailing dot ignored) one of its dNSName entries,
+    a wildcard covering one leftmost label. The common name is not consulted (RFC 6125
+    6.4.4: not when subjectAltName has DNS names; the verifier never does)."""
+    names = _subject_alt_names(certificate)
+    if names is None:
+        return False
+    try:
+        address = ipaddress.ip_address(server_name)
+    except ValueError:
+        host = tls_name(server_name).lower()
+        return any(_dns_name_matches(p, host) for p in names.get_values_for_type(DNSName))
+    return address in names.get_values_for_type(IPAddress)
+
+
 @dataclass(frozen=True)
 class _CertificateFacts:
     earliest_not_after: float | None
@@ -209,6 +384,9 @@ class _CertificateFacts:
     leaf_subject: str
     leaf_issuer: str
     verify_error: str | None
+    chain: tuple[CertificateIdentity, ...] = ()
+    chain_length: int | None = None
+    name_covered: bool | None = None
 
 
 _CACHE_SECONDS = 300.0
@@ -219,13 +397,27 @@ _certificate_cache: OrderedDict[tuple[object, ...], tuple[float, _CertificateFac
 def _examine(
     chain_der: tuple[bytes, ...], server_name: str, ca_file: str | None
 ) -> _CertificateFacts:
-    """Parse and verify a presented chain."""
+    """Parse, describe and verify a presented chain."""
     if not chain_der:
-        return _CertificateFacts(None, None, None, "", "", "server presented no certificate")
+        return _CertificateFacts(
+            None, None, None, "", "", "server presented no certificate", chain_length=0
+        )
     try:
-        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
-    except ValueError as error:
+        with warnings.catch_warnings():
+            # A name longer than X.509 allows warns on every read; the facts show it, cut.
+            warnings.simplefilter("ignore")
+            chain = [x509.load_der_x509_certificate(der) for der in chain_der]
+            return _described(chain, chain_der, server_name, ca_file)
+    except ValueError as error:  # also a name that is no text, found when first read
         return _CertificateFacts(None, None, None, "", "", f"unreadable certificate: {error}")
+
+
+def _described(
+    chain: list[x509.Certificate],
+    chain_der: tuple[bytes, ...],
+    server_name: str,
+    ca_file: str | None,
+) -> _CertificateFacts:
     leaf = chain[0]
     return _CertificateFacts(
         earliest_not_after=min(_timestamp(c.not_valid_after_utc) for c in chain),
@@ -234,6 +426,9 @@ def _examine(
         leaf_subject=printable(leaf.subject.rfc4514_string(), SHOWN_NAME_CHARACTERS),
         leaf_issuer=printable(leaf.issuer.rfc4514_string(), SHOWN_NAME_CHARACTERS),
         verify_error=verify_chain(chain, server_name, ca_file),
+        chain=tuple(map(certificate_identity, chain[:CHAIN_LIMIT], chain_der)),
+        chain_length=len(chain),
+        name_covered=name_covered(leaf, server_name),
     )
 
 
@@ -277,4 +472,7 @@ def session_facts(ssl_object: ssl.SSLObject, server_name: str, ca_file: str | No
         leaf_issuer=certificate.leaf_issuer,
         verified=certificate.verify_error is None,
         verify_error=certificate.verify_error,
+        chain=certificate.chain,
+        chain_length=certificate.chain_length,
+        name_covered=certificate.name_covered,
     )

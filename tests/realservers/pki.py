@@ -3,6 +3,12 @@
 The certificates follow RFC 5280 closely enough for strict verifiers
 (``cryptography.x509.verification``, OpenSSL with X509_V_FLAG_X509_STRICT), so a probe
 that verifies strictly fails only for the reason a test intends: expiry or a wrong host.
+
+Besides the one-CA set every real server uses (:func:`create_pki`), the builders
+(:func:`create_ca`, :func:`issue_server_cert`, :func:`new_rsa_key`) make chains of any
+depth, EC or RSA keys and chosen names for the certificate identity tests, and
+:func:`create_chain_pki` a root, an intermediate expiring in three days and a leaf that
+a real server presents with the intermediate.
 """
 
 import datetime
@@ -12,10 +18,13 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_DNS_NAMES = ("localhost", "mail.test.local")
+CHAIN_DNS_NAMES = ("localhost", "mail.test.local", "*.mx.test.local")
+"""The chain's leaf names: host names and a wildcard for one label under mx.test.local."""
 SERVER_IP_ADDRESSES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 WRONG_HOST_NAME = "other.example.net"
 
@@ -45,14 +54,42 @@ class ClientCert:
 
 
 @dataclass(frozen=True)
-class _Issuer:
+class ChainPKI:
+    """A root, an intermediate expiring in three days, and a server certificate under it.
+
+    ``chain_file`` holds the leaf then the intermediate, as a server presents them
+    (Postfix's ``smtpd_tls_chain_files``, after ``leaf_key``); ``root_file`` is the CA
+    file a client trusts. The leaf names :data:`CHAIN_DNS_NAMES` and the loopback
+    addresses."""
+
+    root_file: Path
+    chain_file: Path
+    leaf_key: Path
+    root: x509.Certificate
+    intermediate: x509.Certificate
+    leaf: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A CA certificate and the key it signs with."""
+
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: CertificateIssuerPrivateKeyTypes
+
+
+ServerKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""The key types the builders use: P-256 by default, RSA where a test asks for it."""
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     # P-256 keys take well under a millisecond to generate; RSA would slow every session.
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    """An RSA key (a tenth of a second or so for 2048 bits: make few)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -64,24 +101,38 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _create_ca(now: datetime.datetime) -> _Issuer:
-    key = _new_key()
-    name = _name("mail_exporter test CA")
+def create_ca(
+    common_name: str,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    parent: Issuer | None = None,
+    key: ServerKey | None = None,
+) -> Issuer:
+    """A self-signed root, or with ``parent`` an intermediate it signs; with a new P-256
+    key unless ``key`` is given."""
+    key = key or _new_key()
+    name = _name(common_name)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(name if parent is None else parent.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return _Issuer(cert=cert, key=key)
+    if parent is not None:
+        builder = builder.add_extension(_authority_key_id(parent), critical=False)
+    return Issuer(cert=builder.sign(parent.key if parent else key, hashes.SHA256()), key=key)
+
+
+def _authority_key_id(issuer: Issuer) -> x509.AuthorityKeyIdentifier:
+    issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski.value)
 
 
 def _key_usage(
@@ -104,19 +155,25 @@ def _key_usage(
     )
 
 
-def _create_leaf(
-    issuer: _Issuer,
+def issue_server_cert(
+    issuer: Issuer,
     names: list[x509.GeneralName],
     not_before: datetime.datetime,
     not_after: datetime.datetime,
+    *,
+    key: ServerKey | None = None,
+    subject: x509.Name | None = None,
     usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
-    issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    first_dns_name = next(n.value for n in names if isinstance(n, x509.DNSName))
-    cert = (
+) -> tuple[x509.Certificate, ServerKey]:
+    """A certificate for ``names`` (its subjectAltName; none: no extension) signed by
+    ``issuer``, with a new P-256 key unless ``key`` is given, its common name the first DNS
+    name unless ``subject`` is given."""
+    key = key or _new_key()
+    if subject is None:
+        subject = _name(next(n.value for n in names if isinstance(n, x509.DNSName)))
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(first_dns_name))
+        .subject_name(subject)
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -125,19 +182,16 @@ def _create_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski.value),
-            critical=False,
-        )
-        .sign(issuer.key, hashes.SHA256())
+        .add_extension(_authority_key_id(issuer), critical=False)
     )
-    return cert, key
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer.key, hashes.SHA256()), key
 
 
-def _server_names() -> list[x509.GeneralName]:
-    dns: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVER_DNS_NAMES]
+def _server_names(dns_names: tuple[str, ...] = SERVER_DNS_NAMES) -> list[x509.GeneralName]:
+    dns: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     return dns + [x509.IPAddress(address) for address in SERVER_IP_ADDRESSES]
 
 
@@ -146,7 +200,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> Path:
     return path
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+def _write_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> Path:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -164,15 +218,17 @@ def create_pki(directory: Path) -> PKI:
     # X.509 stores whole seconds: dropping the microseconds lets tests compare the
     # validity a probe reports with these attributes for equality.
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    ca = _create_ca(now)
+    ca = create_ca(
+        "mail_exporter test CA", now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+    )
     # Backdated a little so that a server clock a few seconds behind still accepts it.
     not_before = now - datetime.timedelta(minutes=5)
     not_after = now + datetime.timedelta(days=7)
-    server, server_key = _create_leaf(ca, _server_names(), not_before, not_after)
-    expired, expired_key = _create_leaf(
+    server, server_key = issue_server_cert(ca, _server_names(), not_before, not_after)
+    expired, expired_key = issue_server_cert(
         ca, _server_names(), now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
     )
-    wronghost, wronghost_key = _create_leaf(
+    wronghost, wronghost_key = issue_server_cert(
         ca, [x509.DNSName(WRONG_HOST_NAME)], not_before, not_after
     )
     return PKI(
@@ -194,9 +250,9 @@ def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    issuer = _Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
+    issuer = Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
     now = datetime.datetime.now(datetime.UTC)
-    cert, key = _create_leaf(
+    cert, key = issue_server_cert(
         issuer,
         [x509.DNSName(name)],
         now - datetime.timedelta(minutes=5),
@@ -206,4 +262,40 @@ def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
     return ClientCert(
         cert=_write_cert(directory / f"{name}.pem", cert),
         key=_write_key(directory / f"{name}.key", key),
+    )
+
+
+def create_chain_pki(directory: Path) -> ChainPKI:
+    """Write a root (30 days), an intermediate expiring in three days and a leaf (seven
+    days, so the intermediate expires first) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    root = create_ca(
+        "mail_exporter test root",
+        now - datetime.timedelta(days=1),
+        now + datetime.timedelta(days=30),
+    )
+    intermediate = create_ca(
+        "mail_exporter test intermediate",
+        now - datetime.timedelta(days=1),
+        now + datetime.timedelta(days=3),
+        parent=root,
+    )
+    leaf, leaf_key = issue_server_cert(
+        intermediate,
+        _server_names(CHAIN_DNS_NAMES),
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=7),
+    )
+    chain_file = directory / "chain.pem"
+    chain_file.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, intermediate.cert))
+    )
+    return ChainPKI(
+        root_file=_write_cert(directory / "root.pem", root.cert),
+        chain_file=chain_file,
+        leaf_key=_write_key(directory / "leaf.key", leaf_key),
+        root=root.cert,
+        intermediate=intermediate.cert,
+        leaf=leaf,
     )

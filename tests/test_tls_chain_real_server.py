@@ -1,0 +1,208 @@
+"""The presented chain end to end: a real Postfix serving a leaf and an intermediate that
+expires in three days, probed by the real exporter process (/metrics) and the real
+``mail-exporter probe`` command.
+
+The /metrics text of this test is also the recorded sample
+``tests/fixtures/posture/chain_expiring_metrics.txt`` (the probe and TLS families of
+target ``mx``, module ``smtp_starttls``), which alert tests replay. Each run checks that
+the sample still has the series the exporter emits now, so a renamed metric or label
+cannot leave it stale; ``MAIL_EXPORTER_RECORD_FIXTURES=1`` rewrites it from the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.promtool import check_metrics
+from tests.realservers.dovecot import Dovecot
+from tests.realservers.pki import ChainPKI, create_chain_pki
+from tests.realservers.postfix import Postfix
+from tests.served import Served, get, served_exporter
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = Path(__file__).parent / "fixtures" / "posture" / "chain_expiring_metrics.txt"
+RECORD_VARIABLE = "MAIL_EXPORTER_RECORD_FIXTURES"
+TARGET = {"target": "mx", "module": "smtp_starttls", "protocol": "smtp"}
+PER_RUN_LABELS = ("serial", "sha256_fingerprint")
+"""Labels whose values change with every generated certificate."""
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def chain_pki(tmp_path_factory: pytest.TempPathFactory) -> ChainPKI:
+    return create_chain_pki(tmp_path_factory.mktemp("chain-pki"))
+
+
+@pytest.fixture(scope="module")
+def chained_postfix(
+    tmp_path_factory: pytest.TempPathFactory, chain_pki: ChainPKI, dovecot: Dovecot
+) -> Iterator[Postfix]:
+    """A Postfix whose smtpd_tls_chain_files name the leaf's key, then leaf + intermediate."""
+    server = Postfix(
+        tmp_path_factory.mktemp("postfix-chain"),
+        chain_pki.chain_file,
+        chain_pki.leaf_key,
+        dovecot_auth_port=dovecot.auth_port,
+        dovecot_lmtp_port=dovecot.lmtp_port,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def scraped_once_probed(served: Served) -> str:
+    """/metrics once the target's probe has passed (hang guard: about 30 s)."""
+    for _ in range(150):
+        text = get(served.port, "/metrics").body
+        if samples(text, "mail_probe_success", TARGET) == [1.0]:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"no passing probe of mx:\n{text}\n{served.stderr()}")
+
+
+def samples(text: str, name: str, labels: dict[str, str]) -> list[float]:
+    """Values of the samples ``name`` whose labels include ``labels``."""
+    return [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    ]
+
+
+def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+async def test_chain_through_the_exporter(
+    tmp_path: Path, chain_pki: ChainPKI, chained_postfix: Postfix
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"""\
+global: {{interval: 1s}}
+modules:
+  smtp_starttls:
+    protocol: smtp
+    tls: starttls
+    timeout: 10s
+    tls_config: {{ca_file: {chain_pki.root_file}}}
+targets:
+  - {{name: mx, address: "127.0.0.1:{chained_postfix.smtp_port}", module: smtp_starttls}}
+""")
+    with served_exporter(tmp_path, config) as served:  # blocking calls: nothing else runs
+        text = scraped_once_probed(served)
+    leaf, intermediate = chain_pki.leaf, chain_pki.intermediate
+    leaf_expiry = leaf.not_valid_after_utc.timestamp()
+    intermediate_expiry = intermediate.not_valid_after_utc.timestamp()
+
+    assert sorted(labelled(text, "mail_tls_chain_cert_expiry_timestamp_seconds"), key=str) == [
+        (TARGET | {"position": "0", "subject_cn": "localhost"}, leaf_expiry),
+        (TARGET | {"position": "1", "subject_cn": "mail_exporter test intermediate"},
+         intermediate_expiry),
+    ]  # fmt: skip
+    assert samples(text, "mail_tls_chain_length", TARGET) == [2.0]
+    # The earliest expiry was always the intermediate's; now it says which one.
+    assert samples(text, "mail_tls_cert_expiry_timestamp_seconds", TARGET) == [intermediate_expiry]
+    assert labelled(text, "mail_tls_cert_info") == [
+        (
+            TARGET
+            | {
+                "subject_cn": "localhost",
+                "issuer_cn": "mail_exporter test intermediate",
+                "serial": format(leaf.serial_number, "x"),
+                "sha256_fingerprint": leaf.fingerprint(hashes.SHA256()).hex(),
+                "key_type": "ec",
+                "signature_algorithm": "ecdsa-with-SHA256",
+            },
+            1.0,
+        )
+    ]
+    assert samples(text, "mail_tls_cert_key_size", TARGET) == [256.0]
+    assert samples(text, "mail_tls_cert_san_entries", TARGET) == [5.0]
+    assert samples(text, "mail_tls_cert_name_covered", TARGET) == [1.0]  # 127.0.0.1
+    assert samples(text, "mail_tls_cert_verified", TARGET) == [1.0]
+    (probed_at,) = samples(text, "mail_probe_last_success_timestamp_seconds", TARGET)
+    assert 2.9 * DAY < intermediate_expiry - probed_at <= 3 * DAY
+    await check_metrics(text)
+    keep_sample(text, probed_at)
+
+
+def probe_families(text: str) -> str:
+    """The probe and TLS families of the exposition, whole (HELP, TYPE, samples)."""
+    kept, keep = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# HELP "):
+            keep = line.split()[2].startswith(("mail_probe_", "mail_tls_"))
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
+def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and labels, without the labels that change with each run."""
+    return {
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in PER_RUN_LABELS)))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def keep_sample(text: str, probed_at: float) -> None:
+    """Record the sample (with ``RECORD_VARIABLE``), else check it has today's series."""
+    excerpt = probe_families(text)
+    if os.environ.get(RECORD_VARIABLE) == "1":
+        FIXTURE.parent.mkdir(exist_ok=True)
+        FIXTURE.write_text(
+            f"# Recorded by tests/test_tls_chain_real_server.py from the exporter's /metrics\n"
+            f"# (probe and TLS families): Postfix presents a leaf (7 days) and an intermediate\n"
+            f"# expiring 3 days after the probe, which passed at {probed_at:.0f}\n"
+            f"# (mail_probe_last_success_timestamp_seconds).\n{excerpt}"
+        )
+    assert series(FIXTURE.read_text()) == series(excerpt), (
+        f"{FIXTURE} no longer has the series the exporter emits: run this test with "
+        f"{RECORD_VARIABLE}=1 to record it again"
+    )
+
+
+def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Postfix) -> None:
+    command = [sys.executable, "-m", "mail_exporter", "probe", "--protocol", "smtp",
+               "--tls", "starttls", "--ca-file", str(chain_pki.root_file),
+               f"127.0.0.1:{chained_postfix.smtp_port}"]  # fmt: skip
+    report = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    expiry = time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(chain_pki.intermediate.not_valid_after_utc.timestamp())
+    )
+    chain = report.stdout[report.stdout.index("Chain") : report.stdout.index("Session log")]
+    assert chain.splitlines() == [
+        "Chain (2 presented, leaf first; name covered: yes):",
+        "  0  localhost",
+        "     issuer            mail_exporter test intermediate",
+        *chain.splitlines()[3:4],  # the leaf's expiry, checked below
+        "     key               ec 256 bits",
+        "     signature         ecdsa-with-SHA256",
+        f"     serial            {format(chain_pki.leaf.serial_number, 'x')}",
+        "  1  mail_exporter test intermediate",
+        "     issuer            mail_exporter test root",
+        f"     expires           {expiry} (+3.0 days)",
+        "     key               ec 256 bits",
+        "     signature         ecdsa-with-SHA256",
+        f"     serial            {format(chain_pki.intermediate.serial_number, 'x')}",
+        "",
+    ]
+    assert "(+7.0 days)" in chain.splitlines()[3]
