@@ -17,6 +17,8 @@ from prometheus_client.core import Metric
 
 from mail_exporter import __version__
 from mail_exporter.exporter import Exporter
+from mail_exporter.probes.findings import findings
+from mail_exporter.probes.result import ProbeResult
 from mail_exporter.scheduler import TargetState
 from mail_exporter.tls_facts import tls_version_label
 
@@ -31,6 +33,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:#07651b;font-weight:bold}.down{color:#b00020;font-weight:bold}.pending{color:#777}
 .warn{color:#a15c00;font-weight:bold}
 td.link{white-space:nowrap}
+.badge{display:inline-block;margin:0 .3em .2em 0;padding:0 .4em;border:1px solid currentColor;
+border-radius:.3em;font-size:90%}
 """
 
 
@@ -45,6 +49,16 @@ def _table(headings: Iterable[str], rows: list[str], empty: str) -> str:
     return f"<table><tr>{head}</tr>\n" + "\n".join(rows) + "</table>"
 
 
+def _posture_cell(result: ProbeResult, now: float) -> str:
+    """The server's security findings as badges, critical (red) before warnings (amber)."""
+    badges = "".join(
+        f'<span class="badge {"down" if finding.severity == "critical" else "warn"}">'
+        f"{html.escape(finding.text)}</span>"
+        for finding in findings(result, now)
+    )
+    return f"<td>{badges}</td>"
+
+
 def _target_row(state: TargetState, now: float) -> str:
     result = state.result
     link = "/probe?" + urlencode(
@@ -52,7 +66,7 @@ def _target_row(state: TargetState, now: float) -> str:
     )
     cells = [_cell(state.target.name), _cell(state.target.address), _cell(state.target.module)]
     if result is None:
-        cells += [_cell("pending", "pending"), *(_cell("") for _ in range(4))]
+        cells += [_cell("pending", "pending"), *(_cell("") for _ in range(5))]
     else:
         facts = result.tls
         days = (
@@ -67,6 +81,7 @@ def _target_row(state: TargetState, now: float) -> str:
             _cell(f"{result.duration_seconds * 1000:.0f} ms", "num"),
             _cell(days, days_css),
             _cell(tls_version_label(facts.version) if facts else ""),
+            _posture_cell(result, now),
             _cell(error),
         ]
     cells.append(f'<td class="link"><a href="{html.escape(link)}">probe now</a></td>')
@@ -135,7 +150,7 @@ def render_status_page(exporter: Exporter, queues: Iterable[Metric]) -> str:
 refreshes every {REFRESH_SECONDS}s</p>
 <h2>Targets</h2>
 {_table(["target", "address", "module", "status", "latency", "certificate days left",
-         "TLS", "last error", ""], targets, "No targets configured.")}
+         "TLS", "security findings", "last error", ""], targets, "No targets configured.")}
 <h2>Round trips</h2>
 {_table(["route", "send → receive", "status", "last transit", "last success", "last failure"],
         _route_rows(exporter, now), "No round-trip routes configured.")}

@@ -1,0 +1,56 @@
+"""The security findings of one probe result, worst first, in words: the status page's
+posture badges and the summary of ``mail-exporter probe``.
+
+A finding is something an auditor would write down about the server: it relays for
+strangers, it tells which users exist, it offers a login before TLS, a certificate of
+its chain is about to expire or its name is not in the certificate. Each has a severity
+(``critical`` for what lets strangers abuse the server, ``warning`` for the rest), the
+same as its alert's. What a check could not tell is no finding: a check without an answer
+shows in the session log, never as "all clear" or as a fault. Only the checks a module
+runs can find anything, so an empty list means "nothing found by what was checked".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from mail_exporter.probes.result import ProbeResult
+
+CHAIN_WARNING_DAYS: Final = 20.0
+"""A certificate of the chain closer to expiry than this is a finding (the status page's
+threshold for the leaf's days left too)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Literal["critical", "warning"]
+    text: str
+
+
+def findings(result: ProbeResult, now: float) -> list[Finding]:
+    """What ``result`` shows is wrong with the server's security, critical first."""
+    critical: list[str] = []
+    warning: list[str] = []
+    posture = result.smtp_posture
+    if posture is not None:
+        relay = posture.relay  # relaying after a login is what submission is for
+        if relay is not None and relay.allowed and not relay.after_login:
+            critical.append("open relay")
+        warning += [f"{verb} tells users apart" for verb, found in posture.enumeration.items()
+                    if found]  # fmt: skip
+    if result.plaintext_auth_offered:
+        warning.append("login offered before TLS")
+    facts = result.tls
+    if facts is not None:
+        if facts.name_covered is False:
+            warning.append("name not in certificate")
+        for position, certificate in enumerate(facts.chain):
+            days = (certificate.not_after - now) / 86400
+            if position and days < CHAIN_WARNING_DAYS:
+                name = certificate.subject_cn or f"certificate {position}"
+                state = f"expires in {days:.0f} d" if days >= 0 else "expired"
+                warning.append(f"chain: {name} {state}")
+    return [Finding("critical", text) for text in critical] + [
+        Finding("warning", text) for text in warning
+    ]
