@@ -95,6 +95,12 @@ def cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
     return f"({expiry} - time()) / {DAY_SECONDS}"
 
 
+def chain_cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
+    """Days until each certificate of each presented chain expires, by its ``position``."""
+    expiry = series("mail_tls_chain_cert_expiry_timestamp_seconds", *matchers, config=config)
+    return f"({expiry} - time()) / {DAY_SECONDS}"
+
+
 def path_free_bytes_ahead(*matchers: str, config: Config = CONFIG) -> str:
     """Free bytes behind each mail path ``disk_fill_horizon_hours`` from now, if the trend of
     the last ``disk_fill_trend_hours`` goes on."""

@@ -25,6 +25,8 @@ FAILURE_DETAIL = (
 # TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
 # a regular expression Prometheus anchors at both ends.
 OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*"
+# Its matcher: PromQL strings take backslash escapes, so the regex's \. is written \\.
+OLD_TLS_MATCHER = 'version=~"' + OLD_TLS_VERSIONS.replace("\\", "\\\\") + '"'
 
 
 def tls_version(openssl_name: str) -> tuple[str, str]:
@@ -126,9 +128,7 @@ def probe_alerts(c: Config) -> list[Alert]:
         ),
         Alert(
             "MailTLSVersionOld",
-            # PromQL strings take backslash escapes: the regex's \. is written \\.
-            "mail_tls_version_info" + c.matchers('version=~"' + OLD_TLS_VERSIONS.replace("\\", "\\\\") + '"')
-            + " == 1",
+            "mail_tls_version_info" + c.matchers(OLD_TLS_MATCHER) + " == 1",
             "warning", "A mail server negotiates TLS older than 1.2.",
             "{{ $labels.target }} ({{ $labels.protocol }}) negotiated {{ $labels.version }}.",
             old_tls("TLSv1"),
