@@ -28,6 +28,13 @@ DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"
 
+# TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
+# a regular expression Prometheus anchors at both ends; PromQL strings take backslash
+# escapes, so the matchers write its \. as \\.
+_OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*".replace("\\", "\\\\")
+OLD_TLS = f'version=~"{_OLD_TLS_VERSIONS}"'
+CURRENT_TLS = f'version!~"{_OLD_TLS_VERSIONS}"'
+
 
 def equals(label: str, value: str) -> str:
     """A ``label="value"`` matcher."""

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mixin.config import Config
-from mixin.promql import DAY_SECONDS, chain_cert_days_left
+from mixin.promql import DAY_SECONDS, OLD_TLS, chain_cert_days_left
 from mixin.rules.alert import Alert, Example, Levels, fired, flag_alert, leveled, steady
-from mixin.rules.probes import OLD_TLS_MATCHER, TARGET, TARGET_LABELS
+from mixin.rules.probes import TARGET, TARGET_LABELS
 
 SCANNED_VERSIONS = ("TLS 1.0", "TLS 1.1", "TLS 1.2", "TLS 1.3")
 INTERMEDIATE = "Example Intermediate CA"
@@ -37,7 +37,7 @@ def _accepted(versions: dict[str, int]) -> list[tuple[str, str]]:
 def _weak_versions(c: Config) -> Alert:
     return Alert(
         "MailTLSWeakProtocolAccepted",
-        "mail_tls_version_accepted" + c.matchers(OLD_TLS_MATCHER) + " == 1",
+        "mail_tls_version_accepted" + c.matchers(OLD_TLS) + " == 1",
         "warning",
         "A mail server still accepts TLS older than 1.2.",
         "{{ $labels.target }} ({{ $labels.protocol }}) still completes a handshake at "
