@@ -97,7 +97,7 @@ def _revocation_unknown(c: Config) -> Alert:
 
     return Alert(
         "MailRevocationCheckFailing",
-        # One method answering is enough to know: only every configured method failing is.
+        # One method's answer settles it: revocation is unknown only while every method fails.
         f"max without (method) (mail_tls_revocation_check_success{c.matchers()}) == 0",
         "warning",
         "A mail server's certificate cannot be checked for revocation.",
