@@ -2,7 +2,8 @@
 
 Thresholds start from the defaults admins already know from Checkmk's mail checks:
 deferred queue 10/20 messages, active queue 200/300, Exchange transport queues 500/2000,
-SMTP response 1/5 s, round trip 30/60 s; certificates warn at 20 days and page at 7.
+SMTP response 1/5 s, round trip 30/60 s; certificates warn at 20 days and page at 7
+(intermediates warn at 30).
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ class Config:
 
     cert_expiry_warning_days: int = 20
     cert_expiry_critical_days: int = 7
+
+    # Security posture (the probe options tls_scan, revocation, smtp.relay_check and
+    # smtp.enumeration_check). Accepted old versions, weak ciphers and VRFY/EXPN are settings
+    # that hold until someone changes them: an hour of them is no flap. An open relay is
+    # abused within minutes of being found, a revoked certificate is refused by clients
+    # that check.
+    posture_for: str = "1h"
+    open_relay_for: str = "2m"
+    cert_revoked_for: str = "5m"
+    # CRL and OCSP answers are cached for days and CAs have short outages: only hours without
+    # any answer leave revocation unknown for real.
+    revocation_check_failing_hours: int = 6
+    # A new intermediate comes from the CA's site, not from the renewal that replaces the
+    # leaf: warn earlier than for the leaf.
+    chain_cert_expiry_warning_days: int = 30
+    chain_cert_expiry_critical_days: int = 7
 
     queue_deferred_warning: int = 10
     queue_deferred_critical: int = 20

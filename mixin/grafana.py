@@ -49,17 +49,18 @@ def any_is_bad(color: str = "red") -> Json:
     return thresholds("green", (1, color))
 
 
+def states(*values: tuple[int, str, str]) -> list[Json]:
+    """Value mappings that name and colour each value: ``(value, text, colour)``."""
+    options = {
+        str(value): {"index": index, "text": text, "color": color}
+        for index, (value, text, color) in enumerate(values)
+    }
+    return [{"type": "value", "options": options}]
+
+
 def flag(one: tuple[str, str], zero: tuple[str, str]) -> list[Json]:
     """Value mappings that name and colour a 1/0 gauge: ``(text, colour)`` each."""
-    return [
-        {
-            "type": "value",
-            "options": {
-                "1": {"index": 0, "text": one[0], "color": one[1]},
-                "0": {"index": 1, "text": zero[0], "color": zero[1]},
-            },
-        }
-    ]
+    return states((1, *one), (0, *zero))
 
 
 DAYS = "suffix: days"

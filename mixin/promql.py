@@ -28,6 +28,13 @@ DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"
 
+# TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
+# a regular expression Prometheus anchors at both ends; PromQL strings take backslash
+# escapes, so the matchers write its \. as \\.
+_OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*".replace("\\", "\\\\")
+OLD_TLS = f'version=~"{_OLD_TLS_VERSIONS}"'
+CURRENT_TLS = f'version!~"{_OLD_TLS_VERSIONS}"'
+
 
 def equals(label: str, value: str) -> str:
     """A ``label="value"`` matcher."""
@@ -92,6 +99,12 @@ def age(timestamp_metric: str, *matchers: str, config: Config = CONFIG) -> str:
 def cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
     """Days until the earliest certificate of each presented chain expires."""
     expiry = series("mail_tls_cert_expiry_timestamp_seconds", *matchers, config=config)
+    return f"({expiry} - time()) / {DAY_SECONDS}"
+
+
+def chain_cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
+    """Days until each certificate of each presented chain expires, by its ``position``."""
+    expiry = series("mail_tls_chain_cert_expiry_timestamp_seconds", *matchers, config=config)
     return f"({expiry} - time()) / {DAY_SECONDS}"
 
 

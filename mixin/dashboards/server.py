@@ -1,10 +1,18 @@
 """The ``mail-server`` dashboard: one server's probes in detail, chosen with the ``target``
-variable: where the time goes, why probes fail, and its TLS."""
+variable: where the time goes, why probes fail, its TLS, and its security posture.
+
+The posture row shows what the probe options ``tls_scan``, ``revocation``,
+``smtp.relay_check`` and ``smtp.enumeration_check`` measure; on a module without them its
+panels stay empty. Accepted TLS versions read as one band per version: an old version the
+server accepts is the finding, a new one it refuses only a fact, so the query gives the two
+kinds different values to colour.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from mixin.config import CONFIG
 from mixin.dashboards.shared import (
     CERT_DAYS,
     PLAINTEXT_LOGIN,
@@ -24,17 +32,46 @@ from mixin.grafana import (
     colored_cells,
     column,
     dashboard,
+    flag,
     label_variable,
+    lower_is_worse,
     stat,
     state_timeline,
+    states,
     table,
     timeseries,
 )
-from mixin.promql import age, cert_days_left, increase, quantile, series, sum_by
+from mixin.promql import (
+    CURRENT_TLS,
+    OLD_TLS,
+    age,
+    cert_days_left,
+    chain_cert_days_left,
+    increase,
+    quantile,
+    series,
+    sum_by,
+)
 
 UID = "mail-server"
 SERIES_TARGET = "${__field.labels.target}"
 CELL_VALUE = "${__value.raw}"
+
+# An old version accepted counts 2, a current one 1, a refused one 0 (see the docstring).
+WEAK_ACCEPTED = 2
+VERSION_ACCEPTED = states(
+    (WEAK_ACCEPTED, "accepted (too old)", "red"), (1, "accepted", "green"), (0, "refused", "blue")
+)
+WEAK_CIPHER = flag(("accepted", "red"), ("refused", "green"))
+REVOKED = flag(("revoked", "red"), ("good", "green"))
+CHECK_ANSWERED = flag(("answered", "green"), ("failed", "orange"))
+OPEN_RELAY = flag(("open relay", "red"), ("closed", "green"))
+AUTH_RELAY = flag(("allowed", "green"), ("refused", "orange"))
+ENUMERATION = flag(("answers", "orange"), ("refused", "green"))
+NAME_COVERED = flag(("covered", "green"), ("not covered", "red"))
+CHAIN_DAYS = lower_is_worse(
+    CONFIG.chain_cert_expiry_critical_days, CONFIG.chain_cert_expiry_warning_days
+)
 
 
 def server_link(target: str = SERIES_TARGET) -> list[Json]:
@@ -218,12 +255,141 @@ def _server_tls() -> Row:
     )
 
 
+def _server_posture() -> Row:
+    accepted = "mail_tls_version_accepted"
+    return Row(
+        "Security posture",
+        [
+            state_timeline(
+                "Accepted TLS versions",
+                "From the cached tls_scan: whether the server completes a handshake offered only "
+                "this version. Red: a version older than TLS 1.2 is still accepted.",
+                Query(
+                    f"{series(accepted, TARGET, OLD_TLS)} * {WEAK_ACCEPTED}",
+                    "{{target}} {{version}}",
+                ),
+                Query(
+                    series(accepted, TARGET, CURRENT_TLS),
+                    "{{target}} {{version}}",
+                ),
+                mappings=VERSION_ACCEPTED,
+                width=12,
+            ),
+            state_timeline(
+                "Weak cipher classes",
+                "From the cached tls_scan: whether the server completes a TLS 1.2 handshake "
+                "offered only this weak class (RSA key exchange, CBC with SHA-1, 3DES, RC4); "
+                "classes the exporter's OpenSSL cannot offer are missing.",
+                Query(series("mail_tls_weak_cipher_accepted", TARGET), "{{target}} {{class}}"),
+                mappings=WEAK_CIPHER,
+                width=12,
+            ),
+            table(
+                "Certificate chain",
+                "Every certificate the server presents, the leaf at position 0, and the days "
+                "until each expires: an intermediate that expires breaks the chain although "
+                "the leaf is valid.",
+                Query(chain_cert_days_left(TARGET)),
+                Query(f"{series('mail_tls_chain_cert_expiry_timestamp_seconds', TARGET)} * 1000"),
+                columns={
+                    "target": "Target",
+                    "protocol": "Protocol",
+                    "position": "Position",
+                    "subject_cn": "Subject",
+                    "Value #A": "Days left",
+                    "Value #B": "Expires",
+                },
+                overrides=[
+                    colored_cells("Days left", unit=DAYS, decimals=0, thresholds=CHAIN_DAYS),
+                    column("Expires", unit="dateTimeAsIso"),
+                ],
+                width=12,
+                height=7,
+            ),
+            table(
+                "Leaf certificate",
+                "Who the leaf certificate names and who issued it, its key and signature, "
+                "and whether its names cover the probed host.",
+                Query(series("mail_tls_cert_info", TARGET)),
+                Query(series("mail_tls_cert_key_bits", TARGET)),
+                Query(series("mail_tls_cert_san_count", TARGET)),
+                Query(series("mail_tls_cert_name_covered", TARGET)),
+                columns={
+                    "target": "Target",
+                    "protocol": "Protocol",
+                    "subject_cn": "Subject",
+                    "issuer_cn": "Issuer",
+                    "key_type": "Key",
+                    "Value #B": "Key bits",
+                    "signature_algorithm": "Signature",
+                    "Value #C": "Names",
+                    "Value #D": "Probed name",
+                    "serial": "Serial",
+                    "sha256_fingerprint": "SHA-256 fingerprint",
+                },
+                hidden=["Value #A"],
+                overrides=[colored_cells("Probed name", mappings=NAME_COVERED)],
+                width=12,
+                height=7,
+            ),
+            _now(
+                "Revocation",
+                "Whether a CRL or OCSP check found the leaf revoked; empty while no check "
+                "answers.",
+                series("mail_tls_cert_revoked", TARGET),
+                mappings=REVOKED,
+                width=4,
+            ),
+            stat(
+                "Revocation checks",
+                "Whether each revocation method gave an answer; a failure is never read as "
+                "good or revoked.",
+                Query(series("mail_tls_revocation_check_success", TARGET), "{{target}} {{method}}"),
+                mappings=CHECK_ANSWERED,
+                text=NAMED,
+                width=4,
+            ),
+            _now(
+                "Open relay",
+                "Whether the server accepted, without a login, a recipient outside its domains.",
+                series("mail_smtp_open_relay", TARGET),
+                mappings=OPEN_RELAY,
+                width=4,
+            ),
+            _now(
+                "Authenticated relay",
+                "Whether the same recipient is accepted after the module's login, as users "
+                "sending out need.",
+                series("mail_smtp_auth_relay_allowed", TARGET),
+                mappings=AUTH_RELAY,
+                width=4,
+            ),
+            stat(
+                "User enumeration",
+                "Whether VRFY or EXPN confirm the configured address to anyone.",
+                Query(series("mail_smtp_user_enumeration", TARGET), "{{target}} {{command}}"),
+                mappings=ENUMERATION,
+                text=NAMED,
+                width=4,
+            ),
+            _now(
+                "Login before STARTTLS",
+                "On plaintext sessions: whether the server offered a login before TLS.",
+                series("mail_probe_plaintext_auth_offered", TARGET),
+                mappings=PLAINTEXT_LOGIN,
+                width=4,
+            ),
+        ],
+    )
+
+
 def server_drilldown() -> Json:
     return dashboard(
         UID,
         "Mail: server drill-down",
-        "One server's probes in detail: where the time goes, why probes fail, and its TLS.",
-        [_server_now(), _server_timing(), _server_failures(), _server_tls()],
+        "One server's probes in detail: where the time goes, why probes fail, its TLS and "
+        "its security posture.",
+        [_server_now(), _server_timing(), _server_failures(), _server_tls(), _server_posture()],
         # One server at first (the first target), more when picked.
         [label_variable("target", "Target", "mail_probe_success", include_all=False)],
     )

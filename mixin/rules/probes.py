@@ -6,7 +6,7 @@ from __future__ import annotations
 from mail_exporter.probes.result import FailureReason
 from mail_exporter.tls_facts import tls_version_label
 from mixin.config import Config
-from mixin.promql import DAY_SECONDS, PROBED, cert_days_left
+from mixin.promql import DAY_SECONDS, OLD_TLS, PROBED, cert_days_left
 from mixin.rules.alert import Alert, Example, Levels, fired, flag_alert, leveled, steady
 
 TARGET = 'target="mx1",module="smtp_starttls",protocol="smtp",instance="mailhost:9469",job="mail"'
@@ -20,11 +20,6 @@ FAILURE_DETAIL = (
     "$labels.instance $labels.job $labels.target | query }}: {{ (index . 0).Labels.reason }} "
     "in the {{ (index . 0).Labels.phase }} phase{{ end }}"
 )
-
-
-# TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
-# a regular expression Prometheus anchors at both ends.
-OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*"
 
 
 def tls_version(openssl_name: str) -> tuple[str, str]:
@@ -126,9 +121,7 @@ def probe_alerts(c: Config) -> list[Alert]:
         ),
         Alert(
             "MailTLSVersionOld",
-            # PromQL strings take backslash escapes: the regex's \. is written \\.
-            "mail_tls_version_info" + c.matchers('version=~"' + OLD_TLS_VERSIONS.replace("\\", "\\\\") + '"')
-            + " == 1",
+            "mail_tls_version_info" + c.matchers(OLD_TLS) + " == 1",
             "warning", "A mail server negotiates TLS older than 1.2.",
             "{{ $labels.target }} ({{ $labels.protocol }}) negotiated {{ $labels.version }}.",
             old_tls("TLSv1"),
