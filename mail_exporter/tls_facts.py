@@ -125,7 +125,10 @@ class TLSFacts:
 
 
 def tls_version_label(version: str) -> str:
-    """``TLSv1.3`` as ``TLS 1.3``, the form blackbox_exporter users already query for."""
+    """``TLSv1.3`` as ``TLS 1.3``, the form blackbox_exporter users already query for
+    (Go's names: OpenSSL's ``TLSv1`` is ``TLS 1.0``)."""
+    if version == "TLSv1":
+        return "TLS 1.0"
     return version.replace("TLSv", "TLS ") if version.startswith("TLSv") else version
 
 

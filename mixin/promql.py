@@ -28,7 +28,8 @@ DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"
 
-# TLS older than 1.2 as the exporter labels it (tls_version_label: TLS 1.0 is "TLS 1"),
+# TLS older than 1.2 as the exporter labels it (tls_version_label: "TLS 1.0"; exporters
+# before 2026-12 wrote "TLS 1", still matched),
 # a regular expression Prometheus anchors at both ends; PromQL strings take backslash
 # escapes, so the matchers write its \. as \\.
 _OLD_TLS_VERSIONS = r"TLS 1(\.[01])?|SSL.*".replace("\\", "\\\\")

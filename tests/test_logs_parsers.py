@@ -313,7 +313,7 @@ EXIM_TLS_CASES = [
      "[198.51.100.10] P=esmtps X=TLS1.0:RSA_AES_256_CBC_SHA1:256 S=900",
      {("received", (E,)): 1, ("submitted", (E, "esmtps")): 1,
       ("sender_domains", (E, "legacy.example")): 1,
-      ("tls_connections", (E, "smtp", "TLS 1", "anonymous")): 1}),
+      ("tls_connections", (E, "smtp", "TLS 1.0", "anonymous")): 1}),
     # plaintext arrivals count as nothing here, even with " X=" in the subject
     ("2024-01-12 10:00:07 1rOHy4-000abc-Ij <= plain@example.org H=mx.example.org "
      "[198.51.100.7] P=esmtp S=512 id=3@example.org T=\"X=TLS1.3:fake:256\"",

@@ -311,8 +311,8 @@ def _server_posture() -> Row:
                 "Who the leaf certificate names and who issued it, its key and signature, "
                 "and whether its names cover the probed host.",
                 Query(series("mail_tls_cert_info", TARGET)),
-                Query(series("mail_tls_cert_key_bits", TARGET)),
-                Query(series("mail_tls_cert_san_count", TARGET)),
+                Query(series("mail_tls_cert_key_size", TARGET)),
+                Query(series("mail_tls_cert_san_entries", TARGET)),
                 Query(series("mail_tls_cert_name_covered", TARGET)),
                 columns={
                     "target": "Target",

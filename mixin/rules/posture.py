@@ -48,10 +48,6 @@ def _weak_versions(c: Config) -> Alert:
         ),
         Example(_accepted(dict(zip(SCANNED_VERSIONS, (0, 0, 1, 1), strict=True)))),
         for_=c.posture_for,
-        # mail_tls_version_info's spelling of TLS 1.0, should a scan write it so.
-        also=(
-            Example(_accepted({"TLS 1": 1}), [fired(TARGET_LABELS, "warning", version="TLS 1")]),
-        ),
     )
 
 
