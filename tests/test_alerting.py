@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,18 +11,10 @@ import yaml
 
 from mixin import rules
 from mixin.generate import write_rules
+from tests.promtool import ALERTING, tool
 from tests.test_dashboards import known_series, label_errors
 
 ROOT = Path(__file__).resolve().parent.parent
-ALERTING = ROOT / "alerting"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    assert (
-        path is not None
-    ), f"{name} is missing: apt-get install prometheus prometheus-alertmanager"
-    return path
 
 
 def run(*command: str, cwd: Path = ROOT) -> str:

@@ -27,10 +27,10 @@ import yaml
 from mixin import config as mixin_config
 from mixin import rules
 from mixin.generate import write_rules
+from tests.promtool import ALERTING
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.served import served_alertmanager, served_exporter, served_prometheus
-from tests.test_alerting import ALERTING
 
 pytestmark = pytest.mark.integration
 

@@ -17,23 +17,20 @@ from the comparison with their own baseline, not from sending too little.
 
 from __future__ import annotations
 
-import re
 import smtplib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig
 from mixin import rules
 from mixin.config import CONFIG
+from tests.promtool import ALERTING, run_rule_tests, shipped_annotations, shipped_rules
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix, _any_cert
-from tests.test_alerting import ALERTING, tool
 from tests.test_logs_real_servers import (
     check_with_promtool,
     quiet,
@@ -132,6 +129,7 @@ def check_burst_alert(
         series.append({"series": f"mail_account_messages_total{{{selector}}}", "values": values})
     burst_labels = {**dict(bursting), **SCRAPE_LABELS}
     burst_per_second = counters[bursting] * BASELINE_PER_MINUTE * BURST / 60
+    (rule,) = shipped_rules(BURST_ALERT)
     case = {
         "rule_files": [str(ALERTING / rules.RULES_FILE)],
         "evaluation_interval": "1m",
@@ -148,7 +146,7 @@ def check_burst_alert(
                             {
                                 "exp_labels": {**burst_labels, "severity": "warning"},
                                 "exp_annotations": shipped_annotations(
-                                    burst_labels, burst_per_second
+                                    rule, burst_labels, burst_per_second
                                 ),
                             }
                         ],
@@ -157,35 +155,4 @@ def check_burst_alert(
             }
         ],
     }
-    path = tmp_path / "burst_test.yml"
-    path.write_text(yaml.safe_dump(case))
-    result = subprocess.run(
-        [tool("promtool"), "test", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def shipped_annotations(labels: dict[str, str], value: float) -> dict[str, str]:
-    """The shipped alert's annotations as Prometheus renders them for these labels and value.
-
-    promtool compares annotations verbatim; rendering the two template forms the alert
-    uses here (and failing on any other) keeps the case on the shipped file itself.
-    """
-    shipped = yaml.safe_load((ALERTING / rules.RULES_FILE).read_text())
-    (rule,) = (
-        rule
-        for group in shipped["groups"]
-        for rule in group["rules"]
-        if rule.get("alert") == BURST_ALERT
-    )
-    rendered: dict[str, str] = {}
-    for key, template in rule["annotations"].items():
-        text = template.replace('{{ $value | printf "%.2f" }}', f"{value:.2f}")
-        text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m[1], ""), text)
-        assert "{{" not in text, text
-        rendered[key] = text
-    return rendered
+    run_rule_tests(case, tmp_path)

@@ -2,16 +2,13 @@
 expires in three days, probed by the real exporter process (/metrics) and the real
 ``mail-exporter probe`` command.
 
-The /metrics text of this test is also the recorded sample
-``tests/fixtures/posture/chain_expiring_metrics.txt`` (the probe and TLS families of
-target ``mx``, module ``smtp_starttls``), which alert tests replay. Each run checks that
-the sample still has the series the exporter emits now, so a renamed metric or label
-cannot leave it stale; ``MAIL_EXPORTER_RECORD_FIXTURES=1`` rewrites it from the run.
+The chain series of this test's /metrics then feed a ``promtool test rules`` case against
+the shipped rules: MailCertificateChainExpiring fires, at both severities, for the
+intermediate and not for the leaf (whose expiry is MailCertificateExpiring's).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +19,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.promtool import check_metrics
+from mixin import rules
+from tests.promtool import (
+    ALERTING,
+    check_metrics,
+    run_rule_tests,
+    shipped_annotations,
+    shipped_rules,
+)
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import ChainPKI, create_chain_pki
 from tests.realservers.postfix import Postfix
@@ -30,11 +34,10 @@ from tests.served import Served, get, served_exporter
 
 pytestmark = pytest.mark.integration
 
-FIXTURE = Path(__file__).parent / "fixtures" / "posture" / "chain_expiring_metrics.txt"
-RECORD_VARIABLE = "MAIL_EXPORTER_RECORD_FIXTURES"
 TARGET = {"target": "mx", "module": "smtp_starttls", "protocol": "smtp"}
-PER_RUN_LABELS = ("serial", "sha256_fingerprint")
-"""Labels whose values change with every generated certificate."""
+SCRAPE_LABELS = {"instance": "127.0.0.1:9469", "job": "mail"}  # what Prometheus attaches
+CHAIN_ALERT = "MailCertificateChainExpiring"
+EVAL_SECONDS = 1800
 DAY = 86400.0
 
 
@@ -139,44 +142,56 @@ targets:
     (probed_at,) = samples(text, "mail_probe_last_success_timestamp_seconds", TARGET)
     assert 2.9 * DAY < intermediate_expiry - probed_at <= 3 * DAY
     await check_metrics(text)
-    keep_sample(text, probed_at)
+    check_chain_alert(text, probed_at, tmp_path)
 
 
-def probe_families(text: str) -> str:
-    """The probe and TLS families of the exposition, whole (HELP, TYPE, samples)."""
-    kept, keep = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith("# HELP "):
-            keep = line.split()[2].startswith(("mail_probe_", "mail_tls_"))
-        if keep:
-            kept.append(line)
-    return "".join(kept)
-
-
-def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    """Every sample's name and labels, without the labels that change with each run."""
-    return {
-        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in PER_RUN_LABELS)))
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
+def check_chain_alert(text: str, probed_at: float, directory: Path) -> None:
+    """The shipped alert on the exporter's own chain series, as Prometheus would scrape
+    them: promtool's clock starts at 0, so each expiry moves with the probe's time to
+    ``EVAL_SECONDS`` (the days left stay those the exporter reported)."""
+    chain = labelled(text, "mail_tls_chain_cert_expiry_timestamp_seconds")
+    shift = EVAL_SECONDS - probed_at
+    series = [
+        {
+            "series": "mail_tls_chain_cert_expiry_timestamp_seconds{"
+            + ",".join(f'{key}="{value}"' for key, value in (labels | SCRAPE_LABELS).items())
+            + "}",
+            "values": f"{expiry + shift:.0f}x{EVAL_SECONDS // 60 + 10}",
+        }
+        for labels, expiry in chain
+    ]
+    (intermediate, days_left), *_ = [
+        (labels | SCRAPE_LABELS, (expiry - probed_at) / DAY)
+        for labels, expiry in chain
+        if labels["position"] == "1"
+    ]
+    expected = [
+        {
+            "exp_labels": intermediate | rule["labels"],
+            "exp_annotations": shipped_annotations(rule, intermediate, days_left),
+        }
+        for rule in shipped_rules(CHAIN_ALERT)
+    ]
+    assert {alert["exp_labels"]["severity"] for alert in expected} == {"warning", "critical"}
+    case = {
+        "rule_files": [str(ALERTING / rules.RULES_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": CHAIN_ALERT, "exp_alerts": []},  # for: 10m
+                    {
+                        "eval_time": f"{EVAL_SECONDS // 60}m",
+                        "alertname": CHAIN_ALERT,
+                        "exp_alerts": expected,
+                    },
+                ],
+            }
+        ],
     }
-
-
-def keep_sample(text: str, probed_at: float) -> None:
-    """Record the sample (with ``RECORD_VARIABLE``), else check it has today's series."""
-    excerpt = probe_families(text)
-    if os.environ.get(RECORD_VARIABLE) == "1":
-        FIXTURE.parent.mkdir(exist_ok=True)
-        FIXTURE.write_text(
-            f"# Recorded by tests/test_tls_chain_real_server.py from the exporter's /metrics\n"
-            f"# (probe and TLS families): Postfix presents a leaf (7 days) and an intermediate\n"
-            f"# expiring 3 days after the probe, which passed at {probed_at:.0f}\n"
-            f"# (mail_probe_last_success_timestamp_seconds).\n{excerpt}"
-        )
-    assert series(FIXTURE.read_text()) == series(excerpt), (
-        f"{FIXTURE} no longer has the series the exporter emits: run this test with "
-        f"{RECORD_VARIABLE}=1 to record it again"
-    )
+    run_rule_tests(case, directory)
 
 
 def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Postfix) -> None:
