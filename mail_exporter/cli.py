@@ -304,6 +304,33 @@ def _adhoc_module(
         ) from None
 
 
+def _with_checks(
+    module: ModuleConfig, relay: tuple[str, str] | None, enumeration: str | None
+) -> ModuleConfig:
+    """``module`` with the security checks the command line asks for, validated as the
+    config would validate them."""
+    smtp: dict[str, Any] = {}
+    if relay is not None:
+        mail_from, rcpt_to = relay
+        authenticated = module.auth is not None  # a module that logs in checks after its login
+        smtp["relay_check"] = {"mail_from": mail_from, "rcpt_to": rcpt_to,
+                               "authenticated": authenticated}  # fmt: skip
+    if enumeration is not None:
+        smtp["enumeration_check"] = {"address": enumeration}
+    if not smtp:
+        return module
+    if module.protocol != "smtp":
+        raise click.UsageError("--relay-check and --enumeration-check are checks of SMTP")
+    # The module as its config says it (durations as written, paths made absolute), so
+    # that it is validated again whole: a password file is read again, checks meet the login.
+    settings = module.model_dump(mode="json", exclude_unset=True)
+    settings["smtp"] = {**settings.get("smtp", {}), **smtp}
+    try:
+        return ModuleConfig.model_validate(settings)
+    except ValidationError as error:
+        raise click.UsageError(describe_error(error.errors()[0])) from None
+
+
 @main.command("probe")
 @click.argument("target")
 @click.option("--module", "module_name", help="A module from the config (or the built-in config).")
@@ -330,6 +357,18 @@ def _adhoc_module(
     help="Report but do not fail on an unverified certificate.",
 )
 @click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
+@click.option(
+    "--relay-check",
+    nargs=2,
+    metavar="MAIL_FROM RCPT_TO",
+    help="SMTP: is it an open relay? MAIL FROM and RCPT TO addresses outside its domains "
+    "(after the login when the module logs in); never sends DATA.",
+)
+@click.option(
+    "--enumeration-check",
+    metavar="ADDRESS",
+    help="SMTP: do VRFY and EXPN tell this existing address from an unknown one?",
+)
 def probe_command(
     target: str,
     module_name: str | None,
@@ -340,8 +379,11 @@ def probe_command(
     server_name: str | None,
     insecure_skip_verify: bool,
     timeout: float | None,
+    relay_check: tuple[str, str] | None,
+    enumeration_check: str | None,
 ) -> None:
-    """Probe TARGET (HOST:PORT) once and print each phase, the TLS facts and the verdict."""
+    """Probe TARGET (HOST:PORT) once and print each phase, the TLS facts, the security
+    checks asked for (--relay-check, --enumeration-check) and the verdict."""
     try:
         address: Address = parse_address(target)
     except ValueError as error:
@@ -364,6 +406,7 @@ def probe_command(
     else:
         module = _adhoc_module(protocol, tls_mode, ca_file, server_name, insecure_skip_verify)
         module_name = f"{module.protocol}/{module.tls}"
+    module = _with_checks(module, relay_check, enumeration_check)
     result = asyncio.run(run_probe(address, module, timeout or module.timeout_seconds))
     click.echo(render_report(str(address), module_name, result), nl=False)
     sys.exit(0 if result.success else 1)

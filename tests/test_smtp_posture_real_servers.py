@@ -13,6 +13,7 @@ others none of the loopback ones, so the probe is an outside client there.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -268,3 +269,43 @@ def test_the_probe_command_reports_the_verdicts(
     assert "Open relay:           no" in lines
     assert "VRFY enumerates:      no" in lines
     assert "EXPN enumerates:      no" in lines
+
+
+def test_the_probe_command_runs_the_checks_it_is_asked_for(
+    tmp_path: Path, pki: PKI, dovecot: Dovecot, postfix: PosturePostfix
+) -> None:
+    """--relay-check and --enumeration-check on an ad hoc module and on a configured one
+    (which logs in, so its relay check comes after the login)."""
+    config = write_config(tmp_path / "config.yml", pki, dovecot, postfix)
+
+    def probe(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mail_exporter", "probe", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, PASSWORD_VARIABLE: dovecot.password},
+        )
+
+    relay = ("--relay-check", "a@outside.example", "b@elsewhere.example")
+    adhoc = probe("--protocol", "smtp", "--tls", "starttls", "--ca-file", str(pki.ca_file),
+                  *relay, "--enumeration-check", dovecot.user,
+                  f"localhost:{postfix.ports['open_relay']}")  # fmt: skip
+    assert adhoc.returncode == 0, adhoc.stdout + adhoc.stderr
+    assert {"Open relay:           yes", "VRFY enumerates:      yes"} <= set(
+        adhoc.stdout.splitlines()
+    )
+    configured = probe("--config.file", str(config), "--module", "relay_after_login", *relay,
+                       f"localhost:{postfix.ports['submission']}")  # fmt: skip
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    assert "Relay after login:    yes" in configured.stdout.splitlines()
+    wrong = probe("--protocol", "imap", *relay, "localhost:1")
+    assert wrong.returncode == 2
+    assert "--relay-check and --enumeration-check are checks of SMTP" in wrong.stderr
+    refused = probe("--config.file", str(config), "--module", "relay_after_login",
+                    "--enumeration-check", dovecot.user, "localhost:1")  # fmt: skip
+    assert (
+        refused.returncode == 2 and "without a login cannot run" in refused.stderr
+    ), refused.stderr
+    assert postfix.queued() == []
