@@ -125,6 +125,19 @@ class AuthConfig(StrictModel):
         return self._password.get_secret_value()
 
 
+class RevocationConfig(StrictModel):
+    """``revocation:`` on a module: the checks of the leaf certificate to run after the
+    handshake (:mod:`mail_exporter.probes.revocation`). Each sends one HTTP request, to a
+    URL the certificate names, so both are off unless the module asks."""
+
+    crl: bool = False
+    ocsp: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.crl or self.ocsp
+
+
 class ModuleConfig(StrictModel):
     """How to probe one kind of service: protocol, TLS mode, timeout, login.
 
@@ -145,6 +158,7 @@ class ModuleConfig(StrictModel):
     ip_protocol_fallback: bool = True
     tls_config: TLSConfig = TLSConfig()
     auth: AuthConfig | None = None
+    revocation: RevocationConfig = RevocationConfig()
 
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
@@ -175,6 +189,12 @@ class ModuleConfig(StrictModel):
                 "auth with tls: none sends the password in cleartext: add "
                 "allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_revocation(self) -> ModuleConfig:
+        if self.revocation.enabled and self.tls == "none":
+            raise ValueError("revocation applies only to a module with tls: starttls or implicit")
         return self
 
     @property
