@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mail_exporter.probes.revocation import Revocation
 from mail_exporter.tls_facts import TLSFacts
 
 
@@ -63,3 +64,4 @@ class ProbeResult:
     plaintext_auth_offered: bool | None = None
     peer_address: str | None = None
     log: list[str] = field(default_factory=list)
+    revocation: Revocation | None = None
