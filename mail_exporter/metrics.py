@@ -83,6 +83,16 @@ TLS_CIPHER = MetricSpec(
 FAILURES = MetricSpec(
     "mail_probe_failures_total", "Failed probes by reason.", "counter", ("reason",), as_is,
 )  # fmt: skip
+# Revocation of the leaf (``revocation:`` on the module): see mail_exporter.probes.revocation.
+CERT_REVOKED = MetricSpec(
+    "mail_tls_cert_revoked", "1 if a revocation check (CRL or OCSP) says the leaf certificate is "
+    "revoked, 0 if those that answered say it is not; absent when none answered.", "gauge", (),
+    lambda result: None if result.revocation is None else result.revocation.revoked,
+)  # fmt: skip
+REVOCATION_CHECK_SUCCESS = MetricSpec(
+    "mail_tls_revocation_check_success", "1 if the revocation check by this method got a valid "
+    "answer (revoked or not), 0 if it could not tell.", "gauge", ("method",), as_is,
+)  # fmt: skip
 PROBE_METRICS = (
     SUCCESS,
     DURATION,
@@ -97,6 +107,8 @@ PROBE_METRICS = (
     TLS_VERSION,
     TLS_CIPHER,
     FAILURES,
+    CERT_REVOKED,
+    REVOCATION_CHECK_SUCCESS,
 )
 
 
@@ -122,6 +134,10 @@ def probe_families(
         TLS_CIPHER.name: [((*target, tls.cipher), 1.0)] if tls else [],
         FAILURES.name: [
             ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
+        ],
+        REVOCATION_CHECK_SUCCESS.name: [
+            ((*target, answer.method.value), answer.revoked is not None)
+            for answer in (result.revocation.answers if result.revocation else ())
         ],
     }
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
