@@ -70,6 +70,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -104,6 +105,8 @@ CLOCK_SKEW_SECONDS: Final = 300.0
 CRL_ENTRIES: Final = 64
 CRL_BYTES: Final = 64 * 1024 * 1024
 """Bounds of the CRLs kept, by count and by their total size."""
+CRL_VERDICTS: Final = 1024
+"""Most serials whose lookup is remembered per CRL kept."""
 OCSP_ENTRIES: Final = 4096
 OCSP_BYTES: Final = 16 * 1024 * 1024
 """Bounds of the OCSP answers kept (one per certificate)."""
@@ -450,6 +453,15 @@ async def _within(deadline: float, url: URL, work: Awaitable[T]) -> T:
         raise RevocationError(f"{url} did not answer in time") from None
 
 
+@contextmanager
+def _malformed(url: URL, what: str) -> Iterator[None]:
+    """What ``url`` sent is parsed as it is read: a ``ValueError`` on the way is its fault."""
+    try:
+        yield
+    except ValueError as error:
+        raise RevocationError(f"{url} sent a malformed {what}: {error}") from None
+
+
 def _keep_until(next_update: datetime | None) -> float:
     now = time.time()
     if next_update is None:
@@ -477,7 +489,8 @@ async def _ask_crl(
 
     async def fetch() -> _Kept[_CRL]:
         body = await _fetch(http, url, None)
-        crl = await asyncio.to_thread(_verified_crl, body, issuer, str(url))
+        with _malformed(url, "CRL"):
+            crl = await asyncio.to_thread(_verified_crl, body, issuer, str(url))
         return _Kept(crl, _keep_until(crl.next_update), len(body))
 
     key = (str(url), issuer_key)
@@ -486,7 +499,8 @@ async def _ask_crl(
     )
     verdict = known.verdicts.get(leaf.serial_number)
     if verdict is None:
-        verdict = await asyncio.to_thread(_crl_verdict, known, leaf.serial_number)
+        with _malformed(url, "CRL"):
+            verdict = await asyncio.to_thread(_crl_verdict, known, leaf.serial_number)
     revoked, detail = verdict
     return revoked, detail + (" (kept from an earlier fetch)" if kept else "")
 
@@ -550,6 +564,8 @@ def _crl_verdict(known: _CRL, serial: int) -> tuple[bool, str]:
             reason = "no reason given"
         revoked_at = _when(entry.revocation_date_utc)
         verdict = (True, f"revoked on {revoked_at} ({reason}), per the CRL of {known.url}")
+    if len(known.verdicts) >= CRL_VERDICTS:  # leaves come and go; this must not grow with them
+        known.verdicts.clear()
     known.verdicts[serial] = verdict
     return verdict
 
@@ -566,7 +582,8 @@ async def _ask_ocsp(
 
     async def fetch() -> _Kept[_OCSPAnswer]:
         body = await _fetch(http, url, request.public_bytes(serialization.Encoding.DER))
-        answer, next_update = _read_ocsp(body, request, issuer, str(url))
+        with _malformed(url, "OCSP response"):
+            answer, next_update = _read_ocsp(body, request, issuer, str(url))
         return _Kept(answer, _keep_until(next_update), len(body))
 
     key = (str(url), request.issuer_name_hash, request.issuer_key_hash, request.serial_number)
