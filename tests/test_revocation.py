@@ -81,6 +81,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterato
         "hanging": RevocableLeaf(http.url("/hang.crl"), http.url("/hang-ocsp")),
         "redirect": RevocableLeaf(http.url("/redirect.crl"), "ldap://127.0.0.1/cn=ocsp"),
         "bare": RevocableLeaf(None, None),
+        "garbage": RevocableLeaf(http.url("/garbage"), http.url("/garbage")),
+        "stale": RevocableLeaf(http.url("/stale.crl"), http.url("/ocsp"), listed=False),
     }
     pki = create_revocation_pki(directory / "pki", leaves)
     responder = Responder(pki.index, pki.intermediate, pki.responder_cert, pki.responder_key)
@@ -97,6 +99,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterato
         "/hang.crl": Hang(),
         "/hang-ocsp": Hang(),
         "/redirect.crl": Redirect(http.url("/ca.crl").replace("http:", "https:")),
+        "/garbage": Document(b"<html>not found</html>", "text/html"),
+        "/stale.crl": Document(pki.stale_crl.read_bytes()),
     }
     http.start()
     chains = {name: (files.key, files.chain) for name, files in pki.leaves.items()}
@@ -243,6 +247,27 @@ async def test_redirects_and_other_schemes_are_not_followed(world: World) -> Non
     assert said[OCSP] == (
         None,
         "the certificate names no http:// OCSP responder (only ldap://127.0.0.1/cn=ocsp: not fetched)",
+    )
+
+
+async def test_what_is_not_an_answer_is_an_error(world: World) -> None:
+    said = answers(await probe(world, "garbage"))
+    url = world.http.url("/garbage")
+    assert said[CRL] == (None, f"{url} sent no CRL")
+    assert said[OCSP] == (None, f"{url} sent no OCSP response")
+
+
+async def test_out_of_date_crl_and_unknown_certificate_are_errors(world: World) -> None:
+    """Neither a CRL past its nextUpdate nor a responder that does not know the
+    certificate may pass for "not revoked"."""
+    said = answers(await probe(world, "stale"))
+    assert said[CRL][0] is None
+    assert said[CRL][1].startswith(
+        f"the CRL of {world.http.url('/stale.crl')} is out of date (next update was "
+    )
+    assert said[OCSP] == (
+        None,
+        f"{world.http.url('/ocsp')} does not know the certificate (status unknown)",
     )
 
 

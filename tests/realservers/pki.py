@@ -227,6 +227,7 @@ class RevocableLeaf:
     crl_url: str | None
     ocsp_url: str | None
     revoked: bool = False
+    listed: bool = True  # in the CA database; OCSP answers "unknown" for one that is not
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class RevocationPKI:
     rogue_responder_key: Path
     crl: Path  # by openssl ca -gencrl, signed by the intermediate
     wrong_key_crl: Path  # the intermediate's name, another key's signature, nobody revoked
+    stale_crl: Path  # the intermediate's, nobody revoked, its nextUpdate a day past
 
 
 def _create_intermediate(root: _Issuer, now: datetime.datetime) -> _Issuer:
@@ -355,7 +357,9 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
             key=_write_key(directory / f"{name}.key", key),
             serial=cert.serial_number,
         )
-        index.append(_index_line(cert, now - datetime.timedelta(hours=1) if leaf.revoked else None))
+        if leaf.listed:
+            revoked_at = now - datetime.timedelta(hours=1) if leaf.revoked else None
+            index.append(_index_line(cert, revoked_at))
     (directory / "index.txt").write_text("".join(index))
     responder, responder_key = _create_leaf(
         intermediate, [x509.DNSName("ocsp.test.local")], not_before, not_after,
@@ -366,16 +370,15 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
         rogue_ca, [x509.DNSName("ocsp.test.local")], not_before, not_after,
         usage=ExtendedKeyUsageOID.OCSP_SIGNING, common_name="rogue OCSP responder",
     )  # fmt: skip
-    wrong_key_crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(intermediate.cert.subject)
-        .last_update(now - datetime.timedelta(minutes=5))
-        .next_update(now + datetime.timedelta(days=1))
-        .sign(rogue_ca.key, hashes.SHA256())
-    )
-    (directory / "wrong-key.crl").write_bytes(
-        wrong_key_crl.public_bytes(serialization.Encoding.DER)
-    )
+    crl = x509.CertificateRevocationListBuilder().issuer_name(intermediate.cert.subject)
+    day = datetime.timedelta(days=1)
+    wrong_key_crl = crl.last_update(now).next_update(now + day).sign(rogue_ca.key, hashes.SHA256())
+    stale_crl = crl.last_update(now - 2 * day).next_update(now - day)
+    for name, made in (
+        ("wrong-key.crl", wrong_key_crl),
+        ("stale.crl", stale_crl.sign(intermediate.key, hashes.SHA256())),
+    ):
+        (directory / name).write_bytes(made.public_bytes(serialization.Encoding.DER))
     intermediate_file = _write_cert(directory / "intermediate.pem", intermediate.cert)
     intermediate_key = _write_key(directory / "intermediate.key", intermediate.key)
     return RevocationPKI(
@@ -389,4 +392,5 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
         rogue_responder_key=_write_key(directory / "rogue-responder.key", rogue_key),
         crl=_openssl_crl(directory, intermediate_file, intermediate_key),
         wrong_key_crl=directory / "wrong-key.crl",
+        stale_crl=directory / "stale.crl",
     )
