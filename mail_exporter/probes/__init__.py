@@ -15,9 +15,8 @@ most :data:`FAREWELL_SECONDS` and never past the probe's budget, its errors are
 ignored, it never changes the verdict, and its time counts into the probe's
 wall time (as closing the connection does) but into no phase.
 
-Revocation checks (``revocation:`` on the module, :mod:`.revocation`) are handed the
-chain by the session right after the handshake and run beside the conversation; the
-runner waits for them once it is over, within the same budget. Their time counts into
+Revocation checks (``revocation:`` on the module, :mod:`.revocation`) of the chain the
+session kept run after the conversation, within the same budget. Their time counts into
 no phase and not into the probe's duration, and they never change its verdict.
 """
 
@@ -33,7 +32,7 @@ from mail_exporter.config.probes import ModuleConfig, Protocol
 from mail_exporter.probes.imap import probe_imap
 from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
-from mail_exporter.probes.revocation import RevocationCache, RevocationCheck
+from mail_exporter.probes.revocation import RevocationCache, check_revocation
 from mail_exporter.probes.session import ProbeFailure, Session, fail_result
 from mail_exporter.probes.smtp import probe_smtp
 from mail_exporter.targets import Address
@@ -88,7 +87,7 @@ async def run_probe(
     Revocation checks keep their answers in ``revocation_cache`` (none: kept by nobody)."""
     result = ProbeResult(protocol=module.protocol)
     session = Session(address, module, result)
-    revocation = _revocation_check(session, budget_seconds, revocation_cache)
+    deadline = asyncio.get_running_loop().time() + budget_seconds
     started = time.monotonic()
     try:
         async with asyncio.timeout(budget_seconds):
@@ -102,10 +101,6 @@ async def run_probe(
         fail_result(
             result, session.phase, FailureReason.TIMEOUT, f"no answer within {budget_seconds:.3g}s"
         )
-    except asyncio.CancelledError:  # the probe is dropped, and its revocation checks with it
-        if revocation is not None:
-            revocation.cancel()
-        raise
     except (OSError, EOFError) as error:
         fail_result(result, session.phase, FailureReason.PROTOCOL, f"connection error: {error}")
     except Exception as error:  # a bug here must cost one probe, never the scheduler
@@ -118,27 +113,17 @@ async def run_probe(
         result.duration_seconds = time.monotonic() - started
         await session.close()
     result.success = result.failure is None
-    if revocation is not None:  # ends by the deadline, and cannot change the verdict
-        result.revocation = await revocation.outcome()
+    if session.peer_chain is not None:  # ends by the deadline, and cannot change the verdict
+        cache = revocation_cache or RevocationCache()
+        result.revocation = await check_revocation(
+            session.peer_chain, module.revocation, cache, deadline, session.log
+        )
     if result.failure is not None:
         stop = result.failure
         session.log(f"probe failed in {stop.phase}: {stop.reason}: {stop.detail}")
     else:
         session.log("probe succeeded")
     return result
-
-
-def _revocation_check(
-    session: Session, budget_seconds: float, cache: RevocationCache | None
-) -> RevocationCheck | None:
-    """The module's revocation checks, started by the session after its handshake."""
-    settings = session.module.revocation
-    if not settings.enabled:
-        return None
-    deadline = asyncio.get_running_loop().time() + budget_seconds
-    check = RevocationCheck(settings, cache or RevocationCache(), deadline, session.log)
-    session.on_handshake = check.start
-    return check
 
 
 __all__ = ["FailureReason", "Phase", "ProbeResult", "RevocationCache", "run_probe"]

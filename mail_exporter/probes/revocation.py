@@ -23,10 +23,11 @@ issuer, a bad signature, a stale answer, an OCSP ``unknown``. An error is
 report; it never counts as revoked and never as good, so ``mail_tls_cert_revoked`` is
 only there when at least one method answered (1 when any says revoked).
 
-Time: the checks start as soon as the handshake is done and run while the conversation
-goes on; the runner then waits for them until the probe's deadline, never later. They
-change neither the probe's verdict nor its duration (a slow responder is not a slow mail
-server). A crash here costs the check, never the probe.
+Time: the checks run once the conversation is over and the connection closed (so they
+neither hold the server's connection nor slow the phases being measured), until the
+probe's deadline and never later. They change neither the probe's verdict nor its
+duration (a slow responder is not a slow mail server). A crash here costs the check,
+never the probe.
 
 Answers are kept until their nextUpdate, at most :data:`LONGEST_KEEP_SECONDS` (and
 :data:`UNDATED_KEEP_SECONDS` for one without a nextUpdate), in a :class:`RevocationCache`
@@ -239,74 +240,55 @@ class RevocationCache:
         self.ocsp: _Answers[_OCSPAnswer] = _Answers(OCSP_ENTRIES, OCSP_BYTES)
 
 
-class RevocationCheck:
-    """One probe's revocation checks: :meth:`start` with the chain right after the
-    handshake, :meth:`outcome` after the conversation. Both end by ``deadline``
-    (the event loop's clock)."""
-
-    def __init__(
-        self,
-        settings: RevocationConfig,
-        cache: RevocationCache,
-        deadline: float,
-        log: Callable[[str], None],
-    ) -> None:
-        self._methods = tuple(m for m in RevocationMethod if getattr(settings, m.value))
-        self._cache = cache
-        self._deadline = deadline
-        self._log = log
-        self._task: asyncio.Task[Revocation] | None = None
-
-    def start(self, chain: tuple[bytes, ...]) -> None:
-        """Check the leaf of ``chain`` (DER, leaf first); only the first chain counts."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._check(chain), name="revocation check")
-
-    async def outcome(self) -> Revocation | None:
-        """The answers, once every method answered or gave up; None if never started."""
-        return None if self._task is None else await self._task
-
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _check(self, chain: tuple[bytes, ...]) -> Revocation:
-        try:
-            leaf, issuer = _leaf_and_issuer(chain)
-        except RevocationError as error:
-            return Revocation(tuple(self._answer(m, None, str(error), 0.0) for m in self._methods))
+async def check_revocation(
+    chain: tuple[bytes, ...],
+    settings: RevocationConfig,
+    cache: RevocationCache,
+    deadline: float,
+    log: Callable[[str], None],
+) -> Revocation:
+    """Ask each method ``settings`` enables about the leaf of ``chain`` (DER, leaf first)
+    by ``deadline`` (the event loop's clock); each answer goes to ``log`` too. Never raises."""
+    methods = [method for method in RevocationMethod if getattr(settings, method.value)]
+    try:
+        leaf, issuer = _leaf_and_issuer(chain)
+    except RevocationError as error:
+        answers = [_answer(method, None, str(error), 0.0) for method in methods]
+    else:
         async with _http_client() as http:
-            answers = await asyncio.gather(
-                *(self._ask(m, leaf, issuer, http) for m in self._methods)
-            )
-        return Revocation(tuple(answers))
+            asked = (_ask(method, leaf, issuer, http, cache, deadline) for method in methods)
+            answers = await asyncio.gather(*asked)
+    for answer in answers:
+        log(f"revocation by {answer.method.value}: {verdict_text(answer)}")
+    return Revocation(tuple(answers))
 
-    async def _ask(
-        self,
-        method: RevocationMethod,
-        leaf: x509.Certificate,
-        issuer: x509.Certificate,
-        http: aiohttp.ClientSession,
-    ) -> MethodAnswer:
-        started = time.monotonic()
-        ask = _ask_crl if method is RevocationMethod.CRL else _ask_ocsp
-        revoked: bool | None
-        try:
-            # Every wait in there is bounded by the deadline (_within), and named by its URL.
-            revoked, detail = await ask(leaf, issuer, http, self._cache, self._deadline)
-        except RevocationError as error:
-            revoked, detail = None, str(error)
-        except Exception as error:  # a bug here must cost the check, never the probe
-            logger.exception("%s revocation check raised", method.value)
-            revoked, detail = None, f"internal error: {error!r}"
-        return self._answer(method, revoked, detail, time.monotonic() - started)
 
-    def _answer(
-        self, method: RevocationMethod, revoked: bool | None, detail: str, seconds: float
-    ) -> MethodAnswer:
-        answer = MethodAnswer(method, revoked, printable(detail, SHOWN_DETAIL_CHARACTERS), seconds)
-        self._log(f"revocation by {method.value}: {verdict_text(answer)}")
-        return answer
+async def _ask(
+    method: RevocationMethod,
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    http: aiohttp.ClientSession,
+    cache: RevocationCache,
+    deadline: float,
+) -> MethodAnswer:
+    started = time.monotonic()
+    ask = _ask_crl if method is RevocationMethod.CRL else _ask_ocsp
+    revoked: bool | None
+    try:
+        # Every wait in there is bounded by the deadline (_within), and named by its URL.
+        revoked, detail = await ask(leaf, issuer, http, cache, deadline)
+    except RevocationError as error:
+        revoked, detail = None, str(error)
+    except Exception as error:  # a bug here must cost the check, never the probe
+        logger.exception("%s revocation check raised", method.value)
+        revoked, detail = None, f"internal error: {error!r}"
+    return _answer(method, revoked, detail, time.monotonic() - started)
+
+
+def _answer(
+    method: RevocationMethod, revoked: bool | None, detail: str, seconds: float
+) -> MethodAnswer:
+    return MethodAnswer(method, revoked, printable(detail, SHOWN_DETAIL_CHARACTERS), seconds)
 
 
 def verdict_text(answer: MethodAnswer) -> str:

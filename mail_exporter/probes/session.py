@@ -77,9 +77,9 @@ class Session:
         self.farewell: Farewell | None = None
         """Set by the protocol once the server's greeting is accepted: from then on there
         is a conversation to end politely, even when the probe fails."""
-        self.on_handshake: Callable[[tuple[bytes, ...]], None] | None = None
-        """Set by the runner to be handed the presented chain (DER, leaf first) after the
-        TLS handshake, while the conversation goes on (revocation checks)."""
+        self.peer_chain: tuple[bytes, ...] | None = None
+        """The chain the server presented (DER, leaf first), kept for the revocation checks
+        when the module asks for them."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._started = time.monotonic()
@@ -170,8 +170,8 @@ class Session:
             ca_file = str(settings.ca_file) if settings.ca_file else None
             facts = tls_facts.session_facts(ssl_object, server_name, ca_file)
         self.result.tls = facts
-        if self.on_handshake is not None:
-            self.on_handshake(tls_facts.peer_chain(ssl_object))
+        if self.module.revocation.enabled:
+            self.peer_chain = tls_facts.peer_chain(ssl_object)
         self.log(f"TLS {facts.version} {facts.cipher}, certificate {facts.leaf_subject or '?'}")
         if not facts.verified:
             self.log(f"certificate not verified: {facts.verify_error}")
