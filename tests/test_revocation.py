@@ -83,6 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterato
         "bare": RevocableLeaf(None, None),
         "garbage": RevocableLeaf(http.url("/garbage"), http.url("/garbage")),
         "stale": RevocableLeaf(http.url("/stale.crl"), http.url("/ocsp"), listed=False),
+        "issuer_signed": RevocableLeaf(None, http.url("/ocsp-by-issuer"), revoked=True),
     }
     pki = create_revocation_pki(directory / "pki", leaves)
     responder = Responder(pki.index, pki.intermediate, pki.responder_cert, pki.responder_key)
@@ -101,10 +102,18 @@ def world(tmp_path_factory: pytest.TempPathFactory, dovecot: Dovecot) -> Iterato
         "/redirect.crl": Redirect(http.url("/ca.crl").replace("http:", "https:")),
         "/garbage": Document(b"<html>not found</html>", "text/html"),
         "/stale.crl": Document(pki.stale_crl.read_bytes()),
+        "/ocsp-by-issuer": Responder(
+            pki.index, pki.intermediate, pki.intermediate, pki.intermediate_key
+        ),
     }
     http.start()
     chains = {name: (files.key, files.chain) for name, files in pki.leaves.items()}
     chains["no_issuer"] = (pki.leaves["good"].key, pki.leaves["good"].cert)
+    not_its_issuer = directory / "not-its-issuer.pem"
+    not_its_issuer.write_bytes(
+        pki.leaves["good"].cert.read_bytes() + pki.rogue_responder_cert.read_bytes()
+    )
+    chains["not_its_issuer"] = (pki.leaves["good"].key, not_its_issuer)
     postfix = ChainPostfix(directory / "postfix", chains, dovecot.auth_port, dovecot.lmtp_port)
     postfix.start()
     try:
@@ -282,6 +291,24 @@ async def test_server_presenting_no_issuer_is_an_error(world: World) -> None:
     reason = "the server presented the leaf without its issuer, which the check needs"
     assert answers(result) == {CRL: (None, reason), OCSP: (None, reason)}
     assert result.tls is not None and not result.tls.verified
+
+
+async def test_server_presenting_another_certificate_as_issuer_is_an_error(
+    world: World,
+) -> None:
+    reason = (
+        "the certificate presented after the leaf (CN=rogue OCSP responder,"
+        "O=mail_exporter tests) did not issue it"
+    )
+    assert answers(await probe(world, "not_its_issuer")) == {
+        CRL: (None, reason),
+        OCSP: (None, reason),
+    }
+
+
+async def test_ocsp_answer_signed_by_the_issuer_itself(world: World) -> None:
+    said = answers(await probe(world, "issuer_signed", ocsp=True))
+    assert said[OCSP][0] is True, said[OCSP][1]
 
 
 async def test_answers_are_kept_until_next_update(world: World) -> None:

@@ -1,4 +1,4 @@
-"""Is the leaf certificate revoked? Its CRL and its OCSP responder, asked after the handshake.
+"""Is the leaf certificate revoked? Its CRL and OCSP responder, asked after the conversation.
 
 A module with ``revocation: {crl: true, ocsp: true}`` checks the leaf the server
 presented against the issuer the server presented with it: the second certificate of
@@ -58,9 +58,9 @@ revocation.
 Sample lines of the report (``mail-exporter probe``, ``/probe?debug=true``)::
 
     Revocation:
-      crl        good: not on the CRL of http://crl.example.net/r1.crl (next update ...)
-      ocsp       error: http://ocsp.example.net/ did not answer in time
-      verdict    not revoked
+      crl                  good: not on the CRL of http://crl.example.net/r1.crl (next up...
+      ocsp                 error: http://ocsp.example.net/ did not answer in time (2000.3 ms)
+      verdict              not revoked
 """
 
 from __future__ import annotations

@@ -244,6 +244,7 @@ class RevocationPKI:
 
     root: Path
     intermediate: Path
+    intermediate_key: Path
     leaves: Mapping[str, LeafFiles]
     index: Path
     responder_cert: Path
@@ -384,6 +385,7 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
     return RevocationPKI(
         root=_write_cert(directory / "root.pem", root.cert),
         intermediate=intermediate_file,
+        intermediate_key=intermediate_key,
         leaves=files,
         index=directory / "index.txt",
         responder_cert=_write_cert(directory / "responder.pem", responder),
