@@ -313,7 +313,7 @@ def _index_line(cert: x509.Certificate, revoked_at: datetime.datetime | None) ->
     )
 
 
-def _openssl_crl(directory: Path, intermediate: Path, intermediate_key: Path) -> Path:
+def openssl_crl(directory: Path, intermediate: Path, intermediate_key: Path) -> Path:
     """The intermediate's CRL made by ``openssl ca -gencrl`` from index.txt, in DER."""
     config = directory / "ca.cnf"
     config.write_text(
@@ -392,7 +392,7 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
         responder_key=_write_key(directory / "responder.key", responder_key),
         rogue_responder_cert=_write_cert(directory / "rogue-responder.pem", rogue),
         rogue_responder_key=_write_key(directory / "rogue-responder.key", rogue_key),
-        crl=_openssl_crl(directory, intermediate_file, intermediate_key),
+        crl=openssl_crl(directory, intermediate_file, intermediate_key),
         wrong_key_crl=directory / "wrong-key.crl",
         stale_crl=directory / "stale.crl",
     )
