@@ -389,7 +389,7 @@ def test_revocation_flag_needs_tls() -> None:
 
 
 def test_exporter_metrics_carry_the_verdicts(world: World, tmp_path: Path) -> None:
-    """The real exporter process, scheduled targets, /metrics."""
+    """The real exporter process: scheduled targets on /metrics, and /probe's report."""
     targets = "".join(
         f"  - {{name: {leaf}, address: '127.0.0.1:{world.port(leaf)}', module: checked}}\n"
         for leaf in ("good", "revoked", "unreachable")
@@ -421,6 +421,11 @@ def test_exporter_metrics_carry_the_verdicts(world: World, tmp_path: Path) -> No
             line.startswith("mail_tls_cert_revoked{") and 'target="unreachable"' in line
             for line in lines
         )
+        target = f"127.0.0.1:{world.port('revoked')}"
+        report = get(served.port, f"/probe?target={target}&module=checked&debug=true").body
+        assert "\nRevocation:\n  crl                  REVOKED: revoked on " in report
+        assert "\n  verdict              REVOKED\n" in report
+        assert '\nmail_tls_cert_revoked{protocol="smtp"} 1.0\n' in report
 
 
 @pytest.mark.parametrize(

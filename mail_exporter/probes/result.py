@@ -1,4 +1,5 @@
-"""What a probe returns: its verdict, phase timings, failure reason and TLS facts.
+"""What a probe returns: its verdict, phase timings, failure reason, TLS facts and the
+revocation checks' answers.
 
 A probe never raises to its caller; everything it learned travels in a
 :class:`ProbeResult`, which :mod:`mail_exporter.metrics` turns into metric
