@@ -288,8 +288,13 @@ def _adhoc_module(
     ca_file: Path | None,
     server_name: str | None,
     insecure: bool,
+    revocation: bool,
 ) -> ModuleConfig:
     settings: dict[str, Any] = {"protocol": protocol or "smtp", "tls": tls_mode or "none"}
+    if revocation:
+        if settings["tls"] == "none":
+            raise click.UsageError("--revocation checks the TLS certificate: add --tls")
+        settings["revocation"] = {"crl": True, "ocsp": True}
     tls_config: dict[str, Any] = {"insecure_skip_verify": insecure}
     if ca_file:
         tls_config["ca_file"] = str(ca_file)
@@ -356,6 +361,12 @@ def _with_checks(
     is_flag=True,
     help="Report but do not fail on an unverified certificate.",
 )
+@click.option(
+    "--revocation",
+    is_flag=True,
+    help="Also ask the certificate's CRL and OCSP responder whether it is revoked "
+    "(HTTP requests to the URLs it names). Without --module; needs --tls.",
+)
 @click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
 @click.option(
     "--relay-check",
@@ -378,6 +389,7 @@ def probe_command(
     ca_file: Path | None,
     server_name: str | None,
     insecure_skip_verify: bool,
+    revocation: bool,
     timeout: float | None,
     relay_check: tuple[str, str] | None,
     enumeration_check: str | None,
@@ -389,7 +401,7 @@ def probe_command(
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
     if module_name is not None:
-        if protocol or tls_mode or ca_file or server_name or insecure_skip_verify:
+        if protocol or tls_mode or ca_file or server_name or insecure_skip_verify or revocation:
             raise click.UsageError("--module takes its protocol and TLS settings from the config")
         try:
             config = read_config(config_file)
@@ -404,7 +416,9 @@ def probe_command(
         module = config.modules[module_name]
         redact(config.secrets())
     else:
-        module = _adhoc_module(protocol, tls_mode, ca_file, server_name, insecure_skip_verify)
+        module = _adhoc_module(
+            protocol, tls_mode, ca_file, server_name, insecure_skip_verify, revocation
+        )
         module_name = f"{module.protocol}/{module.tls}"
     module = _with_checks(module, relay_check, enumeration_check)
     result = asyncio.run(run_probe(address, module, timeout or module.timeout_seconds))

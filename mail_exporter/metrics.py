@@ -155,6 +155,16 @@ USER_ENUMERATION = MetricSpec(
     "mail_smtp_user_enumeration", "1 if the command told the configured address from an unknown "
     "user (2xx for it, another answer for the unknown one).", "gauge", ("command",), as_is,
 )  # fmt: skip
+# Revocation of the leaf (``revocation:`` on the module): see mail_exporter.probes.revocation.
+CERT_REVOKED = MetricSpec(
+    "mail_tls_cert_revoked", "1 if a revocation check (CRL or OCSP) says the leaf certificate is "
+    "revoked, 0 if those that answered say it is not; absent when none answered.", "gauge", (),
+    lambda result: None if result.revocation is None else result.revocation.revoked,
+)  # fmt: skip
+REVOCATION_CHECK_SUCCESS = MetricSpec(
+    "mail_tls_revocation_check_success", "1 if the revocation check by this method got a valid "
+    "answer (revoked or not), 0 if it could not tell.", "gauge", ("method",), as_is,
+)  # fmt: skip
 PROBE_METRICS = (
     SUCCESS,
     DURATION,
@@ -178,6 +188,8 @@ PROBE_METRICS = (
     OPEN_RELAY,
     AUTH_RELAY_ALLOWED,
     USER_ENUMERATION,
+    CERT_REVOKED,
+    REVOCATION_CHECK_SUCCESS,
 )
 
 
@@ -215,6 +227,10 @@ def probe_families(
             if posture is not None
             else []
         ),
+        REVOCATION_CHECK_SUCCESS.name: [
+            ((*target, answer.method.value), answer.revoked is not None)
+            for answer in (result.revocation.answers if result.revocation else ())
+        ],
     }
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
 

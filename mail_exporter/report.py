@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from mail_exporter.probes.result import Phase, ProbeResult
+from mail_exporter.probes.revocation import Revocation, verdict_text
 from mail_exporter.probes.smtp_posture import SMTPPosture
 from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
 
@@ -96,6 +97,8 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"  verified             {'yes' if facts.verified else f'no: {facts.verify_error}'}",
             *_chain(facts),
         ]
+    if result.revocation is not None:
+        lines += ["", "Revocation:", *_revocation_lines(result.revocation)]
     lines += ["", "Session log:", *(f"  {entry}" for entry in result.log), ""]
     if result.failure is None:
         lines.append("Verdict: SUCCESS")
@@ -105,3 +108,14 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"Verdict: FAILED in {failure.phase.value} ({failure.reason.value}): {failure.detail}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _revocation_lines(revocation: Revocation) -> list[str]:
+    """One line per method with its reason, then what they say together."""
+    lines = [
+        f"  {answer.method.value:<20} {verdict_text(answer)} ({answer.seconds * 1000:.1f} ms)"
+        for answer in revocation.answers
+    ]
+    verdict = {True: "REVOKED", False: "not revoked", None: "unknown: no method answered"}
+    lines.append(f"  {'verdict':<20} {verdict[revocation.revoked]}")
+    return lines

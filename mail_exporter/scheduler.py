@@ -34,7 +34,7 @@ from mail_exporter.config.root import Config
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.latency import LATENCY, LatencyHistogram
 from mail_exporter.metrics import PROBE_METRICS, probe_families
-from mail_exporter.probes import ProbeResult, run_probe
+from mail_exporter.probes import ProbeResult, RevocationCache, run_probe
 from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
 
@@ -94,10 +94,11 @@ class _Scheduled:
 class Scheduler:
     """Runs every configured target on its interval; swap configs with :meth:`apply`."""
 
-    def __init__(self) -> None:
+    def __init__(self, revocation_cache: RevocationCache | None = None) -> None:
         self.states: dict[str, TargetState] = {}
         self._scheduled: dict[str, _Scheduled] = {}
         self._slots = Slots(64)
+        self._revocation_cache = revocation_cache or RevocationCache()
 
     def apply(self, config: Config) -> None:
         """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
@@ -131,7 +132,9 @@ class Scheduler:
         beat = loop.time()
         while True:
             async with self._slots.slot():
-                result = await run_probe(address, state.module, state.module.timeout_seconds)
+                result = await run_probe(
+                    address, state.module, state.module.timeout_seconds, self._revocation_cache
+                )
             state.record(result)
             if result.failure is not None:
                 failure = result.failure

@@ -145,7 +145,7 @@ async def probe(request: web.Request) -> web.Response:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, f"target parameter: {error}") from None
     _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
-    result = await run_probe(address, module, budget)
+    result = await run_probe(address, module, budget, exporter.revocation_cache)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_OneProbe(result))
     exposition = generate_latest(registry).decode()
@@ -189,7 +189,7 @@ def _check_target(
         raise _refused(
             request,
             ProbeRefusal.ACTIVE_CHECK_NOT_ALLOWED,
-            f"module {module_name!r} tests a server's defences "
+            f"module {module_name!r} runs active checks "
             f"({', '.join(module.active_checks)}), so /probe uses it only on the targets "
             f"scheduled with it and on targets matching probe.allowed_targets; {target!r} is "
             "neither (add it to probe.allowed_targets to allow it)",

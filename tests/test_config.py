@@ -65,6 +65,16 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ["modules.m (line 2): require_tls applies only to tls: starttls"],
     ),
     (
+        "revocation without TLS",
+        VALID_MODULE + "    revocation: {crl: true}\n",
+        ["modules.m (line 2): revocation applies only to a module with tls: starttls or implicit"],
+    ),
+    (
+        "unknown revocation method",
+        VALID_MODULE + "    tls: implicit\n    revocation: {crl: true, stapled: true}\n",
+        ["modules.m.revocation.stapled (line 5): unknown key"],
+    ),
+    (
         "ehlo_name where it was before it moved into the smtp section",
         VALID_MODULE + "    ehlo_name: monitor.example.com\n",
         [

@@ -438,10 +438,29 @@ async def test_active_checks_run_only_on_known_targets(client_for, pki: PKI) -> 
             refused = await client.get("/probe", params=params)
             assert refused.status == 403
             assert await refused.text() == (
-                f"module {module!r} tests a server's defences ({check}), so /probe uses it "
+                f"module {module!r} runs active checks ({check}), so /probe uses it "
                 "only on the targets scheduled with it and on targets matching "
                 f"probe.allowed_targets; {stranger_address!r} is neither (add it to "
                 "probe.allowed_targets to allow it)\n"
             )
         assert stranger.connections == 0
         assert (await refusals(client))["active_check_not_allowed"] == 2.0
+
+
+async def test_revocation_checks_run_only_on_known_targets(client_for, pki: PKI) -> None:
+    """A revocation check fetches the URLs the server's certificate names: /probe never
+    lets whoever asks pick the server (and so the URLs) for such a module."""
+    stranger = LoginRecorder()
+    context = server_context(pki.server_cert, pki.server_key)
+    async with scripted_server(stranger, context) as stranger_address:
+        tls = f"tls: implicit, tls_config: {{ca_file: {pki.ca_file}, server_name: localhost}}"
+        client = await client_for(
+            "modules:\n"
+            f"  revoked: {{protocol: smtp, {tls}, timeout: 5s, revocation: {{crl: true}}}}\n"
+        )
+        params = {"module": "revoked", "target": stranger_address}
+        refused = await client.get("/probe", params=params)
+        assert refused.status == 403
+        assert "runs active checks (revocation)" in await refused.text()
+        assert stranger.connections == 0
+        assert (await refusals(client))["active_check_not_allowed"] == 1.0

@@ -126,6 +126,19 @@ class AuthConfig(StrictModel):
         return self._password.get_secret_value()
 
 
+class RevocationConfig(StrictModel):
+    """``revocation:`` on a module: the checks of the leaf certificate to run after the
+    handshake (:mod:`mail_exporter.probes.revocation`). Each sends one HTTP request, to a
+    URL the certificate names, so both are off unless the module asks."""
+
+    crl: bool = False
+    ocsp: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.crl or self.ocsp
+
+
 class ModuleConfig(StrictModel):
     """How to probe one kind of service: protocol, TLS mode, timeout, login.
 
@@ -146,6 +159,7 @@ class ModuleConfig(StrictModel):
     ip_protocol_fallback: bool = True
     tls_config: TLSConfig = TLSConfig()
     auth: AuthConfig | None = None
+    revocation: RevocationConfig = RevocationConfig()
 
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
@@ -178,6 +192,12 @@ class ModuleConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_revocation(self) -> ModuleConfig:
+        if self.revocation.enabled and self.tls == "none":
+            raise ValueError("revocation applies only to a module with tls: starttls or implicit")
+        return self
+
     @property
     def starttls_required(self) -> bool:
         """With STARTTLS, fail when it is not offered unless the module says otherwise."""
@@ -196,10 +216,11 @@ class ModuleConfig(StrictModel):
     @property
     def active_checks(self) -> tuple[str, ...]:
         """The module's checks that test a server's defences (an open relay, user
-        enumeration): /probe runs them only where it would log in, on the module's own
-        scheduled targets and on allowed ones, so that nobody can make the exporter a
-        scanner of other people's servers."""
-        return ()
+        enumeration) or send requests where the server's certificate points (revocation):
+        /probe runs them only where it would log in, on the module's own scheduled targets
+        and on allowed ones, so that nobody can make the exporter a scanner of other
+        people's servers, or make it fetch the URLs of a certificate of their choosing."""
+        return ("revocation",) if self.revocation.enabled else ()
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -263,7 +284,8 @@ class SMTPModule(ModuleConfig):
     def active_checks(self) -> tuple[str, ...]:
         checks = {"smtp.relay_check": self.smtp.relay_check,
                   "smtp.enumeration_check": self.smtp.enumeration_check}  # fmt: skip
-        return tuple(name for name, check in checks.items() if check is not None)
+        named = tuple(name for name, check in checks.items() if check is not None)
+        return super().active_checks + named
 
     @model_validator(mode="after")
     def _checks_fit_the_login(self) -> SMTPModule:

@@ -14,6 +14,10 @@ error or a malformed reply leaves nothing to speak to.  The goodbye waits at
 most :data:`FAREWELL_SECONDS` and never past the probe's budget, its errors are
 ignored, it never changes the verdict, and its time counts into the probe's
 wall time (as closing the connection does) but into no phase.
+
+Revocation checks (``revocation:`` on the module, :mod:`.revocation`) of the chain the
+session kept run after the conversation, within the same budget. Their time counts into
+no phase and not into the probe's duration, and they never change its verdict.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mail_exporter.config.probes import ModuleConfig, Protocol
 from mail_exporter.probes.imap import probe_imap
 from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
+from mail_exporter.probes.revocation import RevocationCache, check_revocation
 from mail_exporter.probes.session import ProbeFailure, Session, fail_result
 from mail_exporter.probes.smtp import probe_smtp
 from mail_exporter.targets import Address
@@ -71,9 +76,17 @@ async def _converse(session: Session) -> None:
     await PROTOCOL_PROBES[session.module.protocol](session)
 
 
-async def run_probe(address: Address, module: ModuleConfig, budget_seconds: float) -> ProbeResult:
-    """Probe ``address`` with ``module`` within ``budget_seconds``; never raises."""
+async def run_probe(
+    address: Address,
+    module: ModuleConfig,
+    budget_seconds: float,
+    revocation_cache: RevocationCache | None = None,
+) -> ProbeResult:
+    """Probe ``address`` with ``module`` within ``budget_seconds``; never raises.
+
+    Revocation checks keep their answers in ``revocation_cache`` (none: kept by nobody)."""
     result = ProbeResult(protocol=module.protocol)
+    deadline = asyncio.get_running_loop().time() + budget_seconds
     started = time.monotonic()
     session = Session(address, module, result, deadline=started + budget_seconds)
     try:
@@ -100,6 +113,11 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
         result.duration_seconds = time.monotonic() - started
         await session.close()
     result.success = result.failure is None
+    if session.peer_chain is not None:  # ends by the deadline, and cannot change the verdict
+        cache = revocation_cache or RevocationCache()
+        result.revocation = await check_revocation(
+            session.peer_chain, module.revocation, cache, deadline, session.log
+        )
     if result.failure is not None:
         stop = result.failure
         session.log(f"probe failed in {stop.phase}: {stop.reason}: {stop.detail}")
@@ -108,4 +126,4 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
     return result
 
 
-__all__ = ["FailureReason", "Phase", "ProbeResult", "run_probe"]
+__all__ = ["FailureReason", "Phase", "ProbeResult", "RevocationCache", "run_probe"]

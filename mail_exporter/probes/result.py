@@ -1,4 +1,5 @@
-"""What a probe returns: its verdict, phase timings, failure reason and TLS facts.
+"""What a probe returns: its verdict, phase timings, failure reason, TLS facts and the
+revocation checks' answers.
 
 A probe never raises to its caller; everything it learned travels in a
 :class:`ProbeResult`, which :mod:`mail_exporter.metrics` turns into metric
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from mail_exporter.probes.revocation import Revocation
 from mail_exporter.tls_facts import TLSFacts
 
 if TYPE_CHECKING:  # smtp_posture imports the session, and the session this module
@@ -69,3 +71,4 @@ class ProbeResult:
     peer_address: str | None = None
     log: list[str] = field(default_factory=list)
     smtp_posture: SMTPPosture | None = None
+    revocation: Revocation | None = None

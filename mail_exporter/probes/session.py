@@ -87,6 +87,9 @@ class Session:
         self.farewell: Farewell | None = None
         """Set by the protocol once the server's greeting is accepted: from then on there
         is a conversation to end politely, even when the probe fails."""
+        self.peer_chain: tuple[bytes, ...] | None = None
+        """The chain the server presented (DER, leaf first), kept for the revocation checks
+        when the module asks for them."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._started = time.monotonic()
@@ -177,6 +180,8 @@ class Session:
             ca_file = str(settings.ca_file) if settings.ca_file else None
             facts = tls_facts.session_facts(ssl_object, server_name, ca_file)
         self.result.tls = facts
+        if self.module.revocation.enabled:
+            self.peer_chain = tls_facts.peer_chain(ssl_object)
         self.log(f"TLS {facts.version} {facts.cipher}, certificate {facts.leaf_subject or '?'}")
         if not facts.verified:
             self.log(f"certificate not verified: {facts.verify_error}")

@@ -13,6 +13,8 @@ a real server presents with the intermediate.
 
 import datetime
 import ipaddress
+import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 SERVER_DNS_NAMES = ("localhost", "mail.test.local")
 CHAIN_DNS_NAMES = ("localhost", "mail.test.local", "*.mx.test.local")
@@ -164,13 +166,16 @@ def issue_server_cert(
     key: ServerKey | None = None,
     subject: x509.Name | None = None,
     usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
+    common_name: str | None = None,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> tuple[x509.Certificate, ServerKey]:
     """A certificate for ``names`` (its subjectAltName; none: no extension) signed by
-    ``issuer``, with a new P-256 key unless ``key`` is given, its common name the first DNS
-    name unless ``subject`` is given."""
+    ``issuer``, with a new P-256 key unless ``key`` is given, its common name
+    ``common_name`` (default: the first DNS name) unless ``subject`` is given, and
+    ``extensions`` added."""
     key = key or _new_key()
     if subject is None:
-        subject = _name(next(n.value for n in names if isinstance(n, x509.DNSName)))
+        subject = _name(common_name or next(n.value for n in names if isinstance(n, x509.DNSName)))
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -187,6 +192,8 @@ def issue_server_cert(
     )
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer.key, hashes.SHA256()), key
 
 
@@ -298,4 +305,173 @@ def create_chain_pki(directory: Path) -> ChainPKI:
         root=root.cert,
         intermediate=intermediate.cert,
         leaf=leaf,
+    )
+
+
+# Revocation: a root, an intermediate issuing the leaves, an OCSP responder the
+# intermediate delegates to, a rogue responder it does not, and the CA database (index.txt)
+# that `openssl ca -gencrl` makes the CRL from and `openssl ocsp` answers from.
+
+
+@dataclass(frozen=True)
+class RevocableLeaf:
+    """A leaf to issue: where it says its CRL and OCSP responder are, and whether it is revoked."""
+
+    crl_url: str | None
+    ocsp_url: str | None
+    revoked: bool = False
+    listed: bool = True  # in the CA database; OCSP answers "unknown" for one that is not
+
+
+@dataclass(frozen=True)
+class LeafFiles:
+    cert: Path  # the leaf alone
+    chain: Path  # leaf and intermediate, as a server presents them
+    key: Path
+    serial: int
+
+
+@dataclass(frozen=True)
+class RevocationPKI:
+    """PEM files (and the DER CRLs) of the revocation test CA; ``root`` is the trust anchor."""
+
+    root: Path
+    intermediate: Path
+    intermediate_key: Path
+    leaves: Mapping[str, LeafFiles]
+    index: Path
+    responder_cert: Path
+    responder_key: Path
+    rogue_responder_cert: Path
+    rogue_responder_key: Path
+    crl: Path  # by openssl ca -gencrl, signed by the intermediate
+    wrong_key_crl: Path  # the intermediate's name, another key's signature, nobody revoked
+    stale_crl: Path  # the intermediate's, nobody revoked, its nextUpdate a day past
+
+
+def _revocation_extensions(leaf: RevocableLeaf) -> list[x509.ExtensionType]:
+    extensions: list[x509.ExtensionType] = []
+    if leaf.crl_url is not None:
+        uri = x509.UniformResourceIdentifier(leaf.crl_url)
+        extensions.append(
+            x509.CRLDistributionPoints([x509.DistributionPoint([uri], None, None, None)])
+        )
+    if leaf.ocsp_url is not None:
+        uri = x509.UniformResourceIdentifier(leaf.ocsp_url)
+        extensions.append(
+            x509.AuthorityInformationAccess(
+                [x509.AccessDescription(AuthorityInformationAccessOID.OCSP, uri)]
+            )
+        )
+    return extensions
+
+
+def _index_line(cert: x509.Certificate, revoked_at: datetime.datetime | None) -> str:
+    """A line of OpenSSL's CA database: status, expiry, revocation, serial, file, subject."""
+
+    def stamp(moment: datetime.datetime) -> str:
+        return moment.strftime("%y%m%d%H%M%SZ")
+
+    serial = f"{cert.serial_number:X}"
+    serial = serial if len(serial) % 2 == 0 else "0" + serial  # as OpenSSL prints serials
+    subject = "".join(
+        f"/{attribute.rfc4514_attribute_name}={attribute.value}" for attribute in cert.subject
+    )
+    status, revocation = ("R", f"{stamp(revoked_at)},keyCompromise") if revoked_at else ("V", "")
+    return (
+        f"{status}\t{stamp(cert.not_valid_after_utc)}\t{revocation}\t{serial}\tunknown\t{subject}\n"
+    )
+
+
+def openssl_crl(directory: Path, intermediate: Path, intermediate_key: Path) -> Path:
+    """The intermediate's CRL made by ``openssl ca -gencrl`` from index.txt, in DER."""
+    config = directory / "ca.cnf"
+    config.write_text(
+        "[ca]\ndefault_ca = test_ca\n[test_ca]\n"
+        f"database = {directory / 'index.txt'}\ncertificate = {intermediate}\n"
+        f"private_key = {intermediate_key}\ndefault_md = sha256\ndefault_crl_days = 1\n"
+        "unique_subject = no\n"
+    )
+    pem, der = directory / "crl.pem", directory / "crl.der"
+    for command in (
+        ["openssl", "ca", "-batch", "-config", str(config), "-gencrl", "-out", str(pem)],
+        ["openssl", "crl", "-in", str(pem), "-outform", "DER", "-out", str(der)],
+    ):
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+    return der
+
+
+def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) -> RevocationPKI:
+    """Write the revocation test CA, one server leaf per entry of ``leaves`` (named
+    ``localhost`` and 127.0.0.1), the responders' certificates, index.txt and the CRLs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    root = create_ca(
+        "mail_exporter test CA", now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+    )
+    intermediate = create_ca(
+        "mail_exporter test intermediate",
+        now - datetime.timedelta(hours=1),
+        now + datetime.timedelta(days=20),
+        parent=root,
+    )
+    not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=7)
+    names: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    intermediate_pem = intermediate.cert.public_bytes(serialization.Encoding.PEM)
+    files, index = {}, []
+    for name, leaf in leaves.items():
+        cert, key = issue_server_cert(
+            intermediate, names, not_before, not_after,
+            common_name=f"{name} leaf", extensions=_revocation_extensions(leaf),
+        )  # fmt: skip
+        chain = directory / f"{name}-chain.pem"
+        chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + intermediate_pem)
+        files[name] = LeafFiles(
+            cert=_write_cert(directory / f"{name}.pem", cert),
+            chain=chain,
+            key=_write_key(directory / f"{name}.key", key),
+            serial=cert.serial_number,
+        )
+        if leaf.listed:
+            revoked_at = now - datetime.timedelta(hours=1) if leaf.revoked else None
+            index.append(_index_line(cert, revoked_at))
+    (directory / "index.txt").write_text("".join(index))
+    responder, responder_key = issue_server_cert(
+        intermediate, [x509.DNSName("ocsp.test.local")], not_before, not_after,
+        usage=ExtendedKeyUsageOID.OCSP_SIGNING, common_name="mail_exporter test OCSP responder",
+    )  # fmt: skip
+    rogue_ca = create_ca(
+        "mail_exporter test CA", now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+    )
+    rogue, rogue_key = issue_server_cert(
+        rogue_ca, [x509.DNSName("ocsp.test.local")], not_before, not_after,
+        usage=ExtendedKeyUsageOID.OCSP_SIGNING, common_name="rogue OCSP responder",
+    )  # fmt: skip
+    crl = x509.CertificateRevocationListBuilder().issuer_name(intermediate.cert.subject)
+    day = datetime.timedelta(days=1)
+    wrong_key_crl = crl.last_update(now).next_update(now + day).sign(rogue_ca.key, hashes.SHA256())
+    stale_crl = crl.last_update(now - 2 * day).next_update(now - day)
+    for name, made in (
+        ("wrong-key.crl", wrong_key_crl),
+        ("stale.crl", stale_crl.sign(intermediate.key, hashes.SHA256())),
+    ):
+        (directory / name).write_bytes(made.public_bytes(serialization.Encoding.DER))
+    intermediate_file = _write_cert(directory / "intermediate.pem", intermediate.cert)
+    intermediate_key = _write_key(directory / "intermediate.key", intermediate.key)
+    return RevocationPKI(
+        root=_write_cert(directory / "root.pem", root.cert),
+        intermediate=intermediate_file,
+        intermediate_key=intermediate_key,
+        leaves=files,
+        index=directory / "index.txt",
+        responder_cert=_write_cert(directory / "responder.pem", responder),
+        responder_key=_write_key(directory / "responder.key", responder_key),
+        rogue_responder_cert=_write_cert(directory / "rogue-responder.pem", rogue),
+        rogue_responder_key=_write_key(directory / "rogue-responder.key", rogue_key),
+        crl=openssl_crl(directory, intermediate_file, intermediate_key),
+        wrong_key_crl=directory / "wrong-key.crl",
+        stale_crl=directory / "stale.crl",
     )

@@ -1,0 +1,671 @@
+"""Is the leaf certificate revoked? Its CRL and OCSP responder, asked after the conversation.
+
+A module with ``revocation: {crl: true, ocsp: true}`` checks the leaf the server
+presented against the issuer the server presented with it: the second certificate of
+the chain, which must have signed the leaf (it is not looked up anywhere else, so a
+server that sends the leaf alone gets an error, not an answer).
+
+- **CRL**: the first ``http://`` URL of the leaf's CRL distribution points is fetched.
+  The CRL must be signed by the issuer (name and signature, and ``cRLSign`` when the
+  issuer has a key usage), be current (thisUpdate not in the future, nextUpdate not
+  past) and cover every certificate of the issuer: a delta CRL or one limited by its
+  issuing distribution point (CA certificates only, some reasons only, indirect) is
+  refused, never read as "not listed".
+- **OCSP**: a request for leaf and issuer (SHA-1 CertID, which RFC 5019 responders
+  expect; no nonce, which most of them ignore) is POSTed to the first ``http://`` OCSP
+  URL of the leaf's Authority Information Access. The answer must be about that
+  certificate, current, and signed by the issuer or by a responder certificate the issuer
+  signed with the OCSP-signing extended key usage and valid now.
+
+Anything else is an error of that method: no URL, a fetch that fails or is refused, no
+issuer, a bad signature, a stale answer, an OCSP ``unknown``. An error is
+``mail_tls_revocation_check_success{method} 0`` with its reason in the probe log and
+report; it never counts as revoked and never as good, so ``mail_tls_cert_revoked`` is
+only there when at least one method answered (1 when any says revoked).
+
+Time: the checks run once the conversation is over and the connection closed (so they
+neither hold the server's connection nor slow the phases being measured), until the
+probe's deadline and never later. They change neither the probe's verdict nor its
+duration (a slow responder is not a slow mail server). A crash here costs the check,
+never the probe.
+
+Answers are kept until their nextUpdate, at most :data:`LONGEST_KEEP_SECONDS` (and
+:data:`UNDATED_KEEP_SECONDS` for one without a nextUpdate), in a :class:`RevocationCache`
+the exporter owns and hands to every probe; it is bounded in entries and bytes, and
+probes that need the same answer at once share one request. Failures are not kept: a
+responder that is back is seen at the next probe. A large CRL is parsed, verified and
+searched in a worker thread, off the event loop.
+
+The URLs come from a certificate any server can present, so a request is held to what a
+revocation check needs:
+
+- ``http://`` only: ``https`` (which would need a revocation check of its own, RFC 5280
+  4.2.1.13), ``ldap``, ``file`` and the rest are skipped; on the port the URL names; no
+  user or password in it; at most :data:`MAX_URL_CHARACTERS`;
+- no redirect is followed (a 3xx is an error), no proxy or ``.netrc`` is taken from the
+  environment, no cookie is kept, no credential sent, no compression asked for;
+- the body is read up to :data:`MAX_BODY_BYTES` and no further, and reasons quote the
+  URL and the status, never the body.
+
+Where a URL points is not restricted: the CRL and responder of a private CA are often
+on the internal network, and the module is the admin's. A server probed with such a
+module can make the exporter send one plain GET or POST, without credentials, to an
+address of its choosing, and learn at most the reason shown for it. Scheduled targets
+are the admin's, and ``/probe`` runs a module that checks revocation only on those and
+on targets matching ``probe.allowed_targets`` (``ModuleConfig.active_checks``), never on
+a server whoever asks chooses.
+
+Sample lines of the report (``mail-exporter probe``, ``/probe?debug=true``)::
+
+    Revocation:
+      crl                  good: not on the CRL of http://crl.example.net/r1.crl (next up...
+      ocsp                 error: http://ocsp.example.net/ did not answer in time (2000.3 ms)
+      verdict              not revoked
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final, Generic, TypeVar
+
+import aiohttp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from yarl import URL
+
+from mail_exporter import __version__
+from mail_exporter.config.probes import RevocationConfig
+from mail_exporter.printable import printable
+from mail_exporter.tls_facts import SHOWN_NAME_CHARACTERS
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 10 * 1024 * 1024
+"""Largest CRL or OCSP answer read; the largest public CRLs are a few MiB."""
+MAX_URL_CHARACTERS: Final = 2048
+"""Longest URL taken from a certificate."""
+UNDATED_KEEP_SECONDS: Final = 3600.0
+"""How long an answer without a nextUpdate is kept."""
+LONGEST_KEEP_SECONDS: Final = 86400.0
+"""Longest an answer is kept, whatever its nextUpdate says."""
+CLOCK_SKEW_SECONDS: Final = 300.0
+"""How far in the future a thisUpdate may be (the responder's clock ahead of ours)."""
+CRL_ENTRIES: Final = 64
+CRL_BYTES: Final = 64 * 1024 * 1024
+"""Bounds of the CRLs kept, by count and by their total size."""
+CRL_VERDICTS: Final = 1024
+"""Most serials whose lookup is remembered per CRL kept."""
+OCSP_ENTRIES: Final = 4096
+OCSP_BYTES: Final = 16 * 1024 * 1024
+"""Bounds of the OCSP answers kept (one per certificate)."""
+SHOWN_DETAIL_CHARACTERS: Final = 400
+"""Longest reason kept (it quotes URLs from the certificate)."""
+
+_USER_AGENT: Final = f"mail_exporter/{__version__}"
+_CHUNK_BYTES: Final = 64 * 1024
+
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+class RevocationMethod(StrEnum):
+    """The ways to ask (label values of ``mail_tls_revocation_check_success``)."""
+
+    CRL = "crl"
+    OCSP = "ocsp"
+
+
+@dataclass(frozen=True)
+class MethodAnswer:
+    """What one method said: revoked (True), not revoked (False) or nothing (None), why,
+    and how long it took (a kept answer takes no time)."""
+
+    method: RevocationMethod
+    revoked: bool | None
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """The revocation checks of one probe, in the order of :class:`RevocationMethod`."""
+
+    answers: tuple[MethodAnswer, ...]
+
+    @property
+    def revoked(self) -> bool | None:
+        """True if any method says revoked, False if some answered and none does, else None."""
+        said = [answer.revoked for answer in self.answers if answer.revoked is not None]
+        return any(said) if said else None
+
+
+class RevocationError(Exception):
+    """A method could not answer; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Kept(Generic[V]):
+    value: V
+    expires: float  # Unix seconds
+    size: int
+
+
+class _Answers(Generic[V]):
+    """Answers by key until they expire, least recently used dropped beyond the bounds;
+    one fetch in flight per key, which every probe needing that key meanwhile awaits."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._kept: OrderedDict[Hashable, _Kept[V]] = OrderedDict()
+        self._bytes = 0
+        self._fetching: dict[Hashable, asyncio.Task[_Kept[V]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    async def get(
+        self, key: Hashable, fetch: Callable[[], Coroutine[Any, Any, _Kept[V]]]
+    ) -> tuple[V, bool]:
+        """The answer for ``key`` and whether it was kept; ``fetch`` it when not kept.
+
+        ``fetch`` must end by itself (its caller's deadline): a later caller waits for it."""
+        kept = self._kept.get(key)
+        if kept is not None:
+            if kept.expires > time.time():
+                self._kept.move_to_end(key)
+                return kept.value, True
+            self._drop(key)
+        task = self._fetching.get(key)
+        if task is None:
+            task = asyncio.create_task(fetch())
+            self._fetching[key] = task
+            task.add_done_callback(functools.partial(self._fetched, key))
+        # Shielded: a caller whose own deadline passes must not cancel the others' fetch.
+        return (await asyncio.shield(task)).value, False
+
+    def _fetched(self, key: Hashable, task: asyncio.Task[_Kept[V]]) -> None:
+        del self._fetching[key]
+        if task.cancelled() or task.exception() is not None:  # failures are not kept
+            return
+        kept = task.result()
+        if kept.size > self._max_bytes or kept.expires <= time.time():
+            return
+        self._kept[key] = kept
+        self._bytes += kept.size
+        while len(self._kept) > self._max_entries or self._bytes > self._max_bytes:
+            self._drop(next(iter(self._kept)))
+
+    def _drop(self, key: Hashable) -> None:
+        self._bytes -= self._kept.pop(key).size
+
+
+@dataclass
+class _CRL:
+    """A CRL verified against one issuer, and the verdicts already looked up in it."""
+
+    crl: x509.CertificateRevocationList
+    url: str
+    next_update: datetime | None
+    verdicts: dict[int, tuple[bool, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _OCSPAnswer:
+    revoked: bool
+    detail: str
+
+
+class RevocationCache:
+    """CRLs and OCSP answers of every probe, kept until their nextUpdate (bounded).
+
+    The exporter owns one and hands it to each probe; a probe without one keeps nothing.
+    """
+
+    def __init__(self) -> None:
+        self.crls: _Answers[_CRL] = _Answers(CRL_ENTRIES, CRL_BYTES)
+        self.ocsp: _Answers[_OCSPAnswer] = _Answers(OCSP_ENTRIES, OCSP_BYTES)
+
+
+async def check_revocation(
+    chain: tuple[bytes, ...],
+    settings: RevocationConfig,
+    cache: RevocationCache,
+    deadline: float,
+    log: Callable[[str], None],
+) -> Revocation:
+    """Ask each method ``settings`` enables about the leaf of ``chain`` (DER, leaf first)
+    by ``deadline`` (the event loop's clock); each answer goes to ``log`` too. Never raises."""
+    methods = [method for method in RevocationMethod if getattr(settings, method.value)]
+    try:
+        leaf, issuer = _leaf_and_issuer(chain)
+    except RevocationError as error:
+        answers = [_answer(method, None, str(error), 0.0) for method in methods]
+    else:
+        async with _http_client() as http:
+            asked = (_ask(method, leaf, issuer, http, cache, deadline) for method in methods)
+            answers = await asyncio.gather(*asked)
+    for answer in answers:
+        log(f"revocation by {answer.method.value}: {verdict_text(answer)}")
+    return Revocation(tuple(answers))
+
+
+async def _ask(
+    method: RevocationMethod,
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    http: aiohttp.ClientSession,
+    cache: RevocationCache,
+    deadline: float,
+) -> MethodAnswer:
+    started = time.monotonic()
+    ask = _ask_crl if method is RevocationMethod.CRL else _ask_ocsp
+    revoked: bool | None
+    try:
+        # Every wait in there is bounded by the deadline (_within), and named by its URL.
+        revoked, detail = await ask(leaf, issuer, http, cache, deadline)
+    except RevocationError as error:
+        revoked, detail = None, str(error)
+    except Exception as error:  # a bug here must cost the check, never the probe
+        logger.exception("%s revocation check raised", method.value)
+        revoked, detail = None, f"internal error: {error!r}"
+    return _answer(method, revoked, detail, time.monotonic() - started)
+
+
+def _answer(
+    method: RevocationMethod, revoked: bool | None, detail: str, seconds: float
+) -> MethodAnswer:
+    return MethodAnswer(method, revoked, printable(detail, SHOWN_DETAIL_CHARACTERS), seconds)
+
+
+def verdict_text(answer: MethodAnswer) -> str:
+    """``good: ...``, ``REVOKED: ...`` or ``error: ...``, for the log and the report."""
+    word = {None: "error", True: "REVOKED", False: "good"}[answer.revoked]
+    return f"{word}: {answer.detail}"
+
+
+def _leaf_and_issuer(chain: tuple[bytes, ...]) -> tuple[x509.Certificate, x509.Certificate]:
+    if not chain:
+        raise RevocationError("the server presented no certificate")
+    if len(chain) < 2:
+        raise RevocationError(
+            "the server presented the leaf without its issuer, which the check needs"
+        )
+    try:
+        leaf, issuer = (x509.load_der_x509_certificate(der) for der in chain[:2])
+    except ValueError as error:
+        raise RevocationError(f"unreadable certificate: {error}") from None
+    try:
+        leaf.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise RevocationError(
+            f"the certificate presented after the leaf ({_name(issuer.subject)}) "
+            "did not issue it"
+        ) from None
+    return leaf, issuer
+
+
+def _name(name: x509.Name) -> str:
+    return printable(name.rfc4514_string(), SHOWN_NAME_CHARACTERS)
+
+
+def _when(moment: datetime | None) -> str:
+    return "none" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _extension(leaf: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType:
+    """The leaf's extension of ``kind``; :class:`RevocationError` when absent or unreadable."""
+    try:
+        return leaf.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        raise RevocationError(f"the certificate has no {kind.__name__} extension") from None
+    except ValueError as error:  # a malformed extension
+        raise RevocationError(f"unreadable certificate extension: {error}") from None
+
+
+def _crl_urls(leaf: x509.Certificate) -> Iterator[str]:
+    points = _extension(leaf, x509.CRLDistributionPoints)
+    assert isinstance(points, x509.CRLDistributionPoints)
+    for point in points:
+        if point.crl_issuer is None:  # an indirect CRL's point names another issuer
+            for name in point.full_name or ():
+                if isinstance(name, x509.UniformResourceIdentifier):
+                    yield name.value
+
+
+def _ocsp_urls(leaf: x509.Certificate) -> Iterator[str]:
+    access = _extension(leaf, x509.AuthorityInformationAccess)
+    assert isinstance(access, x509.AuthorityInformationAccess)
+    for description in access:
+        location = description.access_location
+        if description.access_method == AuthorityInformationAccessOID.OCSP and isinstance(
+            location, x509.UniformResourceIdentifier
+        ):
+            yield location.value
+
+
+def http_url(candidates: Iterator[str], what: str) -> URL:
+    """The first of ``candidates`` that is an ``http://`` URL the check may fetch."""
+    skipped = []
+    for text in candidates:
+        url = _plain_http(text)
+        if url is not None:
+            return url
+        skipped.append(text if len(text) <= 80 else text[:80] + "…")
+    if not skipped:
+        raise RevocationError(f"the certificate names no {what}")
+    raise RevocationError(
+        f"the certificate names no http:// {what} (only {', '.join(skipped)}: not fetched)"
+    )
+
+
+def _plain_http(text: str) -> URL | None:
+    if len(text) > MAX_URL_CHARACTERS:
+        return None
+    try:
+        url = URL(text)
+    except (ValueError, TypeError):
+        return None
+    if url.scheme != "http" or not url.host or url.user is not None or url.password is not None:
+        return None
+    return url
+
+
+def _http_client() -> aiohttp.ClientSession:
+    """A client that sends nothing it is not told to (see the module docstring)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+        auto_decompress=False,
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=None),  # the probe's deadline bounds every request
+    )
+
+
+async def _fetch(http: aiohttp.ClientSession, url: URL, ocsp_request: bytes | None) -> bytes:
+    """GET ``url``, or POST an OCSP request to it; the body of a 200, at most MAX_BODY_BYTES."""
+    method, headers = "GET", {}
+    if ocsp_request is not None:
+        method = "POST"
+        headers = {
+            "Content-Type": "application/ocsp-request",
+            "Accept": "application/ocsp-response",
+        }
+    try:
+        async with http.request(
+            method, url, data=ocsp_request, headers=headers, allow_redirects=False
+        ) as response:
+            if response.status != 200:
+                redirect = " (redirects are not followed)" if 300 <= response.status < 400 else ""
+                raise RevocationError(f"{url} answered HTTP {response.status}{redirect}")
+            too_large = f"{url} sent more than {MAX_BODY_BYTES} bytes"
+            if (response.content_length or 0) > MAX_BODY_BYTES:
+                raise RevocationError(too_large)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise RevocationError(too_large)
+            return bytes(body)
+    except (aiohttp.ClientError, OSError) as error:
+        raise RevocationError(f"cannot fetch {url}: {error or type(error).__name__}") from None
+
+
+async def _within(deadline: float, url: URL, work: Awaitable[T]) -> T:
+    """``work`` until ``deadline``, else an error naming ``url``. Around a fetch, which
+    others may share, it is the starter's deadline; around waiting for it, the waiter's."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await work
+    except TimeoutError:
+        raise RevocationError(f"{url} did not answer in time") from None
+
+
+@contextmanager
+def _malformed(url: URL, what: str) -> Iterator[None]:
+    """What ``url`` sent is parsed as it is read: a ``ValueError`` on the way is its fault."""
+    try:
+        yield
+    except ValueError as error:
+        raise RevocationError(f"{url} sent a malformed {what}: {error}") from None
+
+
+def _keep_until(next_update: datetime | None) -> float:
+    now = time.time()
+    if next_update is None:
+        return now + UNDATED_KEEP_SECONDS
+    return min(next_update.timestamp(), now + LONGEST_KEEP_SECONDS)
+
+
+def _check_current(this_update: datetime, next_update: datetime | None, what: str) -> None:
+    now = time.time()
+    if this_update.timestamp() > now + CLOCK_SKEW_SECONDS:
+        raise RevocationError(f"the {what} is dated in the future ({_when(this_update)})")
+    if next_update is not None and next_update.timestamp() < now:
+        raise RevocationError(f"the {what} is out of date (next update was {_when(next_update)})")
+
+
+async def _ask_crl(
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    http: aiohttp.ClientSession,
+    cache: RevocationCache,
+    deadline: float,
+) -> tuple[bool, str]:
+    url = http_url(_crl_urls(leaf), "CRL distribution point")
+    issuer_key = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
+
+    async def fetch() -> _Kept[_CRL]:
+        body = await _fetch(http, url, None)
+        with _malformed(url, "CRL"):
+            crl = await asyncio.to_thread(_verified_crl, body, issuer, str(url))
+        return _Kept(crl, _keep_until(crl.next_update), len(body))
+
+    key = (str(url), issuer_key)
+    known, kept = await _within(
+        deadline, url, cache.crls.get(key, lambda: _within(deadline, url, fetch()))
+    )
+    verdict = known.verdicts.get(leaf.serial_number)
+    if verdict is None:
+        with _malformed(url, "CRL"):
+            verdict = await asyncio.to_thread(_crl_verdict, known, leaf.serial_number)
+    revoked, detail = verdict
+    return revoked, detail + (" (kept from an earlier fetch)" if kept else "")
+
+
+def _verified_crl(body: bytes, issuer: x509.Certificate, url: str) -> _CRL:
+    """Parse the CRL and check it as the module docstring says (in a worker thread)."""
+    try:
+        if body.lstrip().startswith(b"-----BEGIN"):
+            crl = x509.load_pem_x509_crl(body)
+        else:
+            crl = x509.load_der_x509_crl(body)
+    except ValueError:
+        raise RevocationError(f"{url} sent no CRL") from None
+    if crl.issuer != issuer.subject:
+        raise RevocationError(f"the CRL of {url} is issued by {_name(crl.issuer)}, not the issuer")
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.crl_sign:
+        raise RevocationError("the issuer may not sign CRLs (no cRLSign in its key usage)")
+    try:
+        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        signed = False
+    if not signed:
+        raise RevocationError(f"the signature of the CRL of {url} does not verify with the issuer")
+    _check_scope(crl, url)
+    _check_current(crl.last_update_utc, crl.next_update_utc, f"CRL of {url}")
+    return _CRL(crl, url, crl.next_update_utc)
+
+
+def _check_scope(crl: x509.CertificateRevocationList, url: str) -> None:
+    """Refuse a CRL that does not list every revoked certificate of its issuer."""
+    try:
+        extensions = crl.extensions
+    except ValueError as error:
+        raise RevocationError(f"unreadable extension in the CRL of {url}: {error}") from None
+    for extension in extensions:
+        value = extension.value
+        if isinstance(value, x509.DeltaCRLIndicator):
+            raise RevocationError(f"{url} holds a delta CRL, which alone lists only changes")
+        if isinstance(value, x509.IssuingDistributionPoint) and (
+            value.only_contains_ca_certs
+            or value.only_contains_attribute_certs
+            or value.only_some_reasons
+            or value.indirect_crl
+        ):
+            raise RevocationError(f"the CRL of {url} covers only part of its issuer's certificates")
+
+
+def _crl_verdict(known: _CRL, serial: int) -> tuple[bool, str]:
+    """Look ``serial`` up in the CRL (in a worker thread: a large CRL takes a while)."""
+    entry = known.crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        verdict = (False, f"not on the CRL of {known.url} (next update {_when(known.next_update)})")
+    else:
+        try:
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+        except (x509.ExtensionNotFound, ValueError):
+            reason = "no reason given"
+        revoked_at = _when(entry.revocation_date_utc)
+        verdict = (True, f"revoked on {revoked_at} ({reason}), per the CRL of {known.url}")
+    if len(known.verdicts) >= CRL_VERDICTS:  # leaves come and go; this must not grow with them
+        known.verdicts.clear()
+    known.verdicts[serial] = verdict
+    return verdict
+
+
+async def _ask_ocsp(
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    http: aiohttp.ClientSession,
+    cache: RevocationCache,
+    deadline: float,
+) -> tuple[bool, str]:
+    url = http_url(_ocsp_urls(leaf), "OCSP responder")
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+
+    async def fetch() -> _Kept[_OCSPAnswer]:
+        body = await _fetch(http, url, request.public_bytes(serialization.Encoding.DER))
+        with _malformed(url, "OCSP response"):
+            answer, next_update = _read_ocsp(body, request, issuer, str(url))
+        return _Kept(answer, _keep_until(next_update), len(body))
+
+    key = (str(url), request.issuer_name_hash, request.issuer_key_hash, request.serial_number)
+    answer, kept = await _within(
+        deadline, url, cache.ocsp.get(key, lambda: _within(deadline, url, fetch()))
+    )
+    return answer.revoked, answer.detail + (" (kept from an earlier answer)" if kept else "")
+
+
+def _read_ocsp(
+    body: bytes, request: ocsp.OCSPRequest, issuer: x509.Certificate, url: str
+) -> tuple[_OCSPAnswer, datetime | None]:
+    """The verified answer of the responder at ``url`` and its nextUpdate."""
+    try:
+        response = ocsp.load_der_ocsp_response(body)
+    except ValueError:
+        raise RevocationError(f"{url} sent no OCSP response") from None
+    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise RevocationError(f"{url} answered {response.response_status.name.lower()}")
+    single = next((s for s in response.responses if _about(s, request)), None)
+    if single is None:
+        raise RevocationError(f"{url} answered about another certificate")
+    _check_signer(response, issuer, url)
+    _check_current(single.this_update_utc, single.next_update_utc, f"OCSP answer of {url}")
+    next_update = _when(single.next_update_utc)
+    status = single.certificate_status
+    if status is ocsp.OCSPCertStatus.UNKNOWN:
+        raise RevocationError(f"{url} does not know the certificate (status unknown)")
+    if status is ocsp.OCSPCertStatus.GOOD:
+        return _OCSPAnswer(False, f"good per {url} (next update {next_update})"), (
+            single.next_update_utc
+        )
+    reason = single.revocation_reason.value if single.revocation_reason else "no reason given"
+    revoked_at = _when(single.revocation_time_utc)
+    return _OCSPAnswer(True, f"revoked on {revoked_at} ({reason}), per {url}"), (
+        single.next_update_utc
+    )
+
+
+def _about(single: ocsp.OCSPSingleResponse, request: ocsp.OCSPRequest) -> bool:
+    return (
+        single.serial_number == request.serial_number
+        and single.issuer_key_hash == request.issuer_key_hash
+        and single.issuer_name_hash == request.issuer_name_hash
+        and single.hash_algorithm.name == request.hash_algorithm.name
+    )
+
+
+def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, url: str) -> None:
+    """The answer is signed by the issuer, or by a responder it delegated (RFC 6960 4.2.2.2)."""
+    signer = next((c for c in (issuer, *response.certificates) if _is_responder(response, c)), None)
+    if signer is None:
+        raise RevocationError(f"the answer of {url} is signed by a responder it does not include")
+    if signer != issuer:
+        _check_delegated(signer, issuer, url)
+    if not _signature_valid(signer, response):
+        raise RevocationError(f"the signature of the answer of {url} does not verify")
+
+
+def _is_responder(response: ocsp.OCSPResponse, certificate: x509.Certificate) -> bool:
+    if response.responder_name is not None:
+        return response.responder_name == certificate.subject
+    key_id = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key())
+    return response.responder_key_hash == key_id.digest
+
+
+def _check_delegated(signer: x509.Certificate, issuer: x509.Certificate, url: str) -> None:
+    shown = _name(signer.subject)
+    try:
+        signer.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise RevocationError(
+            f"the answer of {url} is signed by {shown}, which the issuer did not issue"
+        ) from None
+    try:
+        usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        usages = None
+    if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+        raise RevocationError(
+            f"the answer of {url} is signed by {shown}, which may not sign OCSP answers"
+        )
+    now = time.time()
+    if not signer.not_valid_before_utc.timestamp() <= now <= signer.not_valid_after_utc.timestamp():
+        raise RevocationError(f"the responder certificate {shown} of {url} is not valid now")
+
+
+def _signature_valid(signer: x509.Certificate, response: ocsp.OCSPResponse) -> bool:
+    key = signer.public_key()
+    signature, data = response.signature, response.tbs_response_bytes
+    algorithm = response.signature_hash_algorithm
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+            key.verify(signature, data, ec.ECDSA(algorithm))
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
