@@ -32,6 +32,7 @@ from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, default_config, load_config
 from mail_exporter.config.validation import ConfigError
 from mail_exporter.logs import redact
+from mail_exporter.probes.tls_scan import TLSScans
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
 from mail_exporter.webconfig import ReloadableTLSContext, WebConfig, read_web_config, reloadable
@@ -73,7 +74,9 @@ class Exporter:
         self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
         self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
         self.collectors = CollectorSet(self.config.collectors, collector_flags)
-        self.scheduler = Scheduler()
+        # Kept across reloads: a changed config does not make every server scanned again.
+        self.tls_scans = TLSScans()
+        self.scheduler = Scheduler(self.tls_scans)
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
         self.reload_success_time = time.time()

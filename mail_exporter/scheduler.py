@@ -35,6 +35,7 @@ from mail_exporter.exposition import header, sample_lines
 from mail_exporter.latency import LATENCY, LatencyHistogram
 from mail_exporter.metrics import PROBE_METRICS, probe_families
 from mail_exporter.probes import ProbeResult, run_probe
+from mail_exporter.probes.tls_scan import TLSScans
 from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
 
@@ -94,10 +95,12 @@ class _Scheduled:
 class Scheduler:
     """Runs every configured target on its interval; swap configs with :meth:`apply`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_scans: TLSScans | None = None) -> None:
         self.states: dict[str, TargetState] = {}
         self._scheduled: dict[str, _Scheduled] = {}
         self._slots = Slots(64)
+        self.tls_scans = TLSScans() if tls_scans is None else tls_scans
+        """The TLS scans kept between probes (shared with /probe by the exporter)."""
 
     def apply(self, config: Config) -> None:
         """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
@@ -131,7 +134,9 @@ class Scheduler:
         beat = loop.time()
         while True:
             async with self._slots.slot():
-                result = await run_probe(address, state.module, state.module.timeout_seconds)
+                result = await run_probe(
+                    address, state.module, state.module.timeout_seconds, self.tls_scans
+                )
             state.record(result)
             if result.failure is not None:
                 failure = result.failure

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
@@ -125,6 +126,27 @@ class AuthConfig(StrictModel):
         return self._password.get_secret_value()
 
 
+class TLSScanConfig(StrictModel):
+    """``tls_scan:`` in a module: which TLS versions and weak cipher classes the server
+    accepts, scanned again after ``interval`` (see :mod:`mail_exporter.probes.tls_scan`)."""
+
+    interval: Duration = Field(default="1h", validate_default=True)
+
+
+def _tls_scan_switch(value: object) -> object:
+    """``tls_scan: true`` takes every default; ``false`` is off, as leaving it out is."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is None or isinstance(value, Mapping | TLSScanConfig):
+        return value
+    raise ValueError("tls_scan takes true, false or a section such as {interval: 1h}")
+
+
+TLSScanSwitch = Annotated[TLSScanConfig | None, BeforeValidator(_tls_scan_switch)]
+
+
 class ModuleConfig(StrictModel):
     """How to probe one kind of service: protocol, TLS mode, timeout, login.
 
@@ -145,6 +167,7 @@ class ModuleConfig(StrictModel):
     ip_protocol_fallback: bool = True
     tls_config: TLSConfig = TLSConfig()
     auth: AuthConfig | None = None
+    tls_scan: TLSScanSwitch = None
 
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
@@ -175,6 +198,8 @@ class ModuleConfig(StrictModel):
                 "auth with tls: none sends the password in cleartext: add "
                 "allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
             )
+        if self.tls_scan is not None and self.tls == "none":
+            raise ValueError("tls_scan applies only to tls: starttls or implicit")
         return self
 
     @property

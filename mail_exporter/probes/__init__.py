@@ -30,6 +30,8 @@ from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
 from mail_exporter.probes.session import ProbeFailure, Session, fail_result
 from mail_exporter.probes.smtp import probe_smtp
+from mail_exporter.probes.tls_scan import TLSScans
+from mail_exporter.probes.tls_scanner import tls_scan_for
 from mail_exporter.targets import Address
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,16 @@ async def _converse(session: Session) -> None:
     await PROTOCOL_PROBES[session.module.protocol](session)
 
 
-async def run_probe(address: Address, module: ModuleConfig, budget_seconds: float) -> ProbeResult:
-    """Probe ``address`` with ``module`` within ``budget_seconds``; never raises."""
+async def run_probe(
+    address: Address,
+    module: ModuleConfig,
+    budget_seconds: float,
+    tls_scans: TLSScans | None = None,
+) -> ProbeResult:
+    """Probe ``address`` with ``module`` within ``budget_seconds``; never raises.
+
+    With ``tls_scan`` on the module, the TLS scan follows the session within the same
+    budget, kept in ``tls_scans`` for the module's interval (none: scanned every time)."""
     result = ProbeResult(protocol=module.protocol)
     session = Session(address, module, result)
     started = time.monotonic()
@@ -105,6 +115,9 @@ async def run_probe(address: Address, module: ModuleConfig, budget_seconds: floa
         session.log(f"probe failed in {stop.phase}: {stop.reason}: {stop.detail}")
     else:
         session.log("probe succeeded")
+    if module.tls_scan is not None:
+        left = started + budget_seconds - time.monotonic()
+        result.tls_scan = await tls_scan_for(session, _converse, tls_scans, left)
     return result
 
 

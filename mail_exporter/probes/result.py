@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import TLSFacts
 
 
@@ -63,3 +64,6 @@ class ProbeResult:
     plaintext_auth_offered: bool | None = None
     peer_address: str | None = None
     log: list[str] = field(default_factory=list)
+    tls_scan: TLSScan | None = None
+    """The module's latest TLS scan (``tls_scan``): made by this probe, or kept from an
+    earlier one for the module's interval."""
