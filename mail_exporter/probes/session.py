@@ -154,13 +154,21 @@ class Session:
         if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
             raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
         server_name = self.module.tls_config.server_name
+        writer = self._writer
         with self.timed(Phase.TLS_HANDSHAKE):
-            await self._writer.start_tls(
-                context,
-                server_hostname=None
-                if self.address.is_ip and not server_name
-                else tls_facts.tls_name(server_name or self.address.host),
-            )
+            try:
+                await writer.start_tls(
+                    context,
+                    server_hostname=None
+                    if self.address.is_ip and not server_name
+                    else tls_facts.tls_name(server_name or self.address.host),
+                )
+            except BaseException:
+                # asyncio has closed the connection, but never tells a stream whose
+                # start_tls failed or was cancelled: its wait_closed() would never return.
+                writer.transport.abort()
+                self._writer = None
+                raise
         ssl_object: ssl.SSLObject = self._writer.get_extra_info("ssl_object")
         return ssl_object
 
