@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SERVER_DNS_NAMES = ("localhost", "mail.test.local")
@@ -48,6 +48,9 @@ class ClientCert:
 class _Issuer:
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+
+
+LeafKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -110,8 +113,9 @@ def _create_leaf(
     not_before: datetime.datetime,
     not_after: datetime.datetime,
     usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = _new_key()
+    key: LeafKey | None = None,
+) -> tuple[x509.Certificate, LeafKey]:
+    key = key or _new_key()
     issuer_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     first_dns_name = next(n.value for n in names if isinstance(n, x509.DNSName))
     cert = (
@@ -146,7 +150,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> Path:
     return path
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+def _write_key(path: Path, key: LeafKey) -> Path:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -189,15 +193,34 @@ def create_pki(directory: Path) -> PKI:
     )
 
 
+def _issuer(pki: PKI) -> _Issuer:
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return _Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
+
+
+def create_rsa_server_cert(pki: PKI, directory: Path) -> tuple[Path, Path]:
+    """Write an RSA server certificate for the test names, signed by ``pki``'s CA, and its
+    key: what the static RSA key exchange suites (``kRSA``) need. Returns (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert, _ = _create_leaf(
+        _issuer(pki),
+        _server_names(),
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=7),
+        key=key,
+    )
+    return _write_cert(directory / "rsa.pem", cert), _write_key(directory / "rsa.key", key)
+
+
 def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
     """Write a client certificate for ``name`` (its DNS SAN), signed by ``pki``'s CA."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    issuer = _Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
     now = datetime.datetime.now(datetime.UTC)
     cert, key = _create_leaf(
-        issuer,
+        _issuer(pki),
         [x509.DNSName(name)],
         now - datetime.timedelta(minutes=5),
         now + datetime.timedelta(days=7),
