@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,8 @@ from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.probes.tls_scanner import VERSIONS, WEAK_CIPHER_CLASSES
 from mail_exporter.targets import parse_address
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.pki import PKI, create_rsa_server_cert
-from tests.realservers.postfix import Postfix
+from tests.realservers.pki import PKI
+from tests.realservers.tls_policy import POLICIES, Policy, PolicyDovecot, PolicyPostfix
 
 pytestmark = pytest.mark.integration
 
@@ -29,84 +28,28 @@ S_CLIENT_VERSION_FLAGS = {
 }
 S_CLIENT_TIMEOUT_SECONDS = 20
 
-# Both servers hold an RSA certificate beside the ECDSA one, so that only their policy
-# decides whether the static RSA key exchange is accepted.
-POSTFIX_POLICIES = {
-    "legacy": """\
-smtpd_tls_protocols = >=TLSv1
-smtpd_tls_mandatory_protocols = >=TLSv1
-tls_medium_cipherlist = ALL:@SECLEVEL=0
-""",
-    "modern": """\
-smtpd_tls_protocols = >=TLSv1.2
-smtpd_tls_mandatory_protocols = >=TLSv1.2
-smtpd_tls_exclude_ciphers = kRSA, SHA1
-""",
-}
-DOVECOT_POLICIES = {
-    "legacy": "ssl_min_protocol = TLSv1\nssl_cipher_list = ALL:@SECLEVEL=0\n",
-    "modern": "ssl_min_protocol = TLSv1.2\n",
-}
 
-
-class PolicyPostfix(Postfix):
-    """Postfix with an RSA certificate beside the ECDSA one and a TLS policy of its own."""
-
-    policy = ""
-    rsa_pair: tuple[Path, Path] = (Path(), Path())
-
-    def _main_cf(self) -> str:
-        rsa_cert, rsa_key = self.rsa_pair
-        chain = f"smtpd_tls_chain_files = {self.key}, {self.cert}"
-        main_cf = super()._main_cf()
-        assert chain in main_cf
-        return main_cf.replace(chain, f"{chain}, {rsa_key}, {rsa_cert}") + self.policy
-
-
-class PolicyDovecot(Dovecot):
-    """Dovecot with an RSA certificate beside the ECDSA one and a TLS policy of its own."""
-
-    policy = ""
-    rsa_pair: tuple[Path, Path] = (Path(), Path())
-
-    def _config(self, uid: int, gid: int) -> str:
-        rsa_cert, rsa_key = self.rsa_pair
-        alternative = f"ssl_alt_cert = <{rsa_cert}\nssl_alt_key = <{rsa_key}\n"
-        return super()._config(uid, gid) + alternative + self.policy
-
-
-@pytest.fixture(scope="module")
-def rsa_pair(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> tuple[Path, Path]:
-    return create_rsa_server_cert(pki, tmp_path_factory.mktemp("rsa"))
-
-
-@pytest.fixture(scope="module", params=sorted(DOVECOT_POLICIES))
+@pytest.fixture(scope="module", params=POLICIES)
 def policy_dovecot(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    pki: PKI,
-    rsa_pair: tuple[Path, Path],
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pki: PKI
 ) -> Iterator[PolicyDovecot]:
-    server = PolicyDovecot(tmp_path_factory.mktemp("dovecot-tls"), pki.server_cert, pki.server_key)
-    server.policy, server.rsa_pair = DOVECOT_POLICIES[request.param], rsa_pair
+    server = PolicyDovecot(tmp_path_factory.mktemp("dovecot-tls"), pki, request.param)
     server.start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module", params=sorted(POSTFIX_POLICIES))
+@pytest.fixture(scope="module", params=POLICIES)
 def policy_postfix(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     pki: PKI,
     dovecot: Dovecot,
-    rsa_pair: tuple[Path, Path],
 ) -> Iterator[PolicyPostfix]:
     server = PolicyPostfix(
-        tmp_path_factory.mktemp("postfix-tls"), pki.server_cert, pki.server_key,
-        dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port,
+        tmp_path_factory.mktemp("postfix-tls"), pki, request.param, dovecot.auth_port,
+        dovecot.lmtp_port,
     )  # fmt: skip
-    server.policy, server.rsa_pair = POSTFIX_POLICIES[request.param], rsa_pair
     server.start()
     yield server
     server.stop()
@@ -164,12 +107,14 @@ def assert_as_s_client_sees(found: TLSScan, port: int, starttls: str | None) -> 
         assert accepted == s_client_accepts(port, starttls, *flags), version
     for cipher_class in WEAK_CIPHER_CLASSES:
         assert (cipher_class in found.weak_ciphers) == s_client_can_offer(cipher_class)
+        if cipher_class not in found.weak_ciphers:  # and the probe's log says why
+            assert cipher_class in found.notes[0] and "cannot offer" in found.notes[0]
     for cipher_class, accepted in found.weak_ciphers.items():
         offer = ("-no_tls1_3", "-cipher", f"{WEAK_CIPHER_CLASSES[cipher_class]}:@SECLEVEL=0")
         assert accepted == s_client_accepts(port, starttls, *offer), cipher_class
 
 
-def assert_policy(found: TLSScan, policy: str) -> None:
+def assert_policy(found: TLSScan, policy: Policy) -> None:
     """What each configuration is for, so the comparison with s_client is never vacuous."""
     old = found.versions["TLS 1.0"], found.versions["TLS 1.1"]
     assert found.versions["TLS 1.2"] and found.versions["TLS 1.3"]
@@ -194,9 +139,8 @@ async def test_postfix(
     number = getattr(policy_postfix, port)
     found = await scan(protocol, tls, number, pki)
     assert_as_s_client_sees(found, number, starttls)
-    policy = "legacy" if "SECLEVEL=0" in policy_postfix.policy else "modern"
-    assert_policy(found, policy)
-    if policy == "modern":  # smtpd_tls_exclude_ciphers = kRSA, SHA1
+    assert_policy(found, policy_postfix.policy)
+    if policy_postfix.policy == "modern":  # smtpd_tls_exclude_ciphers = kRSA, SHA1
         assert found.weak_ciphers["cbc_sha1"] is False
 
 
@@ -221,4 +165,4 @@ async def test_dovecot(
     number = getattr(policy_dovecot, port)
     found = await scan(protocol, tls, number, pki)
     assert_as_s_client_sees(found, number, starttls)
-    assert_policy(found, "legacy" if "SECLEVEL=0" in policy_dovecot.policy else "modern")
+    assert_policy(found, policy_dovecot.policy)
