@@ -37,7 +37,6 @@ from pathlib import Path
 import psutil
 from harness import (
     LOOPBACK,
-    REPO,
     Children,
     exporter_command,
     free_port,
@@ -291,10 +290,9 @@ def report_off(n: int, exporters: list[Exporter]) -> bool:
 
 
 def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
-    sys.path.insert(0, str(REPO))
+    pki, dovecot, postfix = mail_servers(children, work)  # puts the repository on sys.path
     from tests.realservers.tls_policy import POLICIES, PolicyPostfix
 
-    pki, dovecot, postfix = mail_servers(children, work)
     policy_ports = {}
     for policy in POLICIES:
         server = PolicyPostfix(
