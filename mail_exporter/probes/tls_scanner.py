@@ -40,9 +40,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes.result import ProbeResult
 from mail_exporter.probes.session import ProbeFailure, Session
 from mail_exporter.probes.tls_scan import TLSScan, TLSScans, scan_key
+from mail_exporter.targets import Address
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +160,8 @@ class _Stopped(Exception):
 class _ScanSession(Session):
     """A probe's session whose TLS handshake is the scan's, and its last step."""
 
-    def __init__(self, session: Session, offer: _Offer) -> None:
-        # No login, and STARTTLS required: a server without it fails the scan, not the
-        # scan runs the rest of the protocol in plaintext.
-        module = session.module.model_copy(update={"auth": None, "require_tls": None})
-        super().__init__(session.address, module, ProbeResult(module.protocol))
+    def __init__(self, address: Address, module: ModuleConfig, offer: _Offer) -> None:
+        super().__init__(address, module, ProbeResult(module.protocol))
         self._context = offer.context
 
     async def start_tls(self) -> None:
@@ -176,10 +175,10 @@ class _ScanSession(Session):
 
 
 async def _handshake(
-    probe: Session, offer: _Offer, converse: Converse, deadline: float
+    address: Address, module: ModuleConfig, offer: _Offer, converse: Converse, deadline: float
 ) -> _Handshaken:
     """One connection up to its handshake with ``offer``; raises :class:`_Stopped`."""
-    session = _ScanSession(probe, offer)
+    session = _ScanSession(address, module, offer)
     try:
         async with asyncio.timeout_at(deadline):
             await converse(session)
@@ -196,16 +195,22 @@ async def _handshake(
     except (OSError, EOFError) as error:
         raise _Stopped(f"connection error in {session.phase.value}: {error}") from None
     except Exception as error:  # a bug here must cost one scan, never the probe
-        logger.exception("TLS scan of %s raised", probe.address)
+        logger.exception("TLS scan of %s raised", address)
         raise _Stopped(f"internal error: {error!r}") from None
     finally:
         await session.close()
     raise _Stopped("the session ended before a TLS handshake")
 
 
-async def scan_tls(probe: Session, converse: Converse, seconds: float) -> TLSScan:
-    """Scan the server ``probe`` talked to, within ``seconds``; never raises."""
+async def scan_tls(
+    address: Address, module: ModuleConfig, converse: Converse, seconds: float
+) -> TLSScan:
+    """Scan the server at ``address`` as ``module`` reaches it, within ``seconds``; never
+    raises."""
     plan = local_plan()
+    # No login, and STARTTLS required: a server without it fails the scan at once rather
+    # than the scan's sessions going on in plaintext.
+    module = module.model_copy(update={"auth": None, "require_tls": None})
     loop = asyncio.get_running_loop()
     started, began = time.time(), loop.time()
     deadline = began + seconds
@@ -215,7 +220,7 @@ async def scan_tls(probe: Session, converse: Converse, seconds: float) -> TLSSca
     for kind, offers in (("version", plan.versions), ("weak ciphers", plan.weak_ciphers)):
         for offer in offers:
             try:
-                outcome = await _handshake(probe, offer, converse, deadline)
+                outcome = await _handshake(address, module, offer, converse, deadline)
             except _Stopped as stopped:
                 failure = f"{kind} {offer.label}: {stopped}"
                 break
@@ -252,7 +257,7 @@ async def tls_scan_for(
         probe.log("not run: this probe did not reach TLS", "tls_scan")
         return None
     began = time.monotonic()
-    scan = await scan_tls(probe, converse, seconds)
+    scan = await scan_tls(probe.address, probe.module, converse, seconds)
     for note in scan.notes:
         probe.log(note, "tls_scan")
     probe.log(f"{scan.duration_seconds * 1000:.1f}ms: {scan.summary()}", "tls_scan")
