@@ -281,13 +281,14 @@ class Session:
         except (ConnectionError, ssl.SSLError) as error:
             raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
 
-    async def close(self) -> None:
+    async def close(self, wait: float = 1.0) -> None:
+        """Close the connection, waiting at most ``wait`` seconds for the close to finish."""
         if self._writer is None:
             return
         self._writer.close()
         # The verdict is already made; a messy close changes nothing.
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            await asyncio.wait_for(self._writer.wait_closed(), wait)
 
 
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:

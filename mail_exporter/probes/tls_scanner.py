@@ -66,9 +66,9 @@ WEAK_CIPHER_CLASSES: Final[Mapping[str, str]] = {
 """The ``class`` label values of ``mail_tls_weak_cipher_accepted`` and the OpenSSL cipher
 string of each (unencrypted suites left out: they are no class of these)."""
 
-GOODBYE_SECONDS: Final = 0.25
-"""Longest wait for the answer to the goodbye after an accepted handshake: a server
-answers at once, and a scan has up to eight of them."""
+PARTING_SECONDS: Final = 0.25
+"""Longest wait for the answer to the goodbye after an accepted handshake, and for the
+close that follows: a server answers at once, and a scan has up to eight of them."""
 
 Converse = Callable[[Session], Awaitable[None]]
 """A probe's conversation on a session (the runner's): connect, implicit TLS, the protocol."""
@@ -185,7 +185,7 @@ async def _handshake(
     except _Handshaken as outcome:
         if outcome.accepted:
             left = deadline - asyncio.get_running_loop().time()
-            await session.part_after_failure(min(GOODBYE_SECONDS, left))
+            await session.part_after_failure(min(PARTING_SECONDS, left))
         return outcome
     except ProbeFailure as failure:
         step = f"{failure.reason.value} in {session.phase.value}"
@@ -197,8 +197,9 @@ async def _handshake(
     except Exception as error:  # a bug here must cost one scan, never the probe
         logger.exception("TLS scan of %s raised", address)
         raise _Stopped(f"internal error: {error!r}") from None
-    finally:
-        await session.close()
+    finally:  # a server may never answer TLS's close_notify: the scan does not wait on it
+        left = deadline - asyncio.get_running_loop().time()
+        await session.close(max(0.0, min(PARTING_SECONDS, left)))
     raise _Stopped("the session ended before a TLS handshake")
 
 
