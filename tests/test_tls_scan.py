@@ -24,6 +24,7 @@ from mail_exporter.probes.tls_scan import TLSScan, TLSScans, scan_key
 from mail_exporter.probes.tls_scanner import local_plan
 from mail_exporter.targets import parse_address
 from tests import test_web
+from tests.promtool import check_metrics
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -228,6 +229,8 @@ async def test_scheduled_probes_and_probe_endpoint_share_the_scans(
     for version in ("TLS 1.2", "TLS 1.3"):
         assert sample(metrics, "mail_tls_version_accepted", scheduled, version=version) == 1.0
         assert sample(exposition, "mail_tls_version_accepted", protocol="smtp", version=version)
+    await check_metrics(metrics)
+    await check_metrics(exposition)
 
 
 # --- what it says and sends ---------------------------------------------------------------

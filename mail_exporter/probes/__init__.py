@@ -14,6 +14,10 @@ error or a malformed reply leaves nothing to speak to.  The goodbye waits at
 most :data:`FAREWELL_SECONDS` and never past the probe's budget, its errors are
 ignored, it never changes the verdict, and its time counts into the probe's
 wall time (as closing the connection does) but into no phase.
+
+With ``tls_scan`` on the module, the TLS scan (:mod:`.tls_scanner`) follows the session,
+within what is left of the same budget, and leaves the verdict and the probe's duration
+as the session made them: the scan is a fact about the server's TLS, not its availability.
 """
 
 from __future__ import annotations
