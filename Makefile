@@ -71,6 +71,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/dns_checks.py
 	$(BIN)/python bench/hostile_clients.py
 	$(BIN)/python bench/revocation.py
+	$(BIN)/python bench/tls_scan.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

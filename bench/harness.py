@@ -18,6 +18,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -59,6 +60,16 @@ def exporter_command(config: Path, port: int, *extra: str, code: Path | None = N
         f"{LOOPBACK}:{port}",
         *extra,
     ]
+
+
+def unpack(revision: str, into: Path) -> Path:
+    """The tree of ``revision`` of this repository, unpacked into ``into``."""
+    archive = into.with_suffix(".tar")
+    subprocess.run(["git", "archive", "-o", str(archive), revision], cwd=REPO, check=True)
+    into.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

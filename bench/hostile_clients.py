@@ -35,7 +35,6 @@ import math
 import re
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +58,7 @@ from harness import (
     run_interruptibly,
     serve_smtp,
     start_helper,
+    unpack,
     wait_until,
     watch_parent,
 )
@@ -142,16 +142,6 @@ async def _run_slow_clients(port: int, clients: int, seconds: float, pause: floa
 class Build:
     name: str
     code: Path
-
-
-def unpack(revision: str, into: Path) -> Path:
-    """The tree of ``revision`` of this repository, unpacked into ``into``."""
-    archive = into.with_suffix(".tar")
-    subprocess.run(["git", "archive", "-o", str(archive), revision], cwd=REPO, check=True)
-    into.mkdir()
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 _SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? (\S+)$")

@@ -47,7 +47,7 @@ from bench.harness import (
     run_interruptibly,
 )
 from mail_exporter.config.probes import ModuleConfig
-from mail_exporter.probes import ProbeResult, RevocationCache, run_probe
+from mail_exporter.probes import ProbeMemory, ProbeResult, RevocationCache, run_probe
 from mail_exporter.targets import parse_address
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import RevocableLeaf, create_revocation_pki, openssl_crl
@@ -101,13 +101,18 @@ def answered(result: ProbeResult) -> bool:
 async def measure(cases: list[Case], rounds: int) -> str | None:
     """Run the rounds; the first failure or unanswered check, if any."""
     for case in cases:  # a first probe of each: connections, imports, the kept answers
-        await run_probe(parse_address(f"127.0.0.1:{case.port}"), case.module, 10, case.cache())
+        await run_probe(
+            parse_address(f"127.0.0.1:{case.port}"),
+            case.module,
+            10,
+            ProbeMemory(revocation=case.cache()),
+        )
     for number in range(rounds):
         turn = number % len(cases)
         for case in cases[turn:] + cases[:turn]:
             address = parse_address(f"127.0.0.1:{case.port}")
             started = time.perf_counter()
-            result = await run_probe(address, case.module, 10, case.cache())
+            result = await run_probe(address, case.module, 10, ProbeMemory(revocation=case.cache()))
             case.walls.append(time.perf_counter() - started)
             case.durations.append(result.duration_seconds)
             if not result.success or not answered(result):

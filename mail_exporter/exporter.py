@@ -32,7 +32,7 @@ from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, default_config, load_config
 from mail_exporter.config.validation import ConfigError
 from mail_exporter.logs import redact
-from mail_exporter.probes import RevocationCache
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
 from mail_exporter.webconfig import ReloadableTLSContext, WebConfig, read_web_config, reloadable
@@ -75,9 +75,10 @@ class Exporter:
         self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
         self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
         self.collectors = CollectorSet(self.config.collectors, collector_flags)
-        # One for scheduled probes and /probe alike: the same CRLs and answers serve both.
-        self.revocation_cache = RevocationCache()
-        self.scheduler = Scheduler(self.revocation_cache)
+        # One for scheduled probes and /probe alike, kept across reloads: the same CRLs and
+        # answers serve both, and a changed config does not make every server scanned again.
+        self.probe_memory = ProbeMemory()
+        self.scheduler = Scheduler(self.probe_memory)
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
         self.reload_success_time = time.time()

@@ -31,6 +31,7 @@ from functools import cache
 
 from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
 from mail_exporter.probes.result import FailureReason, ProbeResult
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
 
 FAILURE_REASONS: tuple[str, ...] = tuple(reason.value for reason in FailureReason)
@@ -165,6 +166,43 @@ REVOCATION_CHECK_SUCCESS = MetricSpec(
     "mail_tls_revocation_check_success", "1 if the revocation check by this method got a valid "
     "answer (revoked or not), 0 if it could not tell.", "gauge", ("method",), as_is,
 )  # fmt: skip
+
+
+# The TLS scan (a module's tls_scan): the latest one kept, which a probe may have reused.
+def _scan(read: Callable[[TLSScan], float | bool]) -> Callable[[ProbeResult], Reading]:
+    """Reads a fact of a result's TLS scan; none without one."""
+    return lambda result: None if result.tls_scan is None else read(result.tls_scan)
+
+
+TLS_VERSION_ACCEPTED = MetricSpec(
+    "mail_tls_version_accepted", "1 if the server completed a handshake pinned to this TLS "
+    "version in the last TLS scan, 0 if it refused one.", "gauge", ("version",), as_is,
+)  # fmt: skip
+TLS_WEAK_CIPHER_ACCEPTED = MetricSpec(
+    "mail_tls_weak_cipher_accepted", "1 if the server completed a handshake offering only this "
+    "class of weak cipher suites in the last TLS scan, 0 if it refused one.", "gauge", ("class",),
+    as_is,
+)  # fmt: skip
+TLS_SCAN_SUCCESS = MetricSpec(
+    "mail_tls_scan_success", "1 if every handshake of the last TLS scan was answered, accepted or "
+    "refused.", "gauge", (), _scan(lambda scan: scan.success),
+)  # fmt: skip
+TLS_SCAN_TIMESTAMP = MetricSpec(
+    "mail_tls_scan_timestamp_seconds", "When the last TLS scan began.", "gauge", (),
+    _scan(lambda scan: scan.started),
+)  # fmt: skip
+TLS_SCAN_DURATION = MetricSpec(
+    "mail_tls_scan_duration_seconds", "Wall time of the last TLS scan.", "gauge", (),
+    _scan(lambda scan: scan.duration_seconds),
+)  # fmt: skip
+TLS_SCAN_METRICS = (
+    TLS_VERSION_ACCEPTED,
+    TLS_WEAK_CIPHER_ACCEPTED,
+    TLS_SCAN_SUCCESS,
+    TLS_SCAN_TIMESTAMP,
+    TLS_SCAN_DURATION,
+)
+
 PROBE_METRICS = (
     SUCCESS,
     DURATION,
@@ -190,6 +228,7 @@ PROBE_METRICS = (
     USER_ENUMERATION,
     CERT_REVOKED,
     REVOCATION_CHECK_SUCCESS,
+    *TLS_SCAN_METRICS,
 )
 
 
@@ -232,6 +271,13 @@ def probe_families(
             for answer in (result.revocation.answers if result.revocation else ())
         ],
     }
+    scan = result.tls_scan
+    rows[TLS_VERSION_ACCEPTED.name] = (
+        [((*target, v), ok) for v, ok in scan.versions.items()] if scan else []
+    )
+    rows[TLS_WEAK_CIPHER_ACCEPTED.name] = (
+        [((*target, c), ok) for c, ok in scan.weak_ciphers.items()] if scan else []
+    )
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
 
 

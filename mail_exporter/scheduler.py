@@ -34,7 +34,7 @@ from mail_exporter.config.root import Config
 from mail_exporter.exposition import header, sample_lines
 from mail_exporter.latency import LATENCY, LatencyHistogram
 from mail_exporter.metrics import PROBE_METRICS, probe_families
-from mail_exporter.probes import ProbeResult, RevocationCache, run_probe
+from mail_exporter.probes import ProbeMemory, ProbeResult, run_probe
 from mail_exporter.slots import Slots
 from mail_exporter.targets import parse_address
 
@@ -94,11 +94,12 @@ class _Scheduled:
 class Scheduler:
     """Runs every configured target on its interval; swap configs with :meth:`apply`."""
 
-    def __init__(self, revocation_cache: RevocationCache | None = None) -> None:
+    def __init__(self, memory: ProbeMemory | None = None) -> None:
         self.states: dict[str, TargetState] = {}
         self._scheduled: dict[str, _Scheduled] = {}
         self._slots = Slots(64)
-        self._revocation_cache = revocation_cache or RevocationCache()
+        self.memory = memory or ProbeMemory()
+        """Revocation answers and TLS scans kept between probes (shared with /probe)."""
 
     def apply(self, config: Config) -> None:
         """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
@@ -133,7 +134,7 @@ class Scheduler:
         while True:
             async with self._slots.slot():
                 result = await run_probe(
-                    address, state.module, state.module.timeout_seconds, self._revocation_cache
+                    address, state.module, state.module.timeout_seconds, self.memory
                 )
             state.record(result)
             if result.failure is not None:

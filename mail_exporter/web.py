@@ -145,7 +145,7 @@ async def probe(request: web.Request) -> web.Response:
         raise _refused(request, ProbeRefusal.BAD_REQUEST, f"target parameter: {error}") from None
     _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
-    result = await run_probe(address, module, budget, exporter.revocation_cache)
+    result = await run_probe(address, module, budget, exporter.probe_memory)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_OneProbe(result))
     exposition = generate_latest(registry).decode()

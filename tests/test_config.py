@@ -405,6 +405,29 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         "      - {config_directory: /etc/postfix}\n      - {config_directory: /etc/postfix-out}\n",
         ["collectors.postfix_queue.instances[1].name (line 5): duplicate instance name 'postfix'"],
     ),
+    (
+        "tls_scan without TLS",
+        VALID_MODULE + "    tls_scan: true\n",
+        ["modules.m (line 2): tls_scan applies only to tls: starttls or implicit"],
+    ),
+    (
+        "tls_scan neither a switch nor a section",
+        VALID_MODULE + "    tls: implicit\n    tls_scan: hourly\n",
+        [
+            "modules.m.tls_scan (line 5): tls_scan takes true, false or a section such as "
+            "{interval: 1h}"
+        ],
+    ),
+    (
+        "tls_scan with a zero interval",
+        VALID_MODULE + "    tls: starttls\n    tls_scan: {interval: 0s}\n",
+        ["modules.m.tls_scan.interval (line 5): duration '0s' must be greater than zero"],
+    ),
+    (
+        "an unknown key in tls_scan",
+        VALID_MODULE + "    tls: starttls\n    tls_scan: {every: 1h}\n",
+        ["modules.m.tls_scan.every (line 5): unknown key"],
+    ),
     ("not a mapping", "- a\n- b\n", ["(top level) (line 1): the file must be a mapping of keys"]),
     (
         "broken YAML",
@@ -477,6 +500,18 @@ def test_defaults_and_starttls_requirement() -> None:
     assert config.modules["a"].timeout_seconds == 10.0
     assert config.modules["a"].starttls_required is True
     assert config.modules["b"].starttls_required is False
+
+
+def test_tls_scan_is_a_switch_or_a_section() -> None:
+    config = parse_config(
+        "modules:\n  a: {protocol: smtp, tls: starttls, tls_scan: true}\n"
+        "  b: {protocol: imap, tls: implicit, tls_scan: {interval: 15m}}\n"
+        "  c: {protocol: pop3, tls: implicit, tls_scan: false}\n  d: {protocol: pop3}\n"
+    )
+    scans = {name: module.tls_scan for name, module in config.modules.items()}
+    assert scans["a"] is not None and scans["a"].interval == 3600.0
+    assert scans["b"] is not None and scans["b"].interval == 900.0
+    assert scans["c"] is None and scans["d"] is None
 
 
 def test_each_protocol_has_its_module_class_and_section(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mail_exporter.cli import main
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.metrics import probe_families
-from mail_exporter.probes import ProbeResult, RevocationCache, run_probe
+from mail_exporter.probes import ProbeMemory, ProbeResult, RevocationCache, run_probe
 from mail_exporter.probes.revocation import (
     MAX_BODY_BYTES,
     MAX_URL_CHARACTERS,
@@ -140,7 +140,9 @@ async def probe(
 ) -> ProbeResult:
     chosen = module(world, **settings)
     address = parse_address(f"127.0.0.1:{world.port(leaf)}")
-    return await run_probe(address, chosen, chosen.timeout_seconds, cache or RevocationCache())
+    return await run_probe(
+        address, chosen, chosen.timeout_seconds, ProbeMemory(revocation=cache or RevocationCache())
+    )
 
 
 def answers(result: ProbeResult) -> dict[RevocationMethod, tuple[bool | None, str]]:

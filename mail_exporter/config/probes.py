@@ -33,6 +33,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
@@ -139,6 +140,27 @@ class RevocationConfig(StrictModel):
         return self.crl or self.ocsp
 
 
+class TLSScanConfig(StrictModel):
+    """``tls_scan:`` in a module: which TLS versions and weak cipher classes the server
+    accepts, scanned again after ``interval`` (see :mod:`mail_exporter.probes.tls_scan`)."""
+
+    interval: Duration = Field(default="1h", validate_default=True)
+
+
+def _tls_scan_switch(value: object) -> object:
+    """``tls_scan: true`` takes every default; ``false`` is off, as leaving it out is."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is None or isinstance(value, Mapping | TLSScanConfig):
+        return value
+    raise ValueError("tls_scan takes true, false or a section such as {interval: 1h}")
+
+
+TLSScanSwitch = Annotated[TLSScanConfig | None, BeforeValidator(_tls_scan_switch)]
+
+
 class ModuleConfig(StrictModel):
     """How to probe one kind of service: protocol, TLS mode, timeout, login.
 
@@ -160,6 +182,7 @@ class ModuleConfig(StrictModel):
     tls_config: TLSConfig = TLSConfig()
     auth: AuthConfig | None = None
     revocation: RevocationConfig = RevocationConfig()
+    tls_scan: TLSScanSwitch = None
 
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
@@ -190,6 +213,8 @@ class ModuleConfig(StrictModel):
                 "auth with tls: none sends the password in cleartext: add "
                 "allow_plaintext_auth: true to do that on purpose, or use tls: starttls or implicit"
             )
+        if self.tls_scan is not None and self.tls == "none":
+            raise ValueError("tls_scan applies only to tls: starttls or implicit")
         return self
 
     @model_validator(mode="after")

@@ -18,6 +18,10 @@ wall time (as closing the connection does) but into no phase.
 Revocation checks (``revocation:`` on the module, :mod:`.revocation`) of the chain the
 session kept run after the conversation, within the same budget. Their time counts into
 no phase and not into the probe's duration, and they never change its verdict.
+
+With ``tls_scan`` on the module, the TLS scan (:mod:`.tls_scanner`) follows the session,
+within what is left of the same budget, and leaves the verdict and the probe's duration
+as the session made them: the scan is a fact about the server's TLS, not its availability.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Final
 
 from mail_exporter.config.probes import ModuleConfig, Protocol
@@ -35,6 +40,8 @@ from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
 from mail_exporter.probes.revocation import RevocationCache, check_revocation
 from mail_exporter.probes.session import ProbeFailure, Session, fail_result
 from mail_exporter.probes.smtp import probe_smtp
+from mail_exporter.probes.tls_scan import TLSScans
+from mail_exporter.probes.tls_scanner import tls_scan_for
 from mail_exporter.targets import Address
 
 logger = logging.getLogger(__name__)
@@ -76,15 +83,27 @@ async def _converse(session: Session) -> None:
     await PROTOCOL_PROBES[session.module.protocol](session)
 
 
+@dataclass
+class ProbeMemory:
+    """What probes keep between runs: the revocation answers (until their nextUpdate) and
+    the TLS scans (for their module's interval). The exporter owns one, shared by the
+    scheduled probes and /probe, and kept across reloads."""
+
+    revocation: RevocationCache = field(default_factory=RevocationCache)
+    tls_scans: TLSScans = field(default_factory=TLSScans)
+
+
 async def run_probe(
     address: Address,
     module: ModuleConfig,
     budget_seconds: float,
-    revocation_cache: RevocationCache | None = None,
+    memory: ProbeMemory | None = None,
 ) -> ProbeResult:
     """Probe ``address`` with ``module`` within ``budget_seconds``; never raises.
 
-    Revocation checks keep their answers in ``revocation_cache`` (none: kept by nobody)."""
+    What the module's revocation checks and TLS scan learn is kept in ``memory`` (none:
+    kept by nobody, so scanned and fetched every time)."""
+    memory = memory or ProbeMemory()
     result = ProbeResult(protocol=module.protocol)
     deadline = asyncio.get_running_loop().time() + budget_seconds
     started = time.monotonic()
@@ -114,16 +133,18 @@ async def run_probe(
         await session.close()
     result.success = result.failure is None
     if session.peer_chain is not None:  # ends by the deadline, and cannot change the verdict
-        cache = revocation_cache or RevocationCache()
         result.revocation = await check_revocation(
-            session.peer_chain, module.revocation, cache, deadline, session.log
+            session.peer_chain, module.revocation, memory.revocation, deadline, session.log
         )
     if result.failure is not None:
         stop = result.failure
         session.log(f"probe failed in {stop.phase}: {stop.reason}: {stop.detail}")
     else:
         session.log("probe succeeded")
+    if module.tls_scan is not None:
+        left = started + budget_seconds - time.monotonic()
+        result.tls_scan = await tls_scan_for(session, _converse, memory.tls_scans, left)
     return result
 
 
-__all__ = ["FailureReason", "Phase", "ProbeResult", "RevocationCache", "run_probe"]
+__all__ = ["FailureReason", "Phase", "ProbeMemory", "ProbeResult", "RevocationCache", "run_probe"]

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from mail_exporter.probes.revocation import Revocation
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import TLSFacts
 
 if TYPE_CHECKING:  # smtp_posture imports the session, and the session this module
@@ -72,3 +73,6 @@ class ProbeResult:
     log: list[str] = field(default_factory=list)
     smtp_posture: SMTPPosture | None = None
     revocation: Revocation | None = None
+    tls_scan: TLSScan | None = None
+    """The module's latest TLS scan (``tls_scan``): made by this probe, or kept from an
+    earlier one for the module's interval."""

@@ -98,9 +98,10 @@ class Session:
     def encrypted(self) -> bool:
         return self.result.tls is not None
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, step: str | None = None) -> None:
+        """An entry of the session log, under the current phase or ``step``."""
         elapsed = time.monotonic() - self._started
-        entry = f"{elapsed * 1000:8.1f}ms {self.phase.value:<13} {printable(message, None)}"
+        entry = f"{elapsed * 1000:8.1f}ms {step or self.phase.value:<13} {printable(message, None)}"
         self.result.log.append(entry)
 
     @contextmanager
@@ -157,26 +158,42 @@ class Session:
         self.log(f"resolved {self.address.host} to {sockaddr[0]}")
         return str(sockaddr[0]), family
 
-    async def start_tls(self) -> None:
-        """Handshake on the open connection and record the TLS facts."""
+    async def handshake(self, context: ssl.SSLContext) -> ssl.SSLObject:
+        """The TLS handshake with ``context`` on the open connection, timed as
+        ``tls_handshake``; raises what it raised (``ssl.SSLError``, ``OSError``, ``EOFError``)."""
         assert self._writer is not None and self._reader is not None
         # Bytes already waiting were sent in plaintext after the server's go-ahead; reading
         # them as if they came through TLS is the STARTTLS injection flaw (CVE-2011-0411).
         if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
             raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
+        server_name = self.module.tls_config.server_name
+        writer = self._writer
+        with self.timed(Phase.TLS_HANDSHAKE):
+            try:
+                await writer.start_tls(
+                    context,
+                    server_hostname=None
+                    if self.address.is_ip and not server_name
+                    else tls_facts.tls_name(server_name or self.address.host),
+                )
+            except BaseException:
+                # asyncio has closed the connection, but never tells a stream whose
+                # start_tls failed or was cancelled: its wait_closed() would never return.
+                writer.transport.abort()
+                self._writer = None
+                raise
+        ssl_object: ssl.SSLObject = self._writer.get_extra_info("ssl_object")
+        return ssl_object
+
+    async def start_tls(self) -> None:
+        """Handshake on the open connection and record the TLS facts."""
+        try:
+            ssl_object = await self.handshake(tls_facts.client_context())
+        except (ssl.SSLError, OSError, EOFError) as error:
+            raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
         settings = self.module.tls_config
         server_name = settings.server_name or self.address.host
         with self.timed(Phase.TLS_HANDSHAKE):
-            try:
-                await self._writer.start_tls(
-                    tls_facts.client_context(),
-                    server_hostname=None
-                    if self.address.is_ip and not settings.server_name
-                    else tls_facts.tls_name(server_name),
-                )
-            except (ssl.SSLError, OSError, EOFError) as error:
-                raise ProbeFailure(FailureReason.TLS, f"TLS handshake failed: {error}") from None
-            ssl_object = self._writer.get_extra_info("ssl_object")
             ca_file = str(settings.ca_file) if settings.ca_file else None
             facts = tls_facts.session_facts(ssl_object, server_name, ca_file)
         self.result.tls = facts
@@ -279,13 +296,14 @@ class Session:
         except (ConnectionError, ssl.SSLError) as error:
             raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
 
-    async def close(self) -> None:
+    async def close(self, wait: float = 1.0) -> None:
+        """Close the connection, waiting at most ``wait`` seconds for the close to finish."""
         if self._writer is None:
             return
         self._writer.close()
         # The verdict is already made; a messy close changes nothing.
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            await asyncio.wait_for(self._writer.wait_closed(), wait)
 
 
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:

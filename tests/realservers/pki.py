@@ -252,15 +252,34 @@ def create_pki(directory: Path) -> PKI:
     )
 
 
+def _issuer(pki: PKI) -> Issuer:
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    return Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
+
+
+def create_rsa_server_cert(pki: PKI, directory: Path) -> tuple[Path, Path]:
+    """Write an RSA server certificate for the test names, signed by ``pki``'s CA, and its
+    key: what the static RSA key exchange suites (``kRSA``) need. Returns (cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    key = new_rsa_key()
+    cert, _ = issue_server_cert(
+        _issuer(pki),
+        _server_names(),
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=7),
+        key=key,
+    )
+    return _write_cert(directory / "rsa.pem", cert), _write_key(directory / "rsa.key", key)
+
+
 def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
     """Write a client certificate for ``name`` (its DNS SAN), signed by ``pki``'s CA."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    issuer = Issuer(cert=x509.load_pem_x509_certificate(pki.ca_file.read_bytes()), key=ca_key)
     now = datetime.datetime.now(datetime.UTC)
     cert, key = issue_server_cert(
-        issuer,
+        _issuer(pki),
         [x509.DNSName(name)],
         now - datetime.timedelta(minutes=5),
         now + datetime.timedelta(days=7),
