@@ -288,13 +288,8 @@ def _adhoc_module(
     ca_file: Path | None,
     server_name: str | None,
     insecure: bool,
-    revocation: bool,
 ) -> ModuleConfig:
     settings: dict[str, Any] = {"protocol": protocol or "smtp", "tls": tls_mode or "none"}
-    if revocation:
-        if settings["tls"] == "none":
-            raise click.UsageError("--revocation checks the TLS certificate: add --tls")
-        settings["revocation"] = {"crl": True, "ocsp": True}
     tls_config: dict[str, Any] = {"insecure_skip_verify": insecure}
     if ca_file:
         tls_config["ca_file"] = str(ca_file)
@@ -309,27 +304,48 @@ def _adhoc_module(
         ) from None
 
 
-def _with_checks(
-    module: ModuleConfig, relay: tuple[str, str] | None, enumeration: str | None
-) -> ModuleConfig:
+@dataclass(frozen=True)
+class PostureChecks:
+    """The security checks ``probe`` is asked for on top of the module's own."""
+
+    tls_scan: bool = False
+    revocation: bool = False
+    relay: tuple[str, str] | None = None
+    enumeration: str | None = None
+
+    def settings(self, module: ModuleConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(module keys, smtp section keys) that ask for them."""
+        shared: dict[str, Any] = {}
+        if self.tls_scan:
+            shared["tls_scan"] = True
+        if self.revocation:
+            shared["revocation"] = {"crl": True, "ocsp": True}
+        if (self.tls_scan or self.revocation) and module.tls == "none":
+            raise click.UsageError("--tls-scan and --revocation check TLS: add --tls")
+        smtp: dict[str, Any] = {}
+        if self.relay is not None:
+            mail_from, rcpt_to = self.relay
+            authenticated = module.auth is not None  # a module that logs in checks after it
+            smtp["relay_check"] = {"mail_from": mail_from, "rcpt_to": rcpt_to,
+                                   "authenticated": authenticated}  # fmt: skip
+        if self.enumeration is not None:
+            smtp["enumeration_check"] = {"address": self.enumeration}
+        if smtp and module.protocol != "smtp":
+            raise click.UsageError("--relay-check and --enumeration-check are checks of SMTP")
+        return shared, smtp
+
+
+def _with_checks(module: ModuleConfig, checks: PostureChecks) -> ModuleConfig:
     """``module`` with the security checks the command line asks for, validated as the
     config would validate them."""
-    smtp: dict[str, Any] = {}
-    if relay is not None:
-        mail_from, rcpt_to = relay
-        authenticated = module.auth is not None  # a module that logs in checks after its login
-        smtp["relay_check"] = {"mail_from": mail_from, "rcpt_to": rcpt_to,
-                               "authenticated": authenticated}  # fmt: skip
-    if enumeration is not None:
-        smtp["enumeration_check"] = {"address": enumeration}
-    if not smtp:
+    shared, smtp = checks.settings(module)
+    if not shared and not smtp:
         return module
-    if module.protocol != "smtp":
-        raise click.UsageError("--relay-check and --enumeration-check are checks of SMTP")
     # The module as its config says it (durations as written, paths made absolute), so
     # that it is validated again whole: a password file is read again, checks meet the login.
-    settings = module.model_dump(mode="json", exclude_unset=True)
-    settings["smtp"] = {**settings.get("smtp", {}), **smtp}
+    settings = module.model_dump(mode="json", exclude_unset=True) | shared
+    if smtp:
+        settings["smtp"] = {**settings.get("smtp", {}), **smtp}
     try:
         return ModuleConfig.model_validate(settings)
     except ValidationError as error:
@@ -361,13 +377,18 @@ def _with_checks(
     is_flag=True,
     help="Report but do not fail on an unverified certificate.",
 )
+@click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
+@click.option(
+    "--tls-scan",
+    is_flag=True,
+    help="Also try each TLS version (1.0 to 1.3) and weak cipher class, one handshake each.",
+)
 @click.option(
     "--revocation",
     is_flag=True,
     help="Also ask the certificate's CRL and OCSP responder whether it is revoked "
-    "(HTTP requests to the URLs it names). Without --module; needs --tls.",
+    "(HTTP requests to the URLs it names).",
 )
-@click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
 @click.option(
     "--relay-check",
     nargs=2,
@@ -389,19 +410,21 @@ def probe_command(
     ca_file: Path | None,
     server_name: str | None,
     insecure_skip_verify: bool,
-    revocation: bool,
     timeout: float | None,
+    tls_scan: bool,
+    revocation: bool,
     relay_check: tuple[str, str] | None,
     enumeration_check: str | None,
 ) -> None:
     """Probe TARGET (HOST:PORT) once and print each phase, the TLS facts, the security
-    checks asked for (--relay-check, --enumeration-check) and the verdict."""
+    checks asked for (the module's, and --tls-scan, --revocation, --relay-check,
+    --enumeration-check on top), what they found, and the verdict."""
     try:
         address: Address = parse_address(target)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="TARGET") from None
     if module_name is not None:
-        if protocol or tls_mode or ca_file or server_name or insecure_skip_verify or revocation:
+        if protocol or tls_mode or ca_file or server_name or insecure_skip_verify:
             raise click.UsageError("--module takes its protocol and TLS settings from the config")
         try:
             config = read_config(config_file)
@@ -416,11 +439,10 @@ def probe_command(
         module = config.modules[module_name]
         redact(config.secrets())
     else:
-        module = _adhoc_module(
-            protocol, tls_mode, ca_file, server_name, insecure_skip_verify, revocation
-        )
+        module = _adhoc_module(protocol, tls_mode, ca_file, server_name, insecure_skip_verify)
         module_name = f"{module.protocol}/{module.tls}"
-    module = _with_checks(module, relay_check, enumeration_check)
+    checks = PostureChecks(tls_scan, revocation, relay_check, enumeration_check)
+    module = _with_checks(module, checks)
     result = asyncio.run(run_probe(address, module, timeout or module.timeout_seconds))
     click.echo(render_report(str(address), module_name, result), nl=False)
     sys.exit(0 if result.success else 1)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 
+from mail_exporter.probes.findings import findings
 from mail_exporter.probes.result import Phase, ProbeResult
 from mail_exporter.probes.revocation import Revocation, verdict_text
 from mail_exporter.probes.smtp_posture import SMTPPosture
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
 
 
@@ -99,6 +101,12 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
         ]
     if result.revocation is not None:
         lines += ["", "Revocation:", *_revocation_lines(result.revocation)]
+    if result.tls_scan is not None:
+        lines += ["", "TLS scan:", *_scan_lines(result.tls_scan)]
+    found = findings(result, time.time())
+    if found or _checked_posture(result):
+        lines += ["", "Security findings:"]
+        lines += [f"  {f.severity:<9} {f.text}" for f in found] or ["  none by what was checked"]
     lines += ["", "Session log:", *(f"  {entry}" for entry in result.log), ""]
     if result.failure is None:
         lines.append("Verdict: SUCCESS")
@@ -108,6 +116,26 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"Verdict: FAILED in {failure.phase.value} ({failure.reason.value}): {failure.detail}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _scan_lines(scan: TLSScan) -> list[str]:
+    """Each version and weak cipher class tried, and how the scan went."""
+    lines = [f"  {version:<20} {_accepted(yes)}" for version, yes in scan.versions.items()]
+    lines += [f"  {name:<20} {_accepted(yes)}" for name, yes in scan.weak_ciphers.items()]
+    started = _when(scan.started)
+    status = "complete" if scan.failure is None else f"stopped: {scan.failure}"
+    lines.append(f"  {'scanned':<20} {started}, {scan.duration_seconds * 1000:.0f} ms, {status}")
+    return lines
+
+
+def _accepted(yes: bool) -> str:
+    return "accepted" if yes else "refused"
+
+
+def _checked_posture(result: ProbeResult) -> bool:
+    """Whether the module ran a check beyond the probe's own (a scan, revocation, SMTP)."""
+    checks = (result.tls_scan, result.revocation, result.smtp_posture)
+    return any(check is not None for check in checks)
 
 
 def _revocation_lines(revocation: Revocation) -> list[str]:

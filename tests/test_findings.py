@@ -8,6 +8,8 @@ from pathlib import Path
 from mail_exporter.exporter import Exporter
 from mail_exporter.probes.findings import Finding, findings
 from mail_exporter.probes.result import ProbeResult
+from mail_exporter.probes.revocation import MethodAnswer, Revocation, RevocationMethod
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.probes.smtp_posture import RelayFinding, SMTPPosture
 from mail_exporter.scheduler import TargetState
 from mail_exporter.status_page import render_status_page
@@ -38,6 +40,15 @@ def test_findings_name_what_is_wrong_critical_first() -> None:
     result = ProbeResult(
         protocol="smtp",
         plaintext_auth_offered=True,
+        revocation=Revocation((MethodAnswer(RevocationMethod.OCSP, True, "revoked", 0.01),)),
+        tls_scan=TLSScan(
+            started=NOW,
+            duration_seconds=0.01,
+            failure=None,
+            notes=(),
+            versions={"TLS 1.3": True, "TLS 1.2": True, "TLS 1.1": False, "TLS 1.0": True},
+            weak_ciphers={"rsa_key_exchange": True, "cbc_sha1": True},
+        ),  # fmt: skip
         smtp_posture=SMTPPosture(RelayFinding(False, True), {"VRFY": True, "EXPN": False}),
         tls=tls(
             (
@@ -49,8 +60,11 @@ def test_findings_name_what_is_wrong_critical_first() -> None:
         ),  # fmt: skip
     )
     assert findings(result, NOW) == [
+        Finding("critical", "certificate revoked"),
         Finding("critical", "open relay"),
         Finding("warning", "VRFY tells users apart"),
+        Finding("warning", "accepts TLS 1.0"),
+        Finding("warning", "accepts weak ciphers: rsa_key_exchange, cbc_sha1"),
         Finding("warning", "login offered before TLS"),
         Finding("warning", "name not in certificate"),
         Finding("warning", "chain: intermediate <R3> expires in 3 d"),

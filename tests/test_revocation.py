@@ -387,7 +387,7 @@ def test_report_shows_each_method_and_the_verdict(world: World) -> None:
 def test_revocation_flag_needs_tls() -> None:
     outcome = CliRunner().invoke(main, ["probe", "--revocation", "127.0.0.1:25"])
     assert outcome.exit_code == 2
-    assert "--revocation checks the TLS certificate: add --tls" in outcome.output
+    assert "--tls-scan and --revocation check TLS: add --tls" in outcome.output
 
 
 def test_exporter_metrics_carry_the_verdicts(world: World, tmp_path: Path) -> None:

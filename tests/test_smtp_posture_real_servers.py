@@ -290,12 +290,16 @@ def test_the_probe_command_runs_the_checks_it_is_asked_for(
 
     relay = ("--relay-check", "a@outside.example", "b@elsewhere.example")
     adhoc = probe("--protocol", "smtp", "--tls", "starttls", "--ca-file", str(pki.ca_file),
-                  *relay, "--enumeration-check", dovecot.user,
+                  "--tls-scan", *relay, "--enumeration-check", dovecot.user,
                   f"localhost:{postfix.ports['open_relay']}")  # fmt: skip
     assert adhoc.returncode == 0, adhoc.stdout + adhoc.stderr
-    assert {"Open relay:           yes", "VRFY enumerates:      yes"} <= set(
-        adhoc.stdout.splitlines()
-    )
+    lines = adhoc.stdout.splitlines()
+    assert {"Open relay:           yes", "VRFY enumerates:      yes"} <= set(lines)
+    scan = lines[lines.index("TLS scan:") + 1 : lines.index("Security findings:")]
+    assert {"  TLS 1.3              accepted", "  TLS 1.2              accepted"} <= set(scan)
+    assert scan[-2].startswith("  scanned ") and scan[-2].endswith(", complete"), scan
+    found = lines[lines.index("Security findings:") + 1 : lines.index("Session log:")]
+    assert found[:2] == ["  critical  open relay", "  warning   VRFY tells users apart"], found
     configured = probe("--config.file", str(config), "--module", "relay_after_login", *relay,
                        f"localhost:{postfix.ports['submission']}")  # fmt: skip
     assert configured.returncode == 0, configured.stdout + configured.stderr
