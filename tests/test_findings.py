@@ -9,8 +9,8 @@ from mail_exporter.exporter import Exporter
 from mail_exporter.probes.findings import Finding, findings
 from mail_exporter.probes.result import ProbeResult
 from mail_exporter.probes.revocation import MethodAnswer, Revocation, RevocationMethod
-from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.probes.smtp_posture import RelayFinding, SMTPPosture
+from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.scheduler import TargetState
 from mail_exporter.status_page import render_status_page
 from mail_exporter.tls_facts import CertificateIdentity, TLSFacts
