@@ -203,7 +203,7 @@ def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Pos
     expiry = time.strftime(
         "%Y-%m-%d %H:%M:%S UTC", time.gmtime(chain_pki.intermediate.not_valid_after_utc.timestamp())
     )
-    chain = report.stdout[report.stdout.index("Chain") : report.stdout.index("Session log")]
+    chain = report.stdout[report.stdout.index("Chain") : report.stdout.index("Security findings")]
     assert chain.splitlines() == [
         "Chain (2 presented, leaf first; name covered: yes):",
         "  0  localhost",
@@ -221,3 +221,10 @@ def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Pos
         "",
     ]
     assert "(+7.0 days)" in chain.splitlines()[3]
+    # The intermediate close to expiry is a finding; the leaf's expiry has its own line.
+    found = report.stdout[report.stdout.index("Security findings") : report.stdout.index("Session")]
+    assert found.splitlines() == [
+        "Security findings:",
+        "  warning   chain: mail_exporter test intermediate expires in 3 d",
+        "",
+    ]
