@@ -265,7 +265,7 @@ async def test_what_is_not_an_answer_is_an_error(world: World) -> None:
     said = answers(await probe(world, "garbage"))
     url = world.http.url("/garbage")
     assert said[CRL] == (None, f"{url} sent no CRL")
-    assert said[OCSP] == (None, f"{url} sent no OCSP response")
+    assert said[OCSP] == (None, f"the answer of {url} is no OCSP response")
 
 
 async def test_out_of_date_crl_and_unknown_certificate_are_errors(world: World) -> None:
@@ -278,7 +278,8 @@ async def test_out_of_date_crl_and_unknown_certificate_are_errors(world: World) 
     )
     assert said[OCSP] == (
         None,
-        f"{world.http.url('/ocsp')} does not know the certificate (status unknown)",
+        f"the answer of {world.http.url('/ocsp')} says unknown: its responder does not know "
+        "the certificate",
     )
 
 
@@ -381,7 +382,8 @@ def test_report_shows_each_method_and_the_verdict(world: World) -> None:
     start = lines.index("Revocation:")
     assert lines[start + 1].startswith("  crl                  REVOKED: revoked on ")
     assert lines[start + 2].startswith("  ocsp                 REVOKED: revoked on ")
-    assert lines[start + 3] == "  verdict              REVOKED"
+    assert lines[start + 3].startswith("  stapling             error: no stapled response: ")
+    assert lines[start + 4] == "  verdict              REVOKED"
 
 
 def test_revocation_flag_needs_tls() -> None:
