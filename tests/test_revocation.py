@@ -352,6 +352,25 @@ async def test_callers_at_once_share_one_fetch_and_failures_are_not_kept() -> No
     assert len(answers_kept) == 1
 
 
+async def test_a_caller_waiting_on_another_fetch_stops_at_its_own_deadline() -> None:
+    """The caller who started a fetch gets what it ends with (its reason, at its deadline);
+    one waiting on it stops at its own ``wait_until``, and the fetch goes on for the first."""
+    answers_kept = RevocationCache().staples
+    release = asyncio.Event()
+
+    async def fetch() -> _Kept[Any]:
+        await release.wait()
+        return _Kept("answer", time.time() + 60, 10)
+
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(answers_kept.get("key", fetch, wait_until=loop.time()))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await answers_kept.get("key", fetch, wait_until=loop.time() + 0.05)
+    release.set()
+    assert await first == ("answer", False)
+
+
 async def test_kept_answers_are_bounded() -> None:
     answers_kept = _Answers[str](max_entries=3, max_bytes=100)
 

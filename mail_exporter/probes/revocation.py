@@ -503,14 +503,14 @@ async def _fetch(http: aiohttp.ClientSession, url: URL, ocsp_request: bytes | No
         raise RevocationError(f"cannot fetch {url}: {error or type(error).__name__}") from None
 
 
-async def _within(deadline: float, sender: URL | str, work: Awaitable[T]) -> T:
-    """``work`` until ``deadline``, else an error naming ``sender``. Around a fetch, which
+async def _within(deadline: float, url: URL, work: Awaitable[T]) -> T:
+    """``work`` until ``deadline``, else an error naming ``url``. Around a fetch, which
     others may share, it is the starter's deadline; around waiting for it, the waiter's."""
     try:
         async with asyncio.timeout_at(deadline):
             return await work
     except TimeoutError:
-        raise RevocationError(f"{sender} did not answer in time") from None
+        raise RevocationError(f"{url} did not answer in time") from None
 
 
 @contextmanager

@@ -127,11 +127,11 @@ _ALERTS: Final = {
 """Names of the alerts a server may send a ClientHello it refuses."""
 
 
-class Garbage(Exception):
+class _Garbage(Exception):
     """The server's answer is not the handshake a ClientHello asks for; the message says why."""
 
 
-class NoStaple(Exception):
+class _NoStaple(Exception):
     """The server will not staple, or would not take the ClientHello; the message says why."""
 
 
@@ -199,29 +199,29 @@ class _Reader:
 
     async def _read(self, count: int) -> bytes:
         if count > self._left:
-            raise Garbage(f"the server's handshake is longer than {MAX_HANDSHAKE_BYTES} bytes")
+            raise _Garbage(f"the server's handshake is longer than {MAX_HANDSHAKE_BYTES} bytes")
         self._left -= count
         try:
             return await self._stream.readexactly(count)
         except asyncio.IncompleteReadError:
-            raise NoStaple("the server closed the connection") from None
+            raise _NoStaple("the server closed the connection") from None
         except ConnectionError as error:
-            raise NoStaple(f"the server dropped the connection ({_error(error)})") from None
+            raise _NoStaple(f"the server dropped the connection ({_error(error)})") from None
 
     async def _record(self) -> None:
         """One more record of handshake messages; an alert ends the reading."""
         kind, version, length = struct.unpack("!BHH", await self._read(5))
         if version >> 8 != 3 or kind not in _RECORD_TYPES:
-            raise Garbage(f"the server sent no TLS record (it began {kind:02x}{version:04x})")
+            raise _Garbage(f"the server sent no TLS record (it began {kind:02x}{version:04x})")
         if not 0 < length <= MAX_RECORD_BYTES:
-            raise Garbage(f"the server sent a TLS record of {length} bytes")
+            raise _Garbage(f"the server sent a TLS record of {length} bytes")
         fragment = await self._read(length)
         if kind == _Record.ALERT:
             description = fragment[1] if length == 2 else None
             name = "?" if description is None else _ALERTS.get(description, f"{description}")
-            raise NoStaple(f"the server answered the ClientHello with the alert {name}")
+            raise _NoStaple(f"the server answered the ClientHello with the alert {name}")
         if kind != _Record.HANDSHAKE:
-            raise Garbage(f"the server sent a record of type {kind} in the handshake")
+            raise _Garbage(f"the server sent a record of type {kind} in the handshake")
         self._messages += fragment
 
     async def message(self) -> tuple[int, bytes]:
@@ -230,7 +230,7 @@ class _Reader:
             await self._record()
         kind, length = self._messages[0], int.from_bytes(self._messages[1:4], "big")
         if length > self._left + len(self._messages) - 4:
-            raise Garbage(f"the server's handshake is longer than {MAX_HANDSHAKE_BYTES} bytes")
+            raise _Garbage(f"the server's handshake is longer than {MAX_HANDSHAKE_BYTES} bytes")
         while len(self._messages) < 4 + length:
             await self._record()
         body = bytes(self._messages[4 : 4 + length])
@@ -243,7 +243,7 @@ def _error(error: Exception) -> str:
 
 
 class _Cursor:
-    """Reads a message body field by field; running short is :class:`Garbage`."""
+    """Reads a message body field by field; running short is :class:`_Garbage`."""
 
     def __init__(self, data: bytes, what: str) -> None:
         self._data = data
@@ -252,7 +252,7 @@ class _Cursor:
 
     def take(self, count: int) -> bytes:
         if self._at + count > len(self._data):
-            raise Garbage(f"the server sent a malformed {self._what}")
+            raise _Garbage(f"the server sent a malformed {self._what}")
         taken = self._data[self._at : self._at + count]
         self._at += count
         return taken
@@ -269,22 +269,22 @@ class _Cursor:
 
 
 def _server_hello_extensions(body: bytes) -> Iterator[tuple[int, bytes]]:
-    """The extensions of a TLS 1.2 ServerHello; :class:`Garbage` when malformed."""
+    """The extensions of a TLS 1.2 ServerHello; :class:`_Garbage` when malformed."""
     hello = _Cursor(body, "ServerHello")
     version = hello.number(2)
     if version != TLS_1_2:
         known = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1"}
         shown = known.get(version, f"version {version:04x}")
-        raise Garbage(f"the server answered in {shown}, not TLS 1.2 (the staple is asked in 1.2)")
+        raise _Garbage(f"the server answered in {shown}, not TLS 1.2 (the staple is asked in 1.2)")
     hello.take(32)  # random
     if len(hello.vector(1)) > 32:
-        raise Garbage("the server sent a malformed ServerHello (session id)")
+        raise _Garbage("the server sent a malformed ServerHello (session id)")
     hello.take(3)  # cipher suite, compression method
     if hello.done:  # no extensions at all
         return
     extensions = _Cursor(hello.vector(2), "ServerHello")
     if not hello.done:
-        raise Garbage("the server sent a malformed ServerHello (data after its extensions)")
+        raise _Garbage("the server sent a malformed ServerHello (data after its extensions)")
     while not extensions.done:
         kind = extensions.number(2)
         yield kind, extensions.vector(2)
@@ -294,40 +294,40 @@ def _ocsp_response(body: bytes) -> bytes:
     """The DER OCSPResponse of a CertificateStatus message (RFC 6066 8)."""
     status = _Cursor(body, "CertificateStatus")
     if status.number(1) != _STATUS_TYPE_OCSP:
-        raise Garbage("the server sent a CertificateStatus of another type than OCSP")
+        raise _Garbage("the server sent a CertificateStatus of another type than OCSP")
     response = status.vector(3)
     if not response or not status.done:
-        raise Garbage("the server sent a malformed CertificateStatus")
+        raise _Garbage("the server sent a malformed CertificateStatus")
     return response
 
 
-async def read_staple(reader: asyncio.StreamReader) -> Staple:
+async def _read_staple(reader: asyncio.StreamReader) -> Staple:
     """What the server answers a :func:`client_hello` already sent: its staple, or none
-    and why. Raises :class:`Garbage` for what is no such answer."""
+    and why. Raises :class:`_Garbage` for what is no such answer."""
     try:
         incoming = _Reader(reader)
         kind, body = await incoming.message()
         if kind != _Message.SERVER_HELLO:
-            raise Garbage(f"the server answered the ClientHello with handshake message {kind}")
+            raise _Garbage(f"the server answered the ClientHello with handshake message {kind}")
         echoed = [
             data
             for extension, data in _server_hello_extensions(body)
             if extension == _Extension.STATUS_REQUEST
         ]
         if not echoed:
-            raise NoStaple("the server did not promise one (no status_request in its ServerHello)")
+            raise _NoStaple("the server did not promise one (no status_request in its ServerHello)")
         if echoed != [b""]:
-            raise Garbage("the server sent a malformed ServerHello (status_request)")
+            raise _Garbage("the server sent a malformed ServerHello (status_request)")
         while True:
             kind, body = await incoming.message()
             if kind == _Message.CERTIFICATE_STATUS:
                 response = _ocsp_response(body)
                 return Staple(response, f"{len(response)} bytes stapled")
             if kind == _Message.SERVER_HELLO_DONE:
-                raise NoStaple("the server promised one but sent none (RFC 6066 8 allows it)")
+                raise _NoStaple("the server promised one but sent none (RFC 6066 8 allows it)")
             if kind not in _BETWEEN_HELLO_AND_DONE:
-                raise Garbage(f"the server sent handshake message {kind} after its ServerHello")
-    except NoStaple as none:
+                raise _Garbage(f"the server sent handshake message {kind} after its ServerHello")
+    except _NoStaple as none:
         return Staple(None, str(none))
 
 
@@ -348,10 +348,10 @@ class _StapleSession(HandshakeSession):
             writer.write(client_hello(self.server_name_indication()))
             try:
                 await writer.drain()
-                staple = await read_staple(reader)
+                staple = await _read_staple(reader)
             except ConnectionError as error:
                 staple = Staple(None, f"the server dropped the connection ({_error(error)})")
-            except Garbage as garbage:
+            except _Garbage as garbage:
                 staple = Staple(None, str(garbage), failed=True)
         raise _Stapled(staple)
 
