@@ -319,7 +319,7 @@ class PostureChecks:
         if self.tls_scan:
             shared["tls_scan"] = True
         if self.revocation:
-            shared["revocation"] = {"crl": True, "ocsp": True}
+            shared["revocation"] = {"crl": True, "ocsp": True, "stapling": True}
         if (self.tls_scan or self.revocation) and module.tls == "none":
             raise click.UsageError("--tls-scan and --revocation check TLS: add --tls")
         smtp: dict[str, Any] = {}
@@ -387,7 +387,7 @@ def _with_checks(module: ModuleConfig, checks: PostureChecks) -> ModuleConfig:
     "--revocation",
     is_flag=True,
     help="Also ask the certificate's CRL and OCSP responder whether it is revoked "
-    "(HTTP requests to the URLs it names).",
+    "(HTTP requests to the URLs it names), and the server for its OCSP staple.",
 )
 @click.option(
     "--relay-check",

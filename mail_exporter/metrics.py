@@ -158,13 +158,19 @@ USER_ENUMERATION = MetricSpec(
 )  # fmt: skip
 # Revocation of the leaf (``revocation:`` on the module): see mail_exporter.probes.revocation.
 CERT_REVOKED = MetricSpec(
-    "mail_tls_cert_revoked", "1 if a revocation check (CRL or OCSP) says the leaf certificate is "
-    "revoked, 0 if those that answered say it is not; absent when none answered.", "gauge", (),
+    "mail_tls_cert_revoked", "1 if a revocation check (CRL, OCSP, staple) says the leaf "
+    "certificate is revoked, 0 if those that answered say it is not; absent when none "
+    "answered.", "gauge", (),
     lambda result: None if result.revocation is None else result.revocation.revoked,
 )  # fmt: skip
 REVOCATION_CHECK_SUCCESS = MetricSpec(
     "mail_tls_revocation_check_success", "1 if the revocation check by this method got a valid "
     "answer (revoked or not), 0 if it could not tell.", "gauge", ("method",), as_is,
+)  # fmt: skip
+OCSP_STAPLED = MetricSpec(
+    "mail_tls_ocsp_stapled", "1 if the server stapled an OCSP response to a TLS 1.2 handshake "
+    "asking for one, 0 if it stapled none.", "gauge", (),
+    lambda result: None if result.revocation is None else result.revocation.stapled,
 )  # fmt: skip
 
 
@@ -228,6 +234,7 @@ PROBE_METRICS = (
     USER_ENUMERATION,
     CERT_REVOKED,
     REVOCATION_CHECK_SUCCESS,
+    OCSP_STAPLED,
     *TLS_SCAN_METRICS,
 )
 

@@ -265,7 +265,7 @@ async def test_what_is_not_an_answer_is_an_error(world: World) -> None:
     said = answers(await probe(world, "garbage"))
     url = world.http.url("/garbage")
     assert said[CRL] == (None, f"{url} sent no CRL")
-    assert said[OCSP] == (None, f"{url} sent no OCSP response")
+    assert said[OCSP] == (None, f"the answer of {url} is no OCSP response")
 
 
 async def test_out_of_date_crl_and_unknown_certificate_are_errors(world: World) -> None:
@@ -278,7 +278,8 @@ async def test_out_of_date_crl_and_unknown_certificate_are_errors(world: World) 
     )
     assert said[OCSP] == (
         None,
-        f"{world.http.url('/ocsp')} does not know the certificate (status unknown)",
+        f"the answer of {world.http.url('/ocsp')} says unknown: its responder does not know "
+        "the certificate",
     )
 
 
@@ -351,6 +352,25 @@ async def test_callers_at_once_share_one_fetch_and_failures_are_not_kept() -> No
     assert len(answers_kept) == 1
 
 
+async def test_a_caller_waiting_on_another_fetch_stops_at_its_own_deadline() -> None:
+    """The caller who started a fetch gets what it ends with (its reason, at its deadline);
+    one waiting on it stops at its own ``wait_until``, and the fetch goes on for the first."""
+    answers_kept = RevocationCache().staples
+    release = asyncio.Event()
+
+    async def fetch() -> _Kept[Any]:
+        await release.wait()
+        return _Kept("answer", time.time() + 60, 10)
+
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(answers_kept.get("key", fetch, wait_until=loop.time()))
+    await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):
+        await answers_kept.get("key", fetch, wait_until=loop.time() + 0.05)
+    release.set()
+    assert await first == ("answer", False)
+
+
 async def test_kept_answers_are_bounded() -> None:
     answers_kept = _Answers[str](max_entries=3, max_bytes=100)
 
@@ -381,7 +401,8 @@ def test_report_shows_each_method_and_the_verdict(world: World) -> None:
     start = lines.index("Revocation:")
     assert lines[start + 1].startswith("  crl                  REVOKED: revoked on ")
     assert lines[start + 2].startswith("  ocsp                 REVOKED: revoked on ")
-    assert lines[start + 3] == "  verdict              REVOKED"
+    assert lines[start + 3].startswith("  stapling             error: no stapled response: ")
+    assert lines[start + 4] == "  verdict              REVOKED"
 
 
 def test_revocation_flag_needs_tls() -> None:

@@ -129,14 +129,21 @@ class AuthConfig(StrictModel):
 
 class RevocationConfig(StrictModel):
     """``revocation:`` on a module: the checks of the leaf certificate to run after the
-    handshake (:mod:`mail_exporter.probes.revocation`). Each sends one HTTP request, to a
-    URL the certificate names, so both are off unless the module asks."""
+    handshake (:mod:`mail_exporter.probes.revocation`). ``crl`` and ``ocsp`` each send one
+    HTTP request, to a URL the certificate names; ``stapling`` opens one more connection to
+    the server (at most once an hour); all are off unless the module asks."""
 
     crl: bool = False
     ocsp: bool = False
+    stapling: bool = False
 
     @property
     def enabled(self) -> bool:
+        return self.crl or self.ocsp or self.stapling
+
+    @property
+    def fetches(self) -> bool:
+        """Whether a check sends a request where the certificate points (not the server)."""
         return self.crl or self.ocsp
 
 
@@ -241,11 +248,12 @@ class ModuleConfig(StrictModel):
     @property
     def active_checks(self) -> tuple[str, ...]:
         """The module's checks that test a server's defences (an open relay, user
-        enumeration) or send requests where the server's certificate points (revocation):
-        /probe runs them only where it would log in, on the module's own scheduled targets
-        and on allowed ones, so that nobody can make the exporter a scanner of other
-        people's servers, or make it fetch the URLs of a certificate of their choosing."""
-        return ("revocation",) if self.revocation.enabled else ()
+        enumeration) or send requests where the server's certificate points (revocation
+        by CRL or OCSP; a stapled answer comes from the server itself): /probe runs them
+        only where it would log in, on the module's own scheduled targets and on allowed
+        ones, so that nobody can make the exporter a scanner of other people's servers, or
+        make it fetch the URLs of a certificate of their choosing."""
+        return ("revocation",) if self.revocation.fetches else ()
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

@@ -17,7 +17,9 @@ wall time (as closing the connection does) but into no phase.
 
 Revocation checks (``revocation:`` on the module, :mod:`.revocation`) of the chain the
 session kept run after the conversation, within the same budget. Their time counts into
-no phase and not into the probe's duration, and they never change its verdict.
+no phase and not into the probe's duration, and they never change its verdict. The
+stapling check's connection (:mod:`.stapling`) gets to TLS through the same
+conversation as the probe, as the TLS scan's do.
 
 With ``tls_scan`` on the module, the TLS scan (:mod:`.tls_scanner`) follows the session,
 within what is left of the same budget, and leaves the verdict and the probe's duration
@@ -40,6 +42,7 @@ from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
 from mail_exporter.probes.revocation import RevocationCache, check_revocation
 from mail_exporter.probes.session import ProbeFailure, Session, fail_result
 from mail_exporter.probes.smtp import probe_smtp
+from mail_exporter.probes.stapling import staple_source
 from mail_exporter.probes.tls_scan import TLSScans
 from mail_exporter.probes.tls_scanner import tls_scan_for
 from mail_exporter.targets import Address
@@ -85,9 +88,9 @@ async def _converse(session: Session) -> None:
 
 @dataclass
 class ProbeMemory:
-    """What probes keep between runs: the revocation answers (until their nextUpdate) and
-    the TLS scans (for their module's interval). The exporter owns one, shared by the
-    scheduled probes and /probe, and kept across reloads."""
+    """What probes keep between runs: the revocation answers and staples (until their
+    nextUpdate, bounded) and the TLS scans (for their module's interval). The exporter
+    owns one, shared by the scheduled probes and /probe, and kept across reloads."""
 
     revocation: RevocationCache = field(default_factory=RevocationCache)
     tls_scans: TLSScans = field(default_factory=TLSScans)
@@ -133,8 +136,9 @@ async def run_probe(
         await session.close()
     result.success = result.failure is None
     if session.peer_chain is not None:  # ends by the deadline, and cannot change the verdict
+        server = staple_source(session, _converse) if module.revocation.stapling else None
         result.revocation = await check_revocation(
-            session.peer_chain, module.revocation, memory.revocation, deadline, session.log
+            session.peer_chain, module.revocation, memory.revocation, deadline, session.log, server
         )
     if result.failure is not None:
         stop = result.failure

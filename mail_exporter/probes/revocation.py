@@ -1,8 +1,9 @@
-"""Is the leaf certificate revoked? Its CRL and OCSP responder, asked after the conversation.
+"""Is the leaf certificate revoked? Its CRL, its OCSP responder and the server's OCSP staple,
+asked after the conversation.
 
-A module with ``revocation: {crl: true, ocsp: true}`` checks the leaf the server
-presented against the issuer the server presented with it: the second certificate of
-the chain, which must have signed the leaf (it is not looked up anywhere else, so a
+A module with ``revocation: {crl: true, ocsp: true, stapling: true}`` checks the leaf the
+server presented against the issuer the server presented with it: the second certificate
+of the chain, which must have signed the leaf (it is not looked up anywhere else, so a
 server that sends the leaf alone gets an error, not an answer).
 
 - **CRL**: the first ``http://`` URL of the leaf's CRL distribution points is fetched.
@@ -15,7 +16,13 @@ server that sends the leaf alone gets an error, not an answer).
   expect; no nonce, which most of them ignore) is POSTed to the first ``http://`` OCSP
   URL of the leaf's Authority Information Access. The answer must be about that
   certificate, current, and signed by the issuer or by a responder certificate the issuer
-  signed with the OCSP-signing extended key usage and valid now.
+  signed with the OCSP-signing extended key usage and valid now. A SingleResponse is
+  matched to the leaf by its CertID in its own hash algorithm.
+- **Stapling**: the server's own OCSP answer, stapled to a TLS 1.2 handshake that asks for
+  it (RFC 6066 8), on a connection of its own (:mod:`.stapling`), verified exactly as a
+  responder's answer is. A server that staples nothing, or does not promise to, is
+  ``mail_tls_ocsp_stapled 0`` and an error of the method ("no stapled response"): never
+  good, never revoked. A server stapling a "revoked" answer is revoked.
 
 Anything else is an error of that method: no URL, a fetch that fails or is refused, no
 issuer, a bad signature, a stale answer, an OCSP ``unknown``. An error is
@@ -35,6 +42,13 @@ the exporter owns and hands to every probe; it is bounded in entries and bytes, 
 probes that need the same answer at once share one request. Failures are not kept: a
 responder that is back is seen at the next probe. A large CRL is parsed, verified and
 searched in a worker thread, off the event loop.
+
+What a server stapled is kept per server (its :class:`StapleSource` key) and leaf for
+:data:`STAPLE_KEEP_SECONDS`, or until the staple's nextUpdate when that comes sooner, and
+verified again by every probe against the chain it was presented: a 30 s probe opens the
+stapling connection once an hour, not twice a minute. Unlike a responder's failure, the
+server's is kept too (no staple, a timeout, garbage), as the TLS scan keeps its failures: a
+server that hangs on the stapling handshake costs one timeout an hour, not one per probe.
 
 The URLs come from a certificate any server can present, so a request is held to what a
 revocation check needs:
@@ -60,6 +74,7 @@ Sample lines of the report (``mail-exporter probe``, ``/probe?debug=true``)::
     Revocation:
       crl                  good: not on the CRL of http://crl.example.net/r1.crl (next up...
       ocsp                 error: http://ocsp.example.net/ did not answer in time (2000.3 ms)
+      stapling             error: no stapled response: the server did not promise one (no...
       verdict              not revoked
 """
 
@@ -79,7 +94,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import aiohttp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
@@ -111,6 +126,11 @@ CRL_VERDICTS: Final = 1024
 OCSP_ENTRIES: Final = 4096
 OCSP_BYTES: Final = 16 * 1024 * 1024
 """Bounds of the OCSP answers kept (one per certificate)."""
+STAPLE_KEEP_SECONDS: Final = 3600.0
+"""Longest what a server stapled (or that it stapled nothing) is kept."""
+STAPLE_ENTRIES: Final = 4096
+STAPLE_BYTES: Final = 16 * 1024 * 1024
+"""Bounds of the staples kept (one per server and leaf)."""
 SHOWN_DETAIL_CHARACTERS: Final = 400
 """Longest reason kept (it quotes URLs from the certificate)."""
 
@@ -126,6 +146,7 @@ class RevocationMethod(StrEnum):
 
     CRL = "crl"
     OCSP = "ocsp"
+    STAPLING = "stapling"
 
 
 @dataclass(frozen=True)
@@ -137,6 +158,8 @@ class MethodAnswer:
     revoked: bool | None
     detail: str
     seconds: float
+    stapled: bool | None = None
+    """Stapling only: whether the server stapled an answer (None: not known)."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +174,45 @@ class Revocation:
         said = [answer.revoked for answer in self.answers if answer.revoked is not None]
         return any(said) if said else None
 
+    @property
+    def stapled(self) -> bool | None:
+        """Whether the server stapled an answer; None without the stapling check, or when
+        it could not tell."""
+        return next(
+            (a.stapled for a in self.answers if a.method is RevocationMethod.STAPLING), None
+        )
+
 
 class RevocationError(Exception):
-    """A method could not answer; the message says why."""
+    """A method could not answer; the message says why, and ``stapled`` whether the server
+    stapled an answer (the stapling method: it may staple one that is no answer)."""
+
+    def __init__(self, message: str, stapled: bool | None = None) -> None:
+        super().__init__(message)
+        self.stapled = stapled
+
+
+@dataclass(frozen=True)
+class Staple:
+    """What a server answered a ClientHello asking it for a staple (:mod:`.stapling`)."""
+
+    response: bytes | None
+    """The OCSPResponse it stapled (DER, unchecked); None when it stapled none."""
+    detail: str
+    """Why there is none, or why it is not known (for the log)."""
+    failed: bool = False
+    """The attempt failed (a timeout, garbage, a refused STARTTLS): it is not known
+    whether the server staples."""
+
+
+@dataclass(frozen=True)
+class StapleSource:
+    """How the stapling check asks the server a probe talks to: ``fetch(deadline)`` (the
+    event loop's clock) makes the attempt and never raises for what the server does;
+    ``key`` names the server among the staples kept."""
+
+    key: Hashable
+    fetch: Callable[[float], Coroutine[Any, Any, Staple]]
 
 
 @dataclass(frozen=True)
@@ -178,11 +237,16 @@ class _Answers(Generic[V]):
         return len(self._kept)
 
     async def get(
-        self, key: Hashable, fetch: Callable[[], Coroutine[Any, Any, _Kept[V]]]
+        self,
+        key: Hashable,
+        fetch: Callable[[], Coroutine[Any, Any, _Kept[V]]],
+        wait_until: float | None = None,
     ) -> tuple[V, bool]:
         """The answer for ``key`` and whether it was kept; ``fetch`` it when not kept.
 
-        ``fetch`` must end by itself (its caller's deadline): a later caller waits for it."""
+        ``fetch`` must end by itself (its caller's deadline): a later caller waits for it,
+        until ``wait_until`` (the event loop's clock; ``TimeoutError``) when given, so
+        that the caller who started it gets what it ended with, even at its deadline."""
         kept = self._kept.get(key)
         if kept is not None:
             if kept.expires > time.time():
@@ -190,12 +254,14 @@ class _Answers(Generic[V]):
                 return kept.value, True
             self._drop(key)
         task = self._fetching.get(key)
+        started = task is None
         if task is None:
             task = asyncio.create_task(fetch())
             self._fetching[key] = task
             task.add_done_callback(functools.partial(self._fetched, key))
         # Shielded: a caller whose own deadline passes must not cancel the others' fetch.
-        return (await asyncio.shield(task)).value, False
+        async with asyncio.timeout_at(None if started else wait_until):
+            return (await asyncio.shield(task)).value, False
 
     def _fetched(self, key: Hashable, task: asyncio.Task[_Kept[V]]) -> None:
         del self._fetching[key]
@@ -230,7 +296,8 @@ class _OCSPAnswer:
 
 
 class RevocationCache:
-    """CRLs and OCSP answers of every probe, kept until their nextUpdate (bounded).
+    """CRLs, OCSP answers and staples of every probe, kept until their nextUpdate (at most
+    a day for the first two, an hour for staples; bounded).
 
     The exporter owns one and hands it to each probe; a probe without one keeps nothing.
     """
@@ -238,6 +305,7 @@ class RevocationCache:
     def __init__(self) -> None:
         self.crls: _Answers[_CRL] = _Answers(CRL_ENTRIES, CRL_BYTES)
         self.ocsp: _Answers[_OCSPAnswer] = _Answers(OCSP_ENTRIES, OCSP_BYTES)
+        self.staples: _Answers[Staple] = _Answers(STAPLE_ENTRIES, STAPLE_BYTES)
 
 
 async def check_revocation(
@@ -246,9 +314,11 @@ async def check_revocation(
     cache: RevocationCache,
     deadline: float,
     log: Callable[[str], None],
+    server: StapleSource | None = None,
 ) -> Revocation:
     """Ask each method ``settings`` enables about the leaf of ``chain`` (DER, leaf first)
-    by ``deadline`` (the event loop's clock); each answer goes to ``log`` too. Never raises."""
+    by ``deadline`` (the event loop's clock), the server's staple through ``server``; each
+    answer goes to ``log`` too. Never raises."""
     methods = [method for method in RevocationMethod if getattr(settings, method.value)]
     try:
         leaf, issuer = _leaf_and_issuer(chain)
@@ -256,39 +326,47 @@ async def check_revocation(
         answers = [_answer(method, None, str(error), 0.0) for method in methods]
     else:
         async with _http_client() as http:
-            asked = (_ask(method, leaf, issuer, http, cache, deadline) for method in methods)
-            answers = await asyncio.gather(*asked)
+            asks: dict[RevocationMethod, Callable[[], Awaitable[tuple[bool, str]]]] = {
+                RevocationMethod.CRL: lambda: _ask_crl(leaf, issuer, http, cache, deadline),
+                RevocationMethod.OCSP: lambda: _ask_ocsp(leaf, issuer, http, cache, deadline),
+                RevocationMethod.STAPLING: lambda: _ask_server(
+                    leaf, issuer, server, cache, deadline
+                ),
+            }
+            answers = await asyncio.gather(*(_ask(method, asks[method]) for method in methods))
     for answer in answers:
         log(f"revocation by {answer.method.value}: {verdict_text(answer)}")
     return Revocation(tuple(answers))
 
 
 async def _ask(
-    method: RevocationMethod,
-    leaf: x509.Certificate,
-    issuer: x509.Certificate,
-    http: aiohttp.ClientSession,
-    cache: RevocationCache,
-    deadline: float,
+    method: RevocationMethod, ask: Callable[[], Awaitable[tuple[bool, str]]]
 ) -> MethodAnswer:
     started = time.monotonic()
-    ask = _ask_crl if method is RevocationMethod.CRL else _ask_ocsp
     revoked: bool | None
+    stapled = None
     try:
         # Every wait in there is bounded by the deadline (_within), and named by its URL.
-        revoked, detail = await ask(leaf, issuer, http, cache, deadline)
+        revoked, detail = await ask()
+        if method is RevocationMethod.STAPLING:  # an answer by stapling was stapled
+            stapled = True
     except RevocationError as error:
-        revoked, detail = None, str(error)
+        revoked, detail, stapled = None, str(error), error.stapled
     except Exception as error:  # a bug here must cost the check, never the probe
         logger.exception("%s revocation check raised", method.value)
         revoked, detail = None, f"internal error: {error!r}"
-    return _answer(method, revoked, detail, time.monotonic() - started)
+    return _answer(method, revoked, detail, time.monotonic() - started, stapled)
 
 
 def _answer(
-    method: RevocationMethod, revoked: bool | None, detail: str, seconds: float
+    method: RevocationMethod,
+    revoked: bool | None,
+    detail: str,
+    seconds: float,
+    stapled: bool | None = None,
 ) -> MethodAnswer:
-    return MethodAnswer(method, revoked, printable(detail, SHOWN_DETAIL_CHARACTERS), seconds)
+    shown = printable(detail, SHOWN_DETAIL_CHARACTERS)
+    return MethodAnswer(method, revoked, shown, seconds, stapled)
 
 
 def verdict_text(answer: MethodAnswer) -> str:
@@ -436,12 +514,12 @@ async def _within(deadline: float, url: URL, work: Awaitable[T]) -> T:
 
 
 @contextmanager
-def _malformed(url: URL, what: str) -> Iterator[None]:
-    """What ``url`` sent is parsed as it is read: a ``ValueError`` on the way is its fault."""
+def _malformed(sender: URL | str, what: str) -> Iterator[None]:
+    """What ``sender`` sent is parsed as it is read: a ``ValueError`` on the way is its fault."""
     try:
         yield
     except ValueError as error:
-        raise RevocationError(f"{url} sent a malformed {what}: {error}") from None
+        raise RevocationError(f"{sender} sent a malformed {what}: {error}") from None
 
 
 def _keep_until(next_update: datetime | None) -> float:
@@ -552,6 +630,18 @@ def _crl_verdict(known: _CRL, serial: int) -> tuple[bool, str]:
     return verdict
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where an OCSP answer came from, as reasons name it: ``answer`` after "the", and
+    ``origin`` after "per"."""
+
+    answer: str
+    origin: str
+
+
+_STAPLED: Final = _Source("stapled answer", "the server's staple")
+
+
 async def _ask_ocsp(
     leaf: x509.Certificate,
     issuer: x509.Certificate,
@@ -565,7 +655,9 @@ async def _ask_ocsp(
     async def fetch() -> _Kept[_OCSPAnswer]:
         body = await _fetch(http, url, request.public_bytes(serialization.Encoding.DER))
         with _malformed(url, "OCSP response"):
-            answer, next_update = _read_ocsp(body, request, issuer, str(url))
+            answer, next_update = _read_ocsp(
+                body, leaf, issuer, _Source(f"answer of {url}", str(url))
+            )
         return _Kept(answer, _keep_until(next_update), len(body))
 
     key = (str(url), request.issuer_name_hash, request.issuer_key_hash, request.serial_number)
@@ -576,53 +668,75 @@ async def _ask_ocsp(
 
 
 def _read_ocsp(
-    body: bytes, request: ocsp.OCSPRequest, issuer: x509.Certificate, url: str
+    body: bytes, leaf: x509.Certificate, issuer: x509.Certificate, source: _Source
 ) -> tuple[_OCSPAnswer, datetime | None]:
-    """The verified answer of the responder at ``url`` and its nextUpdate."""
+    """The verified answer about ``leaf`` from ``source``, and its nextUpdate."""
     try:
         response = ocsp.load_der_ocsp_response(body)
     except ValueError:
-        raise RevocationError(f"{url} sent no OCSP response") from None
+        raise RevocationError(f"the {source.answer} is no OCSP response") from None
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        raise RevocationError(f"{url} answered {response.response_status.name.lower()}")
-    single = next((s for s in response.responses if _about(s, request)), None)
+        raise RevocationError(f"the {source.answer} says {response.response_status.name.lower()}")
+    single = _single_about(response, leaf, issuer)
     if single is None:
-        raise RevocationError(f"{url} answered about another certificate")
-    _check_signer(response, issuer, url)
-    _check_current(single.this_update_utc, single.next_update_utc, f"OCSP answer of {url}")
+        raise RevocationError(f"the {source.answer} is about another certificate")
+    _check_signer(response, issuer, source)
+    _check_current(single.this_update_utc, single.next_update_utc, source.answer)
     next_update = _when(single.next_update_utc)
     status = single.certificate_status
     if status is ocsp.OCSPCertStatus.UNKNOWN:
-        raise RevocationError(f"{url} does not know the certificate (status unknown)")
+        raise RevocationError(
+            f"the {source.answer} says unknown: its responder does not know the certificate"
+        )
     if status is ocsp.OCSPCertStatus.GOOD:
-        return _OCSPAnswer(False, f"good per {url} (next update {next_update})"), (
+        return _OCSPAnswer(False, f"good per {source.origin} (next update {next_update})"), (
             single.next_update_utc
         )
     reason = single.revocation_reason.value if single.revocation_reason else "no reason given"
     revoked_at = _when(single.revocation_time_utc)
-    return _OCSPAnswer(True, f"revoked on {revoked_at} ({reason}), per {url}"), (
+    return _OCSPAnswer(True, f"revoked on {revoked_at} ({reason}), per {source.origin}"), (
         single.next_update_utc
     )
 
 
-def _about(single: ocsp.OCSPSingleResponse, request: ocsp.OCSPRequest) -> bool:
-    return (
-        single.serial_number == request.serial_number
-        and single.issuer_key_hash == request.issuer_key_hash
-        and single.issuer_name_hash == request.issuer_name_hash
-        and single.hash_algorithm.name == request.hash_algorithm.name
-    )
+def _single_about(
+    response: ocsp.OCSPResponse, leaf: x509.Certificate, issuer: x509.Certificate
+) -> ocsp.OCSPSingleResponse | None:
+    """The first SingleResponse about ``leaf``, matched by the CertID of ``leaf`` and
+    ``issuer`` in that response's own hash algorithm: a responder answers in the one asked
+    for, but a staple comes in the one its server was given."""
+    expected: dict[str, ocsp.OCSPRequest | None] = {}
+    for single in response.responses:
+        try:
+            algorithm = single.hash_algorithm
+        except UnsupportedAlgorithm:
+            continue
+        if algorithm.name not in expected:
+            try:
+                builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, algorithm)
+                expected[algorithm.name] = builder.build()
+            except ValueError:  # not a hash a CertID may use (SHA-1 and SHA-2 only)
+                expected[algorithm.name] = None
+        cert_id = expected[algorithm.name]
+        if (
+            cert_id is not None
+            and single.serial_number == cert_id.serial_number
+            and single.issuer_key_hash == cert_id.issuer_key_hash
+            and single.issuer_name_hash == cert_id.issuer_name_hash
+        ):
+            return single
+    return None
 
 
-def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, url: str) -> None:
+def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, source: _Source) -> None:
     """The answer is signed by the issuer, or by a responder it delegated (RFC 6960 4.2.2.2)."""
     signer = next((c for c in (issuer, *response.certificates) if _is_responder(response, c)), None)
     if signer is None:
-        raise RevocationError(f"the answer of {url} is signed by a responder it does not include")
+        raise RevocationError(f"the {source.answer} is signed by a responder it does not include")
     if signer != issuer:
-        _check_delegated(signer, issuer, url)
+        _check_delegated(signer, issuer, source)
     if not _signature_valid(signer, response):
-        raise RevocationError(f"the signature of the answer of {url} does not verify")
+        raise RevocationError(f"the signature of the {source.answer} does not verify")
 
 
 def _is_responder(response: ocsp.OCSPResponse, certificate: x509.Certificate) -> bool:
@@ -632,13 +746,13 @@ def _is_responder(response: ocsp.OCSPResponse, certificate: x509.Certificate) ->
     return response.responder_key_hash == key_id.digest
 
 
-def _check_delegated(signer: x509.Certificate, issuer: x509.Certificate, url: str) -> None:
+def _check_delegated(signer: x509.Certificate, issuer: x509.Certificate, source: _Source) -> None:
     shown = _name(signer.subject)
     try:
         signer.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         raise RevocationError(
-            f"the answer of {url} is signed by {shown}, which the issuer did not issue"
+            f"the {source.answer} is signed by {shown}, which the issuer did not issue"
         ) from None
     try:
         usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -646,11 +760,13 @@ def _check_delegated(signer: x509.Certificate, issuer: x509.Certificate, url: st
         usages = None
     if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
         raise RevocationError(
-            f"the answer of {url} is signed by {shown}, which may not sign OCSP answers"
+            f"the {source.answer} is signed by {shown}, which may not sign OCSP answers"
         )
     now = time.time()
     if not signer.not_valid_before_utc.timestamp() <= now <= signer.not_valid_after_utc.timestamp():
-        raise RevocationError(f"the responder certificate {shown} of {url} is not valid now")
+        raise RevocationError(
+            f"the responder certificate {shown} of the {source.answer} is not valid now"
+        )
 
 
 def _signature_valid(signer: x509.Certificate, response: ocsp.OCSPResponse) -> bool:
@@ -669,3 +785,54 @@ def _signature_valid(signer: x509.Certificate, response: ocsp.OCSPResponse) -> b
     except InvalidSignature:
         return False
     return True
+
+
+async def _ask_server(
+    leaf: x509.Certificate,
+    issuer: x509.Certificate,
+    server: StapleSource | None,
+    cache: RevocationCache,
+    deadline: float,
+) -> tuple[bool, str]:
+    """The verdict of the server's staple, verified as a responder's answer is."""
+    assert server is not None, "the stapling check needs the server to ask"
+
+    async def fetch() -> _Kept[Staple]:
+        staple = await server.fetch(deadline)
+        size = len(staple.response or b"") + len(staple.detail)
+        return _Kept(staple, _staple_keep_until(staple, leaf, issuer), size)
+
+    key = (server.key, leaf.fingerprint(hashes.SHA256()))
+    try:
+        staple, kept = await cache.staples.get(key, fetch, wait_until=deadline)
+    except TimeoutError:  # another probe's stapling connection, still waiting for the server
+        raise RevocationError("the server did not answer in time") from None
+    suffix = " (kept from an earlier connection)" if kept else ""
+    if staple.failed:
+        raise RevocationError(staple.detail + suffix)
+    if staple.response is None:
+        raise RevocationError(f"no stapled response: {staple.detail}{suffix}", stapled=False)
+    try:
+        with _malformed("the server", "OCSP response"):
+            answer, _ = _read_ocsp(staple.response, leaf, issuer, _STAPLED)
+    except RevocationError as error:
+        raise RevocationError(f"{error}{suffix}", stapled=True) from None
+    return answer.revoked, answer.detail + suffix
+
+
+def _staple_keep_until(staple: Staple, leaf: x509.Certificate, issuer: x509.Certificate) -> float:
+    """An hour, or the staple's nextUpdate when that comes sooner (the server should have
+    a new one by then); an hour for one already out of date, which the server staples
+    until it fetches another, and for no staple."""
+    now = time.time()
+    longest = now + STAPLE_KEEP_SECONDS
+    if staple.response is None:
+        return longest
+    try:
+        single = _single_about(ocsp.load_der_ocsp_response(staple.response), leaf, issuer)
+        next_update = single.next_update_utc if single is not None else None
+    except ValueError:  # no answer: an error of every probe until it is replaced
+        return longest
+    if next_update is not None and now < next_update.timestamp() < longest:
+        return next_update.timestamp()
+    return longest

@@ -158,31 +158,38 @@ class Session:
         self.log(f"resolved {self.address.host} to {sockaddr[0]}")
         return str(sockaddr[0]), family
 
+    def tls_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The open connection, where the TLS handshake is to begin (by asyncio, or by hand
+        as the stapling check's is); raises ``ProbeFailure`` when the server already sent
+        something: bytes sent in plaintext after its go-ahead, read as if they came through
+        TLS, are the STARTTLS injection flaw (CVE-2011-0411)."""
+        assert self._writer is not None and self._reader is not None
+        if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
+            raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
+        return self._reader, self._writer
+
+    def server_name_indication(self) -> str | None:
+        """The name sent as SNI: ``tls_config.server_name``, else the target's host unless
+        it is an address (RFC 6066 3: no literal addresses)."""
+        server_name = self.module.tls_config.server_name
+        if self.address.is_ip and not server_name:
+            return None
+        return tls_facts.tls_name(server_name or self.address.host)
+
     async def handshake(self, context: ssl.SSLContext) -> ssl.SSLObject:
         """The TLS handshake with ``context`` on the open connection, timed as
         ``tls_handshake``; raises what it raised (``ssl.SSLError``, ``OSError``, ``EOFError``)."""
-        assert self._writer is not None and self._reader is not None
-        # Bytes already waiting were sent in plaintext after the server's go-ahead; reading
-        # them as if they came through TLS is the STARTTLS injection flaw (CVE-2011-0411).
-        if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
-            raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
-        server_name = self.module.tls_config.server_name
-        writer = self._writer
+        _, writer = self.tls_streams()
         with self.timed(Phase.TLS_HANDSHAKE):
             try:
-                await writer.start_tls(
-                    context,
-                    server_hostname=None
-                    if self.address.is_ip and not server_name
-                    else tls_facts.tls_name(server_name or self.address.host),
-                )
+                await writer.start_tls(context, server_hostname=self.server_name_indication())
             except BaseException:
                 # asyncio has closed the connection, but never tells a stream whose
                 # start_tls failed or was cancelled: its wait_closed() would never return.
                 writer.transport.abort()
                 self._writer = None
                 raise
-        ssl_object: ssl.SSLObject = self._writer.get_extra_info("ssl_object")
+        ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
         return ssl_object
 
     async def start_tls(self) -> None:

@@ -22,6 +22,9 @@ timeout, a refused STARTTLS, a connection that could not be made. The handshakes
 one after the other (a server sees one connection at a time), the modern versions
 first, within the probe's deadline: the time its own session left.
 
+The same way to a handshake (:class:`HandshakeSession`, :func:`until_handshake`) serves the
+OCSP stapling check (:mod:`.stapling`), whose handshake is one it makes by hand.
+
 What this host's OpenSSL cannot offer (3DES and RC4 are not built into Debian's OpenSSL
 3; some builds drop TLS 1.0 and 1.1) is found once, by building a ClientHello in
 memory, logged once, noted in every scan, and left out: no series, rather than a "not
@@ -38,7 +41,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes.result import ProbeResult
@@ -144,24 +147,81 @@ def local_plan() -> _Plan:
     )
 
 
-class _Handshaken(Exception):
+class HandshakeReached(Exception):
+    """Raised by the ``start_tls`` of a :class:`HandshakeSession` to end the conversation
+    at its handshake; ``in_step`` when the handshake completed, so that the protocol's
+    goodbye may follow it."""
+
+    in_step = False
+
+
+R = TypeVar("R", bound=HandshakeReached)
+
+
+class HandshakeStopped(Exception):
+    """A session for one handshake ended before it: the message says where and why."""
+
+
+class HandshakeSession(Session):
+    """A session made for one handshake: the protocol's own way there (connect, and with
+    STARTTLS its greeting, capabilities and STARTTLS command), never a login (the module's
+    is dropped), STARTTLS required whatever the module says, and a ``start_tls`` that
+    subclasses replace with theirs, raising :class:`HandshakeReached`."""
+
+    def __init__(self, address: Address, module: ModuleConfig) -> None:
+        # STARTTLS required: a server without it ends the session at once rather than
+        # letting it go on in plaintext.
+        module = module.model_copy(update={"auth": None, "require_tls": None})
+        super().__init__(address, module, ProbeResult(module.protocol))
+
+
+async def until_handshake(
+    session: HandshakeSession, converse: Converse, deadline: float, reached: type[R], what: str
+) -> R:
+    """``session`` through ``converse`` up to its handshake, by ``deadline`` (the event
+    loop's clock), then closed: the ``reached`` its ``start_tls`` raised; raises
+    :class:`HandshakeStopped` when it ends otherwise. ``what`` names the session in the log
+    of an internal error."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await converse(session)
+    except reached as outcome:
+        if outcome.in_step:
+            left = deadline - asyncio.get_running_loop().time()
+            await session.part_after_failure(min(PARTING_SECONDS, left))
+        return outcome
+    except ProbeFailure as failure:
+        step = f"{failure.reason.value} in {session.phase.value}"
+        raise HandshakeStopped(f"{step}: {failure.detail}") from None
+    except TimeoutError:
+        raise HandshakeStopped(
+            f"timeout in {session.phase.value}: no answer within the budget"
+        ) from None
+    except (OSError, EOFError) as error:
+        raise HandshakeStopped(f"connection error in {session.phase.value}: {error}") from None
+    except Exception as error:  # a bug here must cost this session, never the probe
+        logger.exception("%s of %s raised", what, session.address)
+        raise HandshakeStopped(f"internal error: {error!r}") from None
+    finally:  # a server may never answer TLS's close_notify: nothing waits on it
+        left = deadline - asyncio.get_running_loop().time()
+        await session.close(max(0.0, min(PARTING_SECONDS, left)))
+    raise HandshakeStopped("the session ended before a TLS handshake")
+
+
+class _Handshaken(HandshakeReached):
     """Ends a scan's session at its handshake: accepted or refused, and how."""
 
     def __init__(self, accepted: bool, detail: str) -> None:
         super().__init__(detail)
-        self.accepted = accepted
+        self.in_step = self.accepted = accepted
         self.detail = detail
 
 
-class _Stopped(Exception):
-    """Ends a scan: a handshake got no answer either way."""
-
-
-class _ScanSession(Session):
+class _ScanSession(HandshakeSession):
     """A probe's session whose TLS handshake is the scan's, and its last step."""
 
     def __init__(self, address: Address, module: ModuleConfig, offer: _Offer) -> None:
-        super().__init__(address, module, ProbeResult(module.protocol))
+        super().__init__(address, module)
         self._context = offer.context
 
     async def start_tls(self) -> None:
@@ -174,44 +234,12 @@ class _ScanSession(Session):
         raise _Handshaken(True, cipher[0] if cipher else "unknown cipher")
 
 
-async def _handshake(
-    address: Address, module: ModuleConfig, offer: _Offer, converse: Converse, deadline: float
-) -> _Handshaken:
-    """One connection up to its handshake with ``offer``; raises :class:`_Stopped`."""
-    session = _ScanSession(address, module, offer)
-    try:
-        async with asyncio.timeout_at(deadline):
-            await converse(session)
-    except _Handshaken as outcome:
-        if outcome.accepted:
-            left = deadline - asyncio.get_running_loop().time()
-            await session.part_after_failure(min(PARTING_SECONDS, left))
-        return outcome
-    except ProbeFailure as failure:
-        step = f"{failure.reason.value} in {session.phase.value}"
-        raise _Stopped(f"{step}: {failure.detail}") from None
-    except TimeoutError:
-        raise _Stopped(f"timeout in {session.phase.value}: no answer within the budget") from None
-    except (OSError, EOFError) as error:
-        raise _Stopped(f"connection error in {session.phase.value}: {error}") from None
-    except Exception as error:  # a bug here must cost one scan, never the probe
-        logger.exception("TLS scan of %s raised", address)
-        raise _Stopped(f"internal error: {error!r}") from None
-    finally:  # a server may never answer TLS's close_notify: the scan does not wait on it
-        left = deadline - asyncio.get_running_loop().time()
-        await session.close(max(0.0, min(PARTING_SECONDS, left)))
-    raise _Stopped("the session ended before a TLS handshake")
-
-
 async def scan_tls(
     address: Address, module: ModuleConfig, converse: Converse, seconds: float
 ) -> TLSScan:
     """Scan the server at ``address`` as ``module`` reaches it, within ``seconds``; never
     raises."""
     plan = local_plan()
-    # No login, and STARTTLS required: a server without it fails the scan at once rather
-    # than the scan's sessions going on in plaintext.
-    module = module.model_copy(update={"auth": None, "require_tls": None})
     loop = asyncio.get_running_loop()
     started, began = time.time(), loop.time()
     deadline = began + seconds
@@ -220,9 +248,12 @@ async def scan_tls(
     failure = None
     for kind, offers in (("version", plan.versions), ("weak ciphers", plan.weak_ciphers)):
         for offer in offers:
+            session = _ScanSession(address, module, offer)
             try:
-                outcome = await _handshake(address, module, offer, converse, deadline)
-            except _Stopped as stopped:
+                outcome = await until_handshake(
+                    session, converse, deadline, _Handshaken, "TLS scan"
+                )
+            except HandshakeStopped as stopped:
                 failure = f"{kind} {offer.label}: {stopped}"
                 break
             answers[kind][offer.label] = outcome.accepted

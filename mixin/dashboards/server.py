@@ -334,7 +334,7 @@ def _server_posture() -> Row:
             ),
             _now(
                 "Revocation",
-                "Whether a CRL or OCSP check found the leaf revoked; empty while no check "
+                "Whether a CRL, OCSP or staple check found the leaf revoked; empty while no check "
                 "answers.",
                 series("mail_tls_cert_revoked", TARGET),
                 mappings=REVOKED,

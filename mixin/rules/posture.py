@@ -97,7 +97,7 @@ def _revocation_unknown(c: Config) -> Alert:
         f"max without (method) (mail_tls_revocation_check_success{c.matchers()}) == 0",
         "warning",
         "A mail server's certificate cannot be checked for revocation.",
-        "No revocation check (CRL, OCSP) of the certificate of {{ $labels.target }} "
+        "No revocation check (CRL, OCSP, staple) of the certificate of {{ $labels.target }} "
         "({{ $labels.protocol }}) has given an answer for " + f"{hours}h" + ": a revoked "
         "certificate would go unnoticed.",
         Example(checks(crl=0, ocsp=0), [fired(TARGET_LABELS, "warning")]),

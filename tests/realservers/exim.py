@@ -2,8 +2,10 @@
 
 ``make test-exim`` unpacks Debian's exim4-daemon-light into ``.cache/exim`` (installing
 it would remove Postfix) and creates the ``Debian-exim`` user the binary has compiled in.
-The binary runs as root with its own config (``-C``): no daemon, no queue runner, so
-queued and frozen messages stay put while a test looks at them.
+The binary runs as root with its own config (``-C``): no queue runner, so queued and
+frozen messages stay put while a test looks at them. :class:`EximDaemon` also listens
+for SMTP on loopback (``-bdf``, in the foreground, in a session of its own that stop()
+empties); the light daemon has GnuTLS with OCSP stapling (``exim4 -bV``: "OCSP").
 """
 
 import contextlib
@@ -15,6 +17,19 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.realservers.runtime import (
+    ServerStartError,
+    accepts_tcp,
+    end_session,
+    format_endpoints,
+    free_port,
+    listens_on,
+    log_excerpt,
+    process_alive,
+    start_with_fresh_ports,
+    wait_for_endpoints,
+)
 
 EXIM_ROOT = Path(__file__).resolve().parents[2] / ".cache" / "exim"
 EXIM_BINARY = EXIM_ROOT / "usr" / "sbin" / "exim4"
@@ -32,7 +47,7 @@ spool_directory = {spool}
 log_file_path = {log}/%slog
 keep_environment =
 split_spool_directory = {split}
-begin routers
+{options}begin routers
 begin transports
 """
 
@@ -80,27 +95,34 @@ class Exim:
 
     def __init__(self, work_dir: Path, split_spool: bool = False) -> None:
         _check_prerequisites()
+        self.work_dir = work_dir
         self.spool_directory = work_dir / "spool"
         self.log_directory = work_dir / "log"
         self.config_path = work_dir / "exim.conf"
         self.command = [*exim_binary_command(), "-C", str(self.config_path)]
+        self.split_spool = split_spool
         user = pwd.getpwnam(EXIM_USER)
         for directory in (self.spool_directory, self.log_directory):
             directory.mkdir(parents=True)
             os.chown(directory, user.pw_uid, user.pw_gid)
-        self.config_path.write_text(
-            _CONFIG.format(
-                spool=self.spool_directory,
-                log=self.log_directory,
-                split="true" if split_spool else "false",
-            )
-        )
+        self.write_config()
         version = self._run("-bV", check=False)
         if version.returncode != 0 or "Exim version" not in version.stdout:
             raise EximUnavailable(
                 f"{EXIM_BINARY} -bV failed ({version.returncode}): "
                 f"{version.stderr.strip() or version.stdout.strip()}; {PREPARE_HINT}"
             )
+
+    def write_config(self, options: str = "") -> None:
+        """The config file, with ``options`` (lines) added to its main section."""
+        self.config_path.write_text(
+            _CONFIG.format(
+                spool=self.spool_directory,
+                log=self.log_directory,
+                split="true" if self.split_spool else "false",
+                options=options,
+            )
+        )
 
     def _run(
         self, *arguments: str, stdin: str | None = None, check: bool = True
@@ -160,3 +182,70 @@ class Exim:
     def frozen_count(self) -> int:
         """Messages ``exim -bp`` marks frozen."""
         return self.queue_listing().count("*** frozen ***")
+
+
+class EximDaemon(Exim):
+    """Exim listening for SMTP on 127.0.0.1 ports of its own, one per name in ``ports``;
+    subclasses add what each port does (:meth:`listener_options`)."""
+
+    def __init__(self, work_dir: Path, names: tuple[str, ...]) -> None:
+        super().__init__(work_dir)
+        self._names = names
+        self.ports: dict[str, int] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr = work_dir / "daemon.stderr"
+        self._take_ports()
+
+    def _take_ports(self) -> None:
+        self.ports = {name: free_port() for name in self._names}
+
+    def listener_options(self) -> str:
+        """Main-section lines for the ports (read after :attr:`ports` is set)."""
+        return ""
+
+    def start(self, timeout: float = 20.0) -> None:
+        start_with_fresh_ports(lambda: self._start(timeout), self._take_ports)
+
+    def _start(self, timeout: float) -> None:
+        ports = " : ".join(str(port) for port in self.ports.values())
+        # No retries on a taken port (the default waits 30 s, nine times): the start fails
+        # at once with "Address already in use", and start_with_fresh_ports takes others.
+        self.write_config(
+            f"local_interfaces = 127.0.0.1\ndaemon_smtp_ports = {ports}\n"
+            f"daemon_startup_retries = 0\npid_file_path = {self.work_dir / 'exim.pid'}\n"
+            + self.listener_options()
+        )
+        with self._stderr.open("wb") as stderr:
+            self._process = subprocess.Popen(
+                [*self.command, "-bdf"],
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        process = self._process
+        endpoints = [("127.0.0.1", port) for port in self.ports.values()]
+        pending = wait_for_endpoints(
+            endpoints,
+            lambda endpoint: accepts_tcp(endpoint) and listens_on(process.pid, endpoint[1]),
+            timeout,
+            lambda: process_alive(process.pid),
+        )
+        if pending:
+            self.stop()
+            raise ServerStartError(
+                f"exim did not listen on {format_endpoints(pending)}:\n"
+                + log_excerpt(self._stderr, *sorted(self.log_directory.glob("*log")))
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+        end_session(process.pid, "exim", timeout)

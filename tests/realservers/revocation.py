@@ -1,5 +1,7 @@
 """Loopback servers for the revocation checks: an HTTP server with the CRLs, OpenSSL's OCSP
-responder behind it, and hostile answers; and a Postfix presenting one chain per listener.
+responder behind it, and hostile answers; a Postfix presenting one chain per listener; an
+Exim stapling an OCSP response made by the same responder, one chain per listener; and
+OpenSSL's test server stapling one that says "revoked", which Exim cannot.
 
 OpenSSL 3.0's ``openssl ocsp -port`` takes a port number only and listens on every
 interface, so the responder is not run as a server here: each OCSP POST the HTTP server
@@ -19,8 +21,20 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.realservers.exim import EximDaemon
+from tests.realservers.pki import LeafFiles
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import Endpoint, free_port, loopback_endpoints
+from tests.realservers.runtime import (
+    Endpoint,
+    ServerStartError,
+    free_port,
+    listens_on,
+    log_excerpt,
+    loopback_endpoints,
+    process_alive,
+    start_with_fresh_ports,
+    wait_for_endpoints,
+)
 
 HANG_SECONDS = 60.0
 """Hang guard: the longest a ``hang`` route holds a request (stop() releases it at once)."""
@@ -100,19 +114,31 @@ class RevocationHTTPServer:
                 Path(scratch, "response.der"),
             )
             request_file.write_bytes(request)
-            subprocess.run(
-                [
-                    "openssl", "ocsp", "-index", str(responder.index), "-CA", str(responder.issuer),
-                    "-rsigner", str(responder.signer), "-rkey", str(responder.signer_key),
-                    "-reqin", str(request_file), "-respout", str(response_file),
-                    "-nmin", str(OCSP_NEXT_UPDATE_MINUTES),
-                ],
-                check=True, capture_output=True, timeout=30,
-            )  # fmt: skip
+            _openssl_ocsp(responder, response_file, "-reqin", str(request_file))
             return response_file.read_bytes()
 
     def hang(self) -> None:
         self._released.wait(HANG_SECONDS)
+
+
+def _openssl_ocsp(responder: Responder, response_file: Path, *request: str) -> None:
+    """``openssl ocsp`` answering ``request`` (its arguments) from the CA database into
+    ``response_file`` (DER)."""
+    subprocess.run(
+        [
+            "openssl", "ocsp", "-index", str(responder.index), "-CA", str(responder.issuer),
+            "-rsigner", str(responder.signer), "-rkey", str(responder.signer_key),
+            *request, "-respout", str(response_file), "-nmin", str(OCSP_NEXT_UPDATE_MINUTES),
+        ],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def ocsp_response(responder: Responder, leaf: Path, response_file: Path) -> Path:
+    """The responder's answer about ``leaf`` (PEM), as a server staples it: DER, in
+    ``response_file``."""
+    _openssl_ocsp(responder, response_file, "-issuer", str(responder.issuer), "-cert", str(leaf))
+    return response_file
 
 
 def _handler(server: RevocationHTTPServer) -> type[BaseHTTPRequestHandler]:
@@ -199,3 +225,103 @@ class ChainPostfix(Postfix):
             for name, (key, chain) in self.chains.items()
         )
         return super()._master_cf() + listeners
+
+
+@dataclass(frozen=True)
+class Stapled:
+    """A listener of :class:`StaplingExim`: the chain it presents, and the DER OCSP response
+    it staples (none: it staples nothing)."""
+
+    key: Path
+    chain: Path
+    staple: Path | None
+
+
+class StaplingExim(EximDaemon):
+    """Exim with a STARTTLS listener per entry of ``listeners`` (``ports[name]``) and, for
+    each name in ``implicit``, one more with implicit TLS (``ports[name + "_implicit"]``),
+    each presenting its chain and stapling its response (``tls_ocsp_file``).
+
+    Exim chooses them per connection by ``$received_port`` from lsearch files, so one
+    daemon serves every case. The files are read by Exim's unprivileged processes: they
+    must be readable by Debian-exim (a directory from ``exim_work_dir``, files 0644).
+    """
+
+    def __init__(
+        self, work_dir: Path, listeners: Mapping[str, Stapled], implicit: tuple[str, ...] = ()
+    ) -> None:
+        self.listeners = {name: listeners[name] for name in listeners}
+        self.listeners |= {f"{name}_implicit": listeners[name] for name in implicit}
+        self._implicit = tuple(f"{name}_implicit" for name in implicit)
+        super().__init__(work_dir, tuple(self.listeners))
+
+    def listener_options(self) -> str:
+        tables = {"certificate": "chain", "privatekey": "key", "ocsp_file": "staple"}
+        options = []
+        for option, field in tables.items():
+            table = self.work_dir / f"{option}.lsearch"
+            table.write_text(
+                "".join(
+                    f"{self.ports[name]}: {getattr(listener, field)}\n"
+                    for name, listener in self.listeners.items()
+                    if getattr(listener, field) is not None
+                )
+            )
+            table.chmod(0o644)
+            options.append(f"tls_{option} = ${{lookup{{$received_port}}lsearch{{{table}}}}}\n")
+        implicit = " : ".join(str(self.ports[name]) for name in self._implicit)
+        return (
+            "tls_advertise_hosts = *\n"
+            + "".join(options)
+            + (f"tls_on_connect_ports = {implicit}\n" if implicit else "")
+        )
+
+
+class OpenSSLStaplingServer:
+    """``openssl s_server`` on 127.0.0.1 with implicit TLS, presenting ``leaf`` with
+    ``intermediate`` and stapling ``staple`` to every client that asks (``-status_file``),
+    whatever it says.
+
+    Exim's GnuTLS refuses to load a staple that says "revoked" (GnuTLS's
+    ``_gnutls_ocsp_get_validity`` takes only "good" and "unknown": Exim logs "The session
+    or certificate has expired" and staples nothing), so this real TLS server staples that
+    one. It speaks HTTP (``-www``), not mail: a probe gets to its handshake and no further.
+    """
+
+    def __init__(self, work_dir: Path, leaf: LeafFiles, intermediate: Path, staple: Path) -> None:
+        self._arguments = [
+            "-cert", str(leaf.cert), "-key", str(leaf.key), "-cert_chain", str(intermediate),
+            "-status_file", str(staple), "-www", "-quiet",
+        ]  # fmt: skip
+        self._log = work_dir / "s_server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    def start(self, timeout: float = 10.0) -> None:
+        start_with_fresh_ports(lambda: self._start(timeout), self._take_port)
+
+    def _take_port(self) -> None:
+        self.port = free_port()
+
+    def _start(self, timeout: float) -> None:
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                ["openssl", "s_server", "-accept", f"127.0.0.1:{self.port}", *self._arguments],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )  # fmt: skip
+        process = self._process
+        pending = wait_for_endpoints(
+            [("127.0.0.1", self.port)],
+            lambda endpoint: listens_on(process.pid, endpoint[1]),
+            timeout,
+            lambda: process_alive(process.pid),
+        )
+        if pending:
+            self.stop()
+            raise ServerStartError(f"openssl s_server did not listen:\n{log_excerpt(self._log)}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
