@@ -14,8 +14,9 @@ run in this process, one of each case per round, the order turning every round:
 - ``fresh, large CRL``: the same with a CRL of 100,000 entries (about 3.3 MB, made by
   ``openssl ca -gencrl``), parsed, verified and searched in a worker thread;
 - ``full posture, fresh``: everything a module can check at once, nothing kept: the TLS
-  scan (four versions and the weak cipher classes this host can offer), CRL and OCSP,
-  the open-relay and the VRFY/EXPN checks.
+  scan (four versions and the weak cipher classes this host can offer), CRL, OCSP and
+  stapling (one more handshake: Postfix staples nothing), the open-relay and the VRFY/EXPN
+  checks.
 
 For each: the median and 90th percentile of the probe's wall time (run_probe, with the
 checks), the probe's own duration (the conversation, which the checks must leave alone),
@@ -52,6 +53,7 @@ from bench.harness import (
 )
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import ProbeMemory, ProbeResult, RevocationCache, run_probe
+from mail_exporter.probes.revocation import RevocationMethod
 from mail_exporter.targets import parse_address
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import RevocableLeaf, create_revocation_pki, openssl_crl
@@ -73,21 +75,23 @@ class Case:
     durations: list[float] = field(default_factory=list)
 
 
-def module(root: Path, revocation: bool, **more: object) -> ModuleConfig:
+def module(root: Path, checked: bool, **more: object) -> ModuleConfig:
+    """An smtp/starttls module; ``more`` adds keys or replaces them (``revocation``)."""
     return ModuleConfig.model_validate(
         {
             "protocol": "smtp",
             "tls": "starttls",
             "timeout": "10s",
             "tls_config": {"ca_file": str(root)},
-            "revocation": {"crl": revocation, "ocsp": revocation},
-            **more,
+            "revocation": {"crl": checked, "ocsp": checked},
         }
+        | more
     )
 
 
-FULL_POSTURE = {
+FULL_POSTURE_CHECKS: dict[str, object] = {
     "tls_scan": True,
+    "revocation": {"crl": True, "ocsp": True, "stapling": True},  # replaces module()'s
     "smtp": {
         "relay_check": {"mail_from": "probe@outside.example", "rcpt_to": "b@elsewhere.example"},
         "enumeration_check": {"address": "postmaster@localhost"},
@@ -108,11 +112,13 @@ def large_crl(directory: Path, index: Path, intermediate: Path, key: Path) -> by
 
 
 def answered(result: ProbeResult) -> bool:
-    """Every check the module asked for gave an answer."""
+    """Every check the module asked for gave an answer (Postfix staples nothing: its
+    stapling check asks, and "no stapled response" is its answer)."""
     revocation, scan = result.revocation, result.tls_scan
-    return (revocation is None or all(a.revoked is not None for a in revocation.answers)) and (
-        scan is None or scan.success
-    )
+    asked = [] if revocation is None else revocation.answers
+    return all(
+        a.revoked is not None for a in asked if a.method is not RevocationMethod.STAPLING
+    ) and (scan is None or scan.success)
 
 
 async def measure(cases: list[Case], rounds: int) -> str | None:
@@ -168,7 +174,12 @@ def run(children: Children, work: Path, rounds: int) -> int:
         Case("kept", small, on, lambda: kept),
         Case("fresh", small, on, RevocationCache),
         Case(f"fresh, large CRL ({len(crl) / 1e6:.1f} MB)", large, on, RevocationCache),
-        Case("full posture, fresh", small, module(pki.root, True, **FULL_POSTURE), RevocationCache),
+        Case(
+            "full posture, fresh",
+            small,
+            module(pki.root, True, **FULL_POSTURE_CHECKS),
+            RevocationCache,
+        ),
     ]
     failure = asyncio.run(measure(cases, rounds))
     if failure is not None:
