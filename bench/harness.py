@@ -259,6 +259,22 @@ def start_helper(children: Children, command: list[str], log: Path) -> list[int]
     return listening
 
 
+def start_exporter(
+    children: Children, config: Path, log: Path, *extra: str, code: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The real mail_exporter (:func:`exporter_command`) on a free loopback port, started by
+    ``children`` and ready (``/-/ready`` answers): its process and port."""
+    port = free_port()
+    process = children.start(exporter_command(config, port, *extra, code=code), log=log)
+    wait_until(
+        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
+        30,
+        f"exporter (log {log})",
+        alive=lambda: process.poll() is None,
+    )
+    return process, port
+
+
 def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]:
     """A test PKI, a Dovecot and a Postfix that logs in through it and delivers to it (the
     test suite's tests/realservers, all on loopback), stopped when ``children`` exits."""

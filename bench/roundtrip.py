@@ -40,15 +40,12 @@ from harness import (
     LOOPBACK,
     REPO,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
     machine_line,
     mail_servers,
     median,
     percentile,
     print_table,
-    wait_until,
+    start_exporter,
 )
 
 sys.path.insert(0, str(REPO))
@@ -258,14 +255,7 @@ def measure_window(
     """(CPU share of one core, round trips, failures, peak RSS MiB) of one exporter run."""
     path = work / f"ten-routes-{time.monotonic_ns()}.yml"
     path.write_text(config)
-    port = free_port()
-    process = children.start(exporter_command(path, port), log=work / "exporter.log")
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        15,
-        "exporter",
-        lambda: process.poll() is None,
-    )
+    process, port = start_exporter(children, path, work / "exporter.log")
     time.sleep(warmup)
     cpu_before, seen_before = cpu_seconds(process.pid), round_trips(port)[0]
     started = time.monotonic()

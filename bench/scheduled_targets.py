@@ -34,9 +34,6 @@ import psutil
 from harness import (
     LOOPBACK,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
     machine_line,
     median,
     percentile,
@@ -44,8 +41,8 @@ from harness import (
     run_interruptibly,
     serve_ports,
     serve_smtp,
+    start_exporter,
     start_helper,
-    wait_until,
 )
 
 METRICS_MEDIAN_TARGET_MS = 50.0
@@ -244,18 +241,11 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
         args.timeout,
         args.concurrency,
     )
-    port = free_port()
     run = Run(args.interval, args.timeout, args.cycles)
     run.seen = {name: TargetSeen(silent) for name, silent in names.items()}
     exporter_log = work / "exporter.log"
     run.spawned = time.monotonic()
-    exporter = children.start(exporter_command(config, port), log=exporter_log)
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        20,
-        "exporter /-/ready",
-        alive=lambda: exporter.poll() is None,
-    )
+    exporter, port = start_exporter(children, config, exporter_log)
     run.ready = time.monotonic()
     process = psutil.Process(exporter.pid)
     cpu_start = process.cpu_times()

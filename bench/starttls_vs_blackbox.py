@@ -30,7 +30,6 @@ from pathlib import Path
 from harness import (
     LOOPBACK,
     Children,
-    exporter_command,
     free_port,
     http_ok,
     machine_line,
@@ -39,6 +38,7 @@ from harness import (
     percentile,
     print_table,
     run_interruptibly,
+    start_exporter,
     wait_until,
 )
 
@@ -135,10 +135,8 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     target = f"{LOOPBACK}:{postfix.smtp_port}"
     (work / "blackbox.yml").write_text(blackbox_config(pki.ca_file))
     (work / "mail_exporter.yml").write_text(exporter_config(pki.ca_file))
-    ours_port, theirs_port = free_port(), free_port()
-    ours = children.start(
-        exporter_command(work / "mail_exporter.yml", ours_port), log=work / "mail_exporter.log"
-    )
+    _, ours_port = start_exporter(children, work / "mail_exporter.yml", work / "mail_exporter.log")
+    theirs_port = free_port()
     theirs = children.start(
         [
             BLACKBOX,
@@ -148,12 +146,6 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
             f"{LOOPBACK}:{theirs_port}",
         ],
         log=work / "blackbox.log",
-    )
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{ours_port}/-/ready"),
-        20,
-        "mail_exporter /-/ready",
-        alive=lambda: ours.poll() is None,
     )
     wait_until(
         lambda: http_ok(f"http://{LOOPBACK}:{theirs_port}/-/healthy"),

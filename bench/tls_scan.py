@@ -38,17 +38,14 @@ import psutil
 from harness import (
     LOOPBACK,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
     machine_line,
     mail_servers,
     median,
     percentile,
     print_table,
     run_interruptibly,
+    start_exporter,
     unpack,
-    wait_until,
 )
 
 from mail_exporter.config.probes import ModuleConfig
@@ -222,32 +219,17 @@ def probe_once(exporter: Exporter, target: str) -> None:
     exporter.failed += response.status != 200 or found.get("mail_probe_success") != "1.0"
 
 
-def start_exporter(
-    children: Children, name: str, config: Path, work: Path, code: Path | None
-) -> Exporter:
-    port = free_port()
-    process = children.start(
-        exporter_command(config, port, code=code), log=work / f"exporter-{port}.log"
-    )
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        30,
-        f"{name} exporter",
-        alive=lambda: process.poll() is None,
-    )
-    return Exporter(name, port, psutil.Process(process.pid))
-
-
 def off_against_before(
     args: argparse.Namespace, children: Children, work: Path, ca_file: Path, target: str
 ) -> list[Exporter]:
     config = work / "exporter.yml"
     config.write_text(exporter_config(ca_file))
     before = unpack(args.baseline, work / "baseline")
-    exporters = [
-        start_exporter(children, f"before ({args.baseline})", config, work, before),
-        start_exporter(children, "current", config, work, None),
-    ]
+    exporters = []
+    for name, code in ((f"before ({args.baseline})", before), ("current", None)):
+        log = work / f"exporter-{len(exporters)}.log"
+        process, port = start_exporter(children, config, log, code=code)
+        exporters.append(Exporter(name, port, psutil.Process(process.pid)))
     for index in range(args.warmup):
         for exporter in exporters if index % 2 else reversed(exporters):
             probe_once(exporter, target)
