@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+# A sample line of the text exposition: name, labels inside the braces ("" without), value.
+SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 
 def free_port() -> int:
@@ -123,6 +127,21 @@ def wait_until(
             raise RuntimeError(f"{what}: the process exited")
         time.sleep(0.05)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
+
+
+def timed_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, str, float]:
+    """GET ``path`` from the loopback ``port`` on a fresh connection: the status, the body,
+    and the milliseconds until its last byte."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return response.status, body.decode(), elapsed_ms
 
 
 def http_ok(url: str) -> bool:

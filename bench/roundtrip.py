@@ -39,6 +39,7 @@ from typing import Any
 from harness import (
     LOOPBACK,
     REPO,
+    SAMPLE,
     Children,
     machine_line,
     mail_servers,
@@ -65,7 +66,6 @@ TARGET_CORE_SHARE = 0.05
 ROUTES = 10
 BUSY_INTERVAL = "10s"
 _MAILDIR_TIME = re.compile(r"^(\d+)\.M(\d+)P")
-_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 
 def config_text(pki: PKI, dovecot: Dovecot, postfix: Postfix, routes: str) -> str:
@@ -233,7 +233,7 @@ def round_trips(port: int) -> tuple[float, float]:
     with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     seen = failed = 0.0
-    for name, _, value in _SAMPLE.findall(text):
+    for name, _, value in SAMPLE.findall(text):
         if name == "mail_roundtrip_delivery_seconds_count":
             seen += float(value)
         elif name == "mail_roundtrip_failures_total":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import math
 import re
 import sys
@@ -43,6 +42,7 @@ from harness import (
     serve_smtp,
     start_exporter,
     start_helper,
+    timed_get,
 )
 
 METRICS_MEDIAN_TARGET_MS = 50.0
@@ -211,19 +211,10 @@ class RssSampler(threading.Thread):
 
 def scrape(port: int) -> tuple[float, str]:
     """One GET /metrics on a fresh connection: (milliseconds to the last byte, body)."""
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        body = response.read()
-        status = response.status
-    finally:
-        connection.close()
-    elapsed = (time.perf_counter() - started) * 1000
+    status, body, elapsed = timed_get(port, "/metrics")
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
-    return elapsed, body.decode()
+    return elapsed, body
 
 
 def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:

@@ -17,7 +17,6 @@ target is missed or a probe fails.
 from __future__ import annotations
 
 import argparse
-import http.client
 import re
 import shutil
 import smtplib
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from harness import (
     LOOPBACK,
+    SAMPLE,
     Children,
     free_port,
     http_ok,
@@ -39,6 +39,7 @@ from harness import (
     print_table,
     run_interruptibly,
     start_exporter,
+    timed_get,
     wait_until,
 )
 
@@ -55,7 +56,6 @@ MODULE = "smtp_starttls"
 STALL_MS = 30.0
 _SESSION_LINE = re.compile(r"^\s*([\d.]+)ms (.*)$")
 
-_VALUE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 _PHASE = re.compile(r'phase="([^"]+)"')
 
 
@@ -99,24 +99,16 @@ modules:
 def probe(port: int, target: str, debug: bool = False) -> tuple[float, str]:
     """GET /probe on a fresh connection: (client-side milliseconds, body)."""
     path = f"/probe?target={target}&module={MODULE}" + ("&debug=true" if debug else "")
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode()
-    finally:
-        connection.close()
-    elapsed = (time.perf_counter() - started) * 1000
-    if response.status != 200:
-        raise RuntimeError(f"{path} on port {port} answered {response.status}: {body[:300]}")
+    status, body, elapsed = timed_get(port, path)
+    if status != 200:
+        raise RuntimeError(f"{path} on port {port} answered {status}: {body[:300]}")
     return elapsed, body
 
 
 def values(body: str) -> dict[str, list[tuple[str, float]]]:
     found: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for name, labels, value in _VALUE.findall(body):
-        found[name].append((labels or "", float(value)))
+    for name, labels, value in SAMPLE.findall(body):
+        found[name].append((labels, float(value)))
     return found
 
 

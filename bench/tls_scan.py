@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
-import re
 import shutil
 import sys
 import time
@@ -37,6 +35,7 @@ from pathlib import Path
 import psutil
 from harness import (
     LOOPBACK,
+    SAMPLE,
     Children,
     machine_line,
     mail_servers,
@@ -45,6 +44,7 @@ from harness import (
     print_table,
     run_interruptibly,
     start_exporter,
+    timed_get,
     unpack,
 )
 
@@ -61,7 +61,6 @@ INSTALL_HINTS = {
     "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
     "git": "apt-get install git",
 }
-_VALUE = re.compile(r"^(\w+)(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
 def module(ca_file: Path, **settings: object) -> ModuleConfig:
@@ -204,19 +203,11 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def probe_once(exporter: Exporter, target: str) -> None:
-    path = f"/probe?target={target}&module={MODULE}"
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, exporter.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode()
-    finally:
-        connection.close()
-    exporter.client_ms.append((time.perf_counter() - started) * 1000)
-    found = dict(_VALUE.findall(body))
+    status, body, elapsed_ms = timed_get(exporter.port, f"/probe?target={target}&module={MODULE}")
+    exporter.client_ms.append(elapsed_ms)
+    found = {name: value for name, _, value in SAMPLE.findall(body)}
     exporter.durations_ms.append(float(found.get("mail_probe_duration_seconds", "nan")) * 1000)
-    exporter.failed += response.status != 200 or found.get("mail_probe_success") != "1.0"
+    exporter.failed += status != 200 or found.get("mail_probe_success") != "1.0"
 
 
 def off_against_before(
