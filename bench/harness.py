@@ -30,6 +30,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:
     from tests.realservers.dovecot import Dovecot
     from tests.realservers.pki import PKI
@@ -74,6 +76,12 @@ def unpack(revision: str, into: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process ``pid`` has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -41,6 +41,7 @@ from harness import (
     REPO,
     SAMPLE,
     Children,
+    cpu_seconds,
     machine_line,
     mail_servers,
     median,
@@ -214,11 +215,6 @@ def run_detection(args: argparse.Namespace, pki: PKI, dovecot: Dovecot, postfix:
 
 
 # 2. Cost of ten routes
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -33,6 +33,7 @@ import psutil
 from harness import (
     LOOPBACK,
     Children,
+    cpu_seconds,
     machine_line,
     median,
     percentile,
@@ -239,7 +240,7 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     exporter, port = start_exporter(children, config, exporter_log)
     run.ready = time.monotonic()
     process = psutil.Process(exporter.pid)
-    cpu_start = process.cpu_times()
+    cpu_start = cpu_seconds(exporter.pid)
     sampler = RssSampler(process)
     sampler.start()
     duration = args.cycles * args.interval + args.timeout + RESULT_SLACK_S + 0.5
@@ -270,10 +271,9 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     finally:
         sampler.stopped.set()
         sampler.join()
-    cpu_end = process.cpu_times()
-    cpu_seconds = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
+    cpu_used = cpu_seconds(exporter.pid) - cpu_start
     elapsed = time.monotonic() - run.ready
-    return report(args, run, sampler, cpu_seconds, elapsed, exporter_log)
+    return report(args, run, sampler, cpu_used, elapsed, exporter_log)
 
 
 def report(

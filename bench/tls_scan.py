@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from harness import (
     LOOPBACK,
     SAMPLE,
     Children,
+    cpu_seconds,
     machine_line,
     mail_servers,
     median,
@@ -190,16 +190,11 @@ modules:
 class Exporter:
     name: str
     port: int
-    process: psutil.Process
+    pid: int
     durations_ms: list[float] = field(default_factory=list)
     client_ms: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     failed: int = 0
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def probe_once(exporter: Exporter, target: str) -> None:
@@ -220,19 +215,19 @@ def off_against_before(
     for name, code in ((f"before ({args.baseline})", before), ("current", None)):
         log = work / f"exporter-{len(exporters)}.log"
         process, port = start_exporter(children, config, log, code=code)
-        exporters.append(Exporter(name, port, psutil.Process(process.pid)))
+        exporters.append(Exporter(name, port, process.pid))
     for index in range(args.warmup):
         for exporter in exporters if index % 2 else reversed(exporters):
             probe_once(exporter, target)
     for exporter in exporters:
         exporter.durations_ms.clear()
         exporter.client_ms.clear()
-    started = [cpu_seconds(exporter.process) for exporter in exporters]
+    started = [cpu_seconds(exporter.pid) for exporter in exporters]
     for index in range(args.n):
         for exporter in exporters if index % 2 else reversed(exporters):
             probe_once(exporter, target)
     for exporter, cpu_before in zip(exporters, started, strict=True):
-        exporter.cpu_seconds = cpu_seconds(exporter.process) - cpu_before
+        exporter.cpu_seconds = cpu_seconds(exporter.pid) - cpu_before
     return exporters
 
 
