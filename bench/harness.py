@@ -7,6 +7,7 @@ exception, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import http.client
@@ -15,6 +16,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -39,8 +41,33 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+# How to install each program a benchmark may need (Debian packages).
+INSTALL_HINTS = {
+    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
+    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
+    "prometheus-blackbox-exporter": "apt-get install prometheus-blackbox-exporter",
+    "git": "apt-get install git",
+    "openssl": "apt-get install openssl",
+}
 # A sample line of the text exposition: name, labels inside the braces ("" without), value.
 SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+
+
+def not_installed(*programs: str) -> bool:
+    """Whether any of ``programs`` is missing; each missing one is named, with how to
+    install it, on stderr."""
+    missing = [name for name in programs if shutil.which(name) is None]
+    for name in missing:
+        print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    return bool(missing)
+
+
+def fill_defaults(args: argparse.Namespace, **defaults: tuple[object, object]) -> None:
+    """Give each option the command line left out (None) its default for the run:
+    ``(full, quick)``, the second with ``--quick``."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
 
 
 def free_port() -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from bench.harness import (
     Children,
     machine_line,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
@@ -214,10 +214,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="15 rounds instead of 100")
     rounds = 15 if parser.parse_args().quick else 100
-    for program in ("postfix", "dovecot", "openssl"):
-        if shutil.which(program) is None:
-            print(f"{program} is not installed", file=sys.stderr)
-            return 1
+    if not_installed("postfix", "dovecot", "openssl"):
+        return 1
     return run_interruptibly("revocation-", lambda children, work: run(children, work, rounds))
 
 

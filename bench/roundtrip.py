@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -42,9 +41,11 @@ from harness import (
     SAMPLE,
     Children,
     cpu_seconds,
+    fill_defaults,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
     start_exporter,
@@ -291,11 +292,8 @@ def main() -> int:
         "--window", type=float, help="seconds per CPU window (default 60, 20 with --quick)"
     )
     args = parser.parse_args()
-    args.n = args.n or (10 if args.quick else 30)
-    args.window = args.window or (20.0 if args.quick else 60.0)
-    missing = [name for name in ("postfix", "dovecot") if shutil.which(name) is None]
-    if missing:
-        print(f"not installed: {', '.join(missing)}", file=sys.stderr)
+    fill_defaults(args, n=(30, 10), window=(60.0, 20.0))
+    if not_installed("postfix", "dovecot"):
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp, Children() as children:

@@ -34,6 +34,7 @@ from harness import (
     LOOPBACK,
     Children,
     cpu_seconds,
+    fill_defaults,
     machine_line,
     median,
     percentile,
@@ -457,10 +458,7 @@ def main() -> int:
         serve = _serve_silent if args.role == "silent" else serve_smtp
         asyncio.run(serve(args.ports))
         return 0
-    defaults = (200, 15.0, 2, 60) if args.quick else (500, 30.0, 4, 200)
-    for name, default in zip(("targets", "interval", "cycles", "scrapes"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    fill_defaults(args, targets=(500, 200), interval=(30.0, 15.0), cycles=(4, 2), scrapes=(200, 60))
     return run_interruptibly(
         "bench-scheduled-", lambda children, work: run_benchmark(args, children, work)
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import smtplib
 import ssl
 import sys
@@ -30,11 +29,13 @@ from harness import (
     LOOPBACK,
     SAMPLE,
     Children,
+    fill_defaults,
     free_port,
     http_ok,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
@@ -44,11 +45,6 @@ from harness import (
 )
 
 BLACKBOX = "prometheus-blackbox-exporter"
-INSTALL_HINTS = {
-    BLACKBOX: "apt-get install prometheus-blackbox-exporter",
-    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
-    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
-}
 RATIO_TARGET = 1.2
 MODULE = "smtp_starttls"
 # A probe this much slower than the session's usual few milliseconds has stalled: the
@@ -301,12 +297,8 @@ def main() -> int:
         help="debug probes to find a stalled session to show (default 40)",
     )
     args = parser.parse_args()
-    args.n = args.n or (30 if args.quick else 200)
-    args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
-    missing = [name for name in INSTALL_HINTS if shutil.which(name) is None]
-    if missing:
-        for name in missing:
-            print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    fill_defaults(args, n=(200, 30), warmup=(10, 5))
+    if not_installed(BLACKBOX, "postfix", "dovecot"):
         return 2
     return run_interruptibly(
         "bench-starttls-", lambda children, work: run_benchmark(args, children, work)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,9 +36,11 @@ from harness import (
     SAMPLE,
     Children,
     cpu_seconds,
+    fill_defaults,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
@@ -56,11 +57,6 @@ from mail_exporter.targets import parse_address
 
 SCAN_TARGET_SECONDS = 1.0
 MODULE = "smtp_starttls"
-INSTALL_HINTS = {
-    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
-    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
-    "git": "apt-get install git",
-}
 
 
 def module(ca_file: Path, **settings: object) -> ModuleConfig:
@@ -304,12 +300,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, help="unmeasured rounds of (b) first (default 10)")
     parser.add_argument("--baseline", default="89048b0", help="the commit to compare with")
     args = parser.parse_args()
-    args.n = args.n or (30 if args.quick else 500)
-    args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
-    missing = [name for name in INSTALL_HINTS if shutil.which(name) is None]
-    if missing:
-        for name in missing:
-            print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    fill_defaults(args, n=(500, 30), warmup=(10, 5))
+    if not_installed("postfix", "dovecot", "git"):
         return 2
     return run_interruptibly(
         "bench-tls-scan-", lambda children, work: run_benchmark(args, children, work)
