@@ -27,7 +27,6 @@ import asyncio
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from harness import (
     not_installed,
     percentile,
     print_table,
+    run_interruptibly,
     start_exporter,
 )
 
@@ -284,6 +284,18 @@ def run_cost(
     return idle[0] < TARGET_CORE_SHARE and busy[2] == 0 and idle[2] == 0
 
 
+def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
+    servers = mail_servers(children, work)
+    os.environ[PASSWORD_VARIABLE] = servers[1].password
+    print(f"machine: {machine_line()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    detected = run_detection(args, *servers)
+    cheap = run_cost(args, children, work, servers)
+    verdicts = {"detection": detected, "cost": cheap}
+    print("\nverdict: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in verdicts.items()))
+    return 0 if detected and cheap else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=10, 20 s windows")
@@ -295,24 +307,9 @@ def main() -> int:
     fill_defaults(args, n=(30, 10), window=(60.0, 20.0))
     if not_installed("postfix", "dovecot"):
         return 2
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp, Children() as children:
-            work = Path(tmp)
-            servers = mail_servers(children, work)
-            os.environ[PASSWORD_VARIABLE] = servers[1].password
-            print(f"machine: {machine_line()}")
-            print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-            detected = run_detection(args, *servers)
-            cheap = run_cost(args, children, work, servers)
-    except KeyboardInterrupt as interrupt:
-        print(
-            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
-            file=sys.stderr,
-        )
-        return 130
-    verdicts = {"detection": detected, "cost": cheap}
-    print("\nverdict: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in verdicts.items()))
-    return 0 if detected and cheap else 1
+    return run_interruptibly(
+        "bench-roundtrip-", lambda children, work: run_benchmark(args, children, work)
+    )
 
 
 if __name__ == "__main__":
