@@ -9,6 +9,7 @@ intermediate and not for the leaf (whose expiry is MailCertificateExpiring's).
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
 from mixin import rules
+from tests.conftest import new_postfix
 from tests.promtool import (
     ALERTING,
     check_metrics,
@@ -28,7 +30,7 @@ from tests.promtool import (
     shipped_rules,
 )
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.pki import ChainPKI, create_chain_pki
+from tests.realservers.pki import PKI, ChainPKI, create_chain_pki
 from tests.realservers.postfix import Postfix
 from tests.served import Served, get, served_exporter
 
@@ -48,16 +50,13 @@ def chain_pki(tmp_path_factory: pytest.TempPathFactory) -> ChainPKI:
 
 @pytest.fixture(scope="module")
 def chained_postfix(
-    tmp_path_factory: pytest.TempPathFactory, chain_pki: ChainPKI, dovecot: Dovecot
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, chain_pki: ChainPKI, dovecot: Dovecot
 ) -> Iterator[Postfix]:
     """A Postfix whose smtpd_tls_chain_files name the leaf's key, then leaf + intermediate."""
-    server = Postfix(
-        tmp_path_factory.mktemp("postfix-chain"),
-        chain_pki.chain_file,
-        chain_pki.leaf_key,
-        dovecot_auth_port=dovecot.auth_port,
-        dovecot_lmtp_port=dovecot.lmtp_port,
+    chain = dataclasses.replace(
+        pki, server_cert=chain_pki.chain_file, server_key=chain_pki.leaf_key
     )
+    server = new_postfix(tmp_path_factory, chain, dovecot, name="postfix-chain")
     server.start()
     yield server
     server.stop()
