@@ -87,6 +87,31 @@ async def scheduled_result(exporter: Exporter) -> None:
     raise AssertionError("the scheduled probe produced no result")
 
 
+async def scrape_both(directory: Path, address: str, tls_config: str) -> dict[str, str]:
+    """/probe of ``address`` by an smtps module with ``tls_config`` (a YAML flow mapping),
+    and /metrics once a scheduled probe of it reported, from an exporter in this process."""
+    config = directory / "config.yml"
+    config.write_text(f"""\
+global: {{interval: 1s}}
+modules:
+  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {tls_config}}}
+targets:
+  - {{name: mx, address: "{address}", module: smtps}}
+""")
+    exporter = Exporter(config, {})
+    client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+    await client.start_server()
+    exporter.start()
+    try:
+        probed = await client.get("/probe", params={"target": address, "module": "smtps"})
+        await scheduled_result(exporter)
+        scraped = await client.get("/metrics")
+        return {"/probe": await probed.text(), "/metrics": await scraped.text()}
+    finally:
+        exporter.stop()
+        await client.close()
+
+
 @pytest.mark.parametrize("flaw", ["expired", "wronghost"])
 async def test_unverified_certificate_reaches_probe_and_metrics(
     pki: PKI, tmp_path: Path, flaw: str
@@ -96,26 +121,7 @@ async def test_unverified_certificate_reaches_probe_and_metrics(
     not_after = x509.load_pem_x509_certificate(cert_file.read_bytes()).not_valid_after_utc
     tls = server_context(cert_file, getattr(pki, f"{flaw}_key"))
     async with scripted_server(smtp_script(["220 mx.test ESMTP"]), tls) as address:
-        config = tmp_path / "config.yml"
-        config.write_text(f"""\
-global: {{interval: 1s}}
-modules:
-  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {{ca_file: {pki.ca_file}}}}}
-targets:
-  - {{name: mx, address: "{address}", module: smtps}}
-""")
-        exporter = Exporter(config, {})
-        client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
-        await client.start_server()
-        exporter.start()
-        try:
-            probed = await client.get("/probe", params={"target": address, "module": "smtps"})
-            await scheduled_result(exporter)
-            scraped = await client.get("/metrics")
-            texts = {"/probe": await probed.text(), "/metrics": await scraped.text()}
-        finally:
-            exporter.stop()
-            await client.close()
+        texts = await scrape_both(tmp_path, address, f"{{ca_file: {pki.ca_file}}}")
     labels = {
         "/probe": {"protocol": "smtp"},
         "/metrics": {"target": "mx", "module": "smtps", "protocol": "smtp"},
