@@ -79,6 +79,16 @@ def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
+def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of each sample ``name`` in the exposition."""
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+
+
 async def scheduled_result(exporter: Exporter) -> None:
     for _ in range(100):
         if all(state.result is not None for state in exporter.scheduler.states.values()):

@@ -33,6 +33,7 @@ from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI, ChainPKI, create_chain_pki
 from tests.realservers.postfix import Postfix
 from tests.served import Served, get, served_exporter
+from tests.test_exposition import labelled
 
 pytestmark = pytest.mark.integration
 
@@ -79,15 +80,6 @@ def samples(text: str, name: str, labels: dict[str, str]) -> list[float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == name and labels.items() <= s.labels.items()
-    ]
-
-
-def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (s.labels, s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
     ]
 
 
