@@ -20,12 +20,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
-from mixin import rules
 from tests.conftest import new_postfix
 from tests.promtool import (
-    ALERTING,
     check_metrics,
-    run_rule_tests,
+    check_shipped_alert,
     shipped_annotations,
     shipped_rules,
 )
@@ -164,25 +162,8 @@ def check_chain_alert(text: str, probed_at: float, directory: Path) -> None:
         for rule in shipped_rules(CHAIN_ALERT)
     ]
     assert {alert["exp_labels"]["severity"] for alert in expected} == {"warning", "critical"}
-    case = {
-        "rule_files": [str(ALERTING / rules.RULES_FILE)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": CHAIN_ALERT, "exp_alerts": []},  # for: 10m
-                    {
-                        "eval_time": f"{EVAL_SECONDS // 60}m",
-                        "alertname": CHAIN_ALERT,
-                        "exp_alerts": expected,
-                    },
-                ],
-            }
-        ],
-    }
-    run_rule_tests(case, directory)
+    # Quiet at 5m: the alert's for is 10m.
+    check_shipped_alert(CHAIN_ALERT, series, "5m", f"{EVAL_SECONDS // 60}m", expected, directory)
 
 
 def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Postfix) -> None:
