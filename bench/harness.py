@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:
+    from mail_exporter.config.probes import ModuleConfig
     from tests.realservers.dovecot import Dovecot
     from tests.realservers.pki import PKI
     from tests.realservers.postfix import Postfix
@@ -327,6 +328,22 @@ def start_exporter(
         alive=lambda: process.poll() is None,
     )
     return process, port
+
+
+def starttls_module(ca_file: Path, **settings: object) -> ModuleConfig:
+    """An SMTP module with STARTTLS that trusts ``ca_file``, timeout 5 s; ``settings`` add
+    or replace keys as a module of the config file has them."""
+    from mail_exporter.config.probes import ModuleConfig
+
+    return ModuleConfig.model_validate(
+        {
+            "protocol": "smtp",
+            "tls": "starttls",
+            "timeout": "5s",
+            "tls_config": {"ca_file": str(ca_file)},
+            **settings,
+        }
+    )
 
 
 def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]:

@@ -49,6 +49,7 @@ from bench.harness import (
     percentile,
     print_table,
     run_interruptibly,
+    starttls_module,
 )
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import ProbeMemory, ProbeResult, RevocationCache, run_probe
@@ -74,16 +75,8 @@ class Case:
 
 
 def module(root: Path, revocation: bool, **more: object) -> ModuleConfig:
-    return ModuleConfig.model_validate(
-        {
-            "protocol": "smtp",
-            "tls": "starttls",
-            "timeout": "10s",
-            "tls_config": {"ca_file": str(root)},
-            "revocation": {"crl": revocation, "ocsp": revocation},
-            **more,
-        }
-    )
+    checks = {"crl": revocation, "ocsp": revocation}
+    return starttls_module(root, timeout="10s", revocation=checks, **more)
 
 
 FULL_POSTURE = {

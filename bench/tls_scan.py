@@ -45,6 +45,7 @@ from harness import (
     print_table,
     run_interruptibly,
     start_exporter,
+    starttls_module,
     timed_get,
     unpack,
 )
@@ -57,18 +58,6 @@ from mail_exporter.targets import parse_address
 
 SCAN_TARGET_SECONDS = 1.0
 MODULE = "smtp_starttls"
-
-
-def module(ca_file: Path, **settings: object) -> ModuleConfig:
-    return ModuleConfig.model_validate(
-        {
-            "protocol": "smtp",
-            "tls": "starttls",
-            "timeout": "5s",
-            "tls_config": {"ca_file": str(ca_file)},
-            **settings,
-        }
-    )
 
 
 # ---------------------------------------------------------------- (a) the scan, in process
@@ -117,7 +106,8 @@ async def kept_against_off(address: str, ca_file: Path, n: int) -> tuple[Timed, 
     """``n`` probes reusing a kept scan and ``n`` without tls_scan, alternating."""
     kept, off = Timed(), Timed()
     scans = TLSScans()
-    scanned, plain = module(ca_file, tls_scan={"interval": "1h"}), module(ca_file)
+    scanned = starttls_module(ca_file, tls_scan={"interval": "1h"})
+    plain = starttls_module(ca_file)
     await run_probe(
         parse_address(address), scanned, 5.0, ProbeMemory(tls_scans=scans)
     )  # the scan to keep
@@ -270,7 +260,7 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
         server.start()
         policy_ports[policy] = server.smtp_port
 
-    scanning = module(pki.ca_file, tls_scan=True)
+    scanning = starttls_module(pki.ca_file, tls_scan=True)
     print(f"(a) {args.n} full scans of each Postfix STARTTLS port ...", flush=True)
     runs = {
         policy: asyncio.run(full_scans(f"{LOOPBACK}:{port}", scanning, args.n))
