@@ -7,12 +7,16 @@ exception, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -28,13 +32,43 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:
+    from mail_exporter.config.probes import ModuleConfig
     from tests.realservers.dovecot import Dovecot
     from tests.realservers.pki import PKI
     from tests.realservers.postfix import Postfix
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+# How to install each program a benchmark may need (Debian packages).
+INSTALL_HINTS = {
+    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
+    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
+    "prometheus-blackbox-exporter": "apt-get install prometheus-blackbox-exporter",
+    "git": "apt-get install git",
+    "openssl": "apt-get install openssl",
+}
+# A sample line of the text exposition: name, labels inside the braces ("" without), value.
+SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
+
+
+def not_installed(*programs: str) -> bool:
+    """Whether any of ``programs`` is missing; each missing one is named, with how to
+    install it, on stderr."""
+    missing = [name for name in programs if shutil.which(name) is None]
+    for name in missing:
+        print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    return bool(missing)
+
+
+def fill_defaults(args: argparse.Namespace, **defaults: tuple[object, object]) -> None:
+    """Give each option the command line left out (None) its default for the run:
+    ``(full, quick)``, the second with ``--quick``."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
 
 
 def free_port() -> int:
@@ -70,6 +104,12 @@ def unpack(revision: str, into: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process ``pid`` has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -123,6 +163,21 @@ def wait_until(
             raise RuntimeError(f"{what}: the process exited")
         time.sleep(0.05)
     raise RuntimeError(f"{what}: not ready after {timeout:.0f}s")
+
+
+def timed_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, str, float]:
+    """GET ``path`` from the loopback ``port`` on a fresh connection: the status, the body,
+    and the milliseconds until its last byte."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return response.status, body.decode(), elapsed_ms
 
 
 def http_ok(url: str) -> bool:
@@ -257,6 +312,38 @@ def start_helper(children: Children, command: list[str], log: Path) -> list[int]
         raise RuntimeError(f"helper {command[1:]} exited: {log.read_text()[-2000:]}")
     listening: list[int] = json.loads(line)
     return listening
+
+
+def start_exporter(
+    children: Children, config: Path, log: Path, *extra: str, code: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The real mail_exporter (:func:`exporter_command`) on a free loopback port, started by
+    ``children`` and ready (``/-/ready`` answers): its process and port."""
+    port = free_port()
+    process = children.start(exporter_command(config, port, *extra, code=code), log=log)
+    wait_until(
+        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
+        30,
+        f"exporter (log {log})",
+        alive=lambda: process.poll() is None,
+    )
+    return process, port
+
+
+def starttls_module(ca_file: Path, **settings: object) -> ModuleConfig:
+    """An SMTP module with STARTTLS that trusts ``ca_file``, timeout 5 s; ``settings`` add
+    or replace keys as a module of the config file has them."""
+    from mail_exporter.config.probes import ModuleConfig
+
+    return ModuleConfig.model_validate(
+        {
+            "protocol": "smtp",
+            "tls": "starttls",
+            "timeout": "5s",
+            "tls_config": {"ca_file": str(ca_file)},
+            **settings,
+        }
+    )
 
 
 def mail_servers(children: Children, work: Path) -> tuple[PKI, Dovecot, Postfix]:

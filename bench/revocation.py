@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -47,9 +46,11 @@ from bench.harness import (
     Children,
     machine_line,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
+    starttls_module,
 )
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import ProbeMemory, ProbeResult, RevocationCache, run_probe
@@ -77,16 +78,8 @@ class Case:
 
 def module(root: Path, checked: bool, **more: object) -> ModuleConfig:
     """An smtp/starttls module; ``more`` adds keys or replaces them (``revocation``)."""
-    return ModuleConfig.model_validate(
-        {
-            "protocol": "smtp",
-            "tls": "starttls",
-            "timeout": "10s",
-            "tls_config": {"ca_file": str(root)},
-            "revocation": {"crl": checked, "ocsp": checked},
-        }
-        | more
-    )
+    settings = {"timeout": "10s", "revocation": {"crl": checked, "ocsp": checked}} | more
+    return starttls_module(root, **settings)
 
 
 FULL_POSTURE_CHECKS: dict[str, object] = {
@@ -225,10 +218,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="15 rounds instead of 100")
     rounds = 15 if parser.parse_args().quick else 100
-    for program in ("postfix", "dovecot", "openssl"):
-        if shutil.which(program) is None:
-            print(f"{program} is not installed", file=sys.stderr)
-            return 1
+    if not_installed("postfix", "dovecot", "openssl"):
+        return 1
     return run_interruptibly("revocation-", lambda children, work: run(children, work, rounds))
 
 

@@ -26,9 +26,7 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,16 +37,18 @@ from typing import Any
 from harness import (
     LOOPBACK,
     REPO,
+    SAMPLE,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
+    cpu_seconds,
+    fill_defaults,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
-    wait_until,
+    run_interruptibly,
+    start_exporter,
 )
 
 sys.path.insert(0, str(REPO))
@@ -68,7 +68,6 @@ TARGET_CORE_SHARE = 0.05
 ROUTES = 10
 BUSY_INTERVAL = "10s"
 _MAILDIR_TIME = re.compile(r"^(\d+)\.M(\d+)P")
-_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 
 
 def config_text(pki: PKI, dovecot: Dovecot, postfix: Postfix, routes: str) -> str:
@@ -219,11 +218,6 @@ def run_detection(args: argparse.Namespace, pki: PKI, dovecot: Dovecot, postfix:
 # 2. Cost of ten routes
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -236,7 +230,7 @@ def round_trips(port: int) -> tuple[float, float]:
     with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     seen = failed = 0.0
-    for name, _, value in _SAMPLE.findall(text):
+    for name, _, value in SAMPLE.findall(text):
         if name == "mail_roundtrip_delivery_seconds_count":
             seen += float(value)
         elif name == "mail_roundtrip_failures_total":
@@ -258,14 +252,7 @@ def measure_window(
     """(CPU share of one core, round trips, failures, peak RSS MiB) of one exporter run."""
     path = work / f"ten-routes-{time.monotonic_ns()}.yml"
     path.write_text(config)
-    port = free_port()
-    process = children.start(exporter_command(path, port), log=work / "exporter.log")
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        15,
-        "exporter",
-        lambda: process.poll() is None,
-    )
+    process, port = start_exporter(children, path, work / "exporter.log")
     time.sleep(warmup)
     cpu_before, seen_before = cpu_seconds(process.pid), round_trips(port)[0]
     started = time.monotonic()
@@ -297,6 +284,18 @@ def run_cost(
     return idle[0] < TARGET_CORE_SHARE and busy[2] == 0 and idle[2] == 0
 
 
+def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
+    servers = mail_servers(children, work)
+    os.environ[PASSWORD_VARIABLE] = servers[1].password
+    print(f"machine: {machine_line()}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    detected = run_detection(args, *servers)
+    cheap = run_cost(args, children, work, servers)
+    verdicts = {"detection": detected, "cost": cheap}
+    print("\nverdict: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in verdicts.items()))
+    return 0 if detected and cheap else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=10, 20 s windows")
@@ -305,30 +304,12 @@ def main() -> int:
         "--window", type=float, help="seconds per CPU window (default 60, 20 with --quick)"
     )
     args = parser.parse_args()
-    args.n = args.n or (10 if args.quick else 30)
-    args.window = args.window or (20.0 if args.quick else 60.0)
-    missing = [name for name in ("postfix", "dovecot") if shutil.which(name) is None]
-    if missing:
-        print(f"not installed: {', '.join(missing)}", file=sys.stderr)
+    fill_defaults(args, n=(30, 10), window=(60.0, 20.0))
+    if not_installed("postfix", "dovecot"):
         return 2
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp, Children() as children:
-            work = Path(tmp)
-            servers = mail_servers(children, work)
-            os.environ[PASSWORD_VARIABLE] = servers[1].password
-            print(f"machine: {machine_line()}")
-            print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-            detected = run_detection(args, *servers)
-            cheap = run_cost(args, children, work, servers)
-    except KeyboardInterrupt as interrupt:
-        print(
-            f"interrupted ({str(interrupt) or 'Ctrl-C'}); every process started was stopped",
-            file=sys.stderr,
-        )
-        return 130
-    verdicts = {"detection": detected, "cost": cheap}
-    print("\nverdict: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in verdicts.items()))
-    return 0 if detected and cheap else 1
+    return run_interruptibly(
+        "bench-roundtrip-", lambda children, work: run_benchmark(args, children, work)
+    )
 
 
 if __name__ == "__main__":

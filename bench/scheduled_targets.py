@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import math
 import re
 import sys
@@ -34,9 +33,8 @@ import psutil
 from harness import (
     LOOPBACK,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
+    cpu_seconds,
+    fill_defaults,
     machine_line,
     median,
     percentile,
@@ -44,8 +42,9 @@ from harness import (
     run_interruptibly,
     serve_ports,
     serve_smtp,
+    start_exporter,
     start_helper,
-    wait_until,
+    timed_get,
 )
 
 METRICS_MEDIAN_TARGET_MS = 50.0
@@ -214,19 +213,10 @@ class RssSampler(threading.Thread):
 
 def scrape(port: int) -> tuple[float, str]:
     """One GET /metrics on a fresh connection: (milliseconds to the last byte, body)."""
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        body = response.read()
-        status = response.status
-    finally:
-        connection.close()
-    elapsed = (time.perf_counter() - started) * 1000
+    status, body, elapsed = timed_get(port, "/metrics")
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
-    return elapsed, body.decode()
+    return elapsed, body
 
 
 def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> int:
@@ -244,21 +234,14 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
         args.timeout,
         args.concurrency,
     )
-    port = free_port()
     run = Run(args.interval, args.timeout, args.cycles)
     run.seen = {name: TargetSeen(silent) for name, silent in names.items()}
     exporter_log = work / "exporter.log"
     run.spawned = time.monotonic()
-    exporter = children.start(exporter_command(config, port), log=exporter_log)
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        20,
-        "exporter /-/ready",
-        alive=lambda: exporter.poll() is None,
-    )
+    exporter, port = start_exporter(children, config, exporter_log)
     run.ready = time.monotonic()
     process = psutil.Process(exporter.pid)
-    cpu_start = process.cpu_times()
+    cpu_start = cpu_seconds(exporter.pid)
     sampler = RssSampler(process)
     sampler.start()
     duration = args.cycles * args.interval + args.timeout + RESULT_SLACK_S + 0.5
@@ -289,10 +272,9 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     finally:
         sampler.stopped.set()
         sampler.join()
-    cpu_end = process.cpu_times()
-    cpu_seconds = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
+    cpu_used = cpu_seconds(exporter.pid) - cpu_start
     elapsed = time.monotonic() - run.ready
-    return report(args, run, sampler, cpu_seconds, elapsed, exporter_log)
+    return report(args, run, sampler, cpu_used, elapsed, exporter_log)
 
 
 def report(
@@ -476,10 +458,7 @@ def main() -> int:
         serve = _serve_silent if args.role == "silent" else serve_smtp
         asyncio.run(serve(args.ports))
         return 0
-    defaults = (200, 15.0, 2, 60) if args.quick else (500, 30.0, 4, 200)
-    for name, default in zip(("targets", "interval", "cycles", "scrapes"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    fill_defaults(args, targets=(500, 200), interval=(30.0, 15.0), cycles=(4, 2), scrapes=(200, 60))
     return run_interruptibly(
         "bench-scheduled-", lambda children, work: run_benchmark(args, children, work)
     )

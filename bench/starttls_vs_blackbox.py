@@ -17,9 +17,7 @@ target is missed or a probe fails.
 from __future__ import annotations
 
 import argparse
-import http.client
 import re
-import shutil
 import smtplib
 import ssl
 import sys
@@ -29,25 +27,24 @@ from pathlib import Path
 
 from harness import (
     LOOPBACK,
+    SAMPLE,
     Children,
-    exporter_command,
+    fill_defaults,
     free_port,
     http_ok,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
+    start_exporter,
+    timed_get,
     wait_until,
 )
 
 BLACKBOX = "prometheus-blackbox-exporter"
-INSTALL_HINTS = {
-    BLACKBOX: "apt-get install prometheus-blackbox-exporter",
-    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
-    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
-}
 RATIO_TARGET = 1.2
 MODULE = "smtp_starttls"
 # A probe this much slower than the session's usual few milliseconds has stalled: the
@@ -55,7 +52,6 @@ MODULE = "smtp_starttls"
 STALL_MS = 30.0
 _SESSION_LINE = re.compile(r"^\s*([\d.]+)ms (.*)$")
 
-_VALUE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.MULTILINE)
 _PHASE = re.compile(r'phase="([^"]+)"')
 
 
@@ -99,24 +95,16 @@ modules:
 def probe(port: int, target: str, debug: bool = False) -> tuple[float, str]:
     """GET /probe on a fresh connection: (client-side milliseconds, body)."""
     path = f"/probe?target={target}&module={MODULE}" + ("&debug=true" if debug else "")
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode()
-    finally:
-        connection.close()
-    elapsed = (time.perf_counter() - started) * 1000
-    if response.status != 200:
-        raise RuntimeError(f"{path} on port {port} answered {response.status}: {body[:300]}")
+    status, body, elapsed = timed_get(port, path)
+    if status != 200:
+        raise RuntimeError(f"{path} on port {port} answered {status}: {body[:300]}")
     return elapsed, body
 
 
 def values(body: str) -> dict[str, list[tuple[str, float]]]:
     found: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for name, labels, value in _VALUE.findall(body):
-        found[name].append((labels or "", float(value)))
+    for name, labels, value in SAMPLE.findall(body):
+        found[name].append((labels, float(value)))
     return found
 
 
@@ -135,10 +123,8 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     target = f"{LOOPBACK}:{postfix.smtp_port}"
     (work / "blackbox.yml").write_text(blackbox_config(pki.ca_file))
     (work / "mail_exporter.yml").write_text(exporter_config(pki.ca_file))
-    ours_port, theirs_port = free_port(), free_port()
-    ours = children.start(
-        exporter_command(work / "mail_exporter.yml", ours_port), log=work / "mail_exporter.log"
-    )
+    _, ours_port = start_exporter(children, work / "mail_exporter.yml", work / "mail_exporter.log")
+    theirs_port = free_port()
     theirs = children.start(
         [
             BLACKBOX,
@@ -148,12 +134,6 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
             f"{LOOPBACK}:{theirs_port}",
         ],
         log=work / "blackbox.log",
-    )
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{ours_port}/-/ready"),
-        20,
-        "mail_exporter /-/ready",
-        alive=lambda: ours.poll() is None,
     )
     wait_until(
         lambda: http_ok(f"http://{LOOPBACK}:{theirs_port}/-/healthy"),
@@ -317,12 +297,8 @@ def main() -> int:
         help="debug probes to find a stalled session to show (default 40)",
     )
     args = parser.parse_args()
-    args.n = args.n or (30 if args.quick else 200)
-    args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
-    missing = [name for name in INSTALL_HINTS if shutil.which(name) is None]
-    if missing:
-        for name in missing:
-            print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    fill_defaults(args, n=(200, 30), warmup=(10, 5))
+    if not_installed(BLACKBOX, "postfix", "dovecot"):
         return 2
     return run_interruptibly(
         "bench-starttls-", lambda children, work: run_benchmark(args, children, work)

@@ -26,29 +26,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
-import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from harness import (
     LOOPBACK,
+    SAMPLE,
     Children,
-    exporter_command,
-    free_port,
-    http_ok,
+    cpu_seconds,
+    fill_defaults,
     machine_line,
     mail_servers,
     median,
+    not_installed,
     percentile,
     print_table,
     run_interruptibly,
+    start_exporter,
+    starttls_module,
+    timed_get,
     unpack,
-    wait_until,
 )
 
 from mail_exporter.config.probes import ModuleConfig
@@ -59,24 +58,6 @@ from mail_exporter.targets import parse_address
 
 SCAN_TARGET_SECONDS = 1.0
 MODULE = "smtp_starttls"
-INSTALL_HINTS = {
-    "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
-    "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
-    "git": "apt-get install git",
-}
-_VALUE = re.compile(r"^(\w+)(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
-
-
-def module(ca_file: Path, **settings: object) -> ModuleConfig:
-    return ModuleConfig.model_validate(
-        {
-            "protocol": "smtp",
-            "tls": "starttls",
-            "timeout": "5s",
-            "tls_config": {"ca_file": str(ca_file)},
-            **settings,
-        }
-    )
 
 
 # ---------------------------------------------------------------- (a) the scan, in process
@@ -125,7 +106,8 @@ async def kept_against_off(address: str, ca_file: Path, n: int) -> tuple[Timed, 
     """``n`` probes reusing a kept scan and ``n`` without tls_scan, alternating."""
     kept, off = Timed(), Timed()
     scans = TLSScans()
-    scanned, plain = module(ca_file, tls_scan={"interval": "1h"}), module(ca_file)
+    scanned = starttls_module(ca_file, tls_scan={"interval": "1h"})
+    plain = starttls_module(ca_file)
     await run_probe(
         parse_address(address), scanned, 5.0, ProbeMemory(tls_scans=scans)
     )  # the scan to keep
@@ -194,48 +176,19 @@ modules:
 class Exporter:
     name: str
     port: int
-    process: psutil.Process
+    pid: int
     durations_ms: list[float] = field(default_factory=list)
     client_ms: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0
     failed: int = 0
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 def probe_once(exporter: Exporter, target: str) -> None:
-    path = f"/probe?target={target}&module={MODULE}"
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection(LOOPBACK, exporter.port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read().decode()
-    finally:
-        connection.close()
-    exporter.client_ms.append((time.perf_counter() - started) * 1000)
-    found = dict(_VALUE.findall(body))
+    status, body, elapsed_ms = timed_get(exporter.port, f"/probe?target={target}&module={MODULE}")
+    exporter.client_ms.append(elapsed_ms)
+    found = {name: value for name, _, value in SAMPLE.findall(body)}
     exporter.durations_ms.append(float(found.get("mail_probe_duration_seconds", "nan")) * 1000)
-    exporter.failed += response.status != 200 or found.get("mail_probe_success") != "1.0"
-
-
-def start_exporter(
-    children: Children, name: str, config: Path, work: Path, code: Path | None
-) -> Exporter:
-    port = free_port()
-    process = children.start(
-        exporter_command(config, port, code=code), log=work / f"exporter-{port}.log"
-    )
-    wait_until(
-        lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
-        30,
-        f"{name} exporter",
-        alive=lambda: process.poll() is None,
-    )
-    return Exporter(name, port, psutil.Process(process.pid))
+    exporter.failed += status != 200 or found.get("mail_probe_success") != "1.0"
 
 
 def off_against_before(
@@ -244,22 +197,23 @@ def off_against_before(
     config = work / "exporter.yml"
     config.write_text(exporter_config(ca_file))
     before = unpack(args.baseline, work / "baseline")
-    exporters = [
-        start_exporter(children, f"before ({args.baseline})", config, work, before),
-        start_exporter(children, "current", config, work, None),
-    ]
+    exporters = []
+    for name, code in ((f"before ({args.baseline})", before), ("current", None)):
+        log = work / f"exporter-{len(exporters)}.log"
+        process, port = start_exporter(children, config, log, code=code)
+        exporters.append(Exporter(name, port, process.pid))
     for index in range(args.warmup):
         for exporter in exporters if index % 2 else reversed(exporters):
             probe_once(exporter, target)
     for exporter in exporters:
         exporter.durations_ms.clear()
         exporter.client_ms.clear()
-    started = [cpu_seconds(exporter.process) for exporter in exporters]
+    started = [cpu_seconds(exporter.pid) for exporter in exporters]
     for index in range(args.n):
         for exporter in exporters if index % 2 else reversed(exporters):
             probe_once(exporter, target)
     for exporter, cpu_before in zip(exporters, started, strict=True):
-        exporter.cpu_seconds = cpu_seconds(exporter.process) - cpu_before
+        exporter.cpu_seconds = cpu_seconds(exporter.pid) - cpu_before
     return exporters
 
 
@@ -306,7 +260,7 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
         server.start()
         policy_ports[policy] = server.smtp_port
 
-    scanning = module(pki.ca_file, tls_scan=True)
+    scanning = starttls_module(pki.ca_file, tls_scan=True)
     print(f"(a) {args.n} full scans of each Postfix STARTTLS port ...", flush=True)
     runs = {
         policy: asyncio.run(full_scans(f"{LOOPBACK}:{port}", scanning, args.n))
@@ -336,12 +290,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, help="unmeasured rounds of (b) first (default 10)")
     parser.add_argument("--baseline", default="89048b0", help="the commit to compare with")
     args = parser.parse_args()
-    args.n = args.n or (30 if args.quick else 500)
-    args.warmup = args.warmup if args.warmup is not None else (5 if args.quick else 10)
-    missing = [name for name in INSTALL_HINTS if shutil.which(name) is None]
-    if missing:
-        for name in missing:
-            print(f"{name} is not installed: {INSTALL_HINTS[name]}", file=sys.stderr)
+    fill_defaults(args, n=(500, 30), warmup=(10, 5))
+    if not_installed("postfix", "dovecot", "git"):
         return 2
     return run_interruptibly(
         "bench-tls-scan-", lambda children, work: run_benchmark(args, children, work)

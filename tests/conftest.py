@@ -11,6 +11,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import TypeVar, overload
 
 import pytest
 
@@ -20,6 +21,8 @@ from tests.realservers.postfix import Postfix
 
 SKIP_REAL_SERVERS_VARIABLE = "MAIL_EXPORTER_SKIP_REAL_SERVERS"
 INSTALL_HINT = "apt-get install postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd"
+
+P = TypeVar("P", bound=Postfix)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,10 +57,34 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dove
     server.stop()
 
 
-def new_postfix(tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot) -> Postfix:
-    """A private Postfix (not started) that logs in through and delivers to ``dovecot``."""
-    return Postfix(
-        tmp_path_factory.mktemp("postfix"),
+@overload
+def new_postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot, *, name: str = ...
+) -> Postfix: ...
+
+
+@overload
+def new_postfix(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: PKI,
+    dovecot: Dovecot,
+    kind: type[P],
+    name: str = ...,
+) -> P: ...
+
+
+def new_postfix(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: PKI,
+    dovecot: Dovecot,
+    kind: type[Postfix] = Postfix,
+    name: str = "postfix",
+) -> Postfix:
+    """A private Postfix of ``kind`` (not started), with the server certificate and key of
+    ``pki``, that logs in through and delivers to ``dovecot``; its files in a fresh
+    directory ``name``."""
+    return kind(
+        tmp_path_factory.mktemp(name),
         pki.server_cert,
         pki.server_key,
         dovecot_auth_port=dovecot.auth_port,

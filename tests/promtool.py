@@ -68,8 +68,31 @@ def shipped_annotations(
     return rendered
 
 
-def run_rule_tests(case: dict[str, Any], directory: Path) -> None:
-    """Fail unless ``promtool test rules`` passes ``case`` (rule_files and tests)."""
+def check_shipped_alert(
+    alertname: str,
+    series: list[dict[str, str]],
+    quiet_at: str,
+    fires_at: str,
+    expected: list[dict[str, Any]],
+    directory: Path,
+) -> None:
+    """Fail unless ``promtool test rules``, on the shipped rules file and ``series`` (one
+    sample a minute), finds ``alertname`` quiet at ``quiet_at`` and firing at ``fires_at``
+    with ``expected`` (``exp_labels`` and ``exp_annotations`` of each alert)."""
+    case = {
+        "rule_files": [str(ALERTING / rules.RULES_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": quiet_at, "alertname": alertname, "exp_alerts": []},
+                    {"eval_time": fires_at, "alertname": alertname, "exp_alerts": expected},
+                ],
+            }
+        ],
+    }
     path = directory / "rule_test.yml"
     path.write_text(yaml.safe_dump(case))
     result = subprocess.run(

@@ -79,12 +79,47 @@ def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
+def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of each sample ``name`` in the exposition."""
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+
+
 async def scheduled_result(exporter: Exporter) -> None:
     for _ in range(100):
         if all(state.result is not None for state in exporter.scheduler.states.values()):
             return
         await asyncio.sleep(0.1)
     raise AssertionError("the scheduled probe produced no result")
+
+
+async def scrape_both(directory: Path, address: str, tls_config: str) -> dict[str, str]:
+    """/probe of ``address`` by an smtps module with ``tls_config`` (a YAML flow mapping),
+    and /metrics once a scheduled probe of it reported, from an exporter in this process."""
+    config = directory / "config.yml"
+    config.write_text(f"""\
+global: {{interval: 1s}}
+modules:
+  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {tls_config}}}
+targets:
+  - {{name: mx, address: "{address}", module: smtps}}
+""")
+    exporter = Exporter(config, {})
+    client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+    await client.start_server()
+    exporter.start()
+    try:
+        probed = await client.get("/probe", params={"target": address, "module": "smtps"})
+        await scheduled_result(exporter)
+        scraped = await client.get("/metrics")
+        return {"/probe": await probed.text(), "/metrics": await scraped.text()}
+    finally:
+        exporter.stop()
+        await client.close()
 
 
 @pytest.mark.parametrize("flaw", ["expired", "wronghost"])
@@ -96,26 +131,7 @@ async def test_unverified_certificate_reaches_probe_and_metrics(
     not_after = x509.load_pem_x509_certificate(cert_file.read_bytes()).not_valid_after_utc
     tls = server_context(cert_file, getattr(pki, f"{flaw}_key"))
     async with scripted_server(smtp_script(["220 mx.test ESMTP"]), tls) as address:
-        config = tmp_path / "config.yml"
-        config.write_text(f"""\
-global: {{interval: 1s}}
-modules:
-  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {{ca_file: {pki.ca_file}}}}}
-targets:
-  - {{name: mx, address: "{address}", module: smtps}}
-""")
-        exporter = Exporter(config, {})
-        client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
-        await client.start_server()
-        exporter.start()
-        try:
-            probed = await client.get("/probe", params={"target": address, "module": "smtps"})
-            await scheduled_result(exporter)
-            scraped = await client.get("/metrics")
-            texts = {"/probe": await probed.text(), "/metrics": await scraped.text()}
-        finally:
-            exporter.stop()
-            await client.close()
+        texts = await scrape_both(tmp_path, address, f"{{ca_file: {pki.ca_file}}}")
     labels = {
         "/probe": {"protocol": "smtp"},
         "/metrics": {"target": "mx", "module": "smtps", "protocol": "smtp"},

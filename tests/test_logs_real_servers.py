@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig
+from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix, _any_cert
@@ -59,10 +60,7 @@ class StrictPostfix(Postfix):
 def strict_postfix(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
 ) -> Iterator[StrictPostfix]:
-    server = StrictPostfix(
-        tmp_path_factory.mktemp("postfix-logs"), pki.server_cert, pki.server_key,
-        dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port,
-    )  # fmt: skip
+    server = new_postfix(tmp_path_factory, pki, dovecot, StrictPostfix, "postfix-logs")
     server.start()
     yield server
     server.stop()

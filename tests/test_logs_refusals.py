@@ -20,6 +20,7 @@ import pytest
 
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig
+from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -130,10 +131,7 @@ def relaying_postfix(
 ) -> Iterator[RelayingPostfix]:
     with Receiver() as listening:
         RelayingPostfix.receiver_port = listening.port
-        server = RelayingPostfix(
-            tmp_path_factory.mktemp("postfix-refusals"), pki.server_cert, pki.server_key,
-            dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port,
-        )  # fmt: skip
+        server = new_postfix(tmp_path_factory, pki, dovecot, RelayingPostfix, "postfix-refusals")
         server.start()
         yield server
         server.stop()

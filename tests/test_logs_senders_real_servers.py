@@ -26,9 +26,8 @@ import pytest
 
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig
-from mixin import rules
 from mixin.config import CONFIG
-from tests.promtool import ALERTING, run_rule_tests, shipped_annotations, shipped_rules
+from tests.promtool import check_shipped_alert, shipped_annotations, shipped_rules
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.postfix import Postfix, _any_cert
 from tests.test_logs_real_servers import (
@@ -130,29 +129,10 @@ def check_burst_alert(
     burst_labels = {**dict(bursting), **SCRAPE_LABELS}
     burst_per_second = counters[bursting] * BASELINE_PER_MINUTE * BURST / 60
     (rule,) = shipped_rules(BURST_ALERT)
-    case = {
-        "rule_files": [str(ALERTING / rules.RULES_FILE)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {"eval_time": "1440m", "alertname": BURST_ALERT, "exp_alerts": []},
-                    {
-                        "eval_time": "1470m",
-                        "alertname": BURST_ALERT,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**burst_labels, "severity": "warning"},
-                                "exp_annotations": shipped_annotations(
-                                    rule, burst_labels, burst_per_second
-                                ),
-                            }
-                        ],
-                    },
-                ],
-            }
-        ],
-    }
-    run_rule_tests(case, tmp_path)
+    expected = [
+        {
+            "exp_labels": {**burst_labels, "severity": "warning"},
+            "exp_annotations": shipped_annotations(rule, burst_labels, burst_per_second),
+        }
+    ]
+    check_shipped_alert(BURST_ALERT, series, "1440m", "1470m", expected, tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -280,6 +280,39 @@ async def test_sni_is_the_server_name_or_the_host(pki: PKI) -> None:
     assert seen == ["localhost", "mail.test.local", None]  # no SNI for an IP literal (RFC 6066)
 
 
+Answer = Callable[[str], Sequence[str]]
+"""A scripted server's reply lines to one command line; none: it stays silent."""
+
+
+async def dialogue(
+    answer: Answer,
+    mod: ModuleConfig,
+    budget: float = 5.0,
+    hang_up_after: str | None = None,
+    greeting: str = "220 mx.test ESMTP",
+) -> tuple[ProbeResult, list[str]]:
+    """Probe a server that greets, answers each command line with ``answer`` (and closes the
+    connection after the verb ``hang_up_after``); the result, and what the server heard."""
+    heard: list[str] = []
+    ended = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await send(writer, greeting)
+            while line := (await reader.readline()).decode().strip():
+                heard.append(line)
+                await send(writer, *answer(line))
+                if hang_up_after is not None and line.upper().startswith(hang_up_after):
+                    return
+        finally:
+            ended.set()
+
+    async with scripted_server(handler) as address:
+        result = await run_probe(parse_address(address), mod, budget)
+        await asyncio.wait_for(ended.wait(), 10)  # the server has read all the probe sent
+    return result, heard
+
+
 Script = Mapping[str, Sequence[str]]
 """A scripted server's answers by command verb; ``{tag}`` stands for the IMAP tag."""
 
@@ -289,24 +322,13 @@ async def probe_dialogue(
 ) -> tuple[ProbeResult, list[str]]:
     """Probe a server that greets, answers each command from ``script`` and stays silent
     at a verb the script lacks; the result, and every command line the server heard."""
-    heard: list[str] = []
-    hung_up = asyncio.Event()
     tagged = mod.protocol == "imap"
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await send(writer, greeting)
-            while line := (await reader.readline()).decode().strip():
-                heard.append(line)
-                tag, verb, *_ = line.split() if tagged else ["", *line.split()]
-                await send(writer, *(reply.format(tag=tag) for reply in script.get(verb, [])))
-        finally:
-            hung_up.set()
+    def answer(line: str) -> list[str]:
+        tag, verb, *_ = line.split() if tagged else ["", *line.split()]
+        return [reply.format(tag=tag) for reply in script.get(verb, [])]
 
-    async with scripted_server(handler) as address:
-        result = await run_probe(parse_address(address), mod, budget)
-        await asyncio.wait_for(hung_up.wait(), 10)  # the server has read all the probe sent
-    return result, heard
+    return await dialogue(answer, mod, budget, greeting=greeting)
 
 
 def login_module(protocol: str, monkeypatch: pytest.MonkeyPatch) -> ModuleConfig:

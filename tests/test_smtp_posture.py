@@ -4,9 +4,8 @@ and the report."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,19 +13,14 @@ import pytest
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.exposition import sample_lines
 from mail_exporter.metrics import probe_families
-from mail_exporter.probes import Phase, ProbeResult, run_probe
+from mail_exporter.probes import Phase, ProbeResult
 from mail_exporter.probes.smtp_posture import SMTPPosture
 from mail_exporter.report import render_report
-from mail_exporter.targets import parse_address
-from tests.scripted import scripted_server, send
-from tests.test_probes_scripted import module
+from tests.test_probes_scripted import Answer, dialogue, module
 
 PASSWORD_VARIABLE = "SCRIPTED_POSTURE_PASSWORD"
 RELAY_CHECK = {"mail_from": "a@outside.example", "rcpt_to": "b@elsewhere.example"}
 ENUMERATION_CHECK = {"address": "postmaster@example.org"}
-
-Answer = Callable[[str], Sequence[str]]
-"""A scripted server's reply lines to one command line; none: it stays silent."""
 
 
 def answers(**by_verb: str | list[str]) -> Answer:
@@ -50,31 +44,6 @@ def answers(**by_verb: str | list[str]) -> Answer:
         return replies[min(counts[verb], len(replies)) - 1].split("\n")
 
     return answer
-
-
-async def dialogue(
-    answer: Answer, mod: ModuleConfig, budget: float = 5.0, hang_up_after: str | None = None
-) -> tuple[ProbeResult, list[str]]:
-    """Probe a server that answers each command line with ``answer`` (and closes the
-    connection after the verb ``hang_up_after``); the result, and what the server heard."""
-    heard: list[str] = []
-    ended = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await send(writer, "220 mx.test ESMTP")
-            while line := (await reader.readline()).decode().strip():
-                heard.append(line)
-                await send(writer, *answer(line))
-                if hang_up_after is not None and line.upper().startswith(hang_up_after):
-                    return
-        finally:
-            ended.set()
-
-    async with scripted_server(handler) as address:
-        result = await run_probe(parse_address(address), mod, budget)
-        await asyncio.wait_for(ended.wait(), 10)  # the server has read all the probe sent
-    return result, heard
 
 
 def verbs(heard: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ import pytest
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import Phase, ProbeResult, run_probe
 from mail_exporter.targets import parse_address
+from tests.conftest import new_postfix
 from tests.realservers.dovecot import MAIL_DOMAIN, Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -83,10 +84,7 @@ class PosturePostfix(Postfix):
 def postfix(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
 ) -> Iterator[PosturePostfix]:
-    server = PosturePostfix(
-        tmp_path_factory.mktemp("postfix-posture"), pki.server_cert, pki.server_key,
-        dovecot_auth_port=dovecot.auth_port, dovecot_lmtp_port=dovecot.lmtp_port,
-    )  # fmt: skip
+    server = new_postfix(tmp_path_factory, pki, dovecot, PosturePostfix, "postfix-posture")
     server.start()
     yield server
     server.stop()

@@ -9,6 +9,7 @@ intermediate and not for the leaf (whose expiry is MailCertificateExpiring's).
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -19,18 +20,18 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
-from mixin import rules
+from tests.conftest import new_postfix
 from tests.promtool import (
-    ALERTING,
     check_metrics,
-    run_rule_tests,
+    check_shipped_alert,
     shipped_annotations,
     shipped_rules,
 )
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.pki import ChainPKI, create_chain_pki
+from tests.realservers.pki import PKI, ChainPKI, create_chain_pki
 from tests.realservers.postfix import Postfix
 from tests.served import Served, get, served_exporter
+from tests.test_exposition import labelled
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +49,13 @@ def chain_pki(tmp_path_factory: pytest.TempPathFactory) -> ChainPKI:
 
 @pytest.fixture(scope="module")
 def chained_postfix(
-    tmp_path_factory: pytest.TempPathFactory, chain_pki: ChainPKI, dovecot: Dovecot
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, chain_pki: ChainPKI, dovecot: Dovecot
 ) -> Iterator[Postfix]:
     """A Postfix whose smtpd_tls_chain_files name the leaf's key, then leaf + intermediate."""
-    server = Postfix(
-        tmp_path_factory.mktemp("postfix-chain"),
-        chain_pki.chain_file,
-        chain_pki.leaf_key,
-        dovecot_auth_port=dovecot.auth_port,
-        dovecot_lmtp_port=dovecot.lmtp_port,
+    chain = dataclasses.replace(
+        pki, server_cert=chain_pki.chain_file, server_key=chain_pki.leaf_key
     )
+    server = new_postfix(tmp_path_factory, chain, dovecot, name="postfix-chain")
     server.start()
     yield server
     server.stop()
@@ -80,15 +78,6 @@ def samples(text: str, name: str, labels: dict[str, str]) -> list[float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == name and labels.items() <= s.labels.items()
-    ]
-
-
-def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (s.labels, s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
     ]
 
 
@@ -173,25 +162,8 @@ def check_chain_alert(text: str, probed_at: float, directory: Path) -> None:
         for rule in shipped_rules(CHAIN_ALERT)
     ]
     assert {alert["exp_labels"]["severity"] for alert in expected} == {"warning", "critical"}
-    case = {
-        "rule_files": [str(ALERTING / rules.RULES_FILE)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": CHAIN_ALERT, "exp_alerts": []},  # for: 10m
-                    {
-                        "eval_time": f"{EVAL_SECONDS // 60}m",
-                        "alertname": CHAIN_ALERT,
-                        "exp_alerts": expected,
-                    },
-                ],
-            }
-        ],
-    }
-    run_rule_tests(case, directory)
+    # Quiet at 5m: the alert's for is 10m.
+    check_shipped_alert(CHAIN_ALERT, series, "5m", f"{EVAL_SECONDS // 60}m", expected, directory)
 
 
 def test_probe_command_shows_the_chain(chain_pki: ChainPKI, chained_postfix: Postfix) -> None:

@@ -11,15 +11,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config.probes import ModuleConfig
-from mail_exporter.exporter import Exporter
 from mail_exporter.probes import run_probe
 from mail_exporter.report import render_report
 from mail_exporter.targets import parse_address
@@ -30,7 +27,6 @@ from mail_exporter.tls_facts import (
     name_covered,
     session_facts,
 )
-from mail_exporter.web import make_app
 from tests.promtool import check_metrics
 from tests.realservers.pki import (
     ChainPKI,
@@ -42,7 +38,7 @@ from tests.realservers.pki import (
     new_rsa_key,
 )
 from tests.scripted import scripted_server, server_context, smtp_script
-from tests.test_exposition import scheduled_result
+from tests.test_exposition import labelled, scrape_both
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
@@ -215,54 +211,20 @@ async def test_a_chain_of_fifteen_is_described_up_to_ten(tmp_path: Path) -> None
     assert "… 5 more not shown" in report
 
 
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (s.labels, s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    ]
-
-
-async def scrape_both(directory: Path, address: str) -> dict[str, str]:
-    """/probe of ``address`` and /metrics once a scheduled probe of it reported, from an
-    exporter in this process."""
-    config = directory / "config.yml"
-    config.write_text(f"""\
-global: {{interval: 1s}}
-modules:
-  smtps: {{protocol: smtp, tls: implicit, timeout: 5s, tls_config: {{insecure_skip_verify: true}}}}
-targets:
-  - {{name: mx, address: "{address}", module: smtps}}
-""")
-    exporter = Exporter(config, {})
-    client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
-    await client.start_server()
-    exporter.start()
-    try:
-        probed = await client.get("/probe", params={"target": address, "module": "smtps"})
-        await scheduled_result(exporter)
-        scraped = await client.get("/metrics")
-        return {"/probe": await probed.text(), "/metrics": await scraped.text()}
-    finally:
-        exporter.stop()
-        await client.close()
-
-
 async def test_long_chain_gives_ten_series_through_probe_and_metrics(tmp_path: Path) -> None:
     certificates, key = long_chain(15)
     async with scripted_server(
         smtp_script(["220 hi"]), presenting(tmp_path, certificates, key)
     ) as address:
-        texts = await scrape_both(tmp_path, address)
+        texts = await scrape_both(tmp_path, address, "{insecure_skip_verify: true}")
     for endpoint, text in texts.items():
-        chain = samples(text, "mail_tls_chain_cert_expiry_timestamp_seconds")
+        chain = labelled(text, "mail_tls_chain_cert_expiry_timestamp_seconds")
         assert sorted(int(labels["position"]) for labels, _ in chain) == list(range(10)), endpoint
         for labels, value in chain:
             expected = certificates[int(labels["position"])].not_valid_after_utc.timestamp()
             assert value == expected, endpoint
-        assert [value for _, value in samples(text, "mail_tls_chain_length")] == [15.0], endpoint
-        assert len(samples(text, "mail_tls_cert_info")) == 1, endpoint
+        assert [value for _, value in labelled(text, "mail_tls_chain_length")] == [15.0], endpoint
+        assert len(labelled(text, "mail_tls_cert_info")) == 1, endpoint
         await check_metrics(text)
 
 
@@ -272,12 +234,12 @@ async def test_hostile_names_become_bounded_printable_labels(tmp_path: Path) -> 
     async with scripted_server(
         smtp_script(["220 hi"]), presenting(tmp_path, certificates, key)
     ) as address:
-        texts = await scrape_both(tmp_path, address)
+        texts = await scrape_both(tmp_path, address, "{insecure_skip_verify: true}")
         result = await run_probe(parse_address(address), tls_module(), 5.0)
     for endpoint, text in texts.items():
         assert "\nmail_probe_success 1" not in text, endpoint
-        ((info, _),) = samples(text, "mail_tls_cert_info")
-        chain = samples(text, "mail_tls_chain_cert_expiry_timestamp_seconds")
+        ((info, _),) = labelled(text, "mail_tls_cert_info")
+        chain = labelled(text, "mail_tls_chain_cert_expiry_timestamp_seconds")
         values = [
             info["subject_cn"],
             info["issuer_cn"],

@@ -338,17 +338,25 @@ async def test_starttls_refused_to_the_scan_fails_the_scan_only(pki: PKI) -> Non
 # --- hostile servers ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("protocol", "tls", "server", "port"),
-    [("smtp", "starttls", "postfix", "smtp_port"), ("imap", "implicit", "dovecot", "imaps_port")],
-    ids=["smtp-starttls", "imaps"],
-)
-async def test_reset_on_old_versions_reads_not_accepted(
-    postfix: Postfix, dovecot: Dovecot, pki: PKI, protocol: str, tls: str, server: str, port: str
-) -> None:
-    upstream = getattr(postfix if server == "postfix" else dovecot, port)
-    module = scan_module(protocol, tls, pki)
-    async with relay(upstream, on_old="reset") as seen:
+@dataclass(frozen=True)
+class Upstream:
+    """The real server behind a hostile relay, and how a module reaches it."""
+
+    protocol: str
+    tls: str
+    port: int
+
+
+@pytest.fixture(params=["smtp-starttls", "imaps"])
+def upstream(request: pytest.FixtureRequest, postfix: Postfix, dovecot: Dovecot) -> Upstream:
+    if request.param == "smtp-starttls":
+        return Upstream("smtp", "starttls", postfix.smtp_port)
+    return Upstream("imap", "implicit", dovecot.imaps_port)
+
+
+async def test_reset_on_old_versions_reads_not_accepted(upstream: Upstream, pki: PKI) -> None:
+    module = scan_module(upstream.protocol, upstream.tls, pki)
+    async with relay(upstream.port, on_old="reset") as seen:
         result = await probe(seen.address, module)
     found = scan_of(result)
     assert result.success and found.success, result.log
@@ -357,17 +365,11 @@ async def test_reset_on_old_versions_reads_not_accepted(
     assert any("TLS 1.0 not accepted" in line for line in result.log), result.log
 
 
-@pytest.mark.parametrize(
-    ("protocol", "tls", "server", "port"),
-    [("smtp", "starttls", "postfix", "smtp_port"), ("imap", "implicit", "dovecot", "imaps_port")],
-    ids=["smtp-starttls", "imaps"],
-)
 async def test_hang_after_an_old_client_hello_ends_within_the_timeout(
-    postfix: Postfix, dovecot: Dovecot, pki: PKI, protocol: str, tls: str, server: str, port: str
+    upstream: Upstream, pki: PKI
 ) -> None:
-    upstream = getattr(postfix if server == "postfix" else dovecot, port)
-    module = scan_module(protocol, tls, pki, timeout="3s")
-    async with relay(upstream, on_old="hang") as seen:
+    module = scan_module(upstream.protocol, upstream.tls, pki, timeout="3s")
+    async with relay(upstream.port, on_old="hang") as seen:
         started = time.monotonic()
         result = await probe(seen.address, module, TLSScans())
         elapsed = time.monotonic() - started
@@ -378,6 +380,6 @@ async def test_hang_after_an_old_client_hello_ends_within_the_timeout(
     assert found.failure is not None and "timeout" in found.failure
     assert "TLS 1.1" in found.failure and "tls_handshake" in found.failure
     assert found.versions == {"TLS 1.3": True, "TLS 1.2": True}  # a timeout is no "refused"
-    families = probe_families(("protocol",), [protocol], result, {}, None)
+    families = probe_families(("protocol",), [upstream.protocol], result, {}, None)
     success = next(f for f in families if f.name == "mail_tls_scan_success")
     assert [s.value for s in success.samples] == [0.0]

@@ -513,6 +513,18 @@ async def _within(deadline: float, url: URL, work: Awaitable[T]) -> T:
         raise RevocationError(f"{url} did not answer in time") from None
 
 
+async def _kept_or_fetched(
+    answers: _Answers[V],
+    key: Hashable,
+    fetch: Callable[[], Coroutine[Any, Any, _Kept[V]]],
+    url: URL,
+    deadline: float,
+) -> tuple[V, bool]:
+    """The answer for ``key`` in ``answers`` and whether it was kept, else ``fetch``ed: the
+    fetch and the wait for it each bounded by ``deadline`` (see :func:`_within`)."""
+    return await _within(deadline, url, answers.get(key, lambda: _within(deadline, url, fetch())))
+
+
 @contextmanager
 def _malformed(sender: URL | str, what: str) -> Iterator[None]:
     """What ``sender`` sent is parsed as it is read: a ``ValueError`` on the way is its fault."""
@@ -554,9 +566,7 @@ async def _ask_crl(
         return _Kept(crl, _keep_until(crl.next_update), len(body))
 
     key = (str(url), issuer_key)
-    known, kept = await _within(
-        deadline, url, cache.crls.get(key, lambda: _within(deadline, url, fetch()))
-    )
+    known, kept = await _kept_or_fetched(cache.crls, key, fetch, url, deadline)
     verdict = known.verdicts.get(leaf.serial_number)
     if verdict is None:
         with _malformed(url, "CRL"):
@@ -661,9 +671,7 @@ async def _ask_ocsp(
         return _Kept(answer, _keep_until(next_update), len(body))
 
     key = (str(url), request.issuer_name_hash, request.issuer_key_hash, request.serial_number)
-    answer, kept = await _within(
-        deadline, url, cache.ocsp.get(key, lambda: _within(deadline, url, fetch()))
-    )
+    answer, kept = await _kept_or_fetched(cache.ocsp, key, fetch, url, deadline)
     return answer.revoked, answer.detail + (" (kept from an earlier answer)" if kept else "")
 
 

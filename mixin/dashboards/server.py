@@ -81,9 +81,12 @@ def server_link(target: str = SERIES_TARGET) -> list[Json]:
     return [{"title": f"Open {target}", "url": url}]
 
 
-def _now(title: str, description: str, expr: str, **options: Any) -> Panel:
-    """A fact of each picked target's last probe, named by the target."""
-    return stat(title, description, Query(expr, "{{target}}"), text=NAMED, **options)
+def _now(
+    title: str, description: str, expr: str, legend: str = "{{target}}", **options: Any
+) -> Panel:
+    """A fact of each picked target's last probe, named by the target (and by the fact's
+    own label where ``legend`` adds it)."""
+    return stat(title, description, Query(expr, legend), text=NAMED, **options)
 
 
 def _server_now() -> Row:
@@ -340,13 +343,13 @@ def _server_posture() -> Row:
                 mappings=REVOKED,
                 width=4,
             ),
-            stat(
+            _now(
                 "Revocation checks",
                 "Whether each revocation method gave an answer; a failure is never read as "
                 "good or revoked.",
-                Query(series("mail_tls_revocation_check_success", TARGET), "{{target}} {{method}}"),
+                series("mail_tls_revocation_check_success", TARGET),
+                "{{target}} {{method}}",
                 mappings=CHECK_ANSWERED,
-                text=NAMED,
                 width=4,
             ),
             _now(
@@ -364,12 +367,12 @@ def _server_posture() -> Row:
                 mappings=AUTH_RELAY,
                 width=4,
             ),
-            stat(
+            _now(
                 "User enumeration",
                 "Whether VRFY or EXPN confirm the configured address to anyone.",
-                Query(series("mail_smtp_user_enumeration", TARGET), "{{target}} {{command}}"),
+                series("mail_smtp_user_enumeration", TARGET),
+                "{{target}} {{command}}",
                 mappings=ENUMERATION,
-                text=NAMED,
                 width=4,
             ),
             _now(
