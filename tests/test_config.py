@@ -684,6 +684,66 @@ def test_password_from_file_and_environment(
     assert sorted(config.secrets()) == ["from-env", "s3cret"]
 
 
+def test_token_sources_read_their_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each token source reads its secrets with the config; /config shows where from, never
+    what; a source in two modules is one, named after the first; a reload reads it equal."""
+    new_app_certificate(tmp_path, "app")
+    new_service_account(tmp_path / "account.json", "probe@project.iam.gserviceaccount.com")
+    write_private_key(tmp_path / "issuer.pem", new_rsa_key())
+    for name, content in {"client.secret": "client-s3cret", "refresh.token": "1//refresh-s3cret",
+                          "access.token": "access-s3cret"}.items():  # fmt: skip
+        (tmp_path / name).write_text(content + "\n")
+    monkeypatch.setenv("MAIL_TEST_CLIENT_SECRET", "env-client-s3cret")
+    url = "https://login.example.com/tenant/oauth2/v2.0/token"
+    sources = {
+        "secret": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_file: client.secret}",
+        "from_env": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_env: MAIL_TEST_CLIENT_SECRET}",
+        "certificate": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "certificate_file: app.crt, private_key_file: app.key}",
+        "refresh": f"refresh_token: {{token_url: '{url}', client_id: app, "
+        "refresh_token_file: refresh.token, client_secret_env: MAIL_TEST_CLIENT_SECRET}",
+        "google": "jwt_bearer: {token_url: 'https://oauth2.googleapis.com/token', "
+        "service_account_file: account.json, subject: probe@example.com, scope: s}",
+        "issuer": f"jwt_bearer: {{token_url: '{url}', issuer: me, private_key_file: issuer.pem, "
+        "scope: s}",
+        "command": "token_command: [helper, --account, probe]",
+        "file": "token_file: access.token",
+        "same_as_secret": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_file: client.secret}",
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "modules:\n"
+        + "".join(
+            f"  {name}:\n    protocol: imap\n    tls: implicit\n    auth:\n"
+            f"      username: probe@example.com\n      mechanism: oauthbearer\n"
+            f"      oauth2: {{{source}}}\n"
+            for name, source in sources.items()
+        )
+    )
+    exporter = Exporter(path, {})
+    config = exporter.config
+    named = {name: config.modules[name].auth.oauth2.name for name in sources}  # type: ignore[union-attr]
+    assert named == {name: name for name in sources} | {"same_as_secret": "secret"}
+    assert len(config.token_sources()) == len(sources) - 1
+    secrets = config.secrets()
+    for secret in ("client-s3cret", "env-client-s3cret", "1//refresh-s3cret", "access-s3cret"):
+        assert secret in secrets
+    keys = [secret for secret in secrets if "PRIVATE KEY" in secret]
+    assert len(keys) == 3  # certificate, google, issuer
+    shown = exporter.shown_config()
+    assert [secret for secret in secrets if secret in shown] == []
+    assert f"client_secret_file: {tmp_path / 'client.secret'}" in shown
+    assert "token_command:\n        - helper" in shown
+    assert parse_config(shown) == config == load_config(path)  # a reload keeps every module
+    samples = {(s.name, s.labels["source"]) for f in exporter.collect() for s in f.samples
+               if s.name == "mail_oauth2_token_fetches_total"}  # fmt: skip
+    assert samples == {("mail_oauth2_token_fetches_total", name) for name in named.values()}
+    exporter.stop()
+
+
 @pytest.mark.parametrize(
     ("make_key", "problem"),
     [
