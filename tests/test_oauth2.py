@@ -11,9 +11,11 @@ end in a TokenError with a reason from the fixed set, within the caller's deadli
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import logging
 import os
 import socket
+import ssl
 import stat
 import sys
 import time
@@ -34,6 +36,8 @@ from mail_exporter.probes import ProbeMemory
 from mail_exporter.probes.access_token import access_token_for
 from mail_exporter.probes.result import FailureReason
 from mail_exporter.probes.session import ProbeFailure
+from tests.conftest import _require_binary
+from tests.realservers.dovecot import Dovecot
 from tests.realservers.oauth import (
     TokenServer,
     jwt_header,
@@ -41,7 +45,7 @@ from tests.realservers.oauth import (
     new_service_account,
     write_private_key,
 )
-from tests.realservers.pki import new_rsa_key
+from tests.realservers.pki import PKI, new_rsa_key
 
 USER = "probe@test.local"
 SCOPE = "https://outlook.office365.com/.default"
@@ -254,6 +258,65 @@ async def test_an_expiring_token_is_fetched_again_and_jwt_tokens_pass(
     assert (await introspect(server, second.value))["active"] is True
     server.revoke(second.value)
     assert await introspect(server, second.value) == {"active": False}
+
+
+@pytest.fixture
+def oauth2_dovecot(tmp_path: Path, pki: PKI, server: TokenServer) -> Iterator[Dovecot]:
+    """A real Dovecot whose passdb oauth2 asks ``server`` about the tokens it is given."""
+    _require_binary("dovecot")
+    dovecot = Dovecot(
+        tmp_path / "dovecot", pki.server_cert, pki.server_key, server.introspection_url
+    )
+    dovecot.start()
+    yield dovecot
+    dovecot.stop()
+
+
+def imap_login(dovecot: Dovecot, pki: PKI, mechanism: str, user: str, token: str) -> str:
+    """An IMAPS AUTHENTICATE with an access token (RFC 7628 and Google's XOAUTH2): the
+    server's answer, or the error it gave."""
+    if mechanism == "XOAUTH2":
+        message = f"user={user}\x01auth=Bearer {token}\x01\x01"
+    else:
+        message = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    client = imaplib.IMAP4_SSL("127.0.0.1", dovecot.imaps_port, ssl_context=context, timeout=BOUND)
+    try:
+        status, _ = client.authenticate(mechanism, lambda _: message.encode())
+        return str(status)
+    except imaplib.IMAP4.error as error:
+        return str(error)
+    finally:
+        client.shutdown()
+
+
+async def test_dovecot_takes_the_tokens_the_server_issued(
+    server: TokenServer, oauth2_dovecot: Dovecot, pki: PKI, tmp_path: Path
+) -> None:
+    """The token server is what Dovecot 2.3's passdb oauth2 can ask: a token it issued
+    logs the user in with XOAUTH2 and OAUTHBEARER; another user, or the token revoked, not."""
+    user = oauth2_dovecot.user
+    server.add_client("app", user, secret="s3cret-client-value")
+    source = OAuth2Config.model_validate(
+        {"client_credentials": {
+            "token_url": server.token_url, "client_id": "app", "scope": SCOPE,
+            "client_secret_file": str(secret_file(tmp_path, "client.secret", "s3cret-client-value")),
+        }}
+    )  # fmt: skip
+    token = (await TokenBroker().token(source, deadline())).value
+    refused = "[AUTHENTICATIONFAILED] Authentication failed."
+    for mechanism, login_user, expected in (
+        ("XOAUTH2", user, "OK"),
+        ("OAUTHBEARER", user, "OK"),
+        ("XOAUTH2", "other@test.local", refused),
+    ):
+        said = await asyncio.to_thread(
+            imap_login, oauth2_dovecot, pki, mechanism, login_user, token
+        )
+        assert (mechanism, login_user, said) == (mechanism, login_user, expected)
+    server.revoke(token)
+    said = await asyncio.to_thread(imap_login, oauth2_dovecot, pki, "XOAUTH2", user, token)
+    assert said == refused
 
 
 # --- failures -------------------------------------------------------------------------

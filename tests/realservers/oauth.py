@@ -24,7 +24,9 @@ what Dovecot 2.3's ``passdb oauth2`` calls with ``introspection_mode = post``; i
 takes ``Authorization: Bearer`` (``introspection_mode = auth``). It answers
 ``{"active": true, "username": ..., "email": ..., "exp": ...}`` for a token it issued
 that is neither expired nor revoked, else ``{"active": false}``; so a Dovecot config has
-``username_attribute = username``, ``active_attribute = active``, ``active_value = true``.
+``username_attribute = username``, ``active_attribute = active``, ``active_value = true``
+and ``force_introspection = yes`` (``Dovecot(..., oauth2_introspection_url=...)`` writes
+them; Dovecot 2.3.19 then refuses a token for another user and a revoked one).
 
 ``misbehave`` makes the token endpoint hang (until the server stops, at most
 :data:`HANG_SECONDS`), answer 2 MiB, redirect, or answer 200 with HTML. ``requests``
