@@ -503,6 +503,16 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "token_url with a control character",
+        OAUTH2_AUTH + "      oauth2: {client_credentials: {"
+        'token_url: "https://login.example.com/t\\e[2J", client_id: c, scope: s, '
+        "client_secret_env: HOME}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials.token_url (line 8): token_url must be "
+            "printable and at most 2048 characters"
+        ],
+    ),
+    (
         "client credentials without a credential",
         OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}}}}}\n",
         [

@@ -375,6 +375,13 @@ async def test_error_json_is_shown_without_the_secret(server: TokenServer, tmp_p
         ("oversize", TokenFailure.INVALID_RESPONSE, "sent more than 1 MiB"),
         ("redirect", TokenFailure.HTTP, "answered HTTP 302 (redirects are not followed)"),
         ("html", TokenFailure.INVALID_RESPONSE, "answered 200 without a JSON object"),
+        ("mac", TokenFailure.INVALID_RESPONSE, "gave a token of type mac, not Bearer"),
+        (
+            "line_break",
+            TokenFailure.INVALID_RESPONSE,
+            "gave a token with characters a bearer token cannot have (letters, digits and -._~+/ only)",
+        ),
+        ("bad_expiry", TokenFailure.INVALID_RESPONSE, "gave an expires_in that is no number"),
     ],
 )
 async def test_answers_that_hold_no_token(

@@ -69,7 +69,9 @@ def _token_url(value: str) -> str:
         url = URL(value)
     except (ValueError, TypeError):
         url = URL()
-    if len(value) > MAX_URL_CHARACTERS or not url.absolute or not url.host:
+    if len(value) > MAX_URL_CHARACTERS or not value.isprintable():
+        raise ValueError(f"token_url must be printable and at most {MAX_URL_CHARACTERS} characters")
+    if not url.absolute or not url.host:
         raise ValueError(f"token_url {value!r} is not an absolute http(s) URL")
     if url.user is not None or url.password is not None or url.fragment:
         raise ValueError("token_url must not hold a user, a password or a #fragment")

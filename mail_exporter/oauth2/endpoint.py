@@ -31,6 +31,7 @@ import aiohttp
 
 from mail_exporter import __version__
 from mail_exporter.oauth2.token import (
+    MAX_TOKEN_CHARACTERS,
     TokenError,
     TokenFailure,
     checked_token,
@@ -119,11 +120,19 @@ def _token_response(body: bytes, url: str) -> TokenResponse:
             _INVALID,
         )
     refresh = data.get("refresh_token")
-    if refresh is not None:
-        if not isinstance(refresh, str):
-            raise TokenError(f"{url} gave a refresh_token that is no string", _INVALID)
-        refresh = checked_token(refresh, f"{url} (refresh_token)")
-    return TokenResponse(checked_token(token, url), lifetime(data.get("expires_in"), url), refresh)
+    if refresh is not None and not _refresh_token(refresh):
+        raise TokenError(f"{url} gave a refresh_token that cannot be kept", _INVALID)
+    kept = refresh if isinstance(refresh, str) else None
+    return TokenResponse(checked_token(token, url), lifetime(data.get("expires_in"), url), kept)
+
+
+def _refresh_token(value: object) -> bool:
+    """RFC 6749 A.17: visible ASCII characters and spaces, kept as one line of its file."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_TOKEN_CHARACTERS
+        and all(" " <= c <= "~" for c in value)
+    )
 
 
 def _refusal(status: int, body: bytes, url: str, secrets: list[str]) -> TokenError:

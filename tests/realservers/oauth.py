@@ -29,7 +29,9 @@ and ``force_introspection = yes`` (``Dovecot(..., oauth2_introspection_url=...)`
 them; Dovecot 2.3.19 then refuses a token for another user and a revoked one).
 
 ``misbehave`` makes the token endpoint hang (until the server stops, at most
-:data:`HANG_SECONDS`), answer 2 MiB, redirect, or answer 200 with HTML. ``requests``
+:data:`HANG_SECONDS`), answer 2 MiB, redirect, or answer 200 with HTML or with a token
+that must not be used (of type ``mac``, with a line break, with an ``expires_in`` that is
+no number). ``requests``
 counts the token requests by grant type. The server runs its own event loop in a thread.
 """
 
@@ -61,7 +63,13 @@ HANG_SECONDS = 60.0
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-Misbehaviour = Literal["hang", "oversize", "redirect", "html"]
+Misbehaviour = Literal["hang", "oversize", "redirect", "html", "mac", "line_break", "bad_expiry"]
+_ODD_TOKENS: dict[str, dict[str, object]] = {
+    "mac": {"access_token": "at-1", "token_type": "mac", "expires_in": 60},
+    "line_break": {"access_token": "at-1\r\na2 LOGOUT", "token_type": "Bearer"},
+    "bad_expiry": {"access_token": "at-1", "token_type": "Bearer", "expires_in": "soon"},
+}
+"""200 answers with a token that must not be used."""
 
 
 def _b64url(data: bytes) -> str:
@@ -269,6 +277,8 @@ class TokenServer:
             return web.Response(body=b"{" + b" " * (2 * 1024 * 1024) + b"}")
         if self.misbehave == "redirect":
             raise web.HTTPFound(f"http://127.0.0.1:{self.port}/elsewhere")
+        if self.misbehave in _ODD_TOKENS:
+            return web.json_response(_ODD_TOKENS[self.misbehave])
         return web.Response(text="<html>maintenance</html>", content_type="text/html")
 
     async def _introspect(self, request: web.Request) -> web.Response:
