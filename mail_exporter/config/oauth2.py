@@ -13,7 +13,8 @@
           scope: https://outlook.office365.com/.default          # + private_key_file
 
 Exactly one of the sections :class:`ClientCredentials`, :class:`RefreshToken`,
-:class:`JWTBearer`, ``token_command`` (an argv list) and ``token_file`` (a path). Secrets
+:class:`JWTBearer`, ``token_command`` (an argv list, its program found on ``PATH`` as the
+collectors' commands are) and ``token_file`` (a path). Secrets
 come from ``*_file`` or ``*_env`` only and are read while the config is validated, as
 passwords are: a missing file, an unset variable, a key that is not RSA or does not
 belong to its certificate is a config error, not a failed probe. The refresh token's
