@@ -210,6 +210,35 @@ async def test_refresh_token_put_in_the_file_is_taken_without_a_reload(
     assert (await introspect(server, token.value))["username"] == "other@test.local"
 
 
+async def test_a_rotated_refresh_token_that_cannot_be_written_is_kept_in_memory(
+    server: TokenServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its directory gone after the config was read: the new refresh token serves the next
+    fetches from memory, and the failure to keep it is logged without it."""
+    server.lifetime = 30
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    stored = secret_file(gone, "refresh.token", server.add_refresh_token("mail-app", USER))
+    source = OAuth2Config.model_validate(
+        {"refresh_token": {"token_url": server.token_url, "client_id": "mail-app",
+                           "refresh_token_file": str(stored)}}
+    )  # fmt: skip
+    stored.unlink()
+    gone.rmdir()
+    broker = TokenBroker()
+    with caplog.at_level(logging.ERROR, logger="mail_exporter.oauth2.sources"):
+        await broker.token(source, deadline())
+        token = await broker.token(source, deadline())  # with the rotated one, from memory
+    assert (await introspect(server, token.value))["username"] == USER
+    [rotated] = server.refresh_tokens
+    assert rotated in broker.secrets()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and all(
+        f"cannot write the new refresh token to {stored}" in m for m in messages
+    )
+    assert not any(rotated in message for message in messages)
+
+
 async def test_jwt_bearer_with_a_service_account_acts_as_the_subject(
     server: TokenServer, tmp_path: Path
 ) -> None:
