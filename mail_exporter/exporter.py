@@ -31,7 +31,7 @@ from mail_exporter import __version__
 from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, default_config, load_config
 from mail_exporter.config.validation import ConfigError
-from mail_exporter.logs import redact
+from mail_exporter.logs import redact, redact_learned
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
@@ -78,6 +78,8 @@ class Exporter:
         # One for scheduled probes and /probe alike, kept across reloads: the same CRLs and
         # answers serve both, and a changed config does not make every server scanned again.
         self.probe_memory = ProbeMemory()
+        self.probe_memory.tokens.apply(self.config.token_sources())
+        redact_learned(self.probe_memory.tokens.secrets)
         self.scheduler = Scheduler(self.probe_memory)
         self.roundtrip = RoundTripRunner()
         self.reload_successful = True
@@ -130,6 +132,7 @@ class Exporter:
         self.web_config = web_config
         if self.tls_context is not None and web_config.tls_context is not None:
             self.tls_context.current = web_config.tls_context
+        self.probe_memory.tokens.apply(config.token_sources())
         self.scheduler.apply(config)
         self.roundtrip.apply(config)
         self.reload_successful = True
@@ -180,5 +183,6 @@ class Exporter:
         for reason, count in self.probe_refusals.items():
             refusals.add_metric([reason.value], float(count))
         yield refusals
+        yield from self.probe_memory.tokens.collect()
         yield from self.roundtrip.collect()
         yield from self.collectors.collect()

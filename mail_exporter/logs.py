@@ -17,31 +17,37 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 LEVELS = ("debug", "info", "warn", "error")
 _LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces known secrets in the rendered message."""
+    """Replaces known secrets in the rendered message: the configured ones, and those the
+    running exporter learns (OAuth2 access tokens, rotated refresh tokens), asked for at
+    each record."""
 
     def __init__(self) -> None:
         super().__init__()
         self.secrets: tuple[str, ...] = ()
+        self.learned: Callable[[], Iterable[str]] = tuple
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg, record.args = self._redact(record.getMessage()), None
+        secrets = (*self.secrets, *(s for s in self.learned() if s))
+        if secrets:
+            record.msg, record.args = _redacted(record.getMessage(), secrets), None
             if record.exc_info:  # a library's exception text may quote what it sent
-                record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+                text = logging.Formatter().formatException(record.exc_info)
+                record.exc_text = _redacted(text, secrets)
                 record.exc_info = None
         return True
 
-    def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
+
+def _redacted(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def _fields(record: logging.LogRecord) -> dict[str, str]:
@@ -91,3 +97,8 @@ def setup_logging(level: str, log_format: str) -> None:
 def redact(secrets: Iterable[str]) -> None:
     """Tell the log handler which strings must never be printed."""
     _redactor.secrets = tuple(s for s in secrets if s)
+
+
+def redact_learned(secrets: Callable[[], Iterable[str]]) -> None:
+    """Tell the log handler where to ask for the secrets learned while running."""
+    _redactor.learned = secrets

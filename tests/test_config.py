@@ -7,9 +7,12 @@ import os
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from mail_exporter import exporter as exporter_module
 from mail_exporter import tls_facts
@@ -20,8 +23,15 @@ from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter
 from mail_exporter.probes import PROTOCOL_PROBES
+from tests.realservers.oauth import new_app_certificate, new_service_account, write_private_key
+from tests.realservers.pki import new_rsa_key
 
 VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
+OAUTH2_AUTH = (
+    "modules:\n  m:\n    protocol: imap\n    tls: implicit\n    auth:\n      username: u\n"
+    "      mechanism: xoauth2\n"
+)  # oauth2 follows on line 8
+CLIENT = "token_url: https://login.example.com/t, client_id: c, scope: s"
 
 INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("unknown top-level key", "colectors: {}\n", ["colectors (line 1): unknown key"]),
@@ -96,7 +106,10 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         "AUTH LOGIN, which POP3 does not have",
         "modules:\n  m:\n    protocol: pop3\n    tls: implicit\n"
         "    auth: {username: u, password_env: HOME, mechanism: login}\n",
-        ["modules.m.auth.mechanism (line 5): Input should be 'auto' or 'plain'"],
+        [
+            "modules.m.auth.mechanism (line 5): Input should be 'auto', 'plain', 'xoauth2' or "
+            "'oauthbearer'"
+        ],
     ),
     (
         "login without TLS",
@@ -428,6 +441,197 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         VALID_MODULE + "    tls: starttls\n    tls_scan: {every: 1h}\n",
         ["modules.m.tls_scan.every (line 5): unknown key"],
     ),
+    (
+        "xoauth2 without a token source",
+        OAUTH2_AUTH,
+        ["modules.m.auth (line 5): mechanism xoauth2 needs oauth2: the source of its access token"],
+    ),
+    (
+        "oauth2 with a password",
+        OAUTH2_AUTH + "      password_env: HOME\n      oauth2: {token_file: /etc/hostname}\n",
+        [
+            "modules.m.auth (line 5): password_file and password_env do not go with oauth2: "
+            "the access token is the secret"
+        ],
+    ),
+    (
+        "oauth2 with a password mechanism",
+        OAUTH2_AUTH.replace("xoauth2", "plain") + "      oauth2: {token_file: /etc/hostname}\n",
+        [
+            "modules.m.auth (line 5): oauth2 logs in with mechanism: xoauth2 or oauthbearer, not plain"
+        ],
+    ),
+    (
+        "two token sources",
+        OAUTH2_AUTH + "      oauth2: {token_file: /etc/hostname, token_command: [helper]}\n",
+        [
+            "modules.m.auth.oauth2 (line 8): set exactly one token source: client_credentials, "
+            "refresh_token, jwt_bearer, token_command, token_file (found token_command and token_file)"
+        ],
+    ),
+    (
+        "no token source",
+        OAUTH2_AUTH + "      oauth2: {}\n",
+        [
+            "modules.m.auth.oauth2 (line 8): set exactly one token source: client_credentials, "
+            "refresh_token, jwt_bearer, token_command, token_file"
+        ],
+    ),
+    (
+        "every problem of a token source at once",
+        OAUTH2_AUTH + "      oauth2:\n        client_credentials:\n"
+        "          token_url: http://login.example.com/t\n          client_id: ''\n"
+        "          client_secret: hunter2\n",
+        [
+            "modules.m.auth.oauth2.client_credentials.token_url (line 10): token_url must use "
+            "https:// (http:// only to a loopback address such as 127.0.0.1)",
+            "modules.m.auth.oauth2.client_credentials.client_id (line 11): String should have at "
+            "least 1 character",
+            "modules.m.auth.oauth2.client_credentials.scope (line 9): required key is missing",
+            "modules.m.auth.oauth2.client_credentials.client_secret (line 12): unknown key: "
+            "secrets never go in the config; use client_secret_file or client_secret_env",
+        ],
+    ),
+    (
+        "token_url with a password",
+        OAUTH2_AUTH + "      oauth2: {client_credentials: {"
+        "token_url: 'https://app:pw@login.example.com/t', client_id: c, scope: s, "
+        "client_secret_env: HOME}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials.token_url (line 8): token_url must not hold "
+            "a user, a password or a #fragment"
+        ],
+    ),
+    (
+        "token_url with a control character",
+        OAUTH2_AUTH + "      oauth2: {client_credentials: {"
+        'token_url: "https://login.example.com/t\\e[2J", client_id: c, scope: s, '
+        "client_secret_env: HOME}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials.token_url (line 8): token_url must be "
+            "printable and at most 2048 characters"
+        ],
+    ),
+    (
+        "client credentials without a credential",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}}}}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): set one of client_secret_file, "
+            "client_secret_env, or certificate_file with private_key_file"
+        ],
+    ),
+    (
+        "client credentials with a secret and a certificate",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}, client_secret_env: HOME, "
+        "certificate_file: /etc/hostname, private_key_file: /etc/hostname}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): set one of client_secret_file, "
+            "client_secret_env, or certificate_file with private_key_file"
+        ],
+    ),
+    (
+        "a certificate without its key",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}, "
+        "certificate_file: /etc/hostname}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): certificate_file and "
+            "private_key_file go together"
+        ],
+    ),
+    (
+        "missing client secret file",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}, "
+        "client_secret_file: /nonexistent/secret}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): client_secret_file "
+            "'/nonexistent/secret' cannot be read: No such file or directory"
+        ],
+    ),
+    (
+        "unset client secret variable",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}, "
+        "client_secret_env: MAIL_EXPORTER_TEST_UNSET}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): environment variable "
+            "MAIL_EXPORTER_TEST_UNSET is not set"
+        ],
+    ),
+    (
+        "certificate file that holds no certificate",
+        OAUTH2_AUTH + f"      oauth2: {{client_credentials: {{{CLIENT}, "
+        "certificate_file: /etc/hostname, private_key_file: /etc/hostname}}\n",
+        [
+            "modules.m.auth.oauth2.client_credentials (line 8): certificate_file holds no PEM "
+            "certificate"
+        ],
+    ),
+    (
+        "missing refresh token file",
+        OAUTH2_AUTH + "      oauth2: {refresh_token: {token_url: https://h/t, client_id: c, "
+        "refresh_token_file: /nonexistent/refresh}}\n",
+        [
+            "modules.m.auth.oauth2.refresh_token (line 8): refresh_token_file "
+            "'/nonexistent/refresh' cannot be read: No such file or directory"
+        ],
+    ),
+    (
+        "refresh token in the config",
+        OAUTH2_AUTH + "      oauth2: {refresh_token: {token_url: https://h/t, client_id: c, "
+        "refresh_token: 1//0abc}}\n",
+        [
+            "modules.m.auth.oauth2.refresh_token.refresh_token_file (line 8): required key is missing",
+            "modules.m.auth.oauth2.refresh_token.refresh_token (line 8): unknown key: secrets never "
+            "go in the config; use refresh_token_file",
+        ],
+    ),
+    (
+        "jwt bearer with a key file and a service account",
+        OAUTH2_AUTH + "      oauth2: {jwt_bearer: {token_url: https://h/t, scope: s, "
+        "service_account_file: /etc/hostname, issuer: me}}\n",
+        [
+            "modules.m.auth.oauth2.jwt_bearer (line 8): set one of service_account_file, or issuer "
+            "with private_key_file"
+        ],
+    ),
+    (
+        "service account file that is none",
+        OAUTH2_AUTH + "      oauth2: {jwt_bearer: {token_url: https://h/t, scope: s, "
+        "service_account_file: /etc/hostname}}\n",
+        ["modules.m.auth.oauth2.jwt_bearer (line 8): service_account_file is not JSON"],
+    ),
+    (
+        "private key in the config",
+        OAUTH2_AUTH + "      oauth2: {jwt_bearer: {token_url: https://h/t, scope: s, "
+        "issuer: me, private_key: x}}\n",
+        [
+            "modules.m.auth.oauth2.jwt_bearer.private_key (line 8): unknown key: keys never go in "
+            "the config; use private_key_file"
+        ],
+    ),
+    (
+        "missing token file",
+        OAUTH2_AUTH + "      oauth2: {token_file: /nonexistent/token}\n",
+        [
+            "modules.m.auth.oauth2 (line 8): token_file '/nonexistent/token' cannot be read: "
+            "No such file or directory"
+        ],
+    ),
+    (
+        "empty token command",
+        OAUTH2_AUTH + "      oauth2: {token_command: []}\n",
+        [
+            "modules.m.auth.oauth2.token_command (line 8): List should have at least 1 item "
+            "after validation, not 0"
+        ],
+    ),
+    (
+        "access token in the config",
+        OAUTH2_AUTH + "      oauth2: {access_token: x}\n",
+        [
+            "modules.m.auth.oauth2.access_token (line 8): unknown key: tokens never go in the "
+            "config; use token_file or token_command"
+        ],
+    ),
     ("not a mapping", "- a\n- b\n", ["(top level) (line 1): the file must be a mapping of keys"]),
     (
         "broken YAML",
@@ -488,6 +692,122 @@ def test_password_from_file_and_environment(
     assert config.modules["b"].auth is not None and config.modules["b"].auth.password == "from-env"
     assert "s3cret" not in repr(config)
     assert sorted(config.secrets()) == ["from-env", "s3cret"]
+
+
+def test_token_sources_read_their_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each token source reads its secrets with the config; /config shows where from, never
+    what; a source in two modules is one, named after the first; a reload reads it equal."""
+    new_app_certificate(tmp_path, "app")
+    new_service_account(tmp_path / "account.json", "probe@project.iam.gserviceaccount.com")
+    write_private_key(tmp_path / "issuer.pem", new_rsa_key())
+    for name, content in {"client.secret": "client-s3cret", "refresh.token": "1//refresh-s3cret",
+                          "access.token": "access-s3cret"}.items():  # fmt: skip
+        (tmp_path / name).write_text(content + "\n")
+    monkeypatch.setenv("MAIL_TEST_CLIENT_SECRET", "env-client-s3cret")
+    url = "https://login.example.com/tenant/oauth2/v2.0/token"
+    sources = {
+        "secret": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_file: client.secret}",
+        "from_env": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_env: MAIL_TEST_CLIENT_SECRET}",
+        "certificate": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "certificate_file: app.crt, private_key_file: app.key}",
+        "refresh": f"refresh_token: {{token_url: '{url}', client_id: app, "
+        "refresh_token_file: refresh.token, client_secret_env: MAIL_TEST_CLIENT_SECRET}",
+        "google": "jwt_bearer: {token_url: 'https://oauth2.googleapis.com/token', "
+        "service_account_file: account.json, subject: probe@example.com, scope: s}",
+        "issuer": f"jwt_bearer: {{token_url: '{url}', issuer: me, private_key_file: issuer.pem, "
+        "scope: s}",
+        "command": "token_command: [helper, --account, probe]",
+        "file": "token_file: access.token",
+        "same_as_secret": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        "client_secret_file: client.secret}",
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "modules:\n"
+        + "".join(
+            f"  {name}:\n    protocol: imap\n    tls: implicit\n    auth:\n"
+            f"      username: probe@example.com\n      mechanism: oauthbearer\n"
+            f"      oauth2: {{{source}}}\n"
+            for name, source in sources.items()
+        )
+    )
+    exporter = Exporter(path, {})
+    config = exporter.config
+    named = {name: config.modules[name].auth.oauth2.name for name in sources}  # type: ignore[union-attr]
+    assert named == {name: name for name in sources} | {"same_as_secret": "secret"}
+    assert len(config.token_sources()) == len(sources) - 1
+    secrets = config.secrets()
+    for secret in ("client-s3cret", "env-client-s3cret", "1//refresh-s3cret", "access-s3cret"):
+        assert secret in secrets
+    keys = [secret for secret in secrets if "PRIVATE KEY" in secret]
+    assert len(keys) == 3  # certificate, google, issuer
+    shown = exporter.shown_config()
+    assert [secret for secret in secrets if secret in shown] == []
+    assert f"client_secret_file: {tmp_path / 'client.secret'}" in shown
+    assert "token_command:\n        - helper" in shown
+    assert parse_config(shown) == config == load_config(path)  # a reload keeps every module
+    samples = {(s.name, s.labels["source"]) for f in exporter.collect() for s in f.samples
+               if s.name == "mail_oauth2_token_fetches_total"}  # fmt: skip
+    assert samples == {("mail_oauth2_token_fetches_total", name) for name in named.values()}
+    exporter.stop()
+
+
+@pytest.mark.parametrize(
+    ("make_key", "problem"),
+    [
+        (
+            lambda: ec.generate_private_key(ec.SECP256R1()),
+            "private_key_file is not an RSA key (RS256 needs one)",
+        ),
+        (
+            lambda: new_rsa_key(1024),
+            "private_key_file is an RSA key of 1024 bits: RS256 needs 2048+",
+        ),
+        (
+            lambda: new_rsa_key(),
+            "private_key_file is not the key of the certificate in certificate_file",
+        ),
+    ],
+    ids=["EC", "short", "another key"],
+)
+def test_keys_that_cannot_sign(tmp_path: Path, make_key: Any, problem: str) -> None:
+    app = new_app_certificate(tmp_path, "app")
+    write_private_key(app.private_key_file, make_key())
+    text = (
+        "modules:\n  m:\n    protocol: smtp\n    tls: starttls\n    auth:\n      username: u\n"
+        "      mechanism: xoauth2\n      oauth2: {client_credentials: {token_url: https://h/t, "
+        f"client_id: c, scope: s, certificate_file: {app.certificate_file}, "
+        f"private_key_file: {app.private_key_file}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "test.yml")
+    assert raised.value.problems == [
+        f"modules.m.auth.oauth2.client_credentials (line 8): {problem}"
+    ]
+
+
+def test_an_encrypted_key_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "issuer.pem"
+    key.write_bytes(
+        new_rsa_key().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    text = (
+        "modules:\n  m: {protocol: smtp, tls: starttls, auth: {username: u, mechanism: xoauth2, "
+        "oauth2: {jwt_bearer: {token_url: https://h/t, scope: s, issuer: me, "
+        f"private_key_file: {key}}}}}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "test.yml")
+    assert raised.value.problems == [
+        "modules.m.auth.oauth2.jwt_bearer (line 2): private_key_file is encrypted: "
+        "give the key without a passphrase"
+    ]
 
 
 def test_defaults_and_starttls_requirement() -> None:

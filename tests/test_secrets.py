@@ -5,6 +5,8 @@ LOGIN, POP3 and SMTP AUTH PLAIN) and with a wrong one, on its schedule and throu
 /probe. Then every page, the /probe debug output, /config, a failed reload's error
 and the whole stderr log at debug level are searched for each password, in clear and
 in the base64 forms SASL sends, and for the web config's basic auth password and hash.
+So are the secrets of OAuth2 token sources the config names (client secret, refresh token,
+private keys, a token file's token).
 
 And no page is an oracle: a scripted server that says a configured password gets its
 words back as it said them, while the probe's own login line stays masked.
@@ -13,6 +15,7 @@ words back as it said them, while the probe's own login line stays masked.
 from __future__ import annotations
 
 import base64
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from mail_exporter.config.root import parse_config
 from mail_exporter.exporter import Exporter
 from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
+from tests.realservers.oauth import new_app_certificate, new_service_account
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import scripted_server, server_context
@@ -47,7 +51,46 @@ def forbidden(user: str, password: str) -> list[str]:
     return [password, b64(f"\0{user}\0{password}"), b64(password)]
 
 
-def write_config(path: Path, pki: PKI, dovecot: Dovecot, postfix: Postfix, secret: Path) -> Path:
+OAUTH2_SECRETS = {
+    "client.secret": "oauth-client-s3cret-4417",
+    "refresh.token": "1//oauth-refresh-s3cret-9921",
+    "access.token": "oauth-access-s3cret-5530",
+}
+
+
+def oauth2_sources(directory: Path) -> tuple[str, list[str]]:
+    """Modules with every kind of token source (no target uses them), and the secrets they
+    read: what must never show."""
+    for name, content in OAUTH2_SECRETS.items():
+        (directory / name).write_text(content + "\n")
+    app = new_app_certificate(directory, "app")
+    account = directory / "account.json"
+    new_service_account(account, "probe@project.iam.gserviceaccount.com")
+    keys = [app.private_key_file.read_text(), json.loads(account.read_text())["private_key"]]
+    url = "https://login.example.com/tenant/oauth2/v2.0/token"
+    sources = {
+        "secret": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        f"client_secret_file: {directory / 'client.secret'}}}",
+        "certificate": f"client_credentials: {{token_url: '{url}', client_id: app, scope: s, "
+        f"certificate_file: {app.certificate_file}, private_key_file: {app.private_key_file}}}",
+        "refresh": f"refresh_token: {{token_url: '{url}', client_id: app, "
+        f"refresh_token_file: {directory / 'refresh.token'}}}",
+        "google": f"jwt_bearer: {{token_url: '{url}', service_account_file: {account}, scope: s}}",
+        "file": f"token_file: {directory / 'access.token'}",
+    }
+    modules = "".join(
+        f"  oauth2_{name}:\n    {{protocol: imap, tls: implicit, auth: {{username: u, "
+        f"mechanism: xoauth2, oauth2: {{{source}}}}}}}\n"
+        for name, source in sources.items()
+    )
+    # A key as a whole, and each of its base64 lines, which a partial dump would show.
+    lines = [line for key in keys for line in key.splitlines() if "-----" not in line]
+    return modules, [*OAUTH2_SECRETS.values(), *(key.strip() for key in keys), *lines]
+
+
+def write_config(
+    path: Path, pki: PKI, dovecot: Dovecot, postfix: Postfix, secret: Path, oauth2: str
+) -> Path:
     tls = f"tls_config: {{ca_file: {pki.ca_file}}}"
     auth = f"username: {dovecot.user}, password_file: {secret}"
     path.write_text(
@@ -72,7 +115,7 @@ def write_config(path: Path, pki: PKI, dovecot: Dovecot, postfix: Postfix, secre
               - {{name: submit, address: "localhost:{postfix.submission_port}", module: submission}}
               - {{name: wrong, address: "localhost:{dovecot.imaps_port}", module: imaps_wrong}}
             """
-        )
+        ).replace("modules:\n", "modules:\n" + oauth2, 1)
     )
     return path
 
@@ -114,7 +157,8 @@ def pages(served: Served, dovecot: Dovecot, postfix: Postfix) -> dict[str, str]:
 def test_no_secret_anywhere(tmp_path: Path, pki: PKI, dovecot: Dovecot, postfix: Postfix) -> None:
     secret = tmp_path / "probe.pass"
     secret.write_text(dovecot.password + "\n")
-    config = write_config(tmp_path / "config.yml", pki, dovecot, postfix, secret)
+    oauth2_modules, oauth2_leaks = oauth2_sources(tmp_path)
+    config = write_config(tmp_path / "config.yml", pki, dovecot, postfix, secret, oauth2_modules)
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users: {{prometheus: '{BASIC_HASH}'}}\n")
     with served_exporter(
@@ -126,7 +170,12 @@ def test_no_secret_anywhere(tmp_path: Path, pki: PKI, dovecot: Dovecot, postfix:
         shown = {"metrics": wait_for_every_target(served), **pages(served, dovecot, postfix)}
         # A password written into the config by mistake is refused without being echoed.
         config.write_text(
-            config.read_text().replace(f"password_file: {secret}", f"password: {dovecot.password}")
+            config.read_text()
+            .replace(f"password_file: {secret}", f"password: {dovecot.password}")
+            .replace(
+                "scope: s, client_secret_file:",
+                f"client_secret: {WRONG_PASSWORD}, scope: s, client_secret_file:",
+            )
         )
         shown["failed reload"] = get(served.port, "/-/reload", headers=AUTH, method="POST").body
     shown["stderr log"] = served.stderr()
@@ -147,6 +196,9 @@ def test_no_secret_anywhere(tmp_path: Path, pki: PKI, dovecot: Dovecot, postfix:
     assert f"password_file: {secret}" in shown["config"]
     assert "password_env: MAIL_TEST_WRONG_PASSWORD" in shown["config"]
     assert "passwords never go in the config" in shown["failed reload"]
+    assert "secrets never go in the config" in shown["failed reload"]
+    assert f"refresh_token_file: {tmp_path / 'refresh.token'}" in shown["config"]
+    assert 'mail_oauth2_token_fetches_total{source="oauth2_secret"} 0.0' in shown["metrics"]
     assert "level=debug" in shown["stderr log"]
     assert "target wrong failed in auth" in shown["stderr log"]
 
@@ -156,6 +208,7 @@ def test_no_secret_anywhere(tmp_path: Path, pki: PKI, dovecot: Dovecot, postfix:
         BASIC_PASSWORD,
         AUTH["Authorization"].split(" ")[1],
         BASIC_HASH,
+        *oauth2_leaks,
     ]
     found = [(name, leak) for name, text in shown.items() for leak in leaks if leak in text]
     assert found == []

@@ -18,6 +18,7 @@ here while the root model is built from the collectors:
 - :mod:`~mail_exporter.config.fields`: field types every section shares (durations,
   addresses, names, paths beside the config file, CA files);
 - :mod:`~mail_exporter.config.probes`: modules, targets, ``global`` and ``probe``;
+- :mod:`~mail_exporter.config.oauth2`: a login's OAuth2 token source (``auth.oauth2``);
 - :mod:`~mail_exporter.config.roundtrip`: the round-trip routes;
 - :mod:`~mail_exporter.config.collectors`: the ``collectors`` section, a section per
   registered collector (each defines its own beside its code);

@@ -9,6 +9,7 @@ bounds, so a FIFO or a device is refused at once rather than waited on.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,12 @@ from pydantic import (
     ValidationInfo,
 )
 
-from mail_exporter.config.files import MAX_CONFIG_BYTES, UnreadableFile, read_bounded
+from mail_exporter.config.files import (
+    MAX_CONFIG_BYTES,
+    MAX_SECRET_BYTES,
+    UnreadableFile,
+    read_bounded,
+)
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.targets import parse_address
 
@@ -72,6 +78,27 @@ def read_named_file(key: str, path: Path, limit: int) -> bytes:
         return read_bounded(path, limit)
     except UnreadableFile as error:
         raise ValueError(f"{key} {str(path)!r} cannot be read: {error}") from None
+
+
+def secret_from_file(key: str, path: Path) -> str:
+    """The secret in the file ``key`` names: its UTF-8 text without the final line break."""
+    content = read_named_file(key, path, MAX_SECRET_BYTES)
+    try:
+        return content.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{key} {str(path)!r} is not UTF-8 text") from None
+
+
+def secret_from_environment(variable: str) -> str:
+    """The secret in the environment variable ``variable``."""
+    if variable not in os.environ:
+        raise ValueError(f"environment variable {variable} is not set")
+    secret = os.environ[variable]
+    try:  # undecodable bytes are kept as lone surrogates, which cannot be sent
+        secret.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"environment variable {variable} is not UTF-8 text") from None
+    return secret
 
 
 def _ca_bundle(path: Path) -> Path:

@@ -22,11 +22,11 @@ reported with where it went (:data:`MOVED_MODULE_KEYS`).
 the module classes and the probe table (:mod:`mail_exporter.probes`) are keyed by it.
 Passwords come from a file or the environment, never from the config, and are read
 while the config is validated: a missing secret is a config error, not a failed probe.
+So are the secrets of an OAuth2 token source (``auth.oauth2``, :mod:`.oauth2`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, get_args
@@ -50,8 +50,11 @@ from mail_exporter.config.fields import (
     LabelName,
     StrictModel,
     read_named_file,
+    secret_from_environment,
+    secret_from_file,
 )
-from mail_exporter.config.files import MAX_CONFIG_BYTES, MAX_SECRET_BYTES
+from mail_exporter.config.files import MAX_CONFIG_BYTES
+from mail_exporter.config.oauth2 import OAuth2Config
 
 Protocol = Literal["smtp", "imap", "pop3"]
 PROTOCOLS: Final[tuple[Protocol, ...]] = get_args(Protocol)
@@ -85,46 +88,62 @@ class TLSConfig(StrictModel):
         return self
 
 
+OAUTH2_MECHANISMS: Final = ("xoauth2", "oauthbearer")
+"""The SASL mechanisms that log in with an OAuth2 access token (``auth.oauth2``)."""
+
+
 class AuthConfig(StrictModel):
-    """A login check. The password comes from a file or the environment, never the config."""
+    """A login check. The password comes from a file or the environment, never the config;
+    with ``oauth2`` (and ``mechanism: xoauth2`` or ``oauthbearer``) an access token from
+    the source it names takes the password's place (see :mod:`mail_exporter.config.oauth2`)."""
 
     username: str = Field(min_length=1)
     password_file: ConfigPath | None = None
     password_env: str | None = None
-    mechanism: Literal["auto", "plain", "login"] = "auto"
+    mechanism: Literal["auto", "plain", "login", "xoauth2", "oauthbearer"] = "auto"
+    oauth2: OAuth2Config | None = None
     _password: SecretStr = PrivateAttr(default=SecretStr(""))
 
     @model_validator(mode="after")
     def _load_password(self) -> AuthConfig:
+        if any(c in self.username for c in "\r\n\0\x01"):
+            raise ValueError("username must not contain line breaks, NUL or \\x01")
+        if self.oauth2 is not None:
+            if self.password_file is not None or self.password_env is not None:
+                raise ValueError(
+                    "password_file and password_env do not go with oauth2: "
+                    "the access token is the secret"
+                )
+            if self.mechanism not in OAUTH2_MECHANISMS:
+                raise ValueError(
+                    f"oauth2 logs in with mechanism: xoauth2 or oauthbearer, not {self.mechanism}"
+                )
+            return self
+        if self.mechanism in OAUTH2_MECHANISMS:
+            raise ValueError(
+                f"mechanism {self.mechanism} needs oauth2: the source of its access token"
+            )
         if (self.password_file is None) == (self.password_env is None):
             raise ValueError("set exactly one of password_file and password_env")
         if self.password_file is not None:
-            content = read_named_file("password_file", self.password_file, MAX_SECRET_BYTES)
-            try:
-                password = content.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise ValueError(
-                    f"password_file {str(self.password_file)!r} is not UTF-8 text"
-                ) from None
+            password = secret_from_file("password_file", self.password_file)
         else:
             assert self.password_env is not None
-            if self.password_env not in os.environ:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            password = os.environ[self.password_env]
-            try:  # undecodable bytes are kept as lone surrogates, which cannot be sent
-                password.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(
-                    f"environment variable {self.password_env} is not UTF-8 text"
-                ) from None
-        if any(c in password + self.username for c in "\r\n\0"):
-            raise ValueError("username and password must not contain line breaks or NUL")
+            password = secret_from_environment(self.password_env)
+        if any(c in password for c in "\r\n\0"):
+            raise ValueError("the password must not contain line breaks or NUL")
         self._password = SecretStr(password)
         return self
 
     @property
     def password(self) -> str:
         return self._password.get_secret_value()
+
+    def secrets(self) -> list[str]:
+        """The password, or every secret the token source read."""
+        if self.oauth2 is not None:
+            return self.oauth2.secrets()
+        return [self.password] if self.password else []
 
 
 class RevocationConfig(StrictModel):
@@ -346,9 +365,10 @@ class IMAPModule(ModuleConfig):
 
 
 class POP3Auth(AuthConfig):
-    """POP3 logs in with USER/PASS (``auto``) or AUTH PLAIN (``plain``): it has no AUTH LOGIN."""
+    """POP3 logs in with USER/PASS (``auto``), AUTH PLAIN (``plain``) or an OAuth2 mechanism:
+    it has no AUTH LOGIN."""
 
-    mechanism: Literal["auto", "plain"] = "auto"
+    mechanism: Literal["auto", "plain", "xoauth2", "oauthbearer"] = "auto"
 
 
 class POP3Module(ModuleConfig):

@@ -23,6 +23,7 @@ from mail_exporter.allowlist import TargetKey, target_key
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config.collectors import CollectorSections, collectors_model
 from mail_exporter.config.fields import Name, StrictModel
+from mail_exporter.config.oauth2 import OAuth2Config
 from mail_exporter.config.probes import (
     GlobalConfig,
     ModuleConfig,
@@ -68,6 +69,26 @@ class Config(StrictModel):
         )
         return self
 
+    @model_validator(mode="after")
+    def _name_token_sources(self) -> Config:
+        """Each token source is named after its module; the same source in several modules
+        after the first of them, so that they share one name as they share its tokens."""
+        first: dict[str, str] = {}
+        for name, module in self.modules.items():
+            if module.auth is not None and module.auth.oauth2 is not None:
+                source = module.auth.oauth2
+                source.named(first.setdefault(source.identity, name))
+        return self
+
+    def token_sources(self) -> list[OAuth2Config]:
+        """The OAuth2 token sources of the modules, each once."""
+        sources = {
+            module.auth.oauth2.identity: module.auth.oauth2
+            for module in self.modules.values()
+            if module.auth is not None and module.auth.oauth2 is not None
+        }
+        return list(sources.values())
+
     def schedules(self, module: str, address: Address) -> bool:
         """Whether a target of ``targets`` probes ``address`` with ``module`` (the same target
         as :func:`mail_exporter.allowlist.target_key` says)."""
@@ -77,8 +98,9 @@ class Config(StrictModel):
         return float(target.interval if target.interval is not None else self.global_.interval)
 
     def secrets(self) -> list[str]:
-        """Every password in use, so logs can redact them wherever they might slip in."""
-        return [m.auth.password for m in self.modules.values() if m.auth and m.auth.password]
+        """Every password and token source secret in use, so logs can redact them wherever
+        they might slip in."""
+        return [secret for m in self.modules.values() if m.auth for secret in m.auth.secrets()]
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -75,14 +75,21 @@ class LineIndex:
         return None
 
 
+INLINE_SECRETS: Final[Mapping[str, str]] = {
+    "password": "passwords never go in the config; use password_file or password_env",
+    "client_secret": "secrets never go in the config; use client_secret_file or client_secret_env",
+    "refresh_token": "secrets never go in the config; use refresh_token_file",
+    "private_key": "keys never go in the config; use private_key_file",
+    "access_token": "tokens never go in the config; use token_file or token_command",
+}
+"""What an unknown key that would hold a secret is told (its value is never shown)."""
+
+
 def describe_error(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        if error["loc"][-1] == "password":
-            return (
-                "unknown key: passwords never go in the config; use password_file or password_env"
-            )
-        return "unknown key"
+        inline = INLINE_SECRETS.get(str(error["loc"][-1]))
+        return f"unknown key: {inline}" if inline else "unknown key"
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"])

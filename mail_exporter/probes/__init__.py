@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mail_exporter.config.probes import ModuleConfig, Protocol
+from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.probes.imap import probe_imap
 from mail_exporter.probes.pop3 import probe_pop3
 from mail_exporter.probes.result import FailureReason, Phase, ProbeResult
@@ -89,11 +90,13 @@ async def _converse(session: Session) -> None:
 @dataclass
 class ProbeMemory:
     """What probes keep between runs: the revocation answers and staples (until their
-    nextUpdate, bounded) and the TLS scans (for their module's interval). The exporter
-    owns one, shared by the scheduled probes and /probe, and kept across reloads."""
+    nextUpdate, bounded), the TLS scans (for their module's interval) and the OAuth2 access
+    tokens (until shortly before they expire). The exporter owns one, shared by the
+    scheduled probes, /probe and the round trips, and kept across reloads."""
 
     revocation: RevocationCache = field(default_factory=RevocationCache)
     tls_scans: TLSScans = field(default_factory=TLSScans)
+    tokens: TokenBroker = field(default_factory=TokenBroker)
 
 
 async def run_probe(

@@ -46,6 +46,9 @@ class FailureReason(StrEnum):
     STARTTLS_UNAVAILABLE = "starttls_unavailable"
     AUTH = "auth"
     REJECTED = "rejected"
+    TOKEN = "token"
+    """No OAuth2 access token for the login (:mod:`mail_exporter.oauth2`): the token
+    source failed or did not answer in time; the server was not asked."""
 
 
 @dataclass(frozen=True)

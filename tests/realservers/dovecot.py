@@ -47,10 +47,18 @@ class Dovecot:
     ``imaps_port``, ``pop3_port`` (plain, offers STLS), ``pop3s_port``, ``lmtp_port``, and
     ``auth_port`` (127.0.0.1 only, Dovecot's SASL protocol for Postfix). One user,
     ``user``/``password``, whose mail is a Maildir under ``mail_dir`` (until stop()).
+
+    With ``oauth2_introspection_url`` it also takes XOAUTH2 and OAUTHBEARER logins, whose
+    tokens its ``passdb oauth2`` checks at that URL as
+    :class:`tests.realservers.oauth.TokenServer` answers: RFC 7662 introspection by POST
+    (``introspection_mode = post``), the user in ``username``, live while ``active`` is true.
     """
 
-    def __init__(self, work_dir: Path, cert: Path, key: Path) -> None:
+    def __init__(
+        self, work_dir: Path, cert: Path, key: Path, oauth2_introspection_url: str | None = None
+    ) -> None:
         self.work_dir = work_dir
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.cert = cert
         self.key = key
         token = secrets.token_hex(4)
@@ -159,7 +167,21 @@ class Dovecot:
         self.passwd_path.chmod(0o644)
         self.config_path.write_text(self._config(owner.pw_uid, owner.pw_gid))
 
+    def _oauth2_passdb(self) -> tuple[str, str]:
+        """The mechanisms and the passdb that check OAuth2 tokens, when asked for."""
+        if self.oauth2_introspection_url is None:
+            return "", ""
+        settings = self.work_dir / "oauth2.conf.ext"
+        settings.write_text(
+            f"introspection_mode = post\nintrospection_url = {self.oauth2_introspection_url}\n"
+            "force_introspection = yes\nusername_attribute = username\n"
+            "active_attribute = active\nactive_value = true\n"
+        )
+        passdb = f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {settings}\n}}\n"
+        return " xoauth2 oauthbearer", passdb
+
     def _config(self, uid: int, gid: int) -> str:
+        oauth2_mechanisms, oauth2_passdb = self._oauth2_passdb()
         # Every setting of a listener block needs its own line: Dovecot rejects one-line
         # blocks with "Garbage after '{'".
         return f"""\
@@ -176,11 +198,11 @@ ssl_cert = <{self.cert}
 ssl_key = <{self.key}
 
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 # Without this, every failed login waits about 2 s. Dovecot 2.3 still holds each failure
 # until its next 0.5 s timer tick, so a wrong-password test takes up to half a second.
 auth_failure_delay = 0
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
   args = {self.passwd_path}
 }}
