@@ -726,4 +726,8 @@ def real_families(tmp_path: Path) -> list[Metric]:
     success = {s.labels["collector"]: s.value for f in families if f.name == "mail_exporter_collector_success"
                for s in f.samples}  # fmt: skip
     assert set(success.values()) == {1.0}, success
-    return [*families, *scheduled_families(), *roundtrip_families({"loop": RouteStats()})]
+    return [
+        *families,
+        *scheduled_families(),
+        *roundtrip_families({"loop": RouteStats()}, {"loop": "onprem"}),
+    ]
