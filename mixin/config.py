@@ -58,6 +58,21 @@ class Config:
     roundtrip_slow_warning_seconds: float = 30.0
     roundtrip_slow_critical_seconds: float = 60.0
     roundtrip_stale_seconds: int = 1800
+    # Shares of round trips lost or delivered to junk; only the dashboards use them so far.
+    roundtrip_loss_warning_ratio: float = 0.01
+    roundtrip_loss_critical_ratio: float = 0.05
+    # Moving mail to a hosted service: round-trip routes name their site (the route's `site:`
+    # key, any words: onprem, m365, gmail). The routes of the new site are compared with the
+    # baseline site as a whole over a day, so that a slow hour or a greylisted morning is
+    # no verdict; a new route is slower when its transit p95 is more than the ratio times
+    # the baseline's, and above the floor: mail seen within a few seconds is instant to
+    # people, whatever the baseline (a local loop takes well under a second).
+    migration_baseline_site: str = "onprem"
+    migration_new_site: str = "m365"
+    migration_window: str = "1d"
+    migration_slower_ratio: float = 1.5
+    migration_slower_min_seconds: float = 5.0
+    migration_slower_for: str = "1h"
 
     disk_fill_horizon_hours: int = 24
     disk_fill_trend_hours: int = 6  # the trend the disk-filling prediction extends

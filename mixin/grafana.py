@@ -404,16 +404,29 @@ def datasource_variable() -> Json:
 
 def label_variable(name: str, label: str, metric: str, include_all: bool = True) -> Json:
     """A multi-value variable over a label's values; ``All``, when offered, is the default."""
-    query = f"label_values({series(metric)}, {name})"
+    return _label_values(name, label, metric, name, include_all, multi=True, current={})
+
+
+def label_choice(name: str, label: str, metric: str, of: str, default: str) -> Json:
+    """One value of the label ``of`` to pick, ``default`` until picked: two of them compare
+    two values of one label side by side."""
+    current = {"selected": True, "text": default, "value": default}
+    return _label_values(name, label, metric, of, include_all=False, multi=False, current=current)
+
+
+def _label_values(
+    name: str, label: str, metric: str, of: str, include_all: bool, multi: bool, current: Json
+) -> Json:
+    query = f"label_values({series(metric)}, {of})"
     return {
         "allValue": ".*",
-        "current": {},
+        "current": current,
         "datasource": DATASOURCE,
         "definition": query,
         "hide": 0,
         "includeAll": include_all,
         "label": label,
-        "multi": True,
+        "multi": multi,
         "name": name,
         "options": [],
         "query": query,

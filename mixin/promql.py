@@ -25,6 +25,11 @@ ROUNDTRIP_P95_RULE = "mail:roundtrip_delivery_seconds:p95_rate1h"
 BOUNCE_RATIO_RULE = "mail:deliveries:bounce_ratio_rate15m"
 DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 
+# The round-trip routes' sites: one info series per route carries `site`, the routes' own
+# series only `route` (docs/metrics.md); these name one route of one exporter.
+ROUTE_INFO = "mail_roundtrip_route_info"
+ROUTE_OF_EXPORTER = "instance, job, route"
+
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"
 
@@ -115,3 +120,38 @@ def path_free_bytes_ahead(*matchers: str, config: Config = CONFIG) -> str:
     avail = series("mail_host_path_avail_bytes", *matchers, config=config)
     ahead = config.disk_fill_horizon_hours * HOUR_SECONDS
     return f"predict_linear({avail}[{config.disk_fill_trend_hours}h], {ahead})"
+
+
+def at_site(expr: str, site: str, config: Config = CONFIG) -> str:
+    """``expr`` over round-trip routes, kept for the routes whose ``site`` matches (a
+    ``site...`` matcher) and given their ``site`` label."""
+    info = series(ROUTE_INFO, site, config=config)
+    return f"{expr} * on ({ROUTE_OF_EXPORTER}) group_left (site) {info}"
+
+
+def site_quantile(q: float, by: str, site: str, window: str = RATE, config: Config = CONFIG) -> str:
+    """The ``q`` quantile of the transit times of the routes at ``site``, per ``by`` (which
+    may name ``site`` and the routes' own labels)."""
+    buckets = rate("mail_roundtrip_delivery_seconds_bucket", window=window, config=config)
+    return f"histogram_quantile({q}, {sum_by(f'{by}, le', at_site(buckets, site, config))})"
+
+
+def site_failures(by: str, site: str, window: str = RATE, config: Config = CONFIG) -> str:
+    """Failed round trips per second at ``site``, per ``by``: a failed cleanup is left out,
+    as it is counted on top of its attempt's own end (the message had arrived)."""
+    failed = rate("mail_roundtrip_failures_total", 'stage!="cleanup"', window=window, config=config)
+    return sum_by(by, at_site(failed, site, config))
+
+
+def site_attempts(site: str, window: str = RATE, config: Config = CONFIG) -> str:
+    """Round trips ended per second at ``site``, by ``site``: each ends seen in time (the
+    delivery histogram counts it, arrivals in junk too) or failed at one stage."""
+    seen = rate("mail_roundtrip_delivery_seconds_count", window=window, config=config)
+    seen_at_site = sum_by("site", at_site(seen, site, config))
+    return f"({seen_at_site} + {site_failures('site', site, window, config)})"
+
+
+def site_share(part: str, site: str, window: str = RATE, config: Config = CONFIG) -> str:
+    """``part`` (a rate at ``site``, summed by labels that include ``site``) as a share of
+    the round trips ended there."""
+    return f"{part} / on (site) group_left () {site_attempts(site, window, config)}"

@@ -413,6 +413,21 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "round trip site that is no label value",
+        "modules:\n  s: {protocol: smtp}\n"
+        "  i: {protocol: imap, tls: implicit, auth: {username: u, password_env: PATH}}\n"
+        "roundtrip:\n  - name: r\n    site: on prem\n"
+        "    send: {address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
+        "    receive: {address: 'h:993', module: i}\n"
+        '  - name: q\n    site: "m365\\n"\n'
+        "    send: {address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
+        "    receive: {address: 'h:993', module: i}\n",
+        [
+            "roundtrip[0].site (line 6): String should match pattern '^[A-Za-z0-9_.:-]*$'",
+            "roundtrip[1].site (line 10): String should match pattern '^[A-Za-z0-9_.:-]*$'",
+        ],
+    ),
+    (
         "duplicate postfix instance",
         "collectors:\n  postfix_queue:\n    instances:\n"
         "      - {config_directory: /etc/postfix}\n      - {config_directory: /etc/postfix-out}\n",

@@ -40,6 +40,7 @@ from mail_exporter.scheduler import scheduled_families
 from mixin import dashboards, rules
 from mixin.config import CONFIG
 from mixin.promql import ALERT_PREFIX
+from tests.promtool import run_rule_tests
 from tests.test_dns_checks import results, rig  # noqa: F401  fixtures: a real DNS pass
 from tests.test_smart import FIXTURES as SMART_FIXTURES
 
@@ -489,6 +490,113 @@ def test_the_drilldown_picks_servers_and_the_comparison_picks_a_shift() -> None:
     assert len(shifted) >= 6
 
 
+def _route_series(route: str, site: str, per_minute: Mapping[str, float]) -> list[dict[str, str]]:
+    """A round-trip route's info series and counters, each growing by ``per_minute``
+    (keys: ``le=BOUND`` for buckets, ``stage=NAME`` for failures, ``seen``, ``junk``)."""
+    labels = f'instance="mailhost:9469",job="mail",route="{route}"'
+
+    def series(key: str) -> str:
+        if key == "seen":
+            return f"mail_roundtrip_delivery_seconds_count{{{labels}}}"
+        if key == "junk":
+            return f"mail_roundtrip_junk_total{{{labels}}}"
+        label, value = key.split("=")
+        name = (
+            "mail_roundtrip_delivery_seconds_bucket"
+            if label == "le"
+            else "mail_roundtrip_failures_total"
+        )
+        return f'{name}{{{labels},{label}="{value}"}}'
+
+    info = f'mail_roundtrip_route_info{{{labels},site="{site}"}}'
+    counters = [
+        {"series": series(key), "values": f"0+{step:g}x60"} for key, step in per_minute.items()
+    ]
+    return [{"series": info, "values": "1x60"}, *counters]
+
+
+STAGES = ("send", "send_auth", "receive", "receive_auth", "timeout", "cleanup")
+
+
+def test_the_side_by_side_row_measures_each_site_alone(tmp_path: Path) -> None:
+    """The migration dashboard's side-by-side row, its variables set to two sites, gives
+    each site's transit time, loss (failed round trips of all that ended, a failed cleanup
+    not counted) and junk share from its own routes only, as Prometheus computes them."""
+    no_failures = {f"stage={stage}": 0.0 for stage in STAGES}
+    series = [
+        # onprem: 3 seen a minute, all within 1 s, and 1 lost: loss 1/4, p50 0.5 s, p95 0.95 s.
+        *_route_series("old-loop", "onprem", {
+            "seen": 3, "junk": 0, "le=1": 3, "le=5": 3, "le=+Inf": 3,
+            **no_failures, "stage=timeout": 1}),
+        # m365: 4 seen a minute within 1..5 s, 2 of them in junk, a cleanup failing each
+        # time: loss 0, junk 2/4, p50 3 s, p95 4.8 s.
+        *_route_series("new-loop", "m365", {
+            "seen": 4, "junk": 2, "le=1": 0, "le=5": 4, "le=+Inf": 4,
+            **no_failures, "stage=cleanup": 1}),
+        # Another site, slow and failing, that neither may see.
+        *_route_series("other-loop", "gmail", {
+            "seen": 10, "junk": 10, "le=1": 0, "le=5": 0, "le=+Inf": 10,
+            **no_failures, "stage=send": 10}),
+    ]  # fmt: skip
+    before, after = '{site="onprem"}', '{site="m365"}'
+    stages = {stage: 0.0 for stage in STAGES if stage != "cleanup"}
+    expected = {
+        ("onprem: transit p95 (1d)", ""): {before: 0.95},
+        ("onprem: loss (1d)", ""): {before: 0.25},
+        ("onprem: junk (1d)", ""): {before: 0.0},
+        ("m365: transit p95 (1d)", ""): {after: 4.8},
+        ("m365: loss (1d)", ""): {after: 0.0},
+        ("m365: junk (1d)", ""): {after: 0.5},
+        ("Transit time p50 and p95", "before {{site}} p50"): {before: 0.5},
+        ("Transit time p50 and p95", "before {{site}} p95"): {before: 0.95},
+        ("Transit time p50 and p95", "after {{site}} p50"): {after: 3.0},
+        ("Transit time p50 and p95", "after {{site}} p95"): {after: 4.8},
+        ("Loss by stage", "before {{site}} {{stage}}"): {
+            f'{{site="onprem",stage="{stage}"}}': 0.25 if stage == "timeout" else 0.0
+            for stage in stages
+        },
+        ("Loss by stage", "after {{site}} {{stage}}"): {
+            f'{{site="m365",stage="{stage}"}}': 0.0 for stage in stages
+        },
+        ("Junk rate", "before {{site}}"): {before: 0.0},
+        ("Junk rate", "after {{site}}"): {after: 0.5},
+        ("Transit p95 over 1d: m365 ÷ onprem", "ratio"): {"{}": round(4.8 / 0.95, 3)},
+    }
+    values = {"site_before": "onprem", "site_after": "m365", **GRAFANA_VARIABLES}
+    board = generated()["mail-migration.json"]
+    panels = board["panels"][1 : next(
+        i for i, panel in enumerate(board["panels"]) if panel["title"] == "Probes"
+    )]  # fmt: skip
+    assert board["panels"][0]["title"] == "Old and new route side by side"
+    found = {
+        (substitute(panel["title"], values), target["legendFormat"].replace("__auto", "")):
+            substitute(target["expr"], values)
+        for panel in panels for target in panel["targets"]
+    }  # fmt: skip
+    assert set(found) == set(expected)
+    tests = [
+        {
+            "expr": f"round({expr}, 0.001)",
+            "eval_time": "30m",
+            "exp_samples": [
+                {"labels": labels, "value": value} for labels, value in expected[key].items()
+            ],
+        }
+        for key, expr in found.items()
+    ]
+    case = {"interval": "1m", "input_series": series, "promql_expr_test": tests}
+    run_rule_tests({"rule_files": [], "tests": [case]}, tmp_path)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    for name, default in (("site_before", CONFIG.migration_baseline_site),
+                          ("site_after", CONFIG.migration_new_site)):  # fmt: skip
+        assert (
+            variables[name]["query"]
+            == f"label_values(mail_roundtrip_route_info{CONFIG.matchers()}, site)"
+        )
+        assert variables[name]["current"]["value"] == default
+        assert not variables[name]["multi"] and not variables[name]["includeAll"]
+
+
 def test_every_mail_metric_and_label_used_is_documented() -> None:
     series = known_series()
     problems = [
@@ -726,4 +834,8 @@ def real_families(tmp_path: Path) -> list[Metric]:
     success = {s.labels["collector"]: s.value for f in families if f.name == "mail_exporter_collector_success"
                for s in f.samples}  # fmt: skip
     assert set(success.values()) == {1.0}, success
-    return [*families, *scheduled_families(), *roundtrip_families({"loop": RouteStats()})]
+    return [
+        *families,
+        *scheduled_families(),
+        *roundtrip_families({"loop": RouteStats()}, {"loop": "onprem"}),
+    ]

@@ -275,3 +275,57 @@ async def test_a_changed_route_hands_its_messages_on_their_way_to_the_new_one(
         assert {found.message.token for found in fake_mail.messages.values()} == {"foreign"}
     finally:
         runners.stop()
+
+
+def route_sites_config(sites: dict[str, str]) -> str:
+    """Routes (name: site) to a closed port: each attempt fails at once at ``receive``."""
+    entries = "".join(
+        f"  - name: {name}\n    site: {site}\n    interval: 1s\n"
+        '    send: {address: "127.0.0.1:1", module: submission, from: p@t.local, to: p@t.local}\n'
+        '    receive: {address: "127.0.0.1:1", module: imap}\n'
+        for name, site in sites.items()
+    )
+    return (
+        "modules:\n  submission: {protocol: smtp}\n"
+        "  imap: {protocol: imap, tls: implicit, auth: {username: p@t.local, password_env: HOME}}\n"
+        f"roundtrip:\n{entries}"
+    )
+
+
+def route_series(text: str) -> tuple[dict[str, str], dict[str, float]]:
+    """Each route's site from ``mail_roundtrip_route_info`` (whose value must be 1), and its
+    ``receive`` failures."""
+    sites, failures = {}, {}
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == "mail_roundtrip_route_info":
+                assert found.value == 1.0
+                sites[found.labels["route"]] = found.labels["site"]
+            elif found.name == "mail_roundtrip_failures_total":
+                assert "site" not in found.labels  # dashboards join on route
+                if found.labels["stage"] == "receive":
+                    failures[found.labels["route"]] = found.value
+    return sites, failures
+
+
+def test_sighup_relabels_a_route_site_without_restarting_it(tmp_path: Path) -> None:
+    """The exporter process names each route's site; a SIGHUP that moves a route to another
+    site shows the new one at once and keeps the route's counters going."""
+    config = tmp_path / "config.yml"
+    config.write_text(route_sites_config({"old": "onprem", "new": "m365"}))
+    with served_exporter(tmp_path, config) as served:
+        ends = time.monotonic() + 20
+        sites, failures = route_series(get(served.port, "/metrics").body)
+        while failures.get("new", 0.0) < 2:
+            assert time.monotonic() < ends, "no failed attempt was counted"
+            time.sleep(0.2)
+            sites, failures = route_series(get(served.port, "/metrics").body)
+        assert sites == {"old": "onprem", "new": "m365"}
+        config.write_text(route_sites_config({"old": "onprem", "new": "gmail"}))
+        served.process.send_signal(signal.SIGHUP)
+        while sites["new"] != "gmail":
+            assert time.monotonic() < ends, "the new site never showed"
+            time.sleep(0.2)
+            sites, after = route_series(get(served.port, "/metrics").body)
+        assert sites == {"old": "onprem", "new": "gmail"}
+        assert after["new"] >= failures["new"], "the route started over"

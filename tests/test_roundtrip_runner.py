@@ -27,11 +27,16 @@ ROUTE = "loop"
 
 
 def config(
-    timeout: str = "300ms", interval: str = "60s", routes: Mapping[str, str] | None = None
+    timeout: str = "300ms",
+    interval: str = "60s",
+    routes: Mapping[str, str] | None = None,
+    sites: Mapping[str, str] | None = None,
 ) -> Config:
-    """A config whose routes (name: timeout) point at a closed port, with fast polling."""
+    """A config whose routes (name: timeout) point at a closed port, with fast polling;
+    ``sites`` gives routes a ``site``."""
+    sites = sites or {}
     entries = "\n".join(
-        f"""  - name: {name}
+        f"""  - name: {name}{f"{chr(10)}    site: {sites[name]}" if name in sites else ""}
     interval: {interval}
     timeout: {route_timeout}
     send: {{address: "127.0.0.1:1", module: submission, from: p@test.local, to: p@test.local}}
@@ -354,3 +359,41 @@ def test_every_stage_is_exported_from_the_start() -> None:
     )
     assert families["mail_roundtrip_late_arrivals"].samples[0].value == 0.0
     assert families["mail_roundtrip_junk"].samples[0].value == 0.0
+
+
+def route_info(runners: RoundTripRunner) -> dict[str, str]:
+    """Each route's site, as ``mail_roundtrip_route_info`` says (its value always 1)."""
+    [family] = [f for f in runners.collect() if f.name == "mail_roundtrip_route_info"]
+    assert {sample.value for sample in family.samples} == {1.0}
+    return {sample.labels["route"]: sample.labels["site"] for sample in family.samples}
+
+
+async def test_each_route_names_its_site_and_a_new_site_keeps_its_totals(
+    server: FakeServer,
+) -> None:
+    """The site is a label of the route's info series only: the route's own series keep
+    their labels, and a reload that changes nothing but the site keeps the route running
+    with its totals (its series do not carry the site, so they must not start over)."""
+    runners = RoundTripRunner()
+    runners.apply(config(routes={"old": "1s", "new": "1s"}, sites={"old": "onprem"}))
+    try:
+        assert route_info(runners) == {"old": "onprem", "new": ""}
+        kept = runners.routes["new"]
+        kept.stats.record(Outcome(failure=Stage.SEND))
+        runners.apply(
+            config(routes={"old": "1s", "new": "1s"}, sites={"old": "onprem", "new": "m365"})
+        )
+        assert runners.routes["new"] is kept
+        assert kept.route.site == "m365"
+        assert route_info(runners) == {"old": "onprem", "new": "m365"}
+        families = {family.name: family for family in runners.collect()}
+        failures = families["mail_roundtrip_failures"].samples
+        assert all(set(sample.labels) == {"route", "stage"} for sample in failures)
+        assert {(s.labels["route"], s.labels["stage"]): s.value for s in failures}[
+            ("new", "send")
+        ] == 1.0
+        runners.apply(config(routes={"old": "1s", "new": "2s"}, sites={"new": "m365"}))
+        assert runners.routes["new"] is not kept  # another setting changed: a restart
+        assert route_info(runners) == {"old": "", "new": "m365"}
+    finally:
+        runners.stop()

@@ -123,7 +123,14 @@ def _printable_name(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_printable_name)]
 
+LABEL_CHARACTERS = "A-Za-z0-9_.:-"
+"""What a name that becomes a label value is made of: the characters a URL keeps as they are."""
 LabelName = Annotated[
-    str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$")
+    str, Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=rf"^[{LABEL_CHARACTERS}]+$")
 ]
 """The name of a target or a route: its label value, in the characters a URL keeps as they are."""
+OptionalLabelName = Annotated[
+    str, Field(max_length=MAX_NAME_LENGTH, pattern=rf"^[{LABEL_CHARACTERS}]*$")
+]
+"""A label value as :data:`LabelName`, or empty: the value of a label left unset (the
+running config, shown at /config, writes it so and must read back)."""

@@ -4,6 +4,12 @@ imap or pop3 module that logs in.
 Which modules a route may name is checked with the other references between sections
 (:mod:`mail_exporter.config.references`), so that a wrong module is listed with every
 other problem of the file.
+
+A route's ``site`` names where its mail goes (``onprem``, ``m365``, ``gmail``: the user's
+words) for comparing sites during a migration. It is a label value of the route's info
+series only (``mail_roundtrip_route_info{route,site}``), never of the route's own series:
+those keep one identity while a route is moved to another site, and dashboards join the
+site on by ``route``. It is a label value like a route's name, or empty (unset).
 """
 
 from __future__ import annotations
@@ -12,7 +18,13 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
-from mail_exporter.config.fields import AddressText, Duration, LabelName, StrictModel
+from mail_exporter.config.fields import (
+    AddressText,
+    Duration,
+    LabelName,
+    OptionalLabelName,
+    StrictModel,
+)
 
 MailAddress = Annotated[str, Field(pattern=r"^[^@\s<>]+@[^@\s<>]+$")]
 
@@ -47,6 +59,7 @@ IMAP_ONLY_RECEIVE_KEYS = ("junk_mailbox", "cleanup_mailbox")
 
 class RoundTripRoute(StrictModel):
     name: LabelName
+    site: OptionalLabelName = ""
     interval: Duration = Field(default="60s", validate_default=True)
     timeout: Duration = Field(default="120s", validate_default=True)
     send: RoundTripSend

@@ -1,5 +1,10 @@
 """The round-trip metric families, rendered at scrape time from each route's running totals
-(:class:`mail_exporter.roundtrip.outcome.RouteStats`)."""
+(:class:`mail_exporter.roundtrip.outcome.RouteStats`) and its configured ``site``.
+
+The site is on one series per route, ``mail_roundtrip_route_info``, as Prometheus's info
+metrics are: the route's own series keep only ``route``, so moving a route to another
+site changes no series of its history, and queries join the site on by ``route``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,12 @@ ROUNDTRIP_HOPS = MetricSpec(
     "last message seen in time (hop 1 is the first server; hops past 5 add to hop 5).", "gauge",
     ("route", "hop"), as_is,
 )  # fmt: skip
+ROUNDTRIP_ROUTE_INFO = MetricSpec(
+    "mail_roundtrip_route_info", "1 for each configured route, naming the site (the route's "
+    "site key, empty when unset) that its mail goes to.", "gauge", ("route", "site"), as_is,
+)  # fmt: skip
 ROUNDTRIP_METRICS = (
+    ROUNDTRIP_ROUTE_INFO,
     MetricSpec("mail_roundtrip_success", "1 if the last round trip's message was seen in the "
         "mailbox in time.", "gauge", ("route",), lambda stats: stats.success),
     MetricSpec("mail_roundtrip_duration_seconds", "Start of sending to the message seen in the "
@@ -37,12 +47,13 @@ ROUNDTRIP_METRICS = (
 """Those of one value per route read it from the route's RouteStats."""
 
 
-def roundtrip_families(routes: Mapping[str, RouteStats]) -> list[Family]:
-    """The families of the routes' running totals; values not known yet are left out, never
-    reported as 0.
+def roundtrip_families(routes: Mapping[str, RouteStats], sites: Mapping[str, str]) -> list[Family]:
+    """The families of the routes' running totals and of their ``sites`` (by route name);
+    values not known yet are left out, never reported as 0.
 
     Sample output of a route whose last attempt passed::
 
+        mail_roundtrip_route_info{route="local-loop",site="onprem"} 1.0
         mail_roundtrip_success{route="local-loop"} 1.0
         mail_roundtrip_duration_seconds{route="local-loop"} 0.052
         mail_roundtrip_failures_total{route="local-loop",stage="timeout"} 0.0
@@ -59,6 +70,7 @@ def roundtrip_families(routes: Mapping[str, RouteStats]) -> list[Family]:
             for route, stats in routes.items()
             for hop, seconds in stats.hops.items()
         ],
+        ROUNDTRIP_ROUTE_INFO: [((route, sites[route]), 1.0) for route in routes],
     }
     by_route: list[Row] = [((route,), stats) for route, stats in routes.items()]
     built = [spec.family(rows.get(spec, by_route)) for spec in ROUNDTRIP_METRICS]

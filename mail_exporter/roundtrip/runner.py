@@ -32,7 +32,9 @@ few probe messages a crash can leave are harmless and easy to delete by hand. A 
 arrival whose token was forgotten stays too.
 
 A reload leaves a route whose settings (and modules) are unchanged alone: its schedule
-keeps its beat, its attempts in flight finish and are recorded, its totals stay. A
+keeps its beat, its attempts in flight finish and are recorded, its totals stay. A new
+``site`` alone is no change: it labels only the route's info series, so the route takes
+it and runs on, its totals with it (its series, which carry no site, go on as well). A
 changed route starts afresh, and its attempts in flight are cancelled (they run with
 settings no longer configured); the new runner takes over the route's memory of tokens,
 so the messages those attempts leave behind are removed by its next cleanup, not an
@@ -118,11 +120,17 @@ class RouteRunner:
     def same_as(
         self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
     ) -> bool:
-        return (route, send_module, receive_module) == (
-            self.route,
+        """Whether ``route`` runs as this one does: its ``site`` aside, which only labels
+        the route's info series (:meth:`relabel`)."""
+        return (_settings(route), send_module, receive_module) == (
+            _settings(self.route),
             self.send_module,
             self.receive_module,
         )
+
+    def relabel(self, route: RoundTripRoute) -> None:
+        """Take ``route``'s site; every other setting of it is this route's already."""
+        self.route = route
 
     def take_over(self, previous: RouteRunner) -> None:
         """Share ``previous``'s memory of the route's messages (the tokens of its attempts
@@ -305,6 +313,11 @@ class RouteRunner:
         return Outcome(failure=failure.stage)
 
 
+def _settings(route: RoundTripRoute) -> RoundTripRoute:
+    """The route without its site, for telling a changed route from a relabelled one."""
+    return route.model_copy(update={"site": ""})
+
+
 class RoundTripRunner:
     """Every configured route; swap configs with :meth:`apply`."""
 
@@ -324,6 +337,8 @@ class RoundTripRunner:
                     changed.stop()
                     runner.take_over(changed)
                 runner.start()
+            else:
+                runner.relabel(route)
             routes[route.name] = runner
         self.routes = routes  # whole, for a scrape reading it from another thread
         for gone in previous.values():
@@ -337,4 +352,6 @@ class RoundTripRunner:
 
     def collect(self) -> Iterator[Metric]:
         """The round-trip families (none without routes); safe from a worker thread."""
-        return iter(roundtrip_families({n: runner.stats for n, runner in self.routes.items()}))
+        routes = self.routes
+        stats = {name: runner.stats for name, runner in routes.items()}
+        return iter(roundtrip_families(stats, {n: r.route.site for n, r in routes.items()}))

@@ -10,8 +10,8 @@ Five dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`wri
   rejects, logins);
 - ``mail-host`` (:mod:`.host`): the mail host (services, CPU, memory, disks, sensors,
   S.M.A.R.T., backups);
-- ``mail-migration`` (:mod:`.migration`): the same graphs now and ``$shift`` ago, overlaid,
-  for before/after checks.
+- ``mail-migration`` (:mod:`.migration`): the old and the new site's round trips side by
+  side, and the same graphs now and ``$shift`` ago, overlaid, for before/after checks.
 
 What several of them show alike is in :mod:`.shared`. Every query takes its selector from
 ``CONFIG.matchers`` (through :mod:`mixin.promql`) and every coloured threshold from
