@@ -93,6 +93,11 @@ def check_shipped_alert(
             }
         ],
     }
+    run_rule_tests(case, directory)
+
+
+def run_rule_tests(case: dict[str, Any], directory: Path) -> None:
+    """Fail unless ``promtool test rules`` passes ``case`` (its rule_files and tests)."""
     path = directory / "rule_test.yml"
     path.write_text(yaml.safe_dump(case))
     result = subprocess.run(
