@@ -17,6 +17,11 @@ Each attempt, on the route's ``interval`` (the first one within a few seconds of
    counted once as a late arrival, never as lost again), and those of attempts cut short
    or whose cleanup failed. A message of an attempt still waiting is left to it.
 
+A leg with ``method: graph`` does the same over Microsoft Graph (:mod:`.graph`): the
+mailbox is "opened" with a first request, ``sendMail`` submits, each look is a listing,
+and deletion goes by message id under the same ownership rule below. Its token comes from
+the exporter's broker, which the runner is given.
+
 Attempts run in their own tasks, so a slow one never delays the next, and every network
 wait is bounded (module timeouts, the route's deadline), so attempts cannot pile up
 without limit. Each route has its own tasks: one route's trouble never stalls another.
