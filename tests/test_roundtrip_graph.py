@@ -33,6 +33,7 @@ from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.served import get, served_exporter
+from tests.test_roundtrip_real_servers import deliver_to, route_messages
 
 USER = "probe@test.local"
 CLIENT_ID = "graph-app"
@@ -376,18 +377,6 @@ async def test_an_untrusted_certificate_stops_before_the_token_is_sent(
 # With real servers: Postfix into a Graph mailbox, and Graph out to Dovecot over IMAP.
 
 
-@pytest.fixture
-def private_postfix(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
-) -> Iterator[Postfix]:
-    from tests.conftest import new_postfix
-
-    server = new_postfix(tmp_path_factory, pki, dovecot)
-    server.start()
-    yield server
-    server.stop()
-
-
 def password_module(pki: PKI, protocol: str, tls: str) -> str:
     return (
         f"{{protocol: {protocol}, tls: {tls}, timeout: 5s, tls_config: {{ca_file: {pki.ca_file}}}, "
@@ -407,8 +396,6 @@ async def test_postfix_submission_into_a_graph_mailbox(
 ) -> None:
     """Real Postfix takes the message on submission (login through Dovecot) and hands it
     over by LMTP to the scripted Graph's mailbox, which the route reads with Graph."""
-    from tests.test_roundtrip_real_servers import deliver_to
-
     monkeypatch.setenv("GRAPH_RT_PASSWORD", dovecot.password)
     deliver_to(private_postfix, graph.lmtp_port)
     kept = others(graph, "onprem-to-m365")
@@ -443,8 +430,6 @@ async def test_graph_send_out_to_dovecot_over_imap(
 ) -> None:
     """The route sends as a Graph mailbox to an on-premises address: the scripted Graph
     relays it to the real Postfix, which delivers to Dovecot, read over IMAPS."""
-    from tests.test_roundtrip_real_servers import route_messages
-
     monkeypatch.setenv("GRAPH_RT_PASSWORD", dovecot.password)
     sender = "sender@graph.test"
     relay = ("127.0.0.1", postfix.smtp_port)

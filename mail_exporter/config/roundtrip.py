@@ -121,6 +121,7 @@ IMAP_ONLY_RECEIVE_KEYS = ("junk_mailbox", "cleanup_mailbox")
 class GraphLeg(StrictModel):
     """What both Graph legs have: whose mailbox, the token, where Graph is and its CA."""
 
+    method: Literal["graph"]
     mailbox: PathSegment
     token: OAuth2Config
     base_url: GraphURL = DEFAULT_GRAPH_URL
@@ -141,7 +142,6 @@ class GraphSend(GraphLeg):
     """``sendMail`` as ``mailbox`` to ``to``; ``from`` only to send as another address
     (which needs Exchange's SendAs right), else the mailbox's own is used."""
 
-    method: Literal["graph"]
     from_: MailAddress | None = Field(default=None, alias="from")
     to: MailAddress
 
@@ -157,7 +157,6 @@ class GraphReceive(GraphLeg):
     """The messages of ``folder`` (a well-known name such as ``inbox``, or a folder id)
     and of ``junk_folder`` (``junkemail``), when set, where arrival counts as junk."""
 
-    method: Literal["graph"]
     folder: PathSegment = "inbox"
     junk_folder: PathSegment | None = None
     poll_interval: Duration = Field(default="1s", validate_default=True)
