@@ -9,13 +9,17 @@ a client that sends nothing it is not told to, and answers read within a bound.
   deadline of the probe, fetch or round trip they serve.
 - :func:`bounded_body` reads at most ``limit`` bytes, refusing a longer answer as soon
   as its ``Content-Length`` or its bytes say so.
+- :func:`json_object` reads an answer as a JSON object, or says it is none: text that is
+  not JSON, not UTF-8, or nested deeper than the parser recurses (a few KiB of ``[``
+  raise RecursionError, not ValueError) is no object, never an exception.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 
@@ -58,3 +62,12 @@ async def bounded_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
         if len(body) > limit:
             raise TooLarge
     return bytes(body)
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object; ``None`` when it is not one (see the module docstring)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

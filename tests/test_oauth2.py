@@ -404,6 +404,7 @@ async def test_error_json_is_shown_without_the_secret(server: TokenServer, tmp_p
         ("oversize", TokenFailure.INVALID_RESPONSE, "sent more than 1 MiB"),
         ("redirect", TokenFailure.HTTP, "answered HTTP 302 (redirects are not followed)"),
         ("html", TokenFailure.INVALID_RESPONSE, "answered 200 without a JSON object"),
+        ("deep", TokenFailure.INVALID_RESPONSE, "answered 200 without a JSON object"),
         ("mac", TokenFailure.INVALID_RESPONSE, "gave a token of type mac, not Bearer"),
         (
             "line_break",

@@ -289,9 +289,10 @@ def test_a_line_break_in_a_header_value_starts_no_header() -> None:
         ("GET", Failure(500, kind="redirect"),
          Stage.RECEIVE, "messages: HTTP 302 (redirects are not followed)"),
         ("GET", Failure(200, kind="oversize"), Stage.RECEIVE, "messages: answer over 4 MiB"),
+        ("GET", Failure(200, kind="deep"), Stage.RECEIVE, "messages: the answer is not a JSON object"),
         ("GET", Failure(0, kind="hang"), Stage.RECEIVE, "messages: no answer within 2s"),
     ],
-    ids=["bad-request", "send-denied", "read-denied", "redirect", "oversize", "hang"],
+    ids=["bad-request", "send-denied", "read-denied", "redirect", "oversize", "deep", "hang"],
 )  # fmt: skip
 async def test_errors_show_graph_code_and_message(
     graph: GraphServer,

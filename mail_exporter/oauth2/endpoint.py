@@ -20,7 +20,6 @@ request, even where the server quoted one back.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -36,7 +35,7 @@ from mail_exporter.oauth2.token import (
     lifetime,
     shown,
 )
-from mail_exporter.quiet_http import TooLarge, bounded_body, quiet_session
+from mail_exporter.quiet_http import TooLarge, bounded_body, json_object, quiet_session
 
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
 _INVALID: Final = TokenFailure.INVALID_RESPONSE
@@ -79,16 +78,8 @@ _PUBLIC_FIELDS: Final = frozenset({"grant_type", "client_id", "scope", "client_a
 """Form fields that are no secret; every other value is cut out of what is shown."""
 
 
-def _json_object(body: bytes) -> dict[str, object] | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _token_response(body: bytes, url: str) -> TokenResponse:
-    data = _json_object(body)
+    data = json_object(body)
     if data is None:
         raise TokenError(f"{url} answered 200 without a JSON object", _INVALID)
     token, token_type = data.get("access_token"), data.get("token_type", "Bearer")
@@ -117,7 +108,7 @@ def _refresh_token(value: object) -> bool:
 
 def _refusal(status: int, body: bytes, url: str, secrets: list[str]) -> TokenError:
     """Why a status other than 200: the OAuth2 error when the body is one."""
-    data = _json_object(body)
+    data = json_object(body)
     error = data.get("error") if data is not None else None
     if isinstance(error, str):
         description = data.get("error_description") if data is not None else None

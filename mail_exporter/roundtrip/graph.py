@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import ssl
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -65,7 +64,7 @@ from yarl import URL
 from mail_exporter.config.roundtrip import GraphLeg, GraphReceive, GraphSend
 from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.oauth2.token import TokenError, shown
-from mail_exporter.quiet_http import TooLarge, bounded_body, quiet_session
+from mail_exporter.quiet_http import TooLarge, bounded_body, json_object, quiet_session
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, TaggedMessage, parse_tagged
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
@@ -122,11 +121,8 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
 
 def graph_error(body: bytes) -> str:
     """Graph's ``error.code: error.message`` of an error answer, or ``""``."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
-    error = data.get("error") if isinstance(data, dict) else None
+    data = json_object(body)
+    error = data.get("error") if data is not None else None
     if not isinstance(error, dict):
         return ""
     said = [part for part in (error.get("code"), error.get("message")) if isinstance(part, str)]
@@ -254,11 +250,8 @@ class GraphClient:
 
 
 def _json_object(answer: bytes, stages: Stages, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(answer)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    data = json_object(answer)
+    if data is None:
         raise RoundTripFailure(stages.failure, f"{what}: the answer is not a JSON object")
     return data
 

@@ -21,7 +21,7 @@ makes, answered in the shapes Microsoft documents, with their errors and throttl
 - ``DELETE /v1.0/users/{user}/messages/{id}``: 204, or 404 ``ErrorItemNotFound``.
 - :meth:`throttle` answers the next N requests of a method 429 with ``Retry-After``
   and Graph's throttling error body; :meth:`fail` answers the next one with a status
-  and error (or a redirect, an oversized body, a hang).
+  and error (or a redirect, an oversized body, JSON nested too deep, a hang).
 - An LMTP listener (:attr:`lmtp_port`) takes mail from a real Postfix into the inbox of a
   hosted user, with a ``Received`` header as Exchange would add.
 
@@ -97,7 +97,7 @@ class Failure:
     status: int
     code: str = ""
     message: str = ""
-    kind: str = "error"  # error, redirect, oversize, hang
+    kind: str = "error"  # error, redirect, oversize, deep, hang
     retry_after: str | None = None
 
 
@@ -275,6 +275,8 @@ class GraphServer:
             raise web.HTTPFound(f"https://127.0.0.1:{self.port}/elsewhere{request.path_qs}")
         if failure.kind == "oversize":
             return web.json_response({"value": [], "padding": " " * (5 * 1024 * 1024)})
+        if failure.kind == "deep":  # JSON nested past any parser's recursion limit
+            return web.Response(body=b"[" * 500_000, content_type="application/json")
         if failure.kind == "hang":
             assert self._released is not None
             with contextlib.suppress(TimeoutError):
