@@ -25,7 +25,7 @@ from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.roundtrip import graph as graph_module
 from mail_exporter.roundtrip.message import ROUTE_HEADER, SENT_HEADER, TOKEN_HEADER
 from mail_exporter.roundtrip.outcome import Outcome, Stage
-from mail_exporter.roundtrip.runner import RouteRunner
+from mail_exporter.roundtrip.runner import RoundTripRunner, RouteRunner
 from tests.promtool import check_metrics
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.graph import Failure, GraphServer, Stored
@@ -202,6 +202,26 @@ async def test_a_next_link_to_another_origin_is_not_followed(
     assert "@odata.nextLink leads off" in failure_log(caplog)
     assert not any("$skip" in query for _, _, query, _ in graph.logged("GET"))
     assert graph.logged("DELETE") == []
+
+
+async def test_a_reload_keeps_an_unchanged_graph_route(
+    graph: GraphServer, tokens: TokenServer, tmp_path: Path
+) -> None:
+    """Graph legs compare as module legs do: the same settings and secrets read again are
+    the same route, which keeps running; a changed leg starts it afresh."""
+    secret = secret_file(tmp_path)
+    runners = RoundTripRunner(TokenBroker())
+    try:
+        runners.apply(graph_config(graph, tokens, secret, "kept"))
+        first = runners.routes["kept"]
+        runners.apply(graph_config(graph, tokens, secret, "kept"))
+        assert runners.routes["kept"] is first
+        runners.apply(
+            graph_config(graph, tokens, secret, "kept", receive_extra=", folder: junkemail")
+        )
+        assert runners.routes["kept"] is not first
+    finally:
+        runners.stop()
 
 
 # Throttling.
