@@ -99,7 +99,7 @@ def _route_rows(exporter: Exporter, now: float) -> list[str]:
         duration = f"{stats.duration * 1000:.0f} ms" if stats.duration is not None else ""
         since = f"{now - stats.last_success:.0f} s ago" if stats.last_success else "never"
         rows.append(
-            "<tr>" + _cell(name) + _cell(f"{route.send.address} → {route.receive.address}")
+            "<tr>" + _cell(name) + _cell(f"{route.send.place} → {route.receive.place}")
             + status + _cell(duration, "num") + _cell(since) + _cell(stats.last_failure or "")
             + "</tr>"
         )  # fmt: skip

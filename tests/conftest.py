@@ -104,6 +104,17 @@ def postfix(
 
 
 @pytest.fixture
+def private_postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
+) -> Iterator[Postfix]:
+    """A Postfix of the test's own, to reconfigure (where it delivers, what it offers)."""
+    server = new_postfix(tmp_path_factory, pki, dovecot)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def exit_stack() -> Iterator[ExitStack]:
     """Context managers (servers) a test enters here are left after it, newest first."""
     with ExitStack() as stack:

@@ -428,6 +428,43 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "round trip graph legs",
+        "modules:\n  s: {protocol: smtp}\n"
+        "  p: {protocol: pop3, tls: implicit, auth: {username: u, password_env: PATH}}\n"
+        "roundtrip:\n  - name: r\n"
+        "    send: {method: grap, address: 'h:587', module: s, from: a@x.org, to: b@x.org}\n"
+        "    receive: {method: graph, address: 'h:993', module: s, mailbox: a/b, token: {},\n"
+        "              base_url: 'http://graph.example.com/v1.0', junk_folder: ''}\n"
+        "  - name: q\n"
+        "    send: {method: graph, mailbox: m, to: b@x.org, token: {token_command: [t]},\n"
+        "           base_url: 'https://127.0.0.1:1/v1.0?x=1', timeout: 0s, from: me}\n"
+        "    receive: {method: imap, address: 'h:995', module: p}\n",
+        [
+            "roundtrip[0].send.method (line 6): Input should be 'smtp' or 'graph'",
+            "roundtrip[0].receive.mailbox (line 7): 'a/b' must be printable, without spaces, / \\ ? or #",
+            "roundtrip[0].receive.token (line 7): set exactly one token source: client_credentials, refresh_token, jwt_bearer, token_command, token_file",
+            "roundtrip[0].receive.base_url (line 8): base_url must use https:// (http:// only to a loopback address such as 127.0.0.1)",
+            "roundtrip[0].receive.junk_folder (line 8): String should have at least 1 character",
+            "roundtrip[0].receive.address (line 7): unknown key",
+            "roundtrip[0].receive.module (line 7): unknown key",
+            "roundtrip[1].send.base_url (line 11): base_url must not hold a ?query: the requests add their own",
+            "roundtrip[1].send.timeout (line 11): duration '0s' must be greater than zero",
+            "roundtrip[1].send.from (line 11): String should match pattern '^[^@\\s<>]+@[^@\\s<>]+$'",
+            "roundtrip[1].receive.module (line 12): module 'p' must have protocol imap",
+        ],
+    ),
+    (
+        "a route's token source named as a module's",
+        "modules:\n  r/send: {protocol: imap, tls: implicit, auth: {username: u, mechanism: xoauth2,\n"
+        "    oauth2: {token_command: [a]}}}\n"
+        "roundtrip:\n  - name: r\n"
+        "    send: {method: graph, mailbox: m, to: b@x.org, token: {token_command: [b]}}\n"
+        "    receive: {method: graph, mailbox: m, token: {token_command: [b]}}\n",
+        [
+            "(top level) (line 1): two token sources would both be named 'r/send' in the metrics (a module's and a round-trip route's): rename the module or the route",
+        ],
+    ),
+    (
         "duplicate postfix instance",
         "collectors:\n  postfix_queue:\n    instances:\n"
         "      - {config_directory: /etc/postfix}\n      - {config_directory: /etc/postfix-out}\n",

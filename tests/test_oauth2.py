@@ -404,6 +404,7 @@ async def test_error_json_is_shown_without_the_secret(server: TokenServer, tmp_p
         ("oversize", TokenFailure.INVALID_RESPONSE, "sent more than 1 MiB"),
         ("redirect", TokenFailure.HTTP, "answered HTTP 302 (redirects are not followed)"),
         ("html", TokenFailure.INVALID_RESPONSE, "answered 200 without a JSON object"),
+        ("deep", TokenFailure.INVALID_RESPONSE, "answered 200 without a JSON object"),
         ("mac", TokenFailure.INVALID_RESPONSE, "gave a token of type mac, not Bearer"),
         (
             "line_break",
@@ -475,9 +476,10 @@ async def test_token_command_prints_json_or_a_bare_token(tmp_path: Path) -> None
             "gave a token with characters a bearer token cannot have (letters, digits and -._~+/ only)",
         ),
         ('print("{not json")', "printed JSON that does not parse"),
+        ('print("{\\"a\\": " + "[" * 60_000)', "printed JSON that does not parse"),
         ('print("{}")', "printed JSON without an access_token"),
     ],
-    ids=["failure", "oversize", "not a token", "bad JSON", "JSON without a token"],
+    ids=["failure", "oversize", "not a token", "bad JSON", "deep JSON", "JSON without a token"],
 )
 async def test_token_command_failures(tmp_path: Path, script: str, said: str) -> None:
     source = command_source(tmp_path, script)

@@ -15,7 +15,7 @@ import re
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aioimaplib
@@ -386,16 +386,6 @@ async def test_a_hanging_mailbox_stalls_only_its_own_route(
 
 
 # A message held in Postfix's queue: lost after the timeout, counted late once it arrives.
-
-
-@pytest.fixture
-def private_postfix(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot
-) -> Iterator[Postfix]:
-    server = new_postfix(tmp_path_factory, pki, dovecot)
-    server.start()
-    yield server
-    server.stop()
 
 
 def postfix_command(postfix: Postfix, *command: str) -> None:

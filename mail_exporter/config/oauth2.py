@@ -38,6 +38,7 @@ tokens (:meth:`OAuth2Config.identity` says which are the same).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from pathlib import Path
@@ -65,23 +66,25 @@ from mail_exporter.oauth2.jwt import (
 MAX_URL_CHARACTERS: Final = 2048
 
 
-def _token_url(value: str) -> str:
+def checked_web_url(key: str, value: str) -> str:
+    """``value`` if it is an ``https://`` URL (``http://`` to a loopback address written as
+    such) without credentials or a fragment, else a ValueError naming ``key``."""
     try:
         url = URL(value)
     except (ValueError, TypeError):
         url = URL()
     if len(value) > MAX_URL_CHARACTERS or not value.isprintable():
-        raise ValueError(f"token_url must be printable and at most {MAX_URL_CHARACTERS} characters")
+        raise ValueError(f"{key} must be printable and at most {MAX_URL_CHARACTERS} characters")
     if not url.absolute or not url.host:
-        raise ValueError(f"token_url {value!r} is not an absolute http(s) URL")
+        raise ValueError(f"{key} {value!r} is not an absolute http(s) URL")
     if url.user is not None or url.password is not None or url.fragment:
-        raise ValueError("token_url must not hold a user, a password or a #fragment")
+        raise ValueError(f"{key} must not hold a user, a password or a #fragment")
     if url.scheme == "https":
         return value
     if url.scheme == "http" and _loopback(url.host):
         return value
     raise ValueError(
-        "token_url must use https:// (http:// only to a loopback address such as 127.0.0.1)"
+        f"{key} must use https:// (http:// only to a loopback address such as 127.0.0.1)"
     )
 
 
@@ -98,7 +101,7 @@ def _printable_text(value: str) -> str:
     return value
 
 
-TokenURL = Annotated[str, AfterValidator(_token_url)]
+TokenURL = Annotated[str, AfterValidator(functools.partial(checked_web_url, "token_url"))]
 Text = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_printable_text)]
 """A client id, scope, issuer or subject: sent in a form or a JWT, shown on /config."""
 

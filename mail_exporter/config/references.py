@@ -59,8 +59,10 @@ def cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]:
             ("receive", ("imap", "pop3"), True),
         ):
             part = route.get(side)
-            if isinstance(part, dict):
-                problem = _module_problem(modules, part.get("module"), protocols, login)
+            if isinstance(part, dict) and part.get("method") != "graph":  # Graph has no module
+                method = part.get("method")
+                named = (method,) if isinstance(method, str) and method in protocols else protocols
+                problem = _module_problem(modules, part.get("module"), named, login)
                 if problem:
                     yield ("roundtrip", index, side, "module"), problem
         yield from _pop3_receive_problems(index, route.get("receive"), modules)

@@ -71,22 +71,33 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _name_token_sources(self) -> Config:
-        """Each token source is named after its module; the same source in several modules
-        after the first of them, so that they share one name as they share its tokens."""
+        """Each token source is named after its module (or route leg); the same source in
+        several places after the first of them, so that they share one name as they share
+        its tokens. Two different sources under one name would be one series twice."""
         first: dict[str, str] = {}
-        for name, module in self.modules.items():
-            if module.auth is not None and module.auth.oauth2 is not None:
-                source = module.auth.oauth2
-                source.named(first.setdefault(source.identity, name))
+        owners: dict[str, str] = {}
+        for name, source in self._token_places():
+            shared = first.setdefault(source.identity, name)
+            if owners.setdefault(shared, source.identity) != source.identity:
+                raise ValueError(
+                    f"two token sources would both be named {shared!r} in the metrics "
+                    "(a module's and a round-trip route's): rename the module or the route"
+                )
+            source.named(shared)
         return self
 
-    def token_sources(self) -> list[OAuth2Config]:
-        """The OAuth2 token sources of the modules, each once."""
-        sources = {
-            module.auth.oauth2.identity: module.auth.oauth2
-            for module in self.modules.values()
+    def _token_places(self) -> list[tuple[str, OAuth2Config]]:
+        """Every token source with the name of where it is: modules, then route legs."""
+        places = [
+            (name, module.auth.oauth2)
+            for name, module in self.modules.items()
             if module.auth is not None and module.auth.oauth2 is not None
-        }
+        ]
+        return places + [place for route in self.roundtrip for place in route.token_sources()]
+
+    def token_sources(self) -> list[OAuth2Config]:
+        """The OAuth2 token sources of the modules and routes, each once."""
+        sources = {source.identity: source for _, source in self._token_places()}
         return list(sources.values())
 
     def schedules(self, module: str, address: Address) -> bool:
@@ -100,7 +111,9 @@ class Config(StrictModel):
     def secrets(self) -> list[str]:
         """Every password and token source secret in use, so logs can redact them wherever
         they might slip in."""
-        return [secret for m in self.modules.values() if m.auth for secret in m.auth.secrets()]
+        legs = [source for route in self.roundtrip for _, source in route.token_sources()]
+        passwords = [s for m in self.modules.values() if m.auth for s in m.auth.secrets()]
+        return passwords + [secret for source in legs for secret in source.secrets()]
 
 
 def _describe(error: Mapping[str, Any]) -> str:

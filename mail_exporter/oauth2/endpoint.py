@@ -2,12 +2,11 @@
 
 The request is ``application/x-www-form-urlencoded`` with the client's credentials in
 the form (``client_secret_post``, which Microsoft and Google both take, or a client
-assertion), over a connection of its own that sends nothing it is not told to:
+assertion), over a connection of its own that sends nothing it is not told to
+(:mod:`mail_exporter.quiet_http`):
 
 - no redirect is followed (a 3xx is an error: the form holds secrets, and a token
   endpoint has no reason to move them elsewhere);
-- no proxy and no ``.netrc`` credentials are taken from the environment, no cookie is
-  kept, no compression asked for;
 - the answer is read up to :data:`MAX_RESPONSE_BYTES` and no further.
 
 A 200 must be a JSON object with a bearer ``access_token`` (RFC 6749 5.1; a
@@ -21,7 +20,6 @@ request, even where the server quoted one back.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,7 +27,6 @@ from urllib.parse import quote_plus
 
 import aiohttp
 
-from mail_exporter import __version__
 from mail_exporter.oauth2.token import (
     MAX_TOKEN_CHARACTERS,
     TokenError,
@@ -38,10 +35,9 @@ from mail_exporter.oauth2.token import (
     lifetime,
     shown,
 )
+from mail_exporter.quiet_http import TooLarge, bounded_body, json_object, quiet_session
 
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
-_CHUNK_BYTES: Final = 64 * 1024
-_USER_AGENT: Final = f"mail_exporter/{__version__}"
 _INVALID: Final = TokenFailure.INVALID_RESPONSE
 
 
@@ -62,19 +58,14 @@ async def request_token(url: str, form: Mapping[str, str]) -> TokenResponse:
         if key not in _PUBLIC_FIELDS
         for said in (value, quote_plus(value))  # as sent, and as a server may quote it
     ]
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": _USER_AGENT, "Accept": "application/json",
-                 "Accept-Encoding": "identity"},
-        auto_decompress=False,
-        trust_env=False,
-        timeout=aiohttp.ClientTimeout(total=None),  # the broker bounds every fetch
-    ) as http:  # fmt: skip
+    async with quiet_session({"Accept": "application/json"}) as http:  # bounded by the broker
         try:
             async with http.post(url, data=dict(form), allow_redirects=False) as response:
-                body = await _bounded_body(response, url)
+                body = await bounded_body(response, MAX_RESPONSE_BYTES)
                 status = response.status
+        except TooLarge:
+            too_large = f"{url} sent more than {MAX_RESPONSE_BYTES >> 20} MiB"
+            raise TokenError(too_large, _INVALID) from None
         except (aiohttp.ClientError, OSError) as error:
             said = shown(str(error) or type(error).__name__, secrets)
             raise TokenError(f"cannot reach {url}: {said}", TokenFailure.HTTP) from None
@@ -87,28 +78,8 @@ _PUBLIC_FIELDS: Final = frozenset({"grant_type", "client_id", "scope", "client_a
 """Form fields that are no secret; every other value is cut out of what is shown."""
 
 
-async def _bounded_body(response: aiohttp.ClientResponse, url: str) -> bytes:
-    too_large = TokenError(f"{url} sent more than {MAX_RESPONSE_BYTES >> 20} MiB", _INVALID)
-    if (response.content_length or 0) > MAX_RESPONSE_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise too_large
-    return bytes(body)
-
-
-def _json_object(body: bytes) -> dict[str, object] | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _token_response(body: bytes, url: str) -> TokenResponse:
-    data = _json_object(body)
+    data = json_object(body)
     if data is None:
         raise TokenError(f"{url} answered 200 without a JSON object", _INVALID)
     token, token_type = data.get("access_token"), data.get("token_type", "Bearer")
@@ -137,7 +108,7 @@ def _refresh_token(value: object) -> bool:
 
 def _refusal(status: int, body: bytes, url: str, secrets: list[str]) -> TokenError:
     """Why a status other than 200: the OAuth2 error when the body is one."""
-    data = _json_object(body)
+    data = json_object(body)
     error = data.get("error") if data is not None else None
     if isinstance(error, str):
         description = data.get("error_description") if data is not None else None

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -64,6 +63,7 @@ from mail_exporter.oauth2.token import (
     lifetime,
     shown,
 )
+from mail_exporter.quiet_http import json_object
 
 logger = logging.getLogger(__name__)
 
@@ -249,11 +249,10 @@ async def _from_command(argv: list[str]) -> AccessToken:
 
 def _command_token(text: str, where: str) -> AccessToken:
     if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise TokenError(f"{where} printed JSON that does not parse", _COMMAND) from None
-        token = data.get("access_token") if isinstance(data, dict) else None
+        data = json_object(text.encode())
+        if data is None:
+            raise TokenError(f"{where} printed JSON that does not parse", _COMMAND)
+        token = data.get("access_token")
         if not isinstance(token, str):
             raise TokenError(f"{where} printed JSON without an access_token", TokenFailure.COMMAND)
         seconds = lifetime(data.get("expires_in"), where, TokenFailure.COMMAND)

@@ -57,7 +57,8 @@ revocation check needs:
   4.2.1.13), ``ldap``, ``file`` and the rest are skipped; on the port the URL names; no
   user or password in it; at most :data:`MAX_URL_CHARACTERS`;
 - no redirect is followed (a 3xx is an error), no proxy or ``.netrc`` is taken from the
-  environment, no cookie is kept, no credential sent, no compression asked for;
+  environment, no cookie is kept, no credential sent, no compression asked for
+  (:mod:`mail_exporter.quiet_http`);
 - the body is read up to :data:`MAX_BODY_BYTES` and no further, and reasons quote the
   URL and the status, never the body.
 
@@ -101,9 +102,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 from yarl import URL
 
-from mail_exporter import __version__
 from mail_exporter.config.probes import RevocationConfig
 from mail_exporter.printable import printable
+from mail_exporter.quiet_http import TooLarge, bounded_body, quiet_session
 from mail_exporter.tls_facts import SHOWN_NAME_CHARACTERS
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,6 @@ STAPLE_BYTES: Final = 16 * 1024 * 1024
 """Bounds of the staples kept (one per server and leaf)."""
 SHOWN_DETAIL_CHARACTERS: Final = 400
 """Longest reason kept (it quotes URLs from the certificate)."""
-
-_USER_AGENT: Final = f"mail_exporter/{__version__}"
-_CHUNK_BYTES: Final = 64 * 1024
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -325,7 +323,7 @@ async def check_revocation(
     except RevocationError as error:
         answers = [_answer(method, None, str(error), 0.0) for method in methods]
     else:
-        async with _http_client() as http:
+        async with quiet_session() as http:  # bounded by the probe's deadline
             asks: dict[RevocationMethod, Callable[[], Awaitable[tuple[bool, str]]]] = {
                 RevocationMethod.CRL: lambda: _ask_crl(leaf, issuer, http, cache, deadline),
                 RevocationMethod.OCSP: lambda: _ask_ocsp(leaf, issuer, http, cache, deadline),
@@ -462,18 +460,6 @@ def _plain_http(text: str) -> URL | None:
     return url
 
 
-def _http_client() -> aiohttp.ClientSession:
-    """A client that sends nothing it is not told to (see the module docstring)."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
-        auto_decompress=False,
-        trust_env=False,
-        timeout=aiohttp.ClientTimeout(total=None),  # the probe's deadline bounds every request
-    )
-
-
 async def _fetch(http: aiohttp.ClientSession, url: URL, ocsp_request: bytes | None) -> bytes:
     """GET ``url``, or POST an OCSP request to it; the body of a 200, at most MAX_BODY_BYTES."""
     method, headers = "GET", {}
@@ -490,15 +476,9 @@ async def _fetch(http: aiohttp.ClientSession, url: URL, ocsp_request: bytes | No
             if response.status != 200:
                 redirect = " (redirects are not followed)" if 300 <= response.status < 400 else ""
                 raise RevocationError(f"{url} answered HTTP {response.status}{redirect}")
-            too_large = f"{url} sent more than {MAX_BODY_BYTES} bytes"
-            if (response.content_length or 0) > MAX_BODY_BYTES:
-                raise RevocationError(too_large)
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise RevocationError(too_large)
-            return bytes(body)
+            return await bounded_body(response, MAX_BODY_BYTES)
+    except TooLarge:
+        raise RevocationError(f"{url} sent more than {MAX_BODY_BYTES} bytes") from None
     except (aiohttp.ClientError, OSError) as error:
         raise RevocationError(f"cannot fetch {url}: {error or type(error).__name__}") from None
 

@@ -42,6 +42,9 @@ ROUNDTRIP_METRICS = (
         "(each counted once, not lost again).", "counter", ("route",), lambda stats: stats.late),
     MetricSpec("mail_roundtrip_junk_total", "Messages seen in time in the junk mailbox instead of "
         "the mailbox.", "counter", ("route",), lambda stats: stats.junk),
+    MetricSpec("mail_roundtrip_throttled_total", "Requests of the route's Graph legs answered 429 "
+        "or 503 (throttled), each waited out or failing its stage.", "counter", ("route",),
+        lambda stats: stats.throttled),
     ROUNDTRIP_HOPS,
 )  # fmt: skip
 """Those of one value per route read it from the route's RouteStats."""

@@ -1,10 +1,10 @@
 """What the runner needs from a mailbox, whichever protocol reads it.
 
-:mod:`~mail_exporter.roundtrip.imap_mailbox` and
-:mod:`~mail_exporter.roundtrip.pop3_mailbox` implement :class:`Mailbox`. Every method
+:mod:`~mail_exporter.roundtrip.imap_mailbox`, :mod:`~mail_exporter.roundtrip.pop3_mailbox`
+and :mod:`~mail_exporter.roundtrip.graph` implement :class:`Mailbox`. Every method
 raises :class:`~mail_exporter.roundtrip.outcome.RoundTripFailure` (stage ``receive``, or
 ``cleanup`` from :meth:`Mailbox.delete`) and bounds each network wait by the receive
-module's ``timeout``.
+module's (or Graph leg's) ``timeout``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ class Found:
     """One of our messages in a mailbox."""
 
     folder: str
-    """The IMAP mailbox it is in (POP3: the maildrop, ``INBOX``)."""
+    """The IMAP mailbox it is in (POP3: the maildrop, ``INBOX``; Graph: the folder)."""
     uid: str
-    """IMAP UID or POP3 UIDL: deletion goes by this, never by sequence number alone."""
+    """IMAP UID, POP3 UIDL or Graph message id: deletion goes by this, never by sequence
+    number alone."""
     message: TaggedMessage
     seen: float
     """``time.monotonic()`` when it was seen: the IDLE notification, or the search's answer."""

@@ -10,6 +10,10 @@ Stages (label ``stage`` of ``mail_roundtrip_failures_total``), all present from 
 - ``timeout``: the message was sent but not seen within the route's ``timeout``;
 - ``cleanup``: our messages could not be deleted (the attempt itself may still have passed).
 
+A Graph leg's throttled requests (:mod:`mail_exporter.roundtrip.graph`) are counted on
+their own (``mail_roundtrip_throttled_total``): waited out, they cost time, not the attempt;
+not, they fail its stage.
+
 A message that lands in ``junk_mailbox`` is no failure of the mail system to carry it, so it
 has its own counter (``mail_roundtrip_junk_total``) and sets ``mail_roundtrip_success`` to 0.
 """
@@ -85,8 +89,13 @@ class RouteStats:
         self.failures: dict[str, float] = {stage.value: 0.0 for stage in Stage}
         self.late = 0.0
         self.junk = 0.0
+        self.throttled = 0.0
         self.hops: Mapping[str, float] = {}
         self.delivery = LatencyHistogram(ROUNDTRIP_BUCKETS)
+
+    def count_throttled(self) -> None:
+        """One request of a Graph leg answered 429 or 503 (the attempt goes on)."""
+        self.throttled += 1.0
 
     def record(self, outcome: Outcome) -> None:
         if outcome.failure is not None:

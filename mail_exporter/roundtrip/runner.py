@@ -17,6 +17,11 @@ Each attempt, on the route's ``interval`` (the first one within a few seconds of
    counted once as a late arrival, never as lost again), and those of attempts cut short
    or whose cleanup failed. A message of an attempt still waiting is left to it.
 
+A leg with ``method: graph`` does the same over Microsoft Graph (:mod:`.graph`): the
+mailbox is "opened" with a first request, ``sendMail`` submits, each look is a listing,
+and deletion goes by message id under the same ownership rule below. Its token comes from
+the exporter's broker, which the runner is given.
+
 Attempts run in their own tasks, so a slow one never delays the next, and every network
 wait is bounded (module timeouts, the route's deadline), so attempts cannot pile up
 without limit. Each route has its own tasks: one route's trouble never stalls another.
@@ -53,13 +58,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from email.message import EmailMessage
 
 from prometheus_client.core import Metric
 
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.root import Config
-from mail_exporter.config.roundtrip import RoundTripRoute
+from mail_exporter.config.roundtrip import (
+    GraphLeg,
+    GraphReceive,
+    GraphSend,
+    RoundTripReceive,
+    RoundTripRoute,
+    RoundTripSend,
+)
+from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.roundtrip.families import roundtrip_families
+from mail_exporter.roundtrip.graph import GraphMailbox, send_mail
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
 from mail_exporter.roundtrip.message import build_message, hop_delays, new_token
@@ -95,14 +110,19 @@ class RouteRunner:
     """One route: its schedule, its attempts, its totals and its messages on their way."""
 
     def __init__(
-        self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
+        self,
+        route: RoundTripRoute,
+        send_module: ModuleConfig | None,
+        receive_module: ModuleConfig | None,
+        tokens: TokenBroker | None = None,
     ) -> None:
+        """``send_module`` and ``receive_module`` are those the legs name (None for a
+        Graph leg); ``tokens`` is the exporter's broker (none: one of its own)."""
         self.route = route
         self.send_module = send_module
         self.receive_module = receive_module
         self.stats = RouteStats()
-        self._send_address = parse_address(route.send.address)
-        self._receive_address = parse_address(route.receive.address)
+        self._tokens = tokens or TokenBroker()
         self._pending: set[str] = set()
         """Tokens of attempts still running."""
         self._issued: OrderedDict[str, bool] = OrderedDict()
@@ -111,14 +131,19 @@ class RouteRunner:
         self._unknown = 0
         """Messages with this route's headers and a token not issued here, at the last cleanup."""
         self._pop3_headers: HeaderCache = {}
-        self._cleanup_folder = cleanup_folder(route.receive)
+        self._cleanup_folder = (  # Graph deletes each message by its id: it needs none
+            "" if isinstance(route.receive, GraphLeg) else cleanup_folder(route.receive)
+        )
         self._cleanup_lock = asyncio.Lock()
         """One cleanup at a time: overlapping attempts share the cleanup folder."""
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[Outcome]] = set()
 
     def same_as(
-        self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
+        self,
+        route: RoundTripRoute,
+        send_module: ModuleConfig | None,
+        receive_module: ModuleConfig | None,
     ) -> bool:
         """Whether ``route`` runs as this one does: its ``site`` aside, which only labels
         the route's info series (:meth:`relabel`)."""
@@ -186,23 +211,37 @@ class RouteRunner:
             await mailbox.close()
 
     async def _open_mailbox(self) -> Mailbox:
-        address, module = self._receive_address, self.receive_module
+        receive, module = self.route.receive, self.receive_module
+        if isinstance(receive, GraphReceive):
+            budget = float(self.route.timeout)
+            return await GraphMailbox.open(
+                receive, self._tokens, budget, self.stats.count_throttled
+            )
+        assert module is not None, "a route reads with its module unless it reads with Graph"
+        address = parse_address(receive.address)
         if module.protocol == "pop3":
             return await Pop3Mailbox.open(address, module, self._pop3_headers)
-        return await ImapMailbox.open(address, module, self.route.receive, self._cleanup_folder)
+        return await ImapMailbox.open(address, module, receive, self._cleanup_folder)
+
+    async def _submit(self, message: EmailMessage) -> None:
+        send, module = self.route.send, self.send_module
+        if isinstance(send, GraphSend):
+            budget = float(self.route.timeout)
+            await send_mail(send, message, self._tokens, budget, self.stats.count_throttled)
+            return
+        assert module is not None, "a route sends with its module unless it sends with Graph"
+        await submit(parse_address(send.address), module, message, send.from_, send.to)
 
     async def _send_and_receive(self, mailbox: Mailbox, attempt: _Attempt) -> Outcome:
         route, token = self.route, attempt.token
         attempt.stage = Stage.SEND
         attempt.submitted = True
         sent = time.time()
-        message = build_message(route.name, route.send.from_, route.send.to, token, sent)
+        message = build_message(route.name, route.send.sender, route.send.to, token, sent)
         found: Found | None = None
         started = time.monotonic()  # the clock starts with the connection to the server
         try:
-            await submit(
-                self._send_address, self.send_module, message, route.send.from_, route.send.to
-            )
+            await self._submit(message)
         except RoundTripFailure as failure:
             outcome = self._failed(failure)
         else:
@@ -318,21 +357,30 @@ def _settings(route: RoundTripRoute) -> RoundTripRoute:
     return route.model_copy(update={"site": ""})
 
 
-class RoundTripRunner:
-    """Every configured route; swap configs with :meth:`apply`."""
+def _module(
+    config: Config, leg: RoundTripSend | GraphLeg | RoundTripReceive
+) -> ModuleConfig | None:
+    """The module a leg names; None for a Graph leg, which has none."""
+    return None if isinstance(leg, GraphLeg) else config.modules[leg.module]
 
-    def __init__(self) -> None:
+
+class RoundTripRunner:
+    """Every configured route; swap configs with :meth:`apply`. Graph legs get their
+    tokens from ``tokens``, the exporter's broker (none: one of its own)."""
+
+    def __init__(self, tokens: TokenBroker | None = None) -> None:
         self.routes: dict[str, RouteRunner] = {}
+        self._tokens = tokens or TokenBroker()
 
     def apply(self, config: Config) -> None:
         """Run ``config``'s routes. An unchanged route keeps running with its attempts in
         flight and its totals; a changed one restarts with the memory of its messages."""
         previous, routes = self.routes, {}
         for route in config.roundtrip:
-            send, receive = config.modules[route.send.module], config.modules[route.receive.module]
+            send, receive = _module(config, route.send), _module(config, route.receive)
             runner = previous.pop(route.name, None)
             if runner is None or not runner.same_as(route, send, receive):
-                changed, runner = runner, RouteRunner(route, send, receive)
+                changed, runner = runner, RouteRunner(route, send, receive, self._tokens)
                 if changed is not None:
                     changed.stop()
                     runner.take_over(changed)

@@ -29,7 +29,8 @@ and ``force_introspection = yes`` (``Dovecot(..., oauth2_introspection_url=...)`
 them; Dovecot 2.3.19 then refuses a token for another user and a revoked one).
 
 ``misbehave`` makes the token endpoint hang (until the server stops, at most
-:data:`HANG_SECONDS`), answer 2 MiB, redirect, or answer 200 with HTML or with a token
+:data:`HANG_SECONDS`), answer 2 MiB, redirect, or answer 200 with HTML, with JSON nested
+half a million deep, or with a token
 that must not be used (of type ``mac``, with a line break, with an ``expires_in`` that is
 no number). ``requests``
 counts the token requests by grant type. The server runs its own event loop in a thread.
@@ -63,7 +64,9 @@ HANG_SECONDS = 60.0
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-Misbehaviour = Literal["hang", "oversize", "redirect", "html", "mac", "line_break", "bad_expiry"]
+Misbehaviour = Literal[
+    "hang", "oversize", "redirect", "html", "deep", "mac", "line_break", "bad_expiry"
+]
 _ODD_TOKENS: dict[str, dict[str, object]] = {
     "mac": {"access_token": "at-1", "token_type": "mac", "expires_in": 60},
     "line_break": {"access_token": "at-1\r\na2 LOGOUT", "token_type": "Bearer"},
@@ -275,6 +278,8 @@ class TokenServer:
             return web.Response(status=503)
         if self.misbehave == "oversize":
             return web.Response(body=b"{" + b" " * (2 * 1024 * 1024) + b"}")
+        if self.misbehave == "deep":  # JSON nested past any parser's recursion limit
+            return web.Response(body=b"[" * 500_000, content_type="application/json")
         if self.misbehave == "redirect":
             raise web.HTTPFound(f"http://127.0.0.1:{self.port}/elsewhere")
         if self.misbehave in _ODD_TOKENS:
