@@ -57,6 +57,7 @@ from prometheus_client.core import Metric
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.root import Config
 from mail_exporter.config.roundtrip import RoundTripRoute
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.mailbox import Found, Mailbox
@@ -93,11 +94,17 @@ class RouteRunner:
     """One route: its schedule, its attempts, its totals and its messages on their way."""
 
     def __init__(
-        self, route: RoundTripRoute, send_module: ModuleConfig, receive_module: ModuleConfig
+        self,
+        route: RoundTripRoute,
+        send_module: ModuleConfig,
+        receive_module: ModuleConfig,
+        memory: ProbeMemory | None = None,
     ) -> None:
         self.route = route
         self.send_module = send_module
         self.receive_module = receive_module
+        self.memory = memory or ProbeMemory()
+        """The exporter's: OAuth2 logins take their tokens from its broker."""
         self.stats = RouteStats()
         self._send_address = parse_address(route.send.address)
         self._receive_address = parse_address(route.receive.address)
@@ -180,8 +187,10 @@ class RouteRunner:
     async def _open_mailbox(self) -> Mailbox:
         address, module = self._receive_address, self.receive_module
         if module.protocol == "pop3":
-            return await Pop3Mailbox.open(address, module, self._pop3_headers)
-        return await ImapMailbox.open(address, module, self.route.receive, self._cleanup_folder)
+            return await Pop3Mailbox.open(address, module, self._pop3_headers, self.memory)
+        return await ImapMailbox.open(
+            address, module, self.route.receive, self._cleanup_folder, self.memory
+        )
 
     async def _send_and_receive(self, mailbox: Mailbox, attempt: _Attempt) -> Outcome:
         route, token = self.route, attempt.token
@@ -193,7 +202,12 @@ class RouteRunner:
         started = time.monotonic()  # the clock starts with the connection to the server
         try:
             await submit(
-                self._send_address, self.send_module, message, route.send.from_, route.send.to
+                self._send_address,
+                self.send_module,
+                message,
+                route.send.from_,
+                route.send.to,
+                self.memory,
             )
         except RoundTripFailure as failure:
             outcome = self._failed(failure)
@@ -306,10 +320,12 @@ class RouteRunner:
 
 
 class RoundTripRunner:
-    """Every configured route; swap configs with :meth:`apply`."""
+    """Every configured route; swap configs with :meth:`apply`. The routes log in with
+    tokens from ``memory``'s broker (the exporter's, shared with the probes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: ProbeMemory | None = None) -> None:
         self.routes: dict[str, RouteRunner] = {}
+        self.memory = memory or ProbeMemory()
 
     def apply(self, config: Config) -> None:
         """Run ``config``'s routes. An unchanged route keeps running with its attempts in
@@ -319,7 +335,7 @@ class RoundTripRunner:
             send, receive = config.modules[route.send.module], config.modules[route.receive.module]
             runner = previous.pop(route.name, None)
             if runner is None or not runner.same_as(route, send, receive):
-                changed, runner = runner, RouteRunner(route, send, receive)
+                changed, runner = runner, RouteRunner(route, send, receive, self.memory)
                 if changed is not None:
                     changed.stop()
                     runner.take_over(changed)
