@@ -3,9 +3,10 @@ from a real token server.
 
 Dovecot (``auth_mechanisms = plain login xoauth2 oauthbearer``) checks each token with
 its ``passdb oauth2`` at :class:`tests.realservers.oauth.TokenServer`'s introspection
-endpoint; Postfix's submission authenticates through that Dovecot. The probes and both
-legs of the round trip log in with each mechanism and with client-credentials and
-refresh-token sources; a revoked or expired token is refused with Dovecot's error
+endpoint; Postfix's submission authenticates through that Dovecot. The probes
+(scheduled and /probe, which name the mechanism in ``mail_probe_auth_mechanism_info``)
+and both legs of the round trip log in with each mechanism and with client-credentials
+and refresh-token sources; a revoked or expired token is refused with Dovecot's error
 challenge, whose status the failure shows; a token server that hangs costs the probe its
 ``token`` reason, within the probe's timeout. The token never shows in a session log.
 
@@ -26,24 +27,28 @@ from typing import Any
 from unittest.mock import ANY
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from mail_exporter.config.oauth2 import OAuth2Config
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.root import parse_config
 from mail_exporter.config.roundtrip import RoundTripReceive
+from mail_exporter.exporter import Exporter
 from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.probes import FailureReason, Phase, ProbeMemory, ProbeResult, run_probe
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.outcome import Stage
 from mail_exporter.roundtrip.runner import RouteRunner
 from mail_exporter.targets import parse_address
-from tests.conftest import _require_binary, new_postfix
+from mail_exporter.web import make_app
+from tests.conftest import _require_binary
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import scripted_server, send
 from tests.test_roundtrip_real_servers import RestrictedDovecot, route_messages
+from tests.test_web import sample, wait_for_results, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -54,41 +59,6 @@ BOUND = 30.0
 """Hang guard for waits that end at once when things work."""
 
 
-@pytest.fixture(scope="module")
-def token_server() -> Iterator[TokenServer]:
-    with TokenServer() as server:
-        server.add_client("app", USER, secret=CLIENT_SECRET)
-        server.add_client("delegated", USER)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def oauth2_dovecot(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI, token_server: TokenServer
-) -> Iterator[Dovecot]:
-    _require_binary("dovecot")
-    dovecot = Dovecot(
-        tmp_path_factory.mktemp("dovecot"),
-        pki.server_cert,
-        pki.server_key,
-        token_server.introspection_url,
-    )
-    dovecot.start()
-    yield dovecot
-    dovecot.stop()
-
-
-@pytest.fixture(scope="module")
-def oauth2_postfix(
-    tmp_path_factory: pytest.TempPathFactory, pki: PKI, oauth2_dovecot: Dovecot
-) -> Iterator[Postfix]:
-    _require_binary("postfix")
-    postfix = new_postfix(tmp_path_factory, pki, oauth2_dovecot)
-    postfix.start()
-    yield postfix
-    postfix.stop()
-
-
 def secret_file(directory: Path, name: str, content: str) -> Path:
     path = directory / name
     path.write_text(content + "\n")
@@ -97,6 +67,7 @@ def secret_file(directory: Path, name: str, content: str) -> Path:
 
 
 def client_credentials(server: TokenServer, directory: Path) -> dict[str, Any]:
+    server.add_client("app", USER, secret=CLIENT_SECRET)
     secret = secret_file(directory, "client.secret", CLIENT_SECRET)
     return {"client_credentials": {
         "token_url": server.token_url, "client_id": "app", "scope": SCOPE,
@@ -105,6 +76,7 @@ def client_credentials(server: TokenServer, directory: Path) -> dict[str, Any]:
 
 
 def refresh_token(server: TokenServer, directory: Path) -> dict[str, Any]:
+    server.add_client("delegated", USER)
     token = secret_file(directory, "refresh.token", server.add_refresh_token("delegated", USER))
     return {"refresh_token": {
         "token_url": server.token_url, "client_id": "delegated", "refresh_token_file": str(token),
@@ -157,8 +129,8 @@ def port_of(case: tuple[str, ...], dovecot: Dovecot, postfix: Postfix) -> int:
 @pytest.mark.parametrize("case", PROTOCOLS, ids=[case[0] for case in PROTOCOLS])
 async def test_probes_log_in_with_a_token(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
-    oauth2_postfix: Postfix,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
     pki: PKI,
     tmp_path: Path,
     case: tuple[str, ...],
@@ -171,7 +143,7 @@ async def test_probes_log_in_with_a_token(
     module = oauth2_module(
         pki, case[0], case[1], mechanism, SOURCES[source](token_server, tmp_path)
     )
-    result = await probe(port_of(case, oauth2_dovecot, oauth2_postfix), module, memory)
+    result = await probe(port_of(case, token_dovecot, token_postfix), module, memory)
     assert result.success, "\n".join(result.log)
     assert Phase.AUTH in result.phases
     assert case[4].format(mechanism.upper()) in client_lines(result)
@@ -185,8 +157,8 @@ async def test_probes_log_in_with_a_token(
 )
 async def test_a_long_token_goes_after_the_servers_challenge(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
-    oauth2_postfix: Postfix,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
     pki: PKI,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -200,7 +172,7 @@ async def test_a_long_token_goes_after_the_servers_challenge(
     module = oauth2_module(
         pki, case[0], case[1], mechanism, client_credentials(token_server, tmp_path)
     )
-    result = await probe(port_of(case, oauth2_dovecot, oauth2_postfix), module, memory)
+    result = await probe(port_of(case, token_dovecot, token_postfix), module, memory)
     assert result.success, "\n".join(result.log)
     said = client_lines(result)
     login = said.index(f"AUTH {mechanism.upper()}")
@@ -262,8 +234,8 @@ STATUS = {"xoauth2": "status 401, scope mail", "oauthbearer": "status invalid_to
 @pytest.mark.parametrize("case", PROTOCOLS, ids=[case[0] for case in PROTOCOLS])
 async def test_a_revoked_token_fails_with_the_servers_status(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
-    oauth2_postfix: Postfix,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
     pki: PKI,
     tmp_path: Path,
     case: tuple[str, ...],
@@ -275,7 +247,7 @@ async def test_a_revoked_token_fails_with_the_servers_status(
     module = oauth2_module(
         pki, case[0], case[1], mechanism, client_credentials(token_server, tmp_path)
     )
-    port = port_of(case, oauth2_dovecot, oauth2_postfix)
+    port = port_of(case, token_dovecot, token_postfix)
     assert (await probe(port, module, memory)).success
     (token,) = memory.tokens.secrets()
     token_server.revoke(token)  # the broker keeps it: the next probe sends it again
@@ -292,7 +264,7 @@ async def test_a_revoked_token_fails_with_the_servers_status(
 
 async def test_an_expired_token_fails_with_the_servers_status(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
+    token_dovecot: Dovecot,
     pki: PKI,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -307,7 +279,7 @@ async def test_an_expired_token_fails_with_the_servers_status(
             break
         await asyncio.sleep(0.1)
     module = oauth2_module(pki, "imap", "implicit", "xoauth2", {"token_file": str(file)})
-    result = await probe(oauth2_dovecot.imaps_port, module, ProbeMemory())
+    result = await probe(token_dovecot.imaps_port, module, ProbeMemory())
     assert result.failure is not None and result.failure.reason is FailureReason.AUTH
     assert "(the server's error: status 401, scope mail)" in result.failure.detail
     assert token.value not in "\n".join(result.log)
@@ -315,7 +287,7 @@ async def test_an_expired_token_fails_with_the_servers_status(
 
 async def test_a_hanging_token_server_ends_the_probe_in_time_with_reason_token(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
+    token_dovecot: Dovecot,
     pki: PKI,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -326,7 +298,7 @@ async def test_a_hanging_token_server_ends_the_probe_in_time_with_reason_token(
         pki, "imap", "implicit", "oauthbearer", client_credentials(token_server, tmp_path), "3s"
     )
     started = time.monotonic()
-    result = await probe(oauth2_dovecot.imaps_port, module, memory)
+    result = await probe(token_dovecot.imaps_port, module, memory)
     assert time.monotonic() - started < 3.0 + 1.0  # the probe's timeout, and its goodbye
     assert result.failure is not None
     assert (result.failure.phase, result.failure.reason) == (Phase.AUTH, FailureReason.TOKEN)
@@ -385,8 +357,8 @@ def flow_auth(mechanism: str, source: dict[str, Any]) -> str:
 )
 async def test_round_trip_submits_and_reads_with_tokens(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
-    oauth2_postfix: Postfix,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
     pki: PKI,
     tmp_path: Path,
     protocol: str,
@@ -404,22 +376,22 @@ async def test_round_trip_submits_and_reads_with_tokens(
     runner = oauth2_route(
         pki,
         name,
-        f"127.0.0.1:{oauth2_postfix.submission_port}",
-        f"127.0.0.1:{getattr(oauth2_dovecot, port)}",
+        f"127.0.0.1:{token_postfix.submission_port}",
+        f"127.0.0.1:{getattr(token_dovecot, port)}",
         flow_auth("xoauth2", client_credentials(token_server, tmp_path)),
         receive,
     )
     outcome = await runner.run_once()
     assert outcome.success, outcome
     assert not outcome.cleanup_failed
-    assert route_messages(oauth2_dovecot, name) == []
+    assert route_messages(token_dovecot, name) == []
     assert len(runner.memory.tokens.secrets()) >= 3  # two access tokens, a refresh token
 
 
 async def test_round_trip_token_failures_are_login_failures(
     token_server: TokenServer,
-    oauth2_dovecot: Dovecot,
-    oauth2_postfix: Postfix,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
     pki: PKI,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -434,20 +406,20 @@ async def test_round_trip_token_failures_are_login_failures(
     runner = oauth2_route(
         pki,
         "oauth2-denied",
-        f"127.0.0.1:{oauth2_postfix.submission_port}",
-        f"127.0.0.1:{oauth2_dovecot.imaps_port}",
+        f"127.0.0.1:{token_postfix.submission_port}",
+        f"127.0.0.1:{token_dovecot.imaps_port}",
         flow_auth("xoauth2", client_credentials(token_server, tmp_path)),
         imaps.replace("auth: {}", f"auth: {flow_auth('xoauth2', wrong)}"),
     )
     outcome = await runner.run_once()
     assert outcome.failure is Stage.RECEIVE_AUTH
-    assert route_messages(oauth2_dovecot, "oauth2-denied") == []
+    assert route_messages(token_dovecot, "oauth2-denied") == []
 
     sender = oauth2_route(
         pki,
         "oauth2-revoked",
-        f"127.0.0.1:{oauth2_postfix.submission_port}",
-        f"127.0.0.1:{oauth2_dovecot.imaps_port}",
+        f"127.0.0.1:{token_postfix.submission_port}",
+        f"127.0.0.1:{token_dovecot.imaps_port}",
         flow_auth("oauthbearer", client_credentials(token_server, tmp_path)),
         imaps.replace(
             "auth: {}", f"auth: {flow_auth('xoauth2', refresh_token(token_server, tmp_path))}"
@@ -543,3 +515,72 @@ async def test_error_challenges_dovecot_never_sends(
     assert heard[1:] == [heard[1], "", *cancel, *goodbye]
     assert heard[1].startswith("AUTH XOAUTH2 ")
     assert "scripted-access-t0ken" not in "\n".join(result.log)
+
+
+# --- the mechanism, as a metric ---------------------------------------------------------
+
+
+async def test_probes_name_the_mechanism_they_logged_in_with(
+    token_server: TokenServer,
+    token_dovecot: Dovecot,
+    token_postfix: Postfix,
+    pki: PKI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``mail_probe_auth_mechanism_info`` from scheduled probes and /probe: the mechanism
+    the server accepted (``auto`` resolved), none for a login that failed."""
+    monkeypatch.setenv("MECHANISM_TEST_PASSWORD", token_dovecot.password)
+    monkeypatch.setenv("MECHANISM_TEST_WRONG", "not-the-password")
+    tls = f"tls_config: {{ca_file: {pki.ca_file}}}"
+    password = f"username: {USER}, password_env: MECHANISM_TEST_PASSWORD"
+    config = write_config(
+        tmp_path / "config.yml",
+        f"""\
+        global: {{interval: 1s}}
+        modules:
+          submission:
+            {{protocol: smtp, tls: starttls, {tls},
+              auth: {flow_auth("xoauth2", client_credentials(token_server, tmp_path))}}}
+          imaps:
+            {{protocol: imap, tls: implicit, {tls},
+              auth: {flow_auth("oauthbearer", refresh_token(token_server, tmp_path))}}}
+          pop3s: {{protocol: pop3, tls: implicit, {tls}, auth: {{{password}}}}}
+          wrong:
+            {{protocol: imap, tls: implicit, {tls},
+              auth: {{username: {USER}, password_env: MECHANISM_TEST_WRONG}}}}
+        targets:
+          - {{name: submit, address: "127.0.0.1:{token_postfix.submission_port}", module: submission}}
+          - {{name: store, address: "127.0.0.1:{token_dovecot.imaps_port}", module: imaps}}
+          - {{name: pop, address: "127.0.0.1:{token_dovecot.pop3s_port}", module: pop3s}}
+          - {{name: wrong, address: "127.0.0.1:{token_dovecot.imaps_port}", module: wrong}}
+        """,
+    )
+    exporter = Exporter(config, {})
+    client: TestClient[object, object] = TestClient(TestServer(make_app(exporter)))
+    await client.start_server()
+    exporter.start()
+    try:
+        await wait_for_results(exporter, 4)
+        metrics = await (await client.get("/metrics")).text()
+        address = f"127.0.0.1:{token_postfix.submission_port}"
+        params = {"module": "submission", "target": address}
+        shown = await (await client.get("/probe", params=params)).text()
+        report = await (await client.get("/probe", params={**params, "debug": "true"})).text()
+    finally:
+        exporter.stop()
+        await client.close()
+    for target, module, protocol, mechanism in (
+        ("submit", "submission", "smtp", "xoauth2"),
+        ("store", "imaps", "imap", "oauthbearer"),
+        ("pop", "pop3s", "pop3", "user"),
+    ):
+        labels = {"target": target, "module": module, "protocol": protocol}
+        assert sample(metrics, "mail_probe_success", labels) == 1
+        assert sample(metrics, "mail_probe_auth_mechanism_info", labels, mechanism=mechanism) == 1
+    assert 'target="wrong"' in metrics
+    assert 'mail_probe_auth_mechanism_info{target="wrong"' not in metrics
+    assert sample(shown, "mail_probe_success", protocol="smtp") == 1
+    info = {"protocol": "smtp", "mechanism": "xoauth2"}
+    assert sample(shown, "mail_probe_auth_mechanism_info", info) == 1
+    assert "Logged in with:       xoauth2" in report and "C: AUTH XOAUTH2 ****" in report

@@ -73,7 +73,8 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
+async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> str:
+    """Log in with the module's mechanism (``auto`` resolved); the one it used."""
     auth = session.module.auth
     assert auth is not None
     mechanism = auth.mechanism
@@ -89,7 +90,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
             read = functools.partial(_sasl_reply, session, tag)
             steps = SessionSteps(session, f"{tag} AUTHENTICATE", read)
             await probe_login(session, steps, lambda _: sasl_ir)
-            return
+            return mechanism
         if mechanism == "login":
             if "LOGINDISABLED" in capabilities:
                 raise ProbeFailure(FailureReason.AUTH, "server advertises LOGINDISABLED")
@@ -100,7 +101,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 FailureReason.AUTH,
                 f"LOGIN {_quoted(auth.username)} ****",
             )
-            return
+            return mechanism
         if "AUTH=PLAIN" not in capabilities:
             raise ProbeFailure(FailureReason.AUTH, "server does not offer AUTHENTICATE PLAIN")
         token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
@@ -112,7 +113,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 FailureReason.AUTH,
                 "AUTHENTICATE PLAIN ****",
             )
-            return
+            return mechanism
         tag = tags.next()
         await session.write_line(f"{tag} AUTHENTICATE PLAIN")
         continuation = await _responses(session, tag, FailureReason.AUTH)
@@ -130,6 +131,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 if cancelled.reason is not FailureReason.AUTH:
                     raise
             raise ProbeFailure(FailureReason.AUTH, "server asked for more than the PLAIN response")
+    return mechanism
 
 
 async def _sasl_reply(session: Session, tag: str) -> Reply:
@@ -166,5 +168,5 @@ async def probe_imap(session: Session) -> None:
     ):
         capabilities = await _capabilities(session, tags)
     if module.auth is not None:
-        await _login(session, tags, capabilities)
+        session.result.auth_mechanism = await _login(session, tags, capabilities)
     await session.quit()

@@ -62,7 +62,8 @@ async def _capabilities(session: Session) -> set[str]:
     raise ProbeFailure(FailureReason.PROTOCOL, f"CAPA longer than {MAX_REPLY_LINES} lines")
 
 
-async def _login(session: Session, capabilities: set[str]) -> None:
+async def _login(session: Session, capabilities: set[str]) -> str:
+    """Log in with the module's mechanism; the one it used (``auto`` is ``user``)."""
     auth = session.module.auth
     assert auth is not None
     if auth.mechanism in OAUTH2_MECHANISMS:
@@ -73,7 +74,7 @@ async def _login(session: Session, capabilities: set[str]) -> None:
             line_fits = functools.partial(fits, mechanism, limit=MAX_COMMAND_OCTETS)
             steps = SessionSteps(session, "AUTH", functools.partial(_sasl_reply, session))
             await probe_login(session, steps, line_fits)
-        return
+        return auth.mechanism
     wanted = "SASL=PLAIN" if auth.mechanism == "plain" else "USER"
     if capabilities and wanted not in capabilities:
         command_name = "AUTH PLAIN" if auth.mechanism == "plain" else "USER"
@@ -85,6 +86,7 @@ async def _login(session: Session, capabilities: set[str]) -> None:
         else:
             await command(session, f"USER {auth.username}", FailureReason.AUTH)
             await command(session, f"PASS {auth.password}", FailureReason.AUTH, "PASS ****")
+    return "plain" if auth.mechanism == "plain" else "user"
 
 
 async def _sasl_reply(session: Session) -> Reply:
@@ -123,7 +125,7 @@ async def open_pop3(session: Session) -> None:
     ):
         capabilities = await _capabilities(session)
     if module.auth is not None:
-        await _login(session, capabilities)
+        session.result.auth_mechanism = await _login(session, capabilities)
 
 
 async def probe_pop3(session: Session) -> None:

@@ -88,7 +88,8 @@ async def _ehlo(session: Session, name: str) -> dict[str, str]:
     return extensions
 
 
-async def _login(session: Session, extensions: dict[str, str]) -> None:
+async def _login(session: Session, extensions: dict[str, str]) -> str:
+    """Log in with the module's mechanism (``auto`` resolved); the one it used."""
     auth = session.module.auth
     assert auth is not None
     offered = set(extensions.get("AUTH", "").split())
@@ -115,6 +116,7 @@ async def _login(session: Session, extensions: dict[str, str]) -> None:
             await command(session, user, 334, FailureReason.AUTH, "**** (user name)")
             secret = base64.b64encode(auth.password.encode()).decode()
             await command(session, secret, 235, FailureReason.AUTH, "**** (password)")
+    return mechanism.lower()
 
 
 async def _sasl_reply(session: Session) -> Reply:
@@ -150,6 +152,6 @@ async def probe_smtp(session: Session) -> None:
     ):
         extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
-        await _login(session, extensions)
+        session.result.auth_mechanism = await _login(session, extensions)
     if await check_posture(session, module.smtp, functools.partial(ask, session)):
         await session.quit()
