@@ -584,3 +584,34 @@ async def test_probes_name_the_mechanism_they_logged_in_with(
     info = {"protocol": "smtp", "mechanism": "xoauth2"}
     assert sample(shown, "mail_probe_auth_mechanism_info", info) == 1
     assert "Logged in with:       xoauth2" in report and "C: AUTH XOAUTH2 ****" in report
+
+
+async def test_no_token_is_fetched_or_sent_without_tls(
+    token_server: TokenServer, tmp_path: Path
+) -> None:
+    """A server that does not offer STARTTLS, to a module that may go on without it: the
+    login is withheld before the token source is asked."""
+    heard: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 no tls here")
+        while raw := await reader.readline():
+            heard.append(raw.decode().split(" ")[0].strip())
+            if heard[-1] == "QUIT":
+                await send(writer, "221 bye")
+                return
+            await send(writer, "250-plain", "250 AUTH XOAUTH2 OAUTHBEARER")
+
+    module = ModuleConfig.model_validate(
+        {"protocol": "smtp", "tls": "starttls", "require_tls": False, "timeout": "5s",
+         "auth": {"username": USER, "mechanism": "oauthbearer",
+                  "oauth2": client_credentials(token_server, tmp_path)}}
+    )  # fmt: skip
+    requests = sum(token_server.requests.values())
+    async with scripted_server(handler) as address:
+        result = await run_probe(parse_address(address), module, 5.0)
+    assert result.failure is not None
+    assert result.failure.reason is FailureReason.STARTTLS_UNAVAILABLE
+    assert "password or access token is not sent without TLS" in result.failure.detail
+    assert heard == ["EHLO", "QUIT"]
+    assert sum(token_server.requests.values()) == requests

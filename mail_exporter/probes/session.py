@@ -7,8 +7,8 @@ is bounded in line length and count, so nothing a server sends can grow memory
 without bound, and the caller's deadline bounds time. Every entry of the session
 log and every failure detail is escaped (:func:`printable`): they quote the server.
 
-A password is never sent without TLS unless the module says so
-(``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
+A password (or an OAuth2 access token) is never sent without TLS unless the module says
+so (``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
 that does not offer STARTTLS (or whose offer was stripped on the way) is still probed
 without a login, and a module that logs in fails there with ``starttls_unavailable``
 (:func:`plaintext_refusal`) rather than sending its password in cleartext.
@@ -61,8 +61,8 @@ def plaintext_refusal(module: ModuleConfig, verb: str) -> str | None:
         return f"server does not offer {verb}"
     if module.auth is not None and not module.allow_plaintext_auth:
         return (
-            f"server does not offer {verb}: login withheld, the password is not sent "
-            "without TLS (allow_plaintext_auth: true would send it)"
+            f"server does not offer {verb}: login withheld, the password or access token "
+            "is not sent without TLS (allow_plaintext_auth: true would send it)"
         )
     return None
 
