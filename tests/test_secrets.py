@@ -17,8 +17,10 @@ words back as it said them, while the probe's own login line stays masked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import re
 import textwrap
 import time
@@ -28,14 +30,20 @@ import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.root import parse_config
+from mail_exporter.config.roundtrip import RoundTripReceive
 from mail_exporter.exporter import Exporter
+from mail_exporter.probes import ProbeMemory
+from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
+from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
+from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.oauth import TokenServer, new_app_certificate, new_service_account
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.scripted import scripted_server, server_context
+from tests.scripted import scripted_server, send, server_context
 from tests.served import Served, basic, get, served_exporter
 from tests.test_probe_allowlist import LoginRecorder, recorder_modules
 from tests.test_web import sample
@@ -425,3 +433,52 @@ async def test_server_text_is_shown_as_said(
     for text in shown.values():
         assert "<secret>" not in text
         assert [leak for leak in forbidden("probe", own) if leak in text] == []
+
+
+@pytest.mark.parametrize("mechanism", ["auto", "plain", "xoauth2"])
+async def test_a_confused_imap_server_gets_no_secret_into_the_log(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    mechanism: str,
+) -> None:
+    """aioimaplib writes the pending command's text into the error that a tagged answer
+    under another tag raises, and asyncio logs it: the round trip's mailbox login (LOGIN,
+    AUTHENTICATE PLAIN, XOAUTH2) keeps its secret out of that text."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        capabilities = "IMAP4rev1 SASL-IR AUTH=PLAIN AUTH=XOAUTH2"
+        await send(writer, f"* OK [CAPABILITY {capabilities}] confused")
+        while raw := await reader.readline():
+            tag, verb = raw.decode().split()[:2]
+            if verb == "CAPABILITY":
+                await send(writer, f"* CAPABILITY {capabilities}", f"{tag} OK")
+            else:  # a login: answered under a tag aioimaplib could have used
+                await send(writer, "ZZ9 OK not your tag")
+
+    password, token = "confused-pa55word", "confused-access-t0ken"
+    monkeypatch.setenv("CONFUSED_PASSWORD", password)
+    (tmp_path / "access.token").write_text(token + "\n")
+    auth: dict[str, object] = {"username": "probe", "mechanism": mechanism}
+    if mechanism == "xoauth2":
+        auth["oauth2"] = {"token_file": str(tmp_path / "access.token")}
+    else:
+        auth["password_env"] = "CONFUSED_PASSWORD"
+    module = ModuleConfig.model_validate(
+        {"protocol": "imap", "tls": "none", "allow_plaintext_auth": True, "timeout": "2s",
+         "auth": auth}
+    )  # fmt: skip
+    async with scripted_server(handler) as address:
+        receive = RoundTripReceive(address=address, module="m")
+        with caplog.at_level(logging.DEBUG), pytest.raises(RoundTripFailure) as failed:
+            await ImapMailbox.open(
+                parse_address(address), module, receive, cleanup_folder(receive), ProbeMemory()
+            )
+    assert failed.value.stage is Stage.RECEIVE
+    assert "unexpected tagged response" in caplog.text  # what aioimaplib said, logged
+    leaks = [
+        *forbidden("probe", password),
+        token,
+        b64(f"user=probe\x01auth=Bearer {token}\x01\x01"),
+    ]
+    assert [leak for leak in leaks if leak in caplog.text] == []

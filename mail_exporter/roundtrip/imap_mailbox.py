@@ -28,7 +28,9 @@
   the newest, so that messages not ours piling up (the runner leaves them) never hide
   one of ours that arrives late.
 - **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
-  then AUTHENTICATE PLAIN, which needs SASL-IR. XOAUTH2 and OAUTHBEARER log in with the
+  then AUTHENTICATE PLAIN, which needs SASL-IR. The password or SASL message is sent
+  beside aioimaplib's command, never in it (:func:`_with_secret`): aioimaplib puts a
+  command's text into errors that asyncio logs. XOAUTH2 and OAUTHBEARER log in with the
   token source's access token as the IMAP probe does
   (:mod:`~mail_exporter.probes.oauth2_sasl`): the message with the command under SASL-IR,
   else after the server's ``+``, which aioimaplib hands to the pending command's
@@ -212,10 +214,14 @@ class ImapMailbox:
         elif mechanism == "login":
             if "LOGINDISABLED" in self.capabilities:
                 raise RoundTripFailure(Stage.RECEIVE_AUTH, "server advertises LOGINDISABLED")
-            login = self._protocol.login(aioimaplib.quoted(auth.username), auth.password)
+            protocol = self._protocol
+            user = aioimaplib.quoted(auth.username)
+            command = aioimaplib.Command("LOGIN", protocol.new_tag(), user, loop=protocol.loop)
+            login = _with_secret(protocol, command, aioimaplib.quoted(auth.password))
             await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
         else:
             await self._authenticate_plain(auth)
+        self._protocol.state = aioimaplib.AUTH
         await self._protocol.capability()
 
     async def _authenticate_plain(self, auth: AuthConfig) -> None:
@@ -225,13 +231,10 @@ class ImapMailbox:
             )
         protocol = self._protocol
         token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
-        command = aioimaplib.Command(
-            "AUTHENTICATE", protocol.new_tag(), "PLAIN", token, loop=protocol.loop
-        )
-        await self._execute(
-            protocol.execute(command, scrub=token), Stage.RECEIVE_AUTH, "login refused"
-        )
-        protocol.state = aioimaplib.AUTH
+        tag = protocol.new_tag()
+        command = aioimaplib.Command("AUTHENTICATE", tag, "PLAIN", loop=protocol.loop)
+        login = _with_secret(protocol, command, token)
+        await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
 
     async def _authenticate_oauth2(
         self, auth: AuthConfig, address: Address, memory: ProbeMemory
@@ -253,7 +256,6 @@ class ImapMailbox:
             raise RoundTripFailure(Stage.RECEIVE_AUTH, f"login refused: {refused.detail}") from None
         finally:
             steps.close()
-        self._protocol.state = aioimaplib.AUTH
 
     async def _select(self, folder: str, stage: Stage, required: bool = False) -> bool:
         """Select ``folder`` unless it is; ``False`` when it does not exist and may not."""
@@ -418,17 +420,41 @@ class ImapMailbox:
             transport.close()
 
 
-class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
-    """AUTHENTICATE, whose ``+`` challenges aioimaplib appends to its response and then
-    announces by ``flush``: each is put into :attr:`challenges` for the exchange."""
+def _with_secret(protocol: Any, command: Any, secret: str | None) -> asyncio.Future[Any]:
+    """Send the sync ``command`` with ``secret`` (a password, a SASL message) as its last
+    argument; its response, once complete.
 
-    def __init__(self, tag: str, mechanism: str, initial: str | None, loop: Any) -> None:
-        words = (mechanism,) if initial is None else (mechanism, initial)
-        super().__init__("AUTHENTICATE", tag, *words, loop=loop)
+    aioimaplib writes a command's text into its debug log and into the ``Abort`` that a
+    tagged answer under another tag raises, which asyncio logs: the secret goes on the
+    wire but never into the command. Registered as ``execute`` registers a sync command;
+    at the login nothing else is pending."""
+    assert protocol.pending_sync_command is None, "the login is the only command in flight"
+    protocol.pending_sync_command = command
+    protocol.send(str(command) if secret is None else f"{command} {secret}", scrub=secret)
+
+    async def completed() -> Any:
+        await command.wait()
+        return command.response
+
+    return asyncio.ensure_future(completed())
+
+
+class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
+    """AUTHENTICATE, whose ``+`` challenges aioimaplib appends to its response; ``flush``,
+    which it calls after a continuation and after every chunk it reads, puts each new one
+    into :attr:`challenges` for the exchange, once."""
+
+    def __init__(self, tag: str, mechanism: str, loop: Any) -> None:
+        super().__init__("AUTHENTICATE", tag, mechanism, loop=loop)
         self.challenges: asyncio.Queue[bytes] = asyncio.Queue()
+        self._seen = 0
 
     def flush(self) -> None:
-        self.challenges.put_nowait(bytes(self.response.lines[-1]))
+        lines = self.response.lines
+        for line in lines[self._seen :]:
+            if bytes(line).startswith(b"+"):
+                self.challenges.put_nowait(bytes(line))
+        self._seen = len(lines)
 
 
 class _SaslSteps:
@@ -441,8 +467,8 @@ class _SaslSteps:
 
     async def begin(self, mechanism: str, initial: str | None) -> Reply:
         protocol = self._protocol
-        self._command = _Authenticate(protocol.new_tag(), mechanism, initial, protocol.loop)
-        self._done = asyncio.ensure_future(protocol.execute(self._command, scrub=initial))
+        self._command = _Authenticate(protocol.new_tag(), mechanism, protocol.loop)
+        self._done = _with_secret(protocol, self._command, initial)
         return await self._reply()
 
     async def respond(self, line: str, secret: bool) -> Reply:
