@@ -37,7 +37,7 @@ from mail_exporter.exporter import Exporter
 from mail_exporter.oauth2.broker import TokenBroker
 from mail_exporter.probes import FailureReason, Phase, ProbeMemory, ProbeResult, run_probe
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
-from mail_exporter.roundtrip.outcome import Stage
+from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.roundtrip.runner import RouteRunner
 from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app
@@ -615,3 +615,43 @@ async def test_no_token_is_fetched_or_sent_without_tls(
     assert "password or access token is not sent without TLS" in result.failure.detail
     assert heard == ["EHLO", "QUIT"]
     assert sum(token_server.requests.values()) == requests
+
+
+async def test_the_round_trips_imap_login_answers_each_challenge_once(tmp_path: Path) -> None:
+    """aioimaplib announces a continuation, and then every chunk it reads: the mailbox's
+    AUTHENTICATE answers the error challenge once and reads the final NO, with no ``*``."""
+    heard: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        capabilities = "IMAP4rev1 SASL-IR AUTH=XOAUTH2"
+        await send(writer, f"* OK [CAPABILITY {capabilities}] ready")
+        tag = ""
+        while raw := await reader.readline():
+            line = raw.decode().rstrip("\r\n")
+            heard.append(line.split(" ")[1] if " " in line else line)
+            if heard[-1] == "CAPABILITY":
+                await send(writer, f"* CAPABILITY {capabilities}", f"{line.split()[0]} OK")
+            elif heard[-1] == "AUTHENTICATE":
+                tag = line.split()[0]
+                await send(writer, f"+ {b64(json.dumps({'status': '401', 'scope': 'mail'}))}")
+            elif line == "":
+                await send(writer, f"{tag} NO [AUTHENTICATIONFAILED] no")
+            else:
+                await send(writer, "* BYE", f"{line.split()[0]} OK")
+                return
+
+    token = secret_file(tmp_path, "access.token", "scripted-access-t0ken")
+    module = ModuleConfig.model_validate(
+        {"protocol": "imap", "tls": "none", "allow_plaintext_auth": True, "timeout": "3s",
+         "auth": {"username": USER, "mechanism": "xoauth2", "oauth2": {"token_file": str(token)}}}
+    )  # fmt: skip
+    async with scripted_server(handler) as address:
+        receive = RoundTripReceive(address=address, module="m")
+        with pytest.raises(RoundTripFailure) as refused:
+            await ImapMailbox.open(
+                parse_address(address), module, receive, cleanup_folder(receive), ProbeMemory()
+            )
+        await asyncio.sleep(0.2)  # anything else the client would have sent
+    assert refused.value.stage is Stage.RECEIVE_AUTH
+    assert refused.value.detail.endswith("(the server's error: status 401, scope mail)")
+    assert heard == ["CAPABILITY", "AUTHENTICATE", "", "LOGOUT"]
