@@ -72,6 +72,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/hostile_clients.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/tls_scan.py
+	$(BIN)/python bench/oauth2_probe.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

@@ -81,7 +81,7 @@ class Exporter:
         self.probe_memory.tokens.apply(self.config.token_sources())
         redact_learned(self.probe_memory.tokens.secrets)
         self.scheduler = Scheduler(self.probe_memory)
-        self.roundtrip = RoundTripRunner(self.probe_memory.tokens)
+        self.roundtrip = RoundTripRunner(self.probe_memory)
         self.reload_successful = True
         self.reload_success_time = time.time()
         self._reload_lock = asyncio.Lock()

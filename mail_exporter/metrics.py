@@ -92,6 +92,11 @@ PLAINTEXT_AUTH_OFFERED = MetricSpec(
     "mail_probe_plaintext_auth_offered", "1 if the server advertised login on an unencrypted "
     "channel.", "gauge", (), lambda result: result.plaintext_auth_offered,
 )  # fmt: skip
+AUTH_MECHANISM = MetricSpec(
+    "mail_probe_auth_mechanism_info", "1, naming how the last probe logged in: plain, login, "
+    "user (POP3 USER/PASS), xoauth2 or oauthbearer; absent when it did not.", "gauge",
+    ("mechanism",), as_is,
+)  # fmt: skip
 CERT_EXPIRY = MetricSpec(
     "mail_tls_cert_expiry_timestamp_seconds", "Earliest NotAfter in the presented chain, exported "
     "even when verification fails.", "gauge", (), _tls(lambda facts: facts.earliest_not_after),
@@ -217,6 +222,7 @@ PROBE_METRICS = (
     LAST_SUCCESS,
     STARTTLS_OFFERED,
     PLAINTEXT_AUTH_OFFERED,
+    AUTH_MECHANISM,
     CERT_EXPIRY,
     CERT_NOT_BEFORE,
     CERT_VERIFIED,
@@ -258,6 +264,9 @@ def probe_families(
             [((*target, failure.phase.value, failure.reason.value), 1.0)] if failure else []
         ),
         LAST_SUCCESS.name: [(target, last_success)],
+        AUTH_MECHANISM.name: (
+            [((*target, result.auth_mechanism), 1.0)] if result.auth_mechanism else []
+        ),
         TLS_VERSION.name: [((*target, tls_version_label(tls.version)), 1.0)] if tls else [],
         TLS_CIPHER.name: [((*target, tls.cipher), 1.0)] if tls else [],
         CERT_INFO.name: [((*target, *_info_labels(chain[0])), 1.0)] if chain else [],

@@ -84,6 +84,7 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
     lines.append(f"Connected to:         {result.peer_address or 'nothing'}")
     lines.append(f"STARTTLS offered:     {_yes_no(result.starttls_offered)}")
     lines.append(f"Login before TLS:     {_yes_no(result.plaintext_auth_offered)}")
+    lines.append(f"Logged in with:       {result.auth_mechanism or 'no login'}")
     lines += _posture_lines(result.smtp_posture)
     facts = result.tls
     if facts is not None:

@@ -1,5 +1,6 @@
-"""Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback; a port
-that is taken, and a stack of servers to stop after a test.
+"""Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback (and a
+pair that also takes OAuth2 logins, with their token server); a port that is taken, and a
+stack of servers to stop after a test.
 
 The servers start once per session, on first use, and are stopped at its end. A missing
 server binary fails the tests that need it: integration tests are never skipped silently.
@@ -16,6 +17,7 @@ from typing import TypeVar, overload
 import pytest
 
 from tests.realservers.dovecot import Dovecot
+from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI, create_pki
 from tests.realservers.postfix import Postfix
 
@@ -98,6 +100,43 @@ def postfix(
 ) -> Iterator[Postfix]:
     _require_binary("postfix")
     server = new_postfix(tmp_path_factory, pki, dovecot)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_server() -> Iterator[TokenServer]:
+    """The token server :func:`token_dovecot` asks about tokens (tests register clients)."""
+    with TokenServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_dovecot(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, token_server: TokenServer
+) -> Iterator[Dovecot]:
+    """A Dovecot that also takes XOAUTH2 and OAUTHBEARER logins with tokens of
+    :func:`token_server`."""
+    _require_binary("dovecot")
+    server = Dovecot(
+        tmp_path_factory.mktemp("token-dovecot"),
+        pki.server_cert,
+        pki.server_key,
+        token_server.introspection_url,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def token_postfix(
+    tmp_path_factory: pytest.TempPathFactory, pki: PKI, token_dovecot: Dovecot
+) -> Iterator[Postfix]:
+    """A Postfix whose submission logs in through, and delivers to, :func:`token_dovecot`."""
+    _require_binary("postfix")
+    server = new_postfix(tmp_path_factory, pki, token_dovecot, name="token-postfix")
     server.start()
     yield server
     server.stop()

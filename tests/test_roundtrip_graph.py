@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config.root import Config, parse_config
-from mail_exporter.oauth2.broker import TokenBroker
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip import graph as graph_module
 from mail_exporter.roundtrip.message import ROUTE_HEADER, SENT_HEADER, TOKEN_HEADER
 from mail_exporter.roundtrip.outcome import Outcome, Stage
@@ -96,7 +96,7 @@ roundtrip:
 
 
 def runner_for(config: Config) -> RouteRunner:
-    return RouteRunner(config.roundtrip[0], None, None, TokenBroker())
+    return RouteRunner(config.roundtrip[0], None, None, ProbeMemory())
 
 
 async def run(runner: RouteRunner) -> Outcome:
@@ -210,7 +210,7 @@ async def test_a_reload_keeps_an_unchanged_graph_route(
     """Graph legs compare as module legs do: the same settings and secrets read again are
     the same route, which keeps running; a changed leg starts it afresh."""
     secret = secret_file(tmp_path)
-    runners = RoundTripRunner(TokenBroker())
+    runners = RoundTripRunner(ProbeMemory())
     try:
         runners.apply(graph_config(graph, tokens, secret, "kept"))
         first = runners.routes["kept"]
@@ -432,7 +432,7 @@ roundtrip:
     receive: {{{leg}}}
 """
     )
-    runner = RouteRunner(config.roundtrip[0], config.modules["submission"], None, TokenBroker())
+    runner = RouteRunner(config.roundtrip[0], config.modules["submission"], None, ProbeMemory())
     outcome = await run(runner)
     assert outcome.success, outcome
     assert set(outcome.hops) == {"1", "2"}  # Postfix, then the mailbox's LMTP
@@ -467,7 +467,7 @@ roundtrip:
     receive: {{address: "127.0.0.1:{dovecot.imaps_port}", module: imaps}}
 """
         )
-        runner = RouteRunner(config.roundtrip[0], None, config.modules["imaps"], TokenBroker())
+        runner = RouteRunner(config.roundtrip[0], None, config.modules["imaps"], ProbeMemory())
         outcome = await run(runner)
     assert outcome.success, outcome
     assert set(outcome.hops) == {"1", "2", "3"}  # Graph's relay, Postfix, Dovecot's LMTP

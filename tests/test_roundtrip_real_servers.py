@@ -552,8 +552,17 @@ async def test_with_uidplus_only_our_uids_are_expunged(
 
 
 class RestrictedDovecot(Dovecot):
-    def __init__(self, work_dir: Path, cert: Path, key: Path, capabilities: str) -> None:
-        super().__init__(work_dir, cert, key)
+    """A Dovecot that lists ``capabilities`` (and its AUTH= mechanisms, STARTTLS)."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        cert: Path,
+        key: Path,
+        capabilities: str,
+        oauth2_introspection_url: str | None = None,
+    ) -> None:
+        super().__init__(work_dir, cert, key, oauth2_introspection_url)
         self.capabilities = capabilities
 
     def _config(self, uid: int, gid: int) -> str:

@@ -79,7 +79,13 @@ class FakeServer:
         return uid
 
     async def submit(
-        self, address: Address, module: object, message: EmailMessage, sender: str, to: str
+        self,
+        address: Address,
+        module: object,
+        message: EmailMessage,
+        sender: str,
+        to: str,
+        memory: object,
     ) -> None:
         tagged = parse_tagged(bytes(message))
         assert tagged is not None

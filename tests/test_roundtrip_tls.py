@@ -12,6 +12,7 @@ import pytest
 
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.roundtrip import RoundTripReceive
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
 from mail_exporter.roundtrip.message import build_message
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
@@ -69,7 +70,7 @@ def smtp_submission(heard: list[str], extensions: list[str]) -> Handler:
 
 async def submit_to(address: str, module: ModuleConfig) -> None:
     message = build_message("tls", SENDER, SENDER, "token", time.time())
-    await submit(parse_address(address), module, message, SENDER, SENDER)
+    await submit(parse_address(address), module, message, SENDER, SENDER, ProbeMemory())
 
 
 async def test_sender_withholds_the_login_without_starttls() -> None:
@@ -107,7 +108,11 @@ async def test_imap_receiver_withholds_the_login_without_starttls() -> None:
         receive = RoundTripReceive(address=address, module="m")
         with pytest.raises(RoundTripFailure) as refused:
             await ImapMailbox.open(
-                parse_address(address), login_module("imap"), receive, cleanup_folder(receive)
+                parse_address(address),
+                login_module("imap"),
+                receive,
+                cleanup_folder(receive),
+                ProbeMemory(),
             )
     assert refused.value.stage is Stage.RECEIVE
     assert "allow_plaintext_auth" in refused.value.detail
@@ -125,7 +130,7 @@ async def test_pop3_receiver_withholds_the_login_without_stls() -> None:
 
     async with scripted_server(handler) as address:
         with pytest.raises(RoundTripFailure) as refused:
-            await Pop3Mailbox.open(parse_address(address), login_module("pop3"), {})
+            await Pop3Mailbox.open(parse_address(address), login_module("pop3"), {}, ProbeMemory())
     assert refused.value.stage is Stage.RECEIVE
     assert "allow_plaintext_auth" in refused.value.detail
     assert "USER" not in heard and "PASS" not in heard and "AUTH" not in heard

@@ -67,13 +67,15 @@ IN_STEP_REASONS: Final = frozenset(
         FailureReason.REJECTED,
         FailureReason.STARTTLS_UNAVAILABLE,
         FailureReason.BANNER,
+        FailureReason.TOKEN,
     }
 )
 """Failures that may leave the server waiting for our next command.
 
 The protocols raise these only on a complete, well-formed refusal (535, ``NO``,
 ``-ERR``, a 5xx to EHLO or STARTTLS) or before sending anything (AUTH or STARTTLS
-not offered); a read that goes wrong is always ``protocol``, ``banner`` or ``timeout``.
+not offered, no access token for the login); a read that goes wrong is always
+``protocol``, ``banner`` or ``timeout``.
 A ``banner`` failure has a goodbye only where the protocol set one, which SMTP does for
 a 5xx greeting alone (RFC 5321 3.1); a protocol sets none before an accepted greeting
 otherwise, so no goodbye follows a garbled or missing one.
@@ -107,13 +109,13 @@ async def run_probe(
 ) -> ProbeResult:
     """Probe ``address`` with ``module`` within ``budget_seconds``; never raises.
 
-    What the module's revocation checks and TLS scan learn is kept in ``memory`` (none:
-    kept by nobody, so scanned and fetched every time)."""
+    What the module's revocation checks, TLS scan and token source learn is kept in
+    ``memory`` (none: kept by nobody, so scanned and fetched every time)."""
     memory = memory or ProbeMemory()
     result = ProbeResult(protocol=module.protocol)
     deadline = asyncio.get_running_loop().time() + budget_seconds
     started = time.monotonic()
-    session = Session(address, module, result, deadline=started + budget_seconds)
+    session = Session(address, module, result, started + budget_seconds, memory)
     try:
         async with asyncio.timeout(budget_seconds):
             await _converse(session)

@@ -1,9 +1,11 @@
-"""IMAP probe (RFC 9051/3501, 2595, 4959).
+"""IMAP probe (RFC 9051/3501, 2595, 4959, 7628).
 
-Greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE PLAIN, LOGOUT.
+Greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER),
+LOGOUT.
 
 Commands are tagged; untagged responses are collected until the tagged one,
-and a NO or BAD fails the probe at once.
+and a NO or BAD fails the probe at once. AUTHENTICATE sends its first message with the
+command when the server lists SASL-IR (RFC 4959), else after the server's ``+``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import base64
 import functools
 
+from mail_exporter.config.probes import OAUTH2_MECHANISMS
 from mail_exporter.printable import printable
+from mail_exporter.probes.oauth2_sasl import Reply, SessionSteps, probe_login
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 
@@ -69,13 +73,24 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
+async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> str:
+    """Log in with the module's mechanism (``auto`` resolved); the one it used."""
     auth = session.module.auth
     assert auth is not None
     mechanism = auth.mechanism
     if mechanism == "auto":
         mechanism = "login" if "LOGINDISABLED" not in capabilities else "plain"
     with session.timed(Phase.AUTH):
+        if mechanism in OAUTH2_MECHANISMS:
+            wanted = f"AUTH={mechanism.upper()}"
+            if wanted not in capabilities:
+                raise ProbeFailure(FailureReason.AUTH, f"server does not offer {wanted}")
+            sasl_ir = "SASL-IR" in capabilities
+            tag = tags.next()
+            read = functools.partial(_sasl_reply, session, tag)
+            steps = SessionSteps(session, f"{tag} AUTHENTICATE", read)
+            await probe_login(session, steps, lambda _: sasl_ir)
+            return mechanism
         if mechanism == "login":
             if "LOGINDISABLED" in capabilities:
                 raise ProbeFailure(FailureReason.AUTH, "server advertises LOGINDISABLED")
@@ -86,7 +101,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 FailureReason.AUTH,
                 f"LOGIN {_quoted(auth.username)} ****",
             )
-            return
+            return mechanism
         if "AUTH=PLAIN" not in capabilities:
             raise ProbeFailure(FailureReason.AUTH, "server does not offer AUTHENTICATE PLAIN")
         token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
@@ -98,7 +113,7 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 FailureReason.AUTH,
                 "AUTHENTICATE PLAIN ****",
             )
-            return
+            return mechanism
         tag = tags.next()
         await session.write_line(f"{tag} AUTHENTICATE PLAIN")
         continuation = await _responses(session, tag, FailureReason.AUTH)
@@ -116,6 +131,20 @@ async def _login(session: Session, tags: _Tags, capabilities: set[str]) -> None:
                 if cancelled.reason is not FailureReason.AUTH:
                     raise
             raise ProbeFailure(FailureReason.AUTH, "server asked for more than the PLAIN response")
+    return mechanism
+
+
+async def _sasl_reply(session: Session, tag: str) -> Reply:
+    """The reply to a step of AUTHENTICATE ``tag``: ``+`` a challenge, else its completion."""
+    try:
+        lines = await _responses(session, tag, FailureReason.AUTH)
+    except ProbeFailure as refused:
+        if refused.reason is not FailureReason.AUTH:
+            raise
+        return Reply(text=refused.detail)
+    if lines and lines[0].startswith("+"):
+        return Reply(challenge=lines[0][1:].strip())
+    return Reply(accepted=True)
 
 
 async def probe_imap(session: Session) -> None:
@@ -139,5 +168,5 @@ async def probe_imap(session: Session) -> None:
     ):
         capabilities = await _capabilities(session, tags)
     if module.auth is not None:
-        await _login(session, tags, capabilities)
+        session.result.auth_mechanism = await _login(session, tags, capabilities)
     await session.quit()

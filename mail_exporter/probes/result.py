@@ -79,3 +79,7 @@ class ProbeResult:
     tls_scan: TLSScan | None = None
     """The module's latest TLS scan (``tls_scan``): made by this probe, or kept from an
     earlier one for the module's interval."""
+    auth_mechanism: str | None = None
+    """How the probe logged in, once the server accepted it: a SASL mechanism (``plain``,
+    ``login``, ``xoauth2``, ``oauthbearer``; IMAP's LOGIN command is ``login``) or POP3's
+    USER/PASS (``user``); None without a login."""

@@ -7,8 +7,8 @@ is bounded in line length and count, so nothing a server sends can grow memory
 without bound, and the caller's deadline bounds time. Every entry of the session
 log and every failure detail is escaped (:func:`printable`): they quote the server.
 
-A password is never sent without TLS unless the module says so
-(``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
+A password (or an OAuth2 access token) is never sent without TLS unless the module says
+so (``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``, a server
 that does not offer STARTTLS (or whose offer was stripped on the way) is still probed
 without a login, and a module that logs in fails there with ``starttls_unavailable``
 (:func:`plaintext_refusal`) rather than sending its password in cleartext.
@@ -25,12 +25,16 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from mail_exporter import tls_facts
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.printable import printable
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.targets import Address
+
+if TYPE_CHECKING:  # the package imports the protocols, which import this module
+    from mail_exporter.probes import ProbeMemory
 
 MAX_LINE_BYTES = 8192
 """Longest reply line accepted; RFC 5321 allows 512, real servers stay far below 8 KiB."""
@@ -57,8 +61,8 @@ def plaintext_refusal(module: ModuleConfig, verb: str) -> str | None:
         return f"server does not offer {verb}"
     if module.auth is not None and not module.allow_plaintext_auth:
         return (
-            f"server does not offer {verb}: login withheld, the password is not sent "
-            "without TLS (allow_plaintext_auth: true would send it)"
+            f"server does not offer {verb}: login withheld, the password or access token "
+            "is not sent without TLS (allow_plaintext_auth: true would send it)"
         )
     return None
 
@@ -76,6 +80,7 @@ class Session:
         module: ModuleConfig,
         result: ProbeResult,
         deadline: float = math.inf,
+        memory: ProbeMemory | None = None,
     ) -> None:
         self.address = address
         self.module = module
@@ -83,6 +88,9 @@ class Session:
         self.deadline = deadline
         """When the probe's budget ends (``time.monotonic()``): a step that may give up
         early, to leave the rest of the session its time, measures its share from it."""
+        self.memory = memory
+        """What probes keep between runs, the token broker among it: a session whose module
+        logs in with an OAuth2 token needs it (the TLS scan's sessions never log in)."""
         self.phase = Phase.RESOLVE
         self.farewell: Farewell | None = None
         """Set by the protocol once the server's greeting is accepted: from then on there

@@ -1,8 +1,14 @@
-"""SMTP probe (RFC 5321, 3207, 4954): banner, EHLO, STARTTLS, AUTH PLAIN/LOGIN, QUIT.
+"""SMTP probe (RFC 5321, 3207, 4954, 7628): banner, EHLO, STARTTLS, AUTH PLAIN, LOGIN,
+XOAUTH2 or OAUTHBEARER, QUIT.
 
 Replies are read by reply code, so multi-line replies work whatever the line
 count or the wording; a 4xx or 5xx reply fails the probe at once. The security
 checks a module asks for (:mod:`.smtp_posture`) come last, before QUIT.
+
+An OAuth2 login (:mod:`.oauth2_sasl`) sends its message as AUTH's initial response
+when the command fits RFC 5321's 512-octet command line, as RFC 4954 4 requires (an
+opaque token of Google's does; a JWT of Microsoft's, 1 to 3 KB, does not), and else
+after the server's empty 334 challenge, which Microsoft and Google both document.
 """
 
 from __future__ import annotations
@@ -11,14 +17,18 @@ import base64
 import functools
 import re
 import socket
+from typing import Final
 
-from mail_exporter.config.probes import SMTPModule
+from mail_exporter.config.probes import OAUTH2_MECHANISMS, SMTPModule
 from mail_exporter.printable import printable
+from mail_exporter.probes.oauth2_sasl import Reply, SessionSteps, fits, probe_login
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
 from mail_exporter.probes.smtp_posture import check_posture
 
 _REPLY_LINE = re.compile(r"([2-5]\d\d)([ -]|$)(.*)")
+MAX_COMMAND_OCTETS: Final = 512
+"""RFC 5321 4.5.3.1.4: the longest command line, CRLF included."""
 
 
 async def read_reply(session: Session) -> tuple[int, list[str]]:
@@ -78,7 +88,8 @@ async def _ehlo(session: Session, name: str) -> dict[str, str]:
     return extensions
 
 
-async def _login(session: Session, extensions: dict[str, str]) -> None:
+async def _login(session: Session, extensions: dict[str, str]) -> str:
+    """Log in with the module's mechanism (``auto`` resolved); the one it used."""
     auth = session.module.auth
     assert auth is not None
     offered = set(extensions.get("AUTH", "").split())
@@ -90,7 +101,11 @@ async def _login(session: Session, extensions: dict[str, str]) -> None:
     if mechanism not in offered:
         raise ProbeFailure(FailureReason.AUTH, f"server does not offer AUTH {mechanism}")
     with session.timed(Phase.AUTH):
-        if mechanism == "PLAIN":
+        if auth.mechanism in OAUTH2_MECHANISMS:
+            line_fits = functools.partial(fits, mechanism, limit=MAX_COMMAND_OCTETS)
+            steps = SessionSteps(session, "AUTH", functools.partial(_sasl_reply, session))
+            await probe_login(session, steps, line_fits)
+        elif mechanism == "PLAIN":
             token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
             await command(
                 session, f"AUTH PLAIN {token}", 235, FailureReason.AUTH, "AUTH PLAIN ****"
@@ -101,6 +116,15 @@ async def _login(session: Session, extensions: dict[str, str]) -> None:
             await command(session, user, 334, FailureReason.AUTH, "**** (user name)")
             secret = base64.b64encode(auth.password.encode()).decode()
             await command(session, secret, 235, FailureReason.AUTH, "**** (password)")
+    return mechanism.lower()
+
+
+async def _sasl_reply(session: Session) -> Reply:
+    """The reply to a SASL step: 334 a challenge, 235 accepted, anything else refused."""
+    code, texts = await read_reply(session)
+    if code == 334:
+        return Reply(challenge=texts[0].strip())
+    return Reply(accepted=code == 235, text=f"{code} {printable(' '.join(texts))}")
 
 
 async def probe_smtp(session: Session) -> None:
@@ -128,6 +152,6 @@ async def probe_smtp(session: Session) -> None:
     ):
         extensions = await _ehlo(session, ehlo_name)
     if module.auth is not None:
-        await _login(session, extensions)
+        session.result.auth_mechanism = await _login(session, extensions)
     if await check_posture(session, module.smtp, functools.partial(ask, session)):
         await session.quit()

@@ -28,7 +28,13 @@
   the newest, so that messages not ours piling up (the runner leaves them) never hide
   one of ours that arrives late.
 - **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
-  then AUTHENTICATE PLAIN, which needs SASL-IR (aioimaplib has no continuation for it).
+  then AUTHENTICATE PLAIN, which needs SASL-IR. The password or SASL message is sent
+  beside aioimaplib's command, never in it (:func:`_with_secret`): aioimaplib puts a
+  command's text into errors that asyncio logs. XOAUTH2 and OAUTHBEARER log in with the
+  token source's access token as the IMAP probe does
+  (:mod:`~mail_exporter.probes.oauth2_sasl`): the message with the command under SASL-IR,
+  else after the server's ``+``, which aioimaplib hands to the pending command's
+  ``flush`` (:class:`_Authenticate` passes it on). No access token is ``receive_auth``.
   Mailbox names are sent quoted as configured (non-ASCII names in modified UTF-7).
 
 Every command is bounded by the receive module's ``timeout``.
@@ -50,10 +56,13 @@ from typing import Any
 import aioimaplib
 
 from mail_exporter import tls_facts
-from mail_exporter.config.probes import AuthConfig, ModuleConfig
+from mail_exporter.config.probes import OAUTH2_MECHANISMS, AuthConfig, ModuleConfig
 from mail_exporter.config.roundtrip import RoundTripReceive
 from mail_exporter.printable import printable
-from mail_exporter.probes.session import plaintext_refusal
+from mail_exporter.probes import ProbeMemory
+from mail_exporter.probes.access_token import access_token_for, token_deadline
+from mail_exporter.probes.oauth2_sasl import LoginRefused, Reply, client_message, oauth2_login
+from mail_exporter.probes.session import ProbeFailure, plaintext_refusal
 from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged
@@ -113,10 +122,16 @@ class ImapMailbox:
 
     @classmethod
     async def open(
-        cls, address: Address, module: ModuleConfig, receive: RoundTripReceive, cleanup_folder: str
+        cls,
+        address: Address,
+        module: ModuleConfig,
+        receive: RoundTripReceive,
+        cleanup_folder: str,
+        memory: ProbeMemory,
     ) -> ImapMailbox:
         """Connect, secure, log in and select the mailbox; ``cleanup_folder`` is the
-        route's name from :func:`cleanup_folder`, the same for all its attempts."""
+        route's name from :func:`cleanup_folder`, the same for all its attempts. An OAuth2
+        login's token comes from ``memory``'s broker."""
         protocol = aioimaplib.IMAP4ClientProtocol(asyncio.get_running_loop())
         protocol.conn_lost_cb = lambda _: protocol.idle_queue.put_nowait(_LOST)
         mailbox = cls(protocol, receive, module.timeout_seconds, cleanup_folder)
@@ -125,7 +140,7 @@ class ImapMailbox:
                 await mailbox._connect(address, module)
             async with mailbox._step(Stage.RECEIVE, "login"):
                 assert module.auth is not None  # the config requires a login to read mail
-                await mailbox._login(module.auth)
+                await mailbox._login(module.auth, address, memory)
             async with mailbox._step(Stage.RECEIVE, "select"):
                 await mailbox._select(receive.mailbox, Stage.RECEIVE, required=True)
         except BaseException:
@@ -188,19 +203,25 @@ class ImapMailbox:
         verify_server(transport.get_extra_info("ssl_object"), address, module, Stage.RECEIVE)
         await protocol.capability()  # RFC 3501: forget what was said before TLS
 
-    async def _login(self, auth: AuthConfig) -> None:
+    async def _login(self, auth: AuthConfig, address: Address, memory: ProbeMemory) -> None:
         if self._protocol.state == aioimaplib.AUTH:  # PREAUTH greeting
             return
         mechanism = auth.mechanism
         if mechanism == "auto":
             mechanism = "plain" if "LOGINDISABLED" in self.capabilities else "login"
-        if mechanism == "login":
+        if mechanism in OAUTH2_MECHANISMS:
+            await self._authenticate_oauth2(auth, address, memory)
+        elif mechanism == "login":
             if "LOGINDISABLED" in self.capabilities:
                 raise RoundTripFailure(Stage.RECEIVE_AUTH, "server advertises LOGINDISABLED")
-            login = self._protocol.login(aioimaplib.quoted(auth.username), auth.password)
+            protocol = self._protocol
+            user = aioimaplib.quoted(auth.username)
+            command = aioimaplib.Command("LOGIN", protocol.new_tag(), user, loop=protocol.loop)
+            login = _with_secret(protocol, command, aioimaplib.quoted(auth.password))
             await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
         else:
             await self._authenticate_plain(auth)
+        self._protocol.state = aioimaplib.AUTH
         await self._protocol.capability()
 
     async def _authenticate_plain(self, auth: AuthConfig) -> None:
@@ -210,13 +231,31 @@ class ImapMailbox:
             )
         protocol = self._protocol
         token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
-        command = aioimaplib.Command(
-            "AUTHENTICATE", protocol.new_tag(), "PLAIN", token, loop=protocol.loop
-        )
-        await self._execute(
-            protocol.execute(command, scrub=token), Stage.RECEIVE_AUTH, "login refused"
-        )
-        protocol.state = aioimaplib.AUTH
+        tag = protocol.new_tag()
+        command = aioimaplib.Command("AUTHENTICATE", tag, "PLAIN", loop=protocol.loop)
+        login = _with_secret(protocol, command, token)
+        await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
+
+    async def _authenticate_oauth2(
+        self, auth: AuthConfig, address: Address, memory: ProbeMemory
+    ) -> None:
+        wanted = f"AUTH={auth.mechanism.upper()}"
+        if wanted not in self.capabilities:
+            raise RoundTripFailure(Stage.RECEIVE_AUTH, f"server does not offer {wanted}")
+        deadline = token_deadline(asyncio.get_running_loop().time() + self._timeout)
+        try:
+            token = await access_token_for(auth, memory, deadline)
+        except ProbeFailure as failure:
+            detail = f"no access token: {failure.detail}"
+            raise RoundTripFailure(Stage.RECEIVE_AUTH, detail) from None
+        message = client_message(auth.mechanism, auth.username, token, address.host, address.port)
+        steps = _SaslSteps(self._protocol)
+        try:
+            await oauth2_login(steps, auth.mechanism, message, "SASL-IR" in self.capabilities)
+        except LoginRefused as refused:
+            raise RoundTripFailure(Stage.RECEIVE_AUTH, f"login refused: {refused.detail}") from None
+        finally:
+            steps.close()
 
     async def _select(self, folder: str, stage: Stage, required: bool = False) -> bool:
         """Select ``folder`` unless it is; ``False`` when it does not exist and may not."""
@@ -379,3 +418,79 @@ class ImapMailbox:
                         await self._protocol.logout()
         finally:
             transport.close()
+
+
+def _with_secret(protocol: Any, command: Any, secret: str | None) -> asyncio.Future[Any]:
+    """Send the sync ``command`` with ``secret`` (a password, a SASL message) as its last
+    argument; its response, once complete.
+
+    aioimaplib writes a command's text into its debug log and into the ``Abort`` that a
+    tagged answer under another tag raises, which asyncio logs: the secret goes on the
+    wire but never into the command. Registered as ``execute`` registers a sync command;
+    at the login nothing else is pending."""
+    assert protocol.pending_sync_command is None, "the login is the only command in flight"
+    protocol.pending_sync_command = command
+    protocol.send(str(command) if secret is None else f"{command} {secret}", scrub=secret)
+
+    async def completed() -> Any:
+        await command.wait()
+        return command.response
+
+    return asyncio.ensure_future(completed())
+
+
+class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
+    """AUTHENTICATE, whose ``+`` challenges aioimaplib appends to its response; ``flush``,
+    which it calls after a continuation and after every chunk it reads, puts each new one
+    into :attr:`challenges` for the exchange, once."""
+
+    def __init__(self, tag: str, mechanism: str, loop: Any) -> None:
+        super().__init__("AUTHENTICATE", tag, mechanism, loop=loop)
+        self.challenges: asyncio.Queue[bytes] = asyncio.Queue()
+        self._seen = 0
+
+    def flush(self) -> None:
+        lines = self.response.lines
+        for line in lines[self._seen :]:
+            if bytes(line).startswith(b"+"):
+                self.challenges.put_nowait(bytes(line))
+        self._seen = len(lines)
+
+
+class _SaslSteps:
+    """SASL over aioimaplib: one AUTHENTICATE running while its challenges are answered."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._command: _Authenticate | None = None
+        self._done: asyncio.Future[Any] | None = None
+
+    async def begin(self, mechanism: str, initial: str | None) -> Reply:
+        protocol = self._protocol
+        self._command = _Authenticate(protocol.new_tag(), mechanism, protocol.loop)
+        self._done = _with_secret(protocol, self._command, initial)
+        return await self._reply()
+
+    async def respond(self, line: str, secret: bool) -> Reply:
+        self._protocol.send(line, scrub=line if secret else None)
+        return await self._reply()
+
+    async def cancel(self) -> Reply:
+        return await self.respond("*", secret=False)
+
+    async def _reply(self) -> Reply:
+        assert self._command is not None and self._done is not None
+        challenge = asyncio.ensure_future(self._command.challenges.get())
+        try:
+            await asyncio.wait({self._done, challenge}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            challenge.cancel()
+        if challenge.done() and not challenge.cancelled():
+            return Reply(challenge=challenge.result().decode("ascii", "replace")[1:].strip())
+        response = self._done.result()
+        return Reply(accepted=response.result == "OK", text=f"{response.result} {_text(response)}")
+
+    def close(self) -> None:
+        """Stop waiting for the command, if the exchange ended before it did."""
+        if self._done is not None and not self._done.done():
+            self._done.cancel()

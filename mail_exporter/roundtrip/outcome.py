@@ -3,10 +3,12 @@
 Stages (label ``stage`` of ``mail_roundtrip_failures_total``), all present from the start:
 
 - ``send``: the submission failed: connection, TLS, a refused MAIL/RCPT/DATA, a timeout;
-- ``send_auth``: the submission server refused the login (or offers no usable mechanism);
+- ``send_auth``: the submission server refused the login (or offers no usable mechanism),
+  or no OAuth2 access token could be had for it (what a probe counts as ``token``: the
+  stages stay as they were);
 - ``receive``: the mailbox could not be read: connection, TLS, a missing mailbox, a
   dropped session, a timeout;
-- ``receive_auth``: the mailbox server refused the login;
+- ``receive_auth``: the mailbox server refused the login, or no access token for it;
 - ``timeout``: the message was sent but not seen within the route's ``timeout``;
 - ``cleanup``: our messages could not be deleted (the attempt itself may still have passed).
 

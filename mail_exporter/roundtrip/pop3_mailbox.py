@@ -1,7 +1,8 @@
 """Reading the round trip's maildrop over POP3 (asyncio streams), deleting only our messages.
 
 POP3 shows the maildrop as it was at login, so every look is a new session: connect,
-TLS, login (the probes' POP3 code), ``UIDL``, then ``TOP n 0`` for each message not
+TLS, login (the probes' POP3 code, XOAUTH2 and OAUTHBEARER included; no access token is
+``receive_auth``), ``UIDL``, then ``TOP n 0`` for each message not
 seen before: headers only, never a body. What each UIDL turned out to be is remembered
 per route across attempts, so a mailbox full of other mail is read once, newest first,
 at most ``MAX_TOPS`` messages per session. Between looks the session is closed (a
@@ -20,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.probes.pop3 import command, open_pop3
 from mail_exporter.probes.result import FailureReason, ProbeResult
 from mail_exporter.probes.session import ProbeFailure, Session
@@ -36,6 +38,9 @@ MAX_LISTING_LINES = 200_000
 MAX_HEADER_LINES = 10_000
 CLOSE_SECONDS = 2.0
 
+_LOGIN_REASONS = frozenset({FailureReason.AUTH, FailureReason.TOKEN})
+"""The probes' failures of a login: ``receive_auth`` in the round trip."""
+
 HeaderCache = dict[str, TaggedMessage | None]
 """Per route: UIDL → our headers, or ``None`` for a message that is not ours."""
 
@@ -43,21 +48,25 @@ HeaderCache = dict[str, TaggedMessage | None]
 class Pop3Mailbox:
     """The maildrop of one attempt; each look after a :meth:`wait` is a new session."""
 
-    def __init__(self, address: Address, module: ModuleConfig, headers: HeaderCache) -> None:
+    def __init__(
+        self, address: Address, module: ModuleConfig, headers: HeaderCache, memory: ProbeMemory
+    ) -> None:
         self._address = address
         self._module = module
         self._headers = headers
+        self._memory = memory
         self._session: Session | None = None
         self._numbers: dict[str, int] = {}
         self._listed_at = 0.0
 
     @classmethod
     async def open(
-        cls, address: Address, module: ModuleConfig, headers: HeaderCache
+        cls, address: Address, module: ModuleConfig, headers: HeaderCache, memory: ProbeMemory
     ) -> Pop3Mailbox:
         """Log in and read the maildrop, so that a refused login shows before anything is
-        sent; the session then ends, as the next look needs a new one anyway."""
-        mailbox = cls(address, module, headers)
+        sent; the session then ends, as the next look needs a new one anyway. An OAuth2
+        login's token comes from ``memory``'s broker."""
+        mailbox = cls(address, module, headers, memory)
         try:
             await mailbox._look()
         finally:
@@ -70,7 +79,7 @@ class Pop3Mailbox:
             try:
                 yield
             except ProbeFailure as failure:
-                login = failure.reason == FailureReason.AUTH and stage == Stage.RECEIVE
+                login = failure.reason in _LOGIN_REASONS and stage == Stage.RECEIVE
                 raise RoundTripFailure(
                     Stage.RECEIVE_AUTH if login else stage, f"{what}: {failure.detail}"
                 ) from None
@@ -80,7 +89,11 @@ class Pop3Mailbox:
         if self._session is not None:
             return
         async with self._step(Stage.RECEIVE, "login"):
-            session = self._session = Session(self._address, self._module, ProbeResult("pop3"))
+            deadline = time.monotonic() + self._module.timeout_seconds  # as _step bounds it
+            session = Session(
+                self._address, self._module, ProbeResult("pop3"), deadline, self._memory
+            )
+            self._session = session
             await session.connect()
             if self._module.tls == "implicit":
                 await session.start_tls()

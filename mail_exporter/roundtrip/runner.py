@@ -72,7 +72,7 @@ from mail_exporter.config.roundtrip import (
     RoundTripRoute,
     RoundTripSend,
 )
-from mail_exporter.oauth2.broker import TokenBroker
+from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.graph import GraphMailbox, send_mail
 from mail_exporter.roundtrip.imap_mailbox import ImapMailbox, cleanup_folder
@@ -114,15 +114,16 @@ class RouteRunner:
         route: RoundTripRoute,
         send_module: ModuleConfig | None,
         receive_module: ModuleConfig | None,
-        tokens: TokenBroker | None = None,
+        memory: ProbeMemory | None = None,
     ) -> None:
         """``send_module`` and ``receive_module`` are those the legs name (None for a
-        Graph leg); ``tokens`` is the exporter's broker (none: one of its own)."""
+        Graph leg); ``memory`` is the exporter's (none: one of its own)."""
         self.route = route
         self.send_module = send_module
         self.receive_module = receive_module
+        self.memory = memory or ProbeMemory()
+        """The exporter's: OAuth2 logins and Graph legs take their tokens from its broker."""
         self.stats = RouteStats()
-        self._tokens = tokens or TokenBroker()
         self._pending: set[str] = set()
         """Tokens of attempts still running."""
         self._issued: OrderedDict[str, bool] = OrderedDict()
@@ -215,22 +216,22 @@ class RouteRunner:
         if isinstance(receive, GraphReceive):
             budget = float(self.route.timeout)
             return await GraphMailbox.open(
-                receive, self._tokens, budget, self.stats.count_throttled
+                receive, self.memory.tokens, budget, self.stats.count_throttled
             )
         assert module is not None, "a route reads with its module unless it reads with Graph"
         address = parse_address(receive.address)
         if module.protocol == "pop3":
-            return await Pop3Mailbox.open(address, module, self._pop3_headers)
-        return await ImapMailbox.open(address, module, receive, self._cleanup_folder)
+            return await Pop3Mailbox.open(address, module, self._pop3_headers, self.memory)
+        return await ImapMailbox.open(address, module, receive, self._cleanup_folder, self.memory)
 
     async def _submit(self, message: EmailMessage) -> None:
         send, module = self.route.send, self.send_module
         if isinstance(send, GraphSend):
             budget = float(self.route.timeout)
-            await send_mail(send, message, self._tokens, budget, self.stats.count_throttled)
+            await send_mail(send, message, self.memory.tokens, budget, self.stats.count_throttled)
             return
         assert module is not None, "a route sends with its module unless it sends with Graph"
-        await submit(parse_address(send.address), module, message, send.from_, send.to)
+        await submit(parse_address(send.address), module, message, send.from_, send.to, self.memory)
 
     async def _send_and_receive(self, mailbox: Mailbox, attempt: _Attempt) -> Outcome:
         route, token = self.route, attempt.token
@@ -365,12 +366,12 @@ def _module(
 
 
 class RoundTripRunner:
-    """Every configured route; swap configs with :meth:`apply`. Graph legs get their
-    tokens from ``tokens``, the exporter's broker (none: one of its own)."""
+    """Every configured route; swap configs with :meth:`apply`. The routes log in with
+    tokens from ``memory``'s broker (the exporter's, shared with the probes)."""
 
-    def __init__(self, tokens: TokenBroker | None = None) -> None:
+    def __init__(self, memory: ProbeMemory | None = None) -> None:
         self.routes: dict[str, RouteRunner] = {}
-        self._tokens = tokens or TokenBroker()
+        self.memory = memory or ProbeMemory()
 
     def apply(self, config: Config) -> None:
         """Run ``config``'s routes. An unchanged route keeps running with its attempts in
@@ -380,7 +381,7 @@ class RoundTripRunner:
             send, receive = _module(config, route.send), _module(config, route.receive)
             runner = previous.pop(route.name, None)
             if runner is None or not runner.same_as(route, send, receive):
-                changed, runner = runner, RouteRunner(route, send, receive, self._tokens)
+                changed, runner = runner, RouteRunner(route, send, receive, self.memory)
                 if changed is not None:
                     changed.stop()
                     runner.take_over(changed)
