@@ -20,11 +20,14 @@ import asyncio
 import base64
 import json
 import logging
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -43,7 +46,7 @@ from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app
 from tests.conftest import _require_binary
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.oauth import TokenServer
+from tests.realservers.oauth import TokenServer, new_service_account
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import scripted_server, send
@@ -83,7 +86,42 @@ def refresh_token(server: TokenServer, directory: Path) -> dict[str, Any]:
     }}  # fmt: skip
 
 
-SOURCES = {"client_credentials": client_credentials, "refresh_token": refresh_token}
+def jwt_bearer(server: TokenServer, directory: Path) -> dict[str, Any]:
+    """Google's domain-wide delegation: a service account's assertion acting as USER."""
+    email = "probe@project.iam.gserviceaccount.com"
+    account = directory / "service-account.json"
+    server.add_issuer(email, new_service_account(account, email))
+    return {"jwt_bearer": {
+        "token_url": server.token_url, "service_account_file": str(account), "subject": USER,
+        "scope": "https://mail.google.com/",
+    }}  # fmt: skip
+
+
+def issued_token(server: TokenServer) -> str:
+    """An access token the server issued for USER, as a site's own token helper holds it."""
+    server.add_client("helper", USER, secret=CLIENT_SECRET)
+    form = {"grant_type": "client_credentials", "client_id": "helper",
+            "client_secret": CLIENT_SECRET, "scope": SCOPE}  # fmt: skip
+    with urllib.request.urlopen(server.token_url, urlencode(form).encode(), BOUND) as answer:
+        return str(json.load(answer)["access_token"])
+
+
+def token_file(server: TokenServer, directory: Path) -> dict[str, Any]:
+    return {"token_file": str(secret_file(directory, "access.token", issued_token(server)))}
+
+
+def token_command(server: TokenServer, directory: Path) -> dict[str, Any]:
+    held = secret_file(directory, "helper.token", issued_token(server))
+    return {"token_command": [sys.executable, "-c", f"print(open({str(held)!r}).read().strip())"]}
+
+
+SOURCES = {
+    "client_credentials": client_credentials,
+    "refresh_token": refresh_token,
+    "jwt_bearer": jwt_bearer,
+    "token_file": token_file,
+    "token_command": token_command,
+}
 
 
 def oauth2_module(
