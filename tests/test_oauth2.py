@@ -43,9 +43,8 @@ from tests.realservers.oauth import (
     jwt_header,
     new_app_certificate,
     new_service_account,
-    write_private_key,
 )
-from tests.realservers.pki import PKI, new_rsa_key
+from tests.realservers.pki import PKI, new_rsa_key, write_key
 
 USER = "probe@test.local"
 SCOPE = "https://outlook.office365.com/.default"
@@ -261,7 +260,7 @@ async def test_jwt_bearer_with_an_issuer_key_and_no_subject(
     server.add_issuer("monitoring", key.public_key())
     source = OAuth2Config.model_validate(
         {"jwt_bearer": {"token_url": server.token_url, "issuer": "monitoring", "scope": "mail",
-                        "private_key_file": str(write_private_key(tmp_path / "k.pem", key))}}
+                        "private_key_file": str(write_key(tmp_path / "k.pem", key))}}
     )  # fmt: skip
     token = await TokenBroker().token(source, deadline())
     assert (await introspect(server, token.value))["username"] == "monitoring"

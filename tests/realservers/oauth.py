@@ -57,10 +57,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from tests.realservers.loopback_http import LoopbackHTTP
+from tests.realservers.pki import write_cert, write_key
 
 HANG_SECONDS = 60.0
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -427,23 +427,11 @@ def new_app_certificate(directory: Path, name: str, bits: int = 2048) -> AppCert
         .not_valid_after(now + datetime.timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    certificate_file = directory / f"{name}.crt"
-    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return AppCertificate(
-        certificate_file, write_private_key(directory / f"{name}.key", key), certificate
+        write_cert(directory / f"{name}.crt", certificate),
+        write_key(directory / f"{name}.key", key),
+        certificate,
     )
-
-
-def write_private_key(path: Path, key: PrivateKeyTypes) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
 
 
 def new_service_account(path: Path, email: str) -> rsa.RSAPublicKey:
