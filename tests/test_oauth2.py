@@ -43,6 +43,7 @@ from tests.realservers.oauth import (
     jwt_header,
     new_app_certificate,
     new_service_account,
+    secret_file,
 )
 from tests.realservers.pki import PKI, new_rsa_key, write_key
 
@@ -60,13 +61,6 @@ def server() -> Iterator[TokenServer]:
 
 def deadline(seconds: float = BOUND) -> float:
     return asyncio.get_running_loop().time() + seconds
-
-
-def secret_file(directory: Path, name: str, content: str) -> Path:
-    path = directory / name
-    path.write_text(content + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def client_secret_source(server: TokenServer, tmp_path: Path, secret: str) -> OAuth2Config:

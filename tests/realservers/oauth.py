@@ -434,6 +434,14 @@ def new_app_certificate(directory: Path, name: str, bits: int = 2048) -> AppCert
     )
 
 
+def secret_file(directory: Path, name: str, content: str) -> Path:
+    """A secret file as a token source reads one: ``content`` and a newline, mode 0600."""
+    path = directory / name
+    path.write_text(content + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def new_service_account(path: Path, email: str) -> rsa.RSAPublicKey:
     """A Google service account JSON key file at ``path``; its public key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
