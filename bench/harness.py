@@ -142,6 +142,13 @@ def machine_line() -> str:
     )
 
 
+def verdict(ok: bool) -> int:
+    """Print the machine line and the verdict as every results record ends; the exit code."""
+    print(f"\nmachine: {machine_line()}")
+    print("verdict:", "target met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
 def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"\n{title}")

@@ -41,12 +41,12 @@ from harness import (
     REPO,
     Children,
     fill_defaults,
-    machine_line,
     median,
     not_installed,
     percentile,
     print_table,
     run_interruptibly,
+    verdict,
 )
 
 sys.path.insert(0, str(REPO))
@@ -178,9 +178,7 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     timed, lookups = asyncio.run(rounds(address, kinds, args.n, args.warmup))
     fetches = int(sum(server.requests.values()))
     ok = report(args.n, timed, fetches, lookups)
-    print(f"\nmachine: {machine_line()}")
-    print("verdict:", "target met" if ok else "TARGET MISSED")
-    return 0 if ok else 1
+    return verdict(ok)
 
 
 def main() -> int:

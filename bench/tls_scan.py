@@ -37,7 +37,6 @@ from harness import (
     Children,
     cpu_seconds,
     fill_defaults,
-    machine_line,
     mail_servers,
     median,
     not_installed,
@@ -48,6 +47,7 @@ from harness import (
     starttls_module,
     timed_get,
     unpack,
+    verdict,
 )
 
 from mail_exporter.config.probes import ModuleConfig
@@ -278,9 +278,7 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
         report_off(args.n, exporters),
     ]
     ok = all(verdicts)
-    print(f"\nmachine: {machine_line()}")
-    print("verdict:", "target met" if ok else "TARGET MISSED")
-    return 0 if ok else 1
+    return verdict(ok)
 
 
 def main() -> int:

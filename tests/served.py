@@ -109,6 +109,20 @@ class Served:
         return self.log.read_text()
 
 
+def metrics_with(served: Served, expected: set[str], seconds: float = 30.0) -> set[str]:
+    """The lines of /metrics once they hold all of ``expected`` (scheduled probes have run);
+    fails with the last body after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        body = get(served.port, "/metrics").body
+        lines = set(body.splitlines())
+        if expected <= lines or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    assert expected <= lines, body
+    return lines
+
+
 STARTUP_SECONDS = 60.0
 """Hang guard for a start: far longer than any start takes on a loaded machine."""
 

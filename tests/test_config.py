@@ -23,8 +23,8 @@ from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter
 from mail_exporter.probes import PROTOCOL_PROBES
-from tests.realservers.oauth import new_app_certificate, new_service_account, write_private_key
-from tests.realservers.pki import new_rsa_key
+from tests.realservers.oauth import new_app_certificate, new_service_account
+from tests.realservers.pki import new_rsa_key, write_key
 
 VALID_MODULE = "modules:\n  m:\n    protocol: smtp\n"
 OAUTH2_AUTH = (
@@ -751,7 +751,7 @@ def test_token_sources_read_their_secrets(tmp_path: Path, monkeypatch: pytest.Mo
     what; a source in two modules is one, named after the first; a reload reads it equal."""
     new_app_certificate(tmp_path, "app")
     new_service_account(tmp_path / "account.json", "probe@project.iam.gserviceaccount.com")
-    write_private_key(tmp_path / "issuer.pem", new_rsa_key())
+    write_key(tmp_path / "issuer.pem", new_rsa_key())
     for name, content in {"client.secret": "client-s3cret", "refresh.token": "1//refresh-s3cret",
                           "access.token": "access-s3cret"}.items():  # fmt: skip
         (tmp_path / name).write_text(content + "\n")
@@ -826,7 +826,7 @@ def test_token_sources_read_their_secrets(tmp_path: Path, monkeypatch: pytest.Mo
 )
 def test_keys_that_cannot_sign(tmp_path: Path, make_key: Any, problem: str) -> None:
     app = new_app_certificate(tmp_path, "app")
-    write_private_key(app.private_key_file, make_key())
+    write_key(app.private_key_file, make_key())
     text = (
         "modules:\n  m:\n    protocol: smtp\n    tls: starttls\n    auth:\n      username: u\n"
         "      mechanism: xoauth2\n      oauth2: {client_credentials: {token_url: https://h/t, "

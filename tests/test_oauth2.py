@@ -43,9 +43,9 @@ from tests.realservers.oauth import (
     jwt_header,
     new_app_certificate,
     new_service_account,
-    write_private_key,
+    secret_file,
 )
-from tests.realservers.pki import PKI, new_rsa_key
+from tests.realservers.pki import PKI, new_rsa_key, write_key
 
 USER = "probe@test.local"
 SCOPE = "https://outlook.office365.com/.default"
@@ -61,13 +61,6 @@ def server() -> Iterator[TokenServer]:
 
 def deadline(seconds: float = BOUND) -> float:
     return asyncio.get_running_loop().time() + seconds
-
-
-def secret_file(directory: Path, name: str, content: str) -> Path:
-    path = directory / name
-    path.write_text(content + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def client_secret_source(server: TokenServer, tmp_path: Path, secret: str) -> OAuth2Config:
@@ -261,7 +254,7 @@ async def test_jwt_bearer_with_an_issuer_key_and_no_subject(
     server.add_issuer("monitoring", key.public_key())
     source = OAuth2Config.model_validate(
         {"jwt_bearer": {"token_url": server.token_url, "issuer": "monitoring", "scope": "mail",
-                        "private_key_file": str(write_private_key(tmp_path / "k.pem", key))}}
+                        "private_key_file": str(write_key(tmp_path / "k.pem", key))}}
     )  # fmt: skip
     token = await TokenBroker().token(source, deadline())
     assert (await introspect(server, token.value))["username"] == "monitoring"

@@ -46,7 +46,7 @@ from mail_exporter.targets import parse_address
 from mail_exporter.web import make_app
 from tests.conftest import _require_binary
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.oauth import TokenServer, new_service_account
+from tests.realservers.oauth import TokenServer, new_service_account, secret_file
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.scripted import scripted_server, send
@@ -60,13 +60,6 @@ SCOPE = "https://outlook.office365.com/.default"
 CLIENT_SECRET = "oauth-login-client-s3cret"
 BOUND = 30.0
 """Hang guard for waits that end at once when things work."""
-
-
-def secret_file(directory: Path, name: str, content: str) -> Path:
-    path = directory / name
-    path.write_text(content + "\n")
-    path.chmod(0o600)
-    return path
 
 
 def client_credentials(server: TokenServer, directory: Path) -> dict[str, Any]:

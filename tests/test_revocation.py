@@ -43,7 +43,7 @@ from tests.realservers.revocation import (
     RevocationHTTPServer,
 )
 from tests.realservers.runtime import free_port
-from tests.served import get, served_exporter
+from tests.served import get, metrics_with, served_exporter
 
 pytestmark = pytest.mark.integration
 
@@ -432,14 +432,7 @@ def test_exporter_metrics_carry_the_verdicts(world: World, tmp_path: Path) -> No
         'mail_tls_revocation_check_success{target="good",module="checked",protocol="smtp",method="ocsp"} 1.0',
     }
     with served_exporter(tmp_path, config) as served:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            body = get(served.port, "/metrics").body
-            lines = set(body.splitlines())
-            if expected <= lines:
-                break
-            time.sleep(0.2)
-        assert expected <= lines, body
+        lines = metrics_with(served, expected)
         assert not any(
             line.startswith("mail_tls_cert_revoked{") and 'target="unreachable"' in line
             for line in lines

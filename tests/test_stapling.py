@@ -39,7 +39,7 @@ from tests.realservers.revocation import (
     ocsp_response,
 )
 from tests.scripted import scripted_server, send, server_context, upgrade
-from tests.served import get, served_exporter
+from tests.served import metrics_with, served_exporter
 from tests.test_tls_scan import relay
 
 pytestmark = pytest.mark.integration
@@ -313,14 +313,7 @@ def test_exporter_metrics_carry_the_staples(world: World, tmp_path: Path) -> Non
         f'mail_tls_revocation_check_success{{target="postfix",{labels},method="stapling"}} 0.0',
     }
     with served_exporter(tmp_path, config) as served:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            body = get(served.port, "/metrics").body
-            lines = set(body.splitlines())
-            if expected <= lines:
-                break
-            time.sleep(0.2)
-        assert expected <= lines, body
+        lines = metrics_with(served, expected)
         assert not any(
             line.startswith("mail_tls_cert_revoked{") and 'target="postfix"' in line
             for line in lines

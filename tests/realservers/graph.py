@@ -50,6 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.realservers.loopback_http import LoopbackHTTP
 from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI
 
@@ -135,21 +136,21 @@ class GraphServer:
     """Messages of someone else delivered right after each sendMail message (a busy inbox)."""
     mailboxes: dict[str, dict[str, list[Stored]]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
-    port: int = 0
     lmtp_port: int = 0
     _failures: dict[str, list[Failure]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+    _http: LoopbackHTTP = field(default_factory=lambda: LoopbackHTTP("Graph server"))
     _lmtp: asyncio.Server | None = None
-    _released: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         for user in self.users:
             self.mailboxes[user] = {folder: [] for folder in FOLDERS}
 
     # --- what tests set and read ------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._http.port
 
     @property
     def base_url(self) -> str:
@@ -189,33 +190,13 @@ class GraphServer:
     # --- life -------------------------------------------------------------------------
 
     def start(self) -> GraphServer:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="graph-server", daemon=True)
-        self._thread.start()
-        assert ready.wait(30), "the Graph server did not start"
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
+        self._http.start(self._application, context)
         return self
 
     def stop(self) -> None:
-        loop, runner = self._loop, self._runner
-        if loop is None or runner is None:
-            return
-        assert self._released is not None and self._lmtp is not None
-        loop.call_soon_threadsafe(self._released.set)
-        loop.call_soon_threadsafe(self._lmtp.close)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(30)
-        loop.close()
+        self._http.stop()
 
     def __enter__(self) -> GraphServer:
         return self.start()
@@ -223,23 +204,19 @@ class GraphServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def _serve(self) -> None:
-        self._released = asyncio.Event()
+    async def _application(self) -> web.Application:
         app = web.Application(middlewares=[self._checks])
         app.router.add_post("/v1.0/users/{user}/sendMail", self._send_mail)
         app.router.add_get("/v1.0/users/{user}/mailFolders/{folder}/messages", self._list)
         app.router.add_delete("/v1.0/users/{user}/messages/{id}", self._delete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.pki.server_cert, self.pki.server_key)
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        app.on_shutdown.append(self._close_lmtp)
         self._lmtp = await asyncio.start_server(self._lmtp_session, "127.0.0.1", 0)
         self.lmtp_port = self._lmtp.sockets[0].getsockname()[1]
+        return app
+
+    async def _close_lmtp(self, app: web.Application) -> None:
+        assert self._lmtp is not None
+        self._lmtp.close()
 
     # --- the checks every request passes ----------------------------------------------
 
@@ -278,9 +255,9 @@ class GraphServer:
         if failure.kind == "deep":  # JSON nested past any parser's recursion limit
             return web.Response(body=b"[" * 500_000, content_type="application/json")
         if failure.kind == "hang":
-            assert self._released is not None
+            assert self._http.released is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._released.wait(), HANG_SECONDS)
+                await asyncio.wait_for(self._http.released.wait(), HANG_SECONDS)
             return web.Response(status=503)
         headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
         return graph_error(failure.status, failure.code, failure.message, **headers)

@@ -57,8 +57,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
+
+from tests.realservers.loopback_http import LoopbackHTTP
+from tests.realservers.pki import write_cert, write_key
 
 HANG_SECONDS = 60.0
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -149,15 +151,11 @@ class TokenServer:
     """Live refresh tokens: (client id, username) of each."""
     issued: dict[str, Issued] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
-    port: int = 0
     _seen_jti: set[str] = field(default_factory=set)
     _key: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
-    _released: asyncio.Event | None = None
+    _http: LoopbackHTTP = field(default_factory=lambda: LoopbackHTTP("token server"))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- registration -----------------------------------------------------------------
@@ -192,6 +190,10 @@ class TokenServer:
     # --- addresses and life -----------------------------------------------------------
 
     @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
     def token_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
@@ -200,32 +202,11 @@ class TokenServer:
         return f"http://127.0.0.1:{self.port}/introspect"
 
     def start(self) -> TokenServer:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            assert self._loop is not None
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._serve())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="token-server", daemon=True)
-        self._thread.start()
-        assert ready.wait(30), "the token server did not start"
+        self._http.start(self._application)
         return self
 
     def stop(self) -> None:
-        loop, runner = self._loop, self._runner
-        if loop is None or runner is None:
-            return
-        assert self._released is not None
-        loop.call_soon_threadsafe(self._released.set)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(30)
-        loop.close()
+        self._http.stop()
 
     def __enter__(self) -> TokenServer:
         return self.start()
@@ -233,18 +214,11 @@ class TokenServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def _serve(self) -> None:
-        self._released = asyncio.Event()
+    async def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/introspect", self._introspect)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        return app
 
     # --- the endpoints ----------------------------------------------------------------
 
@@ -272,9 +246,9 @@ class TokenServer:
 
     async def _misbehaviour(self) -> web.StreamResponse:
         if self.misbehave == "hang":
-            assert self._released is not None
+            assert self._http.released is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._released.wait(), HANG_SECONDS)
+                await asyncio.wait_for(self._http.released.wait(), HANG_SECONDS)
             return web.Response(status=503)
         if self.misbehave == "oversize":
             return web.Response(body=b"{" + b" " * (2 * 1024 * 1024) + b"}")
@@ -453,21 +427,17 @@ def new_app_certificate(directory: Path, name: str, bits: int = 2048) -> AppCert
         .not_valid_after(now + datetime.timedelta(days=30))
         .sign(key, hashes.SHA256())
     )
-    certificate_file = directory / f"{name}.crt"
-    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return AppCertificate(
-        certificate_file, write_private_key(directory / f"{name}.key", key), certificate
+        write_cert(directory / f"{name}.crt", certificate),
+        write_key(directory / f"{name}.key", key),
+        certificate,
     )
 
 
-def write_private_key(path: Path, key: PrivateKeyTypes) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+def secret_file(directory: Path, name: str, content: str) -> Path:
+    """A secret file as a token source reads one: ``content`` and a newline, mode 0600."""
+    path = directory / name
+    path.write_text(content + "\n")
     path.chmod(0o600)
     return path
 

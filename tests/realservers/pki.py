@@ -21,7 +21,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 SERVER_DNS_NAMES = ("localhost", "mail.test.local")
@@ -202,12 +205,12 @@ def _server_names(dns_names: tuple[str, ...] = SERVER_DNS_NAMES) -> list[x509.Ge
     return dns + [x509.IPAddress(address) for address in SERVER_IP_ADDRESSES]
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> Path:
+def write_cert(path: Path, cert: x509.Certificate) -> Path:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
 
 
-def _write_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> Path:
+def write_key(path: Path, key: PrivateKeyTypes) -> Path:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -239,16 +242,16 @@ def create_pki(directory: Path) -> PKI:
         ca, [x509.DNSName(WRONG_HOST_NAME)], not_before, not_after
     )
     return PKI(
-        ca_file=_write_cert(directory / "ca.pem", ca.cert),
-        server_cert=_write_cert(directory / "server.pem", server),
-        server_key=_write_key(directory / "server.key", server_key),
-        expired_cert=_write_cert(directory / "expired.pem", expired),
-        expired_key=_write_key(directory / "expired.key", expired_key),
-        wronghost_cert=_write_cert(directory / "wronghost.pem", wronghost),
-        wronghost_key=_write_key(directory / "wronghost.key", wronghost_key),
+        ca_file=write_cert(directory / "ca.pem", ca.cert),
+        server_cert=write_cert(directory / "server.pem", server),
+        server_key=write_key(directory / "server.key", server_key),
+        expired_cert=write_cert(directory / "expired.pem", expired),
+        expired_key=write_key(directory / "expired.key", expired_key),
+        wronghost_cert=write_cert(directory / "wronghost.pem", wronghost),
+        wronghost_key=write_key(directory / "wronghost.key", wronghost_key),
         server_not_before=server.not_valid_before_utc,
         server_not_after=server.not_valid_after_utc,
-        ca_key=_write_key(directory / "ca.key", ca.key),
+        ca_key=write_key(directory / "ca.key", ca.key),
     )
 
 
@@ -271,7 +274,7 @@ def create_rsa_server_cert(pki: PKI, directory: Path) -> tuple[Path, Path]:
         now + datetime.timedelta(days=7),
         key=key,
     )
-    return _write_cert(directory / "rsa.pem", cert), _write_key(directory / "rsa.key", key)
+    return write_cert(directory / "rsa.pem", cert), write_key(directory / "rsa.key", key)
 
 
 def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
@@ -286,8 +289,8 @@ def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
     return ClientCert(
-        cert=_write_cert(directory / f"{name}.pem", cert),
-        key=_write_key(directory / f"{name}.key", key),
+        cert=write_cert(directory / f"{name}.pem", cert),
+        key=write_key(directory / f"{name}.key", key),
     )
 
 
@@ -318,9 +321,9 @@ def create_chain_pki(directory: Path) -> ChainPKI:
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, intermediate.cert))
     )
     return ChainPKI(
-        root_file=_write_cert(directory / "root.pem", root.cert),
+        root_file=write_cert(directory / "root.pem", root.cert),
         chain_file=chain_file,
-        leaf_key=_write_key(directory / "leaf.key", leaf_key),
+        leaf_key=write_key(directory / "leaf.key", leaf_key),
         root=root.cert,
         intermediate=intermediate.cert,
         leaf=leaf,
@@ -449,9 +452,9 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
         chain = directory / f"{name}-chain.pem"
         chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + intermediate_pem)
         files[name] = LeafFiles(
-            cert=_write_cert(directory / f"{name}.pem", cert),
+            cert=write_cert(directory / f"{name}.pem", cert),
             chain=chain,
-            key=_write_key(directory / f"{name}.key", key),
+            key=write_key(directory / f"{name}.key", key),
             serial=cert.serial_number,
         )
         if leaf.listed:
@@ -478,18 +481,18 @@ def create_revocation_pki(directory: Path, leaves: Mapping[str, RevocableLeaf]) 
         ("stale.crl", stale_crl.sign(intermediate.key, hashes.SHA256())),
     ):
         (directory / name).write_bytes(made.public_bytes(serialization.Encoding.DER))
-    intermediate_file = _write_cert(directory / "intermediate.pem", intermediate.cert)
-    intermediate_key = _write_key(directory / "intermediate.key", intermediate.key)
+    intermediate_file = write_cert(directory / "intermediate.pem", intermediate.cert)
+    intermediate_key = write_key(directory / "intermediate.key", intermediate.key)
     return RevocationPKI(
-        root=_write_cert(directory / "root.pem", root.cert),
+        root=write_cert(directory / "root.pem", root.cert),
         intermediate=intermediate_file,
         intermediate_key=intermediate_key,
         leaves=files,
         index=directory / "index.txt",
-        responder_cert=_write_cert(directory / "responder.pem", responder),
-        responder_key=_write_key(directory / "responder.key", responder_key),
-        rogue_responder_cert=_write_cert(directory / "rogue-responder.pem", rogue),
-        rogue_responder_key=_write_key(directory / "rogue-responder.key", rogue_key),
+        responder_cert=write_cert(directory / "responder.pem", responder),
+        responder_key=write_key(directory / "responder.key", responder_key),
+        rogue_responder_cert=write_cert(directory / "rogue-responder.pem", rogue),
+        rogue_responder_key=write_key(directory / "rogue-responder.key", rogue_key),
         crl=openssl_crl(directory, intermediate_file, intermediate_key),
         wrong_key_crl=directory / "wrong-key.crl",
         stale_crl=directory / "stale.crl",
