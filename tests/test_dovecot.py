@@ -8,7 +8,6 @@ import imaplib
 import os
 import pwd
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -151,27 +150,16 @@ def test_quota_lines_parse_into_bands_and_guarded_names() -> None:
     assert user_label("x" * 300) != user_label("x" * 301)
 
 
-def fake_doveadm(path: Path, body: str) -> Path:
-    path.write_text(f"#!{sys.executable}\nimport sys, time, pathlib\n{body}\n")
-    path.chmod(0o755)
-    return path
+FAKE_DOVEADM = Path(__file__).parent / "fixtures" / "dovecot" / "fake_doveadm.py"
 
 
-WORKING = (
-    "if sys.argv[-1] == 'who':\n    print('username\\t#\\tproto\\t(pids)\\t(ips)')\n"
-    "else:\n    print('Username\\tQuota name\\tType\\tValue\\tLimit\\t%')\n"
-    "    print('u\\tUser quota\\tMESSAGE\\t10\\t10\\t100')\n"
-)
-
-
-def test_a_hanging_doveadm_fails_the_run_and_the_next_run_works(tmp_path: Path) -> None:
+def test_a_hanging_doveadm_fails_the_run_and_the_next_run_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hang = tmp_path / "hang"
     hang.touch()
-    script = fake_doveadm(
-        tmp_path / "doveadm",
-        f"if pathlib.Path({str(hang)!r}).exists():\n    time.sleep(60)\n{WORKING}",
-    )
-    dovecot = collector(doveadm=str(script), timeout="1s")
+    monkeypatch.setenv("FAKE_DOVEADM_HANG", str(hang))
+    dovecot = collector(doveadm=str(FAKE_DOVEADM), timeout="1s")
     started = time.monotonic()
     with pytest.raises(CollectorError, match="no answer within"):
         list(dovecot.collect())
@@ -179,6 +167,7 @@ def test_a_hanging_doveadm_fails_the_run_and_the_next_run_works(tmp_path: Path) 
     hang.unlink()
     found = scrape(dovecot.collect())
     assert value(found, "mail_dovecot_quota_users", band="over") == 1
+    assert value(found, "mail_dovecot_sessions", protocol="imap") == 2
 
 
 def test_a_missing_doveadm_is_a_clear_error(tmp_path: Path) -> None:
