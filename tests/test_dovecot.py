@@ -140,10 +140,11 @@ def test_quota_lines_parse_into_bands_and_guarded_names() -> None:
         "b\tUser quota\tSTORAGE\t5\t0\t0\nb\tUser quota\tMESSAGE\t5\t-\t0\n"
         "c\x1b[2J\tUser quota\tSTORAGE\t90\t100\t90\n"
         "c\x1b[2J\tArchive\tSTORAGE\t200\t100\t200\n"
+        "d\tUser quota\tSTORAGE\t10\t-\t0\nd\tArchive\tSTORAGE\t0\t100\t0\n"
     )
     bands, top = read_quota(parse_quota(output), 5)
-    assert bands == {"under_80": 0, "80_95": 0, "95_100": 1, "over": 1, "unlimited": 1}
-    assert [user.name for user in top] == ["c\x1b[2J", "a"]
+    assert bands == {"under_80": 1, "80_95": 0, "95_100": 1, "over": 1, "unlimited": 1}
+    assert [user.name for user in top] == ["c\x1b[2J", "a", "d"]
     assert top[0].figure("storage", "usage") == 200 * 1024  # the fullest root
     label = user_label(top[0].name)
     assert label.startswith("unprintable:") and label.isprintable()

@@ -109,8 +109,11 @@ class UserQuota:
         return "95_100" if highest >= 0.95 else "80_95" if highest >= 0.8 else "under_80"
 
     def add(self, resource: str, usage: int, limit: int | None) -> None:
+        """Another quota root's figures: kept when the resource has no limit yet, or a
+        lower ratio (a limited root counts over an unlimited one)."""
         new = UserQuota(self.name, {resource: usage}, {resource: limit}).ratio(resource)
-        if resource not in self.usage or (new or 0) > (self.ratio(resource) or 0):
+        old = self.ratio(resource) if resource in self.usage else None
+        if resource not in self.usage or (new is not None and (old is None or new > old)):
             self.usage[resource], self.limit[resource] = usage, limit
 
     def figure(self, resource: str, of: str) -> float | None:
