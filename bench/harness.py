@@ -46,6 +46,7 @@ LOOPBACK = "127.0.0.1"
 INSTALL_HINTS = {
     "postfix": "apt-get install postfix (see /work/shared/docs/testenv.md for debconf answers)",
     "dovecot": "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd",
+    "doveadm": "apt-get install dovecot-core",
     "prometheus-blackbox-exporter": "apt-get install prometheus-blackbox-exporter",
     "git": "apt-get install git",
     "openssl": "apt-get install openssl",

@@ -84,6 +84,9 @@ class Config:
     # NVMe "percentage used": the vendor's endurance estimate is spent at 100%.
     nvme_used_warning_ratio: float = 0.8
     nvme_used_critical_ratio: float = 1.0
+    # Dovecot users at or past their quota (the collector's "over" band) tolerated: some
+    # sites keep a full archive account or two, and raise this for them.
+    users_over_quota_max: int = 0
 
     bounce_ratio_warning: float = 0.10
     defer_ratio_warning: float = 0.20

@@ -50,6 +50,7 @@ PROVISIONING = ROOT / "grafana" / "provisioning"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 RULES = ROOT / "alerting" / rules.RULES_FILE
 LOG_FIXTURES = ROOT / "tests" / "fixtures" / "logs"
+DOVECOT_FIXTURES = ROOT / "tests" / "fixtures" / "dovecot"
 
 # Labels Prometheus attaches to every scraped series, and those CONFIG.selector filters on.
 TARGET_LABELS = frozenset({"instance", "job"}) | frozenset(
@@ -821,6 +822,7 @@ def real_families(tmp_path: Path) -> list[Metric]:
         "backups": {"enabled": True, "backups": [{"name": "mail", "path": str(backups)}]},
         "smart": {"enabled": True, "smartctl_command": smart, "devices": ["/dev/nvme"]},
         "sensors": {"enabled": True},
+        "dovecot": {"enabled": True, "doveadm": str(DOVECOT_FIXTURES / "fake_doveadm.py")},
         "exim_queue": {"enabled": True, "spool_directory": str(spool), "exim_command": ["false"]},
         "qmail_queue": {"enabled": True, "queue_directory": str(queue), "qstat_command": ["false"],
                         "qread_command": ["false"]},

@@ -1,5 +1,5 @@
 """The ``mail-host`` dashboard: the mail host (services, CPU, memory, disks, sensors,
-S.M.A.R.T., backups)."""
+S.M.A.R.T., backups, the Dovecot mailbox store)."""
 
 from __future__ import annotations
 
@@ -426,12 +426,59 @@ def _host_backups() -> Row:
     )
 
 
+def _host_mailbox_store() -> Row:
+    """Dovecot's users by quota band, the fullest of them, and who is logged in."""
+    full = thresholds("green", (0.8, "yellow"), (0.95, "orange"), (1, "red"))
+    return Row(
+        "Mailbox store (Dovecot)",
+        [
+            stat(
+                "Users over quota",
+                "Users at or past a quota limit: mail to them is refused.",
+                Query(sum_by("instance", series("mail_dovecot_quota_users", HOST, 'band="over"'))),
+                steps=thresholds("green", (CONFIG.users_over_quota_max + 1, "red")),
+                width=4,
+            ),
+            timeseries(
+                "Users nearly full or over",
+                "Users by the highest usage ratio of any quota resource, from 80 % up.",
+                Query(
+                    series("mail_dovecot_quota_users", HOST, 'band=~"80_95|95_100|over"'),
+                    "{{instance}} {{band}}",
+                ),
+                width=8,
+            ),
+            bargauge(
+                "Fullest users",
+                "The users nearest their quota (the collector's top_users), by the fuller of "
+                "storage and message count.",
+                Query(
+                    f"sort_desc(max by (instance, user) "
+                    f"({series('mail_dovecot_user_quota_ratio', HOST)}))",
+                    "{{instance}} {{user}}",
+                    instant=True,
+                ),
+                unit="percentunit",
+                steps=full,
+                width=12,
+            ),
+            timeseries(
+                "Logged-in users and sessions",
+                "Distinct users and their sessions by protocol, from doveadm who.",
+                Query(series("mail_dovecot_users", HOST), "{{instance}} {{protocol}} users"),
+                Query(series("mail_dovecot_sessions", HOST), "{{instance}} {{protocol}} sessions"),
+                width=24,
+            ),
+        ],
+    )
+
+
 def host_resources() -> Json:
     return dashboard(
         "mail-host",
         "Mail: host resources",
         "The mail host itself: mail services, CPU, memory, the disks behind the mail paths, "
-        "filesystems, I/O, temperatures, S.M.A.R.T. and backups.",
+        "filesystems, I/O, temperatures, S.M.A.R.T., backups and the Dovecot mailbox store.",
         [
             _host_services(),
             _host_paths(),
@@ -440,6 +487,7 @@ def host_resources() -> Json:
             _host_io(),
             _host_hardware(),
             _host_backups(),
+            _host_mailbox_store(),
         ],
         [label_variable("instance", "Host", "mail_host_boot_time_seconds")],
     )

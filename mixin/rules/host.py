@@ -1,4 +1,5 @@
-"""Alerts on the mail host: disks filling, services down, backups, sensors, S.M.A.R.T."""
+"""Alerts on the mail host: disks filling, services down, backups, sensors, S.M.A.R.T.,
+Dovecot users past their quota."""
 
 from __future__ import annotations
 
@@ -137,5 +138,17 @@ def host_alerts(c: Config) -> list[Alert]:
             Example([(f'mail_host_smart_pending_sectors{{device="/dev/sda",{HOST}}}', steady(0)),
                      (f'mail_host_smart_reallocated_sectors{{device="/dev/sda",{HOST}}}', steady(12))]),
             for_="1h",
+        ),
+        Alert(
+            "MailUsersOverQuota",
+            "mail_dovecot_quota_users" + c.matchers('band="over"') + f" > {c.users_over_quota_max}",
+            "warning", "Mail users are at or past their quota.",
+            "{{ $value }} users on {{ $labels.instance }} are at or past a quota limit: mail to "
+            "them is refused or bounced. The fullest are in mail_dovecot_user_quota_ratio.",
+            Example([(f'mail_dovecot_quota_users{{band="over",{HOST}}}', steady(3))],
+                    [fired({"band": "over", **HOST_LABELS}, "warning")]),
+            Example([(f'mail_dovecot_quota_users{{band="over",{HOST}}}', steady(0)),
+                     (f'mail_dovecot_quota_users{{band="95_100",{HOST}}}', steady(4))]),
+            for_="15m",
         ),
     ]  # fmt: skip

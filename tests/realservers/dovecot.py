@@ -14,6 +14,8 @@ import secrets
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.realservers.runtime import (
@@ -40,6 +42,22 @@ PROBE_PASSWORD = "probe-secret"
 MAIL_OWNER = "nobody"
 
 
+@dataclass(frozen=True)
+class QuotaUser:
+    """A further user with quota limits (None: no limit on that resource), as the
+    passwd-file gives them to the quota plugin (``userdb_quota_rule``)."""
+
+    name: str
+    storage_kib: int | None
+    messages: int | None
+
+    def passwd_line(self, password: str) -> str:
+        rules = [f"storage={self.storage_kib}K"] if self.storage_kib is not None else []
+        rules += [f"messages={self.messages}"] if self.messages is not None else []
+        extra = f"userdb_quota_rule=*:{':'.join(rules)}" if rules else ""
+        return f"{self.name}:{{PLAIN}}{password}::::::{extra}\n"
+
+
 class Dovecot:
     """Runs ``dovecot -F -c CONF`` from ``work_dir`` with the given certificate and key.
 
@@ -52,13 +70,23 @@ class Dovecot:
     tokens its ``passdb oauth2`` checks at that URL as
     :class:`tests.realservers.oauth.TokenServer` answers: RFC 7662 introspection by POST
     (``introspection_mode = post``), the user in ``username``, live while ``active`` is true.
+
+    With ``quota_users`` the quota plugin counts every user's mail (the ``count`` driver,
+    virtual sizes) against the limits the passwd-file, then also the userdb, gives each
+    of them; those users share ``password``.
     """
 
     def __init__(
-        self, work_dir: Path, cert: Path, key: Path, oauth2_introspection_url: str | None = None
+        self,
+        work_dir: Path,
+        cert: Path,
+        key: Path,
+        oauth2_introspection_url: str | None = None,
+        quota_users: Sequence[QuotaUser] = (),
     ) -> None:
         self.work_dir = work_dir
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.quota_users = tuple(quota_users)
         self.cert = cert
         self.key = key
         token = secrets.token_hex(4)
@@ -163,7 +191,9 @@ class Dovecot:
         # LMTP and IMAP/POP3 processes run as the mail owner and create its home here.
         shutil.chown(self.mail_dir, owner.pw_uid, owner.pw_gid)
         # Readable by the unprivileged auth process; the password is a test constant.
-        self.passwd_path.write_text(f"{self.user}:{{PLAIN}}{self.password}\n")
+        further = "".join(user.passwd_line(self.password) for user in self.quota_users)
+        # Every line with all its fields: the passwd-file userdb takes no shorter line.
+        self.passwd_path.write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n{further}")
         self.passwd_path.chmod(0o644)
         self.config_path.write_text(self._config(owner.pw_uid, owner.pw_gid))
 
@@ -179,6 +209,25 @@ class Dovecot:
         )
         passdb = f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {settings}\n}}\n"
         return " xoauth2 oauthbearer", passdb
+
+    def _userdb(self, uid: int, gid: int) -> str:
+        """Everyone in one static userdb; with quota users, the passwd-file (for their
+        quota rules, and so that ``doveadm -A`` can list them) and the quota plugin."""
+        fields = f"uid={uid} gid={gid} home={self.mail_dir}/%u"
+        if not self.quota_users:
+            return f"userdb {{\n  driver = static\n  args = {fields}\n}}\n"
+        return f"""\
+userdb {{
+  driver = passwd-file
+  args = {self.passwd_path}
+  default_fields = {fields}
+}}
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+}}
+"""
 
     def _config(self, uid: int, gid: int) -> str:
         oauth2_mechanisms, oauth2_passdb = self._oauth2_passdb()
@@ -206,11 +255,7 @@ auth_failure_delay = 0
   driver = passwd-file
   args = {self.passwd_path}
 }}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={self.mail_dir}/%u
-}}
-mail_location = maildir:~/Maildir
+{self._userdb(uid, gid)}mail_location = maildir:~/Maildir
 
 service imap-login {{
   inet_listener imap {{
