@@ -722,7 +722,9 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         + "    imap: {mailboxes: ["
         + ", ".join(f"{{name: m{i}}}" for i in range(51))
         + "]}\n",
-        ["modules.m.imap.mailboxes (line 6): List should have at most 50 items after validation, not 51"],
+        [
+            "modules.m.imap.mailboxes (line 6): List should have at most 50 items after validation, not 51"
+        ],
     ),
     (
         "imap mailbox twice",
@@ -737,7 +739,9 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     (
         "zero newest_max_age",
         IMAP_LOGIN + "    imap: {mailboxes: [{name: A, newest_max_age: 0s}]}\n",
-        ["modules.m.imap.mailboxes[0].newest_max_age (line 6): duration '0s' must be greater than zero"],
+        [
+            "modules.m.imap.mailboxes[0].newest_max_age (line 6): duration '0s' must be greater than zero"
+        ],
     ),
 ]
 

@@ -369,8 +369,10 @@ def _mailbox_name(value: str) -> str:
     """A name sent in a quoted string and read back without a literal: printable ASCII
     without quotes or backslashes (a name in another script goes in modified UTF-7, RFC
     3501 5.1.3, as the server lists it)."""
-    if not value or len(value) > MAX_MAILBOX_NAME or not all(
-        " " <= c <= "~" and c not in '"\\' for c in value
+    if (
+        not value
+        or len(value) > MAX_MAILBOX_NAME
+        or not all(" " <= c <= "~" and c not in '"\\' for c in value)
     ):
         raise ValueError(
             f"mailbox name {value!r} must be 1 to {MAX_MAILBOX_NAME} printable ASCII "

@@ -25,7 +25,7 @@ MailboxCheck`), and a server reply that sends one is a protocol error. Time coun
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import re
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -97,16 +97,17 @@ def internal_date(text: str) -> float | None:
     match = _INTERNALDATE.fullmatch(text)
     if match is None or match.group(2).lower() not in _MONTHS:
         return None
-    day, month, year, hour, minute, second = (
-        int(match.group(1)), _MONTHS[match.group(2).lower()], int(match.group(3)),
-        int(match.group(4)), int(match.group(5)), int(match.group(6)),
-    )  # fmt: skip
-    offset = (int(match.group(8)) * 60 + int(match.group(9))) * 60
+    day, _, year, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+    offset = (int(zone_hours) * 60 + int(zone_minutes)) * 60
     try:
-        local = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    except (ValueError, OverflowError):
+        zone = datetime.timezone(datetime.timedelta(seconds=offset if sign == "+" else -offset))
+        moment = datetime.datetime(
+            int(year), _MONTHS[match.group(2).lower()], int(day),
+            int(hour), int(minute), int(second), tzinfo=zone,
+        )  # fmt: skip
+    except ValueError:  # 31 February, 25 o'clock, a zone of a day or more
         return None
-    return float(local - offset if match.group(7) == "+" else local + offset)
+    return moment.timestamp()
 
 
 def _quoted(name: str) -> str:
