@@ -38,6 +38,8 @@ PROBE_PASSWORD = "probe-secret"
 # "nobody" exists on every Debian system, so tests need not add a user to the host; its
 # uid 65534 is above Dovecot's default first_valid_uid (500).
 MAIL_OWNER = "nobody"
+QUOTA_STORAGE = "10M"
+QUOTA_MESSAGES = 1000
 
 
 class Dovecot:
@@ -52,12 +54,22 @@ class Dovecot:
     tokens its ``passdb oauth2`` checks at that URL as
     :class:`tests.realservers.oauth.TokenServer` answers: RFC 7662 introspection by POST
     (``introspection_mode = post``), the user in ``username``, live while ``active`` is true.
+
+    With ``quota`` it runs the quota plugin (the count driver, limits :data:`QUOTA_STORAGE`
+    and :data:`QUOTA_MESSAGES`) and imap_quota, so IMAP offers QUOTA; :meth:`doveadm` asks
+    the instance itself (``doveadm -c CONF ...``).
     """
 
     def __init__(
-        self, work_dir: Path, cert: Path, key: Path, oauth2_introspection_url: str | None = None
+        self,
+        work_dir: Path,
+        cert: Path,
+        key: Path,
+        oauth2_introspection_url: str | None = None,
+        quota: bool = False,
     ) -> None:
         self.work_dir = work_dir
+        self.quota = quota
         self.oauth2_introspection_url = oauth2_introspection_url
         self.cert = cert
         self.key = key
@@ -180,6 +192,30 @@ class Dovecot:
         passdb = f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {settings}\n}}\n"
         return " xoauth2 oauthbearer", passdb
 
+    def doveadm(self, *arguments: str) -> str:
+        """``doveadm -c CONF ARGUMENTS`` against this instance; its output (raises on failure)."""
+        command = ["doveadm", "-c", str(self.config_path), *arguments]
+        return subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+    def _quota_settings(self) -> str:
+        if not self.quota:
+            return ""
+        # The count driver keeps no state of its own; it needs quota_vsizes (Dovecot 2.3 docs,
+        # "Quota driver: count").
+        return f"""\
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage={QUOTA_STORAGE}:messages={QUOTA_MESSAGES}
+}}
+"""
+
     def _config(self, uid: int, gid: int) -> str:
         oauth2_mechanisms, oauth2_passdb = self._oauth2_passdb()
         # Every setting of a listener block needs its own line: Dovecot rejects one-line
@@ -211,7 +247,7 @@ userdb {{
   args = uid={uid} gid={gid} home={self.mail_dir}/%u
 }}
 mail_location = maildir:~/Maildir
-
+{self._quota_settings()}
 service imap-login {{
   inet_listener imap {{
     port = {self.imap_port}
