@@ -14,6 +14,7 @@ from mail_exporter.metrics import probe_families
 from mail_exporter.probes import FailureReason, Phase, ProbeResult
 from mail_exporter.probes.imap_mailboxes import internal_date, tokens
 from mail_exporter.probes.session import ProbeFailure
+from mail_exporter.report import render_report
 from tests.test_probes_scripted import dialogue
 
 GREETING = "* OK scripted IMAP ready"
@@ -226,3 +227,23 @@ def test_internal_date_and_tokens() -> None:
     assert tokens('QUOTA "a \\" b" (STORAGE 1 2)') == ["QUOTA", 'a " b', ["STORAGE", "1", "2"]]
     with pytest.raises(ProbeFailure):
         tokens("LIST () {3}")
+
+
+async def test_report_has_a_mailbox_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = mailbox_module(monkeypatch, {"name": "Archive", "kind": "archive",
+                                       "newest_max_age": "1d"})  # fmt: skip
+    server = imap_server("QUOTA", {"Archive": 2}, lambda line: (
+        ['* QUOTA "User quota" (STORAGE 9 10 MESSAGE 2 1000)', "{tag} OK"]
+        if "GETQUOTAROOT" in line else None))  # fmt: skip
+    result, _ = await dialogue(server, mod, greeting=GREETING)
+    report = render_report("imap.test:143", "m", result).splitlines()
+    at = report.index("Mailboxes:")
+    assert report[at + 1 : at + 8] == [
+        "  Archive (archive)",
+        "     messages          2, unseen 1, size unknown",
+        "     quota storage_bytes: 9216 of 10240 (90.0 %)",
+        "     quota messages: 2 of 1000 (0.2 %)",
+        "     oldest            2024-02-01 10:00:00 UTC" + report[at + 5].split("UTC")[1],
+        "     newest            2025-03-03 10:30:15 UTC" + report[at + 6].split("UTC")[1],
+        "     newest expected   within 86400 s",
+    ]
