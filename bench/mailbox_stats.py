@@ -29,8 +29,8 @@ from pathlib import Path
 
 from harness import (
     LOOPBACK,
-    Children,
     REPO,
+    Children,
     fill_defaults,
     median,
     not_installed,
