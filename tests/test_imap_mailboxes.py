@@ -10,11 +10,13 @@ from collections.abc import Callable
 import pytest
 
 from mail_exporter.config.probes import ModuleConfig
+from mail_exporter.exposition import header, sample_lines
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes import FailureReason, Phase, ProbeResult
 from mail_exporter.probes.imap_mailboxes import internal_date, tokens
 from mail_exporter.probes.session import ProbeFailure
 from mail_exporter.report import render_report
+from tests.promtool import check_metrics
 from tests.test_probes_scripted import dialogue
 
 GREETING = "* OK scripted IMAP ready"
@@ -173,6 +175,11 @@ async def test_quota_forms_and_esearch(monkeypatch: pytest.MonkeyPatch, form: st
     assert got["mail_mailbox_size_bytes"] == [(inbox, 4096.0)]
     assert got["mail_mailbox_oldest_message_timestamp_seconds"] == [(inbox, stamp(OLDEST))]
     assert got["mail_mailbox_newest_message_timestamp_seconds"] == [(inbox, stamp(NEWEST))]
+    text = "".join(
+        header(family) + sample_lines(family)
+        for family in probe_families(("protocol",), ["imap"], result, {}, None)
+    )
+    await check_metrics(text)  # names and units as promtool's lint wants them
     commands = [" ".join(line.split()[1:]) for line in heard]
     assert "UID SEARCH RETURN (MIN MAX) ALL" in commands
     assert "UID FETCH 4,77 (INTERNALDATE)" in commands
