@@ -70,9 +70,11 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/logs.py
 	$(BIN)/python bench/dns_checks.py
 	$(BIN)/python bench/hostile_clients.py
+	$(BIN)/python bench/mailbox_stats.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/tls_scan.py
 	$(BIN)/python bench/oauth2_probe.py
+	$(BIN)/python bench/dovecot_collector.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

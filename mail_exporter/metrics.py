@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 
-from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is
+from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is, attribute
 from mail_exporter.probes.result import FailureReason, ProbeResult
 from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_label
@@ -178,6 +178,54 @@ OCSP_STAPLED = MetricSpec(
     lambda result: None if result.revocation is None else result.revocation.stapled,
 )  # fmt: skip
 
+# The configured mailboxes of an IMAP module (imap.mailboxes, probes/imap_mailboxes.py): one
+# row per mailbox the server answered for, a value absent where the server cannot say.
+# Labels: the configured name (at most MAX_MAILBOXES per module) and its kind ("" if unset).
+MAILBOX_LABELS = ("mailbox", "kind")
+MAILBOX_MESSAGES = MetricSpec(
+    "mail_mailbox_messages", "Messages in the mailbox (STATUS MESSAGES).", "gauge",
+    MAILBOX_LABELS, attribute("messages"),
+)  # fmt: skip
+MAILBOX_UNSEEN = MetricSpec(
+    "mail_mailbox_unseen_messages", "Messages not yet seen (STATUS UNSEEN).", "gauge",
+    MAILBOX_LABELS, attribute("unseen"),
+)  # fmt: skip
+MAILBOX_SIZE = MetricSpec(
+    "mail_mailbox_size_bytes", "Size of the mailbox (STATUS SIZE); absent without STATUS=SIZE.",
+    "gauge", MAILBOX_LABELS, attribute("size_bytes"),
+)  # fmt: skip
+MAILBOX_OLDEST = MetricSpec(
+    "mail_mailbox_oldest_message_timestamp_seconds", "INTERNALDATE of the mailbox's first "
+    "message by UID; absent when it is empty.", "gauge", MAILBOX_LABELS, attribute("oldest"),
+)  # fmt: skip
+MAILBOX_NEWEST = MetricSpec(
+    "mail_mailbox_newest_message_timestamp_seconds", "INTERNALDATE of the mailbox's last "
+    "message by UID (its latest arrival); absent when it is empty.", "gauge", MAILBOX_LABELS,
+    attribute("newest"),
+)  # fmt: skip
+MAILBOX_NEWEST_MAX_AGE = MetricSpec(
+    "mail_mailbox_newest_max_age_seconds", "The configured newest_max_age: how recent the "
+    "mailbox's newest message should be.", "gauge", MAILBOX_LABELS, attribute("newest_max_age"),
+)  # fmt: skip
+MAILBOX_QUOTA_USAGE = MetricSpec(
+    "mail_mailbox_quota_usage", "Quota used by the mailbox's quota root (GETQUOTAROOT), in the "
+    "resource's unit: storage_bytes in bytes, messages in messages.", "gauge",
+    (*MAILBOX_LABELS, "resource"), as_is,
+)  # fmt: skip
+MAILBOX_QUOTA_LIMIT = MetricSpec(
+    "mail_mailbox_quota_limit", "Quota limit of the mailbox's quota root, in the resource's "
+    "unit: storage_bytes in bytes, messages in messages.", "gauge",
+    (*MAILBOX_LABELS, "resource"), as_is,
+)  # fmt: skip
+MAILBOX_METRICS = (
+    MAILBOX_MESSAGES,
+    MAILBOX_UNSEEN,
+    MAILBOX_SIZE,
+    MAILBOX_OLDEST,
+    MAILBOX_NEWEST,
+    MAILBOX_NEWEST_MAX_AGE,
+)
+
 
 # The TLS scan (a module's tls_scan): the latest one kept, which a probe may have reused.
 def _scan(read: Callable[[TLSScan], float | bool]) -> Callable[[ProbeResult], Reading]:
@@ -242,6 +290,9 @@ PROBE_METRICS = (
     REVOCATION_CHECK_SUCCESS,
     OCSP_STAPLED,
     *TLS_SCAN_METRICS,
+    *MAILBOX_METRICS,
+    MAILBOX_QUOTA_USAGE,
+    MAILBOX_QUOTA_LIMIT,
 )
 
 
@@ -294,6 +345,15 @@ def probe_families(
     rows[TLS_WEAK_CIPHER_ACCEPTED.name] = (
         [((*target, c), ok) for c, ok in scan.weak_ciphers.items()] if scan else []
     )
+    boxes = [((*target, box.name, box.kind or ""), box) for box in result.mailboxes]
+    for spec in MAILBOX_METRICS:
+        rows[spec.name] = boxes
+    for spec, which in ((MAILBOX_QUOTA_USAGE, 0), (MAILBOX_QUOTA_LIMIT, 1)):
+        rows[spec.name] = [
+            ((*labels, resource), figures[which])
+            for labels, box in boxes
+            for resource, figures in box.quota.items()
+        ]
     return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from mail_exporter.probes.findings import findings
-from mail_exporter.probes.result import Phase, ProbeResult
+from mail_exporter.probes.result import MailboxStats, Phase, ProbeResult
 from mail_exporter.probes.revocation import Revocation, verdict_text
 from mail_exporter.probes.smtp_posture import SMTPPosture
 from mail_exporter.probes.tls_scan import TLSScan
@@ -100,6 +100,8 @@ def render_report(target: str, module_name: str, result: ProbeResult) -> str:
             f"  verified             {'yes' if facts.verified else f'no: {facts.verify_error}'}",
             *_chain(facts),
         ]
+    if result.mailboxes:
+        lines += ["", "Mailboxes:", *_mailbox_lines(result.mailboxes)]
     if result.revocation is not None:
         lines += ["", "Revocation:", *_revocation_lines(result.revocation)]
     if result.tls_scan is not None:
@@ -147,4 +149,34 @@ def _revocation_lines(revocation: Revocation) -> list[str]:
     ]
     verdict = {True: "REVOKED", False: "not revoked", None: "unknown: no method answered"}
     lines.append(f"  {'verdict':<20} {verdict[revocation.revoked]}")
+    return lines
+
+
+def _known(value: float | None, unit: str = "") -> str:
+    return "unknown" if value is None else f"{value:.0f}{unit}"
+
+
+def quota_percent(stats: MailboxStats, resource: str) -> float | None:
+    """How full a mailbox's quota is for ``resource`` in percent; None when not known."""
+    figures = stats.quota.get(resource)
+    return None if figures is None else 100 * figures[0] / figures[1]
+
+
+def _mailbox_lines(mailboxes: list[MailboxStats]) -> list[str]:
+    """Each mailbox the server answered for: counts, quota, first and last arrival."""
+    lines = []
+    for box in mailboxes:
+        kind = f" ({box.kind})" if box.kind else ""
+        lines.append(f"  {box.name}{kind}")
+        lines.append(
+            f"     messages          {_known(box.messages)}, unseen {_known(box.unseen)}, "
+            f"size {_known(box.size_bytes, ' bytes')}"
+        )
+        for resource, (used, limit) in box.quota.items():
+            percent = quota_percent(box, resource)
+            lines.append(f"     quota {resource}: {used} of {limit} ({percent:.1f} %)")
+        lines.append(f"     oldest            {_when(box.oldest)}")
+        lines.append(f"     newest            {_when(box.newest)}")
+        if box.newest_max_age is not None:
+            lines.append(f"     newest expected   within {box.newest_max_age:.0f} s")
     return lines

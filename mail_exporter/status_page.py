@@ -1,6 +1,9 @@
 """The landing page: every target, route and queue at a glance, without Grafana or JavaScript.
 
-Plain HTML that reloads itself every 30 seconds. It reads the scheduler's latest
+Plain HTML that reloads itself every 30 seconds. The mailboxes table shows what the IMAP
+probes read of their configured mailboxes; quota use from 90 % and a newest message older
+than its ``newest_max_age`` are marked, as the alerts MailboxQuotaNearlyFull and
+MailArchiveStale/MailSharedMailboxStale see them. It reads the scheduler's latest
 results and what the queue collectors measure when it is opened (a collection shared
 with any scrape in flight, as a scrape's): it never starts a probe itself, and shows the
 queues whether or not Prometheus has scraped yet.
@@ -19,6 +22,7 @@ from mail_exporter import __version__
 from mail_exporter.exporter import Exporter
 from mail_exporter.probes.findings import findings
 from mail_exporter.probes.result import ProbeResult
+from mail_exporter.report import quota_percent
 from mail_exporter.scheduler import TargetState
 from mail_exporter.tls_facts import tls_version_label
 
@@ -88,6 +92,35 @@ def _target_row(state: TargetState, now: float) -> str:
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+def _mailbox_rows(states: Iterable[TargetState], now: float) -> list[str]:
+    """The configured mailboxes each target's last probe read (``imap.mailboxes``)."""
+    rows = []
+    for state in states:
+        for box in state.result.mailboxes if state.result else ():
+            storage = quota_percent(box, "storage_bytes")
+            messages = quota_percent(box, "messages")
+            fullest = max((p for p in (storage, messages) if p is not None), default=None)
+            age = now - box.newest if box.newest is not None else None
+            stale = age is not None and box.newest_max_age is not None and age > box.newest_max_age
+            rows.append(
+                "<tr>" + _cell(state.target.name) + _cell(box.name) + _cell(box.kind or "")
+                + _cell("" if box.messages is None else str(box.messages), "num")
+                + _cell("" if fullest is None else f"{fullest:.0f} %",
+                        "num warn" if fullest is not None and fullest >= 90 else "num")
+                + _cell("" if age is None else _duration(age), "num warn" if stale else "num")
+                + "</tr>"
+            )  # fmt: skip
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    """A rough age: seconds, minutes, hours or days."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
 def _route_rows(exporter: Exporter, now: float) -> list[str]:
     rows = []
     for name, runner in exporter.roundtrip.routes.items():
@@ -151,6 +184,10 @@ refreshes every {REFRESH_SECONDS}s</p>
 <h2>Targets</h2>
 {_table(["target", "address", "module", "status", "latency", "certificate days left",
          "TLS", "security findings", "last error", ""], targets, "No targets configured.")}
+<h2>Mailboxes</h2>
+{_table(["target", "mailbox", "kind", "messages", "quota used", "newest message age"],
+        _mailbox_rows(exporter.scheduler.states.values(), now),
+        "No mailboxes read (imap.mailboxes on an imap module), or none answered yet.")}
 <h2>Round trips</h2>
 {_table(["route", "send → receive", "status", "last transit", "last success", "last failure"],
         _route_rows(exporter, now), "No round-trip routes configured.")}

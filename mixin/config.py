@@ -115,6 +115,14 @@ class Config:
     dkim_good_key_bits: int = 2048  # the dashboards colour keys from this size green
     dns_errors_for: str = "1h"  # lookups without a verdict (blocklists, other checks) this long
 
+    # The mailbox store (imap.mailboxes on an imap module). Quota: Checkmk's check_mailboxes
+    # and Nagios' check_imap_quota warn at 90 %. Freshness: each mailbox's own newest_max_age
+    # (exported as mail_mailbox_newest_max_age_seconds) is the threshold; the for: only rides
+    # out a probe or two that could not read it.
+    mailbox_quota_warning_ratio: float = 0.90
+    mailbox_quota_for: str = "30m"
+    mailbox_stale_for: str = "15m"
+
     def matchers(self, *extra: str) -> str:
         """``{selector, extra...}`` for a metric selector."""
         inner = ",".join(part for part in (self.selector.strip("{}"), *extra) if part)

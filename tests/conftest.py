@@ -59,6 +59,18 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dove
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def quota_dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dovecot]:
+    """A Dovecot of its own with the quota and imap_quota plugins (count driver)."""
+    _require_binary("dovecot")
+    server = Dovecot(
+        tmp_path_factory.mktemp("dovecot-quota"), pki.server_cert, pki.server_key, quota=True
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
 @overload
 def new_postfix(
     tmp_path_factory: pytest.TempPathFactory, pki: PKI, dovecot: Dovecot, *, name: str = ...

@@ -33,6 +33,9 @@ OAUTH2_AUTH = (
 )  # oauth2 follows on line 8
 CLIENT = "token_url: https://login.example.com/t, client_id: c, scope: s"
 
+IMAP_MODULE = "modules:\n  m:\n    protocol: imap\n    tls: implicit\n"
+IMAP_LOGIN = IMAP_MODULE + "    auth: {username: u, password_env: HOME}\n"
+
 INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     ("unknown top-level key", "colectors: {}\n", ["colectors (line 1): unknown key"]),
     (
@@ -689,6 +692,56 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
         "broken YAML",
         "global: [\n",
         ["invalid YAML (line 2): expected the node content, but found '<stream end>'"],
+    ),
+    (
+        "imap mailboxes without a login",
+        IMAP_MODULE + "    imap: {mailboxes: [{name: INBOX}]}\n",
+        ["modules.m (line 2): imap.mailboxes are read after the login: add auth"],
+    ),
+    (
+        "imap mailbox name with a quote",
+        IMAP_LOGIN + "    imap: {mailboxes: [{name: 'a\"b'}]}\n",
+        [
+            "modules.m.imap.mailboxes[0].name (line 6): mailbox name 'a\"b' must be 1 to 255 "
+            "printable ASCII characters without quotes or backslashes (modified UTF-7 for "
+            "other scripts)"
+        ],
+    ),
+    (
+        "imap mailbox name with a line break",
+        IMAP_LOGIN + '    imap: {mailboxes: [{name: "a\\r\\nb"}]}\n',
+        [
+            "modules.m.imap.mailboxes[0].name (line 6): mailbox name 'a\\r\\nb' must be 1 to "
+            "255 printable ASCII characters without quotes or backslashes (modified UTF-7 for "
+            "other scripts)"
+        ],
+    ),
+    (
+        "too many imap mailboxes",
+        IMAP_LOGIN
+        + "    imap: {mailboxes: ["
+        + ", ".join(f"{{name: m{i}}}" for i in range(51))
+        + "]}\n",
+        [
+            "modules.m.imap.mailboxes (line 6): List should have at most 50 items after validation, not 51"
+        ],
+    ),
+    (
+        "imap mailbox twice",
+        IMAP_LOGIN + "    imap: {mailboxes: [{name: A}, {name: A}]}\n",
+        ["modules.m.imap (line 6): mailboxes named more than once: A"],
+    ),
+    (
+        "unknown imap mailbox kind",
+        IMAP_LOGIN + "    imap: {mailboxes: [{name: A, kind: backup}]}\n",
+        ["modules.m.imap.mailboxes[0].kind (line 6): Input should be 'archive' or 'shared'"],
+    ),
+    (
+        "zero newest_max_age",
+        IMAP_LOGIN + "    imap: {mailboxes: [{name: A, newest_max_age: 0s}]}\n",
+        [
+            "modules.m.imap.mailboxes[0].newest_max_age (line 6): duration '0s' must be greater than zero"
+        ],
     ),
 ]
 

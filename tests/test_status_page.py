@@ -44,10 +44,13 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
         f"  imaps: {{protocol: imap, tls: implicit, {ca}}}\n"
         f"  submission: {{protocol: smtp, tls: starttls, {ca}, {auth}}}\n"
         f"  mailbox: {{protocol: imap, tls: implicit, {ca}, {auth}}}\n"
+        f"  mailboxes: {{protocol: imap, tls: implicit, {ca}, {auth}, imap: {{mailboxes: "
+        "[{name: INBOX}, {name: Archive, kind: archive, newest_max_age: 1d}]}}\n"
         "targets:\n"
         f'  - {{name: mx-main, address: "localhost:{postfix.smtp_port}", module: smtp}}\n'
         f'  - {{name: store, address: "127.0.0.1:{dovecot.imaps_port}", module: imaps}}\n'
         f'  - {{name: gone, address: "127.0.0.1:{postfix.refused_port}", module: smtp}}\n'
+        f'  - {{name: inbox, address: "127.0.0.1:{dovecot.imaps_port}", module: mailboxes}}\n'
         "collectors:\n"
         "  postfix_queue:\n"
         "    enabled: true\n"
@@ -175,6 +178,22 @@ def test_status_page_renders_real_results(exporter_url: str, tmp_path: Path) -> 
     assert png_size(screenshot) == (1280, 800)
     # Drawn with its stylesheet and the results: the green of "up", the red of "down".
     assert {style_colour("up"), style_colour("down")} <= png_colours(screenshot)
+
+
+def test_status_page_and_metrics_show_the_mailboxes(exporter_url: str) -> None:
+    """The scheduled probe's mailboxes: INBOX with its figures; Archive does not exist on
+    this server, so it is left out of both, and the probe still passes."""
+    row = re.compile(r'<tr><td>inbox</td><td>INBOX</td><td></td><td class="num">\d+</td>')
+    deadline = time.monotonic() + 20
+    while not row.search(page := fetch(exporter_url)):
+        assert time.monotonic() < deadline, page
+        time.sleep(0.3)
+    assert "<td>Archive</td>" not in page
+    metrics = fetch(exporter_url + "metrics")
+    labels = 'target="inbox",module="mailboxes",protocol="imap"'
+    assert re.search(rf'mail_mailbox_messages\{{{labels},mailbox="INBOX",kind=""\}} \d', metrics)
+    assert f"mail_probe_success{{{labels}}} 1.0" in metrics
+    assert 'mailbox="Archive"' not in metrics
 
 
 async def status_page(tmp_path: Path, collectors: str) -> str:

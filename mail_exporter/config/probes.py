@@ -358,10 +358,65 @@ class SMTPModule(ModuleConfig):
         return self
 
 
+MAX_MAILBOXES: Final = 50
+"""Most mailboxes one imap module checks: each costs four commands in the session."""
+MAX_MAILBOX_NAME: Final = 255
+
+MailboxKind = Literal["archive", "shared"]
+
+
+def _mailbox_name(value: str) -> str:
+    """A name sent in a quoted string and read back without a literal: printable ASCII
+    without quotes or backslashes (a name in another script goes in modified UTF-7, RFC
+    3501 5.1.3, as the server lists it)."""
+    if (
+        not value
+        or len(value) > MAX_MAILBOX_NAME
+        or not all(" " <= c <= "~" and c not in '"\\' for c in value)
+    ):
+        raise ValueError(
+            f"mailbox name {value!r} must be 1 to {MAX_MAILBOX_NAME} printable ASCII "
+            "characters without quotes or backslashes (modified UTF-7 for other scripts)"
+        )
+    return value
+
+
+class MailboxCheck(StrictModel):
+    """One mailbox of ``imap: {mailboxes: [...]}``: its counts, size, quota and the ages of
+    its first and last message; ``newest_max_age`` says how recent its last message should
+    be (exported, for the freshness alerts), ``kind`` labels an archive or shared mailbox."""
+
+    name: Annotated[str, AfterValidator(_mailbox_name)]
+    newest_max_age: Duration | None = None
+    kind: MailboxKind | None = None
+
+
+class IMAPSettings(StrictModel):
+    """``imap:`` in an imap module."""
+
+    mailboxes: list[MailboxCheck] = Field(default_factory=list, max_length=MAX_MAILBOXES)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> IMAPSettings:
+        names = [mailbox.name for mailbox in self.mailboxes]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"mailboxes named more than once: {', '.join(twice)}")
+        return self
+
+
 class IMAPModule(ModuleConfig):
-    """An imap module: the shared keys only, so far (an ``imap:`` section goes here)."""
+    """An imap module. Its mailbox checks (:mod:`mail_exporter.probes.imap_mailboxes`) come
+    after the login, so they need ``auth``."""
 
     protocol: Literal["imap"]
+    imap: IMAPSettings = IMAPSettings()
+
+    @model_validator(mode="after")
+    def _mailboxes_need_login(self) -> IMAPModule:
+        if self.imap.mailboxes and self.auth is None:
+            raise ValueError("imap.mailboxes are read after the login: add auth")
+        return self
 
 
 class POP3Auth(AuthConfig):

@@ -1,7 +1,7 @@
 """IMAP probe (RFC 9051/3501, 2595, 4959, 7628).
 
-Greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER),
-LOGOUT.
+Greeting, CAPABILITY, STARTTLS, LOGIN or AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER), the
+configured mailboxes' checks (:mod:`.imap_mailboxes`), LOGOUT.
 
 Commands are tagged; untagged responses are collected until the tagged one,
 and a NO or BAD fails the probe at once. AUTHENTICATE sends its first message with the
@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import functools
 
-from mail_exporter.config.probes import OAUTH2_MECHANISMS
+from mail_exporter.config.probes import OAUTH2_MECHANISMS, IMAPModule
 from mail_exporter.printable import printable
+from mail_exporter.probes.imap_mailboxes import check_mailboxes
 from mail_exporter.probes.oauth2_sasl import Reply, SessionSteps, probe_login
 from mail_exporter.probes.result import FailureReason, Phase
 from mail_exporter.probes.session import MAX_REPLY_LINES, ProbeFailure, Session
@@ -169,4 +170,9 @@ async def probe_imap(session: Session) -> None:
         capabilities = await _capabilities(session, tags)
     if module.auth is not None:
         session.result.auth_mechanism = await _login(session, tags, capabilities)
+    if isinstance(module, IMAPModule) and module.imap.mailboxes:
+        # A server may list more after the login (RFC 9051 7.2.2 allows either).
+        capabilities = await _capabilities(session, tags)
+        command = functools.partial(_command, session, tags, reason=FailureReason.REJECTED)
+        await check_mailboxes(session, command, module.imap.mailboxes, capabilities)
     await session.quit()

@@ -31,6 +31,7 @@ class Phase(StrEnum):
     STARTTLS = "starttls"
     AUTH = "auth"
     POSTURE = "posture"
+    MAILBOXES = "mailboxes"
     QUIT = "quit"
 
 
@@ -61,6 +62,27 @@ class Failure:
 
 
 @dataclass
+class MailboxStats:
+    """What an IMAP probe read of one configured mailbox; None where the server cannot say
+    (no STATUS=SIZE, no QUOTA, an empty mailbox has no first or last message)."""
+
+    name: str
+    kind: str | None = None
+    newest_max_age: float | None = None
+    """The configured expectation, in seconds (``newest_max_age``)."""
+    messages: int | None = None
+    unseen: int | None = None
+    size_bytes: int | None = None
+    oldest: float | None = None
+    """INTERNALDATE of the first message by UID (the earliest arrival), Unix time."""
+    newest: float | None = None
+    """INTERNALDATE of the last message by UID (the latest arrival), Unix time."""
+    quota: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Usage and limit by resource: ``storage_bytes`` (STORAGE, KiB on the wire) and
+    ``messages`` (MESSAGE); of several quota roots, the fullest."""
+
+
+@dataclass
 class ProbeResult:
     """Everything one probe learned; built up by the session, frozen by the runner."""
 
@@ -83,3 +105,6 @@ class ProbeResult:
     """How the probe logged in, once the server accepted it: a SASL mechanism (``plain``,
     ``login``, ``xoauth2``, ``oauthbearer``; IMAP's LOGIN command is ``login``) or POP3's
     USER/PASS (``user``); None without a login."""
+    mailboxes: list[MailboxStats] = field(default_factory=list)
+    """The configured mailboxes the server answered for (``imap.mailboxes``), in order;
+    one it refused (it does not exist) is not here, but in the log."""

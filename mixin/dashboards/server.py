@@ -1,5 +1,6 @@
 """The ``mail-server`` dashboard: one server's probes in detail, chosen with the ``target``
-variable: where the time goes, why probes fail, its TLS, and its security posture.
+variable: where the time goes, why probes fail, its TLS, its security posture and the
+mailboxes its module reads (``imap.mailboxes``: counts, quota, the newest message's age).
 
 The posture row shows what the probe options ``tls_scan``, ``revocation``,
 ``smtp.relay_check`` and ``smtp.enumeration_check`` measure; on a module without them its
@@ -33,6 +34,7 @@ from mixin.grafana import (
     column,
     dashboard,
     flag,
+    higher_is_worse,
     label_variable,
     lower_is_worse,
     stat,
@@ -386,13 +388,75 @@ def _server_posture() -> Row:
     )
 
 
+def _server_mailboxes() -> Row:
+    """The mailboxes the module reads (``imap.mailboxes``); empty for other modules."""
+    newest = "mail_mailbox_newest_message_timestamp_seconds"
+    used = (
+        f"{series('mail_mailbox_quota_usage', TARGET)}"
+        f" / {series('mail_mailbox_quota_limit', TARGET)}"
+    )
+    return Row(
+        "Mailbox store",
+        [
+            table(
+                "Mailboxes",
+                "The configured mailboxes: messages, unseen, size, how long ago the newest "
+                "arrived and how recent it should be (newest_max_age).",
+                Query(series("mail_mailbox_messages", TARGET)),
+                Query(series("mail_mailbox_unseen_messages", TARGET)),
+                Query(series("mail_mailbox_size_bytes", TARGET)),
+                Query(age(newest, TARGET)),
+                Query(series("mail_mailbox_newest_max_age_seconds", TARGET)),
+                columns={
+                    "target": "Target",
+                    "mailbox": "Mailbox",
+                    "kind": "Kind",
+                    "Value #A": "Messages",
+                    "Value #B": "Unseen",
+                    "Value #C": "Size",
+                    "Value #D": "Newest message age",
+                    "Value #E": "Expected within",
+                },
+                overrides=[
+                    column("Size", unit="bytes"),
+                    column("Newest message age", unit="s"),
+                    column("Expected within", unit="s"),
+                ],
+                height=7,
+            ),
+            timeseries(
+                "Quota used",
+                "Usage over limit of each mailbox's quota root, storage and messages; the "
+                "dashed line is MailboxQuotaNearlyFull's threshold.",
+                Query(used, "{{target}} {{mailbox}} {{resource}}"),
+                unit="percentunit",
+                steps=higher_is_worse(CONFIG.mailbox_quota_warning_ratio, 1.0),
+            ),
+            timeseries(
+                "Newest message age",
+                "How long ago each mailbox's newest message arrived: an archive or shared "
+                "mailbox that should keep receiving climbs here when its feed stops.",
+                Query(age(newest, TARGET), "{{target}} {{mailbox}}"),
+                unit="s",
+            ),
+        ],
+    )
+
+
 def server_drilldown() -> Json:
     return dashboard(
         UID,
         "Mail: server drill-down",
         "One server's probes in detail: where the time goes, why probes fail, its TLS and "
         "its security posture.",
-        [_server_now(), _server_timing(), _server_failures(), _server_tls(), _server_posture()],
+        [
+            _server_now(),
+            _server_timing(),
+            _server_failures(),
+            _server_tls(),
+            _server_posture(),
+            _server_mailboxes(),
+        ],  # fmt: skip
         # One server at first (the first target), more when picked.
         [label_variable("target", "Target", "mail_probe_success", include_all=False)],
     )

@@ -20,6 +20,7 @@ from mixin.rules.dns import dns_alerts
 from mixin.rules.exporter import exporter_alerts
 from mixin.rules.host import host_alerts
 from mixin.rules.logs import account_alerts, log_alerts, refusal_alerts, spam_alerts
+from mixin.rules.mailboxes import mailbox_alerts
 from mixin.rules.posture import posture_alerts
 from mixin.rules.probes import probe_alerts
 from mixin.rules.queues import queue_alerts
@@ -32,7 +33,7 @@ RULES_FILE = "mail_exporter.rules.yml"
 def all_alerts(c: Config = CONFIG) -> list[Alert]:
     return [*probe_alerts(c), *posture_alerts(c), *queue_alerts(c), *roundtrip_alerts(c),
             *host_alerts(c), *log_alerts(c), *spam_alerts(c), *refusal_alerts(c),
-            *account_alerts(c), *dns_alerts(c),
+            *account_alerts(c), *dns_alerts(c), *mailbox_alerts(c),
             *exporter_alerts(c)]  # fmt: skip
 
 

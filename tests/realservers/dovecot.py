@@ -40,6 +40,8 @@ PROBE_PASSWORD = "probe-secret"
 # "nobody" exists on every Debian system, so tests need not add a user to the host; its
 # uid 65534 is above Dovecot's default first_valid_uid (500).
 MAIL_OWNER = "nobody"
+QUOTA_STORAGE = "10M"
+QUOTA_MESSAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Dovecot:
     With ``quota_users`` the quota plugin counts every user's mail (the ``count`` driver,
     virtual sizes) against the limits the passwd-file, then also the userdb, gives each
     of them; those users share ``password``.
+    With ``quota`` it runs the quota plugin (the count driver, limits :data:`QUOTA_STORAGE`
+    and :data:`QUOTA_MESSAGES`) and imap_quota, so IMAP offers QUOTA; :meth:`doveadm` asks
+    the instance itself (``doveadm -c CONF ...``).
     """
 
     def __init__(
@@ -83,8 +88,10 @@ class Dovecot:
         key: Path,
         oauth2_introspection_url: str | None = None,
         quota_users: Sequence[QuotaUser] = (),
+        quota: bool = False,
     ) -> None:
         self.work_dir = work_dir
+        self.quota = quota
         self.oauth2_introspection_url = oauth2_introspection_url
         self.quota_users = tuple(quota_users)
         self.cert = cert
@@ -212,7 +219,7 @@ class Dovecot:
 
     def _userdb(self, uid: int, gid: int) -> str:
         """Everyone in one static userdb; with quota users, the passwd-file (for their
-        quota rules, and so that ``doveadm -A`` can list them) and the quota plugin."""
+        quota rules, and so that ``doveadm -A`` can list them)."""
         fields = f"uid={uid} gid={gid} home={self.mail_dir}/%u"
         if not self.quota_users:
             return f"userdb {{\n  driver = static\n  args = {fields}\n}}\n"
@@ -222,11 +229,36 @@ userdb {{
   args = {self.passwd_path}
   default_fields = {fields}
 }}
+"""
+
+    def doveadm(self, *arguments: str) -> str:
+        """``doveadm -c CONF ARGUMENTS`` against this instance; its output (raises on failure)."""
+        command = ["doveadm", "-c", str(self.config_path), *arguments]
+        return subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+    def _quota_settings(self) -> str:
+        """The quota plugin and imap_quota, with ``quota`` or quota users: limits for everyone
+        (``quota``) or the ones each quota user's passwd-file line gives."""
+        if not self.quota and not self.quota_users:
+            return ""
+        everyone = (
+            f"  quota_rule = *:storage={QUOTA_STORAGE}:messages={QUOTA_MESSAGES}\n"
+            if self.quota
+            else ""
+        )
+        # The count driver keeps no state of its own; it needs quota_vsizes (Dovecot 2.3 docs,
+        # "Quota driver: count").
+        return f"""\
 mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
 plugin {{
   quota = count:User quota
   quota_vsizes = yes
-}}
+{everyone}}}
 """
 
     def _config(self, uid: int, gid: int) -> str:
@@ -256,7 +288,7 @@ auth_failure_delay = 0
   args = {self.passwd_path}
 }}
 {self._userdb(uid, gid)}mail_location = maildir:~/Maildir
-
+{self._quota_settings()}
 service imap-login {{
   inet_listener imap {{
     port = {self.imap_port}
