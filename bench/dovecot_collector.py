@@ -14,8 +14,6 @@ Target: under 1 s for 2,000 users.
 
 from __future__ import annotations
 
-import os
-import pwd
 import sys
 import tempfile
 import time
@@ -25,9 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import median, not_installed, print_table, verdict
 from mail_exporter.collectors.dovecot import DovecotCollector, DovecotConfig
-from tests.realservers.dovecot import MAIL_OWNER, Dovecot
 from tests.realservers.pki import create_pki
-from tests.test_dovecot import USERS, fill, plan
+from tests.test_dovecot import USERS, planned_dovecot
 
 RUNS = 5
 TARGET_SECONDS = 1.0
@@ -36,21 +33,9 @@ TARGET_SECONDS = 1.0
 def main() -> int:
     if not_installed("dovecot", "doveadm"):
         return 2
-    users = plan()
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
-        pki = create_pki(work / "pki")
-        server = Dovecot(
-            work / "dovecot", pki.server_cert, pki.server_key, quota_users=[u for u, *_ in users]
-        )
-        server.start()
-        try:
-            owner = pwd.getpwnam(MAIL_OWNER)
-            for user, count, message, _ in users:
-                if count:
-                    fill(server.mail_dir, user.name, count, message)
-            for path in server.mail_dir.rglob("*"):
-                os.chown(path, owner.pw_uid, owner.pw_gid)
+        with planned_dovecot(work / "dovecot", create_pki(work / "pki")) as server:
             collector = DovecotCollector(
                 DovecotConfig.model_validate(
                     {"config_file": str(server.config_path), "interval": "1ms", "timeout": "120s"}
@@ -63,8 +48,6 @@ def main() -> int:
                 families = list(collector.collect())
                 times.append(time.perf_counter() - started)
             series = sum(len(family.samples) for family in families)
-        finally:
-            server.stop()
     first, steady = times[0], median(times[1:])
     print_table(
         f"dovecot collector, {USERS} users (median of {RUNS} runs after the first)",

@@ -10,7 +10,7 @@ import pwd
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,15 +66,12 @@ def fill(mail_dir: Path, name: str, count: int, message: bytes) -> None:
         (maildir / "cur" / f"1700000000.M{n}P1.test:2,S").write_bytes(message)
 
 
-@pytest.fixture(scope="module")
-def quota_dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dovecot]:
-    _require_binary("dovecot")
+@contextmanager
+def planned_dovecot(work_dir: Path, pki: PKI) -> Iterator[Dovecot]:
+    """A running Dovecot with the users of :func:`plan`, their mail in place."""
     users = plan()
     server = Dovecot(
-        tmp_path_factory.mktemp("quota-dovecot"),
-        pki.server_cert,
-        pki.server_key,
-        quota_users=[user for user, *_ in users],
+        work_dir, pki.server_cert, pki.server_key, quota_users=[user for user, *_ in users]
     )
     server.start()
     try:
@@ -87,6 +84,13 @@ def quota_dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def quota_dovecot(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Dovecot]:
+    _require_binary("dovecot")
+    with planned_dovecot(tmp_path_factory.mktemp("quota-dovecot"), pki) as server:
+        yield server
 
 
 def collector(**settings: object) -> DovecotCollector:
