@@ -23,12 +23,12 @@ from mail_exporter.probes.revocation import (
     MAX_URL_CHARACTERS,
     MethodAnswer,
     Revocation,
-    RevocationError,
     RevocationMethod,
     _Answers,
     _Kept,
     http_url,
 )
+from mail_exporter.probes.revocation_answers import RevocationError
 from mail_exporter.targets import parse_address
 from tests.conftest import _require_binary
 from tests.realservers.dovecot import Dovecot

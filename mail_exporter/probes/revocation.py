@@ -88,24 +88,34 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
 import aiohttp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID
 from yarl import URL
 
 from mail_exporter.config.probes import RevocationConfig
 from mail_exporter.printable import printable
+from mail_exporter.probes.revocation_answers import (
+    STAPLED,
+    AnswerSource,
+    OCSPAnswer,
+    RevocationError,
+    VerifiedCRL,
+    crl_verdict,
+    read_ocsp,
+    shown_name,
+    single_about,
+    verified_crl,
+)
 from mail_exporter.quiet_http import TooLarge, bounded_body, quiet_session
-from mail_exporter.tls_facts import SHOWN_NAME_CHARACTERS
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +127,9 @@ UNDATED_KEEP_SECONDS: Final = 3600.0
 """How long an answer without a nextUpdate is kept."""
 LONGEST_KEEP_SECONDS: Final = 86400.0
 """Longest an answer is kept, whatever its nextUpdate says."""
-CLOCK_SKEW_SECONDS: Final = 300.0
-"""How far in the future a thisUpdate may be (the responder's clock ahead of ours)."""
 CRL_ENTRIES: Final = 64
 CRL_BYTES: Final = 64 * 1024 * 1024
 """Bounds of the CRLs kept, by count and by their total size."""
-CRL_VERDICTS: Final = 1024
-"""Most serials whose lookup is remembered per CRL kept."""
 OCSP_ENTRIES: Final = 4096
 OCSP_BYTES: Final = 16 * 1024 * 1024
 """Bounds of the OCSP answers kept (one per certificate)."""
@@ -179,15 +185,6 @@ class Revocation:
         return next(
             (a.stapled for a in self.answers if a.method is RevocationMethod.STAPLING), None
         )
-
-
-class RevocationError(Exception):
-    """A method could not answer; the message says why, and ``stapled`` whether the server
-    stapled an answer (the stapling method: it may staple one that is no answer)."""
-
-    def __init__(self, message: str, stapled: bool | None = None) -> None:
-        super().__init__(message)
-        self.stapled = stapled
 
 
 @dataclass(frozen=True)
@@ -277,22 +274,6 @@ class _Answers(Generic[V]):
         self._bytes -= self._kept.pop(key).size
 
 
-@dataclass
-class _CRL:
-    """A CRL verified against one issuer, and the verdicts already looked up in it."""
-
-    crl: x509.CertificateRevocationList
-    url: str
-    next_update: datetime | None
-    verdicts: dict[int, tuple[bool, str]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _OCSPAnswer:
-    revoked: bool
-    detail: str
-
-
 class RevocationCache:
     """CRLs, OCSP answers and staples of every probe, kept until their nextUpdate (at most
     a day for the first two, an hour for staples; bounded).
@@ -301,8 +282,8 @@ class RevocationCache:
     """
 
     def __init__(self) -> None:
-        self.crls: _Answers[_CRL] = _Answers(CRL_ENTRIES, CRL_BYTES)
-        self.ocsp: _Answers[_OCSPAnswer] = _Answers(OCSP_ENTRIES, OCSP_BYTES)
+        self.crls: _Answers[VerifiedCRL] = _Answers(CRL_ENTRIES, CRL_BYTES)
+        self.ocsp: _Answers[OCSPAnswer] = _Answers(OCSP_ENTRIES, OCSP_BYTES)
         self.staples: _Answers[Staple] = _Answers(STAPLE_ENTRIES, STAPLE_BYTES)
 
 
@@ -388,18 +369,10 @@ def _leaf_and_issuer(chain: tuple[bytes, ...]) -> tuple[x509.Certificate, x509.C
         leaf.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         raise RevocationError(
-            f"the certificate presented after the leaf ({_name(issuer.subject)}) "
+            f"the certificate presented after the leaf ({shown_name(issuer.subject)}) "
             "did not issue it"
         ) from None
     return leaf, issuer
-
-
-def _name(name: x509.Name) -> str:
-    return printable(name.rfc4514_string(), SHOWN_NAME_CHARACTERS)
-
-
-def _when(moment: datetime | None) -> str:
-    return "none" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _extension(leaf: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType:
@@ -521,14 +494,6 @@ def _keep_until(next_update: datetime | None) -> float:
     return min(next_update.timestamp(), now + LONGEST_KEEP_SECONDS)
 
 
-def _check_current(this_update: datetime, next_update: datetime | None, what: str) -> None:
-    now = time.time()
-    if this_update.timestamp() > now + CLOCK_SKEW_SECONDS:
-        raise RevocationError(f"the {what} is dated in the future ({_when(this_update)})")
-    if next_update is not None and next_update.timestamp() < now:
-        raise RevocationError(f"the {what} is out of date (next update was {_when(next_update)})")
-
-
 async def _ask_crl(
     leaf: x509.Certificate,
     issuer: x509.Certificate,
@@ -539,10 +504,10 @@ async def _ask_crl(
     url = http_url(_crl_urls(leaf), "CRL distribution point")
     issuer_key = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
 
-    async def fetch() -> _Kept[_CRL]:
+    async def fetch() -> _Kept[VerifiedCRL]:
         body = await _fetch(http, url, None)
         with _malformed(url, "CRL"):
-            crl = await asyncio.to_thread(_verified_crl, body, issuer, str(url))
+            crl = await asyncio.to_thread(verified_crl, body, issuer, str(url))
         return _Kept(crl, _keep_until(crl.next_update), len(body))
 
     key = (str(url), issuer_key)
@@ -550,86 +515,9 @@ async def _ask_crl(
     verdict = known.verdicts.get(leaf.serial_number)
     if verdict is None:
         with _malformed(url, "CRL"):
-            verdict = await asyncio.to_thread(_crl_verdict, known, leaf.serial_number)
+            verdict = await asyncio.to_thread(crl_verdict, known, leaf.serial_number)
     revoked, detail = verdict
     return revoked, detail + (" (kept from an earlier fetch)" if kept else "")
-
-
-def _verified_crl(body: bytes, issuer: x509.Certificate, url: str) -> _CRL:
-    """Parse the CRL and check it as the module docstring says (in a worker thread)."""
-    try:
-        if body.lstrip().startswith(b"-----BEGIN"):
-            crl = x509.load_pem_x509_crl(body)
-        else:
-            crl = x509.load_der_x509_crl(body)
-    except ValueError:
-        raise RevocationError(f"{url} sent no CRL") from None
-    if crl.issuer != issuer.subject:
-        raise RevocationError(f"the CRL of {url} is issued by {_name(crl.issuer)}, not the issuer")
-    try:
-        usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    if usage is not None and not usage.crl_sign:
-        raise RevocationError("the issuer may not sign CRLs (no cRLSign in its key usage)")
-    try:
-        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        signed = False
-    if not signed:
-        raise RevocationError(f"the signature of the CRL of {url} does not verify with the issuer")
-    _check_scope(crl, url)
-    _check_current(crl.last_update_utc, crl.next_update_utc, f"CRL of {url}")
-    return _CRL(crl, url, crl.next_update_utc)
-
-
-def _check_scope(crl: x509.CertificateRevocationList, url: str) -> None:
-    """Refuse a CRL that does not list every revoked certificate of its issuer."""
-    try:
-        extensions = crl.extensions
-    except ValueError as error:
-        raise RevocationError(f"unreadable extension in the CRL of {url}: {error}") from None
-    for extension in extensions:
-        value = extension.value
-        if isinstance(value, x509.DeltaCRLIndicator):
-            raise RevocationError(f"{url} holds a delta CRL, which alone lists only changes")
-        if isinstance(value, x509.IssuingDistributionPoint) and (
-            value.only_contains_ca_certs
-            or value.only_contains_attribute_certs
-            or value.only_some_reasons
-            or value.indirect_crl
-        ):
-            raise RevocationError(f"the CRL of {url} covers only part of its issuer's certificates")
-
-
-def _crl_verdict(known: _CRL, serial: int) -> tuple[bool, str]:
-    """Look ``serial`` up in the CRL (in a worker thread: a large CRL takes a while)."""
-    entry = known.crl.get_revoked_certificate_by_serial_number(serial)
-    if entry is None:
-        verdict = (False, f"not on the CRL of {known.url} (next update {_when(known.next_update)})")
-    else:
-        try:
-            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
-        except (x509.ExtensionNotFound, ValueError):
-            reason = "no reason given"
-        revoked_at = _when(entry.revocation_date_utc)
-        verdict = (True, f"revoked on {revoked_at} ({reason}), per the CRL of {known.url}")
-    if len(known.verdicts) >= CRL_VERDICTS:  # leaves come and go; this must not grow with them
-        known.verdicts.clear()
-    known.verdicts[serial] = verdict
-    return verdict
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where an OCSP answer came from, as reasons name it: ``answer`` after "the", and
-    ``origin`` after "per"."""
-
-    answer: str
-    origin: str
-
-
-_STAPLED: Final = _Source("stapled answer", "the server's staple")
 
 
 async def _ask_ocsp(
@@ -642,137 +530,17 @@ async def _ask_ocsp(
     url = http_url(_ocsp_urls(leaf), "OCSP responder")
     request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
 
-    async def fetch() -> _Kept[_OCSPAnswer]:
+    async def fetch() -> _Kept[OCSPAnswer]:
         body = await _fetch(http, url, request.public_bytes(serialization.Encoding.DER))
         with _malformed(url, "OCSP response"):
-            answer, next_update = _read_ocsp(
-                body, leaf, issuer, _Source(f"answer of {url}", str(url))
+            answer, next_update = read_ocsp(
+                body, leaf, issuer, AnswerSource(f"answer of {url}", str(url))
             )
         return _Kept(answer, _keep_until(next_update), len(body))
 
     key = (str(url), request.issuer_name_hash, request.issuer_key_hash, request.serial_number)
     answer, kept = await _kept_or_fetched(cache.ocsp, key, fetch, url, deadline)
     return answer.revoked, answer.detail + (" (kept from an earlier answer)" if kept else "")
-
-
-def _read_ocsp(
-    body: bytes, leaf: x509.Certificate, issuer: x509.Certificate, source: _Source
-) -> tuple[_OCSPAnswer, datetime | None]:
-    """The verified answer about ``leaf`` from ``source``, and its nextUpdate."""
-    try:
-        response = ocsp.load_der_ocsp_response(body)
-    except ValueError:
-        raise RevocationError(f"the {source.answer} is no OCSP response") from None
-    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        raise RevocationError(f"the {source.answer} says {response.response_status.name.lower()}")
-    single = _single_about(response, leaf, issuer)
-    if single is None:
-        raise RevocationError(f"the {source.answer} is about another certificate")
-    _check_signer(response, issuer, source)
-    _check_current(single.this_update_utc, single.next_update_utc, source.answer)
-    next_update = _when(single.next_update_utc)
-    status = single.certificate_status
-    if status is ocsp.OCSPCertStatus.UNKNOWN:
-        raise RevocationError(
-            f"the {source.answer} says unknown: its responder does not know the certificate"
-        )
-    if status is ocsp.OCSPCertStatus.GOOD:
-        return _OCSPAnswer(False, f"good per {source.origin} (next update {next_update})"), (
-            single.next_update_utc
-        )
-    reason = single.revocation_reason.value if single.revocation_reason else "no reason given"
-    revoked_at = _when(single.revocation_time_utc)
-    return _OCSPAnswer(True, f"revoked on {revoked_at} ({reason}), per {source.origin}"), (
-        single.next_update_utc
-    )
-
-
-def _single_about(
-    response: ocsp.OCSPResponse, leaf: x509.Certificate, issuer: x509.Certificate
-) -> ocsp.OCSPSingleResponse | None:
-    """The first SingleResponse about ``leaf``, matched by the CertID of ``leaf`` and
-    ``issuer`` in that response's own hash algorithm: a responder answers in the one asked
-    for, but a staple comes in the one its server was given."""
-    expected: dict[str, ocsp.OCSPRequest | None] = {}
-    for single in response.responses:
-        try:
-            algorithm = single.hash_algorithm
-        except UnsupportedAlgorithm:
-            continue
-        if algorithm.name not in expected:
-            try:
-                builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, algorithm)
-                expected[algorithm.name] = builder.build()
-            except ValueError:  # not a hash a CertID may use (SHA-1 and SHA-2 only)
-                expected[algorithm.name] = None
-        cert_id = expected[algorithm.name]
-        if (
-            cert_id is not None
-            and single.serial_number == cert_id.serial_number
-            and single.issuer_key_hash == cert_id.issuer_key_hash
-            and single.issuer_name_hash == cert_id.issuer_name_hash
-        ):
-            return single
-    return None
-
-
-def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, source: _Source) -> None:
-    """The answer is signed by the issuer, or by a responder it delegated (RFC 6960 4.2.2.2)."""
-    signer = next((c for c in (issuer, *response.certificates) if _is_responder(response, c)), None)
-    if signer is None:
-        raise RevocationError(f"the {source.answer} is signed by a responder it does not include")
-    if signer != issuer:
-        _check_delegated(signer, issuer, source)
-    if not _signature_valid(signer, response):
-        raise RevocationError(f"the signature of the {source.answer} does not verify")
-
-
-def _is_responder(response: ocsp.OCSPResponse, certificate: x509.Certificate) -> bool:
-    if response.responder_name is not None:
-        return response.responder_name == certificate.subject
-    key_id = x509.SubjectKeyIdentifier.from_public_key(certificate.public_key())
-    return response.responder_key_hash == key_id.digest
-
-
-def _check_delegated(signer: x509.Certificate, issuer: x509.Certificate, source: _Source) -> None:
-    shown = _name(signer.subject)
-    try:
-        signer.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        raise RevocationError(
-            f"the {source.answer} is signed by {shown}, which the issuer did not issue"
-        ) from None
-    try:
-        usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (x509.ExtensionNotFound, ValueError):
-        usages = None
-    if usages is None or ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
-        raise RevocationError(
-            f"the {source.answer} is signed by {shown}, which may not sign OCSP answers"
-        )
-    now = time.time()
-    if not signer.not_valid_before_utc.timestamp() <= now <= signer.not_valid_after_utc.timestamp():
-        raise RevocationError(
-            f"the responder certificate {shown} of the {source.answer} is not valid now"
-        )
-
-
-def _signature_valid(signer: x509.Certificate, response: ocsp.OCSPResponse) -> bool:
-    key = signer.public_key()
-    signature, data = response.signature, response.tbs_response_bytes
-    algorithm = response.signature_hash_algorithm
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
-            key.verify(signature, data, padding.PKCS1v15(), algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
-            key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(signature, data)
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
 
 
 async def _ask_server(
@@ -802,7 +570,7 @@ async def _ask_server(
         raise RevocationError(f"no stapled response: {staple.detail}{suffix}", stapled=False)
     try:
         with _malformed("the server", "OCSP response"):
-            answer, _ = _read_ocsp(staple.response, leaf, issuer, _STAPLED)
+            answer, _ = read_ocsp(staple.response, leaf, issuer, STAPLED)
     except RevocationError as error:
         raise RevocationError(f"{error}{suffix}", stapled=True) from None
     return answer.revoked, answer.detail + suffix
@@ -817,7 +585,7 @@ def _staple_keep_until(staple: Staple, leaf: x509.Certificate, issuer: x509.Cert
     if staple.response is None:
         return longest
     try:
-        single = _single_about(ocsp.load_der_ocsp_response(staple.response), leaf, issuer)
+        single = single_about(ocsp.load_der_ocsp_response(staple.response), leaf, issuer)
         next_update = single.next_update_utc if single is not None else None
     except ValueError:  # no answer: an error of every probe until it is replaced
         return longest
