@@ -10,13 +10,14 @@ Set MAIL_EXPORTER_SKIP_REAL_SERVERS=1 to skip them on purpose.
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import TypeVar, overload
 
 import pytest
 
 from tests.realservers.dovecot import Dovecot
+from tests.realservers.exim import EximUnavailable
 from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI, create_pki
 from tests.realservers.postfix import Postfix
@@ -25,12 +26,24 @@ SKIP_REAL_SERVERS_VARIABLE = "MAIL_EXPORTER_SKIP_REAL_SERVERS"
 INSTALL_HINT = "apt-get install postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd"
 
 P = TypeVar("P", bound=Postfix)
+E = TypeVar("E")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "integration: runs against real Postfix and Dovecot servers on loopback"
     )
+
+
+def real_exim_or_fail(make: Callable[[], E]) -> E:
+    """A real Exim from ``make``; the test fails with the reason when it cannot run here
+    (skipped only with the skip variable set, as every real-server test is)."""
+    try:
+        return make()
+    except EximUnavailable as error:
+        if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
+            pytest.skip(f"{error} ({SKIP_REAL_SERVERS_VARIABLE}=1 is set)")
+        pytest.fail(f"a real Exim is needed: {error}", pytrace=False)
 
 
 def _require_binary(name: str) -> None:

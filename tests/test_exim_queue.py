@@ -21,8 +21,8 @@ from mail_exporter.collectors.exim_queue import (
     scan_spool,
 )
 from mail_exporter.config.root import Config
-from tests.conftest import SKIP_REAL_SERVERS_VARIABLE
-from tests.realservers.exim import Exim, EximUnavailable, exim_work_dir
+from tests.conftest import real_exim_or_fail
+from tests.realservers.exim import Exim, exim_work_dir
 
 OLD_ID = "1xX72l-0007Qa-1d"  # up to Exim 4.96
 NEW_ID = "1xX72l-0000000Jqwe-0Z3f"  # Exim 4.97 and later
@@ -258,12 +258,7 @@ def work_dir() -> Iterator[Path]:
 
 def real_exim(work_dir: Path, split_spool: bool = False) -> Exim:
     """A private Exim; fails the test with the reason when it cannot run here."""
-    try:
-        return Exim(work_dir, split_spool=split_spool)
-    except EximUnavailable as error:
-        if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
-            pytest.skip(f"{error} ({SKIP_REAL_SERVERS_VARIABLE}=1 is set)")
-        pytest.fail(f"a real Exim is needed: {error}", pytrace=False)
+    return real_exim_or_fail(lambda: Exim(work_dir, split_spool=split_spool))
 
 
 def received_times(spool: Path) -> list[int]:

@@ -26,9 +26,9 @@ from mail_exporter.probes import ProbeMemory, ProbeResult, run_probe
 from mail_exporter.probes.revocation import MethodAnswer, RevocationMethod
 from mail_exporter.probes.stapling import MAX_HANDSHAKE_BYTES, SUITES, client_hello
 from mail_exporter.targets import parse_address
-from tests.conftest import SKIP_REAL_SERVERS_VARIABLE, _require_binary
+from tests.conftest import _require_binary, real_exim_or_fail
 from tests.realservers.dovecot import Dovecot
-from tests.realservers.exim import EximUnavailable, exim_work_dir
+from tests.realservers.exim import exim_work_dir
 from tests.realservers.pki import PKI, RevocableLeaf, RevocationPKI, create_revocation_pki
 from tests.realservers.revocation import (
     ChainPostfix,
@@ -61,16 +61,6 @@ class World:
     openssl: OpenSSLStaplingServer
 
 
-def _real(exim: Callable[[], StaplingExim]) -> StaplingExim:
-    """A real Exim; fails the test with the reason when it cannot run here."""
-    try:
-        return exim()
-    except EximUnavailable as error:
-        if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
-            pytest.skip(f"{error} ({SKIP_REAL_SERVERS_VARIABLE}=1 is set)")
-        pytest.fail(f"a real Exim is needed: {error}", pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def world(dovecot: Dovecot) -> Iterator[World]:
     _require_binary("postfix")
@@ -99,7 +89,9 @@ def world(dovecot: Dovecot) -> Iterator[World]:
             name: Stapled(pki.leaves[name].key, pki.leaves[name].chain, staples[name])
             for name in ("good", "rogue", "unknown")
         }
-        exim = _real(lambda: StaplingExim(directory / "exim", listeners, implicit=("good",)))
+        exim = real_exim_or_fail(
+            lambda: StaplingExim(directory / "exim", listeners, implicit=("good",))
+        )
         postfix = ChainPostfix(
             directory / "postfix",
             {"good": (pki.leaves["good"].key, pki.leaves["good"].chain)},
