@@ -6,8 +6,11 @@ ARGS ?=
 
 # Debian packages the tests drive: real Postfix and Dovecot, Prometheus and Alertmanager
 # (with promtool and amtool), Chromium for the status page, systemd for the unit checks,
-# dnsmasq for the DNS checks, systemd-journal-remote to write a real journal file.
-TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base systemd-journal-remote
+# dnsmasq for the DNS checks, systemd-journal-remote to write a real journal file, snmpd,
+# prometheus-snmp-exporter and rspamd for the paired exporters, podman (with runc,
+# podman-compose and mmdebstrap for a base image from the apt mirror) for the image.
+TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base systemd-journal-remote \
+	snmpd snmp prometheus-snmp-exporter rspamd podman runc podman-compose mmdebstrap
 
 .PHONY: run test test-packages test-exim lint check bench clean
 
