@@ -30,11 +30,15 @@ DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 ROUTE_INFO = "mail_roundtrip_route_info"
 ROUTE_OF_EXPORTER = "instance, job, route"
 
-# The reports mailbox: mail that failed DMARC (neither DKIM nor SPF aligned) and TLS
-# sessions that failed, as the collector labels them (docs/metrics.md).
+# The reports mailbox's series the rules and the dashboard read, and mail that failed DMARC
+# (neither DKIM nor SPF aligned) and TLS sessions that failed, as the collector labels them
+# (docs/metrics.md).
+DMARC_MESSAGES = "mail_dmarc_report_messages_total"
+UNALIGNED = "mail_dmarc_unaligned_messages_total"
+TLSRPT_SESSIONS = "mail_tlsrpt_sessions_total"
+NOTIFICATION = "mail_notification_last_timestamp_seconds"
 DMARC_FAILED = 'dkim_aligned="false",spf_aligned="false"'
 TLS_FAILED = 'result!="success"'
-UNALIGNED = "mail_dmarc_unaligned_messages_total"
 
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"

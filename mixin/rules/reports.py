@@ -37,8 +37,11 @@ from __future__ import annotations
 from mixin.config import Config
 from mixin.promql import (
     DMARC_FAILED,
+    DMARC_MESSAGES,
     HOUR_SECONDS,
+    NOTIFICATION,
     TLS_FAILED,
+    TLSRPT_SESSIONS,
     UNALIGNED,
     counted,
     counted_share,
@@ -52,11 +55,6 @@ from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, selector
 DOMAIN = {"domain": "example.com", **HOST_LABELS}
 BY_DOMAIN = "instance, job, domain"
 BY_RULE = "instance, job, rule"
-
-DMARC_MESSAGES = "mail_dmarc_report_messages_total"
-TLSRPT_SESSIONS = "mail_tlsrpt_sessions_total"
-NOTIFICATION = "mail_notification_last_timestamp_seconds"
-
 
 
 def _dmarc(reporter: str, disposition: str, dkim: bool, spf: bool) -> str:
