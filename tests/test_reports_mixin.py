@@ -130,9 +130,12 @@ def test_the_reports_dashboard_shows_what_the_reports_said(tmp_path: Path) -> No
                    f'result="success",{HOST}}}', "values": report(95)},
         {"series": f'mail_tlsrpt_sessions_total{{domain="example.com",policy_type="sts",'
                    f'result="certificate-expired",{HOST}}}', "values": report(5)},
-        # The backup reported success at minute 1500: 30 minutes before the evaluation.
+        # The backup reported success at 90,000 s, 30 minutes before the evaluation, and
+        # a failure 1,000 s later.
         {"series": f'mail_notification_last_timestamp_seconds{{rule="nightly-backup",'
                    f'status="success",{HOST}}}', "values": f"_x1500 90000x{minutes - 1500}"},
+        {"series": f'mail_notification_last_timestamp_seconds{{rule="nightly-backup",'
+                   f'status="failure",{HOST}}}', "values": f"_x1520 91000x{minutes - 1520}"},
         {"series": f'mail_exporter_collector_success{{collector="reports",{HOST}}}',
          "values": f"1x{minutes}"},
     ]  # fmt: skip
@@ -147,6 +150,8 @@ def test_the_reports_dashboard_shows_what_the_reports_said(tmp_path: Path) -> No
         ("TLS sessions failed", "{{domain}}"): (share, {domain: 0.05}),
         ("Last success", "{{rule}}"): (whole, {
             '{instance="mailhost:9469",rule="nightly-backup"}': 1800}),
+        ("Last report of each rule", ""): (whole, {
+            f'{{{HOST},rule="nightly-backup",status="failure"}}': 800}),
         ("Alignment (last 1d)", "{{domain}} DKIM and SPF"): (share, {domain: 200 / 300}),
         ("Alignment (last 1d)", "{{domain}} DKIM only"): (share, {domain: 50 / 300}),
         ("Alignment (last 1d)", "{{domain}} neither: fails DMARC"): (share, {domain: 50 / 300}),
@@ -176,3 +181,19 @@ def test_the_reports_dashboard_shows_what_the_reports_said(tmp_path: Path) -> No
     ]
     case = {"interval": "1m", "input_series": series, "promql_expr_test": tests}
     run_rule_tests({"rule_files": [], "tests": [case]}, tmp_path)
+
+
+def test_the_overview_links_each_domain_to_the_reports_dashboard() -> None:
+    """The overview's DMARC and TLS-RPT figures open the reports dashboard on their domain."""
+    overview = generated()["mail-overview.json"]
+    linked = {
+        panel["title"]: link["url"]
+        for panel in overview["panels"]
+        if panel["type"] != "row"
+        for link in panel["fieldConfig"]["defaults"]["links"]
+        if "/d/mail-reports/" in link["url"]
+    }
+    assert set(linked) == {"Failing DMARC", "TLS sessions failed"}
+    assert "mail-reports.json" in generated()
+    for url in linked.values():
+        assert "var-domain=${__field.labels.domain}" in url, url

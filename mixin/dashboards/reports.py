@@ -20,6 +20,7 @@ from mixin.grafana import (
     Row,
     any_is_bad,
     bargauge,
+    colored_cells,
     column,
     dashboard,
     flag,
@@ -59,6 +60,11 @@ DMARC_SHARE = thresholds("green", (CONFIG.dmarc_unaligned_warning_ratio, "orange
 TLS_SHARE = thresholds("green", (CONFIG.tlsrpt_failure_warning_ratio, "orange"))
 SUCCESS_AGE = thresholds("green", (CONFIG.notification_success_max_age_hours * HOUR_SECONDS, "red"))
 OK_FAILED = flag(("ok", "green"), ("failed", "red"))
+# The statuses MailBackupNotReported reads, coloured where a table shows them.
+STATUS_COLOURS = [
+    {"type": "value", "options": {"success": {"color": "green", "index": 0},
+                                  "failure": {"color": "red", "index": 1}}},
+]  # fmt: skip
 
 # The four ways a record can stand towards DMARC: one query each, named in the legend.
 ALIGNMENT = {
@@ -219,22 +225,30 @@ def _notifications() -> Row:
     return Row(
         "Notifications",
         [
-            table("Notification rules",
+            table("Last report of each rule",
+                  "Each notification rule's newest message: its status and how long ago it "
+                  "was sent. A rule that never matched has no row.",
+                  Query(f"time() - topk by (instance, rule) (1, {newest})"),
+                  columns={"instance": "Exporter", "rule": "Rule", "status": "Last status",
+                           "Value": "Sent"},
+                  overrides=[colored_cells("Last status", mappings=STATUS_COLOURS),
+                             column("Sent", unit="s")],
+                  width=8),
+            table("Reports by status",
                   "Each rule and status seen: how long ago its newest message was sent, and "
-                  "how many matched over the time range. A rule that never matched has no "
-                  "row.",
+                  "how many matched over the time range.",
                   Query(f"time() - {newest}"),
                   Query(counted("mail_notifications_total", INSTANCE, window=RANGE)),
                   columns={"instance": "Exporter", "rule": "Rule", "status": "Status",
                            "Value #A": "Newest", "Value #B": "Messages"},
                   overrides=[column("Newest", unit="s"), column("Messages", decimals=0)],
-                  width=12),
+                  width=8),
             timeseries("Since the last success",
                        "Time since each rule's newest success: a sawtooth that drops each "
                        "time the job reports; the dashed line is MailBackupNotReported's "
                        f"{CONFIG.notification_success_max_age_hours} h.",
                        Query(_success_age(), "{{rule}}"),
-                       unit="s", steps=SUCCESS_AGE),
+                       unit="s", steps=SUCCESS_AGE, width=8),
         ],
     )  # fmt: skip
 
