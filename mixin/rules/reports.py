@@ -159,6 +159,7 @@ def tlsrpt_alerts(c: Config) -> list[Alert]:
             also=(
                 # Half of four sessions: one sender's bad day, not a broken MX.
                 Example([(good, _report(2)), (expired, _report(2))]),
+                # Every result type and policy type counts.
                 Example([(good, _report(10)), (_tls("no-policy-found", "starttls-not-supported"),
                                                _report(10))], [fired(DOMAIN, "warning")]),
             ),
