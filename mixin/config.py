@@ -123,6 +123,26 @@ class Config:
     mailbox_quota_for: str = "30m"
     mailbox_stale_for: str = "15m"
 
+    # The reports mailbox (collectors.reports). A DMARC or TLS-RPT report covers a day and
+    # each reporter sends one a day, at an hour of its own: the alerts weigh what the reports
+    # of the last `reports_window` said, which no pass timing can flap. DMARC fails for
+    # forwarded and mailing-list mail too (a few in a hundred): a share above that, and not
+    # a handful of messages, is a sender of ours out of alignment or a spoofing campaign.
+    reports_window: str = "1d"
+    reports_for: str = "15m"
+    dmarc_unaligned_warning_ratio: float = 0.10
+    dmarc_unaligned_min_messages: int = 20
+    # A source IP sending unaligned mail that had none a day and a week ago: a new spoofer,
+    # or a new service sending for us that nobody set up DKIM or SPF for.
+    dmarc_new_source_min_messages: int = 10
+    dmarc_new_source_lookback: str = "7d"
+    # TLS-RPT reporters are the big providers: a few failed sessions a day are real.
+    tlsrpt_failure_warning_ratio: float = 0.05
+    tlsrpt_failure_min_sessions: int = 5
+    # A nightly job's report mail: a day and two hours of slack, as for backup files.
+    notification_success_max_age_hours: int = 26
+    notification_for: str = "10m"
+
     def matchers(self, *extra: str) -> str:
         """``{selector, extra...}`` for a metric selector."""
         inner = ",".join(part for part in (self.selector.strip("{}"), *extra) if part)

@@ -206,11 +206,13 @@ def stat(
     width: int = 3,
     height: int = 4,
     decimals: int | None = None,
+    links: Sequence[Json] = (),
 ) -> Panel:
     """Big coloured numbers, one per series: the value now.
 
     ``text`` is Grafana's text mode: ``value``, ``value_and_name`` (the legend above each
-    value, for several series) or ``name`` (the legend alone, for info metrics).
+    value, for several series) or ``name`` (the legend alone, for info metrics); ``links``
+    are data links on each value.
     """
     options = {
         "colorMode": "background",
@@ -221,7 +223,7 @@ def stat(
         "textMode": text,
         "wideLayout": True,
     }
-    defaults = field_defaults(unit, steps, mappings, decimals=decimals)
+    defaults = field_defaults(unit, steps, mappings, links=links, decimals=decimals)
     return Panel("stat", title, description, queries, width, height, defaults, options)
 
 

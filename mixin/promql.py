@@ -30,6 +30,16 @@ DEFER_RATIO_RULE = "mail:deliveries:defer_ratio_rate15m"
 ROUTE_INFO = "mail_roundtrip_route_info"
 ROUTE_OF_EXPORTER = "instance, job, route"
 
+# The reports mailbox's series the rules and the dashboard read, and mail that failed DMARC
+# (neither DKIM nor SPF aligned) and TLS sessions that failed, as the collector labels them
+# (docs/metrics.md).
+DMARC_MESSAGES = "mail_dmarc_report_messages_total"
+UNALIGNED = "mail_dmarc_unaligned_messages_total"
+TLSRPT_SESSIONS = "mail_tlsrpt_sessions_total"
+NOTIFICATION = "mail_notification_last_timestamp_seconds"
+DMARC_FAILED = 'dkim_aligned="false",spf_aligned="false"'
+TLS_FAILED = 'result!="success"'
+
 # The labels that name one probed target: scheduled (target, module) or through /probe (instance).
 PROBED = "instance, job, target, module, protocol"
 
@@ -71,6 +81,40 @@ def rate(
 def increase(metric: str, *matchers: str, window: str = RATE, config: Config = CONFIG) -> str:
     """How much a counter grew per window: counts, not rates, for rare events."""
     return rate(metric, *matchers, func="increase", window=window, config=config)
+
+
+def counted(metric: str, *matchers: str, window: str, config: Config = CONFIG) -> str:
+    """How much a counter counted within ``window``, a series born within it at its whole value.
+
+    Counters that count batches (a day's DMARC report, added in one pass) appear with
+    their first batch already in them: ``increase()`` starts from a series' first sample and
+    would lose the first batch of every new reporter, source or result type, and every
+    series' first batch after the exporter restarts. A series that did not exist a window
+    ago counts with its value; the others with their increase.
+    """
+    grown = increase(metric, *matchers, window=window, config=config)
+    before = series(metric, *matchers, offset=window, config=config)
+    return f"({grown} and {before}) or {series(metric, *matchers, config=config)}"
+
+
+def counted_share(
+    metric: str, part: str, by: str, *matchers: str, window: str, config: Config = CONFIG
+) -> str:
+    """The share of what a counter counted within ``window`` (:func:`counted`) that the
+    ``part`` matchers select, per ``by`` labels."""
+    selected = sum_by(by, counted(metric, part, *matchers, window=window, config=config))
+    whole = sum_by(by, counted(metric, *matchers, window=window, config=config))
+    return f"{selected} / {whole}"
+
+
+def new_unaligned_sources(*matchers: str, config: Config = CONFIG) -> str:
+    """The unaligned mail of each source whose series existed neither a reports window ago
+    nor ``dmarc_new_source_lookback`` ago (all it sent since, as the series is that young);
+    ``other``, the sources past the collector's cap, is no source."""
+    now = series(UNALIGNED, 'source!="other"', *matchers, config=config)
+    before = (config.reports_window, config.dmarc_new_source_lookback)
+    known = " unless ".join(series(UNALIGNED, *matchers, offset=w, config=config) for w in before)
+    return f"({now} unless {known})"
 
 
 def quantile(

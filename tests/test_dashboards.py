@@ -436,7 +436,7 @@ def test_generating_twice_gives_the_same_bytes(tmp_path: Path) -> None:
 
 def test_every_dashboard_has_the_house_settings() -> None:
     uids = [board["uid"] for board in generated().values()]
-    assert len(set(uids)) == len(uids) == 5
+    assert len(set(uids)) == len(uids) == 6
     for name, board in generated().items():
         assert name == f"{board['uid']}.json"
         assert board["tags"] == ["mail"]

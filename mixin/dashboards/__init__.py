@@ -1,6 +1,6 @@
 """Grafana dashboards for mail_exporter, one module each, built with :mod:`mixin.grafana`.
 
-Five dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`write_all`:
+Six dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`write_all`:
 
 - ``mail-overview`` (:mod:`.overview`, its DNS row in :mod:`.overview_dns`): the whole fleet
   at a glance (probes, TLS, queues, round trip, DNS and reputation, Exchange);
@@ -11,7 +11,9 @@ Five dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`wri
 - ``mail-host`` (:mod:`.host`): the mail host (services, CPU, memory, disks, sensors,
   S.M.A.R.T., backups);
 - ``mail-migration`` (:mod:`.migration`): the old and the new site's round trips side by
-  side, and the same graphs now and ``$shift`` ago, overlaid, for before/after checks.
+  side, and the same graphs now and ``$shift`` ago, overlaid, for before/after checks;
+- ``mail-reports`` (:mod:`.reports`): what the reports mailbox says (DMARC alignment and
+  who sends in our name, TLS-RPT failures, the jobs that report by mail, the collector).
 
 What several of them show alike is in :mod:`.shared`. Every query takes its selector from
 ``CONFIG.matchers`` (through :mod:`mixin.promql`) and every coloured threshold from
@@ -28,6 +30,7 @@ from mixin.dashboards.delivery import delivery_and_logs
 from mixin.dashboards.host import host_resources
 from mixin.dashboards.migration import migration_comparison
 from mixin.dashboards.overview import fleet_overview
+from mixin.dashboards.reports import reports_and_reputation
 from mixin.dashboards.server import server_drilldown
 from mixin.grafana import Json, render
 
@@ -37,6 +40,7 @@ BUILDERS: tuple[Callable[[], Json], ...] = (
     delivery_and_logs,
     host_resources,
     migration_comparison,
+    reports_and_reputation,
 )
 
 

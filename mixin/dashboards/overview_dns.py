@@ -1,12 +1,20 @@
 """The overview's "DNS and reputation" row: each mail domain's records (MX, SPF, DMARC,
 MTA-STS, TLS-RPT), blocklist listings, and the per-host and per-name DNS facts (PTR, DANE,
-DKIM, DNSSEC), from the dns collector."""
+DKIM, DNSSEC), from the dns collector; and what the DMARC and TLS-RPT reports say of each
+domain, linked to the reports dashboard."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mixin.config import CONFIG
+from mixin.dashboards.reports import (
+    DMARC_SHARE,
+    TLS_SHARE,
+    dmarc_failing_share,
+    reports_link,
+    tls_failed_share,
+)
 from mixin.grafana import (
     NAMED,
     Panel,
@@ -140,6 +148,22 @@ def dns_row() -> Row:
                 "_25._tcp TLSA name. DANE needs it: senders ignore unvalidated TLSA records.",
                 Query(series("mail_dns_dnssec_validated"), "{{name}}"),
                 mappings=flag(("validated", "green"), ("not validated", "orange")),
+            ),
+            dns_stat(
+                "Failing DMARC",
+                "Per domain: the share of mail receivers reported from it that neither DKIM "
+                f"nor SPF aligned, over the last {CONFIG.reports_window} (reports mailbox). "
+                "The reputation and reports dashboard, a click away, says who sent it.",
+                Query(dmarc_failing_share(), "{{domain}}"),
+                unit="percentunit", steps=DMARC_SHARE, decimals=1, links=reports_link(),
+            ),
+            dns_stat(
+                "TLS sessions failed",
+                "Per domain: the share of TLS sessions to its MX that senders reported failed "
+                f"(TLS-RPT), over the last {CONFIG.reports_window}; the reputation and reports "
+                "dashboard, a click away, says why.",
+                Query(tls_failed_share(), "{{domain}}"),
+                unit="percentunit", steps=TLS_SHARE, decimals=1, links=reports_link(),
             ),
         ],
     )  # fmt: skip

@@ -3,8 +3,9 @@
 Every alert is an :class:`~mixin.rules.alert.Alert`: its expression, ``for``, severity, a
 one-line summary, a templated description, and two examples: input series under which it
 fires and under which it stays quiet. Each area has its module (probes and TLS, security
-posture, queues, round trip, host, logs, spam and refusals, DNS, the exporter itself;
-recording rules apart), and :func:`all_alerts` lists them in the order they ship.
+posture, queues, round trip, host, logs, spam and refusals, DNS, mailboxes, the reports
+mailbox, the exporter itself; recording rules apart), and :func:`all_alerts` lists them in
+the order they ship.
 :func:`rules_file` renders the rules and :func:`tests_file` the ``promtool test rules``
 cases, so no alert ships untested. Thresholds and selectors come from :mod:`mixin.config`,
 shared PromQL from :mod:`mixin.promql`.
@@ -25,6 +26,7 @@ from mixin.rules.posture import posture_alerts
 from mixin.rules.probes import probe_alerts
 from mixin.rules.queues import queue_alerts
 from mixin.rules.recording import recording_rules
+from mixin.rules.reports import report_alerts
 from mixin.rules.roundtrip import roundtrip_alerts
 
 RULES_FILE = "mail_exporter.rules.yml"
@@ -33,7 +35,7 @@ RULES_FILE = "mail_exporter.rules.yml"
 def all_alerts(c: Config = CONFIG) -> list[Alert]:
     return [*probe_alerts(c), *posture_alerts(c), *queue_alerts(c), *roundtrip_alerts(c),
             *host_alerts(c), *log_alerts(c), *spam_alerts(c), *refusal_alerts(c),
-            *account_alerts(c), *dns_alerts(c), *mailbox_alerts(c),
+            *account_alerts(c), *dns_alerts(c), *mailbox_alerts(c), *report_alerts(c),
             *exporter_alerts(c)]  # fmt: skip
 
 
