@@ -9,4 +9,21 @@ RFC 8460, JSON), and returns what it understood and what it refused
 (:class:`.rejection.Rejected`, with a reason of docs/metrics.md), within the
 :class:`.limits.Limits` of the section. Everything in a message comes from strangers:
 every size, count, depth and string is bounded before it costs memory.
+
+The collector around them (:mod:`.collector`, registered here) reads the mailbox
+(:mod:`.mailbox`), keeps its place in a state file (:mod:`.state`), counts with bounded
+labels (:mod:`.tally`), matches notification rules (:mod:`.notifications`) and renders
+:mod:`.families`; its section is :mod:`.config`.
+
+Sample output::
+
+    mail_dmarc_report_messages_total{disposition="none",dkim_aligned="true",\
+        domain="example.com",reporter="google.com",spf_aligned="true"} 1234.0
+    mail_dmarc_unaligned_messages_total{domain="example.com",source="192.0.2.7"} 12.0
+    mail_tlsrpt_sessions_total{domain="example.com",policy_type="sts",result="success"} 5326.0
+    mail_reports_messages_total{result="processed"} 41.0
+    mail_reports_rejected_total{kind="dmarc",reason="entities"} 1.0
+    mail_notification_last_timestamp_seconds{rule="nightly-backup",status="success"} 1.7e+09
 """
+
+from mail_exporter.collectors.reports import collector  # noqa: F401  (registers the collector)
