@@ -30,6 +30,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -38,14 +39,16 @@ from mail_exporter.cli import main
 from mail_exporter.collectors.base import CollectorError
 from mail_exporter.collectors.reports.collector import ReportsCollector
 from mail_exporter.collectors.reports.config import ReportsConfig
-from mail_exporter.config.root import Config, parse_config
+from mail_exporter.config.root import parse_config
 from tests.conftest import new_postfix
 from tests.promtool import check_metrics
 from tests.realservers.dovecot import Dovecot
+from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.served import get, metrics_with, served_exporter
 from tests.test_dashboards import METRICS_DOC, documented_metrics
+from tests.test_oauth2_logins import client_credentials
 
 pytestmark = pytest.mark.integration
 
@@ -314,7 +317,8 @@ def by(
 
 
 def config_text(
-    mail: Mail,
+    dovecot: Dovecot,
+    pki: PKI,
     state_file: Path,
     mailbox: str = "INBOX",
     processed: str | None = PROCESSED,
@@ -322,7 +326,7 @@ def config_text(
 ) -> str:
     section = {
         "enabled": True,
-        "address": f"127.0.0.1:{mail.dovecot.imaps_port}",
+        "address": f"127.0.0.1:{dovecot.imaps_port}",
         "module": "reports_imaps",
         "mailbox": mailbox,
         "state_file": str(state_file),
@@ -344,14 +348,14 @@ def config_text(
         "protocol": "imap",
         "tls": "implicit",
         "timeout": "10s",
-        "tls_config": {"ca_file": str(mail.pki.ca_file)},
-        "auth": {"username": mail.dovecot.user, "password_env": PASSWORD_VARIABLE},
+        "tls_config": {"ca_file": str(pki.ca_file)},
+        "auth": {"username": dovecot.user, "password_env": PASSWORD_VARIABLE},
     }
     return json.dumps({"modules": {"reports_imaps": module}, "collectors": {"reports": section}})
 
 
-def section(mail: Mail, state_file: Path, **options: object) -> ReportsConfig:
-    config: Config = parse_config(config_text(mail, state_file, **options))  # type: ignore[arg-type]
+def section(mail: Mail, state_file: Path, **options: Any) -> ReportsConfig:
+    config = parse_config(config_text(mail.dovecot, mail.pki, state_file, **options))
     reports = config.collectors.section("reports")
     assert isinstance(reports, ReportsConfig)
     return reports
@@ -613,7 +617,7 @@ def test_a_reload_hands_the_counters_over_and_a_changed_module_rebuilds(
     deliver(empty, message("Before", as_gzip(report, "before")))
     old = collector(section(empty, state))
     run_pass(old)
-    changed_module = json.loads(config_text(empty, state))
+    changed_module = json.loads(config_text(empty.dovecot, empty.pki, state))
     changed_module["modules"]["reports_imaps"]["timeout"] = "11s"
     reloaded = parse_config(json.dumps(changed_module)).collectors.section("reports")
     assert reloaded != section(empty, state)  # so the collector set rebuilds it
@@ -630,7 +634,7 @@ def test_the_real_process_serves_the_reports_metrics(empty: Mail, tmp_path: Path
     report, _ = built_dmarc("Mail.Example", [("192.0.2.90", 9, "quarantine", False, False)])
     deliver(empty, message("Served", as_gzip(report, "served")))
     config = tmp_path / "config.yml"
-    config.write_text(config_text(empty, tmp_path / "state.json"))
+    config.write_text(config_text(empty.dovecot, empty.pki, tmp_path / "state.json"))
     environment = {**os.environ, PASSWORD_VARIABLE: empty.dovecot.password}
     with served_exporter(tmp_path, config, env=environment) as served:
         lines = metrics_with(served, {
@@ -658,7 +662,7 @@ def test_the_real_process_serves_the_reports_metrics(empty: Mail, tmp_path: Path
 def test_check_config_lists_the_reports_problems(
     mail: Mail, tmp_path: Path, change: dict[str, object], problem: str
 ) -> None:
-    data = json.loads(config_text(mail, tmp_path / "state.json"))
+    data = json.loads(config_text(mail.dovecot, mail.pki, tmp_path / "state.json"))
     data["modules"]["smtp"] = {"protocol": "smtp"}
     data["modules"]["no_login"] = {"protocol": "imap", "tls": "implicit"}
     data["collectors"]["reports"].update(change)
@@ -670,3 +674,31 @@ def test_check_config_lists_the_reports_problems(
     result = CliRunner().invoke(main, ["check-config", str(config)])
     assert result.exit_code == 1
     assert problem in result.output, result.output
+
+
+def test_an_oauth2_module_logs_in_with_a_token(
+    token_dovecot: Dovecot,
+    token_server: TokenServer,
+    pki: PKI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The login the round trip and the probes share: XOAUTH2 with a token the collector's
+    own broker fetched from the token server."""
+    mailbox = f"OAuthReports{next(_ids)}"
+    report, _ = built_dmarc("Mail.Example", [("192.0.2.95", 13, "none", True, True)])
+    with imap(token_dovecot) as client:
+        client.create(mailbox)
+        raw = message("By token", as_gzip(report, "token")).as_bytes()
+        client.append(mailbox, "", imaplib.Time2Internaldate(time.time()), raw)
+    data = json.loads(config_text(token_dovecot, pki, tmp_path / "state.json", mailbox=mailbox))
+    data["modules"]["reports_imaps"]["auth"] = {
+        "username": token_dovecot.user,
+        "mechanism": "xoauth2",
+        "oauth2": client_credentials(token_server, tmp_path),
+    }
+    settings = parse_config(json.dumps(data)).collectors.section("reports")
+    assert isinstance(settings, ReportsConfig)
+    found = run_pass(collector(settings))
+    assert by(found, "mail_dmarc_report_messages_total", "reporter") == {("mail.example",): 13}
+    assert contents(token_dovecot, PROCESSED) == {"By token": ""}
