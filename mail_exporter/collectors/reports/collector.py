@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client.core import Metric
 
@@ -137,7 +136,7 @@ class ReportsCollector:
         module = settings.imap_module
         if settings.address is None or module is None:
             raise MailboxError("the reports section names no address or imap module")
-        path = Path(settings.state_file)
+        path = settings.state_file
         state = load_state(path)
         address = parse_address(settings.address)
         mailbox = await ReportsMailbox.open(address, module, settings.mailbox, self._kept.memory)
@@ -165,7 +164,10 @@ class ReportsCollector:
             counted.reject(Rejected("message", "too_large", f"{item.size} bytes"))
             counted.message("rejected")
             return False
-        contents = read_message(await mailbox.body(item.uid), self.settings.limits)
+        raw = await mailbox.body(item.uid)
+        if raw is None:  # gone since it was listed (another client moved it): not ours to count
+            return False
+        contents = read_message(raw, self.settings.limits)
         refusals = list(contents.rejected)
         understood = False
         for report in contents.dmarc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
@@ -93,7 +94,7 @@ class ReportsConfig(CollectorSection):
     processed_flag: str = Field(
         default="$MailExporterProcessed", pattern=r"^[!#$%&'+,\-./0-9:;<=>?@A-Z^_`a-z|~]{1,64}$"
     )
-    state_file: Annotated[str, Field(min_length=1)] = "/var/lib/mail-exporter/reports.json"
+    state_file: Path = Path("/var/lib/mail-exporter/reports.json")
     domains: list[Annotated[str, AfterValidator(_domain)]] = Field(
         default_factory=list, validate_default=True
     )

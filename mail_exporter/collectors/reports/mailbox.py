@@ -178,14 +178,15 @@ class ReportsMailbox:
             found += listed((await self._command("UID FETCH", fetch)).lines)
         return sorted(found, key=lambda item: item.uid)
 
-    async def body(self, uid: int) -> bytes:
-        """The whole message ``uid`` as the server keeps it (without setting \\Seen)."""
+    async def body(self, uid: int) -> bytes | None:
+        """The whole message ``uid`` as the server keeps it (without setting \\Seen); None
+        when the server has it no more (expunged or moved since it was listed)."""
         fetch = self._protocol.fetch(str(uid), "(BODY.PEEK[])", by_uid=True)
         response = await self._command("UID FETCH BODY", fetch)
         for line in response.lines:
             if isinstance(line, bytearray):
                 return bytes(line)
-        raise MailboxError(f"UID FETCH BODY: no message {uid} in the answer")
+        return None
 
     @property
     def can_move(self) -> bool:
