@@ -21,6 +21,7 @@ import smtplib
 import ssl
 import stat
 import time
+import tracemalloc
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ PROCESSED = "Processed"
 DOMAINS = ("example.com", "company-y.example")
 ARRIVAL_SECONDS = 30.0
 """Hang guard for a delivery through Postfix into Dovecot (about 0.03 s on loopback)."""
+HOSTILE_PASS_BYTES = 24 * 1024 * 1024
+"""What a pass over the hostile messages may allocate at its peak (Python's allocations)."""
 PASS_SECONDS = 60.0
 """Hang guard for one pass (a few hundred milliseconds here)."""
 
@@ -577,7 +580,15 @@ def test_hostile_messages_are_refused_and_the_rest_of_the_pass_goes_on(
     settings = section(
         empty, tmp_path / "state.json", max_message_bytes=512 * 1024, max_report_bytes=1024 * 1024
     )
-    found = run_pass(collector(settings))
+    reports = collector(settings)
+    tracemalloc.start()
+    try:
+        found = run_pass(reports)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The bomb would take 64 MiB unpacked: the pass stays far below that.
+    assert peak < HOSTILE_PASS_BYTES, peak
     assert by(found, "mail_reports_rejected_total", "kind", "reason") == {
         ("message", "attachment_too_large"): 1,  # a zip's kind is unknown until unpacked
         ("message", "too_large"): 1,
