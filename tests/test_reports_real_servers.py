@@ -50,6 +50,7 @@ from tests.realservers.postfix import Postfix
 from tests.served import get, metrics_with, served_exporter
 from tests.test_dashboards import METRICS_DOC, documented_metrics
 from tests.test_oauth2_logins import client_credentials
+from tests.test_roundtrip_real_servers import RestrictedDovecot
 
 pytestmark = pytest.mark.integration
 
@@ -713,3 +714,37 @@ def test_an_oauth2_module_logs_in_with_a_token(
     found = run_pass(collector(settings))
     assert by(found, "mail_dmarc_report_messages_total", "reporter") == {("mail.example",): 13}
     assert contents(token_dovecot, PROCESSED) == {"By token": ""}
+
+
+def test_without_move_processed_messages_are_flagged_in_place(
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: PKI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    capabilities = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE NAMESPACE LITERAL+ UIDPLUS"
+    dovecot = RestrictedDovecot(
+        tmp_path_factory.mktemp("dovecot"), pki.server_cert, pki.server_key, capabilities
+    )
+    dovecot.start()
+    try:
+        monkeypatch.setenv(PASSWORD_VARIABLE, dovecot.password)
+        report, _ = built_dmarc("Mail.Example", [("192.0.2.96", 2, "none", True, True)])
+        with imap(dovecot) as client:
+            for raw in (message("No MOVE", as_gzip(report, "r")), message("Not a report")):
+                client.append("INBOX", "", imaplib.Time2Internaldate(time.time()), raw.as_bytes())
+        data = config_text(dovecot, pki, tmp_path / "state.json")  # with processed_mailbox
+        settings = parse_config(data).collectors.section("reports")
+        assert isinstance(settings, ReportsConfig)
+        found = run_pass(collector(settings))
+        assert by(found, "mail_reports_messages_total", "result") == {
+            ("processed",): 1,
+            ("ignored",): 1,
+        }
+        assert contents(dovecot, "INBOX") == {
+            "No MOVE": "$MailExporterProcessed",
+            "Not a report": "",
+        }
+        assert contents(dovecot, PROCESSED) == {}  # never made
+    finally:
+        dovecot.stop()
