@@ -39,6 +39,7 @@ from mail_exporter.collectors import (  # noqa: F401  (each registers itself)
     dovecot,
     logs,
     dns,
+    reports,
 )
 
 # isort: on

@@ -16,11 +16,14 @@ package hands it the registrations.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, create_model
 
 from mail_exporter.config.fields import Duration, StrictModel
+
+if TYPE_CHECKING:
+    from mail_exporter.config.probes import ModuleConfig
 
 
 class CollectorSection(StrictModel):
@@ -28,6 +31,11 @@ class CollectorSection(StrictModel):
 
     enabled: bool = False
     timeout: Duration = Field(default="10s", validate_default=True)
+
+    def resolve_modules(self, modules: Mapping[str, ModuleConfig]) -> None:
+        """Given the config's modules once the whole config is valid: a section that names
+        one (the reports mailbox's login) keeps it, so that it reaches the collector's
+        factory and a changed module changes the section. Most sections name none."""
 
 
 class CollectorSections(StrictModel):

@@ -1,4 +1,5 @@
-"""Checks that span sections: the modules targets and routes name, names given twice.
+"""Checks that span sections: the modules targets, routes and the reports mailbox name,
+names given twice.
 
 They run on the raw YAML data, beside the models' validation rather than after it, so
 that a target naming a missing module is listed with every other problem of the file,
@@ -70,6 +71,18 @@ def cross_references(data: Mapping[str, Any]) -> Iterator[tuple[Location, str]]:
         if isinstance(name, str) and name in routes:
             yield ("roundtrip", index, "name"), f"duplicate route name {name!r}"
         routes.add(name)
+    yield from _reports_module_problems(data.get("collectors"), modules)
+
+
+def _reports_module_problems(
+    collectors: object, modules: dict[str, Any]
+) -> Iterator[tuple[Location, str]]:
+    """The reports collector reads its mailbox over IMAP after a login."""
+    reports = collectors.get("reports") if isinstance(collectors, dict) else None
+    if isinstance(reports, dict):
+        problem = _module_problem(modules, reports.get("module"), ("imap",), True)
+        if problem:
+            yield ("collectors", "reports", "module"), problem
 
 
 def _pop3_receive_problems(

@@ -70,6 +70,12 @@ class Config(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _hand_modules_to_collectors(self) -> Config:
+        for name in COLLECTORS:
+            self.collectors.section(name).resolve_modules(self.modules)
+        return self
+
+    @model_validator(mode="after")
     def _name_token_sources(self) -> Config:
         """Each token source is named after its module (or route leg); the same source in
         several places after the first of them, so that they share one name as they share

@@ -61,13 +61,24 @@ def verify_server(
     ssl_object: ssl.SSLObject | None, address: Address, module: ModuleConfig, stage: Stage
 ) -> None:
     """Fail ``stage`` unless the certificate verifies or the module skips verification."""
+    problem = certificate_problem(ssl_object, address, module)
+    if problem is not None:
+        raise RoundTripFailure(stage, problem)
+
+
+def certificate_problem(
+    ssl_object: ssl.SSLObject | None, address: Address, module: ModuleConfig
+) -> str | None:
+    """Why the session may not go on: no TLS, or a certificate that does not verify while
+    the module does not skip verification; None when it may."""
     if ssl_object is None:
-        raise RoundTripFailure(stage, "no TLS session after the handshake")
+        return "no TLS session after the handshake"
     settings = module.tls_config
     ca_file = str(settings.ca_file) if settings.ca_file else None
     facts = tls_facts.session_facts(ssl_object, server_name(address, module), ca_file)
     if not facts.verified and not settings.insecure_skip_verify:
-        raise RoundTripFailure(stage, f"certificate not verified: {facts.verify_error}")
+        return f"certificate not verified: {facts.verify_error}"
+    return None
 
 
 @contextlib.asynccontextmanager

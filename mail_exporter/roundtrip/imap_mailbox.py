@@ -27,14 +27,8 @@
 - **Sweeping**: a cleanup reads at most ``MAX_SWEEP`` messages of the route per mailbox,
   the newest, so that messages not ours piling up (the runner leaves them) never hide
   one of ours that arrives late.
-- **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
-  then AUTHENTICATE PLAIN, which needs SASL-IR. The password or SASL message is sent
-  beside aioimaplib's command, never in it (:func:`_with_secret`): aioimaplib puts a
-  command's text into errors that asyncio logs. XOAUTH2 and OAUTHBEARER log in with the
-  token source's access token as the IMAP probe does
-  (:mod:`~mail_exporter.probes.oauth2_sasl`): the message with the command under SASL-IR,
-  else after the server's ``+``, which aioimaplib hands to the pending command's
-  ``flush`` (:class:`_Authenticate` passes it on). No access token is ``receive_auth``.
+- **Login** as :mod:`mail_exporter.imap_login` connects and logs in (shared with the
+  reports collector); a refused login or a missing access token is ``receive_auth``.
   Mailbox names are sent quoted as configured (non-ASCII names in modified UTF-7).
 
 Every command is bounded by the receive module's ``timeout``.
@@ -43,7 +37,6 @@ Every command is bounded by the receive module's ``timeout``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import re
@@ -55,15 +48,12 @@ from typing import Any
 
 import aioimaplib
 
-from mail_exporter import tls_facts
-from mail_exporter.config.probes import OAUTH2_MECHANISMS, AuthConfig, ModuleConfig
+from mail_exporter import imap_login
+from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.roundtrip import RoundTripReceive
-from mail_exporter.printable import printable
+from mail_exporter.imap_login import ImapLoginFailure, response_text
 from mail_exporter.probes import ProbeMemory
-from mail_exporter.probes.access_token import access_token_for, token_deadline
-from mail_exporter.probes.oauth2_sasl import LoginRefused, Reply, client_message, oauth2_login
-from mail_exporter.probes.session import ProbeFailure, plaintext_refusal
-from mail_exporter.roundtrip.connection import bounded, open_socket, server_name, verify_server
+from mail_exporter.roundtrip.connection import bounded
 from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
@@ -91,11 +81,6 @@ def _header_blocks(lines: Sequence[bytes | bytearray]) -> dict[str, bytes]:
             if match:
                 blocks[match.group(1).decode()] = bytes(item)
     return blocks
-
-
-def _text(response: Any) -> str:
-    lines = response.lines
-    return printable(bytes(lines[-1])) if lines else ""
 
 
 def cleanup_folder(receive: RoundTripReceive) -> str:
@@ -137,12 +122,17 @@ class ImapMailbox:
         mailbox = cls(protocol, receive, module.timeout_seconds, cleanup_folder)
         try:
             async with mailbox._step(Stage.RECEIVE, "connect"):
-                await mailbox._connect(address, module)
+                await imap_login.connect(protocol, address, module)
             async with mailbox._step(Stage.RECEIVE, "login"):
                 assert module.auth is not None  # the config requires a login to read mail
-                await mailbox._login(module.auth, address, memory)
+                seconds = module.timeout_seconds
+                await imap_login.login(protocol, module.auth, address, memory, seconds)
             async with mailbox._step(Stage.RECEIVE, "select"):
                 await mailbox._select(receive.mailbox, Stage.RECEIVE, required=True)
+        except ImapLoginFailure as failure:
+            await mailbox.close()
+            stage = Stage.RECEIVE_AUTH if failure.login else Stage.RECEIVE
+            raise RoundTripFailure(stage, failure.detail) from None
         except BaseException:
             await mailbox.close()
             raise
@@ -150,7 +140,7 @@ class ImapMailbox:
 
     @property
     def capabilities(self) -> set[str]:
-        return {str(word).upper() for word in self._protocol.capabilities}
+        return imap_login.capabilities(self._protocol)
 
     def _step(self, stage: Stage, what: str) -> AbstractAsyncContextManager[None]:
         return bounded(stage, what, self._timeout, (aioimaplib.AioImapException,))
@@ -165,97 +155,8 @@ class ImapMailbox:
         self._check_open(stage, what)
         response = await command
         if response.result != "OK":
-            raise RoundTripFailure(stage, f"{what}: {response.result} {_text(response)}")
+            raise RoundTripFailure(stage, f"{what}: {response.result} {response_text(response)}")
         return response
-
-    async def _connect(self, address: Address, module: ModuleConfig) -> None:
-        loop = asyncio.get_running_loop()
-        sock = await open_socket(address, module)
-        context = tls_facts.client_context() if module.tls == "implicit" else None
-        transport, _ = await loop.create_connection(
-            lambda: self._protocol,
-            sock=sock,
-            ssl=context,
-            server_hostname=server_name(address, module) if context else None,
-        )
-        if context is not None:
-            verify_server(transport.get_extra_info("ssl_object"), address, module, Stage.RECEIVE)
-        await self._protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
-        if module.tls == "starttls":
-            await self._starttls(address, module)
-
-    async def _starttls(self, address: Address, module: ModuleConfig) -> None:
-        if "STARTTLS" not in self.capabilities:
-            refusal = plaintext_refusal(module, "STARTTLS")
-            if refusal is not None:
-                raise RoundTripFailure(Stage.RECEIVE, refusal)
-            return
-        protocol = self._protocol
-        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        await self._execute(protocol.execute(command), Stage.RECEIVE, "STARTTLS")
-        transport = await protocol.loop.start_tls(
-            protocol.transport,
-            protocol,
-            tls_facts.client_context(),
-            server_hostname=server_name(address, module),
-        )
-        protocol.transport = transport
-        verify_server(transport.get_extra_info("ssl_object"), address, module, Stage.RECEIVE)
-        await protocol.capability()  # RFC 3501: forget what was said before TLS
-
-    async def _login(self, auth: AuthConfig, address: Address, memory: ProbeMemory) -> None:
-        if self._protocol.state == aioimaplib.AUTH:  # PREAUTH greeting
-            return
-        mechanism = auth.mechanism
-        if mechanism == "auto":
-            mechanism = "plain" if "LOGINDISABLED" in self.capabilities else "login"
-        if mechanism in OAUTH2_MECHANISMS:
-            await self._authenticate_oauth2(auth, address, memory)
-        elif mechanism == "login":
-            if "LOGINDISABLED" in self.capabilities:
-                raise RoundTripFailure(Stage.RECEIVE_AUTH, "server advertises LOGINDISABLED")
-            protocol = self._protocol
-            user = aioimaplib.quoted(auth.username)
-            command = aioimaplib.Command("LOGIN", protocol.new_tag(), user, loop=protocol.loop)
-            login = _with_secret(protocol, command, aioimaplib.quoted(auth.password))
-            await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
-        else:
-            await self._authenticate_plain(auth)
-        self._protocol.state = aioimaplib.AUTH
-        await self._protocol.capability()
-
-    async def _authenticate_plain(self, auth: AuthConfig) -> None:
-        if not {"AUTH=PLAIN", "SASL-IR"} <= self.capabilities:
-            raise RoundTripFailure(
-                Stage.RECEIVE_AUTH, "server does not offer AUTHENTICATE PLAIN with SASL-IR"
-            )
-        protocol = self._protocol
-        token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
-        tag = protocol.new_tag()
-        command = aioimaplib.Command("AUTHENTICATE", tag, "PLAIN", loop=protocol.loop)
-        login = _with_secret(protocol, command, token)
-        await self._execute(login, Stage.RECEIVE_AUTH, "login refused")
-
-    async def _authenticate_oauth2(
-        self, auth: AuthConfig, address: Address, memory: ProbeMemory
-    ) -> None:
-        wanted = f"AUTH={auth.mechanism.upper()}"
-        if wanted not in self.capabilities:
-            raise RoundTripFailure(Stage.RECEIVE_AUTH, f"server does not offer {wanted}")
-        deadline = token_deadline(asyncio.get_running_loop().time() + self._timeout)
-        try:
-            token = await access_token_for(auth, memory, deadline)
-        except ProbeFailure as failure:
-            detail = f"no access token: {failure.detail}"
-            raise RoundTripFailure(Stage.RECEIVE_AUTH, detail) from None
-        message = client_message(auth.mechanism, auth.username, token, address.host, address.port)
-        steps = _SaslSteps(self._protocol)
-        try:
-            await oauth2_login(steps, auth.mechanism, message, "SASL-IR" in self.capabilities)
-        except LoginRefused as refused:
-            raise RoundTripFailure(Stage.RECEIVE_AUTH, f"login refused: {refused.detail}") from None
-        finally:
-            steps.close()
 
     async def _select(self, folder: str, stage: Stage, required: bool = False) -> bool:
         """Select ``folder`` unless it is; ``False`` when it does not exist and may not."""
@@ -266,7 +167,8 @@ class ImapMailbox:
         response = await self._protocol.select(aioimaplib.quoted(folder))
         if response.result != "OK":
             if required:
-                raise RoundTripFailure(stage, f"cannot select {folder!r}: {_text(response)}")
+                text = response_text(response)
+                raise RoundTripFailure(stage, f"cannot select {folder!r}: {text}")
             return False
         self._selected = folder
         return True
@@ -418,79 +320,3 @@ class ImapMailbox:
                         await self._protocol.logout()
         finally:
             transport.close()
-
-
-def _with_secret(protocol: Any, command: Any, secret: str | None) -> asyncio.Future[Any]:
-    """Send the sync ``command`` with ``secret`` (a password, a SASL message) as its last
-    argument; its response, once complete.
-
-    aioimaplib writes a command's text into its debug log and into the ``Abort`` that a
-    tagged answer under another tag raises, which asyncio logs: the secret goes on the
-    wire but never into the command. Registered as ``execute`` registers a sync command;
-    at the login nothing else is pending."""
-    assert protocol.pending_sync_command is None, "the login is the only command in flight"
-    protocol.pending_sync_command = command
-    protocol.send(str(command) if secret is None else f"{command} {secret}", scrub=secret)
-
-    async def completed() -> Any:
-        await command.wait()
-        return command.response
-
-    return asyncio.ensure_future(completed())
-
-
-class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
-    """AUTHENTICATE, whose ``+`` challenges aioimaplib appends to its response; ``flush``,
-    which it calls after a continuation and after every chunk it reads, puts each new one
-    into :attr:`challenges` for the exchange, once."""
-
-    def __init__(self, tag: str, mechanism: str, loop: Any) -> None:
-        super().__init__("AUTHENTICATE", tag, mechanism, loop=loop)
-        self.challenges: asyncio.Queue[bytes] = asyncio.Queue()
-        self._seen = 0
-
-    def flush(self) -> None:
-        lines = self.response.lines
-        for line in lines[self._seen :]:
-            if bytes(line).startswith(b"+"):
-                self.challenges.put_nowait(bytes(line))
-        self._seen = len(lines)
-
-
-class _SaslSteps:
-    """SASL over aioimaplib: one AUTHENTICATE running while its challenges are answered."""
-
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._command: _Authenticate | None = None
-        self._done: asyncio.Future[Any] | None = None
-
-    async def begin(self, mechanism: str, initial: str | None) -> Reply:
-        protocol = self._protocol
-        self._command = _Authenticate(protocol.new_tag(), mechanism, protocol.loop)
-        self._done = _with_secret(protocol, self._command, initial)
-        return await self._reply()
-
-    async def respond(self, line: str, secret: bool) -> Reply:
-        self._protocol.send(line, scrub=line if secret else None)
-        return await self._reply()
-
-    async def cancel(self) -> Reply:
-        return await self.respond("*", secret=False)
-
-    async def _reply(self) -> Reply:
-        assert self._command is not None and self._done is not None
-        challenge = asyncio.ensure_future(self._command.challenges.get())
-        try:
-            await asyncio.wait({self._done, challenge}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            challenge.cancel()
-        if challenge.done() and not challenge.cancelled():
-            return Reply(challenge=challenge.result().decode("ascii", "replace")[1:].strip())
-        response = self._done.result()
-        return Reply(accepted=response.result == "OK", text=f"{response.result} {_text(response)}")
-
-    def close(self) -> None:
-        """Stop waiting for the command, if the exchange ended before it did."""
-        if self._done is not None and not self._done.done():
-            self._done.cancel()

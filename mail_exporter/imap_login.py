@@ -1,0 +1,251 @@
+"""Connecting, securing and logging in to an IMAP server with aioimaplib, as a module says.
+
+One place for what every reader of a mailbox does before its first command: the round
+trip's mailbox (:mod:`mail_exporter.roundtrip.imap_mailbox`) and the reports collector
+(:mod:`mail_exporter.collectors.reports.mailbox`).
+
+- **Connecting** as the probes connect (:mod:`mail_exporter.roundtrip.connection`):
+  implicit TLS or STARTTLS, the certificate verified against ``tls_config`` before
+  anything else is sent, no login without TLS unless the module allows it
+  (:func:`~mail_exporter.probes.session.plaintext_refusal`); CAPABILITY again after
+  STARTTLS (RFC 3501: forget what was said before TLS).
+- **Login**: ``mechanism: auto`` uses LOGIN unless the server advertises LOGINDISABLED,
+  then AUTHENTICATE PLAIN, which needs SASL-IR. The password or SASL message is sent
+  beside aioimaplib's command, never in it (:func:`with_secret`): aioimaplib puts a
+  command's text into errors that asyncio logs. XOAUTH2 and OAUTHBEARER log in with the
+  token source's access token as the IMAP probe does
+  (:mod:`~mail_exporter.probes.oauth2_sasl`): the message with the command under SASL-IR,
+  else after the server's ``+``, which aioimaplib hands to the pending command's
+  ``flush`` (:class:`_Authenticate` passes it on).
+
+A step that cannot go on raises :class:`ImapLoginFailure`, which says whether the login
+itself failed (refused, no token) or what came before it; the callers bound the time and
+turn it into their own failure (the round trip's stages, the collector's error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aioimaplib
+
+from mail_exporter import tls_facts
+from mail_exporter.config.probes import OAUTH2_MECHANISMS, AuthConfig, ModuleConfig
+from mail_exporter.printable import printable
+from mail_exporter.probes import ProbeMemory
+from mail_exporter.probes.access_token import access_token_for, token_deadline
+from mail_exporter.probes.oauth2_sasl import LoginRefused, Reply, client_message, oauth2_login
+from mail_exporter.probes.session import ProbeFailure, plaintext_refusal
+from mail_exporter.roundtrip.connection import certificate_problem, open_socket, server_name
+from mail_exporter.targets import Address
+
+
+class ImapLoginFailure(Exception):
+    """Connecting or logging in failed; ``login`` when the login itself did."""
+
+    def __init__(self, detail: str, login: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.login = login
+
+
+def response_text(response: Any) -> str:
+    """The printable text of an aioimaplib response's last line (the tagged completion)."""
+    lines = response.lines
+    return printable(bytes(lines[-1])) if lines else ""
+
+
+def capabilities(protocol: Any) -> set[str]:
+    return {str(word).upper() for word in protocol.capabilities}
+
+
+def connection_open(protocol: Any) -> bool:
+    transport = protocol.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def _execute(protocol: Any, command: Any, what: str, login: bool = False) -> Any:
+    if not connection_open(protocol):
+        raise ImapLoginFailure(f"{what}: connection lost", login)
+    response = await command
+    if response.result != "OK":
+        raise ImapLoginFailure(f"{what}: {response.result} {response_text(response)}", login)
+    return response
+
+
+def _verify(ssl_object: Any, address: Address, module: ModuleConfig) -> None:
+    problem = certificate_problem(ssl_object, address, module)
+    if problem is not None:
+        raise ImapLoginFailure(problem)
+
+
+async def connect(protocol: Any, address: Address, module: ModuleConfig) -> None:
+    """Connect ``protocol`` (a fresh ``IMAP4ClientProtocol``) to ``address``, secured as
+    ``module`` says, up to the greeting and the capabilities."""
+    loop = asyncio.get_running_loop()
+    sock = await open_socket(address, module)
+    context = tls_facts.client_context() if module.tls == "implicit" else None
+    transport, _ = await loop.create_connection(
+        lambda: protocol,
+        sock=sock,
+        ssl=context,
+        server_hostname=server_name(address, module) if context else None,
+    )
+    if context is not None:
+        _verify(transport.get_extra_info("ssl_object"), address, module)
+    await protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
+    if module.tls == "starttls":
+        await _starttls(protocol, address, module)
+
+
+async def _starttls(protocol: Any, address: Address, module: ModuleConfig) -> None:
+    if "STARTTLS" not in capabilities(protocol):
+        refusal = plaintext_refusal(module, "STARTTLS")
+        if refusal is not None:
+            raise ImapLoginFailure(refusal)
+        return
+    command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+    await _execute(protocol, protocol.execute(command), "STARTTLS")
+    transport = await protocol.loop.start_tls(
+        protocol.transport,
+        protocol,
+        tls_facts.client_context(),
+        server_hostname=server_name(address, module),
+    )
+    protocol.transport = transport
+    _verify(transport.get_extra_info("ssl_object"), address, module)
+    await protocol.capability()  # RFC 3501: forget what was said before TLS
+
+
+async def login(
+    protocol: Any, auth: AuthConfig, address: Address, memory: ProbeMemory, step_seconds: float
+) -> None:
+    """Log in as ``auth`` says; an OAuth2 login's token comes from ``memory``'s broker,
+    waited for most of ``step_seconds`` (the step's time limit) at most."""
+    if protocol.state == aioimaplib.AUTH:  # PREAUTH greeting
+        return
+    offered = capabilities(protocol)
+    mechanism = auth.mechanism
+    if mechanism == "auto":
+        mechanism = "plain" if "LOGINDISABLED" in offered else "login"
+    if mechanism in OAUTH2_MECHANISMS:
+        await _authenticate_oauth2(protocol, auth, address, memory, step_seconds)
+    elif mechanism == "login":
+        if "LOGINDISABLED" in offered:
+            raise ImapLoginFailure("server advertises LOGINDISABLED", login=True)
+        user = aioimaplib.quoted(auth.username)
+        command = aioimaplib.Command("LOGIN", protocol.new_tag(), user, loop=protocol.loop)
+        sent = with_secret(protocol, command, aioimaplib.quoted(auth.password))
+        await _execute(protocol, sent, "login refused", login=True)
+    else:
+        await _authenticate_plain(protocol, auth)
+    protocol.state = aioimaplib.AUTH
+    await protocol.capability()
+
+
+async def _authenticate_plain(protocol: Any, auth: AuthConfig) -> None:
+    if not {"AUTH=PLAIN", "SASL-IR"} <= capabilities(protocol):
+        raise ImapLoginFailure("server does not offer AUTHENTICATE PLAIN with SASL-IR", login=True)
+    token = base64.b64encode(f"\0{auth.username}\0{auth.password}".encode()).decode()
+    command = aioimaplib.Command("AUTHENTICATE", protocol.new_tag(), "PLAIN", loop=protocol.loop)
+    await _execute(protocol, with_secret(protocol, command, token), "login refused", login=True)
+
+
+async def _authenticate_oauth2(
+    protocol: Any, auth: AuthConfig, address: Address, memory: ProbeMemory, step_seconds: float
+) -> None:
+    wanted = f"AUTH={auth.mechanism.upper()}"
+    if wanted not in capabilities(protocol):
+        raise ImapLoginFailure(f"server does not offer {wanted}", login=True)
+    deadline = token_deadline(asyncio.get_running_loop().time() + step_seconds)
+    try:
+        token = await access_token_for(auth, memory, deadline)
+    except ProbeFailure as failure:
+        raise ImapLoginFailure(f"no access token: {failure.detail}", login=True) from None
+    message = client_message(auth.mechanism, auth.username, token, address.host, address.port)
+    steps = _SaslSteps(protocol)
+    try:
+        await oauth2_login(steps, auth.mechanism, message, "SASL-IR" in capabilities(protocol))
+    except LoginRefused as refused:
+        raise ImapLoginFailure(f"login refused: {refused.detail}", login=True) from None
+    finally:
+        steps.close()
+
+
+def with_secret(protocol: Any, command: Any, secret: str | None) -> asyncio.Future[Any]:
+    """Send the sync ``command`` with ``secret`` (a password, a SASL message) as its last
+    argument; its response, once complete.
+
+    aioimaplib writes a command's text into its debug log and into the ``Abort`` that a
+    tagged answer under another tag raises, which asyncio logs: the secret goes on the
+    wire but never into the command. Registered as ``execute`` registers a sync command;
+    at the login nothing else is pending."""
+    assert protocol.pending_sync_command is None, "the login is the only command in flight"
+    protocol.pending_sync_command = command
+    protocol.send(str(command) if secret is None else f"{command} {secret}", scrub=secret)
+
+    async def completed() -> Any:
+        await command.wait()
+        return command.response
+
+    return asyncio.ensure_future(completed())
+
+
+class _Authenticate(aioimaplib.Command):  # type: ignore[misc]  # aioimaplib is untyped
+    """AUTHENTICATE, whose ``+`` challenges aioimaplib appends to its response; ``flush``,
+    which it calls after a continuation and after every chunk it reads, puts each new one
+    into :attr:`challenges` for the exchange, once."""
+
+    def __init__(self, tag: str, mechanism: str, loop: Any) -> None:
+        super().__init__("AUTHENTICATE", tag, mechanism, loop=loop)
+        self.challenges: asyncio.Queue[bytes] = asyncio.Queue()
+        self._seen = 0
+
+    def flush(self) -> None:
+        lines = self.response.lines
+        for line in lines[self._seen :]:
+            if bytes(line).startswith(b"+"):
+                self.challenges.put_nowait(bytes(line))
+        self._seen = len(lines)
+
+
+class _SaslSteps:
+    """SASL over aioimaplib: one AUTHENTICATE running while its challenges are answered."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._command: _Authenticate | None = None
+        self._done: asyncio.Future[Any] | None = None
+
+    async def begin(self, mechanism: str, initial: str | None) -> Reply:
+        protocol = self._protocol
+        self._command = _Authenticate(protocol.new_tag(), mechanism, protocol.loop)
+        self._done = with_secret(protocol, self._command, initial)
+        return await self._reply()
+
+    async def respond(self, line: str, secret: bool) -> Reply:
+        self._protocol.send(line, scrub=line if secret else None)
+        return await self._reply()
+
+    async def cancel(self) -> Reply:
+        return await self.respond("*", secret=False)
+
+    async def _reply(self) -> Reply:
+        assert self._command is not None and self._done is not None
+        challenge = asyncio.ensure_future(self._command.challenges.get())
+        try:
+            await asyncio.wait({self._done, challenge}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            challenge.cancel()
+        if challenge.done() and not challenge.cancelled():
+            return Reply(challenge=challenge.result().decode("ascii", "replace")[1:].strip())
+        response = self._done.result()
+        text = f"{response.result} {response_text(response)}"
+        return Reply(accepted=response.result == "OK", text=text)
+
+    def close(self) -> None:
+        """Stop waiting for the command, if the exchange ended before it did."""
+        if self._done is not None and not self._done.done():
+            self._done.cancel()
