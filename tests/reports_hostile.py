@@ -203,6 +203,13 @@ def attribute_xml() -> bytes:
     return message((packed, "application/gzip", "report.xml.gz"))
 
 
+def many_names() -> bytes:
+    """2 million elements, each of a name of its own."""
+    names = b"".join(b"<a%d/>" % n for n in range(2_000_000))
+    packed = zlib.compress(b"<feedback>" + names + b"</feedback>", 9, wbits=16 + zlib.MAX_WBITS)
+    return message((packed, "application/gzip", "report.xml.gz"))
+
+
 def json_objects() -> bytes:
     """A TLS-RPT report of 6 million empty objects (18 MB; loaded, some 400 MB)."""
     document = b'{"policies": [' + b"{}," * 6_000_000 + b"{}]}"
@@ -259,6 +266,7 @@ CASES: dict[str, Callable[[], bytes]] = {
         deep_xml,
         wide_xml,
         attribute_xml,
+        many_names,
         json_objects,
         deep_mime,
         deep_rfc822,

@@ -416,6 +416,7 @@ HOSTILE = [
     ("deep_xml", [("dmarc", "malformed")]),
     ("wide_xml", [("dmarc", "malformed")]),
     ("attribute_xml", [("dmarc", "malformed")]),
+    ("many_names", [("dmarc", "malformed")]),
     ("json_objects", [("tlsrpt", "attachment_too_large")]),
     ("deep_mime", [("message", "malformed")]),
     ("deep_rfc822", [("message", "malformed")]),
