@@ -232,6 +232,11 @@ def too_many_lines() -> bytes:
     return b"Subject: lines\r\n\r\n" + b"x\r\n" * (Limits().max_message_bytes // 3 - 100)
 
 
+def long_header() -> bytes:
+    """A Subject of 9 million escape characters."""
+    return b"From: a@example.com\r\nSubject: " + b"\x1b" * 9_000_000 + b"\r\n\r\nbody\r\n"
+
+
 def deep_rfc822() -> bytes:
     """Messages attached to messages, 5,000 deep."""
     return b"Content-Type: message/rfc822\r\n\r\n" * 5000 + b"x\r\n"
@@ -272,6 +277,7 @@ CASES: dict[str, Callable[[], bytes]] = {
         deep_rfc822,
         many_lines_nested,
         too_many_lines,
+        long_header,
     )
 }
 
