@@ -168,8 +168,8 @@ class Reader:
         self.tlsrpt: list[TlsRptReport] = []
         self.rejected: list[Rejected] = []
 
-    def refuse(self, error: Rejected, kind: str | None = None) -> None:
-        self.rejected.append(error.relabelled(kind or error.kind))
+    def refuse(self, error: Rejected) -> None:
+        self.rejected.append(error.detached())
 
     def read_part(self, part: Message) -> None:
         hint = report_hint(part.get_content_type(), filename(part))
