@@ -78,6 +78,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/tls_scan.py
 	$(BIN)/python bench/oauth2_probe.py
 	$(BIN)/python bench/dovecot_collector.py
+	$(BIN)/python bench/reports.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache .cache

@@ -203,6 +203,13 @@ def attribute_xml() -> bytes:
     return message((packed, "application/gzip", "report.xml.gz"))
 
 
+def many_names() -> bytes:
+    """2 million elements, each of a name of its own."""
+    names = b"".join(b"<a%d/>" % n for n in range(2_000_000))
+    packed = zlib.compress(b"<feedback>" + names + b"</feedback>", 9, wbits=16 + zlib.MAX_WBITS)
+    return message((packed, "application/gzip", "report.xml.gz"))
+
+
 def json_objects() -> bytes:
     """A TLS-RPT report of 6 million empty objects (18 MB; loaded, some 400 MB)."""
     document = b'{"policies": [' + b"{}," * 6_000_000 + b"{}]}"
@@ -223,6 +230,11 @@ def deep_mime() -> bytes:
 def too_many_lines() -> bytes:
     """10 MiB of 3-byte lines."""
     return b"Subject: lines\r\n\r\n" + b"x\r\n" * (Limits().max_message_bytes // 3 - 100)
+
+
+def long_header() -> bytes:
+    """A Subject of 9 million escape characters."""
+    return b"From: a@example.com\r\nSubject: " + b"\x1b" * 9_000_000 + b"\r\n\r\nbody\r\n"
 
 
 def deep_rfc822() -> bytes:
@@ -259,11 +271,13 @@ CASES: dict[str, Callable[[], bytes]] = {
         deep_xml,
         wide_xml,
         attribute_xml,
+        many_names,
         json_objects,
         deep_mime,
         deep_rfc822,
         many_lines_nested,
         too_many_lines,
+        long_header,
     )
 }
 

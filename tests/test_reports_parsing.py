@@ -288,6 +288,9 @@ def test_headers_cannot_forge_lines_and_bad_dates_are_none() -> None:
     raw = b"From: a@example.com\r\nSubject: ok\x1b[2J\r\nDate: yesterday\r\n\r\nplain body\r\n"
     contents = read_message(raw, LIMITS)
     assert contents.subject == "ok\\x1b[2J"
+    long = read_message(b"Subject: " + b"=?utf-8?q?a?= b" * 100_000 + b"\r\n\r\n", LIMITS)
+    assert long.subject.startswith("a b a b") and long.subject.endswith("…")
+    assert len(long.subject) == 999
     assert contents.date is None
     assert contents.body == "plain body\r\n"
 
@@ -416,11 +419,13 @@ HOSTILE = [
     ("deep_xml", [("dmarc", "malformed")]),
     ("wide_xml", [("dmarc", "malformed")]),
     ("attribute_xml", [("dmarc", "malformed")]),
+    ("many_names", [("dmarc", "malformed")]),
     ("json_objects", [("tlsrpt", "attachment_too_large")]),
     ("deep_mime", [("message", "malformed")]),
     ("deep_rfc822", [("message", "malformed")]),
     ("too_many_lines", [("message", "malformed")]),
     ("many_lines_nested", []),
+    ("long_header", []),
 ]
 
 

@@ -9,7 +9,8 @@ attachment does not hide the good ones beside it.
 The message is parsed with the stdlib's ``compat32`` policy: it never raises on a
 malformed header (``email.policy.default`` parses every header into objects, raising
 on some malformed ones in some Python versions) and it is the faster of the two
-(measured in bench/reports.py's docstring). Headers are decoded (RFC 2047),
+(bench/reports.py: parsing the 1,000 report messages takes 0.5 s with it, 2.6 s with
+``default``). Headers are decoded (RFC 2047),
 unfolded, escaped and cut to :data:`HEADER_LIMIT` characters. At most :data:`MAX_PARTS`
 parts are looked at.
 
@@ -38,7 +39,7 @@ import email
 import html
 import re
 from dataclasses import dataclass
-from email.header import Header, decode_header, make_header
+from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
@@ -51,6 +52,7 @@ from mail_exporter.collectors.reports.tlsrpt import TlsRptReport, parse_tlsrpt
 from mail_exporter.printable import printable
 
 HEADER_LIMIT = 998  # RFC 5322's line length: no real From or Subject is longer
+HEADER_READ = 4 * HEADER_LIMIT  # encoded words take up to some 4 characters for one
 BODY_LIMIT = 64 * 1024
 MAX_PARTS = 256
 MAX_NESTING = 16
@@ -74,15 +76,18 @@ class MessageContents:
 
 
 def header_text(message: Message, name: str) -> str:
-    """Header ``name`` decoded, unfolded, escaped and cut; "" when missing."""
+    """Header ``name`` decoded, unfolded, escaped and cut; "" when missing. Only its
+    first :data:`HEADER_READ` characters are read (escaping all of a 9 MB header took
+    5 s)."""
     value = message.get(name)
     if value is None:
         return ""
+    text = str(value)[:HEADER_READ]
     try:
-        decoded = str(value if isinstance(value, Header) else make_header(decode_header(value)))
+        decoded = str(make_header(decode_header(text)))
     except (ValueError, LookupError, TypeError, AssertionError):  # bad encoded words
-        decoded = str(value)
-    return printable(SPACE.sub(" ", decoded).strip(), HEADER_LIMIT)
+        decoded = text
+    return printable(SPACE.sub(" ", decoded[:HEADER_READ]).strip(), HEADER_LIMIT)
 
 
 def header_date(message: Message) -> float | None:
@@ -163,8 +168,8 @@ class Reader:
         self.tlsrpt: list[TlsRptReport] = []
         self.rejected: list[Rejected] = []
 
-    def refuse(self, error: Rejected, kind: str | None = None) -> None:
-        self.rejected.append(error.relabelled(kind or error.kind))
+    def refuse(self, error: Rejected) -> None:
+        self.rejected.append(error.detached())
 
     def read_part(self, part: Message) -> None:
         hint = report_hint(part.get_content_type(), filename(part))

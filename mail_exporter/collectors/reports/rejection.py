@@ -40,7 +40,7 @@ class Rejected(Exception):
     def __str__(self) -> str:
         return f"{self.kind} report rejected ({self.reason}): {self.detail}"
 
-    def relabelled(self, kind: str) -> Rejected:
-        """The same refusal, of ``kind``, with no traceback or context: a refusal kept
-        as a value must not hold the frames (and the buffers) it was raised in."""
-        return Rejected(kind, self.reason, self.detail)
+    def detached(self) -> Rejected:
+        """The same refusal with no traceback or context: a refusal kept as a value must
+        not hold the frames (and the buffers) it was raised in."""
+        return Rejected(self.kind, self.reason, self.detail)
