@@ -16,8 +16,8 @@ from typing import TypeVar, overload
 
 import pytest
 
-from tests.realservers.dovecot import Dovecot
 from tests.podman import Podman, PodmanUnavailable
+from tests.realservers.dovecot import Dovecot
 from tests.realservers.exim import EximUnavailable
 from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI, create_pki

@@ -51,6 +51,8 @@ DEBIAN_IMAGE = "debian:bookworm-slim"
 PYTHON_IMAGE = "mail-exporter-test/python:3.11-slim"
 EXPORTER_IMAGE = "mail-exporter"
 
+DEFAULT_SUBNET = "10.94.69.0/24"
+SUBNET_POOL = "10.94.70.0/23"
 # The VM's limit on processes; podman's own default asks for more.
 MAX_NPROC = 32768
 BUILD_TIMEOUT = 900.0
@@ -83,6 +85,10 @@ def _environment() -> dict[str, str]:
         "[network]\n"
         'network_backend = "netavark"\n'
         f'network_config_dir = "{PODMAN_DIR}/networks"\n'
+        # Away from podman's default 10.88.0.0/16 and 10.89.0.0/16, which a podman with
+        # the system's settings (the CNI backend) may use on this machine at the same time.
+        f'default_subnet = "{DEFAULT_SUBNET}"\n'
+        f'default_subnet_pools = [{{"base" = "{SUBNET_POOL}", "size" = 24}}]\n'
     )
     storage_conf.write_text(
         "[storage]\n"
@@ -170,7 +176,9 @@ class Podman:
         return EXPORTER_IMAGE
 
     @contextmanager
-    def container(self, image: str, *options: str, arguments: tuple[str, ...] = ()) -> Iterator[str]:
+    def container(
+        self, image: str, *options: str, arguments: tuple[str, ...] = ()
+    ) -> Iterator[str]:
         """A container of ``image`` started in the background; its name. It is removed at
         the end, its log shown in the failure when it stopped on its own."""
         name = f"mail-exporter-test-{uuid.uuid4().hex[:12]}"

@@ -1,9 +1,10 @@
 """The deployment files: the Dockerfile, the compose demo stack and the systemd unit.
 
-Docker does not run on the test machines, so these tests check what can be checked
-without it: the Dockerfile's instructions, and that its HEALTHCHECK command really tells a
-running exporter from a stopped one; that every file the compose stack mounts or builds
-from exists; and that each program of the stack accepts its config as mounted:
+tests/test_image.py and tests/test_demo_stack.py build and run the image and the stack
+with podman; these tests check the files themselves, each in seconds: the Dockerfile's
+instructions, and that its HEALTHCHECK command really tells a running exporter from a
+stopped one; that every file the compose stack mounts or builds from exists; and that
+each program of the stack accepts its config as mounted:
 Prometheus (``promtool check config``, with the shipped rules where the config expects
 them), Alertmanager (``amtool check-config``), the exporter (``check-config``, with its
 password secret and the demo CA in place), Postfix (``postconf``) and Dovecot
@@ -416,6 +417,20 @@ def test_compose_exporter_config_passes_check_config(tmp_path: Path, demo_certs:
     for target in document["targets"]:
         host = target["address"].rsplit(":", 1)[0]
         assert host in compose()["services"] and (demo_certs / f"{host}.pem").exists()
+
+
+def test_compose_exporter_reads_the_postfix_queue_as_the_image_user_in_postdrop() -> None:
+    """The exporter's service keeps the image's uid and takes the postfix service's postdrop
+    group, which may ask the showq socket of the spool volume they share."""
+    uid, _, gid = service("mail-exporter")["user"].partition(":")
+    assert uid == dockerfile_values("USER")[0].partition(":")[0]
+    postfix_dockerfile = COMPOSE_FILE.parent / service("postfix")["build"] / "Dockerfile"
+    assert any(
+        f"groupadd --system --gid {gid} postdrop" in run
+        for run in dockerfile_values("RUN", postfix_dockerfile)
+    )
+    assert "postfix-spool:/var/spool/postfix" in service("postfix")["volumes"]
+    assert "postfix-spool:/var/spool/postfix:ro" in service("mail-exporter")["volumes"]
 
 
 def test_demo_postfix_config_is_accepted_by_postconf(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_image_serves_as_its_own_user_from_a_read_only_config_with_a_password_fi
         status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "mail_exporter_build_info{" in metrics
         # The config (and its password file) loaded: the module is there to probe with.
-        assert 'mail_exporter_config_last_reload_successful 1.0' in metrics
+        assert "mail_exporter_config_last_reload_successful 1.0" in metrics
         check = podman.wait_healthy(name)
         assert check.returncode == 0, check.stdout + check.stderr
         assert _process_ids(podman, name) == (IMAGE_UID, IMAGE_GID)
@@ -114,6 +114,6 @@ def test_image_refuses_a_password_file_its_user_cannot_read(
         check=False, timeout=60,
     )  # fmt: skip
     assert run.returncode != 0
-    assert "/etc/mail-exporter/probe.pass" in run.stderr and "Permission denied" in run.stderr, (
-        run.stderr
-    )
+    assert (
+        "/etc/mail-exporter/probe.pass" in run.stderr and "Permission denied" in run.stderr
+    ), run.stderr
