@@ -70,17 +70,33 @@ def _get_text(url: str) -> str:
         return text
 
 
-def _eventually(check: Callable[[], T], what: str, timeout: float = STACK_TIMEOUT) -> T:
+def _eventually(
+    stack: Podman, check: Callable[[], T], what: str, timeout: float = STACK_TIMEOUT
+) -> T:
     """``check()``'s result once it stops raising AssertionError (or the server stops
-    refusing), or a failure with its last complaint after ``timeout`` seconds."""
+    refusing); after ``timeout`` seconds a failure with its last complaint and the state
+    and last log lines of each of the stack's containers."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return check()
         except (AssertionError, urllib.error.URLError, ConnectionError) as error:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{what}, after {timeout:.0f} s: {error}") from error
+                raise AssertionError(
+                    f"{what}, after {timeout:.0f} s: {error}\n{_containers_report(stack)}"
+                ) from error
             time.sleep(2)
+
+
+def _containers_report(stack: Podman) -> str:
+    label = f"label=io.podman.compose.project={compose()['name']}"
+    listed = stack.run("ps", "--all", "--filter", label, "--format", "{{.Names}} {{.Status}}")
+    report = [listed.stdout]
+    for line in listed.stdout.splitlines():
+        name = line.split()[0]
+        logs = stack.run("logs", "--tail", "15", name, check=False)
+        report.append(f"--- {name}\n{logs.stdout}{logs.stderr}")
+    return "\n".join(report)
 
 
 def _samples(metrics: str, name: str) -> dict[str, float]:
@@ -104,8 +120,8 @@ def demo_stack(podman: Podman, exporter_image: str) -> Iterator[Podman]:
         if "build" in service(name) and name != "mail-exporter":
             podman.build(service(name)["image"], ROOT / service(name)["build"])
     project = ("--project-name", compose()["name"], "--file", str(ROOT / "docker-compose.yml"))
-    podman.command("podman-compose", *project, "up", "--detach", *SERVICES, timeout=300)
     try:
+        podman.command("podman-compose", *project, "up", "--detach", *SERVICES, timeout=300)
         yield podman
     finally:
         podman.command("podman-compose", *project, "down", "--volumes", timeout=120, check=False)
@@ -128,7 +144,7 @@ def test_demo_exporter_probes_every_server_and_completes_the_round_trip(
         assert roundtrips and all(v == 1 for v in roundtrips.values()), roundtrips
         return metrics
 
-    metrics = _eventually(all_succeed, "the demo's probes and round trip")
+    metrics = _eventually(demo_stack, all_succeed, "the demo's probes and round trip")
     # Postfix's log, read from the volume the postfix service writes it to: the round
     # trip's submission is in it.
     (source,) = exporter["collectors"]["logs"]["sources"]
@@ -161,12 +177,14 @@ def test_demo_prometheus_loads_the_shipped_rules_and_scrapes_every_target(
         health = {t["labels"]["job"]: t["health"] for t in active}
         assert health == {"mail": "up", "prometheus": "up", "alertmanager": "up"}, active
 
-    _eventually(rules_loaded, "Prometheus's rules")
-    _eventually(targets_up, "Prometheus's targets")
+    _eventually(demo_stack, rules_loaded, "Prometheus's rules")
+    _eventually(demo_stack, targets_up, "Prometheus's targets")
 
 
 def test_demo_alertmanager_is_ready_with_the_demo_routing(demo_stack: Podman) -> None:
-    _eventually(lambda: _get_text("http://127.0.0.1:9093/-/ready"), "Alertmanager's readiness")
+    _eventually(
+        demo_stack, lambda: _get_text("http://127.0.0.1:9093/-/ready"), "Alertmanager's readiness"
+    )
     status = _get_json("http://127.0.0.1:9093/api/v2/status")
     config = yaml.safe_load(status["config"]["original"])
     shipped = yaml.safe_load((ROOT / "deploy/compose/alertmanager/alertmanager.yml").read_text())
