@@ -24,6 +24,9 @@ PyPI and the Debian mirror only; pip inside a build gets the host's CA bundle mo
 read-only, never copied into an image.
 
 There is no systemd to schedule health checks: tests call ``podman healthcheck run``.
+Podman 4.3 keeps netavark's address leases and aardvark-dns's files in the fixed
+/run/containers/networks; they are kept by network name, and the tests' network names are
+their own.
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ class Podman:
     """The podman command with the private settings; see the module docstring."""
 
     def __init__(self) -> None:
+        if os.geteuid() != 0:
+            raise PodmanUnavailable("the image tests run podman as root (as CI does)")
         missing = [name for name in ("podman", "runc", "podman-compose") if not shutil.which(name)]
         if missing:
             raise PodmanUnavailable(f"{', '.join(missing)} not installed (make test-packages)")
