@@ -108,6 +108,15 @@ def _samples(metrics: str, name: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def demo_stack(podman: Podman, exporter_image: str) -> Iterator[Podman]:
     """The stack up (all services but Grafana); down, with its volumes, at the end."""
+    project = ("--project-name", compose()["name"], "--file", str(ROOT / "docker-compose.yml"))
+
+    def down() -> None:
+        podman.command("podman-compose", *project, "down", "--volumes", timeout=120, check=False)
+        # Anonymous volumes (the images' VOLUME lines) outlive `down --volumes`.
+        podman.run("volume", "prune", "--force", check=False)
+
+    # What an interrupted run left: podman-compose would start its containers as they were.
+    down()
     busy = [p for p in _published_ports() if not all(_bindable(a, p) for a in LOOPBACK_ADDRESSES)]
     assert not busy, f"the demo publishes ports {busy} on loopback, and they are taken"
     assert service("mail-exporter")["image"] == exporter_image
@@ -119,14 +128,11 @@ def demo_stack(podman: Podman, exporter_image: str) -> Iterator[Podman]:
     for name in SERVICES:
         if "build" in service(name) and name != "mail-exporter":
             podman.build(service(name)["image"], ROOT / service(name)["build"])
-    project = ("--project-name", compose()["name"], "--file", str(ROOT / "docker-compose.yml"))
     try:
         podman.command("podman-compose", *project, "up", "--detach", *SERVICES, timeout=300)
         yield podman
     finally:
-        podman.command("podman-compose", *project, "down", "--volumes", timeout=120, check=False)
-        # Anonymous volumes (the images' VOLUME lines) outlive `down --volumes`.
-        podman.run("volume", "prune", "--force", check=False)
+        down()
 
 
 def test_demo_exporter_probes_every_server_and_completes_the_round_trip(
