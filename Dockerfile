@@ -9,6 +9,9 @@
 # ships none, so a container without one exits at once, saying which file is missing.
 # Flags after the image name are appended to the entrypoint's (e.g. --log.format json).
 #
+# tests/test_image.py builds it with podman (PYTHON_IMAGE set to a stand-in made from
+# Debian's packages) and runs it; tests/test_deploy.py checks its instructions.
+#
 # Stage 1 builds the wheels of the project and its dependencies; stage 2 installs them
 # with pip (the README's install step, without network or build tools) and runs as an
 # unprivileged user. Every dependency ships manylinux wheels, so no compiler is needed.

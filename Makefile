@@ -12,7 +12,7 @@ ARGS ?=
 TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd prometheus prometheus-alertmanager chromium systemd dnsmasq-base systemd-journal-remote \
 	snmpd snmp prometheus-snmp-exporter rspamd podman runc podman-compose mmdebstrap
 
-.PHONY: run test test-packages test-exim lint check bench clean
+.PHONY: run test test-packages test-exim test-podman image-test lint check bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,12 +56,47 @@ test-exim: $(EXIM_DIR)/usr/sbin/exim4
 	@id Debian-exim >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
 		--home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
 
+# What the image tests (tests/test_image.py, tests/test_demo_stack.py) need besides podman,
+# kept under $(PODMAN_DIR) between runs. Debian's podman 4.3 names the compose services
+# to each other only with netavark and aardvark-dns as its network backend (the CNI
+# backend it defaults to has no DNS plugin in Debian): both are unpacked here, not
+# installed, so the system's podman keeps its own backend. And a base image, since no
+# container registry is reachable: a minimal bookworm from this machine's apt sources,
+# with the apt options that set how it reaches the mirror (Acquire::..., not the hooks).
+PODMAN_DIR := .cache/podman
+NETAVARK_DIR := $(PODMAN_DIR)/netavark
+BASE_TARBALL := $(PODMAN_DIR)/bookworm-minbase.tar
+
+$(NETAVARK_DIR)/usr/lib/podman/netavark:
+	@echo "unpacking netavark and aardvark-dns into $(NETAVARK_DIR)"; \
+	set -e; work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	chown _apt "$$work" 2>/dev/null || true; \
+	cd "$$work"; \
+	apt-get download -qq netavark aardvark-dns 2>/dev/null || { apt-get update -qq && apt-get download -qq netavark aardvark-dns; }; \
+	for deb in *.deb; do dpkg -x "$$deb" root; done; \
+	cd - >/dev/null; rm -rf $(NETAVARK_DIR); mkdir -p $(PODMAN_DIR); mv "$$work/root" $(NETAVARK_DIR)
+
+$(BASE_TARBALL):
+	@echo "making a bookworm base image from this machine's apt sources into $@"; \
+	set -e; mkdir -p $(PODMAN_DIR); \
+	options=$$(grep -l '^Acquire::' /etc/apt/apt.conf.d/* | xargs grep -L -e '-Invoke' | sed 's/^/--aptopt=/'); \
+	cat $$(ls /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null) \
+		| mmdebstrap --quiet --format=tar --variant=minbase --include=passwd,ca-certificates,debian-archive-keyring \
+			$$options bookworm $@.part - ; \
+	mv $@.part $@
+
+test-podman: $(NETAVARK_DIR)/usr/lib/podman/netavark $(BASE_TARBALL)
+
+# The image built with podman and run: the exporter's image, then the compose demo stack.
+image-test: $(BIN)/.installed test-packages test-podman
+	$(BIN)/python -m pytest tests/test_image.py tests/test_demo_stack.py
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(BIN)/.installed test-packages test-exim lint
+test: $(BIN)/.installed test-packages test-exim test-podman lint
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

@@ -1,6 +1,6 @@
 """Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback (and a
-pair that also takes OAuth2 logins, with their token server); a port that is taken, and a
-stack of servers to stop after a test.
+pair that also takes OAuth2 logins, with their token server); a port that is taken, a
+stack of servers to stop after a test; podman and the project's image, built once.
 
 The servers start once per session, on first use, and are stopped at its end. A missing
 server binary fails the tests that need it: integration tests are never skipped silently.
@@ -16,6 +16,7 @@ from typing import TypeVar, overload
 
 import pytest
 
+from tests.podman import Podman, PodmanUnavailable
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.exim import EximUnavailable
 from tests.realservers.oauth import TokenServer
@@ -56,6 +57,24 @@ def _require_binary(name: str) -> None:
         f"(or set {SKIP_REAL_SERVERS_VARIABLE}=1 to skip them)",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="session")
+def podman() -> Podman:
+    """Podman with the tests' private settings; fails (never skips silently) without it."""
+    try:
+        return Podman()
+    except PodmanUnavailable as error:
+        if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
+            pytest.skip(f"{error} ({SKIP_REAL_SERVERS_VARIABLE}=1 is set)")
+        pytest.fail(f"podman is needed for the image tests: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def exporter_image(podman: Podman) -> str:
+    """The project's Dockerfile built with podman, once per session (cached layers make
+    a rebuild of unchanged sources take seconds)."""
+    return podman.exporter_image()
 
 
 @pytest.fixture(scope="session")

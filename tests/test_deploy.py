@@ -1,9 +1,10 @@
 """The deployment files: the Dockerfile, the compose demo stack and the systemd unit.
 
-Docker does not run on the test machines, so these tests check what can be checked
-without it: the Dockerfile's instructions, and that its HEALTHCHECK command really tells a
-running exporter from a stopped one; that every file the compose stack mounts or builds
-from exists; and that each program of the stack accepts its config as mounted:
+tests/test_image.py and tests/test_demo_stack.py build and run the image and the stack
+with podman; these tests check the files themselves, each in seconds: the Dockerfile's
+instructions, and that its HEALTHCHECK command really tells a running exporter from a
+stopped one; that every file the compose stack mounts or builds from exists; and that
+each program of the stack accepts its config as mounted:
 Prometheus (``promtool check config``, with the shipped rules where the config expects
 them), Alertmanager (``amtool check-config``), the exporter (``check-config``, with its
 password secret and the demo CA in place), Postfix (``postconf``) and Dovecot
@@ -22,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ SMART_DROP_IN = SYSTEMD_DIR / "mail-exporter-smart.conf"
 DEFAULT_FILE = SYSTEMD_DIR / "mail-exporter.default"
 SYSUSERS = SYSTEMD_DIR / "mail-exporter.sysusers"
 MAKE_DEMO_CERTS = ROOT / "deploy" / "compose" / "certs" / "make-demo-certs"
+CONTAINERS_DOC = ROOT / "docs" / "containers.md"
 
 CONFIG_PATH = "/etc/mail-exporter/mail_exporter.yml"
 EXPORTER_PORT = 9469
@@ -418,6 +421,20 @@ def test_compose_exporter_config_passes_check_config(tmp_path: Path, demo_certs:
         assert host in compose()["services"] and (demo_certs / f"{host}.pem").exists()
 
 
+def test_compose_exporter_reads_the_postfix_queue_as_the_image_user_in_postdrop() -> None:
+    """The exporter's service keeps the image's uid and takes the postfix service's postdrop
+    group, which may ask the showq socket of the spool volume they share."""
+    uid, _, gid = service("mail-exporter")["user"].partition(":")
+    assert uid == dockerfile_values("USER")[0].partition(":")[0]
+    postfix_dockerfile = COMPOSE_FILE.parent / service("postfix")["build"] / "Dockerfile"
+    assert any(
+        f"groupadd --system --gid {gid} postdrop" in run
+        for run in dockerfile_values("RUN", postfix_dockerfile)
+    )
+    assert "postfix-spool:/var/spool/postfix" in service("postfix")["volumes"]
+    assert "postfix-spool:/var/spool/postfix:ro" in service("mail-exporter")["volumes"]
+
+
 def test_demo_postfix_config_is_accepted_by_postconf(tmp_path: Path) -> None:
     postconf = _binary("postconf", "postfix")
     source = COMPOSE_FILE.parent / service("postfix")["build"]
@@ -449,6 +466,36 @@ def test_demo_dovecot_config_is_accepted_by_doveconf(tmp_path: Path, demo_certs:
     assert check.stderr == ""
     for port in (24, 110, 143, 993, 995, 12345):
         assert f"port = {port}\n" in check.stdout
+
+
+def test_containers_doc_snippets_mount_what_their_configs_read(tmp_path: Path) -> None:
+    """docs/containers.md: its exporter configs pass check-config, and each of its compose
+    services runs the image from a read-only config, with a group to ask Postfix's showq,
+    and mounts (read-only) the queue directory the configs name."""
+    blocks = re.findall(r"```yaml\n(.*?)```", CONTAINERS_DOC.read_text(), re.DOTALL)
+    documents = [yaml.safe_load(textwrap.dedent(block)) for block in blocks]
+    configs = [d for d in documents if "collectors" in d]
+    services = [d.get("services", d)["mail-exporter"] for d in documents if "collectors" not in d]
+    assert len(configs) == 2 and len(services) == 2
+    queue_directories = set()
+    for number, config in enumerate(configs):
+        path = tmp_path / f"config{number}.yml"
+        path.write_text(json.dumps(config))
+        check = _run(sys.executable, "-m", "mail_exporter", "check-config", path)
+        assert check.returncode == 0, check.stdout + check.stderr
+        for instance in config["collectors"]["postfix_queue"]["instances"]:
+            queue_directories.add(instance["queue_directory"])
+    for definition in services:
+        assert definition["image"] == service("mail-exporter")["image"]
+        assert definition["group_add"]
+        targets = {}
+        for volume in definition["volumes"]:
+            _, target, options = volume.split(":")
+            assert options == "ro", volume
+            targets[target] = volume
+        assert CONFIG_PATH in targets
+        assert queue_directories <= set(targets)
+        assert all(port.startswith("127.0.0.1:") for port in definition["ports"])
 
 
 def test_grafana_gets_the_shipped_dashboards_and_the_stack_prometheus() -> None:
