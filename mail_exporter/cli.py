@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,16 @@ def _collector_flags(command: Any) -> Any:
     return command
 
 
+class ListenError(Exception):
+    """The listening socket could not be opened: a port taken, an address not of this host."""
+
+    def __init__(self, error: OSError) -> None:
+        # The reason alone ("address already in use"), not asyncio's "error while
+        # attempting to bind on address (...)" around it: the caller names the address.
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        super().__init__(reason)
+
+
 @dataclass(frozen=True)
 class WebSettings:
     """The --web.* and --probe.* flags that limit the web server."""
@@ -100,7 +111,12 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     exporter.registry.register(limits)
     runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
-    listening = await limits.serve(runner, host, port, exporter.tls_context)
+    try:
+        listening = await limits.serve(runner, host, port, exporter.tls_context)
+    except OSError as error:
+        await runner.cleanup()
+        exporter.stop()
+        raise ListenError(error) from None
     exporter.start()
     level, security = exporter.web_config.security()
     logger.log(level, "listening on %s:%d %s", host or "*", port, security)
@@ -232,15 +248,35 @@ def main(
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--web.read-timeout") from None
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
+    # Before the exporter is built: building it starts the collectors, which log that.
+    logger.info(
+        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
+    )
     try:
         exporter = Exporter(config_file, choices, web_config_file)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    logger.info(
-        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
-    )
-    asyncio.run(_serve(exporter, host, port, settings))
+    _log_unverifying_modules(exporter.config.modules)
+    try:
+        asyncio.run(_serve(exporter, host, port, settings))
+    except ListenError as error:
+        logger.error("cannot listen on %s: %s", listen_address, error)
+        sys.exit(1)
+
+
+def _log_unverifying_modules(modules: Mapping[str, ModuleConfig]) -> None:
+    """Say which modules do not fail on a certificate that does not verify because their
+    config says so: the built-in config's do, and a written config of the same modules
+    without ``insecure_skip_verify`` would fail where these pass."""
+    skipping = sorted(name for name, module in modules.items()
+                      if module.tls_config.insecure_skip_verify)  # fmt: skip
+    if skipping:
+        logger.warning(
+            "modules %s report a certificate that does not verify without failing "
+            "(tls_config.insecure_skip_verify: true); without that key they fail on it",
+            ", ".join(skipping),
+        )
 
 
 @main.command("check-config")
