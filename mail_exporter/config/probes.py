@@ -212,6 +212,11 @@ class ModuleConfig(StrictModel):
     revocation: RevocationConfig = RevocationConfig()
     tls_scan: TLSScanSwitch = None
 
+    @classmethod
+    def model_for(cls, data: object) -> type[ModuleConfig]:
+        """The class that validates ``data``: that of its protocol, when it names one."""
+        return _protocol_class(cls, data) or cls
+
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
         return super().__new__(_protocol_class(cls, data) or cls)
