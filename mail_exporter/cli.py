@@ -348,6 +348,18 @@ def check_web_config(path: Path) -> None:
         sys.exit(1)
     _, security = web_config.security()
     click.echo(f"{path}: OK (serves {security})")
+    # A reload swaps certificates and users on the listening socket, which was opened with
+    # TLS or without it: saying so here spares a reload that would be refused.
+    if web_config.tls_server_config is not None:
+        click.echo(
+            "TLS is set up when the exporter starts: restart one that runs without TLS now "
+            "(a reload applies new certificates and users, but cannot turn TLS on)."
+        )
+    else:
+        click.echo(
+            "Without TLS: a reload applies users, but cannot turn TLS off in an exporter "
+            "that runs with it: restart that one."
+        )
 
 
 @main.command("hash-password")
