@@ -287,8 +287,12 @@ def _log_unverifying_modules(modules: Mapping[str, ModuleConfig]) -> None:
     """Say which modules do not fail on a certificate that does not verify because their
     config says so: the built-in config's do, and a written config of the same modules
     without ``insecure_skip_verify`` would fail where these pass."""
-    skipping = sorted(name for name, module in modules.items()
-                      if module.tls_config.insecure_skip_verify)  # fmt: skip
+    # An opportunistic module reports without the key too: it would not fail without it.
+    skipping = sorted(
+        name
+        for name, module in modules.items()
+        if module.tls_config.insecure_skip_verify and not module.opportunistic
+    )
     if skipping:
         logger.warning(
             "modules %s report a certificate that does not verify without failing "

@@ -265,8 +265,8 @@ def verification_problem(
         problem = f"the certificate ({subject}) is for {names}, not {tls_name(server_name)}"
         if _is_address(server_name):
             problem += (
-                "; probing by IP address: set tls_config.server_name to the name the "
-                "certificate carries (the MX host name)"
+                "; probing by IP address: set tls_config.server_name (probe: --server-name) "
+                "to the name the certificate carries (the MX host name)"
             )
         return problem
     if "not valid at validation time" in message:
