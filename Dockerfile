@@ -23,6 +23,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mail_exporter/ mail_exporter/
+# The runbook served at /runbook: the package's runbook.md links here, the wheel copies it.
+COPY docs/runbook.md docs/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}

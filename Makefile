@@ -14,13 +14,26 @@ TEST_DEBIAN_PACKAGES := postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd promet
 
 .PHONY: run test test-packages test-exim test-podman image-test lint check bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Each stamp installs what its targets need into the one venv: `make run` the package and
+# its runtime dependencies only; `make lint` adds the lint extra (ruff, mypy, stubs);
+# `make test` (and bench) the test and lint extras, everything the suite needs.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(BIN)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-run: $(BIN)/.installed
+$(BIN)/.lint-tools: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[lint]'
+	touch $@
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+run: $(BIN)/.runtime
 	$(BIN)/mail-exporter $(ARGS)
 
 # Installs only what is missing; Postfix is preseeded so apt asks nothing.
@@ -91,7 +104,7 @@ test-podman: $(NETAVARK_DIR)/usr/lib/podman/netavark $(BASE_TARBALL)
 image-test: $(BIN)/.installed test-packages test-podman
 	$(BIN)/python -m pytest tests/test_image.py tests/test_demo_stack.py
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.lint-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -22,9 +22,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,8 @@ from mail_exporter import __version__
 from mail_exporter.basic_auth import hash_password
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
-from mail_exporter.config.root import load_config
-from mail_exporter.config.validation import ConfigError, describe_error
+from mail_exporter.config.root import Config, load_config
+from mail_exporter.config.validation import ConfigError, describe_error, did_you_mean
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -69,8 +71,27 @@ def _split_listen_address(text: str) -> tuple[str | None, int]:
     return address.host, address.port
 
 
+def _duration_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A duration flag's seconds: written as the config writes durations (``500ms``, ``5s``,
+    ``1m30s``), or as a plain number of seconds, as these flags took before."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if _PLAIN_NUMBER.fullmatch(value) else parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a duration above zero", ctx, param)
+    return seconds
+
+
+_PLAIN_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def _collector_flags(command: Any) -> Any:
-    for name, spec in sorted(COLLECTORS.items()):
+    # Applied last first: click lists a command's options in the order they are declared,
+    # which for decorators is the reverse of the order they are applied in.
+    for name, spec in sorted(COLLECTORS.items(), reverse=True):
         command = click.option(
             f"--collector.{name}/--no-collector.{name}",
             f"collector_{name}",
@@ -78,6 +99,16 @@ def _collector_flags(command: Any) -> Any:
             help=f"{spec.help} (default: the config's collectors.{name}.enabled)",
         )(command)
     return command
+
+
+class ListenError(Exception):
+    """The listening socket could not be opened: a port taken, an address not of this host."""
+
+    def __init__(self, error: OSError) -> None:
+        # The reason alone ("address already in use"), not asyncio's "error while
+        # attempting to bind on address (...)" around it: the caller names the address.
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        super().__init__(reason)
 
 
 @dataclass(frozen=True)
@@ -100,7 +131,12 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     exporter.registry.register(limits)
     runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
-    listening = await limits.serve(runner, host, port, exporter.tls_context)
+    try:
+        listening = await limits.serve(runner, host, port, exporter.tls_context)
+    except OSError as error:
+        await runner.cleanup()
+        exporter.stop()
+        raise ListenError(error) from None
     exporter.start()
     level, security = exporter.web_config.security()
     logger.log(level, "listening on %s:%d %s", host or "*", port, security)
@@ -181,6 +217,7 @@ def _exit_after(seconds: float) -> None:
 @click.option(
     "--web.read-timeout",
     "read_timeout",
+    callback=_duration_flag,
     default=format_duration(DEFAULT_READ_TIMEOUT_SECONDS),
     show_default=True,
     help="Time a connection has to send a complete request head, from when it opens "
@@ -213,7 +250,7 @@ def main(
     listen_address: str,
     web_config_file: Path | None,
     max_connections: int,
-    read_timeout: str,
+    read_timeout: float,
     max_probes: int | None,
     log_level: str,
     log_format: str,
@@ -227,32 +264,81 @@ def main(
         host, port = _split_listen_address(listen_address)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
-    try:
-        settings = WebSettings(max_connections, max_probes, parse_duration(read_timeout))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--web.read-timeout") from None
+    settings = WebSettings(max_connections, max_probes, read_timeout)
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
+    # Before the exporter is built: building it starts the collectors, which log that.
+    logger.info(
+        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
+    )
     try:
         exporter = Exporter(config_file, choices, web_config_file)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    logger.info(
-        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
+    _log_unverifying_modules(exporter.config.modules)
+    try:
+        asyncio.run(_serve(exporter, host, port, settings))
+    except ListenError as error:
+        logger.error("cannot listen on %s: %s", listen_address, error)
+        sys.exit(1)
+
+
+def _log_unverifying_modules(modules: Mapping[str, ModuleConfig]) -> None:
+    """Say which modules do not fail on a certificate that does not verify because their
+    config says so: the built-in config's do, and a written config of the same modules
+    without ``insecure_skip_verify`` would fail where these pass."""
+    # An opportunistic module reports without the key too: it would not fail without it.
+    skipping = sorted(
+        name
+        for name, module in modules.items()
+        if module.tls_config.insecure_skip_verify and not module.opportunistic
     )
-    asyncio.run(_serve(exporter, host, port, settings))
+    if skipping:
+        logger.warning(
+            "modules %s report a certificate that does not verify without failing "
+            "(tls_config.insecure_skip_verify: true); without that key they fail on it",
+            ", ".join(skipping),
+        )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def config_summary(config: Config) -> str:
+    """What a valid config runs: ``3 modules, 2 targets, 1 round trip, 2 collectors: logs,
+    postfix_queue``."""
+    enabled = sorted(name for name in COLLECTORS if config.collectors.section(name).enabled)
+    counts = ", ".join(
+        (_counted(len(config.modules), "module"), _counted(len(config.targets), "target"),
+         _counted(len(config.roundtrip), "round trip"), _counted(len(enabled), "collector"))
+    )  # fmt: skip
+    return f"{counts}: {', '.join(enabled)}" if enabled else counts
 
 
 @main.command("check-config")
-@click.argument("path", type=click.Path(path_type=Path))
-def check_config(path: Path) -> None:
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--config.file",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="The config to check, as the server and probe take it (or PATH).",
+)
+@click.pass_context
+def check_config(ctx: click.Context, /, path: Path | None, config_file: Path | None) -> None:
     """Validate a config file; list every problem and exit 1 if there is one."""
+    if path is not None and config_file is not None:
+        raise click.UsageError("give the config once: PATH or --config.file")
+    # `mail-exporter --config.file X check-config` names it before the command, as serving does.
+    chosen = path or config_file or (ctx.parent.params["config_file"] if ctx.parent else None)
+    if chosen is None:
+        raise click.UsageError("which config? give PATH or --config.file")
     try:
-        config = load_config(path)
+        config = load_config(chosen)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    click.echo(f"{path}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
+    click.echo(f"{chosen}: OK ({config_summary(config)})")
 
 
 @main.command("check-web-config")
@@ -266,6 +352,18 @@ def check_web_config(path: Path) -> None:
         sys.exit(1)
     _, security = web_config.security()
     click.echo(f"{path}: OK (serves {security})")
+    # A reload swaps certificates and users on the listening socket, which was opened with
+    # TLS or without it: saying so here spares a reload that would be refused.
+    if web_config.tls_server_config is not None:
+        click.echo(
+            "TLS is set up when the exporter starts: restart one that runs without TLS now "
+            "(a reload applies new certificates and users, but cannot turn TLS on)."
+        )
+    else:
+        click.echo(
+            "Without TLS: a reload applies users, but cannot turn TLS off in an exporter "
+            "that runs with it: restart that one."
+        )
 
 
 @main.command("hash-password")
@@ -377,7 +475,11 @@ def _with_checks(module: ModuleConfig, checks: PostureChecks) -> ModuleConfig:
     is_flag=True,
     help="Report but do not fail on an unverified certificate.",
 )
-@click.option("--timeout", type=float, help="Seconds; default: the module's timeout.")
+@click.option(
+    "--timeout",
+    callback=_duration_flag,
+    help="A duration such as 5s or 500ms; default: the module's timeout.",
+)
 @click.option(
     "--tls-scan",
     is_flag=True,
@@ -433,8 +535,10 @@ def probe_command(
             sys.exit(2)
         if module_name not in config.modules:
             known = ", ".join(sorted(config.modules))
+            typo = did_you_mean(module_name, config.modules)
             raise click.BadParameter(
-                f"unknown module {module_name!r} (configured: {known})", param_hint="--module"
+                f"unknown module {module_name!r}{typo} (configured: {known})",
+                param_hint="--module",
             )
         module = config.modules[module_name]
         redact(config.secrets())

@@ -66,9 +66,13 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
 
 
 def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' ="\\\n'):
+    """``value`` bare when it is plain, else quoted with every character that could end or
+    forge a line escaped: JSON escapes control characters but not U+0085 (NEL) or the
+    Unicode line and paragraph separators, which some log readers break lines at."""
+    if value and all(c.isprintable() and c not in ' ="\\' for c in value):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    quoted = json.dumps(value, ensure_ascii=False)
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in quoted)
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from mail_exporter.probes.findings import findings
-from mail_exporter.probes.result import MailboxStats, Phase, ProbeResult
+from mail_exporter.probes.result import MailboxStats, ProbeResult
 from mail_exporter.probes.revocation import Revocation, verdict_text
 from mail_exporter.probes.smtp_posture import SMTPPosture
 from mail_exporter.probes.tls_scan import TLSScan
@@ -20,7 +20,8 @@ from mail_exporter.tls_facts import CertificateIdentity, TLSFacts, tls_version_l
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "unknown"
-    days = (timestamp - time.time()) / 86400
+    # Rounded first, then + 0.0: a moment just past reads +0.0, never -0.0.
+    days = round((timestamp - time.time()) / 86400, 1) + 0.0
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
     return f"{stamp} ({days:+.1f} days)"
 
@@ -76,9 +77,10 @@ def _chain(facts: TLSFacts) -> list[str]:
 def render_report(target: str, module_name: str, result: ProbeResult) -> str:
     lines = [f"Probe of {target} with module {module_name} ({result.protocol})", ""]
     lines.append("Phases:")
-    for phase in Phase:
-        if phase in result.phases:
-            lines.append(f"  {phase.value:<14} {result.phases[phase] * 1000:9.1f} ms")
+    # In the order they happened (STARTTLS before its handshake), as the session recorded
+    # them; a phase that came back (capabilities after STARTTLS) is summed at its first place.
+    for phase, seconds in result.phases.items():
+        lines.append(f"  {phase.value:<14} {seconds * 1000:9.1f} ms")
     lines.append(f"  {'total':<14} {result.duration_seconds * 1000:9.1f} ms")
     lines.append("")
     lines.append(f"Connected to:         {result.peer_address or 'nothing'}")

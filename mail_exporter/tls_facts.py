@@ -236,8 +236,75 @@ def verify_chain(
     try:
         verifier.verify(chain[0], chain[1:])
     except VerificationError as error:  # quotes the certificate's subject
-        return printable(str(error), SHOWN_NAME_CHARACTERS)
+        return printable(verification_problem(str(error), chain[0], server_name, anchors),
+                         SHOWN_NAME_CHARACTERS)  # fmt: skip
     return None
+
+
+_CERTIFICATE_REPR = re.compile(
+    r"\s*\(encountered processing <Certificate\(.*?\)>\)|<Certificate\(.*?\)>"
+)
+"""cryptography's repr of a certificate in its errors (``<Certificate(subject=<Name(...)>,
+...)>``): the message says which certificate in words instead."""
+
+
+def verification_problem(
+    message: str, leaf: x509.Certificate, server_name: str, anchors: str
+) -> str:
+    """The verifier's ``message`` as a mail admin would say it, with what to do.
+
+    The three failures that make up nearly all of them (an untrusted issuer, a name the
+    certificate lacks, a date outside its validity) are named in words; any other keeps
+    the verifier's text without its ``validation failed:`` prefix and certificate reprs.
+    A name that is an address gets the hint that matters most: probing by IP verifies
+    the address, which certificates rarely carry, unless ``tls_config.server_name`` says
+    which name to expect."""
+    subject = leaf.subject.rfc4514_string() or "without a subject"
+    if "no matching subjectAltName" in message:
+        names = ", ".join(_san_names(leaf)) or "no subjectAltName"
+        problem = f"the certificate ({subject}) is for {names}, not {tls_name(server_name)}"
+        if _is_address(server_name):
+            problem += (
+                "; probing by IP address: set tls_config.server_name (probe: --server-name) "
+                "to the name the certificate carries (the MX host name)"
+            )
+        return problem
+    if "not valid at validation time" in message:
+        now = datetime.now(UTC)
+        not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        if not_after < now:
+            return f"the certificate ({subject}) expired on {_day(not_after)}"
+        if not_before > now:
+            return f"the certificate ({subject}) is valid only from {_day(not_before)}"
+        return f"a certificate of the chain sent with {subject} has expired or is not yet valid"
+    if "candidates exhausted" in message:
+        issuer = leaf.issuer.rfc4514_string() or "an issuer without a name"
+        return (
+            f"the certificate ({subject}) is issued by {issuer}, which does not chain to a "
+            f"CA in {anchors} (self-signed, a private CA, or an intermediate the server does "
+            "not send): set tls_config.ca_file to the CA that issued it"
+        )
+    return _CERTIFICATE_REPR.sub("", message).removeprefix("validation failed: ")
+
+
+def _san_names(leaf: x509.Certificate) -> list[str]:
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [str(name.value) for name in names if isinstance(name, DNSName | IPAddress)]
+
+
+def _is_address(server_name: str) -> bool:
+    try:
+        ipaddress.ip_address(server_name)
+    except ValueError:
+        return False
+    return True
+
+
+def _day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def server_verifier(store: Store, server_name: str) -> ServerVerifier:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: /, /metrics, /probe, /config, /-/healthy, /-/ready and /-/reload (aiohttp).
+"""HTTP endpoints: /, /metrics, /probe, /config, /runbook, /-/healthy, /-/ready and /-/reload
+(aiohttp).
 
 /metrics renders in a worker thread so that collectors doing file or process
 work never block the event loop, and it never waits on a network probe.
@@ -47,6 +48,7 @@ from mail_exporter.exporter import Exporter, ProbeRefusal
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
+from mail_exporter.runbook import runbook_page
 from mail_exporter.status_page import QUEUE_COLLECTORS, render_status_page
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web_limits import Rejection, WebLimits
@@ -262,6 +264,11 @@ async def configured_headers(request: web.Request, response: web.StreamResponse)
     response.headers.update(_exporter(request).web_config.http_server_config.headers.items())
 
 
+async def runbook(request: web.Request) -> web.Response:
+    """The alerts' runbook (:mod:`mail_exporter.runbook`), where their links point."""
+    return web.Response(text=runbook_page(), content_type="text/html")
+
+
 def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Application:
     """The app; with ``limits``, its connections are tracked and /probe runs are capped."""
     tracking = [limits.track_requests] if limits is not None else []
@@ -274,6 +281,7 @@ def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Applica
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", limits.limit_probes(probe) if limits is not None else probe)
     app.router.add_get("/config", shown_config)
+    app.router.add_get("/runbook", runbook)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)

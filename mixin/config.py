@@ -15,9 +15,20 @@ from dataclasses import dataclass
 class Config:
     # Label matchers added to every expression, e.g. '{job="mail"}' for one job only.
     selector: str = ""
-    # The jobs that scrape mail_exporter, as a regex: its own /metrics (`mail`) and the /probe
-    # jobs of sharded replicas (`mail_probe…`, docs/scaling.md), for the exporter-down alert.
+    # The exporter-down alert fires for the jobs that scrape mail_exporter. Those that scrape
+    # its /metrics are known by what they returned: mail_exporter_build_info within
+    # exporter_seen_window, whatever the job's name. /probe scrapes carry no build info: their
+    # jobs (`mail_probe…`, docs/scaling.md) are known by name, a regex.
     exporter_jobs: str = "mail|mail_probe.*"
+    exporter_seen_window: str = "7d"
+
+    # Where each alert's runbook_url points: this base, then `#` and the alert's name in lower
+    # case. The default is the runbook the exporter serves itself at /runbook, on the address
+    # the alert's `instance` label names (Prometheus's target for the exporter's own job).
+    # /probe jobs name the probed server in `instance`, and a proxy or TLS change the URL:
+    # then write the exporter's (or your wiki's) absolute URL here, e.g.
+    # "https://mailhost.example.com:9469/runbook".
+    runbook_url: str = "http://{{ $labels.instance }}/runbook"
 
     probe_down_for: str = "2m"
     probe_slow_warning_seconds: float = 1.0

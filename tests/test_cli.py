@@ -41,7 +41,7 @@ def test_example_config_is_valid() -> None:
     config = EXAMPLE  # as shipped: its password file sits beside it
     result = CliRunner().invoke(main, ["check-config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "OK (11 modules, 10 targets)" in result.output
+    assert "OK (11 modules, 10 targets, 3 round trips, 11 collectors: backups, " in result.output
     loaded = load_config(config)
     disabled = [name for name in COLLECTORS if not loaded.collectors.section(name).enabled]
     assert disabled == [], "every collector belongs in the example, enabled"
@@ -57,7 +57,10 @@ def test_readme_minimal_config_is_valid(tmp_path: Path) -> None:
     config.write_text(text.replace("/etc/mail-exporter/probe.pass", str(secret)))
     result = CliRunner().invoke(main, ["check-config", str(config)])
     assert result.exit_code == 0, result.output
-    assert "OK (3 modules, 2 targets)" in result.output
+    assert (
+        "OK (3 modules, 2 targets, 1 round trip, 2 collectors: logs, postfix_queue)"
+        in result.output
+    )
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

@@ -37,7 +37,11 @@ IMAP_MODULE = "modules:\n  m:\n    protocol: imap\n    tls: implicit\n"
 IMAP_LOGIN = IMAP_MODULE + "    auth: {username: u, password_env: HOME}\n"
 
 INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
-    ("unknown top-level key", "colectors: {}\n", ["colectors (line 1): unknown key"]),
+    (
+        "unknown top-level key",
+        "colectors: {}\n",
+        ["colectors (line 1): unknown key (did you mean collectors?)"],
+    ),
     (
         "unknown module key",
         VALID_MODULE + "    tsl: starttls\n",
@@ -103,7 +107,7 @@ INVALID_CONFIGS: list[tuple[str, str, list[str]]] = [
     (
         "an unknown key in the protocol's section",
         VALID_MODULE + "    smtp: {helo_name: monitor.example.com}\n",
-        ["modules.m.smtp.helo_name (line 4): unknown key"],
+        ["modules.m.smtp.helo_name (line 4): unknown key (did you mean ehlo_name?)"],
     ),
     (
         "AUTH LOGIN, which POP3 does not have",

@@ -400,7 +400,7 @@ def test_compose_exporter_config_passes_check_config(tmp_path: Path, demo_certs:
     relocated.write_text(json.dumps(relocate(document, root, targets)))  # JSON is YAML
     check = _run(sys.executable, "-m", "mail_exporter", "check-config", relocated)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "OK (6 modules, 6 targets)" in check.stdout
+    assert "OK (6 modules, 6 targets, " in check.stdout
 
     # Every file the config names is one the container has: mounted, a secret or a volume.
     def paths(value: Any) -> Iterator[str]:

@@ -77,9 +77,11 @@ def _server_name(value: str) -> str:
 
 
 class TLSConfig(StrictModel):
+    """``insecure_skip_verify`` unset follows the module (:attr:`ModuleConfig.verifies`)."""
+
     ca_file: ConfigPath | None = None
     server_name: Annotated[str, AfterValidator(_server_name)] | None = None
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: bool | None = None
 
     @model_validator(mode="after")
     def _ca_file_readable(self) -> TLSConfig:
@@ -210,6 +212,11 @@ class ModuleConfig(StrictModel):
     revocation: RevocationConfig = RevocationConfig()
     tls_scan: TLSScanSwitch = None
 
+    @classmethod
+    def model_for(cls, data: object) -> type[ModuleConfig]:
+        """The class that validates ``data``: that of its protocol, when it names one."""
+        return _protocol_class(cls, data) or cls
+
     def __new__(cls, *args: Any, **data: Any) -> ModuleConfig:
         """``ModuleConfig(protocol="smtp", ...)`` in code builds the class of that protocol."""
         return super().__new__(_protocol_class(cls, data) or cls)
@@ -248,6 +255,23 @@ class ModuleConfig(StrictModel):
         if self.revocation.enabled and self.tls == "none":
             raise ValueError("revocation applies only to a module with tls: starttls or implicit")
         return self
+
+    @property
+    def opportunistic(self) -> bool:
+        """Opportunistic TLS (RFC 7435) as senders use it on port 25: STARTTLS when offered
+        (``require_tls: false``) and no login. Senders deliver over TLS whatever the
+        certificate, so an unverified one is no outage there."""
+        return self.tls == "starttls" and self.require_tls is False and self.auth is None
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a certificate that does not verify fails the probe (else it is reported,
+        ``mail_tls_cert_verified 0``). ``insecure_skip_verify`` decides where it is written;
+        unset, an opportunistic module reports and every other module fails, so that
+        ``insecure_skip_verify: false`` makes an MX whose domain publishes MTA-STS
+        ``enforce`` (whose senders do verify) fail and page."""
+        skip = self.tls_config.insecure_skip_verify
+        return not (self.opportunistic if skip is None else skip)
 
     @property
     def starttls_required(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from mail_exporter.config.files import Location
 from mail_exporter.config.probes import PROTOCOLS
 from mail_exporter.config.roundtrip import IMAP_ONLY_RECEIVE_KEYS
+from mail_exporter.config.validation import did_you_mean
 
 
 def _mapping_items(value: object) -> list[tuple[int, dict[str, Any]]]:
@@ -31,7 +32,8 @@ def _module_problem(
         return None
     if module not in modules:
         known = ", ".join(sorted(map(str, modules))) or "none defined"
-        return f"unknown module {module!r} (modules: {known})"
+        typo = did_you_mean(module, map(str, modules))
+        return f"unknown module {module!r}{typo} (modules: {known})"
     settings = modules[module] if isinstance(modules[module], dict) else {}
     if settings.get("protocol") not in protocols:
         return f"module {module!r} must have protocol {' or '.join(protocols)}"

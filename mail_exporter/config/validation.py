@@ -7,13 +7,20 @@ pydantic model and adds the checks that span sections. It either returns the mod
 raises :class:`ConfigError` listing every problem as ``key.path (line N): message``:
 nothing half-valid ever reaches the scheduler. The config and the web config both go
 through here, so their errors read the same.
+
+An unknown key close to one the mapping takes (a typo) is told the key it resembles
+(:func:`suggestion`): the keys are read from the model along the key's path, with the
+model a value chooses for itself (a module's protocol, :meth:`ModuleConfig.model_for`)
+where it has a ``model_for`` class method.
 """
 
 from __future__ import annotations
 
+import difflib
+import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -96,6 +103,71 @@ def describe_error(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _model_in(annotation: Any, value: Any) -> type[BaseModel] | None:
+    """The model a field's ``annotation`` validates a mapping ``value`` into, through
+    ``Annotated``, optional and union types; ``None`` when it takes no mapping of keys."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_in(get_args(annotation)[0], value)
+    if origin is Union or origin is types.UnionType:
+        models = (_model_in(arg, value) for arg in get_args(annotation))
+        return next((model for model in models if model is not None), None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        chooser = getattr(annotation, "model_for", None)
+        return chooser(value) if chooser is not None else annotation
+    return None
+
+
+def _keys_at(model: type[BaseModel], data: Any, location: Location) -> list[str]:
+    """The keys the mapping at ``location`` in ``data`` takes, by ``model``; [] if unknown."""
+    annotation: Any = model
+    value = data
+    for part in location:
+        origin = get_origin(annotation)
+        if origin in (list, dict):
+            annotation = get_args(annotation)[-1]
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                value = None
+            continue
+        current = _model_in(annotation, value)
+        if current is None or not isinstance(value, dict):
+            return []
+        field = next((f for name, f in current.model_fields.items()
+                      if part in (name, f.alias)), None)  # fmt: skip
+        if field is None:
+            return []
+        annotation, value = field.annotation, value.get(part)
+    current = _model_in(annotation, value)
+    if current is None:
+        return []
+    return [field.alias or name for name, field in current.model_fields.items()]
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` that ``word`` was probably meant to be (a typo of it)."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` after a message about ``word``, or nothing."""
+    meant = closest(word, choices)
+    return f" (did you mean {meant}?)" if meant is not None else ""
+
+
+def suggestion(model: type[BaseModel], data: Any, location: Location) -> str:
+    """:func:`did_you_mean` for the unknown last key of ``location``: nothing for a key
+    whose message already says what to write (an inline secret), nor for one that is
+    right in another member of a union (a Graph leg's key in an SMTP leg)."""
+    key = location[-1]
+    if not isinstance(key, str) or key in INLINE_SECRETS:
+        return ""
+    known = _keys_at(model, data, location[:-1])
+    return "" if key in known else did_you_mean(key, known)
+
+
 def dotted(location: Location) -> str:
     parts: list[str] = []
     for part in location:
@@ -149,9 +221,10 @@ def validate_yaml(
     except ValidationError as error:
         for item in error.errors():
             location = tuple(item["loc"])
-            problems.append(
-                f"{dotted(location)} (line {index.line_of(location)}): {describe(item)}"
-            )
+            problem = describe(item)
+            if item["type"] == "extra_forbidden":
+                problem += suggestion(model, data, location)
+            problems.append(f"{dotted(location)} (line {index.line_of(location)}): {problem}")
     for location, message in cross_check(data) if cross_check else ():
         problems.append(f"{dotted(location)} (line {index.line_of(location)}): {message}")
     if problems or validated is None:

@@ -67,6 +67,15 @@ def plaintext_refusal(module: ModuleConfig, verb: str) -> str | None:
     return None
 
 
+NOT_VERIFYING_BECAUSE = {
+    True: "opportunistic TLS (STARTTLS not required, no login): senders deliver whatever "
+    "the certificate, so it is reported, not failed",
+    False: "tls_config.insecure_skip_verify: true reports the certificate without failing",
+}
+"""Why a probe goes on past a certificate that does not verify, by whether its module is
+opportunistic (:attr:`ModuleConfig.opportunistic`)."""
+
+
 Farewell = Callable[[], Awaitable[object]]
 """A protocol's goodbye (SMTP and POP3 ``QUIT``, IMAP ``LOGOUT``): sends it, checks the answer."""
 
@@ -217,10 +226,11 @@ class Session:
         self.log(f"TLS {facts.version} {facts.cipher}, certificate {facts.leaf_subject or '?'}")
         if not facts.verified:
             self.log(f"certificate not verified: {facts.verify_error}")
-            if not settings.insecure_skip_verify:
+            if self.module.verifies:
                 raise ProbeFailure(
                     FailureReason.TLS, f"certificate not verified: {facts.verify_error}"
                 )
+            self.log(f"going on: {NOT_VERIFYING_BECAUSE[self.module.opportunistic]}")
 
     async def negotiate_starttls(
         self,

@@ -3,9 +3,9 @@
 The TCP connection follows the module's ``preferred_ip_protocol`` and
 ``ip_protocol_fallback``; TLS uses the probes' permissive client context, and the
 certificate is then verified against ``tls_config`` (``ca_file``, ``server_name``),
-failing the step unless ``insecure_skip_verify`` is set. The server name is also sent
-as SNI (without a trailing dot, as the probes send it). Verification happens before any
-password is sent, and no password is sent without TLS unless the module allows it
+failing the step where the module verifies (:attr:`ModuleConfig.verifies`). The server
+name is also sent as SNI (without a trailing dot, as the probes send it). Verification
+happens before any password is sent, and no password is sent without TLS unless the module allows it
 (:func:`~mail_exporter.probes.session.plaintext_refusal`). :func:`bounded` gives every
 step of a mailbox session its time limit and its failure stage.
 """
@@ -76,7 +76,7 @@ def certificate_problem(
     settings = module.tls_config
     ca_file = str(settings.ca_file) if settings.ca_file else None
     facts = tls_facts.session_facts(ssl_object, server_name(address, module), ca_file)
-    if not facts.verified and not settings.insecure_skip_verify:
+    if not facts.verified and module.verifies:
         return f"certificate not verified: {facts.verify_error}"
     return None
 

@@ -43,7 +43,7 @@ def rules_file(c: Config = CONFIG) -> dict[str, Any]:
     return {
         "groups": [
             {"name": "mail_exporter.recording", "rules": recording_rules(c)},
-            {"name": "mail_exporter.alerts", "rules": [alert.rule() for alert in all_alerts(c)]},
+            {"name": "mail_exporter.alerts", "rules": [alert.rule(c) for alert in all_alerts(c)]},
         ]
     }
 

@@ -9,8 +9,6 @@ from typing import Any
 
 from mixin.config import Config
 
-RUNBOOK = "docs/runbook.md"
-
 HOST = 'instance="mailhost:9469",job="mail"'
 HOST_LABELS = {"instance": "mailhost:9469", "job": "mail"}
 
@@ -38,7 +36,7 @@ class Alert:
     # More promtool cases, each firing or quiet as its alerts say: the expression's edges.
     also: tuple[Example, ...] = ()
 
-    def rule(self) -> dict[str, Any]:
+    def rule(self, c: Config) -> dict[str, Any]:
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -47,7 +45,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": f"{RUNBOOK}#{self.name.lower()}",
+                "runbook_url": f"{c.runbook_url}#{self.name.lower()}",
             },
         }
 

@@ -77,13 +77,48 @@ def _new_site_slower(c: Config) -> Alert:
     )  # fmt: skip
 
 
+STAGE_MEANINGS = {
+    "send": "the test message could not be submitted, so none was sent",
+    "send_auth": "the submission server refused the probe's login, so no message was sent",
+    "receive": "the mailbox could not be read (it is opened before sending, so none was sent)",
+    "receive_auth": "the mailbox server refused the probe's login, so no message was sent",
+    "timeout": "the message was sent but did not reach the mailbox within the route's timeout",
+}
+"""What a failed stage of ``mail_roundtrip_failures_total`` means to the reader of an alert
+(``cleanup`` is counted on top of an attempt's own result, never its failure)."""
+
+FAILURE_WINDOW = "30m"
+"""How far back the description looks for the stage that failed: longer than a route's
+interval, so the last failed attempt is in it."""
+
+
+def failed_stage(window: str = FAILURE_WINDOW) -> str:
+    """The description's account of what failed: the stage that failed most within
+    ``window``, read when the alert is rendered, in words; without one, the attempt ended
+    in the junk mailbox."""
+    query = (
+        "{{ with printf `topk(1, increase(mail_roundtrip_failures_total{instance=%q,job=%q,"
+        f'route=%q,stage!="cleanup"}}[{window}]) > 0)` '
+        "$labels.instance $labels.job $labels.route | query }}{{ with index . 0 }}"
+    )
+    branches = "".join(
+        f'{{{{ {"if" if i == 0 else "else if"} eq .Labels.stage "{stage}" }}}}{meaning}'
+        for i, (stage, meaning) in enumerate(STAGE_MEANINGS.items())
+    )
+    return (
+        query + branches + "{{ else }}its {{ .Labels.stage }} stage failed{{ end }}{{ end }}"
+        "{{ else }}the message arrived in the junk mailbox, or the attempts failed longer "
+        f"than {window} ago{{{{ end }}}}"
+    )
+
+
 def roundtrip_alerts(c: Config) -> list[Alert]:
     alerts = [
         flag_alert(
             c, "MailRoundTripFailing", "mail_roundtrip_success", ROUTE_LABELS, "critical",
             "Test mail does not arrive.",
-            "The round trip {{ $labels.route }} failed: mail sent there did not reach the mailbox "
-            "in time; mail_roundtrip_failures_total says at which stage.",
+            "The round trip {{ $labels.route }} failed: " + failed_stage() + ". The exporter's "
+            "log says why (level warn, route {{ $labels.route }}).",
         ),
         Alert(
             "MailRoundTripStale",
