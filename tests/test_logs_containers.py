@@ -437,3 +437,51 @@ def test_docker_json_file_rotated_while_writing(
         assert collector.followers[0].rotations.get("rename", 0) >= 5  # ID-json.log.1
     finally:
         dockerd.command("rm", "--force", name)
+
+
+def test_a_directory_it_may_not_list_is_named(
+    tmp_path: Path, open_collectors: list[LogsCollector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a user other than root, Docker's 0710 directories match nothing: glob() says
+    no more than that, so the follower looks and says why."""
+    from mail_exporter.collectors.logs import containers
+
+    locked = tmp_path / "containers"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        containers.os, "access", lambda path, mode: path != str(locked) and real_access(path, mode)
+    )
+    source = {"type": "containers", "runtime": "docker", "path": f"{locked}/*/*-json.log"}
+    collector = follow(open_collectors, settings(tmp_path, source))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem != "not started")
+    assert follower.problem == (
+        f"cannot list {locked}: permission denied (see docs/container-logs.md)"
+    )
+
+
+def test_a_name_it_may_not_read_is_not_taken_for_the_path(
+    tmp_path: Path, open_collectors: list[LogsCollector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's config.v2.json is 0600 root: the container is not silently unselected."""
+    from mail_exporter.collectors.logs import containers
+
+    log = tmp_path / "abc" / "abc-json.log"
+    log.parent.mkdir()
+    log.write_text("")
+    config = log.parent / "config.v2.json"
+
+    def unreadable(path: str) -> str:
+        raise PermissionError(13, "Permission denied", str(config))
+
+    monkeypatch.setattr(containers, "container_name", unreadable)
+    source = {"type": "containers", "runtime": "docker", "path": f"{tmp_path}/*/*-json.log",
+              "containers": ["postfix"]}  # fmt: skip
+    collector = follow(open_collectors, settings(tmp_path, source))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem != "not started")
+    assert follower.problem == (
+        f"cannot read the container's name in {config}: permission denied "
+        "(see docs/container-logs.md)"
+    )

@@ -47,15 +47,34 @@ METADATA_BYTES = 4 * 1024 * 1024
 
 
 def _json_file(path: str) -> object:
+    """The JSON in ``path``; None if there is none. Unreadable raises PermissionError:
+    a name that cannot be read must not quietly become the path and miss its pattern."""
     try:
         with open(path, "rb") as file:
             return json.loads(file.read(METADATA_BYTES))
+    except PermissionError:
+        raise
     except (OSError, ValueError):
         return None
 
 
+def unlistable(pattern: str) -> str | None:
+    """The directory above the glob's first pattern when it cannot be listed, else None:
+    glob() would just match nothing (Docker keeps /var/lib/docker/containers 0710 root)."""
+    fixed = []
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    directory = str(Path(*fixed)) if fixed else "."
+    readable = os.access(directory, os.R_OK | os.X_OK) or not os.path.isdir(directory)
+    return None if readable else directory
+
+
 def container_name(path: str) -> str:
-    """The name of the container whose log ``path`` is, as its runtime records it."""
+    """The name of the container whose log ``path`` is, as its runtime records it.
+
+    Raises PermissionError when the runtime's record of it cannot be read."""
     directory = os.path.dirname(path)
     docker = _json_file(os.path.join(directory, "config.v2.json"))
     if isinstance(docker, dict) and isinstance(docker.get("Name"), str):
@@ -119,6 +138,7 @@ class ContainersFollower(Follower):
         self._restored = False  # positions recorded: a file without one is new
         self._scanned = False
         self._left_out = 0
+        self._unreadable: str | None = None  # a container's name that could not be read
 
     def restore(self, position: Position) -> None:
         files = position.get("files")
@@ -153,6 +173,7 @@ class ContainersFollower(Follower):
 
     def scan(self) -> None:
         """Match the glob again: follow new files, let go of the ones gone."""
+        self._unreadable = None
         selected = self._select(glob.glob(self.pattern))
         for path in [path for path in self.logs if path not in selected]:
             self.logs.pop(path).finish()
@@ -164,17 +185,27 @@ class ContainersFollower(Follower):
             self.progressed(self.files_position())
         if selected:
             self.report(None)
+        elif (directory := unlistable(self.pattern)) is not None:
+            self.report(f"cannot list {directory}: permission denied (see docs/container-logs.md)")
+        elif self._unreadable is not None:
+            self.report(f"cannot read the container's name in {self._unreadable}: "
+                        "permission denied (see docs/container-logs.md)")  # fmt: skip
         else:
             names = ", ".join(self.source.containers) or "any container"
             self.report(f"waiting for a log of {names} at {self.pattern}")
 
     def _select(self, paths: list[str]) -> list[str]:
         patterns = self.source.containers
-        names = {path: self.names.get(path) or container_name(path) for path in paths}
+        names: dict[str, str] = {}
+        for path in paths:
+            try:
+                names[path] = self.names.get(path) or container_name(path)
+            except PermissionError as error:
+                self._unreadable = str(error.filename)
         self.names = names
         wanted = [
             path
-            for path in paths
+            for path in names
             if not patterns or any(fnmatch.fnmatchcase(names[path], p) for p in patterns)
         ]
         limit = self.source.max_files
