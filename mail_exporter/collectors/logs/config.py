@@ -35,6 +35,7 @@ def _journal_unit(name: str) -> str:
     return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
 
+DEFAULT_CONTAINER_FILES = 100
 DEFAULT_CONTAINER_LOGS: dict[Runtime, Path] = {
     "docker": Path("/var/lib/docker/containers/*/*-json.log"),
     "cri": Path("/var/log/pods/*/*/*.log"),
@@ -62,7 +63,7 @@ class LogSource(StrictModel):
     path: Path | None = None  # type file; type containers: a glob
     runtime: Runtime | None = None  # type file or containers: the records' format
     containers: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
-    max_files: int = Field(default=100, ge=1, le=10000)  # type containers
+    max_files: int | None = Field(default=None, ge=1, le=10000)  # type containers; default 100
     journal_units: list[Annotated[str, AfterValidator(_journal_unit)]] = Field(
         default_factory=list
     )  # type journal: entries of these units or of these identifiers
@@ -80,7 +81,7 @@ class LogSource(StrictModel):
             raise ValueError("runtime (docker or cri) is required for type containers")
         if self.runtime is not None and self.type not in ("file", "containers"):
             raise ValueError("runtime is only allowed with type file or containers")
-        containers_keys = self.containers or "max_files" in self.model_fields_set
+        containers_keys = self.containers or self.max_files is not None
         if containers_keys and self.type != "containers":
             raise ValueError("containers and max_files are only allowed with type containers")
         journal_keys = self.journal_units or self.journal_identifiers or self.journal_directory
@@ -108,6 +109,11 @@ class LogSource(StrictModel):
         """Type containers: the glob of the log files, as given or the runtime's default."""
         assert self.runtime is not None
         return self.path or DEFAULT_CONTAINER_LOGS[self.runtime]
+
+    @property
+    def container_files(self) -> int:
+        """Type containers: the most files followed at once."""
+        return self.max_files or DEFAULT_CONTAINER_FILES
 
 
 def _postfix_syslog_name(name: str) -> str:

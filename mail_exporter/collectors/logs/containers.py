@@ -208,7 +208,7 @@ class ContainersFollower(Follower):
             for path in names
             if not patterns or any(fnmatch.fnmatchcase(names[path], p) for p in patterns)
         ]
-        limit = self.source.max_files
+        limit = self.source.container_files
         if len(wanted) > limit:
             wanted.sort(key=lambda path: (path not in self.logs, -_modified(path)))
             if len(wanted) - limit != self._left_out:
