@@ -485,3 +485,57 @@ def test_a_name_it_may_not_read_is_not_taken_for_the_path(
         f"cannot read the container's name in {config}: permission denied "
         "(see docs/container-logs.md)"
     )
+
+
+def test_a_reload_takes_over_every_file_mid_line(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    """The successor continues each container's file after the last line counted, with
+    the piece of a split line its predecessor held."""
+    logs = [tmp_path / "pods" / f"ns_pod{n}_uid" / "postfix" / "0.log" for n in range(2)]
+    for log in logs:
+        log.parent.mkdir(parents=True)
+        log.write_text("")
+    source = {"type": "containers", "runtime": "cri", "path": f"{tmp_path}/pods/*/*/*.log"}
+    first = follow(open_collectors, settings(tmp_path, source))
+    wait_for(lambda: first.followers[0].up)
+    line = POSTFIX_LINES[10]
+    for log in logs:
+        with open(log, "a") as file:
+            file.write(cri(line) + cri(line[:20]).replace(" F ", " P ", 1))
+    wait_for(lambda: read_lines(first) == 2)
+    second = follow(open_collectors, settings(tmp_path, source, top_domains=3), first)
+    for log in logs:
+        with open(log, "a") as file:
+            file.write(cri(line[20:]))
+    wait_for(lambda: read_lines(second) == 4)
+    time.sleep(0.3)
+    assert read_lines(second) == 4
+    assert line_counts(second) == reference([line] * 4)
+
+
+def test_a_kubelet_rotation_while_down_is_read_from_its_new_name(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    """Restarted after the kubelet renamed 0.log to 0.log.YYYYMMDD-HHMMSS, the rest of the
+    old file is found there (by its inode) before the new 0.log is read."""
+    log = tmp_path / "pods" / "ns_pod_uid" / "postfix" / "0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("")
+    source = {"type": "containers", "runtime": "cri", "path": f"{tmp_path}/pods/*/*/*.log"}
+    config = settings(tmp_path, source, state_file=str(tmp_path / "state.json"))
+    first = follow(open_collectors, config)
+    wait_for(lambda: first.followers[0].up)
+    with open(log, "a") as file:
+        file.write(cri(POSTFIX_LINES[0]))
+    wait_for(lambda: read_lines(first) == 1)
+    first.close()
+    with open(log, "a") as file:
+        file.write("".join(cri(line) for line in POSTFIX_LINES[1:30]))
+    kubelet_rotate(log)
+    log.write_text("".join(cri(line) for line in POSTFIX_LINES[30:]))
+    second = follow(open_collectors, config)
+    wait_for(lambda: read_lines(second) >= len(POSTFIX_LINES) - 1)
+    time.sleep(0.3)
+    assert read_lines(second) == len(POSTFIX_LINES) - 1
+    assert line_counts(second) == reference(POSTFIX_LINES[1:])
