@@ -539,3 +539,21 @@ def test_a_kubelet_rotation_while_down_is_read_from_its_new_name(
     time.sleep(0.3)
     assert read_lines(second) == len(POSTFIX_LINES) - 1
     assert line_counts(second) == reference(POSTFIX_LINES[1:])
+
+
+def test_a_file_it_cannot_read_is_reported(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    good = tmp_path / "pods" / "ns_pod0_uid" / "postfix" / "0.log"
+    bad = tmp_path / "pods" / "ns_pod1_uid" / "postfix" / "0.log"
+    good.parent.mkdir(parents=True)
+    good.write_text("")
+    bad.mkdir(parents=True)  # matched by the glob, opened, but no file to read
+    source = {"type": "containers", "runtime": "cri", "path": f"{tmp_path}/pods/*/*/*.log"}
+    collector = follow(open_collectors, settings(tmp_path, source))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem not in ("not started", None))
+    assert not follower.up
+    assert follower.problem == f"cannot read {bad}: [Errno 21] Is a directory"
+    bad.rmdir()  # its container is gone: no problem any more
+    wait_for(lambda: follower.up, timeout=20)

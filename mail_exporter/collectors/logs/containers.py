@@ -110,7 +110,7 @@ class ContainerLog(FileFollower):
         self.owner.progressed(self.owner.files_position())
 
     def report(self, problem: str | None) -> None:
-        """A file of a removed container is gone: the source as a whole is still read."""
+        """Kept for the source to report (see :meth:`ContainersFollower.report_files`)."""
         if problem != self.problem:
             logger.debug("log source %s: %s", self.label, problem or "reading")
         self.problem = problem
@@ -167,9 +167,18 @@ class ContainersFollower(Follower):
             try:
                 busy = log.cycle() or busy
             except OSError as error:
-                log.report(f"cannot read: {error}")
+                log.report(f"cannot read {log.path}: {error}")
                 log._drop_current()
+        self.report_files()
         return busy
+
+    def report_files(self) -> None:
+        """Up unless a file cannot be read; one whose container is gone is no problem."""
+        if not self.logs:
+            return  # the scan says why
+        troubled = [log.problem for log in self.logs.values() if log.problem]
+        troubled = [problem for problem in troubled if not problem.startswith("waiting for")]
+        self.report(troubled[0] if troubled else None)
 
     def scan(self) -> None:
         """Match the glob again: follow new files, let go of the ones gone."""
@@ -184,7 +193,7 @@ class ContainersFollower(Follower):
         if first or selected:
             self.progressed(self.files_position())
         if selected:
-            self.report(None)
+            self.report_files()
         elif (directory := unlistable(self.pattern)) is not None:
             self.report(f"cannot list {directory}: permission denied (see docs/container-logs.md)")
         elif self._unreadable is not None:
