@@ -19,8 +19,13 @@ containers come and go, and a label per container would be a series per containe
 * **Bounded**: at most ``max_files`` files (the most recently written); the rest are
   left, with a warning naming how many, until a slot is free.
 
-``mail_log_source_up`` is 0 while no file matches (the reason is logged). The position
-is the files' positions by path.
+``mail_log_source_up`` is 0 while no file matches, while the runtime's directory cannot
+be listed or a container's name cannot be read (as a user other than root, Docker's
+0710 directories and 0600 ``config.v2.json`` just match nothing, which would be silent),
+and while one of the files cannot be read; the reason is logged. The position is the
+files' positions by path. Opening a Docker record (``json.loads``) costs about as much
+as parsing the line inside: 134 000 records a second against 268 000 CRI records and
+184 000 Postfix lines dispatched, on one core of the test machine.
 """
 
 from __future__ import annotations
