@@ -28,7 +28,13 @@ from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.envelopes import Envelope, Runtime, record_bytes
 from mail_exporter.collectors.logs.lines import LineSplitter
 from tests.conftest import _require_binary
-from tests.realservers.containers import IMAGE, Dockerd, Podman, RuntimeUnavailable
+from tests.realservers.containers import (
+    IMAGE,
+    POSTFIX_IMAGE,
+    Dockerd,
+    Podman,
+    RuntimeUnavailable,
+)
 from tests.test_logs_followers import follow, open_collectors, settings, wait_for
 
 __all__ = ["open_collectors"]  # the fixture, used by name
@@ -557,3 +563,94 @@ def test_a_file_it_cannot_read_is_reported(
     assert follower.problem == f"cannot read {bad}: [Errno 21] Is a directory"
     bad.rmdir()  # its container is gone: no problem any more
     wait_for(lambda: follower.up, timeout=20)
+
+
+POSTFIX_SCRIPT = r"""
+postconf -e maillog_file=/dev/stdout inet_interfaces=loopback-only inet_protocols=ipv4 \
+  mydestination= mynetworks=127.0.0.0/8 default_transport=smtp relay_transport=smtp \
+  'relayhost=[127.0.0.1]:9' smtp_dns_support_level=disabled
+postconf -M 'postlog/unix-dgram=postlog unix-dgram n - n - 1 postlogd'
+/usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1
+postfix start-fg & master=$!
+for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/25) 2>/dev/null && break; sleep 0.1; done
+exec 3<>/dev/tcp/127.0.0.1/25
+reply() { while read -r line <&3; do case "$line" in [0-9][0-9][0-9]" "*) return;; esac; done; }
+chat() { printf '%s\r\n' "$1" >&3; reply; }
+reply; chat 'EHLO client.test'; chat 'MAIL FROM:<a@example.org>'; chat 'RCPT TO:<b@example.net>'
+chat 'DATA'; chat "$(printf 'Subject: t\r\n\r\nhello\r\n.')"; chat 'QUIT'
+for i in $(seq 100); do postqueue -j | grep -q delay_reason && break; sleep 0.1; done
+postfix stop; wait $master 2>/dev/null; exit 0
+"""
+
+
+@pytest.mark.parametrize("runtime", ["podman", "dockerd"])
+def test_a_real_postfix_in_a_container(
+    runtime: str,
+    podman: Podman,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    open_collectors: list[LogsCollector],
+) -> None:
+    """Debian's Postfix 3.7 with ``maillog_file = /dev/stdout`` (``postfix start-fg``), as
+    in a container image: its lines, read from the runtime's files, are all understood."""
+    try:
+        podman.ensure_image(POSTFIX_IMAGE)
+    except RuntimeUnavailable as error:
+        pytest.fail(f"cannot build the Postfix image: {error}", pytrace=False)
+    name = f"postfix-{uuid.uuid4().hex[:8]}"
+    script = tmp_path / "postfix.sh"
+    script.write_text(POSTFIX_SCRIPT)
+    arguments = ["run", "--detach", f"--name={name}", "--network=none",
+                 f"--volume={script}:/run.sh:ro"]  # fmt: skip
+    if runtime == "podman":
+        engine: Podman | Dockerd = podman
+        logs, kind = f"{podman.root}/graph/overlay-containers/*/userdata/ctr.log", "cri"
+        arguments.append("--log-driver=k8s-file")
+    else:
+        engine = daemon = request.getfixturevalue("dockerd")
+        daemon.load_image(podman, POSTFIX_IMAGE)
+        logs, kind = f"{daemon.data}/containers/*/*-json.log", "docker"
+        arguments.append("--log-driver=json-file")
+    source = {"type": "containers", "runtime": kind, "path": logs, "containers": [name]}
+    collector = follow(open_collectors, settings(tmp_path, source))
+    try:
+        engine.command(*arguments, POSTFIX_IMAGE, "bash", "/run.sh")
+        engine.command("wait", name, timeout=120)
+        follower = collector.followers[0]
+        assert isinstance(follower, ContainersFollower)
+        wait_for(lambda: bool(follower.logs), timeout=30)
+        (path,) = follower.logs
+        written = Envelope(kind, 16384).open(Path(path).read_text().splitlines())  # type: ignore[arg-type]
+        wait_for(lambda: read_lines(collector) >= len(written), timeout=30)
+    finally:
+        engine.command("rm", "--force", name)
+    time.sleep(0.3)
+    assert read_lines(collector) == len(written)
+    counts = line_counts(collector)
+    assert counts == reference(written)
+    postfix = {key: n for key, n in counts.items() if key[0] == "postfix"}
+    assert [key for key in postfix if key[2] == "unsupported"] == []
+    assert postfix[("postfix", "postfix/smtpd", "parsed")] >= 4
+    with collector.counters.lock:
+        assert collector.counters.connections[("postfix", "smtpd")] >= 1
+        assert [key for key in collector.counters.deliveries if key[2] == "deferred"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "runtime"),
+    [("container_postfix_json_file.log", "docker"), ("container_postfix_k8s_file.log", "cri")],
+)
+def test_a_real_containers_postfix_lines_are_understood(fixture: str, runtime: Runtime) -> None:
+    """Postfix's ``maillog_file = /dev/stdout`` lines (``Dec 06 19:52:59 vm postfix/…``, the
+    day zero-padded, unlike syslog's) as the runtimes recorded them."""
+    lines = Envelope(runtime, 16384).open(records(fixture))
+    assert len(lines) == 14 and lines[-1] == "Terminated"  # bash, about the stopped master
+    counters = LogCounters(10, 10, 3600)
+    feed = LineDispatcher(counters).feeder("syslog")
+    for line in lines:
+        feed(line)
+    assert {key: n for key, n in counters.lines.items() if key[2] == "unsupported"} == {
+        ("other", "none", "unsupported"): 1
+    }
+    assert counters.connections[("postfix", "smtpd")] == 2
+    assert [n for key, n in counters.deliveries.items() if key[2] == "deferred"] == [1]
