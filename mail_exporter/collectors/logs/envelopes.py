@@ -24,8 +24,8 @@ was being joined. A record that is not in the format (a file of another runtime,
 truncated write) is passed on as it is: it then counts as an unsupported line, visible,
 rather than being dropped without a trace. The text inside is the program's own line,
 in whatever format the source's ``format`` says (Postfix's ``maillog_file =
-/dev/stdout`` writes ``Dec  6 19:27:25 host postfix/smtpd[81]: …``, which the syslog
-format reads like the syslog daemon's).
+/dev/stdout`` writes ``Dec 06 19:52:59 vm postfix/smtpd[181]: …``, which the syslog
+format reads like the syslog daemon's lines).
 """
 
 from __future__ import annotations
