@@ -654,3 +654,20 @@ def test_a_real_containers_postfix_lines_are_understood(fixture: str, runtime: R
     }
     assert counters.connections[("postfix", "smtpd")] == 2
     assert [n for key, n in counters.deliveries.items() if key[2] == "deferred"] == [1]
+
+
+def test_a_name_recorded_after_the_log_appeared_is_found_at_the_next_scan(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "abc" / "abc-json.log"
+    log.parent.mkdir()
+    log.write_text("")
+    source = {"type": "containers", "runtime": "docker", "path": f"{tmp_path}/*/*-json.log",
+              "containers": ["postfix"]}  # fmt: skip
+    collector = follow(open_collectors, settings(tmp_path, source))
+    follower = collector.followers[0]
+    wait_for(lambda: follower.problem != "not started")
+    assert not follower.up
+    (log.parent / "config.v2.json").write_text(json.dumps({"Name": "/postfix"}))
+    wait_for(lambda: follower.up, timeout=20)
+    assert list(follower.logs) == [str(log)]

@@ -9,7 +9,7 @@ containers come and go, and a label per container would be a series per containe
   Docker's is ``Name`` in ``config.v2.json`` beside ``ID-json.log``; podman's is in
   ``overlay-containers/containers.json`` beside ``ID/userdata/ctr.log``; a kubelet's
   ``/var/log/pods/NAMESPACE_POD_UID/CONTAINER/N.log`` is ``NAMESPACE/POD/CONTAINER``;
-  any other file is named by its path. A name is read once, when the file is found.
+  any other file is named by its path. A name is read once, when it is first found.
 * **New containers**: the glob is matched again every ``SCAN_SECONDS``; a file found
   after the first scan is read from its start (all of it is new), as is, after a
   restart with a state file, one that has no recorded position (its container started
@@ -216,7 +216,8 @@ class ContainersFollower(Follower):
                 names[path] = self.names.get(path) or container_name(path)
             except PermissionError as error:
                 self._unreadable = str(error.filename)
-        self.names = names
+        # a name not found (its runtime's record not written yet) is looked for again
+        self.names = {path: name for path, name in names.items() if name != path}
         wanted = [
             path
             for path in names
