@@ -387,9 +387,11 @@ def write_when_followed(
     finish()
 
 
-def test_podman_k8s_file_rotated_while_writing(
-    podman: Podman, tmp_path: Path, open_collectors: list[LogsCollector]
+@pytest.mark.parametrize("driver", ["k8s-file", "json-file"])
+def test_podman_rotated_while_writing(
+    driver: str, podman: Podman, tmp_path: Path, open_collectors: list[LogsCollector]
 ) -> None:
+    """podman's json-file is k8s-file under another name: CRI records either way."""
     rounds = 40
     mounts, written = logger_files(tmp_path / "logger", rounds)
     name = f"logs-{uuid.uuid4().hex[:8]}"
@@ -402,7 +404,7 @@ def test_podman_k8s_file_rotated_while_writing(
             tmp_path / "logger",
             lambda: podman.command(
                 "run", "--detach", f"--name={name}", "--network=none", *mounts,
-                "--log-driver=k8s-file", "--log-opt=max-size=64k",
+                f"--log-driver={driver}", "--log-opt=max-size=64k",
                 IMAGE, "sh", "-c", ROTATING_SCRIPT, "logger", str(rounds),
             ),
             lambda: podman.command("wait", name, timeout=120),
