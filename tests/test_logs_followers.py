@@ -511,7 +511,8 @@ def test_journalctl_without_a_journal_is_not_silent(
 @pytest.mark.parametrize(
     ("sources", "problem"),
     [
-        ([{"type": "journal", "path": "/x"}], "path is required for type file and only allowed there"),
+        ([{"type": "journal", "path": "/x"}], "path is only allowed with type file or containers"),
+        ([{"type": "file"}], "path is required for type file"),
         ([{"path": "/x", "journal_units": ["a"]}], "journal_* keys are only allowed with type journal"),
         ([{"type": "journal", "format": "exim"}], "journal entries carry their program name"),
         ([{"type": "journal", "journal_units": ["postfix@*.service"]}],

@@ -4,6 +4,8 @@ One file per concern:
 
 * :mod:`.lines` bytes to lines (partial and overlong lines), :mod:`.follower` the
   follower thread and standard input, :mod:`.files` files through rotation,
+  :mod:`.containers` the log files of containers, :mod:`.envelopes` their runtimes'
+  records,
   :mod:`.journal` the systemd journal, :mod:`.state` the state file;
 * :mod:`.dispatch` routes a line by program, :mod:`.postfix`, :mod:`.exim`,
   :mod:`.dovecot` and :mod:`.spam` understand them, :mod:`.rejects` classifies rejects

@@ -1,8 +1,8 @@
 """The ``logs`` collector: followers in the background, counters rendered at scrape time.
 
-Each configured source gets a follower thread (:mod:`.files`, :mod:`.journal`, or
-standard input) feeding one :class:`~.dispatch.LineDispatcher`; a scrape only copies
-the counters. Followers start with the collector and stop in :meth:`close`.
+Each configured source gets a follower thread (:mod:`.files`, :mod:`.containers`,
+:mod:`.journal`, or standard input) feeding one :class:`~.dispatch.LineDispatcher`; a
+scrape only copies the counters. Followers start with the collector and stop in :meth:`close`.
 
 Reloads: a logs collector rebuilt for a changed section is handed its predecessor and
 takes over from it. It stops the predecessor's followers first, so that their positions
@@ -23,6 +23,7 @@ from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import Collector, register_collector
 from mail_exporter.collectors.logs.config import LogsConfig, LogSource
+from mail_exporter.collectors.logs.containers import ContainersFollower
 from mail_exporter.collectors.logs.counters import LogCounters
 from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.files import FileFollower
@@ -38,6 +39,8 @@ def make_follower(source: LogSource, settings: LogsConfig) -> Follower:
         return JournalFollower(source, settings)
     if source.type == "stdin":
         return StdinFollower(source, settings)
+    if source.type == "containers":
+        return ContainersFollower(source, settings)
     return FileFollower(source, settings)
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from mail_exporter.collectors.logs.envelopes import Runtime
 from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.config.fields import Duration, Name, StrictModel
 
@@ -34,19 +35,35 @@ def _journal_unit(name: str) -> str:
     return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
 
+DEFAULT_CONTAINER_FILES = 100
+DEFAULT_CONTAINER_LOGS: dict[Runtime, Path] = {
+    "docker": Path("/var/lib/docker/containers/*/*-json.log"),
+    "cri": Path("/var/log/pods/*/*/*.log"),
+}
+
+
 class LogSource(StrictModel):
-    """One log to follow: a file, the systemd journal, or standard input.
+    """One log to follow: a file, the containers' logs, the systemd journal, or standard input.
 
     ``format`` says how a line looks: ``syslog`` (``DATE HOST program[pid]: text``, what
-    /var/log/mail.log and the journal carry, every program family recognised by its tag),
-    ``dovecot`` (Dovecot's own ``log_path``), ``exim`` (Exim's mainlog or rejectlog) or
-    ``rspamd`` (rspamd's own log file).
+    /var/log/mail.log and the journal carry, every program family recognised by its tag;
+    also the bare ``program[pid]: text``), ``dovecot`` (Dovecot's own ``log_path``),
+    ``exim`` (Exim's mainlog or rejectlog) or ``rspamd`` (rspamd's own log file).
+    ``runtime`` says that the file is a container runtime's log whose records carry those
+    lines (``docker``: Docker's json-file; ``cri``: /var/log/pods, containerd, CRI-O,
+    podman's k8s-file); see ``collectors/logs/envelopes.py``. Type ``containers`` follows
+    every file that the glob ``path`` matches (by default where the runtime keeps them),
+    new ones as they appear, those of the containers named in ``containers`` only (shell
+    patterns) when that is given, at most ``max_files`` of them.
     """
 
-    type: Literal["file", "journal", "stdin"] = "file"
+    type: Literal["file", "containers", "journal", "stdin"] = "file"
     name: Name | None = None  # the ``source`` label; default below
     format: Literal["syslog", "dovecot", "exim", "rspamd"] = "syslog"
-    path: Path | None = None  # type file
+    path: Path | None = None  # type file; type containers: a glob
+    runtime: Runtime | None = None  # type file or containers: the records' format
+    containers: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    max_files: int | None = Field(default=None, ge=1, le=10000)  # type containers; default 100
     journal_units: list[Annotated[str, AfterValidator(_journal_unit)]] = Field(
         default_factory=list
     )  # type journal: entries of these units or of these identifiers
@@ -56,8 +73,17 @@ class LogSource(StrictModel):
 
     @model_validator(mode="after")
     def _keys_of_its_type(self) -> LogSource:
-        if (self.type == "file") != (self.path is not None):
-            raise ValueError("path is required for type file and only allowed there")
+        if self.type == "file" and self.path is None:
+            raise ValueError("path is required for type file")
+        if self.path is not None and self.type not in ("file", "containers"):
+            raise ValueError("path is only allowed with type file or containers")
+        if self.type == "containers" and self.runtime is None:
+            raise ValueError("runtime (docker or cri) is required for type containers")
+        if self.runtime is not None and self.type not in ("file", "containers"):
+            raise ValueError("runtime is only allowed with type file or containers")
+        containers_keys = self.containers or self.max_files is not None
+        if containers_keys and self.type != "containers":
+            raise ValueError("containers and max_files are only allowed with type containers")
         journal_keys = self.journal_units or self.journal_identifiers or self.journal_directory
         if journal_keys and self.type != "journal":
             raise ValueError("journal_* keys are only allowed with type journal")
@@ -70,11 +96,24 @@ class LogSource(StrictModel):
         """The ``source`` label: the name, the path, ``journal`` (with its filters) or ``stdin``."""
         if self.name is not None:
             return self.name
+        if self.type == "containers":
+            return str(self.container_logs)
         if self.path is not None:
             return str(self.path)
         if self.type == "journal":
             return ",".join(["journal", *self.journal_units, *self.journal_identifiers])
         return self.type
+
+    @property
+    def container_logs(self) -> Path:
+        """Type containers: the glob of the log files, as given or the runtime's default."""
+        assert self.runtime is not None
+        return self.path or DEFAULT_CONTAINER_LOGS[self.runtime]
+
+    @property
+    def container_files(self) -> int:
+        """Type containers: the most files followed at once."""
+        return self.max_files or DEFAULT_CONTAINER_FILES
 
 
 def _postfix_syslog_name(name: str) -> str:

@@ -22,6 +22,17 @@ The file is polled (``poll_interval``) and read from the last offset to its end:
 
 Positions are (device, inode, offset, the bytes before the offset, the unfinished
 line), so a restart neither recounts nor skips a line.
+
+A container runtime's log (``runtime``) is the same kind of file, rotated the same two
+ways: Docker renames ``ID-json.log`` to ``ID-json.log.1`` (gzipping it later with
+``compress``), the kubelet renames ``0.log`` to ``0.log.YYYYMMDD-HHMMSS`` and gzips the
+one before, and podman's conmon writes a new ``ctr.log.tmp`` and renames it over
+``ctr.log``, keeping nothing; each then writes to a new file at the path. So the old
+file, held open, is read to its end whatever name it has now or whether it is gone.
+Each file's records are opened by an :class:`~.envelopes.Envelope`, one for the path
+(not for each file), since a line split into several records may straddle a rotation;
+what it holds goes into the position. A runtime's record is read whole up to
+:func:`~.envelopes.record_bytes`, the line inside it is held to ``max_line_bytes``.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mail_exporter.collectors.logs.config import LogsConfig, LogSource
+from mail_exporter.collectors.logs.envelopes import Envelope, record_bytes
 from mail_exporter.collectors.logs.follower import CHUNK_BYTES, Follower, Position
 from mail_exporter.collectors.logs.lines import LineSplitter
 
@@ -75,8 +87,9 @@ def open_file(path: str, splitter: LineSplitter) -> OpenFile:
 
 
 def rotated_names(path: str) -> list[str]:
-    """Where logrotate puts the previous file: ``PATH.1`` or ``PATH-DATE``, newest first."""
-    names = [f"{path}.1", *glob.glob(glob.escape(path) + "-*")]
+    """Where the previous file goes, newest first: logrotate's ``PATH.1`` or ``PATH-DATE``,
+    Docker's ``PATH.1``, the kubelet's ``PATH.YYYYMMDD-HHMMSS``."""
+    names = [*glob.glob(glob.escape(path) + ".*"), *glob.glob(glob.escape(path) + "-*")]
     found = [name for name in names if os.path.isfile(name) and not name.endswith(COMPRESSED)]
     return sorted(found, key=lambda name: os.stat(name).st_mtime, reverse=True)[:4]
 
@@ -88,6 +101,12 @@ class FileFollower(Follower):
         super().__init__(source, settings)
         assert source.path is not None
         self.path = str(source.path)
+        self.envelope = (
+            Envelope(source.runtime, self.max_line_bytes) if source.runtime is not None else None
+        )
+        self.record_bytes = (
+            self.max_line_bytes if self.envelope is None else record_bytes(self.max_line_bytes)
+        )
         self.current: OpenFile | None = None
         self.rotated: list[OpenFile] = []
         self._resume: Position = {}
@@ -95,6 +114,18 @@ class FileFollower(Follower):
 
     def restore(self, position: Position) -> None:
         self._resume = position
+        if self.envelope is not None:
+            self.envelope.restore(position.get("envelope"))
+
+    def deliver(self, lines: list[str], splitter: LineSplitter) -> None:
+        """A runtime's records are opened first; the lines that they held too long count too."""
+        if self.envelope is not None:
+            lines = self.envelope.open(lines)
+            splitter.too_long += self.envelope.take_too_long()
+        self.count(lines, splitter)
+
+    def count(self, lines: list[str], splitter: LineSplitter) -> None:
+        super().deliver(lines, splitter)
 
     def run(self) -> None:
         while not self.stopping():
@@ -127,7 +158,7 @@ class FileFollower(Follower):
         first = not self._opened_before
         self._opened_before = True
         try:
-            current = open_file(self.path, LineSplitter(self.max_line_bytes))
+            current = open_file(self.path, LineSplitter(self.record_bytes))
         except FileNotFoundError:
             self.report(f"waiting for {self.path} to appear")
             self._resume = {}  # a file that comes later is read whole
@@ -164,7 +195,7 @@ class FileFollower(Follower):
                 return
             # truncated while we were away: the rest may be in the copy
             current.offset, current.tail = 0, b""
-            current.splitter = LineSplitter(self.max_line_bytes)
+            current.splitter = LineSplitter(self.record_bytes)
         old = self._find_rotated(lambda found: (found.device, found.inode) == (device, inode))
         if old is None:
             old = self._find_rotated(lambda candidate: candidate.inode != current.inode)
@@ -190,7 +221,7 @@ class FileFollower(Follower):
         if copy is not None:
             copy.close()
         current.offset, current.tail = 0, b""
-        current.splitter = LineSplitter(self.max_line_bytes)
+        current.splitter = LineSplitter(self.record_bytes)
         self._count_rotation("truncate")
         self.progressed(self._position(current))
 
@@ -225,7 +256,7 @@ class FileFollower(Follower):
         """The first rotated copy that ``wanted`` accepts, opened."""
         for name in rotated_names(self.path):
             try:
-                candidate = open_file(name, LineSplitter(self.max_line_bytes))
+                candidate = open_file(name, LineSplitter(self.record_bytes))
             except OSError:
                 continue
             if wanted(candidate):
@@ -257,15 +288,17 @@ class FileFollower(Follower):
             self.deliver(opened.splitter.feed(data), opened.splitter)
         return total > 0
 
-    @staticmethod
-    def _position(opened: OpenFile) -> Position:
-        return {
+    def _position(self, opened: OpenFile) -> Position:
+        position: Position = {
             "device": opened.device,
             "inode": opened.inode,
             "offset": opened.offset,
             "tail": opened.tail.hex(),
             "partial": opened.splitter.partial.hex(),
         }
+        if self.envelope is not None:
+            position["envelope"] = self.envelope.state()
+        return position
 
     def _drop_current(self) -> None:
         if self.current is not None:
