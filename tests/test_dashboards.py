@@ -219,7 +219,8 @@ class LabelCheck:
         name = node.name or next(
             (m.value for m in node.matchers.matchers if m.name == "__name__"), None
         )
-        if not name or not name.startswith(("mail_", "mail:")):
+        # The paired exporters' series documented in docs/metrics.md are checked alike.
+        if not name or (name not in self.series and not name.startswith(("mail_", "mail:"))):
             return None
         if name not in self.series:
             self.errors.append(f"{name} is neither documented nor recorded")
@@ -401,13 +402,15 @@ def known_series() -> dict[str, Labels]:
     """Documented series, and the series the shipped recording rules make from them.
 
     A rule over undocumented series gets unknown labels: the series themselves are reported.
+    A rule that records a documented name (Exchange's queues as ``mail_queue_messages``)
+    leaves it as documented; test_paired.py checks that it gives exactly those labels.
     """
     series: dict[str, Labels] = dict(
         exported_series(documented_metrics(METRICS_DOC.read_text(encoding="utf-8")))
     )
     for group in yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]:
         for rule in group["rules"]:
-            if "record" in rule:
+            if "record" in rule and rule["record"] not in series:
                 series[rule["record"]] = LabelCheck(series).labels(promql.parse(rule["expr"]))
     return series
 
@@ -778,7 +781,9 @@ def test_variables_are_filled_in_and_unknown_ones_fail() -> None:
 def test_expressions_come_from_panels_rows_and_variables() -> None:
     board = json.loads((DASHBOARDS / "mail-overview.json").read_text(encoding="utf-8"))
     found = expressions(board)
-    assert any("windows_exchange" in e.expr for e in found), "collapsed rows' panels count too"
+    assert any(
+        "mail_exporter_collector_duration_seconds" in e.expr for e in found
+    ), "collapsed rows' panels count too"
     server = expressions(generated()["mail-server.json"])
     assert any(e.where.endswith("variable target") for e in server)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mixin.config import Config
 from mixin.promql import HOUR_SECONDS, series
 from mixin.rules.alert import HOST_LABELS, Alert, Example, Levels, fired, leveled, ramp, steady
+from mixin.rules.exchange import with_exchange
 
 QUEUE = 'mta="postfix",mta_instance="postfix",instance="mailhost:9469",job="mail"'
 QUEUE_LABELS = {
@@ -21,15 +22,16 @@ def queue_alerts(c: Config) -> list[Alert]:
         ("deferred", "MailQueueDeferredHigh", c.queue_deferred_warning, c.queue_deferred_critical),
         ("active", "MailQueueActiveHigh", c.queue_active_warning, c.queue_active_critical),
     ):
-        alerts += leveled(
-            name, "mail_queue_messages" + c.matchers(f'queue="{queue}"') + " > {limit}",
+        # Exchange's queues (recorded from windows_exporter) have thresholds of their own.
+        alerts += [with_exchange(alert, queue, c) for alert in leveled(
+            name, "mail_queue_messages" + c.matchers(f'queue="{queue}"', 'mta!="exchange"') + " > {limit}",
             Levels(warn, crit, warn, (warn + crit) // 2, crit + 1),
             f'mail_queue_messages{{{QUEUE},queue="{queue}"}}', {**QUEUE_LABELS, "queue": queue},
             f"Mail piles up in the {queue} queue.",
             "{{ $labels.mta }} {{ $labels.mta_instance }} on {{ $labels.instance }} holds "
             '{{ $value | printf "%.0f" }} messages in the ' + queue + " queue (threshold {limit}).",
             c.queue_for,
-        )  # fmt: skip
+        )]  # fmt: skip
     warn_age, crit_age = c.queue_oldest_warning_seconds, c.queue_oldest_critical_seconds
     alerts += leveled(
         "MailQueueOldestMessageOld",
