@@ -15,9 +15,9 @@ from mixin.rules.alert import Alert, Example, fired, selector
 RSPAMD_LABELS = {"instance": "mailhost:11334", "job": "rspamd"}
 SHIFT_WINDOW = "30m"
 BASELINE_WINDOW = "1d"
-# The examples: five hours of 30 clean messages a minute, rejects starting after four.
-EXAMPLE_MINUTES = 300
-CHANGE_AT_MINUTE = 240
+# The examples: 30 clean messages a minute, rejects starting after 100 minutes.
+EXAMPLE_MINUTES = 140
+CHANGE_AT_MINUTE = 100
 
 
 def _reject_ratio(window: str) -> str:
@@ -55,6 +55,6 @@ def spam_filter_alerts(c: Config) -> list[Alert]:
             ),
             Example([clean, _actions("reject", f"0+3x{EXAMPLE_MINUTES}")]),
             for_=c.spam_filter_shift_for,
-            eval_minutes=EXAMPLE_MINUTES - 10,
+            eval_minutes=EXAMPLE_MINUTES - 5,
         ),
     ]
