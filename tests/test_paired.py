@@ -2,10 +2,10 @@
 exporter runs: Exchange's, through promtool on series named exactly as windows_exporter
 documents them.
 
-windows_exporter's docs/collector.exchange.md (the perflib-based ``exchange`` collector of
-releases 0.16 to 0.25, prometheus-community/windows_exporter at commit 1c75398d) lists the
-transport queue lengths under these names, each labelled ``name`` with the queue's
-priority or ``total_excluding_priority_none``:
+windows_exporter's docs/collector.exchange.md (prometheus-community/windows_exporter at
+commit 1c75398d: the perflib-based ``exchange`` collector, whose ``TransportQueues`` part
+runs since release 0.15.0) lists the transport queue lengths under these names, each
+labelled ``name`` with the queue's priority or ``total_excluding_priority_none``:
 """
 
 from __future__ import annotations

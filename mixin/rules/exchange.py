@@ -6,12 +6,13 @@ The recording rules write ``mail_queue_messages{mta="exchange",mta_instance="exc
 queue=...}`` per Exchange server (the ``instance`` and ``job`` of its windows_exporter) from
 the queues' own total (:data:`~mixin.paired.EXCHANGE_TOTAL`), mapped as
 :data:`~mixin.paired.EXCHANGE_QUEUES` says. The queue alerts compare Exchange's queues with
-Checkmk's Exchange thresholds instead of Postfix's, which suit a
-transport that holds far more mail in flight (:func:`with_exchange`).
+Checkmk's Exchange thresholds instead of Postfix's: they suit a transport that holds far
+more mail in flight (:func:`with_exchange`).
 
 Sample series are named exactly as windows_exporter documents its ``exchange`` collector
-(docs/collector.exchange.md, the perflib-based collector of releases 0.16 to 0.25) and
-its ``service`` collector (``windows_service_state``, service names in lower case).
+(docs/collector.exchange.md at commit 1c75398d, the perflib-based collector of releases
+since 0.15.0; tests/test_paired.py quotes the names) and its ``service`` collector
+(``windows_service_state``, service names in lower case).
 """
 
 from __future__ import annotations
