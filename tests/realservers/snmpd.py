@@ -42,7 +42,7 @@ class Snmpd:
         self._process = subprocess.Popen(
             ["snmpd", "-f", "-C", "-c", str(config), "-Lf", str(self.log_path),
              "-M", str(self.work_dir), "-m", ""],
-            env={**os.environ, "SNMP_PERSISTENT_DIR": str(self.work_dir / "state")},
+            env=self._env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
@@ -60,9 +60,14 @@ class Snmpd:
         get = subprocess.run(
             ["snmpget", "-v2c", "-c", self.community, "-t", "1", "-r", "0", "-M", str(self.work_dir),
              "-m", "", self.address, IF_NAME_OF_LOOPBACK],
-            capture_output=True, text=True, check=False, timeout=10,
+            env=self._env(), capture_output=True, text=True, check=False, timeout=10,
         )  # fmt: skip
         return get.returncode == 0
+
+    def _env(self) -> dict[str, str]:
+        """Net-SNMP's state (the agent's and snmpget's alike) in the work directory, not
+        in /var/lib/snmp."""
+        return {**os.environ, "SNMP_PERSISTENT_DIR": str(self.work_dir / "state")}
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is None:
