@@ -153,6 +153,34 @@ class Config:
     # A nightly job's report mail: a day and two hours of slack, as for backup files.
     notification_success_max_age_hours: int = 26
     notification_for: str = "10m"
+    # Paired exporters (docs/pairing.md): they run as jobs of their own, so the selector
+    # above, which is mail_exporter's, does not apply to their series.
+    # Switch ports (snmp_exporter, module if_mib): the series of a port that serves a mail
+    # host carry its name in this label, set by the scrape config's metric relabeling.
+    switch_port_host_label: str = "mail_host"
+    switch_port_down_for: str = "2m"
+    # Errors on a healthy link are rare: one a second for a quarter of an hour is a cable,
+    # an optic or a duplex mismatch.
+    switch_port_errors_per_second: float = 1.0
+    switch_port_errors_for: str = "15m"
+    # Share of the port's speed (ifHighSpeed) used in either direction, over 15 minutes.
+    switch_port_saturated_ratio: float = 0.9
+    switch_port_saturated_for: str = "15m"
+    # Exchange (windows_exporter's exchange and service collectors): the services whose
+    # stop stops mail (lower case, as windows_exporter names them), and its database states
+    # (the guide's task through the textfile collector).
+    exchange_services: str = (
+        "msexchangetransport|msexchangefrontendtransport|msexchangeis|msexchangeadtopology"
+        "|msexchangedelivery|msexchangesubmission"
+    )
+    exchange_service_down_for: str = "5m"
+    exchange_database_dismounted_for: str = "5m"
+    # rspamd: the share of scanned messages rejected over the last half hour against the
+    # last day; a move of this much either way is a filter change or a spam wave, if at
+    # least the minimum of messages is scanned (fewer are no ratio to speak of).
+    spam_filter_reject_shift: float = 0.2
+    spam_filter_min_scans_per_second: float = 0.05
+    spam_filter_shift_for: str = "15m"
 
     def matchers(self, *extra: str) -> str:
         """``{selector, extra...}`` for a metric selector."""

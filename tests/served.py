@@ -239,16 +239,27 @@ def served_alertmanager(directory: Path, config: Path) -> AbstractContextManager
     ])  # fmt: skip
 
 
+def served_snmp_exporter(directory: Path, config: Path) -> AbstractContextManager[Served]:
+    """snmp_exporter with ``config`` (it has no /-/ready: its landing page says it is up)."""
+    return _served_program(directory, "snmp_exporter", lambda port: [
+        "prometheus-snmp-exporter", f"--config.file={config}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ], ready_path="/")  # fmt: skip
+
+
 @contextmanager
 def _served_program(
-    directory: Path, name: str, command: Callable[[int], Sequence[str]]
+    directory: Path,
+    name: str,
+    command: Callable[[int], Sequence[str]],
+    ready_path: str = "/-/ready",
 ) -> Iterator[Served]:
     """Start ``command(port)``, a server that listens on 127.0.0.1:port and answers
-    /-/ready; stop it after. On another port if its first was taken meanwhile: whatever
-    it names in its config must be up before."""
+    ``ready_path``; stop it after. On another port if its first was taken meanwhile:
+    whatever it names in its config must be up before."""
     served = start_with_fresh_ports(
         lambda: _start(
-            directory, name, command, lambda port: http_ok(f"http://127.0.0.1:{port}/-/ready")
+            directory, name, command, lambda port: http_ok(f"http://127.0.0.1:{port}{ready_path}")
         )
     )
     try:

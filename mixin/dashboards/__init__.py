@@ -3,7 +3,7 @@
 Six dashboards, each written to ``grafana/dashboards/<uid>.json`` by :func:`write_all`:
 
 - ``mail-overview`` (:mod:`.overview`, its DNS row in :mod:`.overview_dns`): the whole fleet
-  at a glance (probes, TLS, queues, round trip, DNS and reputation, Exchange);
+  at a glance (probes, TLS, queues with Exchange's, round trip, DNS and reputation);
 - ``mail-server`` (:mod:`.server`): one server's probes in detail, chosen with the ``target``
   variable;
 - ``mail-delivery`` (:mod:`.delivery`): what the logs say (deliveries, delays, domains, spam,

@@ -1,10 +1,12 @@
 """The ``mail-delivery`` dashboard: what the logs say (deliveries, delays, domains, why
 receivers refuse our mail, who sends (:mod:`.delivery_senders`), message sizes and
-recipients, spam, rejects, logins) and whether the logs are read at all."""
+recipients, spam, rejects, logins) and whether the logs are read at all; beside them, rspamd's
+and Dovecot's own counters (:mod:`.delivery_paired`)."""
 
 from __future__ import annotations
 
 from mixin.config import CONFIG
+from mixin.dashboards.delivery_paired import dovecot_row, spam_filter_row
 from mixin.dashboards.delivery_senders import senders_row
 from mixin.dashboards.shared import INSTANCE, LOG, UP_DOWN
 from mixin.grafana import (
@@ -507,7 +509,9 @@ def delivery_and_logs() -> Json:
             senders_row(),
             _message_shape(),
             _delivery_spam(),
+            spam_filter_row(),
             _delivery_smtpd(),
+            dovecot_row(),
             _delivery_log_health(),
         ],
         [

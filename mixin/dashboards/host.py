@@ -1,9 +1,10 @@
-"""The ``mail-host`` dashboard: the mail host (services, CPU, memory, disks, sensors,
-S.M.A.R.T., backups, the Dovecot mailbox store)."""
+"""The ``mail-host`` dashboard: the mail host (services, CPU, memory, disks, its switch
+port, sensors, S.M.A.R.T., backups, the Dovecot mailbox store)."""
 
 from __future__ import annotations
 
 from mixin.config import CONFIG
+from mixin.dashboards.host_switch import switch_port_row
 from mixin.dashboards.shared import INSTANCE, UP_DOWN, broken
 from mixin.grafana import (
     NAMED,
@@ -478,13 +479,15 @@ def host_resources() -> Json:
         "mail-host",
         "Mail: host resources",
         "The mail host itself: mail services, CPU, memory, the disks behind the mail paths, "
-        "filesystems, I/O, temperatures, S.M.A.R.T., backups and the Dovecot mailbox store.",
+        "filesystems, I/O, its switch port, temperatures, S.M.A.R.T., backups and the Dovecot "
+        "mailbox store.",
         [
             _host_services(),
             _host_paths(),
             _host_cpu_memory(),
             _host_filesystems(),
             _host_io(),
+            switch_port_row(),
             _host_hardware(),
             _host_backups(),
             _host_mailbox_store(),

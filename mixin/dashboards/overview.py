@@ -1,5 +1,9 @@
 """The ``mail-overview`` dashboard: the whole fleet at a glance (probes, TLS, queues, round
-trip, DNS and reputation, Exchange, the exporters themselves)."""
+trip, DNS and reputation, the exporters themselves).
+
+Exchange's transport queues need no panels of their own: the shipped rules record them as
+``mail_queue_messages{mta="exchange"}`` (:mod:`mixin.rules.exchange`), so the queue panels
+show them with the Postfix, Exim and qmail queues."""
 
 from __future__ import annotations
 
@@ -211,7 +215,8 @@ def _postfix_queue(queue: str, warning: int, critical: int) -> Panel:
     """The messages in each Postfix ``queue`` now, coloured at its thresholds."""
     return stat(
         f"{queue.capitalize()} queue",
-        f"Messages in each Postfix {queue} queue now; colours at {warning}/{critical}.",
+        f"Messages in each {queue} queue now (Postfix; Exchange's recorded from "
+        f"windows_exporter); colours at Postfix's {warning}/{critical}.",
         Query(series("mail_queue_messages", equals("queue", queue)), "{{mta_instance}}"),
         steps=higher_is_worse(warning, critical),
         text=NAMED,
@@ -227,7 +232,8 @@ def _fleet_queues() -> Row:
             timeseries(
                 "Queue sizes",
                 "Messages in every queue of every MTA (Postfix maildrop, incoming, active, "
-                "deferred, hold; Exim input; qmail queue and todo).",
+                "deferred, hold; Exim input; qmail queue and todo; Exchange active, deferred, "
+                "unreachable, poison, recorded from windows_exporter).",
                 Query(series("mail_queue_messages"), QUEUE_LEGEND),
             ),
             _postfix_queue(
@@ -354,61 +360,6 @@ def _fleet_roundtrip() -> Row:
     )
 
 
-EXCHANGE_QUEUE = higher_is_worse(CONFIG.exchange_queue_warning, CONFIG.exchange_queue_critical)
-# windows_exporter reports each queue per priority; this instance is Exchange's own total.
-EXCHANGE_TOTAL = 'name="total_excluding_priority_none"'
-EXCHANGE_QUEUES = {
-    "external_active_remote_delivery": "external remote delivery",
-    "internal_active_remote_delivery": "internal remote delivery",
-    "active_mailbox_delivery": "mailbox delivery",
-    "retry_mailbox_delivery": "mailbox delivery retry",
-    "submission_queue_length": "submission",
-    "unreachable": "unreachable",
-    "poison": "poison",
-}
-
-
-def _exchange_queue(name: str) -> str:
-    # windows_exporter runs as its own job: CONFIG.selector is the mail exporter's.
-    return f"windows_exchange_transport_queues_{name}{{{EXCHANGE_TOTAL}}}"
-
-
-def _all_exchange_queues() -> str:
-    # One selector for all: a queue that an older windows_exporter lacks drops out of the sum.
-    names = "|".join(EXCHANGE_QUEUES)
-    return f'{{__name__=~"windows_exchange_transport_queues_({names})",{EXCHANGE_TOTAL}}}'
-
-
-def _fleet_exchange() -> Row:
-    return Row(
-        "Exchange (windows_exporter)",
-        [
-            timeseries(
-                "Exchange transport queues",
-                "Exchange's transport queues from windows_exporter's exchange collector "
-                "(TransportQueues), where one is scraped; empty otherwise. Dashed lines: "
-                f"Checkmk's {CONFIG.exchange_queue_warning}/{CONFIG.exchange_queue_critical}.",
-                *(
-                    Query(_exchange_queue(name), f"{{{{instance}}}} {legend}")
-                    for name, legend in EXCHANGE_QUEUES.items()
-                ),
-                steps=EXCHANGE_QUEUE,
-                width=16,
-            ),
-            stat(
-                "Exchange queued now",
-                "All of each Exchange server's transport queues together.",
-                Query(f"sum by (instance) ({_all_exchange_queues()})", "{{instance}}"),
-                steps=EXCHANGE_QUEUE,
-                text=NAMED,
-                width=8,
-                height=8,
-            ),
-        ],
-        collapsed=True,
-    )
-
-
 def _fleet_exporters() -> Row:
     return Row(
         "The exporters themselves",
@@ -466,14 +417,13 @@ def fleet_overview() -> Json:
         "mail-overview",
         "Mail: fleet overview",
         "Every mail server at a glance: protocols up or down, latency, TLS and certificates, "
-        "queues, round trip, Exchange queues from windows_exporter, and the exporters' health.",
+        "queues (Exchange's too, from windows_exporter), round trip, and the exporters' health.",
         [
             _fleet_summary(),
             _fleet_probes(),
             _fleet_queues(),
             _fleet_roundtrip(),
             dns_row(),
-            _fleet_exchange(),
             _fleet_exporters(),
         ],
     )

@@ -4,8 +4,8 @@ Every alert is an :class:`~mixin.rules.alert.Alert`: its expression, ``for``, se
 one-line summary, a templated description, and two examples: input series under which it
 fires and under which it stays quiet. Each area has its module (probes and TLS, security
 posture, queues, round trip, host, logs, spam and refusals, DNS, mailboxes, the reports
-mailbox, the exporter itself; recording rules apart), and :func:`all_alerts` lists them in
-the order they ship.
+mailbox, the exporter itself, and the paired exporters: switch ports, Exchange, rspamd;
+recording rules apart), and :func:`all_alerts` lists them in the order they ship.
 :func:`rules_file` renders the rules and :func:`tests_file` the ``promtool test rules``
 cases, so no alert ships untested. Thresholds and selectors come from :mod:`mixin.config`,
 shared PromQL from :mod:`mixin.promql`.
@@ -18,6 +18,7 @@ from typing import Any
 from mixin.config import CONFIG, Config
 from mixin.rules.alert import Alert, Example
 from mixin.rules.dns import dns_alerts
+from mixin.rules.exchange import exchange_alerts, exchange_recording_rules
 from mixin.rules.exporter import exporter_alerts
 from mixin.rules.host import host_alerts
 from mixin.rules.logs import account_alerts, log_alerts, refusal_alerts, spam_alerts
@@ -28,6 +29,8 @@ from mixin.rules.queues import queue_alerts
 from mixin.rules.recording import recording_rules
 from mixin.rules.reports import report_alerts
 from mixin.rules.roundtrip import roundtrip_alerts
+from mixin.rules.spam_filter import spam_filter_alerts
+from mixin.rules.switch_ports import switch_port_alerts
 
 RULES_FILE = "mail_exporter.rules.yml"
 
@@ -36,13 +39,19 @@ def all_alerts(c: Config = CONFIG) -> list[Alert]:
     return [*probe_alerts(c), *posture_alerts(c), *queue_alerts(c), *roundtrip_alerts(c),
             *host_alerts(c), *log_alerts(c), *spam_alerts(c), *refusal_alerts(c),
             *account_alerts(c), *dns_alerts(c), *mailbox_alerts(c), *report_alerts(c),
-            *exporter_alerts(c)]  # fmt: skip
+            *exporter_alerts(c), *paired_alerts(c)]  # fmt: skip
+
+
+def paired_alerts(c: Config = CONFIG) -> list[Alert]:
+    """The alerts on the exporters paired with mail_exporter (docs/pairing.md)."""
+    return [*switch_port_alerts(c), *exchange_alerts(c), *spam_filter_alerts(c)]
 
 
 def rules_file(c: Config = CONFIG) -> dict[str, Any]:
     return {
         "groups": [
             {"name": "mail_exporter.recording", "rules": recording_rules(c)},
+            {"name": "mail_exporter.paired", "rules": exchange_recording_rules()},
             {"name": "mail_exporter.alerts", "rules": [alert.rule(c) for alert in all_alerts(c)]},
         ]
     }

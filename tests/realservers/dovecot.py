@@ -79,6 +79,10 @@ class Dovecot:
     With ``quota`` it runs the quota plugin (the count driver, limits :data:`QUOTA_STORAGE`
     and :data:`QUOTA_MESSAGES`) and imap_quota, so IMAP offers QUOTA; :meth:`doveadm` asks
     the instance itself (``doveadm -c CONF ...``).
+
+    With ``native_metrics`` (Dovecot config text: ``metric`` blocks and a ``service stats``
+    block whose ``inet_listener http`` says ``port = {stats_port}``) it also serves its own
+    OpenMetrics on ``stats_port`` (127.0.0.1 and ::1, as every listener), at ``/metrics``.
     """
 
     def __init__(
@@ -89,8 +93,10 @@ class Dovecot:
         oauth2_introspection_url: str | None = None,
         quota_users: Sequence[QuotaUser] = (),
         quota: bool = False,
+        native_metrics: str | None = None,
     ) -> None:
         self.work_dir = work_dir
+        self.native_metrics = native_metrics
         self.quota = quota
         self.oauth2_introspection_url = oauth2_introspection_url
         self.quota_users = tuple(quota_users)
@@ -119,6 +125,7 @@ class Dovecot:
         self.pop3s_port = free_port()
         self.lmtp_port = free_port()
         self.auth_port = free_port()
+        self.stats_port = free_port()
 
     def start(self, timeout: float = 20.0) -> None:
         """Start Dovecot and return once every listener accepts connections (on other
@@ -185,6 +192,8 @@ class Dovecot:
 
     def _endpoints(self) -> list[Endpoint]:
         ports = (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port, self.lmtp_port)
+        if self.native_metrics is not None:
+            ports += (self.stats_port,)
         return [*loopback_endpoints(*ports), ("127.0.0.1", self.auth_port)]
 
     def _prepare_work_dir(self) -> None:
@@ -261,6 +270,11 @@ plugin {{
 {everyone}}}
 """
 
+    def _native_metrics(self) -> str:
+        if self.native_metrics is None:
+            return ""
+        return self.native_metrics.replace("{stats_port}", str(self.stats_port))
+
     def _config(self, uid: int, gid: int) -> str:
         oauth2_mechanisms, oauth2_passdb = self._oauth2_passdb()
         # Every setting of a listener block needs its own line: Dovecot rejects one-line
@@ -325,4 +339,4 @@ service anvil {{
     mode = 0
   }}
 }}
-"""
+{self._native_metrics()}"""
