@@ -41,7 +41,7 @@ from mail_exporter.discovery.qmail import discover_qmail
 from mail_exporter.discovery.render import render
 from mail_exporter.discovery.rights import user_name
 
-__all__ = ["DiscoveredConfig", "DiscoveryOptions", "discover_config"]
+__all__ = ["NOTHING_FOUND", "DiscoveredConfig", "DiscoveryOptions", "discover_config"]
 
 NOTHING_FOUND = (
     "No mail server found (no Postfix, Exim, qmail or Dovecot config, no mail port "
@@ -72,7 +72,7 @@ def discover_plan(options: DiscoveryOptions) -> tuple[Plan, list[ServerFacts]]:
     named: list[Port] = [port for server in servers for port in server.ports]
     peeks, silent = peek_listeners([*named, *STANDARD_PORTS], options.peek_timeout)
     modules, targets, left_out = plan_targets(peeks)
-    logs = discover_logs(servers, options)
+    logs, log_notes = discover_logs(servers, options)
     certificates = read_certificates(
         [(path, server.name) for server in servers for path in server.certificates]
     )
@@ -84,7 +84,7 @@ def discover_plan(options: DiscoveryOptions) -> tuple[Plan, list[ServerFacts]]:
     ) for c in certificates]  # fmt: skip
     quiet = [p for p in silent if p not in STANDARD_PORTS]
     notes += [f"  not listening: port {p.port} ({p.origin})" for p in quiet]
-    notes += [f"  {line}" for line in left_out + problems]
+    notes += [f"  {line}" for line in left_out + problems] + log_notes
     plan = Plan(
         notes, modules, targets, plan_collectors(servers, logs, certificates),
         login_templates(targets, servers),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mail_exporter.config.probes import ModuleConfig, Protocol, TLSMode
 from mail_exporter.discovery.facts import Port
+from mail_exporter.durations import format_duration
 from mail_exporter.probes import run_probe
 from mail_exporter.probes.result import ProbeResult
 from mail_exporter.targets import Address
@@ -100,7 +101,7 @@ def peek_module(protocol: Protocol, tls: TLSMode, timeout: float) -> ModuleConfi
     a missing STARTTLS would fail: it is looking, not judging."""
     return ModuleConfig.model_validate({
         "protocol": protocol, "tls": tls, "require_tls": False if tls == "starttls" else None,
-        "timeout": f"{timeout}s", "tls_config": {"insecure_skip_verify": True},
+        "timeout": format_duration(timeout), "tls_config": {"insecure_skip_verify": True},
     })  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """The log sources to follow: the servers' own log files, the syslog file (``mail.log``)
-or, without one, the systemd journal of the units that log to syslog.
+or, without one and where systemd runs, the journal of the units that log to syslog.
 
 A server's own file that does not exist yet is still followed when its directory
 exists (the logs collector waits for it); one in a directory that does not exist is
@@ -21,6 +21,7 @@ from mail_exporter.discovery.rights import is_root, unreadable, user_name
 
 SYSLOG_FILES = ("/var/log/mail.log", "/var/log/maillog")  # Debian, Red Hat
 JOURNAL_DIRECTORIES = ("/var/log/journal", "/run/log/journal")
+SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(): systemd is the init, units log there
 JOURNAL_GROUPS = ("adm", "systemd-journal")
 
 
@@ -31,7 +32,10 @@ class LogChoice:
     blocked: str = ""  # why it cannot be read here
 
 
-def discover_logs(servers: list[ServerFacts], options: DiscoveryOptions) -> list[LogChoice]:
+def discover_logs(
+    servers: list[ServerFacts], options: DiscoveryOptions
+) -> tuple[list[LogChoice], list[str]]:
+    """The sources, and a note when servers log to a syslog that keeps no mail log here."""
     choices: list[LogChoice] = []
     for server in servers:
         for log in server.logs:
@@ -44,27 +48,33 @@ def discover_logs(servers: list[ServerFacts], options: DiscoveryOptions) -> list
             ))  # fmt: skip
     syslogging = [server for server in servers if server.uses_syslog]
     if not syslogging:
-        return choices
+        return choices, []
     names = ", ".join(server.name for server in syslogging)
     for well_known in SYSLOG_FILES:
         path = options.path(well_known)
         if path.is_file():
             choices.append(LogChoice({"path": str(path)}, f"syslog's mail log ({names})",
                                      unreadable(path)))  # fmt: skip
-            return choices
+            return choices, []
     journal = _journal(syslogging, options)
-    return [*choices, journal] if journal else choices
+    if journal is None:
+        return choices, [
+            f"  {names} log to syslog, but there is no {SYSLOG_FILES[0]} and no systemd "
+            "journal: install rsyslog (or set Postfix's maillog_file) to count their logs"
+        ]
+    return [*choices, journal], []
 
 
 def _journal(servers: list[ServerFacts], options: DiscoveryOptions) -> LogChoice | None:
-    if shutil.which("journalctl") is None:
-        return None
-    if not any(options.path(d).is_dir() for d in JOURNAL_DIRECTORIES):
+    if shutil.which("journalctl") is None or not options.path(SYSTEMD_RUNNING).is_dir():
         return None
     units = [server.journal_unit for server in servers if server.journal_unit]
     source: dict[str, object] = {"type": "journal", "journal_units": units}
     if options.root != Path("/"):
-        source["journal_directory"] = str(options.path(JOURNAL_DIRECTORIES[0]))
+        for directory in map(options.path, JOURNAL_DIRECTORIES):
+            if directory.is_dir():
+                source["journal_directory"] = str(directory)
+                break
     return LogChoice(source, "the journal (no syslog mail log)", _journal_rights())
 
 
