@@ -491,7 +491,9 @@ def probe_command(
     "watch; exit 1 when there is something.",
 )
 @_discovery_flags
-def discover_command(diff_with: Path | None, discovery_root: Path, exim_command: str | None) -> None:
+def discover_command(
+    diff_with: Path | None, discovery_root: Path, exim_command: str | None
+) -> None:
     """Print a config for this host, with comments on what was found and why: the mail
     servers and their instances, the ports that listen (peeked for a banner, never a
     login), queues, logs, certificates, and what this user may read. It only reads."""

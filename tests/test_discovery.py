@@ -140,7 +140,10 @@ def test_discovered_config_watches_the_real_servers(
             run_probe(parse_address(t.address), config.modules[t.module], 10)
             for t in config.targets
         ))  # fmt: skip
-        return [(t.name, r.success, str(r.failure)) for t, r in zip(config.targets, results)]
+        return [
+            (t.name, r.success, str(r.failure))
+            for t, r in zip(config.targets, results, strict=True)
+        ]
 
     assert all(success for _, success, _ in asyncio.run(probe_all())), asyncio.run(probe_all())
 

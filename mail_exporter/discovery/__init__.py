@@ -26,7 +26,7 @@ from mail_exporter.config.root import Config, parse_config
 from mail_exporter.discovery.certificates import read_certificates
 from mail_exporter.discovery.dovecot import discover_dovecot
 from mail_exporter.discovery.exim import discover_exim
-from mail_exporter.discovery.facts import Port, ServerFacts
+from mail_exporter.discovery.facts import Port, ServerFacts, day
 from mail_exporter.discovery.listeners import STANDARD_PORTS, peek_listeners
 from mail_exporter.discovery.logs import discover_logs
 from mail_exporter.discovery.options import DiscoveryOptions
@@ -79,23 +79,22 @@ def discover_plan(options: DiscoveryOptions) -> tuple[Plan, list[ServerFacts]]:
     notes = ["Found:"] + [f"  {server.summary}" for server in servers]
     if not servers and not peeks:
         notes = [NOTHING_FOUND]
-    notes += [f"  certificate {c.path} ({c.used_by}): " + (
-        f"{c.subject}, valid until {_day(c.not_after)}" if c.not_after else c.problem
-    ) for c in certificates]  # fmt: skip
+    notes += [
+        f"  certificate {c.path} ({c.used_by}): "
+        + (f"{c.subject}, valid until {day(c.not_after)}" if c.not_after else c.problem)
+        for c in certificates
+    ]
     quiet = [p for p in silent if p not in STANDARD_PORTS]
     notes += [f"  not listening: port {p.port} ({p.origin})" for p in quiet]
     notes += [f"  {line}" for line in left_out + problems] + log_notes
     plan = Plan(
-        notes, modules, targets, plan_collectors(servers, logs, certificates),
+        notes,
+        modules,
+        targets,
+        plan_collectors(servers, logs),
         login_templates(targets, servers),
-    )  # fmt: skip
+    )
     return plan, servers
-
-
-def _day(timestamp: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
 def discover_config(options: DiscoveryOptions) -> DiscoveredConfig:

@@ -29,7 +29,7 @@ def _host(host: str) -> str:
 
 
 def _probed(config: Config) -> set[tuple[str, int, str]]:
-    probed = set()
+    probed: set[tuple[str, int, str]] = set()
     for target in config.targets:
         address = parse_address(target.address)
         protocol = config.modules[target.module].protocol

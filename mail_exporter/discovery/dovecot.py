@@ -76,12 +76,17 @@ def _ports(settings: dict[str, str], protocols: set[str]) -> list[Port]:
                 continue
             implicit = settings.get(f"{place}/ssl") == "yes"
             host = settings.get(f"{place}/address", "").strip() or None
-            ports.append(Port(
-                port, protocol, f"{protocol}s" if implicit else protocol, listener,
-                f"Dovecot {service} inet_listener {listener}",
-                "implicit" if implicit else None,
-                host if host and "," not in host and " " not in host else None,
-            ))  # fmt: skip
+            ports.append(
+                Port(
+                    port,
+                    protocol,
+                    f"{protocol}s" if implicit else protocol,
+                    listener,
+                    f"Dovecot {service} inet_listener {listener}",
+                    "implicit" if implicit else None,
+                    host if host and "," not in host and " " not in host else None,
+                )
+            )
     return ports
 
 

@@ -16,8 +16,14 @@ from pathlib import Path
 from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, ServerFacts, ask
 from mail_exporter.discovery.options import DiscoveryOptions
 
-OPTIONS = ("spool_directory", "log_file_path", "daemon_smtp_ports", "tls_on_connect_ports",
-           "tls_certificate", "qualify_domain")  # fmt: skip
+OPTIONS = (
+    "spool_directory",
+    "log_file_path",
+    "daemon_smtp_ports",
+    "tls_on_connect_ports",
+    "tls_certificate",
+    "qualify_domain",
+)
 DEBIAN_LOG = "/var/log/exim4/mainlog"
 
 
@@ -47,11 +53,12 @@ def discover_exim(options: DiscoveryOptions) -> tuple[list[ServerFacts], list[st
     facts.uses_syslog = "syslog" in values["log_file_path"]
     implicit = set(_ports(values["tls_on_connect_ports"]))
     for port in _ports(values["daemon_smtp_ports"]):
-        tls = "implicit" if port in implicit else None
-        kind = "smtps" if tls else ("submission" if port == 587 else "smtp")
-        facts.ports.append(
-            Port(port, "smtp", kind, f"exim-{port}", "daemon_smtp_ports of Exim", tls)
-        )
+        origin = "daemon_smtp_ports of Exim"
+        if port in implicit:
+            facts.ports.append(Port(port, "smtp", "smtps", f"exim-{port}", origin, "implicit"))
+        else:
+            kind = "submission" if port == 587 else "smtp"
+            facts.ports.append(Port(port, "smtp", kind, f"exim-{port}", origin))
     if values["tls_certificate"].startswith("/"):
         facts.certificates.append(Path(values["tls_certificate"]))
     facts.summary = f"Exim ({' '.join(command)}): spool {spool}, log {mainlog or 'syslog'}"
@@ -72,8 +79,7 @@ def _options(command: list[str]) -> dict[str, str]:
 def _mainlog(log_file_path: str, spool: Path, options: DiscoveryOptions) -> Path | None:
     """The first file entry of the colon-separated list, ``%s`` as ``main``; empty is the
     compiled-in default (Debian's /var/log/exim4, else the spool's log directory)."""
-    for entry in log_file_path.split(":"):
-        entry = entry.strip()
+    for entry in (part.strip() for part in log_file_path.split(":")):
         if entry.startswith("/"):
             return Path(entry.replace("%s", "main", 1).replace("%D", "").replace("%M", ""))
     if log_file_path.strip():
@@ -88,8 +94,7 @@ def _ports(text: str) -> list[int]:
     if text.startswith("<") and len(text) > 1:
         separator, text = text[1], text[2:]
     ports = []
-    for item in text.split(separator):
-        item = item.strip()
+    for item in (part.strip() for part in text.split(separator)):
         if item.isdigit():
             ports.append(int(item))
         elif item:

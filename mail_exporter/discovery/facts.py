@@ -7,6 +7,7 @@ records; :mod:`.plan` decides from them what the config says, :mod:`.render` wri
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,11 @@ def ask(command: list[str]) -> str:
         return run_command(command, COMMAND_TIMEOUT_SECONDS)
     except CollectorError as error:
         raise DiscoveryProblem(str(error)) from None
+
+
+def day(timestamp: float) -> str:
+    """A certificate's expiry as the comments show it."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
 
 
 @dataclass(frozen=True)

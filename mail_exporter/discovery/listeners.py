@@ -29,7 +29,7 @@ from mail_exporter.config.probes import ModuleConfig, Protocol, TLSMode
 from mail_exporter.discovery.facts import Port
 from mail_exporter.durations import format_duration
 from mail_exporter.probes import run_probe
-from mail_exporter.probes.result import ProbeResult
+from mail_exporter.probes.result import Phase, ProbeResult
 from mail_exporter.targets import Address
 
 STANDARD_PORTS: tuple[Port, ...] = (
@@ -99,18 +99,25 @@ def probe_address(port: Port, bound: Iterable[str]) -> Address | None:
 def peek_module(protocol: Protocol, tls: TLSMode, timeout: float) -> ModuleConfig:
     """A probe of the banner and capabilities that fails on nothing TLS verification or
     a missing STARTTLS would fail: it is looking, not judging."""
-    return ModuleConfig.model_validate({
-        "protocol": protocol, "tls": tls, "require_tls": False if tls == "starttls" else None,
-        "timeout": format_duration(timeout), "tls_config": {"insecure_skip_verify": True},
-    })  # fmt: skip
+    return ModuleConfig.model_validate(
+        {
+            "protocol": protocol,
+            "tls": tls,
+            "require_tls": False if tls == "starttls" else None,
+            "timeout": format_duration(timeout),
+            "tls_config": {"insecure_skip_verify": True},
+        }
+    )
 
 
-async def _peek(port: Port, bound: tuple[str, ...], address: Address, timeout: float) -> Peek:
-    modes: list[TLSMode] = ["implicit", "starttls"] if port.tls == "implicit" else ["starttls", "implicit"]
+async def _peek(port: Port, bound: tuple[str, ...], address: Address, seconds: float) -> Peek:
+    modes: list[TLSMode] = (
+        ["implicit", "starttls"] if port.tls == "implicit" else ["starttls", "implicit"]
+    )
     problems = []
     for mode in modes:
         result: ProbeResult = await run_probe(
-            address, peek_module(port.protocol, mode, timeout), timeout
+            address, peek_module(port.protocol, mode, seconds), seconds
         )
         if result.success:
             tls: TLSMode = "none" if mode == "starttls" and not result.starttls_offered else mode
@@ -118,14 +125,18 @@ async def _peek(port: Port, bound: tuple[str, ...], address: Address, timeout: f
             return Peek(port, bound, address, tls, result.starttls_offered, not_after, "")
         failure = result.failure
         problems.append(f"{mode}: {failure.phase.value}: {failure.detail}" if failure else mode)
-        if failure is not None and failure.phase.value == "connect":
+        if failure is not None and failure.phase is Phase.CONNECT:
             break
     return Peek(port, bound, address, None, None, None, "; ".join(problems))
 
 
-async def _peek_all(listening: list[tuple[Port, tuple[str, ...], Address]], timeout: float) -> list[Peek]:
+async def _peek_all(
+    listening: list[tuple[Port, tuple[str, ...], Address]], seconds: float
+) -> list[Peek]:
     return list(
-        await asyncio.gather(*(_peek(port, bound, address, timeout) for port, bound, address in listening))
+        await asyncio.gather(
+            *(_peek(port, bound, address, seconds) for port, bound, address in listening)
+        )
     )
 
 
@@ -136,10 +147,10 @@ def peek_listeners(ports: Iterable[Port], timeout: float) -> tuple[list[Peek], l
     chosen: dict[int, tuple[Port, tuple[str, ...], Address]] = {}
     silent: list[Port] = []
     for port in ports:
-        bound = tuple(sorted({a for a, p in sockets if p == port.port}))
-        address = probe_address(port, bound)
         if port.port in chosen:
             continue
+        bound = tuple(sorted({a for a, p in sockets if p == port.port}))
+        address = probe_address(port, bound)
         if address is None:
             silent.append(port)
         else:

@@ -42,10 +42,15 @@ def discover_logs(
             if not log.path.parent.is_dir():
                 continue
             waiting = "" if log.path.exists() else " (not written yet: followed once it is)"
-            choices.append(LogChoice(
-                {"path": str(log.path), "format": log.format}, f"{log.origin}{waiting}",
-                unreadable(log.path) if log.path.exists() else unreadable(log.path.parent, True),
-            ))  # fmt: skip
+            choices.append(
+                LogChoice(
+                    {"path": str(log.path), "format": log.format},
+                    f"{log.origin}{waiting}",
+                    unreadable(log.path)
+                    if log.path.exists()
+                    else unreadable(log.path.parent, True),
+                )
+            )
     syslogging = [server for server in servers if server.uses_syslog]
     if not syslogging:
         return choices, []
@@ -53,8 +58,9 @@ def discover_logs(
     for well_known in SYSLOG_FILES:
         path = options.path(well_known)
         if path.is_file():
-            choices.append(LogChoice({"path": str(path)}, f"syslog's mail log ({names})",
-                                     unreadable(path)))  # fmt: skip
+            choices.append(
+                LogChoice({"path": str(path)}, f"syslog's mail log ({names})", unreadable(path))
+            )
             return choices, []
     journal = _journal(syslogging, options)
     if journal is None:

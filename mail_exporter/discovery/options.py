@@ -34,7 +34,9 @@ class DiscoveryOptions:
 
     def flags(self) -> list[str]:
         """The command line flags that give these options (for the rendered config's header)."""
-        flags = [] if self.root == Path("/") else [f"--discovery.root {shlex.quote(str(self.root))}"]
+        flags = (
+            [] if self.root == Path("/") else [f"--discovery.root {shlex.quote(str(self.root))}"]
+        )
         if self.exim_command is not None:
             flags.append(f"--discovery.exim-command {shlex.quote(shlex.join(self.exim_command))}")
         return flags

@@ -25,37 +25,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mail_exporter.discovery.certificates import CertificateFile
-from mail_exporter.discovery.facts import ServerFacts
+from mail_exporter.config.probes import Protocol, TLSMode
+from mail_exporter.discovery.facts import ServerFacts, day
 from mail_exporter.discovery.listeners import Peek
 from mail_exporter.discovery.logs import LogChoice
 from mail_exporter.discovery.rights import SMART_DROP_IN, is_root, unreadable, user_name
 
-MODULES: dict[str, dict[str, Any]] = {
-    "smtp": {"protocol": "smtp", "require_tls": False},
-    "submission": {"protocol": "smtp"},
-    "smtps": {"protocol": "smtp"},
-    "imap": {"protocol": "imap"},
-    "imaps": {"protocol": "imap"},
-    "pop3": {"protocol": "pop3"},
-    "pop3s": {"protocol": "pop3"},
-}
-KIND_WORDS = {
-    "smtp": "SMTP as an MX: STARTTLS when offered (an MX must take mail without it)",
-    "submission": "submission: STARTTLS required",
-    "smtps": "submission over implicit TLS",
-    "imap": "IMAP with STARTTLS", "imaps": "IMAP over implicit TLS",
-    "pop3": "POP3 with STLS", "pop3s": "POP3 over implicit TLS",
-}  # fmt: skip
+IMPLICIT_MODULES: dict[Protocol, str] = {"smtp": "smtps", "imap": "imaps", "pop3": "pop3s"}
 SERVICE_PROCESSES = {
-    "postfix": ("postfix", ["master"]), "dovecot": ("dovecot", ["dovecot"]),
-    "exim": ("exim", ["exim4", "exim"]), "qmail": ("qmail", ["qmail-send"]),
-}  # fmt: skip
+    "postfix": ("postfix", ["master"]),
+    "dovecot": ("dovecot", ["dovecot"]),
+    "exim": ("exim", ["exim4", "exim"]),
+    "qmail": ("qmail", ["qmail-send"]),
+}
 # Filters and scanners, each listed when its program is installed.
 HELPERS = {
-    "rspamd": ["rspamd"], "amavis": ["amavisd", "amavisd-new"], "spamd": ["spamd"],
-    "clamd": ["clamd"], "opendkim": ["opendkim"],
-}  # fmt: skip
+    "rspamd": ["rspamd"],
+    "amavis": ["amavisd", "amavisd-new"],
+    "spamd": ["spamd"],
+    "clamd": ["clamd"],
+    "opendkim": ["opendkim"],
+}
 HWMON = "/sys/class/hwmon"
 
 
@@ -102,33 +92,47 @@ def plan_targets(peeks: list[Peek]) -> tuple[dict[str, dict[str, Any]], list[Tar
     names: set[str] = set()
     for peek in peeks:
         if peek.tls is None:
-            left_out.append(f"port {peek.port.port} ({peek.port.origin}) listens but no peek "
-                            f"got through: {peek.problem}")  # fmt: skip
+            left_out.append(
+                f"port {peek.port.port} ({peek.port.origin}) listens but no peek "
+                f"got through: {peek.problem}"
+            )
             continue
-        kind = peek.port.kind
-        module_name = kind if peek.tls != "none" else f"{peek.port.protocol}_plaintext"
-        settings = dict(MODULES[kind])
-        settings["tls"] = peek.tls
-        if peek.tls != "starttls":
-            settings.pop("require_tls", None)
+        module_name, settings = _module(peek.port.protocol, peek.port.kind, peek.tls)
         modules.setdefault(module_name, settings)
-        name = peek.port.name if peek.port.name not in names else f"{peek.port.name}-{peek.port.port}"
-        names.add(name)
-        found = {"starttls": "STARTTLS offered", "implicit": "implicit TLS",
-                 "none": "no STARTTLS offered"}[peek.tls]  # fmt: skip
-        expiry = (
-            f", certificate valid until {_date(peek.not_after)}" if peek.not_after else ""
+        name = (
+            peek.port.name if peek.port.name not in names else f"{peek.port.name}-{peek.port.port}"
         )
-        targets.append(Target(name, address_text(peek), module_name, [
-            f"{peek.port.origin}; listens on {', '.join(peek.bound)}; peek: {found}{expiry}"
-        ]))  # fmt: skip
+        names.add(name)
+        found = {
+            "starttls": "STARTTLS offered",
+            "implicit": "implicit TLS",
+            "none": "no STARTTLS offered",
+        }[peek.tls]
+        expiry = f", certificate valid until {day(peek.not_after)}" if peek.not_after else ""
+        targets.append(
+            Target(
+                name,
+                address_text(peek),
+                module_name,
+                [f"{peek.port.origin}; listens on {', '.join(peek.bound)}; peek: {found}{expiry}"],
+            )
+        )
     return modules, targets, left_out
 
 
-def _date(timestamp: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+def _module(protocol: Protocol, kind: str, tls: TLSMode) -> tuple[str, dict[str, Any]]:
+    """The module of a port as the peek found it: named after its kind when the TLS is
+    the kind's own (smtp, submission, imaps, ...), after the protocol and TLS otherwise."""
+    settings: dict[str, Any] = {"protocol": protocol, "tls": tls}
+    if tls == "none":
+        return f"{protocol}_plaintext", settings
+    if tls == "implicit":
+        return IMPLICIT_MODULES[protocol], settings
+    if kind == "submission":
+        return kind, settings
+    if protocol == "smtp":
+        settings["require_tls"] = False  # an MX must take mail without TLS
+    return protocol, settings
 
 
 def login_templates(targets: list[Target], servers: list[ServerFacts]) -> list[str]:
@@ -149,17 +153,15 @@ def login_templates(targets: list[Target], servers: list[ServerFacts]) -> list[s
             "End to end (docs in examples/mail_exporter.yml), once both modules log in:",
             "roundtrip:",
             "  - name: local-loop",
-            f"    send: {{address: \"{send.address}\", module: {send.module}, "
+            f'    send: {{address: "{send.address}", module: {send.module}, '
             f"from: probe@{domain}, to: probe@{domain}}}",
-            f"    receive: {{address: \"{receive.address}\", module: {receive.module}, "
+            f'    receive: {{address: "{receive.address}", module: {receive.module}, '
             "mailbox: INBOX}",
         ]
     return lines
 
 
-def plan_collectors(
-    servers: list[ServerFacts], logs: list[LogChoice], certificates: list[CertificateFile]
-) -> list[CollectorChoice]:
+def plan_collectors(servers: list[ServerFacts], logs: list[LogChoice]) -> list[CollectorChoice]:
     by_kind = {kind: [s for s in servers if s.kind == kind] for kind in SERVICE_PROCESSES}
     choices = [
         *_postfix_queue(by_kind["postfix"]),
@@ -171,18 +173,25 @@ def plan_collectors(
         _smart(),
         *_dovecot(by_kind["dovecot"]),
         *_logs(logs),
-        CollectorChoice("backups", {"backups": [{"name": "mailstore", "path": "/var/backups/mail"}]},
-                        ["Backups: where they go is yours to say; give the path (or glob) of each."],
-                        "nothing to discover"),  # fmt: skip
+        CollectorChoice(
+            "backups",
+            {"backups": [{"name": "mailstore", "path": "/var/backups/mail"}]},
+            ["Backups: where they go is yours to say; give the path (or glob) of each."],
+            "nothing to discover",
+        ),
     ]
     domains = sorted({s.domain for s in servers if s.domain})
-    choices.append(CollectorChoice(
-        "dns", {"domains": domains or ["example.com"]},
-        ["DNS and reputation (MX, SPF, DMARC, DKIM, MTA-STS, DANE, blocklists) of your",
-         "domains: it asks the DNS of the internet, so it is yours to turn on."],
-        "off until you choose the domains",
-    ))  # fmt: skip
-    del certificates  # reported in the header; the probes watch what the servers present
+    choices.append(
+        CollectorChoice(
+            "dns",
+            {"domains": domains or ["example.com"]},
+            [
+                "DNS and reputation (MX, SPF, DMARC, DKIM, MTA-STS, DANE, blocklists) of your",
+                "domains: it asks the DNS of the internet, so it is yours to turn on.",
+            ],
+            "off until you choose the domains",
+        )
+    )
     return choices
 
 
@@ -197,8 +206,10 @@ def _postfix_queue(instances: list[ServerFacts]) -> list[CollectorChoice]:
         elif os.access(queue / "public" / "showq", os.W_OK):
             how = "asks the showq socket"
         else:
-            how = ("runs postqueue -j (while Postfix runs; add the user to group postdrop "
-                   "to use the showq socket instead)")  # fmt: skip
+            how = (
+                "runs postqueue -j (while Postfix runs; add the user to group postdrop "
+                "to use the showq socket instead)"
+            )
         why.append(f"{instance.name}: {how}.")
     return [CollectorChoice("postfix_queue", {"instances": [i.settings for i in instances]}, why)]
 
@@ -209,40 +220,60 @@ def _exim_queue(exims: list[ServerFacts]) -> list[CollectorChoice]:
         spool = Path(str(exim.settings["spool_directory"]))
         blocked = ""
         if problem := unreadable(spool / "input", directory=True):
-            blocked = (f"{problem}, and exim -bpc counts only for Exim's admin users"
-                       if not is_root() else "")  # fmt: skip
-        choices.append(CollectorChoice(
-            "exim_queue", dict(exim.settings), ["Exim's queue from its spool."], blocked
-        ))
+            blocked = (
+                f"{problem}, and exim -bpc counts only for Exim's admin users"
+                if not is_root()
+                else ""
+            )
+        choices.append(
+            CollectorChoice(
+                "exim_queue", dict(exim.settings), ["Exim's queue from its spool."], blocked
+            )
+        )
     return choices[:1]  # one Exim per host: the section has no instances
 
 
 def _qmail_queue(qmails: list[ServerFacts]) -> list[CollectorChoice]:
     return [
-        CollectorChoice("qmail_queue", dict(q.settings), ["qmail's queue."],
-                        unreadable(q.paths[0], directory=True))  # fmt: skip
+        CollectorChoice(
+            "qmail_queue",
+            dict(q.settings),
+            ["qmail's queue."],
+            unreadable(q.paths[0], directory=True),
+        )
         for q in qmails
     ][:1]
 
 
 def _host(servers: list[ServerFacts], logs: list[LogChoice]) -> CollectorChoice:
     paths: list[str] = []
-    for path in [*(p for s in servers for p in s.paths),
-                 *(Path(str(c.source["path"])).parent for c in logs if "path" in c.source)]:  # fmt: skip
+    for path in [
+        *(p for s in servers for p in s.paths),
+        *(Path(str(c.source["path"])).parent for c in logs if "path" in c.source),
+    ]:
         if path.exists() and str(path) not in paths:
             paths.append(str(path))
     return CollectorChoice(
-        "host", {"mail_paths": paths},
-        ["Host resources (CPU, memory, disks, network, filesystems), and the filesystem",
-         "behind each mail path: the queues, the mail store and the logs found."],
-    )  # fmt: skip
+        "host",
+        {"mail_paths": paths},
+        [
+            "Host resources (CPU, memory, disks, network, filesystems), and the filesystem",
+            "behind each mail path: the queues, the mail store and the logs found.",
+        ],
+    )
 
 
 def _services(servers: list[ServerFacts]) -> CollectorChoice:
-    services = [SERVICE_PROCESSES[kind] for kind in SERVICE_PROCESSES
-                if any(s.kind == kind for s in servers)]  # fmt: skip
-    services += [(name, programs) for name, programs in HELPERS.items()
-                 if any(shutil.which(p) for p in programs)]  # fmt: skip
+    services = [
+        SERVICE_PROCESSES[kind]
+        for kind in SERVICE_PROCESSES
+        if any(s.kind == kind for s in servers)
+    ]
+    services += [
+        (name, programs)
+        for name, programs in HELPERS.items()
+        if any(shutil.which(p) for p in programs)
+    ]
     return CollectorChoice(
         "services",
         {"services": [{"name": name, "processes": programs} for name, programs in services]},
@@ -254,7 +285,9 @@ def _sensors() -> CollectorChoice:
     hwmon = Path(HWMON)
     present = hwmon.is_dir() and any(hwmon.iterdir())
     return CollectorChoice(
-        "sensors", {}, ["Temperatures and fans from the kernel's hwmon drivers."],
+        "sensors",
+        {},
+        ["Temperatures and fans from the kernel's hwmon drivers."],
         "" if present else f"no hwmon sensors on this host ({HWMON} is empty: a VM?)",
     )
 
@@ -262,11 +295,15 @@ def _sensors() -> CollectorChoice:
 def _smart() -> CollectorChoice:
     why = ["Disk health from smartctl (smartmontools)."]
     if shutil.which("smartctl") is None:
-        return CollectorChoice("smart", {}, why, "smartctl is not installed (apt install smartmontools)")
+        return CollectorChoice(
+            "smart", {}, why, "smartctl is not installed (apt install smartmontools)"
+        )
     if is_root():
         return CollectorChoice("smart", {}, why)
     return CollectorChoice(
-        "smart", {"smartctl_command": ["sudo", "-n", "smartctl"]}, why,
+        "smart",
+        {"smartctl_command": ["sudo", "-n", "smartctl"]},
+        why,
         f"smartctl needs root and {user_name()} is not: install the sudo rule and drop-in "
         f"of {SMART_DROP_IN}, then enable this section",
     )
@@ -289,13 +326,15 @@ def _logs(logs: list[LogChoice]) -> list[CollectorChoice]:
         return []
     readable = [c for c in logs if not c.blocked]
     why = ["Counters from the mail logs: deliveries, delays, rejects, logins and failures."]
-    why += [f"{_shown(c.source)}: {c.why}" + (f"; left out: {c.blocked}" if c.blocked else "")
-            for c in logs]  # fmt: skip
+    why += [
+        f"{_shown(c.source)}: {c.why}" + (f"; left out: {c.blocked}" if c.blocked else "")
+        for c in logs
+    ]
     if not readable:
         blocked = "; ".join(c.blocked for c in logs)
         return [CollectorChoice("logs", {"sources": [c.source for c in logs]}, why, blocked)]
     return [CollectorChoice("logs", {"sources": [c.source for c in readable]}, why)]
 
 
-def _shown(source: dict[str, object]) -> str:
-    return str(source.get("path") or f"journal {' '.join(map(str, source['journal_units']))}")  # type: ignore[call-overload]
+def _shown(source: dict[str, Any]) -> str:
+    return str(source.get("path") or " ".join(["journal", *source.get("journal_units", [])]))

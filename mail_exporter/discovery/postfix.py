@@ -21,11 +21,18 @@ from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, Serve
 from mail_exporter.discovery.options import DiscoveryOptions
 
 PARAMETERS = (
-    "queue_directory", "maillog_file", "syslog_name", "multi_instance_directories",
-    "multi_instance_name", "smtpd_tls_cert_file", "smtpd_tls_chain_files",
-    "smtpd_tls_security_level", "smtpd_tls_wrappermode", "smtpd_sasl_auth_enable",
+    "queue_directory",
+    "maillog_file",
+    "syslog_name",
+    "multi_instance_directories",
+    "multi_instance_name",
+    "smtpd_tls_cert_file",
+    "smtpd_tls_chain_files",
+    "smtpd_tls_security_level",
+    "smtpd_tls_wrappermode",
+    "smtpd_sasl_auth_enable",
     "mydomain",
-)  # fmt: skip
+)
 # Ports of the service names master.cf uses, where /etc/services lacks them.
 SERVICE_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
 _INSTANCE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
@@ -65,10 +72,14 @@ def _instance(directory: Path, name: str) -> tuple[ServerFacts, list[Path]]:
     values = dict(zip(PARAMETERS, _values(directory, list(PARAMETERS)), strict=True))
     queue = Path(values["queue_directory"])
     facts = ServerFacts(
-        kind="postfix", name=name, summary="", running=_running(queue),
+        kind="postfix",
+        name=name,
+        summary="",
+        running=_running(queue),
         journal_unit="postfix@-.service" if name == "postfix" else f"postfix@{name}.service",
-        paths=[queue], domain=values["mydomain"] or None,
-    )  # fmt: skip
+        paths=[queue],
+        domain=values["mydomain"] or None,
+    )
     facts.settings = {"name": name, "config_directory": str(directory)}
     if values["maillog_file"]:
         log = Path(values["maillog_file"])
@@ -128,8 +139,10 @@ def _ports(directory: Path, instance: str, values: dict[str, str]) -> Iterator[P
         name = _target_name(instance, service, syslog_name, port)
         if setting.get("smtpd_tls_wrappermode") == "yes":
             yield Port(port, "smtp", "smtps", name, origin, "implicit", host)
-        elif port == 587 or setting.get("smtpd_tls_security_level") == "encrypt" or (
-            setting.get("smtpd_sasl_auth_enable") == "yes"
+        elif (
+            port == 587
+            or setting.get("smtpd_tls_security_level") == "encrypt"
+            or (setting.get("smtpd_sasl_auth_enable") == "yes")
         ):
             yield Port(port, "smtp", "submission", name, origin, "starttls", host)
         else:

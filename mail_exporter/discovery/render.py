@@ -51,20 +51,26 @@ def _collector(choice: CollectorChoice) -> list[str]:
 def render(plan: Plan, host: str, user: str, flags: list[str]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     command = " ".join(["mail-exporter discover", *flags])
-    lines = _comment([
-        f"mail_exporter config discovered on {host} at {when} by `{command}`, as {user}.",
-        "Check it with `mail-exporter check-config FILE`; run with --config.file FILE. Later,",
-        f"`{command} --diff FILE` shows what this host has that FILE does not watch.",
-        "",
-        *plan.notes,
-    ], 0)  # fmt: skip
+    lines = _comment(
+        [
+            f"mail_exporter config discovered on {host} at {when} by `{command}`, as {user}.",
+            "Check it with `mail-exporter check-config FILE`; run with --config.file FILE. Later,",
+            f"`{command} --diff FILE` shows what this host has that FILE does not watch.",
+            "",
+            *plan.notes,
+        ],
+        0,
+    )
     lines += ["", "global:", f"  interval: {INTERVAL}", ""]
-    lines += _comment([
-        "One module per kind of port, with the TLS the peek found. Certificates of local",
-        "servers rarely name the loopback address: verification is reported",
-        "(mail_tls_cert_verified) but does not fail these probes. To have it checked, set",
-        "tls_config.server_name to the certificate's name and drop insecure_skip_verify.",
-    ], 0)  # fmt: skip
+    lines += _comment(
+        [
+            "One module per kind of port, with the TLS the peek found. Certificates of local",
+            "servers rarely name the loopback address: verification is reported",
+            "(mail_tls_cert_verified) but does not fail these probes. To have it checked, set",
+            "tls_config.server_name to the certificate's name and drop insecure_skip_verify.",
+        ],
+        0,
+    )
     if plan.modules:
         lines.append("modules:")
         for name, settings in plan.modules.items():

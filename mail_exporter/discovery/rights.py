@@ -29,7 +29,7 @@ def is_root() -> bool:
 
 
 def unreadable(path: Path, directory: bool = False) -> str:
-    """"" when this user can read ``path`` (list and enter a directory); else why not,
+    """ "" when this user can read ``path`` (list and enter a directory); else why not,
     with the group that would grant it when the group may read it."""
     wanted = os.R_OK | (os.X_OK if directory else 0)
     if os.access(path, wanted):
