@@ -32,6 +32,7 @@ from mail_exporter.targets import parse_address
 from tests.conftest import real_exim_or_fail
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.exim import Exim, exim_work_dir
+from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
 from tests.realservers.runtime import reachable_dir
 from tests.served import get, metrics_with, served_exporter
@@ -108,7 +109,7 @@ def mail_root(directory: Path, postfix: Postfix | None, dovecot: Dovecot | None)
 
 
 def test_discovered_config_watches_the_real_servers(
-    tmp_path: Path, postfix: Postfix, dovecot: Dovecot, exim: Exim
+    tmp_path: Path, postfix: Postfix, dovecot: Dovecot, exim: Exim, pki: PKI
 ) -> None:
     root = mail_root(tmp_path, postfix, dovecot)
     text, _ = discover(
@@ -147,7 +148,10 @@ def test_discovered_config_watches_the_real_servers(
 
     assert all(success for _, success, _ in asyncio.run(probe_all())), asyncio.run(probe_all())
 
-    assert enabled(config) == {"postfix_queue", "exim_queue", "logs", "host", "services"}
+    expected = {"postfix_queue", "exim_queue", "logs", "host", "services", "certificates"}
+    assert enabled(config) == expected
+    # Postfix's chain files are its key and its certificate; Dovecot uses the same.
+    assert config.collectors.section("certificates").files == [pki.server_cert]  # type: ignore[attr-defined]
     (instance,) = config.collectors.section("postfix_queue").instances  # type: ignore[attr-defined]
     assert instance.config_directory == root / "etc" / "postfix"
     sources = {(s.path, s.format) for s in config.collectors.section("logs").sources}  # type: ignore[attr-defined]

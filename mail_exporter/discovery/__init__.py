@@ -80,9 +80,9 @@ def discover_plan(options: DiscoveryOptions) -> tuple[Plan, list[ServerFacts]]:
     if not servers and not peeks:
         notes = [NOTHING_FOUND]
     notes += [
-        f"  certificate {c.path} ({c.used_by}): "
+        f"  certificate {c.path} ({used_by}): "
         + (f"{c.subject}, valid until {day(c.not_after)}" if c.not_after else c.problem)
-        for c in certificates
+        for c, used_by in certificates
     ]
     quiet = [p for p in silent if p not in STANDARD_PORTS]
     notes += [f"  not listening: port {p.port} ({p.origin})" for p in quiet]
@@ -91,7 +91,7 @@ def discover_plan(options: DiscoveryOptions) -> tuple[Plan, list[ServerFacts]]:
         notes,
         modules,
         targets,
-        plan_collectors(servers, logs),
+        plan_collectors(servers, logs, [c for c, _ in certificates]),
         login_templates(targets, servers),
     )
     return plan, servers

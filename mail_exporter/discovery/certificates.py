@@ -1,52 +1,36 @@
-"""The certificate files the servers' configs name, read for their expiry.
+"""The certificate files the servers' configs name, read as the certificates collector
+reads them (:func:`~mail_exporter.collectors.certificates.read_certificate_file`).
 
-A file may hold the key as well (Postfix's ``smtpd_tls_chain_files`` lists key and chain,
-in one file or several): only the certificates in it count, and a file with none (the
-key alone) is left out. A file this user cannot read is listed with the reason: the
-probes still see the certificate the server presents.
+A file that holds no certificate (a key of Postfix's ``smtpd_tls_chain_files``) is left
+out; one that does not exist is only noted; one this user cannot read is noted with the
+reason and kept off the collector's list, where it would only report 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
-MAX_CERTIFICATE_FILE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class CertificateFile:
-    path: Path
-    used_by: str
-    not_after: float | None  # the earliest expiry in the file
-    subject: str
-    problem: str  # why it could not be read, or ""
+from mail_exporter.collectors.certificates import (
+    NO_CERTIFICATE,
+    CertificateFile,
+    read_certificate_file,
+)
+from mail_exporter.discovery.rights import unreadable
 
 
-def read_certificates(files: list[tuple[Path, str]]) -> list[CertificateFile]:
-    """Each (path, server) once, in order; files without a certificate left out."""
-    found: list[CertificateFile] = []
+def read_certificates(files: list[tuple[Path, str]]) -> list[tuple[CertificateFile, str]]:
+    """Each (path, server) once, in order, with the file's facts, or the reason it could
+    not be read; files without a certificate left out."""
+    found: list[tuple[CertificateFile, str]] = []
     seen: set[Path] = set()
     for path, used_by in files:
         if path in seen:
             continue
         seen.add(path)
-        try:
-            with path.open("rb") as file:
-                data = file.read(MAX_CERTIFICATE_FILE_BYTES)
-        except OSError as error:
-            found.append(CertificateFile(path, used_by, None, "", error.strerror or str(error)))
+        if problem := unreadable(path):
+            found.append((CertificateFile(path, problem=problem), used_by))
             continue
-        if b"-----BEGIN CERTIFICATE-----" not in data:
-            continue
-        try:
-            certificates = x509.load_pem_x509_certificates(data)
-        except ValueError as error:
-            found.append(CertificateFile(path, used_by, None, "", f"not PEM: {error}"))
-            continue
-        leaf = certificates[0]
-        not_after = min(c.not_valid_after_utc.timestamp() for c in certificates)
-        found.append(CertificateFile(path, used_by, not_after, leaf.subject.rfc4514_string(), ""))
+        certificate = read_certificate_file(path)
+        if certificate.problem != NO_CERTIFICATE:  # else a key file
+            found.append((certificate, used_by))
     return found

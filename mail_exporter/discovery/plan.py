@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mail_exporter.collectors.certificates import CertificateFile
 from mail_exporter.config.probes import Protocol, TLSMode
 from mail_exporter.discovery.facts import ServerFacts, day
 from mail_exporter.discovery.listeners import Peek
@@ -161,7 +162,9 @@ def login_templates(targets: list[Target], servers: list[ServerFacts]) -> list[s
     return lines
 
 
-def plan_collectors(servers: list[ServerFacts], logs: list[LogChoice]) -> list[CollectorChoice]:
+def plan_collectors(
+    servers: list[ServerFacts], logs: list[LogChoice], certificates: list[CertificateFile]
+) -> list[CollectorChoice]:
     by_kind = {kind: [s for s in servers if s.kind == kind] for kind in SERVICE_PROCESSES}
     choices = [
         *_postfix_queue(by_kind["postfix"]),
@@ -171,6 +174,7 @@ def plan_collectors(servers: list[ServerFacts], logs: list[LogChoice]) -> list[C
         _services(servers),
         _sensors(),
         _smart(),
+        *_certificates(certificates),
         *_dovecot(by_kind["dovecot"]),
         *_logs(logs),
         CollectorChoice(
@@ -307,6 +311,18 @@ def _smart() -> CollectorChoice:
         f"smartctl needs root and {user_name()} is not: install the sudo rule and drop-in "
         f"of {SMART_DROP_IN}, then enable this section",
     )
+
+
+def _certificates(certificates: list[CertificateFile]) -> list[CollectorChoice]:
+    if not certificates:
+        return []
+    readable = [str(c.path) for c in certificates if not c.problem]
+    why = ["The expiry of the servers' certificate files, watched before any probe sees them."]
+    if readable:
+        return [CollectorChoice("certificates", {"files": readable}, why)]
+    blocked = "; ".join(c.problem for c in certificates)
+    every = [str(c.path) for c in certificates]
+    return [CollectorChoice("certificates", {"files": every}, why, blocked)]
 
 
 def _dovecot(dovecots: list[ServerFacts]) -> list[CollectorChoice]:
