@@ -11,11 +11,13 @@ unpacked Exim with its config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import grp
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,8 +29,11 @@ import yaml
 
 from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, load_config
+from mail_exporter.discovery.facts import Port
+from mail_exporter.discovery.listeners import listening_sockets, peek_listeners, probe_address
+from mail_exporter.discovery.plan import plan_targets
 from mail_exporter.probes import run_probe
-from mail_exporter.targets import parse_address
+from mail_exporter.targets import Address, parse_address
 from tests.conftest import real_exim_or_fail
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.exim import Exim, exim_work_dir
@@ -267,3 +272,55 @@ def test_without_a_config_the_exporter_serves_what_it_discovers(
     log = served.stderr()
     assert '"starting mail_exporter' in log and "discovered: postfix;" in log
     assert "configuration reloaded from discovered: postfix, dovecot;" in log
+
+
+def test_peeks_are_bounded_each_and_run_at_once() -> None:
+    """Ports that accept and never answer: each peek gives up at its limit (STARTTLS
+    first, then implicit TLS), all ports at once, and none becomes a target."""
+    limit = 2.0
+    with contextlib.ExitStack() as stack:
+        hung = [stack.enter_context(socket.socket()) for _ in range(3)]
+        for server in hung:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+        ports = [
+            Port(s.getsockname()[1], "smtp", "smtp", f"hung-{n}", "a test")
+            for n, s in enumerate(hung)
+        ]
+        started = time.monotonic()
+        peeks, silent = peek_listeners(ports, limit)
+        elapsed = time.monotonic() - started
+    assert silent == []
+    assert [(p.tls, p.address.host) for p in peeks] == [(None, "127.0.0.1")] * 3
+    assert all(p.problem.count(f"no answer within {limit:g}s") == 2 for p in peeks), peeks
+    # One after another would take 3 ports x 2 modes x the limit (12 s); at once, 2 limits.
+    assert elapsed < 5 * limit, elapsed
+    modules, targets, left_out = plan_targets(peeks)
+    assert modules == {} and targets == [] and len(left_out) == 3
+
+
+def test_listening_sockets_and_where_they_are_peeked(tmp_path: Path) -> None:
+    """The kernel's tables as /proc/net/tcp{,6} print them; a wildcard is peeked on
+    loopback, an address of the host's own as it is bound."""
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+    ipv4 = tmp_path / "tcp"
+    ipv4.write_text(
+        header
+        + "   0: 0100007F:0019 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n"
+        + "   1: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n"
+        + "   2: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n"
+    )
+    ipv6 = tmp_path / "tcp6"
+    ipv6.write_text(
+        header + "   0: 00000000000000000000000001000000:03E1 "
+        "00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000\n"
+    )
+    assert listening_sockets([ipv4, ipv6]) == {("127.0.0.1", 25), ("0.0.0.0", 443), ("::1", 993)}
+    smtp = Port(25, "smtp", "smtp", "smtp", "a test")
+    assert probe_address(smtp, ["0.0.0.0", "::"]) == Address("127.0.0.1", 25)
+    assert probe_address(smtp, ["::"]) == Address("::1", 25)
+    assert probe_address(smtp, ["192.0.2.10", "127.0.0.2"]) == Address("127.0.0.2", 25)
+    assert probe_address(smtp, ["192.0.2.10"]) == Address("192.0.2.10", 25)
+    assert probe_address(smtp, []) is None
+    bound = Port(25, "smtp", "smtp", "smtp", "a test", host="192.0.2.10")
+    assert probe_address(bound, ["127.0.0.1", "192.0.2.10"]) == Address("192.0.2.10", 25)
