@@ -33,6 +33,14 @@ from mail_exporter.discovery.logs import LogChoice
 from mail_exporter.discovery.rights import SMART_DROP_IN, is_root, unreadable, user_name
 
 IMPLICIT_MODULES: dict[Protocol, str] = {"smtp": "smtps", "imap": "imaps", "pop3": "pop3s"}
+MODULE_WORDS = {
+    "smtp": "An MX: STARTTLS when offered. It must take mail without, so a missing STARTTLS "
+    "is reported (mail_probe_starttls_offered 0), not a failure.",
+    "submission": "Submission: STARTTLS required, a downgrade fails the probe.",
+    "plaintext": "No STARTTLS offered on the port: the probe speaks plaintext and reports it.",
+    "implicit": "Implicit TLS: TLS from the first byte.",
+    "starttls": "STARTTLS required, a downgrade fails the probe.",
+}
 SERVICE_PROCESSES = {
     "postfix": ("postfix", ["master"]),
     "dovecot": ("dovecot", ["dovecot"]),
@@ -69,7 +77,7 @@ class CollectorChoice:
 @dataclass
 class Plan:
     notes: list[str]
-    modules: dict[str, dict[str, Any]]
+    modules: dict[str, dict[str, Any]]  # with the comment for each under "why"
     targets: list[Target]
     collectors: list[CollectorChoice]
     templates: list[str] = field(default_factory=list)  # commented lines after targets
@@ -126,14 +134,14 @@ def _module(protocol: Protocol, kind: str, tls: TLSMode) -> tuple[str, dict[str,
     the kind's own (smtp, submission, imaps, ...), after the protocol and TLS otherwise."""
     settings: dict[str, Any] = {"protocol": protocol, "tls": tls}
     if tls == "none":
-        return f"{protocol}_plaintext", settings
+        return f"{protocol}_plaintext", {"why": MODULE_WORDS["plaintext"], **settings}
     if tls == "implicit":
-        return IMPLICIT_MODULES[protocol], settings
+        return IMPLICIT_MODULES[protocol], {"why": MODULE_WORDS["implicit"], **settings}
     if kind == "submission":
-        return kind, settings
+        return kind, {"why": MODULE_WORDS["submission"], **settings}
     if protocol == "smtp":
-        settings["require_tls"] = False  # an MX must take mail without TLS
-    return protocol, settings
+        return protocol, {"why": MODULE_WORDS["smtp"], **settings, "require_tls": False}
+    return protocol, {"why": MODULE_WORDS["starttls"], **settings}
 
 
 def login_templates(targets: list[Target], servers: list[ServerFacts]) -> list[str]:
@@ -141,7 +149,9 @@ def login_templates(targets: list[Target], servers: list[ServerFacts]) -> list[s
     the discovered submission and IMAP ports."""
     domain = next((s.domain for s in servers if s.domain), "example.com")
     send = next((t for t in targets if t.module in ("submission", "smtps")), None)
-    receive = next((t for t in targets if t.module in ("imaps", "imap")), None)
+    receive = next((t for t in targets if t.module == "imaps"), None) or next(
+        (t for t in targets if t.module == "imap"), None
+    )
     lines = [
         "A login check (and the round trip below) needs an account of its own: give the",
         "module that should log in an auth section; the password stays in a file.",

@@ -8,6 +8,7 @@ A collector that cannot run here is written commented out, below the reason.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -17,11 +18,19 @@ import yaml
 from mail_exporter.discovery.plan import CollectorChoice, Plan
 
 INTERVAL = "30s"
+COMMENT_WIDTH = 96
 
 
 def _comment(lines: Iterable[str], indent: int) -> list[str]:
+    """Comment lines at ``indent``, long ones wrapped (continued two spaces further in)."""
     pad = " " * indent
-    return [f"{pad}# {line}".rstrip() for line in lines]
+    wrapped: list[str] = []
+    for line in lines:
+        inner = " " * (len(line) - len(line.lstrip()) + 2)
+        width = max(COMMENT_WIDTH - indent, 40)
+        parts = textwrap.wrap(line, width, subsequent_indent=inner, break_on_hyphens=False)
+        wrapped += [f"{pad}# {part}".rstrip() for part in parts or [""]]
+    return wrapped
 
 
 def _value(value: Any) -> str:
@@ -74,8 +83,9 @@ def render(plan: Plan, host: str, user: str, flags: list[str]) -> str:
     if plan.modules:
         lines.append("modules:")
         for name, settings in plan.modules.items():
+            lines += _comment([settings["why"]], 2)
             lines.append(f"  {name}:")
-            lines += [f"    {key}: {_value(value)}" for key, value in settings.items()]
+            lines += [f"    {k}: {_value(v)}" for k, v in settings.items() if k != "why"]
             lines.append("    tls_config: {insecure_skip_verify: true}")
     else:
         lines.append("modules: {}")
