@@ -30,9 +30,12 @@ import yaml
 
 from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, load_config
+from mail_exporter.discovery import discover_plan
 from mail_exporter.discovery.facts import Port
 from mail_exporter.discovery.listeners import listening_sockets, peek_listeners, probe_address
+from mail_exporter.discovery.options import DiscoveryOptions
 from mail_exporter.discovery.plan import plan_targets
+from mail_exporter.discovery.postfix import discover_postfix
 from mail_exporter.probes import run_probe
 from mail_exporter.targets import Address, parse_address
 from tests.conftest import real_exim_or_fail
@@ -40,7 +43,7 @@ from tests.realservers.dovecot import Dovecot
 from tests.realservers.exim import Exim, exim_work_dir
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
-from tests.realservers.runtime import reachable_dir
+from tests.realservers.runtime import free_port, reachable_dir
 from tests.served import get, metrics_with, served_exporter
 
 pytestmark = pytest.mark.integration
@@ -326,3 +329,47 @@ def test_listening_sockets_and_where_they_are_peeked(tmp_path: Path) -> None:
     assert probe_address(smtp, []) is None
     bound = Port(25, "smtp", "smtp", "smtp", "a test", host="192.0.2.10")
     assert probe_address(bound, ["127.0.0.1", "192.0.2.10"]) == Address("192.0.2.10", 25)
+
+
+def test_postfix_instances_and_their_services_from_postconf(tmp_path: Path) -> None:
+    """postmulti's instances and master.cf's smtpd services as postconf reads them; ports
+    that do not listen are noted, never targets."""
+    root = tmp_path / "root"
+    primary, other = root / "etc" / "postfix", tmp_path / "postfix-out"
+    first, second = free_port(), free_port()
+    for directory, main, master in (
+        (primary, f"maillog_file = {tmp_path}/postfix.log\n"
+                  f"multi_instance_directories = {other}\n",
+         f"127.0.0.1:{first} inet n - n - - smtpd\n"
+         "submission inet n - n - - smtpd\n  -o syslog_name=postfix/submission\n"
+         "  -o smtpd_tls_security_level=encrypt\n"
+         "pickup unix n - n 60 1 pickup\n"),
+        (other, "multi_instance_name = postfix-out\nsyslog_name = postfix-out\n",
+         f"{second} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n"),
+    ):  # fmt: skip
+        directory.mkdir(parents=True)
+        queue = tmp_path / f"queue-{directory.name}"
+        (directory / "main.cf").write_text(f"queue_directory = {queue}\n{main}")
+        (directory / "master.cf").write_text(master)
+
+    instances, problems = discover_postfix(DiscoveryOptions(root=root))
+    assert problems == []
+    assert [(i.name, i.running) for i in instances] == [("postfix", False), ("postfix-out", False)]
+    ports = [(p.port, p.kind, p.tls, p.host, p.name) for i in instances for p in i.ports]
+    assert ports == [
+        (first, "smtp", None, "127.0.0.1", f"smtp-{first}"),
+        (587, "submission", "starttls", None, "submission"),
+        (second, "smtps", "implicit", None, f"postfix-out-smtps-{second}"),
+    ]
+    assert [log.path for i in instances for log in i.logs] == [tmp_path / "postfix.log"]
+    assert [i.uses_syslog for i in instances] == [False, True]
+
+    plan, _ = discover_plan(DiscoveryOptions(root=root, peek_timeout=2))
+    assert plan.targets == []
+    (queues,) = [c for c in plan.collectors if c.name == "postfix_queue"]
+    assert queues.settings["instances"] == [
+        {"name": "postfix", "config_directory": str(primary)},
+        {"name": "postfix-out", "config_directory": str(other)},
+    ]
+    notes = "\n".join(plan.notes)
+    assert f"not listening: port {first}" in notes and f"not listening: port {second}" in notes

@@ -91,8 +91,14 @@ def _ports(settings: dict[str, str], protocols: set[str]) -> list[Port]:
 
 
 def _fixed_store(mail_location: str) -> Path | None:
-    """The directory before the first variable of ``maildir:/var/vmail/%d/%n``, if any
-    (``~/Maildir`` is in each user's home: no one directory)."""
-    path = mail_location.partition(":")[2].partition(":")[0]
-    fixed = re.split(r"[%~]", path, maxsplit=1)[0].rstrip("/")
-    return Path(fixed) if fixed.startswith("/") and fixed != "" else None
+    """The first fixed directory ``mail_location`` names: the part before the first
+    variable of its path (``maildir:/var/vmail/%d/%n``: /var/vmail) or of an option
+    (Debian's ``mbox:~/mail:INBOX=/var/mail/%u``: /var/mail); ``~`` is each user's home,
+    no one directory."""
+    _, _, rest = mail_location.partition(":")
+    for part in rest.split(":"):
+        path = part.partition("=")[2] if "=" in part else part
+        fixed = re.split(r"[%~]", path, maxsplit=1)[0].rstrip("/")
+        if fixed.startswith("/"):
+            return Path(fixed)
+    return None

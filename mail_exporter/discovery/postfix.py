@@ -17,6 +17,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from mail_exporter.config.probes import TLSMode
 from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, ServerFacts, ask
 from mail_exporter.discovery.options import DiscoveryOptions
 
@@ -127,8 +128,8 @@ def _service_fields(directory: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _ports(directory: Path, instance: str, values: dict[str, str]) -> Iterator[Port]:
-    for (service, kind), fields in _service_fields(directory).items():
-        if kind != "inet" or fields.get("command", "").split()[:1] != ["smtpd"]:
+    for (service, transport), fields in _service_fields(directory).items():
+        if transport != "inet" or fields.get("command", "").split()[:1] != ["smtpd"]:
             continue
         host, port = _endpoint(service)
         if port is None:
@@ -136,17 +137,19 @@ def _ports(directory: Path, instance: str, values: dict[str, str]) -> Iterator[P
         setting = {**values, **fields}
         syslog_name = setting.get("syslog_name", "postfix")
         origin = f"master.cf service {service} of Postfix {instance}"
-        name = _target_name(instance, service, syslog_name, port)
+        tls: TLSMode | None = None
         if setting.get("smtpd_tls_wrappermode") == "yes":
-            yield Port(port, "smtp", "smtps", name, origin, "implicit", host)
+            kind, tls = "smtps", "implicit"
         elif (
             port == 587
             or setting.get("smtpd_tls_security_level") == "encrypt"
             or (setting.get("smtpd_sasl_auth_enable") == "yes")
         ):
-            yield Port(port, "smtp", "submission", name, origin, "starttls", host)
+            kind, tls = "submission", "starttls"
         else:
-            yield Port(port, "smtp", "smtp", name, origin, None, host)
+            kind = "smtp"
+        name = _target_name(instance, service, syslog_name, f"{kind}-{port}")
+        yield Port(port, "smtp", kind, name, origin, tls, host)
 
 
 def _endpoint(service: str) -> tuple[str | None, int | None]:
@@ -163,11 +166,12 @@ def _endpoint(service: str) -> tuple[str | None, int | None]:
         return host, SERVICE_PORTS.get(service)
 
 
-def _target_name(instance: str, service: str, syslog_name: str, port: int) -> str:
+def _target_name(instance: str, service: str, syslog_name: str, unnamed: str) -> str:
     """The service's own name (``submission``), else the tail of its syslog_name
-    (``postfix/submission``), else ``smtp-PORT``; the instance first when not the main one."""
+    (``postfix/submission``), else ``unnamed`` (``smtps-PORT``); the instance first when
+    not the main one."""
     named = service.rpartition(":")[2]
     if named.isdigit():
         tail = syslog_name.rpartition("/")[2] if "/" in syslog_name else ""
-        named = tail or f"smtp-{port}"
+        named = tail or unnamed
     return named if instance == "postfix" else f"{instance}-{named}"
