@@ -274,6 +274,8 @@ def main(
         click.echo(str(error), err=True)
         sys.exit(1)
     logger.info("starting mail_exporter %s with %s", __version__, exporter.source)
+    if exporter.discovered is not None and not exporter.discovered.found_anything:
+        logger.warning("%s", NOTHING_FOUND)
     asyncio.run(_serve(exporter, host, port, settings))
 
 

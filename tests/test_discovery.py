@@ -209,6 +209,12 @@ def test_a_host_without_mail_software_gets_a_host_config(tmp_path: Path) -> None
     assert config.collectors.section("services").services == []  # type: ignore[attr-defined]
     assert config.collectors.section("host").mail_paths == []  # type: ignore[attr-defined]
     assert success_by_collector(config) == {"host": 1.0, "services": 1.0}
+    # Served without a config, it says so in its log.
+    with served_exporter(
+        tmp_path, None, "--discovery.root", str(tmp_path), env={"PATH": str(empty)}
+    ) as served:
+        assert "discovered: no mail server; 0 targets" in get(served.port, "/").body
+    assert "No mail server found" in served.stderr()
 
 
 @pytest.fixture

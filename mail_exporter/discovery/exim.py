@@ -44,6 +44,7 @@ def discover_exim(options: DiscoveryOptions) -> tuple[list[ServerFacts], list[st
         return [], [f"Exim: {problem}"]
     spool = Path(values["spool_directory"])
     facts = ServerFacts(kind="exim", name="exim", summary="", journal_unit="exim4.service")
+    facts.queue = spool
     facts.paths = [spool]
     facts.domain = values.get("qualify_domain") or None
     facts.settings = {"name": "exim", "spool_directory": str(spool), "exim_command": command}

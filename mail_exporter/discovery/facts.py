@@ -72,6 +72,7 @@ class ServerFacts:
     uses_syslog: bool = False  # some of its lines go to syslog (mail.log or the journal)
     journal_unit: str | None = None
     certificates: list[Path] = field(default_factory=list)
+    queue: Path | None = None
     paths: list[Path] = field(default_factory=list)  # queue and store, for the host collector
     settings: dict[str, object] = field(default_factory=dict)  # its queue collector's keys
     domain: str | None = None

@@ -209,15 +209,20 @@ def plan_collectors(
     return choices
 
 
+def _spool_unreadable(server: ServerFacts, inside: str) -> str:
+    """Why this user cannot read the server's queue (``inside`` it), or ""."""
+    return unreadable(server.queue / inside, directory=True) if server.queue else ""
+
+
 def _postfix_queue(instances: list[ServerFacts]) -> list[CollectorChoice]:
     if not instances:
         return []
     why = ["Postfix queues, by instance."]
     for instance in instances:
-        queue = instance.paths[0]
-        if not unreadable(queue / "deferred", directory=True):
+        showq = instance.queue / "public" / "showq" if instance.queue else None
+        if not _spool_unreadable(instance, "deferred"):
             how = "reads the spool directly"
-        elif os.access(queue / "public" / "showq", os.W_OK):
+        elif showq is not None and os.access(showq, os.W_OK):
             how = "asks the showq socket"
         else:
             how = (
@@ -229,34 +234,26 @@ def _postfix_queue(instances: list[ServerFacts]) -> list[CollectorChoice]:
 
 
 def _exim_queue(exims: list[ServerFacts]) -> list[CollectorChoice]:
-    choices = []
-    for exim in exims:
-        spool = Path(str(exim.settings["spool_directory"]))
-        blocked = ""
-        if problem := unreadable(spool / "input", directory=True):
-            blocked = (
-                f"{problem}, and exim -bpc counts only for Exim's admin users"
-                if not is_root()
-                else ""
-            )
-        choices.append(
-            CollectorChoice(
-                "exim_queue", dict(exim.settings), ["Exim's queue from its spool."], blocked
-            )
-        )
-    return choices[:1]  # one Exim per host: the section has no instances
+    """One Exim per host: the section has no instances."""
+    if not exims:
+        return []
+    problem = _spool_unreadable(exims[0], "input")
+    blocked = (
+        f"{problem}, and exim -bpc counts only for Exim's admin users"
+        if problem and not is_root()
+        else ""
+    )
+    why = ["Exim's queue from its spool."]
+    return [CollectorChoice("exim_queue", dict(exims[0].settings), why, blocked)]
 
 
 def _qmail_queue(qmails: list[ServerFacts]) -> list[CollectorChoice]:
     return [
         CollectorChoice(
-            "qmail_queue",
-            dict(q.settings),
-            ["qmail's queue."],
-            unreadable(q.paths[0], directory=True),
+            "qmail_queue", dict(q.settings), ["qmail's queue."], _spool_unreadable(q, ".")
         )
-        for q in qmails
-    ][:1]
+        for q in qmails[:1]
+    ]
 
 
 def _host(servers: list[ServerFacts], logs: list[LogChoice]) -> CollectorChoice:

@@ -33,6 +33,8 @@ PARAMETERS = (
     "smtpd_tls_wrappermode",
     "smtpd_sasl_auth_enable",
     "mydomain",
+    "mail_spool_directory",
+    "virtual_mailbox_base",
 )
 # Ports of the service names master.cf uses, where /etc/services lacks them.
 SERVICE_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
@@ -78,7 +80,14 @@ def _instance(directory: Path, name: str) -> tuple[ServerFacts, list[Path]]:
         summary="",
         running=_running(queue),
         journal_unit="postfix@-.service" if name == "postfix" else f"postfix@{name}.service",
-        paths=[queue],
+        queue=queue,
+        # The queue, and the mail stores of local and virtual delivery when set.
+        paths=[queue]
+        + [
+            Path(values[key])
+            for key in ("mail_spool_directory", "virtual_mailbox_base")
+            if values[key].startswith("/")
+        ],
         domain=values["mydomain"] or None,
     )
     facts.settings = {"name": name, "config_directory": str(directory)}

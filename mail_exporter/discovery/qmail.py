@@ -14,6 +14,7 @@ def discover_qmail(options: DiscoveryOptions) -> tuple[list[ServerFacts], list[s
     if not queue.is_dir():
         return [], []
     facts = ServerFacts(kind="qmail", name="qmail", summary=f"qmail: queue {queue}")
+    facts.queue = queue
     facts.paths = [queue]
     facts.uses_syslog = True
     facts.settings = {
