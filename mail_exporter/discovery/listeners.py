@@ -76,7 +76,6 @@ class Peek:
     bound: tuple[str, ...]  # the addresses it listens on
     address: Address  # where it was peeked (and is to be probed)
     tls: TLSMode | None
-    starttls_offered: bool | None
     not_after: float | None  # the certificate chain's earliest expiry
     problem: str  # why no peek got through, when tls is None
 
@@ -122,12 +121,12 @@ async def _peek(port: Port, bound: tuple[str, ...], address: Address, seconds: f
         if result.success:
             tls: TLSMode = "none" if mode == "starttls" and not result.starttls_offered else mode
             not_after = result.tls.earliest_not_after if result.tls else None
-            return Peek(port, bound, address, tls, result.starttls_offered, not_after, "")
+            return Peek(port, bound, address, tls, not_after, "")
         failure = result.failure
         problems.append(f"{mode}: {failure.phase.value}: {failure.detail}" if failure else mode)
         if failure is not None and failure.phase is Phase.CONNECT:
             break
-    return Peek(port, bound, address, None, None, None, "; ".join(problems))
+    return Peek(port, bound, address, None, None, "; ".join(problems))
 
 
 async def _peek_all(
