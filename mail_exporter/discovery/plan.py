@@ -20,12 +20,14 @@ Decisions:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mail_exporter.collectors.certificates import CertificateFile
+from mail_exporter.config.fields import LABEL_CHARACTERS, MAX_NAME_LENGTH
 from mail_exporter.config.probes import Protocol, TLSMode
 from mail_exporter.discovery.facts import ServerFacts, day
 from mail_exporter.discovery.listeners import Peek
@@ -94,7 +96,14 @@ def address_text(peek: Peek) -> str:
     return f"[{host}]:{peek.address.port}" if ":" in host else f"{host}:{peek.address.port}"
 
 
+def _target_name(name: str, port: int, taken: set[str]) -> str:
+    """A label value the config takes, the port added when the name is taken already."""
+    name = re.sub(f"[^{LABEL_CHARACTERS}]", "-", name)[: MAX_NAME_LENGTH - 6]
+    return name if name not in taken else f"{name}-{port}"
+
+
 def plan_targets(peeks: list[Peek]) -> tuple[dict[str, dict[str, Any]], list[Target], list[str]]:
+    """The modules and targets of the ports whose peek got through; why the others not."""
     modules: dict[str, dict[str, Any]] = {}
     targets: list[Target] = []
     left_out: list[str] = []
@@ -108,9 +117,7 @@ def plan_targets(peeks: list[Peek]) -> tuple[dict[str, dict[str, Any]], list[Tar
             continue
         module_name, settings = _module(peek.port.protocol, peek.port.kind, peek.tls)
         modules.setdefault(module_name, settings)
-        name = (
-            peek.port.name if peek.port.name not in names else f"{peek.port.name}-{peek.port.port}"
-        )
+        name = _target_name(peek.port.name, peek.port.port, names)
         names.add(name)
         found = {
             "starttls": "STARTTLS offered",
