@@ -2,6 +2,9 @@
 unprivileged user: the printed config passes check-config, its probes and collectors
 work, it lists nothing that is not there, and what cannot run says why.
 
+The host itself is taken to run no mail server on the standard ports (as the suite's
+machines are set up): the suite's servers listen on ports of their own.
+
 Discovery is pointed at the servers as on a real host: ``--discovery.root`` is a tree
 whose ``etc/postfix`` and ``etc/dovecot/dovecot.conf`` are the test instances' own (so
 ``postconf -c`` and ``doveconf -c`` read them), and ``--discovery.exim-command`` is the
@@ -30,7 +33,7 @@ import yaml
 
 from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, load_config
-from mail_exporter.discovery import discover_plan
+from mail_exporter.discovery import discover_config, discover_plan
 from mail_exporter.discovery.facts import Port
 from mail_exporter.discovery.listeners import listening_sockets, peek_listeners, probe_address
 from mail_exporter.discovery.options import DiscoveryOptions
@@ -371,7 +374,7 @@ def test_postfix_instances_and_their_services_from_postconf(tmp_path: Path) -> N
     assert [i.uses_syslog for i in instances] == [False, True]
 
     plan, _ = discover_plan(DiscoveryOptions(root=root, peek_timeout=2))
-    assert plan.targets == []
+    assert not {t.address for t in plan.targets} & {f"127.0.0.1:{first}", f"127.0.0.1:{second}"}
     (queues,) = [c for c in plan.collectors if c.name == "postfix_queue"]
     assert queues.settings["instances"] == [
         {"name": "postfix", "config_directory": str(primary)},
@@ -379,3 +382,16 @@ def test_postfix_instances_and_their_services_from_postconf(tmp_path: Path) -> N
     ]
     notes = "\n".join(plan.notes)
     assert f"not listening: port {first}" in notes and f"not listening: port {second}" in notes
+
+
+def test_qmail_is_found_by_its_queue_directory(tmp_path: Path) -> None:
+    queue = tmp_path / "var" / "qmail" / "queue"
+    for part in ("mess", "todo"):
+        (queue / part).mkdir(parents=True)
+    text = discover_config(DiscoveryOptions(root=tmp_path, peek_timeout=2)).text
+    config = checked(text, tmp_path)
+    section = config.collectors.section("qmail_queue")
+    assert section.queue_directory == queue  # type: ignore[attr-defined]
+    assert section.qstat_command == [str(tmp_path / "var/qmail/bin/qmail-qstat")]  # type: ignore[attr-defined]
+    assert "qmail" in {s.name for s in config.collectors.section("services").services}  # type: ignore[attr-defined]
+    assert success_by_collector(config)["qmail_queue"] == 1.0
