@@ -39,7 +39,8 @@ def discover_logs(
     choices: list[LogChoice] = []
     for server in servers:
         for log in server.logs:
-            if not log.path.parent.is_dir():
+            # Not a file to follow: a missing directory, or /dev/stdout in a container.
+            if not log.path.parent.is_dir() or (log.path.exists() and not log.path.is_file()):
                 continue
             waiting = "" if log.path.exists() else " (not written yet: followed once it is)"
             choices.append(
