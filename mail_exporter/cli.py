@@ -1,5 +1,9 @@
 """Command line: serve (the default), ``check-config``, ``check-web-config``,
-``hash-password`` and ``probe``.
+``hash-password``, ``probe`` and ``discover``.
+
+Without ``--config.file`` the exporter serves what ``discover`` finds (see
+:mod:`mail_exporter.discovery`); the ``--discovery.*`` flags point discovery elsewhere,
+for both.
 
 Flags follow Prometheus conventions (``--config.file``, ``--web.listen-address``,
 ``--web.config.file``, ``--web.max-connections``, ``--web.read-timeout``,
@@ -23,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -41,6 +46,8 @@ from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
 from mail_exporter.config.root import Config, load_config
 from mail_exporter.config.validation import ConfigError, describe_error, did_you_mean
+from mail_exporter.discovery import NOTHING_FOUND, DiscoveryOptions, discover_config
+from mail_exporter.discovery.diff import missing
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -109,6 +116,30 @@ class ListenError(Exception):
         # attempting to bind on address (...)" around it: the caller names the address.
         reason = os.strerror(error.errno).lower() if error.errno else str(error)
         super().__init__(reason)
+
+
+def _discovery_flags(command: Any) -> Any:
+    """``--discovery.root`` and ``--discovery.exim-command``, for serving and ``discover``."""
+    command = click.option(
+        "--discovery.exim-command",
+        "exim_command",
+        help="Exim as discovery runs it (e.g. 'exim4 -C /etc/exim4/other.conf'); "
+        "default: exim4 or exim from the PATH.",
+    )(command)
+    return click.option(
+        "--discovery.root",
+        "discovery_root",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path("/"),
+        show_default=True,
+        help="Where discovery looks for /etc/postfix, /etc/dovecot, /var/log/mail.log and "
+        "the other well-known paths (a chroot, a test tree).",
+    )(command)
+
+
+def _discovery_options(root: Path, exim_command: str | None) -> DiscoveryOptions:
+    command = tuple(shlex.split(exim_command)) if exim_command else None
+    return DiscoveryOptions(root=root.absolute(), exim_command=command)
 
 
 @dataclass(frozen=True)
@@ -189,7 +220,8 @@ def _exit_after(seconds: float) -> None:
     "--config.file",
     "config_file",
     type=click.Path(path_type=Path),
-    help="YAML config; without it a built-in config watches this host's mail ports.",
+    help="YAML config; without it the exporter watches what `discover` finds on this host "
+    "(discovered again at each reload).",
 )
 @click.option(
     "--web.listen-address",
@@ -241,6 +273,7 @@ def _exit_after(seconds: float) -> None:
     show_default=True,
 )
 @click.version_option(__version__, "--version")
+@_discovery_flags
 @_collector_flags
 @click.pass_context
 def main(
@@ -254,6 +287,8 @@ def main(
     max_probes: int | None,
     log_level: str,
     log_format: str,
+    discovery_root: Path,
+    exim_command: str | None,
     **collector_choices: bool | None,
 ) -> None:
     """Prometheus exporter for mail servers. Without a subcommand it serves."""
@@ -266,15 +301,22 @@ def main(
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
     settings = WebSettings(max_connections, max_probes, read_timeout)
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
+    discovery = _discovery_options(discovery_root, exim_command)
     # Before the exporter is built: building it starts the collectors, which log that.
     logger.info(
-        "starting mail_exporter %s with %s", __version__, config_file or "the built-in config"
+        "starting mail_exporter %s with %s",
+        __version__,
+        config_file or "the config discovery finds on this host",
     )
     try:
-        exporter = Exporter(config_file, choices, web_config_file)
+        exporter = Exporter(config_file, choices, web_config_file, discovery)
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
+    if exporter.discovered is not None:
+        logger.info("%s", exporter.source)
+        if not exporter.discovered.found_anything:
+            logger.warning("%s", NOTHING_FOUND)
     _log_unverifying_modules(exporter.config.modules)
     try:
         asyncio.run(_serve(exporter, host, port, settings))
@@ -550,3 +592,39 @@ def probe_command(
     result = asyncio.run(run_probe(address, module, timeout or module.timeout_seconds))
     click.echo(render_report(str(address), module_name, result), nl=False)
     sys.exit(0 if result.success else 1)
+
+
+@main.command("discover")
+@click.option(
+    "--diff",
+    "diff_with",
+    type=click.Path(path_type=Path),
+    help="Instead of the config, list what discovery finds that this config does not "
+    "watch; exit 1 when there is something.",
+)
+@_discovery_flags
+def discover_command(
+    diff_with: Path | None, discovery_root: Path, exim_command: str | None
+) -> None:
+    """Print a config for this host, with comments on what was found and why: the mail
+    servers and their instances, the ports that listen (peeked for a banner, never a
+    login), queues, logs, certificates, and what this user may read. It only reads."""
+    options = _discovery_options(discovery_root, exim_command)
+    if diff_with is not None:
+        try:
+            mine = load_config(diff_with)
+        except ConfigError as error:
+            click.echo(str(error), err=True)
+            sys.exit(2)
+    discovered = discover_config(options)
+    if diff_with is None:
+        click.echo(discovered.text, nl=False)
+        if not discovered.found_anything:
+            click.echo(f"discover: {NOTHING_FOUND}", err=True)
+        return
+    lines = missing(discovered.config, mine)
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"{diff_with} watches everything discovery finds")
+    sys.exit(1 if lines else 0)

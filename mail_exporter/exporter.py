@@ -11,6 +11,10 @@ each target and round-trip route that is unchanged with its work in flight and i
 schedule (see :mod:`mail_exporter.scheduler`, :mod:`mail_exporter.roundtrip.runner`),
 and the passwords basic auth verified while their hashes are unchanged (see
 :class:`mail_exporter.basic_auth.BasicAuth`).
+
+Without a config file the exporter runs on what discovery finds
+(:mod:`mail_exporter.discovery`), and a reload discovers again: a server installed or a
+port opened since is watched from then on. The log, the status page and /config say so.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from mail_exporter import __version__
 from mail_exporter.collectors.base import CollectorSet
 from mail_exporter.config.root import Config, default_config, load_config
 from mail_exporter.config.validation import ConfigError
+from mail_exporter.discovery import DiscoveredConfig, DiscoveryOptions, discover_config
 from mail_exporter.logs import redact, redact_learned
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.runner import RoundTripRunner
@@ -41,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 
 def read_config(path: Path | None) -> Config:
-    """The file's config, or the built-in default when no file is given."""
+    """For ``probe --module``: the file's config, or the built-in default (its modules are
+    the usual ones by their usual names) when no file is given."""
     return load_config(path) if path is not None else default_config()
 
 
@@ -63,10 +69,12 @@ class Exporter:
         config_path: Path | None,
         collector_flags: Mapping[str, bool | None],
         web_config_path: Path | None = None,
+        discovery: DiscoveryOptions | None = None,
     ) -> None:
         self.config_path = config_path
         self.collector_flags = collector_flags
-        self.config = read_config(config_path)
+        self.discovery_options = discovery or DiscoveryOptions()
+        self.config, self.discovered = self._read_config()
         redact(self.config.secrets())
         self.web_config_path = web_config_path
         self.web_config = read_web_config(web_config_path)
@@ -109,7 +117,7 @@ class Exporter:
         time, so a SIGHUP and a POST /-/reload at once cannot interleave."""
         async with self._reload_lock:
             try:
-                config, web_config = await asyncio.to_thread(self._read_configs)
+                config, discovered, web_config = await asyncio.to_thread(self._read_configs)
             except ConfigError as error:
                 self.reload_successful = False
                 logger.error("reload failed, keeping the running config: %s", error)
@@ -117,16 +125,34 @@ class Exporter:
             except Exception as error:  # a bug in reading must not pass for a good reload
                 self.reload_successful = False
                 logger.exception("reload failed, keeping the running config")
-                source = str(self.config_path or "built-in default")
-                raise ConfigError(source, [f"unexpected error while reading: {error!r}"]) from error
+                raise ConfigError(
+                    self.source, [f"unexpected error while reading: {error!r}"]
+                ) from error
             await asyncio.to_thread(self.collectors.apply, config.collectors)
-            self._apply(config, web_config)
+            self._apply(config, discovered, web_config)
 
-    def _read_configs(self) -> tuple[Config, WebConfig]:
-        return read_config(self.config_path), self._read_web_config()
+    @property
+    def source(self) -> str:
+        """Where the running config comes from, in words for the log and the status page."""
+        if self.discovered is not None:
+            return f"discovered: {self.discovered.summary}"
+        return str(self.config_path)
 
-    def _apply(self, config: Config, web_config: WebConfig) -> None:
+    def _read_config(self) -> tuple[Config, DiscoveredConfig | None]:
+        """The config file's config, or what discovery finds when there is none."""
+        if self.config_path is not None:
+            return load_config(self.config_path), None
+        discovered = discover_config(self.discovery_options)
+        return discovered.config, discovered
+
+    def _read_configs(self) -> tuple[Config, DiscoveredConfig | None, WebConfig]:
+        return *self._read_config(), self._read_web_config()
+
+    def _apply(
+        self, config: Config, discovered: DiscoveredConfig | None, web_config: WebConfig
+    ) -> None:
         self.config = config
+        self.discovered = discovered
         redact(config.secrets())
         web_config.take_over(self.web_config)  # verified passwords stay verified
         self.web_config = web_config
@@ -137,7 +163,7 @@ class Exporter:
         self.roundtrip.apply(config)
         self.reload_successful = True
         self.reload_success_time = time.time()
-        logger.info("configuration reloaded from %s", self.config_path or "built-in default")
+        logger.info("configuration reloaded from %s", self.source)
 
     def _read_web_config(self) -> WebConfig:
         web_config = read_web_config(self.web_config_path)
@@ -149,10 +175,13 @@ class Exporter:
         return web_config
 
     def shown_config(self) -> str:
-        """The running config as YAML, defaults filled in, for the /config page. Passwords
-        are not part of it: only where they are read from."""
-        source = self.config_path or "the built-in default config"
+        """The running config as YAML, defaults filled in, for the /config page (a
+        discovered one as discovery wrote it, comments and all). Passwords are not part of
+        it: only where they are read from."""
         loaded = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.reload_success_time))
+        if self.discovered is not None:
+            return f"# Running config discovered at {loaded}\n{self.discovered.text}"
+        source = self.config_path
         data = self.config.model_dump(mode="json", by_alias=True, exclude_none=True)
         text = f"# Running config from {source}, loaded {loaded}\n"
         return text + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

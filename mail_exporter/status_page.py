@@ -168,7 +168,7 @@ def _no_queues(exporter: Exporter) -> str:
 def render_status_page(exporter: Exporter, queues: Iterable[Metric]) -> str:
     """The page, with the queue families the queue collectors gave just now."""
     now = time.time()
-    source = str(exporter.config_path or "built-in default config")
+    source = exporter.source
     reload_state = "loaded" if exporter.reload_successful else "last reload FAILED"
     targets = [_target_row(state, now) for state in exporter.scheduler.states.values()]
     modules = ", ".join(sorted(exporter.config.modules)) or "none"

@@ -172,9 +172,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
-def exporter_command(config: Path, port: int, *flags: str) -> list[str]:
+def exporter_command(config: Path | None, port: int, *flags: str) -> list[str]:
+    """The exporter on ``config``, or on what it discovers when that is None."""
+    configured = ["--config.file", str(config)] if config is not None else []
     return [
-        sys.executable, "-m", "mail_exporter", "--config.file", str(config),
+        sys.executable, "-m", "mail_exporter", *configured,
         "--web.listen-address", f"127.0.0.1:{port}", *flags,
     ]  # fmt: skip
 
@@ -189,7 +191,7 @@ def _healthy(port: int, context: ssl.SSLContext | None) -> bool:
 @contextmanager
 def served_exporter(
     directory: Path,
-    config: Path,
+    config: Path | None,
     *flags: str,
     context: ssl.SSLContext | None = None,
     env: Mapping[str, str] | None = None,

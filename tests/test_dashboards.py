@@ -42,6 +42,7 @@ from mixin import dashboards, rules
 from mixin.config import CONFIG
 from mixin.promql import ALERT_PREFIX
 from tests.promtool import run_rule_tests
+from tests.realservers.pki import PKI
 from tests.test_dns_checks import results, rig  # noqa: F401  fixtures: a real DNS pass
 from tests.test_smart import FIXTURES as SMART_FIXTURES
 
@@ -804,10 +805,11 @@ def test_every_exported_metric_is_documented(
     collector but postfix_queue and dns run by the exporter over fixtures, and a real DNS
     pass against a local DNS server."""
     dns: Results = request.getfixturevalue("results")
+    pki: PKI = request.getfixturevalue("pki")
     errors = error_families(
         Counter({("mx", "timeout"): 1}), Counter({("zen", "refused"): 1}), ["zen"]
     )
-    families = [*real_families(tmp_path), *result_families(dns), *errors]
+    families = [*real_families(tmp_path, pki.server_cert), *result_families(dns), *errors]
     # prometheus_client keeps a counter family's name without the _total its samples get.
     exported = {f.name + "_total" if f.type == "counter" else f.name for f in families}
     assert len(exported) > 140, sorted(exported)  # every source above gave its families
@@ -815,8 +817,9 @@ def test_every_exported_metric_is_documented(
     assert not undocumented, f"docs/metrics.md lacks {sorted(undocumented)}"
 
 
-def real_families(tmp_path: Path) -> list[Metric]:
-    """What an exporter whose collectors read fixtures collects, plus the probe families."""
+def real_families(tmp_path: Path, certificate: Path) -> list[Metric]:
+    """What an exporter whose collectors read fixtures (and ``certificate``) collects, plus
+    the probe families."""
     spool, queue, backups = tmp_path / "exim", tmp_path / "qmail", tmp_path / "backups"
     for directory in (spool / "input", queue / "todo", queue / "mess", backups):
         directory.mkdir(parents=True)
@@ -837,6 +840,7 @@ def real_families(tmp_path: Path) -> list[Metric]:
         "qmail_queue": {"enabled": True, "queue_directory": str(queue), "qstat_command": ["false"],
                         "qread_command": ["false"]},
         "logs": {"enabled": True, "sources": [{"path": str(log)}], "start_at": "beginning"},
+        "certificates": {"enabled": True, "files": [str(certificate)]},
     }}))  # fmt: skip
     exporter = Exporter(config, {})
     try:

@@ -36,6 +36,7 @@ from mail_exporter.collectors import (  # noqa: F401  (each registers itself)
     smart,
     services,
     backups,
+    certificates,
     dovecot,
     logs,
     dns,
