@@ -77,6 +77,7 @@ def render(plan: Plan, host: str, user: str, flags: list[str]) -> str:
             "servers rarely name the loopback address: verification is reported",
             "(mail_tls_cert_verified) but does not fail these probes. To have it checked, set",
             "tls_config.server_name to the certificate's name and drop insecure_skip_verify.",
+            "Port 25 reports it without the key, as senders' opportunistic TLS does.",
         ],
         0,
     )
@@ -86,7 +87,8 @@ def render(plan: Plan, host: str, user: str, flags: list[str]) -> str:
             lines += _comment([settings["why"]], 2)
             lines.append(f"  {name}:")
             lines += [f"    {k}: {_value(v)}" for k, v in settings.items() if k != "why"]
-            lines.append("    tls_config: {insecure_skip_verify: true}")
+            if _judges_certificates(settings):
+                lines.append("    tls_config: {insecure_skip_verify: true}")
     else:
         lines.append("modules: {}")
     lines.append("")
@@ -104,3 +106,11 @@ def render(plan: Plan, host: str, user: str, flags: list[str]) -> str:
     for choice in plan.collectors:
         lines += _collector(choice)
     return "\n".join(lines) + "\n"
+
+
+def _judges_certificates(settings: dict[str, Any]) -> bool:
+    """Whether a module would fail on a certificate that does not verify without
+    ``insecure_skip_verify``: not without TLS, nor with port 25's opportunistic STARTTLS
+    (:attr:`~mail_exporter.config.probes.ModuleConfig.opportunistic`)."""
+    opportunistic = settings["tls"] == "starttls" and settings.get("require_tls") is False
+    return settings["tls"] != "none" and not opportunistic
