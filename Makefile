@@ -56,6 +56,28 @@ test-exim: $(EXIM_DIR)/usr/sbin/exim4
 	@id Debian-exim >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
 		--home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
 
+# The local demo (README, "Try it locally"): real Postfix and Dovecot, the exporter,
+# Prometheus and Alertmanager on loopback, until `make demo-stop` or Ctrl-C. As root.
+DEMO_DIR ?= .cache/demo
+DEMO := $(BIN)/python -m demo --dir $(DEMO_DIR)
+
+.PHONY: demo demo-stop demo-break-dovecot demo-break-queue demo-repair
+
+demo: $(BIN)/.installed
+	$(DEMO) run
+
+demo-stop:
+	$(DEMO) stop
+
+demo-break-dovecot:
+	$(DEMO) break dovecot
+
+demo-break-queue:
+	$(DEMO) break queue
+
+demo-repair:
+	$(DEMO) repair
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
