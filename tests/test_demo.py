@@ -38,8 +38,13 @@ T = TypeVar("T")
 
 
 def make(directory: Path, target: str) -> list[str]:
-    """``make TARGET`` for the demo in ``directory``, run by this interpreter's venv."""
-    return ["make", "-s", "-C", str(REPOSITORY), target, f"DEMO_DIR={directory}", f"VENV={sys.prefix}"]  # fmt: skip
+    """``make TARGET`` for the demo in ``directory``, run by this interpreter's venv as it
+    is (``-o``: never installed again from the test)."""
+    venv = Path(sys.prefix)
+    return [
+        "make", "-s", "-C", str(REPOSITORY), "-o", str(venv / "bin" / ".installed"), target,
+        f"DEMO_DIR={directory}", f"VENV={venv}",
+    ]  # fmt: skip
 
 
 def wait_for(find: Callable[[], T | None], what: str, timeout: float, log: Path) -> T:
