@@ -73,7 +73,6 @@ class Demo:
         self.printer = printer
         self.lock = threading.Lock()
         self.dovecot_stopped = False
-        self.urls: dict[str, str] = {}
 
     def start(self, stack: ExitStack) -> None:
         directory = self.directory
