@@ -104,6 +104,28 @@ test-podman: $(NETAVARK_DIR)/usr/lib/podman/netavark $(BASE_TARBALL)
 image-test: $(BIN)/.installed test-packages test-podman
 	$(BIN)/python -m pytest tests/test_image.py tests/test_demo_stack.py
 
+# The local demo (README, "Try it locally"): real Postfix and Dovecot, the exporter,
+# Prometheus and Alertmanager on loopback, until `make demo-stop` or Ctrl-C. As root.
+DEMO_DIR ?= .cache/demo
+DEMO := $(BIN)/python -m demo --dir $(DEMO_DIR)
+
+.PHONY: demo demo-stop demo-break-dovecot demo-break-queue demo-repair
+
+demo: $(BIN)/.installed
+	$(DEMO) run
+
+demo-stop:
+	$(DEMO) stop
+
+demo-break-dovecot:
+	$(DEMO) break dovecot
+
+demo-break-queue:
+	$(DEMO) break queue
+
+demo-repair:
+	$(DEMO) repair
+
 lint: $(BIN)/.lint-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

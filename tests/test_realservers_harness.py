@@ -26,6 +26,7 @@ from tests.conftest import new_postfix
 from tests.realservers import dns as dns_module
 from tests.realservers import dovecot as dovecot_module
 from tests.realservers import postfix as postfix_module
+from tests.realservers import programs as programs_module
 from tests.realservers.dns import Dnsmasq, Zones
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
@@ -265,7 +266,7 @@ def answered_port() -> Iterator[int]:
 def test_an_exporter_is_not_confused_with_another_server_on_its_port(
     tmp_path: Path, answered_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hand_out_first(monkeypatch, served_module, "free_port", answered_port)
+    hand_out_first(monkeypatch, programs_module, "free_port", answered_port)
     config = tmp_path / "config.yml"
     config.write_text("global: {interval: 30s}\n")
     with served_module.served_exporter(tmp_path, config) as served:
@@ -276,7 +277,7 @@ def test_an_exporter_is_not_confused_with_another_server_on_its_port(
 def test_prometheus_is_not_confused_with_another_server_on_its_port(
     tmp_path: Path, answered_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hand_out_first(monkeypatch, served_module, "free_port", answered_port)
+    hand_out_first(monkeypatch, programs_module, "free_port", answered_port)
     config = tmp_path / "prometheus.yml"
     config.write_text("scrape_configs: []\n")
     with served_module.served_prometheus(tmp_path, config) as prometheus:
@@ -288,7 +289,7 @@ def test_prometheus_is_not_confused_with_another_server_on_its_port(
 def test_alertmanager_starts_on_another_port_when_its_port_is_taken(
     tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hand_out_first(monkeypatch, served_module, "free_port", taken_port)
+    hand_out_first(monkeypatch, programs_module, "free_port", taken_port)
     config = tmp_path / "alertmanager.yml"
     config.write_text("route: {receiver: nobody}\nreceivers: [{name: nobody}]\n")
     with served_module.served_alertmanager(tmp_path, config) as alertmanager:

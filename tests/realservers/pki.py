@@ -222,18 +222,23 @@ def write_key(path: Path, key: PrivateKeyTypes) -> Path:
     return path
 
 
-def create_pki(directory: Path) -> PKI:
-    """Write a CA and good, expired and wrong-host server certificates into ``directory``."""
+def create_pki(directory: Path, server_days: int = 7) -> PKI:
+    """Write a CA and good, expired and wrong-host server certificates into ``directory``;
+    the good ones valid for ``server_days`` (the tests' 7 is the critical expiry threshold:
+    the demo takes longer, so that it starts without alerts)."""
     directory.mkdir(parents=True, exist_ok=True)
     # X.509 stores whole seconds: dropping the microseconds lets tests compare the
     # validity a probe reports with these attributes for equality.
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    ca_days = max(30, 2 * server_days)
     ca = create_ca(
-        "mail_exporter test CA", now - datetime.timedelta(days=1), now + datetime.timedelta(days=30)
+        "mail_exporter test CA",
+        now - datetime.timedelta(days=1),
+        now + datetime.timedelta(days=ca_days),
     )
     # Backdated a little so that a server clock a few seconds behind still accepts it.
     not_before = now - datetime.timedelta(minutes=5)
-    not_after = now + datetime.timedelta(days=7)
+    not_after = now + datetime.timedelta(days=server_days)
     server, server_key = issue_server_cert(ca, _server_names(), not_before, not_after)
     expired, expired_key = issue_server_cert(
         ca, _server_names(), now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
