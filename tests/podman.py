@@ -61,6 +61,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_IMAGE = "debian:bookworm-slim"
 PYTHON_IMAGE = "mail-exporter-test/python:3.11-slim"
 EXPORTER_IMAGE = "mail-exporter"
+# Debian's Postfix for the container log tests (tests/containers/postfix.Containerfile).
 POSTFIX_IMAGE = "mail-exporter-test/postfix"
 
 DEFAULT_SUBNET = "10.94.69.0/24"
@@ -134,7 +135,7 @@ class Podman:
 
     def __init__(self) -> None:
         if os.geteuid() != 0:
-            raise PodmanUnavailable("the image tests run podman as root (as CI does)")
+            raise PodmanUnavailable("the container tests run podman as root (as CI does)")
         missing = [name for name in ("podman", "runc") if not shutil.which(name)]
         if missing:
             raise PodmanUnavailable(f"{', '.join(missing)} not installed (make test-packages)")
