@@ -69,13 +69,14 @@ test-exim: $(EXIM_DIR)/usr/sbin/exim4
 	@id Debian-exim >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
 		--home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
 
-# What the image tests (tests/test_image.py, tests/test_demo_stack.py) need besides podman,
-# kept under $(PODMAN_DIR) between runs. Debian's podman 4.3 names the compose services
-# to each other only with netavark and aardvark-dns as its network backend (the CNI
-# backend it defaults to has no DNS plugin in Debian): both are unpacked here, not
-# installed, so the system's podman keeps its own backend. And a base image, since no
-# container registry is reachable: a minimal bookworm from this machine's apt sources,
-# with the apt options that set how it reaches the mirror (Acquire::..., not the hooks).
+# What the container tests (tests/test_image.py, tests/test_demo_stack.py,
+# tests/test_logs_containers.py) need besides podman, kept under $(PODMAN_DIR) between
+# runs. Debian's podman 4.3 names the compose services to each other only with netavark
+# and aardvark-dns as its network backend (the CNI backend it defaults to has no DNS
+# plugin in Debian): both are unpacked here, not installed, so the system's podman keeps
+# its own backend. And a base image, since no container registry is reachable: a minimal
+# bookworm from this machine's apt sources, with the apt options that set how it reaches
+# the mirror (Acquire::..., not the hooks).
 PODMAN_DIR := .cache/podman
 NETAVARK_DIR := $(PODMAN_DIR)/netavark
 BASE_TARBALL := $(PODMAN_DIR)/bookworm-minbase.tar

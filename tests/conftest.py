@@ -67,7 +67,7 @@ def podman() -> Podman:
     except PodmanUnavailable as error:
         if os.environ.get(SKIP_REAL_SERVERS_VARIABLE) == "1":
             pytest.skip(f"{error} ({SKIP_REAL_SERVERS_VARIABLE}=1 is set)")
-        pytest.fail(f"podman is needed for the image tests: {error}", pytrace=False)
+        pytest.fail(f"podman is needed for the container tests: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""Podman for the image tests: a private configuration and storage, and the base images
-that no registry can give here.
+"""Podman for the tests that run containers: the image tests (tests/test_image.py,
+tests/test_demo_stack.py) and the container log tests (tests/test_logs_containers.py).
+One private configuration and storage, and the base image that no registry can give here.
 
 Docker does not run on the test machines; Debian's podman 4.3 does, as root, with
 settings of its own (kept out of the system's /etc/containers and /var/lib/containers):
@@ -11,17 +12,22 @@ settings of its own (kept out of the system's /etc/containers and /var/lib/conta
 - netavark and aardvark-dns (``make test-podman`` unpacks them under .cache/podman) as
   the network backend, so that the compose services find each other by name, as Docker's
   resolver lets them;
-- storage, network definitions and images under .cache/podman, so that the base images
+- storage, network definitions and images under .cache/podman, so that the base image
   and the build's layers are made once per machine and reused by later runs;
 - ``--format docker`` for every build, since the OCI format drops HEALTHCHECK.
 
 No registry is reachable, so the base images the Dockerfiles name are made here and
 tagged with those names: ``debian:bookworm-slim`` is a minimal bookworm made by
-mmdebstrap from this machine's apt sources (``make test-podman``), and the stand-ins
-under tests/containers/ build on it from Debian's packages (Python in a virtualenv for
-``python:3.11-slim``; Prometheus and Alertmanager for the demo's images). Builds reach
-PyPI and the Debian mirror only; pip inside a build gets the host's CA bundle mounted
-read-only, never copied into an image.
+mmdebstrap from this machine's apt sources (``make test-podman``), imported once, and the
+stand-ins under tests/containers/ build on it from Debian's packages (Python in a
+virtualenv for ``python:3.11-slim``; Prometheus and Alertmanager for the demo's images;
+Debian's Postfix for the log tests). Builds reach PyPI and the Debian mirror only; pip
+inside a build gets the host's CA bundle mounted read-only, never copied into an image.
+
+Podman's ``k8s-file`` log driver writes the CRI format to ``ctr.log`` in each container's
+directory of the storage (``CONTAINER_LOGS``); its ``json-file`` is only an alias of
+``k8s-file`` in 4.3, so Docker's format comes from dockerd (tests/realservers/dockerd.py),
+which is given this storage's images by ``podman save``.
 
 There is no systemd to schedule health checks: tests call ``podman healthcheck run``.
 Podman 4.3 keeps netavark's address leases and aardvark-dns's files in the fixed
@@ -44,6 +50,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PODMAN_DIR = ROOT / ".cache" / "podman"
+GRAPH_ROOT = PODMAN_DIR / "storage"
+CONTAINER_LOGS = f"{GRAPH_ROOT}/overlay-containers/*/userdata/ctr.log"
 NETAVARK_DIR = PODMAN_DIR / "netavark" / "usr" / "lib" / "podman"
 BASE_TARBALL = PODMAN_DIR / "bookworm-minbase.tar"
 CONTAINERS_DIR = Path(__file__).resolve().parent / "containers"
@@ -53,16 +61,31 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_IMAGE = "debian:bookworm-slim"
 PYTHON_IMAGE = "mail-exporter-test/python:3.11-slim"
 EXPORTER_IMAGE = "mail-exporter"
+# Debian's Postfix for the container log tests (tests/containers/postfix.Containerfile).
+POSTFIX_IMAGE = "mail-exporter-test/postfix"
 
 DEFAULT_SUBNET = "10.94.69.0/24"
 SUBNET_POOL = "10.94.70.0/23"
 # The VM's limit on processes; podman's own default asks for more.
 MAX_NPROC = 32768
+# Open files where the hard limit is unlimited (a container cannot be given that).
+UNLIMITED_NOFILE = 65536
 BUILD_TIMEOUT = 900.0
 
 
 class PodmanUnavailable(Exception):
     """Podman, or what ``make test-podman`` prepares for it, is missing."""
+
+
+def hard_limits() -> tuple[int, int]:
+    """Open files and processes as the VM allows them: containers get no more than these."""
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    unlimited = resource.RLIM_INFINITY
+    return (
+        UNLIMITED_NOFILE if nofile == unlimited else nofile,
+        MAX_NPROC if nproc == unlimited else min(nproc, MAX_NPROC),
+    )
 
 
 def _environment() -> dict[str, str]:
@@ -71,8 +94,7 @@ def _environment() -> dict[str, str]:
     # directory per checkout so that two checkouts on one machine never share it.
     checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
     run_dir = Path("/run/mail-exporter-tests") / checkout
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], MAX_NPROC)
+    nofile, nproc = hard_limits()
     containers_conf = PODMAN_DIR / "containers.conf"
     storage_conf = PODMAN_DIR / "storage.conf"
     containers_conf.write_text(
@@ -96,7 +118,7 @@ def _environment() -> dict[str, str]:
     storage_conf.write_text(
         "[storage]\n"
         'driver = "overlay"\n'
-        f'graphroot = "{PODMAN_DIR}/storage"\n'
+        f'graphroot = "{GRAPH_ROOT}"\n'
         f'runroot = "{run_dir}/storage"\n'
     )
     return {
@@ -113,8 +135,8 @@ class Podman:
 
     def __init__(self) -> None:
         if os.geteuid() != 0:
-            raise PodmanUnavailable("the image tests run podman as root (as CI does)")
-        missing = [name for name in ("podman", "runc", "podman-compose") if not shutil.which(name)]
+            raise PodmanUnavailable("the container tests run podman as root (as CI does)")
+        missing = [name for name in ("podman", "runc") if not shutil.which(name)]
         if missing:
             raise PodmanUnavailable(f"{', '.join(missing)} not installed (make test-packages)")
         for needed in (NETAVARK_DIR / "netavark", NETAVARK_DIR / "aardvark-dns", BASE_TARBALL):
@@ -131,21 +153,7 @@ class Podman:
         self, program: str, *arguments: str | Path, timeout: float = 120.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """``program`` (podman, podman-compose) with the private settings."""
-        done = subprocess.run(
-            [program, *(str(argument) for argument in arguments)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.environment,
-            check=False,
-            cwd=ROOT,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"{program} {' '.join(map(str, arguments))} exited {done.returncode}:\n"
-                f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-            )
-        return done
+        return run_command([program, *arguments], self.environment, timeout, check)
 
     def has_image(self, name: str) -> bool:
         return self.run("image", "exists", name, check=False).returncode == 0
@@ -167,17 +175,23 @@ class Podman:
             timeout=BUILD_TIMEOUT,
         )
 
-    def base_images(self) -> None:
-        """``debian:bookworm-slim`` from the cached tarball, and the Python stand-in."""
+    def base_image(self) -> str:
+        """``debian:bookworm-slim``, imported from the cached tarball once per storage."""
         if not self.has_image(DEBIAN_IMAGE):
             self.run("import", BASE_TARBALL, DEBIAN_IMAGE, timeout=300)
-        self.build(PYTHON_IMAGE, CONTAINERS_DIR, file=CONTAINERS_DIR / "python.Containerfile")
+        return DEBIAN_IMAGE
+
+    def stand_in(self, tag: str, containerfile: str) -> str:
+        """``tag`` built from tests/containers/``containerfile`` on the base image."""
+        self.base_image()
+        self.build(tag, CONTAINERS_DIR, file=CONTAINERS_DIR / containerfile)
+        return tag
 
     def exporter_image(self) -> str:
         """The project's Dockerfile, built on the Python stand-in, as docker-compose.yml
         names it."""
-        self.base_images()
-        self.build(EXPORTER_IMAGE, ROOT, "--build-arg", f"PYTHON_IMAGE={PYTHON_IMAGE}")
+        python = self.stand_in(PYTHON_IMAGE, "python.Containerfile")
+        self.build(EXPORTER_IMAGE, ROOT, "--build-arg", f"PYTHON_IMAGE={python}")
         return EXPORTER_IMAGE
 
     @contextmanager
@@ -202,3 +216,25 @@ class Podman:
             if check.returncode == 0 or time.monotonic() > deadline:
                 return check
             time.sleep(1)
+
+
+def run_command(
+    command: list[str | Path], environment: dict[str, str], timeout: float, check: bool
+) -> subprocess.CompletedProcess[str]:
+    """``command`` run from the checkout; with ``check``, a failure names it and shows
+    what it said."""
+    done = subprocess.run(
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        check=False,
+        cwd=ROOT,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, command))} exited {done.returncode}:\n"
+            f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
+    return done

@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.podman import CONTAINERS_DIR, Podman
+from tests.conftest import _require_binary
+from tests.podman import Podman
 from tests.realservers.runtime import LOOPBACK_ADDRESSES, _bindable
 from tests.test_deploy import ROOT, compose, service
 
@@ -108,6 +109,7 @@ def _samples(metrics: str, name: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def demo_stack(podman: Podman, exporter_image: str) -> Iterator[Podman]:
     """The stack up (all services but Grafana); down, with its volumes, at the end."""
+    _require_binary("podman-compose")
     project = ("--project-name", compose()["name"], "--file", str(ROOT / "docker-compose.yml"))
 
     def down() -> None:
@@ -121,7 +123,7 @@ def demo_stack(podman: Podman, exporter_image: str) -> Iterator[Podman]:
     assert not busy, f"the demo publishes ports {busy} on loopback, and they are taken"
     assert service("mail-exporter")["image"] == exporter_image
     for name, containerfile in STAND_INS.items():
-        podman.build(service(name)["image"], CONTAINERS_DIR, file=CONTAINERS_DIR / containerfile)
+        podman.stand_in(service(name)["image"], containerfile)
     # The demo's own images (certs, Postfix, Dovecot), built here rather than by
     # podman-compose, which builds only missing images: the layer cache keeps the
     # rebuild of unchanged sources to seconds, and a changed source is never run stale.

@@ -2,9 +2,10 @@
 
 The records are real: ``tests/fixtures/logs/container_*.log`` were written by podman and
 dockerd (see the fixtures' README), and the end-to-end tests run a logger container on
-each runtime (tests/realservers/containers.py) that writes Postfix's own lines
-(``postfix_real.log``, as its ``maillog_file`` writes them) to its standard output while
-the runtime rotates the log; every line must be counted exactly once.
+each runtime (podman: tests/podman.py; dockerd: tests/realservers/dockerd.py) that
+writes Postfix's own lines (``postfix_real.log``, as its ``maillog_file`` writes them) to
+its standard output while the runtime rotates the log; every line must be counted
+exactly once.
 """
 
 from __future__ import annotations
@@ -28,13 +29,8 @@ from mail_exporter.collectors.logs.dispatch import LineDispatcher
 from mail_exporter.collectors.logs.envelopes import Envelope, Runtime, record_bytes
 from mail_exporter.collectors.logs.lines import LineSplitter
 from tests.conftest import _require_binary
-from tests.realservers.containers import (
-    IMAGE,
-    POSTFIX_IMAGE,
-    Dockerd,
-    Podman,
-    RuntimeUnavailable,
-)
+from tests.podman import CONTAINER_LOGS, POSTFIX_IMAGE, Podman
+from tests.realservers.dockerd import Dockerd
 from tests.test_logs_followers import follow, open_collectors, settings, wait_for
 
 __all__ = ["open_collectors"]  # the fixture, used by name
@@ -329,25 +325,18 @@ def test_restart_continues_each_file(tmp_path: Path, open_collectors: list[LogsC
 
 
 @pytest.fixture(scope="module")
-def podman() -> Podman:
-    _require_binary("podman")
-    _require_binary("mmdebstrap")
-    runtime = Podman()
-    try:
-        runtime.ensure_image()
-    except RuntimeUnavailable as error:
-        pytest.fail(f"podman cannot run the logger image here: {error}", pytrace=False)
-    return runtime
+def logger_image(podman: Podman) -> str:
+    """The logger containers' image: the base image, whose shell and coreutils suffice."""
+    return podman.base_image()
 
 
 @pytest.fixture(scope="module")
-def dockerd(podman: Podman) -> Iterator[Dockerd]:
+def dockerd() -> Iterator[Dockerd]:
     _require_binary("apt-get")
     daemon = Dockerd()
     try:
         daemon.start()
-        daemon.load_image(podman)
-    except RuntimeUnavailable as error:
+    except AssertionError as error:
         daemon.stop()
         pytest.fail(f"dockerd (Debian's docker.io, unpacked) cannot run here: {error}",
                     pytrace=False)  # fmt: skip
@@ -389,25 +378,28 @@ def write_when_followed(
 
 @pytest.mark.parametrize("driver", ["k8s-file", "json-file"])
 def test_podman_rotated_while_writing(
-    driver: str, podman: Podman, tmp_path: Path, open_collectors: list[LogsCollector]
+    driver: str,
+    podman: Podman,
+    logger_image: str,
+    tmp_path: Path,
+    open_collectors: list[LogsCollector],
 ) -> None:
     """podman's json-file is k8s-file under another name: CRI records either way."""
     rounds = 40
     mounts, written = logger_files(tmp_path / "logger", rounds)
     name = f"logs-{uuid.uuid4().hex[:8]}"
-    logs = f"{podman.root}/graph/overlay-containers/*/userdata/ctr.log"
-    source = {"type": "containers", "runtime": "cri", "path": logs, "containers": [name]}
+    source = {"type": "containers", "runtime": "cri", "path": CONTAINER_LOGS, "containers": [name]}
     collector = follow(open_collectors, settings(tmp_path, source, max_line_bytes=WIDE))
     try:
         write_when_followed(
             collector,
             tmp_path / "logger",
-            lambda: podman.command(
+            lambda: podman.run(
                 "run", "--detach", f"--name={name}", "--network=none", *mounts,
                 f"--log-driver={driver}", "--log-opt=max-size=64k",
-                IMAGE, "sh", "-c", ROTATING_SCRIPT, "logger", str(rounds),
+                logger_image, "sh", "-c", ROTATING_SCRIPT, "logger", str(rounds),
             ),
-            lambda: podman.command("wait", name, timeout=120),
+            lambda: podman.run("wait", name, timeout=120),
         )  # fmt: skip
         wait_for(lambda: read_lines(collector) >= len(written), timeout=60)
         time.sleep(0.5)
@@ -415,12 +407,17 @@ def test_podman_rotated_while_writing(
         assert line_counts(collector) == reference(written)
         assert collector.followers[0].rotations.get("rename", 0) >= 5  # conmon's ctr.log.tmp
     finally:
-        podman.command("rm", "--force", name)
+        podman.run("rm", "--force", name)
 
 
 def test_docker_json_file_rotated_while_writing(
-    dockerd: Dockerd, tmp_path: Path, open_collectors: list[LogsCollector]
+    dockerd: Dockerd,
+    podman: Podman,
+    logger_image: str,
+    tmp_path: Path,
+    open_collectors: list[LogsCollector],
 ) -> None:
+    image = dockerd.load_image(podman, logger_image)
     rounds = 40
     mounts, written = logger_files(tmp_path / "logger", rounds)
     name = f"logs-{uuid.uuid4().hex[:8]}"
@@ -431,12 +428,12 @@ def test_docker_json_file_rotated_while_writing(
         write_when_followed(
             collector,
             tmp_path / "logger",
-            lambda: dockerd.command(
+            lambda: dockerd.run(
                 "run", "--detach", f"--name={name}", "--network=none", *mounts,
                 "--log-driver=json-file", "--log-opt=max-size=100k", "--log-opt=max-file=3",
-                "--log-opt=compress=true", IMAGE, "sh", "-c", ROTATING_SCRIPT, "logger", str(rounds),
+                "--log-opt=compress=true", image, "sh", "-c", ROTATING_SCRIPT, "logger", str(rounds),
             ),
-            lambda: dockerd.command("wait", name, timeout=120),
+            lambda: dockerd.run("wait", name, timeout=120),
         )  # fmt: skip
         wait_for(lambda: read_lines(collector) >= len(written), timeout=60)
         time.sleep(0.5)
@@ -444,7 +441,7 @@ def test_docker_json_file_rotated_while_writing(
         assert line_counts(collector) == reference(written)
         assert collector.followers[0].rotations.get("rename", 0) >= 5  # ID-json.log.1
     finally:
-        dockerd.command("rm", "--force", name)
+        dockerd.run("rm", "--force", name)
 
 
 def test_a_directory_it_may_not_list_is_named(
@@ -595,10 +592,7 @@ def test_a_real_postfix_in_a_container(
 ) -> None:
     """Debian's Postfix 3.7 with ``maillog_file = /dev/stdout`` (``postfix start-fg``), as
     in a container image: its lines, read from the runtime's files, are all understood."""
-    try:
-        podman.ensure_image(POSTFIX_IMAGE)
-    except RuntimeUnavailable as error:
-        pytest.fail(f"cannot build the Postfix image: {error}", pytrace=False)
+    image = podman.stand_in(POSTFIX_IMAGE, "postfix.Containerfile")
     name = f"postfix-{uuid.uuid4().hex[:8]}"
     script = tmp_path / "postfix.sh"
     script.write_text(POSTFIX_SCRIPT)
@@ -606,18 +600,18 @@ def test_a_real_postfix_in_a_container(
                  f"--volume={script}:/run.sh:ro"]  # fmt: skip
     if runtime == "podman":
         engine: Podman | Dockerd = podman
-        logs, kind = f"{podman.root}/graph/overlay-containers/*/userdata/ctr.log", "cri"
+        logs, kind = CONTAINER_LOGS, "cri"
         arguments.append("--log-driver=k8s-file")
     else:
         engine = daemon = request.getfixturevalue("dockerd")
-        daemon.load_image(podman, POSTFIX_IMAGE)
+        image = daemon.load_image(podman, image)
         logs, kind = f"{daemon.data}/containers/*/*-json.log", "docker"
         arguments.append("--log-driver=json-file")
     source = {"type": "containers", "runtime": kind, "path": logs, "containers": [name]}
     collector = follow(open_collectors, settings(tmp_path, source))
     try:
-        engine.command(*arguments, POSTFIX_IMAGE, "bash", "/run.sh")
-        engine.command("wait", name, timeout=120)
+        engine.run(*arguments, image, "bash", "/run.sh")
+        engine.run("wait", name, timeout=120)
         follower = collector.followers[0]
         assert isinstance(follower, ContainersFollower)
         wait_for(lambda: bool(follower.logs), timeout=30)
@@ -625,7 +619,7 @@ def test_a_real_postfix_in_a_container(
         written = Envelope(kind, 16384).open(Path(path).read_text().splitlines())  # type: ignore[arg-type]
         wait_for(lambda: read_lines(collector) >= len(written), timeout=30)
     finally:
-        engine.command("rm", "--force", name)
+        engine.run("rm", "--force", name)
     time.sleep(0.3)
     assert read_lines(collector) == len(written)
     counts = line_counts(collector)
