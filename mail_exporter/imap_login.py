@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from typing import Any
 
 import aioimaplib
@@ -40,6 +41,9 @@ from mail_exporter.probes.oauth2_sasl import LoginRefused, Reply, client_message
 from mail_exporter.probes.session import ProbeFailure, plaintext_refusal
 from mail_exporter.roundtrip.connection import certificate_problem, open_socket, server_name
 from mail_exporter.targets import Address
+
+LOGOUT_SECONDS = 2.0
+"""Most a LOGOUT is waited for when a session ends; the connection closes after it anyway."""
 
 
 class ImapLoginFailure(Exception):
@@ -98,6 +102,21 @@ async def connect(protocol: Any, address: Address, module: ModuleConfig) -> None
     await protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
     if module.tls == "starttls":
         await _starttls(protocol, address, module)
+
+
+async def logout_and_close(protocol: Any) -> None:
+    """LOGOUT when the connection is still open, waiting at most ``LOGOUT_SECONDS`` for
+    it and ignoring its failure, then close the connection in any case."""
+    transport = protocol.transport
+    if transport is None:
+        return
+    try:
+        if not transport.is_closing():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(LOGOUT_SECONDS):
+                    await protocol.logout()
+    finally:
+        transport.close()
 
 
 async def _starttls(protocol: Any, address: Address, module: ModuleConfig) -> None:

@@ -37,7 +37,6 @@ Every command is bounded by the receive module's ``timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import secrets
@@ -51,7 +50,7 @@ import aioimaplib
 from mail_exporter import imap_login
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.roundtrip import RoundTripReceive
-from mail_exporter.imap_login import ImapLoginFailure, response_text
+from mail_exporter.imap_login import ImapLoginFailure, logout_and_close, response_text
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.connection import bounded
 from mail_exporter.roundtrip.mailbox import Found
@@ -64,7 +63,6 @@ logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 MAX_SWEEP = 100
 """Most messages of a route read per cleanup, the newest; older ones are not looked at."""
-CLOSE_SECONDS = 2.0
 _FETCH_ITEMS = f"(UID BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})])"
 _UID = re.compile(rb"\bUID (\d+)")
 _LOST = [b"connection lost"]
@@ -310,13 +308,4 @@ class ImapMailbox:
     async def close(self) -> None:
         if self._idle_task is not None and not self._idle_task.done():
             self._idle_task.cancel()
-        transport = self._protocol.transport
-        if transport is None:
-            return
-        try:
-            if not transport.is_closing():
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_SECONDS):
-                        await self._protocol.logout()
-        finally:
-            transport.close()
+        await logout_and_close(self._protocol)

@@ -7,12 +7,9 @@ system temp directory, removed by stop(). It must run as root: Dovecot's master 
 ports and switches each process to its user.
 """
 
-import contextlib
-import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,13 +20,13 @@ from tests.realservers.runtime import (
     Endpoint,
     ServerStartError,
     accepts_tcp,
-    end_session,
     format_endpoints,
     free_port,
     log_excerpt,
     loopback_endpoints,
     reachable_dir,
     start_with_fresh_ports,
+    stop_session,
     wait_for_endpoints,
 )
 
@@ -145,17 +142,9 @@ class Dovecot:
         """Stop Dovecot, wait until none of its processes is left, remove the mailboxes."""
         if self._process is not None:
             process, self._process = self._process, None
-            # Signalling the whole group at once is fast (the master alone takes about 1 s
-            # to wind its children down) and also ends login processes with clients still
-            # connected, which would otherwise outlive the master.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-            end_session(process.pid, "Dovecot", timeout)
+            # The whole group at once: the master alone takes about 1 s to wind its
+            # children down, and login processes with clients would outlive it.
+            stop_session(process, "Dovecot", timeout)
         shutil.rmtree(self.shared_dir, ignore_errors=True)
 
     def _launch(self) -> None:

@@ -12,20 +12,17 @@ local.d/worker-controller.inc (where docs/pairing.md puts ``secure_ip``), merged
 controller section as rspamd's own rspamd.conf merges it.
 """
 
-import contextlib
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from tests.realservers.runtime import (
     ServerStartError,
-    end_session,
     free_port,
     http_ok,
     log_excerpt,
     start_with_fresh_ports,
+    stop_session,
 )
 
 CONTROLLER_PASSWORD = "controller-secret"
@@ -91,14 +88,7 @@ class Rspamd:
         if self._process is None:
             return
         process, self._process = self._process, None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-        end_session(process.pid, "rspamd", timeout)
+        stop_session(process, "rspamd", timeout)
 
     def _prepare(self) -> None:
         for directory in ("db", "run", "log", "local/local.d"):

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -227,6 +228,21 @@ def _wait_session_empty(session_id: int, timeout: float) -> bool:
             return False
         time.sleep(POLL_INTERVAL_SECONDS)
     return True
+
+
+def stop_session(process: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    """Stop a server started as the leader of its own session: SIGTERM to the whole group
+    at once (fast, and it ends children with clients still connected, which would
+    otherwise outlive their master), SIGKILL to the leader after ``timeout``, then
+    :func:`end_session`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+    end_session(process.pid, name, timeout)
 
 
 def end_session(session_id: int, name: str, timeout: float) -> None:

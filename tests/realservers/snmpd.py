@@ -5,15 +5,13 @@ Its config and persistent state stay in its work directory (SNMP_PERSISTENT_DIR)
 loads no MIB files: it answers by OID, as snmp_exporter asks.
 """
 
-import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.realservers.runtime import ServerStartError, end_session, free_port, log_excerpt
+from tests.realservers.runtime import ServerStartError, free_port, log_excerpt, stop_session
 
 START_SECONDS = 30.0
 IF_NAME_OF_LOOPBACK = "1.3.6.1.2.1.31.1.1.1.1.1"  # ifName.1: "lo" on Linux
@@ -73,11 +71,4 @@ class Snmpd:
         if self._process is None:
             return
         process, self._process = self._process, None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-        end_session(process.pid, "snmpd", timeout)
+        stop_session(process, "snmpd", timeout)

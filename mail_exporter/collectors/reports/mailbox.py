@@ -36,14 +36,13 @@ import aioimaplib
 
 from mail_exporter import imap_login
 from mail_exporter.config.probes import ModuleConfig
-from mail_exporter.imap_login import ImapLoginFailure, response_text
+from mail_exporter.imap_login import ImapLoginFailure, logout_and_close, response_text
 from mail_exporter.printable import printable
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.targets import Address
 
 logger = logging.getLogger(__name__)
 
-CLOSE_SECONDS = 2.0
 FETCH_BATCH = 100
 """UIDs per size FETCH, so that no command line grows with the mailbox."""
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
@@ -213,13 +212,4 @@ class ReportsMailbox:
         await self._command("UID STORE", store)
 
     async def close(self) -> None:
-        transport = self._protocol.transport
-        if transport is None:
-            return
-        try:
-            if not transport.is_closing():
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(CLOSE_SECONDS):
-                        await self._protocol.logout()
-        finally:
-            transport.close()
+        await logout_and_close(self._protocol)
