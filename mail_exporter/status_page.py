@@ -213,8 +213,17 @@ QUEUE_COLLECTORS = ("postfix_queue", "exim_queue", "qmail_queue")
 
 
 def _queue_rows(queues: Iterable[Metric]) -> list[str]:
+    """A row per queue read, and one per instance that could not be read while others
+    were (the collector worked, so its health does not show it)."""
     rows = []
     for family in queues:
+        if family.name == "mail_queue_collect_success":
+            rows += [
+                "<tr>" + _cell(sample.labels.get("mta", ""))
+                + _cell(sample.labels.get("mta_instance", "")) + _cell("")
+                + _cell("unreadable (the log says why)", "down") + "</tr>"
+                for sample in family.samples if sample.value == 0
+            ]  # fmt: skip
         if family.name != "mail_queue_messages":
             continue
         for sample in family.samples:

@@ -185,3 +185,25 @@ def test_next_steps_only_where_nothing_is_watched(tmp_path: Path, exporter: Expo
         assert "Next steps" not in render_status_page(empty, [])
     finally:
         empty.stop()
+
+
+def test_an_unreadable_instance_beside_a_readable_one_has_its_row(tmp_path: Path) -> None:
+    """The collector works (one instance is read), so its health is fine: the queue table
+    itself says which instance could not be read."""
+    for queue in QUEUES:
+        (tmp_path / "spool" / queue).mkdir(parents=True)
+    exporter = written(
+        tmp_path,
+        "collectors:\n  postfix_queue:\n    enabled: true\n    source: spool\n"
+        f"    instances: [{{queue_directory: {tmp_path}/spool}},"
+        f" {{name: second, queue_directory: {tmp_path}/missing}}]\n",
+    )
+    try:
+        page = page_after_queue_collection(exporter)
+    finally:
+        exporter.stop()
+    queues = section(page, "Queues")
+    assert "<td>postfix</td><td>postfix</td><td>hold</td>" in queues, queues
+    unreadable = '<td class="down">unreadable (the log says why)</td>'
+    assert f"<tr><td>postfix</td><td>second</td><td></td>{unreadable}</tr>" in queues, queues
+    assert '<td>postfix_queue</td><td class="up">ok</td>' in page, page
