@@ -56,7 +56,7 @@ th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .up{color:#07651b;font-weight:bold}.down{color:#b00020;font-weight:bold}.pending{color:#777}
 .warn{color:#a15c00;font-weight:bold}
-td.link{white-space:nowrap}
+td.link,td.when{white-space:nowrap}
 .badge{display:inline-block;margin:0 .3em .2em 0;padding:0 .4em;border:1px solid currentColor;
 border-radius:.3em;font-size:90%}
 """
@@ -108,7 +108,7 @@ def _target_row(state: TargetState, now: float) -> str:
         cells += [
             _cell("up", "up") if result.success else _cell("down", "down"),
             _cell(_ago(state.probed_at, now)),
-            _cell(_moment(state.down_since, now), "down" if state.down_since else ""),
+            _cell(_moment(state.down_since, now), "down when" if state.down_since else ""),
             _cell(f"{result.duration_seconds * 1000:.0f} ms", "num"),
             _cell(days, days_css),
             _cell(tls_version_label(facts.version) if facts else ""),
@@ -180,7 +180,7 @@ def _route_rows(exporter: Exporter, now: float) -> list[str]:
             status = _cell("up", "up") if stats.success else _cell("down", "down")
         duration = f"{stats.duration * 1000:.0f} ms" if stats.duration is not None else ""
         since = _ago(stats.last_success, now) or "never"
-        down = _cell(_moment(stats.down_since, now), "down" if stats.down_since else "")
+        down = _cell(_moment(stats.down_since, now), "down when" if stats.down_since else "")
         rows.append(
             "<tr>" + _cell(name) + _cell(f"{route.send.place} → {route.receive.place}")
             + status + _cell(_ago(stats.last_attempt, now)) + down + _cell(duration, "num")
@@ -201,7 +201,7 @@ def _collector_rows(health: dict[str, CollectorHealth], now: float) -> list[str]
             error += f" ({_ago(state.error_time, now)})"
         rows.append(
             "<tr>" + _cell(name) + status + _cell(_ago(state.checked, now))
-            + _cell(_moment(state.failing_since, now), "down" if state.failing_since else "")
+            + _cell(_moment(state.failing_since, now), "down when" if state.failing_since else "")
             + _cell(error) + "</tr>"
         )  # fmt: skip
     return rows
@@ -307,6 +307,7 @@ refreshes every {REFRESH_SECONDS}s</p>
 <h2>Queues</h2>
 {_table(["MTA", "instance", "queue", "messages"], _queue_rows(queues), _no_queues(health))}
 <h2>Collectors</h2>
+<p>The queue collectors run when this page opens, the others at each scrape of /metrics.</p>
 {_table(["collector", "status", "last collection", "failing since", "last error"],
         _collector_rows(health, now), "No collector enabled.")}
 <h2>Modules</h2><p>{html.escape(modules)}</p>

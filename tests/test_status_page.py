@@ -330,10 +330,12 @@ def test_status_page_says_what_failed(tmp_path: Path) -> None:
     # The route's real failure: the stage and what happened there.
     route = rows["closed"]
     assert re.search(r"<td>receive: [^<]*connect[^<]*refused", route, re.I), route
-    assert re.search(r'<td class="down">\d\d:\d\d:\d\d UTC \([\d.]+ s ago\)</td>', route), route
+    assert re.search(
+        r'<td class="down when">\d\d:\d\d:\d\d UTC \([\d.]+ s ago\)</td>', route
+    ), route
     target = rows["gone"]
     assert re.search(r"<td>[\d.]+ s ago</td>", target), target
-    assert re.search(r'<td class="down">\d\d:\d\d:\d\d UTC', target), target
+    assert re.search(r'<td class="down when">\d\d:\d\d:\d\d UTC', target), target
     # The hostile server's reply: shown as text, cut short, never as markup.
     reply = rows["hostile"]
     assert "&lt;b class=injected&gt;owned&lt;/b&gt;" in reply, reply

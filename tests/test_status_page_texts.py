@@ -86,7 +86,9 @@ def test_a_failing_queue_collector_is_shown_with_its_error_and_its_recovery(
     failing = row(page, "postfix_queue")
     assert '<td class="down">failing</td>' in failing, failing
     assert "has no hold directory: not a Postfix queue directory" in failing, failing
-    assert re.search(r'<td class="down">\d\d:\d\d:\d\d UTC \(\d+ s ago\)</td>', failing), failing
+    assert re.search(
+        r'<td class="down when">\d\d:\d\d:\d\d UTC \(\d+ s ago\)</td>', failing
+    ), failing
     queues = section(page, "Queues")
     assert "The queues could not be read. postfix_queue: failed: " in queues, queues
     assert "has no hold directory" in queues and "enable" not in queues, queues
@@ -116,7 +118,7 @@ async def test_a_round_trip_shows_its_failing_stage_and_what_happened(exporter: 
     exporter.roundtrip.routes = {"loop": runner}
     loop = row(render_status_page(exporter, []), "loop")
     assert "<td>receive: connect: Connection refused</td>" in loop, loop
-    assert re.search(r'<td>\d+ s ago</td><td class="down">\d\d:\d\d:\d\d UTC', loop), loop
+    assert re.search(r'<td>\d+ s ago</td><td class="down when">\d\d:\d\d:\d\d UTC', loop), loop
     assert "<td>never</td>" in loop, loop
 
 
@@ -153,7 +155,7 @@ def test_a_target_shows_its_last_probe_and_since_when_it_is_down(exporter: Expor
     assert state.down_since == first and state.probed_at is not None
     mx1 = row(render_status_page(exporter, []), "mx1")
     since = time.strftime("%H:%M:%S UTC", time.gmtime(first))
-    cells = rf'<td class="down">down</td><td>\d+ s ago</td><td class="down">{since} \('
+    cells = rf'<td class="down">down</td><td>\d+ s ago</td><td class="down when">{since} \('
     assert re.search(cells, mx1), mx1
     assert "<td>connect: Connection refused</td>" in mx1, mx1
     state.record(ProbeResult(protocol="smtp", success=True))
