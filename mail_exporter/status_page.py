@@ -249,10 +249,15 @@ def _no_queues(health: dict[str, CollectorHealth]) -> str:
 
 
 def _next_steps(exporter: Exporter) -> str:
-    """What to do on an exporter that watches no server yet (fresh install, nothing found)."""
+    """What to do on an exporter that watches no server yet (fresh install, nothing found),
+    or how to take over the config discovery wrote."""
     config, discovered = exporter.config, exporter.discovered
     if discovered is not None and discovered.found_anything:
-        return ""
+        return (
+            "<p>Running on what discovery found on this host. To keep that config and "
+            "change it (logins, other servers): <code>mail-exporter discover &gt; "
+            "mail_exporter.yml</code>, then <code>--config.file mail_exporter.yml</code>.</p>\n"
+        )
     if config.targets or config.roundtrip:
         return ""
     example = f'the <a href="{EXAMPLE_CONFIG_PATH}">example config</a>'

@@ -184,7 +184,9 @@ def test_next_steps_only_where_nothing_is_watched(tmp_path: Path, exporter: Expo
         steps = section(render_status_page(empty, []), "Next steps")
         assert NOTHING_FOUND in steps and "/config/example" in steps, steps
         empty.discovered = DiscoveredConfig(text, parse_config(text), "postfix", True)
-        assert "Next steps" not in render_status_page(empty, [])
+        page = render_status_page(empty, [])
+        assert "Next steps" not in page
+        assert "<code>mail-exporter discover &gt; mail_exporter.yml</code>, then" in page, page
     finally:
         empty.stop()
 
