@@ -23,8 +23,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mail_exporter/ mail_exporter/
-# The runbook served at /runbook: the package's runbook.md links here, the wheel copies it.
+# The runbook served at /runbook and the example config at /config/example: the package's
+# runbook.md and example_config.yml link here, the wheel copies them.
 COPY docs/runbook.md docs/
+COPY examples/mail_exporter.yml examples/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}

@@ -52,6 +52,10 @@ class TargetState:
     module: ModuleConfig
     result: ProbeResult | None = None
     last_success: float | None = None
+    probed_at: float | None = None
+    """When the last probe ended (wall clock)."""
+    down_since: float | None = None
+    """When the first of the failed probes since the last success ended."""
     failures: dict[str, float] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     rendered: dict[str, str] = field(default_factory=dict)
@@ -63,12 +67,16 @@ class TargetState:
 
     def record(self, result: ProbeResult) -> None:
         self.result = result
+        self.probed_at = now = time.time()
         self.latency.observe(result.duration_seconds)
         if result.success:
-            self.last_success = time.time()
-        elif result.failure is not None:
-            reason = result.failure.reason.value
-            self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
+            self.last_success = now
+            self.down_since = None
+        else:
+            self.down_since = self.down_since or now
+            if result.failure is not None:
+                reason = result.failure.reason.value
+                self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
         families = [
             *probe_families(
                 SCHEDULED_LABELS, self.labels, result, self.failures, self.last_success

@@ -1,5 +1,9 @@
-"""HTTP endpoints: /, /metrics, /probe, /config, /runbook, /-/healthy, /-/ready and /-/reload
-(aiohttp).
+"""HTTP endpoints: /, /metrics, /probe, /config, /config/example, /runbook, /-/healthy,
+/-/ready and /-/reload (aiohttp).
+
+/config/example is ``examples/mail_exporter.yml`` as shipped in the package (every key with
+comments): the status page links to it where nothing is configured yet, and an installed
+exporter has no source tree to look in.
 
 /metrics renders in a worker thread so that collectors doing file or process
 work never block the event loop, and it never waits on a network probe.
@@ -33,6 +37,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from importlib.resources import files
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -49,7 +54,7 @@ from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.runbook import runbook_page
-from mail_exporter.status_page import QUEUE_COLLECTORS, render_status_page
+from mail_exporter.status_page import EXAMPLE_CONFIG_PATH, QUEUE_COLLECTORS, render_status_page
 from mail_exporter.targets import Address, parse_address
 from mail_exporter.web_limits import Rejection, WebLimits
 
@@ -231,6 +236,11 @@ async def shown_config(request: web.Request) -> web.Response:
     return web.Response(text=_exporter(request).shown_config())
 
 
+async def example_config(request: web.Request) -> web.Response:
+    text = files("mail_exporter").joinpath("example_config.yml").read_text(encoding="utf-8")
+    return web.Response(text=text)
+
+
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The web config's checks: allowed client certificate names, then basic auth where the
@@ -281,6 +291,7 @@ def make_app(exporter: Exporter, limits: WebLimits | None = None) -> web.Applica
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", limits.limit_probes(probe) if limits is not None else probe)
     app.router.add_get("/config", shown_config)
+    app.router.add_get(EXAMPLE_CONFIG_PATH, example_config)
     app.router.add_get("/runbook", runbook)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

@@ -278,8 +278,9 @@ async def test_a_broken_session_fails_receive_and_skips_cleanup(server: FakeServ
     server.broken_search = True
     runner = route_runner()
     outcome = await runner.run_once()
-    assert outcome == Outcome(failure=Stage.RECEIVE)
+    assert outcome.failure is Stage.RECEIVE and outcome.detail, outcome
     assert runner.stats.failures[Stage.RECEIVE] == 1.0
+    assert runner.stats.last_failure_detail == outcome.detail
 
 
 async def test_a_failed_cleanup_is_counted_on_top_of_a_success(server: FakeServer) -> None:

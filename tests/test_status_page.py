@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import socketserver
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from mail_exporter.web import make_app
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
+from tests.realservers.runtime import free_port
 from tests.served import served_exporter
 
 pytestmark = pytest.mark.integration
@@ -74,8 +78,9 @@ def exporter_url(tmp_path: Path, pki: PKI, postfix: Postfix, dovecot: Dovecot) -
 
 
 def reported(url: str) -> bool:
-    """Every probe and route has a result."""
-    page = fetch(url)
+    """Every probe and route has a result (collectors other than the queues' wait for a
+    scrape, so their section does not count)."""
+    page = fetch(url).split("<h2>Collectors</h2>", 1)[0]
     return "probe now" in page and 'class="pending"' not in page
 
 
@@ -229,6 +234,127 @@ async def test_queues_show_before_any_scrape(tmp_path: Path) -> None:
         row = f'<tr><td>postfix</td><td>postfix</td><td>{queue}</td><td class="{css}">{count}</td>'
         assert row in page, page
     missing = f"{section}    instances: [{{queue_directory: {tmp_path / 'missing'}}}]\n"
-    assert "could not read the queues just now" in await status_page(tmp_path, missing)
+    page = await status_page(tmp_path, missing)
+    assert "The queues could not be read. postfix_queue: failed: postfix instance" in page, page
+    assert f"{tmp_path / 'missing'}" in page.split("<h2>Queues</h2>")[1], page
     none = await status_page(tmp_path, "  backups: {enabled: false}\n")
     assert "No queue collector is enabled (postfix_queue, exim_queue or qmail_queue)." in none
+
+
+HOSTILE = "<b class=injected>owned</b>" + "x" * 2000
+"""What a hostile mailbox server answers to everything: markup, and far too much of it."""
+
+
+@contextmanager
+def hostile_imap() -> Iterator[int]:
+    """An IMAP server on loopback that greets, tells its capabilities and refuses every
+    other command with ``HOSTILE``; yields its port."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+            for line in self.rfile:
+                tag, _, command = line.partition(b" ")
+                if command.upper().startswith(b"CAPABILITY"):
+                    self.wfile.write(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK\r\n")
+                else:
+                    self.wfile.write(tag + b" NO " + HOSTILE.encode() + b"\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_page_says_what_failed(tmp_path: Path) -> None:
+    """A queue collector on a directory that is no queue, a target and a route on a closed
+    port, a route whose mailbox server answers with markup: the page, as Chromium draws it,
+    names each failure in its own words, escaped and bounded."""
+    not_a_queue = tmp_path / "not-a-queue"
+    for queue in ("maildrop", "incoming", "active", "deferred"):  # but no hold
+        (not_a_queue / queue).mkdir(parents=True)
+    closed = free_port()
+    config = tmp_path / "config.yml"
+    with hostile_imap() as hostile:
+        config.write_text(
+            "global: {interval: 1s}\n"
+            "modules:\n"
+            "  smtp: {protocol: smtp, tls: none, timeout: 2s}\n"
+            "  imap: {protocol: imap, tls: none, timeout: 2s, allow_plaintext_auth: true,"
+            " auth: {username: probe,"
+            " password_env: STATUS_PAGE_PASSWORD}}\n"
+            "targets:\n"
+            f'  - {{name: gone, address: "127.0.0.1:{closed}", module: smtp}}\n'
+            "collectors:\n"
+            "  postfix_queue:\n"
+            "    enabled: true\n"
+            "    source: spool\n"
+            f"    instances: [{{queue_directory: {not_a_queue}}}]\n"
+            "roundtrip:\n"
+            "  - name: closed\n"
+            "    interval: 1s\n"
+            "    timeout: 5s\n"
+            f'    send: {{address: "127.0.0.1:{closed}", module: smtp, from: a@example.com,'
+            " to: b@example.com}\n"
+            f'    receive: {{address: "127.0.0.1:{closed}", module: imap}}\n'
+            "  - name: hostile\n"
+            "    interval: 1s\n"
+            "    timeout: 5s\n"
+            f'    send: {{address: "127.0.0.1:{closed}", module: smtp, from: a@example.com,'
+            " to: b@example.com}\n"
+            f'    receive: {{address: "127.0.0.1:{hostile}", module: imap}}\n'
+        )
+        env = {"STATUS_PAGE_PASSWORD": "secret"}
+        with served_exporter(tmp_path, config, env=env) as served:
+            url = f"http://127.0.0.1:{served.port}/"
+            deadline = time.monotonic() + 30
+            while not reported(url):
+                assert time.monotonic() < deadline, fetch(url)
+                time.sleep(0.3)
+            dom = chromium("--dump-dom", url)
+    rows = {
+        match.group(1): match.group(0)
+        for match in re.finditer(r"<tr><td>([^<]*)</td>.*?</tr>", dom, re.DOTALL)
+    }
+    collector = rows["postfix_queue"]
+    assert '<td class="down">failing</td>' in collector, collector
+    assert "has no hold directory: not a Postfix queue directory" in collector, collector
+    queues = dom.split("<h2>Queues</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "postfix_queue: failed: postfix instance postfix:" in queues, queues
+    assert "has no hold directory" in queues and "enable" not in queues, queues
+    # The route's real failure: the stage and what happened there.
+    route = rows["closed"]
+    assert re.search(r"<td>receive: [^<]*connect[^<]*refused", route, re.I), route
+    assert re.search(
+        r'<td class="down when">\d\d:\d\d:\d\d UTC \([\d.]+ s ago\)</td>', route
+    ), route
+    target = rows["gone"]
+    assert re.search(r"<td>[\d.]+ s ago</td>", target), target
+    assert re.search(r'<td class="down when">\d\d:\d\d:\d\d UTC', target), target
+    # The hostile server's reply: shown as text, cut short, never as markup.
+    reply = rows["hostile"]
+    assert "&lt;b class=injected&gt;owned&lt;/b&gt;" in reply, reply
+    assert 'class="injected"' not in dom
+    assert len(reply) < 1000 and "xxx…" in reply, reply
+
+
+def test_status_page_of_a_fresh_install_says_what_to_do(tmp_path: Path) -> None:
+    """No config and nothing discovered: the page says so and links to the example config,
+    which the exporter serves itself."""
+    empty = tmp_path / "bin"
+    empty.mkdir()  # a PATH without any mail server's tools
+    flags = ("--discovery.root", str(tmp_path))
+    with served_exporter(tmp_path, None, *flags, env={"PATH": str(empty)}) as served:
+        base = f"http://127.0.0.1:{served.port}"
+        dom = chromium("--dump-dom", base + "/")
+        example = fetch(base + "/config/example")
+    steps = dom.split("<h2>Next steps</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "No mail server found" in steps, steps
+    assert '<a href="/config/example">example config</a>' in steps, steps
+    assert "--config.file" in steps and "mail-exporter check-config" in steps, steps
+    assert example == (Path(__file__).parents[1] / "examples" / "mail_exporter.yml").read_text()

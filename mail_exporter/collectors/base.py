@@ -42,6 +42,12 @@ predecessor, to take over what must outlive it (the log followers' positions and
 counters, which must neither start over nor count a line twice), and the predecessor is
 closed once the new one runs. Those no longer enabled are closed. Nothing is handed
 over any other way: no module keeps a collector's state.
+
+Each collection's outcome is kept as the collector's :class:`CollectorHealth` (whether it
+worked, since when it fails, its last error and when): the status page shows it, so that
+a failing collector is seen with its own words ("… has no hold directory: not a Postfix
+queue directory") and not guessed at. The same record decides what is logged: a failure
+when it starts or changes, and the recovery, never every scrape while it lasts.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client.core import Metric
@@ -150,6 +156,20 @@ def collection_deadline() -> float:
     return _deadline.get()
 
 
+@dataclass(frozen=True)
+class CollectorHealth:
+    """How a collector's collections went (wall-clock times), for the status page."""
+
+    success: bool | None = None
+    """None until a collection of it has ended (or been given up on) since it started."""
+    checked: float | None = None
+    failing_since: float | None = None
+    """When the failures that go on now began; None while it works."""
+    error: str = ""
+    """The last failure's reason, kept after the collector works again."""
+    error_time: float | None = None
+
+
 class _Collection:
     """One collection, in a daemon thread of its own that times it."""
 
@@ -197,7 +217,7 @@ class CollectorSet:
         self._lock = threading.Lock()
         # Kept across reloads, so a rebuilt collector whose source hangs stays one thread.
         self._running: dict[str, _Collection] = {}
-        self._failures: dict[str, str] = {}
+        self._health: dict[str, CollectorHealth] = {}
         self.apply(configured)
 
     def apply(self, configured: CollectorSections) -> None:
@@ -226,6 +246,10 @@ class CollectorSet:
         rebuilt = sorted(set(names) - set(kept))
         if rebuilt:
             logger.info("collectors started: %s", ", ".join(rebuilt))
+
+    def health(self) -> dict[str, CollectorHealth]:
+        """Each enabled collector's health, by name (kept across reloads while enabled)."""
+        return {name: self._health.get(name, CollectorHealth()) for name in self.collectors}
 
     def close(self) -> None:
         """Close the collectors; collections still running end on their own (daemon threads)."""
@@ -299,19 +323,28 @@ class CollectorSet:
                 self._failed(name, f"no result within {timeout:.3g}s")
         except CollectorError as error:
             self._failed(name, f"failed: {error}")
-        except Exception:  # a broken collector must not break the scrape
+        except Exception as error:  # a broken collector must not break the scrape
             logger.exception("collector %s failed", name)
+            self._failed(name, f"failed unexpectedly: {error!r}", logged=True)
         else:
-            if self._failures.pop(name, None) is not None:
+            before = self._health.get(name, CollectorHealth())
+            if before.success is False:
                 logger.info("collector %s works again", name)
+            self._health[name] = replace(
+                before, success=True, checked=time.time(), failing_since=None
+            )
             return families
         return None
 
-    def _failed(self, name: str, reason: str) -> None:
-        """Log a failure when it starts or changes, not at every scrape while it lasts."""
-        if self._failures.get(name) != reason:
+    def _failed(self, name: str, reason: str, logged: bool = False) -> None:
+        """Keep the failure; log it when it starts or changes, not at every scrape while it
+        lasts (``logged``: the caller has logged it already)."""
+        before, now = self._health.get(name, CollectorHealth()), time.time()
+        going_on = before.success is False
+        if not logged and not (going_on and before.error == reason):
             logger.warning("collector %s: %s", name, reason)
-            self._failures[name] = reason
+        since = before.failing_since if going_on else now
+        self._health[name] = CollectorHealth(False, now, since, reason, now)
 
 
 def _close(collector: Collector) -> None:

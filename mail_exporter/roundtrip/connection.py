@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -94,4 +95,13 @@ async def bounded(
     except TimeoutError:
         raise RoundTripFailure(stage, f"{what}: no answer within {seconds:.3g}s") from None
     except caught as error:
-        raise RoundTripFailure(stage, f"{what}: {printable(str(error) or repr(error))}") from None
+        raise RoundTripFailure(stage, f"{what}: {printable(_reason(error))}") from None
+
+
+def _reason(error: Exception) -> str:
+    """A system error as the system says it ("Connection refused", as a probe says it, not
+    asyncio's "[Errno 111] Connect call failed (...)"), a resolver's in its own words;
+    anything else (TLS errors, whose errno is OpenSSL's) as it reads."""
+    if isinstance(error, OSError) and not isinstance(error, ssl.SSLError) and error.errno:
+        return os.strerror(error.errno) if error.errno > 0 else error.strerror or str(error)
+    return str(error) or repr(error)

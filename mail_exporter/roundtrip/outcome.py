@@ -18,6 +18,11 @@ not, they fail its stage.
 
 A message that lands in ``junk_mailbox`` is no failure of the mail system to carry it, so it
 has its own counter (``mail_roundtrip_junk_total``) and sets ``mail_roundtrip_success`` to 0.
+
+A failure carries its detail (``connect: Connection refused``, the server's reply) beside its
+stage: the stage is a label, the detail is for the log and the status page, which show what
+went wrong and not only where. A server chooses its replies: the page bounds the detail,
+escapes what is not printable and then escapes it as HTML.
 """
 
 from __future__ import annotations
@@ -59,12 +64,13 @@ class Outcome:
     """How one attempt ended.
 
     ``failure`` is ``None`` when the message was seen in time, in the mailbox or (``junk``)
-    in the junk mailbox; ``duration`` and ``hops`` are then set. ``late`` counts earlier
-    messages declared lost that this attempt found; ``cleanup_failed`` is counted on top
-    of whatever else happened.
+    in the junk mailbox; ``duration`` and ``hops`` are then set. Otherwise ``detail`` says
+    what failed at that stage. ``late`` counts earlier messages declared lost that this
+    attempt found; ``cleanup_failed`` is counted on top of whatever else happened.
     """
 
     failure: Stage | None = None
+    detail: str = ""
     junk: bool = False
     duration: float | None = None
     hops: Mapping[str, float] = field(default_factory=dict)
@@ -86,6 +92,11 @@ class RouteStats:
     def __init__(self) -> None:
         self.success: bool | None = None
         self.last_failure: str | None = None  # the stage of the last attempt that failed
+        self.last_failure_detail = ""
+        self.last_attempt: float | None = None
+        """When the last attempt ended (wall clock)."""
+        self.down_since: float | None = None
+        """When the first of the failed attempts since the last success ended."""
         self.duration: float | None = None
         self.last_success: float | None = None
         self.failures: dict[str, float] = {stage.value: 0.0 for stage in Stage}
@@ -100,9 +111,12 @@ class RouteStats:
         self.throttled += 1.0
 
     def record(self, outcome: Outcome) -> None:
+        now = time.time()
         if outcome.failure is not None:
             self.failures[outcome.failure.value] += 1.0
-        self.last_failure = outcome.failure.value if outcome.failure is not None else None
+            self.last_failure, self.last_failure_detail = outcome.failure.value, outcome.detail
+        else:
+            self.last_failure, self.last_failure_detail = None, ""
         if outcome.cleanup_failed:
             self.failures[Stage.CLEANUP.value] += 1.0
         self.late += outcome.late
@@ -113,5 +127,10 @@ class RouteStats:
             self.junk += 1.0
         elif outcome.success:
             self.duration = outcome.duration
-            self.last_success = time.time()
+            self.last_success = now
         self.success = outcome.success
+        self.last_attempt = now
+        if outcome.success:
+            self.down_since = None
+        elif self.down_since is None:
+            self.down_since = now

@@ -72,6 +72,7 @@ from mail_exporter.config.roundtrip import (
     RoundTripRoute,
     RoundTripSend,
 )
+from mail_exporter.printable import printable
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.families import roundtrip_families
 from mail_exporter.roundtrip.graph import GraphMailbox, send_mail
@@ -191,9 +192,10 @@ class RouteRunner:
         self._pending.add(attempt.token)
         try:
             outcome = await self._attempt(attempt)
-        except Exception:  # a bug must cost one attempt, never the route
+        except Exception as error:  # a bug must cost one attempt, never the route
             logger.exception("route %s: attempt failed unexpectedly", self.route.name)
-            outcome = Outcome(failure=attempt.stage)
+            detail = f"unexpected error: {printable(repr(error))}"
+            outcome = Outcome(failure=attempt.stage, detail=detail)
         finally:  # cancelled too (reload, shutdown): its message is still ours to remove
             self._pending.discard(attempt.token)
             if attempt.submitted and not attempt.collected:
@@ -274,11 +276,12 @@ class RouteRunner:
         if found is None:
             logger.warning("route %s: message %s not seen within %gs", name, token, timeout)
             attempt.lost = True
-            return Outcome(failure=Stage.TIMEOUT)
+            return Outcome(failure=Stage.TIMEOUT, detail=f"sent, not seen within {timeout:g}s")
         duration = found.seen - started
         if duration > timeout:
             logger.warning("route %s: message %s seen late, after %.3fs", name, token, duration)
-            return Outcome(failure=Stage.TIMEOUT, late=1)
+            detail = f"sent, seen only after {duration:.3f}s (timeout {timeout:g}s)"
+            return Outcome(failure=Stage.TIMEOUT, detail=detail, late=1)
         hops = hop_delays(sent, found.message.received)
         if found.junk:
             logger.warning("route %s: message %s delivered to junk", name, token)
@@ -350,7 +353,7 @@ class RouteRunner:
         logger.warning(
             "route %s: %s failed: %s", self.route.name, failure.stage.value, failure.detail
         )
-        return Outcome(failure=failure.stage)
+        return Outcome(failure=failure.stage, detail=failure.detail)
 
 
 def _settings(route: RoundTripRoute) -> RoundTripRoute:
