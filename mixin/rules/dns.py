@@ -22,14 +22,20 @@ def _mta_sts_alerts(c: Config, name: str, metric: str, summary: str, fault: str)
         return sample, steady(1)
 
     def rule(policy: str) -> str:
-        return (f"{metric}{c.matchers()} == 0 and on (instance, job, domain) "
-                "mail_dns_mta_sts_mode_info" + c.matchers(f'mode="{policy}"') + " == 1")
+        return (
+            f"{metric}{c.matchers()} == 0 and on (instance, job, domain) "
+            "mail_dns_mta_sts_mode_info" + c.matchers(f'mode="{policy}"') + " == 1"
+        )
 
-    enforce = (f"{fault}. The policy is in mode enforce: senders that apply MTA-STS (Gmail, "
-               "Microsoft and others) do not deliver to this MX, and defer, then bounce, "
-               "its mail.")
-    testing = (f"{fault}. The policy is in mode testing: senders still deliver and send TLS "
-               "reports, but switching it to enforce now would stop them.")
+    enforce = (
+        f"{fault}. The policy is in mode enforce: senders that apply MTA-STS (Gmail, "
+        "Microsoft and others) do not deliver to this MX, and defer, then bounce, "
+        "its mail."
+    )
+    testing = (
+        f"{fault}. The policy is in mode testing: senders still deliver and send TLS "
+        "reports, but switching it to enforce now would stop them."
+    )
     critical, warning = fired(mx_labels, "critical"), fired(mx_labels, "warning")
     return [
         Alert(name, rule("enforce"), "critical", summary, enforce,
