@@ -146,16 +146,24 @@ def age(timestamp_metric: str, *matchers: str, config: Config = CONFIG) -> str:
     return f"time() - {series(timestamp_metric, *matchers, config=config)}"
 
 
+def days_left(expiry_metric: str, *matchers: str, config: Config = CONFIG) -> str:
+    """Days until the point in time an ``_expiry_timestamp_seconds`` gauge holds."""
+    return f"({series(expiry_metric, *matchers, config=config)} - time()) / {DAY_SECONDS}"
+
+
 def cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
     """Days until the earliest certificate of each presented chain expires."""
-    expiry = series("mail_tls_cert_expiry_timestamp_seconds", *matchers, config=config)
-    return f"({expiry} - time()) / {DAY_SECONDS}"
+    return days_left("mail_tls_cert_expiry_timestamp_seconds", *matchers, config=config)
 
 
 def chain_cert_days_left(*matchers: str, config: Config = CONFIG) -> str:
     """Days until each certificate of each presented chain expires, by its ``position``."""
-    expiry = series("mail_tls_chain_cert_expiry_timestamp_seconds", *matchers, config=config)
-    return f"({expiry} - time()) / {DAY_SECONDS}"
+    return days_left("mail_tls_chain_cert_expiry_timestamp_seconds", *matchers, config=config)
+
+
+def cert_file_days_left(*matchers: str, config: Config = CONFIG) -> str:
+    """Days until the earliest certificate of each watched file (``path``) expires."""
+    return days_left("mail_tls_cert_file_expiry_timestamp_seconds", *matchers, config=config)
 
 
 def path_free_bytes_ahead(*matchers: str, config: Config = CONFIG) -> str:

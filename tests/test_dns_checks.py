@@ -14,6 +14,7 @@ import base64
 import hashlib
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -31,13 +32,8 @@ from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
 from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
-from mail_exporter.collectors.dns.dane import (
-    Dane,
-    Tlsa,
-    addresses_to_check,
-    tlsa_matches,
-    usable,
-)
+from mail_exporter.collectors.dns.dane import Dane, Tlsa, tlsa_matches, usable
+from mail_exporter.collectors.dns.starttls import addresses_to_check
 from mail_exporter.config.root import Config
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
@@ -139,6 +135,7 @@ class Rig:
     https_port: int
     smtp_port: int
     ca_file: Path
+    connections: Counter[str]  # by the address of the STARTTLS server that accepted them
 
     def policy_url(self, domain: str) -> str:
         return f"https://localhost:{self.https_port}/{domain}/.well-known/mta-sts.txt"
@@ -157,6 +154,7 @@ class Rig:
             ),
             "mta_sts_ca_file": self.ca_file,
             "dane_port": self.smtp_port,
+            "mta_sts_port": self.smtp_port,
         }
         values.update(overrides)
         return DnsConfig.model_validate(values)
@@ -166,7 +164,8 @@ class Rig:
 
 
 async def _smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                context: ssl.SSLContext) -> None:  # fmt: skip
+                context: ssl.SSLContext, connections: Counter[str]) -> None:  # fmt: skip
+    connections[writer.get_extra_info("sockname")[0]] += 1
     writer.write(b"220 localhost ESMTP\r\n")
     while line := await reader.readline():
         command = line.strip().upper()
@@ -194,6 +193,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     context.load_cert_chain(pki.server_cert, pki.server_key)
     wronghost = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     wronghost.load_cert_chain(pki.wronghost_cert, pki.wronghost_key)
+    connections: Counter[str] = Counter()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -218,7 +218,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 ("127.0.0.2", wronghost),
                 ("::1", context),
             ):
-                smtps.append(await asyncio.start_server(partial(_smtp, context=tls), address, port))
+                smtps.append(await asyncio.start_server(
+                    partial(_smtp, context=tls, connections=connections), address, port
+                ))  # fmt: skip
                 port = smtps[0].sockets[0].getsockname()[1]
         except OSError:
             for server in smtps:
@@ -230,7 +232,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     runner, smtps, https_port, smtp_port = start_with_fresh_ports(
         lambda: asyncio.run_coroutine_threadsafe(start(), loop).result()
     )
-    yield Rig(zone, server.port, https_port, smtp_port, pki.ca_file)
+    yield Rig(zone, server.port, https_port, smtp_port, pki.ca_file, connections)
 
     async def stop() -> None:
         for smtp in smtps:
@@ -361,6 +363,16 @@ def test_dane_mismatch(results: Results) -> None:
     assert results.dane["mx.bad.test"].matches is False
     assert results.dane["mx.bad.test"].authenticated is False
     assert "gone.bad.test" in results.dane and results.dane["gone.bad.test"].records == 0
+
+
+def test_dane_and_mta_sts_share_one_handshake_per_address(rig: Rig) -> None:
+    """Both checks judge the chain of one STARTTLS with each address (same port)."""
+    before = rig.connections["127.0.0.1"]
+    results = rig.run(rig.settings(domains=["good.test"], sending_ips=[]))
+    assert results.dane["mx.good.test"].matches is True
+    # The scripted server's certificate names localhost, not mx.good.test.
+    assert results.mta_sts["good.test"].mx_certificates_valid == {"mx.good.test": False}
+    assert rig.connections["127.0.0.1"] == before + 1
 
 
 def test_dane_with_an_mx_that_does_not_answer_is_an_error(rig: Rig) -> None:

@@ -118,6 +118,7 @@ class Rig:
     dns: Dnsmasq
     https_port: int
     ca_file: Path
+    smtp_port: int  # the real Postfix, for the MTA-STS check of good.test's MX
 
     def policy_url(self, domain: str) -> str:
         return f"https://localhost:{self.https_port}/{domain}/.well-known/mta-sts.txt"
@@ -136,6 +137,7 @@ class Rig:
                 nameservers=["127.0.0.1"], port=self.dns.port, timeout="1s"
             ),
             "mta_sts_ca_file": self.ca_file,
+            "mta_sts_port": self.smtp_port,
             "dane": False,  # DANE needs the real Postfix: test_dane_against_postfix
         }  # fmt: skip
         values.update(overrides)
@@ -146,7 +148,7 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Rig]:
+def rig(tmp_path_factory: pytest.TempPathFactory, pki: PKI, postfix: Postfix) -> Iterator[Rig]:
     if not Dnsmasq.installed():
         pytest.fail(
             f"dnsmasq is not installed, so the real DNS server tests cannot run: {INSTALL_HINT}",
@@ -174,7 +176,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Rig]:
     runner, https_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
     try:
         server.start()
-        yield Rig(server, https_port, pki.ca_file)
+        yield Rig(server, https_port, pki.ca_file, postfix.smtp_port)
     finally:
         server.stop()
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()

@@ -1,12 +1,13 @@
 """The ``mail-host`` dashboard: the mail host (services, CPU, memory, disks, its switch
-port, sensors, S.M.A.R.T., backups, the Dovecot mailbox store)."""
+port, sensors, S.M.A.R.T., backups, the certificate files, the Dovecot mailbox store)."""
 
 from __future__ import annotations
 
 from mixin.config import CONFIG
 from mixin.dashboards.host_switch import switch_port_row
-from mixin.dashboards.shared import INSTANCE, UP_DOWN, broken
+from mixin.dashboards.shared import CERT_DAYS, INSTANCE, UP_DOWN, broken
 from mixin.grafana import (
+    DAYS,
     NAMED,
     Json,
     Query,
@@ -27,6 +28,7 @@ from mixin.grafana import (
 from mixin.promql import (
     HOUR_SECONDS,
     age,
+    cert_file_days_left,
     path_free_bytes_ahead,
     rate,
     series,
@@ -427,6 +429,36 @@ def _host_backups() -> Row:
     )
 
 
+def _host_certificate_files() -> Row:
+    """The certificate files the servers use (collectors.certificates), before they serve them."""
+    return Row(
+        "Certificate files",
+        [
+            bargauge(
+                "Certificate file days left",
+                "Days until the earliest certificate in each watched file expires, soonest "
+                f"first; orange under {CONFIG.cert_expiry_warning_days}, red under "
+                f"{CONFIG.cert_expiry_critical_days}. A renewed file that the server does not "
+                "serve yet shows more days here than on the overview's served certificates.",
+                Query(f"sort({cert_file_days_left(HOST)})", "{{instance}} {{path}}", instant=True),
+                unit=DAYS,
+                steps=CERT_DAYS,
+                decimals=0,
+                width=18,
+            ),
+            broken(
+                "Unreadable certificate files",
+                "Watched files that cannot be read or hold no PEM certificate (the reason is in "
+                "the exporter's log): their expiry goes unwatched.",
+                f"{series('mail_tls_cert_file_readable', HOST)} == 0",
+                color="orange",
+                width=6,
+                height=8,
+            ),
+        ],
+    )
+
+
 def _host_mailbox_store() -> Row:
     """Dovecot's users by quota band, the fullest of them, and who is logged in."""
     full = thresholds("green", (0.8, "yellow"), (0.95, "orange"), (1, "red"))
@@ -479,8 +511,8 @@ def host_resources() -> Json:
         "mail-host",
         "Mail: host resources",
         "The mail host itself: mail services, CPU, memory, the disks behind the mail paths, "
-        "filesystems, I/O, its switch port, temperatures, S.M.A.R.T., backups and the Dovecot "
-        "mailbox store.",
+        "filesystems, I/O, its switch port, temperatures, S.M.A.R.T., backups, the certificate "
+        "files and the Dovecot mailbox store.",
         [
             _host_services(),
             _host_paths(),
@@ -490,6 +522,7 @@ def host_resources() -> Json:
             switch_port_row(),
             _host_hardware(),
             _host_backups(),
+            _host_certificate_files(),
             _host_mailbox_store(),
         ],
         [label_variable("instance", "Host", "mail_host_boot_time_seconds")],

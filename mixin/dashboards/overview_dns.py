@@ -1,7 +1,7 @@
 """The overview's "DNS and reputation" row: each mail domain's records (MX, SPF, DMARC,
 MTA-STS, TLS-RPT), blocklist listings, and the per-host and per-name DNS facts (PTR, DANE,
-DKIM, DNSSEC), from the dns collector; and what the DMARC and TLS-RPT reports say of each
-domain, linked to the reports dashboard."""
+MTA-STS per MX, DKIM, DNSSEC), from the dns collector; and what the DMARC and TLS-RPT
+reports say of each domain, linked to the reports dashboard."""
 
 from __future__ import annotations
 
@@ -148,6 +148,21 @@ def dns_row() -> Row:
                 "_25._tcp TLSA name. DANE needs it: senders ignore unvalidated TLSA records.",
                 Query(series("mail_dns_dnssec_validated"), "{{name}}"),
                 mappings=flag(("validated", "green"), ("not validated", "orange")),
+            ),
+            dns_stat(
+                "MTA-STS MX certificates",
+                "Per MX an MTA-STS policy in mode enforce or testing covers: the certificate it "
+                "shows after STARTTLS verifies (web PKI) and names it, as senders that apply the "
+                "policy require (RFC 8461); invalid under enforce is MailMtaStsCertificateInvalid.",
+                Query(series("mail_dns_mta_sts_mx_certificate_valid"), "{{mx}} ({{domain}})"),
+                mappings=flag(("valid", "green"), ("invalid", "red")),
+            ),
+            dns_stat(
+                "MTA-STS policy lists MX",
+                "Per MX host of each domain with a valid MTA-STS policy: an mx line of the policy "
+                "matches it; senders that enforce the policy refuse one it does not.",
+                Query(series("mail_dns_mta_sts_mx_host_covered"), "{{mx}} ({{domain}})"),
+                mappings=flag(("listed", "green"), ("not listed", "red")),
             ),
             dns_stat(
                 "Failing DMARC",

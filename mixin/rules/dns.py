@@ -9,6 +9,45 @@ from mixin.promql import age, increase, sum_by
 from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
 
 
+def _mta_sts_alerts(c: Config, name: str, metric: str, summary: str, fault: str) -> list[Alert]:
+    """Two rules of one name on a per-MX MTA-STS fact that is 0: critical when the domain's
+    policy is in mode enforce (senders that apply it stop delivering to the MX), a warning
+    in mode testing (they deliver and report; enforce would stop them). ``fault`` is the
+    description's first sentence."""
+    mx_labels = {"domain": "example.com", "mx": "mx1.example.com", **HOST_LABELS}
+    fact = (f'{metric}{{domain="example.com",mx="mx1.example.com",{HOST}}}', steady(0))
+
+    def mode(value: str) -> tuple[str, str]:
+        sample = f'mail_dns_mta_sts_mode_info{{mode="{value}",domain="example.com",{HOST}}}'
+        return sample, steady(1)
+
+    def rule(policy: str) -> str:
+        return (
+            f"{metric}{c.matchers()} == 0 and on (instance, job, domain) "
+            "mail_dns_mta_sts_mode_info" + c.matchers(f'mode="{policy}"') + " == 1"
+        )
+
+    enforce = (
+        f"{fault}. The policy is in mode enforce: senders that apply MTA-STS (Gmail, "
+        "Microsoft and others) do not deliver to this MX, and defer, then bounce, "
+        "its mail."
+    )
+    testing = (
+        f"{fault}. The policy is in mode testing: senders still deliver and send TLS "
+        "reports, but switching it to enforce now would stop them."
+    )
+    critical, warning = fired(mx_labels, "critical"), fired(mx_labels, "warning")
+    return [
+        Alert(name, rule("enforce"), "critical", summary, enforce,
+              Example([fact, mode("enforce")], [critical]),
+              Example([fact, mode("testing")], [warning]), for_=c.dns_for,
+              also=(Example([fact, mode("none")]),)),
+        Alert(name, rule("testing"), "warning", summary, testing,
+              Example([fact, mode("testing")], [warning]),
+              Example([(fact[0], steady(1)), mode("testing")]), for_=c.dns_for),
+    ]  # fmt: skip
+
+
 def dns_alerts(c: Config) -> list[Alert]:
     listed = f'zone="zen.spamhaus.org",ip="192.0.2.25",{HOST}'
     listed_labels = {"zone": "zen.spamhaus.org", "ip": "192.0.2.25", **HOST_LABELS}
@@ -129,20 +168,18 @@ def dns_alerts(c: Config) -> list[Alert]:
              "A sending IP's PTR is not the HELO name.",
              "No PTR name of {{ $labels.ip }} is the configured HELO name: receivers score "
              "the mismatch as spam."),
-        Alert(
-            "MailMtaStsMismatch",
-            # Only an enforced policy stops delivery; in testing mode senders merely report.
-            f"mail_dns_mta_sts_mx_covered{c.matchers()} == 0 and on (instance, job, domain) "
-            + "mail_dns_mta_sts_mode_info" + c.matchers('mode="enforce"') + " == 1",
-            "critical", "The MTA-STS policy does not cover every MX.",
-            "An MX host of {{ $labels.domain }} matches no mx line of its enforced MTA-STS policy: "
-            "senders that enforce the policy will not deliver to it.",
-            Example([(f"mail_dns_mta_sts_mx_covered{{{domain}}}", steady(0)),
-                     (f'mail_dns_mta_sts_mode_info{{mode="enforce",{domain}}}', steady(1))],
-                    [fired(domain_labels, "critical")]),
-            Example([(f"mail_dns_mta_sts_mx_covered{{{domain}}}", steady(0)),
-                     (f'mail_dns_mta_sts_mode_info{{mode="testing",{domain}}}', steady(1))]),
-            for_=c.dns_for,
+        *_mta_sts_alerts(
+            c, "MailMtaStsMxNotCovered", "mail_dns_mta_sts_mx_host_covered",
+            "An MX host is not listed in the domain's MTA-STS policy.",
+            "MX {{ $labels.mx }} of {{ $labels.domain }} matches no mx line of its MTA-STS "
+            "policy",
+        ),
+        *_mta_sts_alerts(
+            c, "MailMtaStsCertificateInvalid", "mail_dns_mta_sts_mx_certificate_valid",
+            "An MX's certificate fails the domain's MTA-STS policy.",
+            "The certificate that MX {{ $labels.mx }} of {{ $labels.domain }} shows after "
+            "STARTTLS does not verify up to a public CA or does not name {{ $labels.mx }}, "
+            "as the domain's MTA-STS policy requires",
         ),
         flag("MailMtaStsPolicyInvalid", "mail_dns_mta_sts_policy_valid", domain_labels,
              "warning", "The MTA-STS policy is invalid.",

@@ -1,10 +1,10 @@
 """Alerts on the mail host: disks filling, services down, backups, sensors, S.M.A.R.T.,
-Dovecot users past their quota."""
+Dovecot users past their quota, the certificate files the servers use."""
 
 from __future__ import annotations
 
 from mixin.config import Config
-from mixin.promql import HOUR_SECONDS, age, path_free_bytes_ahead
+from mixin.promql import DAY_SECONDS, HOUR_SECONDS, age, cert_file_days_left, path_free_bytes_ahead
 from mixin.rules.alert import HOST, HOST_LABELS, Alert, Example, fired, flag_alert, ramp, steady
 
 
@@ -16,6 +16,9 @@ def host_alerts(c: Config) -> list[Alert]:
     mount = f'mountpoint="/var/mail",device="/dev/sdb1",fstype="ext4",{HOST}'
     mount_labels = {"mountpoint": "/var/mail", "device": "/dev/sdb1", "fstype": "ext4",
                     **HOST_LABELS}  # fmt: skip
+    cert_file_labels = {"path": "/etc/ssl/certs/mail.pem", **HOST_LABELS}
+    cert_file = f'path="/etc/ssl/certs/mail.pem",{HOST}'
+    warn_days = c.cert_expiry_warning_days
     return [
         Alert(
             "MailHostDiskFilling",
@@ -149,6 +152,28 @@ def host_alerts(c: Config) -> list[Alert]:
                     [fired({"band": "over", **HOST_LABELS}, "warning")]),
             Example([(f'mail_dovecot_quota_users{{band="over",{HOST}}}', steady(0)),
                      (f'mail_dovecot_quota_users{{band="95_100",{HOST}}}', steady(4))]),
+            for_="15m",
+        ),
+        Alert(
+            # The probes' warning threshold: a file that is renewed in time is also served in
+            # time, once the service reloads it (MailCertificateExpiring watches that).
+            "MailCertificateFileExpiring", f"{cert_file_days_left(config=c)} < {warn_days}",
+            "warning", "A certificate file of the mail servers expires soon.",
+            "The certificate in {{ $labels.path }} on {{ $labels.instance }} expires in "
+            f'{{{{ $value | printf "%.1f" }}}} days (threshold {warn_days}): renew it and '
+            "reload the services that use it.",
+            Example([(f"mail_tls_cert_file_expiry_timestamp_seconds{{{cert_file}}}",
+                      steady((warn_days - 5) * DAY_SECONDS))], [fired(cert_file_labels, "warning")]),
+            Example([(f"mail_tls_cert_file_expiry_timestamp_seconds{{{cert_file}}}",
+                      steady((warn_days + 30) * DAY_SECONDS))]),
+            for_="10m",
+        ),
+        flag_alert(
+            c, "MailCertificateFileUnreadable", "mail_tls_cert_file_readable", cert_file_labels,
+            "warning", "A certificate file cannot be read.",
+            "{{ $labels.path }} on {{ $labels.instance }} cannot be read by the exporter or "
+            "holds no PEM certificate: its expiry goes unwatched, and a service that reads it "
+            "at its next restart may not start. The reason is in the exporter's log.",
             for_="15m",
         ),
     ]  # fmt: skip

@@ -15,7 +15,7 @@ import datetime
 import ipaddress
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -280,6 +280,23 @@ def create_rsa_server_cert(pki: PKI, directory: Path) -> tuple[Path, Path]:
         key=key,
     )
     return write_cert(directory / "rsa.pem", cert), write_key(directory / "rsa.key", key)
+
+
+def with_server_names(pki: PKI, directory: Path, dns_names: Sequence[str]) -> PKI:
+    """``pki`` with a new server certificate (and key) for ``dns_names`` from its CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    cert, key = issue_server_cert(
+        _issuer(pki),
+        [x509.DNSName(name) for name in dns_names],
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=7),
+    )
+    return replace(
+        pki,
+        server_cert=write_cert(directory / "server.pem", cert),
+        server_key=write_key(directory / "server.key", key),
+    )
 
 
 def create_client_cert(pki: PKI, directory: Path, name: str) -> ClientCert:

@@ -1,8 +1,9 @@
 """The ``dns`` collector: will the rest of the world accept our mail?
 
 MX, SPF, DMARC, DKIM and TLS-RPT records of each configured domain
-(:mod:`.records`, :mod:`.spf`), its MTA-STS policy (:mod:`.mtasts`), DANE TLSA records
-against the certificate each address of each MX shows (:mod:`.dane`), reverse DNS of
+(:mod:`.records`, :mod:`.spf`), its MTA-STS policy and the certificates of the MX hosts
+it covers (:mod:`.mtasts`), DANE TLSA records against the certificate each address of
+each MX shows (:mod:`.dane`; both read it by :mod:`.starttls`), reverse DNS of
 each sending IP (:mod:`.rdns`) and blocklist listings (:mod:`.dnsbl`), through
 dnspython's async resolver (:mod:`.resolver`), on the section's own interval
 (:mod:`.collector`). The section is :mod:`.config`.
@@ -14,6 +15,7 @@ Sample output::
     mail_dns_dmarc_policy_info{domain="example.com",policy="reject"} 1.0
     mail_dns_dkim_key_size{domain="example.com",selector="mail"} 2048.0
     mail_dns_mta_sts_mode_info{domain="example.com",mode="enforce"} 1.0
+    mail_dns_mta_sts_mx_certificate_valid{domain="example.com",mx="mx1.example.com"} 1.0
     mail_dns_dane_tlsa_matches{mx="mx1.example.com"} 1.0
     mail_dns_dane_address_tlsa_matches{address="2001:db8::25",mx="mx1.example.com"} 1.0
     mail_dns_ptr_forward_confirmed{ip="192.0.2.25"} 1.0

@@ -16,6 +16,7 @@ from mail_exporter.collectors.dns.dane import Dane, check_dane
 from mail_exporter.collectors.dns.rdns import ReverseDns, check_reverse
 from mail_exporter.collectors.dns.records import DomainRecords, RecordChecks
 from mail_exporter.collectors.dns.resolver import Lookups
+from mail_exporter.collectors.dns.starttls import Handshakes
 
 
 @dataclass
@@ -104,9 +105,10 @@ async def run_checks(
         *(ip_listing(zone, ip) for zone in settings.ip_blocklists for ip in settings.sending_ips),
         *(domain_listing(zone, name) for zone in settings.domain_blocklists for name in domains),
     )
+    handshakes = Handshakes(slots, time_limit)
     await asyncio.gather(
-        _mta_sts(settings, lookups, results, url_of, time_limit),
-        _dane(settings, lookups, results, expected_mx, time_limit),
+        _mta_sts(settings, lookups, handshakes, results, url_of, time_limit),
+        _dane(settings, lookups, handshakes, results, expected_mx),
     )
     results.finished_at = wall_clock()
     return results
@@ -115,19 +117,22 @@ async def run_checks(
 async def _mta_sts(
     settings: DnsConfig,
     lookups: Lookups,
+    handshakes: Handshakes,
     results: Results,
     url_of: Callable[[str], str],
     time_limit: float,
 ) -> None:
     if not settings.mta_sts or not results.domains:
         return
-    context = ssl.create_default_context(
-        cafile=str(settings.mta_sts_ca_file) if settings.mta_sts_ca_file else None
-    )
+    ca_file = str(settings.mta_sts_ca_file) if settings.mta_sts_ca_file else None
+    context = ssl.create_default_context(cafile=ca_file)
 
     async def one(session: aiohttp.ClientSession, domain: str, records: DomainRecords) -> None:
-        results.mta_sts[domain] = await mtasts.check_mta_sts(
+        sts = await mtasts.check_mta_sts(
             lookups, session, context, domain, records.mx_hosts, time_limit, url_of
+        )
+        results.mta_sts[domain] = await mtasts.check_mx_certificates(
+            sts, handshakes, records.mx_addresses, settings.mta_sts_port, ca_file
         )
 
     async with aiohttp.ClientSession() as session:
@@ -137,9 +142,9 @@ async def _mta_sts(
 async def _dane(
     settings: DnsConfig,
     lookups: Lookups,
+    handshakes: Handshakes,
     results: Results,
     expected_mx: list[str],
-    time_limit: float,
 ) -> None:
     """DANE of every MX host the domains name and every configured one (``mx_hosts``).
 
@@ -156,6 +161,6 @@ async def _dane(
 
     async def one(host: str) -> None:
         found = addresses[host] if host in addresses else (await lookups.addresses(host))[0]
-        results.dane[host] = await check_dane(lookups, host, found, settings.dane_port, time_limit)
+        results.dane[host] = await check_dane(lookups, handshakes, host, found, settings.dane_port)
 
     await asyncio.gather(*(one(host) for host in dict.fromkeys([*addresses, *expected_mx])))

@@ -47,8 +47,11 @@ class DnsConfig(CollectorSection):
     # Blocklists refuse public resolvers (Spamhaus answers 127.255.255.254): give them a
     # resolver of your own here; default: ``resolver``.
     blocklist_resolver: DnsResolverConfig | None = None
-    max_in_flight: int = Field(default=20, ge=1, le=1000)  # both resolvers together
+    # Both resolvers' queries and the STARTTLS handshakes together.
+    max_in_flight: int = Field(default=20, ge=1, le=1000)
     mta_sts: bool = True
-    mta_sts_ca_file: CAFile | None = None  # default: the system's CAs
+    # The CAs of the policy's HTTPS and of the MX certificates; default: the system's.
+    mta_sts_ca_file: CAFile | None = None
+    mta_sts_port: int = Field(default=25, ge=1, le=65535)  # where the MX certificates are read
     dane: bool = True
     dane_port: int = Field(default=25, ge=1, le=65535)

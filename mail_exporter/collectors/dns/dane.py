@@ -2,8 +2,8 @@
 
 The collector makes its own STARTTLS handshake with each MX that has usable TLSA records
 (port ``dane_port``, 25 by default), the way a DANE-aware sender would, and reads the
-chain the server presented, leaf first. The handshake does not verify: DANE, not the
-web PKI, is what is checked here.
+chain the server presented, leaf first (:mod:`.starttls`, shared with the MTA-STS check).
+The handshake does not verify: DANE, not the web PKI, is what is checked here.
 
 Its own handshake rather than the chain a scheduled SMTP probe saw: the DNS collector
 must work without any scheduled SMTP target (most MX hosts to check have none), a
@@ -13,14 +13,12 @@ this handshake. A probe's chain would also be as old as the probe's last run, no
 the pass's TLSA answer.
 
 Every address of the MX counts, IPv4 and IPv6: a sender may reach any of them, so one
-address presenting a stale certificate fails some deliveries. At most
-``MAX_ADDRESSES`` (4) are checked, IPv4 and IPv6 alternately and each family in
-address order, so both families are covered and a pass checks the same addresses as
-the last. The MX matches only when every address that completed a handshake presented
-a chain that a usable record authenticates; an address without a handshake (refused,
-timeout) is counted as a ``dane_smtp`` error and left out of the verdict, which is
-unknown only when no address completed one. Per-address verdicts are exported too, so
-an alert can say which address fails.
+address presenting a stale certificate fails some deliveries (at most four are checked:
+:func:`~.starttls.addresses_to_check`). The MX matches only when every address that
+completed a handshake presented a chain that a usable record authenticates; an address
+without a handshake (refused, timeout) is counted as a ``dane_smtp`` error and left out
+of the verdict, which is unknown only when no address completed one. Per-address
+verdicts are exported too, so an alert can say which address fails.
 
 A record is usable for SMTP (RFC 7672 §3.1) with usage 3 or 2, selector 0 (whole
 certificate) or 1 (SubjectPublicKeyInfo) and matching type 0 (exact), 1 (SHA-256) or
@@ -47,11 +45,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import zip_longest
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -59,10 +54,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.verification import Store, VerificationError
 
 from mail_exporter.collectors.dns.resolver import Lookups
-from mail_exporter.tls_facts import peer_chain, server_verifier
+from mail_exporter.collectors.dns.starttls import Handshakes, addresses_to_check
+from mail_exporter.tls_facts import server_verifier
 
-MAX_REPLY_LINES = 100
-MAX_ADDRESSES = 4
 DANE_TA = 2
 DANE_EE = 3
 _DIGESTS = {1: "sha256", 2: "sha512"}  # matching type 0 is the selected data itself
@@ -83,7 +77,7 @@ class Dane:
     matches: bool | None = None  # every address that completed a handshake matched
     authenticated: bool | None = None
     errors: tuple[tuple[str, str], ...] = ()  # (check, reason)
-    addresses_checked: int = 0  # handshakes tried, at most MAX_ADDRESSES
+    addresses_checked: int = 0  # handshakes tried, at most starttls.MAX_ADDRESSES
     address_matches: Mapping[str, bool] = field(default_factory=dict)  # by completed address
 
 
@@ -131,80 +125,18 @@ def tlsa_matches(record: Tlsa, chain: Sequence[x509.Certificate], mx: str) -> bo
     )
 
 
-def _certificates(chain_der: Sequence[bytes]) -> list[x509.Certificate]:
-    """The chain without certificates that do not parse; empty if the leaf does not."""
-    parsed = []
-    for position, der in enumerate(chain_der):
-        try:
-            parsed.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            if position == 0:
-                return []
-    return parsed
-
-
-async def _reply(reader: asyncio.StreamReader) -> str:
-    """The code of a (multi-line) SMTP reply."""
-    for _ in range(MAX_REPLY_LINES):
-        line = (await reader.readline()).decode("ascii", "replace")
-        if len(line) < 4 or line[3] != "-":
-            return line[:3]
-    return ""
-
-
-async def smtp_chain(
-    address: str, port: int, server_name: str, time_limit: float
-) -> tuple[bytes, ...]:
-    """The chain (DER, leaf first) an SMTP server shows after STARTTLS; raises OSError."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    async with asyncio.timeout(time_limit):
-        reader, writer = await asyncio.open_connection(address, port)
-        try:
-            if await _reply(reader) != "220":
-                raise OSError("no 220 greeting")
-            writer.write(b"EHLO mail-exporter.invalid\r\n")
-            if await _reply(reader) != "250":
-                raise OSError("EHLO refused")
-            writer.write(b"STARTTLS\r\n")
-            if await _reply(reader) != "220":
-                raise OSError("STARTTLS refused")
-            await writer.start_tls(context, server_hostname=server_name)
-            ssl_object = writer.get_extra_info("ssl_object")
-            chain = peer_chain(ssl_object) if ssl_object else ()
-            if not chain:
-                raise OSError("no certificate")
-            writer.write(b"QUIT\r\n")
-            return chain
-        finally:
-            writer.close()
-
-
-def addresses_to_check(addresses: Sequence[str]) -> list[str]:
-    """At most ``MAX_ADDRESSES`` of an MX's addresses, IPv4 and IPv6 alternately, sorted."""
-    parsed = {ipaddress.ip_address(address) for address in addresses}
-    by_family = [sorted(a for a in parsed if a.version == version) for version in (4, 6)]
-    alternating = [a for pair in zip_longest(*by_family) for a in pair if a is not None]
-    return [str(address) for address in alternating[:MAX_ADDRESSES]]
-
-
 async def _address_matches(
-    candidates: Sequence[Tlsa], mx: str, address: str, port: int, time_limit: float
+    handshakes: Handshakes, candidates: Sequence[Tlsa], mx: str, address: str, port: int
 ) -> bool | str:
     """Whether the chain ``address`` presents matches a record, or the reason of no handshake."""
-    try:
-        chain_der = await smtp_chain(address, port, mx, time_limit)
-    except TimeoutError:
-        return "timeout"
-    except (OSError, ssl.SSLError, EOFError):
-        return "connect"
-    chain = _certificates(chain_der)
+    chain = await handshakes.chain(address, port, mx)
+    if isinstance(chain, str):
+        return chain
     return any(tlsa_matches(record, chain, mx) for record in candidates)
 
 
 async def check_dane(
-    lookups: Lookups, mx: str, addresses: list[str], port: int, time_limit: float
+    lookups: Lookups, handshakes: Handshakes, mx: str, addresses: list[str], port: int
 ) -> Dane:
     outcome = await lookups.query(f"_25._tcp.{mx}", "TLSA")
     if outcome.error:
@@ -223,7 +155,7 @@ async def check_dane(
         return replace(found, errors=(("dane_smtp", "resolve"),))
     checked = addresses_to_check(addresses)
     verdicts = await asyncio.gather(
-        *(_address_matches(candidates, mx, address, port, time_limit) for address in checked)
+        *(_address_matches(handshakes, candidates, mx, address, port) for address in checked)
     )
     matches = {a: v for a, v in zip(checked, verdicts, strict=True) if isinstance(v, bool)}
     return replace(

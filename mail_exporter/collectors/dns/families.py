@@ -84,6 +84,15 @@ MTA_STS_COVERED = MetricSpec(
     "mail_dns_mta_sts_mx_covered", "1 if every MX host of the domain matches an mx pattern of its "
     "MTA-STS policy.", "gauge", DOMAIN, lambda s: s.mx_covered,
 )  # fmt: skip
+MTA_STS_HOST_COVERED = MetricSpec(
+    "mail_dns_mta_sts_mx_host_covered", "1 if the MX host matches an mx pattern of the domain's "
+    "MTA-STS policy.", "gauge", ("domain", "mx"), as_is,
+)  # fmt: skip
+MTA_STS_CERTIFICATE = MetricSpec(
+    "mail_dns_mta_sts_mx_certificate_valid", "1 if the MX host, covered by an MTA-STS policy in "
+    "mode enforce or testing, showed after STARTTLS a chain that verifies (web PKI) and names it, "
+    "on every address checked.", "gauge", ("domain", "mx"), as_is,
+)  # fmt: skip
 DANE = (
     MetricSpec("mail_dns_dane_tlsa_records", "TLSA records at _25._tcp.<mx>.", "gauge", MX,
         lambda d: d.records),
@@ -127,8 +136,8 @@ LAST_RUN = MetricSpec(
 )  # fmt: skip
 CHECK_ERRORS = MetricSpec(
     "mail_dns_check_errors_total", "DNS checks that ended without a verdict (timeout, servfail, "
-    "error; MTA-STS policy fetch: http_status, tls, connect; DANE SMTP: resolve, connect, "
-    "timeout).", "counter", ("check", "reason"), as_is,
+    "error; MTA-STS policy fetch: http_status, tls, connect; DANE and MTA-STS SMTP: resolve, "
+    "connect, timeout).", "counter", ("check", "reason"), as_is,
 )  # fmt: skip
 BLOCKLIST_ERRORS = MetricSpec(
     "mail_dnsbl_check_errors_total", "Blocklist lookups without a verdict: refused "
@@ -189,6 +198,8 @@ def result_families(results: Results) -> list[Metric]:
         MTA_STS_MODE.family(((domain, mode), 1.0) for domain, mode in modes),
         MTA_STS_MAX_AGE.family(_by_key(sts)),
         MTA_STS_COVERED.family(_by_key(sts)),
+        MTA_STS_HOST_COVERED.family(_nested(sts, "mx_hosts_covered")),
+        MTA_STS_CERTIFICATE.family(_nested(sts, "mx_certificates_valid")),
         *(spec.family(by_mx) for spec in DANE),
         DANE_ADDRESS.family(_nested(results.dane, "address_matches")),
         DNSSEC.family(_dnssec(results)),
