@@ -54,8 +54,9 @@ class TargetState:
     last_success: float | None = None
     failures: dict[str, float] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    rendered: dict[str, str] = field(default_factory=dict)
-    """This target's exposition lines by family name, rendered when a result arrives."""
+    rendered: dict[str, bytes] = field(default_factory=dict)
+    """This target's exposition lines by family name, rendered (and encoded, so a scrape
+    only joins bytes) when a result arrives."""
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -75,7 +76,7 @@ class TargetState:
             ),
             _LATENCY.family([(self.labels, self.latency)]),
         ]
-        self.rendered = {family.name: sample_lines(family) for family in families}
+        self.rendered = {family.name: sample_lines(family).encode() for family in families}
 
 
 @dataclass
@@ -152,15 +153,15 @@ class Scheduler:
                 beat += math.ceil((now - beat) / interval) * interval
             await asyncio.sleep(beat - now)
 
-    def render(self) -> str:
+    def render(self) -> bytes:
         """Every target's latest result in the text format, family by family."""
         states = list(self.states.values())
         parts = []
         for name, family_header in _HEADERS:
-            body = "".join(state.rendered.get(name, "") for state in states)
+            body = b"".join([state.rendered.get(name, b"") for state in states])
             if body:
                 parts += [family_header, body]
-        return "".join(parts)
+        return b"".join(parts)
 
 
 def scheduled_families() -> list[Metric]:
@@ -168,4 +169,4 @@ def scheduled_families() -> list[Metric]:
     return [spec.after(SCHEDULED_LABELS).empty() for spec in (*PROBE_METRICS, LATENCY)]
 
 
-_HEADERS = [(family.name, header(family)) for family in scheduled_families()]
+_HEADERS = [(family.name, header(family).encode()) for family in scheduled_families()]

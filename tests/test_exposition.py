@@ -61,7 +61,7 @@ def test_same_exposition_as_prometheus_client() -> None:
     families = [family for family in families if family.samples]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    ours = "".join(header(f) + state.rendered[f.name] for f in families)
+    ours = "".join(header(f) + state.rendered[f.name].decode() for f in families)
     assert parsed(ours) == parsed(generate_latest(registry).decode())
     assert 'target="odd \\"name\\"\\\\x"' in ours
 
