@@ -192,9 +192,7 @@ def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     }
 
 
-async def test_metrics_gzipped_when_the_client_accepts_it(
-    client_for, hanging_address: str
-) -> None:
+async def test_metrics_gzipped_when_the_client_accepts_it(client_for, hanging_address: str) -> None:
     body = f"""\
         global: {{interval: 1s}}
         modules:
