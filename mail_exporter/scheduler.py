@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
@@ -70,12 +71,17 @@ class TargetState:
         elif result.failure is not None:
             reason = result.failure.reason.value
             self.failures[reason] = self.failures.get(reason, 0.0) + 1.0
-        families = [
-            *probe_families(
-                SCHEDULED_LABELS, self.labels, result, self.failures, self.last_success
-            ),
-            _LATENCY.family([(self.labels, self.latency)]),
-        ]
+        series = self.module.series
+        families = probe_families(
+            SCHEDULED_LABELS,
+            self.labels,
+            result,
+            self.failures,
+            self.last_success,
+            series.zero_failure_counters,
+        )
+        if series.latency_histogram:
+            families.append(_LATENCY.family([(self.labels, self.latency)]))
         self.rendered = {family.name: sample_lines(family).encode() for family in families}
 
 
@@ -153,15 +159,19 @@ class Scheduler:
                 beat += math.ceil((now - beat) / interval) * interval
             await asyncio.sleep(beat - now)
 
-    def render(self) -> bytes:
-        """Every target's latest result in the text format, family by family."""
+    def render(self) -> Iterator[bytes]:
+        """Every target's latest result in the text format, family by family, in pieces
+        (a family's header, then its lines): a gzipped scrape compresses them one by one
+        and never holds the whole text, which is megabytes with thousands of targets.
+
+        Safe from a worker thread: the event loop only ever replaces ``states`` and a
+        state's ``rendered`` whole, never changes them in place."""
         states = list(self.states.values())
-        parts = []
         for name, family_header in _HEADERS:
             body = b"".join([state.rendered.get(name, b"") for state in states])
             if body:
-                parts += [family_header, body]
-        return b"".join(parts)
+                yield family_header
+                yield body
 
 
 def scheduled_families() -> list[Metric]:

@@ -219,6 +219,42 @@ async def test_metrics_gzipped_when_the_client_accepts_it(client_for, hanging_ad
     assert 'mail_probe_success{target="gone",module="quick",protocol="smtp"} 0.0' in unpacked
 
 
+async def test_a_module_may_drop_the_latency_histogram_and_zero_failure_counters(
+    client_for, hanging_address: str
+) -> None:
+    body = f"""\
+        global: {{interval: 1s}}
+        modules:
+          full: {{protocol: smtp, timeout: 100ms}}
+          lean:
+            protocol: smtp
+            timeout: 100ms
+            series: {{latency_histogram: false, zero_failure_counters: false}}
+        targets:
+          - {{name: full, address: "{hanging_address}", module: full}}
+          - {{name: lean, address: "{hanging_address}", module: lean}}
+"""
+    client, exporter = await client_for(body)
+    await wait_for_results(exporter, 2)
+    text = await (await client.get("/metrics")).text()
+    names = {"full": set(), "lean": set()}
+    for name, labels in series(text):
+        target = dict(labels).get("target")
+        if target in names:
+            names[target].add((name, dict(labels).get("reason", "")))
+    full, lean = names["full"], names["lean"]
+    assert ("mail_probe_latency_seconds_count", "") in full
+    assert not {name for name, _ in lean if name.startswith("mail_probe_latency_seconds")}
+    full_reasons = {reason for name, reason in full if name == "mail_probe_failures_total"}
+    lean_reasons = {reason for name, reason in lean if name == "mail_probe_failures_total"}
+    assert lean_reasons == {"timeout"} and len(full_reasons) > 1
+    # The rest is the same: only those two families lose series.
+    dropped = {"mail_probe_failures_total"}
+    assert {name for name, _ in full if not name.startswith("mail_probe_latency_seconds")} - (
+        dropped
+    ) == {name for name, _ in lean} - dropped
+
+
 @pytest.mark.parametrize(
     ("accept_encoding", "gzip"),
     [
