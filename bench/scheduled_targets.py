@@ -13,8 +13,9 @@ Measures, against the real exporter run as a subprocess with a generated config:
 ``--targets 500,1000,2000,5000`` runs each count in turn (a fresh exporter each, the same
 helpers) and ends with a table of how the cost grows: CPU per probe, RSS per target,
 ``/metrics`` latency gzipped and plain, series per target. ``--compare DIR`` runs the
-source tree in DIR (e.g. a checkout of the previous commit) the same way right before each
-count, so that both codes meet the same machine load, and prints both in that table.
+source tree in DIR (e.g. a checkout of the previous commit) at the same time against the same
+targets, its scrapes taking turns with this code's, so that both meet the same machine load,
+and prints both in that table.
 
 Two helper processes (so their CPU is not the exporter's) serve the targets on 127.0.0.1:
 one asyncio process accepts connections on many ports and never says a word, another
@@ -33,6 +34,7 @@ import asyncio
 import http.client
 import math
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -275,16 +277,11 @@ def run_counts(args: argparse.Namespace, children: Children, work: Path) -> int:
         codes.insert(0, (args.compare.name, args.compare))
     rows = []
     for targets in args.targets:
-        for label, code in codes:
-            print(f"\n=== {targets} targets, code: {label} ({code or 'installed'})", flush=True)
-            run_dir = work / f"{label}-{targets}"
-            run_dir.mkdir()
-            rows.append(
-                run_benchmark(
-                    args, children, run_dir, (silent_ports, smtp_ports, silent_helper), targets,
-                    (label, code),
-                )
-            )  # fmt: skip
+        print(f"\n=== {targets} targets", flush=True)
+        run_dir = work / str(targets)
+        run_dir.mkdir()
+        helpers = (silent_ports, smtp_ports, silent_helper)
+        rows += run_benchmark(args, children, run_dir, helpers, targets, codes)
     print_table(
         "Cost by target count (gzip: Accept-Encoding: gzip, as Prometheus scrapes)",
         [
@@ -333,14 +330,29 @@ def _kib(sizes: list[int]) -> str:
     return f"{median(sizes) / 1024:,.0f} KiB" if sizes else "-"
 
 
+@dataclass
+class Arm:
+    """One code's exporter in a run, and what was seen of it."""
+
+    label: str
+    run: Run
+    exporter: subprocess.Popen[bytes]
+    port: int
+    sampler: RssSampler
+    cpu_start: float
+    log: Path
+
+
 def run_benchmark(
     args: argparse.Namespace,
     children: Children,
     work: Path,
     helpers: tuple[list[int], list[int], psutil.Process],
     targets: int,
-    code: tuple[str, Path | None],
-) -> Row:
+    codes: list[tuple[str, Path | None]],
+) -> list[Row]:
+    """Every code's exporter at once on the same targets, scraped in turn, so that each
+    meets the same load from the rest of the machine."""
     silent_ports, smtp_ports, silent_helper = helpers
     idle_fds = silent_helper.num_fds()  # listening sockets, stdio, the event loop's own
     config = work / "mail_exporter.yml"
@@ -353,62 +365,74 @@ def run_benchmark(
         args.timeout,
         args.concurrency,
     )
-    run = Run(args.interval, args.timeout, args.cycles)
-    run.seen = {name: TargetSeen(silent) for name, silent in names.items()}
-    exporter_log = work / "exporter.log"
-    run.spawned = time.monotonic()
-    exporter, port = start_exporter(children, config, exporter_log, code=code[1])
-    run.ready = time.monotonic()
-    process = psutil.Process(exporter.pid)
-    cpu_start = cpu_seconds(exporter.pid)
-    sampler = RssSampler(process)
-    sampler.start()
+    arms = []
+    for label, code in codes:
+        run = Run(args.interval, args.timeout, args.cycles)
+        run.seen = {name: TargetSeen(silent) for name, silent in names.items()}
+        log = work / f"exporter-{label}.log"
+        run.spawned = time.monotonic()
+        exporter, port = start_exporter(children, config, log, code=code)
+        run.ready = time.monotonic()
+        sampler = RssSampler(psutil.Process(exporter.pid))
+        sampler.start()
+        arms.append(Arm(label, run, exporter, port, sampler, cpu_seconds(exporter.pid), log))
     duration = args.cycles * args.interval + args.timeout + RESULT_SLACK_S + 0.5
     print(
         f"{targets} targets ({targets // 2 + targets % 2} silent on "
         f"{len(silent_ports)} ports, {targets // 2} answering on {len(smtp_ports)} ports), "
         f"interval {args.interval:g}s, timeout {args.timeout:g}s, concurrency "
-        f"{args.concurrency}; running {duration:.0f}s with {args.scrapes} scrapes",
+        f"{args.concurrency}; running {duration:.0f}s with {args.scrapes} scrapes of each of "
+        f"{', '.join(arm.label for arm in arms)}",
         flush=True,
     )
+    ready = arms[-1].run.ready
     try:
         for index in range(args.scrapes):
-            due = run.ready + duration * (index + 1) / args.scrapes
+            due = ready + duration * (index + 1) / args.scrapes
             time.sleep(max(0.0, due - time.monotonic()))
-            if exporter.poll() is not None:
-                raise RuntimeError(f"exporter exited with {exporter.returncode}")
-            try:
-                hanging = silent_helper.num_fds() - idle_fds
-            except psutil.Error:
-                hanging = -1
             gzip = index % 2 == 0
-            started = time.time()
-            elapsed_ms, body, sent = scrape(port, gzip)
-            run.scrape_windows.append((started, started + elapsed_ms / 1000))
-            run.latencies_ms[gzip].append(elapsed_ms)
-            run.body_bytes[gzip].append(sent)
-            run.hanging.append(hanging)
-            run.record(parse_metrics(body), time.monotonic())
-            run.series_per_target = series_per_target(body, targets)
+            for arm in arms if index % 4 < 2 else arms[::-1]:
+                if arm.exporter.poll() is not None:
+                    raise RuntimeError(f"exporter exited with {arm.exporter.returncode}")
+                try:
+                    hanging = silent_helper.num_fds() - idle_fds
+                except psutil.Error:
+                    hanging = -1
+                run = arm.run
+                started = time.time()
+                elapsed_ms, body, sent = scrape(arm.port, gzip)
+                run.scrape_windows.append((started, started + elapsed_ms / 1000))
+                run.latencies_ms[gzip].append(elapsed_ms)
+                run.body_bytes[gzip].append(sent)
+                run.hanging.append(hanging)
+                run.record(parse_metrics(body), time.monotonic())
+                run.series_per_target = series_per_target(body, targets)
     finally:
-        sampler.stopped.set()
-        sampler.join()
-    cpu_used = cpu_seconds(exporter.pid) - cpu_start
-    elapsed = time.monotonic() - run.ready
-    children.stop(exporter)
-    ok = report(args, targets, run, sampler, cpu_used, elapsed, exporter_log)
-    probes = sum(state.count for state in run.seen.values())
-    return Row(
-        code[0],
-        targets,
-        ok,
-        cpu_used / max(1, probes) * 1000,
-        cpu_used / elapsed,
-        max(rss for _, rss in sampler.rss) / 1e6,
-        run.latencies_ms,
-        run.body_bytes,
-        run.series_per_target,
-    )
+        for arm in arms:
+            arm.sampler.stopped.set()
+            arm.sampler.join()
+    rows = []
+    for arm in arms:
+        cpu_used = cpu_seconds(arm.exporter.pid) - arm.cpu_start
+        elapsed = time.monotonic() - arm.run.ready
+        children.stop(arm.exporter)
+        print(f"\n--- {targets} targets, code: {arm.label}")
+        ok = report(args, targets, arm.run, arm.sampler, cpu_used, elapsed, arm.log)
+        probes = sum(state.count for state in arm.run.seen.values())
+        rows.append(
+            Row(
+                arm.label,
+                targets,
+                ok,
+                cpu_used / max(1, probes) * 1000,
+                cpu_used / elapsed,
+                max(rss for _, rss in arm.sampler.rss) / 1e6,
+                arm.run.latencies_ms,
+                arm.run.body_bytes,
+                arm.run.series_per_target,
+            )
+        )
+    return rows
 
 
 def report(
