@@ -55,9 +55,9 @@ class TargetState:
     last_success: float | None = None
     failures: dict[str, float] = field(default_factory=dict)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    rendered: dict[str, bytes] = field(default_factory=dict)
-    """This target's exposition lines by family name, rendered (and encoded, so a scrape
-    only joins bytes) when a result arrives."""
+    rendered: tuple[bytes, ...] = ()
+    """This target's exposition lines of each family, in the order of :data:`_HEADERS`
+    (empty where it has none), rendered and encoded when a result arrives."""
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -82,7 +82,8 @@ class TargetState:
         )
         if series.latency_histogram:
             families.append(_LATENCY.family([(self.labels, self.latency)]))
-        self.rendered = {family.name: sample_lines(family).encode() for family in families}
+        lines = {family.name: sample_lines(family).encode() for family in families}
+        self.rendered = tuple(lines.get(name, b"") for name, _ in _HEADERS)
 
 
 @dataclass
@@ -166,9 +167,11 @@ class Scheduler:
 
         Safe from a worker thread: the event loop only ever replaces ``states`` and a
         state's ``rendered`` whole, never changes them in place."""
-        states = list(self.states.values())
-        for name, family_header in _HEADERS:
-            body = b"".join([state.rendered.get(name, b"") for state in states])
+        rows = [state.rendered for state in self.states.values() if state.rendered]
+        # zip(*rows) turns the targets' rows into the families' columns without a Python
+        # step per target and family (5,000 targets: 5,000 steps, not 110,000).
+        for (_, family_header), column in zip(_HEADERS, zip(*rows, strict=True), strict=False):
+            body = b"".join(column)
             if body:
                 yield family_header
                 yield body
