@@ -302,9 +302,11 @@ def probe_families(
     result: ProbeResult,
     failures: Mapping[str, float],
     last_success: float | None,
+    zero_failures: bool = True,
 ) -> list[Family]:
     """Every probe family (those without samples too) of one target's latest result, its
-    failure counts and its last success time, under the label names ``names``."""
+    failure counts (every reason, or with ``zero_failures`` false only those counted) and
+    its last success time, under the label names ``names``."""
     target = tuple(labels)
     tls, failure, posture = result.tls, result.failure, result.smtp_posture
     chain = tls.chain if tls else ()
@@ -326,7 +328,9 @@ def probe_families(
             for position, c in enumerate(chain)
         ],
         FAILURES.name: [
-            ((*target, reason), failures.get(reason, 0.0)) for reason in FAILURE_REASONS
+            ((*target, reason), failures.get(reason, 0.0))
+            for reason in FAILURE_REASONS
+            if zero_failures or reason in failures
         ],
         USER_ENUMERATION.name: (
             [((*target, verb), found) for verb, found in posture.enumeration.items()]

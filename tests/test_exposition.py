@@ -21,7 +21,7 @@ from mail_exporter.exposition import header, sample_lines
 from mail_exporter.latency import LATENCY
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
-from mail_exporter.scheduler import SCHEDULED_LABELS, TargetState, scheduled_families
+from mail_exporter.scheduler import _HEADERS, SCHEDULED_LABELS, TargetState, scheduled_families
 from mail_exporter.tls_facts import TLSFacts
 from mail_exporter.web import make_app
 from tests.realservers.pki import PKI
@@ -61,7 +61,8 @@ def test_same_exposition_as_prometheus_client() -> None:
     families = [family for family in families if family.samples]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    ours = "".join(header(f) + state.rendered[f.name] for f in families)
+    rendered = dict(zip([name for name, _ in _HEADERS], state.rendered, strict=True))
+    ours = "".join(header(f) + rendered[f.name].decode() for f in families)
     assert parsed(ours) == parsed(generate_latest(registry).decode())
     assert 'target="odd \\"name\\"\\\\x"' in ours
 

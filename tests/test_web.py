@@ -6,6 +6,7 @@ import asyncio
 import platform
 import textwrap
 import threading
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mail_exporter.config.collectors import CollectorSection
 from mail_exporter.config.files import read_bounded
 from mail_exporter.config.root import Config
 from mail_exporter.exporter import Exporter
-from mail_exporter.web import make_app
+from mail_exporter.web import accepts_gzip, make_app
 from tests.promtool import check_metrics
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
@@ -180,6 +181,101 @@ async def test_metrics_answer_while_probes_hang(client_for, hanging_address: str
     assert response.status == 200
     assert "mail_probe_success" not in await response.text()  # nothing finished yet
     assert elapsed < 5.0  # answered without waiting for the 30 s probes
+
+
+def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and labels in an exposition, without the values."""
+    return {
+        (found.name, tuple(sorted(found.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+    }
+
+
+async def test_metrics_gzipped_when_the_client_accepts_it(client_for, hanging_address: str) -> None:
+    body = f"""\
+        global: {{interval: 1s}}
+        modules:
+          quick: {{protocol: smtp, timeout: 100ms}}
+        targets:
+          - {{name: gone, address: "{hanging_address}", module: quick}}
+"""
+    client, exporter = await client_for(body)
+    await wait_for_results(exporter, 1)
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["Vary"] == "Accept-Encoding"
+    text = await plain.text()
+    # As Prometheus asks for it; read the bytes as they were sent.
+    packed = await client.get(
+        "/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert packed.headers["Vary"] == "Accept-Encoding"
+    gzipped = await packed.read()
+    unpacked = zlib.decompress(gzipped, 16 + zlib.MAX_WBITS).decode()
+    assert len(gzipped) < len(unpacked)
+    assert series(unpacked) == series(text)
+    assert 'mail_probe_success{target="gone",module="quick",protocol="smtp"} 0.0' in unpacked
+
+
+async def test_a_module_may_drop_the_latency_histogram_and_zero_failure_counters(
+    client_for, hanging_address: str
+) -> None:
+    body = f"""\
+        global: {{interval: 1s}}
+        modules:
+          full: {{protocol: smtp, timeout: 100ms}}
+          lean:
+            protocol: smtp
+            timeout: 100ms
+            series: {{latency_histogram: false, zero_failure_counters: false}}
+        targets:
+          - {{name: full, address: "{hanging_address}", module: full}}
+          - {{name: lean, address: "{hanging_address}", module: lean}}
+"""
+    client, exporter = await client_for(body)
+    await wait_for_results(exporter, 2)
+    text = await (await client.get("/metrics")).text()
+    names = {"full": set(), "lean": set()}
+    for name, labels in series(text):
+        target = dict(labels).get("target")
+        if target in names:
+            names[target].add((name, dict(labels).get("reason", "")))
+    full, lean = names["full"], names["lean"]
+    assert ("mail_probe_latency_seconds_count", "") in full
+    assert not {name for name, _ in lean if name.startswith("mail_probe_latency_seconds")}
+    full_reasons = {reason for name, reason in full if name == "mail_probe_failures_total"}
+    lean_reasons = {reason for name, reason in lean if name == "mail_probe_failures_total"}
+    assert lean_reasons == {"timeout"} and len(full_reasons) > 1
+    # The rest is the same: only those two families lose series.
+    dropped = {"mail_probe_failures_total"}
+    assert {name for name, _ in full if not name.startswith("mail_probe_latency_seconds")} - (
+        dropped
+    ) == {name for name, _ in lean} - dropped
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzip"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("deflate, gzip;q=0.5", True),
+        ("br;q=1.0, gzip; q=0.1", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("deflate, br", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_accepts_gzip(accept_encoding: str, gzip: bool) -> None:
+    assert accepts_gzip(accept_encoding) is gzip
 
 
 async def test_probe_endpoint(

@@ -29,13 +29,14 @@ QUEUE_LABELS = ("mta", "mta_instance", "queue")
 OTHER = "other"
 
 
-def read_head(path: str, limit: int) -> tuple[bytes, int] | None:
+def read_head(path: str, limit: int, dir_fd: int | None = None) -> tuple[bytes, int] | None:
     """The first ``limit`` bytes of a spool file and its size; ``None`` if it vanished
     meanwhile or is not a regular file. A FIFO or a device planted in a spool would make
     a plain open wait for a writer, or a read never end: it is opened without blocking
-    and skipped, never read."""
+    and skipped, never read. ``path`` is relative to the directory ``dir_fd`` if given
+    (one path component to look up instead of the whole path)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK, dir_fd=dir_fd)
     except FileNotFoundError:
         return None  # delivered or moved between listing and reading
     try:

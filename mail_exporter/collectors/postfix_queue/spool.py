@@ -8,7 +8,9 @@ retry time). Deferral reasons come from the per-message logs in ``defer/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,15 @@ _SIZE, _TIME, _CONTENT = ord("C"), ord("T"), frozenset(b"MEN")
 
 def parse_queue_file_head(head: bytes) -> tuple[int | None, float | None]:
     """Message size (the size record's first field, as showq reports it) and arrival time."""
+    # Every queue file Postfix writes starts with a short size record, then a short time
+    # record: read those two in place, without walking the records.
+    if len(head) > 3 and head[0] == _SIZE and head[1] < 0x80:
+        time_at = 2 + head[1]
+        if time_at + 2 < len(head) and head[time_at] == _TIME and head[time_at + 1] < 0x80:
+            size_field = head[2:time_at].split(None, 1)
+            time_field = head[time_at + 2 : time_at + 2 + head[time_at + 1]].split(None, 1)
+            if size_field and time_field and size_field[0].isdigit() and time_field[0].isdigit():
+                return int(size_field[0]), float(time_field[0])
     size: int | None = None
     arrival: float | None = None
     for kind, data in _records(head):
@@ -63,9 +74,10 @@ def parse_queue_file_head(head: bytes) -> tuple[int | None, float | None]:
     return size, arrival
 
 
-def read_queue_file(path: str) -> tuple[int, float | None] | None:
-    """Message size and arrival time of a queue file; ``None`` if it vanished meanwhile."""
-    found = read_head(path, HEAD_BYTES)
+def read_queue_file(path: str, dir_fd: int | None = None) -> tuple[int, float | None] | None:
+    """Message size and arrival time of a queue file (``path`` relative to the directory
+    ``dir_fd`` if given); ``None`` if it vanished meanwhile."""
+    found = read_head(path, HEAD_BYTES, dir_fd)
     if found is None:
         return None
     head, file_size = found
@@ -73,36 +85,62 @@ def read_queue_file(path: str) -> tuple[int, float | None] | None:
     return (file_size if size is None else size), arrival
 
 
+_DEFER_FIELD = re.compile(rb"^(recipient|reason)=(.*)$", re.MULTILINE)
+"""The two lines of a defer log that are counted; a regular expression finds them
+without splitting the others (a log has about ten lines per recipient)."""
+
+
 def parse_defer_log(text: bytes) -> list[tuple[str, str]]:
     """(recipient, reason) pairs of a per-message defer log (``name=value`` lines)."""
     pairs = []
     recipient = ""
-    for line in text.split(b"\n"):
-        if line.startswith(b"recipient="):
-            recipient = line[10:].decode(errors="replace")
-        elif line.startswith(b"reason=") and recipient:
-            pairs.append((recipient, line[7:].decode(errors="replace")))
+    for found in _DEFER_FIELD.finditer(text):
+        if found[1] == b"recipient":
+            recipient = found[2].decode(errors="replace")
+        elif recipient:
+            pairs.append((recipient, found[2].decode(errors="replace")))
             recipient = ""
     return pairs
 
 
-def _walk(directory: str, *, missing_ok: bool = False) -> Iterator[os.DirEntry[str]]:
+SpoolFile = tuple[int, os.DirEntry[str]]
+"""A file found in the spool: its directory, open, and its entry (named in it)."""
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY
+
+
+def _walk(
+    path: str, open_directories: contextlib.ExitStack, *, missing_ok: bool = False
+) -> Iterator[SpoolFile]:
     """Every file below a queue directory, through hashed subdirectories of any depth.
 
-    A missing ``directory`` raises :class:`FileNotFoundError` unless ``missing_ok``; a
-    hashed subdirectory that vanishes during the scan is skipped.
+    Each directory is opened once (kept open in ``open_directories``) and its files are
+    opened through it, so that opening a file looks up one name, not the whole path: a
+    cold scan opens two files per deferred message. A missing ``path`` raises
+    :class:`FileNotFoundError` unless ``missing_ok``; a hashed subdirectory that vanishes
+    (or turns into something else) during the scan is skipped.
     """
     try:
-        entries = list(os.scandir(directory))
+        directory = os.open(path, _DIRECTORY_FLAGS)
     except FileNotFoundError:
         if missing_ok:
             return
         raise
+    yield from _walk_open(directory, open_directories)
+
+
+def _walk_open(directory: int, open_directories: contextlib.ExitStack) -> Iterator[SpoolFile]:
+    open_directories.callback(os.close, directory)
+    with os.scandir(directory) as listing:
+        entries = list(listing)
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path, missing_ok=True)
+            try:
+                below = os.open(entry.name, _DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
+            except OSError:  # gone, or replaced by a symbolic link or a file
+                continue
+            yield from _walk_open(below, open_directories)
         elif entry.is_file(follow_symlinks=False):
-            yield entry
+            yield directory, entry
 
 
 Deferral = tuple[str, str]
@@ -130,35 +168,47 @@ class SpoolScanner:
     _deferrals: dict[tuple[str, int], list[Deferral]] = field(default_factory=dict)
 
     def scan(self) -> QueueSnapshot:
+        with contextlib.ExitStack() as open_directories:
+            return self._scan(open_directories)
+
+    def _scan(self, open_directories: contextlib.ExitStack) -> QueueSnapshot:
         snapshot = QueueSnapshot("spool")
         heads: dict[tuple[str, int], tuple[int, float | None]] = {}
         deferrals: dict[tuple[str, int], list[Deferral]] = {}
+        known_heads, known_deferrals = self._heads, self._deferrals
         defer_logs = {
-            entry.name: entry
-            for entry in _walk(os.path.join(self.queue_directory, "defer"), missing_ok=True)
+            entry.name: (directory, entry)
+            for directory, entry in _walk(
+                os.path.join(self.queue_directory, "defer"), open_directories, missing_ok=True
+            )
         }
         for queue in QUEUES:
-            for entry in self._queue_files(queue):
-                key = (entry.name, entry.inode())
-                found = self._heads.get(key) or read_queue_file(entry.path)
+            stats = snapshot.queues[queue]
+            for directory, entry in self._queue_files(queue, open_directories):
+                name = entry.name
+                key = (name, entry.inode())
+                found = known_heads.get(key) or read_queue_file(name, directory)
                 if found is None:
                     continue
                 heads[key] = found
-                snapshot.add_message(queue, *found)
-                log = defer_logs.get(entry.name) if queue == "deferred" else None
+                stats.add(*found)
+                log = defer_logs.get(name) if queue == "deferred" else None
                 if log is not None:
-                    log_key = (log.name, log.inode())
-                    counted = self._deferrals.get(log_key)
+                    log_directory, log_entry = log
+                    log_key = (name, log_entry.inode())
+                    counted = known_deferrals.get(log_key)
                     if counted is None:
-                        counted = _deferrals_in(log.path)
+                        counted = _deferrals_in(name, log_directory)
                     deferrals[log_key] = counted
                     snapshot.count_deferrals(counted)
         self._heads, self._deferrals = heads, deferrals
         return snapshot
 
-    def _queue_files(self, queue: str) -> Iterator[os.DirEntry[str]]:
+    def _queue_files(
+        self, queue: str, open_directories: contextlib.ExitStack
+    ) -> Iterator[SpoolFile]:
         try:  # only the queue directory itself may raise: see _walk
-            yield from _walk(os.path.join(self.queue_directory, queue))
+            yield from _walk(os.path.join(self.queue_directory, queue), open_directories)
         except FileNotFoundError:
             raise CollectorError(
                 f"{self.queue_directory} has no {queue} directory: not a Postfix queue "
@@ -166,8 +216,8 @@ class SpoolScanner:
             ) from None
 
 
-def _deferrals_in(path: str) -> list[Deferral]:
-    found = read_head(path, MAX_FIELD_BYTES)
+def _deferrals_in(name: str, directory: int) -> list[Deferral]:
+    found = read_head(name, MAX_FIELD_BYTES, directory)
     pairs = parse_defer_log(found[0]) if found else []
     return [(classify_reason(reason), recipient_domain(recipient)) for recipient, reason in pairs]
 
