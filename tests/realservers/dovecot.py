@@ -22,6 +22,7 @@ from tests.realservers.runtime import (
     accepts_tcp,
     format_endpoints,
     free_port,
+    listens_on,
     log_excerpt,
     loopback_endpoints,
     reachable_dir,
@@ -160,8 +161,15 @@ class Dovecot:
             )
 
     def _wait_until_listening(self, timeout: float) -> None:
+        # Held by Dovecot's own master, not only answered: the taken port of a clash
+        # answers too, while the master is still binding the others before it gives up.
+        assert self._process is not None
+        pid = self._process.pid
         pending = wait_for_endpoints(
-            self._endpoints(), accepts_tcp, timeout, still_running=self._running
+            self._endpoints(),
+            lambda endpoint: accepts_tcp(endpoint) and listens_on(pid, endpoint[1]),
+            timeout,
+            still_running=self._running,
         )
         if not pending:
             return
