@@ -33,7 +33,7 @@ from mail_exporter.discovery import DiscoveryOptions, _accepted, discover_config
 from mail_exporter.discovery.facts import Port
 from mail_exporter.discovery.listeners import MAX_PEEKS, PEEKS_AT_ONCE, peek_listeners
 from mail_exporter.discovery.options import MAX_OUTPUT_BYTES, SERVER_SECONDS
-from mail_exporter.discovery.plan import CollectorChoice
+from mail_exporter.discovery.plan import CollectorChoice, _target_name
 from tests.scripted import Handler, scripted_server, smtp_script
 from tests.served import get, served_exporter
 from tests.test_discovery import checked, discover
@@ -371,3 +371,12 @@ if "-h" in sys.argv:
         time.sleep(8)  # longer than two more discoveries (three postconf calls of a second)
         reloads = served.stderr().count("configuration reloaded")
     assert reloads == 2, served.stderr()
+
+
+def test_target_names_stay_distinct_however_the_configs_name_listeners() -> None:
+    """Listener names are the configs' own: a name with the port already added is taken
+    too, so a number follows (two targets of one name would be refused)."""
+    assert _target_name("smtp", 2525, set()) == "smtp"
+    assert _target_name("smtp", 2525, {"smtp"}) == "smtp-2525"
+    assert _target_name("smtp", 2525, {"smtp", "smtp-2525"}) == "smtp-2525-2"
+    assert _target_name("imap login/é", 143, set()) == "imap-login--"
