@@ -93,6 +93,7 @@ class Exporter:
         self.reload_successful = True
         self.reload_success_time = time.time()
         self._reload_lock = asyncio.Lock()
+        self._next_reload: asyncio.Future[None] | None = None
         self.ready = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -114,8 +115,19 @@ class Exporter:
         The files (config, secret files, web config and its certificates) are read, and
         the collectors switched (closing one joins its threads and writes its state
         file), in a thread, so probes and scrapes go on meanwhile; reloads run one at a
-        time, so a SIGHUP and a POST /-/reload at once cannot interleave."""
+        time, so a SIGHUP and a POST /-/reload at once cannot interleave. Requests that
+        come while one runs share the next one, which reads what is there once the
+        running one is done: a burst of SIGHUPs while a slow discovery runs costs one
+        more reload, not one per signal."""
+        if self._next_reload is None:
+            self._next_reload = asyncio.ensure_future(self._reload_in_turn())
+            # Read here too: a caller that went away (an HTTP client) leaves it unread.
+            self._next_reload.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(self._next_reload)
+
+    async def _reload_in_turn(self) -> None:
         async with self._reload_lock:
+            self._next_reload = None  # a request from now on needs a read of its own
             try:
                 config, discovered, web_config = await asyncio.to_thread(self._read_configs)
             except ConfigError as error:

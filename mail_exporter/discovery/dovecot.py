@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 from mail_exporter.config.probes import Protocol
-from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, ServerFacts, ask
-from mail_exporter.discovery.options import DiscoveryOptions
+from mail_exporter.discovery.facts import (
+    DiscoveryProblem,
+    LogFile,
+    Port,
+    ServerFacts,
+    ask,
+    local_path,
+    port_number,
+)
+from mail_exporter.discovery.options import SERVER_SECONDS, DiscoveryOptions
 
 LOGIN_PROTOCOLS: dict[str, Protocol] = {"imap": "imap", "pop3": "pop3"}
 CONFIG_FILE = "/etc/dovecot/dovecot.conf"
@@ -34,12 +43,14 @@ def discover_dovecot(options: DiscoveryOptions) -> tuple[list[ServerFacts], list
     facts.ports = _ports(settings, protocols)
     for key in ("log_path", "info_log_path"):
         value = settings.get(key, "")
-        if value.startswith("/") and all(log.path != Path(value) for log in facts.logs):
-            facts.logs.append(LogFile(Path(value), "dovecot", f"{key} of {config}"))
+        path = local_path(value)
+        if path is not None and all(log.path != path for log in facts.logs):
+            facts.logs.append(LogFile(path, "dovecot", f"{key} of {config}"))
         elif value == "syslog" or (key == "log_path" and not value):
             facts.uses_syslog = True
     if settings.get("ssl", "no") != "no" and settings.get("ssl_cert", "").startswith("<"):
-        facts.certificates.append(Path(settings["ssl_cert"][1:].strip()))
+        certificate = local_path(settings["ssl_cert"][1:])
+        facts.certificates += [certificate] if certificate else []
     store = _fixed_store(settings.get("mail_location", ""))
     facts.paths = [store] if store else []
     facts.settings = {
@@ -55,7 +66,8 @@ def discover_dovecot(options: DiscoveryOptions) -> tuple[list[ServerFacts], list
 
 def _settings(config: Path) -> dict[str, str]:
     settings: dict[str, str] = {}
-    for line in ask(["doveconf", "-c", str(config), "-S"]).splitlines():
+    deadline = time.monotonic() + SERVER_SECONDS
+    for line in ask(["doveconf", "-c", str(config), "-S"], deadline):
         key, equals, value = line.partition("=")
         if equals:
             settings[key] = value
@@ -71,8 +83,8 @@ def _ports(settings: dict[str, str], protocols: set[str]) -> list[Port]:
             continue
         for listener in settings.get(f"{prefix}/inet_listener", "").split():
             place = f"{prefix}/inet_listener/{listener}"
-            port = int(settings.get(f"{place}/port", "0") or 0)
-            if port == 0:
+            port = port_number(settings.get(f"{place}/port", ""))
+            if port is None:
                 continue
             implicit = settings.get(f"{place}/ssl") == "yes"
             host = settings.get(f"{place}/address", "").strip() or None
@@ -99,6 +111,6 @@ def _fixed_store(mail_location: str) -> Path | None:
     for part in rest.split(":"):
         path = part.partition("=")[2] if "=" in part else part
         fixed = re.split(r"[%~]", path, maxsplit=1)[0].rstrip("/")
-        if fixed.startswith("/"):
-            return Path(fixed)
+        if (store := local_path(fixed)) is not None:
+            return store
     return None

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from pathlib import Path
 
-from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, ServerFacts, ask
-from mail_exporter.discovery.options import DiscoveryOptions
+from mail_exporter.discovery.facts import (
+    DiscoveryProblem,
+    LogFile,
+    Port,
+    ServerFacts,
+    ask,
+    domain_name,
+    local_path,
+    port_number,
+)
+from mail_exporter.discovery.options import SERVER_SECONDS, DiscoveryOptions
 
 OPTIONS = (
     "spool_directory",
@@ -42,11 +52,13 @@ def discover_exim(options: DiscoveryOptions) -> tuple[list[ServerFacts], list[st
         values = _options(command)
     except DiscoveryProblem as problem:
         return [], [f"Exim: {problem}"]
-    spool = Path(values["spool_directory"])
+    spool = local_path(values["spool_directory"])
+    if spool is None:
+        return [], [f"Exim: spool_directory {values['spool_directory']!r} is no absolute path"]
     facts = ServerFacts(kind="exim", name="exim", summary="", journal_unit="exim4.service")
     facts.queue = spool
     facts.paths = [spool]
-    facts.domain = values.get("qualify_domain") or None
+    facts.domain = domain_name(values["qualify_domain"])
     facts.settings = {"name": "exim", "spool_directory": str(spool), "exim_command": command}
     mainlog = _mainlog(values["log_file_path"], spool, options)
     if mainlog is not None:
@@ -60,15 +72,15 @@ def discover_exim(options: DiscoveryOptions) -> tuple[list[ServerFacts], list[st
         else:
             kind = "submission" if port == 587 else "smtp"
             facts.ports.append(Port(port, "smtp", kind, f"exim-{port}", origin))
-    if values["tls_certificate"].startswith("/"):
-        facts.certificates.append(Path(values["tls_certificate"]))
+    if certificate := local_path(values["tls_certificate"]):
+        facts.certificates.append(certificate)
     facts.summary = f"Exim ({' '.join(command)}): spool {spool}, log {mainlog or 'syslog'}"
     return [facts], []
 
 
 def _options(command: list[str]) -> dict[str, str]:
     values = dict.fromkeys(OPTIONS, "")
-    for line in ask([*command, "-bP", *OPTIONS]).splitlines():
+    for line in ask([*command, "-bP", *OPTIONS], time.monotonic() + SERVER_SECONDS):
         name, equals, value = line.partition(" = ")
         if equals and name.strip() in values:
             values[name.strip()] = value.strip()
@@ -82,7 +94,7 @@ def _mainlog(log_file_path: str, spool: Path, options: DiscoveryOptions) -> Path
     compiled-in default (Debian's /var/log/exim4, else the spool's log directory)."""
     for entry in (part.strip() for part in log_file_path.split(":")):
         if entry.startswith("/"):
-            return Path(entry.replace("%s", "main", 1).replace("%D", "").replace("%M", ""))
+            return local_path(entry.replace("%s", "main", 1).replace("%D", "").replace("%M", ""))
     if log_file_path.strip():
         return None  # syslog only
     debian = options.path(DEBIAN_LOG)
@@ -97,10 +109,10 @@ def _ports(text: str) -> list[int]:
     ports = []
     for item in (part.strip() for part in text.split(separator)):
         if item.isdigit():
-            ports.append(int(item))
+            ports += [port] if (port := port_number(item)) else []
         elif item:
             try:
                 ports.append(socket.getservbyname(item, "tcp"))
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL in the name
                 continue
     return ports

@@ -3,12 +3,16 @@ sockets from ``/proc/net/tcp`` and ``tcp6`` (readable by any user, no process wa
 one banner and capability peek per port through the probes' own code, never a login.
 
 The ports peeked are the standard ones (:data:`STANDARD_PORTS`) and those the servers'
-configs name, and only those that listen: nothing else of the host is touched. A port
-bound to every address is peeked on loopback; a port bound to some addresses on the
-first loopback one, else on the first it is bound to, which is an address of this host:
-the peeks never leave it. Each peek has its own time limit and all run at once, so a
-port that accepts and never answers costs one limit (twice: STARTTLS or plaintext
-first, implicit TLS second, unless the config said implicit), not one per port.
+configs name, and only those that listen: nothing else of the host is touched, however
+many sockets it has. A port bound to every address is peeked on loopback; a port bound
+to some addresses on the first loopback one, else on the first it is bound to, which is
+an address of this host: the peeks never leave it. Each peek has its own time limit and
+:data:`PEEKS_AT_ONCE` run at once, so a port that accepts and never answers costs one
+limit (twice: STARTTLS or plaintext first, implicit TLS second, unless the config said
+implicit), not one per port. At most :data:`MAX_PEEKS` ports are peeked (the configs'
+first); a host whose configs name more (thousands of master.cf services) gets the rest
+noted, not peeked, so discovery's time stays within
+``MAX_PEEKS / PEEKS_AT_ONCE`` times two limits.
 
 A peek is the probe a scheduled target makes, without ``auth``: the banner, the
 capabilities, STARTTLS and its handshake when offered (or the handshake first, for
@@ -41,24 +45,30 @@ STANDARD_PORTS: tuple[Port, ...] = (
     Port(110, "pop3", "pop3", "pop3", "the standard POP3 port"),
     Port(995, "pop3", "pop3s", "pop3s", "the standard POP3S port", "implicit"),
 )
+MAX_PEEKS = 64
+PEEKS_AT_ONCE = 32
+"""Connections open at once: far below any process's file limit."""
+STANDARD_NUMBERS = frozenset(port.port for port in STANDARD_PORTS)
 LISTEN_STATE = "0A"
 PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
-def listening_sockets(tables: Iterable[Path] = PROC_TABLES) -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP socket of this host's network namespace."""
-    found: set[tuple[str, int]] = set()
+def listening_sockets(tables: Iterable[Path] = PROC_TABLES) -> dict[int, set[str]]:
+    """The addresses of every listening TCP socket of this host's network namespace, by
+    port (the tables hold every connection too: read line by line)."""
+    found: dict[int, set[str]] = {}
     for table in tables:
         try:
-            lines = table.read_text().splitlines()[1:]
+            with table.open() as lines:
+                next(lines, None)  # the header
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == LISTEN_STATE:
+                        address, _, port = fields[1].partition(":")
+                        found.setdefault(int(port, 16), set()).add(_address(address))
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == LISTEN_STATE:
-                address, _, port = fields[1].partition(":")
-                found.add((_address(address), int(port, 16)))
     return found
 
 
@@ -132,26 +142,34 @@ async def _peek(port: Port, bound: tuple[str, ...], address: Address, seconds: f
 async def _peek_all(
     listening: list[tuple[Port, tuple[str, ...], Address]], seconds: float
 ) -> list[Peek]:
-    return list(
-        await asyncio.gather(
-            *(_peek(port, bound, address, seconds) for port, bound, address in listening)
-        )
-    )
+    slots = asyncio.Semaphore(PEEKS_AT_ONCE)
+
+    async def peek(port: Port, bound: tuple[str, ...], address: Address) -> Peek:
+        async with slots:
+            return await _peek(port, bound, address, seconds)
+
+    return list(await asyncio.gather(*(peek(*listener) for listener in listening)))
 
 
-def peek_listeners(ports: Iterable[Port], timeout: float) -> tuple[list[Peek], list[Port]]:
+def peek_listeners(
+    ports: Iterable[Port], timeout: float
+) -> tuple[list[Peek], list[Port], list[Port]]:
     """The peeks of the given ports that listen (the first of several for one port
-    number, the configs' before the standard ones), and the ports that do not."""
+    number, the configs' before the standard ones), the ports that do not, and those
+    that listen beyond :data:`MAX_PEEKS` (the standard ones are always peeked)."""
     sockets = listening_sockets()
     chosen: dict[int, tuple[Port, tuple[str, ...], Address]] = {}
     silent: list[Port] = []
+    unpeeked: list[Port] = []
     for port in ports:
         if port.port in chosen:
             continue
-        bound = tuple(sorted({a for a, p in sockets if p == port.port}))
+        bound = tuple(sorted(sockets.get(port.port, ())))
         address = probe_address(port, bound)
         if address is None:
             silent.append(port)
-        else:
+        elif len(chosen) < MAX_PEEKS or port.port in STANDARD_NUMBERS:
             chosen[port.port] = (port, bound, address)
-    return asyncio.run(_peek_all(list(chosen.values()), timeout)), silent
+        else:
+            unpeeked.append(port)
+    return asyncio.run(_peek_all(list(chosen.values()), timeout)), silent, unpeeked

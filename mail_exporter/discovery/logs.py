@@ -4,7 +4,9 @@ or, without one and where systemd runs, the journal of the units that log to sys
 A server's own file that does not exist yet is still followed when its directory
 exists (the logs collector waits for it); one in a directory that does not exist is
 left out. A source this user cannot read is left out with the reason and the group to
-join (:mod:`.rights`).
+join (:mod:`.rights`). A file several servers write (Postfix instances sharing a
+``maillog_file``, a ``maillog_file`` that is syslog's mail.log) is one source, in the
+format of the first that names it: the logs collector takes each file once.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def discover_logs(
             )
     syslogging = [server for server in servers if server.uses_syslog]
     if not syslogging:
-        return choices, []
+        return _once(choices), []
     names = ", ".join(server.name for server in syslogging)
     for well_known in SYSLOG_FILES:
         path = options.path(well_known)
@@ -62,14 +64,26 @@ def discover_logs(
             choices.append(
                 LogChoice({"path": str(path)}, f"syslog's mail log ({names})", unreadable(path))
             )
-            return choices, []
+            return _once(choices), []
     journal = _journal(syslogging, options)
     if journal is None:
-        return choices, [
+        return _once(choices), [
             f"  {names} log to syslog, but there is no {SYSLOG_FILES[0]} and no systemd "
             "journal: install rsyslog (or set Postfix's maillog_file) to count their logs"
         ]
-    return [*choices, journal], []
+    return [*_once(choices), journal], []
+
+
+def _once(choices: list[LogChoice]) -> list[LogChoice]:
+    """Each file once: the first choice of a path, its reason joined by the others'."""
+    by_path: dict[object, LogChoice] = {}
+    for choice in choices:
+        first = by_path.setdefault(choice.source["path"], choice)
+        if first is not choice:
+            by_path[choice.source["path"]] = LogChoice(
+                first.source, f"{first.why}; also {choice.why}", first.blocked
+            )
+    return list(by_path.values())
 
 
 def _journal(servers: list[ServerFacts], options: DiscoveryOptions) -> LogChoice | None:

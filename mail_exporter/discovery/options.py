@@ -18,6 +18,10 @@ from pathlib import Path
 
 COMMAND_TIMEOUT_SECONDS = 5.0
 """Each of postconf, doveconf, exim -bP: they read a config file and answer at once."""
+SERVER_SECONDS = 10.0
+"""All the queries of one server together (Postfix asks three times per instance)."""
+MAX_OUTPUT_BYTES = 16 << 20
+"""The most a query may print: postconf -F of thousands of master.cf services is a few MB."""
 PEEK_TIMEOUT_SECONDS = 3.0
 """Each listener's banner and capability peek; all run at once."""
 

@@ -97,9 +97,11 @@ def address_text(peek: Peek) -> str:
 
 
 def _target_name(name: str, port: int, taken: set[str]) -> str:
-    """A label value the config takes, the port added when the name is taken already."""
-    name = re.sub(f"[^{LABEL_CHARACTERS}]", "-", name)[: MAX_NAME_LENGTH - 6]
-    return name if name not in taken else f"{name}-{port}"
+    """A label value the config takes, the port added when the name is taken already (and
+    a number too when that is taken: configs name their listeners freely)."""
+    name = re.sub(f"[^{LABEL_CHARACTERS}]", "-", name)[: MAX_NAME_LENGTH - 12]
+    candidates = (name, f"{name}-{port}", *(f"{name}-{port}-{n}" for n in range(2, len(taken) + 3)))
+    return next(candidate for candidate in candidates if candidate not in taken)
 
 
 def plan_targets(peeks: list[Peek]) -> tuple[dict[str, dict[str, Any]], list[Target], list[str]]:

@@ -14,12 +14,22 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from mail_exporter.config.probes import TLSMode
-from mail_exporter.discovery.facts import DiscoveryProblem, LogFile, Port, ServerFacts, ask
-from mail_exporter.discovery.options import DiscoveryOptions
+from mail_exporter.discovery.facts import (
+    DiscoveryProblem,
+    LogFile,
+    Port,
+    ServerFacts,
+    ask,
+    domain_name,
+    local_path,
+    port_number,
+)
+from mail_exporter.discovery.options import SERVER_SECONDS, DiscoveryOptions
 
 PARAMETERS = (
     "queue_directory",
@@ -49,31 +59,45 @@ def discover_postfix(options: DiscoveryOptions) -> tuple[list[ServerFacts], list
         return [], []
     instances: list[ServerFacts] = []
     notes: list[str] = []
+    deadline = time.monotonic() + SERVER_SECONDS
     try:
-        primary, others = _instance(directory, "postfix")
+        primary, others = _instance(directory, "postfix", deadline)
     except DiscoveryProblem as problem:
         return [], [f"Postfix: {problem}"]
     instances.append(primary)
-    for other in others:
+    for other in dict.fromkeys(others):  # each directory once, the primary's not again
+        if other == directory:
+            continue
         try:
-            name = _INSTANCE_NAME.sub("-", _values(other, ["multi_instance_name"])[0])
-            instances.append(_instance(other, name or f"postfix-{other.name}")[0])
+            named = _values(other, ["multi_instance_name"], deadline)[0]
+            name = _unique(_INSTANCE_NAME.sub("-", named or f"postfix-{other.name}"), instances)
+            instances.append(_instance(other, name, deadline)[0])
         except DiscoveryProblem as problem:
             notes.append(f"Postfix instance {other}: {problem}")
     return instances, notes
 
 
-def _values(directory: Path, names: list[str]) -> list[str]:
-    lines = ask(["postconf", "-c", str(directory), "-x", "-h", *names]).splitlines()
+def _unique(name: str, instances: list[ServerFacts]) -> str:
+    """The instance's name, numbered when another has it already: two instances of one
+    name would be one ``mta_instance`` twice, which the queue collector refuses."""
+    taken = {instance.name for instance in instances}
+    numbered = (f"{name}-{n}" for n in range(2, len(taken) + 3))
+    return name if name not in taken else next(n for n in numbered if n not in taken)
+
+
+def _values(directory: Path, names: list[str], deadline: float) -> list[str]:
+    lines = ask(["postconf", "-c", str(directory), "-x", "-h", *names], deadline)
     if len(lines) != len(names):
         raise DiscoveryProblem(f"postconf -c {directory} -h printed {len(lines)} lines")
     return [line.strip() for line in lines]
 
 
-def _instance(directory: Path, name: str) -> tuple[ServerFacts, list[Path]]:
+def _instance(directory: Path, name: str, deadline: float) -> tuple[ServerFacts, list[Path]]:
     """One instance, and the config directories of the others it names (postmulti)."""
-    values = dict(zip(PARAMETERS, _values(directory, list(PARAMETERS)), strict=True))
-    queue = Path(values["queue_directory"])
+    values = dict(zip(PARAMETERS, _values(directory, list(PARAMETERS), deadline), strict=True))
+    queue = local_path(values["queue_directory"])
+    if queue is None:
+        raise DiscoveryProblem(f"queue_directory {values['queue_directory']!r} is no absolute path")
     facts = ServerFacts(
         kind="postfix",
         name=name,
@@ -84,26 +108,28 @@ def _instance(directory: Path, name: str) -> tuple[ServerFacts, list[Path]]:
         # The queue, and the mail stores of local and virtual delivery when set.
         paths=[queue]
         + [
-            Path(values[key])
+            path
             for key in ("mail_spool_directory", "virtual_mailbox_base")
-            if values[key].startswith("/")
+            if (path := local_path(values[key])) is not None
         ],
-        domain=values["mydomain"] or None,
+        domain=domain_name(values["mydomain"]),
     )
     facts.settings = {"name": name, "config_directory": str(directory)}
     if values["maillog_file"]:
-        log = Path(values["maillog_file"])
-        facts.logs.append(LogFile(log, "syslog", f"maillog_file in {directory}/main.cf"))
+        log = local_path(values["maillog_file"])
+        if log is not None:
+            facts.logs.append(LogFile(log, "syslog", f"maillog_file in {directory}/main.cf"))
     else:
         facts.uses_syslog = True
     facts.certificates = _certificates(values)
-    facts.ports = list(_ports(directory, name, values))
+    facts.ports = list(_ports(directory, name, values, deadline))
     state = {True: "running", False: "not running", None: "state unknown"}[facts.running]
     log_place = values["maillog_file"] or "syslog"
     facts.summary = (
         f"Postfix instance {name} ({directory}, {state}): queue {queue}, logs to {log_place}"
     )
-    others = [Path(p) for p in re.split(r"[\s,]+", values["multi_instance_directories"]) if p]
+    listed = re.split(r"[\s,]+", values["multi_instance_directories"])
+    others = [path for path in map(local_path, listed) if path is not None]
     return facts, others
 
 
@@ -121,14 +147,14 @@ def _certificates(values: dict[str, str]) -> list[Path]:
     """``smtpd_tls_chain_files`` (key and chain, in files of their own or one) or
     ``smtpd_tls_cert_file``; the key files among them are left to :mod:`.certificates`."""
     files = re.split(r"[\s,]+", values["smtpd_tls_chain_files"] or values["smtpd_tls_cert_file"])
-    return [Path(f) for f in files if f]
+    return [path for path in map(local_path, files) if path is not None]
 
 
-def _service_fields(directory: Path) -> dict[tuple[str, str], dict[str, str]]:
+def _service_fields(directory: Path, deadline: float) -> dict[tuple[str, str], dict[str, str]]:
     """``postconf -F`` (master.cf fields) or ``-P`` (``-o`` overrides) by (service, type)."""
     services: dict[tuple[str, str], dict[str, str]] = {}
     for flag in ("-F", "-P"):
-        for line in ask(["postconf", "-c", str(directory), "-x", flag]).splitlines():
+        for line in ask(["postconf", "-c", str(directory), "-x", flag], deadline):
             key, _, value = line.partition(" = ")
             service, _, rest = key.partition("/")
             kind, _, field = rest.partition("/")
@@ -136,8 +162,10 @@ def _service_fields(directory: Path) -> dict[tuple[str, str], dict[str, str]]:
     return services
 
 
-def _ports(directory: Path, instance: str, values: dict[str, str]) -> Iterator[Port]:
-    for (service, transport), fields in _service_fields(directory).items():
+def _ports(
+    directory: Path, instance: str, values: dict[str, str], deadline: float
+) -> Iterator[Port]:
+    for (service, transport), fields in _service_fields(directory, deadline).items():
         if transport != "inet" or fields.get("command", "").split()[:1] != ["smtpd"]:
             continue
         host, port = _endpoint(service)
@@ -168,10 +196,10 @@ def _endpoint(service: str) -> tuple[str | None, int | None]:
         host, _, service = service.rpartition(":")
         host = host.strip("[]")
     if service.isdigit():
-        return host, int(service)
+        return host, port_number(service)
     try:
         return host, socket.getservbyname(service, "tcp")
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return host, SERVICE_PORTS.get(service)
 
 

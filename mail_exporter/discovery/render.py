@@ -3,11 +3,16 @@ choice was made, valid for ``check-config`` as printed.
 
 Values are written by PyYAML (quoting whatever needs it), in flow style inside each
 entry; the text around them is ours, so that comments sit beside what they explain.
+Comments quote what the servers' configs and the peeks said (paths, names, errors):
+every unprintable character in them is escaped (:func:`~mail_exporter.printable.printable`),
+so no line break of any kind (LF, NEL, U+2028) ends a comment early and no control
+character makes the YAML unreadable.
 A collector that cannot run here is written commented out, below the reason.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 import time
 from collections.abc import Iterable
@@ -16,6 +21,7 @@ from typing import Any
 import yaml
 
 from mail_exporter.discovery.plan import CollectorChoice, Plan
+from mail_exporter.printable import printable
 
 INTERVAL = "30s"
 COMMENT_WIDTH = 96
@@ -25,7 +31,7 @@ def _comment(lines: Iterable[str], indent: int) -> list[str]:
     """Comment lines at ``indent``, long ones wrapped (continued two spaces further in)."""
     pad = " " * indent
     wrapped: list[str] = []
-    for line in lines:
+    for line in (printable(line, None) for line in lines):
         inner = " " * (len(line) - len(line.lstrip()) + 2)
         width = max(COMMENT_WIDTH - indent, 40)
         parts = textwrap.wrap(line, width, subsequent_indent=inner, break_on_hyphens=False)
@@ -34,7 +40,8 @@ def _comment(lines: Iterable[str], indent: int) -> list[str]:
 
 
 def _value(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False)
+    # One line whatever its length: a commented-out section comments each of its lines.
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False)
     return text.removesuffix("\n...\n").strip()
 
 
