@@ -31,7 +31,9 @@ turn it into their own failure (the round trip's stages, the collector's error).
   a time; a line over :data:`MAX_LINE_BYTES`, a literal announced over the session's
   ``max_literal``, a response over ``max_response`` bytes or :data:`MAX_RESPONSE_LINES`
   lines ends the session at once: the connection is dropped and the pending commands
-  fail with :class:`ServerViolation`, which says what the server did.
+  fail with :class:`ServerViolation`, which says what the server did. A connection the
+  server closes fails them too (aioimaplib would leave them waiting for the step's time
+  limit), and so does it the wait for the greeting.
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # 
         self._scanned = 0  # the buffer holds no CRLF before this
         self._literal_left = 0
         self._bytes = self._lines = 0  # since our last command
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.violation is None:
+            self._fail_pending("the server closed the connection")
+        if not self.closed.done():
+            self.closed.set_result(None)
+        super().connection_lost(exc)
 
     def send(self, line: str, scrub: str | None = None) -> None:
         self._bytes = self._lines = 0
@@ -153,13 +163,27 @@ class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # 
         self.violation = reason
         self._buffer.clear()
         logger.warning("IMAP session ended: %s", reason)
+        self._fail_pending(reason)
         if self.transport is not None:
             self.transport.abort()
+
+    def _fail_pending(self, reason: str) -> None:
         pending = [self.pending_sync_command, *self.pending_async_commands.values()]
         for command in pending:
             if command is not None:
                 command._exception = ServerViolation(reason)  # as aioimaplib's own timeout
                 command.close(reason.encode(), "BAD")
+
+    async def greeted(self) -> None:
+        """Wait for the greeting and the capabilities; ServerViolation when the
+        connection ends first."""
+        greeting = asyncio.ensure_future(self.wait("AUTH|NONAUTH"))
+        try:
+            await asyncio.wait({greeting, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            greeting.cancel()
+        if not greeting.done() or greeting.cancelled():
+            raise ServerViolation(self.violation or "the server closed the connection")
 
 
 def response_text(response: Any) -> str:
@@ -206,7 +230,7 @@ async def connect(protocol: Any, address: Address, module: ModuleConfig) -> None
     )
     if context is not None:
         _verify(transport.get_extra_info("ssl_object"), address, module)
-    await protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
+    await protocol.greeted()
     if module.tls == "starttls":
         await _starttls(protocol, address, module)
 

@@ -61,6 +61,9 @@ class ImapScript:
     flagged: set[int] = field(default_factory=set)
 
     async def serve(self, reader: asyncio.StreamReader, writer: Writer) -> None:
+        greeting = self.answers.get("GREETING")
+        if greeting is not None and await greeting(self, writer, "", ""):
+            return
         writer.write(b"* OK [CAPABILITY " + self.capabilities.encode() + b"] ready\r\n")
         while line := await reader.readline():
             tag, _, command = line.decode("ascii", "replace").strip().partition(" ")
@@ -182,6 +185,27 @@ def lying_size(script: ImapScript) -> None:
     script.answers["UID FETCH"] = answer
 
 
+def long_greeting(script: ImapScript) -> None:
+    """Greets with 100 MiB that never end a line."""
+
+    async def answer(script: ImapScript, writer: Writer, tag: str, command: str) -> bool:
+        await stream(writer, b"* OK ", 100 * MIB)
+        return True
+
+    script.answers["GREETING"] = answer
+
+
+def closes(script: ImapScript) -> None:
+    """Closes the connection instead of answering SEARCH."""
+
+    async def answer(script: ImapScript, writer: Writer, tag: str, command: str) -> bool:
+        writer.close()
+        await asyncio.sleep(60)
+        return True
+
+    script.answers["UID SEARCH"] = answer
+
+
 def long_line(script: ImapScript) -> None:
     """Answers SEARCH with 100 MiB that never end a line."""
 
@@ -285,6 +309,8 @@ CASES: dict[str, Callable[[ImapScript], None]] = {
     for case in (
         huge_literal,
         lying_size,
+        long_greeting,
+        closes,
         long_line,
         million_uids,
         untagged_stream,

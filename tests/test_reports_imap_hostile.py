@@ -42,7 +42,9 @@ def measured(case: str, tmp_path: Path) -> dict[str, Any]:
     ("case", "reason"),
     [
         ("huge_literal", "the server announced a literal of 524288000 bytes"),
-        ("long_line", "the server sent a line longer than 8388608 bytes"),
+        ("long_line", "UID SEARCH: the server sent a line longer than 8388608 bytes"),
+        ("long_greeting", "connect: the server sent a line longer than 8388608 bytes"),
+        ("closes", "UID SEARCH: the server closed the connection"),
         ("untagged_stream", "the server sent more than 10000 lines in one answer"),
         ("drip", "UID SEARCH: no answer within 5s"),
     ],
