@@ -11,7 +11,10 @@ a byte bound, filing those understood.
   after a UIDVALIDITY change, when the mailbox is read again, ``SINCE`` the day
   :mod:`.state` says), the oldest first. The
   answer is read number by number keeping only the ``limit`` smallest UIDs, each once
-  and within 32 bits, so that a million UIDs cost no more than the line.
+  and within 32 bits, so that a million UIDs cost no more than the line. A longer
+  answer (over some million messages not filed) is over the protocol's line bound and
+  fails the pass with that reason: no real reports mailbox holds so many, and the
+  user can move messages away.
 - **Sizes before bodies**: ``UID FETCH (UID RFC822.SIZE INTERNALDATE)`` for the ones
   taken (what the server says of UIDs not asked is dropped), then
   ``BODY.PEEK[]<0.N>`` (which sets no \\Seen) only for those within
