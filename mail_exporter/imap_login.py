@@ -33,7 +33,13 @@ turn it into their own failure (the round trip's stages, the collector's error).
   lines ends the session at once: the connection is dropped and the pending commands
   fail with :class:`ServerViolation`, which says what the server did. A connection the
   server closes fails them too (aioimaplib would leave them waiting for the step's time
-  limit), and so does it the wait for the greeting.
+  limit), and so does it the wait for the greeting. A greeting other than OK or
+  PREAUTH ends the session with what it said (aioimaplib raises in a task of its own,
+  and the greeting is waited for until the time limit); lines after the greeting are no
+  greetings (aioimaplib sends CAPABILITY for each line until the first answer).
+  CAPABILITY answers are read as ASCII, at most :data:`MAX_CAPABILITIES` words of their
+  first 64 KiB (aioimaplib decodes them as UTF-8, raising on other bytes, and keeps
+  every word).
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ MAX_LITERAL_BYTES = MIB
 messages and sets its own)."""
 MAX_RESPONSE_BYTES = 32 * MIB
 """Default bound of what a server sends between two of our commands."""
+MAX_CAPABILITIES = 200
+"""Most capabilities kept (real servers name some 40)."""
+MAX_CAPABILITY_BYTES = 64 * 1024
 MAX_RESPONSE_LINES = 10_000
 """Most lines a server sends between two of our commands (FETCH answers name at most
 a hundred messages; an endless stream of untagged lines ends here)."""
@@ -107,6 +116,7 @@ class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # 
         self._literal_left = 0
         self._bytes = self._lines = 0  # since our last command
         self.closed: asyncio.Future[None] = loop.create_future()
+        self._greeted = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.violation is None:
@@ -173,6 +183,24 @@ class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # 
             if command is not None:
                 command._exception = ServerViolation(reason)  # as aioimaplib's own timeout
                 command.close(reason.encode(), "BAD")
+
+    async def welcome(self, command: bytes) -> None:
+        """The greeting; aioimaplib calls this for every line before the state changes,
+        and each would send CAPABILITY: only the first line is the greeting."""
+        if self._greeted:
+            return
+        self._greeted = True
+        if b"PREAUTH" not in command and b"OK" not in command:
+            self._refuse(f"the server's greeting: {printable(command)}")
+            return
+        with contextlib.suppress(aioimaplib.AioImapException):  # the session's end says why
+            await super().welcome(command)
+
+    async def capability(self) -> None:
+        command = aioimaplib.Command("CAPABILITY", self.new_tag(), loop=self.loop)
+        lines = (await self.execute(command)).lines
+        first = bytes(lines[0][:MAX_CAPABILITY_BYTES]) if lines else b""
+        self.capabilities = set(first.decode("ascii", "replace").split()[:MAX_CAPABILITIES])
 
     async def greeted(self) -> None:
         """Wait for the greeting and the capabilities; ServerViolation when the

@@ -195,6 +195,23 @@ def long_greeting(script: ImapScript) -> None:
     script.answers["GREETING"] = answer
 
 
+def greeting_flood(script: ImapScript) -> None:
+    """Follows its greeting with lines until the client goes away, and answers
+    CAPABILITY with 8 MiB of names (and bytes that are no UTF-8)."""
+
+    async def greeting(script: ImapScript, writer: Writer, tag: str, command: str) -> bool:
+        writer.write(b"* OK ready\r\n" + b"* OK more\r\n" * 2000)
+        return False
+
+    async def capability(script: ImapScript, writer: Writer, tag: str, command: str) -> bool:
+        await stream(writer, b"* CAPABILITY IMAP4rev1 \xff\xfe ", 8 * MIB - 64, b"X ")
+        writer.write(f"\r\n{tag} OK done\r\n".encode())
+        return True
+
+    script.answers["GREETING"] = greeting
+    script.answers["CAPABILITY"] = capability
+
+
 def closes(script: ImapScript) -> None:
     """Closes the connection instead of answering SEARCH."""
 
@@ -310,6 +327,7 @@ CASES: dict[str, Callable[[ImapScript], None]] = {
         huge_literal,
         lying_size,
         long_greeting,
+        greeting_flood,
         closes,
         long_line,
         million_uids,
@@ -336,6 +354,10 @@ def serving(script: ImapScript) -> Iterator[str]:
         async with scripted_server(script.serve) as address:
             ready.set_result(address)
             await stop.wait()
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}  # a script still talking
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
     thread.start()
@@ -345,6 +367,7 @@ def serving(script: ImapScript) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
+        loop.close()
 
 
 def settings(address: str, state_file: Path, **options: Any) -> ReportsConfig:

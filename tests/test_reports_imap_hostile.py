@@ -4,6 +4,7 @@ within its time limit with a reason, or is read within bounds, and a child proce
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import subprocess
@@ -54,6 +55,25 @@ def test_a_hostile_server_ends_the_pass_with_a_reason_within_bounds(
 ) -> None:
     result = measured(case, tmp_path)
     assert result["failure"] is not None and reason in result["failure"], result["failure"]
+
+
+def test_a_flood_of_greetings_and_capabilities_is_read_within_bounds(tmp_path: Path) -> None:
+    result = measured("greeting_flood", tmp_path)
+    assert result["failure"] is None, result["failure"]
+    assert result["samples"][NOTIFIED] == 1
+    assert result["seen"].count("CAPABILITY") == 2  # after the greeting, after the login
+
+
+def test_a_greeting_other_than_ok_ends_the_pass_saying_what_it_was(tmp_path: Path) -> None:
+    async def bye(script: ImapScript, writer: Any, tag: str, command: str) -> bool:
+        writer.write(b"* BYE \xff too busy\r\n")
+        await asyncio.sleep(30)
+        return True
+
+    script = ImapScript(answers={"GREETING": bye})
+    with serving(script) as address:
+        failure, _ = one_pass(collector(settings(address, tmp_path / "state.json")))
+    assert failure == "connect: the server's greeting: * BYE \ufffd too busy", failure
 
 
 def test_a_message_longer_than_announced_is_read_only_up_to_the_bound(tmp_path: Path) -> None:
