@@ -9,6 +9,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,36 @@ def test_a_uidvalidity_changing_at_every_pass_rereads_only_recent_mail(
     fetched = [command.split()[2] for command in script.seen if "BODY.PEEK" in command]
     assert fetched == ["311", "312", "313", "314", "315"]
     assert "UIDVALIDITY changed from 2 to 3" in caplog.text
+
+
+def test_a_server_slow_at_every_step_is_ended_by_the_pass_timeout(tmp_path: Path) -> None:
+    async def slow(script: ImapScript, writer: Any, tag: str, command: str) -> bool:
+        await asyncio.sleep(1)  # within the module's timeout, every time
+        return False
+
+    script = ImapScript(messages=dict.fromkeys(range(1, 101), BACKUP), answers={"UID FETCH": slow})
+    with serving(script) as address:
+        started = time.monotonic()
+        failure, _ = one_pass(collector(settings(address, tmp_path / "state.json", timeout="3s")))
+        took = time.monotonic() - started
+    assert failure == "the pass did not end within 3s", failure
+    assert took < HANG_GUARD_SECONDS
+    assert not (tmp_path / "state.json").exists()  # nothing counted: the next pass reads it all
+
+
+def test_what_a_server_says_reaches_failures_and_logs_printable_and_short(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hostile = "\x1b]0;owned\x07\u202e\x00" + "A" * 5000
+
+    async def select(script: ImapScript, writer: Any, tag: str, command: str) -> bool:
+        writer.write(f"* OK [ALERT] {hostile}\r\n{tag} NO [ALERT] {hostile}\r\n".encode())
+        return True
+
+    script = ImapScript(answers={"SELECT": select})
+    with serving(script) as address:
+        failure, _ = one_pass(collector(settings(address, tmp_path / "state.json")))
+    assert failure is not None and failure.startswith("SELECT 'INBOX': NO [ALERT] \\x1b]0;")
+    assert failure.isprintable() and len(failure) < 200, failure
+    for record in caplog.records:
+        assert record.getMessage().isprintable(), record.getMessage()
