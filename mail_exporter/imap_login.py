@@ -39,7 +39,9 @@ turn it into their own failure (the round trip's stages, the collector's error).
   greetings (aioimaplib sends CAPABILITY for each line until the first answer).
   CAPABILITY answers are read as ASCII, at most :data:`MAX_CAPABILITIES` words of their
   first 64 KiB (aioimaplib decodes them as UTF-8, raising on other bytes, and keeps
-  every word).
+  every word). A line aioimaplib cannot take (a tag not sent, bytes that are no UTF-8
+  where it decodes) ends the session with that line, where asyncio would log
+  aioimaplib's traceback and drop the connection.
 """
 
 from __future__ import annotations
@@ -166,7 +168,10 @@ class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # 
                     self._refuse(f"the server announced a literal of {size} bytes")
                     return
                 self._literal_left = int(digits)
-            super().data_received(line)
+            try:
+                super().data_received(line)
+            except (aioimaplib.AioImapException, ValueError):  # asyncio would log a traceback
+                self._refuse(f"the server sent a line out of turn: {printable(line[:-2], 80)}")
 
     def _refuse(self, reason: str) -> None:
         """Drop the connection and fail every pending command with ``reason``."""

@@ -193,3 +193,20 @@ def test_what_a_server_says_reaches_failures_and_logs_printable_and_short(
     assert failure.isprintable() and len(failure) < 200, failure
     for record in caplog.records:
         assert record.getMessage().isprintable(), record.getMessage()
+
+
+@pytest.mark.parametrize("line", [b"* \xff\xfe 1", b"Z999 OK not yours"])
+def test_a_line_aioimaplib_cannot_take_ends_the_pass_with_that_line(
+    line: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def search(script: ImapScript, writer: Any, tag: str, command: str) -> bool:
+        writer.write(line + b"\r\n")
+        await asyncio.sleep(30)
+        return True
+
+    script = ImapScript(answers={"UID SEARCH": search})
+    with serving(script) as address:
+        failure, _ = one_pass(collector(settings(address, tmp_path / "state.json")))
+    shown = line.decode("utf-8", "replace")
+    assert failure == f"UID SEARCH: the server sent a line out of turn: {shown}", failure
+    assert "Traceback" not in caplog.text
