@@ -21,6 +21,27 @@ trip's mailbox (:mod:`mail_exporter.roundtrip.imap_mailbox`) and the reports col
 A step that cannot go on raises :class:`ImapLoginFailure`, which says whether the login
 itself failed (refused, no token) or what came before it; the callers bound the time and
 turn it into their own failure (the round trip's stages, the collector's error).
+
+- **Bounded reading** (:class:`BoundedProtocol`): aioimaplib keeps a line without CRLF
+  whole and joins every new chunk to it (memory without bound, time quadratic in the
+  line), reads a literal of any announced size into memory, keeps every untagged line a
+  server sends during a command, and parses a chunk's lines by recursion, one level a
+  line (a chunk of a thousand short lines ends in RecursionError). The protocol used
+  here frames the data itself and hands aioimaplib one line, or one literal's bytes, at
+  a time; a line over :data:`MAX_LINE_BYTES`, a literal announced over the session's
+  ``max_literal``, a response over ``max_response`` bytes or :data:`MAX_RESPONSE_LINES`
+  lines ends the session at once: the connection is dropped and the pending commands
+  fail with :class:`ServerViolation`, which says what the server did. A connection the
+  server closes fails them too (aioimaplib would leave them waiting for the step's time
+  limit), and so does it the wait for the greeting. A greeting other than OK or
+  PREAUTH ends the session with what it said (aioimaplib raises in a task of its own,
+  and the greeting is waited for until the time limit); lines after the greeting are no
+  greetings (aioimaplib sends CAPABILITY for each line until the first answer).
+  CAPABILITY answers are read as ASCII, at most :data:`MAX_CAPABILITIES` words of their
+  first 64 KiB (aioimaplib decodes them as UTF-8, raising on other bytes, and keeps
+  every word). A line aioimaplib cannot take (a tag not sent, bytes that are no UTF-8
+  where it decodes) ends the session with that line, where asyncio would log
+  aioimaplib's traceback and drop the connection.
 """
 
 from __future__ import annotations
@@ -28,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from typing import Any
 
 import aioimaplib
@@ -44,6 +66,25 @@ from mail_exporter.targets import Address
 
 LOGOUT_SECONDS = 2.0
 """Most a LOGOUT is waited for when a session ends; the connection closes after it anyway."""
+MIB = 1024 * 1024
+MAX_LINE_BYTES = 8 * MIB
+"""Longest line taken from a server: a SEARCH answer of some million UIDs."""
+MAX_LITERAL_BYTES = MIB
+"""Default bound of one literal (header fields; the reports collector reads whole
+messages and sets its own)."""
+MAX_RESPONSE_BYTES = 32 * MIB
+"""Default bound of what a server sends between two of our commands."""
+MAX_CAPABILITIES = 200
+"""Most capabilities kept (real servers name some 40)."""
+MAX_CAPABILITY_BYTES = 64 * 1024
+MAX_RESPONSE_LINES = 10_000
+"""Most lines a server sends between two of our commands (FETCH answers name at most
+a hundred messages; an endless stream of untagged lines ends here)."""
+
+logger = logging.getLogger(__name__)
+# aioimaplib reports routine untagged responses (EXISTS, RECENT) at INFO, and every
+# untagged line no command waits for: a server could fill the log.
+logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 
 class ImapLoginFailure(Exception):
@@ -53,6 +94,129 @@ class ImapLoginFailure(Exception):
         super().__init__(detail)
         self.detail = detail
         self.login = login
+
+
+class ServerViolation(aioimaplib.AioImapException):  # type: ignore[misc]  # untyped
+    """The server sent more than a session takes; the message says what."""
+
+
+class BoundedProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]  # untyped
+    """aioimaplib's client protocol, fed within bounds (see the module's docstring)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_literal: int = MAX_LITERAL_BYTES,
+        max_response: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        super().__init__(loop)
+        self.max_literal = max_literal
+        self.max_response = max_response
+        self.violation: str | None = None
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer holds no CRLF before this
+        self._literal_left = 0
+        self._bytes = self._lines = 0  # since our last command
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._greeted = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.violation is None:
+            self._fail_pending("the server closed the connection")
+        if not self.closed.done():
+            self.closed.set_result(None)
+        super().connection_lost(exc)
+
+    def send(self, line: str, scrub: str | None = None) -> None:
+        self._bytes = self._lines = 0
+        super().send(line, scrub=scrub)
+
+    def data_received(self, data: bytes) -> None:
+        if self.violation is not None:
+            return
+        self._bytes += len(data)
+        if self._bytes > self.max_response:
+            self._refuse(f"the server sent more than {self.max_response} bytes in one answer")
+            return
+        buffer = self._buffer
+        buffer += data
+        while buffer and self.violation is None:
+            if self._literal_left:
+                piece = bytes(buffer[: self._literal_left])
+                del buffer[: len(piece)]
+                self._literal_left -= len(piece)
+                super().data_received(piece)
+                continue
+            end = buffer.find(b"\r\n", self._scanned)
+            if end < 0:
+                if len(buffer) > MAX_LINE_BYTES:
+                    self._refuse(f"the server sent a line longer than {MAX_LINE_BYTES} bytes")
+                self._scanned = max(0, len(buffer) - 1)
+                return
+            line = bytes(buffer[: end + 2])
+            del buffer[: end + 2]
+            self._scanned = 0
+            self._lines += 1
+            if self._lines > MAX_RESPONSE_LINES:
+                self._refuse(f"the server sent more than {MAX_RESPONSE_LINES} lines in one answer")
+                return
+            literal = aioimaplib.literal_data_re.match(line[:-2])  # as aioimaplib reads it
+            if literal:
+                digits = literal.group("size")  # a thousand digits are no int to make
+                if len(digits) > len(str(self.max_literal)) or int(digits) > self.max_literal:
+                    size = printable(digits, 20)
+                    self._refuse(f"the server announced a literal of {size} bytes")
+                    return
+                self._literal_left = int(digits)
+            try:
+                super().data_received(line)
+            except (aioimaplib.AioImapException, ValueError):  # asyncio would log a traceback
+                self._refuse(f"the server sent a line out of turn: {printable(line[:-2], 80)}")
+
+    def _refuse(self, reason: str) -> None:
+        """Drop the connection and fail every pending command with ``reason``."""
+        self.violation = reason
+        self._buffer.clear()
+        logger.warning("IMAP session ended: %s", reason)
+        self._fail_pending(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail_pending(self, reason: str) -> None:
+        pending = [self.pending_sync_command, *self.pending_async_commands.values()]
+        for command in pending:
+            if command is not None:
+                command._exception = ServerViolation(reason)  # as aioimaplib's own timeout
+                command.close(reason.encode(), "BAD")
+
+    async def welcome(self, command: bytes) -> None:
+        """The greeting; aioimaplib calls this for every line before the state changes,
+        and each would send CAPABILITY: only the first line is the greeting."""
+        if self._greeted:
+            return
+        self._greeted = True
+        if b"PREAUTH" not in command and b"OK" not in command:
+            self._refuse(f"the server's greeting: {printable(command)}")
+            return
+        with contextlib.suppress(aioimaplib.AioImapException):  # the session's end says why
+            await super().welcome(command)
+
+    async def capability(self) -> None:
+        command = aioimaplib.Command("CAPABILITY", self.new_tag(), loop=self.loop)
+        lines = (await self.execute(command)).lines
+        first = bytes(lines[0][:MAX_CAPABILITY_BYTES]) if lines else b""
+        self.capabilities = set(first.decode("ascii", "replace").split()[:MAX_CAPABILITIES])
+
+    async def greeted(self) -> None:
+        """Wait for the greeting and the capabilities; ServerViolation when the
+        connection ends first."""
+        greeting = asyncio.ensure_future(self.wait("AUTH|NONAUTH"))
+        try:
+            await asyncio.wait({greeting, self.closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            greeting.cancel()
+        if not greeting.done() or greeting.cancelled():
+            raise ServerViolation(self.violation or "the server closed the connection")
 
 
 def response_text(response: Any) -> str:
@@ -99,7 +263,7 @@ async def connect(protocol: Any, address: Address, module: ModuleConfig) -> None
     )
     if context is not None:
         _verify(transport.get_extra_info("ssl_object"), address, module)
-    await protocol.wait("AUTH|NONAUTH")  # the greeting, then CAPABILITY
+    await protocol.greeted()
     if module.tls == "starttls":
         await _starttls(protocol, address, module)
 

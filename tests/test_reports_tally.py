@@ -119,6 +119,8 @@ def test_the_state_file_is_private_bounded_and_read_back(tmp_path: Path) -> None
     for index in range(MAX_REPORT_IDS + 10):
         state.remember(report_key("dmarc", "r", str(index)))
     state.notifications["backup", "success"] = 1700000000.5
+    state.arrived(1700000000.0, now=1800000000.0)
+    state.arrived(1900000000.0, now=1800000000.0)  # a date in the future counts as now
     save_state(path, state)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     again = load_state(path)
@@ -128,7 +130,18 @@ def test_the_state_file_is_private_bounded_and_read_back(tmp_path: Path) -> None
         report_key("dmarc", "r", "10")
     )
     assert again.notifications == {("backup", "success"): 1700000000.5}
+    assert again.read_until == 1800000000.0 and again.since is None
     assert again.start_at("INBOX", 8) == 0  # another UIDVALIDITY: from the start
+    assert again.since == 1800000000.0 - 86400  # of what arrived since the day before
+    assert again.start_at("Other", 8) == 0 and again.since is None  # another mailbox: all
+
+
+def test_a_state_file_written_before_arrival_times_were_kept_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    fields = {"mailbox": "INBOX", "uidvalidity": 7, "last_uid": 3, "reports": []}
+    path.write_text(json.dumps({"version": 1, **fields, "notifications": []}))
+    state = load_state(path)
+    assert (state.last_uid, state.read_until) == (3, None)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,6 @@ Every command is bounded by the receive module's ``timeout``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import secrets
 import time
@@ -57,9 +56,6 @@ from mail_exporter.roundtrip.mailbox import Found
 from mail_exporter.roundtrip.message import HEADER_FIELDS, ROUTE_HEADER, TOKEN_HEADER, parse_tagged
 from mail_exporter.roundtrip.outcome import RoundTripFailure, Stage
 from mail_exporter.targets import Address
-
-# aioimaplib reports routine untagged responses (EXISTS, RECENT) at INFO.
-logging.getLogger("aioimaplib").setLevel(logging.WARNING)
 
 MAX_SWEEP = 100
 """Most messages of a route read per cleanup, the newest; older ones are not looked at."""
@@ -115,7 +111,7 @@ class ImapMailbox:
         """Connect, secure, log in and select the mailbox; ``cleanup_folder`` is the
         route's name from :func:`cleanup_folder`, the same for all its attempts. An OAuth2
         login's token comes from ``memory``'s broker."""
-        protocol = aioimaplib.IMAP4ClientProtocol(asyncio.get_running_loop())
+        protocol = imap_login.BoundedProtocol(asyncio.get_running_loop())
         protocol.conn_lost_cb = lambda _: protocol.idle_queue.put_nowait(_LOST)
         mailbox = cls(protocol, receive, module.timeout_seconds, cleanup_folder)
         try:

@@ -13,7 +13,8 @@ predecessor's pass, whose counts land in the same tally):
 2. Log in, select, list the messages above the last UID read (at most
    ``max_messages_per_pass``, the oldest first) with their sizes.
 3. Read each: one over ``max_message_bytes`` is a ``too_large`` rejection and is never
-   downloaded; the others are read (:func:`.message.read_message`), their reports
+   downloaded (one whose size was announced smaller is read up to one byte over the
+   bound, and refused alike); the others are read (:func:`.message.read_message`), their reports
    counted or refused, the notification rules matched. A message with anything
    understood (a report counted or seen before, a notification) is ``processed``, one
    with only refusals ``rejected``, the rest ``ignored``.
@@ -50,12 +51,18 @@ from mail_exporter.collectors.base import (
 )
 from mail_exporter.collectors.reports.config import ReportsConfig
 from mail_exporter.collectors.reports.families import families
-from mail_exporter.collectors.reports.mailbox import Listed, MailboxError, ReportsMailbox
+from mail_exporter.collectors.reports.mailbox import (
+    Listed,
+    MailboxError,
+    ReportsMailbox,
+    imap_date,
+)
 from mail_exporter.collectors.reports.message import read_message
 from mail_exporter.collectors.reports.notifications import CompiledRule, matched, message_time
 from mail_exporter.collectors.reports.rejection import Rejected
 from mail_exporter.collectors.reports.state import StateError, load_state, save_state
 from mail_exporter.collectors.reports.tally import PassTally, Tally
+from mail_exporter.printable import printable
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.targets import parse_address
 
@@ -139,19 +146,33 @@ class ReportsCollector:
         path = settings.state_file
         state = load_state(path)
         address = parse_address(settings.address)
-        mailbox = await ReportsMailbox.open(address, module, settings.mailbox, self._kept.memory)
+        mailbox = await ReportsMailbox.open(
+            address, module, settings.mailbox, self._kept.memory, settings.max_message_bytes
+        )
         try:
+            before = (state.mailbox, state.uidvalidity)
             after = state.start_at(settings.mailbox, mailbox.uidvalidity)
-            listed = await mailbox.new_messages(
-                after, settings.processed_flag, settings.max_messages_per_pass
+            since = state.since
+            if before[0] == settings.mailbox and before[1] not in (None, mailbox.uidvalidity):
+                logger.warning(
+                    "reports mailbox %s: UIDVALIDITY changed from %s to %d; reading again"
+                    " the messages not filed that arrived since %s",
+                    printable(settings.mailbox),
+                    before[1],
+                    mailbox.uidvalidity,
+                    "the first" if since is None else imap_date(since),
+                )
+            listed, through = await mailbox.new_messages(
+                after, settings.processed_flag, settings.max_messages_per_pass, since
             )
             counted = self.tally.begin(state)
             processed = []
             for item in listed:
                 if await self._read(mailbox, item, counted):
                     processed.append(item.uid)
-            if listed:
-                state.last_uid = max(after, listed[-1].uid)
+                if item.arrived is not None:
+                    state.arrived(item.arrived, time.time())
+            state.last_uid = through
             save_state(path, state)
             self.tally.commit(counted)
             await mailbox.file(processed, settings.processed_mailbox, settings.processed_flag)
@@ -160,12 +181,17 @@ class ReportsCollector:
 
     async def _read(self, mailbox: ReportsMailbox, item: Listed, counted: PassTally) -> bool:
         """Count one message; whether it is to be filed as processed."""
-        if item.size > self.settings.max_message_bytes:
+        bound = self.settings.max_message_bytes
+        if item.size > bound:
             counted.reject(Rejected("message", "too_large", f"{item.size} bytes"))
             counted.message("rejected")
             return False
-        raw = await mailbox.body(item.uid)
+        raw = await mailbox.body(item.uid, bound + 1)
         if raw is None:  # gone since it was listed (another client moved it): not ours to count
+            return False
+        if len(raw) > bound:  # more than the server announced
+            counted.reject(Rejected("message", "too_large", f"over {bound} bytes"))
+            counted.message("rejected")
             return False
         contents = read_message(raw, self.settings.limits)
         refusals = list(contents.rejected)

@@ -1,9 +1,15 @@
 """What the reports collector keeps between passes and restarts, in ``state_file``.
 
-- Where reading stopped: the mailbox's name, its UIDVALIDITY and the last UID read. A
-  pass reads only UIDs above it; another UIDVALIDITY (the mailbox was recreated or
-  restored) or another mailbox means reading from UID 1 again, where the report ids
-  below keep every report counted once.
+- Where reading stopped: the mailbox's name, its UIDVALIDITY, the last UID read, and
+  the newest arrival time (INTERNALDATE) of a message read. A pass reads only UIDs
+  above the last; another mailbox means reading from UID 1 again. Another UIDVALIDITY
+  (the mailbox was recreated or restored, or a broken server makes up a new one at
+  every session) means UIDs say nothing any more: the pass reads from UID 1 again,
+  but only messages that arrived since the day before the newest one read (IMAP's
+  SEARCH SINCE takes whole days), so that a server changing UIDVALIDITY at every pass
+  costs each pass the recent unfiled messages, not the whole mailbox, and new mail is
+  still reached. The report ids below keep every report counted once; messages filed
+  as processed are not read again (moved out, or flagged and searched UNKEYWORD).
 - The reports counted, by (kind, reporter, report id), each as a 128-bit hash of the
   three: a fixed 32 characters whatever a stranger put into a report, at most
   :data:`MAX_REPORT_IDS` of them, the oldest dropped first (a report re-sent a hundred
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DAY_SECONDS = 86_400.0
 MAX_REPORT_IDS = 100_000
 MAX_STATE_BYTES = 16 * 1024 * 1024
 """Far above the biggest file this writes (about 4 MB at MAX_REPORT_IDS)."""
@@ -54,6 +61,7 @@ class ReportsState:
     last_uid: int = 0
     reports: OrderedDict[str, None] = field(default_factory=OrderedDict)
     notifications: dict[tuple[str, str], float] = field(default_factory=dict)
+    read_until: float | None = None
 
     def seen(self, key: str) -> bool:
         return key in self.reports
@@ -65,10 +73,28 @@ class ReportsState:
 
     def start_at(self, mailbox: str, uidvalidity: int) -> int:
         """The last UID read of ``mailbox`` as it is now (0: read it all), forgetting the
-        position when the mailbox or its UIDVALIDITY changed."""
+        position when the mailbox or its UIDVALIDITY changed (and, for another mailbox,
+        the arrival time read until)."""
+        if self.mailbox != mailbox:
+            self.read_until = None
         if (self.mailbox, self.uidvalidity) != (mailbox, uidvalidity):
             self.mailbox, self.uidvalidity, self.last_uid = mailbox, uidvalidity, 0
         return self.last_uid
+
+    @property
+    def since(self) -> float | None:
+        """The arrival time from which a mailbox read again from UID 1 is read (None:
+        all of it): the day before the newest message read, once one was."""
+        if self.last_uid or self.read_until is None:
+            return None
+        return self.read_until - DAY_SECONDS
+
+    def arrived(self, arrival: float, now: float) -> None:
+        """Note a message read that arrived at ``arrival`` (no later than ``now``: a
+        server's date in the future would hide the messages before it)."""
+        arrival = min(arrival, now)
+        if self.read_until is None or arrival > self.read_until:
+            self.read_until = arrival
 
 
 def load_state(path: Path) -> ReportsState:
@@ -105,8 +131,11 @@ def _state(data: Any) -> ReportsState:
         if not (isinstance(rule, str) and isinstance(status, str)):
             raise ValueError("a notification's rule and status must be strings")
         notifications[rule, status] = float(timestamp)
+    read_until = data.get("read_until")  # absent from files written before it was kept
+    if read_until is not None:
+        read_until = float(read_until)
     kept = OrderedDict.fromkeys(reports[-MAX_REPORT_IDS:])
-    return ReportsState(mailbox, uidvalidity, last_uid, kept, notifications)
+    return ReportsState(mailbox, uidvalidity, last_uid, kept, notifications, read_until)
 
 
 def _count(value: object) -> bool:
@@ -120,6 +149,7 @@ def save_state(path: Path, state: ReportsState) -> None:
         "mailbox": state.mailbox,
         "uidvalidity": state.uidvalidity,
         "last_uid": state.last_uid,
+        "read_until": state.read_until,
         "reports": list(state.reports),
         "notifications": [
             {"rule": rule, "status": status, "timestamp": timestamp}
