@@ -102,7 +102,12 @@ def test_documented_configs_pass_check_config(where: str, tmp_path: Path) -> Non
 
 def test_documented_config_snippets_are_found() -> None:
     pages = {where.split(":")[0] for where in SNIPPETS}
-    assert pages >= {"README.md", "docs/cloud-mailboxes.md", "docs/containers.md", "docs/scaling.md"}
+    assert pages >= {
+        "README.md",
+        "docs/cloud-mailboxes.md",
+        "docs/containers.md",
+        "docs/scaling.md",
+    }
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

@@ -30,8 +30,7 @@ def test_readme_names_the_grafana_version_the_dashboards_need() -> None:
 
 def test_readme_says_what_feeds_each_dashboard() -> None:
     rows = {
-        m[1]: m[2]
-        for m in re.finditer(r"^\| .*\(`([\w-]+)`\) \| (.+) \|$", grafana_notes(), re.M)
+        m[1]: m[2] for m in re.finditer(r"^\| .*\(`([\w-]+)`\) \| (.+) \|$", grafana_notes(), re.M)
     }
     assert sorted(rows) == sorted(json.loads(p.read_text())["uid"] for p in DASHBOARDS)
     assert "`logs`" in rows["mail-delivery"] and "`host`" in rows["mail-host"]
