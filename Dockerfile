@@ -13,7 +13,7 @@
 # Debian's packages) and runs it; tests/test_deploy.py checks its instructions.
 #
 # Stage 1 builds the wheels of the project and its dependencies; stage 2 installs them
-# with pip (the README's install step, without network or build tools) and runs as an
+# with pip (docs/running.md's install step, without network or build tools) and runs as an
 # unprivileged user. Every dependency ships manylinux wheels, so no compiler is needed.
 
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -105,7 +105,7 @@ test-podman: $(NETAVARK_DIR)/usr/lib/podman/netavark $(BASE_TARBALL)
 image-test: $(BIN)/.installed test-packages test-podman
 	$(BIN)/python -m pytest tests/test_image.py tests/test_demo_stack.py
 
-# The local demo (README, "Try it locally"): real Postfix and Dovecot, the exporter,
+# The local demo (docs/demo.md): real Postfix and Dovecot, the exporter,
 # Prometheus and Alertmanager on loopback, until `make demo-stop` or Ctrl-C. As root.
 DEMO_DIR ?= .cache/demo
 DEMO := $(BIN)/python -m demo --dir $(DEMO_DIR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from mail_exporter.cli import main
 from mail_exporter.collectors.base import COLLECTORS
-from mail_exporter.config.root import load_config
+from mail_exporter.config.root import Config, load_config
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
 from tests.realservers.postfix import Postfix
@@ -62,6 +64,50 @@ def test_readme_minimal_config_is_valid(tmp_path: Path) -> None:
         "OK (3 modules, 2 targets, 1 round trip, 2 collectors: logs, postfix_queue)"
         in result.output
     )
+
+
+def config_snippets() -> Iterator[tuple[str, str]]:
+    """Every YAML block of the README and docs/ that is a config of this exporter (its
+    top-level keys are config sections), named by file and line."""
+    sections = {field.alias or name for name, field in Config.model_fields.items()}
+    root = EXAMPLE.parent.parent
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for block in re.finditer(r"^```yaml\n(.*?)^```$", text, re.M | re.S):
+            document = yaml.safe_load(block[1])
+            if isinstance(document, dict) and document.keys() <= sections:
+                line = text.count("\n", 0, block.start()) + 1
+                yield f"{path.relative_to(root)}:{line}", block[1]
+
+
+SNIPPETS = dict(config_snippets())
+ON_THE_DEPLOYING_HOST = re.compile(r"'/etc/[^']+' cannot be read: No such file or directory$")
+"""A secret or key file a snippet names: it is on the host the config is written for."""
+ELSEWHERE = re.compile(r": unknown module '[\w-]+' \(modules: none defined\)$")
+"""A round trip named in a snippet without modules uses those of the snippets above it."""
+
+
+@pytest.mark.parametrize("where", sorted(SNIPPETS))
+def test_documented_configs_pass_check_config(where: str, tmp_path: Path) -> None:
+    config = tmp_path / "snippet.yml"
+    config.write_text(SNIPPETS[where])
+    result = CliRunner().invoke(main, ["check-config", str(config)])
+    problems = [line for line in result.output.splitlines() if line.startswith("  ")]
+    allowed = [ON_THE_DEPLOYING_HOST]
+    if "modules" not in yaml.safe_load(SNIPPETS[where]):
+        allowed.append(ELSEWHERE)
+    wrong = [line for line in problems if not any(p.search(line) for p in allowed)]
+    assert result.exit_code == (1 if problems else 0) and not wrong, result.output
+
+
+def test_documented_config_snippets_are_found() -> None:
+    pages = {where.split(":")[0] for where in SNIPPETS}
+    assert pages >= {
+        "README.md",
+        "docs/cloud-mailboxes.md",
+        "docs/containers.md",
+        "docs/scaling.md",
+    }
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

@@ -560,12 +560,12 @@ def test_systemd_unit_runs_hardened_as_its_own_user_with_the_debian_paths() -> N
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_systemd_unit_installs_as_the_readme_says() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_systemd_unit_installs_as_docs_running_says() -> None:
+    guide = (ROOT / "docs" / "running.md").read_text()
     unit = (ROOT / "deploy" / "systemd" / "mail-exporter.service").read_text()
-    readme_steps = [
+    guide_steps = [
         line.split("#")[0].strip()
-        for line in readme.splitlines()
+        for line in guide.splitlines()
         if line.startswith(("python3 -m venv", "/opt/mail-exporter/bin/pip"))
     ]
     unit_steps = [
@@ -573,7 +573,7 @@ def test_systemd_unit_installs_as_the_readme_says() -> None:
         for line in unit.splitlines()
         if line.lstrip("# ").startswith(("python3 -m venv", "/opt/mail-exporter/bin/pip"))
     ]
-    assert len(readme_steps) == 2 and readme_steps == unit_steps
+    assert len(guide_steps) == 2 and guide_steps == unit_steps
 
 
 def test_systemd_unit_and_smart_drop_in_pass_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -18,20 +18,19 @@ GRAFANA_FOR_SCHEMA = {39: "10.4"}
 
 def grafana_notes() -> str:
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("- **Grafana**")
-    return readme[start : readme.index("- **Without Grafana**", start)]
+    start = readme.index("## Grafana")
+    return readme[start : readme.index("## Alertmanager", start)]
 
 
 def test_readme_names_the_grafana_version_the_dashboards_need() -> None:
     schemas = {json.loads(path.read_text())["schemaVersion"] for path in DASHBOARDS}
     assert len(schemas) == 1
-    assert f"Grafana** {GRAFANA_FOR_SCHEMA[schemas.pop()]} or later" in grafana_notes()
+    assert f"Grafana {GRAFANA_FOR_SCHEMA[schemas.pop()]} or later" in grafana_notes()
 
 
 def test_readme_says_what_feeds_each_dashboard() -> None:
     rows = {
-        m[1]: m[2]
-        for m in re.finditer(r"^  \| .*\(`([\w-]+)`\) \| (.+) \|$", grafana_notes(), re.M)
+        m[1]: m[2] for m in re.finditer(r"^\| .*\(`([\w-]+)`\) \| (.+) \|$", grafana_notes(), re.M)
     }
     assert sorted(rows) == sorted(json.loads(p.read_text())["uid"] for p in DASHBOARDS)
     assert "`logs`" in rows["mail-delivery"] and "`host`" in rows["mail-host"]

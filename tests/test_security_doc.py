@@ -1,4 +1,4 @@
-"""The README's way to secure the endpoints, followed as written: its openssl commands
+"""docs/security.md's way to secure the endpoints, followed as written: its openssl commands
 make a CA and a server certificate the exporter serves and a client verifies, and
 check-web-config says before a reload that turning TLS on takes a restart."""
 
@@ -14,18 +14,17 @@ from click.testing import CliRunner
 from mail_exporter.cli import main
 from tests.served import get, served_exporter
 
-README = Path(__file__).parent.parent / "README.md"
+GUIDE = Path(__file__).parent.parent / "docs" / "security.md"
 
 
 def openssl_block() -> str:
-    readme = README.read_text()
-    section = readme[readme.index("## Securing the endpoints") :]
-    block = section[section.index("```sh\ncd /etc/mail-exporter/tls") + 6 :]
+    guide = GUIDE.read_text()
+    block = guide[guide.index("```sh\ncd /etc/mail-exporter/tls") + 6 :]
     return block[: block.index("```")]
 
 
 def make_certificates(directory: Path) -> Path:
-    """The README's commands, run as written but in ``directory``, without giving the key
+    """The guide's commands, run as written but in ``directory``, without giving the key
     to a user this machine may not have; the directory, holding them."""
     directory.mkdir(exist_ok=True)
     script = openssl_block().replace("/etc/mail-exporter/tls", str(directory))
@@ -34,7 +33,7 @@ def make_certificates(directory: Path) -> Path:
     return directory
 
 
-def test_readme_openssl_commands_make_a_certificate_the_exporter_serves(tmp_path: Path) -> None:
+def test_openssl_commands_make_a_certificate_the_exporter_serves(tmp_path: Path) -> None:
     tls = make_certificates(tmp_path / "tls")
     web = tmp_path / "web.yml"
     web.write_text(
