@@ -25,5 +25,6 @@ def printable(data: bytes | str, limit: int | None = 120) -> str:
     """``data`` (bytes as UTF-8) with every unprintable character escaped, cut after
     ``limit`` characters (``None``: not cut)."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = "".join(map(_escaped, text))
+    if not text.isprintable():  # nearly every line is: one C call, not one per character
+        text = "".join(map(_escaped, text))
     return text if limit is None or len(text) <= limit else text[:limit] + "…"

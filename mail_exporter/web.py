@@ -47,7 +47,6 @@ from importlib.resources import files
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -56,6 +55,7 @@ from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
+from mail_exporter.exposition import as_generate_latest
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
@@ -76,7 +76,7 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate
 
 
 class _OneProbe:
-    """A registry's only collector: the families of a single /probe result."""
+    """The families of a single /probe result."""
 
     def __init__(self, result: ProbeResult) -> None:
         self.result = result
@@ -192,9 +192,7 @@ async def probe(request: web.Request) -> web.Response:
     _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
     result = await run_probe(address, module, budget, exporter.probe_memory)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_OneProbe(result))
-    exposition = generate_latest(registry).decode()
+    exposition = as_generate_latest(_OneProbe(result).collect())
     if request.query.get("debug", "").lower() == "true":
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mail_exporter.cli import main
+from mail_exporter.cli import event_loop_factory, main
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config.root import Config, load_config
 from tests.realservers.dovecot import Dovecot
@@ -455,3 +455,16 @@ def test_listen_port_takes_ascii_digits_only(address: str, problem: str) -> None
     result = run_bounded("--web.listen-address", address)
     assert result.returncode == 2
     assert problem in result.stderr
+
+
+def test_event_loop_without_uvloop_is_asyncios(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop is optional (the fast extra): without it the exporter serves on asyncio's loop."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert event_loop_factory() is None
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        assert type(runner.get_loop()).__module__.startswith("asyncio")
+
+
+def test_event_loop_with_uvloop_is_uvloops() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    assert event_loop_factory() is uvloop.new_event_loop

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
-from mail_exporter.exposition import header, sample_lines
+from mail_exporter.exposition import as_generate_latest, header, sample_lines
 from mail_exporter.latency import LATENCY
 from mail_exporter.metrics import probe_families
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
@@ -65,6 +65,28 @@ def test_same_exposition_as_prometheus_client() -> None:
     ours = "".join(header(f) + rendered[f.name].decode() for f in families)
     assert parsed(ours) == parsed(generate_latest(registry).decode())
     assert 'target="odd \\"name\\"\\\\x"' in ours
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_probe_text_byte_for_byte_as_prometheus_client(failed: bool) -> None:
+    """/probe's text: what generate_latest writes, to the byte (label order, number format,
+    escaping of a server's text in label values)."""
+    result = ProbeResult(protocol="smtp", duration_seconds=0.00123, success=not failed)
+    result.phases = {Phase.CONNECT: 1.5e-05, Phase.BANNER: 0.25, Phase.QUIT: 12.0}
+    result.tls = TLSFacts("TLSv1.3", 'odd "cipher"\\\n', 1.7e9, 1.6e9, 1.7e9, "CN=x\n",
+                          "CN=y", not failed, "expired" if failed else None)  # fmt: skip
+    result.starttls_offered, result.auth_mechanism = True, "PLAIN"
+    if failed:
+        result.failure = Failure(Phase.TLS_HANDSHAKE, FailureReason.TLS, "expired")
+    failures = {FailureReason.TLS.value: 1.0} if failed else {}
+    families = [
+        family
+        for family in probe_families(("protocol",), ["smtp"], result, failures, 1.7e9 + 0.123)
+        if family.samples
+    ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    assert as_generate_latest(families) == generate_latest(registry).decode()
 
 
 def test_sample_lines_of_an_empty_family() -> None:

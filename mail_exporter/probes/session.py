@@ -109,6 +109,9 @@ class Session:
         when the module asks for them."""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._socket: socket.socket | None = None
+        """The connection's socket, for TCP_QUICKACK (fetched once: on uvloop each
+        ``get_extra_info("socket")`` costs a system call)."""
         self._started = time.monotonic()
 
     @property
@@ -143,6 +146,7 @@ class Session:
                 self._reader, self._writer = await asyncio.open_connection(
                     ip, self.address.port, family=family, limit=MAX_LINE_BYTES
                 )
+                self._socket = self._writer.get_extra_info("socket")
             except OSError as error:
                 reason = os.strerror(error.errno) if error.errno else str(error)
                 raise ProbeFailure(FailureReason.CONNECT, reason) from None
@@ -204,7 +208,7 @@ class Session:
                 # asyncio has closed the connection, but never tells a stream whose
                 # start_tls failed or was cancelled: its wait_closed() would never return.
                 writer.transport.abort()
-                self._writer = None
+                self._writer = self._socket = None
                 raise
         ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
         return ssl_object
@@ -285,17 +289,20 @@ class Session:
         A TLS 1.3 server sends its session ticket just after the handshake; if our first
         command crossed it, the server holds its reply (Nagle) until we ACK the ticket,
         which Linux delays by about 40 ms. Quick-ACK mode ends by itself, so it is set
-        again around every command. Linux only; elsewhere nothing happens.
+        again around every command and before every wait for the server. Linux only;
+        elsewhere nothing happens.
         """
-        if self.encrypted and _TCP_QUICKACK is not None and self._writer is not None:
-            sock = self._writer.get_extra_info("socket")
+        if self.encrypted and _TCP_QUICKACK is not None and self._socket is not None:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     async def read_line(self) -> str:
         """One line without its ending; CRLF and bare LF are both accepted."""
         assert self._reader is not None
-        self._ack_at_once()
+        # A line already received needs no wait, so no ACK is pending on it: the rest of
+        # a multi-line reply costs no system call (StreamReader has no public peek).
+        if b"\n" not in getattr(self._reader, "_buffer", b""):
+            self._ack_at_once()
         try:
             raw = await self._reader.readline()
         except ValueError:  # the stream's limit: a line longer than MAX_LINE_BYTES
