@@ -465,6 +465,23 @@ def test_event_loop_without_uvloop_is_asyncios(monkeypatch: pytest.MonkeyPatch) 
         assert type(runner.get_loop()).__module__.startswith("asyncio")
 
 
-def test_event_loop_with_uvloop_is_uvloops() -> None:
-    uvloop = pytest.importorskip("uvloop")
-    assert event_loop_factory() is uvloop.new_event_loop
+def test_with_uvloop_installed_the_exporter_serves_on_it(tmp_path: Path) -> None:
+    """The fast extra's uvloop, installed into a directory of this test's own: the suite's
+    venv keeps asyncio's loop, which the other tests serve on."""
+    target = tmp_path / "uvloop"
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "--target", str(target), "uvloop>=0.19"]  # fmt: skip
+    subprocess.run(install, check=True, timeout=600)
+    env = {"PYTHONPATH": str(target)}
+    chosen = "import uvloop; from mail_exporter.cli import event_loop_factory as f; " + (
+        "assert f() is uvloop.new_event_loop"
+    )
+    subprocess.run(
+        [sys.executable, "-c", chosen], env={**os.environ, **env}, check=True, timeout=60
+    )
+    config = tmp_path / "config.yml"
+    config.write_text("collectors: {host: {enabled: true}}\n")
+    with served_exporter(tmp_path, config, env=env) as served:
+        maps = Path(f"/proc/{served.process.pid}/maps").read_text()
+        assert f"{target}/uvloop/loop." in maps  # uvloop's compiled loop is what runs
+        assert "mail_exporter_collector_success" in fetch(f"http://127.0.0.1:{served.port}/metrics")
