@@ -27,9 +27,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import COLLECTORS, CollectorError
 from mail_exporter.collectors.dns import checks as checks_module
+from mail_exporter.collectors.dns import collector as collector_module
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
@@ -762,6 +764,28 @@ def test_a_second_scrape_within_the_interval_sends_no_queries(rig: Rig) -> None:
     exposition(dns)
     assert len(rig.zone.queries) > sent
 
+
+
+def test_scrapes_inside_the_interval_share_the_families_of_the_pass(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Results] = []
+    real = collector_module.result_families
+
+    def counted(results: Results) -> list[Metric]:
+        built.append(results)
+        return real(results)
+
+    monkeypatch.setattr(collector_module, "result_families", counted)
+    clock = Clock()
+    dns = collector(rig, clock, interval="10m")
+    first = exposition(dns)
+    clock.now += 599
+    assert exposition(dns) == first
+    assert len(built) == 1
+    clock.now += 1
+    exposition(dns)
+    assert len(built) == 2
 
 async def test_exposition_passes_promtool(rig: Rig) -> None:
     dns = collector(rig, Clock(), ip_blocklists=["bl.test", "slowbl.test"],
