@@ -15,8 +15,21 @@ flight are counted around dnspython's resolve(), which the collector calls insid
 semaphore. Each run is a new collector: first scrape (a full pass, timed), then a
 scrape one second before the interval ends (served from the cache).
 
+With ``--scale``: a hosting provider's 10,000 domains (MX, SPF with a two-level include
+tree and ``a``/``mx`` terms, DMARC, DKIM for 2 selectors, TLS-RPT; MTA-STS and TLSA
+looked up but published by none, so no HTTPS fetch and no STARTTLS handshake is made),
+50 sending IPs against 10 IP blocklists and one domain blocklist, served by a DNS
+server of this script (:class:`DelayedDns`, its own process) that answers every query
+20-50 ms late. Target: the first pass under 60 s with at most ``max_in_flight`` (200)
+queries unanswered at the server at any time, no query for a pass inside the interval,
+no lookup without a verdict, and a scrape of the resulting series (rendered, gzipped)
+under 100 ms. Each pass runs in a process of its own, so its RSS is its own; with
+``--base REV`` the collector of that commit runs too, alternately, against the same
+server.
+
     .venv/bin/python bench/dns_checks.py            # 10 runs
     .venv/bin/python bench/dns_checks.py --quick    # 3 runs
+    .venv/bin/python bench/dns_checks.py --scale --base REV   # 2 passes of each code
 """
 
 from __future__ import annotations
