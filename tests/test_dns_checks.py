@@ -765,7 +765,6 @@ def test_a_second_scrape_within_the_interval_sends_no_queries(rig: Rig) -> None:
     assert len(rig.zone.queries) > sent
 
 
-
 def test_scrapes_inside_the_interval_share_the_families_of_the_pass(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -786,6 +785,7 @@ def test_scrapes_inside_the_interval_share_the_families_of_the_pass(
     clock.now += 1
     exposition(dns)
     assert len(built) == 2
+
 
 async def test_exposition_passes_promtool(rig: Rig) -> None:
     dns = collector(rig, Clock(), ip_blocklists=["bl.test", "slowbl.test"],

@@ -121,7 +121,11 @@ async def run_checks(
         itertools.chain(
             (domain(name) for name in domains),
             (reverse(ip) for ip in settings.sending_ips),
-            (ip_listing(zone, ip) for zone in settings.ip_blocklists for ip in settings.sending_ips),
+            (
+                ip_listing(zone, ip)
+                for zone in settings.ip_blocklists
+                for ip in settings.sending_ips
+            ),
             (domain_listing(zone, name) for zone in settings.domain_blocklists for name in domains),
         ),
     )
