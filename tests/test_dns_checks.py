@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -26,13 +27,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 
 from mail_exporter.collectors.base import COLLECTORS, CollectorError
+from mail_exporter.collectors.dns import checks as checks_module
+from mail_exporter.collectors.dns import collector as collector_module
 from mail_exporter.collectors.dns import dnsbl
 from mail_exporter.collectors.dns.checks import Results, run_checks
 from mail_exporter.collectors.dns.collector import DnsCollector
 from mail_exporter.collectors.dns.config import DnsConfig, DnsResolverConfig
 from mail_exporter.collectors.dns.dane import Dane, Tlsa, tlsa_matches, usable
+from mail_exporter.collectors.dns.records import DomainRecords
 from mail_exporter.collectors.dns.starttls import addresses_to_check
 from mail_exporter.config.root import Config
 from tests.dnsserver import DnsServer, Zone, txt
@@ -684,6 +689,40 @@ def test_both_resolvers_together_keep_within_max_in_flight() -> None:
     assert 1 < zone.peak <= 3
 
 
+def test_a_pass_asks_each_name_and_type_once(rig: Rig) -> None:
+    # Both the IPv4 and the IPv6 sending address have the PTR mail.good.test, so both
+    # forward checks need its addresses.
+    before = len(rig.zone.queries)
+    results = rig.run(rig.settings())
+    asked = Counter(rig.zone.queries[before:])
+    assert asked[("mail.good.test", "A")] == 1 and asked[("mail.good.test", "AAAA")] == 1
+    assert [query for query, times in asked.items() if times > 1] == []
+    assert results.reverse["192.0.2.25"].forward_confirmed is True
+    assert results.reverse[IPV6].forward_confirmed is True
+
+
+def test_a_pass_starts_at_most_max_in_flight_domains_at_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = ended = peak = 0
+    real = checks_module._domain
+
+    async def counted(*args: Any) -> DomainRecords:
+        nonlocal started, ended, peak
+        started += 1
+        peak = max(peak, started - ended)
+        try:
+            return await real(*args)
+        finally:
+            ended += 1
+
+    monkeypatch.setattr(checks_module, "_domain", counted)
+    domains = [f"d{n}.nowhere.test" for n in range(8)]
+    results = rig.run(rig.settings(domains=domains, max_in_flight=2, mta_sts=False, dane=False))
+    assert sorted(results.domains) == domains
+    assert (started, peak) == (8, 2)
+
+
 # --- the collector: cache, exposition, registration -----------------------------------
 
 
@@ -724,6 +763,28 @@ def test_a_second_scrape_within_the_interval_sends_no_queries(rig: Rig) -> None:
     clock.now += 1
     exposition(dns)
     assert len(rig.zone.queries) > sent
+
+
+def test_scrapes_inside_the_interval_share_the_families_of_the_pass(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[Results] = []
+    real = collector_module.result_families
+
+    def counted(results: Results) -> list[Metric]:
+        built.append(results)
+        return real(results)
+
+    monkeypatch.setattr(collector_module, "result_families", counted)
+    clock = Clock()
+    dns = collector(rig, clock, interval="10m")
+    first = exposition(dns)
+    clock.now += 599
+    assert exposition(dns) == first
+    assert len(built) == 1
+    clock.now += 1
+    exposition(dns)
+    assert len(built) == 2
 
 
 async def test_exposition_passes_promtool(rig: Rig) -> None:

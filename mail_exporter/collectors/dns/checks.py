@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -65,6 +66,22 @@ async def _domain(
     return result
 
 
+async def _at_most(workers: int, jobs: Iterator[Awaitable[None]]) -> None:
+    """Run ``jobs`` with at most ``workers`` of them started and unfinished at once.
+
+    Each job makes at least one query, so ``max_in_flight`` workers keep every slot busy;
+    starting all at once (10,000 domains: 60,000 lookups waiting for a slot) holds their
+    memory for the whole pass and delays the first answers behind a second-long round of
+    the event loop, long enough for lookups already sent to time out.
+    """
+
+    async def worker() -> None:
+        for job in jobs:
+            await job
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
 async def run_checks(
     settings: DnsConfig,
     url_of: Callable[[str], str] = mtasts.policy_url,
@@ -99,11 +116,18 @@ async def run_checks(
         listing = await dnsbl.check_listing(blocklist_lookups, name, domain=True)
         results.domain_listings[(zone, domain)] = listing
 
-    await asyncio.gather(
-        *(domain(name) for name in domains),
-        *(reverse(ip) for ip in settings.sending_ips),
-        *(ip_listing(zone, ip) for zone in settings.ip_blocklists for ip in settings.sending_ips),
-        *(domain_listing(zone, name) for zone in settings.domain_blocklists for name in domains),
+    await _at_most(
+        settings.max_in_flight,
+        itertools.chain(
+            (domain(name) for name in domains),
+            (reverse(ip) for ip in settings.sending_ips),
+            (
+                ip_listing(zone, ip)
+                for zone in settings.ip_blocklists
+                for ip in settings.sending_ips
+            ),
+            (domain_listing(zone, name) for zone in settings.domain_blocklists for name in domains),
+        ),
     )
     handshakes = Handshakes(slots, time_limit)
     await asyncio.gather(

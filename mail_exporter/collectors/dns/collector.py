@@ -5,6 +5,8 @@ scrape runs the checks and waits for them (bounded by the section's ``timeout``)
 passes start in the collector's own thread at the first scrape after the interval, and
 every scrape returns the last finished pass at once. So blocklists, which ban heavy
 users, see one query per IP and zone per interval however often Prometheus scrapes.
+A pass's metric families are built once, when it ends: for 10,000 domains (185,000
+series) building them took about 1 s, which every scrape paid.
 Each pass runs on its own event loop in that thread, with at most ``max_in_flight``
 queries out at once (through ``resolver`` and ``blocklist_resolver`` together).
 
@@ -48,6 +50,7 @@ class DnsCollector:
             "dns", float(settings.interval), self._refresh, clock, background
         )
         self._results: Results | None = None
+        self._families: list[Metric] = []  # of _results, built once per pass
         self._failure: str | None = None
         self._lock = threading.Lock()
         self.check_errors: Counter[tuple[str, str]] = Counter()
@@ -63,7 +66,7 @@ class DnsCollector:
     def collect(self) -> Iterable[Metric]:
         self._passes.tick()
         with self._lock:
-            results, failure = self._results, self._failure
+            results, families, failure = self._results, self._families, self._failure
             errors = error_families(
                 self.check_errors,
                 self.blocklist_errors,
@@ -71,7 +74,7 @@ class DnsCollector:
             )
         if results is None:
             raise CollectorError(failure or "no DNS checks have finished yet")
-        return [*result_families(results), *errors]
+        return [*families, *errors]
 
     def close(self) -> None:
         self._passes.close()
@@ -84,7 +87,8 @@ class DnsCollector:
             with self._lock:
                 self._failure = f"DNS checks failed: {error!r}"
             return
+        families = result_families(results)
         with self._lock:
-            self._results, self._failure = results, None
+            self._results, self._families, self._failure = results, families, None
             self.check_errors.update(results.check_errors())
             self.blocklist_errors.update(results.blocklist_errors())
