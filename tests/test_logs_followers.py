@@ -192,6 +192,50 @@ def test_copytruncate_rotation_while_writing(
     assert collector.followers[0].rotations == {"truncate": 3}
 
 
+def inotify_watches() -> tuple[int, int]:
+    """This process's inotify descriptors, and the watches they hold."""
+    descriptors = watches = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/self/fdinfo/{name}").read_text()
+        except OSError:
+            continue
+        descriptors += 1
+        watches += info.count("inotify wd:")
+    return descriptors, watches
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_a_written_file_is_read_at_once_not_at_the_next_poll(
+    tmp_path: Path, open_collectors: list[LogsCollector]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    before = inotify_watches()
+    config = settings(tmp_path, {"path": str(log)}, poll_interval="1h")
+    collector = follow(open_collectors, config)
+    wait_for(lambda: collector.followers[0].up)
+    time.sleep(0.1)  # past the first look: the follower waits on the quiet file
+    with log.open("a") as file:
+        file.write(connect(1))
+    wait_for(lambda: connections(collector) == 1)  # long before the hour's poll
+    # one watch, for the file at the path, through rotations (the poll finds the new file)
+    fast = follow(open_collectors, settings(tmp_path, {"path": str(tmp_path / "b.log")}))
+    wait_for(lambda: "to appear" in (fast.followers[0].problem or ""))  # then read whole
+    for generation in range(3):
+        (tmp_path / "b.log").write_text(connect(generation))
+        wait_for(lambda g=generation: connections(fast) == g + 1)
+        os.rename(tmp_path / "b.log", tmp_path / f"b.log.{generation + 1}")
+    assert inotify_watches() == (before[0] + 2, before[1] + 2)
+    started = time.monotonic()
+    collector.close()  # not held by the hour's wait
+    fast.close()
+    assert time.monotonic() - started < 30
+    assert inotify_watches() == before  # all let go with the followers
+
+
 def test_restart_with_a_state_file(tmp_path: Path, open_collectors: list[LogsCollector]) -> None:
     log, state = tmp_path / "mail.log", tmp_path / "state.json"
     log.write_text(connect(0) * 2)

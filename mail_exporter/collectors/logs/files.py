@@ -1,6 +1,8 @@
 """Following a log file through both kinds of rotation, a late start and a restart.
 
-The file is polled (``poll_interval``) and read from the last offset to its end:
+The file is polled (``poll_interval``) and read from the last offset to its end; on
+Linux the follower is also woken as soon as the file is written (:mod:`.inotify`), and
+it reads on without waiting while there is more:
 
 * **Rename and create** (logrotate's default, rsyslog/postlogd reopening on HUP): when
   the path names another inode, the old file is read to its end and kept open for
@@ -46,7 +48,8 @@ from dataclasses import dataclass, field
 
 from mail_exporter.collectors.logs.config import LogsConfig, LogSource
 from mail_exporter.collectors.logs.envelopes import Envelope, record_bytes
-from mail_exporter.collectors.logs.follower import CHUNK_BYTES, Follower, Position
+from mail_exporter.collectors.logs.follower import CHUNK_BYTES, Feed, Follower, Position
+from mail_exporter.collectors.logs.inotify import FileWaker, file_waker
 from mail_exporter.collectors.logs.lines import LineSplitter
 
 TAIL_BYTES = 64
@@ -111,6 +114,17 @@ class FileFollower(Follower):
         self.rotated: list[OpenFile] = []
         self._resume: Position = {}
         self._opened_before = False
+        self.waker: FileWaker | None = None  # only a follower with a thread of its own
+
+    def start(self, feed: Feed, position: Position | None) -> None:
+        self.waker = file_waker()
+        super().start(feed, position)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.waker is not None:
+            self.waker.wake()
+        super().stop()
 
     def restore(self, position: Position) -> None:
         self._resume = position
@@ -128,16 +142,27 @@ class FileFollower(Follower):
         super().deliver(lines, splitter)
 
     def run(self) -> None:
-        while not self.stopping():
-            try:
-                busy = self.cycle()
-            except OSError as error:
-                self.report(f"cannot read {self.path}: {error}")
-                self._drop_current()
-                busy = False
-            if not busy:
-                self.wait(self.poll_interval)
-        self._finish()
+        written = False  # since the last wait: then the next one is a plain poll
+        try:
+            while not self.stopping():
+                try:
+                    busy = self.cycle()
+                except OSError as error:
+                    self.report(f"cannot read {self.path}: {error}")
+                    self._drop_current()
+                    busy = False
+                if busy:
+                    written = True
+                    continue  # read on to the end before any wait
+                if self.waker is None:
+                    self.wait(self.poll_interval)
+                else:
+                    self.waker.wait(self.poll_interval, on_write=not written)
+                written = False
+            self._finish()
+        finally:
+            if self.waker is not None:
+                self.waker.close()
 
     def cycle(self) -> bool:
         """Read what is new; True if anything was."""
@@ -167,6 +192,8 @@ class FileFollower(Follower):
             self.report(f"cannot open {self.path}: {error.strerror}")
             return False
         self.current = current
+        if self.waker is not None:
+            self.waker.watch(self.path)
         if self._resume:
             self._resume_at(current, self._resume)
             self._resume = {}
