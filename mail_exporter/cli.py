@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
@@ -46,8 +45,8 @@ from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.config.probes import PROTOCOLS, TLS_MODES, ModuleConfig
 from mail_exporter.config.root import Config, load_config
 from mail_exporter.config.validation import ConfigError, describe_error, did_you_mean
-from mail_exporter.discovery import NOTHING_FOUND, DiscoveryOptions, discover_config
-from mail_exporter.discovery.diff import missing
+from mail_exporter.discovery import NOTHING_FOUND
+from mail_exporter.discovery.command import discover_command, discovery_flags, discovery_options
 from mail_exporter.durations import format_duration, parse_duration
 from mail_exporter.exporter import Exporter, read_config
 from mail_exporter.logs import LEVELS, redact, setup_logging
@@ -116,30 +115,6 @@ class ListenError(Exception):
         # attempting to bind on address (...)" around it: the caller names the address.
         reason = os.strerror(error.errno).lower() if error.errno else str(error)
         super().__init__(reason)
-
-
-def _discovery_flags(command: Any) -> Any:
-    """``--discovery.root`` and ``--discovery.exim-command``, for serving and ``discover``."""
-    command = click.option(
-        "--discovery.exim-command",
-        "exim_command",
-        help="Exim as discovery runs it (e.g. 'exim4 -C /etc/exim4/other.conf'); "
-        "default: exim4 or exim from the PATH.",
-    )(command)
-    return click.option(
-        "--discovery.root",
-        "discovery_root",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=Path("/"),
-        show_default=True,
-        help="Where discovery looks for /etc/postfix, /etc/dovecot, /var/log/mail.log and "
-        "the other well-known paths (a chroot, a test tree).",
-    )(command)
-
-
-def _discovery_options(root: Path, exim_command: str | None) -> DiscoveryOptions:
-    command = tuple(shlex.split(exim_command)) if exim_command else None
-    return DiscoveryOptions(root=root.absolute(), exim_command=command)
 
 
 @dataclass(frozen=True)
@@ -273,7 +248,7 @@ def _exit_after(seconds: float) -> None:
     show_default=True,
 )
 @click.version_option(__version__, "--version")
-@_discovery_flags
+@discovery_flags
 @_collector_flags
 @click.pass_context
 def main(
@@ -301,7 +276,7 @@ def main(
         raise click.BadParameter(str(error), param_hint="--web.listen-address") from None
     settings = WebSettings(max_connections, max_probes, read_timeout)
     choices = {key.removeprefix("collector_"): value for key, value in collector_choices.items()}
-    discovery = _discovery_options(discovery_root, exim_command)
+    discovery = discovery_options(discovery_root, exim_command)
     # Before the exporter is built: building it starts the collectors, which log that.
     logger.info(
         "starting mail_exporter %s with %s",
@@ -608,37 +583,4 @@ def probe_command(
     sys.exit(0 if result.success else 1)
 
 
-@main.command("discover")
-@click.option(
-    "--diff",
-    "diff_with",
-    type=click.Path(path_type=Path),
-    help="Instead of the config, list what discovery finds that this config does not "
-    "watch; exit 1 when there is something.",
-)
-@_discovery_flags
-def discover_command(
-    diff_with: Path | None, discovery_root: Path, exim_command: str | None
-) -> None:
-    """Print a config for this host, with comments on what was found and why: the mail
-    servers and their instances, the ports that listen (peeked for a banner, never a
-    login), queues, logs, certificates, and what this user may read. It only reads."""
-    options = _discovery_options(discovery_root, exim_command)
-    if diff_with is not None:
-        try:
-            mine = load_config(diff_with)
-        except ConfigError as error:
-            click.echo(str(error), err=True)
-            sys.exit(2)
-    discovered = discover_config(options)
-    if diff_with is None:
-        click.echo(discovered.text, nl=False)
-        if not discovered.found_anything:
-            click.echo(f"discover: {NOTHING_FOUND}", err=True)
-        return
-    lines = missing(discovered.config, mine)
-    for line in lines:
-        click.echo(line)
-    if not lines:
-        click.echo(f"{diff_with} watches everything discovery finds")
-    sys.exit(1 if lines else 0)
+main.add_command(discover_command)
