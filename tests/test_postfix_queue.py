@@ -410,6 +410,21 @@ def test_spool_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
     assert snapshots[0].queues["deferred"].messages == 0
 
 
+@pytest.mark.parametrize(("log", "pairs"), [
+    (b"recipient=a@x\noffset=1\nstatus=4.0.0\nreason=refused\n\n"
+     b"recipient=b@y\nreason=timed out\n", [("a@x", "refused"), ("b@y", "timed out")]),
+    (b"recipient=a@x\nrecipient=b@y\nreason=r\n", [("b@y", "r")]),  # the last recipient
+    (b"recipient=a@x\nreason=r1\nreason=r2\n", [("a@x", "r1")]),  # one reason each
+    (b"reason=r\nrecipient=a@x\n", []),  # a reason before any recipient, one without
+    (b"recipient=\nreason=r\nrecipient=a@x\nreason=\n", [("a@x", "")]),
+    (b"recipient=a@x\nrecipient=\nreason=r\n", []),
+    (b"xrecipient=a@x\nreason=r\n", []),  # fields start their line
+    (b"recipient=\xff@x\r\nreason=r\r\n", [("\ufffd@x\r", "r\r")]),
+])  # fmt: skip
+def test_defer_log_pairs(log: bytes, pairs: list[tuple[str, str]]) -> None:
+    assert parse_defer_log(log) == pairs
+
+
 def test_a_fifo_in_place_of_a_queue_file_is_not_waited_for(tmp_path: Path) -> None:
     """A FIFO swapped in after the listing is opened and read without blocking, then
     skipped, whether a writer holds it open (the read finds nothing yet) or not."""

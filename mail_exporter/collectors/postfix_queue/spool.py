@@ -82,22 +82,20 @@ def parse_queue_file_head(head: bytes) -> tuple[int | None, float | None]:
     return size, arrival
 
 
-_DEFER_FIELD = re.compile(rb"^(recipient|reason)=(.*)$", re.MULTILINE)
-"""The two lines of a defer log that are counted; a regular expression finds them
-without splitting the others (a log has about ten lines per recipient)."""
+_DEFER_PAIR = re.compile(
+    rb"^recipient=(.+)\n(?:(?!recipient=|reason=).*\n)*reason=(.*)$", re.MULTILINE
+)
+"""A recipient line of a defer log and the reason line after it (a log has about ten
+lines per recipient): a reason counts when the field line before it names a recipient,
+as each recipient's ``reason`` follows its ``recipient`` with other fields between."""
 
 
 def parse_defer_log(text: bytes) -> list[tuple[str, str]]:
     """(recipient, reason) pairs of a per-message defer log (``name=value`` lines)."""
-    pairs = []
-    recipient = ""
-    for found in _DEFER_FIELD.finditer(text):
-        if found[1] == b"recipient":
-            recipient = found[2].decode(errors="replace")
-        elif recipient:
-            pairs.append((recipient, found[2].decode(errors="replace")))
-            recipient = ""
-    return pairs
+    return [
+        (recipient.decode(errors="replace"), reason.decode(errors="replace"))
+        for recipient, reason in _DEFER_PAIR.findall(text)
+    ]
 
 
 Listing = tuple[int, list[os.DirEntry[str]]]
@@ -135,7 +133,9 @@ def _list(directory: int, open_directories: contextlib.ExitStack, found: list[Li
         entries = list(listing)
     files: list[os.DirEntry[str]] = []
     for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
+        if entry.is_file(follow_symlinks=False):
+            files.append(entry)
+        elif entry.is_dir(follow_symlinks=False):
             if files:  # keep the listing order: it is the order deferrals are counted in
                 found.append((directory, files))
                 files = []
@@ -144,8 +144,6 @@ def _list(directory: int, open_directories: contextlib.ExitStack, found: list[Li
             except OSError:  # gone, or replaced by a symbolic link or a file
                 continue
             _list(below, open_directories, found)
-        elif entry.is_file(follow_symlinks=False):
-            files.append(entry)
     if files:
         found.append((directory, files))
 
@@ -213,11 +211,11 @@ def _read_defer_log(name: str, directory: int, flags: int) -> bytes:
 
 def _deferrals_in(name: str, directory: int, flags: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The reason classes and the recipient domains of a defer log's deferred recipients."""
-    pairs = parse_defer_log(_read_defer_log(name, directory, flags))
-    return (
-        tuple(classify_reason(reason) for _, reason in pairs),
-        tuple(recipient_domain(recipient) for recipient, _ in pairs),
-    )
+    reasons, domains = [], []
+    for recipient, reason in parse_defer_log(_read_defer_log(name, directory, flags)):
+        reasons.append(classify_reason(reason))
+        domains.append(recipient_domain(recipient))
+    return tuple(reasons), tuple(domains)
 
 
 Message = tuple[int, int, "float | None", "int | None", tuple[str, ...], tuple[str, ...]]
