@@ -194,7 +194,9 @@ def read_queue_file(
 
 def _read_defer_log(name: str, directory: int, flags: int) -> bytes:
     """The first :data:`MAX_FIELD_BYTES` of a defer log listed as regular in ``directory``
-    (open, read, close); nothing if it vanished or a FIFO took its place."""
+    (open, read, close: the entry's type stands for ``fstat``); nothing if it vanished
+    or a FIFO took its place. Whatever was swapped in since the listing is read at most
+    once, without blocking, and no further than the bound, as any defer log is."""
     try:
         descriptor = os.open(name, flags, dir_fd=directory)
     except FileNotFoundError:
