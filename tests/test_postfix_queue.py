@@ -8,6 +8,7 @@ import os
 import smtplib
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -27,9 +28,15 @@ from mail_exporter.collectors.postfix_queue.reasons import (
     recipient_domain,
 )
 from mail_exporter.collectors.postfix_queue.showq import parse_showq
-from mail_exporter.collectors.postfix_queue.snapshot import QUEUES, QueueSnapshot
-from mail_exporter.collectors.postfix_queue.spool import SpoolScanner, read_queue_file
-from mail_exporter.collectors.queues import top_with_other
+from mail_exporter.collectors.postfix_queue.snapshot import MAX_FIELD_BYTES, QUEUES, QueueSnapshot
+from mail_exporter.collectors.postfix_queue.spool import (
+    HEAD_BYTES,
+    SpoolScanner,
+    parse_defer_log,
+    parse_queue_file_head,
+    read_queue_file,
+)
+from mail_exporter.collectors.queues import read_head, top_with_other
 from tests.conftest import new_postfix
 from tests.realservers.dovecot import Dovecot
 from tests.realservers.pki import PKI
@@ -222,6 +229,88 @@ def test_arrival_comes_from_the_queue_file_not_mtime(queued_postfix: QueuedPostf
     assert deferred.stat().st_mtime > arrival + 600  # Postfix set the mtime to the next retry
 
 
+def listed(directory: Path) -> Iterator[Path]:
+    """Files below ``directory`` in the order of its listings, subdirectories where met."""
+    with os.scandir(directory) as listing:
+        entries = list(listing)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from listed(Path(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            yield Path(entry.path)
+
+
+def read_plainly(queue_directory: Path) -> QueueSnapshot:
+    """The spool read the plain way: every queue file checked with ``fstat`` and its
+    records walked, every defer log read through a file object, every message and
+    recipient counted one at a time in listing order."""
+    snapshot = QueueSnapshot("spool")
+    logs = {path.name: path for path in listed(queue_directory / "defer")}
+    for queue in QUEUES:
+        for path in listed(queue_directory / queue):
+            found = read_head(str(path), HEAD_BYTES)
+            assert found is not None
+            size, arrival = parse_queue_file_head(found[0])
+            snapshot.add_message(queue, found[1] if size is None else size, arrival)
+            if queue == "deferred" and path.name in logs:
+                with logs[path.name].open("rb") as log:
+                    for recipient, reason in parse_defer_log(log.read(MAX_FIELD_BYTES)):
+                        snapshot.add_deferral(recipient, reason)
+    return snapshot
+
+
+def folded(snapshot: QueueSnapshot) -> tuple[object, ...]:
+    """Everything a snapshot says, the order of its counters included (it breaks ties
+    between domains at the cap)."""
+    queues = {q: (s.messages, s.size_bytes, s.oldest_arrival) for q, s in snapshot.queues.items()}
+    return queues, list(snapshot.reasons.items()), list(snapshot.domains.items())
+
+
+def test_the_spool_scan_reads_what_a_plain_read_reads(queued_postfix: QueuedPostfix) -> None:
+    queue_directory = queued_postfix.server.queue_dir
+    scanner = SpoolScanner(queue_directory)
+    first, later = scanner.scan(), scanner.scan()
+    expected = folded(read_plainly(queue_directory))
+    assert folded(first) == expected
+    assert folded(later) == expected  # from what the first scan remembered
+    assert first.queues["deferred"].messages == 4 and first.reasons
+
+
+def test_the_spool_scan_leaves_access_times_alone(queued_postfix: QueuedPostfix) -> None:
+    """A deferred queue file's mtime is its next retry, in the future: under ``relatime``
+    every read would write its access time, a write to Postfix's disk at each scan."""
+    queue_directory = queued_postfix.server.queue_dir
+    files = [*listed(queue_directory / "deferred"), *listed(queue_directory / "defer")]
+    assert any(path.stat().st_mtime > time.time() for path in files)
+    for path in files:  # a second back: a read in the same clock tick would not show
+        found = path.stat()
+        os.utime(path, ns=(found.st_atime_ns - 1_000_000_000, found.st_mtime_ns))
+    before = {path: path.stat().st_atime_ns for path in files}
+    SpoolScanner(queue_directory).scan()
+    assert {path: path.stat().st_atime_ns for path in files} == before
+
+
+def test_the_spool_scan_without_the_right_to_keep_access_times(
+    queued_postfix: QueuedPostfix,
+) -> None:
+    """Root without ``CAP_FOWNER`` may read the spool but not open it with ``O_NOATIME``:
+    the scan reads it the ordinary way and counts the same."""
+    queue_directory = queued_postfix.server.queue_dir
+    program = (
+        "import json, sys\n"
+        "from mail_exporter.collectors.postfix_queue.spool import SpoolScanner\n"
+        "snapshot = SpoolScanner(sys.argv[1]).scan()\n"
+        "print(json.dumps([{q: s.messages for q, s in snapshot.queues.items()},"
+        " snapshot.reasons, snapshot.domains]))\n"
+    )
+    command = ["setpriv", "--bounding-set=-fowner", "--", sys.executable, "-c", program]
+    output = subprocess.run([*command, str(queue_directory)], capture_output=True, text=True,
+                            check=True, timeout=60).stdout  # fmt: skip
+    expected = read_plainly(queue_directory)
+    messages = {q: s.messages for q, s in expected.queues.items()}
+    assert json.loads(output) == [messages, expected.reasons, expected.domains]
+
+
 @pytest.mark.parametrize(("reason", "kind"), [
     ("connect to mx.example.net[192.0.2.1]:25: Connection refused", "connection_refused"),
     ("connect to mx.example.net[192.0.2.1]:25: Connection timed out", "timed_out"),
@@ -319,6 +408,56 @@ def test_spool_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
     scanner.join(10)
     assert not scanner.is_alive(), "the scan waits on the FIFO"
     assert snapshots[0].queues["deferred"].messages == 0
+
+
+@pytest.mark.parametrize(("log", "pairs"), [
+    (b"recipient=a@x\noffset=1\nstatus=4.0.0\nreason=refused\n\n"
+     b"recipient=b@y\nreason=timed out\n", [("a@x", "refused"), ("b@y", "timed out")]),
+    (b"recipient=a@x\nrecipient=b@y\nreason=r\n", [("b@y", "r")]),  # the last recipient
+    (b"recipient=a@x\nreason=r1\nreason=r2\n", [("a@x", "r1")]),  # one reason each
+    (b"reason=r\nrecipient=a@x\n", []),  # a reason before any recipient, one without
+    (b"recipient=\nreason=r\nrecipient=a@x\nreason=\n", [("a@x", "")]),
+    (b"recipient=a@x\nrecipient=\nreason=r\n", []),
+    (b"xrecipient=a@x\nreason=r\n", []),  # fields start their line
+    (b"recipient=\xff@x\r\nreason=r\r\n", [("\ufffd@x\r", "r\r")]),
+])  # fmt: skip
+def test_defer_log_pairs(log: bytes, pairs: list[tuple[str, str]]) -> None:
+    assert parse_defer_log(log) == pairs
+
+
+def test_a_fifo_in_place_of_a_queue_file_is_not_waited_for(tmp_path: Path) -> None:
+    """A FIFO swapped in after the listing is opened and read without blocking, then
+    skipped, whether a writer holds it open (the read finds nothing yet) or not."""
+    fifo = tmp_path / "4C3F41E0A1B"
+    os.mkfifo(fifo)
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(read_queue_file(str(fifo))), daemon=True)
+    reader.start()
+    reader.join(10)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that never writes
+    try:
+        reader = threading.Thread(
+            target=lambda: found.append(read_queue_file(str(fifo))), daemon=True
+        )
+        reader.start()
+        reader.join(10)
+    finally:
+        os.close(writer)
+    assert found == [None, None]
+
+
+def record(kind: bytes, data: bytes) -> bytes:
+    return kind + bytes([len(data)]) + data
+
+
+def test_a_queue_file_not_opened_by_its_size_record(tmp_path: Path) -> None:
+    """Records in another order: the time record is found further on, and without a size
+    record the file's size stands in for the message size."""
+    queue_directory = make_queue_directory(tmp_path, *QUEUES)
+    content = record(b"A", b"create_time=70") + record(b"T", b"70 5") + record(b"N", b"x" * 40)
+    (queue_directory / "hold" / "4C3F41E0A1B").write_bytes(content)
+    hold = SpoolScanner(queue_directory).scan().queues["hold"]
+    assert (hold.messages, hold.size_bytes, hold.oldest_arrival) == (1, len(content), 70.0)
 
 
 def make_queue_directory(root: Path, *queues: str) -> Path:
