@@ -7,6 +7,9 @@ checked too, so a line that should be understood can't slip to ``unsupported``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -632,6 +635,31 @@ def test_domains_are_capped_and_counters_never_fall() -> None:
     assert "busy.example" in labels
     assert len(labels - {"other"}) <= 3
     assert sum(domains.counts.values()) <= 20 * REBALANCE_EVERY
+
+
+TIE = """
+from mail_exporter.collectors.logs.domains import REBALANCE_EVERY, TopDomains
+domains = TopDomains(keep=4)
+for name in ("a.example", "b.example", "c.example", "d.example"):  # promoted, all as quiet
+    domains.add("postfix", name)
+for _ in range(REBALANCE_EVERY):  # busy enough to take the slot of one of them
+    domains.add("postfix", "busy.example")
+print(sorted(domains.snapshot().items()))
+"""
+
+
+def test_which_tied_domain_is_demoted_does_not_depend_on_the_hash_seed() -> None:
+    """Four promoted domains tie at the quietest when a busy one comes: the one that gives
+    its slot is the same in every process, whatever seed Python hashes strings with."""
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", TIE], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout
+        for seed in range(8)
+    }  # fmt: skip
+    assert len(outputs) == 1, outputs
+    assert "busy.example" in outputs.pop()
 
 
 def test_label_values_from_text_are_bounded() -> None:

@@ -9,6 +9,8 @@ for at most ``CANDIDATES_PER_SLOT * keep`` domains) is compared: a domain with m
 than twice the recent volume of the quietest promoted one takes its slot, and the
 demoted domain's series ends (it disappears from the output; ``rate()`` over it stays
 right). So a flood of random domains costs bounded memory and at most ``keep`` series.
+Of promoted domains tied at the lowest volume, the one promoted first is demoted, so the
+same log gives the same series in every run.
 
 A domain that does not :func:`~.labels.fit` (longer than DNS allows, or with control
 characters) counts as ``other`` at once and is not remembered: at most
@@ -39,7 +41,10 @@ class TopDomains:
         self.keep = keep
         self.max_chars = max_chars
         self.counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        self._promoted: set[str] = set()
+        # In promotion order (a dict, not a set): of promoted domains tied at the lowest
+        # volume, the one promoted first gives its slot, in every process. A set's order
+        # follows the string hash, which Python seeds anew in each process.
+        self._promoted: dict[str, None] = {}
         self._volume: dict[str, float] = {}
         self._events = 0
 
@@ -56,7 +61,7 @@ class TopDomains:
         promoted = self._promoted
         if domain not in promoted:
             if len(promoted) < self.keep:
-                promoted.add(domain)
+                promoted[domain] = None
             else:
                 domain = OTHER
         self.counts[(mta, domain, *more)] += amount
@@ -75,7 +80,7 @@ class TopDomains:
             if volume[domain] <= MARGIN * volume.get(weakest, 0.0):
                 break  # ranked in order: no later candidate can pass either
             self._demote(weakest)
-            self._promoted.add(domain)
+            self._promoted[domain] = None
         capacity = CANDIDATES_PER_SLOT * self.keep
         if len(volume) > capacity:
             kept = {domain: volume[domain] for domain in ranked[:capacity]}
@@ -85,7 +90,7 @@ class TopDomains:
             self._volume = kept
 
     def _demote(self, domain: str) -> None:
-        self._promoted.discard(domain)
+        self._promoted.pop(domain, None)
         for key in [key for key in self.counts if key[1] == domain]:
             del self.counts[key]
 
