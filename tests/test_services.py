@@ -4,6 +4,7 @@ fabricated procfs, and real Postfix and Dovecot servers seen through this machin
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -215,30 +216,30 @@ def test_a_command_line_is_read_again_when_the_process_may_have_changed(tmp_path
     is new, was renamed or exec'd (a new kernel name), is another process under the same pid
     (a new /proc entry), or at its turn every COMMAND_REREAD scrapes."""
     fake_process(tmp_path, 10, b"perl", b"/usr/bin/perl\0/usr/sbin/amavisd\0", RUNNING)
+    fake_process(tmp_path, 2, b"kthreadd", b"", RUNNING)
     procfs = ProcFS(tmp_path)
     assert commands(procfs) == {10: "perl"}
 
-    def rewrite(name: str, text: bytes) -> None:
-        path = tmp_path / "10" / name
-        if name == "comm":  # a new file first: the process after it gets another inode
-            path.with_suffix(".new").write_bytes(text)
-            path.with_suffix(".new").rename(path)
-        else:  # argv rewritten in place: same file
-            path.write_bytes(text)
+    def write(name: str, text: bytes) -> None:
+        (tmp_path / "10" / name).write_bytes(text)
 
-    rewrite("cmdline", b"/usr/sbin/amavisd (master)\0")
+    write("cmdline", b"/usr/sbin/amavisd (master)\0")
     assert commands(procfs) == {10: "perl"}  # not read again: nothing tells it changed
-    rewrite("comm", b"/usr/sbin/amavi\n")  # $0 renames it too
+    write("comm", b"/usr/sbin/amavi\n")  # $0 renames it too
     assert commands(procfs) == {10: "amavisd"}
-    rewrite("cmdline", b"/usr/sbin/amavisd-new\0")
-    rewrite("comm", b"/usr/sbin/amavi\n")  # same name, another process under pid 10
+    # Another process under pid 10, with the same kernel name: a new /proc/10.
+    fake_process(tmp_path / "new", 10, b"/usr/sbin/amavi", b"/usr/sbin/amavisd-new\0", RUNNING)
+    shutil.rmtree(tmp_path / "10")
+    (tmp_path / "new" / "10").rename(tmp_path / "10")
     assert commands(procfs) == {10: "amavisd-new"}
-    rewrite("cmdline", b"amavis-child (idle)\0")  # in place, under the same name
-    seen = [commands(procfs)[10] for _ in range(COMMAND_REREAD)]
-    assert seen[0] == "amavisd-new" and seen[-1] == "amavis-child"
-    (tmp_path / "10" / "cmdline").write_bytes(b"")  # exited: a zombie has no command line
-    rewrite("comm", b"amavisd-new\n")
-    assert commands(procfs) == {}
+    write("cmdline", b"amavis-child (idle)\0")  # in place, under the same name
+    (tmp_path / "2" / "cmdline").write_bytes(b"/sbin/modprobe\0")  # a kernel helper program
+    seen = [commands(procfs) for _ in range(COMMAND_REREAD)]
+    assert seen[0] == {10: "amavisd-new"}
+    assert seen[-1] == {10: "amavis-child", 2: "modprobe"}
+    write("cmdline", b"")  # exited: a zombie has no command line
+    write("comm", b"amavisd-new\n")
+    assert commands(procfs) == {2: "modprobe"}
 
 
 def test_procfs_names_agree_with_a_fresh_reading_of_this_host() -> None:

@@ -18,15 +18,19 @@ Kernel threads and zombies (no command line) never match. Decisions:
 * Open files count the entries of ``/proc/PID/fd`` (sockets and pipes included), over
   the processes whose table may be read (root or the same user); absent when none may.
 * /proc is read directly: psutil's process objects cost three times as much for the same
-  answer. Each scrape reads one small file a process, its kernel name (``comm``), and a
-  little more for the matching ones. The command line is read when a process is new, and
-  again when its kernel name changes (``exec``, or a rename such as Perl's ``$0``, which
-  sets both), when its pid is taken by another process (told apart by the inode of its
-  ``/proc/PID/comm``, which the kernel never gives to a later process), and in any case
-  every ``COMMAND_REREAD`` scrapes, a share of the processes at each scrape: a command line
-  rewritten in place under the same kernel name (``setproctitle`` without a rename) is seen
-  within that many scrapes. Opening a file in /proc is what costs (two thirds of a read on
-  a VM); the command line read at every scrape doubled the collector's time.
+  answer. Each scrape lists /proc and reads one small file a process, its kernel name
+  (``comm``), and a little more for the matching ones. The command line is read when a
+  process is new, and again when its kernel name changes (``exec``, or a rename such as
+  Perl's ``$0``, which sets both), when its pid is taken by another process (told apart by
+  the inode of its ``/proc/PID``, which the listing gives and the kernel never gives to a
+  later process), and in any case every ``COMMAND_REREAD`` scrapes, a share of the
+  processes at each scrape: a command line rewritten in place under the same kernel name
+  (``setproctitle`` without a rename) is seen within that many scrapes. A process without
+  a command line (a kernel thread, a zombie) is not read again before its turn either: it
+  does not get one back, except a kernel thread that the kernel turns into a helper
+  program (``modprobe``), seen at that turn. Opening a file in /proc is what costs (two
+  thirds of a read on a VM): reading both files of every process at every scrape took
+  twice the time.
 
 Sample output::
 
@@ -154,7 +158,7 @@ class Seen:
     """A process as the last scrape found it: what tells it has changed, and its name."""
 
     inode: int
-    """Of its ``/proc/PID/comm``: a later process with the same pid has another."""
+    """Of its ``/proc/PID`` directory: a later process with the same pid has another."""
     comm: bytes
     name: ProcessName | None
     """None without a command line (a kernel thread, a zombie)."""
@@ -173,29 +177,24 @@ class ProcFS:
         self._scrapes += 1
         before, seen = self._seen, {}
         found = []
-        for entry in os.listdir(self.procfs):
-            if not entry.isdigit():
-                continue
-            try:
-                descriptor = os.open(f"{self.procfs}/{entry}/comm", os.O_RDONLY)
-                try:
-                    comm = os.read(descriptor, READ_LIMIT)
-                    inode = os.fstat(descriptor).st_ino
-                finally:
-                    os.close(descriptor)
-                known = before.get(entry)
-                if (
-                    known is None
-                    or known.inode != inode
-                    or known.comm != comm
-                    or (int(entry) + self._scrapes) % COMMAND_REREAD == 0
-                ):
-                    known = Seen(inode, comm, self._name(entry, comm))
-            except OSError:  # exited meanwhile
-                continue
-            seen[entry] = known
-            if known.name is not None:
-                found.append(known.name)
+        with os.scandir(self.procfs) as entries:
+            for entry in entries:
+                pid = entry.name
+                if not pid.isdigit():
+                    continue
+                inode = entry.inode()  # from the listing itself: no system call
+                known = before.get(pid)
+                turn = (int(pid) + self._scrapes) % COMMAND_REREAD == 0
+                if known is None or known.inode != inode or known.name is not None or turn:
+                    try:
+                        comm = _read(f"{self.procfs}/{pid}/comm")
+                        if known is None or known.inode != inode or known.comm != comm or turn:
+                            known = Seen(inode, comm, self._name(pid, comm))
+                    except OSError:  # exited meanwhile
+                        continue
+                seen[pid] = known
+                if known.name is not None:
+                    found.append(known.name)
         self._seen = seen
         return found
 
