@@ -240,6 +240,11 @@ def test_a_command_line_is_read_again_when_the_process_may_have_changed(tmp_path
     write("cmdline", b"")  # exited: a zombie has no command line
     write("comm", b"amavisd-new\n")
     assert commands(procfs) == {2: "modprobe"}
+    # In the midst of an exec: the new name, not yet the new program's arguments.
+    fake_process(tmp_path, 12, b"smtpd", b"", RUNNING)
+    assert commands(procfs) == {2: "modprobe"}
+    (tmp_path / "12" / "cmdline").write_bytes(b"smtpd\0-n\0smtp\0")
+    assert commands(procfs) == {2: "modprobe", 12: "smtpd"}
 
 
 def test_procfs_names_agree_with_a_fresh_reading_of_this_host() -> None:

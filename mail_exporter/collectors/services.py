@@ -25,10 +25,11 @@ Kernel threads and zombies (no command line) never match. Decisions:
   the inode of its ``/proc/PID``, which the listing gives and the kernel never gives to a
   later process), and in any case every ``COMMAND_REREAD`` scrapes, a share of the
   processes at each scrape: a command line rewritten in place under the same kernel name
-  (``setproctitle`` without a rename) is seen within that many scrapes. A process without
-  a command line (a kernel thread, a zombie) is not read again before its turn either: it
-  does not get one back, except a kernel thread that the kernel turns into a helper
-  program (``modprobe``), seen at that turn. Opening a file in /proc is what costs (two
+  (``setproctitle`` without a rename) is seen within that many scrapes. A process found
+  without a command line at two scrapes in a row (a kernel thread, a zombie; a process in
+  the midst of an ``exec`` has none for a moment) is not read again before its turn
+  either: it does not get one back, except a kernel thread that the kernel turns into a
+  helper program (``modprobe``), seen at that turn. Opening a file in /proc is what costs (two
   thirds of a read on a VM): reading both files of every process at every scrape took
   twice the time.
 
@@ -161,7 +162,10 @@ class Seen:
     """Of its ``/proc/PID`` directory: a later process with the same pid has another."""
     comm: bytes
     name: ProcessName | None
-    """None without a command line (a kernel thread, a zombie)."""
+    """None without a command line (a kernel thread, a zombie, or one in the midst of an
+    ``exec``: the new program's arguments are not in place yet)."""
+    settled: bool = False
+    """Without a command line at two readings in a row: not read again before its turn."""
 
 
 class ProcFS:
@@ -184,12 +188,16 @@ class ProcFS:
                     continue
                 inode = entry.inode()  # from the listing itself: no system call
                 known = before.get(pid)
+                if known is not None and known.inode != inode:
+                    known = None  # another process under the same pid
                 turn = (int(pid) + self._scrapes) % COMMAND_REREAD == 0
-                if known is None or known.inode != inode or known.name is not None or turn:
+                if known is None or not known.settled or turn:
                     try:
                         comm = _read(f"{self.procfs}/{pid}/comm")
-                        if known is None or known.inode != inode or known.comm != comm or turn:
-                            known = Seen(inode, comm, self._name(pid, comm))
+                        if known is None or known.comm != comm or known.name is None or turn:
+                            name = self._name(pid, comm)
+                            settled = name is None and known is not None and known.name is None
+                            known = Seen(inode, comm, name, settled)
                     except OSError:  # exited meanwhile
                         continue
                 seen[pid] = known
