@@ -29,9 +29,9 @@ Kernel threads and zombies (no command line) never match. Decisions:
   without a command line at two scrapes in a row (a kernel thread, a zombie; a process in
   the midst of an ``exec`` has none for a moment) is not read again before its turn
   either: it does not get one back, except a kernel thread that the kernel turns into a
-  helper program (``modprobe``), seen at that turn. Opening a file in /proc is what costs (two
-  thirds of a read on a VM): reading both files of every process at every scrape took
-  twice the time.
+  helper program (``modprobe``), seen at that turn. Opening a file in /proc is what costs
+  (two thirds of a read on a VM): reading both files of every process at every scrape
+  took twice the time.
 
 Sample output::
 
