@@ -3,6 +3,8 @@ trees whose links would make an unbounded scan never end."""
 
 from __future__ import annotations
 
+import glob
+import math
 import os
 import threading
 import time
@@ -16,6 +18,7 @@ from mail_exporter.collectors.backups import (
     BackupsCollector,
     BackupsConfig,
     Newest,
+    Scan,
     newest_file,
 )
 from mail_exporter.collectors.base import CollectorError, CollectorSet
@@ -182,3 +185,22 @@ def scrape_in_set(
         assert time.monotonic() < deadline, f"threads still running after the scrape: {left}"
         time.sleep(0.05)
     return found
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*.tar", "**/*.tar", "d*/**/*.tar", "**/*", "daily", "daily/*"]
+)
+def test_scan_names_are_what_glob_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    """The names a scan stands for are the paths ``glob`` gives (``**`` recursive), relative
+    patterns too: ``a.tar``, not ``./a.tar``."""
+    for name in ("a.tar", "daily/b.tar", "daily/x/c.tar", "daily/x/y/d.txt", ".hidden/e.tar"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    for full in (str(tmp_path / pattern), pattern):
+        # A directory stands for every file below it, at any depth.
+        globbed = os.path.join(full, "**", "*") if os.path.isdir(full) else full
+        expected = set(glob.glob(globbed, recursive=True))
+        assert expected and Scan(full, BackupsConfig(), math.inf).names() == expected

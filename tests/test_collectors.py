@@ -328,6 +328,45 @@ def wait_for(path: Path, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+class _Threads:
+    """Records the thread of each of its collections."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def collect(self) -> Iterable[Metric]:
+        self.threads.append(threading.current_thread())
+        return []
+
+
+def test_a_collectors_thread_is_kept_from_scrape_to_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each collector's collections run in one thread of its own, started by the first scrape
+    and kept for the next ones; switching the collector off ends it, and so does closing."""
+    monkeypatch.setattr(base, "COLLECTORS", {})
+    made: dict[str, _Threads] = {}
+    for name in ("first", "second"):
+        register_collector(name, "test", CollectorSection)(
+            lambda section, previous, name=name: made.setdefault(name, _Threads())
+        )
+    collector_set = CollectorSet(Config().collectors, {"first": True, "second": True})
+    try:
+        for _ in range(3):
+            list(collector_set.collect())
+        first, second = made["first"].threads, made["second"].threads
+        assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] is not second[0]
+        assert first[0].name == "collector first" and first[0].daemon
+        collector_set.flags = {"first": True, "second": False}
+        collector_set.apply(Config().collectors)
+        second[0].join(10)
+        assert not second[0].is_alive() and first[0].is_alive()
+    finally:
+        collector_set.close()
+    first[0].join(10)
+    assert not first[0].is_alive()
+
+
 def test_concurrent_scrapes_over_http_both_get_the_collection(tmp_path: Path) -> None:
     """The second scrape arrives while the first one's collection runs: both report it.
     (Should the second arrive after the release, it makes a collection of its own, which

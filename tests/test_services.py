@@ -4,6 +4,10 @@ fabricated procfs, and real Postfix and Dovecot servers seen through this machin
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 
 from mail_exporter.collectors.services import (
     CLOCK_TICKS,
+    COMMAND_REREAD,
     PAGE_BYTES,
     ProcessName,
     ProcessUsage,
@@ -200,6 +205,97 @@ def test_procfs_agrees_with_psutil_on_this_process() -> None:
     assert abs(seen.start_time - started) < 0.02
     assert abs(seen.rss_bytes - rss) < 16 * 2**20
     assert seen.open_fds is not None and abs(seen.open_fds - fds) <= 2
+
+
+def commands(procfs: ProcFS) -> dict[int, str]:
+    return {process.pid: process.command for process in procfs.names()}
+
+
+def test_a_command_line_is_read_again_when_the_process_may_have_changed(tmp_path: Path) -> None:
+    """Each scrape reads every process's kernel name; its command line only when the process
+    is new, was renamed or exec'd (a new kernel name), is another process under the same pid
+    (a new /proc entry), or at its turn every COMMAND_REREAD scrapes."""
+    fake_process(tmp_path, 10, b"perl", b"/usr/bin/perl\0/usr/sbin/amavisd\0", RUNNING)
+    fake_process(tmp_path, 2, b"kthreadd", b"", RUNNING)
+    procfs = ProcFS(tmp_path)
+    assert commands(procfs) == {10: "perl"}
+
+    def write(name: str, text: bytes) -> None:
+        (tmp_path / "10" / name).write_bytes(text)
+
+    write("cmdline", b"/usr/sbin/amavisd (master)\0")
+    assert commands(procfs) == {10: "perl"}  # not read again: nothing tells it changed
+    write("comm", b"/usr/sbin/amavi\n")  # $0 renames it too
+    assert commands(procfs) == {10: "amavisd"}
+    # Another process under pid 10, with the same kernel name: a new /proc/10.
+    fake_process(tmp_path / "new", 10, b"/usr/sbin/amavi", b"/usr/sbin/amavisd-new\0", RUNNING)
+    shutil.rmtree(tmp_path / "10")
+    (tmp_path / "new" / "10").rename(tmp_path / "10")
+    assert commands(procfs) == {10: "amavisd-new"}
+    write("cmdline", b"amavis-child (idle)\0")  # in place, under the same name
+    (tmp_path / "2" / "cmdline").write_bytes(b"/sbin/modprobe\0")  # a kernel helper program
+    seen = [commands(procfs) for _ in range(COMMAND_REREAD)]
+    assert seen[0] == {10: "amavisd-new"}
+    assert seen[-1] == {10: "amavis-child", 2: "modprobe"}
+    write("cmdline", b"")  # exited: a zombie has no command line
+    write("comm", b"amavisd-new\n")
+    assert commands(procfs) == {2: "modprobe"}
+    # In the midst of an exec: the new name, not yet the new program's arguments.
+    fake_process(tmp_path, 12, b"smtpd", b"", RUNNING)
+    assert commands(procfs) == {2: "modprobe"}
+    (tmp_path / "12" / "cmdline").write_bytes(b"smtpd\0-n\0smtp\0")
+    assert commands(procfs) == {2: "modprobe", 12: "smtpd"}
+
+
+def test_procfs_names_agree_with_a_fresh_reading_of_this_host() -> None:
+    """On the real /proc, while processes start, exec, rename themselves and exit: every
+    process that stayed the same across the scrape has the names that reading its ``comm``
+    and ``cmdline`` afresh gives."""
+    renamer = (
+        "import ctypes, sys, time; time.sleep(0.2); "
+        "ctypes.CDLL(None).prctl(15, b'renamed-daemon', 0, 0, 0); time.sleep(30)"
+    )
+    children = [
+        subprocess.Popen(["sh", "-c", "sleep 0.2; exec sleep 30"]),
+        subprocess.Popen([sys.executable, "-c", renamer]),
+        subprocess.Popen(["sh", "-c", "sleep 0.3"]),
+    ]
+    procfs = ProcFS()
+    try:
+        mismatches = []
+        for _ in range(8):
+            fresh = fresh_names()
+            cached = {process.pid: process for process in procfs.names()}
+            if fresh_names() != fresh:  # a process changed during the scrape: no verdict
+                continue
+            for pid, process in fresh.items():
+                if cached.get(pid) != process:
+                    mismatches.append((process, cached.get(pid)))
+            time.sleep(0.1)
+        assert not mismatches
+        ours = {process.pid: process.comm for process in procfs.names()}
+        assert (ours[children[0].pid], ours[children[1].pid]) == ("sleep", "renamed-daemon")
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def fresh_names() -> dict[int, ProcessName]:
+    """The processes with a command line, each file read now (the reading before the cache)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            comm = (Path("/proc") / entry / "comm").read_bytes()
+            cmdline = (Path("/proc") / entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline:
+            text = comm.rstrip(b"\n").decode(errors="replace")
+            found[int(entry)] = ProcessName(int(entry), text, command_name(cmdline))
+    return found
 
 
 class Sessions(ProcFS):

@@ -147,13 +147,13 @@ class Scan:
                 todo.append((directory, index + 1, ancestors))  # ** matching no directory
                 below = ancestors | {identity}
                 todo.extend(
-                    (os.path.join(directory, entry.name), index, below)
+                    (_joined(directory, entry), index, below)
                     for entry in self._entries(directory)
                     if not _hidden(entry.name) and self._enters(entry)
                 )
             elif _has_magic(part):
                 todo.extend(
-                    (os.path.join(directory, entry.name), index + 1, ancestors)
+                    (_joined(directory, entry), index + 1, ancestors)
                     for entry in self._entries(directory)
                     if fnmatchcase(entry.name, part) and (part[0] == "." or not _hidden(entry.name))
                 )
@@ -174,8 +174,10 @@ class Scan:
         entries = []
         try:
             with os.scandir(directory or os.curdir) as scan:
-                for entry in scan:
-                    self._count()
+                for entry in scan:  # _count inlined: this loop is the scan's hot path
+                    self.entries += 1
+                    if self.entries > self.max_entries or time.monotonic() > self.deadline:
+                        self._stop()
                     entries.append(entry)
         except OSError:
             return []
@@ -183,15 +185,25 @@ class Scan:
 
     def _count(self) -> None:
         self.entries += 1
+        if self.entries > self.max_entries or time.monotonic() > self.deadline:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Raise why the scan stops (past ``max_entries`` or the deadline)."""
         if self.entries > self.max_entries:
             raise CollectorError(
                 f"{self.path}: more than {self.max_entries} entries to look at: point the path "
                 "at the archives, or raise collectors.backups.max_entries"
             )
-        if time.monotonic() > self.deadline:
-            raise CollectorError(
-                f"{self.path}: scan stopped at the timeout after {self.entries} entries"
-            )
+        raise CollectorError(
+            f"{self.path}: scan stopped at the timeout after {self.entries} entries"
+        )
+
+
+def _joined(directory: str, entry: os.DirEntry[str]) -> str:
+    """``os.path.join(directory, entry.name)``: the entry's own path, but where the scan
+    listed ``.`` for ``""``."""
+    return entry.path if directory else entry.name
 
 
 def _collapsed(parts: Sequence[str]) -> tuple[str, ...]:

@@ -15,8 +15,11 @@ A collection's duration is timed in the thread that runs it, so a slow collector
 does not make the ones read after it look slow; one that has not ended (timed out,
 or its previous collection still running) reports how long it has been waited for.
 
-Each collection runs in a daemon thread of its own, started by the scrape that needs
-it. A collection stuck in a system call (a read from a FIFO or a hung mount, a command
+Each collector's collections run in a daemon thread of its own, started by the first
+scrape that needs it and kept for the next ones (until the set is closed): starting a
+thread at every scrape cost more than the host collectors' own work (0.7 ms of CPU a
+scrape of four, mostly the new threads' start-up contending with the ones already
+running). A collection stuck in a system call (a read from a FIFO or a hung mount, a command
 that does not end) cannot be interrupted from outside; as a daemon thread it at least
 does not keep the process alive at exit, and since at most one collection of each
 collector runs at a time (see below), a stuck source holds one thread, not one per scrape.
@@ -55,6 +58,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -170,10 +174,33 @@ class CollectorHealth:
     error_time: float | None = None
 
 
-class _Collection:
-    """One collection, in a daemon thread of its own that times it."""
+class _Worker:
+    """A collector's daemon thread: runs its collections one after the other."""
 
-    def __init__(self, name: str, collector: Collector, submitted: float, timeout: float) -> None:
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[_Collection, Collector] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name=f"collector {name}", daemon=True)
+        self.thread.start()
+
+    def run(self, collection: _Collection, collector: Collector) -> None:
+        self._jobs.put((collection, collector))
+
+    def stop(self) -> None:
+        """End the thread once the collection it runs, if any, has ended."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            collection, collector = job
+            collection.run(collector)
+
+
+class _Collection:
+    """One collection, run and timed by its collector's worker thread."""
+
+    def __init__(
+        self, worker: _Worker, collector: Collector, submitted: float, timeout: float
+    ) -> None:
         self.submitted = submitted  # the scrape's start: its wait and this deadline are one
         self.deadline = self.submitted + timeout
         """Until when scrapes wait for it."""
@@ -181,12 +208,9 @@ class _Collection:
         """What :func:`collection_deadline` tells the collector."""
         self.took: float | None = None
         self.future: Future[list[Metric]] = Future()
-        thread = threading.Thread(
-            target=self._run, args=(collector,), name=f"collector {name}", daemon=True
-        )
-        thread.start()
+        worker.run(self, collector)
 
-    def _run(self, collector: Collector) -> None:
+    def run(self, collector: Collector) -> None:
         _deadline.set(self.work_deadline)  # the thread's own context: no other one sees it
         began = time.monotonic()
         try:
@@ -217,6 +241,7 @@ class CollectorSet:
         self._lock = threading.Lock()
         # Kept across reloads, so a rebuilt collector whose source hangs stays one thread.
         self._running: dict[str, _Collection] = {}
+        self._workers: dict[str, _Worker] = {}
         self._health: dict[str, CollectorHealth] = {}
         self.apply(configured)
 
@@ -240,6 +265,9 @@ class CollectorSet:
             replaced, self.collectors = self.collectors, collectors
             self.timeouts = {name: float(section.timeout) for name, section in sections.items()}
             self._sections = sections
+            idle = [self._workers.pop(name) for name in set(self._workers) - set(names)]
+        for worker in idle:  # the threads of collectors no longer enabled
+            worker.stop()
         for name, collector in replaced.items():
             if kept.get(name) is not collector:
                 _close(collector)
@@ -252,9 +280,14 @@ class CollectorSet:
         return {name: self._health.get(name, CollectorHealth()) for name in self.collectors}
 
     def close(self) -> None:
-        """Close the collectors; collections still running end on their own (daemon threads)."""
+        """Close the collectors and end their threads; collections still running end on their
+        own (daemon threads), and their threads after them."""
         for collector in self.collectors.values():
             _close(collector)
+        with self._lock:
+            workers, self._workers = self._workers, {}
+        for worker in workers.values():
+            worker.stop()
 
     def _collection(
         self, name: str, collector: Collector, started: float, timeout: float
@@ -262,7 +295,10 @@ class CollectorSet:
         """The collection of ``name`` in flight, or a new one when none is (call with the lock)."""
         running = self._running.get(name)
         if running is None or running.future.done():
-            running = self._running[name] = _Collection(name, collector, started, timeout)
+            worker = self._workers.get(name)
+            if worker is None:
+                worker = self._workers[name] = _Worker(name)
+            running = self._running[name] = _Collection(worker, collector, started, timeout)
         return running
 
     def collect(self) -> Iterable[Metric]:
