@@ -16,8 +16,9 @@ without a login, and a module that logs in fails there with ``starttls_unavailab
 The connection is an asyncio protocol (:class:`Channel`), not a StreamReader and
 StreamWriter: a reply line is cut from the received bytes in place, with no coroutine
 per line and no wait for a drain that has nothing to wait for (docs/benchmarks.md,
-section 2, has what it saves). It keeps StreamReader's bounds: a line longer than :data:`MAX_LINE_BYTES` fails the probe, and reading from the
-socket pauses while more than twice that waits unread.
+section 2, has what it saves). It keeps StreamReader's bounds: a line longer than
+:data:`MAX_LINE_BYTES` fails the probe, and reading from the socket pauses while more
+than twice that waits unread.
 """
 
 from __future__ import annotations
