@@ -12,6 +12,7 @@ import pytest
 import mail_exporter.probes
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
+from mail_exporter.probes.result import SessionLog
 from mail_exporter.probes.session import Session
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
@@ -635,3 +636,15 @@ async def test_old_style_auth_keyword_is_logged_in_with(monkeypatch: pytest.Monk
     assert result.success, result.log
     assert commands(heard, "smtp") == ["EHLO", "AUTH", "QUIT"]
     assert heard[1].startswith("AUTH PLAIN ")
+
+
+def test_session_log_is_written_out_when_read() -> None:
+    """Entries kept as they came read as the log's lines, the server's text escaped."""
+    log = SessionLog()
+    log.add(0.01234, Phase.BANNER, "S: 220 hi\r\x1b[2J")
+    log.add(1.5, "tls_scan", "kept")
+    assert list(log) == [
+        "    12.3ms banner        S: 220 hi\\r\\x1b[2J",
+        "  1500.0ms tls_scan      kept",
+    ]
+    assert len(log) == 2 and "kept" in "\n".join(log)

@@ -240,9 +240,7 @@ class Session:
 
     def log(self, message: str, step: str | None = None) -> None:
         """An entry of the session log, under the current phase or ``step``."""
-        elapsed = time.monotonic() - self._started
-        entry = f"{elapsed * 1000:8.1f}ms {step or self.phase.value:<13} {printable(message, None)}"
-        self.result.log.append(entry)
+        self.result.log.add(time.monotonic() - self._started, step or self.phase, message)
 
     @contextmanager
     def timed(self, phase: Phase) -> Iterator[None]:
