@@ -108,7 +108,9 @@ class Channel(asyncio.Protocol):
         self._writing_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Fetched once: before Python 3.12, each get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
@@ -163,7 +165,7 @@ class Channel(asyncio.Protocol):
             self._reading_paused = False
             assert self.transport is not None
             self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.loop.create_future()
         try:
             await self._waiter
         finally:
@@ -195,7 +197,7 @@ class Channel(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("Connection lost")
         if self._writing_paused:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self.loop.create_future()
             await self._drained
             if self._lost:
                 raise ConnectionResetError("Connection lost")
@@ -324,7 +326,7 @@ class Session:
         with self.timed(Phase.TLS_HANDSHAKE):
             try:
                 channel.over_ssl = True
-                encrypted = await asyncio.get_running_loop().start_tls(
+                encrypted = await channel.loop.start_tls(
                     plain, channel, context, server_hostname=self.server_name_indication()
                 )
             except BaseException:
