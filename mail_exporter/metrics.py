@@ -320,8 +320,8 @@ def probe_text(
     last_success: float | None,
 ) -> str:
     """The families of :func:`probe_families` that have samples, as
-    :func:`~.exposition.as_generate_latest` writes them (/probe's answer), written
-    straight from the rows."""
+    ``prometheus_client.generate_latest`` writes them (/probe's answer), written straight
+    from the rows (:func:`~.exposition.spec_text`)."""
     rows, one = _probe_rows(labels, result, failures, last_success, zero_failures=True)
     return "".join(spec_text(spec, rows.get(spec.name, one)) for spec in _probe_metrics(names))
 

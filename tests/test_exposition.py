@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
-from mail_exporter.exposition import as_generate_latest, header, sample_lines
+from mail_exporter.exposition import header, sample_lines, spec_text
 from mail_exporter.latency import LATENCY
+from mail_exporter.metric_spec import MetricSpec, as_is
 from mail_exporter.metrics import probe_families, probe_text
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.scheduler import _HEADERS, SCHEDULED_LABELS, TargetState, scheduled_families
@@ -82,28 +84,13 @@ def probe_result(failed: bool) -> tuple[ProbeResult, dict[str, float]]:
 
 
 @pytest.mark.parametrize("failed", [False, True])
-def test_probe_text_byte_for_byte_as_prometheus_client(failed: bool) -> None:
-    """/probe's text: what generate_latest writes, to the byte (label order, number format,
-    escaping of a server's text in label values)."""
-    result, failures = probe_result(failed)
-    families = [
-        family
-        for family in probe_families(("protocol",), ["smtp"], result, failures, 1.7e9 + 0.123)
-        if family.samples
-    ]
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    assert as_generate_latest(families) == generate_latest(registry).decode()
-
-
-@pytest.mark.parametrize("failed", [False, True])
 @pytest.mark.parametrize("names", [("protocol",), SCHEDULED_LABELS])
-def test_probe_text_written_from_rows_is_the_families_text(
+def test_probe_text_byte_for_byte_as_prometheus_client(
     pki: PKI, failed: bool, names: tuple[str, ...]
 ) -> None:
-    """/probe's text written straight from the rows is the text of the families it used to
-    be rendered from, to the byte: every family, label and value (a chain of two, a
-    server's text in label values, label names sorted whatever their declared order)."""
+    """/probe's text, written straight from the rows: what generate_latest writes for the
+    families it used to be rendered from, to the byte (every family, label and value, label
+    order, number format, escaping of a server's text in label values, a chain of two)."""
     result, failures = probe_result(failed)
     certificate = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
     leaf = certificate_identity(certificate, certificate.public_bytes(Encoding.DER))
@@ -116,7 +103,20 @@ def test_probe_text_written_from_rows_is_the_families_text(
         for family in probe_families(names, labels, result, failures, last_success)
         if family.samples
     ]
-    assert probe_text(names, labels, result, failures, last_success) == as_generate_latest(families)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    expected = generate_latest(registry).decode()
+    assert probe_text(names, labels, result, failures, last_success) == expected
+
+
+@pytest.mark.parametrize("kind", ["gauge", "counter"])
+def test_spec_text_of_a_family_without_labels(kind: Literal["gauge", "counter"]) -> None:
+    """A family without labels is written without braces, as generate_latest does."""
+    spec = MetricSpec("mail_test_total", "Help \\ with\na break.", kind, (), as_is)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([spec.family([((), 3.0)])]))
+    assert spec_text(spec, [((), 3.0), ((), None)]) == generate_latest(registry).decode()
+    assert spec_text(spec, [((), None)]) == ""
 
 
 def test_sample_lines_of_an_empty_family() -> None:
