@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 
+from mail_exporter.exposition import spec_text
 from mail_exporter.metric_spec import Family, MetricSpec, Reading, Row, as_is, attribute
 from mail_exporter.probes.result import FailureReason, ProbeResult
 from mail_exporter.probes.tls_scan import TLSScan
@@ -307,6 +308,33 @@ def probe_families(
     """Every probe family (those without samples too) of one target's latest result, its
     failure counts (every reason, or with ``zero_failures`` false only those counted) and
     its last success time, under the label names ``names``."""
+    rows, one = _probe_rows(labels, result, failures, last_success, zero_failures)
+    return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
+
+
+def probe_text(
+    names: tuple[str, ...],
+    labels: Sequence[str],
+    result: ProbeResult,
+    failures: Mapping[str, float],
+    last_success: float | None,
+) -> str:
+    """The families of :func:`probe_families` that have samples, as
+    ``prometheus_client.generate_latest`` writes them (/probe's answer), written straight
+    from the rows (:func:`~.exposition.spec_text`)."""
+    rows, one = _probe_rows(labels, result, failures, last_success, zero_failures=True)
+    return "".join(spec_text(spec, rows.get(spec.name, one)) for spec in _probe_metrics(names))
+
+
+def _probe_rows(
+    labels: Sequence[str],
+    result: ProbeResult,
+    failures: Mapping[str, float],
+    last_success: float | None,
+    zero_failures: bool,
+) -> tuple[dict[str, Iterable[Row]], list[Row]]:
+    """The rows of each probe family, by name, and the rows of the others (the target's
+    one row, the result)."""
     target = tuple(labels)
     tls, failure, posture = result.tls, result.failure, result.smtp_posture
     chain = tls.chain if tls else ()
@@ -358,7 +386,7 @@ def probe_families(
             for labels, box in boxes
             for resource, figures in box.quota.items()
         ]
-    return [spec.family(rows.get(spec.name, one)) for spec in _probe_metrics(names)]
+    return rows, one
 
 
 def _info_labels(leaf: CertificateIdentity) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import os
 import re
 import ssl
 import time
@@ -512,7 +513,7 @@ def _certificate_facts(
     """
     anchors = ca_file or system_ca_file()
     try:
-        anchors_version = Path(anchors).stat().st_mtime_ns if anchors else 0
+        anchors_version = os.stat(anchors).st_mtime_ns if anchors else 0
     except OSError:
         anchors_version = -1
     key = (chain_der, server_name, anchors, anchors_version)

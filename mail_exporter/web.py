@@ -42,12 +42,10 @@ import itertools
 import logging
 import time
 import zlib
-from collections.abc import Iterable
 from importlib.resources import files
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from mail_exporter.basic_auth import HashingBusy
@@ -55,8 +53,7 @@ from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.config.validation import ConfigError
 from mail_exporter.durations import format_duration
 from mail_exporter.exporter import Exporter, ProbeRefusal
-from mail_exporter.exposition import as_generate_latest
-from mail_exporter.metrics import probe_families
+from mail_exporter.metrics import probe_text
 from mail_exporter.probes import ProbeResult, run_probe
 from mail_exporter.report import render_report
 from mail_exporter.runbook import runbook_page
@@ -75,18 +72,11 @@ GZIP_LEVEL = 1
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 
 
-class _OneProbe:
-    """The families of a single /probe result."""
-
-    def __init__(self, result: ProbeResult) -> None:
-        self.result = result
-
-    def collect(self) -> Iterable[Metric]:
-        result = self.result
-        failures = {result.failure.reason.value: 1.0} if result.failure else {}
-        last_success = time.time() if result.success else None
-        families = probe_families(("protocol",), [result.protocol], result, failures, last_success)
-        return [family for family in families if family.samples]
+def _probe_text(result: ProbeResult) -> str:
+    """The metrics of a single /probe result."""
+    failures = {result.failure.reason.value: 1.0} if result.failure else {}
+    last_success = time.time() if result.success else None
+    return probe_text(("protocol",), [result.protocol], result, failures, last_success)
 
 
 def _exporter(request: web.Request) -> Exporter:
@@ -192,7 +182,7 @@ async def probe(request: web.Request) -> web.Response:
     _check_target(request, module_name, module, address, target)
     budget = _probe_budget(request, module.timeout_seconds, config.global_.scrape_timeout_offset)
     result = await run_probe(address, module, budget, exporter.probe_memory)
-    exposition = as_generate_latest(_OneProbe(result).collect())
+    exposition = _probe_text(result)
     if request.query.get("debug", "").lower() == "true":
         text = render_report(str(address), module_name, result)
         text += f"\nTime budget: {format_duration(budget)}\n\nMetrics:\n{exposition}"

@@ -5,24 +5,28 @@ prometheus_client would say, and an unverified certificate's facts reach both
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.exporter import Exporter
-from mail_exporter.exposition import as_generate_latest, header, sample_lines
+from mail_exporter.exposition import header, sample_lines, spec_text
 from mail_exporter.latency import LATENCY
-from mail_exporter.metrics import probe_families
+from mail_exporter.metric_spec import MetricSpec, as_is
+from mail_exporter.metrics import probe_families, probe_text
 from mail_exporter.probes.result import Failure, FailureReason, Phase, ProbeResult
 from mail_exporter.scheduler import _HEADERS, SCHEDULED_LABELS, TargetState, scheduled_families
-from mail_exporter.tls_facts import TLSFacts
+from mail_exporter.tls_facts import TLSFacts, certificate_identity
 from mail_exporter.web import make_app
 from tests.realservers.pki import PKI
 from tests.scripted import scripted_server, server_context, smtp_script
@@ -67,10 +71,8 @@ def test_same_exposition_as_prometheus_client() -> None:
     assert 'target="odd \\"name\\"\\\\x"' in ours
 
 
-@pytest.mark.parametrize("failed", [False, True])
-def test_probe_text_byte_for_byte_as_prometheus_client(failed: bool) -> None:
-    """/probe's text: what generate_latest writes, to the byte (label order, number format,
-    escaping of a server's text in label values)."""
+def probe_result(failed: bool) -> tuple[ProbeResult, dict[str, float]]:
+    """A probe's result with a server's odd text in its labels, and its failure counts."""
     result = ProbeResult(protocol="smtp", duration_seconds=0.00123, success=not failed)
     result.phases = {Phase.CONNECT: 1.5e-05, Phase.BANNER: 0.25, Phase.QUIT: 12.0}
     result.tls = TLSFacts("TLSv1.3", 'odd "cipher"\\\n', 1.7e9, 1.6e9, 1.7e9, "CN=x\n",
@@ -78,15 +80,43 @@ def test_probe_text_byte_for_byte_as_prometheus_client(failed: bool) -> None:
     result.starttls_offered, result.auth_mechanism = True, "PLAIN"
     if failed:
         result.failure = Failure(Phase.TLS_HANDSHAKE, FailureReason.TLS, "expired")
-    failures = {FailureReason.TLS.value: 1.0} if failed else {}
+    return result, ({FailureReason.TLS.value: 1.0} if failed else {})
+
+
+@pytest.mark.parametrize("failed", [False, True])
+@pytest.mark.parametrize("names", [("protocol",), SCHEDULED_LABELS])
+def test_probe_text_byte_for_byte_as_prometheus_client(
+    pki: PKI, failed: bool, names: tuple[str, ...]
+) -> None:
+    """/probe's text, written straight from the rows: what generate_latest writes for the
+    families it used to be rendered from, to the byte (every family, label and value, label
+    order, number format, escaping of a server's text in label values, a chain of two)."""
+    result, failures = probe_result(failed)
+    certificate = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    leaf = certificate_identity(certificate, certificate.public_bytes(Encoding.DER))
+    assert result.tls is not None
+    result.tls = dataclasses.replace(result.tls, chain=(leaf, leaf), chain_length=2)
+    labels = ['odd "name"\\x\n', "module", "smtp"][-len(names) :]
+    last_success = None if failed else 1.7e9 + 0.123
     families = [
         family
-        for family in probe_families(("protocol",), ["smtp"], result, failures, 1.7e9 + 0.123)
+        for family in probe_families(names, labels, result, failures, last_success)
         if family.samples
     ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    assert as_generate_latest(families) == generate_latest(registry).decode()
+    expected = generate_latest(registry).decode()
+    assert probe_text(names, labels, result, failures, last_success) == expected
+
+
+@pytest.mark.parametrize("kind", ["gauge", "counter"])
+def test_spec_text_of_a_family_without_labels(kind: Literal["gauge", "counter"]) -> None:
+    """A family without labels is written without braces, as generate_latest does."""
+    spec = MetricSpec("mail_test_total", "Help \\ with\na break.", kind, (), as_is)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([spec.family([((), 3.0)])]))
+    assert spec_text(spec, [((), 3.0), ((), None)]) == generate_latest(registry).decode()
+    assert spec_text(spec, [((), None)]) == ""
 
 
 def test_sample_lines_of_an_empty_family() -> None:

@@ -12,6 +12,8 @@ import pytest
 import mail_exporter.probes
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
+from mail_exporter.probes.result import SessionLog
+from mail_exporter.probes.session import Session
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
 from tests.scripted import Handler, scripted_server, send, server_context, smtp_script, upgrade
@@ -126,6 +128,31 @@ async def test_endless_multiline_reply_is_cut_off() -> None:
 
     result = await probe(endless, module())
     assert_failed(result, Phase.CAPABILITIES, FailureReason.PROTOCOL)
+
+
+async def test_unread_lines_stay_bounded_in_memory() -> None:
+    """A server that pours out lines faster than the probe reads them fills the kernel's
+    buffers, not the probe's memory: the connection stops reading above its bound."""
+    sent = 0
+    flood_bytes = 64 * 1024 * 1024
+
+    async def pour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        chunk = b"250-more\r\n" * 6554  # 64 KiB of short lines
+        while sent < flood_bytes:
+            writer.write(chunk)
+            await writer.drain()
+            sent += len(chunk)
+
+    async with scripted_server(pour) as address:
+        session = Session(parse_address(address), module(), ProbeResult("smtp"))
+        await session.connect()
+        try:
+            await asyncio.sleep(1.0)  # the probe reads nothing meanwhile
+            assert sent < flood_bytes / 2, f"{sent} bytes taken in without being read"
+            assert await session.read_line() == "250-more"
+        finally:
+            await session.close()
 
 
 async def test_connection_closed_mid_reply() -> None:
@@ -609,3 +636,15 @@ async def test_old_style_auth_keyword_is_logged_in_with(monkeypatch: pytest.Monk
     assert result.success, result.log
     assert commands(heard, "smtp") == ["EHLO", "AUTH", "QUIT"]
     assert heard[1].startswith("AUTH PLAIN ")
+
+
+def test_session_log_is_written_out_when_read() -> None:
+    """Entries kept as they came read as the log's lines, the server's text escaped."""
+    log = SessionLog()
+    log.add(0.01234, Phase.BANNER, "S: 220 hi\r\x1b[2J")
+    log.add(1.5, "tls_scan", "kept")
+    assert list(log) == [
+        "    12.3ms banner        S: 220 hi\\r\\x1b[2J",
+        "  1500.0ms tls_scan      kept",
+    ]
+    assert len(log) == 2 and "kept" in "\n".join(log)

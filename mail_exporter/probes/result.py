@@ -8,10 +8,12 @@ families and :mod:`mail_exporter.report` into a readable report.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from mail_exporter.printable import printable
 from mail_exporter.probes.revocation import Revocation
 from mail_exporter.probes.tls_scan import TLSScan
 from mail_exporter.tls_facts import TLSFacts
@@ -82,6 +84,40 @@ class MailboxStats:
     ``messages`` (MESSAGE); of several quota roots, the fullest."""
 
 
+class SessionLog:
+    """A probe's session log, read as its lines (``  12.3ms capabilities  S: 250 ok``).
+
+    Entries are kept as they come, the time since the session began, the step and the
+    message, and written out as lines only when read (the report of ``probe`` and of a
+    debug /probe): nearly every probe's log is never read, and formatting its thirty-odd
+    entries as they came sat on the probe's path (docs/benchmarks.md, section 2).
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, str, str]] = []
+
+    def add(self, elapsed: float, step: str, message: str) -> None:
+        """An entry ``elapsed`` seconds into the session; the message is escaped when read."""
+        self._entries.append((elapsed, step, message))
+
+    def __iter__(self) -> Iterator[str]:
+        for elapsed, step, message in self._entries:
+            yield f"{elapsed * 1000:8.1f}ms {step:<13} {printable(message, None)}"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionLog) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 @dataclass
 class ProbeResult:
     """Everything one probe learned; built up by the session, frozen by the runner."""
@@ -95,7 +131,7 @@ class ProbeResult:
     starttls_offered: bool | None = None
     plaintext_auth_offered: bool | None = None
     peer_address: str | None = None
-    log: list[str] = field(default_factory=list)
+    log: SessionLog = field(default_factory=SessionLog)
     smtp_posture: SMTPPosture | None = None
     revocation: Revocation | None = None
     tls_scan: TLSScan | None = None

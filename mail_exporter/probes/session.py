@@ -12,6 +12,13 @@ so (``allow_plaintext_auth``): with ``tls: starttls`` and ``require_tls: false``
 that does not offer STARTTLS (or whose offer was stripped on the way) is still probed
 without a login, and a module that logs in fails there with ``starttls_unavailable``
 (:func:`plaintext_refusal`) rather than sending its password in cleartext.
+
+The connection is an asyncio protocol (:class:`Channel`), not a StreamReader and
+StreamWriter: a reply line is cut from the received bytes in place, with no coroutine
+per line and no wait for a drain that has nothing to wait for (docs/benchmarks.md,
+section 2, has what it saves). It keeps StreamReader's bounds: a line longer than
+:data:`MAX_LINE_BYTES` fails the probe, and reading from the socket pauses while more
+than twice that waits unread.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mail_exporter import tls_facts
 from mail_exporter.config.probes import ModuleConfig
@@ -80,6 +87,122 @@ Farewell = Callable[[], Awaitable[object]]
 """A protocol's goodbye (SMTP and POP3 ``QUIT``, IMAP ``LOGOUT``): sends it, checks the answer."""
 
 
+class Channel(asyncio.Protocol):
+    """The bytes a connection received, bounded, and the way to send; TLS or not.
+
+    It reads as :class:`asyncio.StreamReader` does, so that what a server can do to a
+    probe stays the same: an error the connection ended with is raised before any
+    buffered data is returned, and reading pauses above ``2 * MAX_LINE_BYTES`` unread
+    bytes until someone waits for more.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.error: BaseException | None = None
+        """What the connection ended with (``connection_lost``), raised to the next reader."""
+        self.over_ssl = False
+        self._lost = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        # Fetched once: before Python 3.12, each get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > 2 * MAX_LINE_BYTES and not self._reading_paused:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Half-open TCP, as a stream keeps it: a goodbye may still be sent. Under TLS the
+        # return value does nothing (asyncio warns), so the close follows.
+        return not self.over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self._lost = True
+        self.error = exc
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def consumed(self) -> None:
+        """Resume reading once the unread bytes are under the line limit again."""
+        if self._reading_paused and len(self.buffer) <= MAX_LINE_BYTES:
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    async def wait(self) -> None:
+        """Until more bytes, the end of the stream or the loss of the connection."""
+        if self._reading_paused:  # whoever waits wants more than what is unread
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def readexactly(self, count: int) -> bytes:
+        """``count`` bytes; raises ``asyncio.IncompleteReadError`` at the end of the stream."""
+        while len(self.buffer) < count or self.error is not None:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                partial = bytes(self.buffer)
+                self.buffer.clear()
+                raise asyncio.IncompleteReadError(partial, count)
+            await self.wait()
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        self.consumed()
+        return data
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Until the transport takes more; raises when the connection is lost."""
+        if self.error is not None:
+            raise self.error
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if self._writing_paused:
+            self._drained = self.loop.create_future()
+            await self._drained
+            if self._lost:
+                raise ConnectionResetError("Connection lost")
+
+
 class Session:
     """A TCP (and maybe TLS) conversation with one server, timed phase by phase."""
 
@@ -107,8 +230,7 @@ class Session:
         self.peer_chain: tuple[bytes, ...] | None = None
         """The chain the server presented (DER, leaf first), kept for the revocation checks
         when the module asks for them."""
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: Channel | None = None
         self._socket: socket.socket | None = None
         """The connection's socket, for TCP_QUICKACK (fetched once: on uvloop each
         ``get_extra_info("socket")`` costs a system call)."""
@@ -120,9 +242,7 @@ class Session:
 
     def log(self, message: str, step: str | None = None) -> None:
         """An entry of the session log, under the current phase or ``step``."""
-        elapsed = time.monotonic() - self._started
-        entry = f"{elapsed * 1000:8.1f}ms {step or self.phase.value:<13} {printable(message, None)}"
-        self.result.log.append(entry)
+        self.result.log.add(time.monotonic() - self._started, step or self.phase, message)
 
     @contextmanager
     def timed(self, phase: Phase) -> Iterator[None]:
@@ -143,10 +263,10 @@ class Session:
         with self.timed(Phase.CONNECT):
             self.log(f"connecting to {ip} port {self.address.port}")
             try:
-                self._reader, self._writer = await asyncio.open_connection(
-                    ip, self.address.port, family=family, limit=MAX_LINE_BYTES
+                transport, self._channel = await asyncio.get_running_loop().create_connection(
+                    Channel, ip, self.address.port, family=family
                 )
-                self._socket = self._writer.get_extra_info("socket")
+                self._socket = transport.get_extra_info("socket")
             except OSError as error:
                 reason = os.strerror(error.errno) if error.errno else str(error)
                 raise ProbeFailure(FailureReason.CONNECT, reason) from None
@@ -179,15 +299,15 @@ class Session:
         self.log(f"resolved {self.address.host} to {sockaddr[0]}")
         return str(sockaddr[0]), family
 
-    def tls_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    def tls_channel(self) -> Channel:
         """The open connection, where the TLS handshake is to begin (by asyncio, or by hand
         as the stapling check's is); raises ``ProbeFailure`` when the server already sent
         something: bytes sent in plaintext after its go-ahead, read as if they came through
         TLS, are the STARTTLS injection flaw (CVE-2011-0411)."""
-        assert self._writer is not None and self._reader is not None
-        if getattr(self._reader, "_buffer", b""):  # StreamReader has no public peek
+        assert self._channel is not None
+        if self._channel.buffer:
             raise ProbeFailure(FailureReason.PROTOCOL, "server sent data before the TLS handshake")
-        return self._reader, self._writer
+        return self._channel
 
     def server_name_indication(self) -> str | None:
         """The name sent as SNI: ``tls_config.server_name``, else the target's host unless
@@ -200,17 +320,24 @@ class Session:
     async def handshake(self, context: ssl.SSLContext) -> ssl.SSLObject:
         """The TLS handshake with ``context`` on the open connection, timed as
         ``tls_handshake``; raises what it raised (``ssl.SSLError``, ``OSError``, ``EOFError``)."""
-        _, writer = self.tls_streams()
+        channel = self.tls_channel()
+        plain = channel.transport
+        assert plain is not None
         with self.timed(Phase.TLS_HANDSHAKE):
             try:
-                await writer.start_tls(context, server_hostname=self.server_name_indication())
+                channel.over_ssl = True
+                encrypted = await channel.loop.start_tls(
+                    plain, channel, context, server_hostname=self.server_name_indication()
+                )
             except BaseException:
-                # asyncio has closed the connection, but never tells a stream whose
-                # start_tls failed or was cancelled: its wait_closed() would never return.
-                writer.transport.abort()
-                self._writer = self._socket = None
+                # asyncio has closed the connection, but tells no protocol whose start_tls
+                # failed or was cancelled: a wait for its close would never end.
+                plain.abort()
+                self._channel = self._socket = None
                 raise
-        ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
+        assert encrypted is not None
+        channel.transport = encrypted
+        ssl_object: ssl.SSLObject = encrypted.get_extra_info("ssl_object")
         return ssl_object
 
     async def start_tls(self) -> None:
@@ -298,44 +425,55 @@ class Session:
 
     async def read_line(self) -> str:
         """One line without its ending; CRLF and bare LF are both accepted."""
-        assert self._reader is not None
+        channel = self._channel
+        assert channel is not None
+        buffer = channel.buffer
+        end = buffer.find(b"\n")
         # A line already received needs no wait, so no ACK is pending on it: the rest of
-        # a multi-line reply costs no system call (StreamReader has no public peek).
-        if b"\n" not in getattr(self._reader, "_buffer", b""):
+        # a multi-line reply costs no system call.
+        if end < 0:
             self._ack_at_once()
-        try:
-            raw = await self._reader.readline()
-        except ValueError:  # the stream's limit: a line longer than MAX_LINE_BYTES
+        while end < 0 or channel.error is not None:
+            if channel.error is not None:
+                if isinstance(channel.error, ConnectionError | ssl.SSLError):
+                    detail = f"connection lost: {channel.error}"
+                    raise ProbeFailure(FailureReason.PROTOCOL, detail) from None
+                raise channel.error
+            if len(buffer) > MAX_LINE_BYTES:
+                break
+            if channel.eof:
+                raise ProbeFailure(FailureReason.PROTOCOL, "server closed the connection")
+            await channel.wait()
+            end = buffer.find(b"\n")
+        if end < 0 or end > MAX_LINE_BYTES:
             raise ProbeFailure(
                 FailureReason.PROTOCOL, f"server sent a line longer than {MAX_LINE_BYTES} bytes"
-            ) from None
-        except (ConnectionError, ssl.SSLError) as error:
-            raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
-        if not raw.endswith(b"\n"):
-            raise ProbeFailure(FailureReason.PROTOCOL, "server closed the connection")
-        line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            )
+        line = buffer[: end + 1].rstrip(b"\r\n").decode("utf-8", "replace")
+        del buffer[: end + 1]
+        channel.consumed()
         self.log(f"S: {printable(line)}")
         return line
 
     async def write_line(self, line: str, shown: str | None = None) -> None:
         """Send one command with CRLF; ``shown`` replaces it in the log when it holds a secret."""
-        assert self._writer is not None
+        assert self._channel is not None
         self.log(f"C: {shown if shown is not None else printable(line)}")
         self._ack_at_once()
-        self._writer.write(line.encode() + b"\r\n")
+        self._channel.write(line.encode() + b"\r\n")
         try:
-            await self._writer.drain()
+            await self._channel.drain()
         except (ConnectionError, ssl.SSLError) as error:
             raise ProbeFailure(FailureReason.PROTOCOL, f"connection lost: {error}") from None
 
     async def close(self, wait: float = 1.0) -> None:
         """Close the connection, waiting at most ``wait`` seconds for the close to finish."""
-        if self._writer is None:
+        if self._channel is None or self._channel.transport is None:
             return
-        self._writer.close()
+        self._channel.transport.close()
         # The verdict is already made; a messy close changes nothing.
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._channel.closed), wait)
 
 
 def fail_result(result: ProbeResult, phase: Phase, reason: FailureReason, detail: str) -> None:

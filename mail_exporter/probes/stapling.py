@@ -47,7 +47,7 @@ from typing import Final
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes.result import Phase
 from mail_exporter.probes.revocation import Staple, StapleSource
-from mail_exporter.probes.session import Session
+from mail_exporter.probes.session import Channel, Session
 from mail_exporter.probes.tls_scan import scan_key
 from mail_exporter.probes.tls_scanner import (
     Converse,
@@ -192,7 +192,7 @@ def client_hello(server_name: str | None) -> bytes:
 class _Reader:
     """The server's handshake records, read within :data:`MAX_HANDSHAKE_BYTES`."""
 
-    def __init__(self, stream: asyncio.StreamReader) -> None:
+    def __init__(self, stream: Channel) -> None:
         self._stream = stream
         self._left = MAX_HANDSHAKE_BYTES
         self._messages = bytearray()
@@ -301,7 +301,7 @@ def _ocsp_response(body: bytes) -> bytes:
     return response
 
 
-async def _read_staple(reader: asyncio.StreamReader) -> Staple:
+async def _read_staple(reader: Channel) -> Staple:
     """What the server answers a :func:`client_hello` already sent: its staple, or none
     and why. Raises :class:`_Garbage` for what is no such answer."""
     try:
@@ -343,12 +343,12 @@ class _StapleSession(HandshakeSession):
     """A probe's session whose TLS handshake is the stapling check's ClientHello."""
 
     async def start_tls(self) -> None:
-        reader, writer = self.tls_streams()
+        channel = self.tls_channel()
         with self.timed(Phase.TLS_HANDSHAKE):
-            writer.write(client_hello(self.server_name_indication()))
+            channel.write(client_hello(self.server_name_indication()))
             try:
-                await writer.drain()
-                staple = await _read_staple(reader)
+                await channel.drain()
+                staple = await _read_staple(channel)
             except ConnectionError as error:
                 staple = Staple(None, f"the server dropped the connection ({_error(error)})")
             except _Garbage as garbage:
