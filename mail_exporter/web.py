@@ -41,6 +41,7 @@ Connections, request-head time and concurrent /probe runs are limited by
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -104,7 +105,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
         return web.Response(body=body, headers=headers)
     chunks = _plain_chunks(exporter)
-    first = await asyncio.to_thread(next, chunks, b"")  # the registry's: a collector may fail
+    first = await asyncio.to_thread(next, chunks, b"")  # before the status: the registry's
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)
     chunk: bytes | None = first
@@ -127,16 +128,19 @@ def _gzipped_body(exporter: Exporter) -> bytes:
 
 
 def _plain_chunks(exporter: Exporter) -> Iterator[bytes]:
-    """The registry's text, then the probe results in chunks of about ``PLAIN_CHUNK``
-    bytes: with thousands of targets the text is megabytes, never held whole."""
-    yield b"".join(text for text, _ in registry_parts(exporter.registry))
+    """The registry's text, then the probe results, in chunks of about ``PLAIN_CHUNK``
+    bytes: with thousands of targets (or domains) the text is megabytes, never held whole.
+    A piece that large already (a pass's rendered family) is passed on as it is."""
+    pieces = itertools.chain(
+        (text for text, _ in registry_parts(exporter.registry)), exporter.scheduler.render()
+    )
     chunk: list[bytes] = []
     size = 0
-    for piece in exporter.scheduler.render():
+    for piece in pieces:
         chunk.append(piece)
         size += len(piece)
         if size >= PLAIN_CHUNK:
-            yield b"".join(chunk)
+            yield chunk[0] if len(chunk) == 1 else b"".join(chunk)
             chunk, size = [], 0
     if chunk:
         yield b"".join(chunk)

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import random
 import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +30,9 @@ from mail_exporter.exposition import RenderedFamily, registry_parts
 from mail_exporter.gzip_body import Part, _combine_in_python, compress, gzip_member
 from mail_exporter.scheduler import _HEADERS, BUCKETS, Scheduler
 from tests.promtool import check_metrics
+from tests.realservers.programs import served_prometheus
 from tests.scripted import scripted_server, silent, smtp_script
+from tests.served import get, served_exporter
 
 TARGETS = 24
 
@@ -191,6 +197,15 @@ async def test_scrapes_over_http_gzipped_and_streamed(exporter: Exporter) -> Non
         assert plain.headers["Transfer-Encoding"] == "chunked"
         assert "Content-Encoding" not in plain.headers
         text = await plain.text()
+        curl = shutil.which("curl")
+        if curl:  # another decoder: curl's, through libcurl's gzip
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [curl, "-sSf", "--compressed", str(client.make_url("/metrics"))],
+                capture_output=True,
+                check=True,
+            )
+            assert samples(done.stdout.decode()).keys() == samples(gzipped).keys()
     finally:
         await client.close()
     without_self = {
@@ -213,7 +228,6 @@ def test_plain_chunks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = SimpleNamespace(registry=_Registry([]), scheduler=_Many())
     monkeypatch.setattr(web, "PLAIN_CHUNK", 10_000)
     chunks = list(web._plain_chunks(exporter))  # type: ignore[arg-type]
-    assert chunks[0] == b""  # the registry's text, empty here
     assert len(chunks) > 20 and all(len(chunk) < 10_000 + 1010 for chunk in chunks)
     assert b"".join(chunks) == b"".join(_Many().render())
 
@@ -250,3 +264,45 @@ def test_rendered_families_are_served_as_they_were_written() -> None:
     merged.samples = [*merged.samples, *gauge("mail_dns_b", {"y.test": 3.0}).samples]
     parts = list(registry_parts(_Registry([merged])))
     assert parts[0][1] is None and b'domain="y.test"' in parts[0][0]
+
+
+def test_prometheus_reads_the_gzipped_body(tmp_path: Path) -> None:
+    """The real Prometheus scrapes the exporter as it always does (asking for gzip) and
+    stores every sample of the body put together from parts."""
+    targets = "".join(
+        f'  - {{name: "t{n}", address: "127.0.0.1:{n + 1}", module: quick}}\n' for n in range(40)
+    )
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "global: {interval: 1s}\nmodules:\n  quick: {protocol: smtp, timeout: 500ms}\n"
+        f"targets:\n{targets}"
+    )
+    with served_exporter(tmp_path, config) as exporter:
+        prometheus_config = tmp_path / "prometheus.yml"
+        prometheus_config.write_text(
+            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: mail\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]\n"
+        )
+        with served_prometheus(tmp_path, prometheus_config) as prometheus:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                scraped = query(prometheus.port, 'scrape_samples_scraped{job="mail"}')
+                targets_seen = query(prometheus.port, "count(mail_probe_success)")
+                if scraped and targets_seen == 40.0:
+                    break
+                time.sleep(0.5)
+            assert query(prometheus.port, 'up{job="mail"}') == 1.0
+            assert targets_seen == 40.0
+            body = get(exporter.port, "/metrics").body
+            assert scraped == len(samples(body))  # the sample count does not change between
+
+
+def query(port: int, expression: str) -> float | None:
+    """The one value of an instant query, None when it has none."""
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            result = json.load(response)["data"]["result"]
+    except OSError:
+        return None
+    return float(result[0]["value"][1]) if result else None
