@@ -231,10 +231,11 @@ class Scheduler:
         state's ``rendered`` whole, never changes them in place."""
         columns = [_columns(rows) for rows in self._rows() if rows]
         for family, (_, family_header) in enumerate(_HEADERS):
-            bodies = [body for body in (b"".join(bucket[family]) for bucket in columns) if body]
-            if bodies:
+            if any(any(bucket[family]) for bucket in columns):  # any target's lines
                 yield family_header
-                yield from bodies
+                for bucket in columns:
+                    if body := b"".join(bucket[family]):
+                        yield body
 
     def compressed(self) -> list[Part]:
         """What :meth:`render` yields, as compressed parts: those of the buckets whose

@@ -14,9 +14,8 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,7 +27,7 @@ from mail_exporter import gzip_body, web
 from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import RenderedFamily, registry_parts
 from mail_exporter.gzip_body import Part, _combine_in_python, compress, gzip_member
-from mail_exporter.scheduler import _HEADERS, BUCKETS, Scheduler
+from mail_exporter.scheduler import _HEADERS, BUCKETS
 from tests.promtool import check_metrics
 from tests.realservers.programs import served_prometheus
 from tests.scripted import scripted_server, silent, smtp_script
@@ -141,7 +140,8 @@ async def test_gzipped_and_plain_scrapes_say_what_the_whole_text_says(exporter: 
         state.bucket = n % BUCKETS  # spread over the buckets, several targets in some
     expected = whole_text(exporter)
     gzipped = gzip.decompress(web._gzipped_body(exporter)).decode()
-    plain = b"".join(web._plain_chunks(exporter)).decode()
+    registry_text = b"".join(text for text, _ in registry_parts(exporter.registry))
+    plain = (registry_text + b"".join(web._chunks(scheduler.render()))).decode()
     for text in (gzipped, plain):
         assert samples(text) == samples(expected)
         assert headers(text) == headers(expected)
@@ -218,18 +218,12 @@ async def test_scrapes_over_http_gzipped_and_streamed(exporter: Exporter) -> Non
 
 
 def test_plain_chunks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plain scrape never holds much more than a chunk beyond the registry's text."""
-
-    class _Many(Scheduler):
-        def render(self) -> Iterator[bytes]:
-            for n in range(300):
-                yield b"x" * 1000 + str(n).encode() + b"\n"
-
-    exporter = SimpleNamespace(registry=_Registry([]), scheduler=_Many())
+    """A plain scrape never holds much more than a chunk of the probe results at once."""
+    pieces = [b"x" * 1000 + str(n).encode() + b"\n" for n in range(300)]
     monkeypatch.setattr(web, "PLAIN_CHUNK", 10_000)
-    chunks = list(web._plain_chunks(exporter))  # type: ignore[arg-type]
+    chunks = list(web._chunks(pieces))
     assert len(chunks) > 20 and all(len(chunk) < 10_000 + 1010 for chunk in chunks)
-    assert b"".join(chunks) == b"".join(_Many().render())
+    assert b"".join(chunks) == b"".join(pieces)
 
 
 class _Registry:
