@@ -24,10 +24,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_exporter import gzip_body, web
+from mail_exporter import scheduler as scheduler_module
 from mail_exporter.exporter import Exporter
 from mail_exporter.exposition import RenderedFamily, registry_parts
 from mail_exporter.gzip_body import Part, _combine_in_python, compress, gzip_member
-from mail_exporter.scheduler import _HEADERS, BUCKETS
+from mail_exporter.scheduler import _HEADERS
 from tests.promtool import check_metrics
 from tests.realservers.programs import served_prometheus
 from tests.scripted import scripted_server, silent, smtp_script
@@ -131,13 +132,16 @@ async def exporter(tmp_path: Path) -> AsyncIterator[Exporter]:
             running.stop()
 
 
-async def test_gzipped_and_plain_scrapes_say_what_the_whole_text_says(exporter: Exporter) -> None:
+async def test_gzipped_and_plain_scrapes_say_what_the_whole_text_says(
+    exporter: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On real probe results: the gzipped body and the plain chunks have the samples of
     the text rendered whole, each family once with its header, and promtool takes them."""
     exporter.stop()  # the results stay as they are while the bodies are compared
     scheduler = exporter.scheduler
+    monkeypatch.setattr(scheduler_module, "TARGETS_PER_BUCKET", 3)  # 8 buckets
     for n, state in enumerate(scheduler.states.values()):
-        state.bucket = n % BUCKETS  # spread over the buckets, several targets in some
+        state.phase = (n % 5) / 8  # spread over the buckets, several in some, none in others
     expected = whole_text(exporter)
     gzipped = gzip.decompress(web._gzipped_body(exporter)).decode()
     registry_text = b"".join(text for text, _ in registry_parts(exporter.registry))
@@ -155,12 +159,15 @@ def unpacked(parts: list[Part]) -> bytes:
     return zlib.decompress(gzip_member(parts), 16 + zlib.MAX_WBITS)
 
 
-async def test_only_buckets_with_new_results_are_compressed_again(exporter: Exporter) -> None:
+async def test_only_buckets_with_new_results_are_compressed_again(
+    exporter: Exporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     exporter.stop()
     scheduler = exporter.scheduler
     states = list(scheduler.states.values())
+    monkeypatch.setattr(scheduler_module, "TARGETS_PER_BUCKET", 6)  # 4 buckets
     for n, state in enumerate(states):
-        state.bucket = n % 4
+        state.phase = (n % 4) / 4
     first = scheduler.compressed()
     again = scheduler.compressed()
     assert all(a is b for a, b in zip(first, again, strict=True))  # nothing compressed again
@@ -176,7 +183,7 @@ async def test_only_buckets_with_new_results_are_compressed_again(exporter: Expo
     assert gzip.decompress(web._gzipped_body(exporter)) == registry_text + unpacked(third)
     assert samples((registry_text + unpacked(third)).decode()) == samples(whole_text(exporter))
     # A target moving to another bucket leaves the old one: it is in the body once.
-    states[0].bucket = 3
+    states[0].phase = 0.8
     moved = unpacked(scheduler.compressed()).decode()
     assert moved.count('mail_probe_success{target="t0",') == 1
 
