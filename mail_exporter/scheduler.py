@@ -21,26 +21,27 @@ A scrape reads each target's lines as they were rendered when its result came
 (:attr:`TargetState.rendered`). Gzipped, as Prometheus asks for it, it would still
 compress all of them again: 17 MiB in some 30 ms at 5,000 targets, and as long to
 gather them family by family. So the targets are put in buckets by the time of their
-last result within their interval (its phase), and each bucket's
-lines of each family are kept compressed (:mod:`mail_exporter.gzip_body`) until a
-target of the bucket has a new result. A target probes on a fixed beat, so a
-bucket's results come within a slice of the interval and a scrape compresses the
-buckets whose slice passed since the scrape before: about a quarter of them with a
-60 s interval scraped every 15 s. Grouping by "changed since the previous scrape"
-instead would scatter a target's next result into another group, leaving every old
-group to be compressed again without it. The order of a family's series is free in
-the text format; a bucket's follow the targets' order in the config.
+last result within their interval (its phase), and each bucket's lines of each family
+are kept compressed (:mod:`mail_exporter.gzip_body`) until a target of the bucket has a
+new result. A target probes on a fixed beat, so a bucket's results come within a slice
+of the interval, and a scrape compresses the buckets whose slice passed since the
+scrape before: about a quarter of them with a 60 s interval scraped every 15 s.
+Grouping by "changed since the previous scrape" instead would scatter a target's next
+result into another group, leaving every old group to be compressed again without it.
+The order of a family's series is free in the text format; a bucket's follow the
+targets' order in the config.
+
 There is a bucket per :data:`TARGETS_PER_BUCKET` targets, up to :data:`MAX_BUCKETS`:
 a bucket's lines of a family are compressed on their own, and too few lines to a part
-make a larger body (500 targets in 32 buckets: 136 KiB against 112 in one stream; in
-3 buckets, 108 KiB).
-While gzipped scrapes come, a worker thread also compresses the changed buckets once
-per slice (a bucket's share of the shortest interval), between scrapes: a scrape is then
-left with the results of the last second or two, and its latency does not depend on
-how far apart the scrapes are. That costs no more CPU than the scrapes would spend (a
-bucket's results come within its slice, so it is compressed about once per interval).
+make a larger body (500 targets in 32 buckets: 136 KiB against 112 KiB in one stream;
+in 3 buckets, 108 KiB). While gzipped scrapes come, a worker thread also compresses the
+changed buckets once per slice (a bucket's share of the shortest interval), between
+scrapes: a scrape is then left with the results of the last second or two, and its
+latency does not depend on how far apart the scrapes are. That costs no more CPU than
+the scrapes would spend (a bucket's results come within its slice, so it is compressed
+about once or twice per interval).
 
-A plain scrape writes the same parts uncompressed, bucket by bucket, so that the
+A plain scrape writes the same lines uncompressed, bucket by bucket, so that the
 whole text (megabytes) is never held at once.
 """
 
@@ -75,6 +76,8 @@ MAX_BUCKETS = 32
 """At most this many slices of the interval by which the targets' compressed lines are
 kept (see above)."""
 TARGETS_PER_BUCKET = 128
+"""Targets to a bucket, below :data:`MAX_BUCKETS` buckets: enough lines to a part that
+compressing them apart costs little in size."""
 REFRESH_WHILE_SCRAPED = 300.0
 """Seconds after a gzipped scrape during which changed buckets are compressed between
 scrapes; without gzipped scrapes nothing is compressed."""
