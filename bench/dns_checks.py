@@ -368,7 +368,7 @@ def scale_pass(port: int) -> dict[str, float]:
     scrapes, plain_scrapes = [], []
     for _ in range(7):
         started = time.perf_counter()
-        gzipped()
+        packed = gzipped()
         scrapes.append(time.perf_counter() - started)
         started = time.perf_counter()
         body = plain()
@@ -386,6 +386,7 @@ def scale_pass(port: int) -> dict[str, float]:
         "plain_scrape": median(plain_scrapes),
         "series": sum(1 for line in body.splitlines() if not line.startswith(b"#")),
         "body_bytes": len(body),
+        "gzip_bytes": len(packed),
         "rss_before": rss_before,
         "rss_after": rss_after,
         "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -438,7 +439,7 @@ def scale_main(children: Children, work: Path, runs: int, base: str | None) -> i
     print("load after:", os.getloadavg())
     rows = [
         ("code", "first pass", "CPU", "queries", "peak in flight", "cached pass", "queries",
-         "scrape gzip", "plain", "series", "RSS after pass", "RSS peak"),
+         "scrape gzip", "plain", "body plain / gzip", "series", "RSS after pass", "RSS peak"),
     ]  # fmt: skip
     for label, runs_of in measured.items():
         rows += [
@@ -452,6 +453,7 @@ def scale_main(children: Children, work: Path, runs: int, base: str | None) -> i
                 f"{m['cached_queries']:.0f}",
                 f"{m['scrape'] * 1000:.1f} ms",
                 f"{m['plain_scrape'] * 1000:.1f} ms",
+                f"{m['body_bytes'] / 2**20:.1f} / {m['gzip_bytes'] / 2**20:.2f} MiB",
                 f"{m['series']:.0f}",
                 f"{m['rss_after'] / 2**20:.0f} MiB",
                 f"{m['rss_peak'] / 2**20:.0f} MiB",
