@@ -16,6 +16,33 @@ a removed target must leave /metrics at once).  A new ``global.concurrency``
 resizes the one set of slots: probes in flight keep theirs and count against
 the new bound, so lowering it starts no probe until those in flight are below
 it, and raising it starts waiting probes at once.
+
+A scrape reads each target's lines as they were rendered when its result came
+(:attr:`TargetState.rendered`). Gzipped, as Prometheus asks for it, it would still
+compress all of them again: 17 MiB in some 30 ms at 5,000 targets, and as long to
+gather them family by family. So the targets are put in buckets by the time of their
+last result within their interval (its phase), and each bucket's lines of each family
+are kept compressed (:mod:`mail_exporter.gzip_body`) until a target of the bucket has a
+new result. A target probes on a fixed beat, so a bucket's results come within a slice
+of the interval, and a scrape compresses the buckets whose slice passed since the
+scrape before: about a quarter of them with a 60 s interval scraped every 15 s.
+Grouping by "changed since the previous scrape" instead would scatter a target's next
+result into another group, leaving every old group to be compressed again without it.
+The order of a family's series is free in the text format; a bucket's follow the
+targets' order in the config.
+
+There is a bucket per :data:`TARGETS_PER_BUCKET` targets, up to :data:`MAX_BUCKETS`:
+a bucket's lines of a family are compressed on their own, and too few lines to a part
+make a larger body (500 targets in 32 buckets: 136 KiB against 112 KiB in one stream;
+in 3 buckets, 108 KiB). While gzipped scrapes come, a worker thread also compresses the
+changed buckets once per slice (a bucket's share of the shortest interval), between
+scrapes: a scrape is then left with the results of the last second or two, and its
+latency does not depend on how far apart the scrapes are. That costs no more CPU than
+the scrapes would spend (a bucket's results come within its slice, so it is compressed
+about once or twice per interval).
+
+A plain scrape writes the same lines uncompressed, bucket by bucket, so that the
+whole text (megabytes) is never held at once.
 """
 
 from __future__ import annotations
@@ -24,6 +51,7 @@ import asyncio
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +61,7 @@ from prometheus_client.core import Metric
 from mail_exporter.config.probes import ModuleConfig, TargetConfig
 from mail_exporter.config.root import Config
 from mail_exporter.exposition import header, sample_lines
+from mail_exporter.gzip_body import Part, compress
 from mail_exporter.latency import LATENCY, LatencyHistogram
 from mail_exporter.metrics import PROBE_METRICS, probe_families
 from mail_exporter.probes import ProbeMemory, ProbeResult, run_probe
@@ -43,6 +72,15 @@ logger = logging.getLogger(__name__)
 
 SCHEDULED_LABELS = ("target", "module", "protocol")
 _LATENCY = LATENCY.after(SCHEDULED_LABELS)
+MAX_BUCKETS = 32
+"""At most this many slices of the interval by which the targets' compressed lines are
+kept (see above)."""
+TARGETS_PER_BUCKET = 128
+"""Targets to a bucket, below :data:`MAX_BUCKETS` buckets: enough lines to a part that
+compressing them apart costs little in size."""
+REFRESH_WHILE_SCRAPED = 300.0
+"""Seconds after a gzipped scrape during which changed buckets are compressed between
+scrapes; without gzipped scrapes nothing is compressed."""
 
 
 @dataclass
@@ -62,6 +100,8 @@ class TargetState:
     rendered: tuple[bytes, ...] = ()
     """This target's exposition lines of each family, in the order of :data:`_HEADERS`
     (empty where it has none), rendered and encoded when a result arrives."""
+    phase: float = 0.0
+    """When in its interval its last result came, from 0 to 1 (which bucket it is in)."""
 
     @property
     def labels(self) -> tuple[str, str, str]:
@@ -116,6 +156,13 @@ class Scheduler:
         self._slots = Slots(64)
         self.memory = memory or ProbeMemory()
         """Revocation answers and TLS scans kept between probes (shared with /probe)."""
+        self._compressing = threading.Lock()
+        self._compressed: list[tuple[list[tuple[bytes, ...]], tuple[Part | None, ...]]] = []
+        """Each bucket's rows as last compressed, and its families' parts."""
+        self._asked = -math.inf
+        """When a scrape last asked for :meth:`compressed` (monotonic clock)."""
+        self._refresher: asyncio.Task[None] | None = None
+        self._tick = math.inf
 
     def apply(self, config: Config) -> None:
         """Probe ``config``'s targets: unchanged ones go on undisturbed, others (re)start."""
@@ -135,12 +182,26 @@ class Scheduler:
             gone.task.cancel()
         self._scheduled = scheduled
         self.states = {name: entry.state for name, entry in scheduled.items()}
+        self._tick = min((entry.interval for entry in scheduled.values()), default=math.inf)
+        self._tick /= _bucket_count(len(scheduled))
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(), name="compress results")
         logger.info("scheduling %d targets", len(scheduled))
 
     def stop(self) -> None:
         for entry in self._scheduled.values():
             entry.task.cancel()
         self._scheduled = {}
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+
+    async def _refresh(self) -> None:
+        """Compress the changed buckets once per slice while gzipped scrapes come."""
+        while True:
+            await asyncio.sleep(min(self._tick, REFRESH_WHILE_SCRAPED))
+            if time.monotonic() - self._asked < REFRESH_WHILE_SCRAPED:
+                await asyncio.to_thread(self._compress)
 
     async def _run(self, state: TargetState, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -152,6 +213,7 @@ class Scheduler:
                 result = await run_probe(
                     address, state.module, state.module.timeout_seconds, self.memory
                 )
+            state.phase = loop.time() % interval / interval
             state.record(result)
             if result.failure is not None:
                 failure = result.failure
@@ -170,19 +232,72 @@ class Scheduler:
 
     def render(self) -> Iterator[bytes]:
         """Every target's latest result in the text format, family by family, in pieces
-        (a family's header, then its lines): a gzipped scrape compresses them one by one
-        and never holds the whole text, which is megabytes with thousands of targets.
+        (a family's header, then the lines of each bucket's targets), never the whole text.
 
         Safe from a worker thread: the event loop only ever replaces ``states`` and a
         state's ``rendered`` whole, never changes them in place."""
-        rows = [state.rendered for state in self.states.values() if state.rendered]
-        # zip(*rows) turns the targets' rows into the families' columns without a Python
-        # step per target and family (5,000 targets: 5,000 steps, not 110,000).
-        for (_, family_header), column in zip(_HEADERS, zip(*rows, strict=True), strict=False):
-            body = b"".join(column)
-            if body:
+        columns = [_columns(rows) for rows in self._rows() if rows]
+        for family, (_, family_header) in enumerate(_HEADERS):
+            if any(any(bucket[family]) for bucket in columns):  # any target's lines
                 yield family_header
-                yield body
+                for bucket in columns:
+                    if body := b"".join(bucket[family]):
+                        yield body
+
+    def compressed(self) -> list[Part]:
+        """What :meth:`render` yields, as compressed parts: those of the buckets whose
+        targets' results are those of the last call are not compressed again."""
+        self._asked = time.monotonic()
+        cache = self._compress()
+        parts = []
+        for family, (_, family_header) in enumerate(_PARTS):
+            found = [part for _, bucket in cache if (part := bucket[family]) is not None]
+            if found:
+                parts.append(family_header)
+                parts += found
+        return parts
+
+    def _compress(self) -> list[tuple[list[tuple[bytes, ...]], tuple[Part | None, ...]]]:
+        """Compress the buckets with new results; each bucket's rows and parts, as now."""
+        with self._compressing:  # scrapes and the refresher share one cache
+            buckets = self._rows()
+            if len(self._compressed) != len(buckets):  # targets added or removed
+                self._compressed = [([], _compressed_bucket([]))] * len(buckets)
+            cache = self._compressed
+            for index, rows in enumerate(buckets):
+                if cache[index][0] != rows:  # new results: compared by identity first
+                    cache[index] = (rows, _compressed_bucket(rows))
+            return list(cache)
+
+    def _rows(self) -> list[list[tuple[bytes, ...]]]:
+        """The targets' rendered rows (in config order) by bucket."""
+        states = list(self.states.values())
+        count = _bucket_count(len(states))
+        buckets: list[list[tuple[bytes, ...]]] = [[] for _ in range(count)]
+        for state in states:
+            rendered = state.rendered
+            if rendered:
+                buckets[min(int(state.phase * count), count - 1)].append(rendered)
+        return buckets
+
+
+def _bucket_count(targets: int) -> int:
+    return max(1, min(MAX_BUCKETS, targets // TARGETS_PER_BUCKET))
+
+
+def _columns(rows: list[tuple[bytes, ...]]) -> list[tuple[bytes, ...]]:
+    """The rows' lines family by family: zip(*rows) turns targets' rows into families'
+    columns without a Python step per target and family."""
+    return list(zip(*rows, strict=True))
+
+
+def _compressed_bucket(rows: list[tuple[bytes, ...]]) -> tuple[Part | None, ...]:
+    """A bucket's lines of each family compressed (None where it has none)."""
+    if not rows:
+        return (None,) * len(_HEADERS)
+    return tuple(
+        compress(body) if (body := b"".join(column)) else None for column in _columns(rows)
+    )
 
 
 def scheduled_families() -> list[Metric]:
@@ -191,3 +306,4 @@ def scheduled_families() -> list[Metric]:
 
 
 _HEADERS = [(family.name, header(family).encode()) for family in scheduled_families()]
+_PARTS = [(name, compress(text)) for name, text in _HEADERS]

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mail_exporter.collectors import base
@@ -27,6 +28,7 @@ from mail_exporter.collectors.base import (
 )
 from mail_exporter.config.collectors import CollectorSection, CollectorSections
 from mail_exporter.config.root import Config
+from mail_exporter.exposition import RenderedFamily, registry_parts
 from tests.served import Reply, Served, get, served_exporter
 
 
@@ -166,6 +168,48 @@ def test_families_of_the_same_name_merge(monkeypatch: pytest.MonkeyPatch) -> Non
         collector_set.close()
     assert len(families) == 1
     assert sorted(s.labels["mta"] for s in families[0].samples) == ["exim", "postfix"]
+
+
+def test_a_rendered_family_keeps_its_text_unless_another_collector_shares_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def family(name: str, mta: str) -> Metric:
+        found = GaugeMetricFamily(name, "Messages.", labels=["mta"])
+        found.add_metric([mta], 3.0)
+        return found
+
+    alone = RenderedFamily(family("mail_test_alone", "postfix"))
+    shared = RenderedFamily(family("mail_queue_messages", "postfix"))
+    other = family("mail_queue_messages", "exim")
+    monkeypatch.setattr(base, "COLLECTORS", {})
+    register_collector("first", "test", CollectorSection)(
+        lambda section, previous: _Families([alone, shared])
+    )
+    register_collector("second", "test", CollectorSection)(
+        lambda section, previous: _Families([other])
+    )
+    collector_set = CollectorSet(Config().collectors, {"first": True, "second": True})
+    try:
+        families = {f.name: f for f in collector_set.collect()}
+    finally:
+        collector_set.close()
+    assert families["mail_test_alone"] is alone
+    merged = families["mail_queue_messages"]
+    assert sorted(s.labels["mta"] for s in merged.samples) == ["exim", "postfix"]
+    assert len(shared.samples) == 1  # the collector's own family is left as it was
+    parts = list(registry_parts(_Families(list(families.values()))))
+    assert alone.part in [part for _, part in parts] and shared.part not in [p for _, p in parts]
+    assert b"".join(text for text, _ in parts) == generate_latest(
+        _Families(list(families.values()))
+    )
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
 
 
 @pytest.mark.usefixtures("registered")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import ssl
 import threading
@@ -40,6 +41,8 @@ from mail_exporter.collectors.dns.dane import Dane, Tlsa, tlsa_matches, usable
 from mail_exporter.collectors.dns.records import DomainRecords
 from mail_exporter.collectors.dns.starttls import addresses_to_check
 from mail_exporter.config.root import Config
+from mail_exporter.exposition import registry_parts
+from mail_exporter.gzip_body import compress, gzip_member
 from tests.dnsserver import DnsServer, Zone, txt
 from tests.promtool import check_metrics
 from tests.realservers.pki import create_pki
@@ -785,6 +788,25 @@ def test_scrapes_inside_the_interval_share_the_families_of_the_pass(
     clock.now += 1
     exposition(dns)
     assert len(built) == 2
+
+
+def test_a_pass_is_written_once_and_scrapes_serve_its_text(rig: Rig) -> None:
+    """A pass's families carry their text and its compressed part: a scrape serves those,
+    the same bytes prometheus_client writes, and compresses nothing of them again."""
+    clock = Clock()
+    dns = collector(rig, clock, interval="10m", ip_blocklists=["bl.test"])
+    registry = CollectorRegistry()
+    registry.register(dns)
+    first = list(registry_parts(registry))
+    assert b"".join(text for text, _ in first) == generate_latest(registry)
+    served = [part for _, part in first if part is not None]
+    assert len(served) >= len(first) / 2  # the pass's families; the error counters are written
+    clock.now += 599
+    again = list(registry_parts(registry))
+    assert [part for _, part in again if part is not None] == served
+    assert all(a is b for a, b in zip(served, [p for _, p in again if p is not None], strict=True))
+    body = gzip_member([part or compress(text) for text, part in again])
+    assert gzip.decompress(body) == generate_latest(registry)
 
 
 async def test_exposition_passes_promtool(rig: Rig) -> None:

@@ -333,16 +333,24 @@ class CollectorSet:
         # Collectors may share metric names (every queue collector exports mail_queue_*):
         # their samples merge into one family, as the exposition format requires. The
         # merge works on copies: a shared collection's families belong to every scrape.
+        # A family no other collector shares is passed on as it is, so that one rendered
+        # once (exposition.RenderedFamily) keeps its text.
         merged: dict[str, Metric] = {}
+        copies: set[str] = set()
         outcomes = []
         for name, collection in collections.items():
             families = self._result(name, collection, started, timeouts[name])
             outcomes.append((name, families is not None, collection.seconds()))
             for family in families or []:
-                if family.name not in merged:
-                    merged[family.name] = copy.copy(family)
-                    merged[family.name].samples = []
-                merged[family.name].samples.extend(family.samples)
+                known = merged.get(family.name)
+                if known is None:
+                    merged[family.name] = family
+                    continue
+                if family.name not in copies:
+                    copies.add(family.name)
+                    known = merged[family.name] = copy.copy(known)
+                    known.samples = list(known.samples)
+                known.samples.extend(family.samples)
         return list(merged.values()), outcomes
 
     def _result(
