@@ -138,7 +138,7 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
     try:
-        listening = await limits.serve(runner, host, port, exporter.tls_context)
+        await limits.serve(runner, host, port)
     except OSError as error:
         await runner.cleanup()
         exporter.stop()
@@ -167,7 +167,7 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     logger.info("shutting down")
     _exit_after(SHUTDOWN_GRACE_SECONDS)
     exporter.stop()
-    listening.close()
+    limits.stop_listening()
     await runner.cleanup()
     limits.close()
 
