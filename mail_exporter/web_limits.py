@@ -64,6 +64,9 @@ failed accept. So:
   its ``start_tls`` returns a closed transport for a connection lost in the handshake,
   where asyncio's returns None. A connection still in its handshake is closed (read
   timeout, eviction, shutdown) by cancelling what opens it: both loops then abort it.
+  The cost, measured with a new connection per request: as much CPU as asyncio's own
+  server on its loop (about 190 us a connection), and about 15 us more than uvloop's on
+  uvloop (165 against 150 us), nothing beside a scrape's rendering.
 
 Exposition::
 
