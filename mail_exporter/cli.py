@@ -138,7 +138,7 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     runner = web.AppRunner(make_app(exporter, limits), access_log=None)
     await runner.setup()
     try:
-        listening = await limits.serve(runner, host, port, exporter.tls_context)
+        await limits.serve(runner, host, port)
     except OSError as error:
         await runner.cleanup()
         exporter.stop()
@@ -167,7 +167,7 @@ async def _serve(exporter: Exporter, host: str | None, port: int, settings: WebS
     logger.info("shutting down")
     _exit_after(SHUTDOWN_GRACE_SECONDS)
     exporter.stop()
-    listening.close()
+    limits.stop_listening()
     await runner.cleanup()
     limits.close()
 
@@ -304,8 +304,15 @@ def main(
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop when it is installed (the ``fast`` extra), else ``None``: asyncio's
     own. Measured against the same Postfix, uvloop takes a STARTTLS probe's CPU and wall
-    time below blackbox_exporter's (docs/benchmarks.md, section 2); nothing else depends on
-    it, and the tests run on asyncio's loop."""
+    time below blackbox_exporter's (docs/benchmarks.md, section 2).
+
+    Everything works the same on both, TLS of the web config included: the web server
+    accepts its connections and has the loop open them (TLS handshake and all) through
+    what both loops do alike, because their own servers differ (uvloop's drops waiting
+    connections when descriptors run out, and reads a new connection before ``start_tls``
+    could take it over; see :mod:`mail_exporter.web_limits`). So no feature makes the
+    exporter fall back to asyncio's loop. The tests run in process on asyncio's loop, and
+    their served web exporters on each loop (``served_loop`` in tests/conftest.py)."""
     try:
         import uvloop
     except ImportError:

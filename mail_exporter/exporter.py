@@ -40,7 +40,7 @@ from mail_exporter.logs import redact, redact_learned
 from mail_exporter.probes import ProbeMemory
 from mail_exporter.roundtrip.runner import RoundTripRunner
 from mail_exporter.scheduler import Scheduler
-from mail_exporter.webconfig import ReloadableTLSContext, WebConfig, read_web_config, reloadable
+from mail_exporter.webconfig import WebConfig, read_web_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,8 @@ class Exporter:
         redact(self.config.secrets())
         self.web_config_path = web_config_path
         self.web_config = read_web_config(web_config_path)
-        tls = self.web_config.tls_context
-        # What the listening socket is given once; reloads change what it wraps with.
-        self.tls_context: ReloadableTLSContext | None = reloadable(tls) if tls else None
+        # Fixed for the process: the port speaks TLS or does not (see _read_web_config).
+        self._serves_tls = self.web_config.tls_context is not None
         self.probe_refusals: dict[ProbeRefusal, int] = dict.fromkeys(ProbeRefusal, 0)
         self.collectors = CollectorSet(self.config.collectors, collector_flags)
         # One for scheduled probes and /probe alike, kept across reloads: the same CRLs and
@@ -168,8 +167,6 @@ class Exporter:
         redact(config.secrets())
         web_config.take_over(self.web_config)  # verified passwords stay verified
         self.web_config = web_config
-        if self.tls_context is not None and web_config.tls_context is not None:
-            self.tls_context.current = web_config.tls_context
         self.probe_memory.tokens.apply(config.token_sources())
         self.scheduler.apply(config)
         self.roundtrip.apply(config)
@@ -179,7 +176,7 @@ class Exporter:
 
     def _read_web_config(self) -> WebConfig:
         web_config = read_web_config(self.web_config_path)
-        if (web_config.tls_context is None) != (self.tls_context is None):
+        if (web_config.tls_context is not None) != self._serves_tls:
             raise ConfigError(
                 str(self.web_config_path),
                 ["tls_server_config: turning TLS on or off takes a restart"],

@@ -35,8 +35,10 @@ accepted and changes nothing: the exporter serves HTTP/1.1.
 
 A reload (SIGHUP, POST /-/reload) re-reads this file with the main config: new users
 and hashes apply to the next request, new certificates, CAs and versions to the next
-connection; passwords already verified stay verified while their hash is unchanged.
-Turning TLS on or off needs a restart, since the listening socket stays.
+connection (each accepted connection is handed the running web config's context,
+:mod:`mail_exporter.web_limits`); passwords already verified stay verified while their
+hash is unchanged. Turning TLS on or off needs a restart: clients of the port, which
+stays open, expect it to speak TLS or not as it did.
 """
 
 from __future__ import annotations
@@ -333,33 +335,6 @@ class WebConfig(StrictModel):
         if not authenticated:
             return logging.WARNING, f"with {tls.summary} but without authentication"
         return logging.INFO, f"with {tls.summary}" + (f" and {users}" if users else "")
-
-
-class ReloadableTLSContext(ssl.SSLContext):
-    """The listening socket's context: each new connection is wrapped with ``current``.
-
-    asyncio wraps every accepted connection with ``wrap_bio``, so replacing ``current``
-    on a reload renews certificates, client CAs and versions for the next connection
-    without closing the port; connections already open keep theirs.
-    """
-
-    current: ssl.SSLContext
-
-    def wrap_bio(
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        return self.current.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-
-
-def reloadable(context: ssl.SSLContext) -> ReloadableTLSContext:
-    listening = ReloadableTLSContext(ssl.PROTOCOL_TLS_SERVER)
-    listening.current = context
-    return listening
 
 
 def _problem(item: Mapping[str, Any]) -> str:

@@ -1,6 +1,8 @@
 """Session fixtures: a test PKI and real Dovecot and Postfix instances on loopback (and a
 pair that also takes OAuth2 logins, with their token server); a port that is taken, a
-stack of servers to stop after a test; podman and the project's image, built once.
+stack of servers to stop after a test; podman and the project's image, built once; uvloop
+(the ``fast`` extra) installed once into a directory of its own, and ``served_loop``,
+which runs a test's exporter process on asyncio's loop and on uvloop's.
 
 The servers start once per session, on first use, and are stopped at its end. A missing
 server binary fails the tests that need it: integration tests are never skipped silently.
@@ -10,8 +12,12 @@ Set MAIL_EXPORTER_SKIP_REAL_SERVERS=1 to skip them on purpose.
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TypeVar, overload
 
 import pytest
@@ -22,8 +28,10 @@ from tests.realservers.exim import EximUnavailable
 from tests.realservers.oauth import TokenServer
 from tests.realservers.pki import PKI, create_pki
 from tests.realservers.postfix import Postfix
+from tests.served import EventLoop
 
 SKIP_REAL_SERVERS_VARIABLE = "MAIL_EXPORTER_SKIP_REAL_SERVERS"
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 INSTALL_HINT = "apt-get install postfix dovecot-imapd dovecot-pop3d dovecot-lmtpd"
 
 P = TypeVar("P", bound=Postfix)
@@ -214,3 +222,23 @@ def taken_port() -> Iterator[int]:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         yield taken.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def uvloop_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``fast`` extra's requirements (uvloop, as pyproject.toml names it) installed
+    into a directory of their own, for PYTHONPATH: the venv keeps asyncio's loop."""
+    fast = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]["fast"]
+    target = tmp_path_factory.mktemp("uvloop")
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               "--target", str(target), *fast]  # fmt: skip
+    subprocess.run(install, check=True, timeout=600)
+    return target
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def served_loop(request: pytest.FixtureRequest) -> EventLoop:
+    """Each event loop the exporter serves on: pass it to ``served_exporter(loop=...)``."""
+    if request.param == "uvloop":
+        return EventLoop("uvloop", request.getfixturevalue("uvloop_directory"))
+    return EventLoop("asyncio")

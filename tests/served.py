@@ -2,9 +2,10 @@
 the Prometheus and Alertmanager beside it come from :mod:`tests.realservers.programs`.
 
 The exporter is ``python -m mail_exporter`` with the flags a test gives, started as every
-program there is (a free port, up once it answers and holds the port). The client is
-:mod:`http.client` with whatever TLS context the test builds, so what is tested is
-what any client sees on the wire.
+program there is (a free port, up once it answers and holds the port), on asyncio's event
+loop or on uvloop's (:class:`EventLoop`, the ``served_loop`` fixture runs a test on
+both). The client is :mod:`http.client` with whatever TLS context the test builds, so
+what is tested is what any client sees on the wire.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tests.realservers.programs import (
 from tests.realservers.runtime import start_with_fresh_ports
 
 __all__ = [
+    "EventLoop",
     "Reply",
     "Served",
     "basic",
@@ -44,6 +46,31 @@ __all__ = [
     "served_prometheus",
     "served_snmp_exporter",
 ]
+
+
+@dataclass(frozen=True)
+class EventLoop:
+    """The event loop an exporter process serves on: asyncio's own (``uvloop`` None), or
+    uvloop's (the ``fast`` extra) from ``uvloop``, a directory on the process's PYTHONPATH
+    that the suite installed it into. The venv keeps asyncio's loop, which the in-process
+    tests and every other served exporter run on."""
+
+    name: str
+    uvloop: Path | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(self.uvloop)} if self.uvloop is not None else {}
+
+    def check(self, pid: int) -> None:
+        """Fail unless process ``pid`` runs on this loop: uvloop's compiled loop is mapped
+        in it exactly when it should serve on uvloop (the exporter takes uvloop whenever
+        it can import it)."""
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if self.uvloop is None:
+            assert "/uvloop/loop." not in maps, "uvloop serves, not asyncio's loop"
+        else:
+            assert f"{self.uvloop}/uvloop/loop." in maps, "asyncio's loop serves, not uvloop"
 
 
 @dataclass(frozen=True)
@@ -134,9 +161,10 @@ def served_exporter(
     open_files: tuple[int, int] | None = None,
     address_space: int | None = None,
     pass_fds: Sequence[int] = (),
+    loop: EventLoop | None = None,
 ) -> Iterator[Served]:
     """Start the exporter, wait for /-/healthy (over TLS with ``context``), stop it after;
-    on another port if its first was taken meanwhile.
+    on another port if its first was taken meanwhile; on ``loop`` when given (checked).
 
     ``open_files`` is the soft and hard ``RLIMIT_NOFILE`` to start it with and
     ``address_space`` its ``RLIMIT_AS`` in bytes (set by util-linux's prlimit, which then
@@ -149,12 +177,20 @@ def served_exporter(
     def command(port: int) -> list[str]:
         return [*prlimit, *exporter_command(config, port, *flags)]
 
+    environment = {**(loop.env if loop is not None else {}), **(env or {})}
     served = start_with_fresh_ports(
         lambda: start_program(
-            directory, "exporter", command, lambda port: _healthy(port, context), env, pass_fds
+            directory,
+            "exporter",
+            command,
+            lambda port: _healthy(port, context),
+            environment,
+            pass_fds,
         )
     )
     try:
+        if loop is not None:
+            loop.check(served.process.pid)
         yield served
     finally:
         stop_program(served.process)

@@ -7,6 +7,10 @@ on a scripted SMTP server that runs in a thread of its own (the test itself bloc
 requests and sockets). Slow clients are plain non-blocking sockets that send a request
 head one byte at a time and never finish it; the server closing one is seen as an end of
 file or a reset, and it is then opened again, so the pressure lasts.
+
+Every test of a served exporter runs on asyncio's event loop and on uvloop's (the
+``served_loop`` fixture): the limits accept and open connections themselves so that they
+hold on both.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import errno
 import logging
 import os
 import re
+import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -38,7 +44,7 @@ from mail_exporter.web_limits import (
 )
 from tests.realservers.pki import PKI
 from tests.scripted import Handler, scripted_server, silent, smtp_script
-from tests.served import Reply, Served, client_context, get, served_exporter
+from tests.served import EventLoop, Reply, Served, client_context, get, served_exporter
 from tests.test_dashboards import METRICS_DOC, documented_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +197,7 @@ def wait_for_a_probe(served: Served) -> None:
 
 
 def test_slow_clients_beyond_the_open_files_limit_blind_neither_metrics_nor_probes(
-    tmp_path: Path,
+    tmp_path: Path, served_loop: EventLoop
 ) -> None:
     """More slow clients than the process may open files: /metrics answers throughout, the
     scheduled probe keeps passing, the log stays a few lines; then a lone slow client is
@@ -199,7 +205,9 @@ def test_slow_clients_beyond_the_open_files_limit_blind_neither_metrics_nor_prob
     ehlo = ["250-mx.test", "250 PIPELINING"]
     with (
         threaded_server(smtp_script(["220 mx.test ESMTP"], ehlo)) as target,
-        served_exporter(tmp_path, write_config(tmp_path, target), open_files=(128, 256)) as served,
+        served_exporter(
+            tmp_path, write_config(tmp_path, target), open_files=(128, 256), loop=served_loop
+        ) as served,
     ):
         limits = (Path("/proc") / str(served.process.pid) / "limits").read_text()
         assert any(
@@ -250,7 +258,7 @@ def test_slow_clients_beyond_the_open_files_limit_blind_neither_metrics_nor_prob
 
 
 def test_probe_requests_past_the_cap_get_503_with_retry_after_and_are_counted(
-    tmp_path: Path,
+    tmp_path: Path, served_loop: EventLoop
 ) -> None:
     ehlo = ["250 mx.test"]
     with (
@@ -261,6 +269,7 @@ def test_probe_requests_past_the_cap_get_503_with_retry_after_and_are_counted(
             write_config(tmp_path, target, hanging),
             "--probe.max-concurrency",
             "2",
+            loop=served_loop,
         ) as served,
         ThreadPoolExecutor(max_workers=6) as pool,
     ):
@@ -296,7 +305,9 @@ def test_probe_requests_past_the_cap_get_503_with_retry_after_and_are_counted(
         assert log.count("/probe at its cap of 2") == 1, log
 
 
-def test_accept_failures_for_lack_of_descriptors_are_one_log_line(tmp_path: Path) -> None:
+def test_accept_failures_for_lack_of_descriptors_are_one_log_line(
+    tmp_path: Path, served_loop: EventLoop
+) -> None:
     """Descriptors the budget did not foresee (held here by ones the exporter inherits):
     accepting fails, and that is logged once, not once a try, while /metrics answers."""
     ehlo = ["250 mx.test"]
@@ -309,6 +320,7 @@ def test_accept_failures_for_lack_of_descriptors_are_one_log_line(tmp_path: Path
                 write_config(tmp_path, target),
                 open_files=(256, 256),
                 pass_fds=inherited,
+                loop=served_loop,
             ) as served,
         ):
             with slow_clients(served.port, 300) as clients:
@@ -355,7 +367,7 @@ def test_the_systemd_unit_leaves_the_default_limits_whole() -> None:
 
 
 def test_over_tls_failed_reset_and_silent_handshakes_end_and_free_their_slots(
-    tmp_path: Path, pki: PKI
+    tmp_path: Path, pki: PKI, served_loop: EventLoop
 ) -> None:
     """With TLS the connection is counted from the accept, before its handshake: a failed
     handshake, one the client resets, and one that never starts (closed by the read
@@ -376,7 +388,7 @@ def test_over_tls_failed_reset_and_silent_handshakes_end_and_free_their_slots(
     with (
         threaded_server(smtp_script(["220 mx.test ESMTP"], ["250 mx.test"])) as target,
         served_exporter(
-            tmp_path, write_config(tmp_path, target), *flags, context=context
+            tmp_path, write_config(tmp_path, target), *flags, context=context, loop=served_loop
         ) as served,
     ):
         for _ in range(20):  # plain HTTP to the TLS port: the handshake fails
@@ -400,6 +412,43 @@ def test_over_tls_failed_reset_and_silent_handshakes_end_and_free_their_slots(
         assert value(metrics, "mail_exporter_web_connections_max") == 8
         assert value(metrics, "mail_exporter_web_rejected_total", reason="read_timeout") == 1
         assert len(served.stderr().splitlines()) < MAX_LOG_LINES
+
+
+def test_tls_clients_whose_hello_waits_before_the_accept_are_answered(
+    tmp_path: Path, pki: PKI, served_loop: EventLoop
+) -> None:
+    """The exporter stopped (SIGSTOP) while TLS clients connect and send their ClientHello,
+    then continued: each connection is accepted with its ClientHello already waiting, as
+    under a burst of clients, and each handshake completes and gets its answer."""
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: {pki.server_cert}, key_file: {pki.server_key}}}\n"
+    )
+    context = client_context(pki)
+    config = tmp_path / "config.yml"
+    config.write_text("modules: {smtp: {protocol: smtp}}\n")
+    flags = ("--web.config.file", str(web))
+    with served_exporter(tmp_path, config, *flags, context=context, loop=served_loop) as served:
+        clients: list[ssl.SSLSocket] = []
+        served.process.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+                client = context.wrap_socket(
+                    sock, server_hostname="127.0.0.1", do_handshake_on_connect=False
+                )
+                clients.append(client)
+                client.setblocking(False)
+                with pytest.raises(ssl.SSLWantReadError):
+                    client.do_handshake()  # the ClientHello is sent; the answer waits
+                client.settimeout(10)
+        finally:
+            served.process.send_signal(signal.SIGCONT)
+        for client in clients:
+            with client:
+                client.do_handshake()
+                client.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert client.recv(100).startswith(b"HTTP/1.1 200 ")
 
 
 async def test_a_condition_is_logged_when_it_starts_and_once_it_has_stopped(

@@ -1,4 +1,5 @@
-"""The web config: validation, basic auth, and TLS against a real exporter process."""
+"""The web config: validation, basic auth, and TLS against a real exporter process, on
+asyncio's event loop and on uvloop's (the ``served_loop`` fixture)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,14 @@ from mail_exporter.web import make_app
 from mail_exporter.web_limits import WebLimits
 from mail_exporter.webconfig import WebConfig, load_web_config, parse_web_config
 from tests.realservers.pki import PKI, create_client_cert, create_pki
-from tests.served import basic, client_context, exporter_command, get, served_exporter
+from tests.served import (
+    EventLoop,
+    basic,
+    client_context,
+    exporter_command,
+    get,
+    served_exporter,
+)
 from tests.test_cli import billion_laughs, run_bounded
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web-config.yml"
@@ -618,7 +626,9 @@ def config_file(tmp_path: Path) -> Path:
     return write(tmp_path / "config.yml", "modules:\n  smtp: {protocol: smtp}\n")
 
 
-def test_tls_and_basic_auth(tmp_path: Path, pki: PKI, config_file: Path) -> None:
+def test_tls_and_basic_auth(
+    tmp_path: Path, pki: PKI, config_file: Path, served_loop: EventLoop
+) -> None:
     web = write(
         tmp_path / "web.yml",
         tls_section(pki)
@@ -627,7 +637,7 @@ def test_tls_and_basic_auth(tmp_path: Path, pki: PKI, config_file: Path) -> None
     )
     context = client_context(pki)
     with served_exporter(
-        tmp_path, config_file, "--web.config.file", str(web), context=context
+        tmp_path, config_file, "--web.config.file", str(web), context=context, loop=served_loop
     ) as served:
         missing = get(served.port, "/metrics", context)
         assert missing.status == 401
@@ -648,7 +658,9 @@ def test_tls_and_basic_auth(tmp_path: Path, pki: PKI, config_file: Path) -> None
     )
 
 
-def test_reads_open_and_reload_behind_a_password(tmp_path: Path, config_file: Path) -> None:
+def test_reads_open_and_reload_behind_a_password(
+    tmp_path: Path, config_file: Path, served_loop: EventLoop
+) -> None:
     """``mail_exporter.unauthenticated_endpoints`` opens reads; a reload still needs a user."""
     web = write(
         tmp_path / "web.yml",
@@ -656,7 +668,9 @@ def test_reads_open_and_reload_behind_a_password(tmp_path: Path, config_file: Pa
         "mail_exporter: {unauthenticated_endpoints: [/metrics, /probe, /-/ready]}\n",
     )
     admin, guess = basic("admin", PASSWORD), basic("admin", "guess")
-    with served_exporter(tmp_path, config_file, "--web.config.file", str(web)) as served:
+    with served_exporter(
+        tmp_path, config_file, "--web.config.file", str(web), loop=served_loop
+    ) as served:
         assert "mail_exporter_build_info" in get(served.port, "/metrics").body
         assert get(served.port, "/-/ready").status == 200
         assert get(served.port, "/probe?module=smtp&target=localhost").status == 400  # no port
@@ -672,7 +686,9 @@ def test_reads_open_and_reload_behind_a_password(tmp_path: Path, config_file: Pa
     assert "basic auth for 1 user (not on /metrics, /probe, /-/ready)" in served.stderr()
 
 
-def test_client_certificates(tmp_path: Path, pki: PKI, config_file: Path) -> None:
+def test_client_certificates(
+    tmp_path: Path, pki: PKI, config_file: Path, served_loop: EventLoop
+) -> None:
     allowed = create_client_cert(pki, tmp_path / "clients", "prometheus.test")
     other_name = create_client_cert(pki, tmp_path / "clients", "intruder.test")
     stranger = create_client_cert(
@@ -689,7 +705,7 @@ def test_client_certificates(tmp_path: Path, pki: PKI, config_file: Path) -> Non
     )
     good = client_context(pki, allowed)
     with served_exporter(
-        tmp_path, config_file, "--web.config.file", str(web), context=good
+        tmp_path, config_file, "--web.config.file", str(web), context=good, loop=served_loop
     ) as served:
         reply = get(served.port, "/metrics", good)
         assert reply.status == 200 and "mail_exporter_build_info" in reply.body
@@ -699,7 +715,9 @@ def test_client_certificates(tmp_path: Path, pki: PKI, config_file: Path) -> Non
         assert get(served.port, "/metrics", client_context(pki, other_name)).status == 403
 
 
-def test_client_certificate_if_given(tmp_path: Path, pki: PKI, config_file: Path) -> None:
+def test_client_certificate_if_given(
+    tmp_path: Path, pki: PKI, config_file: Path, served_loop: EventLoop
+) -> None:
     stranger = create_client_cert(create_pki(tmp_path / "other-ca"), tmp_path / "x", "p.test")
     web = write(
         tmp_path / "web.yml",
@@ -709,7 +727,12 @@ def test_client_certificate_if_given(tmp_path: Path, pki: PKI, config_file: Path
     )
     anonymous = client_context(pki)
     with served_exporter(
-        tmp_path, config_file, "--web.config.file", str(web), context=anonymous
+        tmp_path,
+        config_file,
+        "--web.config.file",
+        str(web),
+        context=anonymous,
+        loop=served_loop,
     ) as served:
         assert get(served.port, "/metrics", anonymous).status == 200
         known = client_context(pki, create_client_cert(pki, tmp_path / "c", "p.test"))
@@ -720,12 +743,14 @@ def test_client_certificate_if_given(tmp_path: Path, pki: PKI, config_file: Path
     assert "without authentication" in served.stderr()
 
 
-def test_tls_versions_and_reload_of_them(tmp_path: Path, pki: PKI, config_file: Path) -> None:
+def test_tls_versions_and_reload_of_them(
+    tmp_path: Path, pki: PKI, config_file: Path, served_loop: EventLoop
+) -> None:
     web = write(tmp_path / "web.yml", tls_section(pki, min_version="TLS13"))
     modern = client_context(pki)
     old = client_context(pki, maximum=ssl.TLSVersion.TLSv1_2)
     with served_exporter(
-        tmp_path, config_file, "--web.config.file", str(web), context=modern
+        tmp_path, config_file, "--web.config.file", str(web), context=modern, loop=served_loop
     ) as served:
         assert get(served.port, "/metrics", modern).tls_version == "TLSv1.3"
         with pytest.raises(ssl.SSLError):
@@ -767,7 +792,9 @@ def test_bad_web_config_does_not_start(tmp_path: Path, config_file: Path, taken_
     assert "plain-text-password" not in result.stderr
 
 
-def test_reload_keeps_the_running_web_config(tmp_path: Path, pki: PKI, config_file: Path) -> None:
+def test_reload_keeps_the_running_web_config(
+    tmp_path: Path, pki: PKI, config_file: Path, served_loop: EventLoop
+) -> None:
     new_password = "a brand new password"
     new_hash = bcrypt.hashpw(new_password.encode(), bcrypt.gensalt(4)).decode()
     web = write(
@@ -777,7 +804,7 @@ def test_reload_keeps_the_running_web_config(tmp_path: Path, pki: PKI, config_fi
     old = basic("prometheus", PASSWORD)
     new = basic("prometheus", new_password)
     with served_exporter(
-        tmp_path, config_file, "--web.config.file", str(web), context=context
+        tmp_path, config_file, "--web.config.file", str(web), context=context, loop=served_loop
     ) as served:
 
         def gauge(credentials: dict[str, str]) -> str:
@@ -817,8 +844,10 @@ def test_reload_keeps_the_running_web_config(tmp_path: Path, pki: PKI, config_fi
         assert "tls_server_config: turning TLS on or off takes a restart" in refused.body
 
 
-def test_without_web_config_says_so(tmp_path: Path, config_file: Path) -> None:
-    with served_exporter(tmp_path, config_file, "--log.format", "json") as served:
+def test_without_web_config_says_so(
+    tmp_path: Path, config_file: Path, served_loop: EventLoop
+) -> None:
+    with served_exporter(tmp_path, config_file, "--log.format", "json", loop=served_loop) as served:
         assert get(served.port, "/metrics").status == 200
     line = next(line for line in served.stderr().splitlines() if "listening on" in line)
     assert '"level": "warn"' in line
