@@ -97,6 +97,10 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         body = await asyncio.to_thread(_gzipped_body, exporter)
         headers[hdrs.CONTENT_ENCODING] = "gzip"
         return web.Response(body=body, headers=headers)
+    if request.method == hdrs.METH_HEAD:
+        # A stream would write its body after the head of a HEAD answer, where the client
+        # on a kept-alive connection reads it as the start of the next response.
+        return web.Response(headers=headers)
     texts = await asyncio.to_thread(lambda: [text for text, _ in registry_parts(exporter.registry)])
     response = web.StreamResponse(headers=headers)
     await response.prepare(request)

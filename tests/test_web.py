@@ -469,3 +469,31 @@ async def test_reload_keeps_unchanged_collectors(
     after = stateful_collectors(exporter.collectors)
     assert set(after) == {"backups"} and after["backups"] is not before["backups"]
     assert before["backups"].closed and before["sensors"].closed and not after["backups"].closed
+
+
+async def test_head_of_metrics_sends_no_body_on_a_kept_alive_connection(
+    client_for, hanging_address: str
+) -> None:
+    """A plain /metrics is streamed; HEAD (which aiohttp routes to GET's handler) must not
+    be, or its body would be read as the start of the next response on the connection."""
+    body = f"""\
+        global: {{interval: 1s}}
+        modules:
+          quick: {{protocol: smtp, timeout: 100ms}}
+        targets:
+          - {{name: gone, address: "{hanging_address}", module: quick}}
+"""
+    client, exporter = await client_for(body)
+    await wait_for_results(exporter, 1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(
+            b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert second.startswith(b"HTTP/1.1 200"), second[:200]
+    finally:
+        writer.close()
