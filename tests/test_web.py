@@ -192,15 +192,19 @@ def series(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     }
 
 
-async def test_metrics_gzipped_when_the_client_accepts_it(client_for, hanging_address: str) -> None:
-    body = f"""\
+def quick_failing_target(hanging_address: str) -> str:
+    """One target, probed every second, that fails within 100 ms: a result soon."""
+    return f"""\
         global: {{interval: 1s}}
         modules:
           quick: {{protocol: smtp, timeout: 100ms}}
         targets:
           - {{name: gone, address: "{hanging_address}", module: quick}}
 """
-    client, exporter = await client_for(body)
+
+
+async def test_metrics_gzipped_when_the_client_accepts_it(client_for, hanging_address: str) -> None:
+    client, exporter = await client_for(quick_failing_target(hanging_address))
     await wait_for_results(exporter, 1)
     plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
@@ -476,14 +480,7 @@ async def test_head_of_metrics_sends_no_body_on_a_kept_alive_connection(
 ) -> None:
     """A plain /metrics is streamed; HEAD (which aiohttp routes to GET's handler) must not
     be, or its body would be read as the start of the next response on the connection."""
-    body = f"""\
-        global: {{interval: 1s}}
-        modules:
-          quick: {{protocol: smtp, timeout: 100ms}}
-        targets:
-          - {{name: gone, address: "{hanging_address}", module: quick}}
-"""
-    client, exporter = await client_for(body)
+    client, exporter = await client_for(quick_failing_target(hanging_address))
     await wait_for_results(exporter, 1)
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     try:
