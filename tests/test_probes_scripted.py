@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ import mail_exporter.probes
 from mail_exporter.config.probes import ModuleConfig
 from mail_exporter.probes import FailureReason, Phase, ProbeResult, run_probe
 from mail_exporter.probes.result import SessionLog
-from mail_exporter.probes.session import Session
+from mail_exporter.probes.session import MAX_LINE_BYTES, MAX_REPLY_LINES, Session
 from mail_exporter.targets import parse_address
 from tests.realservers.pki import PKI
 from tests.scripted import Handler, scripted_server, send, server_context, smtp_script, upgrade
@@ -648,3 +649,49 @@ def test_session_log_is_written_out_when_read() -> None:
         "  1500.0ms tls_scan      kept",
     ]
     assert len(log) == 2 and "kept" in "\n".join(log)
+
+
+async def test_reply_sent_with_the_tls_handshake_is_read_to_the_end(pki: PKI) -> None:
+    """More than the read-ahead limit, decrypted with the server's last handshake flight
+    (TLS 1.2: the server's Finished comes last, so data can ride with it): it reaches the
+    channel before the handshake returns, and reading must still go on after it."""
+    context = server_context(pki.server_cert, pki.server_key)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    lines = [f"250-{'x' * 96}" for _ in range(MAX_REPLY_LINES - 2)] + ["250 done"]
+    ehlo_reply = "".join(f"{line}\r\n" for line in lines).encode()
+    assert len(ehlo_reply) > 2 * MAX_LINE_BYTES
+
+    async def flight(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer, "220 hi")
+        await reader.readline()
+        await send(writer, "250-hi", "250 STARTTLS")
+        await reader.readline()
+        await send(writer, "220 go ahead")
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                writer.write(outgoing.read())
+                incoming.write(await reader.read(65536))
+        tls.write(ehlo_reply)  # the reply to the EHLO still to come, in the Finished's segment
+        writer.write(outgoing.read())
+        heard = b""
+        while b"QUIT" not in heard:
+            received = await reader.read(65536)
+            if not received:
+                return
+            incoming.write(received)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while True:  # a record at a time
+                    heard += tls.read(65536)
+        tls.write(b"221 bye\r\n")
+        writer.write(outgoing.read())
+        await writer.drain()
+
+    mod = module(tls="starttls", tls_config={"ca_file": str(pki.ca_file)})
+    result = await probe(flight, mod)
+    assert result.success, result.log
+    assert result.tls is not None and result.tls.version == "TLSv1.2"

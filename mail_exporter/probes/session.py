@@ -120,8 +120,8 @@ class Channel(asyncio.Protocol):
         self.buffer += data
         if len(self.buffer) > 2 * MAX_LINE_BYTES and not self._reading_paused:
             self._reading_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            if self.transport is not None:  # None in a TLS handshake: see read_through
+                self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -151,6 +151,18 @@ class Channel(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def read_through(self, transport: asyncio.Transport) -> None:
+        """Read from ``transport`` (TLS, after a handshake), paused if reading is.
+
+        Data that came decrypted with the server's last handshake flight is delivered
+        before ``start_tls`` returns, while no transport is ours: the plaintext one under
+        TLS then belongs to asyncio, and a pause left on it would never be lifted by a
+        resume of the TLS one, so the pause waits for this one.
+        """
+        self.transport = transport
+        if self._reading_paused:
+            transport.pause_reading()
 
     def consumed(self) -> None:
         """Resume reading once the unread bytes are under the line limit again."""
@@ -326,6 +338,7 @@ class Session:
         with self.timed(Phase.TLS_HANDSHAKE):
             try:
                 channel.over_ssl = True
+                channel.transport = None  # until read_through: nothing to pause in between
                 encrypted = await channel.loop.start_tls(
                     plain, channel, context, server_hostname=self.server_name_indication()
                 )
@@ -336,7 +349,7 @@ class Session:
                 self._channel = self._socket = None
                 raise
         assert encrypted is not None
-        channel.transport = encrypted
+        channel.read_through(encrypted)
         ssl_object: ssl.SSLObject = encrypted.get_extra_info("ssl_object")
         return ssl_object
 
