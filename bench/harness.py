@@ -80,11 +80,18 @@ def free_port() -> int:
     return port
 
 
-def exporter_command(config: Path, port: int, *extra: str, code: Path | None = None) -> list[str]:
-    """The real mail_exporter, run by the interpreter running this benchmark: the installed
-    package, or the one in the source tree ``code`` (e.g. an older commit's, unpacked)."""
-    # -P: no current directory ahead of PYTHONPATH, which would import the installed tree.
-    source = ["env", f"PYTHONPATH={code}", sys.executable, "-P"] if code else [sys.executable]
+def exporter_command(
+    config: Path, port: int, *extra: str, code: Path | None = None, python: str | None = None
+) -> list[str]:
+    """The real mail_exporter, run by the interpreter running this benchmark (or ``python``,
+    another environment's, with the package it has installed): the installed package, or
+    the one in the source tree ``code`` (e.g. an older commit's, unpacked)."""
+    # -P: no current directory (the checkout) ahead of PYTHONPATH or the installed package.
+    interpreter = python or sys.executable
+    if code:
+        source = ["env", f"PYTHONPATH={code}", interpreter, "-P"]
+    else:
+        source = [interpreter, "-P"] if python else [interpreter]
     return [
         *source,
         "-m",

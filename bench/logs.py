@@ -28,6 +28,14 @@ so figures stay comparable with earlier runs.
    the whole side by side N times, each round with exporters started afresh; the table
    gives each exporter's median (and range), and the verdict is the median of the
    rounds' ratios, since one round on a shared machine moves by a quarter either way.
+   ``--python PY`` runs the exporters with another interpreter: ours as PY's environment
+   has the package installed, ``--before``'s tree on PY too. The shipped build, as the
+   container image has it (an interpreter built with PGO and LTO, the log parse compiled
+   with mypyc)::
+
+       /usr/bin/python3.11 -m venv /tmp/shipped
+       MAIL_EXPORTER_COMPILE=1 /tmp/shipped/bin/pip install .
+       .venv/bin/python bench/logs.py --python /tmp/shipped/bin/python --before "$PWD"
 
 Targets: at least 200,000 lines/s in (1), and at least 3x postfix_exporter's lines per
 second in (2); the ratio is printed and a miss of either exits 1.
@@ -304,7 +312,7 @@ def follow_time(
 
 
 def side_by_side(
-    lines: list[str], work: Path, before: Path | None
+    lines: list[str], work: Path, before: Path | None, python: str | None
 ) -> list[tuple[str, float, float]]:
     data = ("\n".join(lines) + "\n").encode()
     ours = {"mail_exporter": None, **({"code before": before} if before else {})}
@@ -320,7 +328,7 @@ def side_by_side(
                 "collectors:\n  logs:\n    enabled: true\n    timeout: 30s\n"
                 f"    sources:\n      - path: {log}\n"
             )
-            command = exporter_command(config, port, code=code)
+            command = exporter_command(config, port, code=code, python=python)
             process = children.start(command, log=work / f"ours{n}.stderr")
             started[name] = (log, f"http://127.0.0.1:{port}/metrics", process)
         peer_port = free_port()
@@ -372,6 +380,11 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="side-by-side rounds; medians are compared"
     )
+    parser.add_argument(
+        "--python",
+        help="run the exporters with this interpreter: ours as its environment has it installed "
+        "(e.g. the compiled wheel), --before's tree on it too",
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.lines, arguments.runs = 200_000, 1
@@ -397,7 +410,8 @@ def main() -> None:
         for round_number in range(arguments.repeat):
             round_dir = Path(work) / f"round{round_number}"
             round_dir.mkdir()
-            for name, wall, cpu in side_by_side(lines, round_dir, arguments.before):
+            measured = side_by_side(lines, round_dir, arguments.before, arguments.python)
+            for name, wall, cpu in measured:
                 walls.setdefault(name, []).append(wall)
                 cpus.setdefault(name, []).append(cpu)
     rows = [("exporter", "wall s", "lines/s", "CPU s", "µs CPU/line")]

@@ -112,6 +112,12 @@ def test_dockerfile_builds_a_wheel_and_installs_it_in_a_slim_non_root_stage() ->
     final_stage = instructions[[k for k, _ in instructions].index("FROM", 2) :]
     build_stage = instructions[: len(instructions) - len(final_stage)]
     assert any(k == "RUN" and "pip wheel" in v and "/wheels ." in v for k, v in build_stage)
+    # The project's wheel is built with its log parse compiled, by a compiler the build
+    # stage alone installs (tests/test_image.py checks the image imports the compiled ones).
+    (wheel,) = [v for k, v in build_stage if k == "RUN" and "pip wheel" in v]
+    assert wheel.startswith("MAIL_EXPORTER_COMPILE=1 ")
+    assert any(k == "RUN" and " gcc " in v for k, v in build_stage)
+    assert not any(k == "RUN" and "gcc" in v for k, v in final_stage)
     # The final stage installs the project (the README's pip install) from those wheels only.
     (install,) = [v for k, v in final_stage if k == "RUN" and "pip install" in v]
     assert "from=build" in install

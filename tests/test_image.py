@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.compiled import COMPILED_MODULES
 from tests.podman import Podman
 from tests.realservers.runtime import free_port
 from tests.test_deploy import CONFIG_PATH, EXPORTER_PORT, dockerfile_values
@@ -93,6 +94,20 @@ def test_image_serves_as_its_own_user_from_a_read_only_config_with_a_password_fi
         assert check.returncode == 0, check.stdout + check.stderr
         assert _process_ids(podman, name) == (IMAGE_UID, IMAGE_GID)
         assert IMAGE_UID != 0 and IMAGE_GID != 0
+
+
+def test_image_runs_the_compiled_log_parse(podman: Podman, exporter_image: str) -> None:
+    """The Dockerfile builds the wheel with MAIL_EXPORTER_COMPILE=1: every module
+    build_support lists is imported from its compiled extension, not its source."""
+    modules = [path.removesuffix(".py").replace("/", ".") for path in COMPILED_MODULES]
+    show = "import importlib, sys\nfor name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
+    run = podman.run(
+        "run", "--rm", "--entrypoint", "python", exporter_image, "-c", show, *modules, timeout=60
+    )  # fmt: skip
+    files = run.stdout.split()
+    assert len(files) == len(modules), run.stdout + run.stderr
+    for module, file in zip(modules, files, strict=True):
+        assert file.endswith(".so"), (module, file)
 
 
 def test_image_without_a_config_exits_at_once_naming_the_file(

@@ -116,7 +116,12 @@ def crafted(n: int) -> str:
 def feeder(counters: LogCounters, log_format: str) -> Callable[[str], None]:
     dispatcher = LineDispatcher(counters)
     if log_format == "message":
-        return lambda line: dispatcher.message(*line.split("\t", 1))
+
+        def feed_message(line: str) -> None:
+            program, text = line.split("\t", 1)
+            dispatcher.messages([(program, text)])
+
+        return feed_message
     return dispatcher.feeder(log_format)
 
 

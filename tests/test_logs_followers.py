@@ -304,7 +304,7 @@ def test_stdin(tmp_path: Path) -> None:
     collector = LogsCollector(settings(tmp_path))
     from mail_exporter.collectors.logs.follower import Feed
 
-    feed = Feed(collector.dispatcher.syslog_line, collector.dispatcher.message,
+    feed = Feed(collector.dispatcher.syslog_lines, collector.dispatcher.messages,
                 collector.counters.lock, lambda: None)  # fmt: skip
     follower.start(feed, None)
     os.write(write_end, (connect(0) * 3 + f"{H} connect from last[192.0.2.1]").encode())

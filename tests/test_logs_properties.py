@@ -63,7 +63,7 @@ def test_journal_and_message_routes_never_raise(pieces: list[bytes]) -> None:
     for program in ("postfix/smtpd", "postfix/smtp", "postfix/qmgr", "postfix/cleanup",
                     "postfix/bounce", "postfix/postscreen", "dovecot", "exim", "rspamd",
                     "amavis", "spamd", "clamd", ""):  # fmt: skip
-        dispatcher.message(program, text)
+        dispatcher.messages([(program, text)])
     assert sum(dispatcher.counters.lines.values()) == 13
 
 
@@ -152,10 +152,10 @@ syslog_like = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(line=syslog_like)
 def test_a_syslog_line_counts_as_its_tag_and_text(line: str) -> None:
-    """syslog_line() inlines message(): both must count a line alike."""
+    """A syslog line and the same tag and text as a journal message count alike."""
     whole, parts = LineDispatcher(LogCounters(5)), LineDispatcher(LogCounters(5))
     whole.syslog_line(line)
-    parts.message(*tag_and_text(line))
+    parts.messages([tag_and_text(line)])
     for name in ("lines", "connections", "received", "sender_domains"):
         mine, theirs = getattr(whole.counters, name), getattr(parts.counters, name)
         assert getattr(mine, "counts", mine) == getattr(theirs, "counts", theirs), name

@@ -70,8 +70,8 @@ class LogsCollector:
                 self.dispatcher = self._dispatcher()
         for follower in self.followers:
             feed = Feed(
-                self.dispatcher.feeder(follower.source.format),
-                self.dispatcher.message,
+                self.dispatcher.batch_feeder(follower.source.format),
+                self.dispatcher.messages,
                 self.counters.lock,
                 self._save_state,
             )

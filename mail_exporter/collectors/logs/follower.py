@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mail_exporter.collectors.logs.config import LogsConfig, LogSource
-from mail_exporter.collectors.logs.dispatch import LineFeeder
+from mail_exporter.collectors.logs.dispatch import BatchFeeder
 from mail_exporter.collectors.logs.lines import LineSplitter
 
 logger = logging.getLogger(__name__)
@@ -35,27 +35,23 @@ class Feed:
 
     def __init__(
         self,
-        feed_line: LineFeeder,
-        feed_message: Callable[[str, str], None],
+        feed_lines: BatchFeeder,
+        feed_messages: Callable[[list[tuple[str, str]]], None],
         lock: threading.Lock,
         progress: Callable[[], None],
     ) -> None:
-        self._feed_line = feed_line
-        self._feed_message = feed_message
+        self._feed_lines = feed_lines
+        self._feed_messages = feed_messages
         self._lock = lock
         self.progress = progress
 
     def lines(self, lines: list[str]) -> None:
-        feed = self._feed_line
         with self._lock:
-            for line in lines:
-                feed(line)
+            self._feed_lines(lines)
 
     def messages(self, messages: list[tuple[str, str]]) -> None:
-        feed = self._feed_message
         with self._lock:
-            for program, text in messages:
-                feed(program, text)
+            self._feed_messages(messages)
 
 
 class Follower:

@@ -1,0 +1,68 @@
+"""The log parse compiled as the container image compiles it, for the tests that run against it.
+
+build_support/mail_exporter_build.py names the modules mypyc compiles when
+``MAIL_EXPORTER_COMPILE=1``; :func:`build_compiled_tree` builds the wheel that way from a
+copy of the sources the Dockerfile copies (so the checkout gets no build directory) and
+unpacks it beside a copy of the tests, where Python imports each compiled extension ahead
+of its source.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_BACKEND = ROOT / "build_support" / "mail_exporter_build.py"
+_spec = importlib.util.spec_from_file_location("mail_exporter_build", _BACKEND)
+assert _spec and _spec.loader
+_backend = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_backend)
+
+COMPILED_MODULES: tuple[str, ...] = _backend.COMPILED_MODULES
+COMPILE_VARIABLE: str = _backend.COMPILE_VARIABLE
+# What the wheel is built from: the Dockerfile's COPY sources (tests/test_deploy.py checks
+# those are in the build context).
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "build_support", "mail_exporter",
+           "docs/runbook.md", "examples/mail_exporter.yml")  # fmt: skip
+BUILD_TIMEOUT = 900.0
+
+
+def module_names() -> list[str]:
+    """The compiled modules' import names."""
+    return [path.removesuffix(".py").replace("/", ".") for path in COMPILED_MODULES]
+
+
+def build_compiled_tree(work: Path) -> Path:
+    """A directory holding the compiled wheel unpacked, the tests and pyproject.toml (the
+    tests' settings): run pytest from it and the package comes from the wheel."""
+    source = work / "source"
+    for name in SOURCES:
+        origin = ROOT / name
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, target)
+    wheels = work / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+         str(source)],
+        env={**os.environ, COMPILE_VARIABLE: "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("*.whl")
+    tree = work / "tree"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tree)
+    shutil.copytree(ROOT / "tests", tree / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    return tree
