@@ -330,12 +330,18 @@ def start_helper(children: Children, command: list[str], log: Path) -> list[int]
 
 
 def start_exporter(
-    children: Children, config: Path, log: Path, *extra: str, code: Path | None = None
+    children: Children,
+    config: Path,
+    log: Path,
+    *extra: str,
+    code: Path | None = None,
+    python: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """The real mail_exporter (:func:`exporter_command`) on a free loopback port, started by
     ``children`` and ready (``/-/ready`` answers): its process and port."""
     port = free_port()
-    process = children.start(exporter_command(config, port, *extra, code=code), log=log)
+    command = exporter_command(config, port, *extra, code=code, python=python)
+    process = children.start(command, log=log)
     wait_until(
         lambda: http_ok(f"http://{LOOPBACK}:{port}/-/ready"),
         30,

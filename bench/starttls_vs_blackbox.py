@@ -142,12 +142,16 @@ def run_benchmark(args: argparse.Namespace, children: Children, work: Path) -> i
     (work / "blackbox.yml").write_text(blackbox_config(pki.ca_file))
     (work / "mail_exporter.yml").write_text(exporter_config(pki.ca_file))
     ours, ours_port = start_exporter(
-        children, work / "mail_exporter.yml", work / "mail_exporter.log"
+        children, work / "mail_exporter.yml", work / "mail_exporter.log", python=args.python
     )
     exporters = [("ours", ours_port, ours.pid)]
     if args.against:
         before, before_port = start_exporter(
-            children, work / "mail_exporter.yml", work / "before.log", code=args.against
+            children,
+            work / "mail_exporter.yml",
+            work / "before.log",
+            code=args.against,
+            python=args.python,
         )
         exporters.append(("before", before_port, before.pid))
     theirs_port = free_port()
@@ -353,6 +357,11 @@ def main() -> int:
         "--against",
         type=Path,
         help="also probe with an exporter run from this source tree (the code before)",
+    )
+    parser.add_argument(
+        "--python",
+        help="run the exporters with this interpreter: ours as its environment has it installed "
+        "(e.g. the image's build, with the fast extra), --against's tree on it too",
     )
     args = parser.parse_args()
     fill_defaults(args, n=(200, 30), warmup=(10, 5))
