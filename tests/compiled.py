@@ -33,9 +33,30 @@ SOURCES = ("pyproject.toml", "setup.py", "README.md", "build_support", "mail_exp
 BUILD_TIMEOUT = 900.0
 
 
+SHOW_MODULE_FILES = (
+    "import importlib, sys\n"
+    "for name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
+)
+"""A ``python -c`` script: the file each module named in its arguments is imported from."""
+
+
 def module_names() -> list[str]:
     """The compiled modules' import names."""
     return [path.removesuffix(".py").replace("/", ".") for path in COMPILED_MODULES]
+
+
+def run_python(tree: Path, *arguments: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -P ARGUMENTS`` from ``tree``, importing the package from ``tree`` only
+    (ahead of the venv's editable install of the checkout); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-P", *arguments],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def build_compiled_tree(work: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compiled import COMPILED_MODULES
+from tests.compiled import SHOW_MODULE_FILES, module_names
 from tests.podman import Podman
 from tests.realservers.runtime import free_port
 from tests.test_deploy import CONFIG_PATH, EXPORTER_PORT, dockerfile_values
@@ -99,10 +99,10 @@ def test_image_serves_as_its_own_user_from_a_read_only_config_with_a_password_fi
 def test_image_runs_the_compiled_log_parse(podman: Podman, exporter_image: str) -> None:
     """The Dockerfile builds the wheel with MAIL_EXPORTER_COMPILE=1: every module
     build_support lists is imported from its compiled extension, not its source."""
-    modules = [path.removesuffix(".py").replace("/", ".") for path in COMPILED_MODULES]
-    show = "import importlib, sys\nfor name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
+    modules = module_names()
     run = podman.run(
-        "run", "--rm", "--entrypoint", "python", exporter_image, "-c", show, *modules, timeout=60
+        "run", "--rm", "--entrypoint", "python", exporter_image, "-c", SHOW_MODULE_FILES,
+        *modules, timeout=60,
     )  # fmt: skip
     files = run.stdout.split()
     assert len(files) == len(modules), run.stdout + run.stderr

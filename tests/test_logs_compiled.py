@@ -12,15 +12,12 @@ such a difference shows.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.compiled import build_compiled_tree, module_names
+from tests.compiled import SHOW_MODULE_FILES, build_compiled_tree, module_names, run_python
 
 pytestmark = pytest.mark.integration
 
@@ -42,39 +39,18 @@ def compiled_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_compiled_tree(tmp_path_factory.mktemp("compiled"))
 
 
-def _environment(tree: Path) -> dict[str, str]:
-    """Run with ``python -P``: the package comes from ``tree`` only, ahead of the venv's
-    editable install of the checkout."""
-    return {**os.environ, "PYTHONPATH": str(tree)}
-
-
 def test_every_listed_module_imports_compiled(compiled_tree: Path) -> None:
     names = module_names()
-    show = "import importlib, sys\nfor name in sys.argv[1:]: print(importlib.import_module(name).__file__)"
-    run = subprocess.run(
-        [sys.executable, "-P", "-c", show, *names],
-        cwd=compiled_tree,
-        env=_environment(compiled_tree),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    run = run_python(compiled_tree, "-c", SHOW_MODULE_FILES, *names, timeout=60)
     files = run.stdout.split()
-    assert len(files) == len(names), run.stdout + run.stderr
+    assert run.returncode == 0 and len(files) == len(names), run.stdout + run.stderr
     for name, file in zip(names, files, strict=True):
         assert file.startswith(str(compiled_tree)) and file.endswith(".so"), (name, file)
 
 
 def test_the_log_tests_pass_against_the_compiled_modules(compiled_tree: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOG_TESTS],
-        cwd=compiled_tree,
-        env=_environment(compiled_tree),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    run = run_python(
+        compiled_tree, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOG_TESTS, timeout=900
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     summary = run.stdout.strip().splitlines()[-1]
