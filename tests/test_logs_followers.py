@@ -17,7 +17,7 @@ import pytest
 from mail_exporter.collectors.base import COLLECTORS
 from mail_exporter.collectors.logs.collector import LogsCollector
 from mail_exporter.collectors.logs.config import LogsConfig, LogSource
-from mail_exporter.collectors.logs.follower import StdinFollower
+from mail_exporter.collectors.logs.follower import DISPATCH_LINES, Feed, StdinFollower
 from mail_exporter.collectors.logs.journal import JournalFollower
 from mail_exporter.collectors.logs.lines import LineSplitter
 
@@ -302,8 +302,6 @@ def test_stdin(tmp_path: Path) -> None:
     config = settings(tmp_path, {"type": "stdin"})
     follower = StdinFollower(config.sources[0], config, descriptor=read_end)
     collector = LogsCollector(settings(tmp_path))
-    from mail_exporter.collectors.logs.follower import Feed
-
     feed = Feed(collector.dispatcher.syslog_lines, collector.dispatcher.messages,
                 collector.counters.lock, lambda: None)  # fmt: skip
     follower.start(feed, None)
@@ -629,3 +627,20 @@ def test_configured_postfix_syslog_names_reach_the_parser(
         ("postfix", "mta-out/smtpd", "parsed"): 1,
         ("other", "submission/smtpd", "unsupported"): 1,
     }
+
+
+def test_a_large_batch_reaches_the_dispatcher_in_slices_in_order() -> None:
+    """A compiled dispatcher never lets another thread run inside one call: a read of
+    many short lines goes to it in slices of DISPATCH_LINES, every line once, in order."""
+    lines = [f"line {n}" for n in range(2 * DISPATCH_LINES + 7)]
+    messages = [("postfix/smtpd", text) for text in lines[: DISPATCH_LINES + 1]]
+    given_lines: list[list[str]] = []
+    given_messages: list[list[tuple[str, str]]] = []
+    feed = Feed(given_lines.append, given_messages.append, threading.Lock(), lambda: None)
+    feed.lines(lines)
+    feed.messages(messages)
+    feed.lines(lines[:3])
+    assert [len(batch) for batch in given_lines] == [DISPATCH_LINES, DISPATCH_LINES, 7, 3]
+    assert [line for batch in given_lines[:3] for line in batch] == lines
+    assert [len(batch) for batch in given_messages] == [DISPATCH_LINES, 1]
+    assert [message for batch in given_messages for message in batch] == messages

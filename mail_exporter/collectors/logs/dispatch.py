@@ -41,9 +41,10 @@ Route = tuple[Handler, str, Labels, Labels]
 """Handler, its label argument, and the coverage keys for parsed and unsupported lines."""
 LineFeeder = Callable[[str], None]
 BatchFeeder = Callable[[list[str]], None]
-"""Takes a follower's batch of lines: the loop over them runs in this module, which the
-container image compiles (build_support/), where it costs 5 to 9 % less than a loop in
-the follower calling a compiled function per line (docs/benchmarks.md, section 6)."""
+"""Takes a follower's batch of lines (at most ``follower.DISPATCH_LINES``): the loop over
+them runs in this module, which the container image compiles (build_support/), where it
+costs 5 to 9 % less than a loop in the follower calling a compiled function per line
+(docs/benchmarks.md, section 6)."""
 
 
 def _unknown(label: str, text: str) -> bool:
