@@ -1,6 +1,6 @@
 """The log parse compiled as the container image compiles it, for the tests that run against it.
 
-build_support/mail_exporter_build.py names the modules mypyc compiles when
+build_support/mail_exporter_compiled.py names the modules mypyc compiles when
 ``MAIL_EXPORTER_COMPILE=1``; :func:`build_compiled_tree` builds the wheel that way from a
 copy of the sources the Dockerfile copies (so the checkout gets no build directory) and
 unpacks it beside a copy of the tests, where Python imports each compiled extension ahead
@@ -18,14 +18,15 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_BACKEND = ROOT / "build_support" / "mail_exporter_build.py"
-_spec = importlib.util.spec_from_file_location("mail_exporter_build", _BACKEND)
+# The build's list, read without setuptools (which the test environment need not have).
+_LIST = ROOT / "build_support" / "mail_exporter_compiled.py"
+_spec = importlib.util.spec_from_file_location("mail_exporter_compiled", _LIST)
 assert _spec and _spec.loader
-_backend = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_backend)
+_listed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_listed)
 
-COMPILED_MODULES: tuple[str, ...] = _backend.COMPILED_MODULES
-COMPILE_VARIABLE: str = _backend.COMPILE_VARIABLE
+COMPILED_MODULES: tuple[str, ...] = _listed.COMPILED_MODULES
+COMPILE_VARIABLE: str = _listed.COMPILE_VARIABLE
 # What the wheel is built from: the Dockerfile's COPY sources (tests/test_deploy.py checks
 # those are in the build context).
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "build_support", "mail_exporter",

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHUNK_BYTES = 256 * 1024
+"""One read: about 1,300 lines of a mail log (262,144 if all are empty). A scrape waits for
+the counters' lock at most while one read is dispatched: about 1 ms of mail log lines
+compiled, 2 ms in pure Python, and some 25 to 55 ms for a read of empty lines."""
 DISPATCH_LINES = 2048
 """Lines handed to the dispatcher in one call. Compiled (the image's build), the
 dispatcher's loop over them never lets another thread run, as the interpreter does every
@@ -34,7 +37,6 @@ dispatcher's loop over them never lets another thread run, as the interpreter do
 ones: with five reads' worth of empty lines (262,144 each), another thread waited at most
 25 ms for its turn when each read went in one call, 8 ms in slices (the pure Python
 dispatcher: 6 to 9 ms)."""
-"""One read: at most a few thousand lines, so the scrape never waits long for the lock."""
 Position = dict[str, Any]
 
 
