@@ -43,7 +43,7 @@ LineFeeder = Callable[[str], None]
 BatchFeeder = Callable[[list[str]], None]
 """Takes a follower's batch of lines (at most ``follower.DISPATCH_LINES``): the loop over
 them runs in this module, which the container image compiles (build_support/), where it
-costs 5 to 9 % less than a loop in the follower calling a compiled function per line
+costs 3 to 9 % less than a loop in the follower calling a compiled function per line
 (docs/benchmarks.md, section 6)."""
 
 
