@@ -135,13 +135,27 @@ lint: $(BIN)/.lint-tools
 test: $(BIN)/.installed test-packages test-exim test-podman lint
 	$(BIN)/python -m pytest
 
-bench: $(BIN)/.installed
+# The build the container image ships, for the benchmarks that judge the exporter as
+# shipped (logs, STARTTLS): Debian's python3.11, built with PGO and LTO as python:3.11-slim's
+# interpreter is, with the wheel built as the Dockerfile builds it (MAIL_EXPORTER_COMPILE=1:
+# the log parse compiled; build_support/). Rebuilt from the checkout on every use.
+SHIPPED_PYTHON ?= /usr/bin/python3.11
+SHIPPED := .cache/shipped
+
+.PHONY: shipped
+shipped:
+	test -x $(SHIPPED)/bin/python || $(SHIPPED_PYTHON) -m venv $(SHIPPED)
+	MAIL_EXPORTER_COMPILE=1 $(SHIPPED)/bin/pip install --quiet .
+	MAIL_EXPORTER_COMPILE=1 $(SHIPPED)/bin/pip install --quiet --force-reinstall --no-deps .
+	rm -rf build
+
+bench: $(BIN)/.installed shipped
 	$(BIN)/python bench/scheduled_targets.py
-	$(BIN)/python bench/starttls_vs_blackbox.py
+	$(BIN)/python bench/starttls_vs_blackbox.py --python $(SHIPPED)/bin/python
 	$(BIN)/python bench/postfix_queue.py
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/host.py
-	$(BIN)/python bench/logs.py
+	$(BIN)/python bench/logs.py --python $(SHIPPED)/bin/python
 	$(BIN)/python bench/dns_checks.py
 	$(BIN)/python bench/hostile_clients.py
 	$(BIN)/python bench/mailbox_stats.py
