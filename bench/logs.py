@@ -295,7 +295,7 @@ def parse_rate(lines: list[str], runs: int, before: list[str] | None = None) -> 
     for _ in range(runs):
         dispatcher = LineDispatcher(LogCounters(10))
         feed = Feed(dispatcher.syslog_lines, dispatcher.messages, threading.Lock(), lambda: None)
-        for batch in reads(before or []):
+        for batch in reads(before) if before else ():
             feed.lines(batch)
         started = time.perf_counter()
         for batch in batches:

@@ -18,7 +18,7 @@ from mail_exporter_compiled import COMPILED_MODULES, compiling
 from setuptools import build_meta
 from setuptools.build_meta import *  # noqa: F403  (the whole PEP 517 interface, as setuptools has it)
 
-MYPYC = "mypy==1.13.0"
+MYPYC = "mypy==2.4.1"
 MYPYC_OPTIONS = ("--ignore-missing-imports", "--follow-imports=silent")
 """The build's environment holds the compiler, not the package's dependencies: the modules
 compiled import none of them, and what the rest of the package imports is typed Any."""
