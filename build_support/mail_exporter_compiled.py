@@ -3,7 +3,7 @@ backend (:mod:`mail_exporter_build`) and by the tests, so it imports nothing of 
 
 Every line of a followed log goes through these modules (routing by syslog tag, the Postfix
 parser and the counts it keeps). Compiled with mypyc, mypy's compiler, from the same source,
-unchanged, they take about a quarter less CPU per line (docs/benchmarks.md, section 6: what
+unchanged, they take about 40 % less CPU per line (docs/benchmarks.md, section 6: what
 makes the log collector three times as fast as postfix_exporter). The container image asks
 for it (its build stage has a C compiler); a plain ``pip install`` stays pure Python and
 needs none, and an editable install is always pure (compiled modules in the checkout would
