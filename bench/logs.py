@@ -9,7 +9,8 @@ postfix_refusals.log``); at 0, the default, the log is the same as before those 
 so figures stay comparable with earlier runs.
 
 1. **Parse and count** on one core, in this process: every line through
-   :class:`LineDispatcher` into the counters, best of ``--runs``. Then as many lines of
+   :class:`LineDispatcher` into the counters, handed on as a file follower hands them (a
+   batch per 256 KiB read, through its ``Feed``), best of ``--runs``. Then as many lines of
    qmgr's ``from=`` for new queue IDs that are never removed (a deferred queue past the
    cap, or a flood of forged qmgr lines): ``MAX_QUEUED_IDS`` of them with nothing held
    before, then ``--lines`` more with those held, so that each line remembers one ID

@@ -361,7 +361,8 @@ def main() -> int:
     parser.add_argument(
         "--python",
         help="run the exporters with this interpreter: ours as its environment has it installed "
-        "(e.g. the image's build, with the fast extra), --against's tree on it too",
+        "(e.g. .cache/shipped/bin/python, the image's build: make shipped), --against's tree on "
+        "it too",
     )
     args = parser.parse_args()
     fill_defaults(args, n=(200, 30), warmup=(10, 5))

@@ -109,7 +109,11 @@ def leaves(message: Message) -> list[Message]:
         payload = part.get_payload()
         if isinstance(payload, list):
             if depth < MAX_NESTING:
-                stack.extend((sub, depth + 1) for sub in reversed(payload))
+                # A parsed multipart's payload holds Message parts only; typeshed's type
+                # allows str too.
+                stack.extend(
+                    (sub, depth + 1) for sub in reversed(payload) if isinstance(sub, Message)
+                )
         else:
             found.append(part)
     return found
