@@ -17,6 +17,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from tests.test_deploy import copied_sources
+
 ROOT = Path(__file__).resolve().parent.parent
 # The build's list, read without setuptools (which the test environment need not have).
 _LIST = ROOT / "build_support" / "mail_exporter_compiled.py"
@@ -27,10 +29,6 @@ _spec.loader.exec_module(_listed)
 
 COMPILED_MODULES: tuple[str, ...] = _listed.COMPILED_MODULES
 COMPILE_VARIABLE: str = _listed.COMPILE_VARIABLE
-# What the wheel is built from: the Dockerfile's COPY sources (tests/test_deploy.py checks
-# those are in the build context).
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "build_support", "mail_exporter",
-           "docs/runbook.md", "examples/mail_exporter.yml")  # fmt: skip
 BUILD_TIMEOUT = 900.0
 
 
@@ -64,7 +62,7 @@ def build_compiled_tree(work: Path) -> Path:
     """A directory holding the compiled wheel unpacked, the tests and pyproject.toml (the
     tests' settings): run pytest from it and the package comes from the wheel."""
     source = work / "source"
-    for name in SOURCES:
+    for name in copied_sources():  # what the image's wheel is built from
         origin = ROOT / name
         target = source / name
         target.parent.mkdir(parents=True, exist_ok=True)

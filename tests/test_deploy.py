@@ -93,6 +93,15 @@ def dockerfile_values(keyword: str, path: Path = DOCKERFILE) -> list[str]:
     return [arguments for name, arguments in dockerfile_instructions(path) if name == keyword]
 
 
+def copied_sources(path: Path = DOCKERFILE) -> list[str]:
+    """What the Dockerfile's COPY instructions copy from its build context, in order."""
+    sources = []
+    for arguments in dockerfile_values("COPY", path):
+        words = [w for w in arguments.split() if not w.startswith("--")]
+        sources += words[:-1]
+    return sources
+
+
 def healthcheck_command() -> list[str]:
     """The HEALTHCHECK's command, in exec form."""
     (healthcheck,) = dockerfile_values("HEALTHCHECK")
@@ -173,10 +182,7 @@ def in_build_context(path: str) -> bool:
 
 
 def test_build_context_holds_what_the_dockerfile_copies_and_little_else() -> None:
-    sources = []
-    for arguments in dockerfile_values("COPY"):
-        words = [w for w in arguments.split() if not w.startswith("--")]
-        sources += words[:-1]
+    sources = copied_sources()
     assert sources, "the Dockerfile copies the project"
     for source in sources:
         assert (ROOT / source).exists(), source
@@ -319,10 +325,8 @@ def test_everything_the_stack_mounts_or_builds_from_exists() -> None:
         context = COMPOSE_FILE.parent / definition["build"]
         dockerfile = context / "Dockerfile"
         assert dockerfile.is_file(), f"{name}: {dockerfile}"
-        for arguments in dockerfile_values("COPY", dockerfile):
-            words = [w for w in arguments.split() if not w.startswith("--")]
-            for source in words[:-1]:
-                assert (context / source).exists(), f"{name}: COPY {source}"
+        for source in copied_sources(dockerfile):
+            assert (context / source).exists(), f"{name}: COPY {source}"
         conditions = {d: c.get("condition") for d, c in definition.get("depends_on", {}).items()} \
             if isinstance(definition.get("depends_on"), dict) else {}  # fmt: skip
         for dependency, condition in conditions.items():

@@ -66,9 +66,6 @@ class Feed:
 
 def _in_slices(feed: Callable[[list[T]], None], items: list[T]) -> None:
     """``items`` to ``feed`` at most :data:`DISPATCH_LINES` at a time."""
-    if len(items) <= DISPATCH_LINES:
-        feed(items)
-        return
     for start in range(0, len(items), DISPATCH_LINES):
         feed(items[start : start + DISPATCH_LINES])
 
